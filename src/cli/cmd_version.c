@@ -1,0 +1,51 @@
+/*
+ * cmd_version.c: `thinimg version`: the version and the library versions it runs with.
+ */
+#include <archive.h>
+#include <curl/curl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libdevmapper.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "util/version.h"
+
+int cmd_version(struct cli *cli, int argc, char **argv)
+{
+    (void)cli;
+    bool json = false;
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'j')
+            json = true;
+        else if (c == 'h') {
+            printf("Usage: thinimg version [--json]\n\nPrint thinimg's version and the versions "
+                   "of the libraries it runs with.\n");
+            return EXIT_OK;
+        } else
+            return cli_usage_error("version", "unknown option");
+    }
+    char dm[64] = "unknown";
+    dm_get_library_version(dm, sizeof(dm));
+    const curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    if (json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "version", THINIMG_VERSION,
+                              "sqlite", sqlite3_libversion(), "libarchive",
+                              archive_version_string(), "libdevmapper", dm, "curl", cv->version,
+                              "openssl", OpenSSL_version(OPENSSL_VERSION));
+        json_dumpf(o, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(o);
+        return EXIT_OK;
+    }
+    printf("thinimg %s\n", THINIMG_VERSION);
+    printf("  sqlite %s, %s, libdevmapper %s, curl %s, %s\n", sqlite3_libversion(),
+           archive_version_string(), dm, cv->version, OpenSSL_version(OPENSSL_VERSION));
+    return EXIT_OK;
+}

@@ -1,0 +1,99 @@
+/*
+ * common.c: helpers shared by the commands: exit codes, error printing, opening the database.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "fsm/fsm.h"
+#include "store/schema.h"
+#include "util/fsutil.h"
+
+int cli_exit_code(int r)
+{
+    if (r >= 0)
+        return EXIT_OK;
+    switch (-r) {
+    case ENOENT:
+    case ENXIO: return EXIT_NOTFOUND;
+    case EBUSY:
+    case EAGAIN: return EXIT_BUSY;
+    case EINVAL: return EXIT_USAGE;
+    case EBADMSG:
+    case EPERM:
+    case ENOTSUP:
+    case EILSEQ:
+    case ENAMETOOLONG:
+    case EFBIG:
+    case ELOOP:
+    case EXDEV: return EXIT_REJECTED;
+    case EHOSTDOWN:
+    case EROFS:
+    case ENOSPC:
+    case EUCLEAN: return EXIT_UNHEALTHY;
+    default: return EXIT_FAIL;
+    }
+}
+
+int cli_fail(const char *cmd, int r, const struct err *e)
+{
+    if (e && e->code)
+        fprintf(stderr, "thinimg: %s: %s\n", cmd, err_str(e));
+    else
+        fprintf(stderr, "thinimg: %s: %s\n", cmd, strerror(r < 0 ? -r : r));
+    return cli_exit_code(e && e->code ? e->code : r);
+}
+
+int cli_failf(const char *cmd, int code, const char *fmt, ...)
+{
+    fprintf(stderr, "thinimg: %s: ", cmd);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return code;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    fprintf(stderr, "thinimg: %s: ", cmd);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nRun `thinimg %s --help` for usage.\n", cmd);
+    return EXIT_USAGE;
+}
+
+int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
+{
+    if (readonly) {
+        if (access(cli->cfg.db_path, F_OK) < 0)
+            return err_set(e, -ENOENT,
+                           "no database at %s (nothing processed yet, or wrong --state-dir/--db)",
+                           cli->cfg.db_path);
+        struct db_options o = {.readonly = true};
+        return db_open(cli->cfg.db_path, &o, out, e);
+    }
+    int r = config_ensure_dirs(&cli->cfg);
+    if (r < 0)
+        return err_set(e, r, "cannot create state directory %s: %s", cli->cfg.state_dir,
+                       strerror(-r));
+    struct db *db = NULL;
+    r = db_open(cli->cfg.db_path, NULL, &db, e);
+    if (r < 0)
+        return r;
+    r = fsm_db_migrate(db, e);
+    if (r >= 0)
+        r = store_migrate(db, e);
+    if (r < 0) {
+        db_close(db);
+        return r;
+    }
+    *out = db;
+    return 0;
+}

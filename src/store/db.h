@@ -1,0 +1,108 @@
+/*
+ * db.h: the one SQLite database (generic layer: no knowledge of images or runs).
+ *
+ * Every module keeps its state in the same database file, so that one transaction can
+ * checkpoint an FSM transition together with the domain rows it produced. This layer gives:
+ *
+ *  - db_open(): WAL, foreign_keys=ON, busy_timeout, an explicit `synchronous` setting, set on
+ *    the connection it opens (one connection per struct db, so the settings always apply).
+ *  - db_migrate(): versioned migrations per component, recorded in `schema_migrations`
+ *    (component, version, description, applied_at_ms); each one in its own transaction.
+ *  - a statement cache: db_prepare() compiles once per SQL text and hands back the same
+ *    sqlite3_stmt, reset, on later calls.
+ *  - writers: db_begin() takes the connection lock and runs BEGIN IMMEDIATE (so a writer never
+ *    upgrades a read lock and dies on SQLITE_BUSY half-way); db_commit()/db_rollback() end the
+ *    transaction and release the lock.
+ *
+ * Threads: a struct db is one connection shared by the threads of a process. It is guarded by
+ * a recursive mutex: hold it with db_lock()/db_unlock() around reads, or be inside
+ * db_begin()..db_commit(), whenever you use a statement from db_prepare(). Transactions nest
+ * by counting: an inner db_begin() inside an open transaction only counts, and only the
+ * outermost db_commit() commits. A rollback anywhere rolls back the whole transaction.
+ *
+ * Errors: functions return 0 or a negative errno (SQLITE_BUSY -> -EBUSY, CONSTRAINT -> -EEXIST,
+ * FULL -> -ENOSPC, NOMEM -> -ENOMEM, READONLY -> -EROFS, CANTOPEN -> -ENOENT, else -EIO) and
+ * log the SQLite message. db_errmsg() gives the last message on this connection.
+ */
+#pragma once
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+struct db;
+
+enum db_sync { DB_SYNC_OFF = 0, DB_SYNC_NORMAL = 1, DB_SYNC_FULL = 2 };
+
+struct db_options {
+    bool readonly;            /* open read-only; no migrations are run */
+    enum db_sync synchronous; /* default DB_SYNC_FULL: a committed checkpoint survives power loss */
+    int busy_timeout_ms;      /* default DB_BUSY_TIMEOUT_MS */
+};
+
+/* Another process (the CLI next to the daemon) may hold the write lock for a short checkpoint. */
+#define DB_BUSY_TIMEOUT_MS 10000
+
+struct db_migration {
+    int version;             /* 1, 2, 3, ... in order */
+    const char *description; /* one line, stored with the row */
+    const char *sql;         /* may contain several statements */
+};
+
+int db_open(const char *path, const struct db_options *opt, struct db **out, struct err *e);
+void db_close(struct db *db);
+static inline void db_closep(struct db **db)
+{
+    if (*db)
+        db_close(*db);
+}
+#define _cleanup_db_ __attribute__((cleanup(db_closep)))
+
+sqlite3 *db_handle(struct db *db);
+const char *db_path(const struct db *db);
+const char *db_errmsg(struct db *db);
+
+/* Apply the migrations of `component` that are newer than what the database records. */
+int db_migrate(struct db *db, const char *component, const struct db_migration *m, size_t n,
+               struct err *e);
+/* Highest applied version of component (0 when none). */
+int db_schema_version(struct db *db, const char *component, int *out);
+
+void db_lock(struct db *db);
+void db_unlock(struct db *db);
+
+int db_begin(struct db *db);
+int db_commit(struct db *db);
+void db_rollback(struct db *db);
+bool db_in_tx(struct db *db);
+
+/* Cached prepared statement, already reset and unbound. NULL on error (logged). The caller
+ * holds the connection lock until it is done with it, then calls db_done(). */
+sqlite3_stmt *db_prepare(struct db *db, const char *sql);
+void db_done(sqlite3_stmt *st);
+static inline void db_donep(sqlite3_stmt **st)
+{
+    if (*st)
+        db_done(*st);
+}
+#define _cleanup_stmt_ __attribute__((cleanup(db_donep)))
+
+/* Run SQL without results (may be several statements). */
+int db_exec(struct db *db, const char *sql);
+
+/* sqlite3_step() mapped to: 1 = a row, 0 = done, negative errno = error. */
+int db_step(struct db *db, sqlite3_stmt *st);
+
+/* Map an SQLite result code to a negative errno. */
+int db_rc_to_errno(int rc);
+
+/* Bind helpers: NULL text binds SQL NULL. Indexes are 1-based, as in SQLite. */
+int db_bind_text(sqlite3_stmt *st, int idx, const char *s);
+int db_bind_blob(sqlite3_stmt *st, int idx, const void *p, size_t n);
+int db_bind_i64(sqlite3_stmt *st, int idx, int64_t v);
+
+/* Column helpers: a newly allocated copy (NULL for SQL NULL or ENOMEM). */
+char *db_col_strdup(sqlite3_stmt *st, int col);

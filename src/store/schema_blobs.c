@@ -1,0 +1,42 @@
+/*
+ * schema_blobs.c: tables for fetched blobs (component "blobs").
+ *
+ * blobs         one row per digest held locally (content-addressed: the file name is the hex
+ *               digest, never a key). media_type is what validation detected.
+ * blob_sources  what a location (s3://bucket/key, dir:/path/key, https://...) resolved to the
+ *               last time it was fetched: its ETag, size and digest. Two locations with the same
+ *               bytes point at the same blob.
+ * downloads     partial downloads for resume: the temp file, the ETag it was started against
+ *               and how many bytes it holds. Deleted when the blob is recorded.
+ */
+#include <stddef.h>
+
+#include "store/schema.h"
+
+const struct db_migration store_blobs_migrations[] = {
+    {1, "blobs, blob_sources, downloads",
+     "CREATE TABLE blobs("
+     "  digest TEXT PRIMARY KEY CHECK(length(digest) = 71 AND digest LIKE 'sha256:%'),"
+     "  size INTEGER NOT NULL CHECK(size >= 0),"
+     "  media_type TEXT NOT NULL,"
+     "  path TEXT NOT NULL,"
+     "  created_at_ms INTEGER NOT NULL,"
+     "  last_used_ms INTEGER NOT NULL);"
+     "CREATE TABLE blob_sources("
+     "  location TEXT PRIMARY KEY,"
+     "  etag TEXT,"
+     "  size INTEGER,"
+     "  digest TEXT REFERENCES blobs(digest) ON DELETE SET NULL,"
+     "  seen_at_ms INTEGER NOT NULL);"
+     "CREATE INDEX blob_sources_digest ON blob_sources(digest);"
+     "CREATE TABLE downloads("
+     "  location TEXT PRIMARY KEY,"
+     "  etag TEXT,"
+     "  tmp_path TEXT NOT NULL,"
+     "  bytes_done INTEGER NOT NULL DEFAULT 0,"
+     "  size INTEGER,"
+     "  started_at_ms INTEGER NOT NULL,"
+     "  updated_at_ms INTEGER NOT NULL);"},
+};
+const size_t store_blobs_migrations_n =
+    sizeof(store_blobs_migrations) / sizeof(store_blobs_migrations[0]);

@@ -1,0 +1,38 @@
+/*
+ * schema_devices.c: thin devices and their ids (component "devices").
+ *
+ * devices        every thin device thinimg ever asked the pool for, by 24-bit thin id.
+ *                state: creating (row committed before the create_thin/create_snap message),
+ *                ready (message succeeded and confirmed), failed (an operation on it failed:
+ *                left for gc, never cleaned up on the error path), deleting (gc started the
+ *                pool delete), deleted (gone from the pool; the id may be reused only now).
+ * device_id_seq  per pool, the next id to hand out. Ids only grow, so an id is never reused
+ *                while any trace of its device may exist; after 2^24-1 the allocator looks for
+ *                ids whose rows are gone or 'deleted'.
+ */
+#include <stddef.h>
+
+#include "store/schema.h"
+
+const struct db_migration store_devices_migrations[] = {
+    {1, "devices, device_id_seq",
+     "CREATE TABLE devices("
+     "  pool TEXT NOT NULL,"
+     "  dev_id INTEGER NOT NULL CHECK(dev_id BETWEEN 1 AND 16777215),"
+     "  name TEXT NOT NULL,"
+     "  kind TEXT NOT NULL CHECK(kind IN ('layer','activation','test')),"
+     "  state TEXT NOT NULL CHECK(state IN ('creating','ready','failed','deleting','deleted')),"
+     "  origin_id INTEGER,"
+     "  size_bytes INTEGER NOT NULL CHECK(size_bytes > 0),"
+     "  error TEXT,"
+     "  created_at_ms INTEGER NOT NULL,"
+     "  updated_at_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY(pool, dev_id));"
+     "CREATE UNIQUE INDEX devices_live_name ON devices(name) WHERE state != 'deleted';"
+     "CREATE INDEX devices_state ON devices(state);"
+     "CREATE TABLE device_id_seq("
+     "  pool TEXT PRIMARY KEY,"
+     "  next_id INTEGER NOT NULL CHECK(next_id BETWEEN 1 AND 16777216));"},
+};
+const size_t store_devices_migrations_n =
+    sizeof(store_devices_migrations) / sizeof(store_devices_migrations[0]);

@@ -1,0 +1,75 @@
+/*
+ * schema_images.c: images, layer chains and activations (component "images").
+ *
+ * images          a reference the operator processed (canonical location) and its state.
+ * image_layers    the ordered layers of an image: blob digest and chain id at each depth.
+ * layers          one per chain id: the thin device holding the unpacked filesystem of that
+ *                 chain, shared by every image whose lower layers match.
+ * activations     named writable snapshots of an image's top layer (what a VM boots).
+ * resource_locks  per-resource locks (image, chain id) owned by a live process: pid, boot id
+ *                 and process start time identify the owner, so a dead owner's lock can be
+ *                 broken safely and a live one is never stolen.
+ */
+#include <stddef.h>
+
+#include "store/schema.h"
+
+const struct db_migration store_images_migrations[] = {
+    {1, "images, image_layers, layers, activations, resource_locks",
+     "CREATE TABLE images("
+     "  id INTEGER PRIMARY KEY,"
+     "  ref TEXT NOT NULL UNIQUE,"
+     "  name TEXT NOT NULL,"
+     "  state TEXT NOT NULL CHECK(state IN ('pending','fetching','unpacking','ready','failed')),"
+     "  n_layers INTEGER NOT NULL DEFAULT 0,"
+     "  top_chain TEXT,"
+     "  error TEXT,"
+     "  created_at_ms INTEGER NOT NULL,"
+     "  updated_at_ms INTEGER NOT NULL,"
+     "  last_used_ms INTEGER NOT NULL);"
+     "CREATE TABLE layers("
+     "  chain_id TEXT PRIMARY KEY,"
+     "  parent_chain TEXT REFERENCES layers(chain_id),"
+     "  digest TEXT NOT NULL,"
+     "  depth INTEGER NOT NULL CHECK(depth >= 1),"
+     "  pool TEXT,"
+     "  dev_id INTEGER,"
+     "  state TEXT NOT NULL CHECK(state IN ('pending','unpacking','ready','failed')),"
+     "  entries INTEGER,"
+     "  bytes INTEGER,"
+     "  error TEXT,"
+     "  created_at_ms INTEGER NOT NULL,"
+     "  updated_at_ms INTEGER NOT NULL,"
+     "  FOREIGN KEY(pool, dev_id) REFERENCES devices(pool, dev_id));"
+     "CREATE TABLE image_layers("
+     "  image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+     "  idx INTEGER NOT NULL CHECK(idx >= 1),"
+     "  location TEXT,"
+     "  digest TEXT,"
+     "  chain_id TEXT,"
+     "  size INTEGER,"
+     "  PRIMARY KEY(image_id, idx));"
+     "CREATE INDEX image_layers_chain ON image_layers(chain_id);"
+     "CREATE TABLE activations("
+     "  name TEXT PRIMARY KEY,"
+     "  image_id INTEGER NOT NULL REFERENCES images(id),"
+     "  chain_id TEXT NOT NULL REFERENCES layers(chain_id),"
+     "  pool TEXT,"
+     "  dev_id INTEGER,"
+     "  state TEXT NOT NULL CHECK(state IN ('creating','active','inactive','failed')),"
+     "  device_path TEXT,"
+     "  error TEXT,"
+     "  created_at_ms INTEGER NOT NULL,"
+     "  updated_at_ms INTEGER NOT NULL,"
+     "  FOREIGN KEY(pool, dev_id) REFERENCES devices(pool, dev_id));"
+     "CREATE INDEX activations_image ON activations(image_id);"
+     "CREATE TABLE resource_locks("
+     "  resource TEXT PRIMARY KEY,"
+     "  owner_pid INTEGER NOT NULL,"
+     "  owner_boot_id TEXT NOT NULL,"
+     "  owner_start_ticks INTEGER NOT NULL,"
+     "  purpose TEXT NOT NULL,"
+     "  acquired_at_ms INTEGER NOT NULL);"},
+};
+const size_t store_images_migrations_n =
+    sizeof(store_images_migrations) / sizeof(store_images_migrations[0]);

@@ -1,0 +1,81 @@
+/*
+ * config.c: flag > environment > default resolution of shared settings. See config.h.
+ */
+#include "util/config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util/defaults.h"
+#include "util/fsutil.h"
+
+static const char *pick(const char *flag, const char *env)
+{
+    if (flag && *flag)
+        return flag;
+    const char *v = getenv(env);
+    return v && *v ? v : NULL;
+}
+
+static int set_path(char **dst, const char *explicit_value, const char *dir, const char *name)
+{
+    *dst = explicit_value ? strdup(explicit_value) : path_join(dir, name);
+    return *dst ? 0 : -ENOMEM;
+}
+
+int config_resolve(struct config *c, const struct config_overrides *o)
+{
+    static const struct config_overrides none;
+    if (!o)
+        o = &none;
+    memset(c, 0, sizeof(*c));
+    const char *state = pick(o->state_dir, "THINIMG_STATE_DIR");
+    c->state_dir = strdup(state ? state : DEFAULT_STATE_DIR);
+    if (!c->state_dir)
+        return -ENOMEM;
+    int r = 0;
+    r |= set_path(&c->db_path, pick(o->db_path, "THINIMG_DB"), c->state_dir, DEFAULT_DB_NAME);
+    r |= set_path(&c->blob_dir, NULL, c->state_dir, DEFAULT_BLOB_SUBDIR);
+    r |= set_path(&c->tmp_dir, NULL, c->state_dir, DEFAULT_TMP_SUBDIR);
+    r |= set_path(&c->mount_dir, NULL, c->state_dir, DEFAULT_MOUNT_SUBDIR);
+    r |= set_path(&c->pool_dir, NULL, c->state_dir, DEFAULT_POOL_SUBDIR);
+    r |= set_path(&c->lock_path, NULL, c->state_dir, DEFAULT_LOCK_NAME);
+    r |= set_path(&c->socket_path, pick(o->socket_path, "THINIMG_SOCKET"), c->state_dir,
+                  DEFAULT_SOCKET_NAME);
+    const char *pool = pick(o->pool_name, "THINIMG_POOL");
+    c->pool_name = strdup(pool ? pool : DEFAULT_POOL_NAME);
+    const char *src = pick(o->source, "THINIMG_SOURCE");
+    c->source = src ? strdup(src) : NULL;
+    if (r || !c->pool_name || (src && !c->source)) {
+        config_free(c);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void config_free(struct config *c)
+{
+    char **fields[] = {&c->state_dir, &c->db_path,     &c->blob_dir,  &c->tmp_dir, &c->mount_dir,
+                       &c->pool_dir,  &c->lock_path,   &c->socket_path, &c->pool_name,
+                       &c->source};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        free(*fields[i]);
+        *fields[i] = NULL;
+    }
+}
+
+int config_ensure_dirs(const struct config *c)
+{
+    int r = mkdir_p(c->state_dir, 0700);
+    if (r < 0)
+        return r;
+    const char *dirs[] = {c->blob_dir, c->tmp_dir, c->mount_dir, c->pool_dir};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        r = mkdir_p(dirs[i], 0700);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}

@@ -1,0 +1,42 @@
+/*
+ * config.h: resolved paths and settings shared by the CLI, the daemon and the pipeline.
+ *
+ * Precedence for every setting: command-line flag > environment variable > default derived
+ * from the state directory. config_resolve() fills every field; the strings are owned by the
+ * struct and freed by config_free().
+ *
+ *   setting     flag          environment          default
+ *   state dir   --state-dir   THINIMG_STATE_DIR    /var/lib/thinimg
+ *   database    --db          THINIMG_DB           <state>/thinimg.db
+ *   pool name   --pool        THINIMG_POOL         thinimg
+ *   source      --source      THINIMG_SOURCE       (none)
+ *   socket      --socket      THINIMG_SOCKET       <state>/thinimg.sock
+ */
+#pragma once
+
+struct config {
+    char *state_dir;
+    char *db_path;
+    char *blob_dir;   /* <state>/blobs */
+    char *tmp_dir;    /* <state>/tmp */
+    char *mount_dir;  /* <state>/mnt */
+    char *pool_dir;   /* <state>/pool */
+    char *lock_path;  /* <state>/thinimg.lock */
+    char *socket_path;
+    char *pool_name;
+    char *source;     /* default source for relative refs, may be NULL */
+};
+
+/* Overrides: any field may be NULL (= not given on the command line). */
+struct config_overrides {
+    const char *state_dir;
+    const char *db_path;
+    const char *pool_name;
+    const char *source;
+    const char *socket_path;
+};
+
+int config_resolve(struct config *c, const struct config_overrides *o);
+void config_free(struct config *c);
+/* Create the state directory layout (0700 for the state dir). */
+int config_ensure_dirs(const struct config *c);

@@ -1,0 +1,73 @@
+/*
+ * err.c: human-readable errors carried next to negative errno returns. See err.h.
+ */
+#include "util/err.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+int err_setv(struct err *e, int code, const char *fmt, va_list ap)
+{
+    if (code >= 0)
+        code = -EIO;
+    if (!e)
+        return code;
+    if (e->code != 0)
+        return e->code;
+    e->code = code;
+    vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+    return code;
+}
+
+int err_set(struct err *e, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_setv(e, code, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int err_prefix(struct err *e, const char *fmt, ...)
+{
+    if (!e)
+        return -EIO;
+    char prefix[ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    char old[ERR_MSG_MAX];
+    snprintf(old, sizeof(old), "%s", err_str(e));
+    snprintf(e->msg, sizeof(e->msg), "%s: %s", prefix, old);
+    if (e->code == 0)
+        e->code = -EIO;
+    return e->code;
+}
+
+int err_errno(struct err *e, int code, const char *what)
+{
+    if (code >= 0)
+        code = -EIO;
+    return err_set(e, code, "%s: %s", what, strerror(-code));
+}
+
+void err_clear(struct err *e)
+{
+    if (!e)
+        return;
+    e->code = 0;
+    e->msg[0] = '\0';
+}
+
+const char *err_str(const struct err *e)
+{
+    if (!e)
+        return "unknown error";
+    if (e->msg[0])
+        return e->msg;
+    if (e->code)
+        return strerror(-e->code);
+    return "no error";
+}

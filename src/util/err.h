@@ -1,0 +1,40 @@
+/*
+ * err.h: an error that carries a message for a human.
+ *
+ * The project's one error convention is "return 0 (or a positive count) on success, a negative
+ * errno on failure". Where the caller needs to tell an operator *what* failed and *what to do*
+ * (a rejected archive entry, a refused pool, a 403 from S3), the function also takes a
+ * `struct err *` and fills it. Passing NULL is always allowed.
+ *
+ *     if (size > limit)
+ *         return err_set(e, -EFBIG, "entry %s: file size %zu over limit %zu", name, size, limit);
+ *
+ * err_set() returns its code so that the line above is a single statement. The first error set
+ * wins: a later err_set() on an already-set err only keeps the code (context added by callers
+ * goes through err_prefix()).
+ */
+#pragma once
+
+#include <stdarg.h>
+
+#define ERR_MSG_MAX 1024
+
+struct err {
+    int code;               /* negative errno, 0 when no error is set */
+    char msg[ERR_MSG_MAX];  /* NUL-terminated, "" when no error is set */
+};
+
+/* Sets the error (if e and no error is set yet) and returns code (always negative). */
+int err_set(struct err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int err_setv(struct err *e, int code, const char *fmt, va_list ap);
+
+/* Puts "prefix: " before the existing message; returns e->code. */
+int err_prefix(struct err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Sets the error from a code alone, with strerror() as the message, unless one is set. */
+int err_errno(struct err *e, int code, const char *what);
+
+void err_clear(struct err *e);
+
+/* The message, or strerror(-code) when none was given. Never NULL. */
+const char *err_str(const struct err *e);
