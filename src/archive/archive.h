@@ -1,0 +1,97 @@
+/*
+ * archive.h: reading hostile image blobs: format detection, the policy scan, secure layer
+ * apply, and the manifests of multi-layer archives (docker-archive, OCI layout).
+ *
+ * Every blob is hostile until proven otherwise. Reading is done by libarchive; writing is this
+ * module's own fd-based code: every parent directory is resolved with
+ * openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) under the root fd (absolute symlinks in the
+ * image resolve inside the image), and the final component is created with *at() calls that
+ * never follow it. Nothing outside the root is ever created, changed or followed.
+ *
+ * Formats are detected by content (magic bytes and structure), never by name.
+ *
+ * Errors: 0 on success, a negative errno on failure, and the struct err names the entry and
+ * the rule ("entry 'a/../../x': path escapes the root (rule: traversal)"). Rejections use
+ * -EPERM (policy), -EBADMSG (malformed/truncated archive), -EFBIG (a limit), -ENOTSUP
+ * (unsupported format: "not an image layer").
+ *
+ * Limits (entries, sizes, path length, depth, time, compression ratio) and what is allowed
+ * (device nodes, xattr allowlist) are in struct archive_policy; archive_policy_default() has
+ * the defaults, documented in limits.h.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+enum blob_format {
+    BLOB_UNKNOWN = 0,        /* not an image layer */
+    BLOB_TAR,                /* uncompressed tar layer (ustar/pax/gnu) */
+    BLOB_TAR_GZIP,           /* gzip-compressed tar layer */
+    BLOB_TAR_ZSTD,           /* zstd-compressed tar layer */
+    BLOB_DOCKER_ARCHIVE,     /* `docker save` tar: manifest.json + layer tars */
+    BLOB_OCI_LAYOUT,         /* OCI image layout in a tar: oci-layout, index.json, blobs/ */
+};
+
+const char *blob_format_name(enum blob_format f); /* "tar", "tar+gzip", ..., "unknown" */
+bool blob_format_is_layer(enum blob_format f);    /* TAR, TAR_GZIP, TAR_ZSTD */
+
+/* Detect the format of the file at path by content. An unknown format returns 0 with
+ * *out = BLOB_UNKNOWN and a human description in e-less form via `why` (may be NULL), e.g.
+ * "empty file", "looks like an XML document (an S3 error body?)", "looks like HTML",
+ * "truncated tar header". */
+int archive_detect(const char *path, enum blob_format *out, char *why, size_t why_len);
+
+struct archive_policy; /* limits.h */
+
+struct archive_stats {
+    uint64_t entries;       /* entries read */
+    uint64_t files;         /* regular files written (or that would be written) */
+    uint64_t dirs, symlinks, hardlinks, devices, whiteouts;
+    uint64_t bytes;         /* regular file payload bytes */
+    uint64_t compressed_bytes; /* bytes read from the blob */
+};
+
+/* Read the whole layer and check it against the policy without writing anything.
+ * Used by the fetch machine's validate step. */
+int archive_scan(const char *path, const struct archive_policy *p, struct archive_stats *st,
+                 struct err *e);
+
+/* Apply one layer (any layer format) onto the directory open as root_fd: regular files,
+ * dirs, symlinks, hardlinks, devices/FIFOs (policy), ownership, modes, times, allowed xattrs,
+ * OCI whiteouts against lower layers. Directory modes and times are applied at the end.
+ * On failure the root may hold part of the layer: the caller must not record the layer as
+ * applied (the unpack machine recreates the device from its parent on retry). */
+int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
+                  struct archive_stats *st, struct err *e);
+
+/* Progress callback for scan/apply: bytes of the blob consumed so far. Optional. */
+typedef void (*archive_progress_fn)(uint64_t done, uint64_t total, void *ud);
+void archive_set_progress(archive_progress_fn fn, void *ud); /* thread-local */
+
+/* ---- multi-layer archives (docker-archive, OCI layout) ----------------------------------- */
+
+struct archive_layer_ref {
+    char *member;        /* path of the layer inside the outer tar */
+    char *digest;        /* declared "sha256:..." when the manifest gives one, else NULL */
+    enum blob_format format; /* as detected on the member's content */
+    uint64_t size;
+};
+
+struct archive_manifest {
+    struct archive_layer_ref *layers; /* bottom to top */
+    size_t n_layers;
+    char *repo_tag; /* first RepoTags entry / ref.name annotation, or NULL */
+};
+
+/* Read the manifest of a docker-archive or OCI-layout tar and list its layers in order.
+ * Validates the manifest structure (member paths exist, no traversal). */
+int archive_manifest_read(const char *path, struct archive_manifest *out, struct err *e);
+void archive_manifest_free(struct archive_manifest *m);
+
+/* Copy one member of the outer tar to out_fd (for storing each layer as its own blob). */
+int archive_member_copy(const char *path, const char *member, int out_fd, uint64_t max_bytes,
+                        struct err *e);
