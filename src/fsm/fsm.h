@@ -300,6 +300,8 @@ struct fsm_run_record {
 };
 void fsm_run_record_free(struct fsm_run_record *r);
 
+/* One history event. `attempt` is the 0-based attempt the event is about (ERROR: the attempt
+ * that failed; COMPLETE: the one that succeeded). HALT and FINISH carry the outcome. */
 struct fsm_event_record {
     int64_t seq;
     enum fsm_event_type type;
@@ -307,7 +309,9 @@ struct fsm_event_record {
     const char *error;   /* may be NULL */
     uint32_t attempt;
     int64_t ts_ms;
-    size_t response_len;
+    size_t response_len; /* bytes of response stored with this event (0: unchanged) */
+    bool has_outcome;    /* HALT and FINISH */
+    enum fsm_outcome outcome;
 };
 
 /* These read the database only, so the CLI can use them on a read-only connection while a
