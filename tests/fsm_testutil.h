@@ -134,9 +134,13 @@ static inline struct fsm_result ft_transition(struct fsm_run *run, struct ft *t,
     }
     pthread_mutex_unlock(&t->lock);
 
-    t->saw_deadline[idx] = fsm_run_deadline_ms(run);
+    int64_t deadline = fsm_run_deadline_ms(run);
+    int sleep_rc = s->sleep_ms ? fsm_run_sleep_ms(run, (uint64_t)s->sleep_ms) : 0;
+    pthread_mutex_lock(&t->lock);
+    t->saw_deadline[idx] = deadline;
     if (s->sleep_ms)
-        t->sleep_rc[idx] = fsm_run_sleep_ms(run, (uint64_t)s->sleep_ms);
+        t->sleep_rc[idx] = sleep_rc;
+    pthread_mutex_unlock(&t->lock);
     if (s->gate) {
         pthread_mutex_lock(&t->lock);
         while (!t->gate_open && fsm_run_cancelled(run) == FSM_CANCEL_NONE) {
