@@ -79,41 +79,43 @@ void fsm_names_free(char **names, size_t n)
 
 /* ---- writes ------------------------------------------------------------------------------ */
 
-/* Appends an event numbered from the run row's next_seq. The caller's UPDATE of the run row
- * in the same transaction bumps next_seq. outcome < 0 stores NULL. */
-static int append_event(struct db *db, const struct fsm_id *v, enum fsm_event_type type,
+/* Appends the event numbered *ref->next_seq. The caller's UPDATE of the run row in the same
+ * transaction stores next_seq + 1; ref->next_seq itself only advances once the write has
+ * committed (see commit_ref). outcome < 0 stores NULL. */
+static int append_event(struct db *db, const struct fsmdb_ref *ref, enum fsm_event_type type,
                         const char *state, const char *error, uint32_t attempt,
                         size_t response_len, int outcome)
 {
     sqlite3_stmt *st = db_prepare(
         db, "INSERT INTO fsm_events(version, seq, type, state, error, attempt, response_len,"
-            " outcome, ts_ms) SELECT version, next_seq, ?2, ?3, ?4, ?5, ?6, ?7, ?8"
-            " FROM fsm_runs WHERE version=?1");
+            " outcome, ts_ms) VALUES(?,?,?,?,?,?,?,?,?)");
     if (!st)
         return -EIO;
-    db_bind_text(st, 1, v->s);
-    db_bind_i64(st, 2, type);
-    db_bind_text(st, 3, state);
-    db_bind_text(st, 4, error && *error ? error : NULL);
-    db_bind_i64(st, 5, attempt);
-    db_bind_i64(st, 6, (int64_t)response_len);
+    db_bind_text(st, 1, ref->version->s);
+    db_bind_i64(st, 2, *ref->next_seq);
+    db_bind_i64(st, 3, type);
+    db_bind_text(st, 4, state);
+    db_bind_text(st, 5, error && *error ? error : NULL);
+    db_bind_i64(st, 6, attempt);
+    db_bind_i64(st, 7, (int64_t)response_len);
     if (outcome >= 0)
-        db_bind_i64(st, 7, outcome);
-    db_bind_i64(st, 8, now_ms());
+        db_bind_i64(st, 8, outcome);
+    db_bind_i64(st, 9, now_ms());
     int r = db_step(db, st);
-    int changes = sqlite3_changes(db_handle(db));
     db_done(st);
-    if (r < 0)
-        return r;
-    return changes == 1 ? 0 : -ENOENT;
+    return r < 0 ? r : 0;
 }
+
+__thread bool fsm_in_commit_callback;
 
 /* Runs the step's commit callbacks in order; the first failure stops them. */
 static int run_callbacks(struct db *db, const struct fsm_commit_cb *cbs, size_t n, char *msg,
                          size_t msg_len)
 {
     for (size_t i = 0; i < n; i++) {
+        fsm_in_commit_callback = true;
         int r = cbs[i].fn(db, cbs[i].ud);
+        fsm_in_commit_callback = false;
         if (r < 0) {
             if (msg)
                 snprintf(msg, msg_len, "commit callback %zu failed: %s", i + 1, strerror(-r));
@@ -129,8 +131,10 @@ static void set_msg(char *msg, size_t msg_len, const char *what, int r, struct d
         snprintf(msg, msg_len, "%s failed: %s (%s)", what, strerror(-r), db_errmsg(db));
 }
 
-/* Ends a write: rollback on r < 0, else commit; fills msg with what failed. */
-static int finish_tx(struct db *db, int r, const char *what, char *msg, size_t msg_len)
+/* Ends a write: rollback on r < 0, else commit; fills msg with what failed. When the write
+ * appended an event (ref not NULL) and committed, the run's next_seq moves on. */
+static int finish_tx(struct db *db, int r, const struct fsmdb_ref *ref, const char *what,
+                     char *msg, size_t msg_len)
 {
     if (r < 0) {
         set_msg(msg, msg_len, what, r, db);
@@ -140,6 +144,8 @@ static int finish_tx(struct db *db, int r, const char *what, char *msg, size_t m
     r = db_commit(db);
     if (r < 0)
         set_msg(msg, msg_len, what, r, db);
+    else if (ref)
+        (*ref->next_seq)++;
     return r;
 }
 
@@ -155,7 +161,8 @@ static int exec_update(struct db *db, sqlite3_stmt *st)
     return changes == 1 ? 0 : -ENOENT;
 }
 
-int fsmdb_insert_run(struct db *db, const struct fsm_new_run *nr, struct fsm_id *existing)
+int fsmdb_insert_run(struct db *db, const struct fsm_new_run *nr, struct fsm_id *existing,
+                     int64_t *rowid)
 {
     int r = db_begin(db);
     if (r < 0)
@@ -188,7 +195,7 @@ int fsmdb_insert_run(struct db *db, const struct fsm_new_run *nr, struct fsm_id 
     sqlite3_stmt *st = db_prepare(
         db, "INSERT INTO fsm_runs(version, type, action, resource_id, queue, parent, run_after,"
             " delay_until_ms, request, transitions, end_state, next_index, state, attempt,"
-            " status, created_ms, next_seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,0,?,0,1,?,1)");
+            " status, created_ms, next_seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,0,?,0,1,?,2)");
     if (!st) {
         db_rollback(db);
         return -EIO;
@@ -208,42 +215,42 @@ int fsmdb_insert_run(struct db *db, const struct fsm_new_run *nr, struct fsm_id 
     db_bind_i64(st, 13, nr->created_ms);
     r = db_step(db, st);
     db_done(st);
+    int64_t seq = 1;
+    struct fsmdb_ref ref = {nr->version, sqlite3_last_insert_rowid(db_handle(db)), &seq};
     if (r >= 0)
-        r = append_event(db, nr->version, FSM_EV_START, nr->first_state, NULL, 0, 0, -1);
-    if (r >= 0) {
-        st = db_prepare(db, "UPDATE fsm_runs SET next_seq=next_seq+1 WHERE version=?");
-        if (st)
-            db_bind_text(st, 1, nr->version->s);
-        r = exec_update(db, st);
-    }
+        r = append_event(db, &ref, FSM_EV_START, nr->first_state, NULL, 0, 0, -1);
     if (r < 0) {
         db_rollback(db);
         return r;
     }
-    return db_commit(db);
+    r = db_commit(db);
+    if (r < 0)
+        return r;
+    *rowid = ref.rowid;
+    return 0;
 }
 
-int fsmdb_mark_running(struct db *db, const struct fsm_id *v, const char *state,
+int fsmdb_mark_running(struct db *db, const struct fsmdb_ref *ref, const char *state,
                        uint32_t attempt, bool resumed)
 {
     int r = db_begin(db);
     if (r < 0)
         return r;
     if (resumed)
-        r = append_event(db, v, FSM_EV_RESUME, state, NULL, attempt, 0, -1);
+        r = append_event(db, ref, FSM_EV_RESUME, state, NULL, attempt, 0, -1);
     if (r >= 0) {
         sqlite3_stmt *st =
             db_prepare(db, "UPDATE fsm_runs SET status=2, started_ms=COALESCE(started_ms, ?),"
-                           " state=?, next_seq=next_seq+? WHERE version=? AND status<3");
+                           " state=?, next_seq=? WHERE rowid=? AND status<3");
         if (st) {
             db_bind_i64(st, 1, now_ms());
             db_bind_text(st, 2, state);
-            db_bind_i64(st, 3, resumed ? 1 : 0);
-            db_bind_text(st, 4, v->s);
+            db_bind_i64(st, 3, *ref->next_seq + (resumed ? 1 : 0));
+            db_bind_i64(st, 4, ref->rowid);
         }
         r = exec_update(db, st);
     }
-    return finish_tx(db, r, "marking the run running", NULL, 0);
+    return finish_tx(db, r, resumed ? ref : NULL, "marking the run running", NULL, 0);
 }
 
 int fsmdb_mark_pending(struct db *db, const struct fsm_id *const *versions, size_t n)
@@ -264,28 +271,30 @@ int fsmdb_mark_pending(struct db *db, const struct fsm_id *const *versions, size
         r = db_step(db, st);
         db_done(st);
     }
-    return finish_tx(db, r, "marking resumed runs pending", NULL, 0);
+    return finish_tx(db, r, NULL, "marking resumed runs pending", NULL, 0);
 }
 
 static sqlite3_stmt *prepare_row_update(struct db *db, const char *set, bool store_response)
 {
     char sql[512];
-    snprintf(sql, sizeof(sql), "UPDATE fsm_runs SET %s, next_seq=next_seq+1%s WHERE version=?",
-             set, store_response ? ", response=?" : "");
+    snprintf(sql, sizeof(sql), "UPDATE fsm_runs SET %s, next_seq=?%s WHERE rowid=?", set,
+             store_response ? ", response=?" : "");
     return db_prepare(db, sql);
 }
 
-/* Binds the response (when stored) and the version after the `nset` SET parameters. */
-static void bind_row_tail(sqlite3_stmt *st, int nset, const struct fsm_id *v, bool store_response,
-                          const void *response, size_t response_len)
+/* Binds next_seq, the response (when stored) and the rowid after the `nset` SET
+ * parameters. */
+static void bind_row_tail(sqlite3_stmt *st, int nset, const struct fsmdb_ref *ref,
+                          bool store_response, const void *response, size_t response_len)
 {
     int idx = nset + 1;
+    db_bind_i64(st, idx++, *ref->next_seq + 1);
     if (store_response)
         db_bind_blob(st, idx++, response_len ? response : "", response_len);
-    db_bind_text(st, idx, v->s);
+    db_bind_i64(st, idx, ref->rowid);
 }
 
-int fsmdb_checkpoint(struct db *db, const struct fsm_id *v, const struct fsm_commit_cb *cbs,
+int fsmdb_checkpoint(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                      size_t n_cbs, const char *state, uint32_t attempt, uint32_t next_index,
                      const char *next_state, const void *response, size_t response_len,
                      bool store_response, char *msg, size_t msg_len)
@@ -314,10 +323,10 @@ int fsmdb_checkpoint(struct db *db, const struct fsm_id *v, const struct fsm_com
         }
         r = exec_update(db, st);
     }
-    return finish_tx(db, r, "checkpoint", msg, msg_len);
+    return finish_tx(db, r, v, "checkpoint", msg, msg_len);
 }
 
-int fsmdb_record_error(struct db *db, const struct fsm_id *v, const char *state,
+int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *state,
                        uint32_t failed_attempt, const char *error)
 {
     int r = db_begin(db);
@@ -334,10 +343,10 @@ int fsmdb_record_error(struct db *db, const struct fsm_id *v, const char *state,
         }
         r = exec_update(db, st);
     }
-    return finish_tx(db, r, "recording an error", NULL, 0);
+    return finish_tx(db, r, v, "recording an error", NULL, 0);
 }
 
-int fsmdb_halt(struct db *db, const struct fsm_id *v, const struct fsm_commit_cb *cbs,
+int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                size_t n_cbs, const char *state, uint32_t attempt, enum fsm_outcome outcome,
                const char *error, const void *response, size_t response_len,
                bool store_response, char *msg, size_t msg_len)
@@ -365,10 +374,10 @@ int fsmdb_halt(struct db *db, const struct fsm_id *v, const struct fsm_commit_cb
         }
         r = exec_update(db, st);
     }
-    return finish_tx(db, r, "halt", msg, msg_len);
+    return finish_tx(db, r, v, "halt", msg, msg_len);
 }
 
-int fsmdb_finish(struct db *db, const struct fsm_id *v, const struct fsm_commit_cb *cbs,
+int fsmdb_finish(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                  size_t n_cbs, const char *end_state, enum fsm_outcome outcome,
                  const char *error, const char *error_state, const void *response,
                  size_t response_len, bool store_response, char *msg, size_t msg_len)
@@ -398,7 +407,7 @@ int fsmdb_finish(struct db *db, const struct fsm_id *v, const struct fsm_commit_
         }
         r = exec_update(db, st);
     }
-    return finish_tx(db, r, "finish", msg, msg_len);
+    return finish_tx(db, r, v, "finish", msg, msg_len);
 }
 
 int fsmdb_cancel(struct db *db, const struct fsm_id *v, const char *cause)
@@ -431,7 +440,7 @@ int fsmdb_cancel(struct db *db, const struct fsm_id *v, const char *cause)
 #define RUN_COLS                                                                                   \
     "version, type, action, resource_id, queue, parent, run_after, delay_until_ms, request,"      \
     " response, transitions, end_state, next_index, state, attempt, status, outcome, error,"      \
-    " error_state, created_ms, started_ms, finished_ms"
+    " error_state, created_ms, started_ms, finished_ms, rowid, next_seq"
 
 static bool tables_exist(struct db *db)
 {
@@ -502,6 +511,8 @@ static int row_from_stmt(sqlite3_stmt *st, struct fsmdb_row *row)
     r->created_ms = sqlite3_column_int64(st, 19);
     r->started_ms = sqlite3_column_int64(st, 20);
     r->finished_ms = sqlite3_column_int64(st, 21);
+    row->rowid = sqlite3_column_int64(st, 22);
+    row->next_seq = sqlite3_column_int64(st, 23);
     if (k < 0)
         return k;
     if (!r->type || !r->action || !r->resource_id || !r->state || !r->error || !row->end_state)

@@ -190,6 +190,11 @@ void fsm_run_set_progress(struct fsm_run *run, const char *phase, uint64_t done,
 
 /* ---- step helpers ------------------------------------------------------------------------ */
 
+static struct fsmdb_ref ref_of(struct fsm_run *r)
+{
+    return (struct fsmdb_ref){&r->version, r->rowid, &r->next_seq};
+}
+
 static void drop_step(struct fsm_run *r)
 {
     for (size_t i = 0; i < r->n_cbs; i++)
@@ -308,7 +313,8 @@ static enum step_next halt(struct fsm_run *r, const char *state, bool with_step)
     char *error = strdup(r->error ? r->error : "");
     pthread_mutex_unlock(&m->lock);
     char msg[512];
-    int rc = fsmdb_halt(m->db, &r->version, with_step ? r->cbs : NULL, with_step ? r->n_cbs : 0,
+    struct fsmdb_ref ref = ref_of(r);
+    int rc = fsmdb_halt(m->db, &ref, with_step ? r->cbs : NULL, with_step ? r->n_cbs : 0,
                         state, r->attempt, o, error, r->new_response, r->new_response_len,
                         with_step && r->response_set, msg, sizeof(msg));
     if (rc < 0 && with_step) {
@@ -342,7 +348,8 @@ static enum step_next checkpoint(struct fsm_run *r, const char *state, int64_t d
     uint32_t next = r->next_index + 1;
     const char *next_state =
         next < r->n_transitions ? r->transitions[next] : r->machine->def.end_state;
-    int rc = fsmdb_checkpoint(r->m->db, &r->version, r->cbs, r->n_cbs, state, r->attempt, next,
+    struct fsmdb_ref ref = ref_of(r);
+    int rc = fsmdb_checkpoint(r->m->db, &ref, r->cbs, r->n_cbs, state, r->attempt, next,
                               next_state, r->new_response, r->new_response_len, r->response_set,
                               msg, msg_len);
     if (rc < 0) {
@@ -376,7 +383,8 @@ static enum step_next failed(struct fsm_run *r, const char *state,
     uint32_t failed_attempt = r->attempt;
     set_last_error(r, msg);
     fsm_emit(r, FSM_EV_ERROR, FSM_RETRY, msg, duration_ms);
-    int rc = fsmdb_record_error(m->db, &r->version, state, failed_attempt, msg);
+    struct fsmdb_ref ref = ref_of(r);
+    int rc = fsmdb_record_error(m->db, &ref, state, failed_attempt, msg);
     if (rc < 0)
         log_error("cannot record a failed attempt", "attempt=%u error=%s", failed_attempt,
                   strerror(-rc));
@@ -575,7 +583,8 @@ static void end_step(struct fsm_run *r)
         for (size_t i = 0; i < def->n_finalizers; i++)
             def->finalizers[i](r, o, error ? error : "", def->ud);
         char msg[512];
-        int rc = fsmdb_finish(m->db, &r->version, r->cbs, r->n_cbs, def->end_state, o,
+        struct fsmdb_ref ref = ref_of(r);
+        int rc = fsmdb_finish(m->db, &ref, r->cbs, r->n_cbs, def->end_state, o,
                               error ? error : "", error_state, r->new_response,
                               r->new_response_len, r->response_set, msg, sizeof(msg));
         if (rc >= 0) {
@@ -644,7 +653,8 @@ void *fsm_run_thread(void *arg)
     pthread_mutex_unlock(&m->lock);
     const char *state = to_end ? def->end_state : r->transitions[r->next_index];
     set_live(r, state, r->attempt, 0);
-    int rc = fsmdb_mark_running(m->db, &r->version, state, r->attempt, r->is_restart);
+    struct fsmdb_ref ref = ref_of(r);
+    int rc = fsmdb_mark_running(m->db, &ref, state, r->attempt, r->is_restart);
     if (rc < 0)
         log_warn("cannot mark the run running", "error=%s", strerror(-rc));
     if (r->is_restart) {

@@ -94,6 +94,10 @@ struct fsm_run {
     int64_t delay_until_ms;
     int64_t created_ms;
     bool is_restart;
+    int64_t rowid; /* of its fsm_runs row */
+
+    /* (T) next event's seq (see struct fsmdb_ref) */
+    int64_t next_seq;
 
     /* (T) progress through the machine */
     uint32_t next_index;
@@ -180,8 +184,24 @@ void fsm_cancel_signal(struct fsm_run *r);
 
 /* ---- fsm_db.c: the durable writes. Each is one transaction. ---- */
 
-/* A new run: dedupe (unqueued), row and START event. *existing gets the active run on
- * -EEXIST. */
+/* True on a thread while it runs a commit callback. fsm_start()/fsm_cancel() refuse to run
+ * there: their transaction would nest into the checkpoint's and a run could be scheduled
+ * whose row is then rolled back. */
+extern __thread bool fsm_in_commit_callback;
+
+/* Where a run's row is, and the seq its next event gets. Only the run's owner appends its
+ * events (fsm_start before the run is published, then the run's thread), so next_seq lives in
+ * memory and the writes address the row by rowid: a checkpoint then costs one b-tree insert
+ * and one rowid update besides the application's own writes. *next_seq advances only when a
+ * write that appended an event has committed. */
+struct fsmdb_ref {
+    const struct fsm_id *version;
+    int64_t rowid;
+    int64_t *next_seq;
+};
+
+/* A new run: dedupe (unqueued), row and START event (seq 1). *existing gets the active run on
+ * -EEXIST; *rowid the new row (its next event is seq 2). */
 struct fsm_new_run {
     const struct fsm_id *version, *parent, *run_after;
     const char *type, *action, *resource_id, *queue, *transitions_json, *end_state,
@@ -190,10 +210,11 @@ struct fsm_new_run {
     size_t request_len;
     int64_t delay_until_ms, created_ms;
 };
-int fsmdb_insert_run(struct db *db, const struct fsm_new_run *nr, struct fsm_id *existing);
+int fsmdb_insert_run(struct db *db, const struct fsm_new_run *nr, struct fsm_id *existing,
+                     int64_t *rowid);
 
 /* The run's thread started (status RUNNING), plus a RESUME event after a restart. */
-int fsmdb_mark_running(struct db *db, const struct fsm_id *v, const char *state,
+int fsmdb_mark_running(struct db *db, const struct fsmdb_ref *ref, const char *state,
                        uint32_t attempt, bool resumed);
 /* Runs being resumed are pending again until their queue admits them. */
 int fsmdb_mark_pending(struct db *db, const struct fsm_id *const *versions, size_t n);
@@ -201,28 +222,28 @@ int fsmdb_mark_pending(struct db *db, const struct fsm_id *const *versions, size
 /* Run the commit callbacks, store the response (when set) and move to next_index, with a
  * COMPLETE event for `state`. On a callback failure everything is rolled back and its code is
  * returned, with a message in msg. */
-int fsmdb_checkpoint(struct db *db, const struct fsm_id *v, const struct fsm_commit_cb *cbs,
+int fsmdb_checkpoint(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                      size_t n_cbs, const char *state, uint32_t attempt, uint32_t next_index,
                      const char *next_state, const void *response, size_t response_len,
                      bool store_response, char *msg, size_t msg_len);
 /* A failed attempt: ERROR event; attempt = failed + 1; error = msg (unless an outcome is
  * already decided). */
-int fsmdb_record_error(struct db *db, const struct fsm_id *v, const char *state,
+int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *state,
                        uint32_t failed_attempt, const char *error);
 /* To the end step: outcome, error, error_state and a HALT event. With callbacks (HANDOFF),
- * they run first and the response is stored, as for a checkpoint. An outcome already
- * recorded (a cancel) is kept unless `force`. */
-int fsmdb_halt(struct db *db, const struct fsm_id *v, const struct fsm_commit_cb *cbs,
+ * they run first and the response is stored, as for a checkpoint. */
+int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                size_t n_cbs, const char *state, uint32_t attempt, enum fsm_outcome outcome,
                const char *error, const void *response, size_t response_len,
                bool store_response, char *msg, size_t msg_len);
 /* The end step: callbacks, status FINISHED, outcome, error, error_state, FINISH event. */
-int fsmdb_finish(struct db *db, const struct fsm_id *v, const struct fsm_commit_cb *cbs,
+int fsmdb_finish(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                  size_t n_cbs, const char *end_state, enum fsm_outcome outcome,
                  const char *error, const char *error_state, const void *response,
                  size_t response_len, bool store_response, char *msg, size_t msg_len);
 /* fsm_cancel(): record outcome CANCELLED and the cause, unless an outcome is decided. Returns
- * 1 when recorded, 0 when the run already had an outcome (or finished). */
+ * 1 when recorded, 0 when the run already had an outcome (or finished). Appends no event, so
+ * any thread may call it. */
 int fsmdb_cancel(struct db *db, const struct fsm_id *v, const char *cause);
 
 /* A run record plus what resume needs beyond the public record. */
@@ -230,6 +251,7 @@ struct fsmdb_row {
     struct fsm_run_record rec;
     bool has_outcome; /* an outcome is decided (outcome column not NULL) */
     char *end_state;
+    int64_t rowid, next_seq;
 };
 void fsmdb_row_free(struct fsmdb_row *row);
 /* Every unfinished run, oldest first. rows is malloc'd; free each then the array. */

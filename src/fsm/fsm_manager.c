@@ -697,6 +697,12 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
     if (!m || !machine || machine->m != m || !resource_id || !*resource_id ||
         (req_len && !req) || opts->delay_until_ms < 0 || (opts->queue && !*opts->queue))
         return -EINVAL;
+    if (fsm_in_commit_callback) {
+        log_error("fsm_start called from a commit callback; start runs from the transition",
+                  "machine=%s/%s resource=%s", machine->def.type, machine->def.action,
+                  resource_id);
+        return -EDEADLK;
+    }
 
     pthread_mutex_lock(&m->lock);
     bool down = m->shutting_down;
@@ -762,7 +768,7 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
         .created_ms = r->created_ms,
     };
     struct fsm_id existing = {{0}};
-    rc = fsmdb_insert_run(m->db, &nr, &existing);
+    rc = fsmdb_insert_run(m->db, &nr, &existing, &r->rowid);
     if (rc < 0) {
         if (rc == -EEXIST && out)
             *out = existing;
@@ -772,6 +778,7 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
         fsm_run_free(r);
         return rc;
     }
+    r->next_seq = 2;
     if (out)
         *out = r->version;
     log_debug("run started", "run=%s machine=%s/%s resource=%s queue=%s", r->version.s,
@@ -847,6 +854,8 @@ int fsm_cancel(struct fsm_manager *m, const struct fsm_id *version, const char *
         return -ENOENT;
     if (!cause || !*cause)
         cause = "cancelled";
+    if (fsm_in_commit_callback)
+        return -EDEADLK;
     pthread_mutex_lock(&m->lock);
     if (m->shutting_down) {
         pthread_mutex_unlock(&m->lock);
@@ -913,6 +922,8 @@ static struct fsm_run *run_from_row(struct fsm_manager *m, struct fsm_machine *x
     r->delay_until_ms = rec->delay_until_ms;
     r->created_ms = rec->created_ms;
     r->is_restart = true;
+    r->rowid = row->rowid;
+    r->next_seq = row->next_seq;
     r->next_index = rec->next_index;
     r->attempt = rec->attempt;
     r->resource_id = TAKE_PTR(rec->resource_id);

@@ -769,6 +769,54 @@ static void test_retention_prune_at_open(void **state)
     fsm_manager_close(m);
 }
 
+/* ---- misuse ------------------------------------------------------------------------------ */
+
+struct nested {
+    struct fsm_manager *m;
+    struct fsm_machine *x;
+    int start_rc, cancel_rc;
+    struct fsm_id self;
+};
+
+static int start_from_callback(struct db *cdb, void *ud)
+{
+    (void)cdb;
+    struct nested *n = ud;
+    n->start_rc = fsm_start(n->m, n->x, "nested", NULL, 0, NULL, NULL);
+    n->cancel_rc = fsm_cancel(n->m, &n->self, "nested");
+    return 0;
+}
+
+static struct fsm_result starts_in_callback(struct fsm_run *run, void *ud)
+{
+    struct nested *n = ud;
+    struct fsm_run_info info;
+    fsm_run_info(run, &info);
+    n->self = info.version;
+    fsm_run_on_commit(run, start_from_callback, n, NULL);
+    return fsm_ok();
+}
+
+static void test_no_start_inside_commit_callback(void **state)
+{
+    (void)state;
+    struct nested n = {0};
+    n.m = ft_open_manager(db, NULL, 0);
+    struct fsm_transition_def t[1] = {{"only", starts_in_callback, NULL}};
+    struct fsm_machine_def def = {.type = "misuse", .action = "nest", .transitions = t,
+                                  .n_transitions = 1, .end_state = "done", .ud = &n};
+    assert_int_equal(fsm_register(n.m, &def, &n.x), 0);
+    struct fsm_id v;
+    assert_int_equal(fsm_start(n.m, n.x, "outer", NULL, 0, NULL, &v), 0);
+    enum fsm_outcome o;
+    assert_int_equal(fsm_wait(n.m, &v, 10000, &o, NULL), 0);
+    assert_int_equal(o, FSM_OK);
+    assert_int_equal(n.start_rc, -EDEADLK);
+    assert_int_equal(n.cancel_rc, -EDEADLK);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE resource_id='nested'"), 0);
+    fsm_manager_close(n.m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -790,6 +838,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_live_state_and_log_context, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_prune_at_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_start_inside_commit_callback, setup, teardown),
     };
     log_setup(LOG_FMT_LOGFMT, LOG_LVL_ERROR, 2);
     return cmocka_run_group_tests(tests, NULL, NULL);
