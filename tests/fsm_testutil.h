@@ -26,16 +26,16 @@
 #include "testutil.h"
 #include "util/timeutil.h"
 
-#define FT_MAX 6
+#define FT_MAX      6
 #define FT_MAX_RUNS 64
 
 struct ft_step {
-    int fail_until;                    /* RETRY while attempt < fail_until */
-    enum fsm_outcome outcome;          /* returned after that (default OK) */
-    char message[128];                 /* message for RETRY / halts */
-    int sleep_ms;                      /* cancellable sleep each attempt */
-    bool gate;                         /* block until ft->gate_open (or cancel) */
-    int fail_commit_until;             /* a second commit callback fails while attempt < this */
+    int fail_until;           /* RETRY while attempt < fail_until */
+    enum fsm_outcome outcome; /* returned after that (default OK) */
+    char message[128];        /* message for RETRY / halts */
+    int sleep_ms;             /* cancellable sleep each attempt */
+    bool gate;                /* block until ft->gate_open (or cancel) */
+    int fail_commit_until;    /* a second commit callback fails while attempt < this */
     bool no_domain_write;
 };
 
@@ -180,12 +180,16 @@ static inline struct fsm_result ft_transition(struct fsm_run *run, struct ft *t,
         fsm_run_on_commit(run, ft_fail_commit, NULL, NULL);
     fsm_run_set_response(run, name, strlen(name));
     switch (s->outcome) {
-    case FSM_OK: return fsm_ok();
-    case FSM_HANDOFF: return fsm_handoff("%s", s->message[0] ? s->message : "already done");
-    case FSM_ABORT: return fsm_abort("%s", s->message[0] ? s->message : "aborted");
+    case FSM_OK:
+        return fsm_ok();
+    case FSM_HANDOFF:
+        return fsm_handoff("%s", s->message[0] ? s->message : "already done");
+    case FSM_ABORT:
+        return fsm_abort("%s", s->message[0] ? s->message : "aborted");
     case FSM_UNRECOVERABLE:
         return fsm_unrecoverable("%s", s->message[0] ? s->message : "unrecoverable");
-    default: return fsm_retry("%s", s->message);
+    default:
+        return fsm_retry("%s", s->message);
     }
 }
 
@@ -312,7 +316,8 @@ static inline struct fsm_manager *ft_open_manager(struct db *db, const struct fs
 }
 
 /* SELECT of one integer, printf-formatted; -999999 when there is no row. */
-static inline int64_t ft_q(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline int64_t ft_q(struct db *db, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline int64_t ft_q(struct db *db, const char *fmt, ...)
 {
     char sql[1024];
@@ -334,7 +339,8 @@ static inline int64_t ft_q(struct db *db, const char *fmt, ...)
 }
 
 /* SELECT of one text value (malloc'd; NULL when none). */
-static inline char *ft_qs(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline char *ft_qs(struct db *db, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline char *ft_qs(struct db *db, const char *fmt, ...)
 {
     char sql[1024];

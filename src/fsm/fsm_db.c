@@ -83,8 +83,8 @@ void fsm_names_free(char **names, size_t n)
  * transaction stores next_seq + 1; ref->next_seq itself only advances once the write has
  * committed (see commit_ref). outcome < 0 stores NULL. */
 static int append_event(struct db *db, const struct fsmdb_ref *ref, enum fsm_event_type type,
-                        const char *state, const char *error, uint32_t attempt,
-                        size_t response_len, int outcome)
+                        const char *state, const char *error, uint32_t attempt, size_t response_len,
+                        int outcome)
 {
     sqlite3_stmt *st = db_prepare(
         db, "INSERT INTO fsm_events(version, seq, type, state, error, attempt, response_len,"
@@ -133,8 +133,8 @@ static void set_msg(char *msg, size_t msg_len, const char *what, int r, struct d
 
 /* Ends a write: rollback on r < 0, else commit; fills msg with what failed. When the write
  * appended an event (ref not NULL) and committed, the run's next_seq moves on. */
-static int finish_tx(struct db *db, int r, const struct fsmdb_ref *ref, const char *what,
-                     char *msg, size_t msg_len)
+static int finish_tx(struct db *db, int r, const struct fsmdb_ref *ref, const char *what, char *msg,
+                     size_t msg_len)
 {
     if (r < 0) {
         set_msg(msg, msg_len, what, r, db);
@@ -280,7 +280,7 @@ struct col {
     int64_t i;
     const char *s;
 };
-#define COL_INT(x) ((struct col){false, (int64_t)(x), NULL})
+#define COL_INT(x)  ((struct col){false, (int64_t)(x), NULL})
 #define COL_TEXT(x) ((struct col){true, 0, (x)})
 
 /* One step's durable write: the application's commit callbacks, one event, one UPDATE of the
@@ -341,13 +341,18 @@ int fsmdb_checkpoint(struct db *db, const struct fsmdb_ref *v, const struct fsm_
                      bool store_response, char *msg, size_t msg_len)
 {
     const struct col cols[] = {COL_INT(next_index), COL_TEXT(next_state)};
-    const struct step_write w = {
-        .what = "checkpoint", .type = FSM_EV_COMPLETE, .state = state, .attempt = attempt,
-        .outcome = -1,
-        .set = "next_index=?, state=?, attempt=0,"
-               " error=CASE WHEN outcome IS NULL THEN '' ELSE error END",
-        .cols = cols, .n_cols = 2, .response = response, .response_len = response_len,
-        .store_response = store_response};
+    const struct step_write w = {.what = "checkpoint",
+                                 .type = FSM_EV_COMPLETE,
+                                 .state = state,
+                                 .attempt = attempt,
+                                 .outcome = -1,
+                                 .set = "next_index=?, state=?, attempt=0,"
+                                        " error=CASE WHEN outcome IS NULL THEN '' ELSE error END",
+                                 .cols = cols,
+                                 .n_cols = 2,
+                                 .response = response,
+                                 .response_len = response_len,
+                                 .store_response = store_response};
     return write_step(db, v, cbs, n_cbs, &w, msg, msg_len);
 }
 
@@ -356,40 +361,58 @@ int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *sta
 {
     const struct col cols[] = {COL_INT((int64_t)failed_attempt + 1), COL_TEXT(error ? error : "")};
     const struct step_write w = {
-        .what = "recording an error", .type = FSM_EV_ERROR, .state = state, .error = error,
-        .attempt = failed_attempt, .outcome = -1,
+        .what = "recording an error",
+        .type = FSM_EV_ERROR,
+        .state = state,
+        .error = error,
+        .attempt = failed_attempt,
+        .outcome = -1,
         .set = "attempt=?, error=CASE WHEN outcome IS NULL THEN ? ELSE error END",
-        .cols = cols, .n_cols = 2};
+        .cols = cols,
+        .n_cols = 2};
     return write_step(db, v, NULL, 0, &w, NULL, 0);
 }
 
 int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                size_t n_cbs, const char *state, uint32_t attempt, enum fsm_outcome outcome,
-               const char *error, const void *response, size_t response_len,
-               bool store_response, char *msg, size_t msg_len)
+               const char *error, const void *response, size_t response_len, bool store_response,
+               char *msg, size_t msg_len)
 {
     const struct col cols[] = {COL_INT(outcome), COL_TEXT(error ? error : ""), COL_TEXT(state),
                                COL_TEXT(state)};
-    const struct step_write w = {
-        .what = "halt", .type = FSM_EV_HALT, .state = state, .error = error,
-        .attempt = attempt, .outcome = (int)outcome,
-        .set = "outcome=?, error=?, error_state=?, state=?", .cols = cols, .n_cols = 4,
-        .response = response, .response_len = response_len, .store_response = store_response};
+    const struct step_write w = {.what = "halt",
+                                 .type = FSM_EV_HALT,
+                                 .state = state,
+                                 .error = error,
+                                 .attempt = attempt,
+                                 .outcome = (int)outcome,
+                                 .set = "outcome=?, error=?, error_state=?, state=?",
+                                 .cols = cols,
+                                 .n_cols = 4,
+                                 .response = response,
+                                 .response_len = response_len,
+                                 .store_response = store_response};
     return write_step(db, v, cbs, n_cbs, &w, msg, msg_len);
 }
 
 int fsmdb_finish(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
-                 size_t n_cbs, const char *end_state, enum fsm_outcome outcome,
-                 const char *error, const char *error_state, const void *response,
-                 size_t response_len, bool store_response, char *msg, size_t msg_len)
+                 size_t n_cbs, const char *end_state, enum fsm_outcome outcome, const char *error,
+                 const char *error_state, const void *response, size_t response_len,
+                 bool store_response, char *msg, size_t msg_len)
 {
     const struct col cols[] = {COL_INT(outcome), COL_TEXT(error ? error : ""),
                                COL_TEXT(error_state), COL_TEXT(end_state), COL_INT(now_ms())};
     const struct step_write w = {
-        .what = "finish", .type = FSM_EV_FINISH, .state = end_state, .error = error,
+        .what = "finish",
+        .type = FSM_EV_FINISH,
+        .state = end_state,
+        .error = error,
         .outcome = (int)outcome,
         .set = "status=3, outcome=?, error=?, error_state=?, state=?, finished_ms=?",
-        .cols = cols, .n_cols = 5, .response = response, .response_len = response_len,
+        .cols = cols,
+        .n_cols = 5,
+        .response = response,
+        .response_len = response_len,
         .store_response = store_response};
     return write_step(db, v, cbs, n_cbs, &w, msg, msg_len);
 }
@@ -422,8 +445,8 @@ int fsmdb_cancel(struct db *db, const struct fsm_id *v, const char *cause)
 /* ---- reads ------------------------------------------------------------------------------- */
 
 #define RUN_COLS                                                                                   \
-    "version, type, action, resource_id, queue, parent, run_after, delay_until_ms, request,"      \
-    " response, transitions, end_state, next_index, state, attempt, status, outcome, error,"      \
+    "version, type, action, resource_id, queue, parent, run_after, delay_until_ms, request,"       \
+    " response, transitions, end_state, next_index, state, attempt, status, outcome, error,"       \
     " error_state, created_ms, started_ms, finished_ms, rowid, next_seq"
 
 static bool tables_exist(struct db *db)
@@ -659,7 +682,8 @@ int fsmdb_list(struct db *db, const struct fsm_list_filter *f, struct fsmdb_row 
     if (!f)
         f = &none;
     char sql[640];
-    snprintf(sql, sizeof(sql), "SELECT " RUN_COLS " FROM fsm_runs WHERE 1%s%s%s%s ORDER BY version %s%s",
+    snprintf(sql, sizeof(sql),
+             "SELECT " RUN_COLS " FROM fsm_runs WHERE 1%s%s%s%s ORDER BY version %s%s",
              f->include_finished ? "" : " AND status<3", f->type ? " AND type=?" : "",
              f->resource_id ? " AND resource_id=?" : "", f->parent ? " AND parent=?" : "",
              f->include_finished ? "DESC" : "ASC", f->limit ? " LIMIT ?" : "");

@@ -311,10 +311,16 @@ static void expect_cancelled(struct fsm_manager *m, const struct fsm_id *v, cons
     assert_int_equal(o, FSM_CANCELLED);
     assert_string_equal(err, cause);
     free(err);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d AND"
-                              " error='%s'", v->s, FSM_CANCELLED, cause), 1);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=4"
-                              " AND outcome=%d", v->s, FSM_CANCELLED), 1);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d AND"
+                          " error='%s'",
+                          v->s, FSM_CANCELLED, cause),
+                     1);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=4"
+                          " AND outcome=%d",
+                          v->s, FSM_CANCELLED),
+                     1);
 }
 
 static void test_cancel(void **state)
@@ -329,7 +335,7 @@ static void test_cancel(void **state)
     struct fsm_id a, b, d, w;
     assert_int_equal(fsm_start(m, x, "a", NULL, 0, &oq, &a), 0);
     assert_int_equal(fsm_start(m, x, "b", NULL, 0, &oq, &b), 0); /* waits in the queue */
-    struct fsm_start_opts od = {.delay_until_ms = now_ms() + 3600 * 1000};
+    struct fsm_start_opts od = {.delay_until_ms = now_ms() + 3600LL * 1000};
     assert_int_equal(fsm_start(m, x, "d", NULL, 0, &od, &d), 0); /* delayed an hour */
     struct fsm_start_opts ow = {.run_after = &a};
     assert_int_equal(fsm_start(m, x, "w", NULL, 0, &ow, &w), 0); /* waits for a */
@@ -408,15 +414,25 @@ static void test_cancel_running_wakes_and_keeps_done_work(void **state)
     ft_init(&ts);
     struct fsm_manager *m = ft_open_manager(db, NULL, 0);
     struct fsm_transition_def d1[2] = {{"nap", sleepy, NULL}, {"after", ft_t1, NULL}};
-    struct fsm_machine_def def1 = {.type = "test", .action = "sleepy", .transitions = d1,
-                                   .n_transitions = 2, .end_state = "done",
-                                   .finalizers = ft_fins, .n_finalizers = 1, .ud = &t};
+    struct fsm_machine_def def1 = {.type = "test",
+                                   .action = "sleepy",
+                                   .transitions = d1,
+                                   .n_transitions = 2,
+                                   .end_state = "done",
+                                   .finalizers = ft_fins,
+                                   .n_finalizers = 1,
+                                   .ud = &t};
     struct fsm_machine *x1 = NULL;
     assert_int_equal(fsm_register(m, &def1, &x1), 0);
     struct fsm_transition_def d2[2] = {{"work", stubborn, NULL}, {"after", ft_t1, NULL}};
-    struct fsm_machine_def def2 = {.type = "test", .action = "stubborn", .transitions = d2,
-                                   .n_transitions = 2, .end_state = "done",
-                                   .finalizers = ft_fins, .n_finalizers = 1, .ud = &ts};
+    struct fsm_machine_def def2 = {.type = "test",
+                                   .action = "stubborn",
+                                   .transitions = d2,
+                                   .n_transitions = 2,
+                                   .end_state = "done",
+                                   .finalizers = ft_fins,
+                                   .n_finalizers = 1,
+                                   .ud = &ts};
     struct fsm_machine *x2 = NULL;
     assert_int_equal(fsm_register(m, &def2, &x2), 0);
 
@@ -437,8 +453,8 @@ static void test_cancel_running_wakes_and_keeps_done_work(void **state)
     ft_open_gate(&ts);
     expect_cancelled(m, &b, "changed my mind");
     /* The transition finished its work: its checkpoint committed, then the run ended. */
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s' AND step='stubborn'",
-                          b.s), 1);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s' AND step='stubborn'", b.s),
+                     1);
     assert_int_equal(ts.calls[1], 0);
     char *s = ft_events(db, &b);
     assert_string_equal(s, "start,complete,halt,finish");
@@ -621,8 +637,8 @@ static void test_resume_restores_attempt(void **state)
     fsm_manager_close(m);
     int64_t k = run_col(&v, "attempt");
     assert_true(k >= 2);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2",
-                          v.s), k);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2", v.s),
+                     k);
 
     /* After the restart, t1 continues at attempt k (and now succeeds); t0 is not re-run. */
     struct ft t2;
@@ -637,10 +653,13 @@ static void test_resume_restores_attempt(void **state)
     assert_true(t2.saw_restart[1]);
     assert_true(t2.saw_restart[2]);
     assert_int_equal(t2.last_attempt[2], 0); /* the next transition starts from 0 */
-    assert_int_equal(ft_q(db, "SELECT attempt FROM fsm_events WHERE version='%s' AND type=3 AND"
-                              " state='t1'", v.s), k);
-    assert_int_equal(ft_q(db, "SELECT attempt FROM fsm_events WHERE version='%s' AND type=6",
-                          v.s), k);
+    assert_int_equal(ft_q(db,
+                          "SELECT attempt FROM fsm_events WHERE version='%s' AND type=3 AND"
+                          " state='t1'",
+                          v.s),
+                     k);
+    assert_int_equal(ft_q(db, "SELECT attempt FROM fsm_events WHERE version='%s' AND type=6", v.s),
+                     k);
     fsm_manager_close(m);
 
     /* With a limit, the restored count counts: max_attempts = k + 1 leaves one attempt. */
@@ -667,8 +686,8 @@ static void test_resume_restores_attempt(void **state)
     assert_int_equal(fsm_wait(m, &w, 10000, &o, NULL), 0);
     assert_int_equal(o, FSM_ABORT);
     assert_int_equal(t4.calls[1], 1);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2",
-                          w.s), k + 1);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2", w.s),
+                     k + 1);
     fsm_manager_close(m);
 }
 
@@ -710,8 +729,8 @@ static void test_resume_reruns_end_step(void **state)
     assert_int_equal(t2.fin_calls, 1);
     assert_int_equal(t2.fin_outcome, FSM_ABORT);
     assert_string_equal(t2.fin_error, "bad blob");
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d", v.s,
-                          FSM_ABORT), 1);
+    assert_int_equal(
+        ft_q(db, "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d", v.s, FSM_ABORT), 1);
     s = ft_events(db, &v);
     assert_string_equal(s, "start,halt,resume,finish");
     free(s);
