@@ -50,6 +50,7 @@ struct ft {
     bool saw_restart[FT_MAX];
     enum fsm_cancel_reason saw_cancel[FT_MAX];
     int64_t saw_deadline[FT_MAX];
+    char saw_response[FT_MAX][16]; /* the checkpointed response the transition started with */
     int sleep_rc[FT_MAX];
     /* concurrency of t0 (queue tests) */
     int in_flight, max_in_flight;
@@ -118,6 +119,10 @@ static inline struct fsm_result ft_transition(struct fsm_run *run, struct ft *t,
     t->calls[idx]++;
     t->last_attempt[idx] = (int)info.attempt;
     t->saw_restart[idx] = info.is_restart;
+    size_t rlen = 0;
+    const char *resp = fsm_run_response(run, &rlen);
+    snprintf(t->saw_response[idx], sizeof(t->saw_response[idx]), "%.*s", (int)rlen,
+             resp ? resp : "");
     if (idx == 0) {
         t->in_flight++;
         if (t->in_flight > t->max_in_flight)

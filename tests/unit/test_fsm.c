@@ -272,6 +272,63 @@ static void test_retry_then_success(void **state)
     fsm_manager_close(m);
 }
 
+/* Milliseconds between the ERROR events of a run (the attempts), in order. */
+static int error_gaps(const struct fsm_id *v, int64_t *gaps, int max)
+{
+    int64_t prev = 0;
+    int n = 0;
+    for (int seq = 1; seq < 64 && n < max; seq++) {
+        int64_t ts = ft_q(db, "SELECT ts_ms FROM fsm_events WHERE version='%s' AND seq=%d AND"
+                              " type IN (2, 3)", v->s, seq);
+        if (ts == -999999)
+            continue;
+        if (prev)
+            gaps[n++] = ts - prev;
+        prev = ts;
+    }
+    return n;
+}
+
+static void test_backoff_curve(void **state)
+{
+    (void)state;
+    struct ft t;
+    ft_init(&t);
+    t.step[0].fail_until = 4;
+    t.step[1].fail_until = 6;
+    /* No jitter: 40, 80, 120 (capped), 120 ms. */
+    struct fsm_retry_policy p = {.max_attempts = 10, .initial_backoff_ms = 40,
+                                 .max_backoff_ms = 120, .multiplier = 2.0, .jitter = 0,
+                                 .on_exhausted = FSM_ABORT};
+    /* Jitter 0.5 around a flat 100 ms: every delay within 50..150 ms. */
+    struct fsm_retry_policy pj = {.max_attempts = 10, .initial_backoff_ms = 100,
+                                  .max_backoff_ms = 100, .multiplier = 1.0, .jitter = 0.5,
+                                  .on_exhausted = FSM_ABORT};
+    struct fsm_manager *m = ft_open_manager(db, NULL, 0);
+    struct fsm_transition_def defs[2] = {{"t0", ft_t0, &p}, {"t1", ft_t1, &pj}};
+    struct fsm_machine_def def = {.type = "test", .action = "backoff", .transitions = defs,
+                                  .n_transitions = 2, .end_state = "done", .ud = &t};
+    struct fsm_machine *x = NULL;
+    assert_int_equal(fsm_register(m, &def, &x), 0);
+    struct fsm_id v;
+    assert_int_equal(fsm_start(m, x, "r", NULL, 0, NULL, &v), 0);
+    assert_int_equal(fsm_wait(m, &v, 20000, NULL, NULL), 0);
+    fsm_manager_close(m);
+    /* events: error x4, complete(t0), error x6, complete(t1): 11 gaps */
+    int64_t g[16];
+    assert_int_equal(error_gaps(&v, g, 16), 11);
+    static const int64_t expect[4] = {40, 80, 120, 120};
+    for (int i = 0; i < 4; i++) {
+        assert_true(g[i] >= expect[i] - 2);
+        assert_true(g[i] < expect[i] + 150);
+    }
+    /* g[4] is t0's COMPLETE to t1's first failure (no delay); g[5..9] are t1's backoffs. */
+    for (int i = 5; i < 10; i++) {
+        assert_true(g[i] >= 50 - 2);
+        assert_true(g[i] < 150 + 150);
+    }
+}
+
 static void test_exhausted(void **state)
 {
     (void)state;
@@ -858,6 +915,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_register, setup, teardown),
         cmocka_unit_test_setup_teardown(test_happy_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_then_success, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backoff_curve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exhausted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unrecoverable, setup, teardown),

@@ -604,6 +604,7 @@ static void test_shutdown_leaves_runs_resumable(void **state)
     assert_int_equal(t2.calls[0], 1); /* b's t0; a's t0 was checkpointed before */
     assert_int_equal(t2.calls[1], 2);
     assert_true(t2.saw_restart[1]);
+    assert_string_equal(t2.saw_response[2], "t1"); /* responses are checkpointed */
     s = ft_events(db, &a);
     assert_string_equal(s, "start,complete,resume,complete,complete,finish");
     free(s);
@@ -785,6 +786,35 @@ static void test_resume_through_queue(void **state)
     fsm_manager_close(m);
 }
 
+static void test_resume_rearms_delay(void **state)
+{
+    (void)state;
+    struct ft t;
+    ft_init(&t);
+    struct fsm_manager *m = ft_open_manager(db, q1, 1);
+    struct fsm_machine *x = ft_register(m, &t, "later", 1, NULL);
+    int64_t due = now_ms() + 600;
+    struct fsm_start_opts o = {.queue = "q", .delay_until_ms = due};
+    struct fsm_id v;
+    assert_int_equal(fsm_start(m, x, "r", NULL, 0, &o, &v), 0);
+    fsm_manager_close(m);
+    assert_int_equal(t.calls[0], 0);
+
+    struct ft t2;
+    ft_init(&t2);
+    m = ft_open_manager(db, q1, 1);
+    x = ft_register(m, &t2, "later", 1, NULL);
+    assert_int_equal(fsm_manager_resume(m), 1);
+    if (now_ms() < due - 100) {
+        sleep_ms(50);
+        assert_int_equal(t2.calls[0], 0); /* still not due */
+    }
+    wait_ok(m, &v);
+    assert_true(run_col(&v, "started_ms") >= due);
+    assert_int_equal(t2.calls[0], 1);
+    fsm_manager_close(m);
+}
+
 static void test_resume_unknown_machine_untouched(void **state)
 {
     (void)state;
@@ -921,6 +951,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_restores_attempt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_reruns_end_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_through_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_rearms_delay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_unknown_machine_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_run_after, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_changed_transition_list, setup, teardown),
