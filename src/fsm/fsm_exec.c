@@ -452,6 +452,16 @@ static enum step_next run_one_attempt(struct fsm_run *r)
     }
     const struct fsm_transition_def *t = &r->machine->transitions[ti];
     const struct fsm_retry_policy *p = &r->machine->policies[ti];
+    if (p->max_attempts && r->attempt >= p->max_attempts) {
+        /* Already exhausted: the last failure was recorded but the process died before the
+         * HALT (they are two transactions), or the policy now allows fewer attempts. */
+        pthread_mutex_lock(&m->lock);
+        decide_locked(r, p->on_exhausted, r->last_error ? r->last_error : "attempts exhausted",
+                      state);
+        pthread_mutex_unlock(&m->lock);
+        log_warn("transition attempts exhausted before this start", "attempts=%u", r->attempt);
+        return halt(r, state, false);
+    }
 
     int64_t t0 = mono_ms();
     set_live(r, state, r->attempt, p->attempt_timeout_ms ? t0 + p->attempt_timeout_ms : 0);

@@ -932,6 +932,10 @@ static struct fsm_run *run_from_row(struct fsm_manager *m, struct fsm_machine *x
         fsm_run_free(r);
         return NULL;
     }
+    if (!row->has_outcome && rec->error && *rec->error) {
+        /* The last failed attempt's message: the error if the attempts are exhausted. */
+        r->last_error = TAKE_PTR(rec->error);
+    }
     if (row->has_outcome) {
         r->halted = true;
         r->outcome = rec->outcome;

@@ -692,6 +692,45 @@ static void test_resume_restores_attempt(void **state)
     fsm_manager_close(m);
 }
 
+static void test_resume_exhausted_before_halt(void **state)
+{
+    (void)state;
+    /* The state a crash leaves between the last failed attempt's ERROR and its HALT: attempt
+     * count == max_attempts, no outcome. Made by a shutdown during the last attempt, then
+     * the ERROR recorded by hand, as the engine would have. */
+    struct ft t;
+    ft_init(&t);
+    t.step[1].gate = true;
+    struct fsm_retry_policy p = ft_fast;
+    p.max_attempts = 3;
+    struct fsm_manager *m = ft_open_manager(db, NULL, 0);
+    struct fsm_machine *x = ft_register(m, &t, "exhaust-crash", 3, &p);
+    struct fsm_id v;
+    assert_int_equal(fsm_start(m, x, "r", NULL, 0, NULL, &v), 0);
+    while (t.calls[1] == 0)
+        sleep_ms(2);
+    fsm_manager_close(m);
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "UPDATE fsm_runs SET attempt=3, error='t1 failed for good' WHERE version='%s'", v.s);
+    assert_int_equal(db_exec(db, sql), 0);
+
+    struct ft t2;
+    ft_init(&t2);
+    m = ft_open_manager(db, NULL, 0);
+    x = ft_register(m, &t2, "exhaust-crash", 3, &p);
+    assert_int_equal(fsm_manager_resume(m), 1);
+    enum fsm_outcome o;
+    char *err = NULL;
+    assert_int_equal(fsm_wait(m, &v, 10000, &o, &err), 0);
+    assert_int_equal(o, FSM_ABORT);
+    assert_string_equal(err, "t1 failed for good");
+    free(err);
+    assert_int_equal(t2.calls[1], 0); /* no fourth attempt */
+    assert_int_equal(t2.fin_calls, 1);
+    fsm_manager_close(m);
+}
+
 static void test_resume_reruns_end_step(void **state)
 {
     (void)state;
@@ -949,6 +988,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unqueued_dedupe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_leaves_runs_resumable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_restores_attempt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_exhausted_before_halt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_reruns_end_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_through_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_rearms_delay, setup, teardown),
