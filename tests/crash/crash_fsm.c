@@ -9,8 +9,8 @@
  * after (work, queue q, run-after q0). Every transition writes one domain row through a commit
  * callback (dom: run, step, attempt) and every finalizer one (fin: run, outcome).
  *
- * Kill points: a process-wide counter is bumped at each point below; the child raises SIGKILL
- * when it reaches CRASH_AT.
+ * Kill points: the child counts every point below, in total and per kind, and raises SIGKILL
+ * at the n-th occurrence of a given kind (or at the n-th point overall).
  *   start      after fsm_start() committed START, before the run is scheduled
  *   resume     a resumed run was admitted (RESUME recorded)
  *   enter      a transition begins
@@ -24,17 +24,19 @@
  *   fin-commit inside the FINISH transaction, after the finalizer's row
  *   finish     just after FINISH committed
  *
- * Phase 1 (exhaustive): for every K from 1 to the number of points a clean run hits, a fresh
- * database, a child killed at point K, then a child that resumes and finishes. Phase 2
- * (chained): one database, children killed at pseudo-random points one after another
- * (crashes during resume included) until one finishes. After each recovery the database is
+ * Phase 1 (exhaustive): for every kind and every occurrence of it in a clean run (the counts
+ * per kind do not depend on thread timing, so every point is reached), a fresh database, a
+ * child killed there, then a child that resumes and finishes. Phase 1b: a child killed half
+ * way, then one killed at its 1st, 2nd, 3rd RESUME (a crash while resuming), then recovery.
+ * Phase 2 (chained): one database, children killed at pseudo-random points overall, one
+ * after another, until one finishes. After each recovery the database is
  * checked: every run finished with its expected outcome; every domain row exactly once; one
  * finalizer row per run; one COMPLETE per transition and one FINISH per run; t1 succeeded at
  * attempt 2 (attempt counts survive crashes); the run-after run started after its predecessor
  * finished; and the queue limit held: the children record the concurrency of queue q's
  * transitions in a counter file under flock, and the maximum must not exceed 2.
  *
- * Usage: crash_fsm [STRIDE]   (STRIDE > 1 kills at every STRIDE-th point only; default 1)
+ * Usage: crash_fsm [STRIDE]   (STRIDE > 1 kills at every STRIDE-th occurrence only; default 1)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +61,8 @@
 #define N_PLANNED           7
 #define CHILD_WAIT_MS       60000
 #define CHAIN_MAX_PROCESSES 400
+/* Phase 1b kills at the 1st..RESUME_KILLS-th RESUME of a restarted child. */
+#define RESUME_KILLS 3
 
 struct planned {
     const char *resource;
@@ -94,8 +98,10 @@ enum point {
 /* ---- the child ---------------------------------------------------------------------------- */
 
 static const char *g_dir;
-static int g_crash_at;
+static int g_crash_kind; /* enum point, or -1: count all points */
+static int g_crash_at;   /* 0 = never */
 static atomic_int g_points;
+static atomic_int g_kind_points[P_COUNT];
 
 static void path_in(char *out, size_t n, const char *name)
 {
@@ -105,7 +111,9 @@ static void path_in(char *out, size_t n, const char *name)
 static void point(enum point p)
 {
     int n = atomic_fetch_add(&g_points, 1) + 1;
-    if (g_crash_at && n == g_crash_at) {
+    int nk = atomic_fetch_add(&g_kind_points[p], 1) + 1;
+    if (g_crash_at &&
+        ((g_crash_kind < 0 && n == g_crash_at) || (g_crash_kind == (int)p && nk == g_crash_at))) {
         char path[512], line[64];
         path_in(path, sizeof(path), "killed_at");
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -372,7 +380,10 @@ static int child_main(void)
     path_in(path, sizeof(path), "points");
     FILE *f = fopen(path, "w");
     if (f) {
-        fprintf(f, "%d\n", atomic_load(&g_points));
+        fprintf(f, "%d", atomic_load(&g_points));
+        for (int p = 0; p < P_COUNT; p++)
+            fprintf(f, " %d", atomic_load(&g_kind_points[p]));
+        fprintf(f, "\n");
         fclose(f);
     }
     return 0;
@@ -388,7 +399,7 @@ struct figures {
 };
 
 /* Runs the workload in a child; returns its exit code, or 128 + signal. */
-static int spawn(const char *dir, int crash_at, struct figures *fig)
+static int spawn(const char *dir, int crash_kind, int crash_at, struct figures *fig)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -398,6 +409,7 @@ static int spawn(const char *dir, int crash_at, struct figures *fig)
     }
     if (pid == 0) {
         g_dir = dir;
+        g_crash_kind = crash_kind;
         g_crash_at = crash_at;
         _exit(child_main());
     }
@@ -589,9 +601,9 @@ int main(int argc, char **argv)
     struct figures fig = {0};
     int64_t t0 = mono_ms();
 
-    /* A clean run: how many kill points the workload has. */
+    /* A clean run: how many kill points of each kind the workload has. */
     char *d = fresh_dir(base, "clean");
-    int rc = spawn(d, 0, &fig);
+    int rc = spawn(d, -1, 0, &fig);
     if (rc != 0) {
         fprintf(stderr, "crash_fsm: the clean run failed (exit %d); see %s/child.log\n", rc, d);
         return 1;
@@ -600,7 +612,13 @@ int main(int argc, char **argv)
     char path[512];
     snprintf(path, sizeof(path), "%s/points", d);
     char *s = tu_read_file(path, NULL);
-    int points = s ? (int)strtol(s, NULL, 10) : 0;
+    int points = 0, per_kind[P_COUNT] = {0};
+    if (s) {
+        char *p = s;
+        points = (int)strtol(p, &p, 10);
+        for (int k = 0; k < P_COUNT; k++)
+            per_kind[k] = (int)strtol(p, &p, 10);
+    }
     free(s);
     free(d);
     if (points < 20) {
@@ -608,27 +626,57 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* Phase 1: every point, one kill, then recovery. */
+    /* Phase 1: every occurrence of every kind of point, one kill, then recovery. */
     int not_reached = 0;
-    for (int k = 1; k <= points; k += stride) {
-        char name[32];
-        snprintf(name, sizeof(name), "k%d", k);
+    for (int kind = 0; kind < P_COUNT; kind++) {
+        for (int k = 1; k <= per_kind[kind]; k += stride) {
+            char name[48], what[64];
+            snprintf(name, sizeof(name), "%s-%d", point_names[kind], k);
+            snprintf(what, sizeof(what), "kill at %s #%d", point_names[kind], k);
+            d = fresh_dir(base, name);
+            rc = spawn(d, kind, k, &fig);
+            if (rc == 128 + SIGKILL) {
+                fig.kills++;
+                note_kill(d, &fig);
+            } else if (rc == 0) {
+                not_reached++;
+            } else {
+                fprintf(stderr, "crash_fsm: child (%s) exited %d; see %s/child.log\n", what, rc, d);
+                fail_count++;
+            }
+            rc = spawn(d, -1, 0, &fig);
+            fig.recoveries++;
+            if (rc != 0) {
+                fprintf(stderr, "crash_fsm: recovery after %s exited %d; see %s/child.log\n", what,
+                        rc, d);
+                fail_count++;
+            } else if (verify(d, &fig, what) == 0) {
+                tu_rmrf(d);
+            }
+            free(d);
+        }
+    }
+
+    /* Phase 1b: a crash while resuming. */
+    for (int k = 1; k <= RESUME_KILLS; k++) {
+        char name[32], what[64];
+        snprintf(name, sizeof(name), "resume-%d", k);
+        snprintf(what, sizeof(what), "kill at resume #%d", k);
         d = fresh_dir(base, name);
-        rc = spawn(d, k, &fig);
+        rc = spawn(d, -1, points / 2, &fig); /* leaves unfinished runs */
         if (rc == 128 + SIGKILL) {
             fig.kills++;
             note_kill(d, &fig);
-        } else if (rc == 0) {
-            not_reached++; /* thread timing made this run hit fewer points */
-        } else {
-            fprintf(stderr, "crash_fsm: child (kill at %d) exited %d; see %s/child.log\n", k, rc,
-                    d);
-            fail_count++;
         }
-        rc = spawn(d, 0, &fig);
+        rc = spawn(d, P_RESUME, k, &fig);
+        if (rc == 128 + SIGKILL) {
+            fig.kills++;
+            note_kill(d, &fig);
+        } else {
+            not_reached++; /* fewer unfinished runs than k */
+        }
+        rc = spawn(d, -1, 0, &fig);
         fig.recoveries++;
-        char what[64];
-        snprintf(what, sizeof(what), "kill at point %d", k);
         if (rc != 0) {
             fprintf(stderr, "crash_fsm: recovery after %s exited %d; see %s/child.log\n", what, rc,
                     d);
@@ -651,7 +699,7 @@ int main(int argc, char **argv)
             break;
         }
         int k = 1 + (int)(rand_r(&seed) % 30);
-        rc = spawn(d, k, &fig);
+        rc = spawn(d, -1, k, &fig);
         if (rc == 128 + SIGKILL) {
             fig.kills++;
             note_kill(d, &fig);
@@ -686,7 +734,7 @@ int main(int argc, char **argv)
         fail_count++;
     }
     for (int p = 0; p < P_COUNT; p++)
-        if (stride == 1 && fig.kills_by_point[p] == 0) {
+        if ((per_kind[p] > 0 || p == P_RESUME) && fig.kills_by_point[p] == 0) {
             fprintf(stderr, "crash_fsm: no kill at point '%s'\n", point_names[p]);
             fail_count++;
         }
