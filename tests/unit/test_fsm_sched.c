@@ -265,15 +265,15 @@ static void test_delayed_start(void **state)
 
     /* Alone: not before its time. */
     int64_t t0 = now_ms();
-    struct fsm_start_opts od = {.delay_until_ms = t0 + 300};
+    struct fsm_start_opts od = {.delay_until_ms = t0 + 500};
     struct fsm_id d;
     assert_int_equal(fsm_start(m, x, "d", NULL, 0, &od, &d), 0);
-    sleep_ms(150);
+    sleep_ms(100);
     assert_int_equal(run_col(&d, "status"), FSM_RUN_PENDING);
     assert_false(ft_seen(&t, "d"));
     wait_ok(m, &d);
-    assert_true(run_col(&d, "started_ms") >= t0 + 300);
-    assert_int_equal(run_col(&d, "delay_until_ms"), t0 + 300);
+    assert_true(run_col(&d, "started_ms") >= t0 + 500);
+    assert_int_equal(run_col(&d, "delay_until_ms"), t0 + 500);
 
     /* Delay + run-after + queue: starts at the later of the delay and the predecessor's end. */
     struct fsm_start_opts oq = {.queue = "q"};
