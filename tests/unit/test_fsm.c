@@ -311,6 +311,7 @@ static void test_backoff_curve(void **state)
     struct db_options nosync = {.synchronous = DB_SYNC_OFF};
     struct db *fast = NULL;
     assert_int_equal(db_open(path, &nosync, &fast, NULL), 0);
+    assert_int_equal(db_exec(fast, "CREATE TABLE dom(run TEXT, step TEXT, attempt INTEGER)"), 0);
     struct fsm_manager *m = ft_open_manager(fast, NULL, 0);
     struct fsm_transition_def defs[2] = {{"t0", ft_t0, &p}, {"t1", ft_t1, &pj}};
     struct fsm_machine_def def = {.type = "test", .action = "backoff", .transitions = defs,

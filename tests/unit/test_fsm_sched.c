@@ -131,7 +131,9 @@ static void test_queue_fifo_and_limit(void **state)
         wait_ok(m, &v[i]);
         wait_ok(m, &w[i]);
     }
-    assert_int_equal(t.max_in_flight, 2); /* the limit, and reached */
+    /* Never over the limit. (That the limit is reached, too, is asserted with gates in
+     * test_queue_limit_at_run_time: here 30 ms windows need not overlap on a busy machine.) */
+    assert_true(t.max_in_flight >= 1 && t.max_in_flight <= 2);
     assert_int_equal(ts.max_in_flight, 1);
     /* Strict FIFO: with one slot, runs start in the order they were queued. */
     assert_int_equal(ts.n_order, 8);
