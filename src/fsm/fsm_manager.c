@@ -28,6 +28,10 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
+/* Log keys: these functions may run on a run's thread, whose log context already carries
+ * run=, machine=, resource= (its own). Lines about another run use other keys (new_run=,
+ * cancelled_run=, ...) so that no line has a key twice. */
+
 /* ---- small helpers ----------------------------------------------------------------------- */
 
 static void abs_deadline(int64_t mono_deadline_ms, struct timespec *ts)
@@ -194,8 +198,8 @@ static int start_thread_locked(struct fsm_manager *m, struct fsm_run *r)
     if (rc != 0) {
         r->sched = SCHED_WAIT;
         m->n_threads--;
-        log_error("cannot start a run thread; will try again", "run=%s error=%s", r->version.s,
-                  strerror(rc));
+        log_error("cannot start a run thread; will try again", "pending_run=%s error=%s",
+                  r->version.s, strerror(rc));
         return -rc;
     }
     return 0;
@@ -329,7 +333,7 @@ static void publish_runs(struct fsm_manager *m, struct fsm_run **runs, size_t n)
             if (fin == 0) {
                 r->pred = PRED_WAIT;
                 log_warn("run waits for a predecessor that no registered machine will run",
-                         "run=%s run_after=%s", r->version.s, pred.s);
+                         "waiting_run=%s run_after=%s", r->version.s, pred.s);
             } else {
                 r->pred = PRED_NONE;
             }
@@ -697,7 +701,8 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
         return -EINVAL;
     if (fsm_in_commit_callback) {
         log_error("fsm_start called from a commit callback; start runs from the transition",
-                  "machine=%s/%s resource=%s", machine->def.type, machine->def.action, resource_id);
+                  "new_machine=%s/%s new_resource=%s", machine->def.type, machine->def.action,
+                  resource_id);
         return -EDEADLK;
     }
 
@@ -708,7 +713,7 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
     if (down)
         return -ESHUTDOWN;
     if (opts->queue && !q) {
-        log_error("fsm_start: unknown queue", "queue=%s machine=%s/%s", opts->queue,
+        log_error("fsm_start: unknown queue", "queue=%s new_machine=%s/%s", opts->queue,
                   machine->def.type, machine->def.action);
         return -EINVAL;
     }
@@ -770,7 +775,7 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
         if (rc == -EEXIST && out)
             *out = existing;
         if (rc != -EEXIST)
-            log_error("cannot record a new run", "machine=%s/%s resource=%s error=%s",
+            log_error("cannot record a new run", "new_machine=%s/%s new_resource=%s error=%s",
                       machine->def.type, machine->def.action, resource_id, strerror(-rc));
         fsm_run_free(r);
         return rc;
@@ -778,7 +783,7 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
     r->next_seq = 2;
     if (out)
         *out = r->version;
-    log_debug("run started", "run=%s machine=%s/%s resource=%s queue=%s", r->version.s,
+    log_debug("run started", "new_run=%s new_machine=%s/%s new_resource=%s queue=%s", r->version.s,
               machine->def.type, machine->def.action, resource_id, q ? q->name : "");
     fsm_emit(r, FSM_EV_START, FSM_OK, NULL, 0);
     /* Committed: from here on the run exists, even if shutdown began meanwhile (it is then
@@ -882,11 +887,11 @@ int fsm_cancel(struct fsm_manager *m, const struct fsm_id *version, const char *
         }
         pump_locked(m);
         pthread_mutex_unlock(&m->lock);
-        log_info("run cancel requested", "run=%s cause=%s", version->s, cause);
+        log_info("run cancel requested", "cancelled_run=%s cause=%s", version->s, cause);
         /* Durable, so a crash before the end step still ends the run CANCELLED. */
         int rc = fsmdb_cancel(m->db, version, cause);
         if (rc < 0)
-            log_warn("cannot record the cancel request", "run=%s error=%s", version->s,
+            log_warn("cannot record the cancel request", "cancelled_run=%s error=%s", version->s,
                      strerror(-rc));
         return 0;
     }
