@@ -290,6 +290,7 @@ static void publish_runs(struct fsm_manager *m, struct fsm_run **runs, size_t n)
         struct fsm_run *r = runs[i];
         list_append(m, r);
         r->pred = PRED_NONE;
+        /* (start_lock guarantees a version is published once; see struct fsm_manager) */
         if (!fsm_id_is_zero(&r->run_after)) {
             struct fsm_run *p = fsm_find_run_locked(m, &r->run_after);
             if (p)
@@ -421,6 +422,7 @@ int fsm_manager_open(struct db *db, const struct fsm_config *cfg, struct fsm_man
     if (!m)
         return err_set(e, -ENOMEM, "out of memory");
     m->db = db;
+    pthread_rwlock_init(&m->start_lock, NULL);
     pthread_mutex_init(&m->lock, NULL);
     cond_init_mono(&m->cond);
     cond_init_mono(&m->timer_cond);
@@ -549,6 +551,7 @@ void fsm_manager_close(struct fsm_manager *m)
     pthread_cond_destroy(&m->cond);
     pthread_cond_destroy(&m->timer_cond);
     pthread_mutex_destroy(&m->lock);
+    pthread_rwlock_destroy(&m->start_lock);
     free(m);
 }
 
@@ -770,8 +773,10 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
         .created_ms = r->created_ms,
     };
     struct fsm_id existing = {{0}};
+    pthread_rwlock_rdlock(&m->start_lock);
     rc = fsmdb_insert_run(m->db, &nr, &existing, &r->rowid);
     if (rc < 0) {
+        pthread_rwlock_unlock(&m->start_lock);
         if (rc == -EEXIST && out)
             *out = existing;
         if (rc != -EEXIST)
@@ -789,6 +794,7 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
     /* Committed: from here on the run exists, even if shutdown began meanwhile (it is then
      * simply not scheduled, and resumes on the next start). */
     publish_runs(m, &r, 1);
+    pthread_rwlock_unlock(&m->start_lock);
     return 0;
 }
 
@@ -955,6 +961,8 @@ static struct fsm_run *run_from_row(struct fsm_manager *m, struct fsm_machine *x
     return r;
 }
 
+static int resume_locked(struct fsm_manager *m);
+
 int fsm_manager_resume(struct fsm_manager *m)
 {
     pthread_mutex_lock(&m->lock);
@@ -963,15 +971,49 @@ int fsm_manager_resume(struct fsm_manager *m)
     if (down)
         return -ESHUTDOWN;
 
+    pthread_rwlock_wrlock(&m->start_lock);
+    int rc = resume_locked(m);
+    pthread_rwlock_unlock(&m->start_lock);
+    return rc;
+}
+
+static bool in_snapshot(const struct fsm_id *live, size_t n, const struct fsm_id *v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(live[i].s, v->s))
+            return true;
+    return false;
+}
+
+static int resume_locked(struct fsm_manager *m)
+{
+    /* The runs live *before* the load: one of them may finish and leave memory while we read,
+     * and its row, read a moment earlier, would look unfinished. No run can become live
+     * meanwhile (starts wait for start_lock), so "not live before the load" is the truth. */
+    pthread_mutex_lock(&m->lock);
+    size_t n_live = 0;
+    for (struct fsm_run *r = m->runs_head; r; r = r->next)
+        n_live++;
+    struct fsm_id *live = calloc(n_live ? n_live : 1, sizeof(*live));
+    n_live = 0;
+    for (struct fsm_run *r = m->runs_head; live && r; r = r->next)
+        live[n_live++] = r->version;
+    pthread_mutex_unlock(&m->lock);
+    if (!live)
+        return -ENOMEM;
+
     struct fsmdb_row *rows = NULL;
     size_t n = 0;
     int rc = fsmdb_load_unfinished(m->db, &rows, &n);
-    if (rc < 0)
+    if (rc < 0) {
+        free(live);
         return log_error_errno(rc, "cannot load unfinished runs", "db=%s", db_path(m->db));
+    }
     /* Arrays of pointers. */
     struct fsm_run **runs = calloc(n ? n : 1, sizeof(void *));
     const struct fsm_id **was_running = calloc(n ? n : 1, sizeof(void *));
     if (!runs || !was_running) {
+        free(live);
         free(runs);
         free(was_running);
         for (size_t i = 0; i < n; i++)
@@ -984,9 +1026,9 @@ int fsm_manager_resume(struct fsm_manager *m)
         struct fsm_run_record *rec = &rows[i].rec;
         pthread_mutex_lock(&m->lock);
         struct fsm_machine *x = find_machine(m, rec->type, rec->action);
-        bool live = fsm_find_run_locked(m, &rec->version) != NULL;
+        bool is_live = in_snapshot(live, n_live, &rec->version);
         struct fsm_queue *q = NULL;
-        if (x && !live && rec->queue) {
+        if (x && !is_live && rec->queue) {
             q = find_queue(m, rec->queue);
             if (!q) {
                 /* Its queue is no longer configured: serialize rather than run unlimited. */
@@ -1003,7 +1045,7 @@ int fsm_manager_resume(struct fsm_manager *m)
                      rec->resource_id);
             continue;
         }
-        if (live || (rec->queue && !q))
+        if (is_live || (rec->queue && !q))
             continue;
         struct fsm_run *r = run_from_row(m, x, &rows[i]);
         if (!r) {
@@ -1015,6 +1057,7 @@ int fsm_manager_resume(struct fsm_manager *m)
             was_running[nw++] = &r->version;
         runs[nr++] = r;
     }
+    free(live);
     /* They wait for their queue again: say so to readers of the database. */
     rc = fsmdb_mark_pending(m->db, was_running, nw);
     if (rc < 0)
@@ -1025,7 +1068,7 @@ int fsm_manager_resume(struct fsm_manager *m)
     free(rows);
 
     pthread_mutex_lock(&m->lock);
-    down = m->shutting_down;
+    bool down = m->shutting_down;
     pthread_mutex_unlock(&m->lock);
     if (down) {
         for (size_t i = 0; i < nr; i++)

@@ -946,6 +946,69 @@ static void test_resume_run_after(void **state)
     fsm_manager_close(m);
 }
 
+struct starter {
+    struct fsm_manager *m;
+    struct fsm_machine *x;
+    struct fsm_id v[100];
+    int n;
+};
+
+static void *start_many(void *arg)
+{
+    struct starter *st = arg;
+    for (int i = 0; i < 100; i++) {
+        char res[16];
+        snprintf(res, sizeof(res), "c%d", i);
+        if (fsm_start(st->m, st->x, res, NULL, 0, NULL, &st->v[i]) == 0)
+            st->n++;
+    }
+    return NULL;
+}
+
+static void test_resume_concurrent_with_start(void **state)
+{
+    (void)state;
+    /* Resume running while another thread starts runs must never make a run live twice
+     * (it would run its transitions twice: duplicate domain rows). */
+    struct ft t;
+    ft_init(&t);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/nosync.db", dir);
+    struct db_options nosync = {.synchronous = DB_SYNC_OFF};
+    struct db *fast = NULL;
+    assert_int_equal(db_open(path, &nosync, &fast, NULL), 0);
+    assert_int_equal(db_exec(fast, "CREATE TABLE dom(run TEXT, step TEXT, attempt INTEGER);"
+                                   "CREATE TABLE fin(run TEXT, outcome INTEGER, error TEXT)"),
+                     0);
+    struct starter st = {0};
+    st.m = ft_open_manager(fast, NULL, 0);
+    st.x = ft_register(st.m, &t, "concurrent", 2, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, start_many, &st), 0);
+    int resumed = 0;
+    for (int i = 0; i < 200; i++) {
+        int r = fsm_manager_resume(st.m);
+        assert_true(r >= 0);
+        resumed += r;
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(st.n, 100);
+    for (int i = 0; i < st.n; i++) {
+        enum fsm_outcome o;
+        assert_int_equal(fsm_wait(st.m, &st.v[i], 10000, &o, NULL), 0);
+        assert_int_equal(o, FSM_OK);
+    }
+    fsm_manager_close(st.m);
+    assert_int_equal(resumed, 0); /* every run was live (or finished) when resume looked */
+    assert_int_equal(ft_q(fast, "SELECT count(*) FROM dom"), 200);
+    assert_int_equal(ft_q(fast, "SELECT count(*) FROM (SELECT run, step FROM dom GROUP BY run,"
+                                " step HAVING count(*) > 1)"),
+                     0);
+    assert_int_equal(ft_q(fast, "SELECT count(*) FROM fin"), 100);
+    assert_int_equal(ft_q(fast, "SELECT count(*) FROM fsm_events WHERE type=6"), 0);
+    db_close(fast);
+}
+
 static void test_resume_changed_transition_list(void **state)
 {
     (void)state;
@@ -997,6 +1060,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_unknown_machine_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_run_after, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_changed_transition_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_concurrent_with_start, setup, teardown),
     };
     log_setup(LOG_FMT_LOGFMT, LOG_LVL_ERROR, 2);
     return cmocka_run_group_tests(tests, NULL, NULL);
