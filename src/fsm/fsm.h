@@ -238,7 +238,8 @@ int fsm_manager_open(struct db *db, const struct fsm_config *cfg, struct fsm_man
  * run-after). Runs of unregistered machines are left alone and reported in the log; a run
  * whose queue is no longer configured gets that queue back with limit 1. Runs already live
  * in this manager are skipped, so calling it again (after registering more machines) is
- * safe. Returns the number of runs scheduled. */
+ * safe, also while other threads call fsm_start() (a run is never live twice). Returns the
+ * number of runs scheduled. */
 int fsm_manager_resume(struct fsm_manager *m);
 /* Stop: no new starts (-ESHUTDOWN), cancel running transitions with FSM_CANCEL_SHUTDOWN,
  * wait up to timeout_ms for them to return. Idempotent. Runs stay resumable. */
