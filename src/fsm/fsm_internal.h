@@ -152,7 +152,8 @@ struct fsm_manager {
     /* fsm_start() holds it shared from its INSERT until the run is published; resume holds it
      * exclusively from loading the unfinished runs until they are published. So resume never
      * loads a run that a concurrent start is about to publish (or has published and already
-     * finished): no run is ever live twice. Taken before the db lock and m->lock. */
+     * finished): no run is ever live twice. fsm_cancel() takes it exclusively to decide about
+     * a run that is not live. Taken before the db lock and m->lock. */
     pthread_rwlock_t start_lock;
     pthread_mutex_t lock;
     pthread_cond_t cond;       /* a run finished or exited, or shutdown began */

@@ -856,6 +856,41 @@ int fsm_wait(struct fsm_manager *m, const struct fsm_id *version, int64_t timeou
     }
 }
 
+/* Cancels a live run (m->lock held; released on return). */
+static int cancel_live_locked(struct fsm_manager *m, struct fsm_run *r, const char *cause)
+{
+    struct fsm_id version = r->version;
+    if (r->finished || r->halted) {
+        pthread_mutex_unlock(&m->lock);
+        return -EALREADY;
+    }
+    if (r->user_cancelled) {
+        pthread_mutex_unlock(&m->lock);
+        return 0;
+    }
+    char *c = strdup(cause);
+    if (!c) {
+        pthread_mutex_unlock(&m->lock);
+        return -ENOMEM;
+    }
+    r->user_cancelled = true;
+    r->cancel_cause = c;
+    fsm_cancel_signal(r);
+    if (r->sched == SCHED_QUEUED) {
+        queue_remove(r->queue, r);
+        r->sched = SCHED_WAIT;
+    }
+    pump_locked(m);
+    pthread_mutex_unlock(&m->lock);
+    log_info("run cancel requested", "cancelled_run=%s cause=%s", version.s, cause);
+    /* Durable, so a crash before the end step still ends the run CANCELLED. */
+    int rc = fsmdb_cancel(m->db, &version, cause);
+    if (rc < 0)
+        log_warn("cannot record the cancel request", "cancelled_run=%s error=%s", version.s,
+                 strerror(-rc));
+    return 0;
+}
+
 int fsm_cancel(struct fsm_manager *m, const struct fsm_id *version, const char *cause)
 {
     if (!m || fsm_id_is_zero(version))
@@ -870,49 +905,33 @@ int fsm_cancel(struct fsm_manager *m, const struct fsm_id *version, const char *
         return -ESHUTDOWN;
     }
     struct fsm_run *r = fsm_find_run_locked(m, version);
+    if (r)
+        return cancel_live_locked(m, r, cause);
+    pthread_mutex_unlock(&m->lock);
+
+    /* Not live. With starts (and resume) excluded, it cannot become live while we decide: a
+     * run committed by a concurrent fsm_start() is published before we get the lock. */
+    pthread_rwlock_wrlock(&m->start_lock);
+    pthread_mutex_lock(&m->lock);
+    r = fsm_find_run_locked(m, version);
     if (r) {
-        if (r->finished || r->halted) {
-            pthread_mutex_unlock(&m->lock);
-            return -EALREADY;
-        }
-        if (r->user_cancelled) {
-            pthread_mutex_unlock(&m->lock);
-            return 0;
-        }
-        char *c = strdup(cause);
-        if (!c) {
-            pthread_mutex_unlock(&m->lock);
-            return -ENOMEM;
-        }
-        r->user_cancelled = true;
-        r->cancel_cause = c;
-        fsm_cancel_signal(r);
-        if (r->sched == SCHED_QUEUED) {
-            queue_remove(r->queue, r);
-            r->sched = SCHED_WAIT;
-        }
-        pump_locked(m);
-        pthread_mutex_unlock(&m->lock);
-        log_info("run cancel requested", "cancelled_run=%s cause=%s", version->s, cause);
-        /* Durable, so a crash before the end step still ends the run CANCELLED. */
-        int rc = fsmdb_cancel(m->db, version, cause);
-        if (rc < 0)
-            log_warn("cannot record the cancel request", "cancelled_run=%s error=%s", version->s,
-                     strerror(-rc));
-        return 0;
+        int rc = cancel_live_locked(m, r, cause);
+        pthread_rwlock_unlock(&m->start_lock);
+        return rc;
     }
     pthread_mutex_unlock(&m->lock);
-    int fin = fsmdb_run_finished(m->db, version);
-    if (fin < 0)
-        return fin;
-    if (fin == 1)
-        return -EALREADY;
-    /* Unfinished but not live here (its machine is not registered): record the request; the
-     * manager that runs it ends it CANCELLED. */
-    int rc = fsmdb_cancel(m->db, version, cause);
-    if (rc < 0)
-        return rc;
-    return rc == 1 ? 0 : -EALREADY;
+    int rc = fsmdb_run_finished(m->db, version);
+    if (rc == 0) {
+        /* Unfinished but not live here (its machine is not registered): record the request;
+         * the manager that runs it ends it CANCELLED. */
+        rc = fsmdb_cancel(m->db, version, cause);
+        if (rc >= 0)
+            rc = rc == 1 ? 0 : -EALREADY;
+    } else if (rc == 1) {
+        rc = -EALREADY;
+    }
+    pthread_rwlock_unlock(&m->start_lock);
+    return rc;
 }
 
 /* ---- resume ------------------------------------------------------------------------------ */
