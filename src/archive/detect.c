@@ -75,10 +75,7 @@ bool tar_header_valid(const unsigned char *blk)
         sum_u += c;
         sum_s += (signed char)c;
     }
-    if (want != sum_u && want != sum_s)
-        return false;
-    /* The name must be non-empty and NUL-free up to its first NUL (v7 has nothing else). */
-    return blk[0] != '\0';
+    return want == sum_u || want == sum_s;
 }
 
 static bool all_zero(const unsigned char *p, size_t n)
@@ -235,12 +232,7 @@ static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *ou
         if (n > ARCHIVE_DEFAULT_MAX_ENTRIES)
             break;
     }
-    if (r == ARCHIVE_FATAL && n == 0) {
-        set_why(why, why_len, "unreadable archive: %s", archive_error_string(a));
-        archive_read_free(a);
-        *out = BLOB_UNKNOWN;
-        return 0;
-    }
+    /* A damaged tar is still a tar: the scan names what is wrong with it. */
     archive_read_free(a);
     if (oci_layout && index)
         *out = BLOB_OCI_LAYOUT;
@@ -249,6 +241,48 @@ static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *ou
     else
         *out = layer_fmt;
     return 0;
+}
+
+/* Decompress the first block of a gzip/zstd blob: 1 when it starts a tar archive, 0 (with a
+ * reason in why) when not. */
+static int compressed_is_tar(int fd, uint64_t size, char *why, size_t why_len)
+{
+    struct archive *a = archive_read_new();
+    if (!a)
+        return -ENOMEM;
+    archive_read_support_format_raw(a);
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_zstd(a);
+    unsigned char head[SNIFF_BYTES];
+    la_ssize_t n = -1;
+    struct archive_entry *ae;
+    if (archive_read_open_fd(a, fd, 1 << 16) == ARCHIVE_OK &&
+        archive_read_next_header(a, &ae) == ARCHIVE_OK) {
+        /* archive_read_data may return less than asked: fill the block. */
+        n = 0;
+        while (n < (la_ssize_t)sizeof(head)) {
+            la_ssize_t k = archive_read_data(a, head + n, sizeof(head) - (size_t)n);
+            if (k <= 0) {
+                if (k < 0)
+                    n = -1;
+                break;
+            }
+            n += k;
+        }
+    }
+    if (n < 0) {
+        set_why(why, why_len, "corrupt compressed data: %s", archive_error_string(a));
+        archive_read_free(a);
+        return 0;
+    }
+    archive_read_free(a);
+    char inner[128];
+    /* An empty decompressed stream has size 0 for the sniffer's purposes. */
+    if (archive_sniff(head, (size_t)n, n == 0 ? 0 : size, inner, sizeof(inner)) != SNIFF_TAR) {
+        set_why(why, why_len, "compressed data that is not a tar archive (%s)", inner);
+        return 0;
+    }
+    return 1;
 }
 
 int archive_detect(const char *path, enum blob_format *out, char *why, size_t why_len)
@@ -278,5 +312,15 @@ int archive_detect(const char *path, enum blob_format *out, char *why, size_t wh
     enum blob_format layer_fmt = k == SNIFF_GZIP   ? BLOB_TAR_GZIP
                                  : k == SNIFF_ZSTD ? BLOB_TAR_ZSTD
                                                    : BLOB_TAR;
-    return classify_tar(fd, layer_fmt, out, why, why_len);
+    if (k != SNIFF_TAR) {
+        int r = compressed_is_tar(fd, (uint64_t)stbuf.st_size, why, why_len);
+        if (r <= 0)
+            return r;
+        if (lseek(fd, 0, SEEK_SET) < 0)
+            return neg_errno();
+    }
+    struct utf8_scope u = utf8_scope_begin();
+    int r = classify_tar(fd, layer_fmt, out, why, why_len);
+    utf8_scope_end(&u);
+    return r;
 }

@@ -14,6 +14,7 @@
  */
 #pragma once
 
+#include <locale.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,17 @@
 #include "util/err.h"
 
 struct archive_entry;
+
+/* ---- names as bytes ------------------------------------------------------------------------ */
+
+/* libarchive converts PAX names (UTF-8 by the standard) to the locale's charset; in the C
+ * locale every non-ASCII name fails. These switch the calling thread (only) to C.UTF-8 for
+ * the duration of a read, leaving the process-wide locale alone. */
+struct utf8_scope {
+    locale_t utf8, old;
+};
+struct utf8_scope utf8_scope_begin(void);
+void utf8_scope_end(struct utf8_scope *u);
 
 /* ---- format sniffing (detect.c) --------------------------------------------------------- */
 

@@ -45,7 +45,7 @@
 
 /* Wall time for one scan or apply. A 570 MB layer applies in well under a minute on a thin
  * device; 30 minutes only stops a layer that stalls the unpack queue forever. */
-#define ARCHIVE_DEFAULT_MAX_SECONDS 1800U
+#define ARCHIVE_DEFAULT_MAX_TIME_MS (1800ULL * 1000)
 
 /* Decompressed bytes per compressed byte. Real gzip/zstd layers compress 2-10x; 100x (the
  * ratio hardened extractors use) stops decompression bombs. Checked only once more than
@@ -75,7 +75,7 @@ struct archive_policy {
     uint32_t max_path_bytes;
     uint32_t max_depth;
     uint32_t max_header_bytes;
-    uint32_t max_seconds;
+    uint64_t max_time_ms;
     uint32_t max_ratio;
 
     /* Character and block device nodes. Default allowed: images carry /dev nodes (a Debian

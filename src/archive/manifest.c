@@ -42,7 +42,6 @@ static struct archive *open_outer(const char *path, struct err *e)
     archive_read_support_format_tar(a);
     archive_read_support_filter_gzip(a);
     archive_read_support_filter_zstd(a);
-    archive_read_set_options(a, "hdrcharset=BINARY");
     if (archive_read_open_filename(a, path, 1 << 20) != ARCHIVE_OK) {
         err_set(e, -EBADMSG, "%s: cannot read archive: %s", path, archive_error_string(a));
         archive_read_free(a);
@@ -163,8 +162,8 @@ static int seek_member(const char *path, const char *want_in, struct archive **o
     return err_set(e, -ELOOP, "%s: member '%s': too many links between members", path, want_in);
 }
 
-int archive_member_copy(const char *path, const char *member, int out_fd, uint64_t max_bytes,
-                        struct err *e)
+static int member_copy(const char *path, const char *member, int out_fd, uint64_t max_bytes,
+                       struct err *e)
 {
     struct archive *a0 = NULL;
     int64_t size = 0;
@@ -196,6 +195,15 @@ int archive_member_copy(const char *path, const char *member, int out_fd, uint64
     if (pos < size && ftruncate(out_fd, size) < 0)
         return err_set(e, neg_errno(), "cannot size the output");
     return 0;
+}
+
+int archive_member_copy(const char *path, const char *member, int out_fd, uint64_t max_bytes,
+                        struct err *e)
+{
+    struct utf8_scope u = utf8_scope_begin();
+    int r = member_copy(path, member, out_fd, max_bytes, e);
+    utf8_scope_end(&u);
+    return r;
 }
 
 /* Read a JSON member (bounded). */
@@ -386,9 +394,8 @@ static int probe_layers(const char *path, struct archive_manifest *m, struct err
     return 0;
 }
 
-int archive_manifest_read(const char *path, struct archive_manifest *out, struct err *e)
+static int manifest_read(const char *path, struct archive_manifest *out, struct err *e)
 {
-    memset(out, 0, sizeof(*out));
     enum blob_format f;
     char why[160];
     int r = archive_detect(path, &f, why, sizeof(why));
@@ -405,6 +412,15 @@ int archive_manifest_read(const char *path, struct archive_manifest *out, struct
         r = probe_layers(path, out, e);
     if (r < 0)
         archive_manifest_free(out);
+    return r;
+}
+
+int archive_manifest_read(const char *path, struct archive_manifest *out, struct err *e)
+{
+    memset(out, 0, sizeof(*out));
+    struct utf8_scope u = utf8_scope_begin();
+    int r = manifest_read(path, out, e);
+    utf8_scope_end(&u);
     return r;
 }
 

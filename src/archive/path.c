@@ -23,7 +23,7 @@ struct archive_policy archive_policy_default(void)
         .max_path_bytes = ARCHIVE_DEFAULT_MAX_PATH_BYTES,
         .max_depth = ARCHIVE_DEFAULT_MAX_DEPTH,
         .max_header_bytes = ARCHIVE_DEFAULT_MAX_HEADER_BYTES,
-        .max_seconds = ARCHIVE_DEFAULT_MAX_SECONDS,
+        .max_time_ms = ARCHIVE_DEFAULT_MAX_TIME_MS,
         .max_ratio = ARCHIVE_DEFAULT_MAX_RATIO,
         .allow_devices = true,
         .allow_control_chars = false,

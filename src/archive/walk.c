@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <locale.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,23 @@ void archive_set_progress(archive_progress_fn fn, void *ud)
     tl_progress_ud = ud;
 }
 
+struct utf8_scope utf8_scope_begin(void)
+{
+    struct utf8_scope u = {.utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0)};
+    if (u.utf8)
+        u.old = uselocale(u.utf8);
+    return u;
+}
+
+void utf8_scope_end(struct utf8_scope *u)
+{
+    if (u->utf8) {
+        uselocale(u->old);
+        freelocale(u->utf8);
+        u->utf8 = (locale_t)0;
+    }
+}
+
 struct layer_walk {
     struct archive *a;
     struct archive_policy pol;
@@ -54,7 +72,9 @@ struct layer_walk {
     int64_t deadline_ms; /* 0 = none */
     uint64_t blob_size;
     bool compressed;
-    const char *raw_name; /* current entry as named in the archive, for messages */
+    const char *raw_name; /* current entry as named in the archive, for messages (points
+                             to name_copy, which outlives libarchive's entry) */
+    char *name_copy;
     char *path;           /* normalised name of the current entry */
     char *link;           /* normalised hardlink target of the current entry */
     size_t path_cap;
@@ -114,9 +134,9 @@ static int check_stream_limits(struct layer_walk *w)
 {
     if (w->deadline_ms && mono_ms() > w->deadline_ms) {
         char msg[128];
-        snprintf(msg, sizeof(msg), "took longer than the time limit of %" PRIu32 " s",
-                 w->pol.max_seconds);
-        return stream_fail(w, -ETIMEDOUT, "time", msg);
+        snprintf(msg, sizeof(msg), "took longer than the time limit of %" PRIu64 " ms",
+                 w->pol.max_time_ms);
+        return stream_fail(w, -EFBIG, "time", msg);
     }
     uint64_t out = (uint64_t)archive_filter_bytes(w->a, 0);
     if (w->compressed && w->pol.max_ratio && out > ARCHIVE_RATIO_FLOOR_BYTES) {
@@ -232,9 +252,10 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
     const char *name = archive_entry_pathname(ae);
     if (!name)
         name = archive_entry_pathname_utf8(ae);
-    w->raw_name = name;
     if (!name)
         return stream_fail(w, -EBADMSG, "malformed", "entry without a usable name");
+    snprintf(w->name_copy, w->path_cap, "%s", name);
+    w->raw_name = w->name_copy;
 
     bool slash;
     int r = normalize(w, name, w->path, &slash, &ent->depth, NULL);
@@ -415,13 +436,76 @@ static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
     else if (k == SNIFF_ZSTD)
         archive_read_support_filter_zstd(w->a);
     w->compressed = k != SNIFF_TAR;
-    /* Names are bytes: never convert them through the (process-global) locale. */
-    archive_read_set_options(w->a, "hdrcharset=BINARY");
     if (archive_read_open_fd(w->a, fd, READ_BLOCK_BYTES) != ARCHIVE_OK)
         return libarchive_fail(w, "cannot read layer");
     *fd_out = TAKE_FD(fd);
     return 0;
 }
+
+/* The read loop (layer_walk_run sets up the walk and the thread's locale). */
+static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn, void *ud)
+{
+    struct archive_stats *st = w->st;
+    _cleanup_close_ int fd = -1;
+    int r = open_layer(w, path, &fd);
+    _cleanup_(archive_read_freep) struct archive *a = w->a;
+    if (r < 0)
+        return r;
+
+    struct archive_entry *ae;
+    for (;;) {
+        r = check_stream_limits(w);
+        if (r < 0)
+            return r;
+        r = archive_read_next_header(a, &ae);
+        if (r == ARCHIVE_EOF)
+            break;
+        if (r != ARCHIVE_OK)
+            return libarchive_fail(w, "cannot read the next entry header");
+        uint64_t pos = (uint64_t)archive_filter_bytes(a, 0);
+        const char *hname = archive_entry_pathname(ae);
+        if (hname) { /* for messages about this entry before it is validated */
+            snprintf(w->name_copy, w->path_cap, "%s", hname);
+            w->raw_name = w->name_copy;
+        }
+        if (w->pol.max_entries && st->entries + 1 > w->pol.max_entries) {
+            return layer_walk_fail(w, -EFBIG, "entries",
+                                   "layer has more entries than the limit of %" PRIu64,
+                                   w->pol.max_entries);
+        }
+        st->entries++;
+        if (w->pol.max_header_bytes && pos - w->last_end > w->pol.max_header_bytes) {
+            return layer_walk_fail(w, -EFBIG, "header-size",
+                                   "%" PRIu64 " bytes of header metadata, over the limit of "
+                                   "%" PRIu32,
+                                   pos - w->last_end, w->pol.max_header_bytes);
+        }
+        r = validate_entry(w, ae);
+        if (r < 0)
+            return r;
+        w->data_done = false;
+        if (r > 0 && fn) {
+            r = fn(w, &w->ent, ud);
+            if (r < 0)
+                return r;
+        }
+        if (!w->data_done && archive_read_data_skip(a) != ARCHIVE_OK)
+            return libarchive_fail(w, "cannot read file data");
+        w->last_end = (uint64_t)archive_filter_bytes(a, 0);
+        if (!w->compressed && w->last_end > w->blob_size)
+            return stream_fail(w, -EBADMSG, "truncated",
+                               "archive is truncated (an entry's data runs past the end)");
+    }
+    uint64_t end = (uint64_t)archive_filter_bytes(a, 0);
+    if (w->pol.require_eof_marker && end < w->last_end + TAR_BLOCK)
+        return stream_fail(w, -EBADMSG, "truncated",
+                           "archive ends without the end-of-archive marker (truncated?)");
+    st->compressed_bytes = (uint64_t)archive_filter_bytes(a, -1);
+    if (tl_progress)
+        tl_progress(w->blob_size, w->blob_size, tl_progress_ud);
+    return 0;
+}
+
 
 int layer_walk_run(const char *path, const struct archive_policy *p, struct archive_stats *st,
                    struct err *e, layer_entry_fn fn, void *ud)
@@ -435,71 +519,22 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
         .st = st,
         .e = e,
     };
-    if (w.pol.max_seconds)
-        w.deadline_ms = mono_ms() + (int64_t)w.pol.max_seconds * 1000;
+    if (w.pol.max_time_ms)
+        w.deadline_ms = mono_ms() + (int64_t)w.pol.max_time_ms;
     /* Buffers for a name (and a link target) at the longest allowed length. */
     w.path_cap = (w.pol.max_path_bytes ? w.pol.max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES) + 2;
-    _cleanup_free_ char *pbuf = malloc(w.path_cap), *lbuf = malloc(w.path_cap);
-    if (!pbuf || !lbuf)
+    _cleanup_free_ char *pbuf = malloc(w.path_cap), *lbuf = malloc(w.path_cap),
+                        *nbuf = malloc(w.path_cap);
+    if (!pbuf || !lbuf || !nbuf)
         return err_set(e, -ENOMEM, "out of memory");
     w.path = pbuf;
     w.link = lbuf;
+    w.name_copy = nbuf;
 
-    _cleanup_close_ int fd = -1;
-    int r = open_layer(&w, path, &fd);
-    _cleanup_(archive_read_freep) struct archive *a = w.a;
-    if (r < 0)
-        return r;
-
-    struct archive_entry *ae;
-    for (;;) {
-        r = check_stream_limits(&w);
-        if (r < 0)
-            return r;
-        r = archive_read_next_header(a, &ae);
-        if (r == ARCHIVE_EOF)
-            break;
-        if (r != ARCHIVE_OK)
-            return libarchive_fail(&w, "cannot read the next entry header");
-        uint64_t pos = (uint64_t)archive_filter_bytes(a, 0);
-        if (w.pol.max_entries && st->entries + 1 > w.pol.max_entries) {
-            w.raw_name = archive_entry_pathname(ae);
-            return layer_walk_fail(&w, -EFBIG, "entries",
-                                   "layer has more entries than the limit of %" PRIu64,
-                                   w.pol.max_entries);
-        }
-        st->entries++;
-        if (w.pol.max_header_bytes && pos - w.last_end > w.pol.max_header_bytes) {
-            w.raw_name = archive_entry_pathname(ae);
-            return layer_walk_fail(&w, -EFBIG, "header-size",
-                                   "%" PRIu64 " bytes of header metadata, over the limit of "
-                                   "%" PRIu32,
-                                   pos - w.last_end, w.pol.max_header_bytes);
-        }
-        r = validate_entry(&w, ae);
-        if (r < 0)
-            return r;
-        w.data_done = false;
-        if (r > 0 && fn) {
-            r = fn(&w, &w.ent, ud);
-            if (r < 0)
-                return r;
-        }
-        if (!w.data_done && archive_read_data_skip(a) != ARCHIVE_OK)
-            return libarchive_fail(&w, "cannot read file data");
-        w.last_end = (uint64_t)archive_filter_bytes(a, 0);
-        if (!w.compressed && w.last_end > w.blob_size)
-            return stream_fail(&w, -EBADMSG, "truncated",
-                               "archive is truncated (an entry's data runs past the end)");
-    }
-    uint64_t end = (uint64_t)archive_filter_bytes(a, 0);
-    if (w.pol.require_eof_marker && end < w.last_end + TAR_BLOCK)
-        return stream_fail(&w, -EBADMSG, "truncated",
-                           "archive ends without the end-of-archive marker (truncated?)");
-    st->compressed_bytes = (uint64_t)archive_filter_bytes(a, -1);
-    if (tl_progress)
-        tl_progress(w.blob_size, w.blob_size, tl_progress_ud);
-    return 0;
+    struct utf8_scope u = utf8_scope_begin();
+    int r = walk_stream(&w, path, fn, ud);
+    utf8_scope_end(&u);
+    return r;
 }
 
 int archive_scan(const char *path, const struct archive_policy *p, struct archive_stats *st,

@@ -58,7 +58,7 @@ static void usage(FILE *out)
             "  --max-path N           longest name in bytes       (default 4095)\n"
             "  --max-depth N          most name components        (default 256)\n"
             "  --max-header-size N    metadata bytes per entry    (default 1M)\n"
-            "  --max-time SECONDS     wall time per layer         (default 1800)\n"
+            "  --max-time T           wall time per layer, seconds or Nms (default 1800)\n"
             "  --max-ratio N          decompression ratio         (default 100)\n"
             "\n"
             "Exit codes: 0 applied, 2 usage, 6 a layer was rejected (unsafe, malformed, over a\n"
@@ -85,6 +85,23 @@ static int parse_size(const char *s, uint64_t *out)
     if (*end || (shift && v > (UINT64_MAX >> shift)))
         return -EINVAL;
     *out = (uint64_t)v << shift;
+    return 0;
+}
+
+/* "N" seconds or "Nms" milliseconds. */
+static int parse_duration_ms(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return -EINVAL;
+    if (!strcmp(end, "ms"))
+        *out = v;
+    else if (*end == '\0' || !strcmp(end, "s"))
+        *out = v * 1000;
+    else
+        return -EINVAL;
     return 0;
 }
 
@@ -199,10 +216,14 @@ int cmd_extract(struct cli *cli, int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         uint64_t v = 0;
-        if (c >= OPT_MAX_BLOB && c <= OPT_MAX_RATIO) {
+        if (c == OPT_MAX_TIME) {
+            if (parse_duration_ms(optarg, &v) < 0)
+                return cli_usage_error("extract", "invalid duration '%s' (seconds, or Nms)",
+                                       optarg);
+        } else if (c >= OPT_MAX_BLOB && c <= OPT_MAX_RATIO) {
             if (parse_size(optarg, &v) < 0)
                 return cli_usage_error("extract", "invalid number '%s'", optarg);
-            if (c >= OPT_MAX_PATH && v > UINT32_MAX)
+            if (c >= OPT_MAX_PATH && c != OPT_MAX_TIME && v > UINT32_MAX)
                 return cli_usage_error("extract", "value '%s' too large", optarg);
         }
         switch (c) {
@@ -222,7 +243,7 @@ int cmd_extract(struct cli *cli, int argc, char **argv)
         case OPT_MAX_PATH: run.pol.max_path_bytes = (uint32_t)v; break;
         case OPT_MAX_DEPTH: run.pol.max_depth = (uint32_t)v; break;
         case OPT_MAX_HEADER: run.pol.max_header_bytes = (uint32_t)v; break;
-        case OPT_MAX_TIME: run.pol.max_seconds = (uint32_t)v; break;
+        case OPT_MAX_TIME: run.pol.max_time_ms = v; break;
         case OPT_MAX_RATIO: run.pol.max_ratio = (uint32_t)v; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: return cli_usage_error("extract", "unknown option");
