@@ -58,8 +58,9 @@ def header(name, typeflag=b'0', size=0, mode=0o644, uid=0, gid=0, mtime=MTIME, l
     h[156:157] = typeflag
     h[157:257] = _field(linkname, 100)
     h[257:265] = magic
-    h[265:297] = _field(b'root', 32)
-    h[297:329] = _field(b'root', 32)
+    # uname/gname stay empty: extractors then use the numeric ids (GNU tar prefers names).
+    h[265:297] = _field(b'', 32)
+    h[297:329] = _field(b'', 32)
     h[329:337] = _octal(devmajor, 8)
     h[337:345] = _octal(devminor, 8)
     h[345:500] = _field(prefix, 155)
