@@ -86,6 +86,24 @@ static bool all_zero(const unsigned char *p, size_t n)
     return true;
 }
 
+/* The start of a tar header cut short: a printable name, then an octal mode field. */
+static bool looks_like_tar_start(const unsigned char *p, size_t n)
+{
+    if (n < 108 || p[0] == '\0')
+        return false;
+    size_t i = 0;
+    for (; i < 100 && p[i]; i++)
+        if (p[i] < 0x20 || p[i] == 0x7f)
+            return false;
+    for (; i < 100; i++)
+        if (p[i])
+            return false;
+    for (i = 100; i < 108; i++)
+        if (!((p[i] >= '0' && p[i] <= '7') || p[i] == ' ' || p[i] == '\0'))
+            return false;
+    return true;
+}
+
 static bool starts_ci(const unsigned char *p, size_t n, const char *s)
 {
     size_t l = strlen(s);
@@ -149,7 +167,7 @@ enum sniff_kind archive_sniff(const unsigned char *head, size_t n, uint64_t file
         WHY("xz-compressed data (not supported for layers)");
     else if (n >= 4 && memcmp(head, "\x7f" "ELF", 4) == 0)
         WHY("looks like an ELF executable");
-    else if (n < TAR_BLOCK && n >= 100 + 8 && memcmp(head + 100, "0000", 4) == 0)
+    else if (n < TAR_BLOCK && looks_like_tar_start(head, n))
         WHY("truncated tar header (%zu bytes, a tar header is %d)", n, TAR_BLOCK);
     else if (n < TAR_BLOCK)
         WHY("too short to be a tar archive (%zu bytes)", n);

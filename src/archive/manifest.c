@@ -206,6 +206,17 @@ int archive_member_copy(const char *path, const char *member, int out_fd, uint64
     return r;
 }
 
+/* A member the manifest names but the archive lacks makes the archive malformed. */
+static int missing_member(const char *path, const char *member, int r, struct err *e)
+{
+    if (r != -ENOENT)
+        return r;
+    err_clear(e);
+    return err_set(e, -EBADMSG, "%s: member '%s' named by the manifest is missing (rule: "
+                                "malformed)",
+                   path, member);
+}
+
 /* Read a JSON member (bounded). */
 static int read_json(const char *path, const char *member, json_t **out, struct err *e)
 {
@@ -213,7 +224,7 @@ static int read_json(const char *path, const char *member, json_t **out, struct 
     int64_t size = 0;
     int r = seek_member(path, member, &a0, &size, e);
     if (r < 0)
-        return r;
+        return missing_member(path, member, r, e);
     _cleanup_(archive_read_freep) struct archive *a = a0;
     if (size <= 0 || size > JSON_MEMBER_MAX)
         return err_set(e, -EFBIG, "%s: member '%s' has an implausible size for JSON (%lld)",
@@ -373,7 +384,7 @@ static int probe_layers(const char *path, struct archive_manifest *m, struct err
         int64_t size = 0;
         int r = seek_member(path, l->member, &a0, &size, e);
         if (r < 0)
-            return r == -ENOENT ? err_set(e, -EBADMSG, "%s: layer member is missing", path) : r;
+            return missing_member(path, l->member, r, e);
         _cleanup_(archive_read_freep) struct archive *a = a0;
         if (l->size && (uint64_t)size != l->size)
             return err_set(e, -EBADMSG, "%s: layer '%s' is %lld bytes, the manifest says %llu",
