@@ -122,10 +122,15 @@ static void cache_drop(struct applier *ap)
     ap->cache_len = 0;
 }
 
-static int cache_set(struct applier *ap, const char *path, size_t len, int fd)
+/* Make fd (owned from now on) the cached parent for path. st: its stat when the caller has
+ * it, else NULL. */
+static int cache_set(struct applier *ap, const char *path, size_t len, int fd,
+                     const struct stat *st)
 {
     struct stat sb;
-    if (fstat(fd, &sb) < 0) {
+    if (st) {
+        sb = *st;
+    } else if (fstat(fd, &sb) < 0) {
         int r = neg_errno();
         close(fd);
         return r;
@@ -220,7 +225,7 @@ static int parent_fd(struct applier *ap, const struct layer_entry *ent, bool *se
         fd = create_parents(ap, dir, len);
     if (fd < 0)
         return resolve_fail(ap, fd, "the parent directory");
-    int r = cache_set(ap, dir, len, fd);
+    int r = cache_set(ap, dir, len, fd, NULL);
     if (r < 0)
         return io_fail(ap, -r, "stat the parent directory");
     *setgid = ap->cache_setgid;
@@ -582,7 +587,7 @@ static int apply_dir(struct applier *ap, const struct layer_entry *ent, int pfd)
 
     /* Its entries usually follow: keep it as the cached parent. */
     if (ent->path[0] != '\0') {
-        int r = cache_set(ap, ent->path, strlen(ent->path), fd);
+        int r = cache_set(ap, ent->path, strlen(ent->path), fd, &sb);
         if (r < 0)
             return io_fail(ap, -r, "stat the directory");
     } else {
