@@ -60,7 +60,7 @@ static void check_sandbox(void)
     DIR *d = opendir(sandbox);
     struct dirent *de;
     while (d && (de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
             n++;
     if (d)
         closedir(d);

@@ -821,9 +821,11 @@ static int read_umask(void)
         return -1;
     char line[256];
     while (fgets(line, sizeof(line), f)) {
-        unsigned m;
-        if (sscanf(line, "Umask: %o", &m) == 1)
-            return (int)m;
+        if (strncmp(line, "Umask:", 6) != 0)
+            continue;
+        char *end;
+        unsigned long m = strtoul(line + 6, &end, 8);
+        return end != line + 6 && m <= 0777 ? (int)m : -1;
     }
     return -1;
 }

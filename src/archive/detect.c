@@ -141,7 +141,7 @@ enum sniff_kind archive_sniff(const unsigned char *head, size_t n, uint64_t file
     if (n >= TAR_BLOCK && tar_header_valid(head))
         return SNIFF_TAR;
     if (n >= TAR_BLOCK && all_zero(head, TAR_BLOCK)) {
-        if (file_size >= 2 * TAR_BLOCK)
+        if (file_size >= 2ULL * TAR_BLOCK)
             return SNIFF_TAR; /* an empty layer: only the end-of-archive blocks */
         WHY("truncated tar archive (a single zero block)");
         return SNIFF_UNKNOWN;

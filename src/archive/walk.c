@@ -527,8 +527,9 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
         w.deadline_ms = mono_ms() + (int64_t)w.pol.max_time_ms;
     /* Buffers for a name (and a link target) at the longest allowed length. */
     w.path_cap = (w.pol.max_path_bytes ? w.pol.max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES) + 2;
-    _cleanup_free_ char *pbuf = malloc(w.path_cap), *lbuf = malloc(w.path_cap),
-                        *nbuf = malloc(w.path_cap);
+    _cleanup_free_ char *pbuf = malloc(w.path_cap);
+    _cleanup_free_ char *lbuf = malloc(w.path_cap);
+    _cleanup_free_ char *nbuf = malloc(w.path_cap);
     if (!pbuf || !lbuf || !nbuf)
         return err_set(e, -ENOMEM, "out of memory");
     w.path = pbuf;
