@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,31 +167,67 @@ static int resolve_fail(struct applier *ap, int r, const char *what)
     }
 }
 
-/* Create the missing directories of dir (a normalised path, len bytes) one by one, each
- * resolved inside the root. A component that exists but does not resolve (a dangling symlink)
- * is an error, never replaced. Returns an O_PATH fd of dir. */
-static int create_parents(struct applier *ap, const char *dir, size_t len)
+/* Symlinks followed while creating missing parents, as the kernel's limit for one lookup. */
+#define CREATE_PARENTS_HOPS 40
+
+/* Create the missing directories of dir (len bytes) one by one, each resolved inside the root,
+ * and return an O_PATH fd of dir. Like the kernel's RESOLVE_IN_ROOT lookup, but creating what
+ * is missing: a component that is a dangling symlink is followed (its target taken inside the
+ * root: "/x" from the root, "x" from the symlink's directory) and the rest is created there,
+ * so `x -> /root/.ssh` then `x/authorized_keys` lands in the image's /root/.ssh. Only
+ * mkdirat() on directory fds that openat2 resolved inside the root creates anything. */
+static int create_parents(struct applier *ap, const char *dir, size_t len, int hops)
 {
-    char sub[len + 1];
+    _cleanup_free_ char *sub = malloc(len + 1);
+    if (!sub)
+        return -ENOMEM;
     int parent = -1; /* -1 = the root */
     size_t start = 0;
     for (size_t i = 0; i <= len; i++) {
         if (i < len && dir[i] != '/')
             continue;
+        if (i == start) { /* empty component */
+            start = i + 1;
+            continue;
+        }
         memcpy(sub, dir, i);
         sub[i] = '\0';
+        int pfd = parent >= 0 ? parent : ap->root_fd;
         int fd = open_in_root(ap->root_fd, sub, O_PATH | O_DIRECTORY);
         if (fd == -ENOENT) {
-            char comp[i - start + 1];
-            memcpy(comp, dir + start, i - start);
-            comp[i - start] = '\0';
-            if (mkdirat(parent >= 0 ? parent : ap->root_fd, comp, 0755) < 0 && errno != EEXIST) {
-                int r = neg_errno();
-                if (parent >= 0)
-                    close(parent);
-                return r;
+            char comp[NAME_MAX + 1];
+            size_t clen = i - start;
+            if (clen > NAME_MAX)
+                fd = -ENAMETOOLONG;
+            memcpy(comp, dir + start, clen > NAME_MAX ? 0 : clen);
+            comp[clen > NAME_MAX ? 0 : clen] = '\0';
+            if (fd == -ENOENT && mkdirat(pfd, comp, 0755) < 0) {
+                if (errno != EEXIST) {
+                    fd = neg_errno();
+                } else {
+                    /* Exists but does not resolve: a dangling symlink? Follow it. */
+                    char target[PATH_MAX];
+                    ssize_t tl = readlinkat(pfd, comp, target, sizeof(target) - 1);
+                    if (tl > 0) {
+                        if (parent >= 0)
+                            close(parent);
+                        if (hops >= CREATE_PARENTS_HOPS)
+                            return -ELOOP;
+                        target[tl] = '\0';
+                        _cleanup_free_ char *next = NULL;
+                        int n = asprintf(&next, "%.*s%s%s%.*s", target[0] == '/' ? 0 : (int)start,
+                                         dir, target, i < len ? "/" : "",
+                                         i < len ? (int)(len - i - 1) : 0, dir + i + 1);
+                        if (n < 0)
+                            return -ENOMEM;
+                        if ((size_t)n >= PATH_MAX)
+                            return -ENAMETOOLONG;
+                        return create_parents(ap, next, (size_t)n, hops + 1);
+                    }
+                }
             }
-            fd = open_in_root(ap->root_fd, sub, O_PATH | O_DIRECTORY);
+            if (fd == -ENOENT)
+                fd = open_in_root(ap->root_fd, sub, O_PATH | O_DIRECTORY);
         }
         if (parent >= 0)
             close(parent);
@@ -199,7 +236,7 @@ static int create_parents(struct applier *ap, const char *dir, size_t len)
         parent = fd;
         start = i + 1;
     }
-    return parent;
+    return parent >= 0 ? parent : openat(ap->root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
 /* The directory that holds the current entry: the root, the cached parent, or resolved now.
@@ -222,7 +259,7 @@ static int parent_fd(struct applier *ap, const struct layer_entry *ent, bool *se
     dir[len] = '\0';
     int fd = open_in_root(ap->root_fd, dir, O_PATH | O_DIRECTORY);
     if (fd == -ENOENT)
-        fd = create_parents(ap, dir, len);
+        fd = create_parents(ap, dir, len, 0);
     if (fd < 0)
         return resolve_fail(ap, fd, "the parent directory");
     int r = cache_set(ap, dir, len, fd, NULL);

@@ -152,10 +152,25 @@ def _(ws):
 
 # ---- symlinks -------------------------------------------------------------------------------
 
-@case('symlink-abs-to-outside-then-write', rule='parent')
+@case('symlink-abs-to-outside-lands-in-root', expect='ok')
 def _(ws):
-    # evil -> <workspace>/sibling resolves inside the root, where it does not exist.
-    return [Tar().symlink('evil', ws.ws + '/sibling').file('evil/pwned', 'x').end().bytes()]
+    # evil -> <workspace>/sibling resolves inside the root, where the missing directories are
+    # created: the file lands in root/<workspace>/sibling/pwned.
+    t = Tar().symlink('evil', ws.ws + '/sibling').file('evil/pwned', 'x')
+
+    def check(root):
+        ok(read(root + ws.ws + '/sibling/pwned') == b'x', 'landed inside the root')
+    return [t.end().bytes()], check
+
+
+@case('parent-is-a-file', rule='parent')
+def _(ws):
+    return [Tar().file('f', 'x').file('f/x', 'y').end().bytes()]
+
+
+@case('parent-is-symlink-to-file', rule='parent')
+def _(ws):
+    return [Tar().file('f', 'x').symlink('l', '/f').file('l/x', 'y').end().bytes()]
 
 
 @case('symlink-abs-resolves-inside-root', expect='ok')
@@ -202,11 +217,27 @@ def _(ws):
     return [l1, l2], check
 
 
-@case('cross-layer-symlink-to-sibling', rule='parent')
+@case('cross-layer-symlink-ssh-missing-dirs', expect='ok')
+def _(ws):
+    # The same without root/.ssh in the image: the directories are created inside the root.
+    l1 = Tar().symlink('x', '../../../root/.ssh').end().bytes()
+    l2 = Tar().file('x/authorized_keys', 'ssh-ed25519 AAAA attacker').end().bytes()
+
+    def check(root):
+        ok(read(root + '/root/.ssh/authorized_keys').startswith(b'ssh-ed25519'),
+           'landed inside the image')
+        ok(os.readlink(root + '/x') == '../../../root/.ssh', 'link kept')
+    return [l1, l2], check
+
+
+@case('cross-layer-symlink-to-sibling', expect='ok')
 def _(ws):
     l1 = Tar().symlink('x', '../sibling').end().bytes()
     l2 = Tar().file('x/pwned', 'x').end().bytes()
-    return [l1, l2]
+
+    def check(root):
+        ok(read(root + '/sibling/pwned') == b'x', 'landed in root/sibling')
+    return [l1, l2], check
 
 
 @case('symlink-loop', rule='symlink-loop')
@@ -225,20 +256,36 @@ def _(ws):
     return [t.end().bytes()], check
 
 
-@case('magic-link-proc-self-root', rule='parent')
+# Magic links: in the root, /proc is the image's own directory, never the host's procfs.
+@case('magic-link-proc-self-root', expect='ok')
 def _(ws):
-    return [Tar().symlink('p', '/proc/self/root').file('p' + ws.ws + '/sibling/pwned', 'x')
-            .end().bytes()]
+    t = Tar().symlink('p', '/proc/self/root').file('p' + ws.ws + '/sibling/pwned', 'x')
+
+    def check(root):
+        ok(read(root + '/proc/self/root' + ws.ws + '/sibling/pwned') == b'x', 'inside root')
+    return [t.end().bytes()], check
 
 
-@case('magic-link-proc-self-fd', rule='parent')
+@case('magic-link-proc-self-fd', expect='ok')
 def _(ws):
-    return [Tar().symlink('fd', '/proc/self/fd/3').file('fd/pwned', 'x').end().bytes()]
+    def check(root):
+        ok(read(root + '/proc/self/fd/3/pwned') == b'x', 'inside root')
+    return [Tar().symlink('fd', '/proc/self/fd/3').file('fd/pwned', 'x').end().bytes()], check
 
 
-@case('magic-link-proc-1-cwd', rule='parent')
+@case('magic-link-proc-1-cwd', expect='ok')
 def _(ws):
-    return [Tar().symlink('cwd', '/proc/1/cwd').file('cwd/pwned', 'x').end().bytes()]
+    def check(root):
+        ok(read(root + '/proc/1/cwd/pwned') == b'x', 'inside root')
+    return [Tar().symlink('cwd', '/proc/1/cwd').file('cwd/pwned', 'x').end().bytes()], check
+
+
+@case('magic-link-in-image-proc-dir', rule='symlink-loop')
+def _(ws):
+    # The image's own /proc holding a link loop: ELOOP, no hang.
+    t = Tar().dir('proc').dir('proc/self').symlink('proc/self/root', '/proc/self/root') \
+        .symlink('p', '/proc/self/root').file('p/x', 'x')
+    return [t.end().bytes()]
 
 
 # ---- hardlinks ------------------------------------------------------------------------------
