@@ -146,8 +146,8 @@ int layer_walk_fail(struct layer_walk *w, int code, const char *rule, const char
 const struct archive_policy *layer_walk_policy(struct layer_walk *w);
 struct archive_stats *layer_walk_stats(struct layer_walk *w);
 
-/* Allowed xattrs of the current entry: calls fn for each one on the allowlist (others are
- * counted in stats->xattrs_dropped). */
+/* Allowed xattrs of the current entry: calls fn for each one on the allowlist. (The walker
+ * has already checked the xattr limits and counted the others in stats->xattrs_dropped.) */
 typedef int (*layer_xattr_fn)(const char *name, const void *value, size_t size, void *ud);
 int layer_entry_xattrs(struct layer_walk *w, const struct layer_entry *ent, layer_xattr_fn fn,
                        void *ud);

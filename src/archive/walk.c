@@ -185,15 +185,15 @@ int layer_walk_data(struct layer_walk *w, layer_data_fn sink, void *ud)
     }
 }
 
-int layer_entry_xattrs(struct layer_walk *w, const struct layer_entry *ent, layer_xattr_fn fn,
-                       void *ud)
+/* The xattr limits and the allowlist count, checked for every entry (scan and apply alike). */
+static int check_xattrs(struct layer_walk *w, struct archive_entry *ae)
 {
     const char *name;
     const void *value;
     size_t size;
     unsigned count = 0;
-    archive_entry_xattr_reset(ent->ae);
-    while (archive_entry_xattr_next(ent->ae, &name, &value, &size) == ARCHIVE_OK) {
+    archive_entry_xattr_reset(ae);
+    while (archive_entry_xattr_next(ae, &name, &value, &size) == ARCHIVE_OK) {
         if (!name)
             continue;
         if (!archive_policy_xattr_allowed(&w->pol, name)) {
@@ -207,11 +207,23 @@ int layer_entry_xattrs(struct layer_walk *w, const struct layer_entry *ent, laye
             return layer_walk_fail(w, -EFBIG, "xattr",
                                    "extended attribute %s is %zu bytes, over %u", name, size,
                                    ARCHIVE_MAX_XATTR_VALUE_BYTES);
-        if (fn) {
-            int r = fn(name, value, size, ud);
-            if (r < 0)
-                return r;
-        }
+    }
+    return 0;
+}
+
+int layer_entry_xattrs(struct layer_walk *w, const struct layer_entry *ent, layer_xattr_fn fn,
+                       void *ud)
+{
+    const char *name;
+    const void *value;
+    size_t size;
+    archive_entry_xattr_reset(ent->ae);
+    while (archive_entry_xattr_next(ent->ae, &name, &value, &size) == ARCHIVE_OK) {
+        if (!name || !archive_policy_xattr_allowed(&w->pol, name))
+            continue;
+        int r = fn(name, value, size, ud);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -332,6 +344,10 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
     if (size < 0)
         return layer_walk_fail(w, -EBADMSG, "malformed", "negative size");
     ent->size = size;
+
+    r = check_xattrs(w, ae);
+    if (r < 0)
+        return r;
 
     struct archive_stats *st = w->st;
     switch (ent->kind) {

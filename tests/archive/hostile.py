@@ -491,6 +491,28 @@ def _(ws):
     return [Tar().raw(header('f', b'0', size=1, uid_field=neg) + pad(b'x')).end().bytes()]
 
 
+@case('xattr-value-over-64k', rule='xattr')
+def _(ws):
+    return [Tar().pax(('SCHILY.xattr.user.big', 'v' * (70 << 10))).file('f', 'x').end().bytes()]
+
+
+@case('xattr-too-many', rule='xattr')
+def _(ws):
+    recs = [('SCHILY.xattr.user.a%d' % i, 'v') for i in range(65)]
+    return [Tar().pax(*recs).file('f', 'x').end().bytes()]
+
+
+@case('xattr-not-allowed-is-dropped', expect='ok')
+def _(ws):
+    t = Tar().pax(('SCHILY.xattr.trusted.overlay.opaque', 'y'),
+                  ('SCHILY.xattr.security.selinux', 'x'), ('SCHILY.xattr.user.ok', 'kept')) \
+        .file('f', 'x')
+
+    def check(root):
+        ok(os.listxattr(root + '/f') == ['user.ok'], 'xattrs %r' % os.listxattr(root + '/f'))
+    return [t.end().bytes()], check
+
+
 # ---- format and resources -------------------------------------------------------------------
 
 def _two_files():
