@@ -13,6 +13,8 @@ numbers, xattrs, mtime, hardlink groups):
     layer with the upper layer's deletions applied by hand, then the upper layer extracted
     over it.
 
+3. GNU sparse files (old GNU and PAX sparse formats) come out exact and stay sparse.
+
 Plus explicit checks of the expected tree (modes, targets, xattrs) described here, so a bug
 shared with GNU tar would still show.
 
@@ -237,6 +239,34 @@ def main():
             passed += 1
             print('ok   overlay: %d entries identical to the reference' %
                   len(treecmp.describe(mine2)))
+        # 3. GNU sparse files (old GNU and PAX sparse formats) stay sparse and exact
+        src = os.path.join(base, 'sparse-src')
+        os.mkdir(src)
+        with open(os.path.join(src, 'holes'), 'wb') as f:
+            f.truncate(64 << 20)
+            f.seek(5 << 20)
+            f.write(b'data in the middle')
+            f.seek((64 << 20) - 4)
+            f.write(b'tail')
+        for fmt in ('gnu', 'pax'):
+            blob = os.path.join(base, 'sparse-%s.tar' % fmt)
+            subprocess.run(['tar', '--format=' + fmt, '-cSf', blob, '-C', src, 'holes'],
+                           check=True)
+            mine3 = os.path.join(base, 'mine-sparse-' + fmt)
+            thinimg(mine3, blob)
+            got = os.path.join(mine3, 'holes')
+            problems = []
+            if read(got) != read(os.path.join(src, 'holes')):
+                problems.append('content differs')
+            if os.stat(got).st_blocks * 512 > (1 << 20):
+                problems.append('not sparse: %d bytes allocated' % (os.stat(got).st_blocks * 512))
+            if problems:
+                failed += 1
+                print('FAIL sparse file (%s): %s' % (fmt, '; '.join(problems)))
+            else:
+                passed += 1
+                print('ok   sparse file (%s format): exact, %d KiB allocated of 64 MiB'
+                      % (fmt, os.stat(got).st_blocks // 2))
     finally:
         for dirpath, dirnames, _ in os.walk(base):
             for d in dirnames:
