@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import treecmp  # noqa: E402
 from legit import gnu_tar, reference_overlay, thinimg  # noqa: E402
-from tarlib import Tar, make_base, summary  # noqa: E402
+from tarlib import Tar, make_base, report, summary  # noqa: E402
 
 
 def cache_dir():
@@ -126,14 +126,9 @@ def main():
         if len(a) < 5000:
             problems.append('only %d entries: not a Debian root?' % len(a))
         print('base: %d entries; thinimg %.2fs, GNU tar %.2fs' % (len(a), t1 - t0, t2 - t1))
-        if problems:
-            failed += 1
-            print('FAIL debian base vs GNU tar:')
-            for p in problems:
-                print('     ' + p)
-        else:
-            passed += 1
-            print('ok   debian base: identical to GNU tar')
+        d = report(problems, 'debian base vs GNU tar',
+                   'debian base: identical to GNU tar')
+        passed, failed = passed + d[0], failed + d[1]
 
         # 2. base + upper with deletions
         thinimg(mine, upper)
@@ -148,15 +143,10 @@ def main():
             problems.append('%s is not opaque' % picked['opaque'])
         if not os.path.islink(os.path.join(mine, picked['empty_dir'])):
             problems.append('%s did not become a symlink' % picked['empty_dir'])
-        if problems:
-            failed += 1
-            print('FAIL debian base + upper vs reference:')
-            for p in problems:
-                print('     ' + p)
-        else:
-            passed += 1
-            print('ok   debian base + upper layer (whiteouts %s, opaque %s): %d entries '
-                  'identical to the reference' % (len(gone), picked['opaque'], len(a)))
+        d = report(problems, 'debian base + upper vs reference',
+                   'debian base + upper layer (whiteouts %s, opaque %s): %d entries '
+                   'identical to the reference' % (len(gone), picked['opaque'], len(a)))
+        passed, failed = passed + d[0], failed + d[1]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return summary(passed, failed, 0)

@@ -28,7 +28,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import treecmp  # noqa: E402
-from tarlib import Tar, is_root, make_base, mode_of, read, summary, thinimg_bin  # noqa: E402
+from tarlib import (Tar, is_root, make_base, mode_of, read, report, summary,  # noqa: E402
+                    thinimg_bin)
 
 # VFS_CAP_REVISION_2 file capability: cap_net_raw (bit 13) permitted + effective.
 CAP_NET_RAW = bytes([0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00]) + bytes(12)
@@ -199,14 +200,9 @@ def main():
         gnu_tar(ref, blob)
         problems = check_expected(mine) + compare(mine, ref)
         n = len(treecmp.describe(mine))
-        if problems:
-            failed += 1
-            print('FAIL tricky layer vs GNU tar (%d entries):' % n)
-            for p in problems:
-                print('     ' + p)
-        else:
-            passed += 1
-            print('ok   tricky layer: %d entries identical to GNU tar, expected tree holds' % n)
+        d = report(problems, 'tricky layer vs GNU tar (%d entries)' % n,
+                   'tricky layer: %d entries identical to GNU tar, expected tree holds' % n)
+        passed, failed = passed + d[0], failed + d[1]
 
         # 2. overlay
         lower, upper = os.path.join(base, 'lower.tar'), os.path.join(base, 'upper.tar')
@@ -230,15 +226,10 @@ def main():
                 problems.append('%s should %sexist' % (p, '' if present else 'not '))
         if os.stat(mine2 + '/bin/sh').st_ino != os.stat(mine2 + '/bin/busybox').st_ino:
             problems.append('bin/sh is not a hardlink of the lower bin/busybox')
-        if problems:
-            failed += 1
-            print('FAIL overlay with whiteouts vs reference:')
-            for p in problems:
-                print('     ' + p)
-        else:
-            passed += 1
-            print('ok   overlay: %d entries identical to the reference' %
-                  len(treecmp.describe(mine2)))
+        d = report(problems, 'overlay with whiteouts vs reference',
+                   'overlay: %d entries identical to the reference'
+                   % len(treecmp.describe(mine2)))
+        passed, failed = passed + d[0], failed + d[1]
         # 3. GNU sparse files (old GNU and PAX sparse formats) stay sparse and exact
         src = os.path.join(base, 'sparse-src')
         os.mkdir(src)
@@ -260,13 +251,10 @@ def main():
                 problems.append('content differs')
             if os.stat(got).st_blocks * 512 > (1 << 20):
                 problems.append('not sparse: %d bytes allocated' % (os.stat(got).st_blocks * 512))
-            if problems:
-                failed += 1
-                print('FAIL sparse file (%s): %s' % (fmt, '; '.join(problems)))
-            else:
-                passed += 1
-                print('ok   sparse file (%s format): exact, %d KiB allocated of 64 MiB'
-                      % (fmt, os.stat(got).st_blocks // 2))
+            d = report(problems, 'sparse file (%s format)' % fmt,
+                       'sparse file (%s format): exact, %d KiB allocated of 64 MiB'
+                       % (fmt, os.stat(got).st_blocks // 2))
+            passed, failed = passed + d[0], failed + d[1]
     finally:
         for dirpath, dirnames, _ in os.walk(base):
             for d in dirnames:

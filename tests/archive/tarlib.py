@@ -211,6 +211,17 @@ def is_root():
     return os.geteuid() == 0
 
 
+def report(problems, what_failed, what_passed):
+    """Print one check's outcome; returns (passed, failed) increments."""
+    if problems:
+        print('FAIL ' + what_failed + ':')
+        for p in problems:
+            print('     ' + p)
+        return 0, 1
+    print('ok   ' + what_passed)
+    return 1, 0
+
+
 def summary(passed, failed, skipped):
     print('%d passed, %d failed, %d skipped' % (passed, failed, skipped))
     return 1 if failed else 0
