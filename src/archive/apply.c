@@ -597,7 +597,10 @@ static int apply_dir(struct applier *ap, const struct layer_entry *ent, int pfd)
     if (ent->path[0] == '\0') {
         fd = openat(ap->root_rfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
     } else {
-        if (mkdirat(pfd, base, 0700) < 0) {
+        /* Created writable for us (the final mode comes at the end); usually already the
+         * final mode, so the deferred chmod is skipped. */
+        mode_t cmode = (ent->mode & 0777) | 0700;
+        if (mkdirat(pfd, base, cmode) < 0) {
             if (errno != EEXIST)
                 return io_fail(ap, errno, "create the directory");
             struct stat sb;
@@ -607,7 +610,7 @@ static int apply_dir(struct applier *ap, const struct layer_entry *ent, int pfd)
                 int r = remove_existing(ap, pfd, base);
                 if (r < 0)
                     return r;
-                if (mkdirat(pfd, base, 0700) < 0)
+                if (mkdirat(pfd, base, cmode) < 0)
                     return io_fail(ap, errno, "create the directory");
             }
         }
