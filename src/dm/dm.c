@@ -143,7 +143,8 @@ int dm_available(struct err *e)
     int ok = dm_driver_version(v, sizeof(v));
     int r = ok ? 0 : -ENODEV;
     if (r < 0)
-        err_set(e, r, "device-mapper driver does not answer: %s",
+        err_set(e, r, "device-mapper driver does not answer (%s); load dm-mod and "
+                "dm-thin-pool, or run inside the test VM (tests/vm/run)",
                 g_dm_lasterr[0] ? g_dm_lasterr : "no driver");
     dm_unlock();
     return r;

@@ -149,6 +149,9 @@ int pool_get(struct db *db, const char *name, struct pool_info *info, struct err
     if (!dm_name_valid(name))
         return err_set(e, -EINVAL, "invalid pool name \"%s\" (allowed: [A-Za-z0-9_.-])", name);
     snprintf(info->name, sizeof(info->name), "%s", name);
+    int r = dm_available(e);
+    if (r < 0)
+        return r;
     if (db) {
         struct pool_row row;
         if (row_get(db, name, &row) == 0) {
@@ -159,7 +162,7 @@ int pool_get(struct db *db, const char *name, struct pool_info *info, struct err
         }
     }
     struct dm_target_line t;
-    int r = dm_dev_table(name, &t, NULL);
+    r = dm_dev_table(name, &t, NULL);
     if (r == -ENXIO)
         return err_set(e, -ENXIO, "pool \"%s\" is not active; run `thinimg setup-pool`", name);
     if (r < 0)

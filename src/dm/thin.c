@@ -251,7 +251,21 @@ static int alloc_row(struct db *db, const char *pool, const struct thin_spec *sp
                        spec->name_suffix ? spec->name_suffix : idbuf, DM_NAME_MAX);
     }
     int64_t now = now_ms();
-    st = db_prepare(db, "INSERT OR REPLACE INTO devices(pool, dev_id, name, kind, state,"
+    /* A reused id (after wrap-around) replaces its `deleted` row; nothing else is replaced
+     * (INSERT OR REPLACE would also evict a live row holding the same name). */
+    st = db_prepare(db, "DELETE FROM devices WHERE pool=? AND dev_id=? AND state='deleted'");
+    r = st ? 0 : -EIO;
+    if (st) {
+        db_bind_text(st, 1, pool);
+        db_bind_i64(st, 2, id);
+        r = db_step(db, st);
+        db_done(st);
+    }
+    if (r < 0) {
+        db_rollback(db);
+        return err_set(e, r, "cannot reuse id %" PRId64 ": %s", id, db_errmsg(db));
+    }
+    st = db_prepare(db, "INSERT INTO devices(pool, dev_id, name, kind, state,"
                         " origin_id, size_bytes, error, created_at_ms, updated_at_ms)"
                         " VALUES(?,?,?,?,'creating',?,?,NULL,?,?)");
     r = st ? 0 : -EIO;
