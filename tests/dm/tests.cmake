@@ -8,3 +8,7 @@ set_tests_properties(test_dm_thin PROPERTIES SKIP_RETURN_CODE 77)
 add_test(NAME test_dm_setup_pool COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_setup_pool.sh)
 set_tests_properties(test_dm_setup_pool PROPERTIES LABELS dm TIMEOUT 600 SKIP_RETURN_CODE 77
   ENVIRONMENT "THINIMG_BIN=$<TARGET_FILE:thinimg>;ASAN_OPTIONS=detect_leaks=1:abort_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
+
+# Benchmark helper for bench/dm.sh (built with the tests, not a test).
+add_executable(dm_bench_snapshot ${CMAKE_SOURCE_DIR}/bench/dm_snapshot.c)
+target_link_libraries(dm_bench_snapshot PRIVATE thinimg_core)
