@@ -30,8 +30,8 @@ int main(int argc, char **argv)
         return 1;
     }
     uint32_t base = 0;
-    struct thin_spec spec = {.kind = THIN_KIND_TEST, .name_suffix = "bench-base",
-                             .size_bytes = 1ull << 30};
+    struct thin_spec spec = {
+        .kind = THIN_KIND_TEST, .name_suffix = "bench-base", .size_bytes = 1ull << 30};
     if (thin_create(db, pool, &spec, &base, &e) < 0) {
         fprintf(stderr, "create: %s\n", err_str(&e));
         return 1;

@@ -50,11 +50,24 @@ static int parse_size(const char *s, uint64_t *out)
     uint64_t mul = 1;
     if (*end) {
         switch (*end) {
-        case 'k': case 'K': mul = 1ull << 10; break;
-        case 'm': case 'M': mul = 1ull << 20; break;
-        case 'g': case 'G': mul = 1ull << 30; break;
-        case 't': case 'T': mul = 1ull << 40; break;
-        default: return -EINVAL;
+        case 'k':
+        case 'K':
+            mul = 1ull << 10;
+            break;
+        case 'm':
+        case 'M':
+            mul = 1ull << 20;
+            break;
+        case 'g':
+        case 'G':
+            mul = 1ull << 30;
+            break;
+        case 't':
+        case 'T':
+            mul = 1ull << 40;
+            break;
+        default:
+            return -EINVAL;
         }
         end++;
         if (*end == 'i' || *end == 'I')
@@ -72,18 +85,24 @@ static int parse_size(const char *s, uint64_t *out)
 
 int cmd_setup_pool(struct cli *cli, int argc, char **argv)
 {
-    enum { OPT_DATA_SIZE = 256, OPT_META_SIZE, OPT_BLOCK, OPT_LOW, OPT_DATA_FILE, OPT_META_FILE,
-           OPT_JSON };
-    static const struct option opts[] = {
-        {"data-size", required_argument, NULL, OPT_DATA_SIZE},
-        {"metadata-size", required_argument, NULL, OPT_META_SIZE},
-        {"block-size", required_argument, NULL, OPT_BLOCK},
-        {"low-water", required_argument, NULL, OPT_LOW},
-        {"data-file", required_argument, NULL, OPT_DATA_FILE},
-        {"metadata-file", required_argument, NULL, OPT_META_FILE},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"help", no_argument, NULL, 'h'},
-        {0}};
+    enum {
+        OPT_DATA_SIZE = 256,
+        OPT_META_SIZE,
+        OPT_BLOCK,
+        OPT_LOW,
+        OPT_DATA_FILE,
+        OPT_META_FILE,
+        OPT_JSON
+    };
+    static const struct option opts[] = {{"data-size", required_argument, NULL, OPT_DATA_SIZE},
+                                         {"metadata-size", required_argument, NULL, OPT_META_SIZE},
+                                         {"block-size", required_argument, NULL, OPT_BLOCK},
+                                         {"low-water", required_argument, NULL, OPT_LOW},
+                                         {"data-file", required_argument, NULL, OPT_DATA_FILE},
+                                         {"metadata-file", required_argument, NULL, OPT_META_FILE},
+                                         {"json", no_argument, NULL, OPT_JSON},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
     struct pool_config pc = {.name = cli->cfg.pool_name, .pool_dir = cli->cfg.pool_dir};
     bool json = false;
     uint64_t v = 0;
@@ -117,11 +136,20 @@ int cmd_setup_pool(struct cli *cli, int argc, char **argv)
             pc.low_water = f;
             break;
         }
-        case OPT_DATA_FILE: pc.data_file = optarg; break;
-        case OPT_META_FILE: pc.metadata_file = optarg; break;
-        case OPT_JSON: json = true; break;
-        case 'h': usage(); return EXIT_OK;
-        default: return cli_usage_error("setup-pool", "unknown option");
+        case OPT_DATA_FILE:
+            pc.data_file = optarg;
+            break;
+        case OPT_META_FILE:
+            pc.metadata_file = optarg;
+            break;
+        case OPT_JSON:
+            json = true;
+            break;
+        case 'h':
+            usage();
+            return EXIT_OK;
+        default:
+            return cli_usage_error("setup-pool", "unknown option");
         }
     }
     if (optind < argc)

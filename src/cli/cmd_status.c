@@ -119,20 +119,20 @@ int cmd_status(struct cli *cli, int argc, char **argv)
 
     if (json) {
         json_t *o = json_object();
-        json_object_set_new(o, "pool", pr == 0 ? pool_report_json(&info, hr < 0 ? &health : NULL)
-                                               : json_null());
+        json_object_set_new(
+            o, "pool", pr == 0 ? pool_report_json(&info, hr < 0 ? &health : NULL) : json_null());
         if (pr < 0)
             json_object_set_new(o, "error", json_string(err_str(&pe)));
         json_t *arr = json_array();
         for (size_t i = 0; i < nlines; i++) {
-            json_t *d = json_pack("{s:s, s:s, s:s, s:b}", "name", lines[i].name, "kind",
-                                  lines[i].kind, "state", lines[i].state, "active",
-                                  lines[i].active);
-            json_object_set_new(d, "id", lines[i].id[0] == '-' ? json_null()
-                                                               : json_integer(atoll(lines[i].id)));
-            json_object_set_new(d, "origin_id", lines[i].origin[0]
-                                                    ? json_integer(atoll(lines[i].origin))
-                                                    : json_null());
+            json_t *d =
+                json_pack("{s:s, s:s, s:s, s:b}", "name", lines[i].name, "kind", lines[i].kind,
+                          "state", lines[i].state, "active", lines[i].active);
+            json_object_set_new(
+                d, "id", lines[i].id[0] == '-' ? json_null() : json_integer(atoll(lines[i].id)));
+            json_object_set_new(d, "origin_id",
+                                lines[i].origin[0] ? json_integer(atoll(lines[i].origin))
+                                                   : json_null());
             if (i < nrows)
                 json_object_set_new(d, "size_bytes", json_integer((json_int_t)rows[i].size_bytes));
             json_array_append_new(arr, d);

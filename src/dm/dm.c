@@ -27,13 +27,12 @@ DEFINE_POINTER_CLEANUP(struct dm_task, dm_task_destroy)
 #define _cleanup_dm_task_ _cleanup_(dm_task_destroyp)
 
 /* libdevmapper's log levels (libdevmapper.h does not export them). */
-#define DMLIB_LOG_ERR 3
-#define DMLIB_LOG_WARN 4
+#define DMLIB_LOG_ERR        3
+#define DMLIB_LOG_WARN       4
 #define DMLIB_LOG_LEVEL_MASK 0x0f
 
-__attribute__((format(printf, 5, 6))) static void dm_log_cb(int level, const char *file, int line,
-                                                              int dm_errno_or_class,
-                                                              const char *f, ...)
+__attribute__((format(printf, 5, 6))) static void
+dm_log_cb(int level, const char *file, int line, int dm_errno_or_class, const char *f, ...)
 {
     (void)file;
     (void)line;
@@ -143,7 +142,8 @@ int dm_available(struct err *e)
     int ok = dm_driver_version(v, sizeof(v));
     int r = ok ? 0 : -ENODEV;
     if (r < 0)
-        err_set(e, r, "device-mapper driver does not answer (%s); load dm-mod and "
+        err_set(e, r,
+                "device-mapper driver does not answer (%s); load dm-mod and "
                 "dm-thin-pool, or run inside the test VM (tests/vm/run)",
                 g_dm_lasterr[0] ? g_dm_lasterr : "no driver");
     dm_unlock();

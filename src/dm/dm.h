@@ -44,10 +44,10 @@
 #define DM_SECTOR_SIZE 512u
 
 /* The name of the pool-relative kinds of devices (docs/dm.md, "Naming"). */
-#define DM_KIND_LAYER "layer"      /* "<pool>-layer-<id>": a committed layer of a chain */
-#define DM_KIND_ACTIVATION "act"   /* "<pool>-act-<name>": an activation (writable snapshot) */
-#define DM_KIND_TEST "test"        /* "<pool>-test-<id>": devices made by tests and benchmarks */
-#define DM_KIND_FOREIGN "foreign"  /* "<pool>-foreign-<id>": placeholder name of a collided id */
+#define DM_KIND_LAYER      "layer"   /* "<pool>-layer-<id>": a committed layer of a chain */
+#define DM_KIND_ACTIVATION "act"     /* "<pool>-act-<name>": an activation (writable snapshot) */
+#define DM_KIND_TEST       "test"    /* "<pool>-test-<id>": devices made by tests and benchmarks */
+#define DM_KIND_FOREIGN    "foreign" /* "<pool>-foreign-<id>": placeholder name of a collided id */
 
 /* True when s is a valid device-mapper name for thinimg (see above). */
 bool dm_name_valid(const char *s);

@@ -46,7 +46,10 @@ int dm_exec(char *const argv[], int timeout_ms, struct buf *out, struct buf *err
     pid_t pid = fork();
     if (pid < 0) {
         int r = neg_errno();
-        close(po[0]); close(po[1]); close(pe[0]); close(pe[1]);
+        close(po[0]);
+        close(po[1]);
+        close(pe[0]);
+        close(pe[1]);
         return err_set(e, r, "fork: %s", strerror(-r));
     }
     if (pid == 0) {

@@ -53,8 +53,8 @@ int loop_attach(const char *path, bool read_only, char *dev, size_t n, bool *dio
             return err_set(e, neg_errno(), "cannot bind %s to %s: %s", path, p, strerror(errno));
         }
         struct loop_info64 info;
-        bool got_dio = ioctl(fd, LOOP_GET_STATUS64, &info) == 0 &&
-                       (info.lo_flags & LO_FLAGS_DIRECT_IO);
+        bool got_dio =
+            ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && (info.lo_flags & LO_FLAGS_DIRECT_IO);
         if (dio)
             *dio = got_dio;
         if ((size_t)snprintf(dev, n, "%s", p) >= n)
@@ -62,8 +62,7 @@ int loop_attach(const char *path, bool read_only, char *dev, size_t n, bool *dio
         log_info("loop device attached", "dev=%s file=%s direct_io=%d", p, path, got_dio);
         return 0;
     }
-    return err_set(e, -EBUSY, "no free loop device after %d tries (contention)",
-                   LOOP_ATTACH_TRIES);
+    return err_set(e, -EBUSY, "no free loop device after %d tries (contention)", LOOP_ATTACH_TRIES);
 }
 
 int loop_find(const char *path, char *dev, size_t n)

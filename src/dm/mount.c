@@ -49,8 +49,8 @@ __attribute__((noreturn)) static void child(const struct mount_spec *spec, mount
         set_limit(RLIMIT_NOFILE, spec->limits->nofile);
     }
     const char *fstype = spec->fstype ? spec->fstype : "ext4";
-    if (r == 0 && mount(spec->device, spec->mountpoint, fstype,
-                        MS_NOSUID | MS_NODEV | spec->flags, spec->options) < 0)
+    if (r == 0 && mount(spec->device, spec->mountpoint, fstype, MS_NOSUID | MS_NODEV | spec->flags,
+                        spec->options) < 0)
         r = err_set(&e, neg_errno(), "cannot mount %s (%s) on %s: %s", spec->device, fstype,
                     spec->mountpoint, strerror(errno));
     int root = -1;
@@ -183,12 +183,14 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     if (r == -ETIMEDOUT)
-        return err_set(e, r, "work on %s did not finish within %d ms (killed; its mount went "
-                       "with its namespace)", spec->device, spec->timeout_ms);
+        return err_set(e, r,
+                       "work on %s did not finish within %d ms (killed; its mount went "
+                       "with its namespace)",
+                       spec->device, spec->timeout_ms);
     if (r < 0) {
         if (WIFSIGNALED(st))
-            return err_set(e, -EIO, "the mount child for %s was killed by signal %d",
-                           spec->device, WTERMSIG(st));
+            return err_set(e, -EIO, "the mount child for %s was killed by signal %d", spec->device,
+                           WTERMSIG(st));
         return err_set(e, r, "the mount child for %s ended without a report (status %d)",
                        spec->device, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     }

@@ -37,20 +37,20 @@
 typedef int (*mount_fn)(int root_fd, void *ud, struct buf *out, struct err *e);
 
 struct mount_limits {
-    rlim_t as_bytes;     /* RLIMIT_AS, 0: unchanged */
-    rlim_t cpu_seconds;  /* RLIMIT_CPU */
-    rlim_t fsize_bytes;  /* RLIMIT_FSIZE (largest file the child may write) */
-    rlim_t nofile;       /* RLIMIT_NOFILE */
+    rlim_t as_bytes;    /* RLIMIT_AS, 0: unchanged */
+    rlim_t cpu_seconds; /* RLIMIT_CPU */
+    rlim_t fsize_bytes; /* RLIMIT_FSIZE (largest file the child may write) */
+    rlim_t nofile;      /* RLIMIT_NOFILE */
 };
 
 struct mount_spec {
-    const char *device;     /* e.g. /dev/mapper/thinimg-layer-7 */
-    const char *mountpoint; /* existing directory */
-    const char *fstype;     /* NULL: "ext4" */
-    unsigned long flags;    /* added to MS_NOSUID|MS_NODEV */
-    const char *options;    /* file system options, may be NULL */
+    const char *device;                /* e.g. /dev/mapper/thinimg-layer-7 */
+    const char *mountpoint;            /* existing directory */
+    const char *fstype;                /* NULL: "ext4" */
+    unsigned long flags;               /* added to MS_NOSUID|MS_NODEV */
+    const char *options;               /* file system options, may be NULL */
     const struct mount_limits *limits; /* may be NULL */
-    int timeout_ms;         /* 0: none */
+    int timeout_ms;                    /* 0: none */
 };
 
 /* Returns fn's result (0 or negative errno) or the child's own failure (mount, unmount,

@@ -23,19 +23,24 @@
 const char *pool_action_name(enum pool_action a)
 {
     switch (a) {
-    case POOL_ACTION_NONE: return "none";
-    case POOL_ACTION_EXISTING: return "existing";
-    case POOL_ACTION_ADOPTED: return "adopted";
-    case POOL_ACTION_REASSEMBLED: return "reassembled";
-    case POOL_ACTION_CREATED: return "created";
+    case POOL_ACTION_NONE:
+        return "none";
+    case POOL_ACTION_EXISTING:
+        return "existing";
+    case POOL_ACTION_ADOPTED:
+        return "adopted";
+    case POOL_ACTION_REASSEMBLED:
+        return "reassembled";
+    case POOL_ACTION_CREATED:
+        return "created";
     }
     return "unknown";
 }
 
 uint64_t pool_metadata_bytes(uint64_t data_bytes, uint32_t block_sectors)
 {
-    uint64_t block_bytes = (uint64_t)(block_sectors ? block_sectors : POOL_DEFAULT_BLOCK_SECTORS) *
-                           DM_SECTOR_SIZE;
+    uint64_t block_bytes =
+        (uint64_t)(block_sectors ? block_sectors : POOL_DEFAULT_BLOCK_SECTORS) * DM_SECTOR_SIZE;
     uint64_t rule = POOL_META_PER_BLOCK * (data_bytes / block_bytes);
     if (rule < POOL_META_KERNEL_MIN)
         rule = POOL_META_KERNEL_MIN;
@@ -71,8 +76,7 @@ static int row_get(struct db *db, const char *name, struct pool_row *r_out)
         r = db_step(db, st);
         if (r == 1) {
             snprintf(r_out->origin, sizeof(r_out->origin), "%s", sqlite3_column_text(st, 0));
-            snprintf(r_out->data_file, sizeof(r_out->data_file), "%s",
-                     sqlite3_column_text(st, 1));
+            snprintf(r_out->data_file, sizeof(r_out->data_file), "%s", sqlite3_column_text(st, 1));
             snprintf(r_out->metadata_file, sizeof(r_out->metadata_file), "%s",
                      sqlite3_column_text(st, 2));
             r_out->data_bytes = (uint64_t)sqlite3_column_int64(st, 3);
@@ -168,8 +172,10 @@ int pool_get(struct db *db, const char *name, struct pool_info *info, struct err
     if (r < 0)
         return err_set(e, r, "cannot read the table of pool \"%s\": %s", name, strerror(-r));
     if (strcmp(t.type, "thin-pool") != 0)
-        return err_set(e, -EINVAL, "device %s is a %s device, not a thin-pool; choose another "
-                       "pool name (--pool)", name, t.type);
+        return err_set(e, -EINVAL,
+                       "device %s is a %s device, not a thin-pool; choose another "
+                       "pool name (--pool)",
+                       name, t.type);
     if (pool_table_parse(t.params, &info->table) < 0)
         return err_set(e, -EBADMSG, "cannot parse the table of pool \"%s\": %s", name, t.params);
     info->active = true;
@@ -183,8 +189,7 @@ int pool_get(struct db *db, const char *name, struct pool_info *info, struct err
     if (r < 0)
         return r;
     if (pool_status_parse(s.params, &info->status) < 0)
-        return err_set(e, -EBADMSG, "cannot parse the status of pool \"%s\": %s", name,
-                       s.params);
+        return err_set(e, -EBADMSG, "cannot parse the status of pool \"%s\": %s", name, s.params);
     return 0;
 }
 
@@ -262,8 +267,10 @@ static int preallocate_tmp(const char *path, uint64_t bytes, struct err *e)
         r = errno;
     if (r != 0) {
         unlink(tmp);
-        return err_set(e, -r, "cannot preallocate %" PRIu64 " bytes for %s: %s (free space on "
-                       "its file system?)", bytes, path, strerror(r));
+        return err_set(e, -r,
+                       "cannot preallocate %" PRIu64 " bytes for %s: %s (free space on "
+                       "its file system?)",
+                       bytes, path, strerror(r));
     }
     return 0;
 }
@@ -302,14 +309,15 @@ static int file_size(const char *path, uint64_t *out)
     return 0;
 }
 
-int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *info,
-               struct err *e)
+int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *info, struct err *e)
 {
     memset(info, 0, sizeof(*info));
     const char *name = cfg->name;
     if (!dm_name_valid(name))
-        return err_set(e, -EINVAL, "invalid pool name \"%s\" (allowed: [A-Za-z0-9_.-], at most "
-                       "%d bytes)", name ? name : "", DM_NAME_MAX);
+        return err_set(e, -EINVAL,
+                       "invalid pool name \"%s\" (allowed: [A-Za-z0-9_.-], at most "
+                       "%d bytes)",
+                       name ? name : "", DM_NAME_MAX);
     int r = dm_available(e);
     if (r < 0)
         return r;
@@ -345,11 +353,12 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
             info->recorded = true;
             snprintf(info->origin, sizeof(info->origin), "adopted");
             info->action = POOL_ACTION_ADOPTED;
-            log_info("adopted existing pool", "pool=%s block_sectors=%" PRIu64 " features=%s",
-                     name, info->table.block_sectors, nr.features);
+            log_info("adopted existing pool", "pool=%s block_sectors=%" PRIu64 " features=%s", name,
+                     info->table.block_sectors, nr.features);
             if (!pool_table_has_feature(&info->table, "error_if_no_space"))
                 log_warn("adopted pool queues I/O when full (no error_if_no_space): writers may "
-                         "hang up to 60 s when it fills", "pool=%s", name);
+                         "hang up to 60 s when it fills",
+                         "pool=%s", name);
         } else {
             info->action = POOL_ACTION_EXISTING;
         }
@@ -420,9 +429,9 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
         snprintf(p.origin, sizeof(p.origin), "%s", recorded ? row.origin : "created");
         p.data_bytes = data_size;
         p.metadata_bytes = meta_size;
-        p.block_sectors = recorded ? row.block_sectors
-                                   : (cfg->block_sectors ? cfg->block_sectors
-                                                         : POOL_DEFAULT_BLOCK_SECTORS);
+        p.block_sectors =
+            recorded ? row.block_sectors
+                     : (cfg->block_sectors ? cfg->block_sectors : POOL_DEFAULT_BLOCK_SECTORS);
         if (recorded) {
             p.low_water_blocks = row.low_water_blocks;
             snprintf(p.features, sizeof(p.features), "%s", row.features);
@@ -435,21 +444,25 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
                                        : POOL_DEFAULT_DATA_BYTES;
         p.block_sectors = cfg->block_sectors ? cfg->block_sectors : POOL_DEFAULT_BLOCK_SECTORS;
         p.metadata_bytes = cfg->metadata_bytes ? cfg->metadata_bytes
-                                               : pool_metadata_bytes(p.data_bytes,
-                                                                     p.block_sectors);
+                                               : pool_metadata_bytes(p.data_bytes, p.block_sectors);
     }
     if (p.block_sectors < POOL_BLOCK_SECTORS_MIN || p.block_sectors > POOL_BLOCK_SECTORS_MAX ||
         p.block_sectors % POOL_BLOCK_SECTORS_MIN)
-        return err_set(e, -EINVAL, "block size %u sectors is not a multiple of 64 KiB between "
-                       "64 KiB and 1 GiB", p.block_sectors);
+        return err_set(e, -EINVAL,
+                       "block size %u sectors is not a multiple of 64 KiB between "
+                       "64 KiB and 1 GiB",
+                       p.block_sectors);
     uint64_t block_bytes = (uint64_t)p.block_sectors * DM_SECTOR_SIZE;
     uint64_t blocks = p.data_bytes / block_bytes;
     if (blocks == 0)
-        return err_set(e, -EINVAL, "data size %" PRIu64 " is smaller than one block (%" PRIu64
-                       " bytes)", p.data_bytes, block_bytes);
+        return err_set(e, -EINVAL,
+                       "data size %" PRIu64 " is smaller than one block (%" PRIu64 " bytes)",
+                       p.data_bytes, block_bytes);
     if (p.metadata_bytes < POOL_META_KERNEL_MIN && action == POOL_ACTION_CREATED)
-        return err_set(e, -EINVAL, "metadata size %" PRIu64 " is below the kernel's minimum of "
-                       "2 MiB", p.metadata_bytes);
+        return err_set(e, -EINVAL,
+                       "metadata size %" PRIu64 " is below the kernel's minimum of "
+                       "2 MiB",
+                       p.metadata_bytes);
     if (!p.features[0]) {
         double lw = cfg->low_water > 0 ? cfg->low_water : POOL_DEFAULT_LOW_WATER;
         if (lw >= 1.0)
@@ -485,9 +498,9 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
         }
         if ((r = install_tmp(meta_file, e)) < 0 || (r = install_tmp(data_file, e)) < 0)
             return r;
-        log_info("pool files created", "pool=%s data=%s data_bytes=%" PRIu64
-                 " metadata=%s metadata_bytes=%" PRIu64, name, data_file, p.data_bytes,
-                 meta_file, p.metadata_bytes);
+        log_info("pool files created",
+                 "pool=%s data=%s data_bytes=%" PRIu64 " metadata=%s metadata_bytes=%" PRIu64, name,
+                 data_file, p.data_bytes, meta_file, p.metadata_bytes);
     }
     char meta_dev[LOOP_PATH_MAX], data_dev[LOOP_PATH_MAX];
     bool dio = false;
@@ -495,8 +508,8 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
         (r = bind_loop(data_file, data_dev, sizeof(data_dev), &dio, e)) < 0)
         return r;
     char params[512];
-    snprintf(params, sizeof(params), "%s %s %u %" PRIu64 " %s", meta_dev, data_dev,
-             p.block_sectors, p.low_water_blocks, p.features);
+    snprintf(params, sizeof(params), "%s %s %u %" PRIu64 " %s", meta_dev, data_dev, p.block_sectors,
+             p.low_water_blocks, p.features);
     uint64_t length = blocks * p.block_sectors;
     r = dm_dev_create(name, length, "thin-pool", params, false, e);
     if (r < 0)

@@ -45,16 +45,16 @@
 /* 64 KiB blocks: a 4 KiB ext4 metadata update in a snapshot copies one block, so small blocks
  * keep copy-on-write cheap for layer chains (kernel doc: "lots of snapshotting: 128"). */
 #define POOL_DEFAULT_BLOCK_SECTORS 128u
-#define POOL_BLOCK_SECTORS_MIN 128u        /* kernel: 64 KiB .. 1 GiB, multiple of 64 KiB */
-#define POOL_BLOCK_SECTORS_MAX 2097152u
+#define POOL_BLOCK_SECTORS_MIN     128u /* kernel: 64 KiB .. 1 GiB, multiple of 64 KiB */
+#define POOL_BLOCK_SECTORS_MAX     2097152u
 /* Kernel rule for metadata: 48 * data_size / block_size bytes, at least 2 MiB. Snapshot
  * chains copy btree nodes on every shared write, so thinimg gives it 4x that, at least
  * POOL_META_DEFAULT_MIN, at most the kernel's limit (~15.8 GiB). */
-#define POOL_META_KERNEL_MIN (2ull << 20)
-#define POOL_META_PER_BLOCK 48u
-#define POOL_META_HEADROOM 4u
+#define POOL_META_KERNEL_MIN  (2ull << 20)
+#define POOL_META_PER_BLOCK   48u
+#define POOL_META_HEADROOM    4u
 #define POOL_META_DEFAULT_MIN (16ull << 20)
-#define POOL_META_MAX ((16ull << 30) - (256ull << 20))
+#define POOL_META_MAX         ((16ull << 30) - (256ull << 20))
 /* Low-water mark: the kernel raises an event when free data blocks drop below it. As a
  * fraction of the pool (a fixed block count means nothing across pool sizes). */
 #define POOL_DEFAULT_LOW_WATER 0.10
@@ -62,7 +62,7 @@
  * half-written device; stop early and let gc make room. */
 #define POOL_DEFAULT_MAX_DATA_PCT 95.0
 #define POOL_DEFAULT_MAX_META_PCT 90.0
-#define POOL_FEATURES "1 error_if_no_space"
+#define POOL_FEATURES             "1 error_if_no_space"
 
 /* Metadata bytes for a data size and block size by the rule above (multiple of 1 MiB). */
 uint64_t pool_metadata_bytes(uint64_t data_bytes, uint32_t block_sectors);
@@ -97,20 +97,19 @@ struct pool_info {
     char name[DM_NAME_MAX + 1];
     enum pool_action action;
     bool active;
-    bool recorded;          /* the database has a row for it */
-    char origin[16];        /* "created" / "adopted" (recorded only) */
+    bool recorded;   /* the database has a row for it */
+    char origin[16]; /* "created" / "adopted" (recorded only) */
     struct pool_status status;
     struct pool_table table;
-    uint64_t length_sectors; /* pool target length */
-    char metadata_dev[128], data_dev[128];   /* /dev/loopN or other block device path */
+    uint64_t length_sectors;                   /* pool target length */
+    char metadata_dev[128], data_dev[128];     /* /dev/loopN or other block device path */
     char metadata_file[4096], data_file[4096]; /* backing files when loop-backed, else "" */
-    bool data_dio;           /* direct I/O on the data loop device (setup only) */
+    bool data_dio;                             /* direct I/O on the data loop device (setup only) */
 };
 
 /* Create, reassemble or adopt (see above), then check usability with default limits. info
  * gets the result even when the pool is refused as unhealthy (the error says why). */
-int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *info,
-               struct err *e);
+int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *info, struct err *e);
 
 /* Read the pool's kernel state (and, with db, its record). -ENXIO when the pool is not
  * active (info->active false, record filled when db knows it). */

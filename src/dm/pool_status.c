@@ -11,7 +11,7 @@
 #include <string.h>
 
 /* A status line longer than this is not one the kernel writes. */
-#define STATUS_LINE_MAX 1024
+#define STATUS_LINE_MAX   1024
 #define STATUS_TOKENS_MAX 32
 
 struct tokens {
@@ -148,11 +148,16 @@ int pool_status_parse(const char *line, struct pool_status *out)
 const char *pool_mode_name(enum pool_mode m)
 {
     switch (m) {
-    case POOL_MODE_RW: return "rw";
-    case POOL_MODE_RO: return "ro";
-    case POOL_MODE_OUT_OF_DATA_SPACE: return "out_of_data_space";
-    case POOL_MODE_FAIL: return "Fail";
-    case POOL_MODE_ERROR: return "Error";
+    case POOL_MODE_RW:
+        return "rw";
+    case POOL_MODE_RO:
+        return "ro";
+    case POOL_MODE_OUT_OF_DATA_SPACE:
+        return "out_of_data_space";
+    case POOL_MODE_FAIL:
+        return "Fail";
+    case POOL_MODE_ERROR:
+        return "Error";
     }
     return "unknown";
 }
@@ -160,9 +165,12 @@ const char *pool_mode_name(enum pool_mode m)
 const char *pool_discard_name(enum pool_discard d)
 {
     switch (d) {
-    case POOL_DISCARD_PASSDOWN: return "discard_passdown";
-    case POOL_DISCARD_NO_PASSDOWN: return "no_discard_passdown";
-    case POOL_DISCARD_IGNORE: return "ignore_discard";
+    case POOL_DISCARD_PASSDOWN:
+        return "discard_passdown";
+    case POOL_DISCARD_NO_PASSDOWN:
+        return "no_discard_passdown";
+    case POOL_DISCARD_IGNORE:
+        return "ignore_discard";
     }
     return "unknown";
 }

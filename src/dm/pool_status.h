@@ -64,8 +64,8 @@ double pool_status_data_pct(const struct pool_status *s);
 double pool_status_meta_pct(const struct pool_status *s);
 
 struct thin_status {
-    bool failed;    /* "Fail" or "Error" */
-    bool deleting;  /* "-": the thin device is being deleted / has no pool device */
+    bool failed;   /* "Fail" or "Error" */
+    bool deleting; /* "-": the thin device is being deleted / has no pool device */
     uint64_t mapped_sectors;
     bool has_highest;
     uint64_t highest_sector;
@@ -73,7 +73,7 @@ struct thin_status {
 
 int thin_status_parse(const char *line, struct thin_status *out);
 
-#define POOL_TABLE_DEV_MAX 64
+#define POOL_TABLE_DEV_MAX      64
 #define POOL_TABLE_FEATURES_MAX 8
 
 struct pool_table {

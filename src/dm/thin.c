@@ -25,9 +25,12 @@ void (*thin_test_hook_after_message)(uint32_t id);
 const char *thin_kind_db_name(enum thin_kind k)
 {
     switch (k) {
-    case THIN_KIND_LAYER: return "layer";
-    case THIN_KIND_ACTIVATION: return "activation";
-    case THIN_KIND_TEST: return "test";
+    case THIN_KIND_LAYER:
+        return "layer";
+    case THIN_KIND_ACTIVATION:
+        return "activation";
+    case THIN_KIND_TEST:
+        return "test";
     }
     return "test";
 }
@@ -35,9 +38,12 @@ const char *thin_kind_db_name(enum thin_kind k)
 const char *thin_kind_dm_name(enum thin_kind k)
 {
     switch (k) {
-    case THIN_KIND_LAYER: return DM_KIND_LAYER;
-    case THIN_KIND_ACTIVATION: return DM_KIND_ACTIVATION;
-    case THIN_KIND_TEST: return DM_KIND_TEST;
+    case THIN_KIND_LAYER:
+        return DM_KIND_LAYER;
+    case THIN_KIND_ACTIVATION:
+        return DM_KIND_ACTIVATION;
+    case THIN_KIND_TEST:
+        return DM_KIND_TEST;
     }
     return DM_KIND_TEST;
 }
@@ -52,7 +58,7 @@ static enum thin_kind kind_from_db(const char *s)
 }
 
 #define ROW_COLUMNS                                                                                \
-    "dev_id, pool, name, kind, state, COALESCE(origin_id,0), size_bytes, COALESCE(error,''),"     \
+    "dev_id, pool, name, kind, state, COALESCE(origin_id,0), size_bytes, COALESCE(error,''),"      \
     " created_at_ms, updated_at_ms"
 
 static void row_read(sqlite3_stmt *st, struct thin_dev *d)
@@ -70,15 +76,17 @@ static void row_read(sqlite3_stmt *st, struct thin_dev *d)
     d->updated_at_ms = sqlite3_column_int64(st, 9);
 }
 
-int thin_get(struct db *db, const char *pool, uint32_t id, struct thin_dev *out)
+/* One row by a text key and an optional id (id < 0: not bound). */
+static int get_one(struct db *db, const char *sql, const char *text, int64_t id,
+                   struct thin_dev *out)
 {
     db_lock(db);
-    sqlite3_stmt *st =
-        db_prepare(db, "SELECT " ROW_COLUMNS " FROM devices WHERE pool=? AND dev_id=?");
+    sqlite3_stmt *st = db_prepare(db, sql);
     int r = st ? 0 : -EIO;
     if (st) {
-        db_bind_text(st, 1, pool);
-        db_bind_i64(st, 2, id);
+        db_bind_text(st, 1, text);
+        if (id >= 0)
+            db_bind_i64(st, 2, id);
         r = db_step(db, st);
         if (r == 1) {
             row_read(st, out);
@@ -91,24 +99,16 @@ int thin_get(struct db *db, const char *pool, uint32_t id, struct thin_dev *out)
     return r;
 }
 
+int thin_get(struct db *db, const char *pool, uint32_t id, struct thin_dev *out)
+{
+    return get_one(db, "SELECT " ROW_COLUMNS " FROM devices WHERE pool=? AND dev_id=?", pool, id,
+                   out);
+}
+
 int thin_find_by_name(struct db *db, const char *name, struct thin_dev *out)
 {
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT " ROW_COLUMNS
-                                      " FROM devices WHERE name=? AND state!='deleted'");
-    int r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, name);
-        r = db_step(db, st);
-        if (r == 1) {
-            row_read(st, out);
-            r = 0;
-        } else if (r == 0)
-            r = -ENOENT;
-        db_done(st);
-    }
-    db_unlock(db);
-    return r;
+    return get_one(db, "SELECT " ROW_COLUMNS " FROM devices WHERE name=? AND state!='deleted'",
+                   name, -1, out);
 }
 
 int thin_list(struct db *db, const char *pool, bool all, struct thin_dev **out, size_t *n)
@@ -116,10 +116,10 @@ int thin_list(struct db *db, const char *pool, bool all, struct thin_dev **out, 
     *out = NULL;
     *n = 0;
     db_lock(db);
-    sqlite3_stmt *st = db_prepare(
-        db, all ? "SELECT " ROW_COLUMNS " FROM devices WHERE pool=? ORDER BY dev_id"
-                : "SELECT " ROW_COLUMNS
-                  " FROM devices WHERE pool=? AND state!='deleted' ORDER BY dev_id");
+    sqlite3_stmt *st =
+        db_prepare(db, all ? "SELECT " ROW_COLUMNS " FROM devices WHERE pool=? ORDER BY dev_id"
+                           : "SELECT " ROW_COLUMNS
+                             " FROM devices WHERE pool=? AND state!='deleted' ORDER BY dev_id");
     int r = st ? 0 : -EIO;
     struct thin_dev *v = NULL;
     size_t k = 0;
@@ -189,8 +189,8 @@ static void mark_failed(struct db *db, const char *pool, uint32_t id, const stru
  * is formatted from the id when the spec has no suffix.
  */
 static int alloc_row(struct db *db, const char *pool, const struct thin_spec *spec,
-                     uint32_t origin_id, uint64_t size, uint32_t *id_out, char *name,
-                     size_t name_n, struct err *e)
+                     uint32_t origin_id, uint64_t size, uint32_t *id_out, char *name, size_t name_n,
+                     struct err *e)
 {
     int r = db_begin(db);
     if (r < 0)
@@ -223,8 +223,8 @@ static int alloc_row(struct db *db, const char *pool, const struct thin_spec *sp
         db_bind_text(st, 1, pool);
         db_bind_i64(st, 2, next);
         r = db_step(db, st);
-        bool free_id = r == 0 || (r == 1 && !strcmp((const char *)sqlite3_column_text(st, 0),
-                                                     "deleted"));
+        bool free_id =
+            r == 0 || (r == 1 && !strcmp((const char *)sqlite3_column_text(st, 0), "deleted"));
         db_done(st);
         if (r < 0) {
             db_rollback(db);
@@ -246,9 +246,10 @@ static int alloc_row(struct db *db, const char *pool, const struct thin_spec *sp
                        spec->name_suffix ? spec->name_suffix : idbuf);
     if (r < 0) {
         db_rollback(db);
-        return err_set(e, r, "invalid device name for pool \"%s\" and \"%s\" (allowed: "
-                       "[A-Za-z0-9_.-], at most %d bytes in all)", pool,
-                       spec->name_suffix ? spec->name_suffix : idbuf, DM_NAME_MAX);
+        return err_set(e, r,
+                       "invalid device name for pool \"%s\" and \"%s\" (allowed: "
+                       "[A-Za-z0-9_.-], at most %d bytes in all)",
+                       pool, spec->name_suffix ? spec->name_suffix : idbuf, DM_NAME_MAX);
     }
     int64_t now = now_ms();
     /* A reused id (after wrap-around) replaces its `deleted` row; nothing else is replaced
@@ -287,8 +288,10 @@ static int alloc_row(struct db *db, const char *pool, const struct thin_spec *sp
     if (r < 0) {
         db_rollback(db);
         if (r == -EEXIST)
-            return err_set(e, r, "a device named %s already exists in the database (see "
-                           "`thinimg status`)", name);
+            return err_set(e, r,
+                           "a device named %s already exists in the database (see "
+                           "`thinimg status`)",
+                           name);
         return err_set(e, r, "cannot record device %s: %s", name, db_errmsg(db));
     }
     st = db_prepare(db, "INSERT INTO device_id_seq(pool, next_id) VALUES(?,?)"
@@ -327,8 +330,9 @@ static int mark_foreign(struct db *db, const char *pool, uint32_t id)
     r = st ? 0 : -EIO;
     if (st) {
         db_bind_text(st, 1, name);
-        db_bind_text(st, 2, "the pool already had this id (collision with a device thinimg "
-                            "did not create); the id is never used");
+        db_bind_text(st, 2,
+                     "the pool already had this id (collision with a device thinimg "
+                     "did not create); the id is never used");
         db_bind_i64(st, 3, now_ms());
         db_bind_text(st, 4, pool);
         db_bind_i64(st, 5, id);
@@ -365,8 +369,8 @@ static int create_common(struct db *db, const char *pool, uint32_t origin_id,
         struct err me = {0};
         r = dm_dev_message(pool, msg, NULL, &me);
         if (r == -EEXIST) {
-            log_warn("thin id collision: the pool already has this id", "pool=%s dev_id=%u",
-                     pool, id);
+            log_warn("thin id collision: the pool already has this id", "pool=%s dev_id=%u", pool,
+                     id);
             int k = mark_foreign(db, pool, id);
             if (k < 0)
                 return err_set(e, k, "cannot record collided id %u: %s", id, strerror(-k));
@@ -381,10 +385,12 @@ static int create_common(struct db *db, const char *pool, uint32_t origin_id,
             thin_test_hook_after_message(id);
         r = set_state(db, pool, id, "ready", NULL);
         if (r < 0)
-            return err_set(e, r, "device %u was created in pool \"%s\" but cannot be recorded "
-                           "as ready: %s", id, pool, db_errmsg(db));
-        log_info("thin device created", "pool=%s dev_id=%u name=%s origin=%u size=%" PRIu64,
-                 pool, id, name, origin_id, size);
+            return err_set(e, r,
+                           "device %u was created in pool \"%s\" but cannot be recorded "
+                           "as ready: %s",
+                           id, pool, db_errmsg(db));
+        log_info("thin device created", "pool=%s dev_id=%u name=%s origin=%u size=%" PRIu64, pool,
+                 id, name, origin_id, size);
         *id_out = id;
         return 0;
     }
@@ -410,16 +416,18 @@ int thin_snapshot(struct db *db, const char *pool, uint32_t origin_id, const str
     if (r < 0)
         return err_set(e, r, "cannot read device %u: %s", origin_id, strerror(-r));
     if (strcmp(o.state, "ready") != 0)
-        return err_set(e, -EINVAL, "device %s (id %u) is %s, not ready: cannot snapshot it",
-                       o.name, origin_id, o.state);
+        return err_set(e, -EINVAL, "device %s (id %u) is %s, not ready: cannot snapshot it", o.name,
+                       origin_id, o.state);
     r = dm_dev_exists(o.name);
     if (r < 0)
         return err_set(e, r, "cannot query device %s: %s", o.name, strerror(-r));
     if (r > 0)
-        return err_set(e, -EBUSY, "origin %s (id %u) is active; deactivate it before taking a "
-                       "snapshot", o.name, origin_id);
-    return create_common(db, pool, origin_id, spec, spec->size_bytes ? spec->size_bytes : o.size_bytes,
-                         id, e);
+        return err_set(e, -EBUSY,
+                       "origin %s (id %u) is active; deactivate it before taking a "
+                       "snapshot",
+                       o.name, origin_id);
+    return create_common(db, pool, origin_id, spec,
+                         spec->size_bytes ? spec->size_bytes : o.size_bytes, id, e);
 }
 
 static int thin_table_params(char *out, size_t n, const char *pool, uint32_t id)
@@ -431,8 +439,7 @@ static int thin_table_params(char *out, size_t n, const char *pool, uint32_t id)
     return (size_t)snprintf(out, n, "%s %u", pool_path, id) >= n ? -ENAMETOOLONG : 0;
 }
 
-int thin_activate(struct db *db, const char *pool, uint32_t id, char *path, size_t n,
-                  struct err *e)
+int thin_activate(struct db *db, const char *pool, uint32_t id, char *path, size_t n, struct err *e)
 {
     struct thin_dev d;
     int r = thin_get(db, pool, id, &d);
@@ -441,8 +448,8 @@ int thin_activate(struct db *db, const char *pool, uint32_t id, char *path, size
     if (r < 0)
         return err_set(e, r, "cannot read device %u: %s", id, strerror(-r));
     if (strcmp(d.state, "ready") != 0)
-        return err_set(e, -EINVAL, "device %s (id %u) is %s, not ready: cannot activate it",
-                       d.name, id, d.state);
+        return err_set(e, -EINVAL, "device %s (id %u) is %s, not ready: cannot activate it", d.name,
+                       id, d.state);
     char params[DM_NAME_MAX + 64];
     r = thin_table_params(params, sizeof(params), pool, id);
     if (r < 0)
@@ -460,8 +467,8 @@ int thin_activate(struct db *db, const char *pool, uint32_t id, char *path, size
         if (!strcmp(t.type, "thin") && t.length == sectors && lt > lw &&
             !strcmp(t.params + lt - lw, want_tail))
             return 0;
-        return err_set(e, -EEXIST, "a device named %s is active with another table (%s %s)",
-                       d.name, t.type, t.params);
+        return err_set(e, -EEXIST, "a device named %s is active with another table (%s %s)", d.name,
+                       t.type, t.params);
     }
     r = dm_dev_create(d.name, sectors, "thin", params, false, e);
     if (r < 0) {
@@ -488,8 +495,10 @@ int thin_deactivate(struct db *db, const char *pool, uint32_t id, struct err *e)
     if (r < 0)
         return r;
     if (info.open_count > 0)
-        return err_set(e, -EBUSY, "device %s is open (%d users: mounted or in use); unmount it "
-                       "or stop its user first", d.name, info.open_count);
+        return err_set(e, -EBUSY,
+                       "device %s is open (%d users: mounted or in use); unmount it "
+                       "or stop its user first",
+                       d.name, info.open_count);
     r = dm_dev_remove(d.name, true, e);
     if (r == -ENXIO)
         return 0;
@@ -510,8 +519,10 @@ int thin_delete(struct db *db, const char *pool, uint32_t id, struct err *e)
         if (r < 0)
             return err_set(e, r, "cannot query device %s", d.name);
         if (r > 0)
-            return err_set(e, -EBUSY, "device %s (id %u) is active; deactivate it before "
-                           "deleting", d.name, id);
+            return err_set(e, -EBUSY,
+                           "device %s (id %u) is active; deactivate it before "
+                           "deleting",
+                           d.name, id);
         r = set_state(db, pool, id, "deleting", NULL);
         if (r < 0)
             return err_set(e, r, "cannot record device %u as deleting: %s", id, db_errmsg(db));
@@ -575,8 +586,8 @@ int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_b
     if (rc < 0)
         return rc;
     if (rc != 0)
-        return err_set(e, -EIO, "thin_ls on %s (pool %s) failed with status %d: %s", meta, pool,
-                       rc, errout.data ? errout.data : "");
+        return err_set(e, -EIO, "thin_ls on %s (pool %s) failed with status %d: %s", meta, pool, rc,
+                       errout.data ? errout.data : "");
     uint32_t *v = NULL;
     uint64_t *mb = NULL;
     size_t k = 0;
@@ -604,8 +615,12 @@ int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_b
     /* thin_ls lists in id order already; sort ids (and keep bytes paired) to be sure. */
     for (size_t i = 1; i < k; i++)
         for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            uint32_t tv = v[j]; v[j] = v[j - 1]; v[j - 1] = tv;
-            uint64_t tb = mb[j]; mb[j] = mb[j - 1]; mb[j - 1] = tb;
+            uint32_t tv = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = tv;
+            uint64_t tb = mb[j];
+            mb[j] = mb[j - 1];
+            mb[j - 1] = tb;
         }
     *ids = v;
     if (mapped_bytes)
@@ -620,9 +635,19 @@ int dm_mkfs_ext4(const char *dev, const char *label, struct err *e)
 {
     char journal[32];
     snprintf(journal, sizeof(journal), "size=%d", MKFS_JOURNAL_MIB);
-    char *argv[] = {"mkfs.ext4", "-q", "-F", "-m", "0", "-J", journal, "-E",
-                    "nodiscard,lazy_itable_init=0,lazy_journal_init=0", "-L",
-                    (char *)(label && *label ? label : "thinimg"), (char *)dev, NULL};
+    char *argv[] = {"mkfs.ext4",
+                    "-q",
+                    "-F",
+                    "-m",
+                    "0",
+                    "-J",
+                    journal,
+                    "-E",
+                    "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+                    "-L",
+                    (char *)(label && *label ? label : "thinimg"),
+                    (char *)dev,
+                    NULL};
     _cleanup_buf_ struct buf errout = BUF_INIT;
     int64_t t0 = mono_ms();
     int rc = dm_exec(argv, MKFS_TIMEOUT_MS, NULL, &errout, e);

@@ -68,8 +68,8 @@ struct thin_spec {
     uint64_t size_bytes; /* virtual size; multiple of 512 */
 };
 
-const char *thin_kind_db_name(enum thin_kind k);  /* "layer", "activation", "test" */
-const char *thin_kind_dm_name(enum thin_kind k);  /* DM_KIND_* */
+const char *thin_kind_db_name(enum thin_kind k); /* "layer", "activation", "test" */
+const char *thin_kind_dm_name(enum thin_kind k); /* DM_KIND_* */
 
 /* New empty thin device (create_thin). On success *id is its id and its row is `ready`. The
  * device is not active: call thin_activate() to get a block device. */
@@ -114,6 +114,6 @@ extern void (*thin_test_hook_after_message)(uint32_t id);
  * lazy_journal_init=0 (the file system is complete when mkfs returns, so nothing writes into
  * a base layer in the background after it was snapshotted), -m 0 (no root reserve in an
  * image), and a small journal. */
-#define MKFS_TIMEOUT_MS (10 * 60 * 1000) /* a 4 GiB device under emulation stays well below */
-#define MKFS_JOURNAL_MIB 8               /* small: every snapshot copies what the journal touched */
+#define MKFS_TIMEOUT_MS  (10 * 60 * 1000) /* a 4 GiB device under emulation stays well below */
+#define MKFS_JOURNAL_MIB 8 /* small: every snapshot copies what the journal touched */
 int dm_mkfs_ext4(const char *dev, const char *label, struct err *e);

@@ -113,7 +113,8 @@ static int write_fn(int root_fd, void *ud, struct buf *out, struct err *e)
     if (!p)
         return -ENOMEM;
     fill_pattern(p, PATTERN_BYTES, seed);
-    int fd = openat(root_fd, "data.bin", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int fd =
+        openat(root_fd, "data.bin", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
         free(p);
         return err_set(e, -errno, "create data.bin: %s", strerror(errno));
@@ -239,8 +240,8 @@ static void test_thin_mkfs_mount_snapshot(void **state)
 
     /* A failing function's error comes back; the child just exits (no cleanup needed). */
     err_clear(&e);
-    r = mount_run(&(struct mount_spec){.device = spath, .mountpoint = dir}, failing_fn, NULL,
-                  NULL, &e);
+    r = mount_run(&(struct mount_spec){.device = spath, .mountpoint = dir}, failing_fn, NULL, NULL,
+                  &e);
     assert_int_equal(r, -EBADMSG);
     assert_string_equal(e.msg, "layer rejected: test says no");
     assert_false(mounted_here(dir));
@@ -276,8 +277,8 @@ static void test_id_crash_between_message_and_confirm(void **state)
             _exit(1);
         thin_test_hook_after_message = crash_hook;
         uint32_t id = 0;
-        struct thin_spec spec = {.kind = THIN_KIND_TEST, .name_suffix = "crashed",
-                                 .size_bytes = 16 * MIB};
+        struct thin_spec spec = {
+            .kind = THIN_KIND_TEST, .name_suffix = "crashed", .size_bytes = 16 * MIB};
         thin_create(cdb, pool, &spec, &id, NULL);
         _exit(2); /* the hook did not run */
     }
@@ -310,8 +311,8 @@ static void test_id_crash_between_message_and_confirm(void **state)
     /* The same name cannot be created twice while the creating row exists. */
     uint32_t dup = 0;
     struct err de = {0};
-    struct thin_spec again = {.kind = THIN_KIND_TEST, .name_suffix = "crashed",
-                              .size_bytes = 16 * MIB};
+    struct thin_spec again = {
+        .kind = THIN_KIND_TEST, .name_suffix = "crashed", .size_bytes = 16 * MIB};
     assert_int_equal(thin_create(db, pool, &again, &dup, &de), -EEXIST);
     assert_true(tu_contains(de.msg, "already exists"));
 }
@@ -407,8 +408,8 @@ static void test_fill_pool_fails_fast(void **state)
     int64_t total = mono_ms() - t0;
     free(p);
     close(fd);
-    print_message("fill: writer error %s after %lld ms (slowest write %lld ms)\n",
-                  strerror(err_no), (long long)total, (long long)worst);
+    print_message("fill: writer error %s after %lld ms (slowest write %lld ms)\n", strerror(err_no),
+                  (long long)total, (long long)worst);
     assert_true(w < 0);
     assert_true(err_no == EIO || err_no == ENOSPC);
     assert_true(worst < 5000);

@@ -142,13 +142,15 @@ static void test_usage_limits(void **state)
 {
     (void)state;
     struct pool_status s;
-    assert_int_equal(pool_status_parse("0 10/100 97/100 - rw discard_passdown error_if_no_space - 8", &s), 0);
+    assert_int_equal(
+        pool_status_parse("0 10/100 97/100 - rw discard_passdown error_if_no_space - 8", &s), 0);
     struct err e = {0};
     assert_int_equal(pool_check_usable("p", &s, NULL, &e), -ENOSPC);
     assert_true(tu_contains(e.msg, "97.0% used, over the limit of 95%"));
     struct pool_limits l = {.max_data_pct = 98};
     assert_int_equal(pool_check_usable("p", &s, &l, NULL), 0);
-    assert_int_equal(pool_status_parse("0 95/100 1/100 - rw discard_passdown error_if_no_space - 8", &s), 0);
+    assert_int_equal(
+        pool_status_parse("0 95/100 1/100 - rw discard_passdown error_if_no_space - 8", &s), 0);
     err_clear(&e);
     assert_int_equal(pool_check_usable("p", &s, NULL, &e), -ENOSPC);
     assert_true(tu_contains(e.msg, "metadata is 95.0% used"));
@@ -162,16 +164,16 @@ static void test_malformed(void **state)
         "",
         "   ",
         "fail",
-        "0 1/2 3/4 -",                                  /* no mode */
-        "0 1/2 3/4 - rx",                               /* unknown mode */
-        "x 1/2 3/4 - rw",                               /* transaction not a number */
-        "0 3/2 3/4 - rw",                               /* used > total */
+        "0 1/2 3/4 -",    /* no mode */
+        "0 1/2 3/4 - rx", /* unknown mode */
+        "x 1/2 3/4 - rw", /* transaction not a number */
+        "0 3/2 3/4 - rw", /* used > total */
         "0 1/2/3 3/4 - rw",
         "0 /2 3/4 - rw",
         "0 1/ 3/4 - rw",
         "-1 1/2 3/4 - rw",
-        "0 1/2 3/4 x rw",                               /* held root not a number */
-        "18446744073709551616 1/2 3/4 - rw",            /* 2^64 */
+        "0 1/2 3/4 x rw",                    /* held root not a number */
+        "18446744073709551616 1/2 3/4 - rw", /* 2^64 */
         "0 1/2 3/4 - rw passdown",
         "0 1/2 3/4 - rw discard_passdown error",
         "0 1/2 3/4 - rw discard_passdown error_if_no_space needs",
@@ -186,7 +188,8 @@ static void test_malformed(void **state)
     longline[sizeof(longline) - 1] = '\0';
     assert_int_equal(pool_status_parse(longline, &s), -EBADMSG);
     /* Unknown trailing words from a newer kernel are ignored. */
-    assert_int_equal(pool_status_parse("0 1/2 3/4 - rw discard_passdown error_if_no_space - 8 new", &s), 0);
+    assert_int_equal(
+        pool_status_parse("0 1/2 3/4 - rw discard_passdown error_if_no_space - 8 new", &s), 0);
 }
 
 static void test_thin_status(void **state)
@@ -270,12 +273,18 @@ static void test_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rw),         cmocka_unit_test(test_ro),
-        cmocka_unit_test(test_out_of_data_space), cmocka_unit_test(test_needs_check),
-        cmocka_unit_test(test_fail),       cmocka_unit_test(test_queue_and_error_if_no_space),
-        cmocka_unit_test(test_usage_limits), cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_thin_status), cmocka_unit_test(test_table),
-        cmocka_unit_test(test_metadata_sizing), cmocka_unit_test(test_names),
+        cmocka_unit_test(test_rw),
+        cmocka_unit_test(test_ro),
+        cmocka_unit_test(test_out_of_data_space),
+        cmocka_unit_test(test_needs_check),
+        cmocka_unit_test(test_fail),
+        cmocka_unit_test(test_queue_and_error_if_no_space),
+        cmocka_unit_test(test_usage_limits),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_thin_status),
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_metadata_sizing),
+        cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 # The VM suite (label vm): boots one VM with a stock Debian kernel (tests/vm/run) and runs every
-# dm-labelled test inside it, in one boot (tests/vm/dm_suite.sh: a skip in there fails). Bounded: the VM is killed after VM_SUITE_TIMEOUT.
+# dm-labelled test inside it, in one boot (tests/vm/dm_suite.sh: a skip in there fails).
+# Bounded: the VM is killed after VM_SUITE_TIMEOUT.
 set(VM_SUITE_TIMEOUT 1500 CACHE STRING "Seconds the VM running the dm suite may take")
 add_test(NAME vm_dm_suite
   COMMAND ${CMAKE_CURRENT_LIST_DIR}/run --timeout ${VM_SUITE_TIMEOUT} --
