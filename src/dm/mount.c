@@ -43,6 +43,9 @@ __attribute__((noreturn)) static void child(const struct mount_spec *spec, mount
     else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         r = err_set(&e, neg_errno(), "making / private: %s", strerror(errno));
     if (r == 0 && spec->limits) {
+        /* Over RLIMIT_FSIZE a write fails with EFBIG instead of killing the child. */
+        if (spec->limits->fsize_bytes)
+            signal(SIGXFSZ, SIG_IGN);
         set_limit(RLIMIT_AS, spec->limits->as_bytes);
         set_limit(RLIMIT_CPU, spec->limits->cpu_seconds);
         set_limit(RLIMIT_FSIZE, spec->limits->fsize_bytes);

@@ -150,6 +150,33 @@ static int failing_fn(int root_fd, void *ud, struct buf *out, struct err *e)
     return err_set(e, -EBADMSG, "layer rejected: test says no");
 }
 
+static int sleepy_fn(int root_fd, void *ud, struct buf *out, struct err *e)
+{
+    (void)root_fd;
+    (void)ud;
+    (void)out;
+    (void)e;
+    sleep(60);
+    return 0;
+}
+
+/* Writes 2 MiB into big.bin; under a 1 MiB RLIMIT_FSIZE the write must fail with EFBIG. */
+static int big_write_fn(int root_fd, void *ud, struct buf *out, struct err *e)
+{
+    (void)ud;
+    (void)out;
+    int fd = openat(root_fd, "big.bin", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                    0644);
+    if (fd < 0)
+        return err_set(e, -errno, "create big.bin: %s", strerror(errno));
+    static char chunk[65536];
+    int r = 0;
+    for (int i = 0; i < 32 && r == 0; i++)
+        r = write_all(fd, chunk, sizeof(chunk));
+    close(fd);
+    return r < 0 ? err_set(e, r, "write big.bin: %s", strerror(-r)) : 0;
+}
+
 static bool mounted_here(const char *what)
 {
     char *mi = tu_read_file("/proc/self/mountinfo", NULL);
@@ -245,6 +272,25 @@ static void test_thin_mkfs_mount_snapshot(void **state)
     assert_int_equal(r, -EBADMSG);
     assert_string_equal(e.msg, "layer rejected: test says no");
     assert_false(mounted_here(dir));
+
+    /* Limits: a timeout kills the child (its mount goes with its namespace) ... */
+    err_clear(&e);
+    int64_t t0 = mono_ms();
+    r = mount_run(&(struct mount_spec){.device = spath, .mountpoint = dir, .timeout_ms = 3000},
+                  sleepy_fn, NULL, NULL, &e);
+    assert_int_equal(r, -ETIMEDOUT);
+    assert_true(mono_ms() - t0 < 20000);
+    assert_false(mounted_here(dir));
+    /* ... and rlimits apply inside it. */
+    struct mount_limits lim = {.fsize_bytes = 1024 * 1024};
+    err_clear(&e);
+    r = mount_run(&(struct mount_spec){.device = spath, .mountpoint = dir, .limits = &lim},
+                  big_write_fn, NULL, NULL, &e);
+    assert_int_equal(r, -EFBIG);
+    /* The device is free again: no mount is left anywhere. */
+    struct dm_dev_info di;
+    assert_int_equal(dm_dev_info(spath + strlen("/dev/mapper/"), &di, &e), 0);
+    assert_int_equal(di.open_count, 0);
 
     /* Both ids are in the pool's metadata. */
     uint32_t *ids = NULL;
