@@ -9,7 +9,9 @@
  *     `failed`; an id the pool already has is a collision: `foreign`, next id used;
  *   - busy rules: snapshot of an active origin and deactivation of an open device: -EBUSY;
  *   - a full pool: the writer gets an error within seconds, status says out_of_data_space,
- *     deleting a device makes the pool usable again.
+ *     deleting a device makes the pool usable again;
+ *   - full metadata (a 1 MiB metadata device, many written snapshots): the pool goes ro, the
+ *     status says so and new devices are refused.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -165,8 +167,8 @@ static int big_write_fn(int root_fd, void *ud, struct buf *out, struct err *e)
 {
     (void)ud;
     (void)out;
-    int fd = openat(root_fd, "big.bin", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                    0644);
+    int fd =
+        openat(root_fd, "big.bin", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return err_set(e, -errno, "create big.bin: %s", strerror(errno));
     static char chunk[65536];
@@ -492,6 +494,99 @@ static void test_fill_pool_fails_fast(void **state)
     (void)rc;
 }
 
+/*
+ * Metadata full: a 1 MiB metadata device and many snapshots of one origin, each written once
+ * (every write to a shared mapping copies btree nodes). The kernel switches the pool to
+ * read-only before the metadata is exhausted; new devices are refused from then on.
+ */
+static void test_metadata_exhaustion_goes_ro(void **state)
+{
+    (void)state;
+    char mpool[80], meta[600], data[600];
+    snprintf(mpool, sizeof(mpool), "%smeta", pool);
+    snprintf(meta, sizeof(meta), "%s/%s-meta.img", dir, mpool);
+    snprintf(data, sizeof(data), "%s/%s-data.img", dir, mpool);
+    /* Below what setup-pool creates (2 MiB): made by hand, then reassembled from its files. */
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "fallocate -l 1M %s && fallocate -l 64M %s", meta, data);
+    assert_int_equal(system(cmd), 0);
+    struct err e = {0};
+    struct pool_config pc = {
+        .name = mpool, .pool_dir = dir, .data_file = data, .metadata_file = meta};
+    struct pool_info info;
+    int r = pool_setup(db, &pc, &info, &e);
+    if (r < 0)
+        fail_msg("pool_setup: %s", err_str(&e));
+    assert_int_equal(info.action, POOL_ACTION_REASSEMBLED);
+    uint64_t meta_total = info.status.meta_total;
+
+    uint32_t base = 0;
+    struct thin_spec spec = {.kind = THIN_KIND_TEST, .size_bytes = 16 * MIB};
+    assert_int_equal(thin_create(db, mpool, &spec, &base, &e), 0);
+    char path[256];
+    assert_int_equal(thin_activate(db, mpool, base, path, sizeof(path), &e), 0);
+    void *p = NULL;
+    assert_int_equal(posix_memalign(&p, 4096, 64 * 1024), 0);
+    memset(p, 0x5a, 64 * 1024);
+    int fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    assert_true(fd >= 0);
+    for (int i = 0; i < 256; i++) /* 16 MiB: a full mapping tree to share */
+        assert_int_equal(pwrite(fd, p, 64 * 1024, (off_t)i * 64 * 1024), 64 * 1024);
+    close(fd);
+    assert_int_equal(thin_deactivate(db, mpool, base, &e), 0);
+
+    int rounds = 0, refused_at = -1;
+    int64_t deadline = mono_ms() + 240000;
+    for (; rounds < 5000 && mono_ms() < deadline; rounds++) {
+        uint32_t id = 0;
+        err_clear(&e);
+        if (pool_ensure_usable(mpool, &(struct pool_limits){.max_meta_pct = 100.0}, &e) < 0) {
+            refused_at = rounds;
+            break;
+        }
+        if (thin_snapshot(db, mpool, base, &(struct thin_spec){.kind = THIN_KIND_TEST}, &id, &e) <
+            0) {
+            refused_at = rounds;
+            break;
+        }
+        char spath[256];
+        if (thin_activate(db, mpool, id, spath, sizeof(spath), &e) < 0) {
+            refused_at = rounds;
+            break;
+        }
+        fd = open(spath, O_WRONLY | O_DIRECT | O_CLOEXEC);
+        if (fd >= 0) {
+            /* Three writes spread over the tree: three leaves copied per snapshot. */
+            for (int k = 0; k < 3; k++)
+                if (pwrite(fd, p, 4096, (off_t)((k * 97 + rounds) % 256) * 64 * 1024) < 0)
+                    break;
+            close(fd);
+        }
+        thin_deactivate(db, mpool, id, NULL);
+    }
+    free(p);
+    assert_int_equal(pool_get(db, mpool, &info, &e), 0);
+    print_message("metadata: %d snapshots before refusal, status %s, metadata %llu/%llu "
+                  "blocks\n",
+                  refused_at, pool_mode_name(info.status.mode),
+                  (unsigned long long)info.status.meta_used,
+                  (unsigned long long)info.status.meta_total);
+    assert_true(refused_at > 0);
+    assert_int_equal(info.status.meta_total, meta_total);
+    assert_int_equal(info.status.mode, POOL_MODE_RO);
+    struct err ue = {0};
+    r = pool_check_usable(mpool, &info.status, NULL, &ue);
+    assert_true(r == -EROFS || r == -EUCLEAN);
+    assert_true(tu_contains(ue.msg, "read-only") || tu_contains(ue.msg, "needs_check"));
+    /* And the pool refuses to create devices: the message fails, the row records it. */
+    uint32_t id = 0;
+    err_clear(&e);
+    assert_true(thin_create(db, mpool, &spec, &id, &e) < 0);
+    snprintf(cmd, sizeof(cmd), "dmsetup remove %s", mpool);
+    r = system(cmd);
+    (void)r;
+}
+
 int main(void)
 {
     struct err e = {0};
@@ -507,6 +602,7 @@ int main(void)
         cmocka_unit_test(test_failed_message_recorded),
         cmocka_unit_test(test_collision),
         cmocka_unit_test(test_fill_pool_fails_fast),
+        cmocka_unit_test(test_metadata_exhaustion_goes_ro),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
