@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# test_harness.sh: tests/vm/run itself (label vm, two VM boots): exit status, stdout and
+# test_harness.sh: tests/vm/run itself (label vm, three short VM boots): exit status, stdout and
 # stderr, working directory and environment pass through; the guest has /proc, a tmpfs for
 # loop files, DM_DISABLE_UDEV and device-mapper; --timeout kills the VM (exit 124) and no
-# qemu is left behind.
+# qemu is left behind, also when the caller is killed with SIGKILL.
 set -uo pipefail
 RUN="$(cd "$(dirname "$0")" && pwd)/run"
 W="$(mktemp -d)"
@@ -50,5 +50,27 @@ else
     ok "no qemu left behind"
 fi
 [ -z "$(ls -A "$W/tmp")" ] && ok "run directory removed" || fail "left: $(ls "$W/tmp")"
+# The caller killed with SIGKILL (no trap runs): qemu must die with it (PR_SET_PDEATHSIG).
+mkdir -p "$W/tmp9"
+TMPDIR="$W/tmp9" "$RUN" --timeout 300 -- sleep 600 >/dev/null 2>&1 &
+CALLER=$!
+for _ in $(seq 1 100); do
+    pgrep -f "thinimg_run=$W/tmp9/" >/dev/null && break
+    sleep 0.2
+done
+pgrep -f "thinimg_run=$W/tmp9/" >/dev/null && ok "qemu started" || fail "qemu did not start"
+kill -KILL "$CALLER"
+wait "$CALLER" 2>/dev/null
+for _ in $(seq 1 50); do
+    pgrep -f "thinimg_run=$W/tmp9/" >/dev/null || break
+    sleep 0.2
+done
+if pgrep -f "thinimg_run=$W/tmp9/" >/dev/null; then
+    fail "qemu outlived its killed caller"
+    for q in $(pgrep -f "thinimg_run=$W/tmp9/"); do kill -KILL "$q"; done
+else
+    ok "qemu died with its killed caller"
+fi
+
 echo "harness: $FAILS failed"
 [ "$FAILS" = 0 ]

@@ -9,6 +9,6 @@ math(EXPR _vm_ctest_timeout "${VM_SUITE_TIMEOUT} + 120")
 set_tests_properties(vm_dm_suite PROPERTIES LABELS vm TIMEOUT ${_vm_ctest_timeout})
 
 # The harness itself: status, output, cwd and environment pass-through, guest mounts,
-# timeout handling (two short boots).
+# timeout and SIGKILL handling (three short boots).
 add_test(NAME vm_harness COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_harness.sh)
 set_tests_properties(vm_harness PROPERTIES LABELS vm TIMEOUT 600)
