@@ -84,8 +84,10 @@ static void on_start(void *ud, const XML_Char *name, const XML_Char **attrs)
     x->stack[x->depth++] = n;
     buf_reset(&x->text);
     x->collecting = *n != '\0';
-    if (x->page && x->depth == 2 && n == names[1] /* Contents */) {
+    if (x->page && x->depth == 2 && n == names[1] /* Contents */ && at(x, 0) == names[0]) {
         x->in_contents = true;
+        free(x->cur.key);
+        free(x->cur.etag);
         x->cur = (struct s3_list_entry){0};
     }
 }
