@@ -1,0 +1,92 @@
+/*
+ * cmd_health.c: `thinimg health`: run the checks the operation guard runs before devicemapper
+ * work and print the report. Exit 0 when healthy (warnings included), EXIT_UNHEALTHY otherwise.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/table.h"
+#include "guard/health.h"
+#include "util/fsutil.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: thinimg health [--json] [--peek]\n"
+                 "\n"
+                 "Check the host before devicemapper work: storage tasks stuck in D state,\n"
+                 "kernel log errors since the last check (thin pool, I/O, hung tasks, OOM),\n"
+                 "memory and I/O pressure, and the thin pool. Exits 0 when healthy, 3 when not.\n"
+                 "\n"
+                 "  --peek   do not mark kernel log lines as seen (report them again next time)\n"
+                 "  --json   machine-readable report\n");
+}
+
+/* The pool check is provided by the dm module when it is built in (weak hook). */
+__attribute__((weak)) void cli_health_pool_check(struct cli *cli, struct health_opts *o);
+__attribute__((weak)) void cli_health_pool_check(struct cli *cli, struct health_opts *o)
+{
+    (void)cli;
+    (void)o;
+}
+
+int cmd_health(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"peek", no_argument, NULL, 'p'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    bool json = false, peek = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "hjp", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 'p': peek = true; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: return cli_usage_error("health", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("health", "unexpected argument '%s'", argv[optind]);
+    char cursor[4096];
+    snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", cli->cfg.state_dir);
+    bool have_state = mkdir_p(cli->cfg.state_dir, 0700) == 0;
+    struct health_opts o = {.cursor_path = have_state ? cursor : NULL, .advance_cursor = !peek};
+    cli_health_pool_check(cli, &o);
+    struct health_report rep;
+    int r = health_run(&o, &rep);
+    if (r < 0)
+        return cli_fail("health", r, NULL);
+    if (json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < rep.n; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}", "name",
+                                                 rep.checks[i].name, "level",
+                                                 health_level_name(rep.checks[i].level), "detail",
+                                                 rep.checks[i].detail, "duration_ms",
+                                                 (json_int_t)rep.checks[i].duration_ms));
+        json_t *top = json_pack("{s:b, s:s, s:o}", "healthy", rep.overall != HEALTH_FAIL,
+                                "overall", health_level_name(rep.overall), "checks", arr);
+        json_dumpf(top, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(top);
+    } else {
+        struct table t = TABLE_INIT;
+        table_header(&t, "CHECK", "RESULT", "TOOK", "DETAIL", NULL);
+        for (size_t i = 0; i < rep.n; i++) {
+            char took[32];
+            snprintf(took, sizeof(took), "%lldms", (long long)rep.checks[i].duration_ms);
+            table_row(&t, rep.checks[i].name, health_level_name(rep.checks[i].level), took,
+                      rep.checks[i].detail, NULL);
+        }
+        table_print(&t, stdout);
+        table_free(&t);
+        printf("\n%s\n", rep.overall == HEALTH_FAIL ? "UNHEALTHY: devicemapper work is refused "
+                                                      "until the failing checks clear"
+                         : rep.overall == HEALTH_WARN ? "healthy, with warnings"
+                                                      : "healthy");
+    }
+    return rep.overall == HEALTH_FAIL ? EXIT_UNHEALTHY : EXIT_OK;
+}

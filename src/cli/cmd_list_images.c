@@ -1,0 +1,163 @@
+/*
+ * cmd_list_images.c: `thinimg list-images`: processed images with their state, layers and
+ * activations, from the database (read-only; works while a daemon runs).
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/table.h"
+#include "pipeline/imagedb.h"
+#include "util/cleanup.h"
+#include "util/timeutil.h"
+#include <errno.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: thinimg list-images [--json] [--layers]\n"
+                 "\n"
+                 "List processed images: name, state, number of layers, active activations,\n"
+                 "top chain id and source reference.\n"
+                 "\n"
+                 "  --layers   also list each image's layers (digest, chain id, device)\n"
+                 "  --json     machine-readable output (always includes layers)\n");
+}
+
+struct list_ctx {
+    struct db *db;
+    bool json, layers;
+    json_t *arr;
+    struct table t;
+};
+
+static void short_digest(const char *d, char *out, size_t n)
+{
+    if (!d) {
+        snprintf(out, n, "-");
+        return;
+    }
+    const char *hex = strchr(d, ':');
+    snprintf(out, n, "%.12s", hex ? hex + 1 : d);
+}
+
+static json_t *layers_json(struct db *db, int64_t image_id)
+{
+    json_t *arr = json_array();
+    struct image_layer_rec *v = NULL;
+    size_t n = 0;
+    if (imagedb_image_layers(db, image_id, &v, &n) < 0)
+        return arr;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_pack("{s:i, s:s?, s:s?, s:s?}", "index", v[i].idx, "location",
+                              v[i].location, "digest", v[i].digest, "chain_id", v[i].chain_id);
+        if (v[i].size >= 0)
+            json_object_set_new(o, "size", json_integer(v[i].size));
+        struct layer_rec l = {0};
+        if (v[i].chain_id && imagedb_layer_get(db, v[i].chain_id, &l) == 0) {
+            json_object_set_new(o, "layer_state", json_string(l.state));
+            if (l.dev_id > 0)
+                json_object_set_new(o, "device_id", json_integer(l.dev_id));
+            layer_rec_free(&l);
+        }
+        json_array_append_new(arr, o);
+    }
+    imagedb_image_layers_free(v, n);
+    return arr;
+}
+
+static int image_row(const struct image_rec *r, void *ud)
+{
+    struct list_ctx *c = ud;
+    if (c->json) {
+        json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:i, s:i, s:s?, s:s?, s:I, s:I}", "id",
+                              (json_int_t)r->id, "name", r->name, "ref", r->ref, "state", r->state,
+                              "n_layers", r->n_layers, "active_activations", r->n_activations,
+                              "top_chain", r->top_chain, "error", r->error, "created_at_ms",
+                              (json_int_t)r->created_at_ms, "updated_at_ms",
+                              (json_int_t)r->updated_at_ms);
+        json_object_set_new(o, "layers", layers_json(c->db, r->id));
+        json_array_append_new(c->arr, o);
+        return 0;
+    }
+    char nl[16], na[16], top[16], age[32];
+    snprintf(nl, sizeof(nl), "%d", r->n_layers);
+    snprintf(na, sizeof(na), "%d", r->n_activations);
+    short_digest(r->top_chain, top, sizeof(top));
+    format_duration_ms(now_ms() - r->updated_at_ms, age, sizeof(age));
+    table_row(&c->t, r->name, r->state, nl, na, top, age, r->ref, NULL);
+    if (c->layers) {
+        struct image_layer_rec *v = NULL;
+        size_t n = 0;
+        if (imagedb_image_layers(c->db, r->id, &v, &n) == 0) {
+            for (size_t i = 0; i < n; i++) {
+                char idx[32], d[16], ch[16];
+                snprintf(idx, sizeof(idx), "  layer %d", v[i].idx);
+                short_digest(v[i].digest, d, sizeof(d));
+                short_digest(v[i].chain_id, ch, sizeof(ch));
+                table_row(&c->t, idx, d, "", "", ch, "", v[i].location ? v[i].location : "",
+                          NULL);
+            }
+            imagedb_image_layers_free(v, n);
+        }
+    }
+    return 0;
+}
+
+int cmd_list_images(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"layers", no_argument, NULL, 'l'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    struct list_ctx c = {.t = TABLE_INIT};
+    int o;
+    while ((o = getopt_long(argc, argv, "hjl", opts, NULL)) != -1) {
+        switch (o) {
+        case 'j': c.json = true; break;
+        case 'l': c.layers = true; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: return cli_usage_error("list-images", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("list-images", "unexpected argument '%s'", argv[optind]);
+    struct err e = {0};
+    _cleanup_db_ struct db *db = NULL;
+    int r = cli_open_db(cli, true, &db, &e);
+    if (r == -ENOENT) {
+        /* Nothing processed yet is not an error for a listing. */
+        if (c.json)
+            printf("[]\n");
+        else if (!cli->quiet)
+            printf("no images (nothing processed yet)\n");
+        return EXIT_OK;
+    }
+    if (r < 0)
+        return cli_fail("list-images", r, &e);
+    c.db = db;
+    if (c.json)
+        c.arr = json_array();
+    else
+        table_header(&c.t, "NAME", "STATE", "LAYERS", "ACTIVE", "TOP CHAIN", "UPDATED", "REF",
+                     NULL);
+    r = imagedb_image_list(db, image_row, &c);
+    if (r < 0) {
+        json_decref(c.arr);
+        table_free(&c.t);
+        return cli_fail("list-images", r, NULL);
+    }
+    if (c.json) {
+        json_dumpf(c.arr, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(c.arr);
+    } else {
+        if (c.t.rows > 1)
+            table_print(&c.t, stdout);
+        else if (!cli->quiet)
+            printf("no images (nothing processed yet)\n");
+        table_free(&c.t);
+    }
+    return EXIT_OK;
+}

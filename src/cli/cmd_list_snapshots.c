@@ -1,0 +1,125 @@
+/*
+ * cmd_list_snapshots.c: `thinimg list-snapshots`: activations (named writable snapshots of
+ * images) with their device, from the database (read-only).
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/table.h"
+#include "pipeline/imagedb.h"
+#include "util/cleanup.h"
+#include "util/timeutil.h"
+#include <errno.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: thinimg list-snapshots [--all] [--image NAME|REF] [--json]\n"
+                 "\n"
+                 "List activations: the writable snapshots a VM boots from.\n"
+                 "\n"
+                 "  --all           include inactive and failed activations (default: active)\n"
+                 "  --image IMAGE   only activations of this image (name or ref)\n"
+                 "  --json          machine-readable output\n");
+}
+
+struct snap_ctx {
+    bool json;
+    json_t *arr;
+    struct table t;
+};
+
+static int snap_row(const struct activation_rec *a, void *ud)
+{
+    struct snap_ctx *c = ud;
+    if (c->json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:I}", "name", a->name,
+                              "image", a->image_name, "chain_id", a->chain_id, "state", a->state,
+                              "device_path", a->device_path, "pool", a->pool, "error", a->error,
+                              "created_at_ms", (json_int_t)a->created_at_ms);
+        if (a->dev_id > 0)
+            json_object_set_new(o, "device_id", json_integer(a->dev_id));
+        json_array_append_new(c->arr, o);
+        return 0;
+    }
+    char id[32] = "-", age[32];
+    if (a->dev_id > 0)
+        snprintf(id, sizeof(id), "%lld", (long long)a->dev_id);
+    format_duration_ms(now_ms() - a->created_at_ms, age, sizeof(age));
+    table_row(&c->t, a->name, a->image_name, a->state, a->device_path ? a->device_path : "-", id,
+              age, a->error ? a->error : "", NULL);
+    return 0;
+}
+
+int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"all", no_argument, NULL, 'a'},
+                                         {"image", required_argument, NULL, 'i'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    struct snap_ctx c = {.t = TABLE_INIT};
+    bool all = false;
+    const char *image = NULL;
+    int o;
+    while ((o = getopt_long(argc, argv, "hjai:", opts, NULL)) != -1) {
+        switch (o) {
+        case 'j': c.json = true; break;
+        case 'a': all = true; break;
+        case 'i': image = optarg; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: return cli_usage_error("list-snapshots", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("list-snapshots", "unexpected argument '%s'", argv[optind]);
+    struct err e = {0};
+    _cleanup_db_ struct db *db = NULL;
+    int r = cli_open_db(cli, true, &db, &e);
+    if (r == -ENOENT && !image) {
+        if (c.json)
+            printf("[]\n");
+        else if (!cli->quiet)
+            printf("no activations\n");
+        return EXIT_OK;
+    }
+    if (r < 0)
+        return cli_fail("list-snapshots", r, &e);
+    int64_t image_id = 0;
+    if (image) {
+        struct image_rec img = {0};
+        r = imagedb_image_find(db, image, &img);
+        if (r == -EEXIST)
+            return cli_failf("list-snapshots", EXIT_USAGE,
+                             "image name '%s' is ambiguous; give its ref (see list-images)", image);
+        if (r < 0)
+            return cli_failf("list-snapshots", cli_exit_code(r), "no image '%s' (see list-images)",
+                             image);
+        image_id = img.id;
+        image_rec_free(&img);
+    }
+    if (c.json)
+        c.arr = json_array();
+    else
+        table_header(&c.t, "NAME", "IMAGE", "STATE", "DEVICE", "DEV ID", "AGE", "ERROR", NULL);
+    r = imagedb_activation_list(db, image_id, !all, snap_row, &c);
+    if (r < 0) {
+        json_decref(c.arr);
+        table_free(&c.t);
+        return cli_fail("list-snapshots", r, NULL);
+    }
+    if (c.json) {
+        json_dumpf(c.arr, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(c.arr);
+    } else {
+        if (c.t.rows > 1)
+            table_print(&c.t, stdout);
+        else if (!cli->quiet)
+            printf("no %sactivations\n", all ? "" : "active ");
+        table_free(&c.t);
+    }
+    return EXIT_OK;
+}

@@ -1,0 +1,601 @@
+/*
+ * imagedb.c: queries on images, image_layers, layers and activations. See imagedb.h.
+ *
+ * Every function takes the connection lock for its statement(s) (recursive, so it nests inside
+ * a checkpoint transaction) and uses cached prepared statements.
+ */
+#include "pipeline/imagedb.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/cleanup.h"
+#include "util/timeutil.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int64_t col_i64_or(sqlite3_stmt *st, int col, int64_t dflt)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL ? dflt : sqlite3_column_int64(st, col);
+}
+
+/* Run a statement that returns no rows; returns changes() or a negative errno. */
+static int exec_stmt(struct db *db, sqlite3_stmt *st)
+{
+    int r = db_step(db, st);
+    int changes = sqlite3_changes(db_handle(db));
+    db_done(st);
+    return r < 0 ? r : changes;
+}
+
+#define PREPARE_OR_RETURN(st, db, sql)                                                             \
+    sqlite3_stmt *st = db_prepare(db, sql);                                                        \
+    if (!st) {                                                                                     \
+        db_unlock(db);                                                                             \
+        return -EIO;                                                                               \
+    }
+
+void image_rec_free(struct image_rec *r)
+{
+    free(r->ref);
+    free(r->name);
+    free(r->state);
+    free(r->top_chain);
+    free(r->error);
+    memset(r, 0, sizeof(*r));
+}
+
+void image_layer_rec_free(struct image_layer_rec *r)
+{
+    free(r->location);
+    free(r->digest);
+    free(r->chain_id);
+    memset(r, 0, sizeof(*r));
+}
+
+void layer_rec_free(struct layer_rec *r)
+{
+    free(r->chain_id);
+    free(r->parent_chain);
+    free(r->digest);
+    free(r->pool);
+    free(r->state);
+    free(r->error);
+    memset(r, 0, sizeof(*r));
+}
+
+void activation_rec_free(struct activation_rec *r)
+{
+    free(r->name);
+    free(r->image_name);
+    free(r->chain_id);
+    free(r->pool);
+    free(r->state);
+    free(r->device_path);
+    free(r->error);
+    memset(r, 0, sizeof(*r));
+}
+
+bool imagedb_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 64 || !strcmp(name, ".") || !strcmp(name, ".."))
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.' || *p == '-'))
+            return false;
+    return true;
+}
+
+void imagedb_default_activation_name(const char *image_name, char *out, size_t n)
+{
+    size_t k = 0;
+    for (const char *p = image_name; *p && k + 1 < n && k < 64; p++) {
+        char c = *p;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == '-';
+        out[k++] = ok ? c : '-';
+    }
+    if (k == 0 && n > 1)
+        out[k++] = 'x';
+    out[k] = '\0';
+}
+
+/* ---- images ------------------------------------------------------------------------------- */
+
+#define IMAGE_COLS                                                                                 \
+    "i.id, i.ref, i.name, i.state, i.n_layers, i.top_chain, i.error, i.created_at_ms,"            \
+    " i.updated_at_ms, i.last_used_ms,"                                                            \
+    " (SELECT count(*) FROM activations a WHERE a.image_id = i.id AND a.state = 'active')"
+
+static void image_from_row(sqlite3_stmt *st, struct image_rec *r)
+{
+    r->id = sqlite3_column_int64(st, 0);
+    r->ref = db_col_strdup(st, 1);
+    r->name = db_col_strdup(st, 2);
+    r->state = db_col_strdup(st, 3);
+    r->n_layers = sqlite3_column_int(st, 4);
+    r->top_chain = db_col_strdup(st, 5);
+    r->error = db_col_strdup(st, 6);
+    r->created_at_ms = sqlite3_column_int64(st, 7);
+    r->updated_at_ms = sqlite3_column_int64(st, 8);
+    r->last_used_ms = sqlite3_column_int64(st, 9);
+    r->n_activations = sqlite3_column_int(st, 10);
+}
+
+int imagedb_image_upsert(struct db *db, const char *ref, const char *name, int64_t *id)
+{
+    int64_t now = now_ms();
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db,
+                      "INSERT INTO images(ref, name, state, created_at_ms, updated_at_ms,"
+                      " last_used_ms) VALUES(?1, ?2, 'pending', ?3, ?3, ?3)"
+                      " ON CONFLICT(ref) DO UPDATE SET last_used_ms = ?3, name = ?2"
+                      " RETURNING id");
+    db_bind_text(st, 1, ref);
+    db_bind_text(st, 2, name);
+    db_bind_i64(st, 3, now);
+    int r = db_step(db, st);
+    if (r == 1) {
+        *id = sqlite3_column_int64(st, 0);
+        r = 0;
+    } else if (r == 0) {
+        r = -EIO;
+    }
+    db_done(st);
+    db_unlock(db);
+    return r;
+}
+
+int imagedb_image_set_state(struct db *db, int64_t id, const char *state, const char *error)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db,
+                      "UPDATE images SET state = ?2, error = ?3, updated_at_ms = ?4 WHERE id = ?1");
+    db_bind_i64(st, 1, id);
+    db_bind_text(st, 2, state);
+    db_bind_text(st, 3, error && *error ? error : NULL);
+    db_bind_i64(st, 4, now_ms());
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}
+
+int imagedb_image_set_layers(struct db *db, int64_t id, const struct image_layer_rec *layers,
+                             size_t n)
+{
+    int r = db_begin(db);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *del = db_prepare(db, "DELETE FROM image_layers WHERE image_id = ?");
+    if (!del) {
+        db_rollback(db);
+        return -EIO;
+    }
+    db_bind_i64(del, 1, id);
+    r = exec_stmt(db, del);
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        sqlite3_stmt *ins = db_prepare(db, "INSERT INTO image_layers(image_id, idx, location,"
+                                           " digest, chain_id, size) VALUES(?,?,?,?,?,?)");
+        if (!ins) {
+            r = -EIO;
+            break;
+        }
+        db_bind_i64(ins, 1, id);
+        db_bind_i64(ins, 2, layers[i].idx);
+        db_bind_text(ins, 3, layers[i].location);
+        db_bind_text(ins, 4, layers[i].digest);
+        db_bind_text(ins, 5, layers[i].chain_id);
+        if (layers[i].size >= 0)
+            db_bind_i64(ins, 6, layers[i].size);
+        r = exec_stmt(db, ins);
+    }
+    if (r >= 0) {
+        sqlite3_stmt *up = db_prepare(db, "UPDATE images SET n_layers = ?2, top_chain = ?3,"
+                                          " updated_at_ms = ?4 WHERE id = ?1");
+        if (!up)
+            r = -EIO;
+        else {
+            db_bind_i64(up, 1, id);
+            db_bind_i64(up, 2, (int64_t)n);
+            db_bind_text(up, 3, n ? layers[n - 1].chain_id : NULL);
+            db_bind_i64(up, 4, now_ms());
+            r = exec_stmt(db, up);
+        }
+    }
+    if (r < 0) {
+        db_rollback(db);
+        return r;
+    }
+    return db_commit(db);
+}
+
+static int image_get_where(struct db *db, const char *sql, const char *s, int64_t i,
+                           struct image_rec *out)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, sql);
+    if (s)
+        db_bind_text(st, 1, s);
+    else
+        db_bind_i64(st, 1, i);
+    int r = db_step(db, st);
+    int found = 0;
+    if (r == 1) {
+        image_from_row(st, out);
+        found = 1;
+        r = db_step(db, st);
+        if (r == 1) { /* a second row: only possible for names */
+            image_rec_free(out);
+            found = 0;
+            r = -EEXIST;
+        }
+    }
+    db_done(st);
+    db_unlock(db);
+    if (r < 0)
+        return r;
+    return found ? 0 : -ENOENT;
+}
+
+int imagedb_image_get(struct db *db, int64_t id, struct image_rec *out)
+{
+    return image_get_where(db, "SELECT " IMAGE_COLS " FROM images i WHERE i.id = ?", NULL, id,
+                           out);
+}
+
+int imagedb_image_find(struct db *db, const char *ref_or_name, struct image_rec *out)
+{
+    int r = image_get_where(db, "SELECT " IMAGE_COLS " FROM images i WHERE i.ref = ?",
+                            ref_or_name, 0, out);
+    if (r != -ENOENT)
+        return r;
+    return image_get_where(db, "SELECT " IMAGE_COLS " FROM images i WHERE i.name = ?",
+                           ref_or_name, 0, out);
+}
+
+int imagedb_image_layers(struct db *db, int64_t id, struct image_layer_rec **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "SELECT idx, location, digest, chain_id, size FROM image_layers"
+                              " WHERE image_id = ? ORDER BY idx");
+    db_bind_i64(st, 1, id);
+    int r;
+    size_t cap = 0;
+    while ((r = db_step(db, st)) == 1) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct image_layer_rec *p = realloc(*out, cap * sizeof(**out));
+            if (!p) {
+                r = -ENOMEM;
+                break;
+            }
+            *out = p;
+        }
+        struct image_layer_rec *l = &(*out)[(*n)++];
+        l->idx = sqlite3_column_int(st, 0);
+        l->location = db_col_strdup(st, 1);
+        l->digest = db_col_strdup(st, 2);
+        l->chain_id = db_col_strdup(st, 3);
+        l->size = col_i64_or(st, 4, -1);
+    }
+    db_done(st);
+    db_unlock(db);
+    if (r < 0) {
+        imagedb_image_layers_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+        return r;
+    }
+    return 0;
+}
+
+void imagedb_image_layers_free(struct image_layer_rec *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        image_layer_rec_free(&v[i]);
+    free(v);
+}
+
+int imagedb_image_list(struct db *db, imagedb_image_cb cb, void *ud)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "SELECT " IMAGE_COLS " FROM images i ORDER BY i.name, i.ref");
+    int r, stop = 0;
+    while (!stop && (r = db_step(db, st)) == 1) {
+        struct image_rec rec = {0};
+        image_from_row(st, &rec);
+        stop = cb(&rec, ud);
+        image_rec_free(&rec);
+    }
+    db_done(st);
+    db_unlock(db);
+    return stop ? stop : (r < 0 ? r : 0);
+}
+
+int imagedb_image_delete(struct db *db, int64_t id)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(q, db, "SELECT count(*) FROM activations WHERE image_id = ?");
+    db_bind_i64(q, 1, id);
+    int r = db_step(db, q);
+    int64_t n = r == 1 ? sqlite3_column_int64(q, 0) : 0;
+    db_done(q);
+    if (r < 0) {
+        db_unlock(db);
+        return r;
+    }
+    if (n > 0) {
+        db_unlock(db);
+        return -EBUSY;
+    }
+    PREPARE_OR_RETURN(st, db, "DELETE FROM images WHERE id = ?");
+    db_bind_i64(st, 1, id);
+    r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}
+
+/* ---- layers ------------------------------------------------------------------------------- */
+
+#define LAYER_COLS                                                                                 \
+    "chain_id, parent_chain, digest, depth, pool, dev_id, state, entries, bytes, error,"          \
+    " created_at_ms, updated_at_ms"
+
+static void layer_from_row(sqlite3_stmt *st, struct layer_rec *r)
+{
+    r->chain_id = db_col_strdup(st, 0);
+    r->parent_chain = db_col_strdup(st, 1);
+    r->digest = db_col_strdup(st, 2);
+    r->depth = sqlite3_column_int(st, 3);
+    r->pool = db_col_strdup(st, 4);
+    r->dev_id = col_i64_or(st, 5, 0);
+    r->state = db_col_strdup(st, 6);
+    r->entries = col_i64_or(st, 7, -1);
+    r->bytes = col_i64_or(st, 8, -1);
+    r->error = db_col_strdup(st, 9);
+    r->created_at_ms = sqlite3_column_int64(st, 10);
+    r->updated_at_ms = sqlite3_column_int64(st, 11);
+}
+
+int imagedb_layer_ensure(struct db *db, const char *chain_id, const char *parent_chain,
+                         const char *digest, int depth)
+{
+    int64_t now = now_ms();
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db,
+                      "INSERT INTO layers(chain_id, parent_chain, digest, depth, state,"
+                      " created_at_ms, updated_at_ms) VALUES(?1, ?2, ?3, ?4, 'pending', ?5, ?5)"
+                      " ON CONFLICT(chain_id) DO NOTHING");
+    db_bind_text(st, 1, chain_id);
+    db_bind_text(st, 2, parent_chain);
+    db_bind_text(st, 3, digest);
+    db_bind_i64(st, 4, depth);
+    db_bind_i64(st, 5, now);
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : 0;
+}
+
+int imagedb_layer_get(struct db *db, const char *chain_id, struct layer_rec *out)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "SELECT " LAYER_COLS " FROM layers WHERE chain_id = ?");
+    db_bind_text(st, 1, chain_id);
+    int r = db_step(db, st);
+    if (r == 1)
+        layer_from_row(st, out);
+    db_done(st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 1 ? 0 : -ENOENT);
+}
+
+int imagedb_layer_set_device(struct db *db, const char *chain_id, const char *pool,
+                             int64_t dev_id)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "UPDATE layers SET pool = ?2, dev_id = ?3, updated_at_ms = ?4"
+                              " WHERE chain_id = ?1");
+    db_bind_text(st, 1, chain_id);
+    db_bind_text(st, 2, pool);
+    if (dev_id > 0)
+        db_bind_i64(st, 3, dev_id);
+    db_bind_i64(st, 4, now_ms());
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}
+
+int imagedb_layer_set_state(struct db *db, const char *chain_id, const char *state,
+                            const char *error)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "UPDATE layers SET state = ?2, error = ?3, updated_at_ms = ?4"
+                              " WHERE chain_id = ?1");
+    db_bind_text(st, 1, chain_id);
+    db_bind_text(st, 2, state);
+    db_bind_text(st, 3, error && *error ? error : NULL);
+    db_bind_i64(st, 4, now_ms());
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}
+
+int imagedb_layer_set_stats(struct db *db, const char *chain_id, int64_t entries, int64_t bytes)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "UPDATE layers SET entries = ?2, bytes = ?3, updated_at_ms = ?4"
+                              " WHERE chain_id = ?1");
+    db_bind_text(st, 1, chain_id);
+    db_bind_i64(st, 2, entries);
+    db_bind_i64(st, 3, bytes);
+    db_bind_i64(st, 4, now_ms());
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}
+
+int imagedb_layer_list(struct db *db, imagedb_layer_cb cb, void *ud)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "SELECT " LAYER_COLS " FROM layers ORDER BY depth, chain_id");
+    int r, stop = 0;
+    while (!stop && (r = db_step(db, st)) == 1) {
+        struct layer_rec rec = {0};
+        layer_from_row(st, &rec);
+        stop = cb(&rec, ud);
+        layer_rec_free(&rec);
+    }
+    db_done(st);
+    db_unlock(db);
+    return stop ? stop : (r < 0 ? r : 0);
+}
+
+int imagedb_layer_users(struct db *db, const char *chain_id, int *n)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db,
+                      "SELECT (SELECT count(DISTINCT image_id) FROM image_layers WHERE chain_id = ?1)"
+                      " + (SELECT count(*) FROM layers WHERE parent_chain = ?1)"
+                      " + (SELECT count(*) FROM activations WHERE chain_id = ?1)");
+    db_bind_text(st, 1, chain_id);
+    int r = db_step(db, st);
+    if (r == 1)
+        *n = sqlite3_column_int(st, 0);
+    db_done(st);
+    db_unlock(db);
+    return r < 0 ? r : 0;
+}
+
+int imagedb_layer_delete(struct db *db, const char *chain_id)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "DELETE FROM layers WHERE chain_id = ?");
+    db_bind_text(st, 1, chain_id);
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}
+
+/* ---- activations -------------------------------------------------------------------------- */
+
+#define ACT_COLS                                                                                   \
+    "a.name, a.image_id, i.name, a.chain_id, a.pool, a.dev_id, a.state, a.device_path,"           \
+    " a.error, a.created_at_ms, a.updated_at_ms"
+
+static void activation_from_row(sqlite3_stmt *st, struct activation_rec *r)
+{
+    r->name = db_col_strdup(st, 0);
+    r->image_id = sqlite3_column_int64(st, 1);
+    r->image_name = db_col_strdup(st, 2);
+    r->chain_id = db_col_strdup(st, 3);
+    r->pool = db_col_strdup(st, 4);
+    r->dev_id = col_i64_or(st, 5, 0);
+    r->state = db_col_strdup(st, 6);
+    r->device_path = db_col_strdup(st, 7);
+    r->error = db_col_strdup(st, 8);
+    r->created_at_ms = sqlite3_column_int64(st, 9);
+    r->updated_at_ms = sqlite3_column_int64(st, 10);
+}
+
+int imagedb_activation_insert(struct db *db, const char *name, int64_t image_id,
+                              const char *chain_id)
+{
+    if (!imagedb_name_valid(name))
+        return -EINVAL;
+    int64_t now = now_ms();
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db,
+                      "INSERT INTO activations(name, image_id, chain_id, state, created_at_ms,"
+                      " updated_at_ms) VALUES(?1, ?2, ?3, 'creating', ?4, ?4)");
+    db_bind_text(st, 1, name);
+    db_bind_i64(st, 2, image_id);
+    db_bind_text(st, 3, chain_id);
+    db_bind_i64(st, 4, now);
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : 0;
+}
+
+int imagedb_activation_get(struct db *db, const char *name, struct activation_rec *out)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "SELECT " ACT_COLS " FROM activations a JOIN images i ON"
+                              " i.id = a.image_id WHERE a.name = ?");
+    db_bind_text(st, 1, name);
+    int r = db_step(db, st);
+    if (r == 1)
+        activation_from_row(st, out);
+    db_done(st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 1 ? 0 : -ENOENT);
+}
+
+int imagedb_activation_set_device(struct db *db, const char *name, const char *pool,
+                                  int64_t dev_id, const char *device_path)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "UPDATE activations SET pool = ?2, dev_id = ?3, device_path = ?4,"
+                              " updated_at_ms = ?5 WHERE name = ?1");
+    db_bind_text(st, 1, name);
+    db_bind_text(st, 2, pool);
+    if (dev_id > 0)
+        db_bind_i64(st, 3, dev_id);
+    db_bind_text(st, 4, device_path);
+    db_bind_i64(st, 5, now_ms());
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}
+
+int imagedb_activation_set_state(struct db *db, const char *name, const char *state,
+                                 const char *error)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "UPDATE activations SET state = ?2, error = ?3, updated_at_ms = ?4"
+                              " WHERE name = ?1");
+    db_bind_text(st, 1, name);
+    db_bind_text(st, 2, state);
+    db_bind_text(st, 3, error && *error ? error : NULL);
+    db_bind_i64(st, 4, now_ms());
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}
+
+int imagedb_activation_list(struct db *db, int64_t image_id, bool active_only,
+                            imagedb_activation_cb cb, void *ud)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "SELECT " ACT_COLS " FROM activations a JOIN images i ON"
+                              " i.id = a.image_id WHERE (?1 = 0 OR a.image_id = ?1)"
+                              " AND (?2 = 0 OR a.state = 'active') ORDER BY a.created_at_ms,"
+                              " a.name");
+    db_bind_i64(st, 1, image_id);
+    db_bind_i64(st, 2, active_only ? 1 : 0);
+    int r, stop = 0;
+    while (!stop && (r = db_step(db, st)) == 1) {
+        struct activation_rec rec = {0};
+        activation_from_row(st, &rec);
+        stop = cb(&rec, ud);
+        activation_rec_free(&rec);
+    }
+    db_done(st);
+    db_unlock(db);
+    return stop ? stop : (r < 0 ? r : 0);
+}
+
+int imagedb_activation_delete(struct db *db, const char *name)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "DELETE FROM activations WHERE name = ?");
+    db_bind_text(st, 1, name);
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+}

@@ -1,0 +1,194 @@
+/*
+ * test_imagedb.c: the images domain queries on a real database: image upsert and lookup by ref
+ * or name, layer lists with chain ids, shared layers and their users, activations, and the
+ * rules the schema enforces (states, foreign keys, refusing to delete an image in use).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsm/fsm.h"
+#include "pipeline/imagedb.h"
+#include "store/schema.h"
+#include "testutil.h"
+
+static char *dir;
+static struct db *db;
+
+static int setup(void **state)
+{
+    (void)state;
+    dir = tu_mkdtemp("imagedb");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/t.db", dir);
+    struct err e = {0};
+    if (db_open(path, NULL, &db, &e) < 0 || fsm_db_migrate(db, &e) < 0 || store_migrate(db, &e) < 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    db_close(db);
+    tu_rmrf(dir);
+    free(dir);
+    return 0;
+}
+
+static const char *D1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+static const char *D2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+static int count_cb(const struct image_rec *r, void *ud)
+{
+    (void)r;
+    (*(int *)ud)++;
+    return 0;
+}
+
+static void test_images(void **state)
+{
+    (void)state;
+    int64_t id = 0, id2 = 0;
+    assert_int_equal(imagedb_image_upsert(db, "dir:/b/images/golang/2.tar", "golang:2", &id), 0);
+    assert_true(id > 0);
+    assert_int_equal(imagedb_image_upsert(db, "dir:/b/images/golang/2.tar", "golang:2", &id2), 0);
+    assert_int_equal(id, id2);
+
+    char c2[DIGEST_STR_LEN + 1];
+    assert_int_equal(chain_id_next(D1, D2, c2), 0);
+    struct image_layer_rec layers[2] = {
+        {1, "dir:/b/images/golang/1.tar", (char *)D1, (char *)D1, 10},
+        {2, "dir:/b/images/golang/2.tar", (char *)D2, c2, -1},
+    };
+    assert_int_equal(imagedb_image_set_layers(db, id, layers, 2), 0);
+    assert_int_equal(imagedb_image_set_state(db, id, "ready", NULL), 0);
+
+    struct image_rec r = {0};
+    assert_int_equal(imagedb_image_find(db, "golang:2", &r), 0);
+    assert_int_equal(r.id, id);
+    assert_int_equal(r.n_layers, 2);
+    assert_string_equal(r.top_chain, c2);
+    assert_string_equal(r.state, "ready");
+    assert_null(r.error);
+    image_rec_free(&r);
+
+    struct image_layer_rec *v = NULL;
+    size_t n = 0;
+    assert_int_equal(imagedb_image_layers(db, id, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[1].chain_id, c2);
+    assert_int_equal(v[0].size, 10);
+    assert_int_equal(v[1].size, -1);
+    imagedb_image_layers_free(v, n);
+
+    assert_int_equal(imagedb_image_find(db, "nope", &r), -ENOENT);
+    assert_int_equal(imagedb_image_set_state(db, id, "bogus", NULL), -EEXIST); /* CHECK */
+
+    /* Two refs with the same name: lookup by name is ambiguous, by ref is exact. */
+    int64_t id3;
+    assert_int_equal(imagedb_image_upsert(db, "s3://x/images/golang/2.tar", "golang:2", &id3), 0);
+    assert_int_equal(imagedb_image_find(db, "golang:2", &r), -EEXIST);
+    assert_int_equal(imagedb_image_find(db, "s3://x/images/golang/2.tar", &r), 0);
+    assert_int_equal(r.id, id3);
+    image_rec_free(&r);
+    int count = 0;
+    assert_int_equal(imagedb_image_list(db, count_cb, &count), 0);
+    assert_int_equal(count, 2);
+}
+
+static int act_names(const struct activation_rec *r, void *ud)
+{
+    strcat((char *)ud, r->name);
+    strcat((char *)ud, ",");
+    return 0;
+}
+
+static void test_layers_and_activations(void **state)
+{
+    (void)state;
+    char c2[DIGEST_STR_LEN + 1];
+    chain_id_next(D1, D2, c2);
+    assert_int_equal(imagedb_layer_ensure(db, D1, NULL, D1, 1), 0);
+    assert_int_equal(imagedb_layer_ensure(db, c2, D1, D2, 2), 0);
+    assert_int_equal(imagedb_layer_ensure(db, c2, D1, D2, 2), 0); /* idempotent */
+    /* A parent chain must exist (foreign key). */
+    assert_int_equal(imagedb_layer_ensure(db, D2, "sha256:ffff", D2, 2), -EEXIST);
+
+    /* A device must exist before a layer points at it. */
+    assert_int_equal(imagedb_layer_set_device(db, D1, "pool", 7), -EEXIST);
+    assert_int_equal(db_exec(db, "INSERT INTO devices(pool, dev_id, name, kind, state, size_bytes,"
+                                 " created_at_ms, updated_at_ms) VALUES('pool', 7, 'pool-layer-7',"
+                                 " 'layer', 'ready', 1048576, 0, 0)"),
+                     0);
+    assert_int_equal(imagedb_layer_set_device(db, D1, "pool", 7), 0);
+    assert_int_equal(imagedb_layer_set_state(db, D1, "ready", NULL), 0);
+    assert_int_equal(imagedb_layer_set_stats(db, D1, 12, 3456), 0);
+    struct layer_rec l = {0};
+    assert_int_equal(imagedb_layer_get(db, D1, &l), 0);
+    assert_int_equal(l.dev_id, 7);
+    assert_int_equal(l.entries, 12);
+    assert_string_equal(l.state, "ready");
+    layer_rec_free(&l);
+    int users = -1;
+    assert_int_equal(imagedb_layer_users(db, D1, &users), 0);
+    assert_int_equal(users, 2); /* the image that lists it + the child layer c2 */
+
+    struct image_rec img = {0};
+    assert_int_equal(imagedb_image_find(db, "dir:/b/images/golang/2.tar", &img), 0);
+    assert_int_equal(imagedb_activation_insert(db, "golang-2", img.id, c2), 0);
+    assert_int_equal(imagedb_activation_insert(db, "golang-2", img.id, c2), -EEXIST);
+    assert_int_equal(imagedb_activation_insert(db, "bad name", img.id, c2), -EINVAL);
+    assert_int_equal(imagedb_activation_insert(db, "vm1", img.id, c2), 0);
+    assert_int_equal(imagedb_activation_set_state(db, "vm1", "active", NULL), 0);
+    char names[256] = "";
+    assert_int_equal(imagedb_activation_list(db, 0, true, act_names, names), 0);
+    assert_string_equal(names, "vm1,");
+    names[0] = '\0';
+    assert_int_equal(imagedb_activation_list(db, img.id, false, act_names, names), 0);
+    assert_string_equal(names, "golang-2,vm1,");
+    struct activation_rec a = {0};
+    assert_int_equal(imagedb_activation_get(db, "vm1", &a), 0);
+    assert_string_equal(a.image_name, "golang:2");
+    assert_string_equal(a.state, "active");
+    activation_rec_free(&a);
+
+    /* The image cannot go while activations reference it. */
+    assert_int_equal(imagedb_image_delete(db, img.id), -EBUSY);
+    assert_int_equal(imagedb_activation_delete(db, "vm1"), 0);
+    assert_int_equal(imagedb_activation_delete(db, "golang-2"), 0);
+    assert_int_equal(imagedb_activation_delete(db, "golang-2"), -ENOENT);
+    assert_int_equal(imagedb_image_delete(db, img.id), 0);
+    image_rec_free(&img);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    char out[80];
+    imagedb_default_activation_name("golang:3", out, sizeof(out));
+    assert_string_equal(out, "golang-3");
+    imagedb_default_activation_name("a/b c", out, sizeof(out));
+    assert_string_equal(out, "a-b-c");
+    assert_true(imagedb_name_valid("vm_1.x-2"));
+    assert_false(imagedb_name_valid(".."));
+    assert_false(imagedb_name_valid(""));
+    assert_false(imagedb_name_valid("a/b"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_images),
+        cmocka_unit_test(test_layers_and_activations),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
