@@ -101,20 +101,22 @@ int source_key_check(const char *key, bool allow_prefix, struct err *e)
 int source_open(const char *location, const struct source_options *o, struct source **out,
                 char **key_out, struct err *e)
 {
+    _cleanup_free_ char *key = NULL;
+    int r;
     struct source *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     if (o)
         s->opt = *o;
-    if (s->opt.region && !(s->opt_region = strdup(s->opt.region)))
-        goto nomem;
-    if (s->opt.endpoint && !(s->opt_endpoint = strdup(s->opt.endpoint)))
-        goto nomem;
+    s->opt_region = s->opt.region ? strdup(s->opt.region) : NULL;
+    s->opt_endpoint = s->opt.endpoint ? strdup(s->opt.endpoint) : NULL;
+    if ((s->opt.region && !s->opt_region) || (s->opt.endpoint && !s->opt_endpoint)) {
+        source_free(s);
+        return -ENOMEM;
+    }
     s->opt.region = s->opt_region;
     s->opt.endpoint = s->opt_endpoint;
 
-    _cleanup_free_ char *key = NULL;
-    int r;
     if (!strncmp(location, "s3://", 5)) {
         s->kind = SOURCE_S3;
         r = source_s3_open(s, location + 5, &key, e);
@@ -143,9 +145,6 @@ int source_open(const char *location, const struct source_options *o, struct sou
         *key_out = key ? TAKE_PTR(key) : strdup("");
     *out = s;
     return 0;
-nomem:
-    source_free(s);
-    return -ENOMEM;
 }
 
 void source_free(struct source *s)
