@@ -104,6 +104,8 @@ static void request_free(struct request *rq)
         json_decref(rq->root);
     rq->root = NULL;
 }
+#define _cleanup_request_ __attribute__((cleanup(request_free)))
+#define _cleanup_object_ __attribute__((cleanup(source_object_free)))
 
 /* The current response as JSON (an empty object when none yet). */
 static json_t *response_load(struct fsm_run *run)
@@ -549,22 +551,16 @@ static int touch_commit(struct db *db, void *ud)
 static struct fsm_result check_exists(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
-    struct request rq;
-    if (request_parse(run, &rq) < 0) {
-        request_free(&rq);
+    _cleanup_request_ struct request rq = {0};
+    if (request_parse(run, &rq) < 0)
         return fsm_abort("invalid fetch request");
-    }
     struct db *db = run_db(run);
     struct known k;
     int r = known_lookup(db, rq.location, &k);
-    if (r < 0) {
-        request_free(&rq);
+    if (r < 0)
         return fsm_retry("cannot read the blobs table: %s", strerror(-r));
-    }
-    if (r == 0) {
-        request_free(&rq);
+    if (r == 0)
         return fsm_ok();
-    }
     /* The ETag now: from the request (a fresh listing), else one HEAD. */
     _cleanup_free_ char *etag = dup_or_null(rq.etag);
     uint64_t size = rq.size;
@@ -617,7 +613,6 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
     log_info(ok == 1 ? "blob already fetched" : "blob to fetch", "location=%s known=%s",
              rq.location, same ? "same-etag" : "changed");
     known_free(&k);
-    request_free(&rq);
     return res;
 }
 
@@ -670,54 +665,35 @@ static int hash_prefix(int fd, uint64_t n, struct sha256 *h)
 static struct fsm_result download(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
-    struct request rq;
-    if (request_parse(run, &rq) < 0) {
-        request_free(&rq);
+    _cleanup_request_ struct request rq = {0};
+    if (request_parse(run, &rq) < 0)
         return fsm_abort("invalid fetch request");
-    }
     struct db *db = run_db(run);
     struct err e = {0};
     struct source_options so = source_opts(c, run);
     _cleanup_source_ struct source *s = NULL;
     _cleanup_free_ char *key = NULL;
-    struct fsm_result res;
     int r = source_open(rq.location, &so, &s, &key, &e);
-    if (r < 0) {
-        res = source_failure(r, &e);
-        request_free(&rq);
-        return res;
-    }
+    if (r < 0)
+        return source_failure(r, &e);
     /* The version we fetch: its size and ETag now. */
-    struct source_object obj = {0};
+    _cleanup_object_ struct source_object obj = {0};
     r = source_stat(s, key, &obj, &e);
-    if (r < 0) {
-        res = source_failure(r, &e);
-        request_free(&rq);
-        return res;
-    }
-    if (c->policy.max_blob_bytes && obj.size > c->policy.max_blob_bytes) {
-        res = fsm_abort(FETCH_REJECTED_PREFIX "%s: %" PRIu64 " bytes, larger than the limit of "
-                        "%" PRIu64 " bytes", rq.location, obj.size, c->policy.max_blob_bytes);
-        source_object_free(&obj);
-        request_free(&rq);
-        return res;
-    }
+    if (r < 0)
+        return source_failure(r, &e);
+    if (c->policy.max_blob_bytes && obj.size > c->policy.max_blob_bytes)
+        return fsm_abort(FETCH_REJECTED_PREFIX "%s: %" PRIu64 " bytes, larger than the limit of "
+                         "%" PRIu64 " bytes", rq.location, obj.size, c->policy.max_blob_bytes);
 
     _cleanup_free_ char *tmp = tmp_path_for(c, rq.location);
-    if (!tmp || mkdir_p(c->tmp_dir, 0700) < 0) {
-        source_object_free(&obj);
-        request_free(&rq);
+    if (!tmp || mkdir_p(c->tmp_dir, 0700) < 0)
         return fsm_retry("cannot prepare %s", c->tmp_dir);
-    }
     _cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        int err = errno;
-        source_object_free(&obj);
-        request_free(&rq);
-        if (fd >= 0 && err == EWOULDBLOCK)
-            return fsm_retry("another fetch of this location is running");
-        return fsm_retry("cannot open %s: %s", tmp, strerror(err));
-    }
+    if (fd < 0)
+        return fsm_retry("cannot open %s: %m", tmp);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+        return errno == EWOULDBLOCK ? fsm_retry("another fetch of this location is running")
+                                    : fsm_retry("cannot lock %s: %m", tmp);
 
     /* Resume only what is on disk for sure, of the same version. */
     struct download_row dr;
@@ -743,8 +719,6 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         r = download_upsert(db, rq.location, obj.etag, tmp, offset, obj.size);
     if (r < 0) {
         sha256_free(&h);
-        source_object_free(&obj);
-        request_free(&rq);
         return fsm_retry("cannot prepare the download in %s: %s", tmp, strerror(-r));
     }
     if (offset)
@@ -760,75 +734,50 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     struct source_get_info info;
     int64_t t0 = mono_ms();
     r = fetch_stream_object(s, key, offset, obj.etag, &fs, &info, &e);
+    uint64_t total = offset + info.bytes;
+    if (r == 0 && (total != obj.size || (info.size && info.size != obj.size)))
+        r = err_set(&e, -ECONNRESET, "%s: got %" PRIu64 " bytes, expected %" PRIu64,
+                    rq.location, total, obj.size);
+    uint8_t d[SHA256_LEN];
+    if (r < 0) {
+        sha256_free(&h);
+    } else {
+        r = sha256_final(&h, d);
+        if (r == 0 && fsync(fd) < 0)
+            r = err_set(&e, neg_errno(), "cannot sync %s: %m", tmp);
+    }
     if (r == -ESTALE) {
         /* Another version now: what we have is worthless. Start over next attempt. */
-        sha256_free(&h);
         if (ftruncate(fd, 0) == 0)
             download_upsert(db, rq.location, NULL, tmp, 0, 0);
-        res = fsm_retry("%s changed during the download; starting over", rq.location);
-        source_object_free(&obj);
-        request_free(&rq);
-        return res;
+        return fsm_retry("%s changed during the download; starting over", rq.location);
     }
-    if (r < 0) {
-        sha256_free(&h);
-        res = source_failure(r, &e);
-        source_object_free(&obj);
-        request_free(&rq);
-        return res;
-    }
-    uint64_t total = offset + info.bytes;
-    if (total != obj.size || (info.size && info.size != obj.size)) {
-        sha256_free(&h);
-        res = fsm_retry("%s: got %" PRIu64 " bytes, expected %" PRIu64, rq.location, total,
-                        obj.size);
-        source_object_free(&obj);
-        request_free(&rq);
-        return res;
-    }
-    uint8_t d[SHA256_LEN];
+    if (r < 0)
+        return source_failure(r, &e);
     char digest[DIGEST_STR_LEN + 1];
-    r = sha256_final(&h, d);
-    if (r == 0 && fsync(fd) < 0)
-        r = neg_errno();
-    if (r < 0) {
-        source_object_free(&obj);
-        request_free(&rq);
-        return fsm_retry("cannot sync %s: %s", tmp, strerror(-r));
-    }
     digest_format(d, digest);
 
     /* Into the store, by digest. Identical bytes fetched before (under another key): keep the
      * existing file, drop ours. */
     _cleanup_free_ char *final = blob_path(c, digest);
     _cleanup_free_ char *shadir = path_join(c->blob_dir, "sha256");
-    if (!final || !shadir || mkdir_p(shadir, 0755) < 0) {
-        source_object_free(&obj);
-        request_free(&rq);
+    if (!final || !shadir || mkdir_p(shadir, 0755) < 0)
         return fsm_retry("cannot prepare %s", c->blob_dir);
-    }
     struct stat st;
     bool have = stat(final, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == total;
-    if (have) {
+    if (have)
         unlink(tmp);
-    } else if (rename(tmp, final) < 0 || fsync_parent_dir(final) < 0) {
-        int err = errno;
-        source_object_free(&obj);
-        request_free(&rq);
-        return fsm_retry("cannot store %s: %s", final, strerror(err));
-    }
-    int64_t dt = mono_ms() - t0;
+    else if (rename(tmp, final) < 0 || fsync_parent_dir(final) < 0)
+        return fsm_retry("cannot store %s: %m", final);
     log_info("blob downloaded", "location=%s digest=%s bytes=%" PRIu64 " resumed_at=%" PRIu64
-             " ms=%" PRId64 " dedup=%s", rq.location, digest, total, offset, dt,
+             " ms=%" PRId64 " dedup=%s", rq.location, digest, total, offset, mono_ms() - t0,
              have ? "yes" : "no");
 
     _cleanup_json_ json_t *resp = json_pack("{s:s, s:s, s:I, s:s, s:b}", "location",
                                             rq.location, "digest", digest, "size",
                                             (json_int_t)total, "path", final, "reused", 0);
-    if (obj.etag)
+    if (resp && obj.etag)
         json_object_set_new(resp, "etag", json_string(obj.etag));
-    source_object_free(&obj);
-    request_free(&rq);
     if (!resp || response_store(run, resp) < 0)
         return fsm_retry("out of memory");
     return fsm_ok();
