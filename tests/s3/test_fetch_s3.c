@@ -263,6 +263,31 @@ static void test_fetch_family(void **state)
     assert_true(tu_contains(out, "(cached)"));
     free(out);
     free(err);
+    /* `thinimg ls` now knows the digests (same location, ETag and size) */
+    char sdo[4096], ep[128];
+    snprintf(sdo, sizeof(sdo), "--state-dir=%s", sd);
+    snprintf(ep, sizeof(ep), "--endpoint=%s", H.proxy_url);
+    char *argv[] = {(char *)tu_thinimg(), sdo, "ls", ep, "--json", "s3://" BUCKET "/images/",
+                    NULL};
+    assert_int_equal(tu_run(argv, NULL, &out, &err), 0);
+    j = json_loads(out, 0, NULL);
+    assert_non_null(j);
+    json_t *fams = json_object_get(j, "families");
+    assert_int_equal(json_array_size(fams), 2); /* demo, dup */
+    json_t *demo = json_array_get(fams, 0);
+    assert_string_equal(json_string_value(json_object_get(demo, "image")), "demo:2");
+    layers = json_object_get(demo, "layers");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(layers, 0), "digest")),
+                        d1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(layers, 1), "digest")),
+                        d2);
+    /* never fetched from this location: unknown, even though the bytes are known */
+    json_t *dup = json_array_get(fams, 1);
+    assert_true(json_is_null(
+        json_object_get(json_array_get(json_object_get(dup, "layers"), 0), "digest")));
+    json_decref(j);
+    free(out);
+    free(err);
 }
 
 static void test_same_bytes_stored_once(void **state)
