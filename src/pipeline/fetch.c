@@ -304,56 +304,33 @@ static struct fsm_result source_failure(int r, const struct err *e)
 
 struct sink_state {
     struct fetch_stream *st;
-    uint64_t offset;     /* bytes in the file before this transfer */
-    uint64_t written;    /* bytes of this transfer in the file (after flush) */
-    uint64_t total;      /* expected object size (0 = unknown) */
+    uint64_t offset;  /* bytes in the file before this transfer */
+    uint64_t written; /* bytes of this transfer in the file */
+    uint64_t total;   /* expected object size (0 = unknown) */
     uint64_t last_progress, last_checkpoint;
-    char *buf;
-    size_t len;
     struct err *e;
 };
 
-static int sink_flush(struct sink_state *s)
-{
-    if (!s->len)
-        return 0;
-    int r = write_all(s->st->fd, s->buf, s->len);
-    if (r < 0)
-        return err_set(s->e, r, "cannot write the download to disk: %s", strerror(-r));
-    s->written += s->len;
-    s->len = 0;
-    uint64_t done = s->offset + s->written;
-    if (s->st->checkpoint && done - s->last_checkpoint >= FETCH_CHECKPOINT_BYTES) {
-        if (fdatasync(s->st->fd) < 0)
-            return err_set(s->e, neg_errno(), "fdatasync of the download: %m");
-        s->last_checkpoint = done;
-        s->st->checkpoint(done, s->st->checkpoint_ud);
-    }
-    return 0;
-}
-
+/* Straight from the receive buffer (SOURCE_RECV_BUFFER, 512 KiB) to the file: no copy of our
+ * own, one hash update and one write(2) per chunk. */
 static int sink(const void *data, size_t n, void *ud)
 {
     struct sink_state *s = ud;
-    uint64_t done = s->offset + s->written + s->len + n;
+    uint64_t done = s->offset + s->written + n;
     if (s->st->max_bytes && done > s->st->max_bytes)
         return err_set(s->e, -EFBIG, "the object is larger than the limit of %" PRIu64 " bytes",
                        s->st->max_bytes);
     if (s->st->hash && sha256_update(s->st->hash, data, n) < 0)
         return -EIO;
-    const char *p = data;
-    while (n) {
-        size_t room = FETCH_WRITE_BUFFER - s->len;
-        size_t k = n < room ? n : room;
-        memcpy(s->buf + s->len, p, k);
-        s->len += k;
-        p += k;
-        n -= k;
-        if (s->len == FETCH_WRITE_BUFFER) {
-            int r = sink_flush(s);
-            if (r < 0)
-                return r;
-        }
+    int r = write_all(s->st->fd, data, n);
+    if (r < 0)
+        return err_set(s->e, r, "cannot write the download to disk: %s", strerror(-r));
+    s->written += n;
+    if (s->st->checkpoint && done - s->last_checkpoint >= FETCH_CHECKPOINT_BYTES) {
+        if (fdatasync(s->st->fd) < 0)
+            return err_set(s->e, neg_errno(), "fdatasync of the download: %m");
+        s->last_checkpoint = done;
+        s->st->checkpoint(done, s->st->checkpoint_ud);
     }
     if (s->st->progress && done - s->last_progress >= FETCH_PROGRESS_BYTES) {
         s->last_progress = done;
@@ -367,14 +344,7 @@ int fetch_stream_object(struct source *src, const char *key, uint64_t offset, co
 {
     struct sink_state s = {.st = st, .offset = offset, .e = e, .last_progress = offset,
                            .last_checkpoint = offset};
-    s.buf = malloc(FETCH_WRITE_BUFFER);
-    if (!s.buf)
-        return -ENOMEM;
     int r = source_get(src, key, offset, if_match, sink, &s, info, e);
-    int f = sink_flush(&s);
-    free(s.buf);
-    if (r == 0 && f < 0)
-        r = f;
     if (r == 0 && st->progress)
         st->progress(offset + s.written, info->size, st->progress_ud);
     return r;
@@ -643,12 +613,12 @@ static void on_checkpoint(uint64_t durable, void *ud)
 /* Hash the first n bytes of fd into h. */
 static int hash_prefix(int fd, uint64_t n, struct sha256 *h)
 {
-    _cleanup_free_ char *b = malloc(FETCH_WRITE_BUFFER);
+    _cleanup_free_ char *b = malloc(FETCH_READ_BUFFER);
     if (!b)
         return -ENOMEM;
     uint64_t pos = 0;
     while (pos < n) {
-        size_t want = n - pos < FETCH_WRITE_BUFFER ? (size_t)(n - pos) : FETCH_WRITE_BUFFER;
+        size_t want = n - pos < FETCH_READ_BUFFER ? (size_t)(n - pos) : FETCH_READ_BUFFER;
         ssize_t k = pread(fd, b, want, (off_t)pos);
         if (k < 0 && errno == EINTR)
             continue;

@@ -69,8 +69,8 @@
 /* The `downloads` row records the bytes that are on disk for sure (after fdatasync) every this
  * many bytes: a crash loses at most this much. */
 #define FETCH_CHECKPOINT_BYTES (64ULL << 20)
-/* Write buffer between the network and the temp file. */
-#define FETCH_WRITE_BUFFER (1U << 20)
+/* Read buffer for re-hashing the part of a download already on disk before resuming. */
+#define FETCH_READ_BUFFER (1U << 20)
 
 /* What the machine needs; copied by fetch_register(). Paths are <state>/blobs, <state>/tmp
  * (same file system, so the final rename is atomic). */
