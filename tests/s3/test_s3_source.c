@@ -104,14 +104,27 @@ static int reset(void **state)
     return s3h_reset(&H);
 }
 
-/* Options pointing at the proxy, with short timeouts so failure tests stay fast. */
+/* Options pointing at the proxy, with short backoffs so failure tests stay fast. The stall
+ * tests shorten the low-speed window to 1 s; the others keep 10 s, so a loaded machine that
+ * pauses the server for a moment does not count as a stall. */
 static struct source_options opts(void)
 {
     return (struct source_options){.endpoint = H.proxy_url,
                                    .retry_initial_ms = 20,
                                    .retry_max_ms = 100,
-                                   .low_speed_time_s = 1,
+                                   .low_speed_time_s = 10,
                                    .connect_timeout_ms = 2000};
+}
+
+static struct source *open_src_stall(const char *loc)
+{
+    struct source_options o = opts();
+    o.low_speed_time_s = 1;
+    struct source *s = NULL;
+    struct err e = {0};
+    if (source_open(loc, &o, &s, NULL, &e) < 0)
+        fail_msg("source_open %s: %s", loc, err_str(&e));
+    return s;
 }
 
 static struct source *open_src(const char *loc, char **key)
@@ -470,7 +483,7 @@ static void test_signed_requests(void **state)
 static void test_stall_times_out_and_retries(void **state)
 {
     (void)state;
-    _cleanup_source_ struct source *s = open_src("s3://" BUCKET "/", NULL);
+    _cleanup_source_ struct source *s = open_src_stall("s3://" BUCKET "/");
     assert_int_equal(s3h_fault(&H, "{\"match\":\"big/blob.tar\",\"method\":\"GET\","
                                    "\"action\":\"stall\",\"after\":500000}"),
                      0);
