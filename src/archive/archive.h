@@ -53,6 +53,8 @@ struct archive_stats {
     uint64_t dirs, symlinks, hardlinks, devices, whiteouts;
     uint64_t bytes;         /* regular file payload bytes */
     uint64_t compressed_bytes; /* bytes read from the blob */
+    uint64_t xattrs_dropped;   /* xattrs not on the policy's allowlist (not applied) */
+    uint64_t skipped;          /* entries ignored by design (sockets) */
 };
 
 /* Read the whole layer and check it against the policy without writing anything.
