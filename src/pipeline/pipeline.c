@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "dm/pool.h"
-#include "pipeline/fetch.h"
 #include "pipeline/imagedb.h"
 #include "pipeline/pipeline_internal.h"
 #include "util/cleanup.h"

@@ -1,5 +1,5 @@
 /*
- * pipeline_internal.h: what the pipeline's machines share (pipeline/*.c only).
+ * pipeline_internal.h: what the pipeline machines share (the pipeline folder only).
  *
  * The struct pipeline is the `ud` of every machine; its fields are set once by
  * pipeline_open() and read-only afterwards, so machines on different threads may read them
