@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "dm/pool.h"
+#include "pipeline/fetch.h"
 #include "pipeline/imagedb.h"
 #include "pipeline/pipeline_internal.h"
 #include "util/cleanup.h"
@@ -115,6 +116,7 @@ void pipeline_close(struct pipeline *p)
         return;
     if (p->mgr)
         fsm_manager_close(p->mgr);
+    fetch_context_free(p->fetch_ctx);
     guard_free(p->guard);
     config_free(&p->cfg);
     free(p);

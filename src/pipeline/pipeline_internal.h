@@ -18,6 +18,7 @@ struct pipeline {
     struct archive_policy policy;
     uint64_t device_bytes;
     struct fsm_machine *m_fetch, *m_unpack, *m_activate, *m_process;
+    struct fetch_context *fetch_ctx; /* owned; freed after the manager is closed */
 };
 
 /* Start the unpack run of each chain of image_id bottom-up (or find the active one), chaining
@@ -53,10 +54,16 @@ struct fetched_layer {
     char digest[DIGEST_STR_LEN + 1];
     uint64_t size;
 };
+/* What to fetch: a location, with the ETag and size the listing gave (NULL/0 when unknown). */
+struct fetch_want {
+    const char *location;
+    const char *etag;
+    uint64_t size;
+};
 /* Fetch every location (children of run, queue "fetch"), wait for them, and return the image's
  * layers bottom-up: normally one per location; a docker-archive or OCI layout blob expands into
  * its own layers. *layers malloc'd; free with fetched_layers_free(). On failure e says which
  * location failed and why; -ECANCELED when run was cancelled or shut down. */
-int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, char *const *locations, size_t n,
-                       struct fetched_layer **layers, size_t *n_layers, struct err *e);
+int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fetch_want *want,
+                       size_t n, struct fetched_layer **layers, size_t *n_layers, struct err *e);
 void fetched_layers_free(struct fetched_layer *v, size_t n);

@@ -189,7 +189,9 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     activation_name(req, ref.name, act, sizeof(act));
     json_t *locs = json_array();
     for (size_t i = 0; i < ref.n_layers; i++)
-        json_array_append_new(locs, json_string(ref.layers[i].location));
+        json_array_append_new(locs, json_pack("{s:s, s:s?, s:I}", "location",
+                                              ref.layers[i].location, "etag", ref.layers[i].etag,
+                                              "size", (json_int_t)ref.layers[i].size));
     json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:o}", "image_id", (json_int_t)image_id, "name",
                           ref.name, "canonical", ref.canonical, "activation", act, "locations",
                           locs);
@@ -242,9 +244,13 @@ static struct fsm_result t_fetch(struct fsm_run *run, void *ud)
     int64_t image_id = json_integer_value(json_object_get(o, "image_id"));
     json_t *locs = json_object_get(o, "locations");
     size_t n = json_array_size(locs);
-    char **v = calloc(n ? n : 1, sizeof(char *));
-    for (size_t i = 0; v && i < n; i++)
-        v[i] = (char *)json_string_value(json_array_get(locs, i));
+    struct fetch_want *v = calloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; v && i < n; i++) {
+        json_t *l = json_array_get(locs, i);
+        v[i].location = jstr(l, "location");
+        v[i].etag = jstr(l, "etag");
+        v[i].size = (uint64_t)json_integer_value(json_object_get(l, "size"));
+    }
     struct fetched_layer *layers = NULL;
     size_t nl = 0;
     struct err e = {0};
