@@ -78,17 +78,8 @@ static int http_stat(struct source *s, const char *key, struct source_object *ou
     int r = httpc_perform(h->http, &req, &resp, e);
     if (r == 0 && resp.status != 200)
         r = status_error(&resp, url, e);
-    if (r == 0 && !resp.has_length)
-        r = err_set(e, -EPROTO, "%s: the server does not tell the size (no Content-Length)",
-                    url);
-    if (r == 0) {
-        out->key = strdup(key);
-        out->size = resp.content_length;
-        out->etag = resp.etag[0] ? strdup(resp.etag) : NULL;
-        out->mtime_ms = resp.last_modified_ms;
-        if (!out->key || (resp.etag[0] && !out->etag))
-            r = -ENOMEM;
-    }
+    if (r == 0)
+        r = httpc_resp_object(&resp, key, url, out, e);
     httpc_resp_free(&resp);
     return r;
 }
@@ -105,16 +96,7 @@ static int http_get(struct source *s, const char *key, uint64_t offset, const ch
                             .max_body = SOURCE_ERROR_BODY_MAX};
     struct httpc_resp resp;
     int r = httpc_perform(h->http, &req, &resp, e);
-    info->bytes = resp.delivered;
-    info->bytes_received = resp.received;
-    info->attempts = resp.attempts;
-    info->range_ignored = resp.range_ignored;
-    snprintf(info->etag, sizeof(info->etag), "%s", resp.etag);
-    if (r == 0 && resp.status == 416 && resp.has_total && resp.total == offset)
-        info->size = offset;
-    else if (r == 0 && (resp.status == 200 || resp.status == 206))
-        info->size = resp.has_total ? resp.total : offset + resp.delivered;
-    else if (r == 0)
+    if (r == 0 && !httpc_resp_get_info(&resp, offset, info))
         r = status_error(&resp, url, e);
     httpc_resp_free(&resp);
     return r;

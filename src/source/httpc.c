@@ -78,6 +78,40 @@ void httpc_resp_free(struct httpc_resp *r)
         buf_free(&r->body);
 }
 
+int httpc_resp_object(const struct httpc_resp *resp, const char *key, const char *what,
+                      struct source_object *out, struct err *e)
+{
+    if (!resp->has_length)
+        return err_set(e, -EPROTO, "%s: the server does not tell the size (no Content-Length)",
+                       what);
+    out->key = strdup(key);
+    out->size = resp->content_length;
+    out->etag = resp->etag[0] ? strdup(resp->etag) : NULL;
+    out->mtime_ms = resp->last_modified_ms;
+    if (!out->key || (resp->etag[0] && !out->etag))
+        return -ENOMEM;
+    return 0;
+}
+
+bool httpc_resp_get_info(const struct httpc_resp *resp, uint64_t offset,
+                         struct source_get_info *info)
+{
+    info->bytes = resp->delivered;
+    info->bytes_received = resp->received;
+    info->attempts = resp->attempts;
+    info->range_ignored = resp->range_ignored;
+    snprintf(info->etag, sizeof(info->etag), "%s", resp->etag);
+    if (resp->status == 416 && resp->has_total && resp->total == offset) {
+        info->size = offset; /* nothing left to read */
+        return true;
+    }
+    if (resp->status == 200 || resp->status == 206) {
+        info->size = resp->has_total ? resp->total : offset + resp->delivered;
+        return true;
+    }
+    return false;
+}
+
 bool httpc_status_retryable(long status)
 {
     return status == 429 || (status >= 500 && status <= 599);

@@ -82,6 +82,14 @@ void httpc_resp_free(struct httpc_resp *r);
 int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_resp *resp,
                   struct err *e);
 
+/* After a HEAD that answered 200: the object (key copied). -EPROTO without Content-Length. */
+int httpc_resp_object(const struct httpc_resp *resp, const char *key, const char *what,
+                      struct source_object *out, struct err *e);
+/* After a GET: fill info; true when the status means success (200, 206, or a 416 that says
+ * the offset is exactly the end). */
+bool httpc_resp_get_info(const struct httpc_resp *resp, uint64_t offset,
+                         struct source_get_info *info);
+
 /* True for statuses worth retrying: 5xx, 429 (and S3's 503 SlowDown). */
 bool httpc_status_retryable(long status);
 

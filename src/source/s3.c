@@ -220,16 +220,8 @@ static int s3_stat(struct source *s, const char *key, struct source_object *out,
     int r = httpc_perform(s3->http, &req, &resp, e);
     if (r == 0 && resp.status != 200)
         r = status_error(s3, &resp, what, e);
-    if (r == 0 && !resp.has_length)
-        r = err_set(e, -EPROTO, "%s: HEAD response without Content-Length", what);
-    if (r == 0) {
-        out->key = strdup(key);
-        out->size = resp.content_length;
-        out->etag = resp.etag[0] ? strdup(resp.etag) : NULL;
-        out->mtime_ms = resp.last_modified_ms;
-        if (!out->key || (resp.etag[0] && !out->etag))
-            r = -ENOMEM;
-    }
+    if (r == 0)
+        r = httpc_resp_object(&resp, key, what, out, e);
     httpc_resp_free(&resp);
     return r;
 }
@@ -248,18 +240,8 @@ static int s3_get(struct source *s, const char *key, uint64_t offset, const char
                             .sign_ud = s3};
     struct httpc_resp resp;
     int r = httpc_perform(s3->http, &req, &resp, e);
-    info->bytes = resp.delivered;
-    info->bytes_received = resp.received;
-    info->attempts = resp.attempts;
-    info->range_ignored = resp.range_ignored;
-    snprintf(info->etag, sizeof(info->etag), "%s", resp.etag);
-    if (r == 0 && resp.status == 416 && resp.has_total && resp.total == offset) {
-        info->size = offset; /* nothing left to read */
-    } else if (r == 0 && (resp.status == 200 || resp.status == 206)) {
-        info->size = resp.has_total ? resp.total : offset + resp.delivered;
-    } else if (r == 0) {
+    if (r == 0 && !httpc_resp_get_info(&resp, offset, info))
         r = status_error(s3, &resp, what, e);
-    }
     httpc_resp_free(&resp);
     return r;
 }
