@@ -35,12 +35,16 @@
 /* Baseline and FSM runs alternate in this many rounds (even: the median is a mean of two). */
 #define BENCH_ROUNDS 10
 
+static int64_t next_key;
+
+/* The row both sides write. ud is unused (a commit callback's signature). */
 static int insert_row(struct db *db, void *ud)
 {
+    (void)ud;
     sqlite3_stmt *st = db_prepare(db, "INSERT INTO bench_rows(k, v) VALUES(?, ?)");
     if (!st)
         return -EIO;
-    db_bind_i64(st, 1, (int64_t)(intptr_t)ud);
+    db_bind_i64(st, 1, __atomic_add_fetch(&next_key, 1, __ATOMIC_RELAXED));
     db_bind_text(st, 2, "a domain row, as a transition would write it");
     int r = db_step(db, st);
     db_done(st);
@@ -50,9 +54,20 @@ static int insert_row(struct db *db, void *ud)
 static struct fsm_result step(struct fsm_run *run, void *ud)
 {
     (void)ud;
-    static int64_t k;
-    fsm_run_on_commit(run, insert_row, (void *)(intptr_t)__atomic_add_fetch(&k, 1, 0), NULL);
+    fsm_run_on_commit(run, insert_row, NULL, NULL);
     return fsm_ok();
+}
+
+/* A positive int option, or exit with usage. */
+static int int_arg(const char *name, const char *v)
+{
+    char *end = NULL;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || n < 0 || n > 1000000000L) {
+        fprintf(stderr, "fsm_bench: --%s needs a number, not '%s'\n", name, v);
+        exit(2);
+    }
+    return (int)n;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -96,7 +111,7 @@ static void baseline(struct db *db, int n, struct samples *out)
 {
     for (int i = 0; i < n; i++) {
         double t0 = mono_s();
-        if (db_begin(db) < 0 || insert_row(db, (void *)(intptr_t)i) < 0 || db_commit(db) < 0) {
+        if (db_begin(db) < 0 || insert_row(db, NULL) < 0 || db_commit(db) < 0) {
             fprintf(stderr, "fsm_bench: baseline write failed: %s\n", db_errmsg(db));
             exit(1);
         }
@@ -156,10 +171,18 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "d:r:t:b:s:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': dir = optarg; break;
-        case 'r': runs = atoi(optarg); break;
-        case 't': transitions = atoi(optarg); break;
-        case 'b': nbase = atoi(optarg); break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'r':
+            runs = int_arg("runs", optarg);
+            break;
+        case 't':
+            transitions = int_arg("transitions", optarg);
+            break;
+        case 'b':
+            nbase = int_arg("baseline", optarg);
+            break;
         case 's':
             if (!strcmp(optarg, "full"))
                 sync = DB_SYNC_FULL;
@@ -207,8 +230,11 @@ int main(int argc, char **argv)
         snprintf(names[i], sizeof(names[i]), "step-%d", i);
         defs[i] = (struct fsm_transition_def){names[i], step, NULL};
     }
-    struct fsm_machine_def longdef = {.type = "bench", .action = "long", .transitions = defs,
-                                      .n_transitions = (size_t)transitions, .end_state = "done"};
+    struct fsm_machine_def longdef = {.type = "bench",
+                                      .action = "long",
+                                      .transitions = defs,
+                                      .n_transitions = (size_t)transitions,
+                                      .end_state = "done"};
     struct fsm_machine_def shortdef = longdef;
     shortdef.action = "short";
     shortdef.n_transitions = 1;
@@ -247,14 +273,15 @@ int main(int argc, char **argv)
            "bare transaction (BEGIN; 1 INSERT; COMMIT)", base_med * 1e6, base_mean * 1e6,
            1 / base_mean, sb.n);
     printf("  %-44s %7.1fus %7.1fus %10.0f transitions/s   (%zu samples)\n",
-           "fsm transition (checkpoint + same INSERT)", tr_med * 1e6, tr_mean * 1e6,
-           1 / tr_mean, st.n);
+           "fsm transition (checkpoint + same INSERT)", tr_med * 1e6, tr_mean * 1e6, 1 / tr_mean,
+           st.n);
     printf("  %-44s %17.1fus %10.0f transitions/s   (%d runs x %d transitions)\n",
            "fsm all-in (whole runs / transitions)", all_in * 1e6, 1 / all_in, nruns, transitions);
     printf("  %-44s %17.1fus per run\n", "fsm run overhead (START, RUNNING, FINISH, thread)",
            per_run_overhead * 1e6);
-    printf("  ratio transition / bare transaction: %.2f (medians), %.2f (means)   (target <= 1.5)\n",
-           tr_med / base_med, tr_mean / base_mean);
+    printf(
+        "  ratio transition / bare transaction: %.2f (medians), %.2f (means)   (target <= 1.5)\n",
+        tr_med / base_med, tr_mean / base_mean);
     printf("  ratio all-in / bare transaction:     %.2f (means)\n", all_in / base_mean);
     free(sb.v);
     free(st.v);

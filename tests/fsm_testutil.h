@@ -26,16 +26,16 @@
 #include "testutil.h"
 #include "util/timeutil.h"
 
-#define FT_MAX 6
+#define FT_MAX      6
 #define FT_MAX_RUNS 64
 
 struct ft_step {
-    int fail_until;                    /* RETRY while attempt < fail_until */
-    enum fsm_outcome outcome;          /* returned after that (default OK) */
-    char message[128];                 /* message for RETRY / halts */
-    int sleep_ms;                      /* cancellable sleep each attempt */
-    bool gate;                         /* block until ft->gate_open (or cancel) */
-    int fail_commit_until;             /* a second commit callback fails while attempt < this */
+    int fail_until;           /* RETRY while attempt < fail_until */
+    enum fsm_outcome outcome; /* returned after that (default OK) */
+    char message[128];        /* message for RETRY / halts */
+    int sleep_ms;             /* cancellable sleep each attempt */
+    bool gate;                /* block until ft->gate_open (or cancel) */
+    int fail_commit_until;    /* a second commit callback fails while attempt < this */
     bool no_domain_write;
 };
 
@@ -50,6 +50,7 @@ struct ft {
     bool saw_restart[FT_MAX];
     enum fsm_cancel_reason saw_cancel[FT_MAX];
     int64_t saw_deadline[FT_MAX];
+    char saw_response[FT_MAX][16]; /* the checkpointed response the transition started with */
     int sleep_rc[FT_MAX];
     /* concurrency of t0 (queue tests) */
     int in_flight, max_in_flight;
@@ -118,6 +119,10 @@ static inline struct fsm_result ft_transition(struct fsm_run *run, struct ft *t,
     t->calls[idx]++;
     t->last_attempt[idx] = (int)info.attempt;
     t->saw_restart[idx] = info.is_restart;
+    size_t rlen = 0;
+    const char *resp = fsm_run_response(run, &rlen);
+    snprintf(t->saw_response[idx], sizeof(t->saw_response[idx]), "%.*s", (int)rlen,
+             resp ? resp : "");
     if (idx == 0) {
         t->in_flight++;
         if (t->in_flight > t->max_in_flight)
@@ -180,12 +185,16 @@ static inline struct fsm_result ft_transition(struct fsm_run *run, struct ft *t,
         fsm_run_on_commit(run, ft_fail_commit, NULL, NULL);
     fsm_run_set_response(run, name, strlen(name));
     switch (s->outcome) {
-    case FSM_OK: return fsm_ok();
-    case FSM_HANDOFF: return fsm_handoff("%s", s->message[0] ? s->message : "already done");
-    case FSM_ABORT: return fsm_abort("%s", s->message[0] ? s->message : "aborted");
+    case FSM_OK:
+        return fsm_ok();
+    case FSM_HANDOFF:
+        return fsm_handoff("%s", s->message[0] ? s->message : "already done");
+    case FSM_ABORT:
+        return fsm_abort("%s", s->message[0] ? s->message : "aborted");
     case FSM_UNRECOVERABLE:
         return fsm_unrecoverable("%s", s->message[0] ? s->message : "unrecoverable");
-    default: return fsm_retry("%s", s->message);
+    default:
+        return fsm_retry("%s", s->message);
     }
 }
 
@@ -312,7 +321,8 @@ static inline struct fsm_manager *ft_open_manager(struct db *db, const struct fs
 }
 
 /* SELECT of one integer, printf-formatted; -999999 when there is no row. */
-static inline int64_t ft_q(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline int64_t ft_q(struct db *db, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline int64_t ft_q(struct db *db, const char *fmt, ...)
 {
     char sql[1024];
@@ -334,7 +344,8 @@ static inline int64_t ft_q(struct db *db, const char *fmt, ...)
 }
 
 /* SELECT of one text value (malloc'd; NULL when none). */
-static inline char *ft_qs(struct db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline char *ft_qs(struct db *db, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline char *ft_qs(struct db *db, const char *fmt, ...)
 {
     char sql[1024];

@@ -82,17 +82,16 @@ static json_t *run_json(const struct fsm_run_record *r, bool full)
     json_object_set_new(o, "queue", r->queue ? json_string(r->queue) : json_null());
     json_object_set_new(o, "parent",
                         fsm_id_is_zero(&r->parent) ? json_null() : json_string(r->parent.s));
-    json_object_set_new(o, "run_after", fsm_id_is_zero(&r->run_after)
-                                            ? json_null()
-                                            : json_string(r->run_after.s));
+    json_object_set_new(o, "run_after",
+                        fsm_id_is_zero(&r->run_after) ? json_null() : json_string(r->run_after.s));
     json_object_set_new(o, "status", json_string(fsm_run_status_name(r->status)));
     json_object_set_new(o, "state", json_string(r->state));
     json_object_set_new(o, "next_index", json_integer(r->next_index));
     json_object_set_new(o, "transitions", trans);
     json_object_set_new(o, "attempt", json_integer(r->attempt));
-    json_object_set_new(o, "outcome", r->status == FSM_RUN_FINISHED
-                                          ? json_string(fsm_outcome_name(r->outcome))
-                                          : json_null());
+    json_object_set_new(o, "outcome",
+                        r->status == FSM_RUN_FINISHED ? json_string(fsm_outcome_name(r->outcome))
+                                                      : json_null());
     json_object_set_new(o, "error", json_string(r->error));
     json_object_set_new(o, "error_state",
                         r->error_state ? json_string(r->error_state) : json_null());
@@ -137,8 +136,7 @@ static int list_one(const struct fsm_run_record *r, void *ud)
         if (*p == '\n' || *p == '\t')
             *p = ' ';
     return table_row(&c->t, r->version.s, machine, r->resource_id, r->state,
-                     fsm_run_status_name(r->status), attempt, outcome_or_dash(r), age, error,
-                     NULL);
+                     fsm_run_status_name(r->status), attempt, outcome_or_dash(r), age, error, NULL);
 }
 
 static int print_json(json_t *j)
@@ -197,9 +195,9 @@ static int event_one(const struct fsm_event_record *ev, void *ud)
         json_object_set_new(o, "type", json_string(fsm_event_type_name(ev->type)));
         json_object_set_new(o, "state", ev->state ? json_string(ev->state) : json_null());
         json_object_set_new(o, "attempt", json_integer(ev->attempt));
-        json_object_set_new(o, "outcome", ev->has_outcome
-                                              ? json_string(fsm_outcome_name(ev->outcome))
-                                              : json_null());
+        json_object_set_new(o, "outcome",
+                            ev->has_outcome ? json_string(fsm_outcome_name(ev->outcome))
+                                            : json_null());
         json_object_set_new(o, "error", ev->error ? json_string(ev->error) : json_null());
         json_object_set_new(o, "ts_ms", json_integer(ev->ts_ms));
         json_object_set_new(o, "response_bytes", json_integer((json_int_t)ev->response_len));
@@ -282,8 +280,10 @@ static int show_run(struct cli *cli, const char *version, bool json)
 {
     struct fsm_id v;
     if (fsm_id_parse(version, &v) < 0)
-        return cli_usage_error("runs", "'%s' is not a run version (26 characters, as listed by"
-                                       " `thinimg runs --all`)", version);
+        return cli_usage_error("runs",
+                               "'%s' is not a run version (26 characters, as listed by"
+                               " `thinimg runs --all`)",
+                               version);
     struct err e = {0};
     _cleanup_db_ struct db *db = NULL;
     int r = cli_open_db(cli, true, &db, &e);
@@ -302,8 +302,7 @@ static int show_run(struct cli *cli, const char *version, bool json)
     if (json)
         c.arr = json_array();
     else
-        table_header(&c.t, "SEQ", "TIME", "EVENT", "STATE", "ATTEMPT", "OUTCOME", "ERROR",
-                     NULL);
+        table_header(&c.t, "SEQ", "TIME", "EVENT", "STATE", "ATTEMPT", "OUTCOME", "ERROR", NULL);
     r = fsm_db_list_events(db, &v, event_one, &c);
     if (r < 0) {
         fsm_run_record_free(&rec);
@@ -327,20 +326,30 @@ static int show_run(struct cli *cli, const char *version, bool json)
 
 int cmd_runs(struct cli *cli, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"all", no_argument, NULL, 'a'},         {"json", no_argument, NULL, 'j'},
-        {"type", required_argument, NULL, 't'},  {"resource", required_argument, NULL, 'r'},
-        {"limit", required_argument, NULL, 'n'}, {"help", no_argument, NULL, 'h'},
-        {0}};
+    static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"type", required_argument, NULL, 't'},
+                                         {"resource", required_argument, NULL, 'r'},
+                                         {"limit", required_argument, NULL, 'n'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
     struct fsm_list_filter f = {0};
     bool json = false, limit_given = false;
     int c;
     while ((c = getopt_long(argc, argv, "+at:r:n:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'a': f.include_finished = true; break;
-        case 'j': json = true; break;
-        case 't': f.type = optarg; break;
-        case 'r': f.resource_id = optarg; break;
+        case 'a':
+            f.include_finished = true;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 't':
+            f.type = optarg;
+            break;
+        case 'r':
+            f.resource_id = optarg;
+            break;
         case 'n': {
             char *end = NULL;
             long long n = strtoll(optarg, &end, 10);
@@ -350,8 +359,11 @@ int cmd_runs(struct cli *cli, int argc, char **argv)
             limit_given = true;
             break;
         }
-        case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_usage_error("runs", "unknown option");
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            return cli_usage_error("runs", "unknown option");
         }
     }
     if (optind < argc && !strcmp(argv[optind], "show")) {

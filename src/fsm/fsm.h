@@ -299,8 +299,8 @@ int fsm_wait(struct fsm_manager *m, const struct fsm_id *version, int64_t timeou
              enum fsm_outcome *outcome, char **error);
 
 /* Cancel a pending or running run; it ends CANCELLED with `cause` as its error and its
- * finalizers run. The request is recorded durably first (a crash before the end step still
- * ends the run CANCELLED). A pending run (queued, delayed, waiting for its predecessor) goes
+ * finalizers run. The request is also recorded in the database before this returns, so a
+ * crash after it returned still ends the run CANCELLED. A pending run (queued, delayed, waiting for its predecessor) goes
  * to its end step at once, without waiting for a queue slot; a running one is told through
  * fsm_run_cancelled() / its cancel fd and ends when its transition returns (if it returns OK
  * its checkpoint is kept first). A run of a machine this manager has not registered gets the

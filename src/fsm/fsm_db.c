@@ -83,8 +83,8 @@ void fsm_names_free(char **names, size_t n)
  * transaction stores next_seq + 1; ref->next_seq itself only advances once the write has
  * committed (see commit_ref). outcome < 0 stores NULL. */
 static int append_event(struct db *db, const struct fsmdb_ref *ref, enum fsm_event_type type,
-                        const char *state, const char *error, uint32_t attempt,
-                        size_t response_len, int outcome)
+                        const char *state, const char *error, uint32_t attempt, size_t response_len,
+                        int outcome)
 {
     sqlite3_stmt *st = db_prepare(
         db, "INSERT INTO fsm_events(version, seq, type, state, error, attempt, response_len,"
@@ -133,8 +133,8 @@ static void set_msg(char *msg, size_t msg_len, const char *what, int r, struct d
 
 /* Ends a write: rollback on r < 0, else commit; fills msg with what failed. When the write
  * appended an event (ref not NULL) and committed, the run's next_seq moves on. */
-static int finish_tx(struct db *db, int r, const struct fsmdb_ref *ref, const char *what,
-                     char *msg, size_t msg_len)
+static int finish_tx(struct db *db, int r, const struct fsmdb_ref *ref, const char *what, char *msg,
+                     size_t msg_len)
 {
     if (r < 0) {
         set_msg(msg, msg_len, what, r, db);
@@ -274,24 +274,65 @@ int fsmdb_mark_pending(struct db *db, const struct fsm_id *const *versions, size
     return finish_tx(db, r, NULL, "marking resumed runs pending", NULL, 0);
 }
 
-static sqlite3_stmt *prepare_row_update(struct db *db, const char *set, bool store_response)
-{
-    char sql[512];
-    snprintf(sql, sizeof(sql), "UPDATE fsm_runs SET %s, next_seq=?%s WHERE rowid=?", set,
-             store_response ? ", response=?" : "");
-    return db_prepare(db, sql);
-}
+/* One value for the SET clause of a run-row UPDATE. */
+struct col {
+    bool is_text;
+    int64_t i;
+    const char *s;
+};
+#define COL_INT(x)  ((struct col){false, (int64_t)(x), NULL})
+#define COL_TEXT(x) ((struct col){true, 0, (x)})
 
-/* Binds next_seq, the response (when stored) and the rowid after the `nset` SET
- * parameters. */
-static void bind_row_tail(sqlite3_stmt *st, int nset, const struct fsmdb_ref *ref,
-                          bool store_response, const void *response, size_t response_len)
+/* One step's durable write: the application's commit callbacks, one event, one UPDATE of the
+ * run row (`set`, one `?` per col, plus next_seq and, when stored, the response). */
+struct step_write {
+    const char *what; /* for messages */
+    enum fsm_event_type type;
+    const char *state, *error;
+    uint32_t attempt;
+    int outcome; /* of the event; < 0 = none */
+    const char *set;
+    const struct col *cols;
+    int n_cols;
+    const void *response;
+    size_t response_len;
+    bool store_response;
+};
+
+static int write_step(struct db *db, const struct fsmdb_ref *ref, const struct fsm_commit_cb *cbs,
+                      size_t n_cbs, const struct step_write *w, char *msg, size_t msg_len)
 {
-    int idx = nset + 1;
-    db_bind_i64(st, idx++, *ref->next_seq + 1);
-    if (store_response)
-        db_bind_blob(st, idx++, response_len ? response : "", response_len);
-    db_bind_i64(st, idx, ref->rowid);
+    if (msg && msg_len)
+        msg[0] = '\0';
+    int r = db_begin(db);
+    if (r < 0) {
+        set_msg(msg, msg_len, w->what, r, db);
+        return r;
+    }
+    r = run_callbacks(db, cbs, n_cbs, msg, msg_len);
+    if (r >= 0)
+        r = append_event(db, ref, w->type, w->state, w->error, w->attempt,
+                         w->store_response ? w->response_len : 0, w->outcome);
+    if (r >= 0) {
+        char sql[512];
+        snprintf(sql, sizeof(sql), "UPDATE fsm_runs SET %s, next_seq=?%s WHERE rowid=?", w->set,
+                 w->store_response ? ", response=?" : "");
+        sqlite3_stmt *st = db_prepare(db, sql);
+        if (st) {
+            int idx = 1;
+            for (int i = 0; i < w->n_cols; i++, idx++)
+                if (w->cols[i].is_text)
+                    db_bind_text(st, idx, w->cols[i].s);
+                else
+                    db_bind_i64(st, idx, w->cols[i].i);
+            db_bind_i64(st, idx++, *ref->next_seq + 1);
+            if (w->store_response)
+                db_bind_blob(st, idx++, w->response_len ? w->response : "", w->response_len);
+            db_bind_i64(st, idx, ref->rowid);
+        }
+        r = exec_update(db, st);
+    }
+    return finish_tx(db, r, ref, w->what, msg, msg_len);
 }
 
 int fsmdb_checkpoint(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
@@ -299,115 +340,81 @@ int fsmdb_checkpoint(struct db *db, const struct fsmdb_ref *v, const struct fsm_
                      const char *next_state, const void *response, size_t response_len,
                      bool store_response, char *msg, size_t msg_len)
 {
-    if (msg && msg_len)
-        msg[0] = '\0';
-    int r = db_begin(db);
-    if (r < 0) {
-        set_msg(msg, msg_len, "checkpoint", r, db);
-        return r;
-    }
-    r = run_callbacks(db, cbs, n_cbs, msg, msg_len);
-    if (r >= 0)
-        r = append_event(db, v, FSM_EV_COMPLETE, state, NULL, attempt,
-                         store_response ? response_len : 0, -1);
-    if (r >= 0) {
-        sqlite3_stmt *st = prepare_row_update(
-            db,
-            "next_index=?, state=?, attempt=0,"
-            " error=CASE WHEN outcome IS NULL THEN '' ELSE error END",
-            store_response);
-        if (st) {
-            db_bind_i64(st, 1, next_index);
-            db_bind_text(st, 2, next_state);
-            bind_row_tail(st, 2, v, store_response, response, response_len);
-        }
-        r = exec_update(db, st);
-    }
-    return finish_tx(db, r, v, "checkpoint", msg, msg_len);
+    const struct col cols[] = {COL_INT(next_index), COL_TEXT(next_state)};
+    const struct step_write w = {.what = "checkpoint",
+                                 .type = FSM_EV_COMPLETE,
+                                 .state = state,
+                                 .attempt = attempt,
+                                 .outcome = -1,
+                                 .set = "next_index=?, state=?, attempt=0,"
+                                        " error=CASE WHEN outcome IS NULL THEN '' ELSE error END",
+                                 .cols = cols,
+                                 .n_cols = 2,
+                                 .response = response,
+                                 .response_len = response_len,
+                                 .store_response = store_response};
+    return write_step(db, v, cbs, n_cbs, &w, msg, msg_len);
 }
 
 int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *state,
                        uint32_t failed_attempt, const char *error)
 {
-    int r = db_begin(db);
-    if (r < 0)
-        return r;
-    r = append_event(db, v, FSM_EV_ERROR, state, error, failed_attempt, 0, -1);
-    if (r >= 0) {
-        sqlite3_stmt *st = prepare_row_update(
-            db, "attempt=?, error=CASE WHEN outcome IS NULL THEN ? ELSE error END", false);
-        if (st) {
-            db_bind_i64(st, 1, (int64_t)failed_attempt + 1);
-            db_bind_text(st, 2, error ? error : "");
-            bind_row_tail(st, 2, v, false, NULL, 0);
-        }
-        r = exec_update(db, st);
-    }
-    return finish_tx(db, r, v, "recording an error", NULL, 0);
+    const struct col cols[] = {COL_INT((int64_t)failed_attempt + 1), COL_TEXT(error ? error : "")};
+    const struct step_write w = {
+        .what = "recording an error",
+        .type = FSM_EV_ERROR,
+        .state = state,
+        .error = error,
+        .attempt = failed_attempt,
+        .outcome = -1,
+        .set = "attempt=?, error=CASE WHEN outcome IS NULL THEN ? ELSE error END",
+        .cols = cols,
+        .n_cols = 2};
+    return write_step(db, v, NULL, 0, &w, NULL, 0);
 }
 
 int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                size_t n_cbs, const char *state, uint32_t attempt, enum fsm_outcome outcome,
-               const char *error, const void *response, size_t response_len,
-               bool store_response, char *msg, size_t msg_len)
+               const char *error, const void *response, size_t response_len, bool store_response,
+               char *msg, size_t msg_len)
 {
-    if (msg && msg_len)
-        msg[0] = '\0';
-    int r = db_begin(db);
-    if (r < 0) {
-        set_msg(msg, msg_len, "halt", r, db);
-        return r;
-    }
-    r = run_callbacks(db, cbs, n_cbs, msg, msg_len);
-    if (r >= 0)
-        r = append_event(db, v, FSM_EV_HALT, state, error, attempt,
-                         store_response ? response_len : 0, (int)outcome);
-    if (r >= 0) {
-        sqlite3_stmt *st = prepare_row_update(db, "outcome=?, error=?, error_state=?, state=?",
-                                              store_response);
-        if (st) {
-            db_bind_i64(st, 1, outcome);
-            db_bind_text(st, 2, error ? error : "");
-            db_bind_text(st, 3, state);
-            db_bind_text(st, 4, state);
-            bind_row_tail(st, 4, v, store_response, response, response_len);
-        }
-        r = exec_update(db, st);
-    }
-    return finish_tx(db, r, v, "halt", msg, msg_len);
+    const struct col cols[] = {COL_INT(outcome), COL_TEXT(error ? error : ""), COL_TEXT(state),
+                               COL_TEXT(state)};
+    const struct step_write w = {.what = "halt",
+                                 .type = FSM_EV_HALT,
+                                 .state = state,
+                                 .error = error,
+                                 .attempt = attempt,
+                                 .outcome = (int)outcome,
+                                 .set = "outcome=?, error=?, error_state=?, state=?",
+                                 .cols = cols,
+                                 .n_cols = 4,
+                                 .response = response,
+                                 .response_len = response_len,
+                                 .store_response = store_response};
+    return write_step(db, v, cbs, n_cbs, &w, msg, msg_len);
 }
 
 int fsmdb_finish(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
-                 size_t n_cbs, const char *end_state, enum fsm_outcome outcome,
-                 const char *error, const char *error_state, const void *response,
-                 size_t response_len, bool store_response, char *msg, size_t msg_len)
+                 size_t n_cbs, const char *end_state, enum fsm_outcome outcome, const char *error,
+                 const char *error_state, const void *response, size_t response_len,
+                 bool store_response, char *msg, size_t msg_len)
 {
-    if (msg && msg_len)
-        msg[0] = '\0';
-    int r = db_begin(db);
-    if (r < 0) {
-        set_msg(msg, msg_len, "finish", r, db);
-        return r;
-    }
-    r = run_callbacks(db, cbs, n_cbs, msg, msg_len);
-    if (r >= 0)
-        r = append_event(db, v, FSM_EV_FINISH, end_state, error, 0,
-                         store_response ? response_len : 0, (int)outcome);
-    if (r >= 0) {
-        sqlite3_stmt *st = prepare_row_update(
-            db, "status=3, outcome=?, error=?, error_state=?, state=?, finished_ms=?",
-            store_response);
-        if (st) {
-            db_bind_i64(st, 1, outcome);
-            db_bind_text(st, 2, error ? error : "");
-            db_bind_text(st, 3, error_state);
-            db_bind_text(st, 4, end_state);
-            db_bind_i64(st, 5, now_ms());
-            bind_row_tail(st, 5, v, store_response, response, response_len);
-        }
-        r = exec_update(db, st);
-    }
-    return finish_tx(db, r, v, "finish", msg, msg_len);
+    const struct col cols[] = {COL_INT(outcome), COL_TEXT(error ? error : ""),
+                               COL_TEXT(error_state), COL_TEXT(end_state), COL_INT(now_ms())};
+    const struct step_write w = {
+        .what = "finish",
+        .type = FSM_EV_FINISH,
+        .state = end_state,
+        .error = error,
+        .outcome = (int)outcome,
+        .set = "status=3, outcome=?, error=?, error_state=?, state=?, finished_ms=?",
+        .cols = cols,
+        .n_cols = 5,
+        .response = response,
+        .response_len = response_len,
+        .store_response = store_response};
+    return write_step(db, v, cbs, n_cbs, &w, msg, msg_len);
 }
 
 int fsmdb_cancel(struct db *db, const struct fsm_id *v, const char *cause)
@@ -438,8 +445,8 @@ int fsmdb_cancel(struct db *db, const struct fsm_id *v, const char *cause)
 /* ---- reads ------------------------------------------------------------------------------- */
 
 #define RUN_COLS                                                                                   \
-    "version, type, action, resource_id, queue, parent, run_after, delay_until_ms, request,"      \
-    " response, transitions, end_state, next_index, state, attempt, status, outcome, error,"      \
+    "version, type, action, resource_id, queue, parent, run_after, delay_until_ms, request,"       \
+    " response, transitions, end_state, next_index, state, attempt, status, outcome, error,"       \
     " error_state, created_ms, started_ms, finished_ms, rowid, next_seq"
 
 static bool tables_exist(struct db *db)
@@ -675,7 +682,8 @@ int fsmdb_list(struct db *db, const struct fsm_list_filter *f, struct fsmdb_row 
     if (!f)
         f = &none;
     char sql[640];
-    snprintf(sql, sizeof(sql), "SELECT " RUN_COLS " FROM fsm_runs WHERE 1%s%s%s%s ORDER BY version %s%s",
+    snprintf(sql, sizeof(sql),
+             "SELECT " RUN_COLS " FROM fsm_runs WHERE 1%s%s%s%s ORDER BY version %s%s",
              f->include_finished ? "" : " AND status<3", f->type ? " AND type=?" : "",
              f->resource_id ? " AND resource_id=?" : "", f->parent ? " AND parent=?" : "",
              f->include_finished ? "DESC" : "ASC", f->limit ? " LIMIT ?" : "");

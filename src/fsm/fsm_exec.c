@@ -314,8 +314,8 @@ static enum step_next halt(struct fsm_run *r, const char *state, bool with_step)
     pthread_mutex_unlock(&m->lock);
     char msg[512];
     struct fsmdb_ref ref = ref_of(r);
-    int rc = fsmdb_halt(m->db, &ref, with_step ? r->cbs : NULL, with_step ? r->n_cbs : 0,
-                        state, r->attempt, o, error, r->new_response, r->new_response_len,
+    int rc = fsmdb_halt(m->db, &ref, with_step ? r->cbs : NULL, with_step ? r->n_cbs : 0, state,
+                        r->attempt, o, error, r->new_response, r->new_response_len,
                         with_step && r->response_set, msg, sizeof(msg));
     if (rc < 0 && with_step) {
         /* The handoff's own writes failed: that attempt counts as RETRY, as for OK. */
@@ -329,8 +329,8 @@ static enum step_next halt(struct fsm_run *r, const char *state, bool with_step)
     }
     if (rc < 0)
         /* The decision stands; FINISH records it. A crash before that re-runs the attempt. */
-        log_error("cannot record the run's outcome", "outcome=%s error=%s",
-                  fsm_outcome_name(o), msg);
+        log_error("cannot record the run's outcome", "outcome=%s error=%s", fsm_outcome_name(o),
+                  msg);
     if (with_step)
         keep_step(r);
     else
@@ -349,9 +349,8 @@ static enum step_next checkpoint(struct fsm_run *r, const char *state, int64_t d
     const char *next_state =
         next < r->n_transitions ? r->transitions[next] : r->machine->def.end_state;
     struct fsmdb_ref ref = ref_of(r);
-    int rc = fsmdb_checkpoint(r->m->db, &ref, r->cbs, r->n_cbs, state, r->attempt, next,
-                              next_state, r->new_response, r->new_response_len, r->response_set,
-                              msg, msg_len);
+    int rc = fsmdb_checkpoint(r->m->db, &ref, r->cbs, r->n_cbs, state, r->attempt, next, next_state,
+                              r->new_response, r->new_response_len, r->response_set, msg, msg_len);
     if (rc < 0) {
         drop_step(r);
         return NEXT_RETRY;
@@ -375,9 +374,8 @@ static enum step_next cancel_now(struct fsm_run *r, const char *state)
 }
 
 /* A failed attempt: record it, then either give up (on_exhausted) or back off. */
-static enum step_next failed(struct fsm_run *r, const char *state,
-                             const struct fsm_retry_policy *p, const char *msg,
-                             int64_t duration_ms)
+static enum step_next failed(struct fsm_run *r, const char *state, const struct fsm_retry_policy *p,
+                             const char *msg, int64_t duration_ms)
 {
     struct fsm_manager *m = r->m;
     uint32_t failed_attempt = r->attempt;
@@ -398,8 +396,7 @@ static enum step_next failed(struct fsm_run *r, const char *state,
         pthread_mutex_unlock(&m->lock);
         if (user)
             return cancel_now(r, state);
-        log_warn("transition failed, attempts exhausted", "attempts=%u error=%s", r->attempt,
-                 msg);
+        log_warn("transition failed, attempts exhausted", "attempts=%u error=%s", r->attempt, msg);
         return halt(r, state, false);
     }
     uint64_t delay = backoff_ms(r, p, failed_attempt);
@@ -455,6 +452,16 @@ static enum step_next run_one_attempt(struct fsm_run *r)
     }
     const struct fsm_transition_def *t = &r->machine->transitions[ti];
     const struct fsm_retry_policy *p = &r->machine->policies[ti];
+    if (p->max_attempts && r->attempt >= p->max_attempts) {
+        /* Already exhausted: the last failure was recorded but the process died before the
+         * HALT (they are two transactions), or the policy now allows fewer attempts. */
+        pthread_mutex_lock(&m->lock);
+        decide_locked(r, p->on_exhausted, r->last_error ? r->last_error : "attempts exhausted",
+                      state);
+        pthread_mutex_unlock(&m->lock);
+        log_warn("transition attempts exhausted before this start", "attempts=%u", r->attempt);
+        return halt(r, state, false);
+    }
 
     int64_t t0 = mono_ms();
     set_live(r, state, r->attempt, p->attempt_timeout_ms ? t0 + p->attempt_timeout_ms : 0);
@@ -473,8 +480,7 @@ static enum step_next run_one_attempt(struct fsm_run *r)
     down = m->shutting_down;
     bool timed_out = r->timed_out;
     if (user)
-        v = (res.outcome == FSM_OK || res.outcome == FSM_HANDOFF) ? V_CHECKPOINT_CANCEL
-                                                                  : V_CANCEL;
+        v = (res.outcome == FSM_OK || res.outcome == FSM_HANDOFF) ? V_CHECKPOINT_CANCEL : V_CANCEL;
     else if (down)
         v = res.outcome == FSM_OK        ? V_CHECKPOINT_STOP
             : res.outcome == FSM_HANDOFF ? V_HANDOFF_STOP
@@ -483,13 +489,21 @@ static enum step_next run_one_attempt(struct fsm_run *r)
         v = V_RETRY;
     else
         switch (res.outcome) {
-        case FSM_OK: v = V_CHECKPOINT; break;
-        case FSM_HANDOFF: v = V_HANDOFF; break;
+        case FSM_OK:
+            v = V_CHECKPOINT;
+            break;
+        case FSM_HANDOFF:
+            v = V_HANDOFF;
+            break;
         case FSM_ABORT:
         case FSM_UNRECOVERABLE:
-        case FSM_CANCELLED: v = V_HALT; break;
+        case FSM_CANCELLED:
+            v = V_HALT;
+            break;
         case FSM_RETRY:
-        default: v = V_RETRY; break;
+        default:
+            v = V_RETRY;
+            break;
         }
     if (timed_out && !user && !down) {
         /* The timeout belonged to this attempt only. */
@@ -527,9 +541,13 @@ static enum step_next run_one_attempt(struct fsm_run *r)
         }
         return v == V_HANDOFF_STOP ? NEXT_STOP : n;
     }
-    case V_HALT: return halt(r, state, false);
-    case V_CANCEL: return cancel_now(r, state);
-    case V_STOP: drop_step(r); return NEXT_STOP;
+    case V_HALT:
+        return halt(r, state, false);
+    case V_CANCEL:
+        return cancel_now(r, state);
+    case V_STOP:
+        drop_step(r);
+        return NEXT_STOP;
     case V_RETRY:
     default:
         drop_step(r);
@@ -584,9 +602,9 @@ static void end_step(struct fsm_run *r)
             def->finalizers[i](r, o, error ? error : "", def->ud);
         char msg[512];
         struct fsmdb_ref ref = ref_of(r);
-        int rc = fsmdb_finish(m->db, &ref, r->cbs, r->n_cbs, def->end_state, o,
-                              error ? error : "", error_state, r->new_response,
-                              r->new_response_len, r->response_set, msg, sizeof(msg));
+        int rc = fsmdb_finish(m->db, &ref, r->cbs, r->n_cbs, def->end_state, o, error ? error : "",
+                              error_state, r->new_response, r->new_response_len, r->response_set,
+                              msg, sizeof(msg));
         if (rc >= 0) {
             keep_step(r);
             pthread_mutex_lock(&m->lock);

@@ -29,14 +29,14 @@
 /* Backoff for the engine's own writes that must eventually succeed (the end step's FINISH
  * commit): the default transition policy's curve, never exhausted. */
 #define FSM_END_RETRY_INITIAL_MS 100
-#define FSM_END_RETRY_MAX_MS 5000
+#define FSM_END_RETRY_MAX_MS     5000
 
 /* The timer thread wakes at least this often, so a step of the wall clock (delayed starts are
  * wall-clock times) is noticed within a second. */
 #define FSM_TIMER_MAX_SLEEP_MS 1000
 
 /* Retention pruning runs at open and then at this interval. */
-#define FSM_PRUNE_INTERVAL_MS (3600 * 1000)
+#define FSM_PRUNE_INTERVAL_MS (3600LL * 1000)
 
 /* fsm_wait polls the database at this interval for a run that is not in memory and not
  * finished (a run of a machine this process has not registered). */
@@ -54,14 +54,14 @@ struct fsm_machine {
     struct fsm_transition_def *transitions; /* names strdup'd, policy -> policies[i] */
     struct fsm_retry_policy *policies;      /* resolved (NULL in the definition -> default) */
     fsm_finalizer_fn *finalizers;
-    char *transitions_json;                 /* the list frozen into each new run */
+    char *transitions_json; /* the list frozen into each new run */
     struct fsm_machine *next;
 };
 
 struct fsm_queue {
     char *name;
-    int limit;                 /* (M) */
-    int inflight;              /* (M) admitted runs whose thread has not exited */
+    int limit;                   /* (M) */
+    int inflight;                /* (M) admitted runs whose thread has not exited */
     struct fsm_run *head, *tail; /* (M) FIFO of runs waiting for a slot */
     struct fsm_queue *next;
 };
@@ -76,9 +76,9 @@ enum fsm_sched {
 
 /* Whether a run-after predecessor has finished. */
 enum fsm_pred {
-    PRED_NONE = 0,    /* no predecessor, or it has finished (or is unknown) */
-    PRED_WAIT,        /* the predecessor is in memory: its exit clears this */
-    PRED_CHECK_DB,    /* not in memory: the database decides (checked outside the lock) */
+    PRED_NONE = 0, /* no predecessor, or it has finished (or is unknown) */
+    PRED_WAIT,     /* the predecessor is in memory: its exit clears this */
+    PRED_CHECK_DB, /* not in memory: the database decides (checked outside the lock) */
 };
 
 struct fsm_run {
@@ -204,8 +204,7 @@ struct fsmdb_ref {
  * -EEXIST; *rowid the new row (its next event is seq 2). */
 struct fsm_new_run {
     const struct fsm_id *version, *parent, *run_after;
-    const char *type, *action, *resource_id, *queue, *transitions_json, *end_state,
-        *first_state;
+    const char *type, *action, *resource_id, *queue, *transitions_json, *end_state, *first_state;
     const void *request;
     size_t request_len;
     int64_t delay_until_ms, created_ms;
@@ -234,13 +233,13 @@ int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *sta
  * they run first and the response is stored, as for a checkpoint. */
 int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                size_t n_cbs, const char *state, uint32_t attempt, enum fsm_outcome outcome,
-               const char *error, const void *response, size_t response_len,
-               bool store_response, char *msg, size_t msg_len);
+               const char *error, const void *response, size_t response_len, bool store_response,
+               char *msg, size_t msg_len);
 /* The end step: callbacks, status FINISHED, outcome, error, error_state, FINISH event. */
 int fsmdb_finish(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
-                 size_t n_cbs, const char *end_state, enum fsm_outcome outcome,
-                 const char *error, const char *error_state, const void *response,
-                 size_t response_len, bool store_response, char *msg, size_t msg_len);
+                 size_t n_cbs, const char *end_state, enum fsm_outcome outcome, const char *error,
+                 const char *error_state, const void *response, size_t response_len,
+                 bool store_response, char *msg, size_t msg_len);
 /* fsm_cancel(): record outcome CANCELLED and the cause, unless an outcome is decided. Returns
  * 1 when recorded, 0 when the run already had an outcome (or finished). Appends no event, so
  * any thread may call it. */
@@ -257,8 +256,7 @@ void fsmdb_row_free(struct fsmdb_row *row);
 /* Every unfinished run, oldest first. rows is malloc'd; free each then the array. */
 int fsmdb_load_unfinished(struct db *db, struct fsmdb_row **rows, size_t *n);
 /* Runs matching the filter (fsm_db_list_runs without the callback). */
-int fsmdb_list(struct db *db, const struct fsm_list_filter *f, struct fsmdb_row **rows,
-               size_t *n);
+int fsmdb_list(struct db *db, const struct fsm_list_filter *f, struct fsmdb_row **rows, size_t *n);
 /* Status of one run: 1 = finished, 0 = unfinished, -ENOENT = unknown. */
 int fsmdb_run_finished(struct db *db, const struct fsm_id *v);
 

@@ -84,8 +84,7 @@ static struct fsm_queue *add_queue(struct fsm_manager *m, const char *name, int 
     return q;
 }
 
-static struct fsm_machine *find_machine(struct fsm_manager *m, const char *type,
-                                        const char *action)
+static struct fsm_machine *find_machine(struct fsm_manager *m, const char *type, const char *action)
 {
     for (struct fsm_machine *x = m->machines; x; x = x->next)
         if (!strcmp(x->def.type, type) && !strcmp(x->def.action, action))
@@ -424,8 +423,8 @@ int fsm_manager_open(struct db *db, const struct fsm_config *cfg, struct fsm_man
     for (size_t i = 0; cfg && i < cfg->n_queues; i++) {
         const struct fsm_queue_cfg *qc = &cfg->queues[i];
         if (!qc->name || !*qc->name || qc->limit < 1 || find_queue(m, qc->name)) {
-            r = err_set(e, -EINVAL, "fsm queue %zu (%s): needs a unique name and a limit >= 1",
-                        i, qc->name ? qc->name : "(null)");
+            r = err_set(e, -EINVAL, "fsm queue %zu (%s): needs a unique name and a limit >= 1", i,
+                        qc->name ? qc->name : "(null)");
             fsm_manager_close(m);
             return r;
         }
@@ -560,8 +559,7 @@ static int policy_valid(const struct fsm_retry_policy *p)
     return 0;
 }
 
-int fsm_register(struct fsm_manager *m, const struct fsm_machine_def *def,
-                 struct fsm_machine **out)
+int fsm_register(struct fsm_manager *m, const struct fsm_machine_def *def, struct fsm_machine **out)
 {
     if (out)
         *out = NULL;
@@ -607,8 +605,8 @@ int fsm_register(struct fsm_manager *m, const struct fsm_machine_def *def,
         x->transitions[i] = def->transitions[i];
         x->transitions[i].name = strdup(def->transitions[i].name);
         oom = !x->transitions[i].name;
-        x->policies[i] = def->transitions[i].policy ? *def->transitions[i].policy
-                                                    : FSM_RETRY_DEFAULT;
+        x->policies[i] =
+            def->transitions[i].policy ? *def->transitions[i].policy : FSM_RETRY_DEFAULT;
         x->transitions[i].policy = &x->policies[i];
         names[i] = x->transitions[i].name;
     }
@@ -694,13 +692,12 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
         opts = &none;
     if (out)
         out->s[0] = '\0';
-    if (!m || !machine || machine->m != m || !resource_id || !*resource_id ||
-        (req_len && !req) || opts->delay_until_ms < 0 || (opts->queue && !*opts->queue))
+    if (!m || !machine || machine->m != m || !resource_id || !*resource_id || (req_len && !req) ||
+        opts->delay_until_ms < 0 || (opts->queue && !*opts->queue))
         return -EINVAL;
     if (fsm_in_commit_callback) {
         log_error("fsm_start called from a commit callback; start runs from the transition",
-                  "machine=%s/%s resource=%s", machine->def.type, machine->def.action,
-                  resource_id);
+                  "machine=%s/%s resource=%s", machine->def.type, machine->def.action, resource_id);
         return -EDEADLK;
     }
 
@@ -935,6 +932,10 @@ static struct fsm_run *run_from_row(struct fsm_manager *m, struct fsm_machine *x
         fsm_run_free(r);
         return NULL;
     }
+    if (!row->has_outcome && rec->error && *rec->error) {
+        /* The last failed attempt's message: the error if the attempts are exhausted. */
+        r->last_error = TAKE_PTR(rec->error);
+    }
     if (row->has_outcome) {
         r->halted = true;
         r->outcome = rec->outcome;
@@ -962,8 +963,9 @@ int fsm_manager_resume(struct fsm_manager *m)
     int rc = fsmdb_load_unfinished(m->db, &rows, &n);
     if (rc < 0)
         return log_error_errno(rc, "cannot load unfinished runs", "db=%s", db_path(m->db));
-    struct fsm_run **runs = calloc(n ? n : 1, sizeof(*runs));
-    const struct fsm_id **was_running = calloc(n ? n : 1, sizeof(*was_running));
+    /* Arrays of pointers. */
+    struct fsm_run **runs = calloc(n ? n : 1, sizeof(void *));
+    const struct fsm_id **was_running = calloc(n ? n : 1, sizeof(void *));
     if (!runs || !was_running) {
         free(runs);
         free(was_running);
@@ -1048,7 +1050,7 @@ int fsm_list_active(struct fsm_manager *m, fsm_run_cb cb, void *ud)
         struct fsm_run *run = fsm_find_run_locked(m, &rec->version);
         if (!run)
             continue;
-        rec->status = run->finished ? FSM_RUN_FINISHED
+        rec->status = run->finished                 ? FSM_RUN_FINISHED
                       : run->sched == SCHED_RUNNING ? FSM_RUN_RUNNING
                                                     : FSM_RUN_PENDING;
         if (run->state) {

@@ -37,12 +37,18 @@ RESULT_CTOR(fsm_unrecoverable, FSM_UNRECOVERABLE)
 const char *fsm_outcome_name(enum fsm_outcome o)
 {
     switch (o) {
-    case FSM_OK: return "ok";
-    case FSM_RETRY: return "retry";
-    case FSM_ABORT: return "abort";
-    case FSM_UNRECOVERABLE: return "unrecoverable";
-    case FSM_HANDOFF: return "handoff";
-    case FSM_CANCELLED: return "cancelled";
+    case FSM_OK:
+        return "ok";
+    case FSM_RETRY:
+        return "retry";
+    case FSM_ABORT:
+        return "abort";
+    case FSM_UNRECOVERABLE:
+        return "unrecoverable";
+    case FSM_HANDOFF:
+        return "handoff";
+    case FSM_CANCELLED:
+        return "cancelled";
     }
     return "unknown";
 }
@@ -55,9 +61,12 @@ bool fsm_outcome_success(enum fsm_outcome o)
 const char *fsm_run_status_name(enum fsm_run_status s)
 {
     switch (s) {
-    case FSM_RUN_PENDING: return "pending";
-    case FSM_RUN_RUNNING: return "running";
-    case FSM_RUN_FINISHED: return "finished";
+    case FSM_RUN_PENDING:
+        return "pending";
+    case FSM_RUN_RUNNING:
+        return "running";
+    case FSM_RUN_FINISHED:
+        return "finished";
     }
     return "unknown";
 }
@@ -65,12 +74,18 @@ const char *fsm_run_status_name(enum fsm_run_status s)
 const char *fsm_event_type_name(enum fsm_event_type t)
 {
     switch (t) {
-    case FSM_EV_START: return "start";
-    case FSM_EV_ERROR: return "error";
-    case FSM_EV_COMPLETE: return "complete";
-    case FSM_EV_HALT: return "halt";
-    case FSM_EV_FINISH: return "finish";
-    case FSM_EV_RESUME: return "resume";
+    case FSM_EV_START:
+        return "start";
+    case FSM_EV_ERROR:
+        return "error";
+    case FSM_EV_COMPLETE:
+        return "complete";
+    case FSM_EV_HALT:
+        return "halt";
+    case FSM_EV_FINISH:
+        return "finish";
+    case FSM_EV_RESUME:
+        return "resume";
     }
     return "unknown";
 }

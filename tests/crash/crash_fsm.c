@@ -55,9 +55,9 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
-#define QUEUE_LIMIT 2
-#define N_PLANNED 7
-#define CHILD_WAIT_MS 60000
+#define QUEUE_LIMIT         2
+#define N_PLANNED           7
+#define CHILD_WAIT_MS       60000
 #define CHAIN_MAX_PROCESSES 400
 
 struct planned {
@@ -68,17 +68,27 @@ struct planned {
 };
 
 static const struct planned plan[N_PLANNED] = {
-    {"q0", "work", "q", NULL},    {"q1", "work", "q", NULL},   {"q2", "work", "q", NULL},
-    {"q3", "work", "q", NULL},    {"u0", "work", NULL, NULL},  {"a0", "abort", "q", NULL},
+    {"q0", "work", "q", NULL},    {"q1", "work", "q", NULL},  {"q2", "work", "q", NULL},
+    {"q3", "work", "q", NULL},    {"u0", "work", NULL, NULL}, {"a0", "abort", "q", NULL},
     {"after", "work", "q", "q0"},
 };
 
-static const char *const point_names[] = {"start",  "resume", "enter",     "mid",
-                                          "commit", "complete", "error",   "halt",
+static const char *const point_names[] = {"start",     "resume",     "enter", "mid",
+                                          "commit",    "complete",   "error", "halt",
                                           "finalizer", "fin-commit", "finish"};
 enum point {
-    P_START, P_RESUME, P_ENTER, P_MID, P_COMMIT, P_COMPLETE, P_ERROR, P_HALT, P_FINALIZER,
-    P_FIN_COMMIT, P_FINISH, P_COUNT
+    P_START,
+    P_RESUME,
+    P_ENTER,
+    P_MID,
+    P_COMMIT,
+    P_COMPLETE,
+    P_ERROR,
+    P_HALT,
+    P_FINALIZER,
+    P_FIN_COMMIT,
+    P_FINISH,
+    P_COUNT
 };
 
 /* ---- the child ---------------------------------------------------------------------------- */
@@ -109,6 +119,14 @@ static void point(enum point p)
     }
 }
 
+/* "cur max" as written by conc_update(). */
+static void parse_pair(const char *buf, int *cur, int *max)
+{
+    char *end = NULL;
+    *cur = (int)strtol(buf, &end, 10);
+    *max = end ? (int)strtol(end, NULL, 10) : 0;
+}
+
 /* Concurrency of queue q's transitions, shared through a file under flock: "cur max". */
 static void conc_update(int delta, bool reset)
 {
@@ -122,7 +140,7 @@ static void conc_update(int delta, bool reset)
     ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
     int cur = 0, max = 0;
     if (n > 0)
-        sscanf(buf, "%d %d", &cur, &max);
+        parse_pair(buf, &cur, &max);
     cur = reset ? 0 : cur + delta;
     if (cur > max)
         max = cur;
@@ -241,12 +259,24 @@ static void observer(const struct fsm_event_info *ev, void *ud)
 {
     (void)ud;
     switch (ev->type) {
-    case FSM_EV_START: point(P_START); break;
-    case FSM_EV_RESUME: point(P_RESUME); break;
-    case FSM_EV_COMPLETE: point(P_COMPLETE); break;
-    case FSM_EV_ERROR: point(P_ERROR); break;
-    case FSM_EV_HALT: point(P_HALT); break;
-    case FSM_EV_FINISH: point(P_FINISH); break;
+    case FSM_EV_START:
+        point(P_START);
+        break;
+    case FSM_EV_RESUME:
+        point(P_RESUME);
+        break;
+    case FSM_EV_COMPLETE:
+        point(P_COMPLETE);
+        break;
+    case FSM_EV_ERROR:
+        point(P_ERROR);
+        break;
+    case FSM_EV_HALT:
+        point(P_HALT);
+        break;
+    case FSM_EV_FINISH:
+        point(P_FINISH);
+        break;
     }
 }
 
@@ -294,9 +324,14 @@ static int child_main(void)
         {"t0", transition, &policy}, {"t1", transition, &policy}, {"t2", transition, &policy}};
     struct fsm_transition_def abort_t[2] = {{"t0", transition, &policy},
                                             {"t1", transition, &policy}};
-    struct fsm_machine_def work = {.type = "crash", .action = "work", .transitions = work_t,
-                                   .n_transitions = 3, .end_state = "done", .finalizers = fins,
-                                   .n_finalizers = 1, .ud = NULL};
+    struct fsm_machine_def work = {.type = "crash",
+                                   .action = "work",
+                                   .transitions = work_t,
+                                   .n_transitions = 3,
+                                   .end_state = "done",
+                                   .finalizers = fins,
+                                   .n_finalizers = 1,
+                                   .ud = NULL};
     struct fsm_machine_def ab = work;
     ab.action = "abort";
     ab.transitions = abort_t;
@@ -320,8 +355,8 @@ static int child_main(void)
                 return 14;
             o.run_after = &after;
         }
-        int r = fsm_start(m, strcmp(plan[i].machine, "work") ? xa : xw, plan[i].resource, NULL,
-                          0, &o, &v);
+        int r = fsm_start(m, strcmp(plan[i].machine, "work") ? xa : xw, plan[i].resource, NULL, 0,
+                          &o, &v);
         if (r < 0)
             return 15;
     }
@@ -380,7 +415,7 @@ static int fail_count;
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "crash_fsm: check failed (%s): ", #cond);                             \
+            fprintf(stderr, "crash_fsm: check failed (%s): ", #cond);                              \
             fprintf(stderr, __VA_ARGS__);                                                          \
             fprintf(stderr, "\n");                                                                 \
             fail_count++;                                                                          \
@@ -405,7 +440,7 @@ static void read_concurrency(const char *dir, int *max)
     char *s = tu_read_file(path, NULL);
     int cur = 0, m = 0;
     if (s)
-        sscanf(s, "%d %d", &cur, &m);
+        parse_pair(s, &cur, &m);
     free(s);
     *max = m;
 }
@@ -434,8 +469,8 @@ static int verify(const char *dir, struct figures *fig, const char *what)
         }
         CHECK(q1(h, "SELECT count(DISTINCT resource_id) FROM fsm_runs") == N_PLANNED,
               "%s: a planned run was started twice", what);
-        CHECK(q1(h, "SELECT count(*) FROM fsm_runs WHERE status<>3") == 0,
-              "%s: unfinished runs", what);
+        CHECK(q1(h, "SELECT count(*) FROM fsm_runs WHERE status<>3") == 0, "%s: unfinished runs",
+              what);
         CHECK(q1(h, "SELECT count(*) FROM fsm_runs WHERE action='work' AND outcome<>0") == 0,
               "%s: a work run did not end ok", what);
         CHECK(q1(h, "SELECT count(*) FROM fsm_runs WHERE action='abort' AND outcome=2 AND"
@@ -446,7 +481,7 @@ static int verify(const char *dir, struct figures *fig, const char *what)
                     " HAVING count(*) > 1)") == 0,
               "%s: a domain row was written twice", what);
         CHECK(q1(h, "SELECT count(*) FROM dom d JOIN fsm_runs r ON r.version=d.run WHERE"
-                    " r.action='work'") == 3 * (N_PLANNED - 1),
+                    " r.action='work'") == 3LL * (N_PLANNED - 1),
               "%s: work domain rows missing", what);
         CHECK(q1(h, "SELECT count(*) FROM dom d JOIN fsm_runs r ON r.version=d.run WHERE"
                     " r.action='abort'") == 1,
@@ -462,7 +497,7 @@ static int verify(const char *dir, struct figures *fig, const char *what)
         CHECK(q1(h, "SELECT count(*) FROM (SELECT version, state FROM fsm_events WHERE type=3"
                     " GROUP BY version, state HAVING count(*) > 1)") == 0,
               "%s: a transition completed twice", what);
-        CHECK(q1(h, "SELECT count(*) FROM fsm_events WHERE type=3") == 3 * (N_PLANNED - 1) + 1,
+        CHECK(q1(h, "SELECT count(*) FROM fsm_events WHERE type=3") == 3LL * (N_PLANNED - 1) + 1,
               "%s: COMPLETE events missing", what);
         CHECK(q1(h, "SELECT count(*) FROM fsm_events WHERE type=5") == N_PLANNED,
               "%s: FINISH events not one per run", what);
@@ -482,8 +517,8 @@ static int verify(const char *dir, struct figures *fig, const char *what)
         read_concurrency(dir, &max);
         if (max > fig->max_concurrency)
             fig->max_concurrency = max;
-        CHECK(max <= QUEUE_LIMIT, "%s: queue q ran %d transitions at once (limit %d)", what,
-              max, QUEUE_LIMIT);
+        CHECK(max <= QUEUE_LIMIT, "%s: queue q ran %d transitions at once (limit %d)", what, max,
+              QUEUE_LIMIT);
     } while (0);
     sqlite3_close(h);
 
@@ -517,12 +552,15 @@ static void note_kill(const char *dir, struct figures *fig)
     char *s = tu_read_file(path, NULL);
     if (!s)
         return;
-    char name[32] = "";
-    int n = 0;
-    if (sscanf(s, "%d %31s", &n, name) == 2)
+    /* "<n> <point name>\n" */
+    const char *name = strchr(s, ' ');
+    if (name) {
+        name++;
+        size_t len = strcspn(name, "\n");
         for (int p = 0; p < P_COUNT; p++)
-            if (!strcmp(name, point_names[p]))
+            if (strlen(point_names[p]) == len && !strncmp(name, point_names[p], len))
                 fig->kills_by_point[p]++;
+    }
     free(s);
     unlink(path);
 }
@@ -542,7 +580,7 @@ static char *fresh_dir(const char *base, const char *name)
 
 int main(int argc, char **argv)
 {
-    int stride = argc > 1 ? atoi(argv[1]) : 1;
+    int stride = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 1;
     if (stride < 1)
         stride = 1;
     char *base = tu_mkdtemp("crash");
@@ -562,7 +600,7 @@ int main(int argc, char **argv)
     char path[512];
     snprintf(path, sizeof(path), "%s/points", d);
     char *s = tu_read_file(path, NULL);
-    int points = s ? atoi(s) : 0;
+    int points = s ? (int)strtol(s, NULL, 10) : 0;
     free(s);
     free(d);
     if (points < 20) {
@@ -583,8 +621,8 @@ int main(int argc, char **argv)
         } else if (rc == 0) {
             not_reached++; /* thread timing made this run hit fewer points */
         } else {
-            fprintf(stderr, "crash_fsm: child (kill at %d) exited %d; see %s/child.log\n", k,
-                    rc, d);
+            fprintf(stderr, "crash_fsm: child (kill at %d) exited %d; see %s/child.log\n", k, rc,
+                    d);
             fail_count++;
         }
         rc = spawn(d, 0, &fig);
@@ -592,8 +630,8 @@ int main(int argc, char **argv)
         char what[64];
         snprintf(what, sizeof(what), "kill at point %d", k);
         if (rc != 0) {
-            fprintf(stderr, "crash_fsm: recovery after %s exited %d; see %s/child.log\n", what,
-                    rc, d);
+            fprintf(stderr, "crash_fsm: recovery after %s exited %d; see %s/child.log\n", what, rc,
+                    d);
             fail_count++;
         } else if (verify(d, &fig, what) == 0) {
             tu_rmrf(d);
@@ -653,8 +691,7 @@ int main(int argc, char **argv)
             fail_count++;
         }
     if (fail_count) {
-        fprintf(stderr, "crash_fsm: %d failures; directories kept under %s\n", fail_count,
-                base);
+        fprintf(stderr, "crash_fsm: %d failures; directories kept under %s\n", fail_count, base);
         free(base);
         return 1;
     }

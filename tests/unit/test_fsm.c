@@ -63,9 +63,9 @@ static void test_ids(void **state)
     assert_int_equal(fsm_id_parse(lower, &parsed), 0);
     assert_string_equal(parsed.s, id.s); /* canonical upper case */
     assert_int_equal(fsm_id_parse("01ARZ3NDEKTSV4RRFFQ69G5FAV", &parsed), 0);
-    assert_int_equal(fsm_id_parse("01ARZ3NDEKTSV4RRFFQ69G5FA", &parsed), -EINVAL);   /* short */
-    assert_int_equal(fsm_id_parse("01ARZ3NDEKTSV4RRFFQ69G5FAU", &parsed), -EINVAL);  /* U */
-    assert_int_equal(fsm_id_parse("81ARZ3NDEKTSV4RRFFQ69G5FAV", &parsed), -EINVAL);  /* >128b */
+    assert_int_equal(fsm_id_parse("01ARZ3NDEKTSV4RRFFQ69G5FA", &parsed), -EINVAL);  /* short */
+    assert_int_equal(fsm_id_parse("01ARZ3NDEKTSV4RRFFQ69G5FAU", &parsed), -EINVAL); /* U */
+    assert_int_equal(fsm_id_parse("81ARZ3NDEKTSV4RRFFQ69G5FAV", &parsed), -EINVAL); /* >128b */
     assert_int_equal(fsm_id_parse("01ARZ3NDEKTSV4RRFFQ69G5FA!", &parsed), -EINVAL);
     assert_int_equal(fsm_id_parse(NULL, &parsed), -EINVAL);
     struct fsm_id zero = {{0}};
@@ -120,8 +120,8 @@ static void test_register(void **state)
     struct fsm_manager *m = ft_open_manager(db, NULL, 0);
     char type[16] = "copy", action[16] = "act", name[16] = "first-step", end[8] = "end";
     struct fsm_transition_def t[2] = {{name, noop, NULL}, {"second", noop, NULL}};
-    struct fsm_machine_def def = {.type = type, .action = action, .transitions = t,
-                                  .n_transitions = 2, .end_state = end};
+    struct fsm_machine_def def = {
+        .type = type, .action = action, .transitions = t, .n_transitions = 2, .end_state = end};
     struct fsm_machine *x = NULL;
     assert_int_equal(fsm_register(m, &def, &x), 0);
     assert_non_null(x);
@@ -138,8 +138,8 @@ static void test_register(void **state)
     assert_int_equal(fsm_register(m, &def, NULL), -EEXIST);
     /* Invalid definitions. */
     struct fsm_transition_def dup[2] = {{"a", noop, NULL}, {"a", noop, NULL}};
-    struct fsm_machine_def bad = {.type = "x", .action = "y", .transitions = dup,
-                                  .n_transitions = 2, .end_state = "end"};
+    struct fsm_machine_def bad = {
+        .type = "x", .action = "y", .transitions = dup, .n_transitions = 2, .end_state = "end"};
     assert_int_equal(fsm_register(m, &bad, NULL), -EINVAL);
     struct fsm_transition_def upper[1] = {{"Bad_Name", noop, NULL}};
     bad.transitions = upper;
@@ -170,8 +170,11 @@ static void test_happy_path(void **state)
     struct fsm_id v;
     assert_int_equal(fsm_start(m, x, "res-1", "req", 3, NULL, &v), 0);
     /* START is committed before fsm_start returns. */
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND seq=1"
-                              " AND type=1", v.s), 1);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fsm_events WHERE version='%s' AND seq=1"
+                          " AND type=1",
+                          v.s),
+                     1);
     enum fsm_outcome o = FSM_RETRY;
     char *err = NULL;
     assert_int_equal(fsm_wait(m, &v, 10000, &o, &err), 0);
@@ -182,8 +185,11 @@ static void test_happy_path(void **state)
     assert_int_equal(ft_q(db, "SELECT status FROM fsm_runs WHERE version='%s'", v.s), 3);
     assert_int_equal(ft_q(db, "SELECT outcome FROM fsm_runs WHERE version='%s'", v.s), FSM_OK);
     assert_int_equal(ft_q(db, "SELECT next_index FROM fsm_runs WHERE version='%s'", v.s), 3);
-    assert_int_equal(ft_q(db, "SELECT finished_ms >= started_ms AND started_ms >= created_ms"
-                              " FROM fsm_runs WHERE version='%s'", v.s), 1);
+    assert_int_equal(ft_q(db,
+                          "SELECT finished_ms >= started_ms AND started_ms >= created_ms"
+                          " FROM fsm_runs WHERE version='%s'",
+                          v.s),
+                     1);
     char *s = ft_qs(db, "SELECT state FROM fsm_runs WHERE version='%s'", v.s);
     assert_string_equal(s, "done");
     free(s);
@@ -196,8 +202,10 @@ static void test_happy_path(void **state)
     s = ft_events(db, &v);
     assert_string_equal(s, "start,complete,complete,complete,finish");
     free(s);
-    s = ft_qs(db, "SELECT group_concat(state, ',') FROM (SELECT state FROM fsm_events WHERE"
-                  " version='%s' ORDER BY seq)", v.s);
+    s = ft_qs(db,
+              "SELECT group_concat(state, ',') FROM (SELECT state FROM fsm_events WHERE"
+              " version='%s' ORDER BY seq)",
+              v.s);
     assert_string_equal(s, "t0,t0,t1,t2,done");
     free(s);
     /* Each transition's domain write exactly once, and the finalizer's. */
@@ -241,19 +249,84 @@ static void test_retry_then_success(void **state)
     assert_string_equal(s, "start,complete,error,error,complete,complete,finish");
     free(s);
     /* ERROR events carry the failed attempt and its message; COMPLETE the winning attempt. */
-    assert_int_equal(ft_q(db, "SELECT group_concat(attempt) FROM fsm_events WHERE version='%s'"
-                              " AND type=2 AND state='t1' AND error LIKE 'flaky failed on"
-                              " attempt %%'", v.s) != -999999, 1);
-    s = ft_qs(db, "SELECT group_concat(attempt, ',') FROM (SELECT attempt FROM fsm_events WHERE"
-                  " version='%s' AND type=2 ORDER BY seq)", v.s);
+    assert_int_equal(ft_q(db,
+                          "SELECT group_concat(attempt) FROM fsm_events WHERE version='%s'"
+                          " AND type=2 AND state='t1' AND error LIKE 'flaky failed on"
+                          " attempt %%'",
+                          v.s) != -999999,
+                     1);
+    s = ft_qs(db,
+              "SELECT group_concat(attempt, ',') FROM (SELECT attempt FROM fsm_events WHERE"
+              " version='%s' AND type=2 ORDER BY seq)",
+              v.s);
     assert_string_equal(s, "0,1");
     free(s);
-    assert_int_equal(ft_q(db, "SELECT attempt FROM fsm_events WHERE version='%s' AND type=3"
-                              " AND state='t1'", v.s), 2);
+    assert_int_equal(ft_q(db,
+                          "SELECT attempt FROM fsm_events WHERE version='%s' AND type=3"
+                          " AND state='t1'",
+                          v.s),
+                     2);
     assert_int_equal(ft_q(db, "SELECT attempt FROM dom WHERE run='%s' AND step='t1'", v.s), 2);
     assert_int_equal(ft_q(db, "SELECT attempt FROM fsm_runs WHERE version='%s'", v.s), 0);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s'", v.s), 3);
     fsm_manager_close(m);
+}
+
+/* Milliseconds between the ERROR events of a run (the attempts), in order. */
+static int error_gaps(const struct fsm_id *v, int64_t *gaps, int max)
+{
+    int64_t prev = 0;
+    int n = 0;
+    for (int seq = 1; seq < 64 && n < max; seq++) {
+        int64_t ts = ft_q(db, "SELECT ts_ms FROM fsm_events WHERE version='%s' AND seq=%d AND"
+                              " type IN (2, 3)", v->s, seq);
+        if (ts == -999999)
+            continue;
+        if (prev)
+            gaps[n++] = ts - prev;
+        prev = ts;
+    }
+    return n;
+}
+
+static void test_backoff_curve(void **state)
+{
+    (void)state;
+    struct ft t;
+    ft_init(&t);
+    t.step[0].fail_until = 4;
+    t.step[1].fail_until = 6;
+    /* No jitter: 40, 80, 120 (capped), 120 ms. */
+    struct fsm_retry_policy p = {.max_attempts = 10, .initial_backoff_ms = 40,
+                                 .max_backoff_ms = 120, .multiplier = 2.0, .jitter = 0,
+                                 .on_exhausted = FSM_ABORT};
+    /* Jitter 0.5 around a flat 100 ms: every delay within 50..150 ms. */
+    struct fsm_retry_policy pj = {.max_attempts = 10, .initial_backoff_ms = 100,
+                                  .max_backoff_ms = 100, .multiplier = 1.0, .jitter = 0.5,
+                                  .on_exhausted = FSM_ABORT};
+    struct fsm_manager *m = ft_open_manager(db, NULL, 0);
+    struct fsm_transition_def defs[2] = {{"t0", ft_t0, &p}, {"t1", ft_t1, &pj}};
+    struct fsm_machine_def def = {.type = "test", .action = "backoff", .transitions = defs,
+                                  .n_transitions = 2, .end_state = "done", .ud = &t};
+    struct fsm_machine *x = NULL;
+    assert_int_equal(fsm_register(m, &def, &x), 0);
+    struct fsm_id v;
+    assert_int_equal(fsm_start(m, x, "r", NULL, 0, NULL, &v), 0);
+    assert_int_equal(fsm_wait(m, &v, 20000, NULL, NULL), 0);
+    fsm_manager_close(m);
+    /* events: error x4, complete(t0), error x6, complete(t1): 11 gaps */
+    int64_t g[16];
+    assert_int_equal(error_gaps(&v, g, 16), 11);
+    static const int64_t expect[4] = {40, 80, 120, 120};
+    for (int i = 0; i < 4; i++) {
+        assert_true(g[i] >= expect[i] - 2);
+        assert_true(g[i] < expect[i] + 150);
+    }
+    /* g[4] is t0's COMPLETE to t1's first failure (no delay); g[5..9] are t1's backoffs. */
+    for (int i = 5; i < 10; i++) {
+        assert_true(g[i] >= 50 - 2);
+        assert_true(g[i] < 150 + 150);
+    }
 }
 
 static void test_exhausted(void **state)
@@ -287,12 +360,14 @@ static void test_exhausted(void **state)
     s = ft_qs(db, "SELECT error_state FROM fsm_runs WHERE version='%s'", v.s);
     assert_string_equal(s, "t1");
     free(s);
-    assert_int_equal(ft_q(db, "SELECT outcome FROM fsm_events WHERE version='%s' AND type=5",
-                          v.s), FSM_UNRECOVERABLE);
+    assert_int_equal(ft_q(db, "SELECT outcome FROM fsm_events WHERE version='%s' AND type=5", v.s),
+                     FSM_UNRECOVERABLE);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s'", v.s), 1); /* t0 only */
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d AND"
-                              " error='disk on fire failed on attempt 2'", v.s,
-                          FSM_UNRECOVERABLE), 1);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d AND"
+                          " error='disk on fire failed on attempt 2'",
+                          v.s, FSM_UNRECOVERABLE),
+                     1);
     fsm_manager_close(m);
 }
 
@@ -324,8 +399,8 @@ static void run_halt_case(enum fsm_outcome which, bool expect_t1_write)
     char *s = ft_events(db, &v);
     assert_string_equal(s, "start,complete,halt,finish");
     free(s);
-    assert_int_equal(ft_q(db, "SELECT outcome FROM fsm_events WHERE version='%s' AND type=4",
-                          v.s), which);
+    assert_int_equal(ft_q(db, "SELECT outcome FROM fsm_events WHERE version='%s' AND type=4", v.s),
+                     which);
     assert_int_equal(ft_q(db, "SELECT outcome FROM fsm_runs WHERE version='%s'", v.s), which);
     s = ft_qs(db, "SELECT error_state FROM fsm_runs WHERE version='%s'", v.s);
     assert_string_equal(s, "t1");
@@ -378,13 +453,16 @@ static void test_attempt_timeout(void **state)
     assert_int_equal(o, FSM_ABORT);
     assert_true(tu_contains(err, "attempt timed out after 100 ms"));
     free(err);
-    assert_true(elapsed >= 5 * 100 && elapsed < 5000);
+    assert_true(elapsed >= 5LL * 100 && elapsed < 5000);
     assert_int_equal(t.calls[0], 5);
-    assert_int_equal(t.sleep_rc[0], -ECANCELED);       /* woken by the timeout */
+    assert_int_equal(t.sleep_rc[0], -ECANCELED); /* woken by the timeout */
     assert_int_equal(t.saw_cancel[0], FSM_CANCEL_TIMEOUT);
     assert_true(t.saw_deadline[0] > 0);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2"
-                              " AND error LIKE 'attempt timed out after 100 ms%%'", v.s), 5);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2"
+                          " AND error LIKE 'attempt timed out after 100 ms%%'",
+                          v.s),
+                     5);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s'", v.s), 0);
     fsm_manager_close(m);
 }
@@ -436,11 +514,16 @@ static void test_commit_callback_failure(void **state)
     /* Exactly one t1 row, from the attempt whose checkpoint committed. */
     assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s' AND step='t1'", v.s), 1);
     assert_int_equal(ft_q(db, "SELECT attempt FROM dom WHERE run='%s' AND step='t1'", v.s), 2);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=3"
-                              " AND state='t1'", v.s), 1);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2"
-                              " AND state='t1' AND error LIKE 'commit callback 2 failed%%'",
-                          v.s), 2);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=3"
+                          " AND state='t1'",
+                          v.s),
+                     1);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2"
+                          " AND state='t1' AND error LIKE 'commit callback 2 failed%%'",
+                          v.s),
+                     2);
     char *s = ft_events(db, &v);
     assert_string_equal(s, "start,complete,error,error,complete,complete,finish");
     free(s);
@@ -471,8 +554,8 @@ static void test_finalizer_commit_failure(void **state)
     assert_int_equal(o, FSM_OK);
     assert_true(t.fin_calls >= 2);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fin WHERE run='%s'", v.s), 1);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=5",
-                          v.s), 1);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=5", v.s),
+                     1);
     fsm_manager_close(m);
 }
 
@@ -632,8 +715,12 @@ static void test_live_state_and_log_context(void **state)
     struct fsm_manager *m = ft_open_manager(db, NULL, 0);
     struct fsm_transition_def defs[2] = {{"prepare", noop, &ft_fast},
                                          {"download", progress_step, &ft_fast}};
-    struct fsm_machine_def def = {.type = "fetch", .action = "fetch-blob", .transitions = defs,
-                                  .n_transitions = 2, .end_state = "done", .ud = &t};
+    struct fsm_machine_def def = {.type = "fetch",
+                                  .action = "fetch-blob",
+                                  .transitions = defs,
+                                  .n_transitions = 2,
+                                  .end_state = "done",
+                                  .ud = &t};
     struct fsm_machine *x = NULL;
     assert_int_equal(fsm_register(m, &def, &x), 0);
     struct fsm_id v;
@@ -723,9 +810,8 @@ static void test_prune(void **state)
     assert_int_equal(fsm_db_list_events(db, &a, count_events, &n), 0);
     assert_int_equal(n, 3);
     /* a finished long ago. */
-    assert_int_equal(db_exec(db, "UPDATE fsm_runs SET finished_ms=1000 WHERE resource_id='a'"),
-                     0);
-    assert_int_equal(fsm_db_prune(db, now_ms() - 3600 * 1000), 1);
+    assert_int_equal(db_exec(db, "UPDATE fsm_runs SET finished_ms=1000 WHERE resource_id='a'"), 0);
+    assert_int_equal(fsm_db_prune(db, now_ms() - 3600LL * 1000), 1);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", a.s), 0);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s'", a.s), 0);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", b.s), 1);
@@ -761,8 +847,8 @@ static void test_retention_prune_at_open(void **state)
     struct err e = {0};
     assert_int_equal(fsm_manager_open(db, &cfg, &m, &e), 0);
     /* The timer thread prunes once at start. */
-    for (int i = 0; i < 500 && ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'",
-                                    old.s) != 0; i++)
+    for (int i = 0;
+         i < 500 && ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", old.s) != 0; i++)
         sleep_ms(5);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", old.s), 0);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", recent.s), 1);
@@ -803,8 +889,12 @@ static void test_no_start_inside_commit_callback(void **state)
     struct nested n = {0};
     n.m = ft_open_manager(db, NULL, 0);
     struct fsm_transition_def t[1] = {{"only", starts_in_callback, NULL}};
-    struct fsm_machine_def def = {.type = "misuse", .action = "nest", .transitions = t,
-                                  .n_transitions = 1, .end_state = "done", .ud = &n};
+    struct fsm_machine_def def = {.type = "misuse",
+                                  .action = "nest",
+                                  .transitions = t,
+                                  .n_transitions = 1,
+                                  .end_state = "done",
+                                  .ud = &n};
     assert_int_equal(fsm_register(n.m, &def, &n.x), 0);
     struct fsm_id v;
     assert_int_equal(fsm_start(n.m, n.x, "outer", NULL, 0, NULL, &v), 0);
@@ -825,6 +915,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_register, setup, teardown),
         cmocka_unit_test_setup_teardown(test_happy_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_then_success, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backoff_curve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exhausted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unrecoverable, setup, teardown),

@@ -19,8 +19,8 @@ static char *dir;
 static int runs(char **out, char **err, const char *a1, const char *a2, const char *a3,
                 const char *a4)
 {
-    char *argv[] = {(char *)tu_thinimg(), "--state-dir", dir, "runs", (char *)a1, (char *)a2,
-                    (char *)a3, (char *)a4, NULL};
+    char *argv[] = {(char *)tu_thinimg(), "--state-dir", dir,        "runs", (char *)a1,
+                    (char *)a2,           (char *)a3,    (char *)a4, NULL};
     return tu_run(argv, NULL, out, err);
 }
 
@@ -109,8 +109,7 @@ static void test_runs_command(void **state)
     assert_true(json_is_null(json_object_get(first, "outcome")));
     json_t *abort_run = json_array_get(j, 1);
     assert_string_equal(json_string_value(json_object_get(abort_run, "outcome")), "abort");
-    assert_string_equal(json_string_value(json_object_get(abort_run, "error")),
-                        "digest mismatch");
+    assert_string_equal(json_string_value(json_object_get(abort_run, "error")), "digest mismatch");
     assert_string_equal(json_string_value(json_object_get(abort_run, "error_state")), "t1");
     json_decref(j);
     free(out);
@@ -140,9 +139,8 @@ static void test_runs_command(void **state)
     free(err);
     assert_int_equal(runs(&out, &err, "show", ok.s, "--json", NULL), 0);
     j = json_loads(out, 0, NULL);
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(j, "request"), "key")),
-        "images/golang/1.tar"); /* JSON requests are embedded as JSON */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "request"), "key")),
+                        "images/golang/1.tar"); /* JSON requests are embedded as JSON */
     json_decref(j);
     free(out);
     free(err);

@@ -311,10 +311,16 @@ static void expect_cancelled(struct fsm_manager *m, const struct fsm_id *v, cons
     assert_int_equal(o, FSM_CANCELLED);
     assert_string_equal(err, cause);
     free(err);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d AND"
-                              " error='%s'", v->s, FSM_CANCELLED, cause), 1);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=4"
-                              " AND outcome=%d", v->s, FSM_CANCELLED), 1);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d AND"
+                          " error='%s'",
+                          v->s, FSM_CANCELLED, cause),
+                     1);
+    assert_int_equal(ft_q(db,
+                          "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=4"
+                          " AND outcome=%d",
+                          v->s, FSM_CANCELLED),
+                     1);
 }
 
 static void test_cancel(void **state)
@@ -329,7 +335,7 @@ static void test_cancel(void **state)
     struct fsm_id a, b, d, w;
     assert_int_equal(fsm_start(m, x, "a", NULL, 0, &oq, &a), 0);
     assert_int_equal(fsm_start(m, x, "b", NULL, 0, &oq, &b), 0); /* waits in the queue */
-    struct fsm_start_opts od = {.delay_until_ms = now_ms() + 3600 * 1000};
+    struct fsm_start_opts od = {.delay_until_ms = now_ms() + 3600LL * 1000};
     assert_int_equal(fsm_start(m, x, "d", NULL, 0, &od, &d), 0); /* delayed an hour */
     struct fsm_start_opts ow = {.run_after = &a};
     assert_int_equal(fsm_start(m, x, "w", NULL, 0, &ow, &w), 0); /* waits for a */
@@ -408,15 +414,25 @@ static void test_cancel_running_wakes_and_keeps_done_work(void **state)
     ft_init(&ts);
     struct fsm_manager *m = ft_open_manager(db, NULL, 0);
     struct fsm_transition_def d1[2] = {{"nap", sleepy, NULL}, {"after", ft_t1, NULL}};
-    struct fsm_machine_def def1 = {.type = "test", .action = "sleepy", .transitions = d1,
-                                   .n_transitions = 2, .end_state = "done",
-                                   .finalizers = ft_fins, .n_finalizers = 1, .ud = &t};
+    struct fsm_machine_def def1 = {.type = "test",
+                                   .action = "sleepy",
+                                   .transitions = d1,
+                                   .n_transitions = 2,
+                                   .end_state = "done",
+                                   .finalizers = ft_fins,
+                                   .n_finalizers = 1,
+                                   .ud = &t};
     struct fsm_machine *x1 = NULL;
     assert_int_equal(fsm_register(m, &def1, &x1), 0);
     struct fsm_transition_def d2[2] = {{"work", stubborn, NULL}, {"after", ft_t1, NULL}};
-    struct fsm_machine_def def2 = {.type = "test", .action = "stubborn", .transitions = d2,
-                                   .n_transitions = 2, .end_state = "done",
-                                   .finalizers = ft_fins, .n_finalizers = 1, .ud = &ts};
+    struct fsm_machine_def def2 = {.type = "test",
+                                   .action = "stubborn",
+                                   .transitions = d2,
+                                   .n_transitions = 2,
+                                   .end_state = "done",
+                                   .finalizers = ft_fins,
+                                   .n_finalizers = 1,
+                                   .ud = &ts};
     struct fsm_machine *x2 = NULL;
     assert_int_equal(fsm_register(m, &def2, &x2), 0);
 
@@ -437,8 +453,8 @@ static void test_cancel_running_wakes_and_keeps_done_work(void **state)
     ft_open_gate(&ts);
     expect_cancelled(m, &b, "changed my mind");
     /* The transition finished its work: its checkpoint committed, then the run ended. */
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s' AND step='stubborn'",
-                          b.s), 1);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s' AND step='stubborn'", b.s),
+                     1);
     assert_int_equal(ts.calls[1], 0);
     char *s = ft_events(db, &b);
     assert_string_equal(s, "start,complete,halt,finish");
@@ -588,6 +604,7 @@ static void test_shutdown_leaves_runs_resumable(void **state)
     assert_int_equal(t2.calls[0], 1); /* b's t0; a's t0 was checkpointed before */
     assert_int_equal(t2.calls[1], 2);
     assert_true(t2.saw_restart[1]);
+    assert_string_equal(t2.saw_response[2], "t1"); /* responses are checkpointed */
     s = ft_events(db, &a);
     assert_string_equal(s, "start,complete,resume,complete,complete,finish");
     free(s);
@@ -621,8 +638,8 @@ static void test_resume_restores_attempt(void **state)
     fsm_manager_close(m);
     int64_t k = run_col(&v, "attempt");
     assert_true(k >= 2);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2",
-                          v.s), k);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2", v.s),
+                     k);
 
     /* After the restart, t1 continues at attempt k (and now succeeds); t0 is not re-run. */
     struct ft t2;
@@ -637,10 +654,13 @@ static void test_resume_restores_attempt(void **state)
     assert_true(t2.saw_restart[1]);
     assert_true(t2.saw_restart[2]);
     assert_int_equal(t2.last_attempt[2], 0); /* the next transition starts from 0 */
-    assert_int_equal(ft_q(db, "SELECT attempt FROM fsm_events WHERE version='%s' AND type=3 AND"
-                              " state='t1'", v.s), k);
-    assert_int_equal(ft_q(db, "SELECT attempt FROM fsm_events WHERE version='%s' AND type=6",
-                          v.s), k);
+    assert_int_equal(ft_q(db,
+                          "SELECT attempt FROM fsm_events WHERE version='%s' AND type=3 AND"
+                          " state='t1'",
+                          v.s),
+                     k);
+    assert_int_equal(ft_q(db, "SELECT attempt FROM fsm_events WHERE version='%s' AND type=6", v.s),
+                     k);
     fsm_manager_close(m);
 
     /* With a limit, the restored count counts: max_attempts = k + 1 leaves one attempt. */
@@ -667,8 +687,47 @@ static void test_resume_restores_attempt(void **state)
     assert_int_equal(fsm_wait(m, &w, 10000, &o, NULL), 0);
     assert_int_equal(o, FSM_ABORT);
     assert_int_equal(t4.calls[1], 1);
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2",
-                          w.s), k + 1);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s' AND type=2", w.s),
+                     k + 1);
+    fsm_manager_close(m);
+}
+
+static void test_resume_exhausted_before_halt(void **state)
+{
+    (void)state;
+    /* The state a crash leaves between the last failed attempt's ERROR and its HALT: attempt
+     * count == max_attempts, no outcome. Made by a shutdown during the last attempt, then
+     * the ERROR recorded by hand, as the engine would have. */
+    struct ft t;
+    ft_init(&t);
+    t.step[1].gate = true;
+    struct fsm_retry_policy p = ft_fast;
+    p.max_attempts = 3;
+    struct fsm_manager *m = ft_open_manager(db, NULL, 0);
+    struct fsm_machine *x = ft_register(m, &t, "exhaust-crash", 3, &p);
+    struct fsm_id v;
+    assert_int_equal(fsm_start(m, x, "r", NULL, 0, NULL, &v), 0);
+    while (t.calls[1] == 0)
+        sleep_ms(2);
+    fsm_manager_close(m);
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "UPDATE fsm_runs SET attempt=3, error='t1 failed for good' WHERE version='%s'", v.s);
+    assert_int_equal(db_exec(db, sql), 0);
+
+    struct ft t2;
+    ft_init(&t2);
+    m = ft_open_manager(db, NULL, 0);
+    x = ft_register(m, &t2, "exhaust-crash", 3, &p);
+    assert_int_equal(fsm_manager_resume(m), 1);
+    enum fsm_outcome o;
+    char *err = NULL;
+    assert_int_equal(fsm_wait(m, &v, 10000, &o, &err), 0);
+    assert_int_equal(o, FSM_ABORT);
+    assert_string_equal(err, "t1 failed for good");
+    free(err);
+    assert_int_equal(t2.calls[1], 0); /* no fourth attempt */
+    assert_int_equal(t2.fin_calls, 1);
     fsm_manager_close(m);
 }
 
@@ -710,8 +769,8 @@ static void test_resume_reruns_end_step(void **state)
     assert_int_equal(t2.fin_calls, 1);
     assert_int_equal(t2.fin_outcome, FSM_ABORT);
     assert_string_equal(t2.fin_error, "bad blob");
-    assert_int_equal(ft_q(db, "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d", v.s,
-                          FSM_ABORT), 1);
+    assert_int_equal(
+        ft_q(db, "SELECT count(*) FROM fin WHERE run='%s' AND outcome=%d", v.s, FSM_ABORT), 1);
     s = ft_events(db, &v);
     assert_string_equal(s, "start,halt,resume,finish");
     free(s);
@@ -763,6 +822,35 @@ static void test_resume_through_queue(void **state)
     assert_int_equal(t2.n_order, 6);
     for (int i = 0; i < 6; i++)
         assert_int_equal(ft_q(db, "SELECT count(*) FROM dom WHERE run='%s'", v[i].s), 2);
+    fsm_manager_close(m);
+}
+
+static void test_resume_rearms_delay(void **state)
+{
+    (void)state;
+    struct ft t;
+    ft_init(&t);
+    struct fsm_manager *m = ft_open_manager(db, q1, 1);
+    struct fsm_machine *x = ft_register(m, &t, "later", 1, NULL);
+    int64_t due = now_ms() + 600;
+    struct fsm_start_opts o = {.queue = "q", .delay_until_ms = due};
+    struct fsm_id v;
+    assert_int_equal(fsm_start(m, x, "r", NULL, 0, &o, &v), 0);
+    fsm_manager_close(m);
+    assert_int_equal(t.calls[0], 0);
+
+    struct ft t2;
+    ft_init(&t2);
+    m = ft_open_manager(db, q1, 1);
+    x = ft_register(m, &t2, "later", 1, NULL);
+    assert_int_equal(fsm_manager_resume(m), 1);
+    if (now_ms() < due - 100) {
+        sleep_ms(50);
+        assert_int_equal(t2.calls[0], 0); /* still not due */
+    }
+    wait_ok(m, &v);
+    assert_true(run_col(&v, "started_ms") >= due);
+    assert_int_equal(t2.calls[0], 1);
     fsm_manager_close(m);
 }
 
@@ -900,8 +988,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unqueued_dedupe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_leaves_runs_resumable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_restores_attempt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_exhausted_before_halt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_reruns_end_step, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_through_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_rearms_delay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_unknown_machine_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_run_after, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_changed_transition_list, setup, teardown),
