@@ -122,10 +122,15 @@ static void cache_drop(struct applier *ap)
     ap->cache_len = 0;
 }
 
-static int cache_set(struct applier *ap, const char *path, size_t len, int fd)
+/* Make fd (owned from now on) the cached parent for path. st: its stat when the caller has
+ * it, else NULL. */
+static int cache_set(struct applier *ap, const char *path, size_t len, int fd,
+                     const struct stat *st)
 {
     struct stat sb;
-    if (fstat(fd, &sb) < 0) {
+    if (st) {
+        sb = *st;
+    } else if (fstat(fd, &sb) < 0) {
         int r = neg_errno();
         close(fd);
         return r;
@@ -156,7 +161,8 @@ static int resolve_fail(struct applier *ap, int r, const char *what)
         return layer_walk_fail(ap->w, -EPERM, "parent",
                                "%s cannot be resolved inside the root (dangling symbolic link?)",
                                what);
-    default: return io_fail(ap, -r, "resolve the parent directory");
+    default:
+        return io_fail(ap, -r, "resolve the parent directory");
     }
 }
 
@@ -219,7 +225,7 @@ static int parent_fd(struct applier *ap, const struct layer_entry *ent, bool *se
         fd = create_parents(ap, dir, len);
     if (fd < 0)
         return resolve_fail(ap, fd, "the parent directory");
-    int r = cache_set(ap, dir, len, fd);
+    int r = cache_set(ap, dir, len, fd, NULL);
     if (r < 0)
         return io_fail(ap, -r, "stat the parent directory");
     *setgid = ap->cache_setgid;
@@ -345,8 +351,7 @@ static int apply_whiteout(struct applier *ap, const struct layer_entry *ent)
     char dir[dlen + 2];
     memcpy(dir, ent->path, dlen);
     dir[dlen] = '\0';
-    _cleanup_close_ int pfd = open_in_root(ap->root_fd, dlen ? dir : ".",
-                                           O_RDONLY | O_DIRECTORY);
+    _cleanup_close_ int pfd = open_in_root(ap->root_fd, dlen ? dir : ".", O_RDONLY | O_DIRECTORY);
     if (pfd == -ENOENT || pfd == -ENOTDIR)
         return 0; /* nothing below to hide */
     if (pfd < 0)
@@ -582,7 +587,7 @@ static int apply_dir(struct applier *ap, const struct layer_entry *ent, int pfd)
 
     /* Its entries usually follow: keep it as the cached parent. */
     if (ent->path[0] != '\0') {
-        int r = cache_set(ap, ent->path, strlen(ent->path), fd);
+        int r = cache_set(ap, ent->path, strlen(ent->path), fd, &sb);
         if (r < 0)
             return io_fail(ap, -r, "stat the directory");
     } else {
@@ -671,9 +676,10 @@ static int apply_node(struct applier *ap, const struct layer_entry *ent, int pfd
     dev_t rdev = ent->kind == EK_FIFO ? 0 : ent->rdev;
     if (mknodat(pfd, base, type | (ent->mode & 0777), rdev) < 0) {
         if (errno != EEXIST)
-            return io_fail(ap, errno, ent->kind == EK_FIFO ? "create the FIFO"
-                                                           : "create the device node (needs "
-                                                             "CAP_MKNOD; or use --no-devices)");
+            return io_fail(ap, errno,
+                           ent->kind == EK_FIFO ? "create the FIFO"
+                                                : "create the device node (needs "
+                                                  "CAP_MKNOD; or use --no-devices)");
         int r = remove_existing(ap, pfd, base);
         if (r < 0)
             return r;
@@ -747,15 +753,21 @@ static int apply_entry(struct layer_walk *w, const struct layer_entry *ent, void
     if (pfd < 0)
         return pfd;
     switch (ent->kind) {
-    case EK_FILE: return apply_file(ap, ent, pfd, setgid, pgid);
-    case EK_DIR: return apply_dir(ap, ent, pfd);
-    case EK_SYMLINK: return apply_symlink(ap, ent, pfd, setgid, pgid);
-    case EK_HARDLINK: return apply_hardlink(ap, ent, pfd);
+    case EK_FILE:
+        return apply_file(ap, ent, pfd, setgid, pgid);
+    case EK_DIR:
+        return apply_dir(ap, ent, pfd);
+    case EK_SYMLINK:
+        return apply_symlink(ap, ent, pfd, setgid, pgid);
+    case EK_HARDLINK:
+        return apply_hardlink(ap, ent, pfd);
     case EK_CHR:
     case EK_BLK:
-    case EK_FIFO: return apply_node(ap, ent, pfd, setgid, pgid);
+    case EK_FIFO:
+        return apply_node(ap, ent, pfd, setgid, pgid);
     case EK_WHITEOUT:
-    case EK_OPAQUE: break;
+    case EK_OPAQUE:
+        break;
     }
     return 0;
 }
@@ -767,8 +779,9 @@ static int finish_dirs(struct applier *ap, struct err *e)
         struct dir_meta *m = &ap->dirs[i];
         if (!m->live)
             continue;
-        int fd = m->path[0] ? open_in_root(ap->root_fd, m->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-                            : openat(ap->root_rfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int fd = m->path[0]
+                     ? open_in_root(ap->root_fd, m->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+                     : openat(ap->root_rfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
             continue; /* replaced or removed later in the layer: the later entry won */
         _cleanup_close_ int dfd = fd;
@@ -794,8 +807,7 @@ static int finish_dirs(struct applier *ap, struct err *e)
             int err = errno;
             archive_name_escape(m->path, name, sizeof(name));
             return err_set(e, err == EPERM ? -EACCES : -err,
-                           "directory '%s': cannot %s: %s (rule: io)", name, what,
-                           strerror(err));
+                           "directory '%s': cannot %s: %s (rule: io)", name, what, strerror(err));
         }
     }
     return 0;
@@ -828,7 +840,8 @@ int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
         .egid = getegid(),
         .umask = read_umask(),
     };
-    size_t cap = (ap.pol.max_path_bytes ? ap.pol.max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES) + 2;
+    size_t cap =
+        (ap.pol.max_path_bytes ? ap.pol.max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES) + 2;
     ap.cache_path = malloc(cap);
     ap.pathbuf = malloc(cap);
     ap.pathbuf_cap = cap;

@@ -31,12 +31,18 @@
 const char *blob_format_name(enum blob_format f)
 {
     switch (f) {
-    case BLOB_TAR: return "tar";
-    case BLOB_TAR_GZIP: return "tar+gzip";
-    case BLOB_TAR_ZSTD: return "tar+zstd";
-    case BLOB_DOCKER_ARCHIVE: return "docker-archive";
-    case BLOB_OCI_LAYOUT: return "oci-layout";
-    case BLOB_UNKNOWN: break;
+    case BLOB_TAR:
+        return "tar";
+    case BLOB_TAR_GZIP:
+        return "tar+gzip";
+    case BLOB_TAR_ZSTD:
+        return "tar+zstd";
+    case BLOB_DOCKER_ARCHIVE:
+        return "docker-archive";
+    case BLOB_OCI_LAYOUT:
+        return "oci-layout";
+    case BLOB_UNKNOWN:
+        break;
     }
     return "unknown";
 }
@@ -163,9 +169,15 @@ enum sniff_kind archive_sniff(const unsigned char *head, size_t n, uint64_t file
         WHY("looks like a zip archive (not supported)");
     else if (n >= 3 && memcmp(head, "BZh", 3) == 0)
         WHY("bzip2-compressed data (not supported for layers)");
-    else if (n >= 6 && memcmp(head, "\xfd" "7zXZ\0", 6) == 0)
+    else if (n >= 6 && memcmp(head,
+                              "\xfd"
+                              "7zXZ\0",
+                              6) == 0)
         WHY("xz-compressed data (not supported for layers)");
-    else if (n >= 4 && memcmp(head, "\x7f" "ELF", 4) == 0)
+    else if (n >= 4 && memcmp(head,
+                              "\x7f"
+                              "ELF",
+                              4) == 0)
         WHY("looks like an ELF executable");
     else if (n < TAR_BLOCK && looks_like_tar_start(head, n))
         WHY("truncated tar header (%zu bytes, a tar header is %d)", n, TAR_BLOCK);

@@ -70,7 +70,7 @@ void archive_name_escape(const char *s, char *out, size_t out_size);
 /* An open-addressing hash set of paths (copied), each with flags and an int payload.
  * Used per layer: which paths the layer created, which are ancestors of those, and where a
  * directory's deferred metadata sits. Not thread-safe (one per apply). */
-#define PATHSET_CREATED 0x1u  /* an entry of this layer was created at this path */
+#define PATHSET_CREATED  0x1u /* an entry of this layer was created at this path */
 #define PATHSET_ANCESTOR 0x2u /* a path created by this layer lies below this one */
 
 struct pathset_node {
@@ -108,18 +108,18 @@ enum entry_kind {
 
 struct layer_entry {
     enum entry_kind kind;
-    const char *path;     /* normalised; "" = the root (directories only) */
-    size_t base_off;      /* path + base_off is the last component; path[0..base_off-1) is the
-                             parent ("" when base_off == 0) */
+    const char *path; /* normalised; "" = the root (directories only) */
+    size_t base_off;  /* path + base_off is the last component; path[0..base_off-1) is the
+                         parent ("" when base_off == 0) */
     uint32_t depth;
-    const char *link;     /* symlink target (verbatim) or hardlink target (normalised) */
+    const char *link;          /* symlink target (verbatim) or hardlink target (normalised) */
     const char *whiteout_name; /* EK_WHITEOUT: the name to remove, inside the parent */
-    mode_t mode;          /* permission bits incl. setuid/setgid/sticky (07777) */
+    mode_t mode;               /* permission bits incl. setuid/setgid/sticky (07777) */
     uint32_t uid, gid;
     dev_t rdev;
-    int64_t size;         /* EK_FILE: logical size */
+    int64_t size;                 /* EK_FILE: logical size */
     struct timespec mtime, atime; /* atime == mtime when the archive has none */
-    struct archive_entry *ae; /* for xattrs (layer_entry_xattrs) */
+    struct archive_entry *ae;     /* for xattrs (layer_entry_xattrs) */
 };
 
 struct layer_walk;

@@ -56,7 +56,7 @@
 /* Extended attributes: the kernel's XATTR_SIZE_MAX (ext4 stores less; the write fails with
  * a clear error there) and a per-entry count far above what images use (1-2). */
 #define ARCHIVE_MAX_XATTR_VALUE_BYTES 65536U
-#define ARCHIVE_MAX_XATTRS_PER_ENTRY 64U
+#define ARCHIVE_MAX_XATTRS_PER_ENTRY  64U
 
 /* Longest symlink target: PATH_MAX without the NUL, as the kernel enforces. */
 #define ARCHIVE_MAX_SYMLINK_TARGET_BYTES 4095U

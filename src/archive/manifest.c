@@ -26,9 +26,9 @@
 #include "util/hash.h"
 
 #define JSON_MEMBER_MAX (4 << 20) /* manifests and indexes are KiBs; a 4 MiB one is hostile */
-#define LINK_HOPS_MAX 8           /* member -> member links followed (docker save uses 1) */
+#define LINK_HOPS_MAX   8         /* member -> member links followed (docker save uses 1) */
 #define INDEX_DEPTH_MAX 4         /* nested OCI indexes followed */
-#define SNIFF_BYTES 512
+#define SNIFF_BYTES     512
 
 DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)
 
@@ -105,13 +105,12 @@ static bool resolve_link(const char *member, const char *target, bool hardlink, 
 
 /* Walk to member `want`; follow links. On success the archive is positioned at the member's
  * data and *size is its size. */
-static int seek_member(const char *path, const char *want_in, struct archive **out,
-                       int64_t *size, struct err *e)
+static int seek_member(const char *path, const char *want_in, struct archive **out, int64_t *size,
+                       struct err *e)
 {
     char want[4096], name[4096];
     if (!member_name(want_in, want, sizeof(want)))
-        return err_set(e, -EPERM, "%s: invalid member name '%s' (rule: traversal)", path,
-                       want_in);
+        return err_set(e, -EPERM, "%s: invalid member name '%s' (rule: traversal)", path, want_in);
     for (int hop = 0; hop <= LINK_HOPS_MAX; hop++) {
         struct archive *a = open_outer(path, e);
         if (!a)
@@ -143,8 +142,7 @@ static int seek_member(const char *path, const char *want_in, struct archive **o
             }
             if (archive_entry_filetype(ae) != AE_IFREG) {
                 archive_read_free(a);
-                return err_set(e, -EBADMSG, "%s: member '%s' is not a regular file", path,
-                               want);
+                return err_set(e, -EBADMSG, "%s: member '%s' is not a regular file", path, want);
             }
             *size = archive_entry_size(ae);
             *out = a;
@@ -172,8 +170,9 @@ static int member_copy(const char *path, const char *member, int out_fd, uint64_
         return r;
     _cleanup_(archive_read_freep) struct archive *a = a0;
     if (size < 0 || (max_bytes && (uint64_t)size > max_bytes))
-        return err_set(e, -EFBIG, "%s: member '%s' is %lld bytes, over the limit of %llu (rule: "
-                                  "blob-size)",
+        return err_set(e, -EFBIG,
+                       "%s: member '%s' is %lld bytes, over the limit of %llu (rule: "
+                       "blob-size)",
                        path, member, (long long)size, (unsigned long long)max_bytes);
     const void *buf;
     size_t n;
@@ -212,8 +211,9 @@ static int missing_member(const char *path, const char *member, int r, struct er
     if (r != -ENOENT)
         return r;
     err_clear(e);
-    return err_set(e, -EBADMSG, "%s: member '%s' named by the manifest is missing (rule: "
-                                "malformed)",
+    return err_set(e, -EBADMSG,
+                   "%s: member '%s' named by the manifest is missing (rule: "
+                   "malformed)",
                    path, member);
 }
 
@@ -227,8 +227,8 @@ static int read_json(const char *path, const char *member, json_t **out, struct 
         return missing_member(path, member, r, e);
     _cleanup_(archive_read_freep) struct archive *a = a0;
     if (size <= 0 || size > JSON_MEMBER_MAX)
-        return err_set(e, -EFBIG, "%s: member '%s' has an implausible size for JSON (%lld)",
-                       path, member, (long long)size);
+        return err_set(e, -EFBIG, "%s: member '%s' has an implausible size for JSON (%lld)", path,
+                       member, (long long)size);
     _cleanup_free_ char *buf = malloc((size_t)size);
     if (!buf)
         return err_set(e, -ENOMEM, "out of memory");
@@ -237,8 +237,8 @@ static int read_json(const char *path, const char *member, json_t **out, struct 
     json_error_t je;
     *out = json_loadb(buf, (size_t)size, JSON_REJECT_DUPLICATES, &je);
     if (!*out)
-        return err_set(e, -EBADMSG, "%s: member '%s' is not valid JSON: %s (line %d)", path,
-                       member, je.text, je.line);
+        return err_set(e, -EBADMSG, "%s: member '%s' is not valid JSON: %s (line %d)", path, member,
+                       je.text, je.line);
     return 0;
 }
 
@@ -329,15 +329,18 @@ static int read_oci(const char *path, struct archive_manifest *m, struct err *e)
         if (!json_is_object(desc))
             return err_set(e, -EBADMSG, "%s: image index has no manifests", path);
         json_t *ann = json_object_get(desc, "annotations");
-        const char *ref = json_string_value(json_object_get(ann, "org.opencontainers.image.ref.name"));
+        const char *ref =
+            json_string_value(json_object_get(ann, "org.opencontainers.image.ref.name"));
         if (!ref)
             ref = json_string_value(json_object_get(ann, "io.containerd.image.name"));
         if (ref && !m->repo_tag)
             m->repo_tag = strdup(ref);
         char member[128];
-        if (!blob_member(json_string_value(json_object_get(desc, "digest")), member, sizeof(member)))
-            return err_set(e, -EBADMSG, "%s: manifest descriptor has an invalid digest (rule: "
-                                        "digest)",
+        if (!blob_member(json_string_value(json_object_get(desc, "digest")), member,
+                         sizeof(member)))
+            return err_set(e, -EBADMSG,
+                           "%s: manifest descriptor has an invalid digest (rule: "
+                           "digest)",
                            path);
         json_t *next = NULL;
         r = read_json(path, member, &next, e);
@@ -396,10 +399,18 @@ static int probe_layers(const char *path, struct archive_manifest *m, struct err
             return err_set(e, -EBADMSG, "%s: layer '%s': %s", path, l->member,
                            archive_error_string(a));
         switch (archive_sniff(head, (size_t)n, (uint64_t)size, NULL, 0)) {
-        case SNIFF_TAR: l->format = BLOB_TAR; break;
-        case SNIFF_GZIP: l->format = BLOB_TAR_GZIP; break;
-        case SNIFF_ZSTD: l->format = BLOB_TAR_ZSTD; break;
-        case SNIFF_UNKNOWN: l->format = BLOB_UNKNOWN; break;
+        case SNIFF_TAR:
+            l->format = BLOB_TAR;
+            break;
+        case SNIFF_GZIP:
+            l->format = BLOB_TAR_GZIP;
+            break;
+        case SNIFF_ZSTD:
+            l->format = BLOB_TAR_ZSTD;
+            break;
+        case SNIFF_UNKNOWN:
+            l->format = BLOB_UNKNOWN;
+            break;
         }
     }
     return 0;

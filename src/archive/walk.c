@@ -34,9 +34,9 @@
 #include "util/fsutil.h"
 #include "util/timeutil.h"
 
-#define READ_BLOCK_BYTES (1 << 20)      /* libarchive read size: few syscalls, big pieces */
+#define READ_BLOCK_BYTES    (1 << 20)    /* libarchive read size: few syscalls, big pieces */
 #define PROGRESS_STEP_BYTES (4ULL << 20) /* report progress every 4 MiB of blob */
-#define TAR_BLOCK 512
+#define TAR_BLOCK           512
 
 static __thread archive_progress_fn tl_progress;
 static __thread void *tl_progress_ud;
@@ -75,11 +75,11 @@ struct layer_walk {
     const char *raw_name; /* current entry as named in the archive, for messages (points
                              to name_copy, which outlives libarchive's entry) */
     char *name_copy;
-    char *path;           /* normalised name of the current entry */
-    char *link;           /* normalised hardlink target of the current entry */
+    char *path; /* normalised name of the current entry */
+    char *link; /* normalised hardlink target of the current entry */
     size_t path_cap;
     bool data_done;
-    uint64_t last_end;    /* decompressed offset after the previous entry's data */
+    uint64_t last_end; /* decompressed offset after the previous entry's data */
     uint64_t progress_at;
     uint64_t total_bytes;
     struct layer_entry ent;
@@ -124,8 +124,8 @@ static int libarchive_fail(struct layer_walk *w, const char *what)
     const char *m = archive_error_string(w->a);
     char msg[512];
     snprintf(msg, sizeof(msg), "%s: %s", what, m ? m : "unknown error");
-    bool trunc = m && (strstr(m, "runcated") || strstr(m, "nexpected EOF") ||
-                       strstr(m, "Premature end"));
+    bool trunc =
+        m && (strstr(m, "runcated") || strstr(m, "nexpected EOF") || strstr(m, "Premature end"));
     return stream_fail(w, -EBADMSG, trunc ? "truncated" : "malformed", msg);
 }
 
@@ -217,8 +217,8 @@ int layer_entry_xattrs(struct layer_walk *w, const struct layer_entry *ent, laye
 }
 
 /* Check the name rules on `in` into out; on failure set the entry error. */
-static int normalize(struct layer_walk *w, const char *in, char *out, bool *slash,
-                     uint32_t *depth, const char *what)
+static int normalize(struct layer_walk *w, const char *in, char *out, bool *slash, uint32_t *depth,
+                     const char *what)
 {
     const char *rule = NULL, *why = NULL;
     int r = archive_path_normalize(in, &w->pol, out, w->path_cap, slash, depth, &rule, &why);
@@ -285,15 +285,15 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
     else if (type == AE_IFSOCK) {
         w->st->skipped++;
         return 0; /* sockets are created by the programs that listen on them */
-    }
-    else
+    } else
         return layer_walk_fail(w, -EPERM, "type", "unsupported entry type 0%o", (unsigned)type);
 
     if (w->path[0] == '\0' && ent->kind != EK_DIR)
         return layer_walk_fail(w, -EPERM, "root", "a non-directory entry names the root itself");
     if (slash && ent->kind != EK_DIR)
-        return layer_walk_fail(w, -EPERM, "name", "name ends in '/' but the entry is not a "
-                                                  "directory");
+        return layer_walk_fail(w, -EPERM, "name",
+                               "name ends in '/' but the entry is not a "
+                               "directory");
 
     /* OCI whiteouts. */
     if (strncmp(base, ".wh.", 4) == 0) {
@@ -304,8 +304,7 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
             return layer_walk_fail(w, -EPERM, "whiteout-name",
                                    "malformed whiteout (no valid name after '.wh.')");
         if (ent->kind != EK_FILE)
-            return layer_walk_fail(w, -EPERM, "whiteout-type",
-                                   "whiteout is not a regular file");
+            return layer_walk_fail(w, -EPERM, "whiteout-type", "whiteout is not a regular file");
         ent->kind = opaque ? EK_OPAQUE : EK_WHITEOUT;
         ent->whiteout_name = opaque ? NULL : victim;
     }
@@ -350,7 +349,9 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
         st->files++;
         st->bytes += (uint64_t)size;
         break;
-    case EK_DIR: st->dirs++; break;
+    case EK_DIR:
+        st->dirs++;
+        break;
     case EK_SYMLINK: {
         const char *t = archive_entry_symlink(ae);
         if (!t)
@@ -393,9 +394,13 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
         ent->rdev = archive_entry_rdev(ae);
         st->devices++;
         break;
-    case EK_FIFO: st->devices++; break;
+    case EK_FIFO:
+        st->devices++;
+        break;
     case EK_WHITEOUT:
-    case EK_OPAQUE: st->whiteouts++; break;
+    case EK_OPAQUE:
+        st->whiteouts++;
+        break;
     }
     return 1;
 }
@@ -505,7 +510,6 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
         tl_progress(w->blob_size, w->blob_size, tl_progress_ud);
     return 0;
 }
-
 
 int layer_walk_run(const char *path, const struct archive_policy *p, struct archive_stats *st,
                    struct err *e, layer_entry_fn fn, void *ud)

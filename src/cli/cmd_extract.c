@@ -107,8 +107,8 @@ static int parse_duration_ms(const char *s, uint64_t *out)
 
 static json_t *stats_json(const char *layer, const char *format, const struct archive_stats *st)
 {
-    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "layer",
-                     layer, "format", format, "entries", (json_int_t)st->entries, "files",
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "layer", layer,
+                     "format", format, "entries", (json_int_t)st->entries, "files",
                      (json_int_t)st->files, "dirs", (json_int_t)st->dirs, "symlinks",
                      (json_int_t)st->symlinks, "hardlinks", (json_int_t)st->hardlinks, "devices",
                      (json_int_t)st->devices, "whiteouts", (json_int_t)st->whiteouts, "bytes",
@@ -143,9 +143,9 @@ static int one_layer(struct run *run, const char *label, const char *path, enum 
     } else if (!run->cli->quiet) {
         char sz[32];
         format_bytes(st.bytes, sz, sizeof(sz));
-        printf("%s %s (%s): %" PRIu64 " entries: %" PRIu64 " files (%s), %" PRIu64
-               " dirs, %" PRIu64 " symlinks, %" PRIu64 " hardlinks, %" PRIu64
-               " devices/fifos, %" PRIu64 " whiteouts\n",
+        printf("%s %s (%s): %" PRIu64 " entries: %" PRIu64 " files (%s), %" PRIu64 " dirs, %" PRIu64
+               " symlinks, %" PRIu64 " hardlinks, %" PRIu64 " devices/fifos, %" PRIu64
+               " whiteouts\n",
                run->scan_only ? "scanned" : "applied", label, blob_format_name(f), st.entries,
                st.files, sz, st.dirs, st.symlinks, st.hardlinks, st.devices, st.whiteouts);
     }
@@ -184,9 +184,24 @@ static int multi_layer(struct run *run, const char *path)
 int cmd_extract(struct cli *cli, int argc, char **argv)
 {
     enum {
-        OPT_ROOT = 256, OPT_SCAN, OPT_ALLOW_DEV, OPT_NO_DEV, OPT_SAME_OWNER, OPT_NO_SAME_OWNER,
-        OPT_XATTRS, OPT_CTRL, OPT_JSON, OPT_MAX_BLOB, OPT_MAX_ENTRIES, OPT_MAX_FILE,
-        OPT_MAX_TOTAL, OPT_MAX_PATH, OPT_MAX_DEPTH, OPT_MAX_HEADER, OPT_MAX_TIME, OPT_MAX_RATIO,
+        OPT_ROOT = 256,
+        OPT_SCAN,
+        OPT_ALLOW_DEV,
+        OPT_NO_DEV,
+        OPT_SAME_OWNER,
+        OPT_NO_SAME_OWNER,
+        OPT_XATTRS,
+        OPT_CTRL,
+        OPT_JSON,
+        OPT_MAX_BLOB,
+        OPT_MAX_ENTRIES,
+        OPT_MAX_FILE,
+        OPT_MAX_TOTAL,
+        OPT_MAX_PATH,
+        OPT_MAX_DEPTH,
+        OPT_MAX_HEADER,
+        OPT_MAX_TIME,
+        OPT_MAX_RATIO,
     };
     static const struct option opts[] = {
         {"root", required_argument, NULL, OPT_ROOT},
@@ -227,26 +242,65 @@ int cmd_extract(struct cli *cli, int argc, char **argv)
                 return cli_usage_error("extract", "value '%s' too large", optarg);
         }
         switch (c) {
-        case OPT_ROOT: root = optarg; break;
-        case OPT_SCAN: run.scan_only = true; break;
-        case OPT_ALLOW_DEV: run.pol.allow_devices = true; break;
-        case OPT_NO_DEV: run.pol.allow_devices = false; break;
-        case OPT_SAME_OWNER: run.pol.preserve_owner = true; break;
-        case OPT_NO_SAME_OWNER: run.pol.preserve_owner = false; break;
-        case OPT_XATTRS: run.pol.xattr_allow = optarg; break;
-        case OPT_CTRL: run.pol.allow_control_chars = true; break;
-        case OPT_JSON: run.json = true; break;
-        case OPT_MAX_BLOB: run.pol.max_blob_bytes = v; break;
-        case OPT_MAX_ENTRIES: run.pol.max_entries = v; break;
-        case OPT_MAX_FILE: run.pol.max_file_bytes = v; break;
-        case OPT_MAX_TOTAL: run.pol.max_total_bytes = v; break;
-        case OPT_MAX_PATH: run.pol.max_path_bytes = (uint32_t)v; break;
-        case OPT_MAX_DEPTH: run.pol.max_depth = (uint32_t)v; break;
-        case OPT_MAX_HEADER: run.pol.max_header_bytes = (uint32_t)v; break;
-        case OPT_MAX_TIME: run.pol.max_time_ms = v; break;
-        case OPT_MAX_RATIO: run.pol.max_ratio = (uint32_t)v; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_usage_error("extract", "unknown option");
+        case OPT_ROOT:
+            root = optarg;
+            break;
+        case OPT_SCAN:
+            run.scan_only = true;
+            break;
+        case OPT_ALLOW_DEV:
+            run.pol.allow_devices = true;
+            break;
+        case OPT_NO_DEV:
+            run.pol.allow_devices = false;
+            break;
+        case OPT_SAME_OWNER:
+            run.pol.preserve_owner = true;
+            break;
+        case OPT_NO_SAME_OWNER:
+            run.pol.preserve_owner = false;
+            break;
+        case OPT_XATTRS:
+            run.pol.xattr_allow = optarg;
+            break;
+        case OPT_CTRL:
+            run.pol.allow_control_chars = true;
+            break;
+        case OPT_JSON:
+            run.json = true;
+            break;
+        case OPT_MAX_BLOB:
+            run.pol.max_blob_bytes = v;
+            break;
+        case OPT_MAX_ENTRIES:
+            run.pol.max_entries = v;
+            break;
+        case OPT_MAX_FILE:
+            run.pol.max_file_bytes = v;
+            break;
+        case OPT_MAX_TOTAL:
+            run.pol.max_total_bytes = v;
+            break;
+        case OPT_MAX_PATH:
+            run.pol.max_path_bytes = (uint32_t)v;
+            break;
+        case OPT_MAX_DEPTH:
+            run.pol.max_depth = (uint32_t)v;
+            break;
+        case OPT_MAX_HEADER:
+            run.pol.max_header_bytes = (uint32_t)v;
+            break;
+        case OPT_MAX_TIME:
+            run.pol.max_time_ms = v;
+            break;
+        case OPT_MAX_RATIO:
+            run.pol.max_ratio = (uint32_t)v;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            return cli_usage_error("extract", "unknown option");
         }
     }
     if (optind >= argc)

@@ -2,6 +2,10 @@
 """hostile.py: the hostile layer corpus, generated at test time and run through
 `thinimg extract`.
 
+Each case also runs with --scan-only (the fetch machine's validate step): it must reject
+with the same rule, except for rules that need the target tree (a missing hardlink target,
+an unresolvable parent), where scan must accept.
+
 Every case runs in a fresh workspace with canaries around the root (see tarlib.Workspace):
 a sibling directory with a secret, the parent directory, and a canary file an archive names
 via ../. For each case the test asserts the exit code (0, or 6 = rejected), the rule named
@@ -21,6 +25,10 @@ from tarlib import (BLOCK, Tar, Workspace, header, is_root, lstat_or_none, make_
                     mode_of, pad, pax_records, read, summary)
 
 CASES = []
+
+# Rules that need the target tree: scan (which writes nothing) cannot see them and must
+# accept the layer; every other rejection must come out of scan identically.
+TREE_RULES = {'parent', 'symlink-loop', 'hardlink-missing', 'hardlink-dir', 'mount', 'io'}
 
 
 def case(name, expect='reject', rule=None, flags=(), needs_root=False, contains=None):
@@ -615,6 +623,14 @@ def run_case(base, c, verbose):
             if c['contains'] and c['contains'] not in err:
                 problems.append('expected %r in the message, got: %s' % (c['contains'],
                                                                          err.strip()))
+        # The fetch machine's validate step (scan) must agree with apply.
+        scan_rc, _, scan_err = ws.extract(blobs, c['flags'] + ['--scan-only'])
+        if c['expect'] == 'reject' and c['rule'] not in TREE_RULES:
+            if scan_rc != 6 or '(rule: %s)' % c['rule'] not in scan_err:
+                problems.append('scan disagrees: exit %d: %s' % (scan_rc, scan_err.strip()))
+        elif scan_rc != 0:
+            problems.append('scan rejected what apply must handle: exit %d: %s'
+                            % (scan_rc, scan_err.strip()))
         if verbose or problems:
             print('  %s: exit %d in %.2fs: %s' % (c['name'], rc, dt, err.strip()[:300]))
         return problems

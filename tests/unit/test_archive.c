@@ -34,7 +34,7 @@
 
 struct ent {
     const char *name;
-    char type; /* f file, d dir, l symlink, h hardlink */
+    char type;        /* f file, d dir, l symlink, h hardlink */
     const char *data; /* file content or link target */
     int mode;
 };
@@ -46,7 +46,9 @@ static void add_entry(struct archive *a, const struct ent *e, const void *data, 
     archive_entry_set_mtime(ae, 1700000000, 0);
     archive_entry_set_perm(ae, e->mode ? (mode_t)e->mode : 0644);
     switch (e->type) {
-    case 'd': archive_entry_set_filetype(ae, AE_IFDIR); break;
+    case 'd':
+        archive_entry_set_filetype(ae, AE_IFDIR);
+        break;
     case 'l':
         archive_entry_set_filetype(ae, AE_IFLNK);
         archive_entry_set_symlink(ae, e->data);
@@ -137,8 +139,8 @@ static void test_normalize(void **state)
         bool slash;
         uint32_t depth;
         const char *rule = NULL, *why = NULL;
-        int r = archive_path_normalize(cases[i].in, &p, out, sizeof(out), &slash, &depth, &rule,
-                                       &why);
+        int r =
+            archive_path_normalize(cases[i].in, &p, out, sizeof(out), &slash, &depth, &rule, &why);
         if (cases[i].out) {
             assert_int_equal(r, 0);
             assert_string_equal(out, cases[i].out);
@@ -154,21 +156,20 @@ static void test_normalize(void **state)
     bool slash;
     uint32_t depth;
     const char *rule, *why;
-    assert_int_equal(archive_path_normalize("a/b/c", &p, out, sizeof(out), &slash, &depth, &rule,
-                                            &why),
-                     -ENAMETOOLONG);
+    assert_int_equal(
+        archive_path_normalize("a/b/c", &p, out, sizeof(out), &slash, &depth, &rule, &why),
+        -ENAMETOOLONG);
     assert_string_equal(rule, "depth");
     p = archive_policy_default();
     p.max_path_bytes = 4;
-    assert_int_equal(archive_path_normalize("abcde", &p, out, sizeof(out), &slash, &depth, &rule,
-                                            &why),
-                     -ENAMETOOLONG);
+    assert_int_equal(
+        archive_path_normalize("abcde", &p, out, sizeof(out), &slash, &depth, &rule, &why),
+        -ENAMETOOLONG);
     assert_string_equal(rule, "path-length");
     p.allow_control_chars = true;
     p.max_path_bytes = 0;
-    assert_int_equal(archive_path_normalize("a\tb/", &p, out, sizeof(out), &slash, &depth, &rule,
-                                            &why),
-                     0);
+    assert_int_equal(
+        archive_path_normalize("a\tb/", &p, out, sizeof(out), &slash, &depth, &rule, &why), 0);
     assert_true(slash);
     assert_int_equal(depth, 1);
 }
@@ -295,7 +296,7 @@ static void test_scan_apply(void **state)
     char *dir = tu_mkdtemp("apply");
     char *blob = tmpfile_in(dir, "l.tar");
     struct ent ents[] = {
-        {"./", 'd', NULL, 0755},         {"bin/", 'd', NULL, 0755},
+        {"./", 'd', NULL, 0755},           {"bin/", 'd', NULL, 0755},
         {"bin/busybox", 'f', "ELF", 0755}, {"bin/sh", 'h', "bin/busybox", 0},
         {"bin/ash", 'l', "busybox", 0777}, {"etc/", 'd', NULL, 0500},
         {"etc/motd", 'f', "hi\n", 0444},
@@ -578,14 +579,10 @@ static void test_oci_layout(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_normalize),
-        cmocka_unit_test(test_escape_and_allowlist),
-        cmocka_unit_test(test_pathset),
-        cmocka_unit_test(test_detect),
-        cmocka_unit_test(test_scan_apply),
-        cmocka_unit_test(test_apply_in_fork_child),
-        cmocka_unit_test(test_docker_archive),
-        cmocka_unit_test(test_oci_layout),
+        cmocka_unit_test(test_normalize),      cmocka_unit_test(test_escape_and_allowlist),
+        cmocka_unit_test(test_pathset),        cmocka_unit_test(test_detect),
+        cmocka_unit_test(test_scan_apply),     cmocka_unit_test(test_apply_in_fork_child),
+        cmocka_unit_test(test_docker_archive), cmocka_unit_test(test_oci_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
