@@ -245,17 +245,35 @@ int pool_ensure_usable(const char *name, const struct pool_limits *l, struct err
 
 /* ---- setup ------------------------------------------------------------------------------ */
 
-static int preallocate(const char *path, uint64_t bytes, struct err *e)
+/* Preallocates path.tmp; the caller renames it into place once every file is complete, so a
+ * failed preallocation (ENOSPC) never leaves a short file that would later look like pool
+ * data. The partial temp file is our own scratch, not a device: removing it is not cleanup
+ * of a failed device. */
+static int preallocate_tmp(const char *path, uint64_t bytes, struct err *e)
 {
-    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    unlink(tmp);
+    _cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
-        return err_set(e, neg_errno(), "cannot create pool file %s: %s", path, strerror(errno));
+        return err_set(e, neg_errno(), "cannot create pool file %s: %s", tmp, strerror(errno));
     int r = posix_fallocate(fd, 0, (off_t)bytes);
-    if (r != 0)
+    if (r == 0 && fsync(fd) < 0)
+        r = errno;
+    if (r != 0) {
+        unlink(tmp);
         return err_set(e, -r, "cannot preallocate %" PRIu64 " bytes for %s: %s (free space on "
                        "its file system?)", bytes, path, strerror(r));
-    if (fsync(fd) < 0)
-        return err_set(e, neg_errno(), "fsync %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+static int install_tmp(const char *path, struct err *e)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (rename(tmp, path) < 0)
+        return err_set(e, neg_errno(), "cannot rename %s to %s: %s", tmp, path, strerror(errno));
     return fsync_parent_dir(path);
 }
 
@@ -457,8 +475,15 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
         if (r < 0)
             return err_set(e, r, "cannot create the pool directory for %s: %s", data_file,
                            strerror(-r));
-        if ((r = preallocate(meta_file, p.metadata_bytes, e)) < 0 ||
-            (r = preallocate(data_file, p.data_bytes, e)) < 0)
+        if ((r = preallocate_tmp(meta_file, p.metadata_bytes, e)) < 0)
+            return r;
+        if ((r = preallocate_tmp(data_file, p.data_bytes, e)) < 0) {
+            char tmp[4200];
+            snprintf(tmp, sizeof(tmp), "%s.tmp", meta_file);
+            unlink(tmp);
+            return r;
+        }
+        if ((r = install_tmp(meta_file, e)) < 0 || (r = install_tmp(data_file, e)) < 0)
             return r;
         log_info("pool files created", "pool=%s data=%s data_bytes=%" PRIu64
                  " metadata=%s metadata_bytes=%" PRIu64, name, data_file, p.data_bytes,
