@@ -30,6 +30,10 @@ int run_env_open(struct cli *cli, const char *command, const struct run_env_opts
 {
     memset(env, 0, sizeof(*env));
     env->lock.fd = -1;
+    /* The progress display tells what happens; routine log lines would only break it up.
+     * Warnings and errors still show; -v or --log-level bring the rest back. */
+    if (!cli->log_level_set)
+        log_setup(cli->log_format, LOG_LVL_WARN, STDERR_FILENO);
     int r = config_ensure_dirs(&cli->cfg);
     if (r < 0)
         return err_set(e, r, "cannot create state directory %s: %s", cli->cfg.state_dir,
