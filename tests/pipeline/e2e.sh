@@ -18,21 +18,21 @@ W=$(work_area e2e)
 POOL=e2e$$
 export THINIMG_STATE_DIR=$W/state THINIMG_POOL=$POOL
 trap 'teardown_pool $POOL; rm -rf "$W"' EXIT
-EX=$W/example
-python3 "$SRC/examples/make-example.py" "$EX" >/dev/null
+EX=$BUILD/example   # made at build time (examples/make-example.py)
+[ -f "$EX/images/busybox/3.tar" ] || fail "no example source in $EX (build the 'example' target)"
 T="$BIN --log-level warn"
 
 $T setup-pool --data-size 512M >/dev/null
 
 # 1. three layers, family prefix
 $T process-image --device-size 256M --json "dir:$EX/images/busybox/" >"$W/p1.json"
-assert_eq "$(jget "$W/p1.json" 'len(d["layers"])')" 3 "busybox layers"
-assert_eq "$(jget "$W/p1.json" 'd["image"]')" "busybox:3" "image name"
-DEV=$(jget "$W/p1.json" 'd["device_path"]')
+assert_eq "$(jget "$W/p1.json" '.layers | length')" 3 "busybox layers"
+assert_eq "$(jget "$W/p1.json" '.image')" "busybox:3" "image name"
+DEV=$(jget "$W/p1.json" '.device_path')
 [ -b "$DEV" ] || fail "no block device $DEV"
-IDS1=$(jget "$W/p1.json" '" ".join(str(l["device_id"]) for l in d["layers"])')
+IDS1=$(jget "$W/p1.json" '[.layers[].device_id | tostring] | join(" ")')
 $T status --json >"$W/s1.json"
-USED1=$(jget "$W/s1.json" 'd["pool"]["data_used_blocks"]')
+USED1=$(jget "$W/s1.json" '.pool.data_used_blocks')
 pass "3-layer image active at $DEV (layer devices $IDS1)"
 
 mkdir -p "$W/mnt" "$W/ref"
@@ -51,13 +51,13 @@ pass "activation equals thinimg extract of the layers (whiteout, opaque dir, har
 
 # 2. shared lower layers
 $T process-image --device-size 256M --json "dir:$EX/images/busybox-extra/" >"$W/p2.json"
-IDS2=$(jget "$W/p2.json" '" ".join(str(l["device_id"]) for l in d["layers"])')
+IDS2=$(jget "$W/p2.json" '[.layers[].device_id | tostring] | join(" ")')
 assert_eq "$(echo "$IDS2" | cut -d' ' -f1-2)" "$(echo "$IDS1" | cut -d' ' -f1-2)" \
     "lower layer devices of the second image"
 [ "$(echo "$IDS2" | cut -d' ' -f3)" != "$(echo "$IDS1" | cut -d' ' -f3)" ] ||
     fail "top layers should differ"
 $T status --json >"$W/s2.json"
-USED2=$(jget "$W/s2.json" 'd["pool"]["data_used_blocks"]')
+USED2=$(jget "$W/s2.json" '.pool.data_used_blocks')
 GROWTH=$((USED2 - USED1))
 echo "pool data blocks: $USED1 after the first image, $USED2 after the second (+$GROWTH)"
 [ "$GROWTH" -lt $((USED1 / 4)) ] || fail "second image grew the pool by $GROWTH blocks (first: $USED1)"
@@ -65,9 +65,9 @@ pass "second image reuses the lower devices; pool grew by $GROWTH blocks only"
 
 # 3. docker archive
 $T process-image --json --name dock "dir:$EX/archives/busybox.docker.tar" >"$W/p3.json"
-assert_eq "$(jget "$W/p3.json" '" ".join(str(l["device_id"]) for l in d["layers"])')" "$IDS1" \
+assert_eq "$(jget "$W/p3.json" '[.layers[].device_id | tostring] | join(" ")')" "$IDS1" \
     "docker-archive layer devices"
-[ -b "$(jget "$W/p3.json" 'd["device_path"]')" ] || fail "docker-archive activation missing"
+[ -b "$(jget "$W/p3.json" '.device_path')" ] || fail "docker-archive activation missing"
 pass "docker-archive REF uses the same chain ids and devices"
 
 # 4. rerun: no device work, quick
@@ -83,7 +83,7 @@ assert_eq "$(dmsetup status "$POOL" | awk '{print $4}')" "$TX_BEFORE" "pool tran
 RERUN=$(((t1 - t0) / 1000000))
 BASE=$(((t2 - t1) / 1000000))
 echo "rerun of an active image: ${RERUN}ms; a process that only opens the database: ${BASE}ms;" \
-     "ratio $(python3 -c "print(round($RERUN/max($BASE,1),2))")"
+     "ratio $(awk -v a=$RERUN -v b=$BASE 'BEGIN{printf "%.2f", a/(b>0?b:1)}')"
 pass "rerun touched no device"
 
 # 5. behind thinimg's back
@@ -99,8 +99,8 @@ $T remove busybox-extra-3 >/dev/null
 TOP2=$(echo "$IDS2" | cut -d' ' -f3)
 dmsetup message "$POOL" 0 "delete $TOP2"
 $T process-image --json "dir:$EX/images/busybox-extra/" >"$W/p4.json"
-NEWTOP=$(jget "$W/p4.json" 'd["layers"][2]["device_id"]')
+NEWTOP=$(jget "$W/p4.json" '.layers[2].device_id')
 [ "$NEWTOP" != "$TOP2" ] || fail "deleted layer device not recreated"
-[ -b "$(jget "$W/p4.json" 'd["device_path"]')" ] || fail "activation missing after repair"
+[ -b "$(jget "$W/p4.json" '.device_path')" ] || fail "activation missing after repair"
 pass "a layer device deleted from the pool is recreated (device $TOP2 -> $NEWTOP)"
 echo "e2e: all passed"

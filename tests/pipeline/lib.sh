@@ -5,12 +5,13 @@ set -euo pipefail
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
 need() { command -v "$1" >/dev/null || fail "missing tool $1"; }
+need jq
 
 # assert_eq ACTUAL EXPECTED WHAT
 assert_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
 
-# JSON field with python3 (jq-free): jget FILE EXPR, EXPR a python expression on `d`.
-jget() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+# JSON field: jget FILE FILTER (jq; a small binary starts fast under emulation, python does not).
+jget() { jq -r "$2" "$1"; }
 
 # The build directory under test and the binary.
 BUILD=${1:-${THINIMG_BUILD_DIR:-}}
