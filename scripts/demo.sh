@@ -39,7 +39,7 @@ if [ "${1:-}" = "--inside" ]; then
     echo "\$ ls /usr/share/doc:   $(ls "$MNT/usr/share/doc" | tr '\n' ' ')(opaque dir: lower files hidden)"
     echo "\$ ls /etc/motd:        $(ls "$MNT/etc/motd" 2>&1 | sed 's/.*: //')(whited out by layer 3)"
     echo "\$ stat -c %h /usr/lib/data.txt: $(stat -c %h "$MNT/usr/lib/data.txt") links (hardlink kept)"
-    echo "\$ /bin/busybox:        $(file -b "$MNT/bin/busybox" 2>/dev/null | cut -c1-60 || echo present)"
+    echo "\$ /bin/busybox:        $(stat -c %s "$MNT/bin/busybox") bytes, $(head -c 4 "$MNT/bin/busybox" | tr -dc 'A-Z') executable"
     umount "$MNT"
     rmdir "$MNT"
     echo
