@@ -721,6 +721,10 @@ int main(int argc, char **argv)
     printf("crash_fsm: %d processes, %d SIGKILLs (%d in one chain of %d processes), %d"
            " recoveries, %d database checks, %d points not reached\n",
            fig.processes, fig.kills, chain, chain + 1, fig.recoveries, fig.checks, not_reached);
+    printf("crash_fsm: points per kind in a clean run:");
+    for (int p = 0; p < P_COUNT; p++)
+        printf(" %s=%d", point_names[p], per_kind[p]);
+    printf("\n");
     printf("crash_fsm: kills by point:");
     for (int p = 0; p < P_COUNT; p++)
         printf(" %s=%d", point_names[p], fig.kills_by_point[p]);
