@@ -54,6 +54,7 @@ struct mount_spec {
 };
 
 /* Returns fn's result (0 or negative errno) or the child's own failure (mount, unmount,
- * timeout, crash). result (may be NULL) gets fn's bytes. */
+ * timeout, crash). result (may be NULL; initialized, e.g. BUF_INIT) is emptied, then gets
+ * fn's bytes; the caller frees it with buf_free(). */
 int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *result,
               struct err *e);
