@@ -30,7 +30,7 @@
 #include "util/err.h"
 
 /* More result bytes than this from a mount function is a bug; the parent stops reading. */
-#define MOUNT_RESULT_MAX (16u * 1024 * 1024)
+#define MOUNT_RESULT_MAX ((uint64_t)16 << 20)
 
 /* The function run on the mounted file system. Return 0 or a negative errno; fill out (bytes
  * for the parent) and e (message). */
