@@ -11,9 +11,11 @@
  * Formats are detected by content (magic bytes and structure), never by name.
  *
  * Errors: 0 on success, a negative errno on failure, and the struct err names the entry and
- * the rule ("entry 'a/../../x': path escapes the root (rule: traversal)"). Rejections use
- * -EPERM (policy), -EBADMSG (malformed/truncated archive), -EFBIG (a limit), -ENOTSUP
- * (unsupported format: "not an image layer").
+ * the rule ("entry 'a/../../x': name has a '..' component (rule: traversal)"). Rejections use
+ * -EPERM (policy), -EBADMSG (malformed/truncated archive), -EFBIG (a limit), -ELOOP (a
+ * symlink loop or magic link on the way to a parent), -EXDEV (a mount point on the way),
+ * -ENOTSUP (unsupported format: "not an image layer"). File-system failures keep their errno
+ * ("(rule: io)"), with EPERM reported as -EACCES so it never reads as a policy rejection.
  *
  * Limits (entries, sizes, path length, depth, time, compression ratio) and what is allowed
  * (device nodes, xattr allowlist) are in struct archive_policy; archive_policy_default() has
@@ -50,9 +52,11 @@ struct archive_policy; /* limits.h */
 struct archive_stats {
     uint64_t entries;       /* entries read */
     uint64_t files;         /* regular files written (or that would be written) */
-    uint64_t dirs, symlinks, hardlinks, devices, whiteouts;
+    uint64_t dirs, symlinks, hardlinks, devices, whiteouts; /* devices: nodes and FIFOs */
     uint64_t bytes;         /* regular file payload bytes */
     uint64_t compressed_bytes; /* bytes read from the blob */
+    uint64_t xattrs_dropped;   /* xattrs not on the policy's allowlist (not applied) */
+    uint64_t skipped;          /* entries ignored by design (sockets) */
 };
 
 /* Read the whole layer and check it against the policy without writing anything.

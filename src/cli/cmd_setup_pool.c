@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "util/parse.h"
 #include "cli/pool_report.h"
 #include "dm/pool.h"
 #include "util/cleanup.h"
@@ -37,50 +38,6 @@ static void usage(void)
            "\n"
            "The pool name comes from --pool or THINIMG_POOL (default thinimg).\n"
            "Exit codes: 0 ok, 1 failed, 2 usage, 3 pool unhealthy (refused), 4 not found.\n");
-}
-
-/* "64K", "4G", "1048576" -> bytes. */
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || s[0] == '-')
-        return -EINVAL;
-    uint64_t mul = 1;
-    if (*end) {
-        switch (*end) {
-        case 'k':
-        case 'K':
-            mul = 1ull << 10;
-            break;
-        case 'm':
-        case 'M':
-            mul = 1ull << 20;
-            break;
-        case 'g':
-        case 'G':
-            mul = 1ull << 30;
-            break;
-        case 't':
-        case 'T':
-            mul = 1ull << 40;
-            break;
-        default:
-            return -EINVAL;
-        }
-        end++;
-        if (*end == 'i' || *end == 'I')
-            end++;
-        if (*end == 'b' || *end == 'B')
-            end++;
-        if (*end)
-            return -EINVAL;
-    }
-    if (v > UINT64_MAX / mul)
-        return -ERANGE;
-    *out = v * mul;
-    return 0;
 }
 
 int cmd_setup_pool(struct cli *cli, int argc, char **argv)

@@ -1,0 +1,111 @@
+/*
+ * limits.h: the archive policy: what a layer may contain and how big it may be.
+ *
+ * Every limit below has a default and the reason for it. A limit of 0 means "no limit" (only
+ * tests and the fuzzer use that). The CLI exposes each limit as a flag (`thinimg extract
+ * --max-entries N`, ...); docs/archive.md lists them.
+ *
+ * The policy is a plain value: copy it, change a field, pass a pointer. Functions that take a
+ * `const struct archive_policy *` accept NULL for the defaults.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Largest blob accepted. The largest layer of the reference bucket is 570 MB; 8 GiB leaves
+ * room for real images with big toolchains while refusing obviously hostile objects before a
+ * single byte is read. */
+#define ARCHIVE_DEFAULT_MAX_BLOB_BYTES (8ULL << 30)
+
+/* Entries per layer. A full Debian image layer has ~20k entries and node_modules-heavy layers
+ * a few 100k; a million bounds the memory of the per-layer path tables (~100 MB) and stops
+ * "millions of empty files" inode-exhaustion layers. */
+#define ARCHIVE_DEFAULT_MAX_ENTRIES 1000000ULL
+
+/* One regular file's (logical) size. Real layers hold files up to a few hundred MB; 8 GiB
+ * admits large database or model files and stops size-field overflow tricks. */
+#define ARCHIVE_DEFAULT_MAX_FILE_BYTES (8ULL << 30)
+
+/* Sum of regular file sizes in a layer. Bounded by what a thin device of a reasonable virtual
+ * size can hold; a layer bigger than this is more likely an attack than an image. */
+#define ARCHIVE_DEFAULT_MAX_TOTAL_BYTES (32ULL << 30)
+
+/* Longest entry name (and hardlink target), in bytes. PATH_MAX (4096) includes the NUL: the
+ * kernel cannot address a longer relative path from the root in one call. */
+#define ARCHIVE_DEFAULT_MAX_PATH_BYTES 4095U
+
+/* Most components in one name. Real trees stay under ~40 (deep node_modules); 256 stops
+ * "1000 nested directories" stack and recursion attacks on the tools that walk the tree. */
+#define ARCHIVE_DEFAULT_MAX_DEPTH 256U
+
+/* Metadata bytes before one entry's data (PAX records, GNU long names). A PATH_MAX name and
+ * a handful of 64 KiB xattrs fit; huge PAX records (Go CVE-2022-2879 class) do not. */
+#define ARCHIVE_DEFAULT_MAX_HEADER_BYTES (1U << 20)
+
+/* Wall time for one scan or apply. A 570 MB layer applies in well under a minute on a thin
+ * device; 30 minutes only stops a layer that stalls the unpack queue forever. */
+#define ARCHIVE_DEFAULT_MAX_TIME_MS (1800ULL * 1000)
+
+/* Decompressed bytes per compressed byte. Real gzip/zstd layers compress 2-10x; 100x (the
+ * ratio hardened extractors use) stops decompression bombs. Checked only once more than
+ * ARCHIVE_RATIO_FLOOR_BYTES came out, so small highly-compressible layers are fine. */
+#define ARCHIVE_DEFAULT_MAX_RATIO 100U
+#define ARCHIVE_RATIO_FLOOR_BYTES (16ULL << 20)
+
+/* Extended attributes: the kernel's XATTR_SIZE_MAX (ext4 stores less; the write fails with
+ * a clear error there) and a per-entry count far above what images use (1-2). */
+#define ARCHIVE_MAX_XATTR_VALUE_BYTES 65536U
+#define ARCHIVE_MAX_XATTRS_PER_ENTRY  64U
+
+/* Longest symlink target: PATH_MAX without the NUL, as the kernel enforces. */
+#define ARCHIVE_MAX_SYMLINK_TARGET_BYTES 4095U
+
+/* The default xattr allowlist: file capabilities (ping, some daemons) are part of an image;
+ * user.* is free-form data an image may carry. security.selinux, security.ima, trusted.*,
+ * system.posix_acl_* describe the build host, not the image: they are dropped (counted in
+ * archive_stats.xattrs_dropped). Patterns: an exact name, or a prefix ending in '.'. */
+#define ARCHIVE_DEFAULT_XATTR_ALLOW "security.capability,user."
+
+struct archive_policy {
+    uint64_t max_blob_bytes;
+    uint64_t max_entries;
+    uint64_t max_file_bytes;
+    uint64_t max_total_bytes;
+    uint32_t max_path_bytes;
+    uint32_t max_depth;
+    uint32_t max_header_bytes;
+    uint64_t max_time_ms;
+    uint32_t max_ratio;
+
+    /* Character and block device nodes. Default allowed: images carry /dev nodes (a Debian
+     * root has dev/null, dev/zero, ...), and they are harmless where thinimg handles them:
+     * the layer device is mounted nodev on the host, and the guest owns its own devices.
+     * When false, a device entry rejects the layer (rule: device). FIFOs are always allowed
+     * (any user may create one; extraction never opens them). */
+    bool allow_devices;
+
+    /* Names (entries, link targets) with control bytes 0x01-0x1f or 0x7f. Default rejected:
+     * no real image needs them, and they corrupt logs, error messages and tools that split
+     * on newlines. */
+    bool allow_control_chars;
+
+    /* chown entries to their uid/gid. True by default; `thinimg extract` turns it off when
+     * not run as root (like GNU tar's --no-same-owner). */
+    bool preserve_owner;
+
+    /* Require the tar end-of-archive marker (a zero block). A blob cut exactly at an entry
+     * boundary reads as a shorter, valid layer otherwise. Real writers (Go, GNU tar, Python,
+     * docker) always write it. */
+    bool require_eof_marker;
+
+    /* Comma-separated xattr allowlist (see ARCHIVE_DEFAULT_XATTR_ALLOW); "" keeps none. The
+     * string is not copied: it must outlive the policy's use. */
+    const char *xattr_allow;
+};
+
+/* The defaults above. */
+struct archive_policy archive_policy_default(void);
+
+/* True when the xattr name is on the policy's allowlist. */
+bool archive_policy_xattr_allowed(const struct archive_policy *p, const char *name);

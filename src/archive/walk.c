@@ -1,0 +1,565 @@
+/*
+ * walk.c: the layer walker: one libarchive read loop that checks every entry against the
+ * policy and hands validated entries to a callback. archive_scan() is the walk without a
+ * callback; archive_apply() is the walk with the writer in apply.c. Keeping one loop means
+ * the validate step of the fetch machine and the unpack machine can never disagree about
+ * what a layer is.
+ *
+ * What is checked here (everything that does not need the target tree):
+ *   - the blob: regular file, size limit, a layer format by content (tar, gzip, zstd);
+ *   - the stream: libarchive errors (bad checksums, truncation, overflowing fields), the
+ *     end-of-archive marker, metadata bytes per entry, compression ratio, wall time;
+ *   - each entry: name and link-target rules (path.c), type, whiteout form, owner range,
+ *     hardlinks with data, device policy, file and total size, entry count.
+ *
+ * libarchive reads with a 1 MiB block so that large files come out in large pieces and an
+ * uncompressed tar is read with few syscalls; data a callback does not consume is skipped
+ * (by seeking, for uncompressed blobs).
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <locale.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "archive/internal.h"
+#include "util/cleanup.h"
+#include "util/fsutil.h"
+#include "util/timeutil.h"
+
+#define READ_BLOCK_BYTES    (1 << 20)    /* libarchive read size: few syscalls, big pieces */
+#define PROGRESS_STEP_BYTES (4ULL << 20) /* report progress every 4 MiB of blob */
+#define TAR_BLOCK           512
+
+static __thread archive_progress_fn tl_progress;
+static __thread void *tl_progress_ud;
+
+void archive_set_progress(archive_progress_fn fn, void *ud)
+{
+    tl_progress = fn;
+    tl_progress_ud = ud;
+}
+
+struct utf8_scope utf8_scope_begin(void)
+{
+    struct utf8_scope u = {.utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0)};
+    if (u.utf8)
+        u.old = uselocale(u.utf8);
+    return u;
+}
+
+void utf8_scope_end(struct utf8_scope *u)
+{
+    if (u->utf8) {
+        uselocale(u->old);
+        freelocale(u->utf8);
+        u->utf8 = (locale_t)0;
+    }
+}
+
+struct layer_walk {
+    struct archive *a;
+    struct archive_policy pol;
+    struct archive_stats *st;
+    struct err *e;
+    int64_t deadline_ms; /* 0 = none */
+    uint64_t blob_size;
+    bool compressed;
+    const char *raw_name; /* current entry as named in the archive, for messages (points
+                             to name_copy, which outlives libarchive's entry) */
+    char *name_copy;
+    char *path; /* normalised name of the current entry */
+    char *link; /* normalised hardlink target of the current entry */
+    size_t path_cap;
+    bool data_done;
+    uint64_t last_end; /* decompressed offset after the previous entry's data */
+    uint64_t progress_at;
+    uint64_t total_bytes;
+    struct layer_entry ent;
+};
+
+DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)
+
+const struct archive_policy *layer_walk_policy(struct layer_walk *w)
+{
+    return &w->pol;
+}
+
+struct archive_stats *layer_walk_stats(struct layer_walk *w)
+{
+    return w->st;
+}
+
+int layer_walk_fail(struct layer_walk *w, int code, const char *rule, const char *fmt, ...)
+{
+    char name[256], msg[ERR_MSG_MAX / 2];
+    archive_name_escape(w->raw_name ? w->raw_name : "?", name, sizeof(name));
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return err_set(w->e, code, "entry '%s': %s (rule: %s)", name, msg, rule);
+}
+
+/* An error about the stream rather than one entry. */
+static int stream_fail(struct layer_walk *w, int code, const char *rule, const char *msg)
+{
+    char prev[256];
+    archive_name_escape(w->raw_name ? w->raw_name : "", prev, sizeof(prev));
+    if (w->raw_name)
+        return err_set(w->e, code, "layer: %s, after entry #%" PRIu64 " '%s' (rule: %s)", msg,
+                       w->st->entries, prev, rule);
+    return err_set(w->e, code, "layer: %s (rule: %s)", msg, rule);
+}
+
+static int libarchive_fail(struct layer_walk *w, const char *what)
+{
+    const char *m = archive_error_string(w->a);
+    char msg[512];
+    snprintf(msg, sizeof(msg), "%s: %s", what, m ? m : "unknown error");
+    bool trunc =
+        m && (strstr(m, "runcated") || strstr(m, "nexpected EOF") || strstr(m, "Premature end"));
+    return stream_fail(w, -EBADMSG, trunc ? "truncated" : "malformed", msg);
+}
+
+/* Limits that depend on how much was read: time and compression ratio. */
+static int check_stream_limits(struct layer_walk *w)
+{
+    if (w->deadline_ms && mono_ms() > w->deadline_ms) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "took longer than the time limit of %" PRIu64 " ms",
+                 w->pol.max_time_ms);
+        return stream_fail(w, -EFBIG, "time", msg);
+    }
+    uint64_t out = (uint64_t)archive_filter_bytes(w->a, 0);
+    if (w->compressed && w->pol.max_ratio && out > ARCHIVE_RATIO_FLOOR_BYTES) {
+        uint64_t in = (uint64_t)archive_filter_bytes(w->a, -1);
+        if (in == 0 || out / in >= w->pol.max_ratio) {
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "decompressed %" PRIu64 " bytes from %" PRIu64
+                     ", over the compression ratio limit of %" PRIu32,
+                     out, in, w->pol.max_ratio);
+            return stream_fail(w, -EFBIG, "ratio", msg);
+        }
+    }
+    if (tl_progress) {
+        uint64_t in = (uint64_t)archive_filter_bytes(w->a, -1);
+        if (in >= w->progress_at) {
+            tl_progress(in, w->blob_size, tl_progress_ud);
+            w->progress_at = in + PROGRESS_STEP_BYTES;
+        }
+    }
+    return 0;
+}
+
+int layer_walk_data(struct layer_walk *w, layer_data_fn sink, void *ud)
+{
+    const void *buf;
+    size_t n;
+    la_int64_t off;
+    w->data_done = true;
+    for (;;) {
+        int r = archive_read_data_block(w->a, &buf, &n, &off);
+        if (r == ARCHIVE_EOF)
+            return 0;
+        if (r != ARCHIVE_OK)
+            return libarchive_fail(w, "cannot read file data");
+        if (off < 0 || (uint64_t)off + n > (uint64_t)w->ent.size)
+            return layer_walk_fail(w, -EBADMSG, "malformed", "data beyond the declared size");
+        r = check_stream_limits(w);
+        if (r < 0)
+            return r;
+        if (n > 0) {
+            r = sink(buf, n, off, ud);
+            if (r < 0)
+                return r;
+        }
+    }
+}
+
+/* The xattr limits and the allowlist count, checked for every entry (scan and apply alike). */
+static int check_xattrs(struct layer_walk *w, struct archive_entry *ae)
+{
+    const char *name;
+    const void *value;
+    size_t size;
+    unsigned count = 0;
+    archive_entry_xattr_reset(ae);
+    while (archive_entry_xattr_next(ae, &name, &value, &size) == ARCHIVE_OK) {
+        if (!name)
+            continue;
+        if (!archive_policy_xattr_allowed(&w->pol, name)) {
+            w->st->xattrs_dropped++;
+            continue;
+        }
+        if (++count > ARCHIVE_MAX_XATTRS_PER_ENTRY)
+            return layer_walk_fail(w, -EFBIG, "xattr", "more than %u extended attributes",
+                                   ARCHIVE_MAX_XATTRS_PER_ENTRY);
+        if (size > ARCHIVE_MAX_XATTR_VALUE_BYTES)
+            return layer_walk_fail(w, -EFBIG, "xattr",
+                                   "extended attribute %s is %zu bytes, over %u", name, size,
+                                   ARCHIVE_MAX_XATTR_VALUE_BYTES);
+    }
+    return 0;
+}
+
+int layer_entry_xattrs(struct layer_walk *w, const struct layer_entry *ent, layer_xattr_fn fn,
+                       void *ud)
+{
+    const char *name;
+    const void *value;
+    size_t size;
+    archive_entry_xattr_reset(ent->ae);
+    while (archive_entry_xattr_next(ent->ae, &name, &value, &size) == ARCHIVE_OK) {
+        if (!name || !archive_policy_xattr_allowed(&w->pol, name))
+            continue;
+        int r = fn(name, value, size, ud);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Check the name rules on `in` into out; on failure set the entry error. */
+static int normalize(struct layer_walk *w, const char *in, char *out, bool *slash, uint32_t *depth,
+                     const char *what)
+{
+    const char *rule = NULL, *why = NULL;
+    int r = archive_path_normalize(in, &w->pol, out, w->path_cap, slash, depth, &rule, &why);
+    if (r < 0) {
+        if (!what)
+            return layer_walk_fail(w, r, rule, "%s", why);
+        char t[256];
+        archive_name_escape(in, t, sizeof(t));
+        bool escape = !strcmp(rule, "traversal") || !strcmp(rule, "absolute");
+        return layer_walk_fail(w, r, escape ? "hardlink-escape" : rule, "%s '%s': %s", what, t,
+                               why);
+    }
+    return 0;
+}
+
+static bool has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* Validate the current header into w->ent. Returns 1 for an entry to hand on, 0 to skip
+ * (sockets), negative on rejection. */
+static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
+{
+    struct layer_entry *ent = &w->ent;
+    memset(ent, 0, sizeof(*ent));
+    ent->ae = ae;
+    const char *name = archive_entry_pathname(ae);
+    if (!name)
+        name = archive_entry_pathname_utf8(ae);
+    if (!name)
+        return stream_fail(w, -EBADMSG, "malformed", "entry without a usable name");
+    snprintf(w->name_copy, w->path_cap, "%s", name);
+    w->raw_name = w->name_copy;
+
+    bool slash;
+    int r = normalize(w, name, w->path, &slash, &ent->depth, NULL);
+    if (r < 0)
+        return r;
+    ent->path = w->path;
+    const char *base = strrchr(w->path, '/');
+    ent->base_off = base ? (size_t)(base - w->path) + 1 : 0;
+    base = w->path + ent->base_off;
+
+    const char *hardlink = archive_entry_hardlink(ae);
+    mode_t type = archive_entry_filetype(ae);
+    if (hardlink)
+        ent->kind = EK_HARDLINK;
+    else if (type == AE_IFREG)
+        ent->kind = EK_FILE;
+    else if (type == AE_IFDIR)
+        ent->kind = EK_DIR;
+    else if (type == AE_IFLNK)
+        ent->kind = EK_SYMLINK;
+    else if (type == AE_IFCHR)
+        ent->kind = EK_CHR;
+    else if (type == AE_IFBLK)
+        ent->kind = EK_BLK;
+    else if (type == AE_IFIFO)
+        ent->kind = EK_FIFO;
+    else if (type == AE_IFSOCK) {
+        w->st->skipped++;
+        return 0; /* sockets are created by the programs that listen on them */
+    } else
+        return layer_walk_fail(w, -EPERM, "type", "unsupported entry type 0%o", (unsigned)type);
+
+    if (w->path[0] == '\0' && ent->kind != EK_DIR)
+        return layer_walk_fail(w, -EPERM, "root", "a non-directory entry names the root itself");
+    if (slash && ent->kind != EK_DIR)
+        return layer_walk_fail(w, -EPERM, "name",
+                               "name ends in '/' but the entry is not a "
+                               "directory");
+
+    /* OCI whiteouts. */
+    if (strncmp(base, ".wh.", 4) == 0) {
+        const char *victim = base + 4;
+        bool opaque = !strcmp(base, ".wh..wh..opq");
+        if (!opaque && (victim[0] == '\0' || !strcmp(victim, ".") || !strcmp(victim, "..") ||
+                        !strncmp(victim, ".wh.", 4)))
+            return layer_walk_fail(w, -EPERM, "whiteout-name",
+                                   "malformed whiteout (no valid name after '.wh.')");
+        if (ent->kind != EK_FILE)
+            return layer_walk_fail(w, -EPERM, "whiteout-type", "whiteout is not a regular file");
+        ent->kind = opaque ? EK_OPAQUE : EK_WHITEOUT;
+        ent->whiteout_name = opaque ? NULL : victim;
+    }
+
+    int64_t uid = archive_entry_uid(ae), gid = archive_entry_gid(ae);
+    if (uid < 0 || uid > 0xfffffffeLL || gid < 0 || gid > 0xfffffffeLL)
+        return layer_walk_fail(w, -EPERM, "owner", "owner %" PRId64 ":%" PRId64 " out of range",
+                               uid, gid);
+    ent->uid = (uint32_t)uid;
+    ent->gid = (uint32_t)gid;
+    ent->mode = archive_entry_perm(ae) & 07777;
+    ent->mtime.tv_sec = archive_entry_mtime(ae);
+    ent->mtime.tv_nsec = archive_entry_mtime_nsec(ae);
+    if (archive_entry_atime_is_set(ae)) {
+        ent->atime.tv_sec = archive_entry_atime(ae);
+        ent->atime.tv_nsec = archive_entry_atime_nsec(ae);
+    } else {
+        ent->atime = ent->mtime;
+    }
+    if (ent->mtime.tv_nsec < 0 || ent->mtime.tv_nsec > 999999999 || ent->atime.tv_nsec < 0 ||
+        ent->atime.tv_nsec > 999999999)
+        return layer_walk_fail(w, -EBADMSG, "malformed", "invalid time stamp");
+
+    int64_t size = archive_entry_size_is_set(ae) ? archive_entry_size(ae) : 0;
+    if (size < 0)
+        return layer_walk_fail(w, -EBADMSG, "malformed", "negative size");
+    ent->size = size;
+
+    r = check_xattrs(w, ae);
+    if (r < 0)
+        return r;
+
+    struct archive_stats *st = w->st;
+    switch (ent->kind) {
+    case EK_FILE:
+        if (w->pol.max_file_bytes && (uint64_t)size > w->pol.max_file_bytes)
+            return layer_walk_fail(w, -EFBIG, "file-size",
+                                   "file size %" PRId64 " over the limit of %" PRIu64, size,
+                                   w->pol.max_file_bytes);
+        w->total_bytes += (uint64_t)size;
+        if (w->pol.max_total_bytes && w->total_bytes > w->pol.max_total_bytes)
+            return layer_walk_fail(w, -EFBIG, "total-size",
+                                   "layer content exceeds the total size limit of %" PRIu64
+                                   " bytes",
+                                   w->pol.max_total_bytes);
+        st->files++;
+        st->bytes += (uint64_t)size;
+        break;
+    case EK_DIR:
+        st->dirs++;
+        break;
+    case EK_SYMLINK: {
+        const char *t = archive_entry_symlink(ae);
+        if (!t)
+            t = archive_entry_symlink_utf8(ae);
+        if (!t || !*t)
+            return layer_walk_fail(w, -EPERM, "symlink-target", "empty symlink target");
+        if (strlen(t) > ARCHIVE_MAX_SYMLINK_TARGET_BYTES)
+            return layer_walk_fail(w, -ENAMETOOLONG, "symlink-target",
+                                   "symlink target longer than %u bytes",
+                                   ARCHIVE_MAX_SYMLINK_TARGET_BYTES);
+        if (!w->pol.allow_control_chars && has_control(t))
+            return layer_walk_fail(w, -EPERM, "control-char",
+                                   "symlink target contains a control character");
+        ent->link = t;
+        st->symlinks++;
+        break;
+    }
+    case EK_HARDLINK: {
+        if (size > 0)
+            return layer_walk_fail(w, -EPERM, "hardlink-data",
+                                   "hardlink entry carries %" PRId64 " bytes of data", size);
+        bool tslash;
+        uint32_t tdepth;
+        r = normalize(w, hardlink, w->link, &tslash, &tdepth, "hardlink target");
+        if (r < 0)
+            return r;
+        if (w->link[0] == '\0')
+            return layer_walk_fail(w, -EPERM, "hardlink-escape", "hardlink target is the root");
+        if (!strcmp(w->link, w->path))
+            return layer_walk_fail(w, -EPERM, "hardlink-self", "hardlink to itself");
+        ent->link = w->link;
+        st->hardlinks++;
+        break;
+    }
+    case EK_CHR:
+    case EK_BLK:
+        if (!w->pol.allow_devices)
+            return layer_walk_fail(w, -EPERM, "device",
+                                   "device nodes are not allowed by the policy");
+        ent->rdev = archive_entry_rdev(ae);
+        st->devices++;
+        break;
+    case EK_FIFO:
+        st->devices++;
+        break;
+    case EK_WHITEOUT:
+    case EK_OPAQUE:
+        st->whiteouts++;
+        break;
+    }
+    return 1;
+}
+
+static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(w->e, neg_errno(), "cannot open layer %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return err_set(w->e, neg_errno(), "cannot stat layer %s: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return err_set(w->e, -ENOTSUP, "layer %s is not a regular file", path);
+    w->blob_size = (uint64_t)sb.st_size;
+    if (w->pol.max_blob_bytes && w->blob_size > w->pol.max_blob_bytes)
+        return err_set(w->e, -EFBIG,
+                       "layer: blob is %" PRIu64 " bytes, over the blob size limit of %" PRIu64
+                       " (rule: blob-size)",
+                       w->blob_size, w->pol.max_blob_bytes);
+    unsigned char head[TAR_BLOCK];
+    ssize_t n = read_full(fd, head, sizeof(head));
+    if (n < 0)
+        return err_set(w->e, (int)n, "cannot read layer %s", path);
+    char why[160];
+    enum sniff_kind k = archive_sniff(head, (size_t)n, w->blob_size, why, sizeof(why));
+    if (k == SNIFF_UNKNOWN)
+        return err_set(w->e, -ENOTSUP, "layer: not an image layer: %s (rule: format)", why);
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return err_set(w->e, neg_errno(), "cannot seek layer %s", path);
+
+    w->a = archive_read_new();
+    if (!w->a)
+        return err_set(w->e, -ENOMEM, "out of memory");
+    archive_read_support_format_tar(w->a);
+    if (k == SNIFF_GZIP)
+        archive_read_support_filter_gzip(w->a);
+    else if (k == SNIFF_ZSTD)
+        archive_read_support_filter_zstd(w->a);
+    w->compressed = k != SNIFF_TAR;
+    if (archive_read_open_fd(w->a, fd, READ_BLOCK_BYTES) != ARCHIVE_OK)
+        return libarchive_fail(w, "cannot read layer");
+    *fd_out = TAKE_FD(fd);
+    return 0;
+}
+
+/* The read loop (layer_walk_run sets up the walk and the thread's locale). */
+static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn, void *ud)
+{
+    struct archive_stats *st = w->st;
+    _cleanup_close_ int fd = -1;
+    int r = open_layer(w, path, &fd);
+    _cleanup_(archive_read_freep) struct archive *a = w->a;
+    if (r < 0)
+        return r;
+
+    struct archive_entry *ae;
+    for (;;) {
+        r = check_stream_limits(w);
+        if (r < 0)
+            return r;
+        r = archive_read_next_header(a, &ae);
+        if (r == ARCHIVE_EOF)
+            break;
+        if (r != ARCHIVE_OK)
+            return libarchive_fail(w, "cannot read the next entry header");
+        uint64_t pos = (uint64_t)archive_filter_bytes(a, 0);
+        const char *hname = archive_entry_pathname(ae);
+        if (hname) { /* for messages about this entry before it is validated */
+            snprintf(w->name_copy, w->path_cap, "%s", hname);
+            w->raw_name = w->name_copy;
+        }
+        if (w->pol.max_entries && st->entries + 1 > w->pol.max_entries) {
+            return layer_walk_fail(w, -EFBIG, "entries",
+                                   "layer has more entries than the limit of %" PRIu64,
+                                   w->pol.max_entries);
+        }
+        st->entries++;
+        if (w->pol.max_header_bytes && pos - w->last_end > w->pol.max_header_bytes) {
+            return layer_walk_fail(w, -EFBIG, "header-size",
+                                   "%" PRIu64 " bytes of header metadata, over the limit of "
+                                   "%" PRIu32,
+                                   pos - w->last_end, w->pol.max_header_bytes);
+        }
+        r = validate_entry(w, ae);
+        if (r < 0)
+            return r;
+        w->data_done = false;
+        if (r > 0 && fn) {
+            r = fn(w, &w->ent, ud);
+            if (r < 0)
+                return r;
+        }
+        if (!w->data_done && archive_read_data_skip(a) != ARCHIVE_OK)
+            return libarchive_fail(w, "cannot read file data");
+        w->last_end = (uint64_t)archive_filter_bytes(a, 0);
+        if (!w->compressed && w->last_end > w->blob_size)
+            return stream_fail(w, -EBADMSG, "truncated",
+                               "archive is truncated (an entry's data runs past the end)");
+    }
+    uint64_t end = (uint64_t)archive_filter_bytes(a, 0);
+    if (w->pol.require_eof_marker && end < w->last_end + TAR_BLOCK)
+        return stream_fail(w, -EBADMSG, "truncated",
+                           "archive ends without the end-of-archive marker (truncated?)");
+    st->compressed_bytes = (uint64_t)archive_filter_bytes(a, -1);
+    if (tl_progress)
+        tl_progress(w->blob_size, w->blob_size, tl_progress_ud);
+    return 0;
+}
+
+int layer_walk_run(const char *path, const struct archive_policy *p, struct archive_stats *st,
+                   struct err *e, layer_entry_fn fn, void *ud)
+{
+    struct archive_stats dummy;
+    if (!st)
+        st = &dummy;
+    memset(st, 0, sizeof(*st));
+    struct layer_walk w = {
+        .pol = p ? *p : archive_policy_default(),
+        .st = st,
+        .e = e,
+    };
+    if (w.pol.max_time_ms)
+        w.deadline_ms = mono_ms() + (int64_t)w.pol.max_time_ms;
+    /* Buffers for a name (and a link target) at the longest allowed length. */
+    w.path_cap = (w.pol.max_path_bytes ? w.pol.max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES) + 2;
+    _cleanup_free_ char *pbuf = malloc(w.path_cap);
+    _cleanup_free_ char *lbuf = malloc(w.path_cap);
+    _cleanup_free_ char *nbuf = malloc(w.path_cap);
+    if (!pbuf || !lbuf || !nbuf)
+        return err_set(e, -ENOMEM, "out of memory");
+    w.path = pbuf;
+    w.link = lbuf;
+    w.name_copy = nbuf;
+
+    struct utf8_scope u = utf8_scope_begin();
+    int r = walk_stream(&w, path, fn, ud);
+    utf8_scope_end(&u);
+    return r;
+}
+
+int archive_scan(const char *path, const struct archive_policy *p, struct archive_stats *st,
+                 struct err *e)
+{
+    return layer_walk_run(path, p, st, e, NULL, NULL);
+}

@@ -1,0 +1,347 @@
+/*
+ * cmd_extract.c: `thinimg extract`: apply layer archives, in order, into a directory with
+ * exactly the code the unpack machine uses on a thin device (archive_apply). This is how
+ * extraction is used and tested without devicemapper; --scan-only runs the fetch machine's
+ * validate check (archive_scan) instead.
+ *
+ * A docker-archive or OCI layout given as a LAYER is expanded into its layers (each copied
+ * to an anonymous memory file first, then applied like any layer).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "archive/archive.h"
+#include "archive/limits.h"
+#include "cli/cli.h"
+#include "util/cleanup.h"
+#include "util/fsutil.h"
+#include "util/timeutil.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: thinimg extract --root DIR [OPTIONS] LAYER [LAYER...]\n"
+            "       thinimg extract --scan-only [OPTIONS] LAYER [LAYER...]\n"
+            "\n"
+            "Applies layer archives (tar, tar+gzip, tar+zstd; a docker-archive or OCI layout\n"
+            "is expanded into its layers) in order into DIR, with OCI whiteouts, exactly as\n"
+            "thinimg unpacks them onto a thin device. Unsafe or malformed archives are rejected\n"
+            "with the entry and the rule they break. DIR is created when missing.\n"
+            "\n"
+            "Options:\n"
+            "  --root DIR             target directory (required unless --scan-only)\n"
+            "  --scan-only            check each layer against the policy, write nothing\n"
+            "  --allow-devices        allow device nodes (the default)\n"
+            "  --no-devices           reject layers with device nodes\n"
+            "  --same-owner           chown entries to their uid/gid (default when root)\n"
+            "  --no-same-owner        keep the extracting user as owner (default otherwise)\n"
+            "  --xattrs LIST          xattr allowlist: names or prefixes ending in '.',\n"
+            "                         comma-separated (default: %s)\n"
+            "  --allow-control-chars  accept names with control characters\n"
+            "  --json                 print per-layer statistics as JSON\n"
+            "  -h, --help             this help\n"
+            "\n"
+            "Limits (0 = none; sizes take K, M, G suffixes):\n"
+            "  --max-blob-size N      largest layer blob          (default 8G)\n"
+            "  --max-entries N        entries per layer           (default 1000000)\n"
+            "  --max-file-size N      largest regular file        (default 8G)\n"
+            "  --max-total-size N     file bytes per layer        (default 32G)\n"
+            "  --max-path N           longest name in bytes       (default 4095)\n"
+            "  --max-depth N          most name components        (default 256)\n"
+            "  --max-header-size N    metadata bytes per entry    (default 1M)\n"
+            "  --max-time T           wall time per layer, seconds or Nms (default 1800)\n"
+            "  --max-ratio N          decompression ratio         (default 100)\n"
+            "\n"
+            "Exit codes: 0 applied, 2 usage, 6 a layer was rejected (unsafe, malformed, over a\n"
+            "limit, not a layer), 1 other failures. See docs/archive.md.\n",
+            ARCHIVE_DEFAULT_XATTR_ALLOW);
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return -EINVAL;
+    unsigned shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (*end || (shift && v > (UINT64_MAX >> shift)))
+        return -EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+/* "N" seconds or "Nms" milliseconds. */
+static int parse_duration_ms(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return -EINVAL;
+    if (!strcmp(end, "ms"))
+        *out = v;
+    else if (*end == '\0' || !strcmp(end, "s"))
+        *out = v * 1000;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static json_t *stats_json(const char *layer, const char *format, const struct archive_stats *st)
+{
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "layer", layer,
+                     "format", format, "entries", (json_int_t)st->entries, "files",
+                     (json_int_t)st->files, "dirs", (json_int_t)st->dirs, "symlinks",
+                     (json_int_t)st->symlinks, "hardlinks", (json_int_t)st->hardlinks, "devices",
+                     (json_int_t)st->devices, "whiteouts", (json_int_t)st->whiteouts, "bytes",
+                     (json_int_t)st->bytes, "xattrs_dropped", (json_int_t)st->xattrs_dropped,
+                     "skipped", (json_int_t)st->skipped);
+}
+
+struct run {
+    struct cli *cli;
+    int root_fd;
+    bool scan_only, json;
+    struct archive_policy pol;
+    json_t *out;
+};
+
+/* Apply or scan one layer blob (by path). */
+static int one_layer(struct run *run, const char *label, const char *path, enum blob_format f)
+{
+    struct archive_stats st;
+    struct err e = {0};
+    int64_t t0 = mono_ms();
+    int r = run->scan_only ? archive_scan(path, &run->pol, &st, &e)
+                           : archive_apply(run->root_fd, path, &run->pol, &st, &e);
+    if (r < 0) {
+        err_prefix(&e, "%s", label);
+        return cli_fail("extract", r, &e);
+    }
+    if (run->json) {
+        json_t *o = stats_json(label, blob_format_name(f), &st);
+        json_object_set_new(o, "ms", json_integer(mono_ms() - t0));
+        json_array_append_new(run->out, o);
+    } else if (!run->cli->quiet) {
+        char sz[32];
+        format_bytes(st.bytes, sz, sizeof(sz));
+        printf("%s %s (%s): %" PRIu64 " entries: %" PRIu64 " files (%s), %" PRIu64 " dirs, %" PRIu64
+               " symlinks, %" PRIu64 " hardlinks, %" PRIu64 " devices/fifos, %" PRIu64
+               " whiteouts\n",
+               run->scan_only ? "scanned" : "applied", label, blob_format_name(f), st.entries,
+               st.files, sz, st.dirs, st.symlinks, st.hardlinks, st.devices, st.whiteouts);
+    }
+    return EXIT_OK;
+}
+
+/* A docker-archive or OCI layout: each layer copied out to a memory file, then applied. */
+static int multi_layer(struct run *run, const char *path)
+{
+    struct archive_manifest m;
+    struct err e = {0};
+    int r = archive_manifest_read(path, &m, &e);
+    if (r < 0)
+        return cli_fail("extract", r, &e);
+    int rc = EXIT_OK;
+    for (size_t i = 0; i < m.n_layers && rc == EXIT_OK; i++) {
+        _cleanup_close_ int fd = memfd_create("thinimg-layer", MFD_CLOEXEC);
+        if (fd < 0) {
+            rc = cli_failf("extract", EXIT_FAIL, "memfd_create: %s", strerror(errno));
+            break;
+        }
+        r = archive_member_copy(path, m.layers[i].member, fd, run->pol.max_blob_bytes, &e);
+        if (r < 0) {
+            rc = cli_fail("extract", r, &e);
+            break;
+        }
+        char fdpath[64], label[4096 + 64];
+        snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+        snprintf(label, sizeof(label), "%s[%s]", path, m.layers[i].member);
+        rc = one_layer(run, label, fdpath, m.layers[i].format);
+    }
+    archive_manifest_free(&m);
+    return rc;
+}
+
+int cmd_extract(struct cli *cli, int argc, char **argv)
+{
+    enum {
+        OPT_ROOT = 256,
+        OPT_SCAN,
+        OPT_ALLOW_DEV,
+        OPT_NO_DEV,
+        OPT_SAME_OWNER,
+        OPT_NO_SAME_OWNER,
+        OPT_XATTRS,
+        OPT_CTRL,
+        OPT_JSON,
+        OPT_MAX_BLOB,
+        OPT_MAX_ENTRIES,
+        OPT_MAX_FILE,
+        OPT_MAX_TOTAL,
+        OPT_MAX_PATH,
+        OPT_MAX_DEPTH,
+        OPT_MAX_HEADER,
+        OPT_MAX_TIME,
+        OPT_MAX_RATIO,
+    };
+    static const struct option opts[] = {
+        {"root", required_argument, NULL, OPT_ROOT},
+        {"scan-only", no_argument, NULL, OPT_SCAN},
+        {"allow-devices", no_argument, NULL, OPT_ALLOW_DEV},
+        {"no-devices", no_argument, NULL, OPT_NO_DEV},
+        {"same-owner", no_argument, NULL, OPT_SAME_OWNER},
+        {"no-same-owner", no_argument, NULL, OPT_NO_SAME_OWNER},
+        {"xattrs", required_argument, NULL, OPT_XATTRS},
+        {"allow-control-chars", no_argument, NULL, OPT_CTRL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"max-blob-size", required_argument, NULL, OPT_MAX_BLOB},
+        {"max-entries", required_argument, NULL, OPT_MAX_ENTRIES},
+        {"max-file-size", required_argument, NULL, OPT_MAX_FILE},
+        {"max-total-size", required_argument, NULL, OPT_MAX_TOTAL},
+        {"max-path", required_argument, NULL, OPT_MAX_PATH},
+        {"max-depth", required_argument, NULL, OPT_MAX_DEPTH},
+        {"max-header-size", required_argument, NULL, OPT_MAX_HEADER},
+        {"max-time", required_argument, NULL, OPT_MAX_TIME},
+        {"max-ratio", required_argument, NULL, OPT_MAX_RATIO},
+        {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0},
+    };
+    struct run run = {.cli = cli, .root_fd = -1, .pol = archive_policy_default()};
+    run.pol.preserve_owner = geteuid() == 0;
+    const char *root = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        uint64_t v = 0;
+        if (c == OPT_MAX_TIME) {
+            if (parse_duration_ms(optarg, &v) < 0)
+                return cli_usage_error("extract", "invalid duration '%s' (seconds, or Nms)",
+                                       optarg);
+        } else if (c >= OPT_MAX_BLOB && c <= OPT_MAX_RATIO) {
+            if (parse_size(optarg, &v) < 0)
+                return cli_usage_error("extract", "invalid number '%s'", optarg);
+            if (c >= OPT_MAX_PATH && c != OPT_MAX_TIME && v > UINT32_MAX)
+                return cli_usage_error("extract", "value '%s' too large", optarg);
+        }
+        switch (c) {
+        case OPT_ROOT:
+            root = optarg;
+            break;
+        case OPT_SCAN:
+            run.scan_only = true;
+            break;
+        case OPT_ALLOW_DEV:
+            run.pol.allow_devices = true;
+            break;
+        case OPT_NO_DEV:
+            run.pol.allow_devices = false;
+            break;
+        case OPT_SAME_OWNER:
+            run.pol.preserve_owner = true;
+            break;
+        case OPT_NO_SAME_OWNER:
+            run.pol.preserve_owner = false;
+            break;
+        case OPT_XATTRS:
+            run.pol.xattr_allow = optarg;
+            break;
+        case OPT_CTRL:
+            run.pol.allow_control_chars = true;
+            break;
+        case OPT_JSON:
+            run.json = true;
+            break;
+        case OPT_MAX_BLOB:
+            run.pol.max_blob_bytes = v;
+            break;
+        case OPT_MAX_ENTRIES:
+            run.pol.max_entries = v;
+            break;
+        case OPT_MAX_FILE:
+            run.pol.max_file_bytes = v;
+            break;
+        case OPT_MAX_TOTAL:
+            run.pol.max_total_bytes = v;
+            break;
+        case OPT_MAX_PATH:
+            run.pol.max_path_bytes = (uint32_t)v;
+            break;
+        case OPT_MAX_DEPTH:
+            run.pol.max_depth = (uint32_t)v;
+            break;
+        case OPT_MAX_HEADER:
+            run.pol.max_header_bytes = (uint32_t)v;
+            break;
+        case OPT_MAX_TIME:
+            run.pol.max_time_ms = v;
+            break;
+        case OPT_MAX_RATIO:
+            run.pol.max_ratio = (uint32_t)v;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            return cli_usage_error("extract", "unknown option");
+        }
+    }
+    if (optind >= argc)
+        return cli_usage_error("extract", "no LAYER given");
+    if (!root && !run.scan_only)
+        return cli_usage_error("extract", "--root DIR is required (or --scan-only)");
+
+    if (!run.scan_only) {
+        int r = mkdir_p(root, 0755);
+        if (r < 0)
+            return cli_failf("extract", EXIT_FAIL, "cannot create %s: %s", root, strerror(-r));
+        run.root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (run.root_fd < 0)
+            return cli_failf("extract", EXIT_FAIL, "cannot open %s: %s", root, strerror(errno));
+    }
+    if (run.json)
+        run.out = json_array();
+
+    int rc = EXIT_OK;
+    for (int i = optind; i < argc && rc == EXIT_OK; i++) {
+        enum blob_format f;
+        char why[160];
+        int r = archive_detect(argv[i], &f, why, sizeof(why));
+        if (r < 0)
+            rc = cli_failf("extract", cli_exit_code(r), "%s: %s", argv[i], strerror(-r));
+        else if (f == BLOB_UNKNOWN)
+            rc = cli_failf("extract", EXIT_REJECTED, "%s: not an image layer: %s (rule: format)",
+                           argv[i], why);
+        else if (blob_format_is_layer(f))
+            rc = one_layer(&run, argv[i], argv[i], f);
+        else
+            rc = multi_layer(&run, argv[i]);
+    }
+    if (run.json) {
+        if (rc == EXIT_OK) {
+            json_dumpf(run.out, stdout, JSON_INDENT(2));
+            fputc('\n', stdout);
+        }
+        json_decref(run.out);
+    }
+    if (run.root_fd >= 0)
+        close(run.root_fd);
+    return rc;
+}

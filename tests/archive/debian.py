@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""debian.py: a real Debian root filesystem, plus an upper layer with deletions, through
+`thinimg extract`, compared entry by entry with GNU tar.
+
+The base layer is `mmdebstrap --variant=minbase bookworm` written as a tar, built once and
+cached in ~/.cache/thinimg (or $XDG_CACHE_HOME/thinimg; $THINIMG_DEBIAN_TAR names an
+existing tarball instead). The upper layer is generated from the base's own member list: it
+whites out files and whole directories, makes a directory opaque, changes a file, replaces a
+directory by a symlink, and hardlinks a lower file, as image layers do.
+
+Reference: GNU tar extracts the base, the upper layer's deletions are applied by hand, then
+GNU tar extracts the rest of the upper layer over it. Every entry must match (type, mode,
+owner, size, content hash, link target, device numbers, xattrs, mtime, hardlink groups).
+
+Run: THINIMG_BIN=build/thinimg python3 tests/archive/debian.py
+"""
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import treecmp  # noqa: E402
+from legit import gnu_tar, reference_overlay, thinimg  # noqa: E402
+from tarlib import Tar, make_base, report, summary  # noqa: E402
+
+
+def cache_dir():
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'thinimg')
+
+
+def debian_tar():
+    given = os.environ.get('THINIMG_DEBIAN_TAR')
+    if given:
+        return given
+    path = os.path.join(cache_dir(), 'debian-bookworm-minbase.tar')
+    if os.path.exists(path):
+        return path
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = path + '.tmp'
+    print('building %s with mmdebstrap (once; cached)' % path, flush=True)
+    t0 = time.monotonic()
+    subprocess.run(['mmdebstrap', '--variant=minbase', '--quiet', 'bookworm', tmp], check=True)
+    os.rename(tmp, path)
+    print('built in %.0fs' % (time.monotonic() - t0), flush=True)
+    return path
+
+
+def upper_from(base_path):
+    """Build an upper layer from the base's member list."""
+    with tarfile.open(base_path) as tf:
+        members = {}
+        for m in tf.getmembers():
+            n = m.name[2:] if m.name.startswith('./') else m.name
+            members[n.rstrip('/')] = m
+    members.pop('', None)
+    members.pop('.', None)
+    names = set(members)
+
+    def pick(cond, n=1):
+        found = sorted(x for x in names if cond(x))[:n]
+        if len(found) < n:
+            raise RuntimeError('the base has no member for the upper layer to use')
+        return found
+
+    def isdir(x):
+        return members[x].isdir()
+
+    def isreg(x):
+        return members[x].isfile()
+
+    doc_dirs = pick(lambda x: x.startswith('usr/share/doc/') and x.count('/') == 3 and isdir(x), 5)
+    etc_files = pick(lambda x: x.startswith('etc/') and x.count('/') == 1 and isreg(x), 3)
+    opaque = 'usr/share/zoneinfo' if 'usr/share/zoneinfo' in names else \
+        pick(lambda x: x.startswith('usr/share/') and x.count('/') == 2 and isdir(x))[0]
+    empty_dir = pick(lambda x: isdir(x) and x.count('/') == 0 and
+                     not any(y.startswith(x + '/') for y in names))[0]
+    victim_bin = pick(lambda x: x.startswith('usr/bin/') and isreg(x))[0]
+
+    t = Tar()
+    t.dir('./')
+    t.dir('etc')
+    for f in etc_files[:2]:
+        t.file(os.path.dirname(f) + '/.wh.' + os.path.basename(f))
+    t.file(etc_files[2], 'changed by the upper layer\n', mode=0o640)
+    t.file('etc/new-in-upper', 'hello\n')
+    t.dir('usr').dir('usr/share').dir('usr/share/doc')
+    for d in doc_dirs:
+        t.file('usr/share/doc/.wh.' + os.path.basename(d))
+    t.dir(opaque).file(opaque + '/.wh..wh..opq').file(opaque + '/only-this', 'UTC\n')
+    t.symlink(empty_dir, '/var/' + empty_dir)  # an empty directory becomes a symlink
+    t.dir('usr/bin').file('usr/bin/.wh.' + os.path.basename(victim_bin))
+    t.hardlink('usr/bin/bash-again', 'usr/bin/bash')
+    t.end()
+    return t.bytes(), dict(doc_dirs=doc_dirs, etc_files=etc_files, opaque=opaque,
+                           empty_dir=empty_dir, victim_bin=victim_bin)
+
+
+def main():
+    if os.environ.get('THINIMG_SKIP_DEBIAN') == '1':
+        print('skipped: THINIMG_SKIP_DEBIAN=1')
+        return summary(0, 0, 1)
+    base_tar = debian_tar()
+    work = make_base()
+    passed = failed = 0
+    try:
+        upper_bytes, picked = upper_from(base_tar)
+        upper = os.path.join(work, 'upper.tar')
+        with open(upper, 'wb') as f:
+            f.write(upper_bytes)
+
+        # 1. the base alone
+        mine, ref = os.path.join(work, 'mine'), os.path.join(work, 'ref')
+        os.mkdir(ref)
+        t0 = time.monotonic()
+        thinimg(mine, base_tar)
+        t1 = time.monotonic()
+        gnu_tar(ref, base_tar)
+        t2 = time.monotonic()
+        a, b = treecmp.describe(mine), treecmp.describe(ref)
+        problems = treecmp.diff(a, b)
+        if len(a) < 5000:
+            problems.append('only %d entries: not a Debian root?' % len(a))
+        print('base: %d entries; thinimg %.2fs, GNU tar %.2fs' % (len(a), t1 - t0, t2 - t1))
+        d = report(problems, 'debian base vs GNU tar',
+                   'debian base: identical to GNU tar')
+        passed, failed = passed + d[0], failed + d[1]
+
+        # 2. base + upper with deletions
+        thinimg(mine, upper)
+        reference_overlay(ref, upper, upper_bytes)
+        a, b = treecmp.describe(mine), treecmp.describe(ref)
+        problems = treecmp.diff(a, b)
+        gone = picked['doc_dirs'] + picked['etc_files'][:2] + [picked['victim_bin']]
+        for p in gone:
+            if os.path.lexists(os.path.join(mine, p)):
+                problems.append('%s should have been whited out' % p)
+        if os.listdir(os.path.join(mine, picked['opaque'])) != ['only-this']:
+            problems.append('%s is not opaque' % picked['opaque'])
+        if not os.path.islink(os.path.join(mine, picked['empty_dir'])):
+            problems.append('%s did not become a symlink' % picked['empty_dir'])
+        d = report(problems, 'debian base + upper vs reference',
+                   'debian base + upper layer (whiteouts %s, opaque %s): %d entries '
+                   'identical to the reference' % (len(gone), picked['opaque'], len(a)))
+        passed, failed = passed + d[0], failed + d[1]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary(passed, failed, 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
