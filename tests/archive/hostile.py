@@ -20,6 +20,7 @@ import stat
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tarlib import (BLOCK, Tar, Workspace, header, is_root, lstat_or_none, make_base,  # noqa
                     mode_of, pad, pax_records, read, summary)

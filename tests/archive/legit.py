@@ -26,6 +26,7 @@ import stat
 import subprocess
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import treecmp  # noqa: E402
 from tarlib import (Tar, is_root, make_base, mode_of, read, report, summary,  # noqa: E402
