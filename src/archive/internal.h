@@ -84,6 +84,7 @@ struct pathset {
     struct pathset_node *slots;
     size_t cap; /* power of two, 0 before the first insert */
     size_t n;
+    uint64_t seed; /* random, set at the first insert: hostile names cannot be made to collide */
 };
 
 struct pathset_node *pathset_get(const struct pathset *s, const char *key, size_t len);

@@ -423,7 +423,8 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
 
 static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    _cleanup_close_ int fd =
+        open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) /* a FIFO must not block */;
     if (fd < 0)
         return err_set(w->e, neg_errno(), "cannot open layer %s: %s", path, strerror(errno));
     struct stat sb;
