@@ -423,8 +423,8 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
 
 static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
 {
-    _cleanup_close_ int fd =
-        open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) /* a FIFO must not block */;
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it). */
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return err_set(w->e, neg_errno(), "cannot open layer %s: %s", path, strerror(errno));
     struct stat sb;
