@@ -29,8 +29,10 @@ struct archive_entry;
 /* ---- names as bytes ------------------------------------------------------------------------ */
 
 /* libarchive converts PAX names (UTF-8 by the standard) to the locale's charset; in the C
- * locale every non-ASCII name fails. These switch the calling thread (only) to C.UTF-8 for
- * the duration of a read, leaving the process-wide locale alone. */
+ * locale every non-ASCII name fails (and the conversion would go through iconv). These switch
+ * the calling thread (only) to C.UTF-8 for the duration of a read, leaving the process-wide
+ * locale alone; UTF-8 to UTF-8 needs no iconv. The locale object is created once per
+ * process (walk.c). */
 struct utf8_scope {
     locale_t utf8, old;
 };

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <locale.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +48,22 @@ void archive_set_progress(archive_progress_fn fn, void *ud)
     tl_progress_ud = ud;
 }
 
+/* The C.UTF-8 locale object, created once and never changed or freed: the only
+ * process-wide state of the module. Creating it takes glibc's locale lock, so it is created
+ * by the first archive call of the process (the daemon validates and detects blobs long
+ * before the unpack machine forks a child), not in a forked child. */
+static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
+static locale_t utf8_locale;
+
+static void utf8_locale_create(void)
+{
+    utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
 struct utf8_scope utf8_scope_begin(void)
 {
-    struct utf8_scope u = {.utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0)};
+    pthread_once(&utf8_once, utf8_locale_create);
+    struct utf8_scope u = {.utf8 = utf8_locale};
     if (u.utf8)
         u.old = uselocale(u.utf8);
     return u;
@@ -59,7 +73,6 @@ void utf8_scope_end(struct utf8_scope *u)
 {
     if (u->utf8) {
         uselocale(u->old);
-        freelocale(u->utf8);
         u->utf8 = (locale_t)0;
     }
 }

@@ -109,6 +109,12 @@ def _(ws):
     return [t.end().bytes()], check
 
 
+@case('pax-path-invalid-utf8', rule='malformed', contains='converted')
+def _(ws):
+    # PAX names are UTF-8 by the standard; ustar names are bytes (see legit.py).
+    return [Tar().pax(('path', b'caf\xe9-latin1')).file('x', 'y').end().bytes()]
+
+
 @case('pax-path-over-path-max', rule='path-length')
 def _(ws):
     return [Tar().file('a/' * 2100 + 'f', 'x').end().bytes()]
