@@ -145,8 +145,7 @@ int layer_walk_data(struct layer_walk *w, layer_data_fn sink, void *ud);
 int layer_walk_fail(struct layer_walk *w, int code, const char *rule, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* The policy and stats of the walk (never NULL inside a callback). */
-const struct archive_policy *layer_walk_policy(struct layer_walk *w);
+/* The stats of the walk (never NULL inside a callback). */
 struct archive_stats *layer_walk_stats(struct layer_walk *w);
 
 /* Allowed xattrs of the current entry: calls fn for each one on the allowlist. (The walker

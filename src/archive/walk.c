@@ -100,11 +100,6 @@ struct layer_walk {
 
 DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)
 
-const struct archive_policy *layer_walk_policy(struct layer_walk *w)
-{
-    return &w->pol;
-}
-
 struct archive_stats *layer_walk_stats(struct layer_walk *w)
 {
     return w->st;
