@@ -14,7 +14,7 @@ PKGS_BUILD=(build-essential cmake pkg-config
 # clang + compiler-rt for libFuzzer, tmux for the monitor test, node/npm for the S3 server.
 PKGS_TEST=(libcmocka-dev sqlite3 e2fsprogs dmsetup thin-provisioning-tools util-linux
   busybox-static qemu-system-x86 kmod cpio clang libclang-rt-14-dev
-  libarchive-tools tar gzip zstd attr jq curl tmux python3 mmdebstrap hyperfine)
+  libarchive-tools tar gzip zstd attr jq curl tmux python3 mmdebstrap hyperfine time)
 
 check_only=0
 [ "${1:-}" = "--check" ] && check_only=1

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "store/db.h"
+#include "util/log.h"
 #include "util/config.h"
 #include "util/err.h"
 
@@ -34,6 +35,8 @@ struct cli {
     bool quiet;
     bool verbose;
     bool tty;        /* stdout is a terminal */
+    bool log_level_set; /* --log-level, -v, -q or THINIMG_LOG_LEVEL given */
+    enum log_format log_format;
     const char *argv0;
 };
 

@@ -161,6 +161,8 @@ int main(int argc, char **argv)
     else if (cli.quiet && !level_given)
         ll = LOG_LVL_WARN;
     log_setup(lf, ll, STDERR_FILENO);
+    cli.log_level_set = level_given || ll_s || cli.verbose || cli.quiet;
+    cli.log_format = lf;
 
     if (nrest < 2) {
         usage(stderr);

@@ -9,38 +9,53 @@
  *
  * Durability (the contract the rest of thinimg relies on):
  *  - fsm_start() commits the run row and its START event before anything runs.
- *  - When a transition returns OK (or HANDOFF), the engine opens ONE short write transaction
- *    and in it: runs the commit callbacks the transition registered with fsm_run_on_commit()
- *    (the transition's own domain writes), stores the response, advances next_index and
- *    appends the COMPLETE event. Either all of that is committed or none of it is: there is no
- *    window where FSM state and domain state disagree. Slow work (downloads, mkfs, extraction)
- *    happens in the transition, outside any transaction.
+ *  - When a transition returns OK, the engine opens ONE short write transaction and in it:
+ *    runs the commit callbacks the transition registered with fsm_run_on_commit() (the
+ *    transition's own domain writes), stores the response, advances next_index, resets the
+ *    attempt count and appends the COMPLETE event. Either all of that is committed or none of
+ *    it is: there is no window where FSM state and domain state disagree. Slow work
+ *    (downloads, mkfs, extraction) happens in the transition, outside any transaction.
+ *  - HANDOFF commits the same way (callbacks, response) but records the outcome and a HALT
+ *    event instead of advancing; ABORT / UNRECOVERABLE record outcome, error, error state and
+ *    HALT, dropping the attempt's callbacks. An unfinished run with a recorded outcome only
+ *    has its end step left.
+ *  - A failed attempt (RETRY, timeout, failing commit callback) records an ERROR event with
+ *    the attempt number and the new attempt count in one transaction, then backs off.
  *  - The end step runs the finalizers and commits FINISH (outcome, error, error state) the
  *    same way; finalizers may register commit callbacks too.
  *  - fsm_manager_resume() continues every unfinished run at its first uncompleted transition,
  *    through the run's own queue (queue limits hold after a crash), with is_restart set and the
- *    attempt count of that transition restored. Execution is at-least-once: a transition that
- *    was running when the process died runs again, so transitions must be idempotent.
+ *    attempt count of that transition restored (the count of *recorded* failures: an attempt
+ *    cut short by a crash or a shutdown is not a failure and runs again with the same number).
+ *    Execution is at-least-once: a transition that was running when the process died runs
+ *    again, so transitions must be idempotent. The end step of a run that died in its end step
+ *    runs again too (finalizers are at-least-once).
  *
  * Outcomes of one attempt (enum fsm_outcome): OK continues; RETRY backs off and tries again
  * (exponential backoff with jitter, per-transition policy); ABORT and UNRECOVERABLE skip to the
  * end step as failures; HANDOFF skips to the end step as success ("already done"); CANCELLED
  * is what a cancelled run ends with. A transition that exhausts its attempts ends with its
- * policy's on_exhausted outcome and the last error message.
+ * policy's on_exhausted outcome and the last error message. A transition may return
+ * fsm_result{FSM_CANCELLED} itself: it ends the run like ABORT, with outcome CANCELLED.
  *
  * Queues: FIFO, one concurrency limit each (changeable at run time). A queue limits whole runs,
  * not single transitions. Run-after composes with a queue: the run enters its queue only when
  * the predecessor has finished (whatever its outcome; the transition can read that outcome).
  * Delayed start composes with both. Cancel works on pending and running runs. Shutdown stops
  * scheduling, asks running transitions to stop (cause "shutdown"), waits up to a timeout and
- * leaves every unfinished run resumable: shutdown never records an outcome.
+ * leaves every unfinished run resumable: shutdown never records an outcome. (A transition
+ * that still returns OK during shutdown gets its checkpoint; any other result is dropped and
+ * the attempt runs again after the restart.)
  *
  * Threads: each running run executes on its own thread; callbacks may block. The manager
  * functions are thread-safe. The struct db is shared with the application (see store/db.h).
+ * fsm_start() and fsm_cancel() commit their own transactions: call them from a transition or
+ * from application code outside any transaction, never from a commit callback (-EDEADLK).
+ * docs/fsm.md explains all of this for machine authors.
  *
  * Errors: functions return 0 or a negative errno (-ENOENT unknown run, -EEXIST duplicate
- * registration or already-running unqueued run, -EINVAL bad definition, -ESHUTDOWN after
- * shutdown, -ETIMEDOUT from fsm_wait).
+ * registration or already-running unqueued run, -EINVAL bad definition or unknown queue,
+ * -ESHUTDOWN after shutdown, -ETIMEDOUT from fsm_wait, -EDEADLK from a commit callback).
  */
 #pragma once
 
@@ -112,7 +127,8 @@ const void *fsm_run_request(const struct fsm_run *run, size_t *len);  /* immutab
 const void *fsm_run_response(const struct fsm_run *run, size_t *len); /* last checkpointed */
 struct fsm_manager *fsm_run_manager(const struct fsm_run *run);
 
-/* Replace the response; it is stored with this transition's checkpoint. */
+/* Replace the response; it is stored with this transition's checkpoint (or the FINISH, from a
+ * finalizer) and visible through fsm_run_response() once committed. */
 int fsm_run_set_response(struct fsm_run *run, const void *data, size_t len);
 
 /* Register a domain write to run inside this transition's checkpoint transaction (or the
@@ -124,7 +140,8 @@ int fsm_run_set_response(struct fsm_run *run, const void *data, size_t len);
 typedef int (*fsm_commit_fn)(struct db *db, void *ud);
 int fsm_run_on_commit(struct fsm_run *run, fsm_commit_fn fn, void *ud, void (*free_ud)(void *));
 
-/* Cancellation, cooperative. Values of fsm_run_cancelled(): */
+/* Cancellation, cooperative. Values of fsm_run_cancelled() (USER wins over SHUTDOWN, which
+ * wins over TIMEOUT): */
 enum fsm_cancel_reason {
     FSM_CANCEL_NONE = 0,
     FSM_CANCEL_SHUTDOWN, /* graceful shutdown: stop, the run resumes next start */
@@ -132,7 +149,8 @@ enum fsm_cancel_reason {
     FSM_CANCEL_TIMEOUT,  /* this attempt's timeout expired: the attempt counts as RETRY */
 };
 enum fsm_cancel_reason fsm_run_cancelled(const struct fsm_run *run);
-/* A file descriptor that becomes readable once the run is cancelled (for poll()). */
+/* A file descriptor that becomes readable once the run is cancelled (for poll()). The engine
+ * resets it after a timed-out attempt; after a user cancel or shutdown it stays readable. */
 int fsm_run_cancel_fd(const struct fsm_run *run);
 /* Sleep, waking early on cancel. Returns 0 after the full sleep, -ECANCELED when woken. */
 int fsm_run_sleep_ms(struct fsm_run *run, uint64_t ms);
@@ -154,7 +172,8 @@ struct fsm_retry_policy {
     uint32_t max_backoff_ms;     /* cap on the un-jittered delay */
     double multiplier;           /* growth per attempt */
     double jitter;               /* +-fraction of the delay, 0..1 */
-    uint32_t attempt_timeout_ms; /* 0 = none; expiry cancels the attempt (FSM_CANCEL_TIMEOUT) */
+    uint32_t attempt_timeout_ms; /* 0 = none; expiry cancels the attempt (FSM_CANCEL_TIMEOUT)
+                                  * and the attempt counts as RETRY whatever it returns */
     enum fsm_outcome on_exhausted; /* FSM_ABORT or FSM_UNRECOVERABLE */
 };
 
@@ -216,15 +235,24 @@ struct fsm_config {
 int fsm_manager_open(struct db *db, const struct fsm_config *cfg, struct fsm_manager **out,
                      struct err *e);
 /* Load every unfinished run of every registered machine and schedule it (own queue, delay,
- * run-after). Runs of unregistered machines are left alone and reported in the log. */
+ * run-after). Runs of unregistered machines are left alone and reported in the log; a run
+ * whose queue is no longer configured gets that queue back with limit 1. Runs already live
+ * in this manager are skipped, so calling it again (after registering more machines) is
+ * safe, also while other threads call fsm_start() (a run is never live twice). Returns the
+ * number of runs scheduled. */
 int fsm_manager_resume(struct fsm_manager *m);
 /* Stop: no new starts (-ESHUTDOWN), cancel running transitions with FSM_CANCEL_SHUTDOWN,
  * wait up to timeout_ms for them to return. Idempotent. Runs stay resumable. */
 void fsm_manager_shutdown(struct fsm_manager *m, uint32_t timeout_ms);
-/* Shuts down (5 s) if needed and frees. */
+/* Shuts down (5 s) if needed and frees. A transition that ignores cancellation still uses
+ * the manager and the db, so close waits for it to return (logging a warning) rather than
+ * free memory under it. */
 void fsm_manager_close(struct fsm_manager *m);
 struct db *fsm_manager_db(struct fsm_manager *m);
 
+/* Change a queue's limit (>= 1) at run time; an unknown queue is created. Runs already
+ * running keep running when the limit goes down; no new run is admitted until the queue is
+ * under the new limit. */
 int fsm_queue_set_limit(struct fsm_manager *m, const char *queue, int limit);
 
 /* Optional observer for metrics and progress displays: called (from the run's thread) when a
@@ -257,19 +285,29 @@ struct fsm_start_opts {
 };
 
 /* Commit the run (START) and schedule it. For an unqueued run whose (type, action, resource)
- * already has an active run, returns -EEXIST and sets *out to the existing run. */
+ * already has an active run, returns -EEXIST and sets *out to the existing run. An unknown
+ * queue name is -EINVAL. Once this returns 0 the run exists durably: if shutdown began
+ * meanwhile it is simply not scheduled, and resumes at the next start. */
 int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *resource_id,
               const void *req, size_t req_len, const struct fsm_start_opts *opts,
               struct fsm_id *out);
 
 /* Wait for a run to finish (timeout_ms < 0: forever). Works for runs that finished before a
  * restart (read from the database). *error is malloc'd ("" when none); either out pointer may
- * be NULL. Returns 0, -ETIMEDOUT or -ENOENT. */
+ * be NULL. Returns 0, -ETIMEDOUT, -ENOENT, or -ESHUTDOWN when the manager shut down and the
+ * run will not finish in this process. */
 int fsm_wait(struct fsm_manager *m, const struct fsm_id *version, int64_t timeout_ms,
              enum fsm_outcome *outcome, char **error);
 
 /* Cancel a pending or running run; it ends CANCELLED with `cause` as its error and its
- * finalizers run. -ENOENT if unknown, -EALREADY if already finished. */
+ * finalizers run. The request is also recorded in the database before this returns, so a
+ * crash after it returned still ends the run CANCELLED. A pending run (queued, delayed, waiting for its predecessor) goes
+ * to its end step at once, without waiting for a queue slot; a running one is told through
+ * fsm_run_cancelled() / its cancel fd and ends when its transition returns (if it returns OK
+ * its checkpoint is kept first). A run of a machine this manager has not registered gets the
+ * request recorded, for the manager that runs it. Cancelling twice is fine (0). -ENOENT if
+ * unknown, -EALREADY if already finished or already past its last transition with another
+ * outcome. */
 int fsm_cancel(struct fsm_manager *m, const struct fsm_id *version, const char *cause);
 
 /* ---- introspection ------------------------------------------------------------------------ */
@@ -300,6 +338,8 @@ struct fsm_run_record {
 };
 void fsm_run_record_free(struct fsm_run_record *r);
 
+/* One history event. `attempt` is the 0-based attempt the event is about (ERROR: the attempt
+ * that failed; COMPLETE: the one that succeeded). HALT and FINISH carry the outcome. */
 struct fsm_event_record {
     int64_t seq;
     enum fsm_event_type type;
@@ -307,7 +347,9 @@ struct fsm_event_record {
     const char *error;   /* may be NULL */
     uint32_t attempt;
     int64_t ts_ms;
-    size_t response_len;
+    size_t response_len; /* bytes of response stored with this event (0: unchanged) */
+    bool has_outcome;    /* HALT and FINISH */
+    enum fsm_outcome outcome;
 };
 
 /* These read the database only, so the CLI can use them on a read-only connection while a
@@ -328,8 +370,9 @@ int fsm_db_list_events(struct db *db, const struct fsm_id *version, fsm_event_cb
 int fsm_db_prune(struct db *db, int64_t cutoff_ms);
 const char *fsm_event_type_name(enum fsm_event_type t);
 
-/* Same as fsm_db_list_runs but adds live state (current transition, attempt, progress) from
- * the manager. */
+/* The unfinished runs (as fsm_db_list_runs with no filter) with live state from the manager
+ * for the runs it executes: status (pending until its thread runs), current transition,
+ * attempt, last error (while no outcome is recorded), phase and progress. */
 int fsm_list_active(struct fsm_manager *m, fsm_run_cb cb, void *ud);
 
 /* Registered machines. */

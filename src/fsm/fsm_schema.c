@@ -6,7 +6,13 @@
  *             final outcome once finished. The row *is* the run's durable state: resume reads
  *             only this table.
  * fsm_events  the run's history, ordered by an explicit per-run seq (never by wall clock):
- *             START, ERROR, COMPLETE, HALT, FINISH, RESUME.
+ *             START, ERROR, COMPLETE, HALT, FINISH, RESUME. `attempt` is the 0-based attempt
+ *             the event is about (ERROR: the attempt that failed); `outcome` is set on HALT
+ *             and FINISH.
+ *
+ * While a run is unfinished (status < 3), a non-NULL outcome means the outcome is already
+ * decided (halted: abort, unrecoverable, handoff, or a cancel request) and the run only has
+ * its end step left; resume relies on this.
  */
 #include "fsm/fsm.h"
 
@@ -49,6 +55,7 @@ static const struct db_migration fsm_migrations[] = {
      "  error TEXT,"
      "  attempt INTEGER NOT NULL DEFAULT 0,"
      "  response_len INTEGER NOT NULL DEFAULT 0,"
+     "  outcome INTEGER,"
      "  ts_ms INTEGER NOT NULL,"
      "  PRIMARY KEY(version, seq)) WITHOUT ROWID;"},
 };

@@ -341,6 +341,33 @@ int imagedb_image_delete(struct db *db, int64_t id)
     return r < 0 ? r : (r == 0 ? -ENOENT : 0);
 }
 
+int imagedb_ref_set(struct db *db, const char *ref, int64_t image_id)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "INSERT INTO image_refs(ref, image_id, resolved_at_ms) VALUES(?,?,?)"
+                              " ON CONFLICT(ref) DO UPDATE SET image_id = excluded.image_id,"
+                              " resolved_at_ms = excluded.resolved_at_ms");
+    db_bind_text(st, 1, ref);
+    db_bind_i64(st, 2, image_id);
+    db_bind_i64(st, 3, now_ms());
+    int r = exec_stmt(db, st);
+    db_unlock(db);
+    return r < 0 ? r : 0;
+}
+
+int imagedb_ref_get(struct db *db, const char *ref, int64_t *image_id)
+{
+    db_lock(db);
+    PREPARE_OR_RETURN(st, db, "SELECT image_id FROM image_refs WHERE ref = ?");
+    db_bind_text(st, 1, ref);
+    int r = db_step(db, st);
+    if (r == 1)
+        *image_id = sqlite3_column_int64(st, 0);
+    db_done(st);
+    db_unlock(db);
+    return r < 0 ? r : (r == 1 ? 0 : -ENOENT);
+}
+
 /* ---- layers ------------------------------------------------------------------------------- */
 
 #define LAYER_COLS                                                                                 \

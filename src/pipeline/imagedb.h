@@ -94,6 +94,10 @@ int imagedb_image_list(struct db *db, imagedb_image_cb cb, void *ud);
 /* Delete the image row (and its image_layers); refuses with -EBUSY while activations exist. */
 int imagedb_image_delete(struct db *db, int64_t id);
 
+/* Remember that ref (as typed, expanded to a full location) names image id; look it up. */
+int imagedb_ref_set(struct db *db, const char *ref, int64_t image_id);
+int imagedb_ref_get(struct db *db, const char *ref, int64_t *image_id);
+
 /* ---- layers (chain ids) ------------------------------------------------------------------ */
 
 /* Insert a pending layer unless the chain id exists. */

@@ -6,9 +6,17 @@
  *                ready (message succeeded and confirmed), failed (an operation on it failed:
  *                left for gc, never cleaned up on the error path), deleting (gc started the
  *                pool delete), deleted (gone from the pool; the id may be reused only now).
+ *                foreign: the id was allocated here but the pool already had it (create_thin
+ *                or create_snap answered EEXIST: a collision with a device thinimg did not
+ *                make, or a database that lost rows). The row keeps the id out of use for
+ *                good; gc reports it as an orphan in the pool.
  * device_id_seq  per pool, the next id to hand out. Ids only grow, so an id is never reused
  *                while any trace of its device may exist; after 2^24-1 the allocator looks for
  *                ids whose rows are gone or 'deleted'.
+ * pools          the thin pools thinimg set up or adopted, with the exact parameters of their
+ *                table, so that reassembly after a reboot loads an identical table. origin:
+ *                created (thinimg made the backing files) or adopted (someone else made the
+ *                pool; thinimg only uses it).
  */
 #include <stddef.h>
 
@@ -21,7 +29,8 @@ const struct db_migration store_devices_migrations[] = {
      "  dev_id INTEGER NOT NULL CHECK(dev_id BETWEEN 1 AND 16777215),"
      "  name TEXT NOT NULL,"
      "  kind TEXT NOT NULL CHECK(kind IN ('layer','activation','test')),"
-     "  state TEXT NOT NULL CHECK(state IN ('creating','ready','failed','deleting','deleted')),"
+     "  state TEXT NOT NULL"
+     "    CHECK(state IN ('creating','ready','failed','deleting','deleted','foreign')),"
      "  origin_id INTEGER,"
      "  size_bytes INTEGER NOT NULL CHECK(size_bytes > 0),"
      "  error TEXT,"
@@ -32,7 +41,19 @@ const struct db_migration store_devices_migrations[] = {
      "CREATE INDEX devices_state ON devices(state);"
      "CREATE TABLE device_id_seq("
      "  pool TEXT PRIMARY KEY,"
-     "  next_id INTEGER NOT NULL CHECK(next_id BETWEEN 1 AND 16777216));"},
+     "  next_id INTEGER NOT NULL CHECK(next_id BETWEEN 1 AND 16777216));"
+     "CREATE TABLE pools("
+     "  name TEXT PRIMARY KEY,"
+     "  origin TEXT NOT NULL CHECK(origin IN ('created','adopted')),"
+     "  data_file TEXT,"
+     "  metadata_file TEXT,"
+     "  data_bytes INTEGER NOT NULL CHECK(data_bytes > 0),"
+     "  metadata_bytes INTEGER,"
+     "  block_sectors INTEGER NOT NULL CHECK(block_sectors >= 128 AND block_sectors % 128 = 0),"
+     "  low_water_blocks INTEGER NOT NULL CHECK(low_water_blocks >= 0),"
+     "  features TEXT NOT NULL,"
+     "  created_at_ms INTEGER NOT NULL,"
+     "  updated_at_ms INTEGER NOT NULL);"},
 };
 const size_t store_devices_migrations_n =
     sizeof(store_devices_migrations) / sizeof(store_devices_migrations[0]);

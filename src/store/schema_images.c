@@ -6,6 +6,9 @@
  * layers          one per chain id: the thin device holding the unpacked filesystem of that
  *                 chain, shared by every image whose lower layers match.
  * activations     named writable snapshots of an image's top layer (what a VM boots).
+ * image_refs      every REF an operator typed that resolved to an image (expanded to a full
+ *                 location), so a repeated process-image of an active image is answered from
+ *                 the database alone.
  * resource_locks  per-resource locks (image, chain id) owned by a live process: pid, boot id
  *                 and process start time identify the owner, so a dead owner's lock can be
  *                 broken safely and a live one is never stolen.
@@ -70,6 +73,12 @@ const struct db_migration store_images_migrations[] = {
      "  owner_start_ticks INTEGER NOT NULL,"
      "  purpose TEXT NOT NULL,"
      "  acquired_at_ms INTEGER NOT NULL);"},
+    {2, "image_refs",
+     "CREATE TABLE image_refs("
+     "  ref TEXT PRIMARY KEY,"
+     "  image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+     "  resolved_at_ms INTEGER NOT NULL);"
+     "CREATE INDEX image_refs_image ON image_refs(image_id);"},
 };
 const size_t store_images_migrations_n =
     sizeof(store_images_migrations) / sizeof(store_images_migrations[0]);

@@ -1,0 +1,394 @@
+/*
+ * cmd_runs.c: `thinimg runs`: the workflow runs recorded in the database, and `thinimg runs
+ * show VERSION`: one run with its event history.
+ *
+ * Read-only: the database is opened read-only, so this works next to a running daemon (WAL
+ * readers never block the writer) and never changes anything. What it shows is the durable
+ * state: a run's current transition and attempt as of its last checkpoint or recorded error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/table.h"
+#include "fsm/fsm.h"
+#include "util/timeutil.h"
+
+/* With --all, the newest runs only unless --limit says otherwise: a long-lived host has
+ * thousands of finished runs and a table of all of them helps nobody. */
+#define RUNS_DEFAULT_ALL_LIMIT 100
+/* Width of the ERROR column in the table (the full text is in --json and `runs show`). */
+#define RUNS_ERROR_WIDTH 60
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: thinimg runs [--all] [--json] [--type TYPE] [--resource ID] [--limit N]\n"
+            "       thinimg runs show VERSION [--json]\n"
+            "\n"
+            "List workflow runs (durable state machines): pending and running ones by\n"
+            "default, oldest first; with --all also finished ones, newest first (the newest\n"
+            "%d unless --limit is given). `runs show` prints one run and its events.\n"
+            "\n"
+            "Options:\n"
+            "  -a, --all            include finished runs\n"
+            "  -t, --type TYPE      only runs of this machine type (e.g. fetch, unpack)\n"
+            "  -r, --resource ID    only runs about this resource id\n"
+            "  -n, --limit N        at most N runs (0 = no limit)\n"
+            "      --json           machine-readable output\n"
+            "  -h, --help           this help\n"
+            "\n"
+            "Columns: VERSION (the run id), MACHINE (type/action), RESOURCE, STATE (current\n"
+            "transition, or the end state), STATUS (pending, running, finished), ATTEMPT\n"
+            "(failed attempts of the current transition), OUTCOME (ok, retry, abort,\n"
+            "unrecoverable, handoff, cancelled), AGE, ERROR (last error).\n"
+            "\n"
+            "Exit codes: 0 ok, 2 usage, 4 no database or no such run.\n",
+            RUNS_DEFAULT_ALL_LIMIT);
+}
+
+static const char *outcome_or_dash(const struct fsm_run_record *r)
+{
+    return r->status == FSM_RUN_FINISHED ? fsm_outcome_name(r->outcome) : "-";
+}
+
+/* Request/response bytes as JSON: embedded as is when they are JSON, else as a string when
+ * they are text, else only their size is shown. */
+static json_t *bytes_json(const void *p, size_t n)
+{
+    if (!p || n == 0)
+        return json_null();
+    json_t *j = json_loadb(p, n, JSON_DECODE_ANY, NULL);
+    if (j)
+        return j;
+    j = json_stringn(p, n);
+    return j ? j : json_null();
+}
+
+static json_t *run_json(const struct fsm_run_record *r, bool full)
+{
+    json_t *trans = json_array();
+    for (size_t i = 0; i < r->n_transitions; i++)
+        json_array_append_new(trans, json_string(r->transitions[i]));
+    json_t *o = json_object();
+    json_object_set_new(o, "version", json_string(r->version.s));
+    json_object_set_new(o, "type", json_string(r->type));
+    json_object_set_new(o, "action", json_string(r->action));
+    json_object_set_new(o, "resource_id", json_string(r->resource_id));
+    json_object_set_new(o, "queue", r->queue ? json_string(r->queue) : json_null());
+    json_object_set_new(o, "parent",
+                        fsm_id_is_zero(&r->parent) ? json_null() : json_string(r->parent.s));
+    json_object_set_new(o, "run_after",
+                        fsm_id_is_zero(&r->run_after) ? json_null() : json_string(r->run_after.s));
+    json_object_set_new(o, "status", json_string(fsm_run_status_name(r->status)));
+    json_object_set_new(o, "state", json_string(r->state));
+    json_object_set_new(o, "next_index", json_integer(r->next_index));
+    json_object_set_new(o, "transitions", trans);
+    json_object_set_new(o, "attempt", json_integer(r->attempt));
+    json_object_set_new(o, "outcome",
+                        r->status == FSM_RUN_FINISHED ? json_string(fsm_outcome_name(r->outcome))
+                                                      : json_null());
+    json_object_set_new(o, "error", json_string(r->error));
+    json_object_set_new(o, "error_state",
+                        r->error_state ? json_string(r->error_state) : json_null());
+    json_object_set_new(o, "created_ms", json_integer(r->created_ms));
+    json_object_set_new(o, "started_ms", r->started_ms ? json_integer(r->started_ms) : json_null());
+    json_object_set_new(o, "finished_ms",
+                        r->finished_ms ? json_integer(r->finished_ms) : json_null());
+    json_object_set_new(o, "delay_until_ms",
+                        r->delay_until_ms ? json_integer(r->delay_until_ms) : json_null());
+    json_object_set_new(o, "request_bytes", json_integer((json_int_t)r->request_len));
+    json_object_set_new(o, "response_bytes", json_integer((json_int_t)r->response_len));
+    if (full) {
+        json_object_set_new(o, "request", bytes_json(r->request, r->request_len));
+        json_object_set_new(o, "response", bytes_json(r->response, r->response_len));
+    }
+    return o;
+}
+
+struct list_ctx {
+    bool json;
+    json_t *arr;
+    struct table t;
+    int64_t now;
+    size_t n;
+};
+
+static int list_one(const struct fsm_run_record *r, void *ud)
+{
+    struct list_ctx *c = ud;
+    c->n++;
+    if (c->json)
+        return json_array_append_new(c->arr, run_json(r, false)) < 0 ? -ENOMEM : 0;
+    char machine[256], attempt[16], age[32], error[RUNS_ERROR_WIDTH + 4];
+    snprintf(machine, sizeof(machine), "%s/%s", r->type, r->action);
+    snprintf(attempt, sizeof(attempt), "%u", r->attempt);
+    format_duration_ms(c->now - r->created_ms, age, sizeof(age));
+    if (strlen(r->error) > RUNS_ERROR_WIDTH)
+        snprintf(error, sizeof(error), "%.*s...", RUNS_ERROR_WIDTH - 3, r->error);
+    else
+        snprintf(error, sizeof(error), "%s", r->error);
+    for (char *p = error; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    return table_row(&c->t, r->version.s, machine, r->resource_id, r->state,
+                     fsm_run_status_name(r->status), attempt, outcome_or_dash(r), age, error, NULL);
+}
+
+static int print_json(json_t *j)
+{
+    int r = json_dumpf(j, stdout, JSON_INDENT(2));
+    putchar('\n');
+    json_decref(j);
+    return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
+
+static int list_runs(struct cli *cli, const struct fsm_list_filter *f, bool json)
+{
+    struct err e = {0};
+    _cleanup_db_ struct db *db = NULL;
+    int r = cli_open_db(cli, true, &db, &e);
+    if (r < 0)
+        return cli_fail("runs", r, &e);
+    struct list_ctx c = {.json = json, .t = TABLE_INIT, .now = now_ms()};
+    if (json)
+        c.arr = json_array();
+    else
+        table_header(&c.t, "VERSION", "MACHINE", "RESOURCE", "STATE", "STATUS", "ATTEMPT",
+                     "OUTCOME", "AGE", "ERROR", NULL);
+    r = fsm_db_list_runs(db, f, list_one, &c);
+    if (r < 0) {
+        table_free(&c.t);
+        json_decref(c.arr);
+        return cli_fail("runs", r, NULL);
+    }
+    if (json)
+        return print_json(c.arr);
+    if (c.n == 0) {
+        if (!cli->quiet)
+            printf("no %sruns\n", f->include_finished ? "" : "pending or running ");
+    } else {
+        table_print(&c.t, stdout);
+    }
+    table_free(&c.t);
+    return EXIT_OK;
+}
+
+/* ---- runs show --------------------------------------------------------------------------- */
+
+struct events_ctx {
+    bool json;
+    json_t *arr;
+    struct table t;
+};
+
+static int event_one(const struct fsm_event_record *ev, void *ud)
+{
+    struct events_ctx *c = ud;
+    if (c->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "seq", json_integer(ev->seq));
+        json_object_set_new(o, "type", json_string(fsm_event_type_name(ev->type)));
+        json_object_set_new(o, "state", ev->state ? json_string(ev->state) : json_null());
+        json_object_set_new(o, "attempt", json_integer(ev->attempt));
+        json_object_set_new(o, "outcome",
+                            ev->has_outcome ? json_string(fsm_outcome_name(ev->outcome))
+                                            : json_null());
+        json_object_set_new(o, "error", ev->error ? json_string(ev->error) : json_null());
+        json_object_set_new(o, "ts_ms", json_integer(ev->ts_ms));
+        json_object_set_new(o, "response_bytes", json_integer((json_int_t)ev->response_len));
+        return json_array_append_new(c->arr, o) < 0 ? -ENOMEM : 0;
+    }
+    char seq[24], ts[40], attempt[16];
+    snprintf(seq, sizeof(seq), "%lld", (long long)ev->seq);
+    format_rfc3339_ms(ev->ts_ms, ts, sizeof(ts));
+    snprintf(attempt, sizeof(attempt), "%u", ev->attempt);
+    return table_row(&c->t, seq, ts, fsm_event_type_name(ev->type), ev->state ? ev->state : "",
+                     attempt, ev->has_outcome ? fsm_outcome_name(ev->outcome) : "",
+                     ev->error ? ev->error : "", NULL);
+}
+
+static void print_time(const char *label, int64_t ms, int64_t now)
+{
+    if (!ms) {
+        printf("%-12s -\n", label);
+        return;
+    }
+    char ts[40], ago[32];
+    format_rfc3339_ms(ms, ts, sizeof(ts));
+    format_duration_ms(now - ms, ago, sizeof(ago));
+    printf("%-12s %s (%s ago)\n", label, ts, ago);
+}
+
+static void print_bytes(const char *label, const void *p, size_t n)
+{
+    if (!p || n == 0) {
+        printf("%-12s -\n", label);
+        return;
+    }
+    bool text = true;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = ((const unsigned char *)p)[i];
+        if (ch < 0x20 && ch != '\n' && ch != '\t')
+            text = false;
+    }
+    if (text)
+        printf("%-12s %.*s (%zu bytes)\n", label, (int)n, (const char *)p, n);
+    else
+        printf("%-12s (%zu bytes of binary data)\n", label, n);
+}
+
+static void print_run(const struct fsm_run_record *r)
+{
+    int64_t now = now_ms();
+    printf("%-12s %s\n", "run", r->version.s);
+    printf("%-12s %s/%s\n", "machine", r->type, r->action);
+    printf("%-12s %s\n", "resource", r->resource_id);
+    printf("%-12s %s\n", "queue", r->queue ? r->queue : "-");
+    printf("%-12s %s\n", "parent", fsm_id_is_zero(&r->parent) ? "-" : r->parent.s);
+    printf("%-12s %s\n", "run after", fsm_id_is_zero(&r->run_after) ? "-" : r->run_after.s);
+    if (r->status == FSM_RUN_FINISHED)
+        printf("%-12s finished, outcome %s\n", "status", fsm_outcome_name(r->outcome));
+    else
+        printf("%-12s %s\n", "status", fsm_run_status_name(r->status));
+    if (r->status == FSM_RUN_FINISHED)
+        printf("%-12s %s\n", "state", r->state);
+    else
+        printf("%-12s %s (attempt %u)\n", "state", r->state, r->attempt);
+    printf("%-12s", "transitions");
+    for (size_t i = 0; i < r->n_transitions; i++)
+        printf("%s%s%s%s", i ? " > " : " ", i == r->next_index ? "[" : "", r->transitions[i],
+               i == r->next_index ? "]" : "");
+    printf("\n");
+    if (r->error[0])
+        printf("%-12s %s%s%s%s\n", "error", r->error, r->error_state ? " (in " : "",
+               r->error_state ? r->error_state : "", r->error_state ? ")" : "");
+    print_time("created", r->created_ms, now);
+    if (r->delay_until_ms)
+        print_time("not before", r->delay_until_ms, now);
+    print_time("started", r->started_ms, now);
+    print_time("finished", r->finished_ms, now);
+    print_bytes("request", r->request, r->request_len);
+    print_bytes("response", r->response, r->response_len);
+}
+
+static int show_run(struct cli *cli, const char *version, bool json)
+{
+    struct fsm_id v;
+    if (fsm_id_parse(version, &v) < 0)
+        return cli_usage_error("runs",
+                               "'%s' is not a run version (26 characters, as listed by"
+                               " `thinimg runs --all`)",
+                               version);
+    struct err e = {0};
+    _cleanup_db_ struct db *db = NULL;
+    int r = cli_open_db(cli, true, &db, &e);
+    if (r < 0)
+        return cli_fail("runs", r, &e);
+    struct fsm_run_record rec;
+    r = fsm_db_get_run(db, &v, &rec);
+    if (r == -ENOENT)
+        return cli_failf("runs", EXIT_NOTFOUND,
+                         "no run %s in %s (finished runs are pruned after the retention period;"
+                         " list them with `thinimg runs --all`)",
+                         v.s, db_path(db));
+    if (r < 0)
+        return cli_fail("runs", r, NULL);
+    struct events_ctx c = {.json = json, .t = TABLE_INIT};
+    if (json)
+        c.arr = json_array();
+    else
+        table_header(&c.t, "SEQ", "TIME", "EVENT", "STATE", "ATTEMPT", "OUTCOME", "ERROR", NULL);
+    r = fsm_db_list_events(db, &v, event_one, &c);
+    if (r < 0) {
+        fsm_run_record_free(&rec);
+        table_free(&c.t);
+        json_decref(c.arr);
+        return cli_fail("runs", r, NULL);
+    }
+    if (json) {
+        json_t *o = run_json(&rec, true);
+        json_object_set_new(o, "events", c.arr);
+        fsm_run_record_free(&rec);
+        return print_json(o);
+    }
+    print_run(&rec);
+    printf("\n");
+    table_print(&c.t, stdout);
+    table_free(&c.t);
+    fsm_run_record_free(&rec);
+    return EXIT_OK;
+}
+
+int cmd_runs(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"type", required_argument, NULL, 't'},
+                                         {"resource", required_argument, NULL, 'r'},
+                                         {"limit", required_argument, NULL, 'n'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    struct fsm_list_filter f = {0};
+    bool json = false, limit_given = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "+at:r:n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a':
+            f.include_finished = true;
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 't':
+            f.type = optarg;
+            break;
+        case 'r':
+            f.resource_id = optarg;
+            break;
+        case 'n': {
+            char *end = NULL;
+            long long n = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || n < 0)
+                return cli_usage_error("runs", "--limit needs a number >= 0, not '%s'", optarg);
+            f.limit = (size_t)n;
+            limit_given = true;
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            return cli_usage_error("runs", "unknown option");
+        }
+    }
+    if (optind < argc && !strcmp(argv[optind], "show")) {
+        /* `runs show VERSION [--json]`: options may follow the version. */
+        const char *version = NULL;
+        for (int i = optind + 1; i < argc; i++) {
+            if (!strcmp(argv[i], "--json"))
+                json = true;
+            else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+                usage(stdout);
+                return EXIT_OK;
+            } else if (argv[i][0] == '-')
+                return cli_usage_error("runs", "unknown option '%s' for `runs show`", argv[i]);
+            else if (version)
+                return cli_usage_error("runs", "`runs show` takes one version");
+            else
+                version = argv[i];
+        }
+        if (!version)
+            return cli_usage_error("runs", "`runs show` needs a run VERSION");
+        return show_run(cli, version, json);
+    }
+    if (optind < argc)
+        return cli_usage_error("runs", "unexpected argument '%s'", argv[optind]);
+    if (f.include_finished && !limit_given)
+        f.limit = RUNS_DEFAULT_ALL_LIMIT;
+    return list_runs(cli, &f, json);
+}

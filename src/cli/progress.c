@@ -1,0 +1,213 @@
+/*
+ * progress.c: live progress of pipeline runs on a terminal, event lines otherwise. See
+ * progress.h.
+ */
+#include "cli/progress.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/timeutil.h"
+
+#define PROGRESS_MAX_LINES 24
+
+struct rate_sample {
+    char version[FSM_ID_LEN + 1];
+    uint64_t done;
+    double at;
+    double rate; /* bytes per second, smoothed */
+};
+
+struct progress {
+    struct fsm_manager *m;
+    FILE *out;
+    bool tty, quiet;
+    int drawn; /* lines drawn last time */
+    pthread_mutex_t lock;
+    struct rate_sample rates[PROGRESS_MAX_LINES];
+    int nrates;
+};
+
+void progress_label(const char *type, const char *resource, char *out, size_t n)
+{
+    if (!resource)
+        resource = "";
+    if (!strncmp(resource, "sha256:", 7)) {
+        snprintf(out, n, "%s %.12s", !strcmp(type, "unpack") ? "chain" : "blob", resource + 7);
+        return;
+    }
+    const char *last = strrchr(resource, '/');
+    if (last && last[1] == '\0') { /* a prefix ending in '/' */
+        const char *p = last;
+        while (p > resource && p[-1] != '/')
+            p--;
+        snprintf(out, n, "%s", p);
+        return;
+    }
+    if (last) {
+        const char *p = last;
+        while (p > resource && p[-1] != '/')
+            p--;
+        snprintf(out, n, "%s", p > resource ? p : last + 1);
+        return;
+    }
+    snprintf(out, n, "%s", resource);
+}
+
+static void on_event(const struct fsm_event_info *ev, void *ud)
+{
+    struct progress *p = ud;
+    if (p->quiet || p->tty)
+        return;
+    char label[96];
+    progress_label(ev->run->type, ev->run->resource_id, label, sizeof(label));
+    char dur[32] = "";
+    if (ev->duration_ms > 0)
+        format_duration_ms(ev->duration_ms, dur, sizeof(dur));
+    pthread_mutex_lock(&p->lock);
+    switch (ev->type) {
+    case FSM_EV_COMPLETE:
+        fprintf(p->out, "%-8s %-28s %s done%s%s\n", ev->run->type, label, ev->run->state,
+                dur[0] ? " in " : "", dur);
+        break;
+    case FSM_EV_ERROR:
+        fprintf(p->out, "%-8s %-28s %s failed (attempt %u), retrying: %s\n", ev->run->type, label,
+                ev->run->state, ev->run->attempt + 1, ev->error ? ev->error : "");
+        break;
+    case FSM_EV_HALT:
+        if (ev->outcome == FSM_HANDOFF)
+            fprintf(p->out, "%-8s %-28s %s\n", ev->run->type, label,
+                    ev->error && *ev->error ? ev->error : "already done");
+        else
+            fprintf(p->out, "%-8s %-28s %s: %s\n", ev->run->type, label,
+                    fsm_outcome_name(ev->outcome), ev->error ? ev->error : "");
+        break;
+    case FSM_EV_RESUME:
+        fprintf(p->out, "%-8s %-28s resumed at %s\n", ev->run->type, label,
+                ev->run->state ? ev->run->state : "start");
+        break;
+    default: break;
+    }
+    fflush(p->out);
+    pthread_mutex_unlock(&p->lock);
+}
+
+int progress_start(struct fsm_manager *m, FILE *out, bool tty, bool quiet, struct progress **out_p)
+{
+    struct progress *p = calloc(1, sizeof(*p));
+    if (!p)
+        return -1;
+    p->m = m;
+    p->out = out;
+    p->tty = tty;
+    p->quiet = quiet;
+    pthread_mutex_init(&p->lock, NULL);
+    fsm_manager_set_observer(m, on_event, p);
+    *out_p = p;
+    return 0;
+}
+
+struct draw_ctx {
+    struct progress *p;
+    char lines[PROGRESS_MAX_LINES][160];
+    int n;
+};
+
+static double rate_for(struct progress *p, const struct fsm_run_record *r)
+{
+    double now = mono_s();
+    for (int i = 0; i < p->nrates; i++) {
+        struct rate_sample *s = &p->rates[i];
+        if (strcmp(s->version, r->version.s) != 0)
+            continue;
+        double dt = now - s->at;
+        if (dt >= 0.5) {
+            double inst = r->progress_done >= s->done ? (double)(r->progress_done - s->done) / dt
+                                                      : 0;
+            s->rate = s->rate > 0 ? 0.6 * s->rate + 0.4 * inst : inst;
+            s->done = r->progress_done;
+            s->at = now;
+        }
+        return s->rate;
+    }
+    int i = p->nrates < PROGRESS_MAX_LINES ? p->nrates++ : 0;
+    snprintf(p->rates[i].version, sizeof(p->rates[i].version), "%s", r->version.s);
+    p->rates[i].done = r->progress_done;
+    p->rates[i].at = now;
+    p->rates[i].rate = 0;
+    return 0;
+}
+
+static int draw_run(const struct fsm_run_record *r, void *ud)
+{
+    struct draw_ctx *c = ud;
+    if (c->n >= PROGRESS_MAX_LINES || !strcmp(r->type, "process"))
+        return 0;
+    char label[96], amount[64] = "", rate[32] = "";
+    progress_label(r->type, r->resource_id, label, sizeof(label));
+    const char *phase = r->phase && *r->phase ? r->phase : (r->state ? r->state : "queued");
+    if (r->status == FSM_RUN_PENDING)
+        phase = "waiting";
+    if (r->progress_total > 0 || r->progress_done > 0) {
+        char d[24], t[24];
+        format_bytes(r->progress_done, d, sizeof(d));
+        if (r->progress_total > 0) {
+            format_bytes(r->progress_total, t, sizeof(t));
+            snprintf(amount, sizeof(amount), "%s / %s (%d%%)", d, t,
+                     (int)(100.0 * (double)r->progress_done / (double)r->progress_total));
+        } else {
+            snprintf(amount, sizeof(amount), "%s", d);
+        }
+        double bps = rate_for(c->p, r);
+        if (bps > 0) {
+            char b[24];
+            format_bytes((uint64_t)bps, b, sizeof(b));
+            snprintf(rate, sizeof(rate), "%s/s", b);
+        }
+    }
+    char attempt[32] = "";
+    if (r->attempt > 0)
+        snprintf(attempt, sizeof(attempt), " (attempt %u)", r->attempt + 1);
+    snprintf(c->lines[c->n++], sizeof(c->lines[0]), "  %-8s %-28.28s %-14.14s %-30s %s%s",
+             r->type, label, phase, amount, rate, attempt);
+    return 0;
+}
+
+void progress_tick(struct progress *p)
+{
+    if (!p || p->quiet || !p->tty)
+        return;
+    struct draw_ctx c = {.p = p};
+    fsm_list_active(p->m, draw_run, &c);
+    pthread_mutex_lock(&p->lock);
+    if (p->drawn > 0)
+        fprintf(p->out, "\033[%dA", p->drawn); /* back to the top of the block */
+    for (int i = 0; i < c.n; i++)
+        fprintf(p->out, "\033[2K%s\n", c.lines[i]);
+    for (int i = c.n; i < p->drawn; i++)
+        fprintf(p->out, "\033[2K\n");
+    if (p->drawn > c.n)
+        fprintf(p->out, "\033[%dA", p->drawn - c.n);
+    p->drawn = c.n;
+    fflush(p->out);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void progress_stop(struct progress *p)
+{
+    if (!p)
+        return;
+    fsm_manager_set_observer(p->m, NULL, NULL);
+    pthread_mutex_lock(&p->lock);
+    if (p->tty && p->drawn > 0) {
+        fprintf(p->out, "\033[%dA", p->drawn);
+        for (int i = 0; i < p->drawn; i++)
+            fprintf(p->out, "\033[2K\n");
+        fprintf(p->out, "\033[%dA", p->drawn);
+        fflush(p->out);
+    }
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}

@@ -1,0 +1,49 @@
+/*
+ * run_cmd.h: the environment of a command that runs the pipeline in this process: process
+ * lock, database, pool, pipeline (manager + machines, unfinished runs resumed), signal
+ * handling. See run_cmd.c.
+ *
+ * Order of run_env_open(): state dir, process lock (refused at once, or waited for with
+ * wait_lock), database, pool setup (create/reassemble/adopt; refused when unhealthy), pipeline,
+ * resume. run_env_close() shuts the pipeline down gracefully: interrupted runs stay resumable.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cli/cli.h"
+#include "fsm/fsm.h"
+#include "guard/lock.h"
+#include "pipeline/pipeline.h"
+#include "source/source.h"
+
+/* Transitions get this long to notice a shutdown before the process exits anyway. */
+#define RUN_SHUTDOWN_TIMEOUT_MS 10000
+
+struct run_env_opts {
+    bool wait_lock;
+    bool no_pool_setup;
+    bool no_resume;          /* short commands (deactivate, remove) leave other runs alone */
+    const struct source_options *source;
+    uint64_t device_bytes;
+    int fetch_limit, unpack_limit;
+};
+
+struct run_env {
+    struct proc_lock lock;
+    struct db *db;
+    struct pipeline *p;
+};
+
+int run_env_open(struct cli *cli, const char *command, const struct run_env_opts *o,
+                 struct run_env *env, struct err *e);
+void run_env_close(struct run_env *env);
+
+/* Wait for run with a progress display; -EINTR when SIGINT/SIGTERM arrived first. */
+int run_env_wait(struct cli *cli, struct run_env *env, const struct fsm_id *run,
+                 enum fsm_outcome *outcome, char **error);
+bool run_env_interrupted(void);
+
+/* Exit code for a finished run (cli.h codes), from its outcome and error message. */
+int run_error_exit_code(enum fsm_outcome outcome, const char *error);

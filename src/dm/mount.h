@@ -1,0 +1,59 @@
+/*
+ * mount.h: run a function on a device's file system, mounted privately in a child process.
+ *
+ * mount_run() forks a child that
+ *   1. unshares its mount namespace and makes / recursively private (nothing it mounts is
+ *      seen by the host or propagates anywhere),
+ *   2. applies the optional rlimits,
+ *   3. mounts the device on `mountpoint` (an existing, empty directory; the mount is only
+ *      visible inside the child's namespace, so concurrent runs may use the same directory and
+ *      nothing is created on disk) with nosuid,nodev (plus the caller's flags/options),
+ *   4. opens an O_PATH|O_DIRECTORY fd of the mount root and calls fn(root_fd, ...),
+ *   5. on success: syncfs, unmount (a failing unmount is an error), exit 0;
+ *      on failure: just exits. Fail dumb: no cleanup; when the child's namespace dies the
+ *      kernel detaches its mounts.
+ * The parent receives the function's result code, its result bytes and its error message
+ * through a pipe. The child runs with PR_SET_PDEATHSIG=SIGKILL and, when timeout_ms is set,
+ * is killed after it (-ETIMEDOUT).
+ *
+ * The caller is a multi-threaded process: the child is a copy of one thread, and any lock
+ * another thread held at fork time stays locked forever in the child. So fn must not touch
+ * the database, libdevmapper, or the logger (its hook takes a lock); it reports through its
+ * `out` buffer and `e`. malloc is fine (glibc makes it fork-safe).
+ */
+#pragma once
+
+#include <stdint.h>
+#include <sys/resource.h>
+
+#include "util/buf.h"
+#include "util/err.h"
+
+/* More result bytes than this from a mount function is a bug; the parent stops reading. */
+#define MOUNT_RESULT_MAX (16u * 1024 * 1024)
+
+/* The function run on the mounted file system. Return 0 or a negative errno; fill out (bytes
+ * for the parent) and e (message). */
+typedef int (*mount_fn)(int root_fd, void *ud, struct buf *out, struct err *e);
+
+struct mount_limits {
+    rlim_t as_bytes;    /* RLIMIT_AS, 0: unchanged */
+    rlim_t cpu_seconds; /* RLIMIT_CPU */
+    rlim_t fsize_bytes; /* RLIMIT_FSIZE (largest file the child may write) */
+    rlim_t nofile;      /* RLIMIT_NOFILE */
+};
+
+struct mount_spec {
+    const char *device;                /* e.g. /dev/mapper/thinimg-layer-7 */
+    const char *mountpoint;            /* existing directory */
+    const char *fstype;                /* NULL: "ext4" */
+    unsigned long flags;               /* added to MS_NOSUID|MS_NODEV */
+    const char *options;               /* file system options, may be NULL */
+    const struct mount_limits *limits; /* may be NULL */
+    int timeout_ms;                    /* 0: none */
+};
+
+/* Returns fn's result (0 or negative errno) or the child's own failure (mount, unmount,
+ * timeout, crash). result (may be NULL) gets fn's bytes. */
+int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *result,
+              struct err *e);

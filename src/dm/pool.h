@@ -1,0 +1,125 @@
+/*
+ * pool.h: the pool manager: create, reassemble or adopt the thin pool, read its state, and
+ * decide whether it is healthy enough for new devices.
+ *
+ * pool_setup() is idempotent and never destroys data:
+ *
+ *   - the pool device is active: used as is. If the database does not know it (a pool made by
+ *     someone else, e.g. `dmsetup create pool --table "0 S thin-pool META DATA 128 32768"`),
+ *     its table is read and recorded as `adopted`. A second setup is a no-op.
+ *   - not active, backing files exist: *reassembled*: loop devices already bound to the files
+ *     are reused (else new ones are bound) and the pool is created with the table recorded in
+ *     the database (same block size, low-water mark and features). Files are never recreated.
+ *   - not active, no files: *created*: the parameters are recorded first, then the files are
+ *     preallocated (fallocate: no ENOSPC surprises from a sparse file later), bound to loop
+ *     devices with direct I/O, and the pool created. The kernel formats empty metadata.
+ *   - one file without the other, or an adopted pool that is gone: refused with what to do.
+ *
+ * After setup (and before any device creation, see pool_check_usable()) the pool's status is
+ * read and a pool that is ro, needs_check, Fail/Error, out of data space or over the usage
+ * limits is refused with an actionable message (docs/dm.md lists each one). thin_check and
+ * thin_repair are never run by thinimg: they need the pool offline and an operator's decision.
+ *
+ * Table: "<metadata dev> <data dev> <block sectors> <low water blocks> 1 error_if_no_space".
+ * error_if_no_space makes a full pool fail writes at once instead of queueing them for 60 s
+ * (the kernel's no_space_timeout), so a writer learns about a full pool in seconds, not
+ * after a minute of hung I/O. Block zeroing stays on: a fresh device never exposes blocks of a
+ * deleted one (activations are handed to VMs of other tenants).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dm/dm.h"
+#include "dm/loop.h"
+#include "dm/pool_status.h"
+#include "store/db.h"
+#include "util/err.h"
+
+/* ---- sizing defaults (docs/dm.md, "Pool sizing") ---------------------------------------- */
+
+/* Data file: enough for the work-sample images with layer sharing (about 1.5 GB unique). */
+#define POOL_DEFAULT_DATA_BYTES (4ull << 30)
+/* 64 KiB blocks: a 4 KiB ext4 metadata update in a snapshot copies one block, so small blocks
+ * keep copy-on-write cheap for layer chains (kernel doc: "lots of snapshotting: 128"). */
+#define POOL_DEFAULT_BLOCK_SECTORS 128u
+#define POOL_BLOCK_SECTORS_MIN     128u /* kernel: 64 KiB .. 1 GiB, multiple of 64 KiB */
+#define POOL_BLOCK_SECTORS_MAX     2097152u
+/* Kernel rule for metadata: 48 * data_size / block_size bytes, at least 2 MiB. Snapshot
+ * chains copy btree nodes on every shared write, so thinimg gives it 4x that, at least
+ * POOL_META_DEFAULT_MIN, at most the kernel's limit (~15.8 GiB). */
+#define POOL_META_KERNEL_MIN  (2ull << 20)
+#define POOL_META_PER_BLOCK   48u
+#define POOL_META_HEADROOM    4u
+#define POOL_META_DEFAULT_MIN (16ull << 20)
+#define POOL_META_MAX         ((16ull << 30) - (256ull << 20))
+/* Low-water mark: the kernel raises an event when free data blocks drop below it. As a
+ * fraction of the pool (a fixed block count means nothing across pool sizes). */
+#define POOL_DEFAULT_LOW_WATER 0.10
+/* Refuse new devices above these usages: a pool that fills while a layer is written leaves a
+ * half-written device; stop early and let gc make room. */
+#define POOL_DEFAULT_MAX_DATA_PCT 95.0
+#define POOL_DEFAULT_MAX_META_PCT 90.0
+#define POOL_FEATURES             "1 error_if_no_space"
+
+/* Metadata bytes for a data size and block size by the rule above (multiple of 1 MiB). */
+uint64_t pool_metadata_bytes(uint64_t data_bytes, uint32_t block_sectors);
+
+struct pool_config {
+    const char *name;          /* pool = dm device name (required, valid dm name) */
+    const char *pool_dir;      /* default directory of the backing files */
+    const char *data_file;     /* NULL: <pool_dir>/<name>-data.img */
+    const char *metadata_file; /* NULL: <pool_dir>/<name>-meta.img */
+    uint64_t data_bytes;       /* 0: recorded size, else POOL_DEFAULT_DATA_BYTES */
+    uint64_t metadata_bytes;   /* 0: pool_metadata_bytes() */
+    uint32_t block_sectors;    /* 0: POOL_DEFAULT_BLOCK_SECTORS */
+    double low_water;          /* 0: POOL_DEFAULT_LOW_WATER; fraction of data blocks */
+};
+
+struct pool_limits {
+    double max_data_pct; /* 0: POOL_DEFAULT_MAX_DATA_PCT */
+    double max_meta_pct; /* 0: POOL_DEFAULT_MAX_META_PCT */
+};
+
+enum pool_action {
+    POOL_ACTION_NONE = 0,    /* pool_get(): only read */
+    POOL_ACTION_EXISTING,    /* already active and known: nothing done */
+    POOL_ACTION_ADOPTED,     /* active, made by someone else: recorded */
+    POOL_ACTION_REASSEMBLED, /* files existed: loops (re)bound, pool created with its table */
+    POOL_ACTION_CREATED,     /* new files, new pool */
+};
+const char *pool_action_name(enum pool_action a);
+
+/* What is known about a pool: kernel state plus the database record. */
+struct pool_info {
+    char name[DM_NAME_MAX + 1];
+    enum pool_action action;
+    bool active;
+    bool recorded;   /* the database has a row for it */
+    char origin[16]; /* "created" / "adopted" (recorded only) */
+    struct pool_status status;
+    struct pool_table table;
+    uint64_t length_sectors;                   /* pool target length */
+    char metadata_dev[128], data_dev[128];     /* /dev/loopN or other block device path */
+    char metadata_file[4096], data_file[4096]; /* backing files when loop-backed, else "" */
+    bool data_dio;                             /* direct I/O on the data loop device (setup only) */
+};
+
+/* Create, reassemble or adopt (see above), then check usability with default limits. info
+ * gets the result even when the pool is refused as unhealthy (the error says why). */
+int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *info, struct err *e);
+
+/* Read the pool's kernel state (and, with db, its record). -ENXIO when the pool is not
+ * active (info->active false, record filled when db knows it). */
+int pool_get(struct db *db, const char *name, struct pool_info *info, struct err *e);
+
+/* 0 when new devices may be created in a pool with this status; otherwise the reason, with
+ * what to do: -EUCLEAN (needs_check), -EROFS (ro), -EHOSTDOWN (Fail/Error), -ENOSPC (out of
+ * data space or over a usage limit). */
+int pool_check_usable(const char *name, const struct pool_status *s, const struct pool_limits *l,
+                      struct err *e);
+
+/* pool_get + pool_check_usable: what the pipeline calls before creating devices. */
+int pool_ensure_usable(const char *name, const struct pool_limits *l, struct err *e);

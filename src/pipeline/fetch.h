@@ -1,0 +1,145 @@
+/*
+ * fetch.h: the fetch machine: one durable FSM run per blob location, that brings the blob into
+ * the local store (<state>/blobs/sha256/<hex>), proves it is an image layer (or an archive of
+ * layers) and records it.
+ *
+ *   machine  type "fetch", action "fetch-blob", queue "fetch" (DEFAULT_FETCH_QUEUE_LIMIT)
+ *   resource the blob's canonical location ("s3://bucket/images/golang/3.tar")
+ *   request  JSON {"location", "etag" (optional), "size" (optional)}: fetch_request_build()
+ *   response JSON: fetch_response_parse() gives a struct fetch_result
+ *
+ *   check-exists  reality check: the location was fetched before with the same ETag, its
+ *                 blob file is present and hashes to the recorded digest (and, for an
+ *                 archive, its layer blobs too) -> handoff, nothing to do.
+ *   download      stream to <state>/tmp/fetch-<hash of location>.part while hashing;
+ *                 resume from the bytes already on disk (recorded in `downloads` after an
+ *                 fdatasync) with Range + If-Match <etag>, or start over when the ETag
+ *                 changed; fsync; rename to blobs/sha256/<hex of the digest> (never a name
+ *                 from the key: identical bytes under two keys are stored once).
+ *   validate      detect the format by content; a layer (tar, tar+gzip, tar+zstd) is scanned
+ *                 against the archive policy without writing anything; a docker-archive or
+ *                 OCI layout is split into its layer blobs (each stored by digest and
+ *                 scanned). Anything else is rejected: "rejected: not an image layer: ...".
+ *   record        in the checkpoint transaction: blobs rows, the blob_sources row of the
+ *                 location, and the end of the `downloads` row.
+ *
+ * A partial download is protected by an flock on its temp file, so two runs (threads or
+ * processes) never write the same file; the loser retries later.
+ *
+ * Errors: failed runs end ABORT (permanent: not found, access denied, invalid key, rejected
+ * content, too large) or with the retry policy's on_exhausted outcome (network). Rejections of
+ * the content have messages that start with FETCH_REJECTED_PREFIX, so a caller can tell "the
+ * blob is bad" (exit code EXIT_REJECTED) from "the fetch failed".
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "archive/archive.h"
+#include "archive/limits.h"
+#include "fsm/fsm.h"
+#include "source/source.h"
+#include "util/hash.h"
+
+#define FETCH_MACHINE_TYPE "fetch"
+#define FETCH_MACHINE_ACTION "fetch-blob"
+#define FETCH_QUEUE "fetch"
+#define FETCH_REJECTED_PREFIX "rejected: "
+
+/* ---- limits and policies (the one place) ---------------------------------------------------
+ * Blob size: the archive policy's max_blob_bytes (ARCHIVE_DEFAULT_MAX_BLOB_BYTES, 8 GiB), checked
+ * against the listed size before a byte is read and again while streaming.
+ *
+ * download: 8 attempts, 1 s growing x2 up to 60 s (about 4 minutes of backoff), each attempt
+ *   at most 2 hours (an 8 GiB blob at 10 MB/s takes 14 min; a stalled transfer is cut by the
+ *   source's low-speed limit long before). Inside an attempt the source already retries
+ *   transient errors and resumes; an attempt failing means the network stayed down.
+ * check-exists, record: local work; 5 attempts, 100 ms x2 up to 2 s.
+ * validate: 3 attempts (a scan fails the same way every time; retries only cover I/O
+ *   errors), 30 min per attempt (the archive policy's own time limit is the real bound). */
+#define FETCH_DOWNLOAD_ATTEMPTS 8
+#define FETCH_DOWNLOAD_BACKOFF_MS 1000
+#define FETCH_DOWNLOAD_BACKOFF_MAX_MS 60000
+#define FETCH_DOWNLOAD_TIMEOUT_MS (2 * 3600 * 1000)
+#define FETCH_LOCAL_ATTEMPTS 5
+#define FETCH_VALIDATE_ATTEMPTS 3
+#define FETCH_VALIDATE_TIMEOUT_MS (30 * 60 * 1000)
+/* The `downloads` row records the bytes that are on disk for sure (after fdatasync) every this
+ * many bytes: a crash loses at most this much. */
+#define FETCH_CHECKPOINT_BYTES (64ULL << 20)
+/* Read buffer for re-hashing the part of a download already on disk before resuming. */
+#define FETCH_READ_BUFFER (1U << 20)
+
+/* What the machine needs; copied by fetch_register(). Paths are <state>/blobs, <state>/tmp
+ * (same file system, so the final rename is atomic). */
+struct fetch_config {
+    const char *blob_dir;
+    const char *tmp_dir;
+    struct source_options source; /* region, endpoint, anonymous, timeouts */
+    struct archive_policy policy;  /* scan limits; max_blob_bytes bounds downloads */
+};
+
+/* Register the machine on m (before fsm_manager_resume()). The config is copied into *ctx,
+ * which the transitions use: free it with fetch_context_free() after fsm_manager_close(). */
+struct fetch_context;
+int fetch_register(struct fsm_manager *m, const struct fetch_config *cfg,
+                   struct fsm_machine **machine, struct fetch_context **ctx);
+void fetch_context_free(struct fetch_context *c);
+
+/* The request for one location. etag and size (from a listing) may be NULL/0; with them the
+ * check-exists step needs no request to the source. *json is malloc'd. */
+int fetch_request_build(const char *location, const char *etag, uint64_t size, char **json,
+                        size_t *len);
+
+struct fetch_layer {
+    char digest[DIGEST_STR_LEN + 1];
+    uint64_t size;
+    enum blob_format format;
+    char *path;   /* blobs/sha256/<hex> */
+    char *member; /* path inside the archive it came from, NULL for the blob itself */
+};
+
+/* A finished run's response. */
+struct fetch_result {
+    char *location;
+    char *etag;                        /* NULL when the source gives none */
+    char digest[DIGEST_STR_LEN + 1];   /* the blob as fetched */
+    uint64_t size;
+    enum blob_format format;
+    char *path;
+    char *repo_tag;                    /* from a docker-archive/OCI manifest, or NULL */
+    struct fetch_layer *layers;        /* the image layers this blob gives, bottom to top:
+                                          itself for a layer, its members for an archive */
+    size_t n_layers;
+    bool reused;                       /* check-exists found it already fetched */
+};
+
+int fetch_response_parse(const void *data, size_t len, struct fetch_result *out, struct err *e);
+void fetch_result_free(struct fetch_result *r);
+
+/* True when a failed run's error says the content was rejected (not an image layer, unsafe
+ * archive, digest mismatch, too large). */
+bool fetch_error_is_rejection(const char *error);
+
+/* ---- the streaming core (also used by the benchmark) -------------------------------------- */
+
+struct fetch_stream {
+    int fd;               /* where the bytes go (appended at the current offset) */
+    struct sha256 *hash;  /* updated with every byte, may be NULL */
+    uint64_t max_bytes;   /* stop with -EFBIG beyond offset + bytes > max (0 = none) */
+    /* optional progress callback, called at most every FETCH_PROGRESS_BYTES */
+    void (*progress)(uint64_t done, uint64_t total, void *ud);
+    void *progress_ud;
+    /* optional: called every FETCH_CHECKPOINT_BYTES after an fdatasync, with the byte count
+     * that is durable */
+    void (*checkpoint)(uint64_t durable, void *ud);
+    void *checkpoint_ud;
+};
+#define FETCH_PROGRESS_BYTES (4ULL << 20)
+
+/* GET key from offset into st->fd (buffered, hashed); returns 0 and fills info. The caller
+ * fsyncs. */
+int fetch_stream_object(struct source *s, const char *key, uint64_t offset, const char *if_match,
+                        struct fetch_stream *st, struct source_get_info *info, struct err *e);

@@ -1,0 +1,150 @@
+/*
+ * fetch_glue.c: how the process-image run uses the fetch machine (fetch.h): registering it
+ * with the pipeline's settings, starting one child run per layer location (or finding the ones
+ * it started before a crash), waiting for them, and turning their responses into the image's
+ * layer list. Also the blob lookups the unpack runs need.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/fetch.h"
+#include "pipeline/pipeline_internal.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+int pipeline_register_fetch(struct pipeline *p, struct err *e)
+{
+    struct fetch_config fc = {.blob_dir = p->cfg.blob_dir,
+                              .tmp_dir = p->cfg.tmp_dir,
+                              .source = p->source,
+                              .policy = p->policy};
+    int r = fetch_register(p->mgr, &fc, &p->m_fetch, &p->fetch_ctx);
+    return r < 0 ? err_set(e, r, "cannot register the fetch machine") : 0;
+}
+
+int pipeline_blob_path(struct pipeline *p, const char *digest, char *out, size_t n)
+{
+    db_lock(p->db);
+    sqlite3_stmt *st = db_prepare(p->db, "SELECT path FROM blobs WHERE digest = ?");
+    if (!st) {
+        db_unlock(p->db);
+        return -EIO;
+    }
+    db_bind_text(st, 1, digest);
+    int r = db_step(p->db, st);
+    if (r == 1)
+        snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    db_done(st);
+    db_unlock(p->db);
+    return r < 0 ? r : (r == 1 ? 0 : -ENOENT);
+}
+
+int pipeline_blob_entries(struct pipeline *p, const char *digest, int64_t *entries)
+{
+    (void)p;
+    (void)digest;
+    (void)entries;
+    return -ENOENT; /* the fetch machine does not record scan counts (yet) */
+}
+
+void fetched_layers_free(struct fetched_layer *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].location);
+    free(v);
+}
+
+int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fetch_want *want,
+                       size_t n, struct fetched_layer **layers, size_t *n_layers, struct err *e)
+{
+    *layers = NULL;
+    *n_layers = 0;
+    struct fsm_run_info info;
+    fsm_run_info(run, &info);
+    struct fsm_id *children = calloc(n ? n : 1, sizeof(*children));
+    if (!children)
+        return -ENOMEM;
+    int r = 0;
+    /* Start (or find) every child first, so downloads run in parallel through the queue. */
+    for (size_t i = 0; i < n && r == 0; i++) {
+        if (pipeline_find_run(p, FETCH_MACHINE_TYPE, want[i].location, &info.version, false,
+                              &children[i]) == 0)
+            continue;
+        char *req = NULL;
+        size_t len = 0;
+        r = fetch_request_build(want[i].location, want[i].etag, want[i].size, &req, &len);
+        if (r < 0) {
+            err_set(e, r, "cannot build the fetch request for %s", want[i].location);
+            break;
+        }
+        struct fsm_start_opts so = {.queue = FETCH_QUEUE, .parent = &info.version};
+        r = fsm_start(p->mgr, p->m_fetch, want[i].location, req, len, &so, &children[i]);
+        free(req);
+        if (r < 0)
+            err_set(e, r, "cannot start the fetch of %s", want[i].location);
+    }
+    struct fetched_layer *out = NULL;
+    size_t nout = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        enum fsm_outcome oc;
+        char *error = NULL;
+        r = pipeline_wait_child(run, &children[i], &oc, &error);
+        if (r == -ECANCELED) {
+            free(error);
+            break;
+        }
+        if (r < 0) {
+            err_set(e, r, "cannot wait for the fetch of %s", want[i].location);
+            free(error);
+            break;
+        }
+        if (!fsm_outcome_success(oc)) {
+            r = err_set(e, -EIO, "%s: %s", want[i].location,
+                        error && *error ? error : fsm_outcome_name(oc));
+            free(error);
+            break;
+        }
+        free(error);
+        struct fsm_run_record rec = {0};
+        r = fsm_db_get_run(p->db, &children[i], &rec);
+        if (r < 0) {
+            err_set(e, r, "cannot read the fetch of %s", want[i].location);
+            break;
+        }
+        struct fetch_result fr = {0};
+        r = fetch_response_parse(rec.response, rec.response_len, &fr, e);
+        fsm_run_record_free(&rec);
+        if (r < 0)
+            break;
+        struct fetched_layer *grown = realloc(out, (nout + fr.n_layers) * sizeof(*out));
+        if (!grown) {
+            fetch_result_free(&fr);
+            r = -ENOMEM;
+            break;
+        }
+        out = grown;
+        for (size_t k = 0; k < fr.n_layers; k++) {
+            struct fetched_layer *l = &out[nout++];
+            memset(l, 0, sizeof(*l));
+            if (fr.layers[k].member) {
+                if (asprintf(&l->location, "%s#%s", want[i].location, fr.layers[k].member) < 0)
+                    l->location = NULL;
+            } else {
+                l->location = strdup(want[i].location);
+            }
+            snprintf(l->digest, sizeof(l->digest), "%s", fr.layers[k].digest);
+            l->size = fr.layers[k].size;
+        }
+        fetch_result_free(&fr);
+    }
+    free(children);
+    if (r < 0) {
+        fetched_layers_free(out, nout);
+        return r;
+    }
+    *layers = out;
+    *n_layers = nout;
+    return 0;
+}

@@ -1,0 +1,69 @@
+/*
+ * pipeline_internal.h: what the pipeline machines share (the pipeline folder only).
+ *
+ * The struct pipeline is the `ud` of every machine; its fields are set once by
+ * pipeline_open() and read-only afterwards, so machines on different threads may read them
+ * without locking. The database, the guard and the manager are thread-safe on their own.
+ */
+#pragma once
+
+#include "pipeline/pipeline.h"
+
+struct pipeline {
+    struct db *db;
+    struct fsm_manager *mgr;
+    struct guard *guard;
+    struct config cfg;
+    struct source_options source;
+    struct archive_policy policy;
+    uint64_t device_bytes;
+    struct fsm_machine *m_fetch, *m_unpack, *m_activate, *m_process;
+    struct fetch_context *fetch_ctx; /* owned; freed after the manager is closed */
+};
+
+/* Start the unpack run of each chain of image_id bottom-up (or find the active one), chaining
+ * them with run-after. *top gets the run of the top chain (zero if every layer is ready). */
+int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fsm_id *parent,
+                           struct fsm_id *top, struct err *e);
+
+/* Wait for a child run while honouring the waiter's cancellation. Returns 0 with the outcome,
+ * or -ECANCELED when run was cancelled/shut down first. */
+int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fsm_outcome *outcome,
+                        char **error);
+
+int pipeline_register_unpack(struct pipeline *p, struct err *e);
+int pipeline_register_activate(struct pipeline *p, struct err *e);
+int pipeline_register_process(struct pipeline *p, struct err *e);
+
+/* The newest run of type with resource_id (optionally a child of parent, optionally only
+ * unfinished ones). 0 and *out set, or -ENOENT. */
+int pipeline_find_run(struct pipeline *p, const char *type, const char *resource_id,
+                      const struct fsm_id *parent, bool unfinished, struct fsm_id *out);
+
+/* ---- fetch glue (fetch_glue.c) ---------------------------------------------------------- */
+
+int pipeline_register_fetch(struct pipeline *p, struct err *e);
+/* Local path of a stored blob (blobs table), -ENOENT when it is not stored. */
+int pipeline_blob_path(struct pipeline *p, const char *digest, char *out, size_t n);
+/* Entry count the validate scan found for a blob (-ENOENT when unknown). */
+int pipeline_blob_entries(struct pipeline *p, const char *digest, int64_t *entries);
+
+/* One layer as the fetch step found it. */
+struct fetched_layer {
+    char *location;
+    char digest[DIGEST_STR_LEN + 1];
+    uint64_t size;
+};
+/* What to fetch: a location, with the ETag and size the listing gave (NULL/0 when unknown). */
+struct fetch_want {
+    const char *location;
+    const char *etag;
+    uint64_t size;
+};
+/* Fetch every location (children of run, queue "fetch"), wait for them, and return the image's
+ * layers bottom-up: normally one per location; a docker-archive or OCI layout blob expands into
+ * its own layers. *layers malloc'd; free with fetched_layers_free(). On failure e says which
+ * location failed and why; -ECANCELED when run was cancelled or shut down. */
+int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fetch_want *want,
+                       size_t n, struct fetched_layer **layers, size_t *n_layers, struct err *e);
+void fetched_layers_free(struct fetched_layer *v, size_t n);

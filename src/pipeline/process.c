@@ -1,0 +1,507 @@
+/*
+ * process.c: the process-image machine: the durable parent run that owns the whole pipeline
+ * for one image ref (unqueued: one active run per ref; a second request joins it).
+ *
+ *   check-active  the ref was seen before, its image is ready and the activation is active with
+ *                 its dm device present: hand off at once. Only the database and one dm info
+ *                 query are touched, so a repeated process-image of an active image is
+ *                 near-instant (no network, no devicemapper writes).
+ *   resolve       the ref becomes an image: canonical ref, name, ordered layer locations
+ *                 (source/ref.h). The image row and the ref alias are recorded.
+ *   fetch         one fetch child run per location (queue "fetch"), waited for; the layers'
+ *                 digests give the chain ids. Layers and image_layers are recorded.
+ *   unpack        one unpack run per chain, bottom-up, each after its parent chain's run
+ *                 (queue "unpack"); chains shared with other images are unpacked once.
+ *   activate      the activate child run for the activation name.
+ *
+ * Each transition that starts children first looks for the children it already started
+ * (after a crash the transition runs again), so nothing is fetched or unpacked twice.
+ *
+ * Request (JSON): {"ref": REF as typed, "location": REF expanded to a full location,
+ *                  "activation": name or null}
+ * Response (JSON): {"image_id", "name", "canonical", "activation", "locations": [...],
+ *                   "device_path", "dev_id"}
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dm/dm.h"
+#include "dm/thin.h"
+#include "pipeline/imagedb.h"
+#include "pipeline/pipeline_internal.h"
+#include "pipeline/updates.h"
+#include "source/ref.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+/* The run's response as a JSON object (the previous transitions' results). */
+static json_t *resp_load(struct fsm_run *run)
+{
+    size_t len;
+    const void *data = fsm_run_response(run, &len);
+    json_t *o = data && len ? json_loadb(data, len, 0, NULL) : NULL;
+    return o ? o : json_object();
+}
+
+static void resp_store(struct fsm_run *run, json_t *o)
+{
+    char *txt = json_dumps(o, JSON_COMPACT);
+    if (txt)
+        fsm_run_set_response(run, txt, strlen(txt));
+    free(txt);
+}
+
+static json_t *req_load(struct fsm_run *run)
+{
+    size_t len;
+    const void *data = fsm_run_request(run, &len);
+    return json_loadb(data, len, 0, NULL);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+/* The activation name: requested, or the image's default ("golang:3" -> "golang-3"). */
+static void activation_name(json_t *req, const char *image_name, char *out, size_t n)
+{
+    const char *a = jstr(req, "activation");
+    if (a && *a)
+        snprintf(out, n, "%s", a);
+    else
+        imagedb_default_activation_name(image_name, out, n);
+}
+
+/* Is image id ready with activation `name` active and its dm device present? */
+static bool image_active(struct pipeline *p, int64_t image_id, const char *name, char *path,
+                         size_t n, uint32_t *dev_id)
+{
+    struct image_rec img = {0};
+    if (imagedb_image_get(p->db, image_id, &img) < 0)
+        return false;
+    bool ready = !strcmp(img.state, "ready");
+    image_rec_free(&img);
+    if (!ready)
+        return false;
+    struct activation_rec a = {0};
+    if (imagedb_activation_get(p->db, name, &a) < 0)
+        return false;
+    bool ok = a.image_id == image_id && !strcmp(a.state, "active") && a.dev_id > 0;
+    if (ok) {
+        struct thin_dev d;
+        ok = thin_get(p->db, p->cfg.pool_name, (uint32_t)a.dev_id, &d) == 0 &&
+             dm_dev_exists(d.name) == 1;
+        snprintf(path, n, "%s", a.device_path ? a.device_path : "");
+        *dev_id = (uint32_t)a.dev_id;
+    }
+    activation_rec_free(&a);
+    return ok;
+}
+
+static struct fsm_result t_check_active(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    json_t *req = req_load(run);
+    if (!req)
+        return fsm_abort("malformed process-image request");
+    const char *loc = jstr(req, "location");
+    int64_t image_id = 0;
+    struct fsm_result res = fsm_ok();
+    if (loc && imagedb_ref_get(p->db, loc, &image_id) == 0) {
+        struct image_rec img = {0};
+        if (imagedb_image_get(p->db, image_id, &img) == 0) {
+            char name[80], path[256];
+            uint32_t dev_id = 0;
+            activation_name(req, img.name, name, sizeof(name));
+            if (image_active(p, image_id, name, path, sizeof(path), &dev_id)) {
+                json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:I}", "image_id",
+                                      (json_int_t)image_id, "name", img.name, "canonical",
+                                      img.ref, "activation", name, "device_path", path, "dev_id",
+                                      (json_int_t)dev_id);
+                resp_store(run, o);
+                json_decref(o);
+                res = fsm_handoff("image %s is already active as %s (%s)", img.name, name, path);
+            }
+            image_rec_free(&img);
+        }
+    }
+    json_decref(req);
+    return res;
+}
+
+struct resolve_commit {
+    int64_t image_id;
+    char *alias;
+    struct image_layer_rec *layers;
+    size_t n;
+};
+
+static int resolve_apply(struct db *db, void *ud)
+{
+    struct resolve_commit *c = ud;
+    int r = imagedb_ref_set(db, c->alias, c->image_id);
+    if (r == 0)
+        r = imagedb_image_set_state(db, c->image_id, "fetching", NULL);
+    return r;
+}
+
+static void resolve_free(void *ud)
+{
+    struct resolve_commit *c = ud;
+    if (!c)
+        return;
+    free(c->alias);
+    free(c);
+}
+
+static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    json_t *req = req_load(run);
+    if (!req)
+        return fsm_abort("malformed process-image request");
+    struct image_ref ref = {0};
+    struct err e = {0};
+    fsm_run_set_progress(run, "resolve", 0, 0);
+    int r = ref_resolve(jstr(req, "ref"), p->cfg.source, &p->source, &ref, &e);
+    if (r < 0) {
+        json_decref(req);
+        /* Network trouble is worth retrying; a bad or missing ref is not. */
+        if (r == -EINVAL || r == -EILSEQ || r == -ENOENT || r == -ENOTSUP || r == -EFBIG ||
+            r == -EACCES || r == -EPERM)
+            return fsm_abort("%s", err_str(&e));
+        return fsm_retry("%s", err_str(&e));
+    }
+    for (size_t i = 0; i < ref.n_warnings; i++)
+        log_warn("image reference warning", "ref=%s warning=%s", ref.canonical, ref.warnings[i]);
+    int64_t image_id = 0;
+    r = imagedb_image_upsert(p->db, ref.canonical, ref.name, &image_id);
+    if (r < 0) {
+        image_ref_free(&ref);
+        json_decref(req);
+        return fsm_retry("cannot record image: %s", strerror(-r));
+    }
+    char act[80];
+    activation_name(req, ref.name, act, sizeof(act));
+    json_t *locs = json_array();
+    for (size_t i = 0; i < ref.n_layers; i++)
+        json_array_append_new(locs, json_pack("{s:s, s:s?, s:I}", "location",
+                                              ref.layers[i].location, "etag", ref.layers[i].etag,
+                                              "size", (json_int_t)ref.layers[i].size));
+    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:o}", "image_id", (json_int_t)image_id, "name",
+                          ref.name, "canonical", ref.canonical, "activation", act, "locations",
+                          locs);
+    resp_store(run, o);
+    json_decref(o);
+    struct resolve_commit *c = calloc(1, sizeof(*c));
+    if (c) {
+        c->image_id = image_id;
+        c->alias = strdup(jstr(req, "location") ? jstr(req, "location") : ref.canonical);
+    }
+    fsm_run_on_commit(run, resolve_apply, c, resolve_free);
+    log_info("image resolved", "ref=%s name=%s layers=%zu", ref.canonical, ref.name,
+             ref.n_layers);
+    image_ref_free(&ref);
+    json_decref(req);
+    return fsm_ok();
+}
+
+struct layers_commit {
+    int64_t image_id;
+    struct image_layer_rec *v;
+    size_t n;
+};
+
+static int layers_apply(struct db *db, void *ud)
+{
+    struct layers_commit *c = ud;
+    int r = imagedb_image_set_layers(db, c->image_id, c->v, c->n);
+    for (size_t i = 0; r == 0 && i < c->n; i++)
+        r = imagedb_layer_ensure(db, c->v[i].chain_id, i ? c->v[i - 1].chain_id : NULL,
+                                 c->v[i].digest, (int)i + 1);
+    if (r == 0)
+        r = imagedb_image_set_state(db, c->image_id, "unpacking", NULL);
+    return r;
+}
+
+static void layers_free(void *ud)
+{
+    struct layers_commit *c = ud;
+    if (!c)
+        return;
+    imagedb_image_layers_free(c->v, c->n);
+    free(c);
+}
+
+static struct fsm_result t_fetch(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    json_t *o = resp_load(run);
+    int64_t image_id = json_integer_value(json_object_get(o, "image_id"));
+    json_t *locs = json_object_get(o, "locations");
+    size_t n = json_array_size(locs);
+    struct fetch_want *v = calloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; v && i < n; i++) {
+        json_t *l = json_array_get(locs, i);
+        v[i].location = jstr(l, "location");
+        v[i].etag = jstr(l, "etag");
+        v[i].size = (uint64_t)json_integer_value(json_object_get(l, "size"));
+    }
+    struct fetched_layer *layers = NULL;
+    size_t nl = 0;
+    struct err e = {0};
+    int r = v ? pipeline_fetch_all(p, run, v, n, &layers, &nl, &e) : -ENOMEM;
+    free(v);
+    json_decref(o);
+    if (r == -ECANCELED)
+        return fsm_retry("interrupted while waiting for downloads");
+    if (r < 0)
+        return fsm_abort("%s", err_str(&e));
+
+    struct layers_commit *c = calloc(1, sizeof(*c));
+    if (!c) {
+        fetched_layers_free(layers, nl);
+        return fsm_retry("out of memory");
+    }
+    c->image_id = image_id;
+    c->v = calloc(nl, sizeof(*c->v));
+    c->n = nl;
+    char parent[DIGEST_STR_LEN + 1] = "";
+    for (size_t i = 0; c->v && i < nl; i++) {
+        char chain[DIGEST_STR_LEN + 1];
+        chain_id_next(parent[0] ? parent : NULL, layers[i].digest, chain);
+        c->v[i].idx = (int)i + 1;
+        c->v[i].location = strdup(layers[i].location);
+        c->v[i].digest = strdup(layers[i].digest);
+        c->v[i].chain_id = strdup(chain);
+        c->v[i].size = (int64_t)layers[i].size;
+        memcpy(parent, chain, sizeof(parent));
+    }
+    fetched_layers_free(layers, nl);
+    if (!c->v) {
+        layers_free(c);
+        return fsm_retry("out of memory");
+    }
+    fsm_run_on_commit(run, layers_apply, c, layers_free);
+    return fsm_ok();
+}
+
+static struct fsm_result t_unpack(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    json_t *o = resp_load(run);
+    int64_t image_id = json_integer_value(json_object_get(o, "image_id"));
+    json_decref(o);
+    struct fsm_run_info info;
+    fsm_run_info(run, &info);
+    struct fsm_id top;
+    struct err e = {0};
+    int r = pipeline_start_unpacks(p, image_id, &info.version, &top, &e);
+    if (r < 0)
+        return fsm_retry("%s", err_str(&e));
+    if (fsm_id_is_zero(&top))
+        return fsm_abort("the image has no layers");
+    /* The top run waits (run-after) for the ones below it; a failed lower chain makes every
+     * chain above it abort, so the top run's outcome speaks for the whole image. */
+    enum fsm_outcome out;
+    char *err = NULL;
+    r = pipeline_wait_child(run, &top, &out, &err);
+    if (r == -ECANCELED)
+        return fsm_retry("interrupted while waiting for unpacking");
+    if (r < 0) {
+        free(err);
+        return fsm_retry("cannot wait for the unpack run: %s", strerror(-r));
+    }
+    struct fsm_result res = fsm_outcome_success(out)
+                                ? fsm_ok()
+                                : fsm_abort("unpack failed: %s", err && *err ? err : "unknown");
+    free(err);
+    return res;
+}
+
+static struct fsm_result t_activate(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    json_t *o = resp_load(run);
+    int64_t image_id = json_integer_value(json_object_get(o, "image_id"));
+    const char *act = jstr(o, "activation");
+    struct image_rec img = {0};
+    if (imagedb_image_get(p->db, image_id, &img) < 0 || !img.top_chain) {
+        image_rec_free(&img);
+        json_decref(o);
+        return fsm_abort("image %lld has no top layer", (long long)image_id);
+    }
+    json_t *req = json_pack("{s:s, s:I, s:s}", "name", act, "image_id", (json_int_t)image_id,
+                            "chain_id", img.top_chain);
+    image_rec_free(&img);
+    char *txt = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    struct fsm_run_info info;
+    fsm_run_info(run, &info);
+    struct fsm_start_opts so = {.parent = &info.version};
+    struct fsm_id child;
+    int r = fsm_start(p->mgr, p->m_activate, act, txt, strlen(txt), &so, &child);
+    free(txt);
+    if (r < 0 && r != -EEXIST) {
+        json_decref(o);
+        return fsm_retry("cannot start the activation: %s", strerror(-r));
+    }
+    enum fsm_outcome out;
+    char *err = NULL;
+    r = pipeline_wait_child(run, &child, &out, &err);
+    if (r == -ECANCELED) {
+        json_decref(o);
+        return fsm_retry("interrupted while waiting for the activation");
+    }
+    if (r < 0 || !fsm_outcome_success(out)) {
+        struct fsm_result res = fsm_abort("activation %s failed: %s", act,
+                                          err && *err ? err : strerror(r < 0 ? -r : EIO));
+        free(err);
+        json_decref(o);
+        return res;
+    }
+    free(err);
+    struct activation_rec a = {0};
+    if (imagedb_activation_get(p->db, act, &a) == 0) {
+        json_object_set_new(o, "device_path", json_string(a.device_path ? a.device_path : ""));
+        json_object_set_new(o, "dev_id", json_integer(a.dev_id));
+        activation_rec_free(&a);
+    }
+    resp_store(run, o);
+    json_decref(o);
+    return fsm_ok();
+}
+
+static void fin_process(struct fsm_run *run, enum fsm_outcome outcome, const char *error,
+                        void *ud)
+{
+    (void)ud;
+    json_t *o = resp_load(run);
+    int64_t image_id = json_integer_value(json_object_get(o, "image_id"));
+    json_decref(o);
+    if (!image_id)
+        return;
+    struct image_update *u = image_update_new(image_id, fsm_outcome_success(outcome) ? "ready"
+                                                                                   : "failed",
+                                              fsm_outcome_success(outcome) ? NULL : error);
+    fsm_run_on_commit(run, image_update_apply, u, image_update_free);
+}
+
+int pipeline_register_process(struct pipeline *p, struct err *e)
+{
+    /* Waiting transitions retry only on interruption or database trouble. */
+    static const struct fsm_retry_policy wait_policy = {
+        .max_attempts = 20, .initial_backoff_ms = 100, .max_backoff_ms = 5000, .multiplier = 2.0,
+        .jitter = 0.3, .attempt_timeout_ms = 0, .on_exhausted = FSM_ABORT};
+    /* Resolving talks to the source: ride out a short outage. */
+    static const struct fsm_retry_policy resolve_policy = {
+        .max_attempts = 8, .initial_backoff_ms = 500, .max_backoff_ms = 15000, .multiplier = 2.0,
+        .jitter = 0.5, .attempt_timeout_ms = 0, .on_exhausted = FSM_ABORT};
+    static const struct fsm_transition_def t[] = {
+        {"check-active", t_check_active, &wait_policy},
+        {"resolve", t_resolve, &resolve_policy},
+        {"fetch", t_fetch, &wait_policy},
+        {"unpack", t_unpack, &wait_policy},
+        {"activate", t_activate, &wait_policy},
+    };
+    static const fsm_finalizer_fn fins[] = {fin_process};
+    struct fsm_machine_def def = {.type = "process",
+                                  .action = "process-image",
+                                  .transitions = t,
+                                  .n_transitions = ARRAY_SIZE(t),
+                                  .end_state = "done",
+                                  .finalizers = fins,
+                                  .n_finalizers = 1,
+                                  .ud = p};
+    int r = fsm_register(p->mgr, &def, &p->m_process);
+    return r < 0 ? err_set(e, r, "cannot register the process-image machine") : 0;
+}
+
+/* REF as a full location: a location stays as it is, a relative key is joined to the default
+ * source. This string names the run (one active process-image per location) and is the alias
+ * recorded for the image, so it only has to be stable, not canonical. */
+static int ref_expand(const char *ref, const char *default_source, char **out, struct err *e)
+{
+    if (strstr(ref, "://") || !strncmp(ref, "dir:", 4)) {
+        *out = strdup(ref);
+        return *out ? 0 : -ENOMEM;
+    }
+    if (!default_source || !*default_source)
+        return err_set(e, -EINVAL,
+                       "'%s' is not a location (s3://..., dir:..., http(s)://...) and no default "
+                       "source is set (--source or THINIMG_SOURCE)",
+                       ref);
+    size_t n = strlen(default_source);
+    bool slash = n > 0 && default_source[n - 1] == '/';
+    while (*ref == '/')
+        ref++;
+    if (asprintf(out, "%s%s%s", default_source, slash ? "" : "/", ref) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
+                           struct fsm_id *run, struct err *e)
+{
+    if (activation && !imagedb_name_valid(activation))
+        return err_set(e, -EINVAL,
+                       "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])", activation);
+    char *loc = NULL;
+    int r = ref_expand(ref, p->cfg.source, &loc, e);
+    if (r < 0)
+        return r;
+    json_t *req = json_pack("{s:s, s:s, s:s?}", "ref", ref, "location", loc, "activation",
+                            activation);
+    char *txt = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    struct fsm_start_opts so = {0};
+    r = fsm_start(p->mgr, p->m_process, loc, txt, strlen(txt), &so, run);
+    free(txt);
+    free(loc);
+    if (r == -EEXIST)
+        return 0; /* joined the active run for this ref */
+    return r < 0 ? err_set(e, r, "cannot start process-image") : 0;
+}
+
+int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
+                            struct fsm_id *run, struct err *e)
+{
+    struct image_rec img = {0};
+    int r = imagedb_image_find(p->db, image, &img);
+    if (r == -EEXIST)
+        return err_set(e, -EINVAL, "image name '%s' is ambiguous; give its ref (list-images)",
+                       image);
+    if (r < 0)
+        return err_set(e, -ENOENT, "no image '%s'; run `thinimg process-image %s` first", image,
+                       image);
+    if (strcmp(img.state, "ready") != 0 || !img.top_chain) {
+        r = err_set(e, -EAGAIN, "image %s is %s, not ready; run `thinimg process-image %s`",
+                    img.name, img.state, img.ref);
+        image_rec_free(&img);
+        return r;
+    }
+    char def[80];
+    if (!name) {
+        imagedb_default_activation_name(img.name, def, sizeof(def));
+        name = def;
+    }
+    if (!imagedb_name_valid(name)) {
+        image_rec_free(&img);
+        return err_set(e, -EINVAL, "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])",
+                       name);
+    }
+    json_t *req = json_pack("{s:s, s:I, s:s}", "name", name, "image_id", (json_int_t)img.id,
+                            "chain_id", img.top_chain);
+    image_rec_free(&img);
+    char *txt = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    r = fsm_start(p->mgr, p->m_activate, name, txt, strlen(txt), NULL, run);
+    free(txt);
+    if (r == -EEXIST)
+        return 0;
+    return r < 0 ? err_set(e, r, "cannot start the activation") : 0;
+}

@@ -1,0 +1,461 @@
+/*
+ * unpack.c: the unpack machine: one run per chain id, turning a fetched layer blob into a
+ * committed, inactive thin device that holds the chain's flattened file system.
+ *
+ *   check-unpacked  the layer is ready and its device is in the pool's metadata: hand off.
+ *                   Ready in the database but gone from the pool (removed behind thinimg's
+ *                   back): the record is repaired (pending, no device) and the chain is
+ *                   unpacked again. A parent chain that is not ready aborts the run.
+ *   create-device   under the operation guard, with the pool checked usable: a base layer gets
+ *                   create_thin + mkfs.ext4; an upper layer gets create_snap of its parent's
+ *                   committed, inactive device (no mkfs). The device is activated. Each attempt
+ *                   takes a fresh device: one left by an interrupted earlier attempt is never
+ *                   trusted (it stays recorded and gc reclaims it).
+ *   apply-layer     mounts the device privately (nosuid,nodev) in a child process and applies
+ *                   the layer with the archive module (whiteouts against the lower layers the
+ *                   snapshot already holds), then syncs and unmounts. Applying a layer again
+ *                   over a partial application converges to the same tree, so a resumed run
+ *                   re-applies on the same device.
+ *   verify          the device is still active, the pool is not out of space, read-only or
+ *                   needs_check, and every entry of the layer was applied (the count from the
+ *                   fetch-time scan, when known).
+ *   commit          deactivates the device (it stays in the pool, inactive, ready to be
+ *                   snapshotted) and records the layer ready with its device and counts.
+ *
+ * On any failure the finalizer records the layer `failed` (and its device `failed`): nothing
+ * is unmounted, removed or deleted on that path.
+ *
+ * Request (JSON): {"chain_id", "parent_chain"|null, "digest", "blob_path", "depth",
+ *                  "expected_entries"|null}
+ * Response (JSON): {"dev_id", "device_path", "entries", "bytes"}
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+
+#include "archive/archive.h"
+#include "dm/mount.h"
+#include "dm/pool.h"
+#include "dm/thin.h"
+#include "guard/reslock.h"
+#include "pipeline/imagedb.h"
+#include "pipeline/pipeline_internal.h"
+#include "pipeline/updates.h"
+#include "util/cleanup.h"
+#include "util/fsutil.h"
+#include "util/log.h"
+
+struct unpack_req {
+    char chain_id[DIGEST_STR_LEN + 1];
+    char parent_chain[DIGEST_STR_LEN + 1]; /* "" for a base layer */
+    char digest[DIGEST_STR_LEN + 1];
+    char blob_path[4096];
+    int depth;
+    int64_t expected_entries; /* -1 when unknown */
+};
+
+struct unpack_resp {
+    uint32_t dev_id;
+    char device_path[256];
+    int64_t entries, bytes;
+};
+
+static int req_parse(struct fsm_run *run, struct unpack_req *q)
+{
+    size_t len;
+    const void *data = fsm_run_request(run, &len);
+    json_error_t je;
+    json_t *o = json_loadb(data, len, 0, &je);
+    if (!o)
+        return -EBADMSG;
+    const char *chain = json_string_value(json_object_get(o, "chain_id"));
+    const char *parent = json_string_value(json_object_get(o, "parent_chain"));
+    const char *digest = json_string_value(json_object_get(o, "digest"));
+    const char *blob = json_string_value(json_object_get(o, "blob_path"));
+    json_t *exp = json_object_get(o, "expected_entries");
+    int r = 0;
+    if (!chain || !digest || !blob || !digest_valid(chain) || !digest_valid(digest) ||
+        (parent && !digest_valid(parent)))
+        r = -EBADMSG;
+    else {
+        snprintf(q->chain_id, sizeof(q->chain_id), "%s", chain);
+        snprintf(q->parent_chain, sizeof(q->parent_chain), "%s", parent ? parent : "");
+        snprintf(q->digest, sizeof(q->digest), "%s", digest);
+        snprintf(q->blob_path, sizeof(q->blob_path), "%s", blob);
+        q->depth = (int)json_integer_value(json_object_get(o, "depth"));
+        q->expected_entries = json_is_integer(exp) ? json_integer_value(exp) : -1;
+    }
+    json_decref(o);
+    return r;
+}
+
+static void resp_get(struct fsm_run *run, struct unpack_resp *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->entries = s->bytes = -1;
+    size_t len;
+    const void *data = fsm_run_response(run, &len);
+    if (!data || !len)
+        return;
+    json_t *o = json_loadb(data, len, 0, NULL);
+    if (!o)
+        return;
+    s->dev_id = (uint32_t)json_integer_value(json_object_get(o, "dev_id"));
+    const char *path = json_string_value(json_object_get(o, "device_path"));
+    snprintf(s->device_path, sizeof(s->device_path), "%s", path ? path : "");
+    json_t *en = json_object_get(o, "entries"), *by = json_object_get(o, "bytes");
+    if (json_is_integer(en))
+        s->entries = json_integer_value(en);
+    if (json_is_integer(by))
+        s->bytes = json_integer_value(by);
+    json_decref(o);
+}
+
+static void resp_set(struct fsm_run *run, const struct unpack_resp *s)
+{
+    json_t *o = json_pack("{s:I, s:s, s:I, s:I}", "dev_id", (json_int_t)s->dev_id, "device_path",
+                          s->device_path, "entries", (json_int_t)s->entries, "bytes",
+                          (json_int_t)s->bytes);
+    char *txt = json_dumps(o, JSON_COMPACT);
+    if (txt)
+        fsm_run_set_response(run, txt, strlen(txt));
+    free(txt);
+    json_decref(o);
+}
+
+static bool id_in(const uint32_t *ids, size_t n, uint32_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
+}
+
+/* ---- check-unpacked ---------------------------------------------------------------------- */
+
+static struct fsm_result t_check_unpacked(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    struct unpack_req q;
+    if (req_parse(run, &q) < 0)
+        return fsm_abort("malformed unpack request");
+
+    struct err e = {0};
+    char res[128];
+    snprintf(res, sizeof(res), "chain:%s", q.chain_id);
+    int r = reslock_acquire(p->db, res, "unpack", &e);
+    if (r == -EBUSY)
+        return fsm_retry("%s", err_str(&e));
+    if (r < 0)
+        return fsm_retry("cannot lock chain %s: %s", q.chain_id, err_str(&e));
+
+    struct layer_rec l = {0};
+    r = imagedb_layer_get(p->db, q.chain_id, &l);
+    if (r < 0)
+        return fsm_abort("layer %s is not recorded (start it through process-image)", q.chain_id);
+    bool ready = !strcmp(l.state, "ready") && l.dev_id > 0;
+    uint32_t dev_id = (uint32_t)l.dev_id;
+    layer_rec_free(&l);
+
+    if (q.parent_chain[0]) {
+        struct layer_rec parent = {0};
+        r = imagedb_layer_get(p->db, q.parent_chain, &parent);
+        bool ok = r == 0 && !strcmp(parent.state, "ready") && parent.dev_id > 0;
+        char pstate[16];
+        snprintf(pstate, sizeof(pstate), "%s", r == 0 ? parent.state : "missing");
+        layer_rec_free(&parent);
+        if (!ok && !ready)
+            return fsm_abort("parent layer %.19s is %s: it must be unpacked first", q.parent_chain,
+                             pstate);
+    }
+    if (!ready)
+        return fsm_ok();
+
+    /* Recorded ready: is the device really in the pool? */
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    err_clear(&e);
+    r = thin_pool_metadata_ids(p->cfg.pool_name, &ids, NULL, &n, &e);
+    if (r < 0)
+        return fsm_retry("cannot read the pool's device list: %s", err_str(&e));
+    bool present = id_in(ids, n, dev_id);
+    free(ids);
+    if (present)
+        return fsm_handoff("layer %.19s already unpacked on device %u", q.chain_id, dev_id);
+
+    log_warn("layer device missing from the pool; unpacking the layer again", "chain=%s dev_id=%u",
+             q.chain_id, dev_id);
+    struct layer_update *u = layer_update_new(q.chain_id);
+    u->set_state = true;
+    snprintf(u->state, sizeof(u->state), "pending");
+    u->error = strdup("device removed from the pool behind thinimg's back; recreated");
+    u->set_device = true; /* pool NULL, dev_id 0: no device */
+    fsm_run_on_commit(run, layer_update_apply, u, layer_update_free);
+    struct device_mark *m = device_mark_new(p->cfg.pool_name, dev_id, "deleted",
+                                            "missing from the pool metadata");
+    fsm_run_on_commit(run, device_mark_apply, m, device_mark_free);
+    return fsm_ok();
+}
+
+/* ---- create-device ----------------------------------------------------------------------- */
+
+static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    struct unpack_req q;
+    if (req_parse(run, &q) < 0)
+        return fsm_abort("malformed unpack request");
+    struct err e = {0};
+    int r = guard_enter(p->guard, "create-device", fsm_run_cancel_fd(run), &e);
+    if (r == -ECANCELED)
+        return fsm_retry("cancelled");
+    if (r < 0)
+        return fsm_abort("%s", err_str(&e));
+    r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
+    if (r < 0) {
+        guard_leave(p->guard);
+        return fsm_abort("%s", err_str(&e));
+    }
+
+    struct unpack_resp s = {.entries = -1, .bytes = -1};
+    struct thin_spec spec = {.kind = THIN_KIND_LAYER, .size_bytes = p->device_bytes};
+    if (!q.parent_chain[0]) {
+        r = thin_create(p->db, p->cfg.pool_name, &spec, &s.dev_id, &e);
+    } else {
+        struct layer_rec parent = {0};
+        r = imagedb_layer_get(p->db, q.parent_chain, &parent);
+        uint32_t origin = r == 0 ? (uint32_t)parent.dev_id : 0;
+        layer_rec_free(&parent);
+        if (!origin) {
+            guard_leave(p->guard);
+            return fsm_abort("parent layer %.19s has no device", q.parent_chain);
+        }
+        spec.size_bytes = 0; /* the origin's size */
+        r = thin_snapshot(p->db, p->cfg.pool_name, origin, &spec, &s.dev_id, &e);
+    }
+    if (r == 0)
+        r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path,
+                          sizeof(s.device_path), &e);
+    if (r == 0 && !q.parent_chain[0]) {
+        fsm_run_set_progress(run, "mkfs", 0, 0);
+        r = dm_mkfs_ext4(s.device_path, "thinimg", &e);
+        if (r < 0) {
+            struct device_mark *m = device_mark_new(p->cfg.pool_name, s.dev_id, "failed",
+                                                    err_str(&e));
+            device_mark_apply(p->db, m); /* a record, not a cleanup: the device stays */
+            device_mark_free(m);
+        }
+    }
+    guard_leave(p->guard);
+    if (r < 0) {
+        /* Fail dumb: the device (if any) stays as it is, recorded; gc removes it later. */
+        if (r == -ENOSPC || r == -EUCLEAN || r == -EROFS || r == -EHOSTDOWN)
+            return fsm_abort("%s", err_str(&e));
+        return fsm_abort("create device for layer %.19s: %s", q.chain_id, err_str(&e));
+    }
+    resp_set(run, &s);
+    struct layer_update *u = layer_update_new(q.chain_id);
+    u->set_device = true;
+    snprintf(u->pool, sizeof(u->pool), "%s", p->cfg.pool_name);
+    u->dev_id = s.dev_id;
+    u->set_state = true;
+    snprintf(u->state, sizeof(u->state), "unpacking");
+    fsm_run_on_commit(run, layer_update_apply, u, layer_update_free);
+    log_info("layer device created", "chain=%.19s dev_id=%u device=%s", q.chain_id, s.dev_id,
+             s.device_path);
+    return fsm_ok();
+}
+
+/* ---- apply-layer ------------------------------------------------------------------------- */
+
+struct apply_args {
+    const char *blob;
+    const struct archive_policy *policy;
+};
+
+/* Runs in the mount child: no database, no logger (see dm/mount.h). */
+static int apply_in_child(int root_fd, void *ud, struct buf *out, struct err *e)
+{
+    struct apply_args *a = ud;
+    struct archive_stats st = {0};
+    int r = archive_apply(root_fd, a->blob, a->policy, &st, e);
+    if (r < 0)
+        return r;
+    return buf_append(out, &st, sizeof(st));
+}
+
+static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    struct unpack_req q;
+    if (req_parse(run, &q) < 0)
+        return fsm_abort("malformed unpack request");
+    struct unpack_resp s;
+    resp_get(run, &s);
+    if (!s.dev_id)
+        return fsm_abort("no device recorded for layer %.19s", q.chain_id);
+    struct err e = {0};
+
+    /* After a reboot the device is inactive again: activate it (idempotent when active). */
+    int r = guard_enter(p->guard, "activate-layer-device", fsm_run_cancel_fd(run), &e);
+    if (r == -ECANCELED)
+        return fsm_retry("cancelled");
+    if (r < 0)
+        return fsm_abort("%s", err_str(&e));
+    r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path, sizeof(s.device_path),
+                      &e);
+    guard_leave(p->guard);
+    if (r < 0)
+        return fsm_abort("activate device %u: %s", s.dev_id, err_str(&e));
+
+    struct apply_args a = {.blob = q.blob_path, .policy = &p->policy};
+    struct mount_spec spec = {.device = s.device_path, .mountpoint = p->cfg.mount_dir,
+                              .fstype = "ext4", .flags = MS_NOATIME};
+    struct buf out = BUF_INIT;
+    fsm_run_set_progress(run, "apply", 0, 0);
+    r = mount_run(&spec, apply_in_child, &a, &out, &e);
+    if (r < 0) {
+        buf_free(&out);
+        return fsm_abort("apply layer %.19s onto device %u: %s", q.chain_id, s.dev_id,
+                         err_str(&e));
+    }
+    struct archive_stats st = {0};
+    if (out.len == sizeof(st))
+        memcpy(&st, out.data, sizeof(st));
+    buf_free(&out);
+    s.entries = (int64_t)st.entries;
+    s.bytes = (int64_t)st.bytes;
+    resp_set(run, &s);
+    log_info("layer applied", "chain=%.19s dev_id=%u entries=%lld bytes=%lld", q.chain_id,
+             s.dev_id, (long long)s.entries, (long long)s.bytes);
+    return fsm_ok();
+}
+
+/* ---- verify ------------------------------------------------------------------------------ */
+
+static struct fsm_result t_verify(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    struct unpack_req q;
+    if (req_parse(run, &q) < 0)
+        return fsm_abort("malformed unpack request");
+    struct unpack_resp s;
+    resp_get(run, &s);
+    struct err e = {0};
+    struct thin_dev d;
+    if (thin_get(p->db, p->cfg.pool_name, s.dev_id, &d) < 0)
+        return fsm_abort("device %u of layer %.19s is not recorded", s.dev_id, q.chain_id);
+    int ex = dm_dev_exists(d.name);
+    if (ex <= 0)
+        return fsm_abort("device %s vanished while the layer was applied", d.name);
+    struct pool_info pi;
+    int r = pool_get(NULL, p->cfg.pool_name, &pi, &e);
+    if (r < 0)
+        return fsm_retry("cannot read pool status: %s", err_str(&e));
+    /* Usage limits do not matter here (the layer is written); failure modes do. */
+    struct pool_limits nolimit = {.max_data_pct = 100.0, .max_meta_pct = 100.0};
+    err_clear(&e);
+    r = pool_check_usable(p->cfg.pool_name, &pi.status, &nolimit, &e);
+    if (r < 0)
+        return fsm_abort("layer %.19s is not trustworthy: %s", q.chain_id, err_str(&e));
+    if (q.expected_entries >= 0 && s.entries != q.expected_entries)
+        return fsm_abort("layer %.19s: %lld entries applied, the scan counted %lld", q.chain_id,
+                         (long long)s.entries, (long long)q.expected_entries);
+    return fsm_ok();
+}
+
+/* ---- commit ------------------------------------------------------------------------------ */
+
+static struct fsm_result t_commit(struct fsm_run *run, void *ud)
+{
+    struct pipeline *p = ud;
+    struct unpack_req q;
+    if (req_parse(run, &q) < 0)
+        return fsm_abort("malformed unpack request");
+    struct unpack_resp s;
+    resp_get(run, &s);
+    struct err e = {0};
+    int r = guard_enter(p->guard, "commit-layer", fsm_run_cancel_fd(run), &e);
+    if (r == -ECANCELED)
+        return fsm_retry("cancelled");
+    if (r < 0)
+        return fsm_abort("%s", err_str(&e));
+    r = thin_deactivate(p->db, p->cfg.pool_name, s.dev_id, &e);
+    guard_leave(p->guard);
+    if (r == -EBUSY)
+        return fsm_retry("device %u is still busy: %s", s.dev_id, err_str(&e));
+    if (r < 0)
+        return fsm_retry("deactivate device %u: %s", s.dev_id, err_str(&e));
+    struct layer_update *u = layer_update_new(q.chain_id);
+    u->set_state = true;
+    snprintf(u->state, sizeof(u->state), "ready");
+    u->set_stats = true;
+    u->entries = s.entries;
+    u->bytes = s.bytes;
+    fsm_run_on_commit(run, layer_update_apply, u, layer_update_free);
+    log_info("layer committed", "chain=%.19s dev_id=%u", q.chain_id, s.dev_id);
+    return fsm_ok();
+}
+
+/* ---- end --------------------------------------------------------------------------------- */
+
+static void fin_unpack(struct fsm_run *run, enum fsm_outcome outcome, const char *error, void *ud)
+{
+    struct pipeline *p = ud;
+    struct unpack_req q;
+    if (req_parse(run, &q) < 0)
+        return;
+    if (!fsm_outcome_success(outcome)) {
+        struct layer_update *u = layer_update_new(q.chain_id);
+        u->set_state = true;
+        snprintf(u->state, sizeof(u->state), "failed");
+        u->error = strdup(error && *error ? error : fsm_outcome_name(outcome));
+        u->only_if_not_ready = true;
+        fsm_run_on_commit(run, layer_update_apply, u, layer_update_free);
+        struct unpack_resp s;
+        resp_get(run, &s);
+        if (s.dev_id) {
+            struct device_mark *m =
+                device_mark_new(p->cfg.pool_name, s.dev_id, "failed", error ? error : "");
+            m->only_if_ready = true;
+            fsm_run_on_commit(run, device_mark_apply, m, device_mark_free);
+        }
+    }
+    char res[128];
+    snprintf(res, sizeof(res), "chain:%s", q.chain_id);
+    reslock_release(p->db, res);
+}
+
+static const struct fsm_retry_policy policy_quick = {
+    .max_attempts = 5, .initial_backoff_ms = 200, .max_backoff_ms = 5000, .multiplier = 2.0,
+    .jitter = 0.3, .attempt_timeout_ms = 0, .on_exhausted = FSM_ABORT};
+/* A chain lock held by a live process: keep trying for a while (it is unpacking the same chain
+ * in another process and will finish). */
+static const struct fsm_retry_policy policy_lock = {
+    .max_attempts = 120, .initial_backoff_ms = 500, .max_backoff_ms = 5000, .multiplier = 1.5,
+    .jitter = 0.3, .attempt_timeout_ms = 0, .on_exhausted = FSM_ABORT};
+
+int pipeline_register_unpack(struct pipeline *p, struct err *e)
+{
+    static const struct fsm_transition_def t[] = {
+        {"check-unpacked", t_check_unpacked, &policy_lock},
+        {"create-device", t_create_device, &policy_quick},
+        {"apply-layer", t_apply_layer, &policy_quick},
+        {"verify", t_verify, &policy_quick},
+        {"commit", t_commit, &policy_quick},
+    };
+    static const fsm_finalizer_fn fins[] = {fin_unpack};
+    struct fsm_machine_def def = {.type = "unpack",
+                                  .action = "unpack-layer",
+                                  .transitions = t,
+                                  .n_transitions = ARRAY_SIZE(t),
+                                  .end_state = "done",
+                                  .finalizers = fins,
+                                  .n_finalizers = 1,
+                                  .ud = p};
+    int r = fsm_register(p->mgr, &def, &p->m_unpack);
+    return r < 0 ? err_set(e, r, "cannot register the unpack machine") : 0;
+}

@@ -1,0 +1,100 @@
+/*
+ * httpc.h: the HTTP engine under the s3 and http sources (libcurl). Private to src/source/.
+ *
+ * One struct httpc wraps one curl easy handle (so connections are reused between requests of
+ * the same source) and does what both kinds need:
+ *  - timeouts: connect timeout, a low-speed limit (a stalled server is cut), a total timeout
+ *    for small requests;
+ *  - retries with exponential backoff and jitter on transport errors (timeouts, refused or
+ *    reset connections, short bodies), 5xx and 429;
+ *  - streaming GET into a sink with resume: a transfer that fails after making progress
+ *    continues at the next byte with Range and If-Match on the ETag of the first response,
+ *    and every response's ETag is compared with the expected one (servers that ignore
+ *    If-Match cannot slip a different version in);
+ *  - ranged requests on servers that ignore Range (200 instead of 206): the prefix is skipped.
+ *
+ * A request is signed (S3) by a hook called before every attempt, since the signature
+ * carries the time.
+ *
+ * httpc_perform() returns 0 when an HTTP response was received, whatever its status (a 4xx,
+ * or a 5xx/429 that stayed after the last retry): the caller turns statuses into errors with
+ * its own context. It returns a negative errno for what has no status: transport failures
+ * after the last retry (-ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET), -ESTALE (the
+ * ETag changed), -EPROTO (nonsense such as a wrong Content-Range), -ECANCELED, or the sink's
+ * own error.
+ */
+#pragma once
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "source/source.h"
+#include "util/buf.h"
+
+struct httpc;
+
+int httpc_new(const struct source *s, bool follow_redirects, struct httpc **out);
+void httpc_free(struct httpc *h);
+
+/* Called before each attempt to add headers (e.g. the SigV4 Authorization). range is the
+ * Range header value that will be sent ("" for none). */
+typedef int (*httpc_sign_fn)(void *ud, const char *method, const char *url, const char *range,
+                             struct curl_slist **headers, struct err *e);
+
+struct httpc_req {
+    const char *method;  /* "GET" or "HEAD" */
+    const char *url;
+    const char *what;    /* the location, for messages */
+    uint64_t offset;     /* GET from this byte (sends Range when > 0) */
+    const char *if_match;
+    source_sink_fn sink; /* 2xx body; NULL = buffer it in resp->body up to max_body */
+    void *sink_ud;
+    size_t max_body;     /* for buffered bodies (2xx without sink, and every error body) */
+    bool small;          /* apply the total request timeout */
+    httpc_sign_fn sign;
+    void *sign_ud;
+};
+
+struct httpc_resp {
+    long status;
+    char etag[SOURCE_ETAG_MAX + 1]; /* "" when absent */
+    bool has_length;
+    uint64_t content_length;
+    bool has_range;                 /* Content-Range present */
+    uint64_t range_start, range_total;
+    bool has_total;                 /* object size known (length of a 200, or range total) */
+    uint64_t total;
+    int64_t last_modified_ms;
+    char bucket_region[64];         /* x-amz-bucket-region */
+    char content_type[128];
+    struct buf body;                /* buffered body (see max_body) */
+    bool body_truncated;
+    /* GET accounting */
+    uint64_t delivered;             /* bytes handed to the sink */
+    uint64_t received;              /* body bytes received (all attempts) */
+    uint32_t attempts;
+    bool range_ignored;
+};
+
+void httpc_resp_free(struct httpc_resp *r);
+
+int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_resp *resp,
+                  struct err *e);
+
+/* After a HEAD that answered 200: the object (key copied). -EPROTO without Content-Length. */
+int httpc_resp_object(const struct httpc_resp *resp, const char *key, const char *what,
+                      struct source_object *out, struct err *e);
+/* After a GET: fill info; true when the status means success (200, 206, or a 416 that says
+ * the offset is exactly the end). */
+bool httpc_resp_get_info(const struct httpc_resp *resp, uint64_t offset,
+                         struct source_get_info *info);
+
+/* True for statuses worth retrying: 5xx, 429 (and S3's 503 SlowDown). */
+bool httpc_status_retryable(long status);
+
+/* RFC 3986 percent-encoding as SigV4 wants it: unreserved A-Z a-z 0-9 - _ . ~ kept, and '/'
+ * kept when keep_slash. Appends to b. */
+int httpc_uri_encode(struct buf *b, const char *s, bool keep_slash);
+/* Decode %XX sequences (for encoding-type=url listings). -EILSEQ on a malformed escape. */
+int httpc_uri_decode(const char *s, char **out);

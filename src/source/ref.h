@@ -1,0 +1,107 @@
+/*
+ * ref.h: image references. What the operator types after `thinimg fetch` / `process-image`,
+ * and what it names.
+ *
+ * A REF is a full location (s3://bucket/images/golang/, dir:/srv/bucket/images/golang/3.tar,
+ * https://host/path/layer.tar) or a key relative to the default source (--source /
+ * THINIMG_SOURCE; the default source's own key, if any, is a prefix: --source
+ * s3://bucket/images plus REF golang/3.tar is s3://bucket/images/golang/3.tar).
+ *
+ * What a REF names (decided by the key, never by content):
+ *   family prefix   "images/golang/" (or "images/golang" when no such object exists but keys
+ *                   exist below it): every N.tar directly under it, in numeric order (10 after
+ *                   9). Gaps and names that are not N.tar are reported as warnings.
+ *   family key      ".../N.tar": the family's layers 1..N; any missing one is an error.
+ *   blob            any other single object: one blob whose content decides what it is (a
+ *                   layer is a one-layer image; a docker-archive or OCI layout lists its own
+ *                   layers, which the fetch machine finds when it validates the blob).
+ *
+ * Canonical ref: the location of the image's top key (for a family prefix, the highest N.tar:
+ * `images/golang/` and `images/golang/5.tar` are the same image), or the blob's location. The
+ * human name is "<family>:<N>" ("golang:3"), or the blob's file name without its extension.
+ *
+ * N.tar: N is decimal without leading zeros, 1 <= N <= REF_MAX_LAYERS.
+ *
+ * Ownership: every struct here owns its strings and arrays; free with the *_free() function.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "source/source.h"
+#include "util/err.h"
+
+/* The deepest image we accept. OCI images rarely exceed 127 layers (overlay's old limit);
+ * each layer here is one thin snapshot in a chain, and deep chains cost lookups on every
+ * read. 256 leaves room and stops a hostile family of a million keys. */
+#define REF_MAX_LAYERS 256
+
+enum ref_kind {
+    REF_FAMILY = 1, /* a family prefix */
+    REF_FAMILY_KEY, /* a family key N.tar */
+    REF_BLOB,       /* any other object */
+};
+const char *ref_kind_name(enum ref_kind k); /* "family", "family-key", "blob" */
+
+struct ref_layer {
+    unsigned n;      /* N of N.tar; 0 for an object that is not a family member */
+    char *key;       /* key in the source */
+    char *location;  /* canonical location */
+    uint64_t size;
+    char *etag;      /* NULL when the source gives none */
+};
+
+struct image_ref {
+    enum ref_kind kind;
+    char *canonical;     /* canonical ref (see above) */
+    char *name;          /* human name, e.g. "golang:3" */
+    char *source;        /* source root, e.g. "s3://bucket/" */
+    char *family_prefix; /* key prefix of the family ("images/golang/"), NULL for a blob */
+    struct ref_layer *layers; /* bottom to top */
+    size_t n_layers;
+    char **warnings;
+    size_t n_warnings;
+};
+
+/* Resolve ref (see above). default_source may be NULL (then ref must be a full location).
+ * Errors: -EINVAL (bad REF, no default source), -EILSEQ (invalid key), -ENOENT (nothing there,
+ * or a layer of 1..N missing), -ENOTSUP (a prefix over plain HTTP), -EFBIG (too many layers),
+ * and the source's errors. */
+int ref_resolve(const char *ref, const char *default_source, const struct source_options *o,
+                struct image_ref *out, struct err *e);
+void image_ref_free(struct image_ref *r);
+
+/* Open the source of ref and return the key it names (the same rules as ref_resolve). */
+int ref_open(const char *ref, const char *default_source, const struct source_options *o,
+             struct source **src, char **key, struct err *e);
+
+/* "N.tar" -> N (1..REF_MAX_LAYERS). -EINVAL for other names; -ERANGE for N out of range;
+ * -EDOM for leading zeros. */
+int ref_layer_number(const char *basename, unsigned *n);
+
+/* ---- catalog: what `thinimg ls` shows ------------------------------------------------- */
+
+struct ref_family {
+    char *prefix; /* key prefix, "" or ending in '/' */
+    char *name;   /* family name ("golang") */
+    struct ref_layer *layers; /* numeric order */
+    size_t n_layers;
+    char **warnings; /* gaps, names that are not N.tar, too many layers */
+    size_t n_warnings;
+};
+
+struct ref_catalog {
+    struct ref_family *families; /* sorted by prefix */
+    size_t n_families;
+    struct ref_layer *objects;   /* every other object, sorted by key */
+    size_t n_objects;
+};
+
+/* Group a listing of the source into families (folders with N.tar files) and other objects.
+ * Objects in a family folder that are not N.tar are listed as objects too (and warned about
+ * in the family). */
+int ref_catalog_build(const struct source *s, const struct source_listing *l,
+                      struct ref_catalog *out);
+void ref_catalog_free(struct ref_catalog *c);

@@ -1,0 +1,199 @@
+/*
+ * source.h: where blobs come from. One interface over three kinds of source, so that the fetch
+ * machine and the reference resolver never care which kind they talk to:
+ *
+ *   s3://bucket[/prefix]     S3 or an S3-compatible server: ListObjectsV2, HEAD, ranged GET,
+ *                            AWS Signature V4 or anonymous (see s3.h for credentials/endpoints)
+ *   dir:/path                a local folder laid out like a bucket (keys are relative paths)
+ *   http://... https://...   plain HTTP(S): HEAD and GET (with Range where the server offers
+ *                            it); no listing
+ *
+ * A *source* is a root plus a base: the bucket and a key prefix, a directory, or a URL up to its
+ * last '/'. A *key* is relative to the base. source_location() turns a key back into the full,
+ * canonical location string ("s3://bucket/images/golang/3.tar"), which is what the database
+ * stores (blob_sources.location) and what `thinimg` prints.
+ *
+ * Keys are untrusted (they come from listings and from the command line): every key passes
+ * source_key_check() before use (no ".." or "." segment, no empty segment, no leading '/', no
+ * control characters, at most SOURCE_KEY_MAX bytes). A dir: source additionally opens every key
+ * with openat2(RESOLVE_BENEATH), so neither ".." nor a symlink can leave its folder. Keys never
+ * become local file names: blobs are stored under their digest.
+ *
+ * Threads: a struct source is used by one thread at a time (it reuses one connection). Open one
+ * per thread; opening is cheap.
+ *
+ * Ownership: everything a function returns through an out-pointer is owned by the caller and
+ * freed with the matching *_free(). Strings returned by accessors (source_root()) belong to the
+ * source.
+ *
+ * Errors: 0 on success, a negative errno on failure, and the struct err says what failed, on
+ * what, and what to do:
+ *   -ENOENT   no such key / bucket / file            -EACCES  access denied (403)
+ *   -ESTALE   If-Match failed: the object changed    -ERANGE  offset beyond the object
+ *   -ETIMEDOUT the server stalled (after retries)    -EREMOTEIO server errors (after retries)
+ *   -ECONNREFUSED/-EHOSTUNREACH network (after retries)
+ *   -EILSEQ   invalid key                            -ENOTSUP operation not offered (listing
+ *   -EPROTO   a response that makes no sense                   over plain HTTP)
+ *   -ECANCELED the caller's cancel hook said stop    -EFBIG  over a limit
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+/* ---- limits and defaults (the one place; each with its reason) --------------------------- */
+
+/* S3's own key limit is 1024 bytes of UTF-8; nothing legitimate is longer. */
+#define SOURCE_KEY_MAX 1024
+/* ETags are quoted hex MD5s ("...-N" for multipart): 64 bytes is generous. Longer is refused. */
+#define SOURCE_ETAG_MAX 128
+/* A listing bigger than this is not a bucket of images but a mistake (or hostile): stop. */
+#define SOURCE_LIST_MAX_KEYS 100000
+/* S3's maximum page size for ListObjectsV2. */
+#define SOURCE_LIST_PAGE_KEYS 1000
+/* dir: listing depth; deeper trees are skipped with a warning (hostile symlink-free recursion
+ * still costs time). */
+#define SOURCE_DIR_MAX_DEPTH 16
+/* Error bodies (XML) are kept up to this size for the message; the rest is dropped. */
+#define SOURCE_ERROR_BODY_MAX (64 * 1024)
+/* Listing pages are XML of ~300 bytes per key: 1000 keys fit well under 4 MiB. */
+#define SOURCE_LIST_BODY_MAX (4 * 1024 * 1024)
+
+/* Network timeouts. Connecting to S3 takes milliseconds; 10 s means the host is unreachable.
+ * A transfer slower than 1 KiB/s for 30 s is stalled (a healthy S3 GET never is), so it is cut
+ * and retried from where it stopped. A whole listing page must arrive within 60 s. */
+#define SOURCE_CONNECT_TIMEOUT_MS 10000
+#define SOURCE_LOW_SPEED_BYTES 1024
+#define SOURCE_LOW_SPEED_TIME_S 30
+#define SOURCE_REQUEST_TIMEOUT_MS 60000 /* for small requests (list, HEAD); not for GET bodies */
+
+/* Retries of one request (timeouts, connection errors, 5xx, 429, SlowDown): 6 attempts with
+ * exponential backoff 250 ms x2 up to 8 s, +-30% jitter (about 16 s in all). A failure after
+ * the body made progress does not count: the transfer resumes where it stopped. The fetch
+ * machine retries whole downloads on top of this. */
+#define SOURCE_RETRY_ATTEMPTS 6
+#define SOURCE_RETRY_INITIAL_MS 250
+#define SOURCE_RETRY_MAX_MS 8000
+#define SOURCE_RETRY_JITTER 0.3
+
+/* Receive buffer for GET bodies: large enough that the per-call overhead (hashing, write(2))
+ * is amortised; curl's default 16 KiB costs measurable throughput on fast links. */
+#define SOURCE_RECV_BUFFER (512 * 1024)
+
+/* ---- types ------------------------------------------------------------------------------ */
+
+enum source_kind { SOURCE_S3 = 1, SOURCE_DIR, SOURCE_HTTP };
+const char *source_kind_name(enum source_kind k); /* "s3", "dir", "http" */
+
+/* Options for opening a source. Every field may be zero/NULL (= the default or environment). */
+struct source_options {
+    const char *region;   /* S3 region: --region > AWS_REGION > AWS_DEFAULT_REGION > default */
+    const char *endpoint; /* S3 endpoint URL: --endpoint > AWS_ENDPOINT_URL_S3 >
+                             AWS_ENDPOINT_URL > AWS (virtual-hosted style) */
+    bool anonymous;       /* never sign, even when credentials are configured */
+    /* Overrides of the limits above (0 = default). Tests shorten them. */
+    uint32_t connect_timeout_ms;
+    uint32_t low_speed_time_s;
+    uint32_t request_timeout_ms;
+    uint32_t retry_attempts;
+    uint32_t retry_initial_ms;
+    uint32_t retry_max_ms;
+    /* Cooperative cancel: checked during transfers and backoff sleeps; true = stop with
+     * -ECANCELED. */
+    bool (*cancelled)(void *ud);
+    void *cancel_ud;
+};
+
+/* One object: key relative to the source base. */
+struct source_object {
+    char *key;
+    uint64_t size;
+    char *etag;       /* as the server sends it (quotes included), NULL when it sends none */
+    int64_t mtime_ms; /* 0 when unknown */
+};
+void source_object_free(struct source_object *o);
+
+/* A listing: objects sorted by key (bytewise), plus warnings (keys skipped as invalid,
+ * truncation). */
+struct source_listing {
+    struct source_object *items;
+    size_t n, cap;
+    char **warnings;
+    size_t n_warnings;
+};
+void source_listing_free(struct source_listing *l);
+
+/* What a GET did. */
+struct source_get_info {
+    uint64_t size;                  /* the object's total size */
+    uint64_t bytes;                 /* bytes delivered to the sink by this call */
+    uint64_t bytes_received;        /* bytes received from the network (>= bytes if the
+                                       server ignored Range and a prefix was skipped) */
+    char etag[SOURCE_ETAG_MAX + 1]; /* "" when the server sent none */
+    uint32_t attempts;              /* requests made (1 = no retry) */
+    bool range_ignored;             /* the server sent the whole object for a ranged request */
+};
+
+/* Receives body bytes in order. Returns 0 to continue or a negative errno to stop the transfer
+ * (returned by source_get()). */
+typedef int (*source_sink_fn)(const void *data, size_t n, void *ud);
+
+struct source;
+
+/* ---- life cycle ------------------------------------------------------------------------- */
+
+/* Open the source a location belongs to and return the key it names inside it (may be "" or
+ * end in '/', a prefix). Location forms: see the top of this file. A dir: location that names
+ * a file opens its parent directory (the key is the file name); one that names a directory
+ * opens it (key ""). s3://bucket/k opens the bucket (key "k"). http(s)://h/p/x opens
+ * http(s)://h/p/ (key "x"). *key_out may be NULL. */
+int source_open(const char *location, const struct source_options *o, struct source **out,
+                char **key_out, struct err *e);
+void source_free(struct source *s);
+static inline void source_freep(struct source **s)
+{
+    if (*s)
+        source_free(*s);
+}
+#define _cleanup_source_ __attribute__((cleanup(source_freep)))
+
+enum source_kind source_kind(const struct source *s);
+/* The canonical location of the base: "s3://bucket/prefix/", "dir:/abs/path/",
+ * "https://host/p/". Always ends in '/'. */
+const char *source_root(const struct source *s);
+/* Full canonical location of key (malloc'd; NULL on ENOMEM). */
+char *source_location(const struct source *s, const char *key);
+/* True when the kind can list (s3, dir). */
+bool source_can_list(const struct source *s);
+
+/* ---- operations ------------------------------------------------------------------------- */
+
+/* Every object whose key starts with prefix ("" = all), sorted by key. Keys that fail
+ * source_key_check() are skipped and reported in out->warnings. -ENOTSUP for http. */
+int source_list(struct source *s, const char *prefix, struct source_listing *out, struct err *e);
+
+/* Size and ETag of one object. -ENOENT when it does not exist. */
+int source_stat(struct source *s, const char *key, struct source_object *out, struct err *e);
+
+/* Stream the object from byte `offset` to its end into sink. With if_match (an ETag as
+ * returned by stat/list/get), the transfer fails with -ESTALE when the object is no longer
+ * that version (checked by the server where it supports If-Match, and always against the
+ * ETag of every response). Transient failures are retried; a failure after progress resumes
+ * at the next byte with Range + If-Match on the ETag first seen, so the bytes delivered are
+ * always one version of the object. offset == size delivers nothing and succeeds.
+ * info may be NULL. */
+int source_get(struct source *s, const char *key, uint64_t offset, const char *if_match,
+               source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e);
+
+/* ---- keys and locations ----------------------------------------------------------------- */
+
+/* 0 when key is acceptable (see the top of this file), else -EILSEQ with the reason in e.
+ * allow_prefix accepts "" and a trailing '/'. */
+int source_key_check(const char *key, bool allow_prefix, struct err *e);
+
+/* True when the string looks like a full location (has a known scheme), false for a key
+ * relative to the default source. */
+bool source_is_location(const char *s);

@@ -1,0 +1,50 @@
+/*
+ * source_impl.h: what the three kinds of source (s3.c, dir.c, http.c) implement behind
+ * source.h. Private to src/source/.
+ *
+ * A struct source is a small header (kind, canonical root, options) plus the kind's own state
+ * in `impl`. The ops never see an unchecked key: source.c runs source_key_check() first.
+ */
+#pragma once
+
+#include "source/source.h"
+
+struct source_ops {
+    int (*list)(struct source *s, const char *prefix, struct source_listing *out, struct err *e);
+    int (*stat)(struct source *s, const char *key, struct source_object *out, struct err *e);
+    int (*get)(struct source *s, const char *key, uint64_t offset, const char *if_match,
+               source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e);
+    void (*free_impl)(void *impl);
+};
+
+struct source {
+    enum source_kind kind;
+    const struct source_ops *ops;
+    char *root;                 /* canonical location of the base, ends in '/' */
+    struct source_options opt;  /* copy; region and endpoint strings owned below */
+    char *opt_region, *opt_endpoint;
+    void *impl;
+};
+
+/* Constructors: parse the rest of the location (after the scheme), fill s->root and s->impl,
+ * and return the key the location names (malloc'd, may be ""). */
+int source_s3_open(struct source *s, const char *rest, char **key_out, struct err *e);
+int source_dir_open(struct source *s, const char *path, char **key_out, struct err *e);
+int source_http_open(struct source *s, const char *url, char **key_out, struct err *e);
+
+/* Effective option values (option or default). */
+uint32_t source_opt_connect_timeout_ms(const struct source *s);
+uint32_t source_opt_low_speed_time_s(const struct source *s);
+uint32_t source_opt_request_timeout_ms(const struct source *s);
+uint32_t source_opt_retry_attempts(const struct source *s);
+uint32_t source_opt_retry_initial_ms(const struct source *s);
+uint32_t source_opt_retry_max_ms(const struct source *s);
+bool source_opt_cancelled(const struct source *s);
+
+/* Listing helpers shared by the kinds: append an object (takes ownership of the strings on
+ * success), add a warning, sort by key. */
+int source_listing_add(struct source_listing *l, char *key, uint64_t size, char *etag,
+                       int64_t mtime_ms);
+int source_listing_warn(struct source_listing *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void source_listing_sort(struct source_listing *l);

@@ -1,0 +1,14 @@
+# Tests that need real device-mapper (label dm). They only run inside the VM: the vm test in
+# tests/vm/tests.cmake boots it and runs `ctest -L '^dm$'` there; `make check` excludes the
+# label on the host. Where the kernel has no device-mapper they exit 77 (skipped).
+thinimg_test(test_dm_thin SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_dm_thin.c
+             ${CMAKE_CURRENT_LIST_DIR}/../testutil.c LABELS dm TIMEOUT 600)
+set_tests_properties(test_dm_thin PROPERTIES SKIP_RETURN_CODE 77)
+
+add_test(NAME test_dm_setup_pool COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_setup_pool.sh)
+set_tests_properties(test_dm_setup_pool PROPERTIES LABELS dm TIMEOUT 600 SKIP_RETURN_CODE 77
+  ENVIRONMENT "THINIMG_BIN=$<TARGET_FILE:thinimg>;ASAN_OPTIONS=detect_leaks=1:abort_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
+
+# Benchmark helper for bench/dm.sh (built with the tests, not a test).
+add_executable(dm_bench_snapshot ${CMAKE_SOURCE_DIR}/bench/dm_snapshot.c)
+target_link_libraries(dm_bench_snapshot PRIVATE thinimg_core)

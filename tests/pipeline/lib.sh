@@ -1,0 +1,36 @@
+# lib.sh: helpers for the pipeline tests (sourced). Each test runs as root inside the VM
+# (tests/vm/run) with real device-mapper, or on a host whose kernel has dm-thin.
+set -euo pipefail
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+need() { command -v "$1" >/dev/null || fail "missing tool $1"; }
+need jq
+
+# assert_eq ACTUAL EXPECTED WHAT
+assert_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
+
+# JSON field: jget FILE FILTER (jq; a small binary starts fast under emulation, python does not).
+jget() { jq -r "$2" "$1"; }
+
+# The build directory under test and the binary.
+BUILD=${1:-${THINIMG_BUILD_DIR:-}}
+[ -n "$BUILD" ] || fail "usage: $0 BUILD_DIR"
+BIN="$BUILD/thinimg"
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+[ -x "$BIN" ] || fail "no thinimg binary at $BIN"
+
+# A fresh work area: on the guest tmpfs inside the VM, else under TMPDIR.
+work_area() {
+    local base=${THINIMG_VM_TMP:-${TMPDIR:-/tmp}}
+    mktemp -d "$base/thinimg-$1-XXXXXX"
+}
+
+# Remove every dm device of pool $1 and the pool (test teardown only: the devices are ours).
+teardown_pool() {
+    local pool=$1
+    for d in $(dmsetup ls 2>/dev/null | awk '{print $1}' | grep "^$pool-" || true); do
+        dmsetup remove "$d" >/dev/null 2>&1 || true
+    done
+    dmsetup remove "$pool" >/dev/null 2>&1 || true
+}

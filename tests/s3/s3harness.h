@@ -1,0 +1,38 @@
+/*
+ * s3harness.h: start and drive tests/s3/harness.js (s3rver + fault-injecting proxy on
+ * 127.0.0.1, random ports, a temp data dir) from C tests and benchmarks.
+ *
+ *     struct s3h h;
+ *     s3h_start(&h, "bucket", seed_dir);       // seed_dir files become keys
+ *     ... endpoint "http://127.0.0.1:<h.proxy_port>" ...
+ *     s3h_fault(&h, "{\"match\":\"/k\",\"action\":\"cut\",\"after\":1000}");
+ *     json_t *log = s3h_log(&h);               // requests the proxy saw
+ *     s3h_stop(&h);
+ *
+ * The harness exits by itself when the test process dies (its stdin is our pipe).
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct s3h {
+    pid_t pid;
+    int stdin_fd;
+    int s3_port;    /* s3rver itself */
+    int proxy_port; /* the fault-injecting proxy */
+    char *dir;      /* temp dir (data + whatever the test puts there) */
+    char s3_url[64], proxy_url[64];
+};
+
+/* Returns 0, or -1 with a message on stderr (node or its packages missing, ...). */
+int s3h_start(struct s3h *h, const char *bucket, const char *seed_dir);
+void s3h_stop(struct s3h *h);
+
+int s3h_fault(struct s3h *h, const char *rule_json);
+int s3h_reset(struct s3h *h);
+/* The proxy's request log (a JSON array; json_decref it). */
+json_t *s3h_log(struct s3h *h);
+/* PUT an object straight into s3rver (anonymous). */
+int s3h_put(struct s3h *h, const char *bucket, const char *key, const void *data, size_t n);

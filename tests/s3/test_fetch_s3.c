@@ -1,0 +1,458 @@
+/*
+ * test_fetch_s3.c: `thinimg fetch` against the local S3 server, as an operator runs it:
+ *  - a family fetched, every digest equal to the sha256 of the object, rows recorded;
+ *  - kill -9 in the middle of a download, then fetch again: the download resumes from the
+ *    bytes recorded as durable, with Range + If-Match; the bytes sent on resume are the
+ *    remainder;
+ *  - kill -9, the object replaced, fetch again: the ETag changed, the download starts over and
+ *    the digest is the new content's;
+ *  - two keys with identical bytes are stored once;
+ *  - 404 (exit 4), 403 (exit 1, says what to do), not an image layer (exit 6).
+ */
+/* Built once the FSM engine and the archive module have landed (their implementation
+ * headers are the witness); until then the weak placeholder / an empty test stands in. */
+#if __has_include("archive/limits.h") && __has_include("fsm/fsm_internal.h")
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "s3harness.h"
+#include "store/db.h"
+#include "testutil.h"
+#include "util/cleanup.h"
+#include "util/fsutil.h"
+#include "util/hash.h"
+#include "util/timeutil.h"
+
+#define BUCKET "imgs"
+/* Bigger than the 64 MiB durability checkpoint of the fetch machine, so a kill after it leaves
+ * something to resume from. */
+#define BIG_MIB 96
+#define CHECKPOINT (64ULL << 20)
+
+extern char **environ;
+
+static struct s3h H;
+static char *ROOT, *SEED;
+static int state_n;
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    char *err = NULL;
+    if (tu_sh(cmd, NULL, &err) != 0)
+        fail_msg("%s: %s", cmd, err ? err : "");
+    free(err);
+}
+
+/* A layer tar with one file of `mib` MiB of random bytes. */
+static void make_big_layer(const char *path, int mib, int seed)
+{
+    sh("python3 -c 'import io,random,tarfile,sys\n"
+       "r=random.Random(%d); n=%d<<20\n"
+       "d=r.randbytes(n)\n"
+       "with tarfile.open(sys.argv[1],\"w\",format=tarfile.USTAR_FORMAT) as t:\n"
+       "  i=tarfile.TarInfo(\"big.bin\"); i.size=n; i.mtime=1700000000\n"
+       "  t.addfile(i, io.BytesIO(d))' '%s'",
+       seed, mib, path);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    ROOT = tu_mkdtemp("fetchs3");
+    if (asprintf(&SEED, "%s/seed", ROOT) < 0)
+        return -1;
+    sh("python3 '%s/tests/s3/make_blobs.py' '%s/gen'", tu_source_dir(), ROOT);
+    sh("mkdir -p '%s/images/demo' '%s/images/dup' '%s/big' '%s/bad'", SEED, SEED, SEED, SEED);
+    sh("cp '%s/gen/layers/1.tar' '%s/images/demo/1.tar'", ROOT, SEED);
+    sh("cp '%s/gen/layers/2.tar' '%s/images/demo/2.tar'", ROOT, SEED);
+    sh("cp '%s/gen/layers/1.tar' '%s/images/dup/1.tar'", ROOT, SEED);
+    sh("cp '%s/gen/garbage/page.tar' '%s/bad/page.tar'", ROOT, SEED);
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    make_big_layer(p, BIG_MIB, 1);
+    snprintf(p, sizeof(p), "%s/big/replace.tar", SEED);
+    make_big_layer(p, BIG_MIB, 2);
+    snprintf(p, sizeof(p), "%s/replacement.tar", ROOT);
+    make_big_layer(p, 3, 3);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    unsetenv("AWS_PROFILE");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+    return s3h_start(&H, BUCKET, SEED);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    s3h_stop(&H);
+    tu_rmrf(ROOT);
+    free(ROOT);
+    free(SEED);
+    return 0;
+}
+
+static int reset(void **state)
+{
+    (void)state;
+    return s3h_reset(&H);
+}
+
+static char *new_state(void)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/state%d", ROOT, state_n++) < 0)
+        return NULL;
+    return p;
+}
+
+/* Run `thinimg --state-dir S fetch ARGS...` through the proxy. */
+static int run_fetch(const char *state_dir, const char *a1, const char *a2, char **out,
+                     char **err)
+{
+    char sd[4096], ep[128];
+    snprintf(sd, sizeof(sd), "--state-dir=%s", state_dir);
+    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", H.proxy_url);
+    char *env[] = {ep, NULL};
+    char *argv[] = {(char *)tu_thinimg(), sd, "fetch", (char *)a1, (char *)a2, NULL};
+    return tu_run(argv, env, out, err);
+}
+
+/* Start a fetch in the background (for kill -9). */
+static pid_t spawn_fetch(const char *state_dir, const char *ref)
+{
+    char sd[4096], ep[128];
+    snprintf(sd, sizeof(sd), "--state-dir=%s", state_dir);
+    snprintf(ep, sizeof(ep), "%s", H.proxy_url);
+    setenv("AWS_ENDPOINT_URL", ep, 1);
+    char *argv[] = {(char *)tu_thinimg(), sd, "-q", "fetch", (char *)ref, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid = -1;
+    int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    unsetenv("AWS_ENDPOINT_URL");
+    assert_int_equal(r, 0);
+    return pid;
+}
+
+/* downloads.bytes_done for location (-1 when no row / no database yet). */
+static int64_t bytes_done(const char *state_dir, const char *location)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/thinimg.db", state_dir);
+    if (access(path, F_OK) < 0)
+        return -1;
+    struct db *db = NULL;
+    struct db_options o = {.readonly = true, .busy_timeout_ms = 1000};
+    if (db_open(path, &o, &db, NULL) < 0)
+        return -1;
+    int64_t v = -1;
+    db_lock(db);
+    sqlite3_stmt *st = db_prepare(db, "SELECT bytes_done FROM downloads WHERE location = ?1");
+    if (st) {
+        db_bind_text(st, 1, location);
+        if (db_step(db, st) == 1)
+            v = sqlite3_column_int64(st, 0);
+        db_done(st);
+    }
+    db_unlock(db);
+    db_close(db);
+    return v;
+}
+
+static void kill_when_durable(pid_t pid, const char *state_dir, const char *location)
+{
+    int64_t deadline = mono_ms() + 120000;
+    int64_t v = -1;
+    while (mono_ms() < deadline) {
+        v = bytes_done(state_dir, location);
+        if (v >= (int64_t)CHECKPOINT)
+            break;
+        sleep_ms(50);
+    }
+    assert_true(v >= (int64_t)CHECKPOINT);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFSIGNALED(st));
+}
+
+static char *digest_of(const char *path)
+{
+    uint8_t h[SHA256_LEN];
+    if (sha256_file(path, h, NULL) < 0)
+        return NULL;
+    char *d = malloc(DIGEST_STR_LEN + 1);
+    digest_format(h, d);
+    return d;
+}
+
+static size_t count_blobs(const char *state_dir)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/blobs/sha256", state_dir);
+    DIR *d = opendir(p);
+    if (!d)
+        return 0;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void test_fetch_family(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *sd = new_state();
+    char *out = NULL, *err = NULL;
+    int rc = run_fetch(sd, "s3://" BUCKET "/images/demo/", "--json", &out, &err);
+    if (rc != 0)
+        fail_msg("rc %d: %s", rc, err);
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/images/demo/1.tar", SEED);
+    _cleanup_free_ char *d1 = digest_of(p);
+    snprintf(p, sizeof(p), "%s/images/demo/2.tar", SEED);
+    _cleanup_free_ char *d2 = digest_of(p);
+    json_t *j = json_loads(out, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "image")), "demo:2");
+    json_t *layers = json_object_get(j, "layers");
+    assert_int_equal(json_array_size(layers), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(layers, 0), "digest")),
+                        d1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(layers, 1), "digest")),
+                        d2);
+    json_decref(j);
+    free(out);
+    free(err);
+    assert_int_equal(count_blobs(sd), 2);
+    /* a relative REF without a default source is a usage error */
+    assert_int_equal(run_fetch(sd, BUCKET "/images/demo/2.tar", NULL, &out, &err), 2);
+    assert_true(tu_contains(err, "no default source"));
+    free(out);
+    free(err);
+    /* the human table on a second run: both cached */
+    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/demo/2.tar", NULL, &out, &err), 0);
+    assert_true(tu_contains(out, d1));
+    assert_true(tu_contains(out, d2));
+    assert_true(tu_contains(out, "(cached)"));
+    free(out);
+    free(err);
+    /* `thinimg ls` now knows the digests (same location, ETag and size) */
+    char sdo[4096], ep[128];
+    snprintf(sdo, sizeof(sdo), "--state-dir=%s", sd);
+    snprintf(ep, sizeof(ep), "--endpoint=%s", H.proxy_url);
+    char *argv[] = {(char *)tu_thinimg(), sdo, "ls", ep, "--json", "s3://" BUCKET "/images/",
+                    NULL};
+    assert_int_equal(tu_run(argv, NULL, &out, &err), 0);
+    j = json_loads(out, 0, NULL);
+    assert_non_null(j);
+    json_t *fams = json_object_get(j, "families");
+    assert_int_equal(json_array_size(fams), 2); /* demo, dup */
+    json_t *demo = json_array_get(fams, 0);
+    assert_string_equal(json_string_value(json_object_get(demo, "image")), "demo:2");
+    layers = json_object_get(demo, "layers");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(layers, 0), "digest")),
+                        d1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(layers, 1), "digest")),
+                        d2);
+    /* never fetched from this location: unknown, even though the bytes are known */
+    json_t *dup = json_array_get(fams, 1);
+    assert_true(json_is_null(
+        json_object_get(json_array_get(json_object_get(dup, "layers"), 0), "digest")));
+    json_decref(j);
+    free(out);
+    free(err);
+}
+
+static void test_same_bytes_stored_once(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *sd = new_state();
+    char *out = NULL, *err = NULL;
+    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/demo/1.tar", NULL, &out, &err), 0);
+    free(out);
+    free(err);
+    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/dup/1.tar", NULL, &out, &err), 0);
+    free(out);
+    free(err);
+    assert_int_equal(count_blobs(sd), 1);
+}
+
+static void test_kill_and_resume(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *sd = new_state();
+    const char *loc = "s3://" BUCKET "/big/resume.tar";
+    /* the first transfer stalls after 80 MiB: past the 64 MiB checkpoint, not finished */
+    assert_int_equal(s3h_fault(&H, "{\"match\":\"big/resume.tar\",\"method\":\"GET\","
+                                   "\"action\":\"stall\",\"after\":83886080}"),
+                     0);
+    pid_t pid = spawn_fetch(sd, loc);
+    kill_when_durable(pid, sd, loc);
+    int64_t durable = bytes_done(sd, loc);
+    s3h_reset(&H);
+
+    char *out = NULL, *err = NULL;
+    int rc = run_fetch(sd, loc, "--json", &out, &err);
+    if (rc != 0)
+        fail_msg("rc %d: %s", rc, err);
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    _cleanup_free_ char *want = digest_of(p);
+    assert_true(tu_contains(out, want));
+    free(out);
+    free(err);
+
+    /* one GET after the restart: from the durable offset, If-Match, carrying the remainder */
+    json_t *log = s3h_log(&H);
+    size_t i, gets = 0;
+    json_t *v;
+    uint64_t size = 0;
+    {
+        struct stat st;
+        assert_int_equal(stat(p, &st), 0);
+        size = (uint64_t)st.st_size;
+    }
+    json_array_foreach(log, i, v)
+    {
+        if (strcmp(json_string_value(json_object_get(v, "method")), "GET") != 0)
+            continue;
+        gets++;
+        char range[64];
+        snprintf(range, sizeof(range), "bytes=%lld-", (long long)durable);
+        assert_string_equal(json_string_value(json_object_get(v, "range")), range);
+        assert_non_null(json_string_value(json_object_get(v, "ifMatch")));
+        assert_int_equal(json_integer_value(json_object_get(v, "bytes")),
+                         (json_int_t)(size - (uint64_t)durable));
+    }
+    assert_int_equal(gets, 1);
+    json_decref(log);
+    assert_int_equal(bytes_done(sd, loc), -1); /* the resume hint is gone */
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s/tmp", sd);
+    DIR *d = opendir(tmp);
+    struct dirent *de;
+    size_t left = 0;
+    while (d && (de = readdir(d)))
+        left += de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    assert_int_equal(left, 0);
+}
+
+static void test_kill_replace_restart(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *sd = new_state();
+    const char *loc = "s3://" BUCKET "/big/replace.tar";
+    assert_int_equal(s3h_fault(&H, "{\"match\":\"big/replace.tar\",\"method\":\"GET\","
+                                   "\"action\":\"stall\",\"after\":83886080}"),
+                     0);
+    pid_t pid = spawn_fetch(sd, loc);
+    kill_when_durable(pid, sd, loc);
+    /* the object is replaced while nobody fetches it */
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/replacement.tar", ROOT);
+    size_t n = 0;
+    _cleanup_free_ char *data = tu_read_file(p, &n);
+    assert_int_equal(s3h_put(&H, BUCKET, "big/replace.tar", data, n), 0);
+    s3h_reset(&H);
+    char *out = NULL, *err = NULL;
+    int rc = run_fetch(sd, loc, "--json", &out, &err);
+    if (rc != 0)
+        fail_msg("rc %d: %s", rc, err);
+    _cleanup_free_ char *want = digest_of(p);
+    assert_true(tu_contains(out, want));
+    free(out);
+    free(err);
+    /* started over: one GET, whole object, no Range */
+    json_t *log = s3h_log(&H);
+    size_t i, gets = 0;
+    json_t *v;
+    json_array_foreach(log, i, v)
+    {
+        if (strcmp(json_string_value(json_object_get(v, "method")), "GET") != 0)
+            continue;
+        gets++;
+        assert_true(json_is_null(json_object_get(v, "range")));
+        assert_int_equal(json_integer_value(json_object_get(v, "bytes")), (json_int_t)n);
+    }
+    assert_int_equal(gets, 1);
+    json_decref(log);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *sd = new_state();
+    char *out = NULL, *err = NULL;
+    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/nope/3.tar", NULL, &out, &err), 4);
+    assert_true(tu_contains(err, "missing"));
+    free(out);
+    free(err);
+    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/nope.tar", NULL, &out, &err), 4);
+    assert_true(tu_contains(err, "not found (404"));
+    free(out);
+    free(err);
+    /* not an image layer */
+    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/bad/page.tar", NULL, &out, &err), 6);
+    assert_true(tu_contains(err, "not an image layer"));
+    free(out);
+    free(err);
+    /* access denied on the object itself (the listing and HEAD work) */
+    assert_int_equal(s3h_fault(&H, "{\"match\":\"images/demo/2.tar\",\"method\":\"GET\","
+                                   "\"action\":\"status\",\"status\":403,"
+                                   "\"code\":\"AccessDenied\",\"count\":0}"),
+                     0);
+    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/demo/2.tar", NULL, &out, &err), 1);
+    assert_true(tu_contains(err, "access denied (403 AccessDenied)"));
+    assert_true(tu_contains(err, "set AWS_ACCESS_KEY_ID"));
+    free(out);
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_fetch_family, reset),
+        cmocka_unit_test_setup(test_same_bytes_stored_once, reset),
+        cmocka_unit_test_setup(test_kill_and_resume, reset),
+        cmocka_unit_test_setup(test_kill_replace_restart, reset),
+        cmocka_unit_test_setup(test_errors, reset),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
+#else
+#include <stdio.h>
+int main(void)
+{
+    printf("%s: skipped: the FSM engine or the archive module is not in this build\n", __FILE__);
+    return 0;
+}
+#endif

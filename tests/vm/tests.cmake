@@ -1,0 +1,14 @@
+# The VM suite (label vm): boots one VM with a stock Debian kernel (tests/vm/run) and runs every
+# dm-labelled test inside it, in one boot (tests/vm/dm_suite.sh: a skip in there fails).
+# Bounded: the VM is killed after VM_SUITE_TIMEOUT.
+set(VM_SUITE_TIMEOUT 1500 CACHE STRING "Seconds the VM running the dm suite may take")
+add_test(NAME vm_dm_suite
+  COMMAND ${CMAKE_CURRENT_LIST_DIR}/run --timeout ${VM_SUITE_TIMEOUT} --
+          bash ${CMAKE_CURRENT_LIST_DIR}/dm_suite.sh ${CMAKE_BINARY_DIR})
+math(EXPR _vm_ctest_timeout "${VM_SUITE_TIMEOUT} + 120")
+set_tests_properties(vm_dm_suite PROPERTIES LABELS vm TIMEOUT ${_vm_ctest_timeout})
+
+# The harness itself: status, output, cwd and environment pass-through, guest mounts,
+# timeout and SIGKILL handling (three short boots).
+add_test(NAME vm_harness COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_harness.sh)
+set_tests_properties(vm_harness PROPERTIES LABELS vm TIMEOUT 600)
