@@ -66,12 +66,17 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
     p->policy = o->policy ? *o->policy : archive_policy_default();
     p->device_bytes = o->device_bytes ? o->device_bytes : PIPELINE_DEFAULT_DEVICE_BYTES;
 
-    char cursor[4096];
-    snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", p->cfg.state_dir);
+    /* The guard keeps the pointer (struct health_opts is copied, not the string): the path
+     * lives as long as the pipeline. A path on this function's stack made every later health
+     * check read and write the kernel log cursor at whatever the stack held by then. */
+    if (asprintf(&p->kmsg_cursor, "%s/kmsg.cursor", p->cfg.state_dir) < 0) {
+        p->kmsg_cursor = NULL;
+        pipeline_close(p);
+        return -ENOMEM;
+    }
     struct guard_opts go = {.concurrency = GUARD_DEFAULT_CONCURRENCY,
-                            .health = {.cursor_path = NULL, .advance_cursor = true},
+                            .health = {.cursor_path = p->kmsg_cursor, .advance_cursor = true},
                             .skip_health = o->skip_health};
-    go.health.cursor_path = cursor; /* copied by guard_new with the struct */
     r = guard_new(&go, &p->guard);
     if (r < 0) {
         pipeline_close(p);
@@ -118,6 +123,7 @@ void pipeline_close(struct pipeline *p)
         fsm_manager_close(p->mgr);
     fetch_context_free(p->fetch_ctx);
     guard_free(p->guard);
+    free(p->kmsg_cursor);
     config_free(&p->cfg);
     free(p);
 }

@@ -19,6 +19,7 @@ struct pipeline {
     uint64_t device_bytes;
     struct fsm_machine *m_fetch, *m_unpack, *m_activate, *m_process;
     struct fetch_context *fetch_ctx; /* owned; freed after the manager is closed */
+    char *kmsg_cursor;               /* <state>/kmsg.cursor; owned; the guard points at it */
 };
 
 /* Start the unpack run of each chain of image_id bottom-up (or find the active one), chaining
