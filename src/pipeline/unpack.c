@@ -136,6 +136,41 @@ static bool id_in(const uint32_t *ids, size_t n, uint32_t id)
     return false;
 }
 
+/* ---- the chain lock ---------------------------------------------------------------------- */
+
+/*
+ * The resource lock "chain:<id>" keeps two pieces of work on one chain apart across processes.
+ * check-unpacked takes it. A run resumed in a new process (after kill -9 or a reboot) starts
+ * at a later transition, while the row still names the dead process: that transition takes
+ * the lock again (the dead owner's lock is broken; a live other owner means retry), so the
+ * resumed run holds it while it works and the finalizer's release finds it. Without this the
+ * dead process's lock stayed behind for gc, and the resumed run worked unlocked.
+ */
+static int chain_lock(struct pipeline *p, const char *chain_id, struct err *e)
+{
+    char res[128];
+    snprintf(res, sizeof(res), "chain:%s", chain_id);
+    return reslock_acquire(p->db, res, "unpack", e);
+}
+
+/* For the transitions after check-unpacked: retake the lock when this run was resumed. Returns
+ * true with *res set when the transition must stop (lock busy or unreadable). */
+static bool chain_relock(struct fsm_run *run, struct pipeline *p, const char *chain_id,
+                         struct fsm_result *res)
+{
+    struct fsm_run_info info;
+    fsm_run_info(run, &info);
+    if (!info.is_restart)
+        return false;
+    struct err e = {0};
+    int r = chain_lock(p, chain_id, &e);
+    if (r == 0)
+        return false;
+    *res = r == -EBUSY ? fsm_retry("%s", err_str(&e))
+                       : fsm_retry("cannot lock chain %.19s: %s", chain_id, err_str(&e));
+    return true;
+}
+
 /* ---- check-unpacked ---------------------------------------------------------------------- */
 
 static struct fsm_result t_check_unpacked(struct fsm_run *run, void *ud)
@@ -146,9 +181,7 @@ static struct fsm_result t_check_unpacked(struct fsm_run *run, void *ud)
         return fsm_abort("malformed unpack request");
 
     struct err e = {0};
-    char res[128];
-    snprintf(res, sizeof(res), "chain:%s", q.chain_id);
-    int r = reslock_acquire(p->db, res, "unpack", &e);
+    int r = chain_lock(p, q.chain_id, &e);
     if (r == -EBUSY)
         return fsm_retry("%s", err_str(&e));
     if (r < 0)
@@ -210,6 +243,9 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     struct unpack_req q;
     if (req_parse(run, &q) < 0)
         return fsm_abort("malformed unpack request");
+    struct fsm_result locked;
+    if (chain_relock(run, p, q.chain_id, &locked))
+        return locked;
     struct err e = {0};
     int r = guard_enter(p->guard, "create-device", fsm_run_cancel_fd(run), &e);
     if (r == -ECANCELED)
@@ -296,6 +332,9 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     struct unpack_req q;
     if (req_parse(run, &q) < 0)
         return fsm_abort("malformed unpack request");
+    struct fsm_result locked;
+    if (chain_relock(run, p, q.chain_id, &locked))
+        return locked;
     struct unpack_resp s;
     resp_get(run, &s);
     if (!s.dev_id)
@@ -345,6 +384,9 @@ static struct fsm_result t_verify(struct fsm_run *run, void *ud)
     struct unpack_req q;
     if (req_parse(run, &q) < 0)
         return fsm_abort("malformed unpack request");
+    struct fsm_result locked;
+    if (chain_relock(run, p, q.chain_id, &locked))
+        return locked;
     struct unpack_resp s;
     resp_get(run, &s);
     struct err e = {0};
@@ -378,6 +420,9 @@ static struct fsm_result t_commit(struct fsm_run *run, void *ud)
     struct unpack_req q;
     if (req_parse(run, &q) < 0)
         return fsm_abort("malformed unpack request");
+    struct fsm_result locked;
+    if (chain_relock(run, p, q.chain_id, &locked))
+        return locked;
     struct unpack_resp s;
     resp_get(run, &s);
     struct err e = {0};
