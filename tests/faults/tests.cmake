@@ -1,0 +1,20 @@
+# The fault matrix (issue 7): kill -9 at every transition, a full pool, read-only and
+# needs_check pools, two processes at once, an unhealthy host, and devices changed behind
+# thinimg's back. Label dm: they run inside the VM, in the one boot of vm_dm_suite. The ones
+# that break pools or write trouble into the kernel log also carry dm-faults (run last there).
+# See docs/safety.md, "The fault matrix".
+
+# Their image sources, generated at build time (deterministic; see make-images.py).
+add_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/faults-src/expect.sh
+  COMMAND ${PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/make-images.py ${CMAKE_BINARY_DIR}/faults-src faults
+  DEPENDS ${CMAKE_CURRENT_LIST_DIR}/make-images.py
+  COMMENT "Building the fault-matrix image sources")
+add_custom_target(faults-src ALL DEPENDS ${CMAKE_BINARY_DIR}/faults-src/expect.sh)
+
+function(faults_test name script timeout labels)
+  add_test(NAME ${name} COMMAND bash ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/${script} ${CMAKE_BINARY_DIR})
+  set_tests_properties(${name} PROPERTIES LABELS "${labels}" TIMEOUT ${timeout}
+    ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
+endfunction()
+
+faults_test(faults_kill_matrix kill_matrix.sh 2400 "dm")
