@@ -237,6 +237,26 @@ static struct fsm_result t_check_unpacked(struct fsm_run *run, void *ud)
 
 /* ---- create-device ----------------------------------------------------------------------- */
 
+/*
+ * A write into a thin device failed: was it the pool? A pool out of data space fails writes at
+ * once (error_if_no_space), and the extractor only sees EIO from syncfs; the pool's status says
+ * why, and what to do. Reading the status is a query, not a cleanup (fail dumb holds). Returns
+ * true with the pool's refusal message in out when the pool is not usable (usage limits aside).
+ */
+static bool pool_trouble(struct pipeline *p, char *out, size_t n)
+{
+    struct pool_info pi;
+    struct err e = {0};
+    if (pool_get(NULL, p->cfg.pool_name, &pi, &e) < 0)
+        return false;
+    struct pool_limits nolimit = {.max_data_pct = 100.0, .max_meta_pct = 100.0};
+    if (pool_check_usable(p->cfg.pool_name, &pi.status, &nolimit, &e) == 0)
+        return false;
+    snprintf(out, n, "%s", err_str(&e));
+    return true;
+}
+
+
 static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
@@ -293,6 +313,10 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
         /* Fail dumb: the device (if any) stays as it is, recorded; gc removes it later. */
         if (r == -ENOSPC || r == -EUCLEAN || r == -EROFS || r == -EHOSTDOWN)
             return fsm_abort("%s", err_str(&e));
+        char cause[512];
+        if (s.dev_id && pool_trouble(p, cause, sizeof(cause)))
+            return fsm_abort("create device for layer %.19s failed: %s (the error: %s)",
+                             q.chain_id, cause, err_str(&e));
         return fsm_abort("create device for layer %.19s: %s", q.chain_id, err_str(&e));
     }
     resp_set(run, &s);
@@ -361,6 +385,10 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     r = mount_run(&spec, apply_in_child, &a, &out, &e);
     if (r < 0) {
         buf_free(&out);
+        char cause[512];
+        if (pool_trouble(p, cause, sizeof(cause)))
+            return fsm_abort("apply layer %.19s onto device %u failed: %s (the write error: %s)",
+                             q.chain_id, s.dev_id, cause, err_str(&e));
         return fsm_abort("apply layer %.19s onto device %u: %s", q.chain_id, s.dev_id,
                          err_str(&e));
     }
