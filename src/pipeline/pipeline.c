@@ -74,8 +74,11 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         pipeline_close(p);
         return -ENOMEM;
     }
+    /* The guard reports kernel log lines but does not consume them: a line that refused work
+     * keeps refusing it until an operator has looked and run `thinimg health`, which moves the
+     * cursor (a retry must not be what acknowledges a thin-pool error). */
     struct guard_opts go = {.concurrency = GUARD_DEFAULT_CONCURRENCY,
-                            .health = {.cursor_path = p->kmsg_cursor, .advance_cursor = true},
+                            .health = {.cursor_path = p->kmsg_cursor, .advance_cursor = false},
                             .skip_health = o->skip_health};
     r = guard_new(&go, &p->guard);
     if (r < 0) {
