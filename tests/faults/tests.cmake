@@ -18,3 +18,4 @@ function(faults_test name script timeout labels)
 endfunction()
 
 faults_test(faults_kill_matrix kill_matrix.sh 2400 "dm")
+faults_test(faults_pool pool_faults.sh 900 "dm;dm-faults")
