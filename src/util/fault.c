@@ -41,9 +41,18 @@ void fault_point(const char *name)
     for (const char *p = spec; p && *p;) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len >= n && !strncmp(p, name, n) && (len == n || p[n] == '+')) {
+        if (len >= n && !strncmp(p, name, n) && (len == n || p[n] == '+' || p[n] == ':')) {
             if (atomic_fetch_sub(&skip, 1) > 0)
                 return;
+            if (p[n] == ':' && len - n == strlen(":stop") && !strncmp(p + n, ":stop", len - n)) {
+                char msg[160];
+                int k = snprintf(msg, sizeof(msg), "thinimg: fault point %s: SIGSTOP\n", name);
+                if (write(2, msg, (size_t)k) < 0) {
+                    /* nothing to do */
+                }
+                raise(SIGSTOP); /* the whole process; SIGCONT lets it go on */
+                return;
+            }
             long delay = len > n ? strtol(p + n + 1, NULL, 10) : 0;
             /* Tell the test which point fired: a line on stderr, unbuffered. */
             char msg[160];

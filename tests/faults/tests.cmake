@@ -19,3 +19,5 @@ endfunction()
 
 faults_test(faults_kill_matrix kill_matrix.sh 2400 "dm")
 faults_test(faults_pool pool_faults.sh 900 "dm;dm-faults")
+faults_test(faults_locks locks.sh 600 "dm")
+faults_test(faults_guard guard.sh 600 "dm;dm-faults")

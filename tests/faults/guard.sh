@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# guard.sh BUILD: an unhealthy host makes the operation guard refuse devicemapper work, with the
+# reason; once it clears, work proceeds (labels dm, dm-faults: it writes thin-pool trouble into
+# the kernel log; runs inside the VM). Issue 7, acceptance 5. Every command is bounded.
+#
+#  dstate  a dm device (outside the pool) with a mounted ext4 and dirty data is suspended and
+#          `sync` runs in the background: sync and jbd2 block in D state. process-image of a new
+#          image is refused (exit 3) naming the D-state tasks; thinimg itself does not hang.
+#          After `dmsetup resume` (sync finishes) the same command succeeds.
+#  kmsg    "device-mapper: thin: 254:0: switching pool to read-only mode" written to /dev/kmsg:
+#          new work is refused (exit 3) quoting the line, again on a retry (a refusal does not
+#          acknowledge it); `thinimg health` reports it once (exit 3) and acknowledges it (the
+#          next `thinimg health` exits 0); then the work proceeds.
+source "$(dirname "$0")/../pipeline/lib.sh"
+source "$(dirname "$0")/lib.sh"
+need mkfs.ext4
+
+DST=""
+SYNCPID=""
+cleanup() {
+    if [ -n "$DST" ]; then
+        dmsetup resume "$DST" 2>/dev/null
+        [ -n "$SYNCPID" ] && wait "$SYNCPID" 2>/dev/null
+        umount "$S/dmnt" 2>/dev/null
+        dmsetup remove "$DST" 2>/dev/null
+        [ -n "${DLOOP:-}" ] && losetup -d "$DLOOP" 2>/dev/null
+    fi
+    teardown_all
+}
+trap cleanup EXIT
+
+run() {
+    local name=$1
+    shift
+    RC=0
+    "$@" >"$S/$name.out" 2>"$S/$name.err" || RC=$?
+    OUT=$S/$name.out
+    ERR=$(cat "$S/$name.err")
+    [ "$RC" != 124 ] && [ "$RC" != 137 ] || fail "$name: timed out (hung?)"
+}
+expect_rc() { [ "$RC" = "$1" ] || fail "$2: exit $RC, expected $1; stderr: $ERR"; }
+expect_in() { case "$1" in *"$2"*) ;; *) fail "$3: '$2' not in: $1" ;; esac; }
+
+fresh_env guard
+$T setup-pool --data-size 128M >/dev/null || fail "setup-pool"
+run small $T process-image --device-size 64M --json "$IMG_SMALL"
+expect_rc 0 "process-image on a healthy host"
+
+# ---- dstate -------------------------------------------------------------------------------------
+truncate -s 64M "$S/dstate.img"
+DLOOP=$(losetup -f --show "$S/dstate.img")
+DST=dstate$$
+dmsetup create "$DST" --table "0 131072 linear $DLOOP 0"
+mkfs.ext4 -q -F "/dev/mapper/$DST"
+mkdir -p "$S/dmnt"
+mount "/dev/mapper/$DST" "$S/dmnt"
+dmsetup suspend "$DST"
+dd if=/dev/zero of="$S/dmnt/dirty" bs=1M count=8 status=none
+sync &
+SYNCPID=$!
+dstate_seen() {
+    local n=0
+    for f in /proc/[0-9]*/stat; do
+        [ "$(awk '{print $3}' "$f" 2>/dev/null)" = D ] && n=$((n + 1))
+    done
+    [ "$n" -gt 0 ]
+}
+for _ in $(seq 1 100); do dstate_seen && break; sleep 0.1; done
+dstate_seen || fail "no task in D state behind the suspended device"
+D_TASKS=$(for f in /proc/[0-9]*/stat; do awk '$3 == "D" {print $2}' "$f" 2>/dev/null; done | sort -u | tr '\n' ' ')
+echo "tasks in D state: $D_TASKS"
+t0=$(ms)
+run f1 $T process-image --device-size 64M --json "$IMG_F"
+echo "refused in $(($(ms) - t0)) ms"
+expect_rc 3 "process-image with storage tasks in D state"
+expect_in "$ERR" "dstate" "the refusal names the check"
+expect_in "$ERR" "D state" "the refusal says what it saw"
+run h1 $T health --peek
+expect_rc 3 "thinimg health with storage tasks in D state"
+pass "tasks in D state ($D_TASKS) make the guard refuse: $(grep -o 'dstate: [^;]*' "$S/f1.err" | head -n1 | cut -c1-160)"
+dmsetup resume "$DST"
+wait "$SYNCPID"
+SYNCPID=""
+umount "$S/dmnt"
+dmsetup remove "$DST"
+losetup -d "$DLOOP"
+DST=""
+run f2 $T process-image --device-size 64M --json "$IMG_F"
+expect_rc 0 "process-image after the device was resumed"
+check_content f "$(jget "$OUT" .device_path)"
+pass "after the device is resumed the work proceeds"
+
+# ---- kmsg ---------------------------------------------------------------------------------------
+LINE="device-mapper: thin: 254:0: switching pool to read-only mode"
+echo "$LINE" >/dev/kmsg
+for attempt in 1 2; do
+    run g$attempt $T process-image --device-size 64M --json "$IMG_G"
+    expect_rc 3 "process-image (attempt $attempt) after a thin-pool error in the kernel log"
+    expect_in "$ERR" "kmsg" "the refusal names the check"
+    expect_in "$ERR" "switching pool to read-only mode" "the refusal quotes the line"
+    expect_in "$ERR" "thinimg health" "the refusal says what to do"
+done
+run h2 $T health
+expect_rc 3 "thinimg health reports the line"
+expect_in "$(cat "$OUT")" "switching pool to read-only mode" "thinimg health shows the line"
+run h3 $T health
+expect_rc 0 "thinimg health after acknowledging"
+run g3 $T process-image --device-size 64M --json "$IMG_G"
+expect_rc 0 "process-image after the line was acknowledged"
+assert_eq "$(jget "$OUT" .state)" ready "image g"
+pass "a thin-pool kernel log line refuses work until thinimg health acknowledges it"
+
+$T gc --dry-run --json >"$S/gc.json" || fail "gc --dry-run"
+assert_eq "$(gc_orphans "$S/gc.json")" "" "orphans after the refusals (nothing was created)"
+refresh_cursor
+echo "guard: all passed"
