@@ -79,8 +79,9 @@ static void test_refuses_when_unhealthy(void **state)
     pool_level = HEALTH_FAIL;
     struct err e = {0};
     assert_int_equal(guard_enter(g, "create-device", -1, &e), -EHOSTDOWN);
-    assert_true(tu_contains(e.msg, "create-device refused: the host is not healthy: pool: pool "
-                                   "\"p\" is read-only"));
+    /* Other checks of this (busy, shared) host may be listed before the pool's. */
+    assert_true(tu_contains(e.msg, "create-device refused: the host is not healthy: "));
+    assert_true(tu_contains(e.msg, "pool: pool \"p\" is read-only"));
     /* The slot was released: a healthy entry succeeds, and its report is cached. */
     pool_level = HEALTH_OK;
     pool_calls = 0;
