@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/table.h"
+#include "daemon/views.h"
 #include "guard/health.h"
 #include "util/fsutil.h"
 
@@ -60,15 +61,7 @@ int cmd_health(struct cli *cli, int argc, char **argv)
     if (r < 0)
         return cli_fail("health", r, NULL);
     if (json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < rep.n; i++)
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}", "name",
-                                                 rep.checks[i].name, "level",
-                                                 health_level_name(rep.checks[i].level), "detail",
-                                                 rep.checks[i].detail, "duration_ms",
-                                                 (json_int_t)rep.checks[i].duration_ms));
-        json_t *top = json_pack("{s:b, s:s, s:o}", "healthy", rep.overall != HEALTH_FAIL,
-                                "overall", health_level_name(rep.overall), "checks", arr);
+        json_t *top = view_health(&rep);
         json_dumpf(top, stdout, JSON_INDENT(2));
         putchar('\n');
         json_decref(top);
