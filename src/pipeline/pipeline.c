@@ -56,6 +56,7 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
     if (!p)
         return -ENOMEM;
     p->db = db;
+    pthread_mutex_init(&p->lifecycle_lock, NULL);
     int r = config_copy(&p->cfg, o->cfg);
     if (r < 0) {
         pipeline_close(p);
@@ -119,6 +120,7 @@ void pipeline_close(struct pipeline *p)
     fetch_context_free(p->fetch_ctx);
     guard_free(p->guard);
     config_free(&p->cfg);
+    pthread_mutex_destroy(&p->lifecycle_lock);
     free(p);
 }
 
@@ -181,7 +183,7 @@ int pipeline_find_run(struct pipeline *p, const char *type, const char *resource
 /* ---- unpack chains ------------------------------------------------------------------------ */
 
 int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fsm_id *parent,
-                           struct fsm_id *top, struct err *e)
+                           uint64_t device_bytes, struct fsm_id *top, struct err *e)
 {
     memset(top, 0, sizeof(*top));
     struct image_layer_rec *v = NULL;
@@ -217,6 +219,8 @@ int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fs
         int64_t entries = -1;
         if (pipeline_blob_entries(p, v[i].digest, &entries) == 0 && entries >= 0)
             json_object_set_new(req, "expected_entries", json_integer(entries));
+        if (device_bytes)
+            json_object_set_new(req, "device_bytes", json_integer((json_int_t)device_bytes));
         char *txt = json_dumps(req, JSON_COMPACT);
         json_decref(req);
         if (!txt) {

@@ -40,6 +40,9 @@
 /* Virtual size of a base layer's thin device (snapshots inherit it). Thin devices cost only
  * what is written, so this is the largest flattened image thinimg can hold, not pool space. */
 #define PIPELINE_DEFAULT_DEVICE_BYTES (8ull << 30)
+/* The smallest accepted: an ext4 with its 8 MiB journal and inode tables needs room before the
+ * first file (--device-size, the API's device_size). */
+#define PIPELINE_MIN_DEVICE_BYTES (64ull << 20)
 
 /* A wait loop wakes this often to notice cancellation and shutdown. */
 #define PIPELINE_WAIT_SLICE_MS 200
@@ -68,6 +71,50 @@ struct guard *pipeline_guard(struct pipeline *p);
  * NULL for the image's default name. */
 int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
                            struct fsm_id *run, struct err *e);
+
+/* The same with every option of a request: device_bytes is the virtual size of the image's new
+ * base layer device (0: the pipeline's default; snapshots inherit their origin's size). A
+ * request that joins an active run for the same ref gets that run, with its options. */
+struct pipeline_process_req {
+    const char *ref;
+    const char *activation;  /* NULL: the image's default name */
+    uint64_t device_bytes;   /* 0: pipeline default */
+};
+int pipeline_submit_process(struct pipeline *p, const struct pipeline_process_req *q,
+                            struct fsm_id *run, struct err *e);
+
+/* REF as a full location: a location stays as it is, a relative key is joined to
+ * default_source (-EINVAL with e when there is none). *out malloc'd. A client that forwards
+ * a REF to a daemon expands it first with its own default source. */
+int pipeline_ref_expand(const char *ref, const char *default_source, char **out, struct err *e);
 /* Start (or join) an activation of an already processed image. */
 int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
                             struct fsm_id *run, struct err *e);
+
+/* ---- life cycle after process-image (lifecycle.c) ----------------------------------------
+ *
+ * Short devicemapper removals an operator asks for, shared by the CLI and the daemon. Each one
+ * runs under the operation guard (health checks first) and the pipeline's lifecycle lock (one
+ * at a time), refuses while a device is open (-EBUSY: a VM uses it) or while an unfinished run
+ * works on the same activation or image (-EBUSY, e names the run), and records the result.
+ * cancel_fd: readable = stop waiting for the guard (-ECANCELED); -1 = none. Errors fill e with
+ * what to do: -ENOENT (no such activation/image), -EINVAL (ambiguous image name), -EBUSY,
+ * -EHOSTDOWN (unhealthy) and devicemapper errors. Nothing on an error path removes more than
+ * was asked (fail dumb: a half-removed image leaves its remaining layers for gc). */
+
+/* Take the activation's dm device down; its thin device and data stay. *was_active: it had
+ * been active (false: it was inactive already, nothing done). */
+int pipeline_deactivate(struct pipeline *p, const char *name, int cancel_fd, bool *was_active,
+                        struct err *e);
+/* Delete an activation: dm device, thin device (with the VM's writes), record. */
+int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_fd,
+                               struct err *e);
+struct pipeline_removed_image {
+    char name[256];     /* the image's name */
+    int layers_deleted; /* layer devices deleted */
+    int layers_kept;    /* shared with other images (or kept after an error) */
+};
+/* Delete an image (name or ref) and the layer devices no other image uses, top down; refused
+ * (-EBUSY) while it has activations. */
+int pipeline_remove_image(struct pipeline *p, const char *image, int cancel_fd,
+                          struct pipeline_removed_image *out, struct err *e);

@@ -7,6 +7,8 @@
  */
 #pragma once
 
+#include <pthread.h>
+
 #include "pipeline/pipeline.h"
 
 struct pipeline {
@@ -19,12 +21,14 @@ struct pipeline {
     uint64_t device_bytes;
     struct fsm_machine *m_fetch, *m_unpack, *m_activate, *m_process;
     struct fetch_context *fetch_ctx; /* owned; freed after the manager is closed */
+    pthread_mutex_t lifecycle_lock;  /* one deactivate/remove at a time (lifecycle.c) */
 };
 
 /* Start the unpack run of each chain of image_id bottom-up (or find the active one), chaining
- * them with run-after. *top gets the run of the top chain (zero if every layer is ready). */
+ * them with run-after. *top gets the run of the top chain (zero if every layer is ready).
+ * device_bytes: size of a new base layer device (0: the pipeline's default). */
 int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fsm_id *parent,
-                           struct fsm_id *top, struct err *e);
+                           uint64_t device_bytes, struct fsm_id *top, struct err *e);
 
 /* Wait for a child run while honouring the waiter's cancellation. Returns 0 with the outcome,
  * or -ECANCELED when run was cancelled/shut down first. */

@@ -26,7 +26,8 @@
  * is unmounted, removed or deleted on that path.
  *
  * Request (JSON): {"chain_id", "parent_chain"|null, "digest", "blob_path", "depth",
- *                  "expected_entries"|null}
+ *                  "expected_entries"|null, "device_bytes"|absent (base layer size; absent:
+ *                  the pipeline's default)}
  * Response (JSON): {"dev_id", "device_path", "entries", "bytes"}
  */
 #include <errno.h>
@@ -47,6 +48,7 @@
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 struct unpack_req {
     char chain_id[DIGEST_STR_LEN + 1];
@@ -55,6 +57,7 @@ struct unpack_req {
     char blob_path[4096];
     int depth;
     int64_t expected_entries; /* -1 when unknown */
+    uint64_t device_bytes;    /* 0: the pipeline's default */
 };
 
 struct unpack_resp {
@@ -87,6 +90,10 @@ static int req_parse(struct fsm_run *run, struct unpack_req *q)
         snprintf(q->blob_path, sizeof(q->blob_path), "%s", blob);
         q->depth = (int)json_integer_value(json_object_get(o, "depth"));
         q->expected_entries = json_is_integer(exp) ? json_integer_value(exp) : -1;
+        json_t *sz = json_object_get(o, "device_bytes");
+        q->device_bytes = json_is_integer(sz) && json_integer_value(sz) > 0
+                              ? (uint64_t)json_integer_value(sz)
+                              : 0;
     }
     json_decref(o);
     return r;
@@ -221,7 +228,8 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     }
 
     struct unpack_resp s = {.entries = -1, .bytes = -1};
-    struct thin_spec spec = {.kind = THIN_KIND_LAYER, .size_bytes = p->device_bytes};
+    struct thin_spec spec = {.kind = THIN_KIND_LAYER,
+                             .size_bytes = q.device_bytes ? q.device_bytes : p->device_bytes};
     if (!q.parent_chain[0]) {
         r = thin_create(p->db, p->cfg.pool_name, &spec, &s.dev_id, &e);
     } else {
@@ -313,10 +321,17 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
 
     struct apply_args a = {.blob = q.blob_path, .policy = &p->policy};
     struct mount_spec spec = {.device = s.device_path, .mountpoint = p->cfg.mount_dir,
-                              .fstype = "ext4", .flags = MS_NOATIME};
+                              .fstype = "ext4", .flags = MS_NOATIME,
+                              .cancel_fd = fsm_run_cancel_fd(run)};
     struct buf out = BUF_INIT;
     fsm_run_set_progress(run, "apply", 0, 0);
     r = mount_run(&spec, apply_in_child, &a, &out, &e);
+    if (r == -ECANCELED) {
+        /* Shutdown, cancel or attempt timeout: the child was killed and its namespace took the
+         * mount with it; the next attempt applies the layer again on the same device. */
+        buf_free(&out);
+        return fsm_retry("apply layer %.19s interrupted: %s", q.chain_id, err_str(&e));
+    }
     if (r < 0) {
         buf_free(&out);
         return fsm_abort("apply layer %.19s onto device %u: %s", q.chain_id, s.dev_id,
@@ -329,6 +344,8 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     s.entries = (int64_t)st.entries;
     s.bytes = (int64_t)st.bytes;
     resp_set(run, &s);
+    metrics_counter_add(METRIC_APPLY_BYTES, (double)st.bytes, NULL);
+    metrics_counter_add(METRIC_APPLY_ENTRIES, (double)st.entries, NULL);
     log_info("layer applied", "chain=%.19s dev_id=%u entries=%lld bytes=%lld", q.chain_id,
              s.dev_id, (long long)s.entries, (long long)s.bytes);
     return fsm_ok();
