@@ -478,12 +478,14 @@ struct file_sink {
     int64_t pos;
 };
 
+/* Data blocks come in increasing offsets; a gap is a hole of a sparse file (left unwritten;
+ * the final size is set after the last block). */
 static int file_write(const void *buf, size_t n, int64_t off, void *ud)
 {
     struct file_sink *s = ud;
     const char *p = buf;
     while (n > 0) {
-        ssize_t k = off == s->pos ? write(s->fd, p, n) : pwrite(s->fd, p, n, off);
+        ssize_t k = pwrite(s->fd, p, n, off);
         if (k < 0) {
             if (errno == EINTR)
                 continue;
@@ -491,12 +493,10 @@ static int file_write(const void *buf, size_t n, int64_t off, void *ud)
         }
         p += k;
         n -= (size_t)k;
-        bool seek = off != s->pos;
         off += k;
-        if (seek && lseek(s->fd, off, SEEK_SET) < 0)
-            return io_fail(s->ap, errno, "write the file");
-        s->pos = off;
     }
+    if (off > s->pos)
+        s->pos = off;
     return 0;
 }
 

@@ -320,7 +320,8 @@ int archive_detect(const char *path, enum blob_format *out, char *why, size_t wh
     *out = BLOB_UNKNOWN;
     if (why && why_len)
         why[0] = '\0';
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it). */
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return neg_errno();
     struct stat stbuf;

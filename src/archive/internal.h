@@ -29,8 +29,10 @@ struct archive_entry;
 /* ---- names as bytes ------------------------------------------------------------------------ */
 
 /* libarchive converts PAX names (UTF-8 by the standard) to the locale's charset; in the C
- * locale every non-ASCII name fails. These switch the calling thread (only) to C.UTF-8 for
- * the duration of a read, leaving the process-wide locale alone. */
+ * locale every non-ASCII name fails (and the conversion would go through iconv). These switch
+ * the calling thread (only) to C.UTF-8 for the duration of a read, leaving the process-wide
+ * locale alone; UTF-8 to UTF-8 needs no iconv. The locale object is created once per
+ * process (walk.c). */
 struct utf8_scope {
     locale_t utf8, old;
 };
@@ -84,6 +86,7 @@ struct pathset {
     struct pathset_node *slots;
     size_t cap; /* power of two, 0 before the first insert */
     size_t n;
+    uint64_t seed; /* random, set at the first insert: hostile names cannot be made to collide */
 };
 
 struct pathset_node *pathset_get(const struct pathset *s, const char *key, size_t len);
@@ -142,8 +145,7 @@ int layer_walk_data(struct layer_walk *w, layer_data_fn sink, void *ud);
 int layer_walk_fail(struct layer_walk *w, int code, const char *rule, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* The policy and stats of the walk (never NULL inside a callback). */
-const struct archive_policy *layer_walk_policy(struct layer_walk *w);
+/* The stats of the walk (never NULL inside a callback). */
 struct archive_stats *layer_walk_stats(struct layer_walk *w);
 
 /* Allowed xattrs of the current entry: calls fn for each one on the allowlist. (The walker

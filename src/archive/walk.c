@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <locale.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +48,22 @@ void archive_set_progress(archive_progress_fn fn, void *ud)
     tl_progress_ud = ud;
 }
 
+/* The C.UTF-8 locale object, created once and never changed or freed: the only
+ * process-wide state of the module. Creating it takes glibc's locale lock, so it is created
+ * by the first archive call of the process (the daemon validates and detects blobs long
+ * before the unpack machine forks a child), not in a forked child. */
+static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
+static locale_t utf8_locale;
+
+static void utf8_locale_create(void)
+{
+    utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
 struct utf8_scope utf8_scope_begin(void)
 {
-    struct utf8_scope u = {.utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0)};
+    pthread_once(&utf8_once, utf8_locale_create);
+    struct utf8_scope u = {.utf8 = utf8_locale};
     if (u.utf8)
         u.old = uselocale(u.utf8);
     return u;
@@ -59,7 +73,6 @@ void utf8_scope_end(struct utf8_scope *u)
 {
     if (u->utf8) {
         uselocale(u->old);
-        freelocale(u->utf8);
         u->utf8 = (locale_t)0;
     }
 }
@@ -86,11 +99,6 @@ struct layer_walk {
 };
 
 DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)
-
-const struct archive_policy *layer_walk_policy(struct layer_walk *w)
-{
-    return &w->pol;
-}
 
 struct archive_stats *layer_walk_stats(struct layer_walk *w)
 {
@@ -423,7 +431,8 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
 
 static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it). */
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return err_set(w->e, neg_errno(), "cannot open layer %s: %s", path, strerror(errno));
     struct stat sb;

@@ -68,25 +68,15 @@ struct fsm_manager *pipeline_manager(struct pipeline *p);
 struct guard *pipeline_guard(struct pipeline *p);
 
 /* Start (or join the active run of) process-image for ref. activation: the activation's name,
- * NULL for the image's default name. */
+ * NULL for the image's default name. device_bytes: virtual size of new base layer devices, 0 for
+ * the pipeline's default; it is recorded with the run, so a resumed run uses the same. */
 int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
-                           struct fsm_id *run, struct err *e);
-
-/* The same with every option of a request: device_bytes is the virtual size of the image's new
- * base layer device (0: the pipeline's default; snapshots inherit their origin's size). A
- * request that joins an active run for the same ref gets that run, with its options. */
-struct pipeline_process_req {
-    const char *ref;
-    const char *activation;  /* NULL: the image's default name */
-    uint64_t device_bytes;   /* 0: pipeline default */
-};
-int pipeline_submit_process(struct pipeline *p, const struct pipeline_process_req *q,
-                            struct fsm_id *run, struct err *e);
-
+                           uint64_t device_bytes, struct fsm_id *run, struct err *e);
 /* REF as a full location: a location stays as it is, a relative key is joined to
  * default_source (-EINVAL with e when there is none). *out malloc'd. A client that forwards
  * a REF to a daemon expands it first with its own default source. */
 int pipeline_ref_expand(const char *ref, const char *default_source, char **out, struct err *e);
+
 /* Start (or join) an activation of an already processed image. */
 int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
                             struct fsm_id *run, struct err *e);

@@ -18,8 +18,7 @@
  * (after a crash the transition runs again), so nothing is fetched or unpacked twice.
  *
  * Request (JSON): {"ref": REF as typed, "location": REF expanded to a full location,
- *                  "activation": name or null, "device_bytes": size of a new base layer
- *                  device (absent: the pipeline's default)}
+ *                  "activation": name or null, "device_bytes": size of new base devices}
  * Response (JSON): {"image_id", "name", "canonical", "activation", "locations": [...],
  *                   "device_path", "dev_id"}
  */
@@ -297,15 +296,15 @@ static struct fsm_result t_unpack(struct fsm_run *run, void *ud)
     json_t *o = resp_load(run);
     int64_t image_id = json_integer_value(json_object_get(o, "image_id"));
     json_decref(o);
-    json_t *req = req_load(run);
-    json_int_t device_bytes = req ? json_integer_value(json_object_get(req, "device_bytes")) : 0;
-    json_decref(req);
     struct fsm_run_info info;
     fsm_run_info(run, &info);
     struct fsm_id top;
     struct err e = {0};
-    int r = pipeline_start_unpacks(p, image_id, &info.version,
-                                   device_bytes > 0 ? (uint64_t)device_bytes : 0, &top, &e);
+    json_t *req = req_load(run);
+    uint64_t device_bytes = req ? (uint64_t)json_integer_value(json_object_get(req, "device_bytes"))
+                                : 0;
+    json_decref(req);
+    int r = pipeline_start_unpacks(p, image_id, &info.version, device_bytes, &top, &e);
     if (r < 0)
         return fsm_retry("%s", err_str(&e));
     if (fsm_id_is_zero(&top))
@@ -450,34 +449,24 @@ int pipeline_ref_expand(const char *ref, const char *default_source, char **out,
 }
 
 int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
-                           struct fsm_id *run, struct err *e)
+                           uint64_t device_bytes, struct fsm_id *run, struct err *e)
 {
-    struct pipeline_process_req q = {.ref = ref, .activation = activation};
-    return pipeline_submit_process(p, &q, run, e);
-}
-
-int pipeline_submit_process(struct pipeline *p, const struct pipeline_process_req *q,
-                            struct fsm_id *run, struct err *e)
-{
-    const char *ref = q->ref, *activation = q->activation;
     if (!ref || !*ref)
         return err_set(e, -EINVAL, "no image reference given");
     if (activation && !imagedb_name_valid(activation))
         return err_set(e, -EINVAL,
                        "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])", activation);
-    if (q->device_bytes &&
-        (q->device_bytes < PIPELINE_MIN_DEVICE_BYTES || q->device_bytes % 512))
+    if (device_bytes && (device_bytes < PIPELINE_MIN_DEVICE_BYTES || device_bytes % 512))
         return err_set(e, -EINVAL,
                        "invalid device size %llu (at least 64 MiB, a multiple of 512 bytes)",
-                       (unsigned long long)q->device_bytes);
+                       (unsigned long long)device_bytes);
     char *loc = NULL;
     int r = pipeline_ref_expand(ref, p->cfg.source, &loc, e);
     if (r < 0)
         return r;
-    json_t *req = json_pack("{s:s, s:s, s:s?}", "ref", ref, "location", loc, "activation",
-                            activation);
-    if (q->device_bytes)
-        json_object_set_new(req, "device_bytes", json_integer((json_int_t)q->device_bytes));
+    json_t *req = json_pack("{s:s, s:s, s:s?, s:I}", "ref", ref, "location", loc, "activation",
+                            activation, "device_bytes",
+                            (json_int_t)(device_bytes ? device_bytes : p->device_bytes));
     char *txt = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     struct fsm_start_opts so = {0};

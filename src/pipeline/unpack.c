@@ -26,8 +26,7 @@
  * is unmounted, removed or deleted on that path.
  *
  * Request (JSON): {"chain_id", "parent_chain"|null, "digest", "blob_path", "depth",
- *                  "expected_entries"|null, "device_bytes"|absent (base layer size; absent:
- *                  the pipeline's default)}
+ *                  "expected_entries"|null, "device_bytes"|0}
  * Response (JSON): {"dev_id", "device_path", "entries", "bytes"}
  */
 #include <errno.h>
@@ -57,7 +56,7 @@ struct unpack_req {
     char blob_path[4096];
     int depth;
     int64_t expected_entries; /* -1 when unknown */
-    uint64_t device_bytes;    /* 0: the pipeline's default */
+    uint64_t device_bytes;    /* virtual size of a new base device (0: the pipeline default) */
 };
 
 struct unpack_resp {
@@ -90,10 +89,7 @@ static int req_parse(struct fsm_run *run, struct unpack_req *q)
         snprintf(q->blob_path, sizeof(q->blob_path), "%s", blob);
         q->depth = (int)json_integer_value(json_object_get(o, "depth"));
         q->expected_entries = json_is_integer(exp) ? json_integer_value(exp) : -1;
-        json_t *sz = json_object_get(o, "device_bytes");
-        q->device_bytes = json_is_integer(sz) && json_integer_value(sz) > 0
-                              ? (uint64_t)json_integer_value(sz)
-                              : 0;
+        q->device_bytes = (uint64_t)json_integer_value(json_object_get(o, "device_bytes"));
     }
     json_decref(o);
     return r;

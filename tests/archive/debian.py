@@ -22,6 +22,7 @@ import sys
 import tarfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import treecmp  # noqa: E402
 from legit import gnu_tar, reference_overlay, thinimg  # noqa: E402

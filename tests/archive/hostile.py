@@ -20,6 +20,7 @@ import stat
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tarlib import (BLOCK, Tar, Workspace, header, is_root, lstat_or_none, make_base,  # noqa
                     mode_of, pad, pax_records, read, summary)
@@ -106,6 +107,12 @@ def _(ws):
         ok(sorted(os.listdir(root)) == ['nulname'], 'entries %r' % os.listdir(root))
         ok(read(root + '/nulname') == b'data', 'content')
     return [t.end().bytes()], check
+
+
+@case('pax-path-invalid-utf8', rule='malformed', contains='converted')
+def _(ws):
+    # PAX names are UTF-8 by the standard; ustar names are bytes (see legit.py).
+    return [Tar().pax(('path', b'caf\xe9-latin1')).file('x', 'y').end().bytes()]
 
 
 @case('pax-path-over-path-max', rule='path-length')

@@ -13,7 +13,9 @@ numbers, xattrs, mtime, hardlink groups):
     layer with the upper layer's deletions applied by hand, then the upper layer extracted
     over it.
 
-3. GNU sparse files (old GNU and PAX sparse formats) come out exact and stay sparse.
+3. the same two layers as a docker-archive and as an OCI layout: expanded by `thinimg
+    extract` into the same tree;
+ 4. GNU sparse files (old GNU and PAX sparse formats) come out exact and stay sparse.
 
 Plus explicit checks of the expected tree (modes, targets, xattrs) described here, so a bug
 shared with GNU tar would still show.
@@ -26,6 +28,7 @@ import stat
 import subprocess
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import treecmp  # noqa: E402
 from tarlib import (Tar, is_root, make_base, mode_of, read, report, summary,  # noqa: E402
@@ -151,6 +154,36 @@ def upper_layer():
     return t.end().bytes()
 
 
+def docker_archive(lower, upper):
+    """A `docker save` tar: manifest.json, <id>/layer.tar (the upper one gzip-compressed)."""
+    import gzip
+    import json
+    man = json.dumps([{'Config': 'cfg.json', 'RepoTags': ['legit:1'],
+                       'Layers': ['aaa/layer.tar', 'bbb/layer.tar']}])
+    return Tar().dir('aaa').file('aaa/layer.tar', lower).dir('bbb') \
+        .file('bbb/layer.tar', gzip.compress(upper)).file('cfg.json', '{}') \
+        .file('manifest.json', man).end().bytes()
+
+
+def oci_layout(lower, upper):
+    """An OCI image layout in a tar: index.json -> manifest -> layers by digest."""
+    import hashlib
+    import json
+
+    def digest(b):
+        return 'sha256:' + hashlib.sha256(b).hexdigest()
+    cfg = b'{}'
+    man = json.dumps({'schemaVersion': 2, 'config': {'digest': digest(cfg), 'size': len(cfg)},
+                      'layers': [{'digest': digest(x), 'size': len(x)} for x in (lower, upper)]
+                      }).encode()
+    idx = json.dumps({'schemaVersion': 2, 'manifests': [{'digest': digest(man)}]})
+    t = Tar().dir('blobs').dir('blobs/sha256')
+    for b in (lower, upper, cfg, man):
+        t.file('blobs/sha256/' + digest(b)[7:], b)
+    return t.file('oci-layout', '{"imageLayoutVersion": "1.0.0"}').file('index.json', idx) \
+        .end().bytes()
+
+
 def reference_overlay(ref, upper_path, upper_bytes):
     """Apply the upper layer's deletions by hand, then let GNU tar extract the rest."""
     import tarfile
@@ -171,8 +204,8 @@ def reference_overlay(ref, upper_path, upper_bytes):
 
 def gnu_tar(dest, blob, extra=()):
     owner = ['--same-owner'] if is_root() else ['--no-same-owner']
-    subprocess.run(['tar', '-xpf', blob, '-C', dest] + owner + GNU_TAR_XATTRS + list(extra),
-                   check=True)
+    subprocess.run(['tar', '-xpf', blob, '-C', dest, '--warning=no-timestamp'] + owner +
+                   GNU_TAR_XATTRS + list(extra), check=True)
 
 
 def thinimg(dest, *blobs):
@@ -230,7 +263,21 @@ def main():
                    'overlay: %d entries identical to the reference'
                    % len(treecmp.describe(mine2)))
         passed, failed = passed + d[0], failed + d[1]
-        # 3. GNU sparse files (old GNU and PAX sparse formats) stay sparse and exact
+        # 3. the same two layers in a docker-archive (with a gzip layer) and an OCI layout
+        for kind, outer in (('docker-archive', docker_archive(lower_layer(), ub)),
+                            ('oci-layout', oci_layout(lower_layer(), ub))):
+            blob = os.path.join(base, kind + '.tar')
+            with open(blob, 'wb') as f:
+                f.write(outer)
+            mine4 = os.path.join(base, 'mine-' + kind)
+            thinimg(mine4, blob)
+            problems = compare(mine4, mine2)
+            d = report(problems, '%s vs the same layers applied one by one' % kind,
+                       '%s: expanded into its layers, identical to applying them one by one'
+                       % kind)
+            passed, failed = passed + d[0], failed + d[1]
+
+        # 4. GNU sparse files (old GNU and PAX sparse formats) stay sparse and exact
         src = os.path.join(base, 'sparse-src')
         os.mkdir(src)
         with open(os.path.join(src, 'holes'), 'wb') as f:
