@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "cli/cli_source.h"
 #include "cli/run_cmd.h"
+#include "daemon/views.h"
 #include "pipeline/imagedb.h"
 #include "util/parse.h"
 #include "util/timeutil.h"
@@ -40,60 +41,6 @@ static void usage(FILE *out)
             "\n"
             "Exit codes: 0 done, 1 failed, 2 usage, 3 host or pool unhealthy, 4 not found,\n"
             "5 locked by another thinimg, 6 rejected input (not an image, unsafe archive).\n");
-}
-
-static json_t *result_json(struct run_env *env, const struct fsm_run_record *rec,
-                           int64_t elapsed_ms)
-{
-    json_t *resp = rec->response ? json_loadb(rec->response, rec->response_len, 0, NULL) : NULL;
-    if (!resp)
-        resp = json_object();
-    int64_t image_id = json_integer_value(json_object_get(resp, "image_id"));
-    json_t *o = json_pack("{s:s, s:s, s:I}", "run", rec->version.s, "outcome",
-                          fsm_outcome_name(rec->outcome), "elapsed_ms", (json_int_t)elapsed_ms);
-    struct image_rec img = {0};
-    if (image_id && imagedb_image_get(env->db, image_id, &img) == 0) {
-        json_object_set_new(o, "image", json_string(img.name));
-        json_object_set_new(o, "ref", json_string(img.ref));
-        json_object_set_new(o, "state", json_string(img.state));
-        image_rec_free(&img);
-    }
-    const char *act = json_string_value(json_object_get(resp, "activation"));
-    if (act) {
-        json_object_set_new(o, "activation", json_string(act));
-        struct activation_rec a = {0};
-        if (imagedb_activation_get(env->db, act, &a) == 0) {
-            if (a.device_path)
-                json_object_set_new(o, "device_path", json_string(a.device_path));
-            if (a.dev_id)
-                json_object_set_new(o, "device_id", json_integer(a.dev_id));
-            activation_rec_free(&a);
-        }
-    }
-    json_t *layers = json_array();
-    struct image_layer_rec *v = NULL;
-    size_t n = 0;
-    if (image_id && imagedb_image_layers(env->db, image_id, &v, &n) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            json_t *l = json_pack("{s:i, s:s?, s:s?, s:s?}", "index", v[i].idx, "location",
-                                  v[i].location, "digest", v[i].digest, "chain_id",
-                                  v[i].chain_id);
-            struct layer_rec lr = {0};
-            if (v[i].chain_id && imagedb_layer_get(env->db, v[i].chain_id, &lr) == 0) {
-                if (lr.dev_id)
-                    json_object_set_new(l, "device_id", json_integer(lr.dev_id));
-                json_object_set_new(l, "state", json_string(lr.state));
-                layer_rec_free(&lr);
-            }
-            if (v[i].size >= 0)
-                json_object_set_new(l, "size", json_integer(v[i].size));
-            json_array_append_new(layers, l);
-        }
-        imagedb_image_layers_free(v, n);
-    }
-    json_object_set_new(o, "layers", layers);
-    json_decref(resp);
-    return o;
 }
 
 static void print_human(json_t *o)
@@ -206,7 +153,7 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
     int rc = run_error_exit_code(out, error);
     struct fsm_run_record rec = {0};
     if (fsm_db_get_run(env.db, &run, &rec) == 0) {
-        json_t *o = result_json(&env, &rec, mono_ms() - t0);
+        json_t *o = view_process_result(env.db, &rec, mono_ms() - t0);
         if (rc != EXIT_OK)
             json_object_set_new(o, "error", json_string(error ? error : ""));
         if (json) {

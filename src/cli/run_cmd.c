@@ -127,27 +127,7 @@ bool run_env_interrupted(void)
 
 int run_error_exit_code(enum fsm_outcome outcome, const char *error)
 {
-    if (fsm_outcome_success(outcome))
-        return EXIT_OK;
-    if (outcome == FSM_CANCELLED)
-        return EXIT_FAIL;
-    if (!error)
-        return EXIT_FAIL;
-    /* The machines' error messages carry the cause; these words are part of them. */
-    static const struct {
-        const char *word;
-        int code;
-    } map[] = {
-        {"not an image layer", EXIT_REJECTED}, {"rule:", EXIT_REJECTED},
-        {"rejected", EXIT_REJECTED},           {"invalid key", EXIT_REJECTED},
-        {"not healthy", EXIT_UNHEALTHY},       {"needs_check", EXIT_UNHEALTHY},
-        {"read-only", EXIT_UNHEALTHY},         {"out of data space", EXIT_UNHEALTHY},
-        {"out_of_data_space", EXIT_UNHEALTHY}, {"pool is full", EXIT_UNHEALTHY},
-        {"not found", EXIT_NOTFOUND},          {"(404)", EXIT_NOTFOUND},
-        {"no such", EXIT_NOTFOUND},            {"is locked by", EXIT_BUSY},
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strstr(error, map[i].word))
-            return map[i].code;
-    return EXIT_FAIL;
+    int r = pipeline_run_errno(outcome, error);
+    /* A cancelled or otherwise failed run is a failure, whatever the errno would say. */
+    return r == 0 ? EXIT_OK : r == -ECANCELED || r == -EIO ? EXIT_FAIL : cli_exit_code(r);
 }

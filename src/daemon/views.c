@@ -3,6 +3,8 @@
  */
 #include "daemon/views.h"
 
+#include "dm/pool.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +195,93 @@ json_t *view_activation(const struct activation_rec *a)
                           "error", a->error, "created_at_ms", (json_int_t)a->created_at_ms);
     if (a->dev_id > 0)
         json_object_set_new(o, "device_id", json_integer(a->dev_id));
+    return o;
+}
+
+json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int64_t elapsed_ms)
+{
+    json_t *resp = rec->response ? json_loadb(rec->response, rec->response_len, 0, NULL) : NULL;
+    if (!resp)
+        resp = json_object();
+    int64_t image_id = json_integer_value(json_object_get(resp, "image_id"));
+    json_t *o = json_pack("{s:s, s:s, s:I}", "run", rec->version.s, "outcome",
+                          fsm_outcome_name(rec->outcome), "elapsed_ms", (json_int_t)elapsed_ms);
+    struct image_rec img = {0};
+    if (image_id && imagedb_image_get(db, image_id, &img) == 0) {
+        json_object_set_new(o, "image", json_string(img.name));
+        json_object_set_new(o, "ref", json_string(img.ref));
+        json_object_set_new(o, "state", json_string(img.state));
+        image_rec_free(&img);
+    }
+    const char *act = json_string_value(json_object_get(resp, "activation"));
+    if (act) {
+        json_object_set_new(o, "activation", json_string(act));
+        struct activation_rec a = {0};
+        if (imagedb_activation_get(db, act, &a) == 0) {
+            if (a.device_path)
+                json_object_set_new(o, "device_path", json_string(a.device_path));
+            if (a.dev_id)
+                json_object_set_new(o, "device_id", json_integer(a.dev_id));
+            activation_rec_free(&a);
+        }
+    }
+    json_t *layers = json_array();
+    struct image_layer_rec *v = NULL;
+    size_t n = 0;
+    if (image_id && imagedb_image_layers(db, image_id, &v, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            json_t *l = json_pack("{s:i, s:s?, s:s?, s:s?}", "index", v[i].idx, "location",
+                                  v[i].location, "digest", v[i].digest, "chain_id",
+                                  v[i].chain_id);
+            struct layer_rec lr = {0};
+            if (v[i].chain_id && imagedb_layer_get(db, v[i].chain_id, &lr) == 0) {
+                if (lr.dev_id)
+                    json_object_set_new(l, "device_id", json_integer(lr.dev_id));
+                json_object_set_new(l, "state", json_string(lr.state));
+                layer_rec_free(&lr);
+            }
+            if (v[i].size >= 0)
+                json_object_set_new(l, "size", json_integer(v[i].size));
+            json_array_append_new(layers, l);
+        }
+        imagedb_image_layers_free(v, n);
+    }
+    json_object_set_new(o, "layers", layers);
+    json_decref(resp);
+    return o;
+}
+
+json_t *view_pool(const struct pool_info *i, const struct err *health)
+{
+    const struct pool_status *s = &i->status;
+    json_t *feats = json_array();
+    for (unsigned k = 0; k < i->table.n_features; k++)
+        json_array_append_new(feats, json_string(i->table.features[k]));
+    json_t *o = json_pack("{s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o}", "name",
+                          i->name, "action", pool_action_name(i->action), "active", i->active,
+                          "origin", i->origin, "data_dev", i->data_dev, "data_file", i->data_file,
+                          "metadata_dev", i->metadata_dev, "metadata_file", i->metadata_file,
+                          "length_bytes", (json_int_t)i->length_sectors * 512, "block_bytes",
+                          (json_int_t)i->table.block_sectors * 512, "low_water_blocks",
+                          (json_int_t)i->table.low_water_blocks, "features", feats);
+    json_object_set_new(o, "mode", json_string(pool_mode_name(s->mode)));
+    if (s->mode != POOL_MODE_FAIL && s->mode != POOL_MODE_ERROR) {
+        json_object_set_new(o, "transaction_id", json_integer((json_int_t)s->transaction_id));
+        json_object_set_new(o, "data_used_blocks", json_integer((json_int_t)s->data_used));
+        json_object_set_new(o, "data_total_blocks", json_integer((json_int_t)s->data_total));
+        json_object_set_new(o, "metadata_used_blocks", json_integer((json_int_t)s->meta_used));
+        json_object_set_new(o, "metadata_total_blocks", json_integer((json_int_t)s->meta_total));
+        json_object_set_new(o, "data_used_pct", json_real(pool_status_data_pct(s)));
+        json_object_set_new(o, "metadata_used_pct", json_real(pool_status_meta_pct(s)));
+        json_object_set_new(o, "needs_check", json_boolean(s->needs_check));
+        json_object_set_new(o, "error_if_no_space", json_boolean(s->error_if_no_space));
+        json_object_set_new(o, "discard", json_string(pool_discard_name(s->discard)));
+        json_object_set_new(o, "held_metadata_root",
+                            s->has_held_root ? json_integer((json_int_t)s->held_root)
+                                             : json_null());
+    }
+    json_object_set_new(o, "healthy", json_boolean(!(health && health->code)));
+    json_object_set_new(o, "health", json_string(health && health->code ? err_str(health) : "ok"));
     return o;
 }
 

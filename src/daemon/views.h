@@ -36,6 +36,15 @@ json_t *view_event(const struct fsm_event_record *ev);
 json_t *view_image(struct db *db, const struct image_rec *r);
 json_t *view_activation(const struct activation_rec *a);
 
+/* The result of a process-image run: run, outcome, elapsed_ms, image, ref, state, activation,
+ * device_path, device_id and layers (index, location, digest, chain id, device id, state,
+ * size), from the run's response and the database. What `process-image --json` prints. */
+json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int64_t elapsed_ms);
+
+/* The thin pool (docs/dm.md, "Status fields"); health: NULL when usable, else the refusal. */
+struct pool_info;
+json_t *view_pool(const struct pool_info *info, const struct err *health);
+
 /* A health report: {"healthy", "overall", "checks": [{"name", "level", "detail",
  * "duration_ms"}]}. */
 json_t *view_health(const struct health_report *rep);

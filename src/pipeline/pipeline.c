@@ -243,3 +243,32 @@ int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fs
     imagedb_image_layers_free(v, n);
     return r < 0 ? r : 0;
 }
+
+/* ---- what a run's outcome means ----------------------------------------------------------- */
+
+int pipeline_run_errno(enum fsm_outcome outcome, const char *error)
+{
+    if (fsm_outcome_success(outcome))
+        return 0;
+    if (outcome == FSM_CANCELLED)
+        return -ECANCELED;
+    if (!error)
+        return -EIO;
+    /* The machines' error messages carry the cause; these words are part of them. */
+    static const struct {
+        const char *word;
+        int err;
+    } map[] = {
+        {"not an image layer", -EBADMSG}, {"rule:", -EBADMSG},
+        {"rejected", -EBADMSG},           {"invalid key", -EBADMSG},
+        {"not healthy", -EHOSTDOWN},      {"needs_check", -EUCLEAN},
+        {"read-only", -EROFS},            {"out of data space", -ENOSPC},
+        {"out_of_data_space", -ENOSPC},   {"pool is full", -ENOSPC},
+        {"not found", -ENOENT},           {"(404)", -ENOENT},
+        {"no such", -ENOENT},             {"is locked by", -EBUSY},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strstr(error, map[i].word))
+            return map[i].err;
+    return -EIO;
+}

@@ -301,14 +301,8 @@ static void fmt_value(double v, char *out, size_t n)
         snprintf(out, n, "%sInf", v > 0 ? "+" : "-");
     else if (v == floor(v) && fabs(v) < 1e15)
         snprintf(out, n, "%.0f", v);
-    else {
-        /* The shortest of 15..17 digits that reads back as the same double. */
-        for (int prec = 15; prec <= 17; prec++) {
-            snprintf(out, n, "%.*g", prec, v);
-            if (strtod(out, NULL) == v)
-                break;
-        }
-    }
+    else /* 15 digits: sums of durations do not print as 0.026000000000000002 */
+        snprintf(out, n, "%.15g", v);
 }
 
 static int render_help(struct buf *out, const struct family *f)
