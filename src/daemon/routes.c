@@ -574,25 +574,22 @@ static enum http_next activations(struct daemon *d, const struct http_request *r
         }
         return HTTP_DONE;
     }
-    char name[128];
-    const char *slash = strchr(rest + 1, '/');
-    size_t n = slash ? (size_t)(slash - rest - 1) : strlen(rest + 1);
-    if (n >= sizeof(name)) {
-        http_reply_error(out, 400, "invalid", "invalid activation name (1-64 of [A-Za-z0-9_.-])");
-        return HTTP_DONE;
-    }
-    memcpy(name, rest + 1, n);
-    name[n] = '\0';
-    if (slash && strcmp(slash, "/deactivate") != 0) {
-        http_reply_error(out, 404, "not_found", "no such endpoint: %s %s (see docs/daemon.md)",
-                         rq->method, rq->path);
-        return HTTP_DONE;
-    }
-    if (!imagedb_name_valid(name)) {
+    /* NAME or NAME/deactivate; a name with a '/' (or anything else outside [A-Za-z0-9_.-]) is
+     * a bad name, not another endpoint. */
+    char name[256];
+    const char *tail = "/deactivate";
+    size_t n = strlen(rest + 1), tl = strlen(tail);
+    bool deactivate = n > tl && !strcmp(rest + 1 + n - tl, tail);
+    if (deactivate)
+        n -= tl;
+    snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) - 1 ? n : sizeof(name) - 1),
+             rest + 1);
+    if (n >= sizeof(name) || !imagedb_name_valid(name)) {
         http_reply_error(out, 400, "invalid",
                          "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])", name);
         return HTTP_DONE;
     }
+    const char *slash = deactivate ? tail : NULL;
     if (slash) {
         if (!is(rq, "POST"))
             return not_allowed(rq, out, "POST");
