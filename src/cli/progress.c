@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/views.h"
 #include "util/timeutil.h"
 
 #define PROGRESS_MAX_LINES 24
@@ -39,28 +40,7 @@ struct progress {
 
 void progress_label(const char *type, const char *resource, char *out, size_t n)
 {
-    if (!resource)
-        resource = "";
-    if (!strncmp(resource, "sha256:", 7)) {
-        snprintf(out, n, "%s %.12s", !strcmp(type, "unpack") ? "chain" : "blob", resource + 7);
-        return;
-    }
-    const char *last = strrchr(resource, '/');
-    if (last && last[1] == '\0') { /* a prefix ending in '/' */
-        const char *p = last;
-        while (p > resource && p[-1] != '/')
-            p--;
-        snprintf(out, n, "%s", p);
-        return;
-    }
-    if (last) {
-        const char *p = last;
-        while (p > resource && p[-1] != '/')
-            p--;
-        snprintf(out, n, "%s", p > resource ? p : last + 1);
-        return;
-    }
-    snprintf(out, n, "%s", resource);
+    view_run_label(type, resource, out, n);
 }
 
 static void on_event(const struct fsm_event_info *ev, void *ud)

@@ -6,6 +6,7 @@
 #include "dm/pool.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,32 @@ static json_t *id_or_null(const struct fsm_id *id)
 static json_t *ms_or_null(int64_t ms)
 {
     return ms ? json_integer(ms) : json_null();
+}
+
+void view_run_label(const char *type, const char *resource, char *out, size_t n)
+{
+    if (!resource)
+        resource = "";
+    if (!strncmp(resource, "sha256:", 7)) {
+        snprintf(out, n, "%s %.12s", !strcmp(type, "unpack") ? "chain" : "blob", resource + 7);
+        return;
+    }
+    const char *last = strrchr(resource, '/');
+    if (last && last[1] == '\0') { /* a prefix ending in '/' */
+        const char *p = last;
+        while (p > resource && p[-1] != '/')
+            p--;
+        snprintf(out, n, "%s", p);
+        return;
+    }
+    if (last) {
+        const char *p = last;
+        while (p > resource && p[-1] != '/')
+            p--;
+        snprintf(out, n, "%s", p > resource ? p : last + 1);
+        return;
+    }
+    snprintf(out, n, "%s", resource);
 }
 
 json_t *view_run(const struct fsm_run_record *r, bool full)

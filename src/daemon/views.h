@@ -19,6 +19,10 @@
 #include "pipeline/imagedb.h"
 #include "store/db.h"
 
+/* A short human label for a run's resource: the last two path components of a location,
+ * "chain 1a2b3c4d5e6f" for a chain id, the name otherwise (progress lines, the monitor). */
+void view_run_label(const char *type, const char *resource, char *out, size_t n);
+
 /* A run. full: with its request and response (embedded as JSON when they are JSON, as a
  * string when text, null otherwise). Live fields (phase, progress_done, progress_total) are
  * present when the record came from a manager (fsm_list_active). */
