@@ -88,6 +88,10 @@ void daemon_metrics_describe(void)
                      "0 ok, 1 warn, 2 fail (skipped checks are absent)");
     metrics_describe("thinimg_health_overall", METRIC_GAUGE,
                      "worst level of the last health report (0 ok, 1 warn, 2 fail)");
+    metrics_describe("thinimg_api_waiting_requests", METRIC_GAUGE,
+                     "admin API requests parked in a long poll (?wait=, /wait)");
+    metrics_describe("thinimg_api_jobs", METRIC_GAUGE,
+                     "admin API jobs (removals, health checks) queued or running");
     metrics_describe(METRIC_GC_RUNS, METRIC_COUNTER, "gc runs that acted (--force), by result");
     metrics_counter_add(METRIC_GC_RUNS, 0, "mode", "force", "result", "ok", NULL);
     metrics_counter_add(METRIC_GC_RUNS, 0, "mode", "force", "result", "failed", NULL);
@@ -309,6 +313,10 @@ char *daemon_metrics_text(struct daemon *d, size_t *len)
     collect_tables(d);
     collect_pool(d);
     collect_health(d);
+    int waiting = 0, jobs = 0;
+    http_server_stats(d->api, &waiting, &jobs);
+    metrics_gauge_set("thinimg_api_waiting_requests", waiting, NULL);
+    metrics_gauge_set("thinimg_api_jobs", jobs, NULL);
     struct buf b = BUF_INIT;
     int r = metrics_render(&b);
     pthread_mutex_unlock(&g_scrape_lock);

@@ -214,8 +214,9 @@ static void teardown(struct daemon *d)
         unlink(d->socket_path); /* clients see at once that nobody serves it any more */
     }
     http_server_quiesce(d->metrics);
-    http_server_stop(d->api);
+    /* The metrics server reads the API server's counters: it goes first. */
     http_server_stop(d->metrics);
+    http_server_stop(d->api);
     d->api = d->metrics = NULL;
     if (d->p) {
         pipeline_shutdown(d->p, DAEMON_SHUTDOWN_TIMEOUT_MS);

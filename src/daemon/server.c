@@ -60,6 +60,7 @@ struct http_server {
     int cancel_fd; /* eventfd: readable once stopping (jobs give up waiting) */
     bool stopping, quiesced;
     int n_deferred;
+    int n_jobs; /* queued or running */
 };
 
 /* ---- replies --------------------------------------------------------------------------- */
@@ -204,6 +205,7 @@ static void *worker_main(void *arg)
         c->d.job(c->d.ud, s->cancel_fd, &c->reply);
         finish(c);
         pthread_mutex_lock(&s->lock);
+        s->n_jobs--;
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -378,6 +380,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mhd, const c
         else
             s->jobs_head = c;
         s->jobs_tail = c;
+        s->n_jobs++;
         pthread_cond_signal(&s->cond);
     } else {
         const union MHD_ConnectionInfo *ci =
@@ -451,9 +454,11 @@ int http_server_start(const struct http_server_opts *o, struct http_server **out
     int threads = o->threads > 0 ? o->threads : HTTP_THREADS;
     unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
+    /* A pool of one is no pool (MHD says so on stderr): then the polling thread serves. */
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, o->listen_fd,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_CONNECTION_TIMEOUT,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads > 1 ? threads : 0),
+        MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)HTTP_MAX_CONNECTIONS, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
@@ -485,6 +490,18 @@ void http_server_notify(struct http_server *s)
 {
     if (s && s->wake_fd >= 0)
         wake(s->wake_fd);
+}
+
+void http_server_stats(struct http_server *s, int *waiting, int *jobs)
+{
+    *waiting = *jobs = 0;
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    for (struct conn *c = s->waits; c; c = c->next)
+        (*waiting)++;
+    *jobs = s->n_jobs;
+    pthread_mutex_unlock(&s->lock);
 }
 
 void http_server_quiesce(struct http_server *s)

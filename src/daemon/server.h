@@ -111,6 +111,8 @@ struct http_server_opts {
 int http_server_start(const struct http_server_opts *o, struct http_server **out, struct err *e);
 /* A run finished somewhere: parked waits check their runs. Cheap; never blocks. */
 void http_server_notify(struct http_server *s);
+/* Requests parked in long polls, and jobs queued or running, right now (for /metrics). */
+void http_server_stats(struct http_server *s, int *waiting, int *jobs);
 /* Stop accepting connections (the listening socket is closed); requests in progress go on. */
 void http_server_quiesce(struct http_server *s);
 /* Quiesce, answer every deferred request 503 (shutting_down), give the replies HTTP_DRAIN_MS,
