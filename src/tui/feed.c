@@ -278,7 +278,22 @@ static void refresh_readonly(struct feed *f, struct feed_snapshot *s, const char
     }
 }
 
+/* Recent runs, the last to finish first. */
+static int by_finish_desc(const void *a, const void *b)
+{
+    const struct feed_run *x = a, *y = b;
+    return x->finished_ms < y->finished_ms ? 1 : x->finished_ms > y->finished_ms ? -1 : 0;
+}
+
+static void feed_refresh_any(struct feed *f, struct feed_snapshot *s);
+
 void feed_refresh(struct feed *f, struct feed_snapshot *s)
+{
+    feed_refresh_any(f, s);
+    qsort(s->recent, s->n_recent, sizeof(s->recent[0]), by_finish_desc);
+}
+
+static void feed_refresh_any(struct feed *f, struct feed_snapshot *s)
 {
     memset(s, 0, sizeof(*s));
     if (!f->api) {

@@ -85,6 +85,17 @@ static void meter(char *out, size_t n, double pct, int width)
     snprintf(out, n, "[%s] %5.1f%%", b, pct);
 }
 
+/* s cut to w characters from the left ("...39673/big-layer.tar"): the end of a location says
+ * more than its start. */
+static const char *tail_fit(const char *s, int w, char *out, size_t n)
+{
+    size_t len = strlen(s);
+    if (w < 4 || len <= (size_t)w)
+        return s;
+    snprintf(out, n, "...%s", s + len - (size_t)(w - 3));
+    return out;
+}
+
 static void age(int64_t ms, char *out, size_t n)
 {
     if (!ms) {
@@ -178,11 +189,11 @@ static void draw_dashboard(struct monitor *m)
     }
     for (size_t i = 0; i < s->n_active && rows > 0; i++, rows--) {
         const struct feed_run *r = &s->active[i];
-        char prog[80], st[64];
+        char prog[80], st[64], what[32];
         run_progress(r, prog, sizeof(prog));
         snprintf(st, sizeof(st), "%s%s", r->status[0] == 'p' ? "waiting " : "", r->state);
-        put(y++, 2, 0, "%-8s %-26.26s %-16.16s %-34.34s %s", r->type, r->what, st, prog,
-            r->attempt ? "retrying" : "");
+        put(y++, 2, 0, "%-8s %-26.26s %-16.16s %-34.34s %s", r->type,
+            tail_fit(r->what, 26, what, sizeof(what)), st, prog, r->attempt ? "retrying" : "");
         if (r->attempt && r->error[0])
             put(y - 1, 2 + 8 + 1 + 26 + 1 + 16 + 1 + 34 + 1 + 9, 0, "%s", r->error);
     }
@@ -196,10 +207,11 @@ static void draw_dashboard(struct monitor *m)
     }
     for (size_t i = 0; i < s->n_recent && rows > 0; i++, rows--) {
         const struct feed_run *r = &s->recent[i];
-        char a[32];
+        char a[32], what[32];
         age(r->finished_ms ? r->finished_ms : r->created_ms, a, sizeof(a));
         put(y++, 2, !strcmp(r->outcome, "ok") || !strcmp(r->outcome, "handoff") ? 0 : A_BOLD,
-            "%-13s %-8s %-26.26s %6s ago  %s", r->outcome, r->type, r->what, a, r->error);
+            "%-13s %-8s %-26.26s %6s ago  %s", r->outcome, r->type,
+            tail_fit(r->what, 26, what, sizeof(what)), a, r->error);
     }
     y += rows > 0 ? rows : 0;
 
@@ -386,11 +398,15 @@ int monitor_run(const struct monitor_opts *o, struct err *e)
                        getenv("TERM") ? getenv("TERM") : "unset");
     }
     if (o->inline_mode && enter_ca_mode && exit_ca_mode) {
-        /* newterm() switched to the alternate screen: switch back and forget both strings,
-         * so everything is drawn on the normal screen and stays there. */
-        putp(exit_ca_mode);
+        /* newterm() queued the switch to the alternate screen: let it out (refresh), switch
+         * back, and forget both strings, so everything is drawn on the normal screen and stays
+         * there when the monitor quits. */
+        char *leave = exit_ca_mode;
         enter_ca_mode = NULL;
         exit_ca_mode = NULL;
+        refresh();
+        tputs(leave, 1, putchar);
+        fflush(stdout);
         clearok(stdscr, TRUE);
     }
     cbreak();
