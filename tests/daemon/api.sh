@@ -21,6 +21,7 @@ export THINIMG_POOL=apitest$$
 HALF_PID=
 SLOW_PID=
 cleanup() {
+    set +e
     [ -n "$HALF_PID" ] && kill "$HALF_PID" 2>/dev/null
     [ -n "$SLOW_PID" ] && kill "$SLOW_PID" 2>/dev/null
     cleanup_daemon

@@ -19,6 +19,7 @@ ART=$BUILD/tests/daemon
 mkdir -p "$ART"
 SLOW_PID=
 cleanup() {
+    set +e
     $TM kill-server 2>/dev/null || true
     [ -n "$SLOW_PID" ] && kill "$SLOW_PID" 2>/dev/null
     cleanup_daemon

@@ -7,3 +7,8 @@ add_test(NAME daemon_api COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/api.sh ${CMAKE_B
 set_tests_properties(daemon_api PROPERTIES LABELS daemon TIMEOUT 300 ENVIRONMENT "${_daemon_env}")
 add_test(NAME daemon_monitor COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/monitor.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(daemon_monitor PROPERTIES LABELS daemon TIMEOUT 300 ENVIRONMENT "${_daemon_env}")
+
+# With real device-mapper (label dm: inside the VM, through vm_dm_suite).
+add_test(NAME daemon_dm COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/dm_daemon.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(daemon_dm PROPERTIES LABELS dm TIMEOUT 900 SKIP_RETURN_CODE 77
+  ENVIRONMENT "${_daemon_env}")
