@@ -1,13 +1,16 @@
 /*
  * api.c: the error mapping of the admin API (see api.h): errno <-> HTTP status and reason.
- * It mirrors the CLI's errno -> exit code mapping (cli/common.c), so a failure reported by
- * the daemon ends a forwarding CLI command with the same exit code as the local path.
+ * The errno's kind (util/err.h err_kind_of) decides, as it decides the CLI's exit code, so a
+ * failure reported by the daemon ends a forwarding CLI command with the same exit code as the
+ * local path.
  */
 #include "daemon/api.h"
 
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+
+#include "util/err.h"
 
 static const struct {
     const char *reason;
@@ -34,31 +37,13 @@ static unsigned set(const char *reason, const char **out)
 
 unsigned api_status_for_errno(int r, const char **reason)
 {
-    switch (r < 0 ? -r : r) {
-    case EINVAL:
-    case EDOM:
-    case ERANGE: return set("invalid", reason);
-    case ENOENT:
-    case ENXIO: return set("not_found", reason);
-    case EBUSY:
-    case EAGAIN:
-    case EALREADY: return set("busy", reason);
-    case EMSGSIZE: return set("too_large", reason);
-    case EBADMSG:
-    case EPERM:
-    case ENOTSUP:
-    case EILSEQ:
-    case ENAMETOOLONG:
-    case EFBIG:
-    case ELOOP:
-    case EXDEV: return set("rejected", reason);
-    case EHOSTDOWN:
-    case EROFS:
-    case ENOSPC:
-    case EUCLEAN: return set("unhealthy", reason);
-    case ESHUTDOWN: return set("shutting_down", reason);
-    default: return set("internal", reason);
-    }
+    static const char *const by_kind[] = {
+        [ERR_KIND_OTHER] = "internal",       [ERR_KIND_INVALID] = "invalid",
+        [ERR_KIND_NOT_FOUND] = "not_found",  [ERR_KIND_BUSY] = "busy",
+        [ERR_KIND_REJECTED] = "rejected",    [ERR_KIND_UNHEALTHY] = "unhealthy",
+        [ERR_KIND_SHUTDOWN] = "shutting_down", [ERR_KIND_TOO_LARGE] = "too_large",
+    };
+    return set(by_kind[err_kind_of(r)], reason);
 }
 
 int api_errno_for_reason(const char *reason)

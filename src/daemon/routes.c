@@ -58,6 +58,14 @@ static bool image_name_ok(const char *s)
     return true;
 }
 
+/* The same words as the pipeline's refusal (pipeline/lifecycle.c), so the CLI prints the
+ * same message through the daemon. */
+static void reply_bad_name(struct http_reply *out, const char *name)
+{
+    http_reply_error(out, 400, "invalid", "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])",
+                     name);
+}
+
 /* The request body as a JSON object with only the allowed fields; NULL with the reply set. */
 static json_t *body_object(const struct http_request *rq, struct http_reply *out,
                            const char *const *allowed)
@@ -251,15 +259,11 @@ static void wait_done(void *ud, bool finished, struct http_reply *out)
     fsm_run_record_free(&rec);
 }
 
-/* Answer 202 {"run"} now, or park the request until the run finished (wait_ms >= 0). */
-static enum http_next accepted(struct daemon *d, enum wait_kind kind, const struct fsm_id *run,
-                               int64_t wait_ms, int64_t t0, struct http_reply *out,
-                               struct http_deferred *def)
+/* Park the request until run finished or wait_ms passed; then wait_done() answers. */
+static enum http_next park(struct daemon *d, enum wait_kind kind, const struct fsm_id *run,
+                           int64_t wait_ms, int64_t t0, struct http_reply *out,
+                           struct http_deferred *def)
 {
-    if (wait_ms < 0) {
-        http_reply_json(out, 202, json_pack("{s:s}", "run", run->s));
-        return HTTP_DONE;
-    }
     struct run_wait *w = calloc(1, sizeof(*w));
     if (!w) {
         http_reply_errno(out, -ENOMEM, "out of memory");
@@ -272,6 +276,18 @@ static enum http_next accepted(struct daemon *d, enum wait_kind kind, const stru
     def->ud = w;
     def->free_ud = free;
     return HTTP_WAIT;
+}
+
+/* Answer 202 {"run"} now, or park the request until the run finished (wait_ms >= 0). */
+static enum http_next accepted(struct daemon *d, enum wait_kind kind, const struct fsm_id *run,
+                               int64_t wait_ms, int64_t t0, struct http_reply *out,
+                               struct http_deferred *def)
+{
+    if (wait_ms < 0) {
+        http_reply_json(out, 202, json_pack("{s:s}", "run", run->s));
+        return HTTP_DONE;
+    }
+    return park(d, kind, run, wait_ms, t0, out, def);
 }
 
 /* ---- jobs ------------------------------------------------------------------------------------ */
@@ -374,6 +390,18 @@ static enum http_next defer_job(struct daemon *d, enum job_kind kind, const char
     return HTTP_JOB;
 }
 
+/* {"<key>": arr} after a listing that returned r; arr is taken either way. */
+static enum http_next reply_list(struct http_reply *out, int r, const char *key, json_t *arr)
+{
+    if (r < 0) {
+        json_decref(arr);
+        http_reply_errno(out, r, "cannot list %s: %s", key, strerror(-r));
+    } else {
+        http_reply_json(out, 200, json_pack("{s:o}", key, arr));
+    }
+    return HTTP_DONE;
+}
+
 /* ---- endpoints ----------------------------------------------------------------------------- */
 
 static enum http_next get_version(struct daemon *d, struct http_reply *out)
@@ -465,13 +493,7 @@ static enum http_next images(struct daemon *d, const struct http_request *rq,
         json_t *arr = json_array();
         void *c[2] = {d->ro, arr};
         int r = imagedb_image_list(d->ro, image_one, c);
-        if (r < 0) {
-            json_decref(arr);
-            http_reply_errno(out, r, "cannot list images: %s", strerror(-r));
-        } else {
-            http_reply_json(out, 200, json_pack("{s:o}", "images", arr));
-        }
-        return HTTP_DONE;
+        return reply_list(out, r, "images", arr);
     }
     const char *name = rest + 1;
     if (!image_name_ok(name)) {
@@ -521,8 +543,7 @@ static enum http_next post_activation(struct daemon *d, const struct http_reques
         if (!image_name_ok(image))
             http_reply_error(out, 400, "invalid", "invalid image name or ref");
         else if (name && !imagedb_name_valid(name))
-            http_reply_error(out, 400, "invalid",
-                             "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])", name);
+            reply_bad_name(out, name);
         else {
             struct fsm_id run;
             struct err e = {0};
@@ -566,13 +587,7 @@ static enum http_next activations(struct daemon *d, const struct http_request *r
         }
         json_t *arr = json_array();
         int r = imagedb_activation_list(d->ro, image_id, !all, activation_one, arr);
-        if (r < 0) {
-            json_decref(arr);
-            http_reply_errno(out, r, "cannot list activations: %s", strerror(-r));
-        } else {
-            http_reply_json(out, 200, json_pack("{s:o}", "activations", arr));
-        }
-        return HTTP_DONE;
+        return reply_list(out, r, "activations", arr);
     }
     /* NAME or NAME/deactivate; a name with a '/' (or anything else outside [A-Za-z0-9_.-]) is
      * a bad name, not another endpoint. */
@@ -585,8 +600,7 @@ static enum http_next activations(struct daemon *d, const struct http_request *r
     snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) - 1 ? n : sizeof(name) - 1),
              rest + 1);
     if (n >= sizeof(name) || !imagedb_name_valid(name)) {
-        http_reply_error(out, 400, "invalid",
-                         "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])", name);
+        reply_bad_name(out, name);
         return HTTP_DONE;
     }
     const char *slash = deactivate ? tail : NULL;
@@ -646,8 +660,7 @@ static enum http_next post_process(struct daemon *d, const struct http_request *
     else if (!image_name_ok(ref))
         http_reply_error(out, 400, "invalid", "invalid ref");
     else if (name && !imagedb_name_valid(name))
-        http_reply_error(out, 400, "invalid",
-                         "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])", name);
+        reply_bad_name(out, name);
     else {
         struct fsm_id run;
         struct err e = {0};
@@ -729,13 +742,7 @@ static enum http_next runs(struct daemon *d, const struct http_request *rq,
             c.limit = l ? (size_t)lim : 0;
             r = fsm_list_active(d->m, run_one, &c);
         }
-        if (r < 0) {
-            json_decref(c.arr);
-            http_reply_errno(out, r, "cannot list runs: %s", strerror(-r));
-        } else {
-            http_reply_json(out, 200, json_pack("{s:o}", "runs", c.arr));
-        }
-        return HTTP_DONE;
+        return reply_list(out, r, "runs", c.arr);
     }
     char vs[FSM_ID_LEN + 8];
     const char *slash = strchr(rest + 1, '/');
@@ -767,20 +774,8 @@ static enum http_next runs(struct daemon *d, const struct http_request *rq,
                              API_MAX_WAIT_S);
             return HTTP_DONE;
         }
-        if (ms < 0)
-            ms = ROUTES_DEFAULT_WAIT_S * 1000;
-        def->run = v;
-        def->timeout_ms = ms;
-        def->done = wait_done;
-        struct run_wait *w = calloc(1, sizeof(*w));
-        if (!w) {
-            http_reply_errno(out, -ENOMEM, "out of memory");
-            return HTTP_DONE;
-        }
-        *w = (struct run_wait){.d = d, .kind = WAIT_RUN, .run = v, .t0 = mono_ms()};
-        def->ud = w;
-        def->free_ud = free;
-        return HTTP_WAIT;
+        return park(d, WAIT_RUN, &v, ms < 0 ? ROUTES_DEFAULT_WAIT_S * 1000 : ms, mono_ms(), out,
+                    def);
     }
     json_t *o = view_run(&rec, true);
     json_t *evs = json_array();

@@ -188,6 +188,17 @@ static void reply_shutting_down(struct conn *c)
                      "resume at the next start)");
 }
 
+/* A list of deferred connections (linked by next) that will not be served: 503 each. */
+static void answer_all_shutting_down(struct conn *c)
+{
+    while (c) {
+        struct conn *next = c->next;
+        reply_shutting_down(c);
+        finish(c);
+        c = next;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     struct http_server *s = arg;
@@ -293,12 +304,7 @@ static void *waiter_main(void *arg)
     struct conn *c = s->waits;
     s->waits = NULL;
     pthread_mutex_unlock(&s->lock);
-    while (c) {
-        struct conn *next = c->next;
-        reply_shutting_down(c);
-        finish(c);
-        c = next;
-    }
+    answer_all_shutting_down(c);
     free(pf);
     return NULL;
 }
@@ -541,12 +547,7 @@ void http_server_stop(struct http_server *s)
     struct conn *c = s->jobs_head;
     s->jobs_head = s->jobs_tail = NULL;
     pthread_mutex_unlock(&s->lock);
-    while (c) {
-        struct conn *next = c->next;
-        reply_shutting_down(c);
-        finish(c);
-        c = next;
-    }
+    answer_all_shutting_down(c);
     /* Let the deferred replies go out before the connections are closed. */
     if (s->mhd) {
         int64_t deadline = mono_ms() + HTTP_DRAIN_MS;

@@ -102,10 +102,11 @@ static int device_down(struct pipeline *p, const char *what, const char *name, u
     return 0;
 }
 
-int pipeline_deactivate(struct pipeline *p, const char *name, int cancel_fd, bool *was_active,
-                        struct err *e)
+/* The activation `name`, with no unfinished run working on it: 0 with the lifecycle lock held,
+ * its device id and whether it is active; else a negative errno with e (lock not held). */
+static int activation_locked(struct pipeline *p, const char *name, uint32_t *dev_id,
+                             bool *active, struct err *e)
 {
-    *was_active = false;
     if (!name || !imagedb_name_valid(name))
         return err_set(e, -EINVAL, "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])",
                        name ? name : "");
@@ -117,54 +118,48 @@ int pipeline_deactivate(struct pipeline *p, const char *name, int cancel_fd, boo
         return r == -ENOENT ? err_set(e, r, "no activation '%s' (see list-snapshots)", name)
                             : err_set(e, r, "cannot read activation %s", name);
     }
-    uint32_t dev_id = (uint32_t)a.dev_id;
-    *was_active = !strcmp(a.state, "active");
+    *dev_id = (uint32_t)a.dev_id;
+    *active = !strcmp(a.state, "active");
     activation_rec_free(&a);
     struct fsm_id run;
     if (pipeline_find_run(p, "activate", name, NULL, true, &run) == 0) {
         pthread_mutex_unlock(&p->lifecycle_lock);
         return busy_err(e, "activation", name, &run);
     }
+    return 0;
+}
+
+int pipeline_deactivate(struct pipeline *p, const char *name, int cancel_fd, bool *was_active,
+                        struct err *e)
+{
+    uint32_t dev_id = 0;
+    *was_active = false;
+    int r = activation_locked(p, name, &dev_id, was_active, e);
+    if (r < 0)
+        return r;
     if (dev_id)
         r = device_down(p, "deactivate", name, dev_id, false, cancel_fd, e);
-    if (r == 0)
-        r = imagedb_activation_set_state(p->db, name, "inactive", NULL);
+    if (r == 0 && (r = imagedb_activation_set_state(p->db, name, "inactive", NULL)) < 0)
+        err_set(e, r, "cannot record activation %s inactive: %s", name, strerror(-r));
     pthread_mutex_unlock(&p->lifecycle_lock);
-    if (r < 0)
-        return err_set(e, r, "cannot record activation %s inactive: %s", name, strerror(-r));
-    log_info("activation deactivated", "activation=%s dev_id=%u was_active=%s", name, dev_id,
-             *was_active ? "yes" : "no");
-    return 0;
+    if (r == 0)
+        log_info("activation deactivated", "activation=%s dev_id=%u was_active=%s", name,
+                 dev_id, *was_active ? "yes" : "no");
+    return r;
 }
 
 int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_fd,
                                struct err *e)
 {
-    if (!name || !imagedb_name_valid(name))
-        return err_set(e, -EINVAL, "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])",
-                       name ? name : "");
-    pthread_mutex_lock(&p->lifecycle_lock);
-    struct activation_rec a = {0};
-    int r = imagedb_activation_get(p->db, name, &a);
-    if (r < 0) {
-        pthread_mutex_unlock(&p->lifecycle_lock);
-        return r == -ENOENT ? err_set(e, r, "no activation '%s' (see list-snapshots)", name)
-                            : err_set(e, r, "cannot read activation %s", name);
-    }
-    uint32_t dev_id = (uint32_t)a.dev_id;
-    activation_rec_free(&a);
-    struct fsm_id run;
-    if (pipeline_find_run(p, "activate", name, NULL, true, &run) == 0) {
-        pthread_mutex_unlock(&p->lifecycle_lock);
-        return busy_err(e, "activation", name, &run);
-    }
+    uint32_t dev_id = 0;
+    bool active;
+    int r = activation_locked(p, name, &dev_id, &active, e);
+    if (r < 0)
+        return r;
     if (dev_id)
         r = device_down(p, "remove-activation", name, dev_id, true, cancel_fd, e);
-    if (r == 0) {
-        r = imagedb_activation_delete(p->db, name);
-        if (r < 0)
-            err_set(e, r, "cannot delete the record of activation %s: %s", name, strerror(-r));
-    }
+    if (r == 0 && (r = imagedb_activation_delete(p->db, name)) < 0)
+        err_set(e, r, "cannot delete the record of activation %s: %s", name, strerror(-r));
     pthread_mutex_unlock(&p->lifecycle_lock);
     if (r == 0)
         log_info("activation removed", "activation=%s dev_id=%u", name, dev_id);
@@ -177,13 +172,9 @@ static int remove_image_locked(struct pipeline *p, const char *image, int cancel
                                struct pipeline_removed_image *out, struct err *e)
 {
     struct image_rec img = {0};
-    int r = imagedb_image_find(p->db, image, &img);
-    if (r == -EEXIST)
-        return err_set(e, -EINVAL, "image name '%s' is ambiguous; give its ref (list-images)",
-                       image);
+    int r = pipeline_image_lookup(p, image, "see list-images", &img, e);
     if (r < 0)
-        return r == -ENOENT ? err_set(e, r, "no image '%s' (see list-images)", image)
-                            : err_set(e, r, "cannot read image %s", image);
+        return r;
     int64_t id = img.id;
     snprintf(out->name, sizeof(out->name), "%s", img.name);
     image_rec_free(&img);

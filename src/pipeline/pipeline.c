@@ -147,6 +147,20 @@ int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fs
     }
 }
 
+int pipeline_image_lookup(struct pipeline *p, const char *image, const char *what_to_do,
+                          struct image_rec *out, struct err *e)
+{
+    int r = imagedb_image_find(p->db, image, out);
+    if (r == -EEXIST)
+        return err_set(e, -EINVAL, "image name '%s' is ambiguous; give its ref (list-images)",
+                       image);
+    if (r == -ENOENT)
+        return err_set(e, r, "no image '%s' (%s)", image, what_to_do);
+    if (r < 0)
+        return err_set(e, r, "cannot read image %s: %s", image, strerror(-r));
+    return 0;
+}
+
 /* ---- finding runs ------------------------------------------------------------------------- */
 
 struct find_ctx {

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 
+#include "pipeline/imagedb.h"
 #include "pipeline/pipeline.h"
 
 struct pipeline {
@@ -29,6 +30,12 @@ struct pipeline {
  * device_bytes: size of a new base layer device (0: the pipeline's default). */
 int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fsm_id *parent,
                            uint64_t device_bytes, struct fsm_id *top, struct err *e);
+
+/* An image by name or ref, for an operation on it: 0 with *out (image_rec_free() it), or
+ * -EINVAL (an ambiguous name) / -ENOENT / a database error, with e saying so and, for a missing
+ * image, what to do (`what_to_do`, e.g. "see list-images"). */
+int pipeline_image_lookup(struct pipeline *p, const char *image, const char *what_to_do,
+                          struct image_rec *out, struct err *e);
 
 /* Wait for a child run while honouring the waiter's cancellation. Returns 0 with the outcome,
  * or -ECANCELED when run was cancelled/shut down first. */

@@ -482,13 +482,9 @@ int pipeline_start_activate(struct pipeline *p, const char *image, const char *n
                             struct fsm_id *run, struct err *e)
 {
     struct image_rec img = {0};
-    int r = imagedb_image_find(p->db, image, &img);
-    if (r == -EEXIST)
-        return err_set(e, -EINVAL, "image name '%s' is ambiguous; give its ref (list-images)",
-                       image);
+    int r = pipeline_image_lookup(p, image, "see list-images; process-image makes one", &img, e);
     if (r < 0)
-        return err_set(e, -ENOENT, "no image '%s'; run `thinimg process-image %s` first", image,
-                       image);
+        return r;
     if (strcmp(img.state, "ready") != 0 || !img.top_chain) {
         r = err_set(e, -EAGAIN, "image %s is %s, not ready; run `thinimg process-image %s`",
                     img.name, img.state, img.ref);

@@ -66,6 +66,25 @@ assert_eq "$(mval 'thinimg_activations\{state="active"\}')" 1 "active activation
 [ "$(mval thinimg_pool_data_used_bytes)" -gt 0 ] || fail "pool data bytes"
 pass "process-image through the daemon: $DEV; pool, activations and metrics from the API"
 
+# the monitor on a real pool (a capture for docs/daemon.md)
+if command -v tmux >/dev/null; then
+    TM="tmux -L thinimg-dm-$$"
+    $TM -f /dev/null new-session -d -s mon -x 110 -y 30 \
+        "env THINIMG_STATE_DIR=$THINIMG_STATE_DIR THINIMG_POOL=$POOL TERM=screen $BIN monitor --inline"
+    for _ in $(seq 1 100); do
+        $TM capture-pane -p -t mon | grep -q "busybox-3 " && break
+        sleep 0.2
+    done
+    mkdir -p "$BUILD/tests/daemon"
+    $TM capture-pane -p -t mon >"$BUILD/tests/daemon/monitor-dm.txt"
+    $TM kill-server
+    grep -qE "^POOL $POOL +data \[#*\.*\] +[0-9.]+%" "$BUILD/tests/daemon/monitor-dm.txt" ||
+        fail "the monitor shows no pool usage: $(cat "$BUILD/tests/daemon/monitor-dm.txt")"
+    grep -qE "^  busybox-3 +busybox:3 +active +/dev/mapper/$POOL-act-busybox-3" \
+        "$BUILD/tests/daemon/monitor-dm.txt" || fail "the monitor shows no activation"
+    pass "the monitor shows the pool's usage and the activation"
+fi
+
 # ---- 2. an activation with ?wait --------------------------------------------------------------
 assert_eq "$(api POST '/v1/activations?wait=120' '{"image": "busybox:3", "name": "vm2"}')" 200 "activate ?wait"
 assert_eq "$(j .finished)/$(j .outcome)" true/ok "second activation finished"
