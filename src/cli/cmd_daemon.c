@@ -29,8 +29,8 @@ static void usage(FILE *out)
             "  --fetch-queue N          parallel downloads (default 5)\n"
             "  --unpack-queue N         parallel unpacks of independent chains (default 2)\n"
             "  --no-pool-setup          use the pool as it is; never create or reassemble it\n"
-            "  --wait-lock              wait for another thinimg process instead of failing\n" CLI_SOURCE_HELP
-            "  -h, --help               this help\n"
+            "  --wait-lock              wait for another thinimg process instead of "
+            "failing\n" CLI_SOURCE_HELP "  -h, --help               this help\n"
             "\n"
             "Exit codes: 0 stopped cleanly, 1 failed (e.g. another process serves the\n"
             "socket), 2 usage, 5 another thinimg process holds the state directory.\n");
@@ -49,13 +49,16 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
                                          CLI_SOURCE_LONG_OPTIONS,
                                          {0}};
     struct source_options so = {0};
-    struct daemon_opts o = {.cfg = &cli->cfg, .source = &so,
+    struct daemon_opts o = {.cfg = &cli->cfg,
+                            .source = &so,
                             .skip_health = getenv("THINIMG_SKIP_HEALTH_CHECKS") != NULL};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         char *end = NULL;
         switch (c) {
-        case OPT_METRICS: o.metrics_listen = optarg; break;
+        case OPT_METRICS:
+            o.metrics_listen = optarg;
+            break;
         case OPT_FQ:
             o.fetch_limit = (int)strtol(optarg, &end, 10);
             if (!*optarg || *end || o.fetch_limit < 1 || o.fetch_limit > 64)
@@ -66,17 +69,25 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
             if (!*optarg || *end || o.unpack_limit < 1 || o.unpack_limit > 16)
                 return cli_usage_error("daemon", "--unpack-queue needs 1..16, not '%s'", optarg);
             break;
-        case OPT_NOPOOL: o.no_pool_setup = true; break;
-        case OPT_WAIT: o.wait_lock = true; break;
+        case OPT_NOPOOL:
+            o.no_pool_setup = true;
+            break;
+        case OPT_WAIT:
+            o.wait_lock = true;
+            break;
         case OPT_MODE: {
             long m = strtol(optarg, &end, 8);
             if (!*optarg || *end || m <= 0 || m > 0777)
-                return cli_usage_error("daemon", "--socket-mode needs an octal mode such as "
-                                                 "0660, not '%s'", optarg);
+                return cli_usage_error("daemon",
+                                       "--socket-mode needs an octal mode such as "
+                                       "0660, not '%s'",
+                                       optarg);
             o.socket_mode = (mode_t)m;
             break;
         }
-        case 'h': usage(stdout); return EXIT_OK;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
         default:
             if (!cli_source_option(c, optarg, &so))
                 return cli_usage_error("daemon", "unknown option");

@@ -46,14 +46,18 @@ int cmd_monitor(struct cli *cli, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         char *end = NULL;
         switch (c) {
-        case OPT_INLINE: o.inline_mode = true; break;
+        case OPT_INLINE:
+            o.inline_mode = true;
+            break;
         case OPT_REFRESH:
             o.refresh_ms = (int)strtol(optarg, &end, 10);
             if (!*optarg || *end || o.refresh_ms < MONITOR_MIN_REFRESH_MS)
                 return cli_usage_error("monitor", "--refresh needs milliseconds >= %d, not '%s'",
                                        MONITOR_MIN_REFRESH_MS, optarg);
             break;
-        case 'h': usage(stdout); return EXIT_OK;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
         default:
             if (!cli_source_option(c, optarg, &so))
                 return cli_usage_error("monitor", "unknown option");

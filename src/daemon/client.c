@@ -101,8 +101,7 @@ int api_call(struct api_client *c, const char *method, const char *path, json_t 
     if (cc != CURLE_OK) {
         buf_free(&resp);
         int r = cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -ECONNREFUSED;
-        return err_set(e, r, "the daemon's socket %s: %s", c->socket_path,
-                       curl_easy_strerror(cc));
+        return err_set(e, r, "the daemon's socket %s: %s", c->socket_path, curl_easy_strerror(cc));
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
     if (reply && resp.len)

@@ -23,14 +23,14 @@
 #include "util/timeutil.h"
 #include "util/version.h"
 
-#define M_RUNS_STARTED "thinimg_fsm_runs_started_total"
-#define M_RUNS_RESUMED "thinimg_fsm_runs_resumed_total"
-#define M_RUNS_FINISHED "thinimg_fsm_runs_finished_total"
-#define M_RUN_SECONDS "thinimg_fsm_run_duration_seconds"
-#define M_TRANSITIONS "thinimg_fsm_transitions_total"
+#define M_RUNS_STARTED       "thinimg_fsm_runs_started_total"
+#define M_RUNS_RESUMED       "thinimg_fsm_runs_resumed_total"
+#define M_RUNS_FINISHED      "thinimg_fsm_runs_finished_total"
+#define M_RUN_SECONDS        "thinimg_fsm_run_duration_seconds"
+#define M_TRANSITIONS        "thinimg_fsm_transitions_total"
 #define M_TRANSITION_SECONDS "thinimg_fsm_transition_duration_seconds"
-#define M_ACTIVE_RUNS "thinimg_fsm_active_runs"
-#define M_QUEUE_RUNS "thinimg_queue_runs"
+#define M_ACTIVE_RUNS        "thinimg_fsm_active_runs"
+#define M_QUEUE_RUNS         "thinimg_queue_runs"
 
 static pthread_mutex_t g_scrape_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -41,17 +41,18 @@ void daemon_metrics_describe(void)
     metrics_describe("thinimg_daemon_start_time_seconds", METRIC_GAUGE,
                      "when the daemon started (Unix time)");
     metrics_describe(M_RUNS_STARTED, METRIC_COUNTER, "runs started, by machine (type/action)");
-    metrics_describe(M_RUNS_RESUMED, METRIC_COUNTER,
-                     "runs resumed after a restart, by machine");
+    metrics_describe(M_RUNS_RESUMED, METRIC_COUNTER, "runs resumed after a restart, by machine");
     metrics_describe(M_RUNS_FINISHED, METRIC_COUNTER, "runs finished, by machine and outcome");
-    metrics_describe_histogram(M_RUN_SECONDS, "run durations from start to finish, by machine "
-                                              "and outcome", NULL, 0);
+    metrics_describe_histogram(M_RUN_SECONDS,
+                               "run durations from start to finish, by machine "
+                               "and outcome",
+                               NULL, 0);
     metrics_describe(M_TRANSITIONS, METRIC_COUNTER,
                      "transition attempts by machine, state and outcome (ok: completed, retry: "
                      "failed and retried, else the halting outcome)");
     metrics_describe_histogram(M_TRANSITION_SECONDS,
-                               "transition attempt durations, by machine, state and outcome",
-                               NULL, 0);
+                               "transition attempt durations, by machine, state and outcome", NULL,
+                               0);
     metrics_describe(M_ACTIVE_RUNS, METRIC_GAUGE,
                      "unfinished runs by machine and status (pending, running)");
     metrics_describe(M_QUEUE_RUNS, METRIC_GAUGE,
@@ -101,7 +102,7 @@ void daemon_metrics_describe(void)
     metrics_describe(METRIC_GC_LAST_RUN, METRIC_GAUGE, "when gc last acted (Unix time)");
 }
 
-/* ---- events ------------------------------------------------------------------------------ */
+/* ---- events ---------------------------------------------------------------------------------- */
 
 void daemon_observer(const struct fsm_event_info *ev, void *ud)
 {
@@ -111,8 +112,12 @@ void daemon_observer(const struct fsm_event_info *ev, void *ud)
     const char *state = ev->run->state ? ev->run->state : "";
     double secs = (double)ev->duration_ms / 1000.0;
     switch (ev->type) {
-    case FSM_EV_START: metrics_counter_add(M_RUNS_STARTED, 1, "machine", machine, NULL); break;
-    case FSM_EV_RESUME: metrics_counter_add(M_RUNS_RESUMED, 1, "machine", machine, NULL); break;
+    case FSM_EV_START:
+        metrics_counter_add(M_RUNS_STARTED, 1, "machine", machine, NULL);
+        break;
+    case FSM_EV_RESUME:
+        metrics_counter_add(M_RUNS_RESUMED, 1, "machine", machine, NULL);
+        break;
     case FSM_EV_COMPLETE:
     case FSM_EV_ERROR: {
         const char *o = ev->type == FSM_EV_COMPLETE ? "ok" : "retry";
@@ -138,7 +143,7 @@ void daemon_observer(const struct fsm_event_info *ev, void *ud)
     }
 }
 
-/* ---- scrape ------------------------------------------------------------------------------ */
+/* ---- scrape ---------------------------------------------------------------------------------- */
 
 #define MAX_GROUPS 64
 struct active_count {
@@ -201,8 +206,7 @@ static void collect_runs(struct daemon *d)
 
 /* SELECT <label>, count, sum ... GROUP BY <label>: gauges per label value. */
 static void collect_grouped(struct db *db, const char *sql, const char *count_name,
-                            const char *bytes_name, const char *label,
-                            const char *const *values)
+                            const char *bytes_name, const char *label, const char *const *values)
 {
     metrics_clear(count_name);
     if (bytes_name)
@@ -216,8 +220,7 @@ static void collect_grouped(struct db *db, const char *sql, const char *count_na
     sqlite3_stmt *st = db_prepare(db, sql);
     while (st && db_step(db, st) == 1) {
         const char *v = (const char *)sqlite3_column_text(st, 0);
-        metrics_gauge_set(count_name, (double)sqlite3_column_int64(st, 1), label, v ? v : "",
-                          NULL);
+        metrics_gauge_set(count_name, (double)sqlite3_column_int64(st, 1), label, v ? v : "", NULL);
         if (bytes_name)
             metrics_gauge_set(bytes_name, (double)sqlite3_column_int64(st, 2), label, v ? v : "",
                               NULL);
@@ -243,8 +246,8 @@ static void collect_tables(struct daemon *d)
     collect_grouped(db,
                     "SELECT state, count(*), coalesce(sum(bytes), 0) FROM layers GROUP BY state",
                     "thinimg_layers", "thinimg_layer_bytes", "state", layer_states);
-    static const char *const image_states[] = {"pending", "fetching", "unpacking", "ready",
-                                               "failed", NULL};
+    static const char *const image_states[] = {"pending", "fetching", "unpacking",
+                                               "ready",   "failed",   NULL};
     collect_grouped(db, "SELECT state, count(*), 0 FROM images GROUP BY state", "thinimg_images",
                     NULL, "state", image_states);
     static const char *const act_states[] = {"creating", "active", "inactive", "failed", NULL};
@@ -254,10 +257,13 @@ static void collect_tables(struct daemon *d)
 
 static void collect_pool(struct daemon *d)
 {
-    static const char *const pool_gauges[] = {
-        "thinimg_pool_data_used_bytes", "thinimg_pool_data_total_bytes",
-        "thinimg_pool_metadata_used_bytes", "thinimg_pool_metadata_total_bytes",
-        "thinimg_pool_mode", "thinimg_pool_needs_check", "thinimg_pool_usable"};
+    static const char *const pool_gauges[] = {"thinimg_pool_data_used_bytes",
+                                              "thinimg_pool_data_total_bytes",
+                                              "thinimg_pool_metadata_used_bytes",
+                                              "thinimg_pool_metadata_total_bytes",
+                                              "thinimg_pool_mode",
+                                              "thinimg_pool_needs_check",
+                                              "thinimg_pool_usable"};
     for (size_t i = 0; i < sizeof(pool_gauges) / sizeof(pool_gauges[0]); i++)
         metrics_clear(pool_gauges[i]);
     struct pool_info info;
@@ -274,8 +280,7 @@ static void collect_pool(struct daemon *d)
         metrics_gauge_set("thinimg_pool_data_used_bytes", (double)s->data_used * block, NULL);
         metrics_gauge_set("thinimg_pool_data_total_bytes", (double)s->data_total * block, NULL);
         /* Metadata blocks are 4 KiB (the kernel's thin-pool status unit). */
-        metrics_gauge_set("thinimg_pool_metadata_used_bytes", (double)s->meta_used * 4096.0,
-                          NULL);
+        metrics_gauge_set("thinimg_pool_metadata_used_bytes", (double)s->meta_used * 4096.0, NULL);
         metrics_gauge_set("thinimg_pool_metadata_total_bytes", (double)s->meta_total * 4096.0,
                           NULL);
         metrics_gauge_set("thinimg_pool_needs_check", s->needs_check ? 1 : 0, NULL);

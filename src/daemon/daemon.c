@@ -27,7 +27,7 @@
 /* How often the signal loop wakes up for periodic work (pool setup retries). */
 #define DAEMON_TICK_MS 1000
 
-/* ---- listening sockets ---------------------------------------------------------------------- */
+/* ---- listening sockets ----------------------------------------------------------------------- */
 
 int daemon_listen_unix(const char *path, mode_t mode, struct err *e)
 {
@@ -39,8 +39,10 @@ int daemon_listen_unix(const char *path, mode_t mode, struct err *e)
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
-            return err_set(e, -EEXIST, "%s exists and is not a socket; remove it or choose "
-                                       "another --socket", path);
+            return err_set(e, -EEXIST,
+                           "%s exists and is not a socket; remove it or choose "
+                           "another --socket",
+                           path);
         /* A socket file: stale when nobody answers on it. */
         int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
@@ -74,8 +76,10 @@ int daemon_listen_tcp(const char *spec, struct err *e)
     const char *colon = spec ? strrchr(spec, ':') : NULL;
     if (!colon || !colon[1] || strlen(colon + 1) >= sizeof(port) ||
         (size_t)(colon - spec) >= sizeof(host))
-        return err_set(e, -EINVAL, "--metrics-listen '%s': expected ADDR:PORT (127.0.0.1:9100, "
-                                   "[::1]:9100, :9100)", spec ? spec : "");
+        return err_set(e, -EINVAL,
+                       "--metrics-listen '%s': expected ADDR:PORT (127.0.0.1:9100, "
+                       "[::1]:9100, :9100)",
+                       spec ? spec : "");
     size_t hl = (size_t)(colon - spec);
     memcpy(host, spec, hl);
     host[hl] = '\0';
@@ -84,7 +88,8 @@ int daemon_listen_tcp(const char *spec, struct err *e)
         host[hl - 2] = '\0';
     }
     snprintf(port, sizeof(port), "%s", colon + 1);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
@@ -92,8 +97,8 @@ int daemon_listen_tcp(const char *spec, struct err *e)
         return err_set(e, -EINVAL, "--metrics-listen '%s': %s", spec, gai_strerror(g));
     int r = -EADDRNOTAVAIL;
     for (struct addrinfo *a = ai; a; a = a->ai_next) {
-        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                        a->ai_protocol);
+        int fd =
+            socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
         if (fd < 0) {
             r = -errno;
             continue;
@@ -111,7 +116,7 @@ int daemon_listen_tcp(const char *spec, struct err *e)
     return err_set(e, r, "--metrics-listen '%s': cannot listen: %s", spec, strerror(-r));
 }
 
-/* ---- systemd readiness (the sd_notify protocol, without libsystemd) ------------------------ */
+/* ---- systemd readiness (the sd_notify protocol, without libsystemd) -------------------------- */
 
 static void notify_systemd(const char *msg)
 {
@@ -158,7 +163,7 @@ static void pool_try(struct daemon *d, bool first)
                  DAEMON_POOL_RETRY_MS / 1000);
 }
 
-/* ---- notification of finished runs (the observer runs on run threads) ---------------------- */
+/* ---- notification of finished runs (the observer runs on run threads) ------------------------ */
 
 static pthread_mutex_t g_notify_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct daemon *g_notify_daemon; /* NULL once the API server is being stopped */
@@ -171,7 +176,7 @@ static void observer(const struct fsm_event_info *ev, void *ud)
     pthread_mutex_unlock(&g_notify_lock);
 }
 
-/* ---- shutdown watchdog ------------------------------------------------------------------------ */
+/* ---- shutdown watchdog ----------------------------------------------------------------------- */
 
 struct watchdog {
     pthread_mutex_t lock;
@@ -292,15 +297,21 @@ static int start(struct daemon *d, struct err *e)
             err_set(e, r, "cannot resume unfinished runs");
     }
     if (r >= 0) {
-        struct http_server_opts so = {.listen_fd = fd, .name = "api", .handler = daemon_route,
-                                      .ctx = d, .run_finished = daemon_run_finished};
+        struct http_server_opts so = {.listen_fd = fd,
+                                      .name = "api",
+                                      .handler = daemon_route,
+                                      .ctx = d,
+                                      .run_finished = daemon_run_finished};
         fd = -1;
         r = http_server_start(&so, &d->api, e);
     }
     if (r >= 0 && mfd >= 0) {
-        struct http_server_opts so = {.listen_fd = mfd, .name = "metrics",
-                                      .handler = daemon_route_metrics, .ctx = d,
-                                      .threads = 1, .job_workers = 1};
+        struct http_server_opts so = {.listen_fd = mfd,
+                                      .name = "metrics",
+                                      .handler = daemon_route_metrics,
+                                      .ctx = d,
+                                      .threads = 1,
+                                      .job_workers = 1};
         mfd = -1;
         r = http_server_start(&so, &d->metrics, e);
     }

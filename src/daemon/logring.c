@@ -82,10 +82,9 @@ json_t *logring_json(struct logring *r, uint64_t since, size_t limit)
         first = last - limit + 1; /* the newest `limit` of them */
     for (uint64_t s = first; s <= last; s++) {
         const struct entry *e = &r->v[(s - 1) % r->cap];
-        json_array_append_new(arr, json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)e->seq,
-                                             "level", names[e->level], "line", e->line));
+        json_array_append_new(arr, json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)e->seq, "level",
+                                             names[e->level], "line", e->line));
     }
     pthread_mutex_unlock(&r->lock);
-    return json_pack("{s:o, s:I}", "lines", arr, "next",
-                     (json_int_t)(last > since ? last : since));
+    return json_pack("{s:o, s:I}", "lines", arr, "next", (json_int_t)(last > since ? last : since));
 }

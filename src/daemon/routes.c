@@ -77,8 +77,8 @@ static json_t *body_object(const struct http_request *rq, struct http_reply *out
     json_error_t je;
     json_t *o = json_loadb(rq->body, rq->body_len, 0, &je);
     if (!o) {
-        http_reply_error(out, 400, "invalid", "malformed JSON: %s (line %d, column %d)",
-                         je.text, je.line, je.column);
+        http_reply_error(out, 400, "invalid", "malformed JSON: %s (line %d, column %d)", je.text,
+                         je.line, je.column);
         return NULL;
     }
     if (!json_is_object(o)) {
@@ -98,8 +98,7 @@ static json_t *body_object(const struct http_request *rq, struct http_reply *out
             for (size_t i = 0; allowed[i]; i++)
                 snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
                          allowed[i]);
-            http_reply_error(out, 400, "invalid", "unknown field \"%s\" (allowed: %s)", key,
-                             list);
+            http_reply_error(out, 400, "invalid", "unknown field \"%s\" (allowed: %s)", key, list);
             json_decref(o);
             return NULL;
         }
@@ -152,7 +151,7 @@ static bool flag_arg(const char *s, bool *out)
     return !strcmp(s, "0") || !strcmp(s, "false");
 }
 
-/* ---- long polls ---------------------------------------------------------------------------- */
+/* ---- long polls ------------------------------------------------------------------------------ */
 
 enum wait_kind { WAIT_RUN, WAIT_PROCESS, WAIT_ACTIVATE };
 
@@ -221,8 +220,8 @@ static void wait_done(void *ud, bool finished, struct http_reply *out)
     }
     finished = finished && rec.status == FSM_RUN_FINISHED;
     if (w->kind == WAIT_RUN) {
-        http_reply_json(out, 200,
-                        json_pack("{s:b, s:o}", "finished", finished, "run", view_run(&rec, false)));
+        http_reply_json(
+            out, 200, json_pack("{s:b, s:o}", "finished", finished, "run", view_run(&rec, false)));
         fsm_run_record_free(&rec);
         return;
     }
@@ -237,8 +236,7 @@ static void wait_done(void *ud, bool finished, struct http_reply *out)
     if (w->kind == WAIT_PROCESS) {
         o = view_process_result(d->ro, &rec, mono_ms() - w->t0);
     } else {
-        o = json_pack("{s:s, s:s}", "run", rec.version.s, "outcome",
-                      fsm_outcome_name(rec.outcome));
+        o = json_pack("{s:s, s:s}", "run", rec.version.s, "outcome", fsm_outcome_name(rec.outcome));
         struct activation_rec a = {0};
         if (imagedb_activation_get(d->ro, rec.resource_id, &a) == 0) {
             json_object_set_new(o, "activation", view_activation(&a));
@@ -314,8 +312,8 @@ static void health_job(struct daemon *d, struct http_reply *out)
     char cursor[4096];
     snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", d->cfg->state_dir);
     /* A report, not a gate: kernel log lines are not marked as seen (the guard does that). */
-    struct health_opts ho = {.cursor_path = cursor, .advance_cursor = false,
-                             .pool = daemon_pool_check, .pool_ud = d};
+    struct health_opts ho = {
+        .cursor_path = cursor, .advance_cursor = false, .pool = daemon_pool_check, .pool_ud = d};
     struct health_report rep;
     int r = health_run(&ho, &rep);
     if (r < 0) {
@@ -366,7 +364,9 @@ static void run_job(void *ud, int cancel_fd, struct http_reply *out)
                                   ri.layers_kept));
         return;
     }
-    case JOB_HEALTH: health_job(j->d, out); return;
+    case JOB_HEALTH:
+        health_job(j->d, out);
+        return;
     }
     if (r == -ECANCELED)
         r = err_set(&e, -ESHUTDOWN, "the daemon is shutting down; nothing was removed");
@@ -402,7 +402,7 @@ static enum http_next reply_list(struct http_reply *out, int r, const char *key,
     return HTTP_DONE;
 }
 
-/* ---- endpoints ----------------------------------------------------------------------------- */
+/* ---- endpoints ------------------------------------------------------------------------------- */
 
 static enum http_next get_version(struct daemon *d, struct http_reply *out)
 {
@@ -410,8 +410,7 @@ static enum http_next get_version(struct daemon *d, struct http_reply *out)
     json_t *o = json_pack("{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:b}", "version", THINIMG_VERSION,
                           "pid", (json_int_t)getpid(), "started_ms", (json_int_t)d->started_ms,
                           "state_dir", d->cfg->state_dir, "db", d->cfg->db_path, "pool",
-                          d->cfg->pool_name, "socket", d->socket_path, "pool_ready",
-                          d->pool_ready);
+                          d->cfg->pool_name, "socket", d->socket_path, "pool_ready", d->pool_ready);
     json_object_set_new(o, "pool_error",
                         d->pool_ready ? json_null() : json_string(err_str(&d->pool_err)));
     pthread_mutex_unlock(&d->pool_lock);
@@ -711,8 +710,8 @@ static bool token_ok(const char *s)
     return true;
 }
 
-static enum http_next runs(struct daemon *d, const struct http_request *rq,
-                           struct http_reply *out, struct http_deferred *def)
+static enum http_next runs(struct daemon *d, const struct http_request *rq, struct http_reply *out,
+                           struct http_deferred *def)
 {
     const char *rest = rq->path + strlen("/v1/runs");
     if (!is(rq, "GET"))
@@ -734,7 +733,8 @@ static enum http_next runs(struct daemon *d, const struct http_request *rq,
         c.arr = json_array();
         int r;
         if (all) {
-            struct fsm_list_filter f = {.include_finished = true, .type = c.type,
+            struct fsm_list_filter f = {.include_finished = true,
+                                        .type = c.type,
                                         .resource_id = c.resource,
                                         .limit = l ? (size_t)lim : API_DEFAULT_RUNS_LIMIT};
             r = fsm_db_list_runs(d->ro, &f, run_one, &c);
@@ -762,8 +762,10 @@ static enum http_next runs(struct daemon *d, const struct http_request *rq,
     struct fsm_run_record rec;
     int r = get_run(d, &v, &rec);
     if (r < 0) {
-        http_reply_errno(out, r, "no run %s (finished runs are pruned after the retention "
-                                 "period)", v.s);
+        http_reply_errno(out, r,
+                         "no run %s (finished runs are pruned after the retention "
+                         "period)",
+                         v.s);
         return HTTP_DONE;
     }
     if (slash) {
@@ -824,19 +826,24 @@ enum http_next daemon_route(void *ctx, const struct http_request *rq, struct htt
         return images(dm, rq, out, d);
     if (under(p, "/v1/runs"))
         return runs(dm, rq, out, d);
-    static const char *const gets[] = {"/v1/version", "/v1/health", "/v1/pool", "/v1/machines",
-                                       "/v1/logs", NULL};
+    static const char *const gets[] = {"/v1/version",  "/v1/health", "/v1/pool",
+                                       "/v1/machines", "/v1/logs",   NULL};
     for (size_t i = 0; gets[i]; i++) {
         if (strcmp(p, gets[i]) != 0)
             continue;
         if (!is(rq, "GET"))
             return not_allowed(rq, out, "GET");
         switch (i) {
-        case 0: return get_version(dm, out);
-        case 1: return defer_job(dm, JOB_HEALTH, NULL, out, d);
-        case 2: return get_pool(dm, out);
-        case 3: return get_machines(dm, out);
-        default: return get_logs(dm, rq, out);
+        case 0:
+            return get_version(dm, out);
+        case 1:
+            return defer_job(dm, JOB_HEALTH, NULL, out, d);
+        case 2:
+            return get_pool(dm, out);
+        case 3:
+            return get_machines(dm, out);
+        default:
+            return get_logs(dm, rq, out);
         }
     }
     http_reply_error(out, 404, "not_found", "no such endpoint: %s %s (see docs/daemon.md)",

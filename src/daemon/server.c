@@ -63,7 +63,7 @@ struct http_server {
     int n_jobs; /* queued or running */
 };
 
-/* ---- replies --------------------------------------------------------------------------- */
+/* ---- replies --------------------------------------------------------------------------------- */
 
 void http_reply_free(struct http_reply *r)
 {
@@ -84,13 +84,13 @@ static void reply_errorv(struct http_reply *out, unsigned status, const char *re
 {
     char msg[ERR_MSG_MAX];
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    http_reply_json(out, status,
-                    json_pack("{s:s, s:i, s:s}", "error", msg, "code", (int)status, "reason",
-                              reason));
+    http_reply_json(
+        out, status,
+        json_pack("{s:s, s:i, s:s}", "error", msg, "code", (int)status, "reason", reason));
 }
 
-void http_reply_error(struct http_reply *out, unsigned status, const char *reason,
-                      const char *fmt, ...)
+void http_reply_error(struct http_reply *out, unsigned status, const char *reason, const char *fmt,
+                      ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -165,7 +165,7 @@ static enum MHD_Result queue_reply(struct MHD_Connection *mhd, struct http_reply
     return ret;
 }
 
-/* ---- deferred replies ---------------------------------------------------------------------- */
+/* ---- deferred replies ------------------------------------------------------------------------ */
 
 static void wake(int fd)
 {
@@ -309,11 +309,11 @@ static void *waiter_main(void *arg)
     return NULL;
 }
 
-/* ---- MHD callbacks ----------------------------------------------------------------------- */
+/* ---- MHD callbacks --------------------------------------------------------------------------- */
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mhd, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
 {
     (void)version;
     struct http_server *s = cls;
@@ -325,8 +325,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mhd, const c
         c->srv = s;
         c->mhd = mhd;
         c->fd = -1;
-        const char *cl = MHD_lookup_connection_value(mhd, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > API_MAX_BODY_BYTES)
             c->too_large = true;
         *con_cls = c;
@@ -436,7 +436,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("http server", "server=%s detail=%s", s->name, msg);
 }
 
-/* ---- life cycle -------------------------------------------------------------------------- */
+/* ---- life cycle ------------------------------------------------------------------------------ */
 
 int http_server_start(const struct http_server_opts *o, struct http_server **out, struct err *e)
 {
@@ -464,10 +464,9 @@ int http_server_start(const struct http_server_opts *o, struct http_server **out
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, o->listen_fd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads > 1 ? threads : 0),
-        MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)HTTP_MAX_CONNECTIONS, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_CONNECTION_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_MAX_CONNECTIONS, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
     if (!s->mhd) {
         close(o->listen_fd);
         http_server_stop(s);

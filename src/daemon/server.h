@@ -57,8 +57,8 @@ const char *http_query(const struct http_request *rq, const char *key);
 
 struct http_reply {
     unsigned status;
-    json_t *json;             /* body, or */
-    char *text;               /* text body (malloc'd) */
+    json_t *json; /* body, or */
+    char *text;   /* text body (malloc'd) */
     size_t text_len;
     const char *content_type; /* for text; default text/plain */
     const char *allow;        /* Allow header (405) */
@@ -71,8 +71,8 @@ void http_reply_errno(struct http_reply *out, int r, const char *fmt, ...)
 /* The same from a struct err (its message; its code, else r). */
 void http_reply_err(struct http_reply *out, int r, const struct err *e);
 /* An error with an explicit status and reason. */
-void http_reply_error(struct http_reply *out, unsigned status, const char *reason,
-                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void http_reply_error(struct http_reply *out, unsigned status, const char *reason, const char *fmt,
+                      ...) __attribute__((format(printf, 4, 5)));
 void http_reply_free(struct http_reply *r);
 
 enum http_next {
@@ -99,13 +99,13 @@ typedef enum http_next (*http_handler_fn)(void *ctx, const struct http_request *
 typedef int (*http_run_finished_fn)(void *ctx, const struct fsm_id *run);
 
 struct http_server_opts {
-    int listen_fd;                 /* bound and listening; owned by the server from now on */
-    const char *name;              /* for logs: "api", "metrics" */
+    int listen_fd;    /* bound and listening; owned by the server from now on */
+    const char *name; /* for logs: "api", "metrics" */
     http_handler_fn handler;
     void *ctx;
     http_run_finished_fn run_finished; /* NULL: HTTP_WAIT is not used */
-    int threads;                   /* 0: HTTP_THREADS */
-    int job_workers;               /* 0: HTTP_JOB_WORKERS; jobs need them */
+    int threads;                       /* 0: HTTP_THREADS */
+    int job_workers;                   /* 0: HTTP_JOB_WORKERS; jobs need them */
 };
 
 int http_server_start(const struct http_server_opts *o, struct http_server **out, struct err *e);

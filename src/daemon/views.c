@@ -169,8 +169,7 @@ json_t *view_event(const struct fsm_event_record *ev)
     json_object_set_new(o, "state", ev->state ? json_string(ev->state) : json_null());
     json_object_set_new(o, "attempt", json_integer(ev->attempt));
     json_object_set_new(o, "outcome",
-                        ev->has_outcome ? json_string(fsm_outcome_name(ev->outcome))
-                                        : json_null());
+                        ev->has_outcome ? json_string(fsm_outcome_name(ev->outcome)) : json_null());
     json_object_set_new(o, "error", ev->error ? json_string(ev->error) : json_null());
     json_object_set_new(o, "ts_ms", json_integer(ev->ts_ms));
     json_object_set_new(o, "response_bytes", json_integer((json_int_t)ev->response_len));
@@ -204,22 +203,21 @@ static json_t *image_layers(struct db *db, int64_t image_id)
 
 json_t *view_image(struct db *db, const struct image_rec *r)
 {
-    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:i, s:i, s:s?, s:s?, s:I, s:I}", "id",
-                          (json_int_t)r->id, "name", r->name, "ref", r->ref, "state", r->state,
-                          "n_layers", r->n_layers, "active_activations", r->n_activations,
-                          "top_chain", r->top_chain, "error", r->error, "created_at_ms",
-                          (json_int_t)r->created_at_ms, "updated_at_ms",
-                          (json_int_t)r->updated_at_ms);
+    json_t *o = json_pack(
+        "{s:I, s:s, s:s, s:s, s:i, s:i, s:s?, s:s?, s:I, s:I}", "id", (json_int_t)r->id, "name",
+        r->name, "ref", r->ref, "state", r->state, "n_layers", r->n_layers, "active_activations",
+        r->n_activations, "top_chain", r->top_chain, "error", r->error, "created_at_ms",
+        (json_int_t)r->created_at_ms, "updated_at_ms", (json_int_t)r->updated_at_ms);
     json_object_set_new(o, "layers", image_layers(db, r->id));
     return o;
 }
 
 json_t *view_activation(const struct activation_rec *a)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:I}", "name", a->name,
-                          "image", a->image_name ? a->image_name : "", "chain_id", a->chain_id,
-                          "state", a->state, "device_path", a->device_path, "pool", a->pool,
-                          "error", a->error, "created_at_ms", (json_int_t)a->created_at_ms);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:I}", "name", a->name, "image",
+                          a->image_name ? a->image_name : "", "chain_id", a->chain_id, "state",
+                          a->state, "device_path", a->device_path, "pool", a->pool, "error",
+                          a->error, "created_at_ms", (json_int_t)a->created_at_ms);
     if (a->dev_id > 0)
         json_object_set_new(o, "device_id", json_integer(a->dev_id));
     return o;
@@ -258,8 +256,7 @@ json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int
     if (image_id && imagedb_image_layers(db, image_id, &v, &n) == 0) {
         for (size_t i = 0; i < n; i++) {
             json_t *l = json_pack("{s:i, s:s?, s:s?, s:s?}", "index", v[i].idx, "location",
-                                  v[i].location, "digest", v[i].digest, "chain_id",
-                                  v[i].chain_id);
+                                  v[i].location, "digest", v[i].digest, "chain_id", v[i].chain_id);
             struct layer_rec lr = {0};
             if (v[i].chain_id && imagedb_layer_get(db, v[i].chain_id, &lr) == 0) {
                 if (lr.dev_id)

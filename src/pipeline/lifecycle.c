@@ -26,11 +26,11 @@
 #include "pipeline/pipeline_internal.h"
 #include "util/log.h"
 
-/* ---- unfinished runs that would be disturbed -------------------------------------------- */
+/* ---- unfinished runs that would be disturbed ------------------------------------------------- */
 
 struct busy_ctx {
-    int64_t image_id;       /* match runs whose request or response names this image */
-    const char *chain_id;   /* or this chain id (unpack runs) */
+    int64_t image_id;     /* match runs whose request or response names this image */
+    const char *chain_id; /* or this chain id (unpack runs) */
     struct fsm_id found;
 };
 
@@ -81,7 +81,7 @@ static int busy_err(struct err *e, const char *what, const char *name, const str
                    what, name, run->s, run->s);
 }
 
-/* ---- deactivate ------------------------------------------------------------------------- */
+/* ---- deactivate ------------------------------------------------------------------------------ */
 
 /* Take dev_id's dm device down (and with delete, delete it from the pool) under the guard. */
 static int device_down(struct pipeline *p, const char *what, const char *name, uint32_t dev_id,
@@ -104,8 +104,8 @@ static int device_down(struct pipeline *p, const char *what, const char *name, u
 
 /* The activation `name`, with no unfinished run working on it: 0 with the lifecycle lock held,
  * its device id and whether it is active; else a negative errno with e (lock not held). */
-static int activation_locked(struct pipeline *p, const char *name, uint32_t *dev_id,
-                             bool *active, struct err *e)
+static int activation_locked(struct pipeline *p, const char *name, uint32_t *dev_id, bool *active,
+                             struct err *e)
 {
     if (!name || !imagedb_name_valid(name))
         return err_set(e, -EINVAL, "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])",
@@ -143,13 +143,12 @@ int pipeline_deactivate(struct pipeline *p, const char *name, int cancel_fd, boo
         err_set(e, r, "cannot record activation %s inactive: %s", name, strerror(-r));
     pthread_mutex_unlock(&p->lifecycle_lock);
     if (r == 0)
-        log_info("activation deactivated", "activation=%s dev_id=%u was_active=%s", name,
-                 dev_id, *was_active ? "yes" : "no");
+        log_info("activation deactivated", "activation=%s dev_id=%u was_active=%s", name, dev_id,
+                 *was_active ? "yes" : "no");
     return r;
 }
 
-int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_fd,
-                               struct err *e)
+int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_fd, struct err *e)
 {
     uint32_t dev_id = 0;
     bool active;
@@ -166,7 +165,7 @@ int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_
     return r;
 }
 
-/* ---- remove an image ---------------------------------------------------------------------- */
+/* ---- remove an image ------------------------------------------------------------------------- */
 
 static int remove_image_locked(struct pipeline *p, const char *image, int cancel_fd,
                                struct pipeline_removed_image *out, struct err *e)

@@ -79,7 +79,7 @@ static void run_from_record(const struct fsm_run_record *r, struct feed_run *o)
     o->finished_ms = r->finished_ms;
 }
 
-/* ---- live ------------------------------------------------------------------------------- */
+/* ---- live ------------------------------------------------------------------------------------ */
 
 static json_t *get(struct feed *f, const char *path, struct err *e)
 {
@@ -172,7 +172,8 @@ static int refresh_live(struct feed *f, struct feed_snapshot *s)
     for (size_t i = 0; i < json_array_size(arr) && s->n_acts < FEED_MAX_ACTS; i++) {
         json_t *a = json_array_get(arr, i);
         struct feed_act *o = &s->acts[s->n_acts++];
-        snprintf(o->name, sizeof(o->name), "%s", json_string_value(json_object_get(a, "name")) ?: "");
+        snprintf(o->name, sizeof(o->name), "%s",
+                 json_string_value(json_object_get(a, "name")) ?: "");
         snprintf(o->image, sizeof(o->image), "%s",
                  json_string_value(json_object_get(a, "image")) ?: "");
         snprintf(o->state, sizeof(o->state), "%s",
@@ -206,7 +207,7 @@ static int refresh_live(struct feed *f, struct feed_snapshot *s)
     return 0;
 }
 
-/* ---- read-only ---------------------------------------------------------------------------- */
+/* ---- read-only ------------------------------------------------------------------------------- */
 
 struct ro_ctx {
     struct feed_snapshot *s;
@@ -244,8 +245,8 @@ static int ro_act(const struct activation_rec *a, void *ud)
 static void refresh_readonly(struct feed *f, struct feed_snapshot *s, const char *why)
 {
     snprintf(s->banner, sizeof(s->banner),
-             "READ-ONLY: %s; showing %s (start `thinimg daemon` to process images from here)",
-             why, f->cfg->db_path);
+             "READ-ONLY: %s; showing %s (start `thinimg daemon` to process images from here)", why,
+             f->cfg->db_path);
     if (!f->ro) {
         struct db_options o = {.readonly = true};
         if (access(f->cfg->db_path, F_OK) != 0 || db_open(f->cfg->db_path, &o, &f->ro, NULL) < 0) {
@@ -331,13 +332,14 @@ size_t feed_logs(struct feed *f, const char **out, size_t max)
 int feed_process(struct feed *f, const char *location, char *run_out, size_t n, struct err *e)
 {
     if (!f->api)
-        return err_set(e, -EROFS, "read-only: no daemon runs, so nothing can be started from "
-                                  "here; start `thinimg daemon` first");
+        return err_set(e, -EROFS,
+                       "read-only: no daemon runs, so nothing can be started from "
+                       "here; start `thinimg daemon` first");
     json_t *body = json_pack("{s:s}", "ref", location);
     long status = 0;
     json_t *reply = NULL;
-    int r = api_call(f->api, "POST", "/v1/process-image", body, FEED_REQUEST_MS, &status, &reply,
-                     e);
+    int r =
+        api_call(f->api, "POST", "/v1/process-image", body, FEED_REQUEST_MS, &status, &reply, e);
     json_decref(body);
     if (r == 0 && status / 100 != 2)
         r = api_reply_error(status, reply, e);
@@ -355,8 +357,8 @@ void feed_catalog_free(struct feed_catalog *c)
     memset(c, 0, sizeof(*c));
 }
 
-void feed_catalog_load(const struct config *cfg, const struct source_options *so,
-                       const char *ref, struct feed_catalog *c)
+void feed_catalog_load(const struct config *cfg, const struct source_options *so, const char *ref,
+                       struct feed_catalog *c)
 {
     feed_catalog_free(c);
     const char *what = ref ? ref : cfg->source;

@@ -26,10 +26,10 @@
 #include "util/config.h"
 #include "util/err.h"
 
-#define FEED_MAX_RUNS 32     /* active runs shown (more are counted) */
-#define FEED_RECENT_RUNS 12  /* recently finished runs shown */
-#define FEED_MAX_ACTS 32
-#define FEED_MAX_LOGS 200    /* log lines kept across refreshes */
+#define FEED_MAX_RUNS    32 /* active runs shown (more are counted) */
+#define FEED_RECENT_RUNS 12 /* recently finished runs shown */
+#define FEED_MAX_ACTS    32
+#define FEED_MAX_LOGS    200 /* log lines kept across refreshes */
 #define FEED_MAX_ENTRIES 512 /* source browser entries */
 /* API requests of the monitor are short reads: a daemon that does not answer this fast is
  * shown as unreachable rather than freezing the screen. */
@@ -52,19 +52,19 @@ struct feed_act {
 };
 
 struct feed_pool {
-    bool known;        /* the pool's status was read */
+    bool known; /* the pool's status was read */
     char name[64];
     char mode[24];
     double data_pct, meta_pct;
     uint64_t data_used, data_total; /* bytes */
     bool usable;
-    char note[256];    /* why unknown, or the refusal when not usable */
+    char note[256]; /* why unknown, or the refusal when not usable */
 };
 
 struct feed_snapshot {
-    bool live;          /* a daemon answers: work can be started */
-    char banner[256];   /* where the data comes from */
-    char error[256];    /* the last refresh's trouble, "" when none */
+    bool live;        /* a daemon answers: work can be started */
+    char banner[256]; /* where the data comes from */
+    char error[256];  /* the last refresh's trouble, "" when none */
     struct feed_run active[FEED_MAX_RUNS];
     size_t n_active, total_active;
     struct feed_run recent[FEED_RECENT_RUNS];
@@ -75,15 +75,15 @@ struct feed_snapshot {
 };
 
 struct feed_entry {
-    char label[128];    /* "golang:5" or an object key */
-    char info[96];      /* "5 layers, 120.3 MiB" */
+    char label[128]; /* "golang:5" or an object key */
+    char info[96];   /* "5 layers, 120.3 MiB" */
     char location[1024];
     bool family;
 };
 
 struct feed_catalog {
-    char source[512];   /* what was listed */
-    char error[256];    /* listing failed: why */
+    char source[512]; /* what was listed */
+    char error[256];  /* listing failed: why */
     struct feed_entry *v;
     size_t n;
 };
@@ -102,6 +102,6 @@ size_t feed_logs(struct feed *f, const char **out, size_t max);
 int feed_process(struct feed *f, const char *location, char *run_out, size_t n, struct err *e);
 
 /* List what is under ref (or the default source when ref is NULL) into c (replacing it). */
-void feed_catalog_load(const struct config *cfg, const struct source_options *so,
-                       const char *ref, struct feed_catalog *c);
+void feed_catalog_load(const struct config *cfg, const struct source_options *so, const char *ref,
+                       struct feed_catalog *c);
 void feed_catalog_free(struct feed_catalog *c);

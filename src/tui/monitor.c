@@ -24,7 +24,7 @@
 #include <term.h>
 
 /* Below this the screens do not fit; the monitor says so instead of drawing garbage. */
-#define MONITOR_MIN_COLS 40
+#define MONITOR_MIN_COLS  40
 #define MONITOR_MIN_LINES 12
 
 enum view { VIEW_DASHBOARD = 0, VIEW_SOURCE };
@@ -40,7 +40,7 @@ struct monitor {
     char status[512];
 };
 
-/* ---- drawing helpers ---------------------------------------------------------------------- */
+/* ---- drawing helpers ------------------------------------------------------------------------- */
 
 static void put(int y, int x, int attr, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void put(int y, int x, int attr, const char *fmt, ...)
@@ -180,8 +180,8 @@ static void draw_dashboard(struct monitor *m)
     allot(avail < 4 ? 4 : avail, want, got);
 
     put(y++, 0, A_BOLD, "ACTIVE RUNS (%zu)", s->total_active);
-    put(y++, 2, A_UNDERLINE, "%-8s %-26s %-16s %-34s %s", "MACHINE", "WHAT", "STATE",
-        "PROGRESS", "ATTEMPT");
+    put(y++, 2, A_UNDERLINE, "%-8s %-26s %-16s %-34s %s", "MACHINE", "WHAT", "STATE", "PROGRESS",
+        "ATTEMPT");
     int rows = got[0] - 1;
     if (s->n_active == 0 && rows > 0) {
         put(y++, 2, 0, "(none)");
@@ -239,7 +239,7 @@ static void draw_dashboard(struct monitor *m)
         put(y++, 2, 0, "%s", logs[i]);
 }
 
-/* ---- the source browser -------------------------------------------------------------------- */
+/* ---- the source browser ---------------------------------------------------------------------- */
 
 static void load_catalog(struct monitor *m)
 {
@@ -298,7 +298,7 @@ static void start_selected(struct monitor *m)
                  "process-image %s started: run %s (see the dashboard, key 1)", en->label, run);
 }
 
-/* ---- frame and keys --------------------------------------------------------------------------- */
+/* ---- frame and keys -------------------------------------------------------------------------- */
 
 static void draw(struct monitor *m)
 {
@@ -339,8 +339,11 @@ static bool on_key(struct monitor *m, int ch, int64_t *next_refresh)
 {
     switch (ch) {
     case 'q':
-    case 'Q': return false;
-    case '1': m->view = VIEW_DASHBOARD; return true;
+    case 'Q':
+        return false;
+    case '1':
+        m->view = VIEW_DASHBOARD;
+        return true;
     case '2':
     case '\t':
         if (m->view == VIEW_SOURCE && ch == '\t') {
@@ -351,8 +354,11 @@ static bool on_key(struct monitor *m, int ch, int64_t *next_refresh)
         if (!m->cat_loaded)
             load_catalog(m);
         return true;
-    case 'r': *next_refresh = 0; return true;
-    default: break;
+    case 'r':
+        *next_refresh = 0;
+        return true;
+    default:
+        break;
     }
     if (m->view != VIEW_SOURCE)
         return true;
@@ -368,11 +374,21 @@ static bool on_key(struct monitor *m, int ch, int64_t *next_refresh)
         if (m->sel + 1 < n)
             m->sel++;
         break;
-    case KEY_PPAGE: m->sel = m->sel > 10 ? m->sel - 10 : 0; break;
-    case KEY_NPAGE: m->sel = n && m->sel + 10 < n ? m->sel + 10 : (n ? n - 1 : 0); break;
-    case KEY_HOME: m->sel = 0; break;
-    case KEY_END: m->sel = n ? n - 1 : 0; break;
-    case 'l': load_catalog(m); break;
+    case KEY_PPAGE:
+        m->sel = m->sel > 10 ? m->sel - 10 : 0;
+        break;
+    case KEY_NPAGE:
+        m->sel = n && m->sel + 10 < n ? m->sel + 10 : (n ? n - 1 : 0);
+        break;
+    case KEY_HOME:
+        m->sel = 0;
+        break;
+    case KEY_END:
+        m->sel = n ? n - 1 : 0;
+        break;
+    case 'l':
+        load_catalog(m);
+        break;
     case '\n':
     case '\r':
     case KEY_ENTER:
@@ -380,7 +396,8 @@ static bool on_key(struct monitor *m, int ch, int64_t *next_refresh)
         start_selected(m);
         *next_refresh = 0;
         break;
-    default: break;
+    default:
+        break;
     }
     return true;
 }

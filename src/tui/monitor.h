@@ -22,14 +22,14 @@
 #include "util/err.h"
 
 #define MONITOR_DEFAULT_REFRESH_MS 1000
-#define MONITOR_MIN_REFRESH_MS 100
+#define MONITOR_MIN_REFRESH_MS     100
 
 struct monitor_opts {
     const struct config *cfg;
     const struct source_options *source; /* for the source browser (may be NULL) */
     const char *browse;                  /* location the source view lists; NULL: cfg->source */
     bool inline_mode;
-    int refresh_ms;                      /* 0: MONITOR_DEFAULT_REFRESH_MS */
+    int refresh_ms; /* 0: MONITOR_DEFAULT_REFRESH_MS */
 };
 
 /* Run until the user quits. 0, or a negative errno with e when the terminal cannot be used. */

@@ -211,7 +211,9 @@ static void update(const char *name, enum metric_type type, double v, va_list ap
             if (v > 0)
                 s->value += v;
             break;
-        case METRIC_GAUGE: s->value = v; break;
+        case METRIC_GAUGE:
+            s->value = v;
+            break;
         case METRIC_HISTOGRAM: {
             size_t i = 0;
             while (i < f->n_bounds && v > f->bounds[i])
@@ -310,8 +312,9 @@ static int render_help(struct buf *out, const struct family *f)
     static const char *const types[] = {"counter", "gauge", "histogram"};
     int r = buf_printf(out, "# HELP %s ", f->name);
     for (const char *p = f->help; r == 0 && *p; p++)
-        r = *p == '\\' ? buf_puts(out, "\\\\") : *p == '\n' ? buf_puts(out, "\\n")
-                                                            : buf_append(out, p, 1);
+        r = *p == '\\'   ? buf_puts(out, "\\\\")
+            : *p == '\n' ? buf_puts(out, "\\n")
+                         : buf_append(out, p, 1);
     if (r == 0)
         r = buf_printf(out, "\n# TYPE %s %s\n", f->name, types[f->type]);
     return r;

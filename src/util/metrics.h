@@ -36,21 +36,23 @@ enum metric_type { METRIC_COUNTER = 0, METRIC_GAUGE, METRIC_HISTOGRAM };
 /* Histogram buckets for durations in seconds: a transition takes milliseconds (check-exists)
  * to many minutes (a large download or extraction under emulation). */
 #define METRICS_DURATION_BUCKETS                                                                   \
-    {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
+    {                                                                                              \
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600            \
+    }
 #define METRICS_MAX_BUCKETS 24
 /* More series than this in one family is a labelling bug (a run id as a label value): further
  * label sets are dropped and counted in thinimg_metrics_dropped_series_total. */
 #define METRICS_MAX_SERIES_PER_FAMILY 512
 
 /* Metric names that more than one module uses. */
-#define METRIC_FETCH_BYTES "thinimg_fetch_bytes_total"   /* bytes downloaded from sources */
-#define METRIC_APPLY_BYTES "thinimg_unpack_applied_bytes_total" /* file bytes written by unpack */
+#define METRIC_FETCH_BYTES   "thinimg_fetch_bytes_total" /* bytes downloaded from sources */
+#define METRIC_APPLY_BYTES   "thinimg_unpack_applied_bytes_total" /* file bytes written by unpack */
 #define METRIC_APPLY_ENTRIES "thinimg_unpack_applied_entries_total"
 /* gc: the gc code bumps these after each run (labels in parentheses). */
-#define METRIC_GC_RUNS "thinimg_gc_runs_total"            /* (mode="dry-run"|"force", result) */
-#define METRIC_GC_REMOVED "thinimg_gc_removed_total"      /* (kind="device"|"mount"|"file"|...) */
+#define METRIC_GC_RUNS        "thinimg_gc_runs_total"    /* (mode="dry-run"|"force", result) */
+#define METRIC_GC_REMOVED     "thinimg_gc_removed_total" /* (kind="device"|"mount"|"file"|...) */
 #define METRIC_GC_FREED_BYTES "thinimg_gc_freed_bytes_total"
-#define METRIC_GC_LAST_RUN "thinimg_gc_last_run_timestamp_seconds" /* gauge, Unix time */
+#define METRIC_GC_LAST_RUN    "thinimg_gc_last_run_timestamp_seconds" /* gauge, Unix time */
 
 /* Set type and help of a family (0, or -EINVAL for a bad name or a type change). buckets:
  * upper bounds, increasing, for histograms (NULL: METRICS_DURATION_BUCKETS). */

@@ -45,15 +45,15 @@ static void test_counter_and_gauge(void **state)
     metrics_gauge_set("t_pool_used_ratio", 0.25, NULL);
     metrics_gauge_set("t_pool_used_ratio", 0.5, NULL);
     double v = 0;
-    assert_int_equal(metrics_get("t_runs_total", &v, "machine", "fetch/fetch-blob", "outcome",
-                                 "ok", NULL),
-                     0);
+    assert_int_equal(
+        metrics_get("t_runs_total", &v, "machine", "fetch/fetch-blob", "outcome", "ok", NULL), 0);
     assert_true(v == 3);
     assert_int_equal(metrics_get("t_runs_total", &v, "machine", "nope", NULL), -ENOENT);
     char *s = render();
-    assert_true(tu_contains(s, "# HELP t_runs_total runs by machine\n# TYPE t_runs_total counter\n"
-                               "t_runs_total{machine=\"fetch/fetch-blob\",outcome=\"ok\"} 3\n"
-                               "t_runs_total{machine=\"unpack/unpack-layer\",outcome=\"abort\"} 1\n"));
+    assert_true(tu_contains(s,
+                            "# HELP t_runs_total runs by machine\n# TYPE t_runs_total counter\n"
+                            "t_runs_total{machine=\"fetch/fetch-blob\",outcome=\"ok\"} 3\n"
+                            "t_runs_total{machine=\"unpack/unpack-layer\",outcome=\"abort\"} 1\n"));
     assert_true(tu_contains(s, "# TYPE t_pool_used_ratio gauge\nt_pool_used_ratio 0.5\n"));
     free(s);
     metrics_clear("t_runs_total");
@@ -100,7 +100,7 @@ static void test_escaping_and_names(void **state)
     assert_int_equal(metrics_describe("9bad", METRIC_COUNTER, "x"), -EINVAL);
     assert_int_equal(metrics_describe("bad-name", METRIC_COUNTER, "x"), -EINVAL);
     assert_int_equal(metrics_describe("t_esc", METRIC_COUNTER, "x"), -EINVAL); /* type change */
-    metrics_counter_add("t_esc", 1, NULL); /* wrong type: ignored */
+    metrics_counter_add("t_esc", 1, NULL);                 /* wrong type: ignored */
     metrics_gauge_set("t_lbl", 1, "bad-label", "x", NULL); /* bad label name: ignored */
     double v;
     assert_int_equal(metrics_get("t_lbl", &v, NULL), -ENOENT);
