@@ -37,6 +37,7 @@ mkdir -p "$W/slow"
 cp "$EX/images/busybox/1.tar" "$W/slow/slow.tar"
 cp "$EX/images/busybox/1.tar" "$W/slow/slow2.tar"
 cp "$EX/images/busybox/1.tar" "$W/slow/slow3.tar"
+cp "$EX/images/busybox/1.tar" "$W/slow/slow4.tar"
 $CLIENTS slowserve "$W/slow" "$W/port" 350000 &
 SLOW_PID=$!
 wait_for test -s "$W/port" || fail "slow server did not start"
@@ -216,6 +217,23 @@ check_cli 2 "thinimg: deactivate: invalid activation name 'a/b'" deactivate a/b
 check_cli 4 "thinimg: remove: no activation or image named 'nope'" remove nope
 check_cli 4 "thinimg: activate: no image 'nope'" activate nope
 check_cli 4 "thinimg: process-image: " process-image "dir:$W/nothing-here/"
+# Ctrl-C while waiting for the daemon: exit 130, the run goes on there
+$T process-image "$SLOW/slow4.tar" >"$W/int.out" 2>"$W/int.err" &
+CLI=$!
+wait_for grep -q 'slow4.tar' "$DLOG" || fail "the CLI's request did not reach the daemon"
+sleep 0.5
+kill -INT $CLI
+set +e
+wait $CLI
+rc=$?
+set -e
+assert_eq "$rc" 130 "Ctrl-C while waiting for the daemon"
+assert_contains "$(cat "$W/int.err")" "interrupted; run " "Ctrl-C message"
+assert_contains "$(cat "$W/int.err")" "goes on in the daemon" "Ctrl-C message"
+INTRUN=$(sed -n 's/.*interrupted; run \([0-9A-Z]*\) goes on.*/\1/p' "$W/int.err")
+assert_eq "$(api GET "/v1/runs/$INTRUN/wait?timeout=60")" 200 "the run after Ctrl-C"
+assert_eq "$(j .finished)" true "the run went on in the daemon and finished"
+pass "Ctrl-C while the CLI waits for the daemon: exit 130, the run goes on and finishes there"
 # removing an image through the daemon
 assert_eq "$($T remove --image busybox-extra:3)" "image busybox-extra:3 removed (1 layer device deleted, 2 shared or kept)" "remove --image"
 assert_eq "$(api GET /v1/images/busybox-extra:3)" 404 "image gone"
@@ -237,7 +255,7 @@ f1=$(get "$W/m1.txt" thinimg_fsm_runs_finished_total machine=fetch/fetch-blob ou
 [ "$b1" -ge $((2 * $(stat -c %s "$EX/images/busybox/1.tar"))) ] || fail "fetched bytes $b1 too low"
 [ "$r1" -ge 4 ] || fail "process runs started: $r1"
 [ "$f1" -ge 7 ] || fail "fetch runs finished ok: $f1"
-assert_eq "$(get "$W/m1.txt" thinimg_images state=failed)" 3 "images failed gauge (busybox, slow, slow3)"
+assert_eq "$(get "$W/m1.txt" thinimg_images state=failed)" 4 "images failed gauge (busybox, slow, slow3, slow4)"
 assert_eq "$(get "$W/m1.txt" thinimg_health_check check=pool)" 2 "health check gauge"
 assert_eq "$(get "$W/m1.txt" thinimg_pool_up)" 0 "pool_up"
 n=$(grep -c '^thinimg_fsm_transition_duration_seconds_bucket{machine="fetch/fetch-blob",state="download",outcome="ok",le=' "$W/m1.txt")

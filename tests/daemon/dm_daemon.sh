@@ -68,9 +68,12 @@ pass "process-image through the daemon: $DEV; pool, activations and metrics from
 
 # the monitor on a real pool (a capture for docs/daemon.md)
 if command -v tmux >/dev/null; then
+    # tmux's socket on the guest tmpfs: /tmp is the host's 9p share, where sockets do not work.
+    export TMUX_TMPDIR=$W
     TM="tmux -L thinimg-dm-$$"
     $TM -f /dev/null new-session -d -s mon -x 110 -y 30 \
-        "env THINIMG_STATE_DIR=$THINIMG_STATE_DIR THINIMG_POOL=$POOL TERM=screen $BIN monitor --inline"
+        "env THINIMG_STATE_DIR=$THINIMG_STATE_DIR THINIMG_POOL=$POOL TERM=screen $BIN monitor --inline" ||
+        fail "tmux did not start"
     for _ in $(seq 1 100); do
         $TM capture-pane -p -t mon | grep -q "busybox-3 " && break
         sleep 0.2
