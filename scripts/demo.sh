@@ -19,8 +19,8 @@ if [ "${1:-}" = "--inside" ]; then
     echo "== thinimg setup-pool (1 GiB loop-backed pool under $STATE/pool)"
     "$BIN" setup-pool --data-size 1G
     echo
-    echo "== thinimg process-image dir:$EX/images/busybox/"
-    "$BIN" process-image "dir:$EX/images/busybox/"
+    echo "== thinimg process-image --device-size 1G dir:$EX/images/busybox/"
+    "$BIN" process-image --device-size 1G "dir:$EX/images/busybox/"
     echo
     echo "== the same again (already active: no device work)"
     "$BIN" process-image "dir:$EX/images/busybox/"
