@@ -3,9 +3,6 @@
  * machine's queue (durable: a killed fetch resumes where it stopped on the next start),
  * validate, and print each layer's digest. Progress goes to stderr (a bar on a terminal).
  */
-/* Built once the FSM engine and the archive module have landed (their implementation
- * headers are the witness); until then the weak placeholder / an empty test stands in. */
-#if __has_include("archive/limits.h") && __has_include("fsm/fsm_internal.h")
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -363,4 +360,3 @@ out:
     image_ref_free(&ref);
     return rc;
 }
-#endif

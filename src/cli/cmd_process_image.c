@@ -181,7 +181,7 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
     if (r < 0)
         return cli_fail("process-image", r, &e);
     struct fsm_id run;
-    r = pipeline_start_process(env.p, ref, name, &run, &e);
+    r = pipeline_start_process(env.p, ref, name, ro.device_bytes, &run, &e);
     if (r < 0) {
         run_env_close(&env);
         return cli_fail("process-image", r, &e);

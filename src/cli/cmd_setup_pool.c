@@ -77,7 +77,7 @@ int cmd_setup_pool(struct cli *cli, int argc, char **argv)
             pc.metadata_bytes = v;
             break;
         case OPT_BLOCK:
-            if (parse_size(optarg, &v) < 0 || v % (64 * 1024) || v == 0 ||
+            if (parse_size(optarg, &v) < 0 || v % (64ull * 1024) || v == 0 ||
                 v / DM_SECTOR_SIZE > POOL_BLOCK_SECTORS_MAX)
                 return cli_usage_error("setup-pool",
                                        "invalid --block-size '%s' (a multiple of 64K, at most 1G)",

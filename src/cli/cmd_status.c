@@ -34,6 +34,7 @@ static void usage(void)
 
 struct dev_line {
     char id[16], name[DM_NAME_MAX + 1], kind[16], state[16], size[32], origin[16];
+    uint32_t id_num, origin_num; /* 0: none (unknown device / no origin) */
     bool active;
 };
 
@@ -88,6 +89,8 @@ int cmd_status(struct cli *cli, int argc, char **argv)
     for (size_t i = 0; i < nrows; i++) {
         struct dev_line *l = &lines[nlines++];
         snprintf(l->id, sizeof(l->id), "%u", rows[i].id);
+        l->id_num = rows[i].id;
+        l->origin_num = rows[i].origin_id;
         snprintf(l->name, sizeof(l->name), "%s", rows[i].name);
         snprintf(l->kind, sizeof(l->kind), "%s", thin_kind_db_name(rows[i].kind));
         snprintf(l->state, sizeof(l->state), "%s", rows[i].state);
@@ -128,11 +131,11 @@ int cmd_status(struct cli *cli, int argc, char **argv)
             json_t *d =
                 json_pack("{s:s, s:s, s:s, s:b}", "name", lines[i].name, "kind", lines[i].kind,
                           "state", lines[i].state, "active", lines[i].active);
-            json_object_set_new(
-                d, "id", lines[i].id[0] == '-' ? json_null() : json_integer(atoll(lines[i].id)));
+            json_object_set_new(d, "id",
+                                lines[i].id_num ? json_integer(lines[i].id_num) : json_null());
             json_object_set_new(d, "origin_id",
-                                lines[i].origin[0] ? json_integer(atoll(lines[i].origin))
-                                                   : json_null());
+                                lines[i].origin_num ? json_integer(lines[i].origin_num)
+                                                    : json_null());
             if (i < nrows)
                 json_object_set_new(d, "size_bytes", json_integer((json_int_t)rows[i].size_bytes));
             json_array_append_new(arr, d);

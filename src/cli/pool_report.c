@@ -66,8 +66,8 @@ json_t *pool_report_json(const struct pool_info *i, const struct err *health)
                           i->name, "action", pool_action_name(i->action), "active", i->active,
                           "origin", i->origin, "data_dev", i->data_dev, "data_file", i->data_file,
                           "metadata_dev", i->metadata_dev, "metadata_file", i->metadata_file,
-                          "length_bytes", (json_int_t)(i->length_sectors * 512), "block_bytes",
-                          (json_int_t)(i->table.block_sectors * 512), "low_water_blocks",
+                          "length_bytes", (json_int_t)i->length_sectors * 512, "block_bytes",
+                          (json_int_t)i->table.block_sectors * 512, "low_water_blocks",
                           (json_int_t)i->table.low_water_blocks, "features", feats);
     json_object_set_new(o, "mode", json_string(pool_mode_name(s->mode)));
     if (s->mode != POOL_MODE_FAIL && s->mode != POOL_MODE_ERROR) {

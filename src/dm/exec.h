@@ -11,7 +11,7 @@
 #include "util/err.h"
 
 /* More output than this from mkfs or thin_ls means something is wrong; keep the head. */
-#define DM_EXEC_OUTPUT_MAX (1024 * 1024)
+#define DM_EXEC_OUTPUT_MAX ((size_t)1 << 20)
 
 /* Runs argv[0] (looked up in PATH). Returns the exit status (0..255), 128+signal when killed,
  * -ETIMEDOUT after timeout_ms (the process group is killed), or a negative errno when it could

@@ -126,6 +126,8 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
 {
     if (!spec || !spec->device || !spec->mountpoint || !fn)
         return err_set(e, -EINVAL, "mount_run: device, mountpoint and function are required");
+    if (result)
+        buf_free(result);
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return err_set(e, neg_errno(), "pipe: %s", strerror(errno));
@@ -172,10 +174,9 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
         if (r == 0) {
             tmp.len = rl;
             tmp.data[rl] = '\0';
-            if (result) {
-                buf_free(result);
+            if (result)
                 *result = tmp;
-            } else
+            else
                 buf_free(&tmp);
         } else
             buf_free(&tmp);

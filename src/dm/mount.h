@@ -30,7 +30,7 @@
 #include "util/err.h"
 
 /* More result bytes than this from a mount function is a bug; the parent stops reading. */
-#define MOUNT_RESULT_MAX (16u * 1024 * 1024)
+#define MOUNT_RESULT_MAX ((uint64_t)16 << 20)
 
 /* The function run on the mounted file system. Return 0 or a negative errno; fill out (bytes
  * for the parent) and e (message). */
@@ -54,6 +54,7 @@ struct mount_spec {
 };
 
 /* Returns fn's result (0 or negative errno) or the child's own failure (mount, unmount,
- * timeout, crash). result (may be NULL) gets fn's bytes. */
+ * timeout, crash). result (may be NULL; initialized, e.g. BUF_INIT) is emptied, then gets
+ * fn's bytes; the caller frees it with buf_free(). */
 int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *result,
               struct err *e);

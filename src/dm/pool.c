@@ -139,9 +139,8 @@ static int row_put(struct db *db, const char *name, const struct pool_row *p)
 static void dev_and_file(const char *majmin, char *dev, size_t dn, char *file, size_t fn)
 {
     dev[0] = file[0] = '\0';
-    if (majmin[0] == '/')
-        snprintf(dev, dn, "%s", majmin);
-    else if (block_dev_path(majmin, dev, dn) < 0)
+    /* A path as is; "major:minor" resolved to its node when sysfs knows it. */
+    if (majmin[0] == '/' || block_dev_path(majmin, dev, dn) < 0)
         snprintf(dev, dn, "%s", majmin);
     if (loop_backing_file(dev, file, fn) < 0)
         file[0] = '\0';

@@ -30,6 +30,7 @@
 
 #include "fsm/fsm_internal.h"
 #include "util/cleanup.h"
+#include "util/fault.h"
 #include "util/log.h"
 #include "util/timeutil.h"
 
@@ -467,7 +468,16 @@ static enum step_next run_one_attempt(struct fsm_run *r)
     set_live(r, state, r->attempt, p->attempt_timeout_ms ? t0 + p->attempt_timeout_ms : 0);
     drop_step(r);
     log_debug("transition attempt", "attempt=%u", r->attempt);
+    /* Crash-test hooks (util/fault.h): "<type>.<transition>.start" before the work and
+     * "<type>.<transition>.end" after it, before its checkpoint is committed. */
+    char fault[160];
+    snprintf(fault, sizeof(fault), "%s.%s.start", r->machine->def.type, state);
+    fault_point(fault);
     struct fsm_result res = t->fn(r, r->machine->def.ud);
+    if (res.outcome == FSM_OK || res.outcome == FSM_HANDOFF) {
+        snprintf(fault, sizeof(fault), "%s.%s.end", r->machine->def.type, state);
+        fault_point(fault);
+    }
     int64_t dur = mono_ms() - t0;
     res.message[sizeof(res.message) - 1] = '\0';
 

@@ -413,7 +413,7 @@ int health_run(const struct health_opts *o, struct health_report *out)
     pthread_t th[ARRAY_SIZE(kinds)];
     bool started[ARRAY_SIZE(kinds)] = {0};
     for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
-        if (kinds[i].kind == CK_POOL && !o->pool)
+        if ((kinds[i].kind == CK_POOL && !o->pool) || (kinds[i].kind == CK_KMSG && o->skip_kmsg))
             continue;
         ctx[i] = calloc(1, sizeof(*ctx[i]));
         if (!ctx[i])

@@ -64,6 +64,7 @@ struct health_opts {
     health_pool_fn pool;     /* NULL = no pool check */
     void *pool_ud;
     bool advance_cursor;     /* false: report without consuming kmsg lines (status displays) */
+    bool skip_kmsg;          /* gc: past kernel messages must not block the cleanup they ask for */
 };
 
 /* Run every check. Returns 0 (the report says whether healthy) or -ENOMEM. */

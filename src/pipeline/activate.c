@@ -170,6 +170,25 @@ static struct fsm_result t_check_snapshot(struct fsm_run *run, void *ud)
     return fsm_ok();
 }
 
+/* Does an activation or a layer record this device? */
+static bool device_in_use(struct db *db, const char *pool, uint32_t id)
+{
+    db_lock(db);
+    sqlite3_stmt *st = db_prepare(db, "SELECT (SELECT count(*) FROM activations WHERE pool = ?1"
+                                      " AND dev_id = ?2) + (SELECT count(*) FROM layers WHERE"
+                                      " pool = ?1 AND dev_id = ?2)");
+    bool used = true; /* on doubt: in use */
+    if (st) {
+        db_bind_text(st, 1, pool);
+        db_bind_i64(st, 2, id);
+        if (db_step(db, st) == 1)
+            used = sqlite3_column_int(st, 0) > 0;
+        db_done(st);
+    }
+    db_unlock(db);
+    return used;
+}
+
 static struct fsm_result t_create_snapshot(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
@@ -191,9 +210,22 @@ static struct fsm_result t_create_snapshot(struct fsm_run *run, void *ud)
             r = err_set(&e, -ENOENT, "top layer %.19s is not recorded", q.chain_id);
         uint32_t origin = (uint32_t)l.dev_id;
         layer_rec_free(&l);
+        /* An earlier attempt of this transition may have taken the snapshot and died before
+         * its checkpoint: the device is ours (same name, same origin, no activation uses it).
+         * create_snap is atomic and nothing has written to it, so it is taken over. */
+        char first[DM_NAME_MAX + 1];
+        struct thin_dev held;
+        if (r == 0 && dm_name_format(first, sizeof(first), p->cfg.pool_name, DM_KIND_ACTIVATION,
+                                     q.name) == 0 &&
+            thin_find_by_name(p->db, first, &held) == 0 && !strcmp(held.state, "ready") &&
+            held.origin_id == origin && !device_in_use(p->db, p->cfg.pool_name, held.id)) {
+            s.dev_id = held.id;
+            log_info("taking over the snapshot of an interrupted attempt", "activation=%s "
+                     "dev_id=%u", q.name, held.id);
+        }
         /* "<name>" may still be held by an older failed device that gc has not removed. */
         char suffix[96] = "";
-        for (int gen = 1; r == 0 && !suffix[0]; gen++) {
+        for (int gen = 1; r == 0 && !s.dev_id && !suffix[0]; gen++) {
             if (gen > ACTIVATE_NAME_GENERATIONS) {
                 r = err_set(&e, -EEXIST, "names %s .. %s.%d are all held by old devices; run "
                             "`thinimg gc --force`", q.name, q.name, ACTIVATE_NAME_GENERATIONS);
@@ -209,11 +241,11 @@ static struct fsm_result t_create_snapshot(struct fsm_run *run, void *ud)
                 err_set(&e, r, "activation name %s does not fit a device name", q.name);
                 break;
             }
-            struct thin_dev held;
-            if (thin_find_by_name(p->db, dmname, &held) < 0 || !strcmp(held.state, "deleted"))
+            struct thin_dev other;
+            if (thin_find_by_name(p->db, dmname, &other) < 0 || !strcmp(other.state, "deleted"))
                 snprintf(suffix, sizeof(suffix), "%s", cand);
         }
-        if (r == 0) {
+        if (r == 0 && !s.dev_id) {
             struct thin_spec spec = {.kind = THIN_KIND_ACTIVATION, .name_suffix = suffix};
             r = thin_snapshot(p->db, p->cfg.pool_name, origin, &spec, &s.dev_id, &e);
         }

@@ -7,9 +7,6 @@
  * fsm_run_response() (the last checkpoint), so a resumed run continues from what was
  * committed, never from memory.
  */
-/* Built once the FSM engine and the archive module have landed (their implementation
- * headers are the witness); until then the weak placeholder / an empty test stands in. */
-#if __has_include("archive/limits.h") && __has_include("fsm/fsm_internal.h")
 #include "pipeline/fetch.h"
 
 #include <errno.h>
@@ -1127,4 +1124,3 @@ int fetch_register(struct fsm_manager *m, const struct fetch_config *cfg,
     *ctx = c;
     return 0;
 }
-#endif

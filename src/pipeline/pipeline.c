@@ -181,7 +181,7 @@ int pipeline_find_run(struct pipeline *p, const char *type, const char *resource
 /* ---- unpack chains ------------------------------------------------------------------------ */
 
 int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fsm_id *parent,
-                           struct fsm_id *top, struct err *e)
+                           uint64_t device_bytes, struct fsm_id *top, struct err *e)
 {
     memset(top, 0, sizeof(*top));
     struct image_layer_rec *v = NULL;
@@ -214,6 +214,8 @@ int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fs
         r = pipeline_blob_path(p, v[i].digest, blob, sizeof(blob));
         if (r == 0)
             json_object_set_new(req, "blob_path", json_string(blob));
+        if (device_bytes)
+            json_object_set_new(req, "device_bytes", json_integer((json_int_t)device_bytes));
         int64_t entries = -1;
         if (pipeline_blob_entries(p, v[i].digest, &entries) == 0 && entries >= 0)
             json_object_set_new(req, "expected_entries", json_integer(entries));

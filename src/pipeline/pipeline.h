@@ -65,9 +65,10 @@ struct fsm_manager *pipeline_manager(struct pipeline *p);
 struct guard *pipeline_guard(struct pipeline *p);
 
 /* Start (or join the active run of) process-image for ref. activation: the activation's name,
- * NULL for the image's default name. */
+ * NULL for the image's default name. device_bytes: virtual size of new base layer devices, 0 for
+ * the pipeline's default; it is recorded with the run, so a resumed run uses the same. */
 int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
-                           struct fsm_id *run, struct err *e);
+                           uint64_t device_bytes, struct fsm_id *run, struct err *e);
 /* Start (or join) an activation of an already processed image. */
 int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
                             struct fsm_id *run, struct err *e);

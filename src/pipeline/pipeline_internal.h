@@ -24,7 +24,7 @@ struct pipeline {
 /* Start the unpack run of each chain of image_id bottom-up (or find the active one), chaining
  * them with run-after. *top gets the run of the top chain (zero if every layer is ready). */
 int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fsm_id *parent,
-                           struct fsm_id *top, struct err *e);
+                           uint64_t device_bytes, struct fsm_id *top, struct err *e);
 
 /* Wait for a child run while honouring the waiter's cancellation. Returns 0 with the outcome,
  * or -ECANCELED when run was cancelled/shut down first. */

@@ -18,7 +18,7 @@
  * (after a crash the transition runs again), so nothing is fetched or unpacked twice.
  *
  * Request (JSON): {"ref": REF as typed, "location": REF expanded to a full location,
- *                  "activation": name or null}
+ *                  "activation": name or null, "device_bytes": size of new base devices}
  * Response (JSON): {"image_id", "name", "canonical", "activation", "locations": [...],
  *                   "device_path", "dev_id"}
  */
@@ -300,7 +300,11 @@ static struct fsm_result t_unpack(struct fsm_run *run, void *ud)
     fsm_run_info(run, &info);
     struct fsm_id top;
     struct err e = {0};
-    int r = pipeline_start_unpacks(p, image_id, &info.version, &top, &e);
+    json_t *req = req_load(run);
+    uint64_t device_bytes = req ? (uint64_t)json_integer_value(json_object_get(req, "device_bytes"))
+                                : 0;
+    json_decref(req);
+    int r = pipeline_start_unpacks(p, image_id, &info.version, device_bytes, &top, &e);
     if (r < 0)
         return fsm_retry("%s", err_str(&e));
     if (fsm_id_is_zero(&top))
@@ -445,7 +449,7 @@ static int ref_expand(const char *ref, const char *default_source, char **out, s
 }
 
 int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
-                           struct fsm_id *run, struct err *e)
+                           uint64_t device_bytes, struct fsm_id *run, struct err *e)
 {
     if (activation && !imagedb_name_valid(activation))
         return err_set(e, -EINVAL,
@@ -454,8 +458,9 @@ int pipeline_start_process(struct pipeline *p, const char *ref, const char *acti
     int r = ref_expand(ref, p->cfg.source, &loc, e);
     if (r < 0)
         return r;
-    json_t *req = json_pack("{s:s, s:s, s:s?}", "ref", ref, "location", loc, "activation",
-                            activation);
+    json_t *req = json_pack("{s:s, s:s, s:s?, s:I}", "ref", ref, "location", loc, "activation",
+                            activation, "device_bytes",
+                            (json_int_t)(device_bytes ? device_bytes : p->device_bytes));
     char *txt = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     struct fsm_start_opts so = {0};

@@ -26,7 +26,7 @@
  * is unmounted, removed or deleted on that path.
  *
  * Request (JSON): {"chain_id", "parent_chain"|null, "digest", "blob_path", "depth",
- *                  "expected_entries"|null}
+ *                  "expected_entries"|null, "device_bytes"|0}
  * Response (JSON): {"dev_id", "device_path", "entries", "bytes"}
  */
 #include <errno.h>
@@ -55,6 +55,7 @@ struct unpack_req {
     char blob_path[4096];
     int depth;
     int64_t expected_entries; /* -1 when unknown */
+    uint64_t device_bytes;    /* virtual size of a new base device (0: the pipeline default) */
 };
 
 struct unpack_resp {
@@ -87,6 +88,7 @@ static int req_parse(struct fsm_run *run, struct unpack_req *q)
         snprintf(q->blob_path, sizeof(q->blob_path), "%s", blob);
         q->depth = (int)json_integer_value(json_object_get(o, "depth"));
         q->expected_entries = json_is_integer(exp) ? json_integer_value(exp) : -1;
+        q->device_bytes = (uint64_t)json_integer_value(json_object_get(o, "device_bytes"));
     }
     json_decref(o);
     return r;
@@ -221,7 +223,8 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     }
 
     struct unpack_resp s = {.entries = -1, .bytes = -1};
-    struct thin_spec spec = {.kind = THIN_KIND_LAYER, .size_bytes = p->device_bytes};
+    struct thin_spec spec = {.kind = THIN_KIND_LAYER,
+                             .size_bytes = q.device_bytes ? q.device_bytes : p->device_bytes};
     if (!q.parent_chain[0]) {
         r = thin_create(p->db, p->cfg.pool_name, &spec, &s.dev_id, &e);
     } else {

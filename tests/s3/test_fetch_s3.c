@@ -9,9 +9,6 @@
  *  - two keys with identical bytes are stored once;
  *  - 404 (exit 4), 403 (exit 1, says what to do), not an image layer (exit 6).
  */
-/* Built once the FSM engine and the archive module have landed (their implementation
- * headers are the witness); until then the weak placeholder / an empty test stands in. */
-#if __has_include("archive/limits.h") && __has_include("fsm/fsm_internal.h")
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -448,11 +445,3 @@ int main(void)
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
-#else
-#include <stdio.h>
-int main(void)
-{
-    printf("%s: skipped: the FSM engine or the archive module is not in this build\n", __FILE__);
-    return 0;
-}
-#endif

@@ -6,9 +6,6 @@
  * once, a second fetch hands off, a corrupted store file and a changed source are fetched
  * again. Blobs come from tests/s3/make_blobs.py.
  */
-/* Built once the FSM engine and the archive module have landed (their implementation
- * headers are the witness); until then the weak placeholder / an empty test stands in. */
-#if __has_include("archive/limits.h") && __has_include("fsm/fsm_internal.h")
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -378,11 +375,3 @@ int main(void)
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
-#else
-#include <stdio.h>
-int main(void)
-{
-    printf("%s: skipped: the FSM engine or the archive module is not in this build\n", __FILE__);
-    return 0;
-}
-#endif

@@ -1,0 +1,216 @@
+/*
+ * cmd_gc.c: `thinimg gc`: find every orphan (dry run, the default) and, with --force, remove
+ * them safely: under the process lock, after the health checks, unmount -> remove -> delete,
+ * each kernel operation with a timeout, skipping whatever is mounted or open.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/table.h"
+#include "guard/health.h"
+#include "guard/lock.h"
+#include "pipeline/gc.h"
+#include "util/defaults.h"
+#include "util/timeutil.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: thinimg gc [--dry-run | --force] [OPTIONS]\n"
+            "\n"
+            "Find what failed or interrupted work left behind and, with --force, remove it:\n"
+            "devices left `creating` or recorded failed, devices nothing uses, thin ids in the\n"
+            "pool the database does not know, stale mounts, partial downloads and temp files no\n"
+            "run owns, locks of dead processes, and (with --blobs) blobs no image uses.\n"
+            "Devices that are mounted or open are skipped, never forced.\n"
+            "\n"
+            "  --dry-run          list only (the default)\n"
+            "  --force            remove: takes the process lock and runs the health checks;\n"
+            "                     unmount -> remove -> pool delete, each with a timeout\n"
+            "  --ignore-lock      act even while another thinimg holds the lock (dangerous:\n"
+            "                     its in-flight devices look like orphans)\n"
+            "  --blobs            also delete blobs no image uses\n"
+            "  --include-foreign  also delete unknown thin ids in a pool thinimg did not create\n"
+            "  --history-days N   prune finished runs older than N days (default %d)\n"
+            "  --timeout S        per kernel operation (default %d)\n"
+            "  --json             machine-readable report\n"
+            "\n"
+            "Exit codes: 0 nothing failed, 1 an operation failed or timed out, 3 unhealthy\n"
+            "(refused), 5 locked by another thinimg.\n",
+            DEFAULT_HISTORY_RETENTION_DAYS, GC_OP_TIMEOUT_MS / 1000);
+}
+
+static json_t *report_json(const struct gc_report *r, bool applied)
+{
+    json_t *items = json_array();
+    for (size_t i = 0; i < r->n; i++) {
+        const struct gc_item *it = &r->items[i];
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:I}", "kind",
+                              gc_kind_name(it->kind), "what", it->what, "reason", it->reason,
+                              "action", it->action, "removable", it->removable, "active",
+                              it->active, "in_pool", it->in_pool, "bytes", (json_int_t)it->bytes);
+        if (it->dev_id)
+            json_object_set_new(o, "device_id", json_integer(it->dev_id));
+        if (applied && it->removable) {
+            json_object_set_new(o, "result", json_string(gc_result_name(it->result)));
+            json_object_set_new(o, "detail", json_string(it->detail));
+        }
+        json_array_append_new(items, o);
+    }
+    char summary[256];
+    gc_report_summary(r, summary, sizeof(summary));
+    json_t *o = json_pack("{s:s, s:b, s:s, s:o}", "mode", applied ? "force" : "dry-run",
+                          "pool_examined", r->pool_active, "summary", summary, "orphans", items);
+    if (r->pool_note[0])
+        json_object_set_new(o, "note", json_string(r->pool_note));
+    if (applied)
+        json_object_set_new(o, "pruned_runs", json_integer(r->pruned_runs));
+    return o;
+}
+
+static void report_print(const struct gc_report *r, bool applied)
+{
+    if (r->pool_note[0])
+        printf("note: %s\n", r->pool_note);
+    if (r->n == 0) {
+        printf("nothing to collect\n");
+        return;
+    }
+    struct table t = TABLE_INIT;
+    if (applied)
+        table_header(&t, "KIND", "WHAT", "RESULT", "DETAIL", NULL);
+    else
+        table_header(&t, "KIND", "WHAT", "REASON", "ACTION", NULL);
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        const struct gc_item *it = &r->items[i];
+        if (applied)
+            table_row(&t, gc_kind_name(it->kind), it->what,
+                      it->removable ? gc_result_name(it->result) : "kept",
+                      it->removable ? it->detail : it->action, NULL);
+        else
+            table_row(&t, gc_kind_name(it->kind), it->what, it->reason, it->action, NULL);
+        if (it->removable)
+            bytes += it->bytes;
+    }
+    table_print(&t, stdout);
+    table_free(&t);
+    char summary[256], b[32];
+    gc_report_summary(r, summary, sizeof(summary));
+    format_bytes(bytes, b, sizeof(b));
+    printf("\n%s: %s (%s held by what can be removed)\n", applied ? "collected" : "orphans",
+           summary, b);
+    if (!applied)
+        printf("dry run: nothing was changed; run `thinimg gc --force` to remove them\n");
+}
+
+int cmd_gc(struct cli *cli, int argc, char **argv)
+{
+    enum { O_DRY = 256, O_FORCE, O_IGN, O_BLOBS, O_FOREIGN, O_HIST, O_TIMEOUT, O_JSON };
+    static const struct option opts[] = {{"dry-run", no_argument, NULL, O_DRY},
+                                         {"force", no_argument, NULL, O_FORCE},
+                                         {"ignore-lock", no_argument, NULL, O_IGN},
+                                         {"blobs", no_argument, NULL, O_BLOBS},
+                                         {"include-foreign", no_argument, NULL, O_FOREIGN},
+                                         {"history-days", required_argument, NULL, O_HIST},
+                                         {"timeout", required_argument, NULL, O_TIMEOUT},
+                                         {"json", no_argument, NULL, O_JSON},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    bool force = false, dry = false, ignore_lock = false, json = false;
+    struct gc_opts go = {.history_days = DEFAULT_HISTORY_RETENTION_DAYS};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_DRY: dry = true; break;
+        case O_FORCE: force = true; break;
+        case O_IGN: ignore_lock = true; break;
+        case O_BLOBS: go.include_blobs = true; break;
+        case O_FOREIGN: go.include_foreign_ids = true; break;
+        case O_HIST: go.history_days = (uint32_t)atoi(optarg); break;
+        case O_TIMEOUT:
+            go.op_timeout_ms = atoi(optarg) * 1000;
+            if (go.op_timeout_ms <= 0)
+                return cli_usage_error("gc", "--timeout needs seconds > 0");
+            break;
+        case O_JSON: json = true; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: return cli_usage_error("gc", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("gc", "unexpected argument '%s'", argv[optind]);
+    if (force && dry)
+        return cli_usage_error("gc", "--dry-run and --force exclude each other");
+
+    struct err e = {0};
+    struct proc_lock lock = PROC_LOCK_INIT;
+    if (force) {
+        if (config_ensure_dirs(&cli->cfg) < 0)
+            return cli_failf("gc", EXIT_FAIL, "cannot create %s", cli->cfg.state_dir);
+        int r = proc_lock_acquire(cli->cfg.lock_path, "gc", 0, &lock, NULL, &e);
+        if (r < 0 && !ignore_lock)
+            return cli_failf("gc", EXIT_BUSY, "%s; gc --force refuses while thinimg works "
+                                              "(--ignore-lock overrides: dangerous)",
+                             err_str(&e));
+        if (r < 0)
+            fprintf(stderr, "thinimg: gc: WARNING: --ignore-lock: %s. Devices that process is "
+                            "creating right now may be listed as orphans and removed.\n",
+                    err_str(&e));
+        err_clear(&e);
+        /* D-state tasks, memory and I/O pressure: removing devices on a sick kernel is how
+         * hosts hang. Past kernel log lines are not checked: they often ask for this cleanup. */
+        struct health_opts ho = {.skip_kmsg = true};
+        struct health_report rep;
+        health_run(&ho, &rep);
+        if (rep.overall == HEALTH_FAIL) {
+            char s[1500];
+            health_report_summary(&rep, s, sizeof(s));
+            proc_lock_release(&lock);
+            return cli_failf("gc", EXIT_UNHEALTHY, "refused: the host is not healthy: %s", s);
+        }
+    }
+    _cleanup_db_ struct db *db = NULL;
+    int r = cli_open_db(cli, !force, &db, &e);
+    if (r == -ENOENT && !force) {
+        if (json)
+            printf("{\"mode\": \"dry-run\", \"orphans\": [], \"summary\": \"nothing\"}\n");
+        else
+            printf("nothing to collect (no database yet)\n");
+        return EXIT_OK;
+    }
+    if (r < 0) {
+        proc_lock_release(&lock);
+        return cli_fail("gc", r, &e);
+    }
+    struct gc_report rep;
+    r = gc_scan(db, &cli->cfg, &go, &rep, &e);
+    if (r < 0) {
+        proc_lock_release(&lock);
+        return cli_fail("gc", r, &e);
+    }
+    int rc = EXIT_OK;
+    if (force) {
+        r = gc_apply(db, &cli->cfg, &go, &rep, &e);
+        if (r < 0) {
+            fprintf(stderr, "thinimg: gc: %s\n", err_str(&e));
+            rc = EXIT_FAIL;
+        }
+    }
+    if (json) {
+        json_t *o = report_json(&rep, force);
+        json_dumpf(o, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(o);
+    } else {
+        report_print(&rep, force);
+    }
+    gc_report_free(&rep);
+    proc_lock_release(&lock);
+    return rc;
+}

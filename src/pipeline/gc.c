@@ -1,0 +1,721 @@
+/*
+ * gc.c: reconcile and garbage collection. See gc.h.
+ *
+ * The scan joins four views of the world: the `devices` rows, the rows that use devices
+ * (layers, activations), the pool's metadata (thin ids, through a metadata snapshot and
+ * thin_ls) and the kernel's dm devices and mounts. The apply step changes the kernel only from
+ * short-lived child processes, one operation each, so that a hung ioctl costs a timeout and a
+ * stuck child, not a stuck gc: after a timeout gc stops touching devicemapper at all.
+ */
+#include "pipeline/gc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dm/dm.h"
+#include "dm/pool.h"
+#include "dm/thin.h"
+#include "fsm/fsm.h"
+#include "guard/reslock.h"
+#include "pipeline/updates.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+const char *gc_kind_name(enum gc_kind k)
+{
+    static const char *const names[] = {"creating", "failed",   "deleting", "unreferenced",
+                                        "unknown-id", "unknown-dm", "mount",  "tmpfile",
+                                        "download", "lock",     "blob",     "missing"};
+    return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "?";
+}
+
+const char *gc_result_name(enum gc_result r)
+{
+    static const char *const names[] = {"pending", "done", "skipped", "error"};
+    return (unsigned)r < ARRAY_SIZE(names) ? names[r] : "?";
+}
+
+void gc_report_free(struct gc_report *r)
+{
+    free(r->items);
+    memset(r, 0, sizeof(*r));
+}
+
+static struct gc_item *add(struct gc_report *r, enum gc_kind k, const char *what)
+{
+    struct gc_item *v = realloc(r->items, (r->n + 1) * sizeof(*v));
+    if (!v)
+        return NULL;
+    r->items = v;
+    struct gc_item *it = &v[r->n++];
+    memset(it, 0, sizeof(*it));
+    it->kind = k;
+    snprintf(it->what, sizeof(it->what), "%s", what);
+    return it;
+}
+
+static bool id_in(const uint32_t *v, size_t n, uint32_t id, size_t *at)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == id) {
+            if (at)
+                *at = i;
+            return true;
+        }
+    return false;
+}
+
+/* Device ids used by a layer or an activation that is not failed. */
+static int used_ids(struct db *db, const char *pool, uint32_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    db_lock(db);
+    sqlite3_stmt *st = db_prepare(db, "SELECT dev_id FROM layers WHERE pool = ?1 AND dev_id IS NOT"
+                                      " NULL AND state != 'failed' UNION SELECT dev_id FROM"
+                                      " activations WHERE pool = ?1 AND dev_id IS NOT NULL AND"
+                                      " state != 'failed'");
+    if (!st) {
+        db_unlock(db);
+        return -EIO;
+    }
+    db_bind_text(st, 1, pool);
+    int r;
+    while ((r = db_step(db, st)) == 1) {
+        uint32_t *v = realloc(*out, (*n + 1) * sizeof(*v));
+        if (!v) {
+            r = -ENOMEM;
+            break;
+        }
+        *out = v;
+        v[(*n)++] = (uint32_t)sqlite3_column_int64(st, 0);
+    }
+    db_done(st);
+    db_unlock(db);
+    return r < 0 ? r : 0;
+}
+
+/* Mount points of a block device "major:minor" from /proc/self/mountinfo (first one). */
+static bool mounted_at(const char *majmin, char *mp, size_t n)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return false;
+    char line[4096];
+    while (fgets(line, sizeof(line), f)) {
+        char mm[32], point[2048];
+        if (sscanf(line, "%*s %*s %31s %*s %2047s", mm, point) == 2 && !strcmp(mm, majmin)) {
+            snprintf(mp, n, "%s", point);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void dev_majmin(const char *name, char *out, size_t n, bool *exists, int *open_count)
+{
+    struct dm_dev_info info;
+    out[0] = '\0';
+    *exists = false;
+    *open_count = 0;
+    if (dm_dev_info(name, &info, NULL) == 0 && info.exists) {
+        *exists = true;
+        *open_count = info.open_count;
+        snprintf(out, n, "%u:%u", info.major, info.minor);
+    }
+}
+
+static bool under(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
+}
+
+/* A thin device row: classify it. */
+static void scan_device(struct gc_report *rep, const struct thin_dev *d, const uint32_t *used,
+                        size_t nused, const uint32_t *pool_ids, const uint64_t *mapped,
+                        size_t npool, const struct config *cfg)
+{
+    size_t at = 0;
+    bool in_pool = rep->pool_active && id_in(pool_ids, npool, d->id, &at);
+    bool is_used = id_in(used, nused, d->id, NULL);
+    char majmin[32];
+    bool active;
+    int open_count;
+    dev_majmin(d->name, majmin, sizeof(majmin), &active, &open_count);
+
+    enum gc_kind kind;
+    const char *reason;
+    if (!strcmp(d->state, "creating")) {
+        kind = GC_CREATING;
+        reason = "creation was interrupted (crash between allocation and confirmation)";
+    } else if (!strcmp(d->state, "failed")) {
+        kind = GC_FAILED;
+        reason = d->error[0] ? d->error : "an operation on it failed";
+    } else if (!strcmp(d->state, "deleting")) {
+        kind = GC_DELETING;
+        reason = "a deletion was interrupted";
+    } else if (!strcmp(d->state, "ready") && !is_used) {
+        kind = GC_UNREFERENCED;
+        reason = "no layer or activation uses it (an interrupted or repeated create)";
+    } else if (!strcmp(d->state, "ready") && rep->pool_active && !in_pool) {
+        struct gc_item *it = add(rep, GC_MISSING, d->name);
+        if (it) {
+            it->dev_id = d->id;
+            it->active = active;
+            snprintf(it->reason, sizeof(it->reason),
+                     "in use by thinimg but gone from the pool's metadata");
+            snprintf(it->action, sizeof(it->action),
+                     "none: the next process-image recreates it");
+        }
+        return;
+    } else {
+        return; /* ready and used, or foreign/deleted */
+    }
+    struct gc_item *it = add(rep, kind, d->name);
+    if (!it)
+        return;
+    it->dev_id = d->id;
+    it->active = active;
+    it->in_pool = in_pool;
+    it->bytes = in_pool && mapped ? mapped[at] : 0;
+    snprintf(it->reason, sizeof(it->reason), "%s", reason);
+    char mp[2048];
+    if (active && majmin[0] && mounted_at(majmin, mp, sizeof(mp))) {
+        if (under(mp, cfg->mount_dir)) {
+            struct gc_item *m = add(rep, GC_MOUNT, mp);
+            if (m) {
+                snprintf(m->reason, sizeof(m->reason), "stale mount of %s", d->name);
+                snprintf(m->action, sizeof(m->action), "unmount");
+                m->removable = true;
+            }
+            it = &rep->items[rep->n - 2]; /* add() may have moved the array */
+        } else {
+            snprintf(it->action, sizeof(it->action), "skip: mounted on %s", mp);
+            return;
+        }
+    }
+    if (active && open_count > 0 && it->action[0] == '\0') {
+        snprintf(it->action, sizeof(it->action), "skip: open (%d users)", open_count);
+        return;
+    }
+    it->removable = true;
+    snprintf(it->action, sizeof(it->action), "%s%s%s", active ? "remove dm device" : "",
+             active && in_pool ? ", " : "",
+             in_pool ? "delete from pool" : (active ? "" : "record deleted"));
+}
+
+static void scan_pool_unknown(struct gc_report *rep, struct db *db, const char *pool,
+                              const uint32_t *pool_ids, const uint64_t *mapped, size_t npool,
+                              const struct gc_opts *o)
+{
+    for (size_t i = 0; i < npool; i++) {
+        struct thin_dev d;
+        int r = thin_get(db, pool, pool_ids[i], &d);
+        if (r == 0 && strcmp(d.state, "deleted") != 0)
+            continue;
+        char what[64];
+        snprintf(what, sizeof(what), "%s thin id %u", pool, pool_ids[i]);
+        struct gc_item *it = add(rep, GC_UNKNOWN_ID, what);
+        if (!it)
+            return;
+        it->dev_id = pool_ids[i];
+        it->in_pool = true;
+        it->bytes = mapped ? mapped[i] : 0;
+        snprintf(it->reason, sizeof(it->reason), "%s",
+                 r == 0 ? "recorded deleted, but the pool still has it"
+                        : "in the pool's metadata, unknown to the database");
+        if (rep->pool_adopted && !o->include_foreign_ids) {
+            snprintf(it->action, sizeof(it->action),
+                     "skip: the pool was adopted (may be someone else's; --include-foreign)");
+        } else {
+            it->removable = true;
+            snprintf(it->action, sizeof(it->action), "delete from pool");
+        }
+    }
+}
+
+static void scan_dm_unknown(struct gc_report *rep, struct db *db, const char *pool)
+{
+    char **names = NULL;
+    if (dm_dev_list(&names, NULL) < 0 || !names)
+        return;
+    size_t plen = strlen(pool);
+    for (char **p = names; *p; p++) {
+        if (strncmp(*p, pool, plen) != 0 || (*p)[plen] != '-')
+            continue;
+        struct thin_dev d;
+        if (thin_find_by_name(db, *p, &d) == 0 && strcmp(d.state, "deleted") != 0)
+            continue;
+        bool exists;
+        int open_count;
+        char majmin[32];
+        dev_majmin(*p, majmin, sizeof(majmin), &exists, &open_count);
+        struct gc_item *it = add(rep, GC_UNKNOWN_DM, *p);
+        if (!it)
+            break;
+        it->active = true;
+        snprintf(it->reason, sizeof(it->reason), "active dm device with the pool's prefix that "
+                                                 "the database does not know");
+        if (open_count > 0) {
+            snprintf(it->action, sizeof(it->action), "skip: open (%d users)", open_count);
+        } else {
+            it->removable = true;
+            snprintf(it->action, sizeof(it->action), "remove dm device");
+        }
+    }
+    dm_names_free(names);
+}
+
+static int count_run(const struct fsm_run_record *r, void *ud)
+{
+    (void)r;
+    (*(int *)ud)++;
+    return 0;
+}
+
+/* Is there an unfinished fetch run for this location? (Its partial download must stay.) */
+static bool fetch_unfinished(struct db *db, const char *location)
+{
+    struct fsm_list_filter f = {.type = "fetch", .resource_id = location, .limit = 1};
+    int n = 0;
+    return fsm_db_list_runs(db, &f, count_run, &n) >= 0 && n > 0;
+}
+
+struct tmp_ctx {
+    char **keep; /* tmp paths of live downloads */
+    size_t n;
+};
+
+static void scan_downloads(struct gc_report *rep, struct db *db, struct tmp_ctx *keep)
+{
+    db_lock(db);
+    sqlite3_stmt *st = db_prepare(db, "SELECT location, tmp_path, bytes_done FROM downloads");
+    if (!st) {
+        db_unlock(db);
+        return;
+    }
+    while (db_step(db, st) == 1) {
+        const char *loc = (const char *)sqlite3_column_text(st, 0);
+        const char *tmp = (const char *)sqlite3_column_text(st, 1);
+        struct stat sb;
+        bool file = tmp && stat(tmp, &sb) == 0;
+        bool live = loc && fetch_unfinished(db, loc);
+        if (live && file) {
+            char **v = realloc(keep->keep, (keep->n + 1) * sizeof(char *));
+            if (v) {
+                keep->keep = v;
+                v[keep->n++] = strdup(tmp);
+            }
+            continue;
+        }
+        struct gc_item *it = add(rep, GC_DOWNLOAD, loc ? loc : "?");
+        if (!it)
+            break;
+        it->removable = true;
+        it->bytes = file ? (uint64_t)sb.st_size : 0;
+        snprintf(it->reason, sizeof(it->reason), "%s",
+                 file ? "partial download no unfinished fetch run owns"
+                      : "download record whose temp file is gone");
+        snprintf(it->action, sizeof(it->action), "%s", file ? "delete file and record"
+                                                            : "delete record");
+        snprintf(it->detail, sizeof(it->detail), "%s", tmp ? tmp : "");
+    }
+    db_done(st);
+    db_unlock(db);
+}
+
+static void scan_tmp(struct gc_report *rep, const struct config *cfg, const struct tmp_ctx *keep)
+{
+    _cleanup_closedir_ DIR *d = opendir(cfg->tmp_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", cfg->tmp_dir, de->d_name);
+        bool kept = false;
+        for (size_t i = 0; i < keep->n; i++)
+            kept |= keep->keep[i] && !strcmp(keep->keep[i], path);
+        /* files named in a downloads row are handled as downloads */
+        for (size_t i = 0; i < rep->n; i++)
+            kept |= rep->items[i].kind == GC_DOWNLOAD && !strcmp(rep->items[i].detail, path);
+        if (kept)
+            continue;
+        struct stat sb;
+        if (lstat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
+            continue;
+        struct gc_item *it = add(rep, GC_TMPFILE, path);
+        if (!it)
+            return;
+        it->removable = true;
+        it->bytes = (uint64_t)sb.st_size;
+        snprintf(it->reason, sizeof(it->reason), "temporary file no unfinished download owns");
+        snprintf(it->action, sizeof(it->action), "delete file");
+    }
+}
+
+static void lock_line(const char *line, void *ud)
+{
+    struct gc_report *rep = ud;
+    struct gc_item *it = add(rep, GC_LOCK, line);
+    if (it) {
+        it->removable = true;
+        snprintf(it->reason, sizeof(it->reason), "its owner process is gone");
+        snprintf(it->action, sizeof(it->action), "delete lock");
+    }
+}
+
+static void scan_blobs(struct gc_report *rep, struct db *db, const struct gc_opts *o)
+{
+    db_lock(db);
+    sqlite3_stmt *st = db_prepare(db, "SELECT digest, path, size FROM blobs b WHERE NOT EXISTS"
+                                      " (SELECT 1 FROM image_layers l WHERE l.digest = b.digest)"
+                                      " AND NOT EXISTS (SELECT 1 FROM layers y WHERE y.digest ="
+                                      " b.digest AND y.state != 'ready')");
+    if (!st) {
+        db_unlock(db);
+        return;
+    }
+    while (db_step(db, st) == 1) {
+        struct gc_item *it = add(rep, GC_BLOB, (const char *)sqlite3_column_text(st, 0));
+        if (!it)
+            break;
+        it->bytes = (uint64_t)sqlite3_column_int64(st, 2);
+        snprintf(it->detail, sizeof(it->detail), "%s", sqlite3_column_text(st, 1));
+        snprintf(it->reason, sizeof(it->reason), "no image uses this blob");
+        it->removable = o->include_blobs;
+        snprintf(it->action, sizeof(it->action), "%s",
+                 o->include_blobs ? "delete file and record" : "keep (--blobs to delete)");
+    }
+    db_done(st);
+    db_unlock(db);
+}
+
+int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
+            struct gc_report *out, struct err *e)
+{
+    static const struct gc_opts dflt;
+    if (!o)
+        o = &dflt;
+    memset(out, 0, sizeof(*out));
+    const char *pool = cfg->pool_name;
+    struct pool_info pi;
+    struct err pe = {0};
+    int r = pool_get(db, pool, &pi, &pe);
+    out->pool_active = r == 0 && pi.active;
+    out->pool_adopted = pi.recorded ? !strcmp(pi.origin, "adopted") : out->pool_active;
+    uint32_t *pool_ids = NULL;
+    uint64_t *mapped = NULL;
+    size_t npool = 0;
+    if (out->pool_active) {
+        r = thin_pool_metadata_ids(pool, &pool_ids, &mapped, &npool, &pe);
+        if (r < 0) {
+            out->pool_active = false;
+            snprintf(out->pool_note, sizeof(out->pool_note),
+                     "cannot read the pool's metadata (%s): devices were not examined",
+                     err_str(&pe));
+        }
+    } else {
+        snprintf(out->pool_note, sizeof(out->pool_note),
+                 "pool \"%s\" is not active (%s): devices were not examined; run `thinimg "
+                 "setup-pool` first",
+                 pool, pe.code ? err_str(&pe) : "not set up");
+    }
+
+    if (out->pool_active) {
+        struct thin_dev *devs = NULL;
+        size_t ndev = 0;
+        uint32_t *used = NULL;
+        size_t nused = 0;
+        r = thin_list(db, pool, false, &devs, &ndev);
+        if (r == 0)
+            r = used_ids(db, pool, &used, &nused);
+        if (r < 0) {
+            free(devs);
+            free(used);
+            free(pool_ids);
+            free(mapped);
+            return err_set(e, r, "cannot read the device records: %s", strerror(-r));
+        }
+        for (size_t i = 0; i < ndev; i++)
+            scan_device(out, &devs[i], used, nused, pool_ids, mapped, npool, cfg);
+        scan_pool_unknown(out, db, pool, pool_ids, mapped, npool, o);
+        scan_dm_unknown(out, db, pool);
+        free(devs);
+        free(used);
+    }
+    free(pool_ids);
+    free(mapped);
+
+    struct tmp_ctx keep = {0};
+    scan_downloads(out, db, &keep);
+    scan_tmp(out, cfg, &keep);
+    for (size_t i = 0; i < keep.n; i++)
+        free(keep.keep[i]);
+    free(keep.keep);
+    reslock_stale(db, false, lock_line, out);
+    scan_blobs(out, db, o);
+    return 0;
+}
+
+/* ---- apply ---------------------------------------------------------------------------------- */
+
+enum child_op { OP_UMOUNT, OP_DM_REMOVE, OP_POOL_DELETE };
+
+struct child_req {
+    enum child_op op;
+    const char *name;  /* mount point, device or pool */
+    uint32_t id;
+};
+
+/* Run one kernel operation in a child; 0, its negative errno, or -ETIMEDOUT. */
+static int run_in_child(const struct child_req *q, int timeout_ms, char *msg, size_t msgn)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return neg_errno();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int r = neg_errno();
+        close(p[0]);
+        close(p[1]);
+        return r;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        struct {
+            int r;
+            char msg[400];
+        } res = {0};
+        struct err e = {0};
+        switch (q->op) {
+        case OP_UMOUNT:
+            res.r = umount2(q->name, UMOUNT_NOFOLLOW) < 0 ? neg_errno() : 0;
+            if (res.r < 0)
+                snprintf(res.msg, sizeof(res.msg), "umount %s: %s", q->name, strerror(-res.r));
+            break;
+        case OP_DM_REMOVE:
+            res.r = dm_dev_remove(q->name, true, &e);
+            if (res.r == -ENXIO)
+                res.r = 0;
+            snprintf(res.msg, sizeof(res.msg), "%s", res.r ? err_str(&e) : "");
+            break;
+        case OP_POOL_DELETE: {
+            char m[32];
+            snprintf(m, sizeof(m), "delete %u", q->id);
+            res.r = dm_dev_message(q->name, m, NULL, &e);
+            if (res.r == -ENODATA)
+                res.r = 0;
+            snprintf(res.msg, sizeof(res.msg), "%s", res.r ? err_str(&e) : "");
+            break;
+        }
+        }
+        ssize_t w = write(p[1], &res, sizeof(res));
+        _exit(w == (ssize_t)sizeof(res) ? 0 : 1);
+    }
+    close(p[1]);
+    struct pollfd pfd = {p[0], POLLIN, 0};
+    int pr;
+    do
+        pr = poll(&pfd, 1, timeout_ms);
+    while (pr < 0 && errno == EINTR);
+    struct {
+        int r;
+        char msg[400];
+    } res = {-EIO, "child died"};
+    if (pr == 0) {
+        kill(pid, SIGKILL); /* may not die while in D state: it is left behind, not waited for */
+        close(p[0]);
+        waitpid(pid, NULL, WNOHANG);
+        snprintf(msg, msgn, "timed out after %dms (the kernel may be stuck on it)", timeout_ms);
+        return -ETIMEDOUT;
+    }
+    ssize_t n = read(p[0], &res, sizeof(res));
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    if (n != (ssize_t)sizeof(res))
+        res.r = -EIO;
+    snprintf(msg, msgn, "%s", res.msg);
+    return res.r;
+}
+
+static void mark(struct db *db, const char *pool, uint32_t id, const char *state)
+{
+    struct device_mark *m = device_mark_new(pool, id, state, NULL);
+    if (m) {
+        device_mark_apply(db, m);
+        device_mark_free(m);
+    }
+}
+
+static int apply_device(struct db *db, const char *pool, struct gc_item *it, int timeout_ms)
+{
+    char msg[512] = "";
+    int r = 0;
+    if (it->active) {
+        struct child_req q = {OP_DM_REMOVE, it->kind == GC_UNKNOWN_DM ? it->what : it->what, 0};
+        r = run_in_child(&q, timeout_ms, msg, sizeof(msg));
+        if (r == -EBUSY) {
+            it->result = GC_SKIPPED;
+            snprintf(it->detail, sizeof(it->detail), "in use: %s", msg);
+            return 0;
+        }
+        if (r < 0) {
+            it->result = GC_ERROR;
+            snprintf(it->detail, sizeof(it->detail), "remove: %s", msg);
+            return r;
+        }
+    }
+    if (it->kind == GC_UNKNOWN_DM) {
+        it->result = GC_DONE;
+        snprintf(it->detail, sizeof(it->detail), "dm device removed");
+        return 0;
+    }
+    if (it->in_pool) {
+        if (it->kind != GC_UNKNOWN_ID)
+            mark(db, pool, it->dev_id, "deleting");
+        struct child_req q = {OP_POOL_DELETE, pool, it->dev_id};
+        r = run_in_child(&q, timeout_ms, msg, sizeof(msg));
+        if (r < 0) {
+            it->result = GC_ERROR;
+            snprintf(it->detail, sizeof(it->detail), "delete: %s", msg);
+            return r;
+        }
+    }
+    if (it->kind != GC_UNKNOWN_ID)
+        mark(db, pool, it->dev_id, "deleted");
+    it->result = GC_DONE;
+    snprintf(it->detail, sizeof(it->detail), "%s%s", it->active ? "removed, " : "",
+             it->in_pool ? "deleted from the pool" : "recorded deleted");
+    return 0;
+}
+
+static void apply_file(struct db *db, struct gc_item *it)
+{
+    const char *path = it->kind == GC_TMPFILE ? it->what : it->detail;
+    if (path[0] && unlink(path) < 0 && errno != ENOENT) {
+        it->result = GC_ERROR;
+        snprintf(it->detail, sizeof(it->detail), "unlink %s: %s", path, strerror(errno));
+        return;
+    }
+    const char *sql = it->kind == GC_DOWNLOAD ? "DELETE FROM downloads WHERE location = ?"
+                      : it->kind == GC_BLOB   ? "DELETE FROM blobs WHERE digest = ?"
+                                              : NULL;
+    if (sql) {
+        db_lock(db);
+        sqlite3_stmt *st = db_prepare(db, sql);
+        if (st) {
+            db_bind_text(st, 1, it->what);
+            db_step(db, st);
+            db_done(st);
+        }
+        db_unlock(db);
+    }
+    it->result = GC_DONE;
+    snprintf(it->detail, sizeof(it->detail), "deleted");
+}
+
+int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
+             struct gc_report *rep, struct err *e)
+{
+    static const struct gc_opts dflt;
+    if (!o)
+        o = &dflt;
+    int timeout = o->op_timeout_ms > 0 ? o->op_timeout_ms : GC_OP_TIMEOUT_MS;
+    int first_error = 0;
+    bool stuck = false;
+    char msg[512];
+
+    /* 1. stale mounts */
+    for (size_t i = 0; i < rep->n; i++) {
+        struct gc_item *it = &rep->items[i];
+        if (it->kind != GC_MOUNT || !it->removable)
+            continue;
+        struct child_req q = {OP_UMOUNT, it->what, 0};
+        int r = run_in_child(&q, timeout, msg, sizeof(msg));
+        it->result = r == 0 ? GC_DONE : GC_ERROR;
+        snprintf(it->detail, sizeof(it->detail), "%s", r == 0 ? "unmounted" : msg);
+        if (r < 0 && !first_error)
+            first_error = r;
+        if (r == -ETIMEDOUT)
+            stuck = true;
+    }
+    /* 2. and 3. dm devices, then the pool (per device: remove, then delete) */
+    for (size_t i = 0; i < rep->n && !stuck; i++) {
+        struct gc_item *it = &rep->items[i];
+        bool dev = it->kind == GC_CREATING || it->kind == GC_FAILED || it->kind == GC_DELETING ||
+                   it->kind == GC_UNREFERENCED || it->kind == GC_UNKNOWN_ID ||
+                   it->kind == GC_UNKNOWN_DM;
+        if (!dev || !it->removable || !rep->pool_active)
+            continue;
+        int r = apply_device(db, cfg->pool_name, it, timeout);
+        if (r < 0 && !first_error)
+            first_error = err_set(e, r, "%s: %s", it->what, it->detail);
+        if (r == -ETIMEDOUT)
+            stuck = true;
+    }
+    if (stuck)
+        for (size_t i = 0; i < rep->n; i++)
+            if (rep->items[i].removable && rep->items[i].result == GC_PENDING &&
+                rep->items[i].kind <= GC_MOUNT) {
+                rep->items[i].result = GC_SKIPPED;
+                snprintf(rep->items[i].detail, sizeof(rep->items[i].detail),
+                         "not attempted: an earlier kernel operation timed out");
+            }
+    /* 4. files, records, locks */
+    for (size_t i = 0; i < rep->n; i++) {
+        struct gc_item *it = &rep->items[i];
+        if (!it->removable || it->result != GC_PENDING)
+            continue;
+        if (it->kind == GC_TMPFILE || it->kind == GC_DOWNLOAD || it->kind == GC_BLOB)
+            apply_file(db, it);
+    }
+    bool any_lock = false;
+    for (size_t i = 0; i < rep->n; i++)
+        if (rep->items[i].kind == GC_LOCK && rep->items[i].removable) {
+            any_lock = true;
+            rep->items[i].result = GC_DONE;
+            snprintf(rep->items[i].detail, sizeof(rep->items[i].detail), "deleted");
+        }
+    if (any_lock)
+        reslock_stale(db, true, NULL, NULL);
+    /* 5. history */
+    if (o->history_days > 0) {
+        int n = fsm_db_prune(db, now_ms() - (int64_t)o->history_days * 86400000LL);
+        rep->pruned_runs = n > 0 ? n : 0;
+    }
+    if (stuck)
+        return err_set(e, -ETIMEDOUT,
+                       "a kernel operation timed out; gc stopped touching devicemapper. Check "
+                       "`thinimg health` and dmesg before running gc again");
+    return first_error;
+}
+
+void gc_report_summary(const struct gc_report *r, char *out, size_t n)
+{
+    int counts[GC_MISSING + 1] = {0};
+    for (size_t i = 0; i < r->n; i++)
+        counts[r->items[i].kind]++;
+    out[0] = '\0';
+    size_t k = 0;
+    for (int i = 0; i <= GC_MISSING; i++)
+        if (counts[i] && k < n)
+            k += (size_t)snprintf(out + k, n - k, "%s%d %s", k ? ", " : "", counts[i],
+                                  gc_kind_name((enum gc_kind)i));
+    if (!k)
+        snprintf(out, n, "nothing");
+}

@@ -1,0 +1,105 @@
+/*
+ * gc.h: reconcile (what the database says against what the kernel and the pool have) and the
+ * garbage collector that removes orphans, safely and only when asked.
+ *
+ * Fail dumb (DESIGN.md, safety rule 1) means error paths leave devices, mounts and files
+ * behind, recorded. This module finds every one of them precisely and, with force, removes
+ * them in the safe order: unmount -> remove the dm device -> delete the thin device from the
+ * pool -> record it. Each kernel operation runs in a child process with a timeout, so a device
+ * stuck in the kernel stops gc with a clear message instead of hanging it; what is mounted or
+ * open (a VM uses it) is skipped, never forced.
+ *
+ * Orphans (enum gc_kind):
+ *   creating     a device row left in `creating` (crash between allocation and confirmation)
+ *   failed       a device recorded failed (an operation on it failed)
+ *   deleting     a deletion that was interrupted
+ *   unreferenced a ready device no layer or activation uses (an interrupted create-device)
+ *   unknown-id   a thin id in the pool's metadata the database does not know (only deleted in a
+ *                pool thinimg created: an adopted pool may hold someone else's devices)
+ *   unknown-dm   an active dm device named "<pool>-..." the database does not know
+ *   mount        a stale mount of one of our devices under <state>/mnt
+ *   tmpfile      a file in <state>/tmp no unfinished download owns
+ *   download     a `downloads` row whose temp file is gone
+ *   lock         a resource lock whose owner process is dead
+ *   blob         a blob no image uses (removed only with include_blobs)
+ * Reported but never removed by gc: `missing` (a device the database uses that the pool no
+ * longer has: the next process-image repairs it) and `foreign` ids (collisions).
+ *
+ * Nothing is ever deleted implicitly: gc_scan() only reports; gc_apply() acts when the caller
+ * (thinimg gc --force) says so, under the process lock.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/db.h"
+#include "util/config.h"
+#include "util/err.h"
+
+/* A kernel operation (umount, dm remove, pool delete) that takes longer than this is stuck:
+ * gc reports it and stops touching devicemapper. */
+#define GC_OP_TIMEOUT_MS 30000
+
+enum gc_kind {
+    GC_CREATING = 0,
+    GC_FAILED,
+    GC_DELETING,
+    GC_UNREFERENCED,
+    GC_UNKNOWN_ID,
+    GC_UNKNOWN_DM,
+    GC_MOUNT,
+    GC_TMPFILE,
+    GC_DOWNLOAD,
+    GC_LOCK,
+    GC_BLOB,
+    GC_MISSING, /* reported only */
+};
+const char *gc_kind_name(enum gc_kind k);
+
+enum gc_result { GC_PENDING = 0, GC_DONE, GC_SKIPPED, GC_ERROR };
+const char *gc_result_name(enum gc_result r);
+
+struct gc_item {
+    enum gc_kind kind;
+    char what[512];     /* device name, path, lock or blob */
+    uint32_t dev_id;    /* 0 when not a thin device */
+    bool active;        /* a dm device exists */
+    bool in_pool;       /* the pool's metadata has the id */
+    bool removable;     /* gc_apply would act on it (given the options) */
+    char reason[256];   /* why it is an orphan */
+    char action[128];   /* what gc does / would do */
+    enum gc_result result;
+    char detail[512];   /* the outcome of gc_apply, or why it was skipped */
+    uint64_t bytes;     /* space it holds when known (files; mapped bytes of thin devices) */
+};
+
+struct gc_report {
+    struct gc_item *items;
+    size_t n;
+    bool pool_active;   /* false: the pool could not be inspected (devices not examined) */
+    bool pool_adopted;  /* made by someone else: unknown ids are not deleted */
+    char pool_note[256];
+    int pruned_runs;    /* finished runs whose history was pruned (apply) */
+};
+void gc_report_free(struct gc_report *r);
+
+struct gc_opts {
+    bool include_blobs;        /* also remove blobs no image uses */
+    bool include_foreign_ids;  /* delete unknown ids even in an adopted pool */
+    uint32_t history_days;     /* prune finished runs older than this (0 = keep) */
+    int op_timeout_ms;         /* 0: GC_OP_TIMEOUT_MS */
+};
+
+/* Reconcile: find every orphan (read-only apart from the pool's metadata snapshot). */
+int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
+            struct gc_report *out, struct err *e);
+/* Remove what the report marks removable, in the safe order; fills each item's result.
+ * Returns 0 when every removable item was handled (done or skipped), a negative errno when an
+ * operation failed or timed out (the report says which; gc stops at a timeout). */
+int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
+             struct gc_report *r, struct err *e);
+
+/* Counts by kind, for logs: "2 failed, 1 unknown-id". */
+void gc_report_summary(const struct gc_report *r, char *out, size_t n);

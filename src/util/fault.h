@@ -1,0 +1,15 @@
+/*
+ * fault.h: named fault-injection points for crash tests (as SQLite does with its test hooks).
+ *
+ * The pipeline calls fault_point("unpack.apply-layer.start") and friends at each transition's
+ * start and end. When the environment variable THINIMG_FAULT names that point, the process
+ * kills itself with SIGKILL there: at once ("unpack.apply-layer.start"), or from a timer after
+ * a delay ("unpack.apply-layer.start+300ms", to land in the middle of long work). Several points
+ * may be listed, comma-separated. THINIMG_FAULT_SKIP=N lets the first N matches pass (to kill at
+ * the Nth layer's transition, say).
+ *
+ * Without THINIMG_FAULT this is one cached getenv() per process and a branch per call.
+ */
+#pragma once
+
+void fault_point(const char *name);
