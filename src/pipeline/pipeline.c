@@ -137,6 +137,18 @@ struct guard *pipeline_guard(struct pipeline *p)
     return p->guard;
 }
 
+bool pipeline_guard_enter(struct pipeline *p, struct fsm_run *run, const char *what,
+                          struct fsm_result *refused)
+{
+    struct err e = {0};
+    int r = guard_enter(p->guard, what, fsm_run_cancel_fd(run), &e);
+    if (r == 0)
+        return true;
+    *refused = r == -ECANCELED ? fsm_retry("cancelled while waiting for the operation guard")
+                               : fsm_abort("%s", err_str(&e));
+    return false;
+}
+
 int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fsm_outcome *outcome,
                         char **error)
 {
