@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "guard/lock.h"
 #include "pipeline/gc.h"
 #include "cli/pool_report.h"
 #include "cli/table.h"
@@ -121,9 +122,13 @@ int cmd_status(struct cli *cli, int argc, char **argv)
         l->active = true;
     }
 
-    /* Reconcile: what gc would collect (the pool's metadata against the records). */
+    /* Reconcile: what gc would collect (the pool's metadata against the records). Skipped
+     * while another thinimg works: its metadata snapshot and ours would step on each other,
+     * and its in-flight devices would look like orphans. */
     struct gc_report orphans = {0};
-    bool have_orphans = db && pr == 0 && info.active &&
+    struct lock_holder holder;
+    bool busy = proc_lock_holder(cli->cfg.lock_path, &holder) == 0;
+    bool have_orphans = !busy && db && pr == 0 && info.active &&
                         gc_scan(db, &cli->cfg, NULL, &orphans, NULL) == 0 && orphans.pool_active;
     char orphan_summary[256] = "nothing";
     if (have_orphans)
