@@ -11,6 +11,7 @@
 #include "cli/table.h"
 #include "daemon/views.h"
 #include "guard/health.h"
+#include "pipeline/pipeline.h"
 #include "util/fsutil.h"
 
 static void usage(FILE *out)
@@ -23,14 +24,6 @@ static void usage(FILE *out)
                  "\n"
                  "  --peek   do not mark kernel log lines as seen (report them again next time)\n"
                  "  --json   machine-readable report\n");
-}
-
-/* The pool check is provided by the dm module when it is built in (weak hook). */
-__attribute__((weak)) void cli_health_pool_check(struct cli *cli, struct health_opts *o);
-__attribute__((weak)) void cli_health_pool_check(struct cli *cli, struct health_opts *o)
-{
-    (void)cli;
-    (void)o;
 }
 
 int cmd_health(struct cli *cli, int argc, char **argv)
@@ -55,7 +48,8 @@ int cmd_health(struct cli *cli, int argc, char **argv)
     snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", cli->cfg.state_dir);
     bool have_state = mkdir_p(cli->cfg.state_dir, 0700) == 0;
     struct health_opts o = {.cursor_path = have_state ? cursor : NULL, .advance_cursor = !peek};
-    cli_health_pool_check(cli, &o);
+    o.pool = pipeline_pool_health;
+    o.pool_ud = cli->cfg.pool_name;
     struct health_report rep;
     int r = health_run(&o, &rep);
     if (r < 0)

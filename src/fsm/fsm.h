@@ -274,6 +274,8 @@ struct fsm_event_info {
     int64_t duration_ms;      /* transition duration (COMPLETE, ERROR) or run duration (FINISH) */
 };
 typedef void (*fsm_observer_fn)(const struct fsm_event_info *ev, void *ud);
+/* Replace the observer (NULL removes it). When this returns, the previous observer is neither
+ * running nor called again, so its ud may be freed. Must not be called from an observer. */
 void fsm_manager_set_observer(struct fsm_manager *m, fsm_observer_fn fn, void *ud);
 
 /* ---- starting and controlling runs ------------------------------------------------------- */

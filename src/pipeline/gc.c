@@ -422,6 +422,11 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
     uint32_t *pool_ids = NULL;
     uint64_t *mapped = NULL;
     size_t npool = 0;
+    if (out->pool_active && o->skip_devices) {
+        out->pool_active = false;
+        snprintf(out->pool_note, sizeof(out->pool_note), "devices were not examined: %s",
+                 o->skip_devices);
+    }
     if (out->pool_active) {
         r = thin_pool_metadata_ids(pool, &pool_ids, &mapped, &npool, &pe);
         if (r < 0) {

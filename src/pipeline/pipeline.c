@@ -18,12 +18,17 @@
 #include "util/defaults.h"
 #include "util/log.h"
 
-/* The pool check the guard runs with the health checks: status flags and usage limits. */
-static void pool_health(struct health_check *c, void *ud)
+void pipeline_pool_health(struct health_check *c, void *ud)
 {
-    struct pipeline *p = ud;
+    const char *pool = ud;
     struct err e = {0};
-    int r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
+    int r = pool_ensure_usable(pool, NULL, &e);
+    if (r == -ENXIO || r == -ENODEV) {
+        c->level = HEALTH_SKIP;
+        snprintf(c->detail, sizeof(c->detail), "pool \"%s\" is not set up here (setup-pool or "
+                 "process-image creates it)", pool);
+        return;
+    }
     c->level = r == 0 ? HEALTH_OK : HEALTH_FAIL;
     snprintf(c->detail, sizeof(c->detail), "%s", r == 0 ? "pool usable" : err_str(&e));
 }
@@ -78,7 +83,7 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         pipeline_close(p);
         return r;
     }
-    guard_set_pool_check(p->guard, pool_health, p);
+    guard_set_pool_check(p->guard, pipeline_pool_health, p->cfg.pool_name);
 
     struct fsm_queue_cfg queues[] = {
         {"fetch", o->fetch_limit > 0 ? o->fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT},
@@ -132,6 +137,18 @@ struct fsm_manager *pipeline_manager(struct pipeline *p)
 struct guard *pipeline_guard(struct pipeline *p)
 {
     return p->guard;
+}
+
+bool pipeline_guard_enter(struct pipeline *p, struct fsm_run *run, const char *what,
+                          struct fsm_result *refused)
+{
+    struct err e = {0};
+    int r = guard_enter(p->guard, what, fsm_run_cancel_fd(run), &e);
+    if (r == 0)
+        return true;
+    *refused = r == -ECANCELED ? fsm_retry("cancelled while waiting for the operation guard")
+                               : fsm_abort("%s", err_str(&e));
+    return false;
 }
 
 int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fsm_outcome *outcome,

@@ -58,6 +58,10 @@ struct pipeline_opts {
 
 struct pipeline;
 
+/* The pool's health check (usable: not ro, needs_check, failed, full): a health_pool_fn
+ * whose ud is the pool name. A pool that is not set up is skipped, not failed. */
+void pipeline_pool_health(struct health_check *c, void *ud);
+
 int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline **out,
                   struct err *e);
 /* Resume every unfinished run of every machine (call once, after open). */

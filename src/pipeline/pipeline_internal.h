@@ -78,3 +78,9 @@ struct fetch_want {
 int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fetch_want *want,
                        size_t n, struct fetched_layer **layers, size_t *n_layers, struct err *e);
 void fetched_layers_free(struct fetched_layer *v, size_t n);
+
+/* Enter the operation guard for a devicemapper section of a transition. false with *refused
+ * set when the guard said no: RETRY when the run was cancelled or shut down while waiting,
+ * ABORT with the health report otherwise (retrying in a few seconds would not heal the host). */
+bool pipeline_guard_enter(struct pipeline *p, struct fsm_run *run, const char *what,
+                          struct fsm_result *refused);

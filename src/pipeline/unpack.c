@@ -212,11 +212,10 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     if (req_parse(run, &q) < 0)
         return fsm_abort("malformed unpack request");
     struct err e = {0};
-    int r = guard_enter(p->guard, "create-device", fsm_run_cancel_fd(run), &e);
-    if (r == -ECANCELED)
-        return fsm_retry("cancelled");
-    if (r < 0)
-        return fsm_abort("%s", err_str(&e));
+    struct fsm_result refused;
+    if (!pipeline_guard_enter(p, run, "create-device", &refused))
+        return refused;
+    int r = 0;
     r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
     if (r < 0) {
         guard_leave(p->guard);
@@ -304,11 +303,10 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     struct err e = {0};
 
     /* After a reboot the device is inactive again: activate it (idempotent when active). */
-    int r = guard_enter(p->guard, "activate-layer-device", fsm_run_cancel_fd(run), &e);
-    if (r == -ECANCELED)
-        return fsm_retry("cancelled");
-    if (r < 0)
-        return fsm_abort("%s", err_str(&e));
+    struct fsm_result refused;
+    if (!pipeline_guard_enter(p, run, "activate-layer-device", &refused))
+        return refused;
+    int r = 0;
     r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path, sizeof(s.device_path),
                       &e);
     guard_leave(p->guard);
@@ -391,11 +389,10 @@ static struct fsm_result t_commit(struct fsm_run *run, void *ud)
     struct unpack_resp s;
     resp_get(run, &s);
     struct err e = {0};
-    int r = guard_enter(p->guard, "commit-layer", fsm_run_cancel_fd(run), &e);
-    if (r == -ECANCELED)
-        return fsm_retry("cancelled");
-    if (r < 0)
-        return fsm_abort("%s", err_str(&e));
+    struct fsm_result refused;
+    if (!pipeline_guard_enter(p, run, "commit-layer", &refused))
+        return refused;
+    int r = 0;
     r = thin_deactivate(p->db, p->cfg.pool_name, s.dev_id, &e);
     guard_leave(p->guard);
     if (r == -EBUSY)
