@@ -29,6 +29,10 @@ static void usage(FILE *out)
             "  --fetch-queue N          parallel downloads (default 5)\n"
             "  --unpack-queue N         parallel unpacks of independent chains (default 2)\n"
             "  --no-pool-setup          use the pool as it is; never create or reassemble it\n"
+            "  --gc-high-water PCT      while idle, when pool usage reaches PCT%%, remove\n"
+            "                           images without activations, least recently used\n"
+            "                           first (default 0: off)\n"
+            "  --gc-low-water PCT       ... until usage is below PCT%% (default high - 10)\n"
             "  --wait-lock              wait for another thinimg process instead of "
             "failing\n" CLI_SOURCE_HELP "  -h, --help               this help\n"
             "\n"
@@ -38,13 +42,15 @@ static void usage(FILE *out)
 
 int cmd_daemon(struct cli *cli, int argc, char **argv)
 {
-    enum { OPT_METRICS = 256, OPT_FQ, OPT_UQ, OPT_NOPOOL, OPT_WAIT, OPT_MODE };
+    enum { OPT_METRICS = 256, OPT_FQ, OPT_UQ, OPT_NOPOOL, OPT_WAIT, OPT_MODE, OPT_GCHI, OPT_GCLO };
     static const struct option opts[] = {{"metrics-listen", required_argument, NULL, OPT_METRICS},
                                          {"fetch-queue", required_argument, NULL, OPT_FQ},
                                          {"unpack-queue", required_argument, NULL, OPT_UQ},
                                          {"no-pool-setup", no_argument, NULL, OPT_NOPOOL},
                                          {"wait-lock", no_argument, NULL, OPT_WAIT},
                                          {"socket-mode", required_argument, NULL, OPT_MODE},
+                                         {"gc-high-water", required_argument, NULL, OPT_GCHI},
+                                         {"gc-low-water", required_argument, NULL, OPT_GCLO},
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_SOURCE_LONG_OPTIONS,
                                          {0}};
@@ -69,6 +75,15 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
             if (!*optarg || *end || o.unpack_limit < 1 || o.unpack_limit > 16)
                 return cli_usage_error("daemon", "--unpack-queue needs 1..16, not '%s'", optarg);
             break;
+        case OPT_GCHI:
+        case OPT_GCLO: {
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < (c == OPT_GCHI ? 0 : 1) || v > 99)
+                return cli_usage_error("daemon", "--%s needs a percentage 1..99, not '%s'",
+                                       c == OPT_GCHI ? "gc-high-water" : "gc-low-water", optarg);
+            *(c == OPT_GCHI ? &o.autogc.high_pct : &o.autogc.low_pct) = (int)v;
+            break;
+        }
         case OPT_NOPOOL:
             o.no_pool_setup = true;
             break;
@@ -95,6 +110,8 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
     }
     if (optind < argc)
         return cli_usage_error("daemon", "unexpected argument '%s'", argv[optind]);
+    if (o.autogc.low_pct && o.autogc.low_pct >= o.autogc.high_pct)
+        return cli_usage_error("daemon", "--gc-low-water needs --gc-high-water above it");
     struct err e = {0};
     int r = daemon_run(&o, &e);
     if (r < 0)

@@ -26,6 +26,9 @@
 
 /* How often the signal loop wakes up for periodic work (pool setup retries). */
 #define DAEMON_TICK_MS 1000
+/* How often an idle daemon looks at pool usage for automatic gc (one status ioctl and one
+ * query of the runs table). */
+#define DAEMON_AUTOGC_INTERVAL_MS 5000
 
 /* ---- listening sockets ----------------------------------------------------------------------- */
 
@@ -324,6 +327,33 @@ static int start(struct daemon *d, struct err *e)
     return r < 0 ? r : 0;
 }
 
+static int count_run(const struct fsm_run_record *r, void *ud)
+{
+    (void)r;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+/* Automatic gc (pipeline_auto_gc), only while no run is active: a removal never competes
+ * with work, and an image a new request wants is busy (skipped) rather than half removed. */
+static void auto_gc(struct daemon *d)
+{
+    if (!d->o->autogc.high_pct || mono_ms() < d->autogc_next_mono)
+        return;
+    d->autogc_next_mono = mono_ms() + DAEMON_AUTOGC_INTERVAL_MS;
+    pthread_mutex_lock(&d->pool_lock);
+    bool ready = d->pool_ready;
+    pthread_mutex_unlock(&d->pool_lock);
+    size_t active = 0;
+    if (!ready || fsm_list_active(d->m, count_run, &active) < 0 || active > 0)
+        return;
+    struct pipeline_autogc_result res;
+    struct err e = {0};
+    if (pipeline_auto_gc(d->p, &d->o->autogc, &res, &e) < 0)
+        log_warn("auto-gc failed; it retries while the pool stays above its high-water mark",
+                 "error=\"%s\"", err_str(&e));
+}
+
 int daemon_run(const struct daemon_opts *o, struct err *e)
 {
     struct daemon d = {.o = o, .cfg = o->cfg, .started_ms = now_ms()};
@@ -369,6 +399,8 @@ int daemon_run(const struct daemon_opts *o, struct err *e)
             pthread_mutex_unlock(&d.pool_lock);
             if (retry)
                 pool_try(&d, false);
+            else
+                auto_gc(&d);
         }
     }
 

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "pipeline/pipeline.h"
 #include "source/source.h"
 #include "util/config.h"
 #include "util/err.h"
@@ -46,6 +47,7 @@ struct daemon_opts {
     bool no_pool_setup;                  /* use whatever pool exists; never create one */
     bool skip_health;                    /* tests only */
     bool wait_lock;                      /* wait for another thinimg process to finish */
+    struct pipeline_autogc_opts autogc;  /* high_pct 0: no automatic gc */
 };
 
 /* Serve until SIGTERM/SIGINT. 0 after a clean shutdown; a negative errno with e when the daemon

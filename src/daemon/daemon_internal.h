@@ -40,6 +40,8 @@ struct daemon {
     pthread_mutex_t health_lock;
     struct health_report health; /* the last report of GET /v1/health (n == 0: none) */
     int64_t health_ms;
+
+    int64_t autogc_next_mono; /* main thread only */
 };
 
 /* The admin API (routes.c). */

@@ -48,12 +48,12 @@
 #define PIPELINE_WAIT_SLICE_MS 200
 
 struct pipeline_opts {
-    const struct config *cfg;             /* paths, pool name, default source (copied) */
-    const struct source_options *source;  /* endpoint, region, credentials (may be NULL) */
-    const struct archive_policy *policy;  /* NULL: archive_policy_default() */
-    uint64_t device_bytes;                /* 0: PIPELINE_DEFAULT_DEVICE_BYTES */
-    int fetch_limit, unpack_limit;        /* 0: util/defaults.h */
-    bool skip_health;                     /* tests only: no health checks in the guard */
+    const struct config *cfg;            /* paths, pool name, default source (copied) */
+    const struct source_options *source; /* endpoint, region, credentials (may be NULL) */
+    const struct archive_policy *policy; /* NULL: archive_policy_default() */
+    uint64_t device_bytes;               /* 0: PIPELINE_DEFAULT_DEVICE_BYTES */
+    int fetch_limit, unpack_limit;       /* 0: util/defaults.h */
+    bool skip_health;                    /* tests only: no health checks in the guard */
 };
 
 struct pipeline;
@@ -107,8 +107,7 @@ int pipeline_start_activate(struct pipeline *p, const char *image, const char *n
 int pipeline_deactivate(struct pipeline *p, const char *name, int cancel_fd, bool *was_active,
                         struct err *e);
 /* Delete an activation: dm device, thin device (with the VM's writes), record. */
-int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_fd,
-                               struct err *e);
+int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_fd, struct err *e);
 struct pipeline_removed_image {
     char name[256];     /* the image's name */
     int layers_deleted; /* layer devices deleted */
@@ -118,3 +117,19 @@ struct pipeline_removed_image {
  * (-EBUSY) while it has activations. */
 int pipeline_remove_image(struct pipeline *p, const char *image, int cancel_fd,
                           struct pipeline_removed_image *out, struct err *e);
+
+/* ---- automatic gc (autogc.c) ----------------------------------------------------------------
+ *
+ * When the pool's data or metadata usage is at or above high_pct, remove images without
+ * activations, least recently used first (pipeline_remove_image: shared layers stay), until
+ * usage is below low_pct or no candidate is left. The daemon calls it only while no run is
+ * active. Images busy with a run are skipped. high_pct 0: off. low_pct 0: high_pct - 10. */
+struct pipeline_autogc_opts {
+    int high_pct, low_pct;
+};
+struct pipeline_autogc_result {
+    double pct_before, pct_after; /* the larger of data and metadata usage */
+    int images_removed, layers_deleted;
+};
+int pipeline_auto_gc(struct pipeline *p, const struct pipeline_autogc_opts *o,
+                     struct pipeline_autogc_result *res, struct err *e);

@@ -10,6 +10,9 @@
 #  5. the same failures give the same messages and exit codes with and without the daemon
 #  6. SIGTERM during a long apply-layer: the daemon exits within a bound (measured), the next
 #     start finishes the run (outcome ok) and the activation holds the layer's bytes
+#  7. automatic gc (--gc-high-water): while idle and above the mark, the images without
+#     activations are removed least recently used first; images with activations and the layer
+#     devices they use stay; the pool and the database agree afterwards
 source "$(dirname "$0")/lib.sh"
 need dmsetup
 need sha256sum
@@ -186,4 +189,52 @@ assert_eq "$(sha256sum "$W/mnt/big.bin" | cut -d' ' -f1)" "$BIGSUM" "the layer's
 umount "$W/mnt"
 stop_daemon
 pass "SIGTERM in apply-layer: exit in ${KILL_MS} ms; the next start finished the run in ${RESUME_MS} ms; the device holds the layer"
+
+# ---- 7. automatic gc ---------------------------------------------------------------------------
+# Candidates big:1 (used longest ago) and busybox-extra:3; busybox:3 keeps an activation and
+# shares its two lower layers with busybox-extra:3 (those devices must stay).
+$T process-image --device-size 256M "dir:$EX/images/busybox/" >/dev/null || fail "busybox"
+$T process-image --device-size 256M "dir:$EX/images/busybox-extra/" >/dev/null ||
+    fail "busybox-extra"
+$T remove --activation busybox-extra-3 >/dev/null || fail "remove busybox-extra's activation"
+$T remove --activation big-1 >/dev/null || fail "remove the big image's activation"
+$T list-images --json >"$W/imgs.json"
+$T list-snapshots --all --json >"$W/acts.json"
+# Expected: every image without an activation goes, oldest last use first; the rest stay.
+jq -r --slurpfile a "$W/acts.json" '[.[] | select(.name as $n | [$a[0][].image] | index($n) | not)]
+    | sort_by(.id) | .[].name' "$W/imgs.json" >"$W/expect-gone.txt"
+jq -r --slurpfile a "$W/acts.json" '.[] | select(.name as $n | [$a[0][].image] | index($n)) | .name' \
+    "$W/imgs.json" | sort >"$W/expect-kept.txt"
+assert_eq "$(tr '\n' ' ' <"$W/expect-gone.txt")" "big:1 busybox-extra:3 " "auto-gc candidates"
+LAYER_DEVS=$($T list-images --json | jq -r '.[] | select(.name == "busybox:3") | .layers[].device_id')
+[ -s "$W/expect-kept.txt" ] || fail "no image with activations left for the test"
+$T gc --json >"$W/gc0.json" || fail "gc before auto-gc"
+KEPT_DEVS=$(jq -r '[.[] | select(.state == "active") | .device_path] | join(" ")' "$W/acts.json")
+LOGPOS=$(wc -l <"$DLOG")
+# 1 %: the pool is above it whatever it holds, so every candidate goes (and the daemon says
+# the pool stays above the mark).
+start_daemon --gc-high-water 1
+gone() { since 'msg="auto-gc: done"'; }
+wait_for gone || { sleep 5; gone; } || fail "auto-gc did not run: $(tail -n 5 "$DLOG")"
+stop_daemon
+tail -n +$((LOGPOS + 1)) "$DLOG" | grep 'msg="image removed"' | sed 's/.* image=\([^ ]*\) .*/\1/' \
+    >"$W/gone.txt"
+assert_eq "$(cat "$W/gone.txt")" "$(cat "$W/expect-gone.txt")" "images auto-gc removed, in order"
+$T list-images --json | jq -r '.[].name' | sort >"$W/left.txt"
+assert_eq "$(cat "$W/left.txt")" "$(cat "$W/expect-kept.txt")" "images left after auto-gc"
+for dev in $KEPT_DEVS; do [ -b "$dev" ] || fail "activation device $dev gone after auto-gc"; done
+assert_eq "$($T list-images --json | jq -r '.[] | select(.name == "busybox:3") | .layers[].device_id')" \
+    "$LAYER_DEVS" "busybox:3's layer devices after auto-gc"
+$T status --json >"$W/st.json"
+for id in $LAYER_DEVS; do
+    jq -e --argjson id "$id" '[.devices[]? | .id] | index($id)' "$W/st.json" >/dev/null ||
+        fail "layer device $id not in the pool after auto-gc"
+done
+since 'still above its high-water mark' || fail "no warning that the pool stays above the mark"
+$T gc --json >"$W/gc.json" || fail "gc after auto-gc"
+# (The removed images' blobs stay: the mark is about the pool; gc --blobs deletes them.)
+nonblob='[.orphans[] | select(.kind != "blob")]'
+assert_eq "$(jq -c "$nonblob" "$W/gc.json")" "$(jq -c "$nonblob" "$W/gc0.json")" \
+    "gc orphans after auto-gc (as before it, blobs aside)"
+pass "auto-gc removed $(wc -l <"$W/gone.txt") unused image(s) oldest first, kept $(wc -l <"$W/left.txt") with activations; nothing orphaned"
 echo "dm daemon: all passed"
