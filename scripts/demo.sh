@@ -16,11 +16,12 @@ EX=$PWD/$BUILD/example
 if [ "${1:-}" = "--inside" ]; then
     STATE=$2
     export THINIMG_STATE_DIR=$STATE
+    [ -n "${THINIMG_VM:-}" ] && export THINIMG_HEALTH_TIMEOUT_MS=30000 # emulation is slow
     echo "== thinimg setup-pool (1 GiB loop-backed pool under $STATE/pool)"
     "$BIN" setup-pool --data-size 1G
     echo
-    echo "== thinimg process-image dir:$EX/images/busybox/"
-    "$BIN" process-image "dir:$EX/images/busybox/"
+    echo "== thinimg process-image --device-size 1G dir:$EX/images/busybox/"
+    "$BIN" process-image --device-size 1G "dir:$EX/images/busybox/"
     echo
     echo "== the same again (already active: no device work)"
     "$BIN" process-image "dir:$EX/images/busybox/"

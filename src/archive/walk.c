@@ -50,14 +50,19 @@ void archive_set_progress(archive_progress_fn fn, void *ud)
 
 /* The C.UTF-8 locale object, created once and never changed or freed: the only
  * process-wide state of the module. Creating it takes glibc's locale lock, so it is created
- * by the first archive call of the process (the daemon validates and detects blobs long
- * before the unpack machine forks a child), not in a forked child. */
+ * when the program starts (a constructor runs before any thread exists), never in the forked
+ * child the unpack machine applies layers in. */
 static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
 static locale_t utf8_locale;
 
 static void utf8_locale_create(void)
 {
     utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
+__attribute__((constructor)) static void utf8_locale_init(void)
+{
+    pthread_once(&utf8_once, utf8_locale_create);
 }
 
 struct utf8_scope utf8_scope_begin(void)

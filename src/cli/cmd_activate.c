@@ -9,8 +9,10 @@
  *   remove NAME                    deletes an activation: dm device and thin device
  *   remove --image IMAGE           deletes an image and the layer devices no other image uses
  *
- * deactivate and remove are operator-requested devicemapper removals, run under the process
- * lock and the operation guard, and refused while a device is open (a VM uses it).
+ * deactivate and remove are operator-requested devicemapper removals (pipeline/lifecycle.c),
+ * run under the process lock and the operation guard, and refused while a device is open (a VM
+ * uses it). When a daemon holds the state directory, each command sends its work to the daemon
+ * (src/daemon/client.h) and prints the result with the same code and exit codes.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,15 +23,14 @@
 
 #include "cli/cli.h"
 #include "cli/run_cmd.h"
-#include "dm/thin.h"
+#include "daemon/client.h"
 #include "pipeline/imagedb.h"
-#include "util/log.h"
 #include "util/timeutil.h"
 
-static int print_activation(struct run_env *env, const char *name, bool json, int64_t took_ms)
+static int print_activation(struct db *db, const char *name, bool json, int64_t took_ms)
 {
     struct activation_rec a = {0};
-    if (imagedb_activation_get(env->db, name, &a) < 0)
+    if (imagedb_activation_get(db, name, &a) < 0)
         return EXIT_FAIL;
     if (json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:I, s:I}", "activation", a.name, "image",
@@ -45,6 +46,52 @@ static int print_activation(struct run_env *env, const char *name, bool json, in
     }
     activation_rec_free(&a);
     return EXIT_OK;
+}
+
+/* Print the result of a finished activate run (done here or by the daemon); exit code. */
+static int activate_report(struct db *db, const struct fsm_id *run, enum fsm_outcome out,
+                           const char *error, bool json, int64_t t0)
+{
+    if (!fsm_outcome_success(out)) {
+        fprintf(stderr, "thinimg: activate: %s\n  (details: thinimg runs show %s)\n",
+                error && *error ? error : fsm_outcome_name(out), run->s);
+        return run_error_exit_code(out, error);
+    }
+    struct fsm_run_record rec = {0};
+    char act[80] = "";
+    if (fsm_db_get_run(db, run, &rec) == 0) {
+        snprintf(act, sizeof(act), "%s", rec.resource_id);
+        fsm_run_record_free(&rec);
+    }
+    return print_activation(db, act, json, mono_ms() - t0);
+}
+
+static int activate_remote(struct cli *cli, struct api_client *api, const char *image,
+                           const char *name, bool json, int64_t t0)
+{
+    struct err e = {0};
+    json_t *body = json_pack("{s:s, s:s?}", "image", image, "name", name);
+    struct fsm_id run;
+    int r = run_remote_start(api, "/v1/activations", body, &run, &e);
+    json_decref(body);
+    if (r < 0)
+        return cli_fail("activate", r, &e);
+    enum fsm_outcome out = FSM_OK;
+    char *error = NULL;
+    r = run_remote_wait(cli, api, &run, &out, &error, &e);
+    int rc;
+    if (r == -EINTR) {
+        fprintf(stderr, "thinimg: activate: interrupted; run %s goes on in the daemon\n", run.s);
+        rc = 130;
+    } else if (r < 0) {
+        rc = cli_fail("activate", r, &e);
+    } else {
+        struct db *db = run_remote_db(cli, "activate");
+        rc = db ? activate_report(db, &run, out, error, json, t0) : EXIT_FAIL;
+        db_close(db);
+    }
+    free(error);
+    return rc;
 }
 
 int cmd_activate(struct cli *cli, int argc, char **argv)
@@ -80,8 +127,17 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
         return cli_usage_error("activate", "invalid --name '%s' (1-64 of [A-Za-z0-9_.-])", name);
     int64_t t0 = mono_ms();
     struct err e = {0};
+    struct api_client *api = NULL;
+    int r = api_client_detect(&cli->cfg, &api, &e);
+    if (r < 0)
+        return cli_fail("activate", r, &e);
+    if (r > 0) {
+        r = activate_remote(cli, api, argv[optind], name, json, t0);
+        api_client_free(api);
+        return r;
+    }
     struct run_env env;
-    int r = run_env_open(cli, "activate", &ro, &env, &e);
+    r = run_env_open(cli, "activate", &ro, &env, &e);
     if (r < 0)
         return cli_fail("activate", r, &e);
     struct fsm_id run;
@@ -99,55 +155,88 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
         rc = 130;
     } else if (r < 0) {
         rc = cli_fail("activate", r, NULL);
-    } else if (!fsm_outcome_success(out)) {
-        rc = run_error_exit_code(out, error);
-        fprintf(stderr, "thinimg: activate: %s\n  (details: thinimg runs show %s)\n",
-                error && *error ? error : fsm_outcome_name(out), run.s);
     } else {
-        struct fsm_run_record rec = {0};
-        char act[80] = "";
-        if (fsm_db_get_run(env.db, &run, &rec) == 0) {
-            snprintf(act, sizeof(act), "%s", rec.resource_id);
-            fsm_run_record_free(&rec);
-        }
-        rc = print_activation(&env, act, json, mono_ms() - t0);
+        rc = activate_report(env.db, &run, out, error, json, t0);
     }
     free(error);
     run_env_close(&env);
     return rc;
 }
 
-/* Take the activation's dm device down; EXIT code. */
-static int deactivate_one(struct run_env *env, const char *pool, const char *name, bool quiet)
+/* The work of deactivate, remove and remove --image, done here (env) or by the daemon (api):
+ * one code path for the messages and exit codes. */
+struct lifecycle_target {
+    struct run_env *env;
+    struct api_client *api;
+};
+
+/* A lifecycle request to the daemon: 0 with *reply, or a negative errno with e. */
+static int remote_lifecycle(struct api_client *api, const char *method, const char *collection,
+                            const char *name, const char *suffix, json_t **reply, struct err *e)
 {
-    struct activation_rec a = {0};
-    int r = imagedb_activation_get(env->db, name, &a);
-    if (r < 0)
-        return cli_failf("deactivate", EXIT_NOTFOUND, "no activation '%s' (see list-snapshots)",
-                         name);
-    uint32_t dev_id = (uint32_t)a.dev_id;
-    bool was_active = !strcmp(a.state, "active");
-    activation_rec_free(&a);
-    struct err e = {0};
-    if (dev_id) {
-        r = guard_enter(pipeline_guard(env->p), "deactivate", -1, &e);
-        if (r < 0)
-            return cli_fail("deactivate", r, &e);
-        r = thin_deactivate(env->db, pool, dev_id, &e);
-        guard_leave(pipeline_guard(env->p));
-        if (r == -EBUSY)
-            return cli_failf("deactivate", EXIT_BUSY, "%s is in use: %s", name, err_str(&e));
-        if (r < 0)
-            return cli_fail("deactivate", r, &e);
+    char *esc = api_escape(name);
+    if (!esc)
+        return err_set(e, -ENOMEM, "out of memory");
+    char path[8192];
+    snprintf(path, sizeof(path), "/v1/%s/%s%s", collection, esc, suffix);
+    free(esc);
+    long status = 0;
+    /* Removals wait for the operation guard, which an mkfs may hold for a while. */
+    int r = api_call(api, method, path, NULL, 600000, &status, reply, e);
+    if (r == 0 && status != 200) {
+        r = api_reply_error(status, *reply, e);
+        json_decref(*reply);
+        *reply = NULL;
     }
-    r = imagedb_activation_set_state(env->db, name, "inactive", NULL);
+    return r;
+}
+
+/* Take the activation's dm device down; EXIT code. */
+static int deactivate_one(struct lifecycle_target *t, const char *name, bool quiet)
+{
+    struct err e = {0};
+    bool was_active = false;
+    int r;
+    if (t->api) {
+        json_t *reply = NULL;
+        r = remote_lifecycle(t->api, "POST", "activations", name, "/deactivate", &reply, &e);
+        was_active = json_is_true(json_object_get(reply, "was_active"));
+        json_decref(reply);
+    } else {
+        r = pipeline_deactivate(t->env->p, name, -1, &was_active, &e);
+    }
     if (r < 0)
-        return cli_fail("deactivate", r, NULL);
+        return cli_fail("deactivate", r, &e);
     if (!quiet)
         printf("%s %s\n", name, was_active ? "deactivated (data kept; `thinimg activate` brings "
                                              "it back)"
                                            : "is inactive");
     return EXIT_OK;
+}
+
+/* Open the lifecycle target: the daemon if one runs, else this process (no resume). */
+static int target_open(struct cli *cli, const char *command, const struct run_env_opts *ro,
+                       struct lifecycle_target *t, struct run_env *env)
+{
+    struct err e = {0};
+    memset(t, 0, sizeof(*t));
+    int r = api_client_detect(&cli->cfg, &t->api, &e);
+    if (r < 0)
+        return cli_fail(command, r, &e);
+    if (r > 0)
+        return EXIT_OK;
+    r = run_env_open(cli, command, ro, env, &e);
+    if (r < 0)
+        return cli_fail(command, r, &e);
+    t->env = env;
+    return EXIT_OK;
+}
+
+static void target_close(struct lifecycle_target *t)
+{
+    if (t->env)
+        run_env_close(t->env);
+    api_client_free(t->api);
 }
 
 int cmd_deactivate(struct cli *cli, int argc, char **argv)
@@ -172,119 +261,60 @@ int cmd_deactivate(struct cli *cli, int argc, char **argv)
     }
     if (optind >= argc)
         return cli_usage_error("deactivate", "expected an activation NAME");
-    struct err e = {0};
+    struct lifecycle_target t;
     struct run_env env;
-    int r = run_env_open(cli, "deactivate", &ro, &env, &e);
-    if (r < 0)
-        return cli_fail("deactivate", r, &e);
-    int rc = EXIT_OK;
+    int rc = target_open(cli, "deactivate", &ro, &t, &env);
+    if (rc != EXIT_OK)
+        return rc;
     for (int i = optind; i < argc; i++) {
-        int one = deactivate_one(&env, cli->cfg.pool_name, argv[i], cli->quiet);
+        int one = deactivate_one(&t, argv[i], cli->quiet);
         if (one != EXIT_OK)
             rc = one;
     }
-    run_env_close(&env);
+    target_close(&t);
     return rc;
 }
 
-static int remove_activation(struct run_env *env, const char *pool, const char *name, bool quiet)
+static int remove_activation(struct lifecycle_target *t, const char *name, bool quiet)
 {
-    struct activation_rec a = {0};
-    if (imagedb_activation_get(env->db, name, &a) < 0)
-        return cli_failf("remove", EXIT_NOTFOUND, "no activation '%s' (see list-snapshots)",
-                         name);
-    uint32_t dev_id = (uint32_t)a.dev_id;
-    activation_rec_free(&a);
     struct err e = {0};
-    if (dev_id) {
-        int r = guard_enter(pipeline_guard(env->p), "remove-activation", -1, &e);
-        if (r < 0)
-            return cli_fail("remove", r, &e);
-        r = thin_deactivate(env->db, pool, dev_id, &e);
-        if (r == 0)
-            r = thin_delete(env->db, pool, dev_id, &e);
-        guard_leave(pipeline_guard(env->p));
-        if (r == -EBUSY)
-            return cli_failf("remove", EXIT_BUSY, "%s is in use: %s", name, err_str(&e));
-        if (r < 0)
-            return cli_fail("remove", r, &e);
+    int r;
+    if (t->api) {
+        json_t *reply = NULL;
+        r = remote_lifecycle(t->api, "DELETE", "activations", name, "", &reply, &e);
+        json_decref(reply);
+    } else {
+        r = pipeline_remove_activation(t->env->p, name, -1, &e);
     }
-    int r = imagedb_activation_delete(env->db, name);
     if (r < 0)
-        return cli_fail("remove", r, NULL);
+        return cli_fail("remove", r, &e);
     if (!quiet)
         printf("activation %s removed\n", name);
     return EXIT_OK;
 }
 
-struct chain_list {
-    char **v;
-    size_t n;
-};
-
-static int remove_image(struct run_env *env, const char *pool, const char *image, bool quiet)
+static int remove_image(struct lifecycle_target *t, const char *image, bool quiet)
 {
-    struct image_rec img = {0};
-    int r = imagedb_image_find(env->db, image, &img);
-    if (r == -EEXIST)
-        return cli_failf("remove", EXIT_USAGE, "image name '%s' is ambiguous; give its ref",
-                         image);
-    if (r < 0)
-        return cli_failf("remove", EXIT_NOTFOUND, "no image '%s' (see list-images)", image);
-    int64_t id = img.id;
-    char name[256];
-    snprintf(name, sizeof(name), "%s", img.name);
-    image_rec_free(&img);
-    struct image_layer_rec *v = NULL;
-    size_t n = 0;
-    imagedb_image_layers(env->db, id, &v, &n);
-    r = imagedb_image_delete(env->db, id);
-    if (r == -EBUSY) {
-        imagedb_image_layers_free(v, n);
-        return cli_failf("remove", EXIT_BUSY,
-                         "image %s still has activations; remove them first (list-snapshots "
-                         "--all --image %s)",
-                         name, name);
-    }
-    if (r < 0) {
-        imagedb_image_layers_free(v, n);
-        return cli_fail("remove", r, NULL);
-    }
-    /* Top down: a layer goes when nothing (image, child layer, activation) uses it. */
-    int removed = 0, rc = EXIT_OK;
     struct err e = {0};
-    for (size_t i = n; i-- > 0;) {
-        if (!v[i].chain_id)
-            continue;
-        int users = 1;
-        if (imagedb_layer_users(env->db, v[i].chain_id, &users) < 0 || users > 0)
-            break; /* shared from here down */
-        struct layer_rec l = {0};
-        if (imagedb_layer_get(env->db, v[i].chain_id, &l) < 0)
-            continue;
-        uint32_t dev_id = (uint32_t)l.dev_id;
-        layer_rec_free(&l);
-        if (dev_id) {
-            r = guard_enter(pipeline_guard(env->p), "remove-layer", -1, &e);
-            if (r == 0) {
-                r = thin_deactivate(env->db, pool, dev_id, &e);
-                if (r == 0)
-                    r = thin_delete(env->db, pool, dev_id, &e);
-                guard_leave(pipeline_guard(env->p));
-            }
-            if (r < 0) {
-                rc = cli_fail("remove", r, &e);
-                break;
-            }
-        }
-        imagedb_layer_delete(env->db, v[i].chain_id);
-        removed++;
+    struct pipeline_removed_image ri = {0};
+    int r;
+    if (t->api) {
+        json_t *reply = NULL;
+        r = remote_lifecycle(t->api, "DELETE", "images", image, "", &reply, &e);
+        const char *n = json_string_value(json_object_get(reply, "image"));
+        snprintf(ri.name, sizeof(ri.name), "%s", n ? n : image);
+        ri.layers_deleted = (int)json_integer_value(json_object_get(reply, "layers_deleted"));
+        ri.layers_kept = (int)json_integer_value(json_object_get(reply, "layers_kept"));
+        json_decref(reply);
+    } else {
+        r = pipeline_remove_image(t->env->p, image, -1, &ri, &e);
     }
-    imagedb_image_layers_free(v, n);
-    if (!quiet && rc == EXIT_OK)
-        printf("image %s removed (%d layer device%s deleted, %zu shared or kept)\n", name, removed,
-               removed == 1 ? "" : "s", n - (size_t)removed);
-    return rc;
+    if (r < 0)
+        return cli_fail("remove", r, &e);
+    if (!quiet)
+        printf("image %s removed (%d layer device%s deleted, %d shared or kept)\n", ri.name,
+               ri.layers_deleted, ri.layers_deleted == 1 ? "" : "s", ri.layers_kept);
+    return EXIT_OK;
 }
 
 int cmd_remove(struct cli *cli, int argc, char **argv)
@@ -316,32 +346,40 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
     if (optind + 1 != argc)
         return cli_usage_error("remove", "expected one NAME");
     const char *what = argv[optind];
-    struct err e = {0};
+    struct lifecycle_target t;
     struct run_env env;
-    int r = run_env_open(cli, "remove", &ro, &env, &e);
-    if (r < 0)
-        return cli_fail("remove", r, &e);
+    int rc = target_open(cli, "remove", &ro, &t, &env);
+    if (rc != EXIT_OK)
+        return rc;
+    /* Which one is it: decided from the database (read-only next to a daemon). */
+    struct db *db = t.env ? t.env->db : run_remote_db(cli, "remove");
+    if (!db) {
+        target_close(&t);
+        return EXIT_FAIL;
+    }
     struct activation_rec a = {0};
-    bool is_act = !want_image && imagedb_activation_get(env.db, what, &a) == 0;
+    bool is_act = !want_image && imagedb_activation_get(db, what, &a) == 0;
     if (is_act)
         activation_rec_free(&a);
     struct image_rec img = {0};
-    bool is_img = !want_act && imagedb_image_find(env.db, what, &img) != -ENOENT;
-    if (is_img)
+    int ir = want_act ? -ENOENT : imagedb_image_find(db, what, &img);
+    bool is_img = ir != -ENOENT;
+    if (ir == 0)
         image_rec_free(&img);
-    int rc;
+    if (!t.env)
+        db_close(db);
     if (is_act && is_img)
         rc = cli_failf("remove", EXIT_USAGE,
                        "'%s' is both an activation and an image; add --activation or --image",
                        what);
     else if (is_act)
-        rc = remove_activation(&env, cli->cfg.pool_name, what, cli->quiet);
+        rc = remove_activation(&t, what, cli->quiet);
     else if (is_img)
-        rc = remove_image(&env, cli->cfg.pool_name, what, cli->quiet);
+        rc = remove_image(&t, what, cli->quiet);
     else
         rc = cli_failf("remove", EXIT_NOTFOUND,
                        "no activation or image named '%s' (see list-snapshots, list-images)",
                        what);
-    run_env_close(&env);
+    target_close(&t);
     return rc;
 }

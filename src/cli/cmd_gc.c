@@ -175,6 +175,16 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
             return cli_failf("gc", EXIT_UNHEALTHY, "refused: the host is not healthy: %s", s);
         }
     }
+    /* A dry run next to a working thinimg: its in-flight devices would look like orphans and
+     * two metadata snapshots would step on each other, so the devices are left out. */
+    char busy_note[300];
+    struct lock_holder holder;
+    if (!force && proc_lock_holder(cli->cfg.lock_path, &holder) == 0) {
+        char who[200];
+        lock_holder_describe(&holder, who, sizeof(who));
+        snprintf(busy_note, sizeof(busy_note), "%s is working; run gc when it is idle", who);
+        go.skip_devices = busy_note;
+    }
     _cleanup_db_ struct db *db = NULL;
     int r = cli_open_db(cli, !force, &db, &e);
     if (r == -ENOENT && !force) {

@@ -9,7 +9,9 @@
 
 #include "cli/cli.h"
 #include "cli/table.h"
+#include "daemon/views.h"
 #include "guard/health.h"
+#include "pipeline/pipeline.h"
 #include "util/fsutil.h"
 
 static void usage(FILE *out)
@@ -22,14 +24,6 @@ static void usage(FILE *out)
                  "\n"
                  "  --peek   do not mark kernel log lines as seen (report them again next time)\n"
                  "  --json   machine-readable report\n");
-}
-
-/* The pool check is provided by the dm module when it is built in (weak hook). */
-__attribute__((weak)) void cli_health_pool_check(struct cli *cli, struct health_opts *o);
-__attribute__((weak)) void cli_health_pool_check(struct cli *cli, struct health_opts *o)
-{
-    (void)cli;
-    (void)o;
 }
 
 int cmd_health(struct cli *cli, int argc, char **argv)
@@ -54,21 +48,14 @@ int cmd_health(struct cli *cli, int argc, char **argv)
     snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", cli->cfg.state_dir);
     bool have_state = mkdir_p(cli->cfg.state_dir, 0700) == 0;
     struct health_opts o = {.cursor_path = have_state ? cursor : NULL, .advance_cursor = !peek};
-    cli_health_pool_check(cli, &o);
+    o.pool = pipeline_pool_health;
+    o.pool_ud = cli->cfg.pool_name;
     struct health_report rep;
     int r = health_run(&o, &rep);
     if (r < 0)
         return cli_fail("health", r, NULL);
     if (json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < rep.n; i++)
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}", "name",
-                                                 rep.checks[i].name, "level",
-                                                 health_level_name(rep.checks[i].level), "detail",
-                                                 rep.checks[i].detail, "duration_ms",
-                                                 (json_int_t)rep.checks[i].duration_ms));
-        json_t *top = json_pack("{s:b, s:s, s:o}", "healthy", rep.overall != HEALTH_FAIL,
-                                "overall", health_level_name(rep.overall), "checks", arr);
+        json_t *top = view_health(&rep);
         json_dumpf(top, stdout, JSON_INDENT(2));
         putchar('\n');
         json_decref(top);

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/table.h"
+#include "daemon/views.h"
 #include "pipeline/imagedb.h"
 #include "util/cleanup.h"
 #include "util/timeutil.h"
@@ -42,43 +43,11 @@ static void short_digest(const char *d, char *out, size_t n)
     snprintf(out, n, "%.12s", hex ? hex + 1 : d);
 }
 
-static json_t *layers_json(struct db *db, int64_t image_id)
-{
-    json_t *arr = json_array();
-    struct image_layer_rec *v = NULL;
-    size_t n = 0;
-    if (imagedb_image_layers(db, image_id, &v, &n) < 0)
-        return arr;
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = json_pack("{s:i, s:s?, s:s?, s:s?}", "index", v[i].idx, "location",
-                              v[i].location, "digest", v[i].digest, "chain_id", v[i].chain_id);
-        if (v[i].size >= 0)
-            json_object_set_new(o, "size", json_integer(v[i].size));
-        struct layer_rec l = {0};
-        if (v[i].chain_id && imagedb_layer_get(db, v[i].chain_id, &l) == 0) {
-            json_object_set_new(o, "layer_state", json_string(l.state));
-            if (l.dev_id > 0)
-                json_object_set_new(o, "device_id", json_integer(l.dev_id));
-            layer_rec_free(&l);
-        }
-        json_array_append_new(arr, o);
-    }
-    imagedb_image_layers_free(v, n);
-    return arr;
-}
-
 static int image_row(const struct image_rec *r, void *ud)
 {
     struct list_ctx *c = ud;
     if (c->json) {
-        json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:i, s:i, s:s?, s:s?, s:I, s:I}", "id",
-                              (json_int_t)r->id, "name", r->name, "ref", r->ref, "state", r->state,
-                              "n_layers", r->n_layers, "active_activations", r->n_activations,
-                              "top_chain", r->top_chain, "error", r->error, "created_at_ms",
-                              (json_int_t)r->created_at_ms, "updated_at_ms",
-                              (json_int_t)r->updated_at_ms);
-        json_object_set_new(o, "layers", layers_json(c->db, r->id));
-        json_array_append_new(c->arr, o);
+        json_array_append_new(c->arr, view_image(c->db, r));
         return 0;
     }
     char nl[16], na[16], top[16], age[32];

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/table.h"
+#include "daemon/views.h"
 #include "pipeline/imagedb.h"
 #include "util/cleanup.h"
 #include "util/timeutil.h"
@@ -35,13 +36,7 @@ static int snap_row(const struct activation_rec *a, void *ud)
 {
     struct snap_ctx *c = ud;
     if (c->json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:I}", "name", a->name,
-                              "image", a->image_name, "chain_id", a->chain_id, "state", a->state,
-                              "device_path", a->device_path, "pool", a->pool, "error", a->error,
-                              "created_at_ms", (json_int_t)a->created_at_ms);
-        if (a->dev_id > 0)
-            json_object_set_new(o, "device_id", json_integer(a->dev_id));
-        json_array_append_new(c->arr, o);
+        json_array_append_new(c->arr, view_activation(a));
         return 0;
     }
     char id[32] = "-", age[32];

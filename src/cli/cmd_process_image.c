@@ -13,6 +13,8 @@
 #include "cli/cli.h"
 #include "cli/cli_source.h"
 #include "cli/run_cmd.h"
+#include "daemon/client.h"
+#include "daemon/views.h"
 #include "pipeline/imagedb.h"
 #include "util/parse.h"
 #include "util/timeutil.h"
@@ -40,60 +42,6 @@ static void usage(FILE *out)
             "\n"
             "Exit codes: 0 done, 1 failed, 2 usage, 3 host or pool unhealthy, 4 not found,\n"
             "5 locked by another thinimg, 6 rejected input (not an image, unsafe archive).\n");
-}
-
-static json_t *result_json(struct run_env *env, const struct fsm_run_record *rec,
-                           int64_t elapsed_ms)
-{
-    json_t *resp = rec->response ? json_loadb(rec->response, rec->response_len, 0, NULL) : NULL;
-    if (!resp)
-        resp = json_object();
-    int64_t image_id = json_integer_value(json_object_get(resp, "image_id"));
-    json_t *o = json_pack("{s:s, s:s, s:I}", "run", rec->version.s, "outcome",
-                          fsm_outcome_name(rec->outcome), "elapsed_ms", (json_int_t)elapsed_ms);
-    struct image_rec img = {0};
-    if (image_id && imagedb_image_get(env->db, image_id, &img) == 0) {
-        json_object_set_new(o, "image", json_string(img.name));
-        json_object_set_new(o, "ref", json_string(img.ref));
-        json_object_set_new(o, "state", json_string(img.state));
-        image_rec_free(&img);
-    }
-    const char *act = json_string_value(json_object_get(resp, "activation"));
-    if (act) {
-        json_object_set_new(o, "activation", json_string(act));
-        struct activation_rec a = {0};
-        if (imagedb_activation_get(env->db, act, &a) == 0) {
-            if (a.device_path)
-                json_object_set_new(o, "device_path", json_string(a.device_path));
-            if (a.dev_id)
-                json_object_set_new(o, "device_id", json_integer(a.dev_id));
-            activation_rec_free(&a);
-        }
-    }
-    json_t *layers = json_array();
-    struct image_layer_rec *v = NULL;
-    size_t n = 0;
-    if (image_id && imagedb_image_layers(env->db, image_id, &v, &n) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            json_t *l = json_pack("{s:i, s:s?, s:s?, s:s?}", "index", v[i].idx, "location",
-                                  v[i].location, "digest", v[i].digest, "chain_id",
-                                  v[i].chain_id);
-            struct layer_rec lr = {0};
-            if (v[i].chain_id && imagedb_layer_get(env->db, v[i].chain_id, &lr) == 0) {
-                if (lr.dev_id)
-                    json_object_set_new(l, "device_id", json_integer(lr.dev_id));
-                json_object_set_new(l, "state", json_string(lr.state));
-                layer_rec_free(&lr);
-            }
-            if (v[i].size >= 0)
-                json_object_set_new(l, "size", json_integer(v[i].size));
-            json_array_append_new(layers, l);
-        }
-        imagedb_image_layers_free(v, n);
-    }
-    json_object_set_new(o, "layers", layers);
-    json_decref(resp);
-    return o;
 }
 
 static void print_human(json_t *o)
@@ -128,6 +76,75 @@ static void print_human(json_t *o)
                : "");
 }
 
+/* Print the result of a finished run and return the exit code: the same for a run done here
+ * and one done by the daemon (db is then a read-only connection). */
+static int report(struct db *db, const struct fsm_id *run, enum fsm_outcome out,
+                  const char *error, bool json, int64_t t0)
+{
+    int rc = run_error_exit_code(out, error);
+    struct fsm_run_record rec = {0};
+    if (fsm_db_get_run(db, run, &rec) == 0) {
+        json_t *o = view_process_result(db, &rec, mono_ms() - t0);
+        if (rc != EXIT_OK)
+            json_object_set_new(o, "error", json_string(error ? error : ""));
+        if (json) {
+            json_dumpf(o, stdout, JSON_INDENT(2));
+            putchar('\n');
+        } else if (rc == EXIT_OK) {
+            print_human(o);
+        }
+        json_decref(o);
+        fsm_run_record_free(&rec);
+    }
+    if (rc != EXIT_OK)
+        fprintf(stderr, "thinimg: process-image: %s\n  (details: thinimg runs show %s)\n",
+                error && *error ? error : fsm_outcome_name(out), run->s);
+    return rc;
+}
+
+/* The daemon holds the state directory: it does the work; we show progress and the result. */
+static int process_remote(struct cli *cli, struct api_client *api, const char *ref,
+                          const char *name, uint64_t device_bytes, bool json, bool local_opts,
+                          int64_t t0)
+{
+    if (local_opts && !cli->quiet)
+        fprintf(stderr, "thinimg: process-image: the daemon does this work with its own source "
+                        "and queue settings; --region, --endpoint, --no-sign-request, "
+                        "--fetch-queue and --unpack-queue are ignored\n");
+    struct err e = {0};
+    char *loc = NULL;
+    int r = pipeline_ref_expand(ref, cli->cfg.source, &loc, &e);
+    if (r < 0)
+        return cli_fail("process-image", r, &e);
+    json_t *body = json_pack("{s:s, s:s?}", "ref", loc, "name", name);
+    free(loc);
+    if (device_bytes)
+        json_object_set_new(body, "device_size", json_integer((json_int_t)device_bytes));
+    struct fsm_id run;
+    r = run_remote_start(api, "/v1/process-image", body, &run, &e);
+    json_decref(body);
+    if (r < 0)
+        return cli_fail("process-image", r, &e);
+    enum fsm_outcome out = FSM_OK;
+    char *error = NULL;
+    r = run_remote_wait(cli, api, &run, &out, &error, &e);
+    if (r == -EINTR) {
+        fprintf(stderr, "thinimg: process-image: interrupted; run %s goes on in the daemon "
+                        "(thinimg runs show %s)\n", run.s, run.s);
+        free(error);
+        return 130;
+    }
+    if (r < 0) {
+        free(error);
+        return cli_fail("process-image", r, &e);
+    }
+    struct db *db = run_remote_db(cli, "process-image");
+    int rc = db ? report(db, &run, out, error, json, t0) : EXIT_FAIL;
+    db_close(db);
+    free(error);
+    return rc;
+}
+
 int cmd_process_image(struct cli *cli, int argc, char **argv)
 {
     enum { OPT_NAME = 256, OPT_SIZE, OPT_WAIT, OPT_FQ, OPT_UQ, OPT_JSON };
@@ -149,7 +166,8 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
         switch (c) {
         case OPT_NAME: name = optarg; break;
         case OPT_SIZE:
-            if (parse_size(optarg, &ro.device_bytes) < 0 || ro.device_bytes < (64ull << 20) ||
+            if (parse_size(optarg, &ro.device_bytes) < 0 ||
+                ro.device_bytes < PIPELINE_MIN_DEVICE_BYTES ||
                 ro.device_bytes % 512)
                 return cli_usage_error("process-image",
                                        "invalid --device-size '%s' (at least 64M)", optarg);
@@ -176,8 +194,19 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
 
     int64_t t0 = mono_ms();
     struct err e = {0};
+    struct api_client *api = NULL;
+    int r = api_client_detect(&cli->cfg, &api, &e);
+    if (r < 0)
+        return cli_fail("process-image", r, &e);
+    if (r > 0) {
+        bool local_opts = so.region || so.endpoint || so.anonymous || ro.fetch_limit ||
+                          ro.unpack_limit;
+        r = process_remote(cli, api, ref, name, ro.device_bytes, json, local_opts, t0);
+        api_client_free(api);
+        return r;
+    }
     struct run_env env;
-    int r = run_env_open(cli, "process-image", &ro, &env, &e);
+    r = run_env_open(cli, "process-image", &ro, &env, &e);
     if (r < 0)
         return cli_fail("process-image", r, &e);
     struct fsm_id run;
@@ -203,24 +232,7 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
         free(error);
         return cli_fail("process-image", r, NULL);
     }
-    int rc = run_error_exit_code(out, error);
-    struct fsm_run_record rec = {0};
-    if (fsm_db_get_run(env.db, &run, &rec) == 0) {
-        json_t *o = result_json(&env, &rec, mono_ms() - t0);
-        if (rc != EXIT_OK)
-            json_object_set_new(o, "error", json_string(error ? error : ""));
-        if (json) {
-            json_dumpf(o, stdout, JSON_INDENT(2));
-            putchar('\n');
-        } else if (rc == EXIT_OK) {
-            print_human(o);
-        }
-        json_decref(o);
-        fsm_run_record_free(&rec);
-    }
-    if (rc != EXIT_OK)
-        fprintf(stderr, "thinimg: process-image: %s\n  (details: thinimg runs show %s)\n",
-                error && *error ? error : fsm_outcome_name(out), run.s);
+    int rc = report(env.db, &run, out, error, json, t0);
     free(error);
     run_env_close(&env);
     return rc;

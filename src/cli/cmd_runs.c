@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/table.h"
+#include "daemon/views.h"
 #include "fsm/fsm.h"
 #include "util/timeutil.h"
 
@@ -56,60 +57,6 @@ static const char *outcome_or_dash(const struct fsm_run_record *r)
     return r->status == FSM_RUN_FINISHED ? fsm_outcome_name(r->outcome) : "-";
 }
 
-/* Request/response bytes as JSON: embedded as is when they are JSON, else as a string when
- * they are text, else only their size is shown. */
-static json_t *bytes_json(const void *p, size_t n)
-{
-    if (!p || n == 0)
-        return json_null();
-    json_t *j = json_loadb(p, n, JSON_DECODE_ANY, NULL);
-    if (j)
-        return j;
-    j = json_stringn(p, n);
-    return j ? j : json_null();
-}
-
-static json_t *run_json(const struct fsm_run_record *r, bool full)
-{
-    json_t *trans = json_array();
-    for (size_t i = 0; i < r->n_transitions; i++)
-        json_array_append_new(trans, json_string(r->transitions[i]));
-    json_t *o = json_object();
-    json_object_set_new(o, "version", json_string(r->version.s));
-    json_object_set_new(o, "type", json_string(r->type));
-    json_object_set_new(o, "action", json_string(r->action));
-    json_object_set_new(o, "resource_id", json_string(r->resource_id));
-    json_object_set_new(o, "queue", r->queue ? json_string(r->queue) : json_null());
-    json_object_set_new(o, "parent",
-                        fsm_id_is_zero(&r->parent) ? json_null() : json_string(r->parent.s));
-    json_object_set_new(o, "run_after",
-                        fsm_id_is_zero(&r->run_after) ? json_null() : json_string(r->run_after.s));
-    json_object_set_new(o, "status", json_string(fsm_run_status_name(r->status)));
-    json_object_set_new(o, "state", json_string(r->state));
-    json_object_set_new(o, "next_index", json_integer(r->next_index));
-    json_object_set_new(o, "transitions", trans);
-    json_object_set_new(o, "attempt", json_integer(r->attempt));
-    json_object_set_new(o, "outcome",
-                        r->status == FSM_RUN_FINISHED ? json_string(fsm_outcome_name(r->outcome))
-                                                      : json_null());
-    json_object_set_new(o, "error", json_string(r->error));
-    json_object_set_new(o, "error_state",
-                        r->error_state ? json_string(r->error_state) : json_null());
-    json_object_set_new(o, "created_ms", json_integer(r->created_ms));
-    json_object_set_new(o, "started_ms", r->started_ms ? json_integer(r->started_ms) : json_null());
-    json_object_set_new(o, "finished_ms",
-                        r->finished_ms ? json_integer(r->finished_ms) : json_null());
-    json_object_set_new(o, "delay_until_ms",
-                        r->delay_until_ms ? json_integer(r->delay_until_ms) : json_null());
-    json_object_set_new(o, "request_bytes", json_integer((json_int_t)r->request_len));
-    json_object_set_new(o, "response_bytes", json_integer((json_int_t)r->response_len));
-    if (full) {
-        json_object_set_new(o, "request", bytes_json(r->request, r->request_len));
-        json_object_set_new(o, "response", bytes_json(r->response, r->response_len));
-    }
-    return o;
-}
-
 struct list_ctx {
     bool json;
     json_t *arr;
@@ -123,7 +70,7 @@ static int list_one(const struct fsm_run_record *r, void *ud)
     struct list_ctx *c = ud;
     c->n++;
     if (c->json)
-        return json_array_append_new(c->arr, run_json(r, false)) < 0 ? -ENOMEM : 0;
+        return json_array_append_new(c->arr, view_run(r, false)) < 0 ? -ENOMEM : 0;
     char machine[256], attempt[16], age[32], error[RUNS_ERROR_WIDTH + 4];
     snprintf(machine, sizeof(machine), "%s/%s", r->type, r->action);
     snprintf(attempt, sizeof(attempt), "%u", r->attempt);
@@ -189,20 +136,8 @@ struct events_ctx {
 static int event_one(const struct fsm_event_record *ev, void *ud)
 {
     struct events_ctx *c = ud;
-    if (c->json) {
-        json_t *o = json_object();
-        json_object_set_new(o, "seq", json_integer(ev->seq));
-        json_object_set_new(o, "type", json_string(fsm_event_type_name(ev->type)));
-        json_object_set_new(o, "state", ev->state ? json_string(ev->state) : json_null());
-        json_object_set_new(o, "attempt", json_integer(ev->attempt));
-        json_object_set_new(o, "outcome",
-                            ev->has_outcome ? json_string(fsm_outcome_name(ev->outcome))
-                                            : json_null());
-        json_object_set_new(o, "error", ev->error ? json_string(ev->error) : json_null());
-        json_object_set_new(o, "ts_ms", json_integer(ev->ts_ms));
-        json_object_set_new(o, "response_bytes", json_integer((json_int_t)ev->response_len));
-        return json_array_append_new(c->arr, o) < 0 ? -ENOMEM : 0;
-    }
+    if (c->json)
+        return json_array_append_new(c->arr, view_event(ev)) < 0 ? -ENOMEM : 0;
     char seq[24], ts[40], attempt[16];
     snprintf(seq, sizeof(seq), "%lld", (long long)ev->seq);
     format_rfc3339_ms(ev->ts_ms, ts, sizeof(ts));
@@ -311,7 +246,7 @@ static int show_run(struct cli *cli, const char *version, bool json)
         return cli_fail("runs", r, NULL);
     }
     if (json) {
-        json_t *o = run_json(&rec, true);
+        json_t *o = view_run(&rec, true);
         json_object_set_new(o, "events", c.arr);
         fsm_run_record_free(&rec);
         return print_json(o);

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "guard/lock.h"
+#include "pipeline/gc.h"
 #include "cli/pool_report.h"
 #include "cli/table.h"
 #include "dm/dm.h"
@@ -120,8 +122,23 @@ int cmd_status(struct cli *cli, int argc, char **argv)
         l->active = true;
     }
 
+    /* Reconcile: what gc would collect (the pool's metadata against the records). Skipped
+     * while another thinimg works: its metadata snapshot and ours would step on each other,
+     * and its in-flight devices would look like orphans. */
+    struct gc_report orphans = {0};
+    struct lock_holder holder;
+    bool busy = proc_lock_holder(cli->cfg.lock_path, &holder) == 0;
+    bool have_orphans = !busy && db && pr == 0 && info.active &&
+                        gc_scan(db, &cli->cfg, NULL, &orphans, NULL) == 0 && orphans.pool_active;
+    char orphan_summary[256] = "nothing";
+    if (have_orphans)
+        gc_report_summary(&orphans, orphan_summary, sizeof(orphan_summary));
+
     if (json) {
         json_t *o = json_object();
+        if (have_orphans)
+            json_object_set_new(o, "orphans", json_pack("{s:i, s:s}", "count", (int)orphans.n,
+                                                        "summary", orphan_summary));
         json_object_set_new(
             o, "pool", pr == 0 ? pool_report_json(&info, hr < 0 ? &health : NULL) : json_null());
         if (pr < 0)
@@ -162,7 +179,10 @@ int cmd_status(struct cli *cli, int argc, char **argv)
             table_print(&t, stdout);
             table_free(&t);
         }
+        if (have_orphans && orphans.n > 0)
+            printf("\norphans: %s (see `thinimg gc`)\n", orphan_summary);
     }
+    gc_report_free(&orphans);
     free(lines);
     free(rows);
     dm_names_free(names);

@@ -16,24 +16,12 @@ int cli_exit_code(int r)
 {
     if (r >= 0)
         return EXIT_OK;
-    switch (-r) {
-    case ENOENT:
-    case ENXIO: return EXIT_NOTFOUND;
-    case EBUSY:
-    case EAGAIN: return EXIT_BUSY;
-    case EINVAL: return EXIT_USAGE;
-    case EBADMSG:
-    case EPERM:
-    case ENOTSUP:
-    case EILSEQ:
-    case ENAMETOOLONG:
-    case EFBIG:
-    case ELOOP:
-    case EXDEV: return EXIT_REJECTED;
-    case EHOSTDOWN:
-    case EROFS:
-    case ENOSPC:
-    case EUCLEAN: return EXIT_UNHEALTHY;
+    switch (err_kind_of(r)) {
+    case ERR_KIND_INVALID: return EXIT_USAGE;
+    case ERR_KIND_NOT_FOUND: return EXIT_NOTFOUND;
+    case ERR_KIND_BUSY: return EXIT_BUSY;
+    case ERR_KIND_REJECTED: return EXIT_REJECTED;
+    case ERR_KIND_UNHEALTHY: return EXIT_UNHEALTHY;
     default: return EXIT_FAIL;
     }
 }

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "daemon/views.h"
 #include "util/timeutil.h"
 
 static void features_str(const struct pool_table *t, char *out, size_t n)
@@ -58,34 +59,5 @@ void pool_report_text(const struct pool_info *i, const struct err *health, FILE 
 
 json_t *pool_report_json(const struct pool_info *i, const struct err *health)
 {
-    const struct pool_status *s = &i->status;
-    json_t *feats = json_array();
-    for (unsigned k = 0; k < i->table.n_features; k++)
-        json_array_append_new(feats, json_string(i->table.features[k]));
-    json_t *o = json_pack("{s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o}", "name",
-                          i->name, "action", pool_action_name(i->action), "active", i->active,
-                          "origin", i->origin, "data_dev", i->data_dev, "data_file", i->data_file,
-                          "metadata_dev", i->metadata_dev, "metadata_file", i->metadata_file,
-                          "length_bytes", (json_int_t)i->length_sectors * 512, "block_bytes",
-                          (json_int_t)i->table.block_sectors * 512, "low_water_blocks",
-                          (json_int_t)i->table.low_water_blocks, "features", feats);
-    json_object_set_new(o, "mode", json_string(pool_mode_name(s->mode)));
-    if (s->mode != POOL_MODE_FAIL && s->mode != POOL_MODE_ERROR) {
-        json_object_set_new(o, "transaction_id", json_integer((json_int_t)s->transaction_id));
-        json_object_set_new(o, "data_used_blocks", json_integer((json_int_t)s->data_used));
-        json_object_set_new(o, "data_total_blocks", json_integer((json_int_t)s->data_total));
-        json_object_set_new(o, "metadata_used_blocks", json_integer((json_int_t)s->meta_used));
-        json_object_set_new(o, "metadata_total_blocks", json_integer((json_int_t)s->meta_total));
-        json_object_set_new(o, "data_used_pct", json_real(pool_status_data_pct(s)));
-        json_object_set_new(o, "metadata_used_pct", json_real(pool_status_meta_pct(s)));
-        json_object_set_new(o, "needs_check", json_boolean(s->needs_check));
-        json_object_set_new(o, "error_if_no_space", json_boolean(s->error_if_no_space));
-        json_object_set_new(o, "discard", json_string(pool_discard_name(s->discard)));
-        json_object_set_new(o, "held_metadata_root",
-                            s->has_held_root ? json_integer((json_int_t)s->held_root)
-                                             : json_null());
-    }
-    json_object_set_new(o, "healthy", json_boolean(!(health && health->code)));
-    json_object_set_new(o, "health", json_string(health && health->code ? err_str(health) : "ok"));
-    return o;
+    return view_pool(i, health);
 }

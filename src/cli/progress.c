@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/views.h"
 #include "util/timeutil.h"
 
 #define PROGRESS_MAX_LINES 24
@@ -19,8 +20,16 @@ struct rate_sample {
     double rate; /* bytes per second, smoothed */
 };
 
+struct seen_run {
+    char version[FSM_ID_LEN + 1];
+    char state[64];
+    uint32_t attempt;
+};
+
 struct progress {
-    struct fsm_manager *m;
+    struct fsm_manager *m; /* NULL: fed with progress_update() */
+    struct seen_run seen[PROGRESS_MAX_LINES * 4];
+    int nseen;
     FILE *out;
     bool tty, quiet;
     int drawn; /* lines drawn last time */
@@ -31,28 +40,7 @@ struct progress {
 
 void progress_label(const char *type, const char *resource, char *out, size_t n)
 {
-    if (!resource)
-        resource = "";
-    if (!strncmp(resource, "sha256:", 7)) {
-        snprintf(out, n, "%s %.12s", !strcmp(type, "unpack") ? "chain" : "blob", resource + 7);
-        return;
-    }
-    const char *last = strrchr(resource, '/');
-    if (last && last[1] == '\0') { /* a prefix ending in '/' */
-        const char *p = last;
-        while (p > resource && p[-1] != '/')
-            p--;
-        snprintf(out, n, "%s", p);
-        return;
-    }
-    if (last) {
-        const char *p = last;
-        while (p > resource && p[-1] != '/')
-            p--;
-        snprintf(out, n, "%s", p > resource ? p : last + 1);
-        return;
-    }
-    snprintf(out, n, "%s", resource);
+    view_run_label(type, resource, out, n);
 }
 
 static void on_event(const struct fsm_event_info *ev, void *ud)
@@ -103,7 +91,8 @@ int progress_start(struct fsm_manager *m, FILE *out, bool tty, bool quiet, struc
     p->tty = tty;
     p->quiet = quiet;
     pthread_mutex_init(&p->lock, NULL);
-    fsm_manager_set_observer(m, on_event, p);
+    if (m)
+        fsm_manager_set_observer(m, on_event, p);
     *out_p = p;
     return 0;
 }
@@ -174,31 +163,80 @@ static int draw_run(const struct fsm_run_record *r, void *ud)
     return 0;
 }
 
-void progress_tick(struct progress *p)
+/* Redraw the block from the lines in c (tty). */
+static void draw_block(struct progress *p, const struct draw_ctx *c)
 {
-    if (!p || p->quiet || !p->tty)
-        return;
-    struct draw_ctx c = {.p = p};
-    fsm_list_active(p->m, draw_run, &c);
     pthread_mutex_lock(&p->lock);
     if (p->drawn > 0)
         fprintf(p->out, "\033[%dA", p->drawn); /* back to the top of the block */
-    for (int i = 0; i < c.n; i++)
-        fprintf(p->out, "\033[2K%s\n", c.lines[i]);
-    for (int i = c.n; i < p->drawn; i++)
+    for (int i = 0; i < c->n; i++)
+        fprintf(p->out, "\033[2K%s\n", c->lines[i]);
+    for (int i = c->n; i < p->drawn; i++)
         fprintf(p->out, "\033[2K\n");
-    if (p->drawn > c.n)
-        fprintf(p->out, "\033[%dA", p->drawn - c.n);
-    p->drawn = c.n;
+    if (p->drawn > c->n)
+        fprintf(p->out, "\033[%dA", p->drawn - c->n);
+    p->drawn = c->n;
     fflush(p->out);
     pthread_mutex_unlock(&p->lock);
+}
+
+void progress_tick(struct progress *p)
+{
+    if (!p || p->quiet || !p->tty || !p->m)
+        return;
+    struct draw_ctx c = {.p = p};
+    fsm_list_active(p->m, draw_run, &c);
+    draw_block(p, &c);
+}
+
+/* Without an observer (runs in a daemon): event lines from what changed between two lists. */
+static void note_changes(struct progress *p, const struct fsm_run_record *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct fsm_run_record *r = &v[i];
+        struct seen_run *s = NULL;
+        for (int k = 0; k < p->nseen; k++)
+            if (!strcmp(p->seen[k].version, r->version.s))
+                s = &p->seen[k];
+        char label[96];
+        progress_label(r->type, r->resource_id, label, sizeof(label));
+        if (s && strcmp(s->state, r->state ? r->state : "") != 0 && s->state[0])
+            fprintf(p->out, "%-8s %-28s %s done\n", r->type, label, s->state);
+        else if (s && r->attempt > s->attempt)
+            fprintf(p->out, "%-8s %-28s %s failed (attempt %u), retrying: %s\n", r->type, label,
+                    r->state ? r->state : "", r->attempt, r->error ? r->error : "");
+        if (!s) {
+            if (p->nseen >= PROGRESS_MAX_LINES * 4)
+                continue;
+            s = &p->seen[p->nseen++];
+            snprintf(s->version, sizeof(s->version), "%s", r->version.s);
+        }
+        snprintf(s->state, sizeof(s->state), "%s", r->state ? r->state : "");
+        s->attempt = r->attempt;
+    }
+    fflush(p->out);
+}
+
+void progress_update(struct progress *p, const struct fsm_run_record *v, size_t n)
+{
+    if (!p || p->quiet)
+        return;
+    if (!p->tty) {
+        note_changes(p, v, n);
+        return;
+    }
+    struct draw_ctx c = {.p = p};
+    for (size_t i = 0; i < n; i++)
+        draw_run(&v[i], &c);
+    draw_block(p, &c);
 }
 
 void progress_stop(struct progress *p)
 {
     if (!p)
         return;
-    fsm_manager_set_observer(p->m, NULL, NULL);
+    if (p->m)
+        fsm_manager_set_observer(p->m, NULL, NULL);
     pthread_mutex_lock(&p->lock);
     if (p->tty && p->drawn > 0) {
         fprintf(p->out, "\033[%dA", p->drawn);

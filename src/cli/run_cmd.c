@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "cli/progress.h"
+#include "daemon/client.h"
+#include "daemon/views.h"
 #include "dm/pool.h"
 #include "util/log.h"
 #include "util/timeutil.h"
@@ -23,6 +25,16 @@ static void on_signal(int sig)
 {
     (void)sig;
     g_interrupted = 1;
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    g_interrupted = 0;
 }
 
 int run_env_open(struct cli *cli, const char *command, const struct run_env_opts *o,
@@ -70,12 +82,7 @@ int run_env_open(struct cli *cli, const char *command, const struct run_env_opts
         run_env_close(env);
         return r;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    g_interrupted = 0;
+    catch_signals();
     if (o->no_resume)
         return 0;
     r = pipeline_resume(env->p);
@@ -120,6 +127,118 @@ int run_env_wait(struct cli *cli, struct run_env *env, const struct fsm_id *run,
     return r;
 }
 
+/* ---- a daemon does the work ------------------------------------------------------------- */
+
+/* How long one API request may take before the daemon counts as gone. */
+#define RUN_REMOTE_REQUEST_MS 30000
+
+int run_remote_start(struct api_client *c, const char *path, json_t *body, struct fsm_id *run,
+                     struct err *e)
+{
+    long status = 0;
+    json_t *reply = NULL;
+    int r = api_call(c, "POST", path, body, RUN_REMOTE_REQUEST_MS, &status, &reply, e);
+    if (r < 0)
+        return r;
+    if (status / 100 != 2) {
+        r = api_reply_error(status, reply, e);
+        json_decref(reply);
+        return r;
+    }
+    const char *v = json_string_value(json_object_get(reply, "run"));
+    r = v ? fsm_id_parse(v, run) : -EBADMSG;
+    json_decref(reply);
+    return r < 0 ? err_set(e, -EPROTO, "the daemon's reply names no run") : 0;
+}
+
+/* The daemon's unfinished runs, for the progress display. */
+static void remote_progress(struct api_client *c, struct progress *pg)
+{
+    long status = 0;
+    json_t *reply = NULL;
+    if (api_call(c, "GET", "/v1/runs", NULL, RUN_REMOTE_REQUEST_MS, &status, &reply, NULL) < 0 ||
+        status != 200) {
+        json_decref(reply);
+        return;
+    }
+    json_t *arr = json_object_get(reply, "runs");
+    size_t n = json_array_size(arr), k = 0;
+    struct fsm_run_record *v = calloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; v && i < n; i++)
+        if (view_run_parse(json_array_get(arr, i), &v[k]) == 0)
+            k++;
+    if (v)
+        progress_update(pg, v, k);
+    for (size_t i = 0; i < k; i++)
+        fsm_run_record_free(&v[i]);
+    free(v);
+    json_decref(reply);
+}
+
+int run_remote_wait(struct cli *cli, struct api_client *c, const struct fsm_id *run,
+                    enum fsm_outcome *outcome, char **error, struct err *e)
+{
+    *error = NULL;
+    catch_signals();
+    struct progress *pg = NULL;
+    progress_start(NULL, stderr, isatty(STDERR_FILENO) == 1, cli->quiet, &pg);
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/runs/%s/wait?timeout=%.2f", run->s,
+             PROGRESS_TICK_MS / 1000.0);
+    int r;
+    for (;;) {
+        long status = 0;
+        json_t *reply = NULL;
+        r = api_call(c, "GET", path, NULL, RUN_REMOTE_REQUEST_MS, &status, &reply, e);
+        if (r == 0 && status != 200)
+            r = api_reply_error(status, reply, e);
+        if (r == 0 && json_is_true(json_object_get(reply, "finished"))) {
+            struct fsm_run_record rec;
+            r = view_run_parse(json_object_get(reply, "run"), &rec);
+            if (r == 0) {
+                *outcome = rec.outcome;
+                *error = rec.error;
+                rec.error = NULL;
+                fsm_run_record_free(&rec);
+            } else {
+                r = err_set(e, -EPROTO, "the daemon's reply about run %s is not a run", run->s);
+            }
+            json_decref(reply);
+            break;
+        }
+        json_decref(reply);
+        if (r < 0) {
+            err_prefix(e, "lost the daemon while waiting for run %s (it resumes when the daemon "
+                          "starts again; thinimg runs show %s)",
+                       run->s, run->s);
+            break;
+        }
+        if (g_interrupted) {
+            r = -EINTR;
+            break;
+        }
+        remote_progress(c, pg);
+        if (g_interrupted) {
+            r = -EINTR;
+            break;
+        }
+    }
+    progress_stop(pg);
+    return r;
+}
+
+struct db *run_remote_db(struct cli *cli, const char *command)
+{
+    struct db *db = NULL;
+    struct err e = {0};
+    int r = cli_open_db(cli, true, &db, &e);
+    if (r < 0) {
+        cli_fail(command, r, &e);
+        return NULL;
+    }
+    return db;
+}
+
 bool run_env_interrupted(void)
 {
     return g_interrupted != 0;
@@ -127,27 +246,7 @@ bool run_env_interrupted(void)
 
 int run_error_exit_code(enum fsm_outcome outcome, const char *error)
 {
-    if (fsm_outcome_success(outcome))
-        return EXIT_OK;
-    if (outcome == FSM_CANCELLED)
-        return EXIT_FAIL;
-    if (!error)
-        return EXIT_FAIL;
-    /* The machines' error messages carry the cause; these words are part of them. */
-    static const struct {
-        const char *word;
-        int code;
-    } map[] = {
-        {"not an image layer", EXIT_REJECTED}, {"rule:", EXIT_REJECTED},
-        {"rejected", EXIT_REJECTED},           {"invalid key", EXIT_REJECTED},
-        {"not healthy", EXIT_UNHEALTHY},       {"needs_check", EXIT_UNHEALTHY},
-        {"read-only", EXIT_UNHEALTHY},         {"out of data space", EXIT_UNHEALTHY},
-        {"out_of_data_space", EXIT_UNHEALTHY}, {"pool is full", EXIT_UNHEALTHY},
-        {"not found", EXIT_NOTFOUND},          {"(404)", EXIT_NOTFOUND},
-        {"no such", EXIT_NOTFOUND},            {"is locked by", EXIT_BUSY},
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strstr(error, map[i].word))
-            return map[i].code;
-    return EXIT_FAIL;
+    int r = pipeline_run_errno(outcome, error);
+    /* A cancelled or otherwise failed run is a failure, whatever the errno would say. */
+    return r == 0 ? EXIT_OK : r == -ECANCELED || r == -EIO ? EXIT_FAIL : cli_exit_code(r);
 }

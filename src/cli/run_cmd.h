@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "cli/cli.h"
 #include "fsm/fsm.h"
 #include "guard/lock.h"
@@ -44,6 +46,23 @@ void run_env_close(struct run_env *env);
 int run_env_wait(struct cli *cli, struct run_env *env, const struct fsm_id *run,
                  enum fsm_outcome *outcome, char **error);
 bool run_env_interrupted(void);
+
+/* ---- the same work done by a running daemon (src/daemon/client.h) ---------------------- */
+
+struct api_client;
+/* POST body to path and return the run it started ({"run": VERSION}): 0, or a negative errno
+ * with e (the daemon's error message and the errno of its reason). */
+int run_remote_start(struct api_client *c, const char *path, json_t *body, struct fsm_id *run,
+                     struct err *e);
+/* Wait for a run in the daemon with the same progress display, from the API (long polls on
+ * /v1/runs/VERSION/wait, the active runs from /v1/runs). -EINTR when SIGINT/SIGTERM arrived
+ * first (the run goes on in the daemon); another negative errno with e when the daemon went
+ * away. */
+int run_remote_wait(struct cli *cli, struct api_client *c, const struct fsm_id *run,
+                    enum fsm_outcome *outcome, char **error, struct err *e);
+/* Open the database read-only to print results of work a daemon did (same code as after local
+ * work); cli_fail()s and returns NULL when it cannot. */
+struct db *run_remote_db(struct cli *cli, const char *command);
 
 /* Exit code for a finished run (cli.h codes), from its outcome and error message. */
 int run_error_exit_code(enum fsm_outcome outcome, const char *error);

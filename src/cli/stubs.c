@@ -27,17 +27,5 @@ static int not_available(const char *name, int argc, char **argv)
         return not_available(name, argc, argv);                                                    \
     }
 
-STUB(cmd_process_image, "process-image")
-STUB(cmd_list_images, "list-images")
-STUB(cmd_list_snapshots, "list-snapshots")
-STUB(cmd_activate, "activate")
-STUB(cmd_deactivate, "deactivate")
-STUB(cmd_remove, "remove")
-STUB(cmd_gc, "gc")
-STUB(cmd_setup_pool, "setup-pool")
-STUB(cmd_status, "status")
-STUB(cmd_health, "health")
 STUB(cmd_daemon, "daemon")
 STUB(cmd_monitor, "monitor")
-STUB(cmd_ls, "ls")
-STUB(cmd_fetch, "fetch")

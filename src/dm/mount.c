@@ -92,7 +92,7 @@ __attribute__((noreturn)) static void child(const struct mount_spec *spec, mount
 }
 
 /* Reads exactly n bytes before the deadline. */
-static int read_exact(int fd, void *p, size_t n, int64_t deadline)
+static int read_exact(int fd, void *p, size_t n, int64_t deadline, int cancel_fd)
 {
     size_t got = 0;
     while (got < n) {
@@ -103,11 +103,15 @@ static int read_exact(int fd, void *p, size_t n, int64_t deadline)
                 return -ETIMEDOUT;
             wait = (int)(left > 1000 ? 1000 : left);
         }
-        struct pollfd pf = {fd, POLLIN, 0};
-        int k = poll(&pf, 1, wait);
+        struct pollfd pf[2] = {{fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+        int k = poll(pf, cancel_fd > 0 ? 2 : 1, wait);
         if (k < 0 && errno != EINTR)
             return neg_errno();
         if (k <= 0)
+            continue;
+        if (cancel_fd > 0 && (pf[1].revents & POLLIN))
+            return -ECANCELED;
+        if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
         ssize_t m = read(fd, (char *)p + got, n - got);
         if (m < 0 && (errno == EINTR || errno == EAGAIN))
@@ -153,16 +157,16 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
     uint32_t ml = 0;
     uint64_t rl = 0;
     char msg[ERR_MSG_MAX];
-    int r = read_exact(rfd, &rc, sizeof(rc), deadline);
+    int r = read_exact(rfd, &rc, sizeof(rc), deadline, spec->cancel_fd);
     if (r == 0)
-        r = read_exact(rfd, &ml, sizeof(ml), deadline);
+        r = read_exact(rfd, &ml, sizeof(ml), deadline, spec->cancel_fd);
     if (r == 0 && ml >= sizeof(msg))
         r = -EPROTO;
     if (r == 0)
-        r = read_exact(rfd, msg, ml, deadline);
+        r = read_exact(rfd, msg, ml, deadline, spec->cancel_fd);
     if (r == 0) {
         msg[ml] = '\0';
-        r = read_exact(rfd, &rl, sizeof(rl), deadline);
+        r = read_exact(rfd, &rl, sizeof(rl), deadline, spec->cancel_fd);
     }
     if (r == 0 && rl > MOUNT_RESULT_MAX)
         r = -EPROTO;
@@ -170,7 +174,7 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
         struct buf tmp = BUF_INIT;
         r = buf_reserve(&tmp, rl + 1);
         if (r == 0)
-            r = read_exact(rfd, tmp.data, rl, deadline);
+            r = read_exact(rfd, tmp.data, rl, deadline, spec->cancel_fd);
         if (r == 0) {
             tmp.len = rl;
             tmp.data[rl] = '\0';
@@ -181,11 +185,16 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
         } else
             buf_free(&tmp);
     }
-    if (r == -ETIMEDOUT)
+    if (r == -ETIMEDOUT || r == -ECANCELED)
         kill(pid, SIGKILL);
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
+    if (r == -ECANCELED)
+        return err_set(e, r,
+                       "work on %s was cancelled (the child was killed; its mount went with its "
+                       "namespace)",
+                       spec->device);
     if (r == -ETIMEDOUT)
         return err_set(e, r,
                        "work on %s did not finish within %d ms (killed; its mount went "

@@ -14,7 +14,8 @@
  *      kernel detaches its mounts.
  * The parent receives the function's result code, its result bytes and its error message
  * through a pipe. The child runs with PR_SET_PDEATHSIG=SIGKILL and, when timeout_ms is set,
- * is killed after it (-ETIMEDOUT).
+ * is killed after it (-ETIMEDOUT), or as soon as cancel_fd becomes readable (-ECANCELED):
+ * both are the same as the kill -9 of the whole process that the callers already survive.
  *
  * The caller is a multi-threaded process: the child is a copy of one thread, and any lock
  * another thread held at fork time stays locked forever in the child. So fn must not touch
@@ -51,6 +52,9 @@ struct mount_spec {
     const char *options;               /* file system options, may be NULL */
     const struct mount_limits *limits; /* may be NULL */
     int timeout_ms;                    /* 0: none */
+    int cancel_fd;                     /* > 0: readable = kill the child, -ECANCELED (an FSM
+                                        * run's cancel fd: shutdown, cancel, attempt
+                                        * timeout); 0: none */
 };
 
 /* Returns fn's result (0 or negative errno) or the child's own failure (mount, unmount,

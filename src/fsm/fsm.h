@@ -161,7 +161,8 @@ int64_t fsm_run_deadline_ms(const struct fsm_run *run);
  * Returns -ENOENT when the run has no predecessor or it is unknown. */
 int fsm_run_predecessor(const struct fsm_run *run, enum fsm_outcome *outcome, const char **error);
 
-/* In-memory progress, shown by introspection (not persisted). `phase` is copied. */
+/* In-memory progress, shown by introspection (not persisted). `phase` is copied. Cleared at the
+ * start of every attempt, so a phase never outlives the transition that set it. */
 void fsm_run_set_progress(struct fsm_run *run, const char *phase, uint64_t done, uint64_t total);
 
 /* ---- machine definitions ----------------------------------------------------------------- */
@@ -273,6 +274,8 @@ struct fsm_event_info {
     int64_t duration_ms;      /* transition duration (COMPLETE, ERROR) or run duration (FINISH) */
 };
 typedef void (*fsm_observer_fn)(const struct fsm_event_info *ev, void *ud);
+/* Replace the observer (NULL removes it). When this returns, the previous observer is neither
+ * running nor called again, so its ud may be freed. Must not be called from an observer. */
 void fsm_manager_set_observer(struct fsm_manager *m, fsm_observer_fn fn, void *ud);
 
 /* ---- starting and controlling runs ------------------------------------------------------- */

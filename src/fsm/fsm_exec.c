@@ -473,6 +473,7 @@ static enum step_next run_one_attempt(struct fsm_run *r)
     char fault[160];
     snprintf(fault, sizeof(fault), "%s.%s.start", r->machine->def.type, state);
     fault_point(fault);
+    fsm_run_set_progress(r, NULL, 0, 0); /* a phase belongs to the attempt that set it */
     struct fsm_result res = t->fn(r, r->machine->def.ud);
     if (res.outcome == FSM_OK || res.outcome == FSM_HANDOFF) {
         snprintf(fault, sizeof(fault), "%s.%s.end", r->machine->def.type, state);

@@ -155,6 +155,9 @@ struct fsm_manager {
      * finished): no run is ever live twice. fsm_cancel() takes it exclusively to decide about
      * a run that is not live. Taken before the db lock and m->lock. */
     pthread_rwlock_t start_lock;
+    /* Held shared while an observer call runs, exclusively by fsm_manager_set_observer(), so
+     * that after set_observer returns the previous observer is neither running nor called. */
+    pthread_rwlock_t observer_lock;
     pthread_mutex_t lock;
     pthread_cond_t cond;       /* a run finished or exited, or shutdown began */
     pthread_cond_t timer_cond; /* wakes the timer thread */

@@ -172,20 +172,22 @@ void fsm_emit(struct fsm_run *r, enum fsm_event_type type, enum fsm_outcome outc
               const char *error, int64_t duration_ms)
 {
     struct fsm_manager *m = r->m;
+    pthread_rwlock_rdlock(&m->observer_lock);
     pthread_mutex_lock(&m->lock);
     fsm_observer_fn fn = m->observer;
     void *ud = m->observer_ud;
     pthread_mutex_unlock(&m->lock);
-    if (!fn)
-        return;
-    struct fsm_run_info info;
-    fsm_run_info(r, &info);
-    struct fsm_event_info ev = {.type = type,
-                                .run = &info,
-                                .outcome = outcome,
-                                .error = error ? error : "",
-                                .duration_ms = duration_ms};
-    fn(&ev, ud);
+    if (fn) {
+        struct fsm_run_info info;
+        fsm_run_info(r, &info);
+        struct fsm_event_info ev = {.type = type,
+                                    .run = &info,
+                                    .outcome = outcome,
+                                    .error = error ? error : "",
+                                    .duration_ms = duration_ms};
+        fn(&ev, ud);
+    }
+    pthread_rwlock_unlock(&m->observer_lock);
 }
 
 /* ---- scheduling -------------------------------------------------------------------------- */
@@ -423,6 +425,7 @@ int fsm_manager_open(struct db *db, const struct fsm_config *cfg, struct fsm_man
         return err_set(e, -ENOMEM, "out of memory");
     m->db = db;
     pthread_rwlock_init(&m->start_lock, NULL);
+    pthread_rwlock_init(&m->observer_lock, NULL);
     pthread_mutex_init(&m->lock, NULL);
     cond_init_mono(&m->cond);
     cond_init_mono(&m->timer_cond);
@@ -458,10 +461,12 @@ struct db *fsm_manager_db(struct fsm_manager *m)
 
 void fsm_manager_set_observer(struct fsm_manager *m, fsm_observer_fn fn, void *ud)
 {
+    pthread_rwlock_wrlock(&m->observer_lock); /* waits for observer calls in flight */
     pthread_mutex_lock(&m->lock);
     m->observer = fn;
     m->observer_ud = ud;
     pthread_mutex_unlock(&m->lock);
+    pthread_rwlock_unlock(&m->observer_lock);
 }
 
 int fsm_queue_set_limit(struct fsm_manager *m, const char *queue, int limit)
@@ -552,6 +557,7 @@ void fsm_manager_close(struct fsm_manager *m)
     pthread_cond_destroy(&m->timer_cond);
     pthread_mutex_destroy(&m->lock);
     pthread_rwlock_destroy(&m->start_lock);
+    pthread_rwlock_destroy(&m->observer_lock);
     free(m);
 }
 

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,9 @@
 #include "util/timeutil.h"
 
 struct guard {
+    char cursor_path[4096]; /* copies of the health option strings (the caller's may go) */
+    char kmsg_path[4096];
+    char proc_root[4096];
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int slots, in_use;
@@ -28,6 +32,16 @@ int guard_new(const struct guard_opts *o, struct guard **out)
         return -ENOMEM;
     if (o)
         g->opts = *o;
+    /* Own copies of the paths: the options often live on the caller's stack. */
+    const char **paths[] = {&g->opts.health.cursor_path, &g->opts.health.kmsg_path,
+                            &g->opts.health.proc_root};
+    char *copies[] = {g->cursor_path, g->kmsg_path, g->proc_root};
+    for (size_t i = 0; i < 3; i++) {
+        if (*paths[i]) {
+            snprintf(copies[i], sizeof(g->cursor_path), "%s", *paths[i]);
+            *paths[i] = copies[i];
+        }
+    }
     g->slots = g->opts.concurrency > 0 ? g->opts.concurrency : GUARD_DEFAULT_CONCURRENCY;
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->cond, NULL);

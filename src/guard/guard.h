@@ -30,8 +30,7 @@ struct guard;
 
 struct guard_opts {
     int concurrency;           /* <= 0: GUARD_DEFAULT_CONCURRENCY */
-    struct health_opts health; /* copied as a struct: its strings (cursor_path, ...) must
-                                  outlive the guard; the pool callback may be set later */
+    struct health_opts health; /* copied, with its path strings; pool callback may be set later */
     bool skip_health;          /* tests and `--no-health-check` only */
 };
 

@@ -426,10 +426,15 @@ int health_run(const struct health_opts *o, struct health_report *out)
         if (!started[i])
             setf(&ctx[i]->result, HEALTH_FAIL, "cannot start check thread");
     }
+    int timeout = o->timeout_ms;
+    if (timeout <= 0) {
+        const char *env = getenv("THINIMG_HEALTH_TIMEOUT_MS");
+        timeout = env && atoi(env) > 0 ? atoi(env) : HEALTH_CHECK_TIMEOUT_MS;
+    }
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += HEALTH_CHECK_TIMEOUT_MS / 1000;
-    deadline.tv_nsec += (HEALTH_CHECK_TIMEOUT_MS % 1000) * 1000000L;
+    deadline.tv_sec += timeout / 1000;
+    deadline.tv_nsec += (timeout % 1000) * 1000000L;
     if (deadline.tv_nsec >= 1000000000L) {
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000L;
@@ -448,8 +453,8 @@ int health_run(const struct health_opts *o, struct health_report *out)
                 pthread_detach(th[i]);
                 snprintf(dst->name, sizeof(dst->name), "%s", kinds[i].name);
                 setf(dst, HEALTH_FAIL, "check timed out after %dms (the kernel may be stuck)",
-                     HEALTH_CHECK_TIMEOUT_MS);
-                dst->duration_ms = HEALTH_CHECK_TIMEOUT_MS;
+                     timeout);
+                dst->duration_ms = timeout;
                 continue; /* the thread frees its context */
             }
             pthread_join(th[i], NULL);

@@ -65,6 +65,8 @@ struct health_opts {
     void *pool_ud;
     bool advance_cursor;     /* false: report without consuming kmsg lines (status displays) */
     bool skip_kmsg;          /* gc: past kernel messages must not block the cleanup they ask for */
+    int timeout_ms;          /* per check; 0: HEALTH_CHECK_TIMEOUT_MS, or THINIMG_HEALTH_TIMEOUT_MS
+                                from the environment (emulated test VMs are slow) */
 };
 
 /* Run every check. Returns 0 (the report says whether healthy) or -ENOMEM. */

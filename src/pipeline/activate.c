@@ -198,11 +198,10 @@ static struct fsm_result t_create_snapshot(struct fsm_run *run, void *ud)
     struct act_resp s;
     resp_get(run, &s);
     struct err e = {0};
-    int r = guard_enter(p->guard, "create-snapshot", fsm_run_cancel_fd(run), &e);
-    if (r == -ECANCELED)
-        return fsm_retry("cancelled");
-    if (r < 0)
-        return fsm_abort("%s", err_str(&e));
+    struct fsm_result refused;
+    if (!pipeline_guard_enter(p, run, "create-snapshot", &refused))
+        return refused;
+    int r = 0;
     if (!s.reactivate) {
         r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
         struct layer_rec l = {0};

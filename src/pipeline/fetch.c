@@ -24,6 +24,7 @@
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/timeutil.h"
 
 struct fetch_context {
@@ -590,12 +591,17 @@ struct dl_progress {
     struct db *db;
     const char *location, *etag, *tmp;
     uint64_t size;
+    uint64_t counted; /* bytes already added to METRIC_FETCH_BYTES (starts at the offset) */
 };
 
 static void on_progress(uint64_t done, uint64_t total, void *ud)
 {
     struct dl_progress *p = ud;
     fsm_run_set_progress(p->run, "download", done, total);
+    if (done > p->counted) {
+        metrics_counter_add(METRIC_FETCH_BYTES, (double)(done - p->counted), NULL);
+        p->counted = done;
+    }
 }
 
 static void on_checkpoint(uint64_t durable, void *ud)
@@ -693,7 +699,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                  rq.location, offset, obj.size);
 
     struct dl_progress pr = {.run = run, .db = db, .location = rq.location, .etag = obj.etag,
-                             .tmp = tmp, .size = obj.size};
+                             .tmp = tmp, .size = obj.size, .counted = offset};
     struct fetch_stream fs = {.fd = fd, .hash = &h, .max_bytes = c->policy.max_blob_bytes,
                               .progress = on_progress, .progress_ud = &pr,
                               .checkpoint = on_checkpoint, .checkpoint_ud = &pr};

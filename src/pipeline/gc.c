@@ -30,6 +30,7 @@
 #include "pipeline/updates.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/timeutil.h"
 
 const char *gc_kind_name(enum gc_kind k)
@@ -421,6 +422,11 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
     uint32_t *pool_ids = NULL;
     uint64_t *mapped = NULL;
     size_t npool = 0;
+    if (out->pool_active && o->skip_devices) {
+        out->pool_active = false;
+        snprintf(out->pool_note, sizeof(out->pool_note), "devices were not examined: %s",
+                 o->skip_devices);
+    }
     if (out->pool_active) {
         r = thin_pool_metadata_ids(pool, &pool_ids, &mapped, &npool, &pe);
         if (r < 0) {
@@ -629,6 +635,22 @@ static void apply_file(struct db *db, struct gc_item *it)
     snprintf(it->detail, sizeof(it->detail), "deleted");
 }
 
+/* What an applied gc did, for the daemon's /metrics (util/metrics.h, METRIC_GC_*). */
+static void gc_record_metrics(const struct gc_report *rep, int r)
+{
+    double freed = 0;
+    for (size_t i = 0; i < rep->n; i++) {
+        if (rep->items[i].result != GC_DONE)
+            continue;
+        metrics_counter_add(METRIC_GC_REMOVED, 1, "kind", gc_kind_name(rep->items[i].kind), NULL);
+        freed += (double)rep->items[i].bytes;
+    }
+    metrics_counter_add(METRIC_GC_FREED_BYTES, freed, NULL);
+    metrics_counter_add(METRIC_GC_RUNS, 1, "mode", "force", "result", r < 0 ? "failed" : "ok",
+                        NULL);
+    metrics_gauge_set(METRIC_GC_LAST_RUN, (double)now_ms() / 1000.0, NULL);
+}
+
 int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
              struct gc_report *rep, struct err *e)
 {
@@ -698,11 +720,13 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
         int n = fsm_db_prune(db, now_ms() - (int64_t)o->history_days * 86400000LL);
         rep->pruned_runs = n > 0 ? n : 0;
     }
+    int r = first_error;
     if (stuck)
-        return err_set(e, -ETIMEDOUT,
-                       "a kernel operation timed out; gc stopped touching devicemapper. Check "
-                       "`thinimg health` and dmesg before running gc again");
-    return first_error;
+        r = err_set(e, -ETIMEDOUT,
+                    "a kernel operation timed out; gc stopped touching devicemapper. Check "
+                    "`thinimg health` and dmesg before running gc again");
+    gc_record_metrics(rep, r);
+    return r;
 }
 
 void gc_report_summary(const struct gc_report *r, char *out, size_t n)

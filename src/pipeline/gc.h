@@ -90,6 +90,7 @@ struct gc_opts {
     bool include_foreign_ids;  /* delete unknown ids even in an adopted pool */
     uint32_t history_days;     /* prune finished runs older than this (0 = keep) */
     int op_timeout_ms;         /* 0: GC_OP_TIMEOUT_MS */
+    const char *skip_devices;  /* non-NULL: do not examine the pool and devices, say why */
 };
 
 /* Reconcile: find every orphan (read-only apart from the pool's metadata snapshot). */

@@ -18,14 +18,29 @@
 #include "util/defaults.h"
 #include "util/log.h"
 
-/* The pool check the guard runs with the health checks: status flags and usage limits. */
-static void pool_health(struct health_check *c, void *ud)
+void pipeline_pool_health(struct health_check *c, void *ud)
 {
-    struct pipeline *p = ud;
+    const char *pool = ud;
+    struct pool_info pi;
     struct err e = {0};
-    int r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
+    int r = pool_get(NULL, pool, &pi, &e);
+    if (r == -ENXIO || r == -ENODEV) {
+        c->level = HEALTH_SKIP;
+        snprintf(c->detail, sizeof(c->detail), "pool \"%s\" is not set up here (setup-pool or "
+                 "process-image creates it)", pool);
+        return;
+    }
+    if (r == 0) {
+        err_clear(&e);
+        r = pool_check_usable(pool, &pi.status, NULL, &e);
+    }
     c->level = r == 0 ? HEALTH_OK : HEALTH_FAIL;
-    snprintf(c->detail, sizeof(c->detail), "%s", r == 0 ? "pool usable" : err_str(&e));
+    if (r == 0)
+        snprintf(c->detail, sizeof(c->detail), "pool \"%s\" usable (%s, data %.1f%%, metadata "
+                 "%.1f%%)", pool, pool_mode_name(pi.status.mode), pool_status_data_pct(&pi.status),
+                 pool_status_meta_pct(&pi.status));
+    else
+        snprintf(c->detail, sizeof(c->detail), "%s", err_str(&e));
 }
 
 static char *dup_or_null(const char *s)
@@ -56,6 +71,7 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
     if (!p)
         return -ENOMEM;
     p->db = db;
+    pthread_mutex_init(&p->lifecycle_lock, NULL);
     int r = config_copy(&p->cfg, o->cfg);
     if (r < 0) {
         pipeline_close(p);
@@ -66,26 +82,21 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
     p->policy = o->policy ? *o->policy : archive_policy_default();
     p->device_bytes = o->device_bytes ? o->device_bytes : PIPELINE_DEFAULT_DEVICE_BYTES;
 
-    /* The guard keeps the pointer (struct health_opts is copied, not the string): the path
-     * lives as long as the pipeline. A path on this function's stack made every later health
-     * check read and write the kernel log cursor at whatever the stack held by then. */
-    if (asprintf(&p->kmsg_cursor, "%s/kmsg.cursor", p->cfg.state_dir) < 0) {
-        p->kmsg_cursor = NULL;
-        pipeline_close(p);
-        return -ENOMEM;
-    }
     /* The guard reports kernel log lines but does not consume them: a line that refused work
      * keeps refusing it until an operator has looked and run `thinimg health`, which moves the
-     * cursor (a retry must not be what acknowledges a thin-pool error). */
+     * cursor (a retry must not be what acknowledges a thin-pool error). guard_new copies the
+     * path. */
+    char cursor[4096];
+    snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", p->cfg.state_dir);
     struct guard_opts go = {.concurrency = GUARD_DEFAULT_CONCURRENCY,
-                            .health = {.cursor_path = p->kmsg_cursor, .advance_cursor = false},
+                            .health = {.cursor_path = cursor, .advance_cursor = false},
                             .skip_health = o->skip_health};
     r = guard_new(&go, &p->guard);
     if (r < 0) {
         pipeline_close(p);
         return r;
     }
-    guard_set_pool_check(p->guard, pool_health, p);
+    guard_set_pool_check(p->guard, pipeline_pool_health, p->cfg.pool_name);
 
     struct fsm_queue_cfg queues[] = {
         {"fetch", o->fetch_limit > 0 ? o->fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT},
@@ -126,8 +137,8 @@ void pipeline_close(struct pipeline *p)
         fsm_manager_close(p->mgr);
     fetch_context_free(p->fetch_ctx);
     guard_free(p->guard);
-    free(p->kmsg_cursor);
     config_free(&p->cfg);
+    pthread_mutex_destroy(&p->lifecycle_lock);
     free(p);
 }
 
@@ -141,6 +152,18 @@ struct guard *pipeline_guard(struct pipeline *p)
     return p->guard;
 }
 
+bool pipeline_guard_enter(struct pipeline *p, struct fsm_run *run, const char *what,
+                          struct fsm_result *refused)
+{
+    struct err e = {0};
+    int r = guard_enter(p->guard, what, fsm_run_cancel_fd(run), &e);
+    if (r == 0)
+        return true;
+    *refused = r == -ECANCELED ? fsm_retry("cancelled while waiting for the operation guard")
+                               : fsm_abort("%s", err_str(&e));
+    return false;
+}
+
 int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fsm_outcome *outcome,
                         char **error)
 {
@@ -152,6 +175,20 @@ int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fs
         if (r != -ETIMEDOUT)
             return r;
     }
+}
+
+int pipeline_image_lookup(struct pipeline *p, const char *image, const char *what_to_do,
+                          struct image_rec *out, struct err *e)
+{
+    int r = imagedb_image_find(p->db, image, out);
+    if (r == -EEXIST)
+        return err_set(e, -EINVAL, "image name '%s' is ambiguous; give its ref (list-images)",
+                       image);
+    if (r == -ENOENT)
+        return err_set(e, r, "no image '%s' (%s)", image, what_to_do);
+    if (r < 0)
+        return err_set(e, r, "cannot read image %s: %s", image, strerror(-r));
+    return 0;
 }
 
 /* ---- finding runs ------------------------------------------------------------------------- */
@@ -249,4 +286,33 @@ int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fs
     }
     imagedb_image_layers_free(v, n);
     return r < 0 ? r : 0;
+}
+
+/* ---- what a run's outcome means ----------------------------------------------------------- */
+
+int pipeline_run_errno(enum fsm_outcome outcome, const char *error)
+{
+    if (fsm_outcome_success(outcome))
+        return 0;
+    if (outcome == FSM_CANCELLED)
+        return -ECANCELED;
+    if (!error)
+        return -EIO;
+    /* The machines' error messages carry the cause; these words are part of them. */
+    static const struct {
+        const char *word;
+        int err;
+    } map[] = {
+        {"not an image layer", -EBADMSG}, {"rule:", -EBADMSG},
+        {"rejected", -EBADMSG},           {"invalid key", -EBADMSG},
+        {"not healthy", -EHOSTDOWN},      {"needs_check", -EUCLEAN},
+        {"read-only", -EROFS},            {"out of data space", -ENOSPC},
+        {"out_of_data_space", -ENOSPC},   {"pool is full", -ENOSPC},
+        {"not found", -ENOENT},           {"(404)", -ENOENT},
+        {"no such", -ENOENT},             {"is locked by", -EBUSY},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strstr(error, map[i].word))
+            return map[i].err;
+    return -EIO;
 }

@@ -40,20 +40,29 @@
 /* Virtual size of a base layer's thin device (snapshots inherit it). Thin devices cost only
  * what is written, so this is the largest flattened image thinimg can hold, not pool space. */
 #define PIPELINE_DEFAULT_DEVICE_BYTES (8ull << 30)
+/* The smallest accepted: an ext4 with its 8 MiB journal and inode tables needs room before the
+ * first file (--device-size, the API's device_size). */
+#define PIPELINE_MIN_DEVICE_BYTES (64ull << 20)
 
 /* A wait loop wakes this often to notice cancellation and shutdown. */
 #define PIPELINE_WAIT_SLICE_MS 200
 
 struct pipeline_opts {
-    const struct config *cfg;             /* paths, pool name, default source (copied) */
-    const struct source_options *source;  /* endpoint, region, credentials (may be NULL) */
-    const struct archive_policy *policy;  /* NULL: archive_policy_default() */
-    uint64_t device_bytes;                /* 0: PIPELINE_DEFAULT_DEVICE_BYTES */
-    int fetch_limit, unpack_limit;        /* 0: util/defaults.h */
-    bool skip_health;                     /* tests only: no health checks in the guard */
+    const struct config *cfg;            /* paths, pool name, default source (copied) */
+    const struct source_options *source; /* endpoint, region, credentials (may be NULL) */
+    const struct archive_policy *policy; /* NULL: archive_policy_default() */
+    uint64_t device_bytes;               /* 0: PIPELINE_DEFAULT_DEVICE_BYTES */
+    int fetch_limit, unpack_limit;       /* 0: util/defaults.h */
+    bool skip_health;                    /* tests only: no health checks in the guard */
 };
 
 struct pipeline;
+
+/* The pool's health check (usable: not ro, needs_check, failed, out of data space, over its
+ * usage limits): a health_pool_fn whose ud is the pool name; the guard, `thinimg health` and
+ * the daemon run it. A pool that is not set up (or no device-mapper driver) is skipped, not
+ * failed: nothing can be refused on its account until it exists. */
+void pipeline_pool_health(struct health_check *c, void *ud);
 
 int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline **out,
                   struct err *e);
@@ -69,6 +78,60 @@ struct guard *pipeline_guard(struct pipeline *p);
  * the pipeline's default; it is recorded with the run, so a resumed run uses the same. */
 int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
                            uint64_t device_bytes, struct fsm_id *run, struct err *e);
+/* What a finished run's outcome and error mean, as a negative errno (0 for success): the
+ * machines' messages carry their cause in words ("not found", "not healthy", "rejected",
+ * "is locked by", ...). -ECANCELED for a cancelled run, -EIO when nothing more is known. The
+ * CLI turns it into its exit code, the API into its status, so both say the same. */
+int pipeline_run_errno(enum fsm_outcome outcome, const char *error);
+
+/* REF as a full location: a location stays as it is, a relative key is joined to
+ * default_source (-EINVAL with e when there is none). *out malloc'd. A client that forwards
+ * a REF to a daemon expands it first with its own default source. */
+int pipeline_ref_expand(const char *ref, const char *default_source, char **out, struct err *e);
+
 /* Start (or join) an activation of an already processed image. */
 int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
                             struct fsm_id *run, struct err *e);
+
+/* ---- life cycle after process-image (lifecycle.c) ----------------------------------------
+ *
+ * Short devicemapper removals an operator asks for, shared by the CLI and the daemon. Each one
+ * runs under the operation guard (health checks first) and the pipeline's lifecycle lock (one
+ * at a time), refuses while a device is open (-EBUSY: a VM uses it) or while an unfinished run
+ * works on the same activation or image (-EBUSY, e names the run), and records the result.
+ * cancel_fd: readable = stop waiting for the guard (-ECANCELED); -1 = none. Errors fill e with
+ * what to do: -ENOENT (no such activation/image), -EINVAL (ambiguous image name), -EBUSY,
+ * -EHOSTDOWN (unhealthy) and devicemapper errors. Nothing on an error path removes more than
+ * was asked (fail dumb: a half-removed image leaves its remaining layers for gc). */
+
+/* Take the activation's dm device down; its thin device and data stay. *was_active: it had
+ * been active (false: it was inactive already, nothing done). */
+int pipeline_deactivate(struct pipeline *p, const char *name, int cancel_fd, bool *was_active,
+                        struct err *e);
+/* Delete an activation: dm device, thin device (with the VM's writes), record. */
+int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_fd, struct err *e);
+struct pipeline_removed_image {
+    char name[256];     /* the image's name */
+    int layers_deleted; /* layer devices deleted */
+    int layers_kept;    /* shared with other images (or kept after an error) */
+};
+/* Delete an image (name or ref) and the layer devices no other image uses, top down; refused
+ * (-EBUSY) while it has activations. */
+int pipeline_remove_image(struct pipeline *p, const char *image, int cancel_fd,
+                          struct pipeline_removed_image *out, struct err *e);
+
+/* ---- automatic gc (autogc.c) ----------------------------------------------------------------
+ *
+ * When the pool's data or metadata usage is at or above high_pct, remove images without
+ * activations, least recently used first (pipeline_remove_image: shared layers stay), until
+ * usage is below low_pct or no candidate is left. The daemon calls it only while no run is
+ * active. Images busy with a run are skipped. high_pct 0: off. low_pct 0: high_pct - 10. */
+struct pipeline_autogc_opts {
+    int high_pct, low_pct;
+};
+struct pipeline_autogc_result {
+    double pct_before, pct_after; /* the larger of data and metadata usage */
+    int images_removed, layers_deleted;
+};
+int pipeline_auto_gc(struct pipeline *p, const struct pipeline_autogc_opts *o,
+                     struct pipeline_autogc_result *res, struct err *e);

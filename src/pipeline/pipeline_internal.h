@@ -7,6 +7,9 @@
  */
 #pragma once
 
+#include <pthread.h>
+
+#include "pipeline/imagedb.h"
 #include "pipeline/pipeline.h"
 
 struct pipeline {
@@ -19,13 +22,20 @@ struct pipeline {
     uint64_t device_bytes;
     struct fsm_machine *m_fetch, *m_unpack, *m_activate, *m_process;
     struct fetch_context *fetch_ctx; /* owned; freed after the manager is closed */
-    char *kmsg_cursor;               /* <state>/kmsg.cursor; owned; the guard points at it */
+    pthread_mutex_t lifecycle_lock;  /* one deactivate/remove at a time (lifecycle.c) */
 };
 
 /* Start the unpack run of each chain of image_id bottom-up (or find the active one), chaining
- * them with run-after. *top gets the run of the top chain (zero if every layer is ready). */
+ * them with run-after. *top gets the run of the top chain (zero if every layer is ready).
+ * device_bytes: size of a new base layer device (0: the pipeline's default). */
 int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fsm_id *parent,
                            uint64_t device_bytes, struct fsm_id *top, struct err *e);
+
+/* An image by name or ref, for an operation on it: 0 with *out (image_rec_free() it), or
+ * -EINVAL (an ambiguous name) / -ENOENT / a database error, with e saying so and, for a missing
+ * image, what to do (`what_to_do`, e.g. "see list-images"). */
+int pipeline_image_lookup(struct pipeline *p, const char *image, const char *what_to_do,
+                          struct image_rec *out, struct err *e);
 
 /* Wait for a child run while honouring the waiter's cancellation. Returns 0 with the outcome,
  * or -ECANCELED when run was cancelled/shut down first. */
@@ -68,3 +78,9 @@ struct fetch_want {
 int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fetch_want *want,
                        size_t n, struct fetched_layer **layers, size_t *n_layers, struct err *e);
 void fetched_layers_free(struct fetched_layer *v, size_t n);
+
+/* Enter the operation guard for a devicemapper section of a transition. false with *refused
+ * set when the guard said no: RETRY when the run was cancelled or shut down while waiting,
+ * ABORT with the health report otherwise (retrying in a few seconds would not heal the host). */
+bool pipeline_guard_enter(struct pipeline *p, struct fsm_run *run, const char *what,
+                          struct fsm_result *refused);

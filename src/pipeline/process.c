@@ -428,7 +428,7 @@ int pipeline_register_process(struct pipeline *p, struct err *e)
 /* REF as a full location: a location stays as it is, a relative key is joined to the default
  * source. This string names the run (one active process-image per location) and is the alias
  * recorded for the image, so it only has to be stable, not canonical. */
-static int ref_expand(const char *ref, const char *default_source, char **out, struct err *e)
+int pipeline_ref_expand(const char *ref, const char *default_source, char **out, struct err *e)
 {
     if (strstr(ref, "://") || !strncmp(ref, "dir:", 4)) {
         *out = strdup(ref);
@@ -451,11 +451,17 @@ static int ref_expand(const char *ref, const char *default_source, char **out, s
 int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
                            uint64_t device_bytes, struct fsm_id *run, struct err *e)
 {
+    if (!ref || !*ref)
+        return err_set(e, -EINVAL, "no image reference given");
     if (activation && !imagedb_name_valid(activation))
         return err_set(e, -EINVAL,
                        "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])", activation);
+    if (device_bytes && (device_bytes < PIPELINE_MIN_DEVICE_BYTES || device_bytes % 512))
+        return err_set(e, -EINVAL,
+                       "invalid device size %llu (at least 64 MiB, a multiple of 512 bytes)",
+                       (unsigned long long)device_bytes);
     char *loc = NULL;
-    int r = ref_expand(ref, p->cfg.source, &loc, e);
+    int r = pipeline_ref_expand(ref, p->cfg.source, &loc, e);
     if (r < 0)
         return r;
     json_t *req = json_pack("{s:s, s:s, s:s?, s:I}", "ref", ref, "location", loc, "activation",
@@ -476,13 +482,9 @@ int pipeline_start_activate(struct pipeline *p, const char *image, const char *n
                             struct fsm_id *run, struct err *e)
 {
     struct image_rec img = {0};
-    int r = imagedb_image_find(p->db, image, &img);
-    if (r == -EEXIST)
-        return err_set(e, -EINVAL, "image name '%s' is ambiguous; give its ref (list-images)",
-                       image);
+    int r = pipeline_image_lookup(p, image, "see list-images; process-image makes one", &img, e);
     if (r < 0)
-        return err_set(e, -ENOENT, "no image '%s'; run `thinimg process-image %s` first", image,
-                       image);
+        return r;
     if (strcmp(img.state, "ready") != 0 || !img.top_chain) {
         r = err_set(e, -EAGAIN, "image %s is %s, not ready; run `thinimg process-image %s`",
                     img.name, img.state, img.ref);

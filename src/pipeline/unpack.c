@@ -47,6 +47,7 @@
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 struct unpack_req {
     char chain_id[DIGEST_STR_LEN + 1];
@@ -267,11 +268,10 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     if (chain_relock(run, p, q.chain_id, &locked))
         return locked;
     struct err e = {0};
-    int r = guard_enter(p->guard, "create-device", fsm_run_cancel_fd(run), &e);
-    if (r == -ECANCELED)
-        return fsm_retry("cancelled");
-    if (r < 0)
-        return fsm_abort("%s", err_str(&e));
+    struct fsm_result refused;
+    if (!pipeline_guard_enter(p, run, "create-device", &refused))
+        return refused;
+    int r = 0;
     r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
     if (r < 0) {
         guard_leave(p->guard);
@@ -366,11 +366,10 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     struct err e = {0};
 
     /* After a reboot the device is inactive again: activate it (idempotent when active). */
-    int r = guard_enter(p->guard, "activate-layer-device", fsm_run_cancel_fd(run), &e);
-    if (r == -ECANCELED)
-        return fsm_retry("cancelled");
-    if (r < 0)
-        return fsm_abort("%s", err_str(&e));
+    struct fsm_result refused;
+    if (!pipeline_guard_enter(p, run, "activate-layer-device", &refused))
+        return refused;
+    int r = 0;
     r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path, sizeof(s.device_path),
                       &e);
     guard_leave(p->guard);
@@ -379,10 +378,17 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
 
     struct apply_args a = {.blob = q.blob_path, .policy = &p->policy};
     struct mount_spec spec = {.device = s.device_path, .mountpoint = p->cfg.mount_dir,
-                              .fstype = "ext4", .flags = MS_NOATIME};
+                              .fstype = "ext4", .flags = MS_NOATIME,
+                              .cancel_fd = fsm_run_cancel_fd(run)};
     struct buf out = BUF_INIT;
     fsm_run_set_progress(run, "apply", 0, 0);
     r = mount_run(&spec, apply_in_child, &a, &out, &e);
+    if (r == -ECANCELED) {
+        /* Shutdown, cancel or attempt timeout: the child was killed and its namespace took the
+         * mount with it; the next attempt applies the layer again on the same device. */
+        buf_free(&out);
+        return fsm_retry("apply layer %.19s interrupted: %s", q.chain_id, err_str(&e));
+    }
     if (r < 0) {
         buf_free(&out);
         char cause[512];
@@ -399,6 +405,8 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     s.entries = (int64_t)st.entries;
     s.bytes = (int64_t)st.bytes;
     resp_set(run, &s);
+    metrics_counter_add(METRIC_APPLY_BYTES, (double)st.bytes, NULL);
+    metrics_counter_add(METRIC_APPLY_ENTRIES, (double)st.entries, NULL);
     log_info("layer applied", "chain=%.19s dev_id=%u entries=%lld bytes=%lld", q.chain_id,
              s.dev_id, (long long)s.entries, (long long)s.bytes);
     return fsm_ok();
@@ -454,11 +462,10 @@ static struct fsm_result t_commit(struct fsm_run *run, void *ud)
     struct unpack_resp s;
     resp_get(run, &s);
     struct err e = {0};
-    int r = guard_enter(p->guard, "commit-layer", fsm_run_cancel_fd(run), &e);
-    if (r == -ECANCELED)
-        return fsm_retry("cancelled");
-    if (r < 0)
-        return fsm_abort("%s", err_str(&e));
+    struct fsm_result refused;
+    if (!pipeline_guard_enter(p, run, "commit-layer", &refused))
+        return refused;
+    int r = 0;
     r = thin_deactivate(p->db, p->cfg.pool_name, s.dev_id, &e);
     guard_leave(p->guard);
     if (r == -EBUSY)

@@ -71,3 +71,29 @@ const char *err_str(const struct err *e)
         return strerror(-e->code);
     return "no error";
 }
+
+enum err_kind err_kind_of(int code)
+{
+    switch (code < 0 ? -code : code) {
+    case EINVAL: return ERR_KIND_INVALID;
+    case ENOENT:
+    case ENXIO: return ERR_KIND_NOT_FOUND;
+    case EBUSY:
+    case EAGAIN: return ERR_KIND_BUSY;
+    case EBADMSG:
+    case EPERM:
+    case ENOTSUP:
+    case EILSEQ:
+    case ENAMETOOLONG:
+    case EFBIG:
+    case ELOOP:
+    case EXDEV: return ERR_KIND_REJECTED;
+    case EHOSTDOWN:
+    case EROFS:
+    case ENOSPC:
+    case EUCLEAN: return ERR_KIND_UNHEALTHY;
+    case ESHUTDOWN: return ERR_KIND_SHUTDOWN;
+    case EMSGSIZE: return ERR_KIND_TOO_LARGE;
+    default: return ERR_KIND_OTHER;
+    }
+}

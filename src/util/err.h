@@ -36,5 +36,20 @@ int err_errno(struct err *e, int code, const char *what);
 
 void err_clear(struct err *e);
 
+/* What kind of failure a negative errno is, for the front ends that report it: the CLI's exit
+ * codes (cli/common.c) and the admin API's statuses (daemon/api.c) both come from this one
+ * classification, so a failure reads the same through either. */
+enum err_kind {
+    ERR_KIND_OTHER = 0,
+    ERR_KIND_INVALID,   /* EINVAL: a bad request or command line */
+    ERR_KIND_NOT_FOUND, /* ENOENT, ENXIO */
+    ERR_KIND_BUSY,      /* EBUSY, EAGAIN: locked or in use */
+    ERR_KIND_REJECTED,  /* EBADMSG, EPERM, ENOTSUP, EILSEQ, ENAMETOOLONG, EFBIG, ELOOP, EXDEV */
+    ERR_KIND_UNHEALTHY, /* EHOSTDOWN, EROFS, ENOSPC, EUCLEAN: host or pool refuses */
+    ERR_KIND_SHUTDOWN,  /* ESHUTDOWN: the service is stopping */
+    ERR_KIND_TOO_LARGE, /* EMSGSIZE: a request over its size limit */
+};
+enum err_kind err_kind_of(int code);
+
 /* The message, or strerror(-code) when none was given. Never NULL. */
 const char *err_str(const struct err *e);

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -283,6 +284,20 @@ static void test_thin_mkfs_mount_snapshot(void **state)
     assert_int_equal(r, -ETIMEDOUT);
     assert_true(mono_ms() - t0 < 20000);
     assert_false(mounted_here(dir));
+    /* ... so does a cancel fd becoming readable (daemon shutdown during an unpack) ... */
+    int cfd = eventfd(0, EFD_CLOEXEC);
+    assert_true(cfd > 0);
+    uint64_t one = 1;
+    assert_int_equal(write(cfd, &one, sizeof(one)), (ssize_t)sizeof(one));
+    err_clear(&e);
+    t0 = mono_ms();
+    r = mount_run(&(struct mount_spec){.device = spath, .mountpoint = dir, .cancel_fd = cfd},
+                  sleepy_fn, NULL, NULL, &e);
+    assert_int_equal(r, -ECANCELED);
+    assert_true(tu_contains(e.msg, "cancelled"));
+    assert_true(mono_ms() - t0 < 20000);
+    assert_false(mounted_here(dir));
+    close(cfd);
     /* ... and rlimits apply inside it. */
     struct mount_limits lim = {.fsize_bytes = 1024 * 1024};
     err_clear(&e);

@@ -13,6 +13,10 @@ assert_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"; }
 # JSON field: jget FILE FILTER (jq; a small binary starts fast under emulation, python does not).
 jget() { jq -r "$2" "$1"; }
 
+# Under software emulation (and ASan) a health check can take seconds; the default timeout is
+# for real hosts.
+export THINIMG_HEALTH_TIMEOUT_MS=${THINIMG_HEALTH_TIMEOUT_MS:-30000}
+
 # The build directory under test and the binary.
 BUILD=${1:-${THINIMG_BUILD_DIR:-}}
 [ -n "$BUILD" ] || fail "usage: $0 BUILD_DIR"

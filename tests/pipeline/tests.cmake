@@ -4,4 +4,4 @@ set_tests_properties(pipeline_e2e PROPERTIES LABELS dm TIMEOUT 900)
 
 # Across a reboot: two VM boots sharing a state directory and pool files on the host.
 add_test(NAME pipeline_reboot COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/reboot.sh ${CMAKE_BINARY_DIR})
-set_tests_properties(pipeline_reboot PROPERTIES LABELS vm TIMEOUT 1900)
+set_tests_properties(pipeline_reboot PROPERTIES LABELS vm TIMEOUT 1900 RESOURCE_LOCK qemu)

@@ -6,9 +6,12 @@ add_test(NAME vm_dm_suite
   COMMAND ${CMAKE_CURRENT_LIST_DIR}/run --timeout ${VM_SUITE_TIMEOUT} --
           bash ${CMAKE_CURRENT_LIST_DIR}/dm_suite.sh ${CMAKE_BINARY_DIR})
 math(EXPR _vm_ctest_timeout "${VM_SUITE_TIMEOUT} + 120")
-set_tests_properties(vm_dm_suite PROPERTIES LABELS vm TIMEOUT ${_vm_ctest_timeout})
+# RESOURCE_LOCK qemu: VMs under TCG take whole cores; two at once on a 2-core machine only make
+# both slow enough to approach their timeouts. Every test that boots a VM should take it.
+set_tests_properties(vm_dm_suite PROPERTIES LABELS vm TIMEOUT ${_vm_ctest_timeout}
+  RESOURCE_LOCK qemu)
 
 # The harness itself: status, output, cwd and environment pass-through, guest mounts,
 # timeout and SIGKILL handling (three short boots).
 add_test(NAME vm_harness COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_harness.sh)
-set_tests_properties(vm_harness PROPERTIES LABELS vm TIMEOUT 600)
+set_tests_properties(vm_harness PROPERTIES LABELS vm TIMEOUT 600 RESOURCE_LOCK qemu)

@@ -1,0 +1,120 @@
+/*
+ * cmd_daemon.c: `thinimg daemon`: run the manager of the state directory with its admin API
+ * until SIGTERM/SIGINT (src/daemon/daemon.h; docs/daemon.md).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cli_source.h"
+#include "daemon/daemon.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: thinimg daemon [OPTIONS]\n"
+            "\n"
+            "Run the manager of the state directory: resume unfinished runs, serve the admin\n"
+            "API (HTTP/JSON on a Unix socket, docs/daemon.md) and Prometheus /metrics. While\n"
+            "it runs, process-image, activate, deactivate and remove send their work to it.\n"
+            "SIGTERM or SIGINT stops it gracefully (runs resume at the next start); SIGHUP\n"
+            "reloads nothing.\n"
+            "\n"
+            "Options:\n"
+            "  --socket PATH            admin API socket (default STATE/thinimg.sock, mode 0600)\n"
+            "  --socket-mode MODE       octal permissions of the socket (default 0600)\n"
+            "  --metrics-listen A:P     also serve GET /metrics over TCP (127.0.0.1:9100)\n"
+            "  --fetch-queue N          parallel downloads (default 5)\n"
+            "  --unpack-queue N         parallel unpacks of independent chains (default 2)\n"
+            "  --no-pool-setup          use the pool as it is; never create or reassemble it\n"
+            "  --gc-high-water PCT      while idle, when pool usage reaches PCT%%, remove\n"
+            "                           images without activations, least recently used\n"
+            "                           first (default 0: off)\n"
+            "  --gc-low-water PCT       ... until usage is below PCT%% (default high - 10)\n"
+            "  --wait-lock              wait for another thinimg process instead of "
+            "failing\n" CLI_SOURCE_HELP "  -h, --help               this help\n"
+            "\n"
+            "Exit codes: 0 stopped cleanly, 1 failed (e.g. another process serves the\n"
+            "socket), 2 usage, 5 another thinimg process holds the state directory.\n");
+}
+
+int cmd_daemon(struct cli *cli, int argc, char **argv)
+{
+    enum { OPT_METRICS = 256, OPT_FQ, OPT_UQ, OPT_NOPOOL, OPT_WAIT, OPT_MODE, OPT_GCHI, OPT_GCLO };
+    static const struct option opts[] = {{"metrics-listen", required_argument, NULL, OPT_METRICS},
+                                         {"fetch-queue", required_argument, NULL, OPT_FQ},
+                                         {"unpack-queue", required_argument, NULL, OPT_UQ},
+                                         {"no-pool-setup", no_argument, NULL, OPT_NOPOOL},
+                                         {"wait-lock", no_argument, NULL, OPT_WAIT},
+                                         {"socket-mode", required_argument, NULL, OPT_MODE},
+                                         {"gc-high-water", required_argument, NULL, OPT_GCHI},
+                                         {"gc-low-water", required_argument, NULL, OPT_GCLO},
+                                         {"help", no_argument, NULL, 'h'},
+                                         CLI_SOURCE_LONG_OPTIONS,
+                                         {0}};
+    struct source_options so = {0};
+    struct daemon_opts o = {.cfg = &cli->cfg,
+                            .source = &so,
+                            .skip_health = getenv("THINIMG_SKIP_HEALTH_CHECKS") != NULL};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end = NULL;
+        switch (c) {
+        case OPT_METRICS:
+            o.metrics_listen = optarg;
+            break;
+        case OPT_FQ:
+            o.fetch_limit = (int)strtol(optarg, &end, 10);
+            if (!*optarg || *end || o.fetch_limit < 1 || o.fetch_limit > 64)
+                return cli_usage_error("daemon", "--fetch-queue needs 1..64, not '%s'", optarg);
+            break;
+        case OPT_UQ:
+            o.unpack_limit = (int)strtol(optarg, &end, 10);
+            if (!*optarg || *end || o.unpack_limit < 1 || o.unpack_limit > 16)
+                return cli_usage_error("daemon", "--unpack-queue needs 1..16, not '%s'", optarg);
+            break;
+        case OPT_GCHI:
+        case OPT_GCLO: {
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < (c == OPT_GCHI ? 0 : 1) || v > 99)
+                return cli_usage_error("daemon", "--%s needs a percentage 1..99, not '%s'",
+                                       c == OPT_GCHI ? "gc-high-water" : "gc-low-water", optarg);
+            *(c == OPT_GCHI ? &o.autogc.high_pct : &o.autogc.low_pct) = (int)v;
+            break;
+        }
+        case OPT_NOPOOL:
+            o.no_pool_setup = true;
+            break;
+        case OPT_WAIT:
+            o.wait_lock = true;
+            break;
+        case OPT_MODE: {
+            long m = strtol(optarg, &end, 8);
+            if (!*optarg || *end || m <= 0 || m > 0777)
+                return cli_usage_error("daemon",
+                                       "--socket-mode needs an octal mode such as "
+                                       "0660, not '%s'",
+                                       optarg);
+            o.socket_mode = (mode_t)m;
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            if (!cli_source_option(c, optarg, &so))
+                return cli_usage_error("daemon", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("daemon", "unexpected argument '%s'", argv[optind]);
+    if (o.autogc.low_pct && o.autogc.low_pct >= o.autogc.high_pct)
+        return cli_usage_error("daemon", "--gc-low-water needs --gc-high-water above it");
+    struct err e = {0};
+    int r = daemon_run(&o, &e);
+    if (r < 0)
+        return cli_fail("daemon", r, &e);
+    return EXIT_OK;
+}

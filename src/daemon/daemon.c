@@ -1,0 +1,429 @@
+/*
+ * daemon.c: `thinimg daemon`: start-up, the signal loop, pool setup retries, and the bounded
+ * shutdown. See daemon.h; the endpoints are in routes.c, the metrics in collect.c.
+ */
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon/api.h"
+#include "daemon/daemon_internal.h"
+#include "dm/pool.h"
+#include "store/schema.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+/* How often the signal loop wakes up for periodic work (pool setup retries). */
+#define DAEMON_TICK_MS 1000
+/* How often an idle daemon looks at pool usage for automatic gc (one status ioctl and one
+ * query of the runs table). */
+#define DAEMON_AUTOGC_INTERVAL_MS 5000
+
+/* ---- listening sockets ----------------------------------------------------------------------- */
+
+int daemon_listen_unix(const char *path, mode_t mode, struct err *e)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+        return err_set(e, -ENAMETOOLONG, "socket path '%s' is empty or longer than %zu bytes",
+                       path ? path : "", sizeof(sa.sun_path) - 1);
+    memcpy(sa.sun_path, path, strlen(path));
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return err_set(e, -EEXIST,
+                           "%s exists and is not a socket; remove it or choose "
+                           "another --socket",
+                           path);
+        /* A socket file: stale when nobody answers on it. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            close(probe);
+            return err_set(e, -EADDRINUSE,
+                           "another process serves %s (another daemon with another state "
+                           "directory?); choose another --socket",
+                           path);
+        }
+        if (probe >= 0)
+            close(probe);
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return err_set(e, -errno, "socket: %s", strerror(errno));
+    /* Nobody can connect before listen(), so setting the mode between bind and listen leaves
+     * no window with looser permissions. */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, mode) < 0 ||
+        listen(fd, 64) < 0) {
+        int r = -errno;
+        close(fd);
+        return err_set(e, r, "cannot listen on %s: %s", path, strerror(-r));
+    }
+    return fd;
+}
+
+int daemon_listen_tcp(const char *spec, struct err *e)
+{
+    char host[256], port[16];
+    const char *colon = spec ? strrchr(spec, ':') : NULL;
+    if (!colon || !colon[1] || strlen(colon + 1) >= sizeof(port) ||
+        (size_t)(colon - spec) >= sizeof(host))
+        return err_set(e, -EINVAL,
+                       "--metrics-listen '%s': expected ADDR:PORT (127.0.0.1:9100, "
+                       "[::1]:9100, :9100)",
+                       spec ? spec : "");
+    size_t hl = (size_t)(colon - spec);
+    memcpy(host, spec, hl);
+    host[hl] = '\0';
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    snprintf(port, sizeof(port), "%s", colon + 1);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+    if (g != 0)
+        return err_set(e, -EINVAL, "--metrics-listen '%s': %s", spec, gai_strerror(g));
+    int r = -EADDRNOTAVAIL;
+    for (struct addrinfo *a = ai; a; a = a->ai_next) {
+        int fd =
+            socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+        if (fd < 0) {
+            r = -errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 64) == 0) {
+            freeaddrinfo(ai);
+            return fd;
+        }
+        r = -errno;
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    return err_set(e, r, "--metrics-listen '%s': cannot listen: %s", spec, strerror(-r));
+}
+
+/* ---- systemd readiness (the sd_notify protocol, without libsystemd) -------------------------- */
+
+static void notify_systemd(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+        return;
+    size_t n = strlen(path);
+    memcpy(sa.sun_path, path, n);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    ssize_t w = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
+    (void)w;
+    close(fd);
+}
+
+/* ---- the pool -------------------------------------------------------------------------------- */
+
+static void pool_try(struct daemon *d, bool first)
+{
+    const struct config *cfg = d->cfg;
+    struct pool_config pc = {.name = cfg->pool_name, .pool_dir = cfg->pool_dir};
+    struct pool_info pi;
+    struct err e = {0};
+    int r = d->o->no_pool_setup ? pool_get(d->db, cfg->pool_name, &pi, &e)
+                                : pool_setup(d->db, &pc, &pi, &e);
+    pthread_mutex_lock(&d->pool_lock);
+    bool was_ready = d->pool_ready, changed = strcmp(d->pool_err.msg, e.msg) != 0;
+    d->pool_ready = r == 0;
+    d->pool_err = e;
+    d->pool_retry_mono = mono_ms() + DAEMON_POOL_RETRY_MS;
+    pthread_mutex_unlock(&d->pool_lock);
+    if (r == 0 && (first || !was_ready))
+        log_info("thin pool ready", "pool=%s action=%s", cfg->pool_name,
+                 pool_action_name(pi.action));
+    else if (r < 0 && (first || changed || was_ready))
+        log_warn("no usable thin pool: processing images is refused until it is fixed; "
+                 "retrying",
+                 "pool=%s error=%s retry_s=%d", cfg->pool_name, err_str(&e),
+                 DAEMON_POOL_RETRY_MS / 1000);
+}
+
+/* ---- notification of finished runs (the observer runs on run threads) ------------------------ */
+
+static pthread_mutex_t g_notify_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct daemon *g_notify_daemon; /* NULL once the API server is being stopped */
+
+static void observer(const struct fsm_event_info *ev, void *ud)
+{
+    (void)ud;
+    pthread_mutex_lock(&g_notify_lock);
+    daemon_observer(ev, g_notify_daemon);
+    pthread_mutex_unlock(&g_notify_lock);
+}
+
+/* ---- shutdown watchdog ----------------------------------------------------------------------- */
+
+struct watchdog {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    const char *socket_path;
+};
+
+static void *watchdog_main(void *arg)
+{
+    struct watchdog *w = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += DAEMON_SHUTDOWN_HARD_MS / 1000;
+    pthread_mutex_lock(&w->lock);
+    while (!w->done)
+        if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) == ETIMEDOUT)
+            break;
+    bool done = w->done;
+    pthread_mutex_unlock(&w->lock);
+    if (!done) {
+        log_error("shutdown did not finish in time; exiting anyway (state is durable: "
+                  "unfinished runs resume at the next start)",
+                  "limit_ms=%d", DAEMON_SHUTDOWN_HARD_MS);
+        unlink(w->socket_path);
+        _exit(1);
+    }
+    return NULL;
+}
+
+/* ---- the daemon ------------------------------------------------------------------------------ */
+
+static void teardown(struct daemon *d)
+{
+    pthread_mutex_lock(&g_notify_lock);
+    g_notify_daemon = NULL;
+    pthread_mutex_unlock(&g_notify_lock);
+    if (d->api) {
+        http_server_quiesce(d->api);
+        unlink(d->socket_path); /* clients see at once that nobody serves it any more */
+    }
+    http_server_quiesce(d->metrics);
+    /* The metrics server reads the API server's counters: it goes first. */
+    http_server_stop(d->metrics);
+    http_server_stop(d->api);
+    d->api = d->metrics = NULL;
+    if (d->p) {
+        pipeline_shutdown(d->p, DAEMON_SHUTDOWN_TIMEOUT_MS);
+        fsm_manager_set_observer(d->m, NULL, NULL);
+        pipeline_close(d->p);
+        d->p = NULL;
+    }
+    if (d->ro)
+        db_close(d->ro);
+    if (d->db)
+        db_close(d->db);
+    d->ro = d->db = NULL;
+    proc_lock_release(&d->lock);
+    log_set_hook(NULL, NULL);
+    logring_free(d->logs);
+    d->logs = NULL;
+    pthread_mutex_destroy(&d->pool_lock);
+    pthread_mutex_destroy(&d->health_lock);
+}
+
+static int open_databases(struct daemon *d, struct err *e)
+{
+    int r = db_open(d->cfg->db_path, NULL, &d->db, e);
+    if (r < 0)
+        return r;
+    if ((r = fsm_db_migrate(d->db, e)) < 0 || (r = store_migrate(d->db, e)) < 0)
+        return r;
+    struct db_options ro = {.readonly = true};
+    return db_open(d->cfg->db_path, &ro, &d->ro, e);
+}
+
+static int start(struct daemon *d, struct err *e)
+{
+    const struct daemon_opts *o = d->o;
+    int r = config_ensure_dirs(d->cfg);
+    if (r < 0)
+        return err_set(e, r, "cannot create state directory %s: %s", d->cfg->state_dir,
+                       strerror(-r));
+    r = proc_lock_acquire(d->cfg->lock_path, "daemon", o->wait_lock ? -1 : 0, &d->lock, NULL, e);
+    if (r < 0)
+        return r;
+    if ((r = logring_new(API_LOG_LINES, &d->logs)) < 0)
+        return err_set(e, r, "out of memory");
+    log_set_hook(logring_hook, d->logs);
+    if ((r = open_databases(d, e)) < 0)
+        return r;
+    daemon_metrics_describe();
+    /* Bind before the slow parts: a socket in use is reported at once. */
+    int fd = daemon_listen_unix(d->socket_path, o->socket_mode ? o->socket_mode : 0600, e);
+    if (fd < 0)
+        return fd;
+    int mfd = -1;
+    if (o->metrics_listen && (mfd = daemon_listen_tcp(o->metrics_listen, e)) < 0) {
+        close(fd);
+        unlink(d->socket_path);
+        return mfd;
+    }
+    pool_try(d, true);
+    struct pipeline_opts po = {.cfg = d->cfg,
+                               .source = o->source,
+                               .fetch_limit = o->fetch_limit,
+                               .unpack_limit = o->unpack_limit,
+                               .skip_health = o->skip_health};
+    r = pipeline_open(d->db, &po, &d->p, e);
+    if (r == 0) {
+        d->m = pipeline_manager(d->p);
+        g_notify_daemon = d;
+        fsm_manager_set_observer(d->m, observer, NULL);
+        r = pipeline_resume(d->p);
+        if (r >= 0)
+            log_info("unfinished runs resumed", "runs=%d", r);
+        else
+            err_set(e, r, "cannot resume unfinished runs");
+    }
+    if (r >= 0) {
+        struct http_server_opts so = {.listen_fd = fd,
+                                      .name = "api",
+                                      .handler = daemon_route,
+                                      .ctx = d,
+                                      .run_finished = daemon_run_finished};
+        fd = -1;
+        r = http_server_start(&so, &d->api, e);
+    }
+    if (r >= 0 && mfd >= 0) {
+        struct http_server_opts so = {.listen_fd = mfd,
+                                      .name = "metrics",
+                                      .handler = daemon_route_metrics,
+                                      .ctx = d,
+                                      .threads = 1,
+                                      .job_workers = 1};
+        mfd = -1;
+        r = http_server_start(&so, &d->metrics, e);
+    }
+    if (fd >= 0)
+        close(fd);
+    if (mfd >= 0)
+        close(mfd);
+    if (r < 0 && !d->api)
+        unlink(d->socket_path);
+    return r < 0 ? r : 0;
+}
+
+static int count_run(const struct fsm_run_record *r, void *ud)
+{
+    (void)r;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+/* Automatic gc (pipeline_auto_gc), only while no run is active: a removal never competes
+ * with work, and an image a new request wants is busy (skipped) rather than half removed. */
+static void auto_gc(struct daemon *d)
+{
+    if (!d->o->autogc.high_pct || mono_ms() < d->autogc_next_mono)
+        return;
+    d->autogc_next_mono = mono_ms() + DAEMON_AUTOGC_INTERVAL_MS;
+    pthread_mutex_lock(&d->pool_lock);
+    bool ready = d->pool_ready;
+    pthread_mutex_unlock(&d->pool_lock);
+    size_t active = 0;
+    if (!ready || fsm_list_active(d->m, count_run, &active) < 0 || active > 0)
+        return;
+    struct pipeline_autogc_result res;
+    struct err e = {0};
+    if (pipeline_auto_gc(d->p, &d->o->autogc, &res, &e) < 0)
+        log_warn("auto-gc failed; it retries while the pool stays above its high-water mark",
+                 "error=\"%s\"", err_str(&e));
+}
+
+int daemon_run(const struct daemon_opts *o, struct err *e)
+{
+    struct daemon d = {.o = o, .cfg = o->cfg, .started_ms = now_ms()};
+    d.lock.fd = -1;
+    snprintf(d.socket_path, sizeof(d.socket_path), "%s",
+             o->socket_path ? o->socket_path : o->cfg->socket_path);
+    pthread_mutex_init(&d.pool_lock, NULL);
+    pthread_mutex_init(&d.health_lock, NULL);
+
+    /* Every thread started from here on inherits the blocked set; only sigtimedwait below
+     * takes these signals. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    signal(SIGPIPE, SIG_IGN);
+
+    int r = start(&d, e);
+    if (r < 0) {
+        teardown(&d);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return r;
+    }
+    log_info("daemon ready", "pid=%d socket=%s state_dir=%s metrics=%s", (int)getpid(),
+             d.socket_path, d.cfg->state_dir, o->metrics_listen ? o->metrics_listen : "-");
+    notify_systemd("READY=1\nSTATUS=serving the admin API");
+
+    int sig = 0;
+    while (!sig) {
+        struct timespec tick = {.tv_sec = DAEMON_TICK_MS / 1000,
+                                .tv_nsec = (DAEMON_TICK_MS % 1000) * 1000000L};
+        int s = sigtimedwait(&set, NULL, &tick);
+        if (s == SIGTERM || s == SIGINT) {
+            sig = s;
+        } else if (s == SIGHUP) {
+            log_info("SIGHUP: nothing is reloaded (the pipeline, the pool and the database stay "
+                     "as they are under running runs); restart the daemon to apply new settings");
+        } else {
+            pthread_mutex_lock(&d.pool_lock);
+            bool retry = !d.pool_ready && mono_ms() >= d.pool_retry_mono;
+            pthread_mutex_unlock(&d.pool_lock);
+            if (retry)
+                pool_try(&d, false);
+            else
+                auto_gc(&d);
+        }
+    }
+
+    int64_t t0 = mono_ms();
+    notify_systemd("STOPPING=1");
+    log_info("daemon stopping: no new requests; running transitions are asked to stop and "
+             "resume at the next start",
+             "signal=%s timeout_ms=%d", strsignal(sig), DAEMON_SHUTDOWN_TIMEOUT_MS);
+    struct watchdog w = {.socket_path = d.socket_path};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    pthread_t wt;
+    bool watching = pthread_create(&wt, NULL, watchdog_main, &w) == 0;
+    /* teardown() frees the log ring: keep the last lines on stderr only. */
+    teardown(&d);
+    if (watching) {
+        pthread_mutex_lock(&w.lock);
+        w.done = true;
+        pthread_cond_signal(&w.cond);
+        pthread_mutex_unlock(&w.lock);
+        pthread_join(wt, NULL);
+    }
+    log_info("daemon stopped", "took_ms=%lld", (long long)(mono_ms() - t0));
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return 0;
+}

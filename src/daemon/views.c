@@ -1,0 +1,322 @@
+/*
+ * views.c: JSON shapes of runs, events, images, activations and health reports. See views.h.
+ */
+#include "daemon/views.h"
+
+#include "dm/pool.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Request/response bytes as JSON: embedded as is when they are JSON, else as a string when
+ * they are text, else null. */
+static json_t *bytes_json(const void *p, size_t n)
+{
+    if (!p || n == 0)
+        return json_null();
+    json_t *j = json_loadb(p, n, JSON_DECODE_ANY, NULL);
+    if (j)
+        return j;
+    j = json_stringn(p, n);
+    return j ? j : json_null();
+}
+
+static json_t *id_or_null(const struct fsm_id *id)
+{
+    return fsm_id_is_zero(id) ? json_null() : json_string(id->s);
+}
+
+static json_t *ms_or_null(int64_t ms)
+{
+    return ms ? json_integer(ms) : json_null();
+}
+
+void view_run_label(const char *type, const char *resource, char *out, size_t n)
+{
+    if (!resource)
+        resource = "";
+    if (!strncmp(resource, "sha256:", 7)) {
+        snprintf(out, n, "%s %.12s", !strcmp(type, "unpack") ? "chain" : "blob", resource + 7);
+        return;
+    }
+    const char *last = strrchr(resource, '/');
+    if (last && last[1] == '\0') { /* a prefix ending in '/' */
+        const char *p = last;
+        while (p > resource && p[-1] != '/')
+            p--;
+        snprintf(out, n, "%s", p);
+        return;
+    }
+    if (last) {
+        const char *p = last;
+        while (p > resource && p[-1] != '/')
+            p--;
+        snprintf(out, n, "%s", p > resource ? p : last + 1);
+        return;
+    }
+    snprintf(out, n, "%s", resource);
+}
+
+json_t *view_run(const struct fsm_run_record *r, bool full)
+{
+    json_t *trans = json_array();
+    for (size_t i = 0; i < r->n_transitions; i++)
+        json_array_append_new(trans, json_string(r->transitions[i]));
+    json_t *o = json_object();
+    json_object_set_new(o, "version", json_string(r->version.s));
+    json_object_set_new(o, "type", json_string(r->type));
+    json_object_set_new(o, "action", json_string(r->action));
+    json_object_set_new(o, "resource_id", json_string(r->resource_id));
+    json_object_set_new(o, "queue", r->queue ? json_string(r->queue) : json_null());
+    json_object_set_new(o, "parent", id_or_null(&r->parent));
+    json_object_set_new(o, "run_after", id_or_null(&r->run_after));
+    json_object_set_new(o, "status", json_string(fsm_run_status_name(r->status)));
+    json_object_set_new(o, "state", json_string(r->state ? r->state : ""));
+    json_object_set_new(o, "next_index", json_integer(r->next_index));
+    json_object_set_new(o, "transitions", trans);
+    json_object_set_new(o, "attempt", json_integer(r->attempt));
+    json_object_set_new(o, "outcome",
+                        r->status == FSM_RUN_FINISHED ? json_string(fsm_outcome_name(r->outcome))
+                                                      : json_null());
+    json_object_set_new(o, "error", json_string(r->error ? r->error : ""));
+    json_object_set_new(o, "error_state",
+                        r->error_state ? json_string(r->error_state) : json_null());
+    json_object_set_new(o, "created_ms", json_integer(r->created_ms));
+    json_object_set_new(o, "started_ms", ms_or_null(r->started_ms));
+    json_object_set_new(o, "finished_ms", ms_or_null(r->finished_ms));
+    json_object_set_new(o, "delay_until_ms", ms_or_null(r->delay_until_ms));
+    json_object_set_new(o, "request_bytes", json_integer((json_int_t)r->request_len));
+    json_object_set_new(o, "response_bytes", json_integer((json_int_t)r->response_len));
+    if (r->phase || r->progress_done || r->progress_total) {
+        json_object_set_new(o, "phase", r->phase ? json_string(r->phase) : json_null());
+        json_object_set_new(o, "progress_done", json_integer((json_int_t)r->progress_done));
+        json_object_set_new(o, "progress_total", json_integer((json_int_t)r->progress_total));
+    }
+    if (full) {
+        json_object_set_new(o, "request", bytes_json(r->request, r->request_len));
+        json_object_set_new(o, "response", bytes_json(r->response, r->response_len));
+    }
+    return o;
+}
+
+int view_outcome_parse(const char *s, enum fsm_outcome *out)
+{
+    for (int o = FSM_OK; o <= FSM_CANCELLED; o++)
+        if (s && !strcmp(s, fsm_outcome_name((enum fsm_outcome)o))) {
+            *out = (enum fsm_outcome)o;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+static char *dup_str(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? strdup(s) : NULL;
+}
+
+int view_run_parse(const json_t *o, struct fsm_run_record *r)
+{
+    memset(r, 0, sizeof(*r));
+    const char *v = json_string_value(json_object_get(o, "version"));
+    const char *status = json_string_value(json_object_get(o, "status"));
+    if (!json_is_object(o) || !v || fsm_id_parse(v, &r->version) < 0 || !status)
+        return -EBADMSG;
+    const char *p = json_string_value(json_object_get(o, "parent"));
+    if (p)
+        fsm_id_parse(p, &r->parent);
+    p = json_string_value(json_object_get(o, "run_after"));
+    if (p)
+        fsm_id_parse(p, &r->run_after);
+    r->type = dup_str(o, "type");
+    r->action = dup_str(o, "action");
+    r->resource_id = dup_str(o, "resource_id");
+    r->queue = dup_str(o, "queue");
+    r->state = dup_str(o, "state");
+    r->error = dup_str(o, "error");
+    r->error_state = dup_str(o, "error_state");
+    r->phase = dup_str(o, "phase");
+    if (!r->error)
+        r->error = strdup("");
+    if (!r->type || !r->action || !r->resource_id || !r->state || !r->error) {
+        fsm_run_record_free(r);
+        return -EBADMSG;
+    }
+    r->status = !strcmp(status, "finished")  ? FSM_RUN_FINISHED
+                : !strcmp(status, "running") ? FSM_RUN_RUNNING
+                                             : FSM_RUN_PENDING;
+    r->outcome = FSM_OK;
+    if (r->status == FSM_RUN_FINISHED)
+        view_outcome_parse(json_string_value(json_object_get(o, "outcome")), &r->outcome);
+    r->attempt = (uint32_t)json_integer_value(json_object_get(o, "attempt"));
+    r->next_index = (uint32_t)json_integer_value(json_object_get(o, "next_index"));
+    r->created_ms = json_integer_value(json_object_get(o, "created_ms"));
+    r->started_ms = json_integer_value(json_object_get(o, "started_ms"));
+    r->finished_ms = json_integer_value(json_object_get(o, "finished_ms"));
+    r->delay_until_ms = json_integer_value(json_object_get(o, "delay_until_ms"));
+    r->progress_done = (uint64_t)json_integer_value(json_object_get(o, "progress_done"));
+    r->progress_total = (uint64_t)json_integer_value(json_object_get(o, "progress_total"));
+    return 0;
+}
+
+json_t *view_event(const struct fsm_event_record *ev)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "seq", json_integer(ev->seq));
+    json_object_set_new(o, "type", json_string(fsm_event_type_name(ev->type)));
+    json_object_set_new(o, "state", ev->state ? json_string(ev->state) : json_null());
+    json_object_set_new(o, "attempt", json_integer(ev->attempt));
+    json_object_set_new(o, "outcome",
+                        ev->has_outcome ? json_string(fsm_outcome_name(ev->outcome)) : json_null());
+    json_object_set_new(o, "error", ev->error ? json_string(ev->error) : json_null());
+    json_object_set_new(o, "ts_ms", json_integer(ev->ts_ms));
+    json_object_set_new(o, "response_bytes", json_integer((json_int_t)ev->response_len));
+    return o;
+}
+
+static json_t *image_layers(struct db *db, int64_t image_id)
+{
+    json_t *arr = json_array();
+    struct image_layer_rec *v = NULL;
+    size_t n = 0;
+    if (imagedb_image_layers(db, image_id, &v, &n) < 0)
+        return arr;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_pack("{s:i, s:s?, s:s?, s:s?}", "index", v[i].idx, "location",
+                              v[i].location, "digest", v[i].digest, "chain_id", v[i].chain_id);
+        if (v[i].size >= 0)
+            json_object_set_new(o, "size", json_integer(v[i].size));
+        struct layer_rec l = {0};
+        if (v[i].chain_id && imagedb_layer_get(db, v[i].chain_id, &l) == 0) {
+            json_object_set_new(o, "layer_state", json_string(l.state));
+            if (l.dev_id > 0)
+                json_object_set_new(o, "device_id", json_integer(l.dev_id));
+            layer_rec_free(&l);
+        }
+        json_array_append_new(arr, o);
+    }
+    imagedb_image_layers_free(v, n);
+    return arr;
+}
+
+json_t *view_image(struct db *db, const struct image_rec *r)
+{
+    json_t *o = json_pack(
+        "{s:I, s:s, s:s, s:s, s:i, s:i, s:s?, s:s?, s:I, s:I}", "id", (json_int_t)r->id, "name",
+        r->name, "ref", r->ref, "state", r->state, "n_layers", r->n_layers, "active_activations",
+        r->n_activations, "top_chain", r->top_chain, "error", r->error, "created_at_ms",
+        (json_int_t)r->created_at_ms, "updated_at_ms", (json_int_t)r->updated_at_ms);
+    json_object_set_new(o, "layers", image_layers(db, r->id));
+    return o;
+}
+
+json_t *view_activation(const struct activation_rec *a)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:I}", "name", a->name, "image",
+                          a->image_name ? a->image_name : "", "chain_id", a->chain_id, "state",
+                          a->state, "device_path", a->device_path, "pool", a->pool, "error",
+                          a->error, "created_at_ms", (json_int_t)a->created_at_ms);
+    if (a->dev_id > 0)
+        json_object_set_new(o, "device_id", json_integer(a->dev_id));
+    return o;
+}
+
+json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int64_t elapsed_ms)
+{
+    json_t *resp = rec->response ? json_loadb(rec->response, rec->response_len, 0, NULL) : NULL;
+    if (!resp)
+        resp = json_object();
+    int64_t image_id = json_integer_value(json_object_get(resp, "image_id"));
+    json_t *o = json_pack("{s:s, s:s, s:I}", "run", rec->version.s, "outcome",
+                          fsm_outcome_name(rec->outcome), "elapsed_ms", (json_int_t)elapsed_ms);
+    struct image_rec img = {0};
+    if (image_id && imagedb_image_get(db, image_id, &img) == 0) {
+        json_object_set_new(o, "image", json_string(img.name));
+        json_object_set_new(o, "ref", json_string(img.ref));
+        json_object_set_new(o, "state", json_string(img.state));
+        image_rec_free(&img);
+    }
+    const char *act = json_string_value(json_object_get(resp, "activation"));
+    if (act) {
+        json_object_set_new(o, "activation", json_string(act));
+        struct activation_rec a = {0};
+        if (imagedb_activation_get(db, act, &a) == 0) {
+            if (a.device_path)
+                json_object_set_new(o, "device_path", json_string(a.device_path));
+            if (a.dev_id)
+                json_object_set_new(o, "device_id", json_integer(a.dev_id));
+            activation_rec_free(&a);
+        }
+    }
+    json_t *layers = json_array();
+    struct image_layer_rec *v = NULL;
+    size_t n = 0;
+    if (image_id && imagedb_image_layers(db, image_id, &v, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            json_t *l = json_pack("{s:i, s:s?, s:s?, s:s?}", "index", v[i].idx, "location",
+                                  v[i].location, "digest", v[i].digest, "chain_id", v[i].chain_id);
+            struct layer_rec lr = {0};
+            if (v[i].chain_id && imagedb_layer_get(db, v[i].chain_id, &lr) == 0) {
+                if (lr.dev_id)
+                    json_object_set_new(l, "device_id", json_integer(lr.dev_id));
+                json_object_set_new(l, "state", json_string(lr.state));
+                layer_rec_free(&lr);
+            }
+            if (v[i].size >= 0)
+                json_object_set_new(l, "size", json_integer(v[i].size));
+            json_array_append_new(layers, l);
+        }
+        imagedb_image_layers_free(v, n);
+    }
+    json_object_set_new(o, "layers", layers);
+    json_decref(resp);
+    return o;
+}
+
+json_t *view_pool(const struct pool_info *i, const struct err *health)
+{
+    const struct pool_status *s = &i->status;
+    json_t *feats = json_array();
+    for (unsigned k = 0; k < i->table.n_features; k++)
+        json_array_append_new(feats, json_string(i->table.features[k]));
+    json_t *o = json_pack("{s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:o}", "name",
+                          i->name, "action", pool_action_name(i->action), "active", i->active,
+                          "origin", i->origin, "data_dev", i->data_dev, "data_file", i->data_file,
+                          "metadata_dev", i->metadata_dev, "metadata_file", i->metadata_file,
+                          "length_bytes", (json_int_t)i->length_sectors * 512, "block_bytes",
+                          (json_int_t)i->table.block_sectors * 512, "low_water_blocks",
+                          (json_int_t)i->table.low_water_blocks, "features", feats);
+    json_object_set_new(o, "mode", json_string(pool_mode_name(s->mode)));
+    if (s->mode != POOL_MODE_FAIL && s->mode != POOL_MODE_ERROR) {
+        json_object_set_new(o, "transaction_id", json_integer((json_int_t)s->transaction_id));
+        json_object_set_new(o, "data_used_blocks", json_integer((json_int_t)s->data_used));
+        json_object_set_new(o, "data_total_blocks", json_integer((json_int_t)s->data_total));
+        json_object_set_new(o, "metadata_used_blocks", json_integer((json_int_t)s->meta_used));
+        json_object_set_new(o, "metadata_total_blocks", json_integer((json_int_t)s->meta_total));
+        json_object_set_new(o, "data_used_pct", json_real(pool_status_data_pct(s)));
+        json_object_set_new(o, "metadata_used_pct", json_real(pool_status_meta_pct(s)));
+        json_object_set_new(o, "needs_check", json_boolean(s->needs_check));
+        json_object_set_new(o, "error_if_no_space", json_boolean(s->error_if_no_space));
+        json_object_set_new(o, "discard", json_string(pool_discard_name(s->discard)));
+        json_object_set_new(o, "held_metadata_root",
+                            s->has_held_root ? json_integer((json_int_t)s->held_root)
+                                             : json_null());
+    }
+    json_object_set_new(o, "healthy", json_boolean(!(health && health->code)));
+    json_object_set_new(o, "health", json_string(health && health->code ? err_str(health) : "ok"));
+    return o;
+}
+
+json_t *view_health(const struct health_report *rep)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < rep->n; i++)
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}", "name", rep->checks[i].name,
+                                             "level", health_level_name(rep->checks[i].level),
+                                             "detail", rep->checks[i].detail, "duration_ms",
+                                             (json_int_t)rep->checks[i].duration_ms));
+    return json_pack("{s:b, s:s, s:o}", "healthy", rep->overall != HEALTH_FAIL, "overall",
+                     health_level_name(rep->overall), "checks", arr);
+}

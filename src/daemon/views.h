@@ -1,0 +1,54 @@
+/*
+ * views.h: the JSON shapes of thinimg's objects (runs, events, images, activations, health
+ * reports), in one place for every place that prints them: the CLI's --json output, the
+ * daemon's admin API, and the clients that read the API back (the CLI forwarding to a daemon,
+ * the monitor). One shape per object means `thinimg runs --json` and `GET /v1/runs` agree
+ * field for field; docs/daemon.md lists the fields.
+ *
+ * Ownership: every view_* function returns a new reference (json_decref it); records passed
+ * in are only read. view_run_parse() fills a record that owns its strings (free it with
+ * fsm_run_record_free()).
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "fsm/fsm.h"
+#include "guard/health.h"
+#include "pipeline/imagedb.h"
+#include "store/db.h"
+
+/* A short human label for a run's resource: the last two path components of a location,
+ * "chain 1a2b3c4d5e6f" for a chain id, the name otherwise (progress lines, the monitor). */
+void view_run_label(const char *type, const char *resource, char *out, size_t n);
+
+/* A run. full: with its request and response (embedded as JSON when they are JSON, as a
+ * string when text, null otherwise). Live fields (phase, progress_done, progress_total) are
+ * present when the record came from a manager (fsm_list_active). */
+json_t *view_run(const struct fsm_run_record *r, bool full);
+/* The inverse, for clients: version, type, action, resource_id, queue, state, status,
+ * attempt, outcome, error, times and the live fields. -EBADMSG when it is not a run. */
+int view_run_parse(const json_t *o, struct fsm_run_record *out);
+/* fsm_outcome / fsm_run_status from their names; -EINVAL for unknown names. */
+int view_outcome_parse(const char *s, enum fsm_outcome *out);
+
+json_t *view_event(const struct fsm_event_record *ev);
+
+/* An image with its layers (from db: index, location, digest, chain id, size, layer state,
+ * device id). */
+json_t *view_image(struct db *db, const struct image_rec *r);
+json_t *view_activation(const struct activation_rec *a);
+
+/* The result of a process-image run: run, outcome, elapsed_ms, image, ref, state, activation,
+ * device_path, device_id and layers (index, location, digest, chain id, device id, state,
+ * size), from the run's response and the database. What `process-image --json` prints. */
+json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int64_t elapsed_ms);
+
+/* The thin pool (docs/dm.md, "Status fields"); health: NULL when usable, else the refusal. */
+struct pool_info;
+json_t *view_pool(const struct pool_info *info, const struct err *health);
+
+/* A health report: {"healthy", "overall", "checks": [{"name", "level", "detail",
+ * "duration_ms"}]}. */
+json_t *view_health(const struct health_report *rep);
