@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static const char *spec;  /* THINIMG_FAULT or NULL */
 static atomic_long skip;  /* THINIMG_FAULT_SKIP */
+static atomic_bool stopped; /* a ":stop" point has fired: later ones pass */
 
 static void load(void)
 {
@@ -45,6 +47,8 @@ void fault_point(const char *name)
             if (atomic_fetch_sub(&skip, 1) > 0)
                 return;
             if (p[n] == ':' && len - n == strlen(":stop") && !strncmp(p + n, ":stop", len - n)) {
+                if (atomic_exchange(&stopped, true))
+                    return;
                 char msg[160];
                 int k = snprintf(msg, sizeof(msg), "thinimg: fault point %s: SIGSTOP\n", name);
                 if (write(2, msg, (size_t)k) < 0) {

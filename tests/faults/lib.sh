@@ -51,7 +51,7 @@ fresh_env() {
 # teardown_env [S P]: remove the pool's devices, the pool, its loop devices and the state.
 teardown_env() {
     local s=${1:-$S} p=${2:-$P}
-    mountpoint -q "$s/mnt-check" 2>/dev/null && umount "$s/mnt-check"
+    umount "$s/mnt-check" 2>/dev/null || true
     for m in $(awk -v d="$s/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
         umount "$m" 2>/dev/null || true
     done
@@ -169,6 +169,30 @@ check_content() {
     assert_eq "$l2" "layer 2 data" "data/layer2.txt"
     assert_eq "$wh" gone "whiteout of many/file-000"
     assert_eq "$sums" "${!want_big} ${!want_199} " "data/big.bin and many/file-199 in the activation"
+}
+
+# run NAME CMD...: run a bounded command; RC, OUT (stdout file) and ERR (stderr text) are set.
+# A timeout (124, or 137 after timeout's -k) fails the test: a hang is a failure.
+run() {
+    local name=$1
+    shift
+    RC=0
+    "$@" >"$S/$name.out" 2>"$S/$name.err" || RC=$?
+    OUT=$S/$name.out
+    ERR=$(cat "$S/$name.err")
+    [ "$RC" != 124 ] && [ "$RC" != 137 ] || fail "$name: timed out (hung?) after ${CMD_TIMEOUT}s"
+}
+expect_rc() { [ "$RC" = "$1" ] || fail "$2: exit $RC, expected $1; stderr: $ERR"; }
+expect_in() { case "$1" in *"$2"*) ;; *) fail "$3: '$2' not in: $1" ;; esac; }
+
+# wait_for SECONDS CMD...: poll CMD (every 50 ms) until it succeeds; 1 on timeout.
+wait_for() {
+    local deadline=$(($(ms) + $1 * 1000))
+    shift
+    until "$@"; do
+        [ "$(ms)" -lt "$deadline" ] || return 1
+        sleep 0.05
+    done
 }
 
 # ms: wall clock in milliseconds (bash builtin, no process).

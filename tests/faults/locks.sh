@@ -15,36 +15,13 @@
 source "$(dirname "$0")/../pipeline/lib.sh"
 source "$(dirname "$0")/lib.sh"
 cleanup() {
-    [ -n "${A_THINIMG:-}" ] && kill -CONT "$A_THINIMG" 2>/dev/null
-    [ -n "${APID:-}" ] && kill "$APID" 2>/dev/null
-    [ -n "${CPID:-}" ] && kill "$CPID" 2>/dev/null
-    wait 2>/dev/null
+    if [ -n "${A_THINIMG:-}" ]; then kill -CONT "$A_THINIMG" 2>/dev/null || true; fi
+    if [ -n "${APID:-}" ]; then kill "$APID" 2>/dev/null || true; fi
+    if [ -n "${CPID:-}" ]; then kill "$CPID" 2>/dev/null || true; fi
+    wait 2>/dev/null || true
     teardown_all
 }
 trap cleanup EXIT
-
-# run NAME CMD...: bounded command; RC, OUT (stdout file), ERR (stderr text).
-run() {
-    local name=$1
-    shift
-    RC=0
-    "$@" >"$S/$name.out" 2>"$S/$name.err" || RC=$?
-    OUT=$S/$name.out
-    ERR=$(cat "$S/$name.err")
-    [ "$RC" != 124 ] && [ "$RC" != 137 ] || fail "$name: timed out (hung?)"
-}
-expect_rc() { [ "$RC" = "$1" ] || fail "$2: exit $RC, expected $1; stderr: $ERR"; }
-expect_in() { case "$1" in *"$2"*) ;; *) fail "$3: '$2' not in: $1" ;; esac; }
-
-# wait_for SECONDS CMD...: poll CMD (every 50 ms) until it succeeds; 1 on timeout.
-wait_for() {
-    local deadline=$(($(ms) + $1 * 1000))
-    shift
-    until "$@"; do
-        [ "$(ms)" -lt "$deadline" ] || return 1
-        sleep 0.05
-    done
-}
 
 fresh_env locks
 $T setup-pool --data-size 256M >/dev/null || fail "setup-pool"

@@ -20,19 +20,6 @@ source "$(dirname "$0")/../pipeline/lib.sh"
 source "$(dirname "$0")/lib.sh"
 trap teardown_all EXIT
 
-# run NAME CMD...: run a bounded command; RC, OUT (stdout file) and ERR (stderr text) are set.
-run() {
-    local name=$1
-    shift
-    RC=0
-    "$@" >"$S/$name.out" 2>"$S/$name.err" || RC=$?
-    OUT=$S/$name.out
-    ERR=$(cat "$S/$name.err")
-    [ "$RC" != 124 ] && [ "$RC" != 137 ] || fail "$name: timed out (hung?) after ${CMD_TIMEOUT}s"
-}
-expect_rc() { [ "$RC" = "$1" ] || fail "$2: exit $RC, expected $1; stderr: $ERR"; }
-expect_in() { case "$1" in *"$2"*) ;; *) fail "$3: '$2' not in: $1" ;; esac; }
-
 # ---- full --------------------------------------------------------------------------------------
 fresh_env full
 $T setup-pool --data-size 32M >/dev/null || fail "setup-pool"

@@ -2,8 +2,8 @@
  * test_fault.c: the fault points crash tests rely on (util/fault.h): a named point kills the
  * process with SIGKILL (other names and longer names pass), THINIMG_FAULT_SKIP lets the first
  * matches pass, "+Nms" kills from a timer while the process goes on, ":stop" stops it with
- * SIGSTOP until SIGCONT. Each case runs in a forked child (the setting is read once per
- * process), which the parent watches with waitpid.
+ * SIGSTOP until SIGCONT, once per process. Each case runs in a forked child (the setting is
+ * read once per process), which the parent watches with waitpid.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -88,7 +88,7 @@ static void test_delayed_kill(void **state)
 static void test_stop(void **state)
 {
     (void)state;
-    const char *const pts[] = {"a.b.end", NULL};
+    const char *const pts[] = {"a.b.end", "a.b.end", NULL}; /* stops once, then passes */
     pid_t pid = child("a.b.end:stop", NULL, pts, 0);
     int st = wait_status(pid, WUNTRACED);
     assert_true(WIFSTOPPED(st));
