@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the image sources of the fault-matrix tests and the unpack-concurrency benchmark.
+"""Build the image sources of the fault-matrix tests.
 
 Writes folders laid out like a bucket (use them as `dir:OUT/...`). Everything is deterministic
 (fixed owners, times and seeded pseudo-random data), so digests and chain ids are stable.
@@ -14,11 +14,6 @@ Writes folders laid out like a bucket (use them as `dir:OUT/...`). Everything is
     images/small/1.tar  one small layer
     images/fill/1.tar   one layer with /data/fill.bin (48 MiB pseudo-random): fills a small pool
     expect.sh           shell variables with what the activations must contain
-
-  make-images.py OUT bench [FILES] [MIB]    (bench/unpack_concurrency.sh, on the host)
-    images/a/1.tar, images/b/1.tar   two independent one-layer images (no shared layer), each
-                        FILES small files (default 3000, 1..4 KiB) in 30 directories plus MIB MiB
-                        (default 8) of pseudo-random data in 4 files; different seeds.
 """
 import hashlib
 import io
@@ -124,34 +119,12 @@ def faults(out):
     write(os.path.join(out, "expect.sh"), ("\n".join(expect) + "\n").encode())
 
 
-def bench(out, files, mib):
-    for name, seed in (("a", 101), ("b", 202)):
-        rng = random.Random(seed)
-
-        def build(tf):
-            add(tf, "files/", "dir", mode=0o755)
-            for d in range(30):
-                add(tf, "files/d%02d/" % d, "dir", mode=0o755)
-            for i in range(files):
-                add(tf, "files/d%02d/f%05d" % (i % 30, i), data=small_file(rng, i))
-            add(tf, "data/", "dir", mode=0o755)
-            for k in range(4):
-                add(tf, "data/blob%d.bin" % k, data=rng.randbytes((mib << 20) // 4))
-
-        write(os.path.join(out, "images/%s/1.tar" % name), layer(build))
-
-
 def main():
     args = sys.argv[1:]
-    if len(args) < 2 or args[1] not in ("faults", "bench"):
+    if len(args) != 2 or args[1] != "faults":
         print(__doc__)
         return 2
-    if args[1] == "faults":
-        faults(args[0])
-    else:
-        files = int(args[2]) if len(args) > 2 else 3000
-        mib = int(args[3]) if len(args) > 3 else 8
-        bench(args[0], files, mib)
+    faults(args[0])
     return 0
 
 
