@@ -67,10 +67,11 @@ static const char *proc_root(const struct health_opts *o)
 
 /* ---- dstate --------------------------------------------------------------------------------- */
 
-/* Kernel threads and tools whose D state means devicemapper/storage trouble. */
+/* Kernel threads and tools whose D state means devicemapper/storage trouble ("sync": sync(1),
+ * syncfs and fsync callers waiting on writeback that does not complete). */
 static const char *const dstate_patterns[] = {"kdmflush", "kcopyd", "dm-", "dm_", "jbd2", "loop",
                                               "kworker", "ext4", "mkfs", "thin", "umount", "mount",
-                                              "dmsetup", "thinimg", "kswapd", NULL};
+                                              "dmsetup", "thinimg", "kswapd", "sync", NULL};
 
 struct dtask {
     int pid;

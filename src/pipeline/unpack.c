@@ -200,12 +200,16 @@ static struct fsm_result t_check_unpacked(struct fsm_run *run, void *ud)
         struct layer_rec parent = {0};
         r = imagedb_layer_get(p->db, q.parent_chain, &parent);
         bool ok = r == 0 && !strcmp(parent.state, "ready") && parent.dev_id > 0;
-        char pstate[16];
+        char pstate[16], perr[768] = "";
         snprintf(pstate, sizeof(pstate), "%s", r == 0 ? parent.state : "missing");
+        /* The parent's error is the image's: "parent failed" alone would hide the cause (and
+         * the exit code that goes with it, e.g. 3 for an unhealthy host). */
+        if (r == 0 && parent.error && *parent.error)
+            snprintf(perr, sizeof(perr), " (%s)", parent.error);
         layer_rec_free(&parent);
         if (!ok && !ready)
-            return fsm_abort("parent layer %.19s is %s: it must be unpacked first", q.parent_chain,
-                             pstate);
+            return fsm_abort("parent layer %.19s is %s%s: it must be unpacked first",
+                             q.parent_chain, pstate, perr);
     }
     if (!ready)
         return fsm_ok();
