@@ -37,7 +37,8 @@ const char *gc_kind_name(enum gc_kind k)
 {
     static const char *const names[] = {"creating", "failed",   "deleting", "unreferenced",
                                         "unknown-id", "unknown-dm", "mount",  "tmpfile",
-                                        "download", "lock",     "blob",     "missing"};
+                                        "download", "lock",     "blob",     "missing",
+                                        "active-layer", "dm-gone"};
     return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "?";
 }
 
@@ -406,6 +407,139 @@ static void scan_blobs(struct gc_report *rep, struct db *db, const struct gc_opt
     db_unlock(db);
 }
 
+/* Is a mount point already in the report? */
+static bool mount_listed(const struct gc_report *rep, const char *point)
+{
+    for (size_t i = 0; i < rep->n; i++)
+        if (rep->items[i].kind == GC_MOUNT && !strcmp(rep->items[i].what, point))
+            return true;
+    return false;
+}
+
+/* Every mount under <state>/mnt is stale: thinimg mounts devices only inside the private
+ * mount namespaces of its own children, which the kernel takes down with them. Listed
+ * newest first, so that stacked mounts come off in order. */
+static void scan_mounts(struct gc_report *rep, const struct config *cfg)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return;
+    char line[4096];
+    char (*points)[2048] = NULL, (*sources)[256] = NULL;
+    size_t n = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char point[2048], source[256] = "?";
+        if (sscanf(line, "%*s %*s %*s %*s %2047s", point) != 1 || !under(point, cfg->mount_dir))
+            continue;
+        const char *sep = strstr(line, " - ");
+        if (sep)
+            sscanf(sep, " - %*s %255s", source);
+        void *np = realloc(points, (n + 1) * sizeof(*points));
+        void *ns = np ? realloc(sources, (n + 1) * sizeof(*sources)) : NULL;
+        if (np)
+            points = np;
+        if (!ns)
+            break;
+        sources = ns;
+        snprintf(points[n], sizeof(points[n]), "%s", point);
+        snprintf(sources[n], sizeof(sources[n]), "%s", source);
+        n++;
+    }
+    for (size_t i = n; i-- > 0;) {
+        if (mount_listed(rep, points[i]))
+            continue;
+        struct gc_item *m = add(rep, GC_MOUNT, points[i]);
+        if (!m)
+            break;
+        snprintf(m->reason, sizeof(m->reason), "stale mount of %s under the state directory "
+                 "(thinimg mounts only inside its own processes)", sources[i]);
+        snprintf(m->action, sizeof(m->action), "unmount");
+        m->removable = true;
+    }
+    free(points);
+    free(sources);
+}
+
+/* Committed layers whose device is active, and activations recorded active whose dm device
+ * is gone. Both come from a change behind thinimg's back (or a reboot, for the second). */
+static void scan_active_state(struct gc_report *rep, struct db *db, const char *pool,
+                              const uint32_t *pool_ids, size_t npool, const struct config *cfg)
+{
+    db_lock(db);
+    sqlite3_stmt *st = db_prepare(db, "SELECT 'layer', d.name, d.dev_id, NULL FROM layers l JOIN"
+                                      " devices d ON d.pool = l.pool AND d.dev_id = l.dev_id"
+                                      " WHERE l.pool = ?1 AND l.state = 'ready' UNION ALL"
+                                      " SELECT 'activation', d.name, d.dev_id, a.name FROM"
+                                      " activations a JOIN devices d ON d.pool = a.pool AND"
+                                      " d.dev_id = a.dev_id WHERE a.pool = ?1 AND a.state ="
+                                      " 'active'");
+    if (!st) {
+        db_unlock(db);
+        return;
+    }
+    db_bind_text(st, 1, pool);
+    struct row {
+        bool layer;
+        char name[DM_NAME_MAX + 1], act[128];
+        uint32_t id;
+    } *rows = NULL;
+    size_t n = 0;
+    while (db_step(db, st) == 1) {
+        struct row *v = realloc(rows, (n + 1) * sizeof(*v));
+        if (!v)
+            break;
+        rows = v;
+        struct row *w = &rows[n++];
+        w->layer = !strcmp((const char *)sqlite3_column_text(st, 0), "layer");
+        snprintf(w->name, sizeof(w->name), "%s", sqlite3_column_text(st, 1));
+        w->id = (uint32_t)sqlite3_column_int64(st, 2);
+        const unsigned char *a = sqlite3_column_text(st, 3);
+        snprintf(w->act, sizeof(w->act), "%s", a ? (const char *)a : "");
+    }
+    db_done(st);
+    db_unlock(db);
+
+    for (size_t i = 0; i < n; i++) {
+        struct row *w = &rows[i];
+        if (!id_in(pool_ids, npool, w->id, NULL))
+            continue; /* `missing`, reported by scan_device */
+        char majmin[32];
+        bool active;
+        int open_count;
+        dev_majmin(w->name, majmin, sizeof(majmin), &active, &open_count);
+        if (w->layer != active)
+            continue; /* a layer device is reported when active, an activation when not */
+        struct gc_item *it = add(rep, w->layer ? GC_ACTIVE_LAYER : GC_DM_GONE, w->name);
+        if (!it)
+            break;
+        it->dev_id = w->id;
+        it->active = active;
+        it->in_pool = true;
+        if (!w->layer) {
+            snprintf(it->reason, sizeof(it->reason), "activation %s is recorded active but its "
+                     "dm device is gone (a reboot, or removed behind thinimg's back)", w->act);
+            snprintf(it->action, sizeof(it->action),
+                     "none: the next process-image reactivates it");
+            continue;
+        }
+        snprintf(it->reason, sizeof(it->reason), "a committed layer's device is active (committed "
+                 "layers stay inactive: an active origin must be suspended to be snapshotted)");
+        char mp[2048];
+        bool mounted = majmin[0] && mounted_at(majmin, mp, sizeof(mp));
+        bool ours = mounted && under(mp, cfg->mount_dir);
+        if (mounted && !ours) {
+            snprintf(it->action, sizeof(it->action), "skip: mounted on %s", mp);
+        } else if (open_count > 0 && !ours) {
+            snprintf(it->action, sizeof(it->action), "skip: open (%d users)", open_count);
+        } else {
+            it->removable = true; /* a stale mount of it under <state>/mnt comes off first */
+            snprintf(it->action, sizeof(it->action),
+                     "deactivate (remove the dm device; the thin device stays)");
+        }
+    }
+    free(rows);
+}
+
 int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
             struct gc_report *out, struct err *e)
 {
@@ -435,7 +569,7 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
                      "cannot read the pool's metadata (%s): devices were not examined",
                      err_str(&pe));
         }
-    } else {
+    } else if (!out->pool_note[0]) {
         snprintf(out->pool_note, sizeof(out->pool_note),
                  "pool \"%s\" is not active (%s): devices were not examined; run `thinimg "
                  "setup-pool` first",
@@ -461,11 +595,14 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
             scan_device(out, &devs[i], used, nused, pool_ids, mapped, npool, cfg);
         scan_pool_unknown(out, db, pool, pool_ids, mapped, npool, o);
         scan_dm_unknown(out, db, pool);
+        scan_active_state(out, db, pool, pool_ids, npool, cfg);
         free(devs);
         free(used);
     }
     free(pool_ids);
     free(mapped);
+    if (!o->skip_devices)
+        scan_mounts(out, cfg);
 
     struct tmp_ctx keep = {0};
     scan_downloads(out, db, &keep);
@@ -573,7 +710,7 @@ static int apply_device(struct db *db, const char *pool, struct gc_item *it, int
     char msg[512] = "";
     int r = 0;
     if (it->active) {
-        struct child_req q = {OP_DM_REMOVE, it->kind == GC_UNKNOWN_DM ? it->what : it->what, 0};
+        struct child_req q = {OP_DM_REMOVE, it->what, 0};
         r = run_in_child(&q, timeout_ms, msg, sizeof(msg));
         if (r == -EBUSY) {
             it->result = GC_SKIPPED;
@@ -586,9 +723,11 @@ static int apply_device(struct db *db, const char *pool, struct gc_item *it, int
             return r;
         }
     }
-    if (it->kind == GC_UNKNOWN_DM) {
+    if (it->kind == GC_UNKNOWN_DM || it->kind == GC_ACTIVE_LAYER) {
         it->result = GC_DONE;
-        snprintf(it->detail, sizeof(it->detail), "dm device removed");
+        snprintf(it->detail, sizeof(it->detail), "%s",
+                 it->kind == GC_ACTIVE_LAYER ? "deactivated (the thin device stays)"
+                                             : "dm device removed");
         return 0;
     }
     if (it->in_pool) {
@@ -681,7 +820,7 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
         struct gc_item *it = &rep->items[i];
         bool dev = it->kind == GC_CREATING || it->kind == GC_FAILED || it->kind == GC_DELETING ||
                    it->kind == GC_UNREFERENCED || it->kind == GC_UNKNOWN_ID ||
-                   it->kind == GC_UNKNOWN_DM;
+                   it->kind == GC_UNKNOWN_DM || it->kind == GC_ACTIVE_LAYER;
         if (!dev || !it->removable || !rep->pool_active)
             continue;
         int r = apply_device(db, cfg->pool_name, it, timeout);
@@ -693,7 +832,7 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
     if (stuck)
         for (size_t i = 0; i < rep->n; i++)
             if (rep->items[i].removable && rep->items[i].result == GC_PENDING &&
-                rep->items[i].kind <= GC_MOUNT) {
+                (rep->items[i].kind <= GC_MOUNT || rep->items[i].kind == GC_ACTIVE_LAYER)) {
                 rep->items[i].result = GC_SKIPPED;
                 snprintf(rep->items[i].detail, sizeof(rep->items[i].detail),
                          "not attempted: an earlier kernel operation timed out");
@@ -731,12 +870,12 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
 
 void gc_report_summary(const struct gc_report *r, char *out, size_t n)
 {
-    int counts[GC_MISSING + 1] = {0};
+    int counts[GC_KIND_COUNT] = {0};
     for (size_t i = 0; i < r->n; i++)
         counts[r->items[i].kind]++;
     out[0] = '\0';
     size_t k = 0;
-    for (int i = 0; i <= GC_MISSING; i++)
+    for (int i = 0; i < GC_KIND_COUNT; i++)
         if (counts[i] && k < n)
             k += (size_t)snprintf(out + k, n - k, "%s%d %s", k ? ", " : "", counts[i],
                                   gc_kind_name((enum gc_kind)i));

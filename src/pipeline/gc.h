@@ -22,8 +22,15 @@
  *   download     a `downloads` row whose temp file is gone
  *   lock         a resource lock whose owner process is dead
  *   blob         a blob no image uses (removed only with include_blobs)
+ *   active-layer a committed layer's device left active (committed layers stay inactive: an
+ *                active origin must be suspended to be snapshotted); gc deactivates it (the
+ *                thin device stays in the pool)
+ * Any mount under <state>/mnt is stale (thinimg mounts devices only inside private mount
+ * namespaces of its own processes): `mount`, unmounted first.
  * Reported but never removed by gc: `missing` (a device the database uses that the pool no
- * longer has: the next process-image repairs it) and `foreign` ids (collisions).
+ * longer has: the next process-image recreates it), `dm-gone` (an activation recorded active
+ * whose dm device is gone, after a reboot or a `dmsetup remove`: the next process-image
+ * reactivates it) and `foreign` ids (collisions).
  *
  * Nothing is ever deleted implicitly: gc_scan() only reports; gc_apply() acts when the caller
  * (thinimg gc --force) says so, under the process lock.
@@ -55,6 +62,9 @@ enum gc_kind {
     GC_LOCK,
     GC_BLOB,
     GC_MISSING, /* reported only */
+    GC_ACTIVE_LAYER,
+    GC_DM_GONE, /* reported only */
+    GC_KIND_COUNT
 };
 const char *gc_kind_name(enum gc_kind k);
 
