@@ -4,7 +4,7 @@
  * Each command lives in its own file `cmd_<name>.c` and defines `int cmd_<name>(struct cli *,
  * int argc, char **argv)`; argv[0] is the command name and the global options have already
  * been removed. A command returns an exit code (below), never a negative errno: map errors
- * with cli_exit_code(). Commands that are not built yet have weak placeholders in stubs.c.
+ * with cli_exit_code().
  *
  * Global options may appear anywhere before "--": --state-dir, --db, --pool, --source,
  * --socket, --log-format, --log-level, -v/--verbose (= --log-level debug), -q/--quiet.

@@ -100,6 +100,8 @@ void daemon_metrics_describe(void)
     metrics_describe(METRIC_GC_FREED_BYTES, METRIC_COUNTER, "bytes gc freed (files, devices)");
     metrics_counter_add(METRIC_GC_FREED_BYTES, 0, NULL);
     metrics_describe(METRIC_GC_LAST_RUN, METRIC_GAUGE, "when gc last acted (Unix time)");
+    metrics_describe(METRIC_RECONCILE_ORPHANS, METRIC_GAUGE,
+                     "orphans the reconcile at the daemon's start found (gc --force removes them)");
 }
 
 /* ---- events ---------------------------------------------------------------------------------- */

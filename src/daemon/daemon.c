@@ -20,8 +20,10 @@
 #include "daemon/api.h"
 #include "daemon/daemon_internal.h"
 #include "dm/pool.h"
+#include "pipeline/gc.h"
 #include "store/schema.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/timeutil.h"
 
 /* How often the signal loop wakes up for periodic work (pool setup retries). */
@@ -256,6 +258,40 @@ static int open_databases(struct daemon *d, struct err *e)
     return db_open(d->cfg->db_path, &ro, &d->ro, e);
 }
 
+/* Reconcile at start (DESIGN.md): the database's devices against the pool, before any run
+ * resumes (nothing is in flight yet, so what looks orphaned is). Only reported: the log line
+ * and a gauge say what `thinimg gc` would collect; nothing is deleted here. */
+static void reconcile(struct daemon *d)
+{
+    pthread_mutex_lock(&d->pool_lock);
+    bool ready = d->pool_ready;
+    pthread_mutex_unlock(&d->pool_lock);
+    if (!ready)
+        return;
+    struct gc_report rep = {0};
+    struct err e = {0};
+    if (gc_scan(d->db, d->cfg, NULL, &rep, &e) < 0 || !rep.pool_active) {
+        log_warn("reconcile: the pool and the database could not be compared; thinimg gc "
+                 "--dry-run says why",
+                 "error=\"%s\"", err_str(&e));
+        gc_report_free(&rep);
+        return;
+    }
+    size_t removable = 0;
+    for (size_t i = 0; i < rep.n; i++)
+        removable += rep.items[i].removable;
+    metrics_gauge_set(METRIC_RECONCILE_ORPHANS, (double)removable, NULL);
+    char summary[256];
+    gc_report_summary(&rep, summary, sizeof(summary));
+    if (removable)
+        log_warn("reconcile: orphans found; `thinimg gc --dry-run` lists them, `thinimg gc "
+                 "--force` (with the daemon stopped) removes them",
+                 "orphans=%zu summary=\"%s\"", removable, summary);
+    else
+        log_info("reconcile: the pool and the database agree", "summary=\"%s\"", summary);
+    gc_report_free(&rep);
+}
+
 static int start(struct daemon *d, struct err *e)
 {
     const struct daemon_opts *o = d->o;
@@ -283,6 +319,7 @@ static int start(struct daemon *d, struct err *e)
         return mfd;
     }
     pool_try(d, true);
+    reconcile(d);
     struct pipeline_opts po = {.cfg = d->cfg,
                                .source = o->source,
                                .fetch_limit = o->fetch_limit,

@@ -49,10 +49,11 @@ enum metric_type { METRIC_COUNTER = 0, METRIC_GAUGE, METRIC_HISTOGRAM };
 #define METRIC_APPLY_BYTES   "thinimg_unpack_applied_bytes_total" /* file bytes written by unpack */
 #define METRIC_APPLY_ENTRIES "thinimg_unpack_applied_entries_total"
 /* gc: the gc code bumps these after each run (labels in parentheses). */
-#define METRIC_GC_RUNS        "thinimg_gc_runs_total"    /* (mode="dry-run"|"force", result) */
-#define METRIC_GC_REMOVED     "thinimg_gc_removed_total" /* (kind="device"|"mount"|"file"|...) */
-#define METRIC_GC_FREED_BYTES "thinimg_gc_freed_bytes_total"
-#define METRIC_GC_LAST_RUN    "thinimg_gc_last_run_timestamp_seconds" /* gauge, Unix time */
+#define METRIC_GC_RUNS           "thinimg_gc_runs_total"    /* (mode="dry-run"|"force", result) */
+#define METRIC_GC_REMOVED        "thinimg_gc_removed_total" /* (kind="device"|"mount"|"file"|...) */
+#define METRIC_GC_FREED_BYTES    "thinimg_gc_freed_bytes_total"
+#define METRIC_GC_LAST_RUN       "thinimg_gc_last_run_timestamp_seconds" /* gauge, Unix time */
+#define METRIC_RECONCILE_ORPHANS "thinimg_reconcile_orphans" /* gauge: at the daemon's start */
 
 /* Set type and help of a family (0, or -EINVAL for a bad name or a type change). buckets:
  * upper bounds, increasing, for histograms (NULL: METRICS_DURATION_BUCKETS). */

@@ -10,7 +10,7 @@
 #  5. the same failures give the same messages and exit codes with and without the daemon
 #  6. SIGTERM during a long apply-layer: the daemon exits within a bound (measured), the next
 #     start finishes the run (outcome ok) and the activation holds the layer's bytes
-#  7. automatic gc (--gc-high-water): while idle and above the mark, the images without
+#  7. the reconcile at start reports gc's orphans (log line, gauge); automatic gc (--gc-high-water): while idle and above the mark, the images without
 #     activations are removed least recently used first; images with activations and the layer
 #     devices they use stay; the pool and the database agree afterwards
 source "$(dirname "$0")/lib.sh"
@@ -214,6 +214,16 @@ LOGPOS=$(wc -l <"$DLOG")
 # 1 %: the pool is above it whatever it holds, so every candidate goes (and the daemon says
 # the pool stays above the mark).
 start_daemon --gc-high-water 1
+# The reconcile at start reports what gc would remove (before auto-gc runs: it waits 5 s).
+NORPH=$(jq '[.orphans[] | select(.removable)] | length' "$W/gc0.json")
+if [ "$NORPH" = 0 ]; then
+    since 'msg="reconcile: the pool and the database agree"' || fail "no reconcile line at start"
+else
+    since "msg=\"reconcile: orphans found.* orphans=$NORPH " ||
+        fail "reconcile at start: expected $NORPH orphans: $(grep reconcile "$DLOG" | tail -n 1)"
+fi
+curl -sf --unix-socket "$SOCK" http://x/metrics | grep -qx "thinimg_reconcile_orphans $NORPH" ||
+    fail "thinimg_reconcile_orphans is not $NORPH"
 gone() { since 'msg="auto-gc: done"'; }
 wait_for gone || { sleep 5; gone; } || fail "auto-gc did not run: $(tail -n 5 "$DLOG")"
 stop_daemon
