@@ -337,12 +337,13 @@ static int sink(const void *data, size_t n, void *ud)
     return 0;
 }
 
-int fetch_stream_object(struct source *src, const char *key, uint64_t offset, const char *if_match,
-                        struct fetch_stream *st, struct source_get_info *info, struct err *e)
+int fetch_stream_object(struct source *src, const char *key, uint64_t offset,
+                        const struct source_expect *want, struct fetch_stream *st,
+                        struct source_get_info *info, struct err *e)
 {
     struct sink_state s = {.st = st, .offset = offset, .e = e, .last_progress = offset,
                            .last_checkpoint = offset};
-    int r = source_get(src, key, offset, if_match, sink, &s, info, e);
+    int r = source_get_expect(src, key, offset, want, sink, &s, info, e);
     if (r == 0 && st->progress)
         st->progress(offset + s.written, info->size, st->progress_ud);
     return r;
@@ -668,10 +669,12 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return errno == EWOULDBLOCK ? fsm_retry("another fetch of this location is running")
                                     : fsm_retry("cannot lock %s: %m", tmp);
 
-    /* Resume only what is on disk for sure, of the same version. */
+    /* Resume only what is on disk for sure, of the same version: that takes a strong ETag
+     * (a weak one, or none, cannot prove the bytes are the same; start from byte 0). */
     struct download_row dr;
     uint64_t offset = 0;
-    if (download_lookup(db, rq.location, &dr) == 1 && dr.etag && obj.etag &&
+    bool strong = source_etag_is_strong(obj.etag);
+    if (download_lookup(db, rq.location, &dr) == 1 && strong && dr.etag &&
         !strcmp(dr.etag, obj.etag) && dr.tmp_path && !strcmp(dr.tmp_path, tmp)) {
         struct stat st;
         if (fstat(fd, &st) == 0)
@@ -706,7 +709,10 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     fsm_run_set_progress(run, "download", offset, obj.size);
     struct source_get_info info;
     int64_t t0 = mono_ms();
-    r = fetch_stream_object(s, key, offset, obj.etag, &fs, &info, &e);
+    /* The version HEAD described: its strong ETag and its size bound the transfer. */
+    struct source_expect want = {
+        .etag = strong ? obj.etag : NULL, .has_size = true, .size = obj.size};
+    r = fetch_stream_object(s, key, offset, &want, &fs, &info, &e);
     uint64_t total = offset + info.bytes;
     if (r == 0 && (total != obj.size || (info.size && info.size != obj.size)))
         r = err_set(&e, -ECONNRESET, "%s: got %" PRIu64 " bytes, expected %" PRIu64,

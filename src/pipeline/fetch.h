@@ -141,5 +141,6 @@ struct fetch_stream {
 
 /* GET key from offset into st->fd (buffered, hashed); returns 0 and fills info. The caller
  * fsyncs. */
-int fetch_stream_object(struct source *s, const char *key, uint64_t offset, const char *if_match,
-                        struct fetch_stream *st, struct source_get_info *info, struct err *e);
+int fetch_stream_object(struct source *s, const char *key, uint64_t offset,
+                        const struct source_expect *want, struct fetch_stream *st,
+                        struct source_get_info *info, struct err *e);

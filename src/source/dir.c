@@ -44,7 +44,10 @@ static void dir_free_impl(void *impl)
 
 static int open_beneath(int root_fd, const char *key, int flags)
 {
-    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC | O_NOCTTY),
+    /* openat2(2) is strict: O_PATH takes no other flag than O_CLOEXEC (and a few more). */
+    if (!(flags & O_PATH))
+        flags |= O_NOCTTY;
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
     long fd = syscall(SYS_openat2, root_fd, key, &how, sizeof(how));
     return fd < 0 ? neg_errno() : (int)fd;
@@ -62,33 +65,69 @@ static int key_error(struct source *s, const char *key, int r, struct err *e)
     if (r == -ENOENT)
         return err_set(e, -ENOENT, "%s%s: not found", s->root, key);
     if (r == -EXDEV || r == -ELOOP)
-        return err_set(e, -EXDEV, "%s%s: refused: the path leaves the folder (via '..' or a "
-                       "symlink)", s->root, key);
+        return err_set(e, -EXDEV,
+                       "%s%s: refused: the path leaves the folder (via '..' or a "
+                       "symlink)",
+                       s->root, key);
     if (r == -EACCES)
         return err_set(e, -EACCES, "%s%s: permission denied", s->root, key);
     if (r == -ENOSYS)
-        return err_set(e, -ENOSYS, "%s%s: this kernel lacks openat2(2) (Linux >= 5.6 needed "
-                       "for dir: sources)", s->root, key);
+        return err_set(e, -ENOSYS,
+                       "%s%s: this kernel lacks openat2(2) (Linux >= 5.6 needed "
+                       "for dir: sources)",
+                       s->root, key);
     return err_set(e, r, "%s%s: %s", s->root, key, strerror(-r));
 }
 
-/* Open key as a regular file and stat it. */
+static const char *file_type_name(mode_t m)
+{
+    if (S_ISDIR(m))
+        return "a folder";
+    if (S_ISFIFO(m))
+        return "a FIFO";
+    if (S_ISSOCK(m))
+        return "a socket";
+    if (S_ISCHR(m))
+        return "a character device";
+    if (S_ISBLK(m))
+        return "a block device";
+    if (S_ISLNK(m))
+        return "a symlink";
+    return "not a regular file";
+}
+
+/* Open key as a regular file and stat it. The type is checked before the file is opened for
+ * reading: open(2) of a FIFO blocks until a writer comes, and opening a device may act on
+ * it. The read open is O_NONBLOCK (a FIFO swapped in between the two opens cannot block it)
+ * and must name the same inode as the look. */
 static int open_object(struct source *s, const char *key, struct stat *st, struct err *e)
 {
     struct dir_src *d = s->impl;
-    int fd = open_beneath(d->root_fd, key, O_RDONLY);
+    _cleanup_close_ int pfd = open_beneath(d->root_fd, key, O_PATH);
+    if (pfd < 0)
+        return key_error(s, key, pfd, e);
+    if (fstat(pfd, st) < 0)
+        return key_error(s, key, neg_errno(), e);
+    if (!S_ISREG(st->st_mode))
+        return err_set(e, S_ISDIR(st->st_mode) ? -EISDIR : -ENOENT,
+                       "%s%s: refused: %s, not a regular file (only regular files are objects)",
+                       s->root, key, file_type_name(st->st_mode));
+    int fd = open_beneath(d->root_fd, key, O_RDONLY | O_NONBLOCK);
     if (fd < 0)
         return key_error(s, key, fd, e);
-    if (fstat(fd, st) < 0) {
+    struct stat st2;
+    int flags;
+    if (fstat(fd, &st2) < 0 || (flags = fcntl(fd, F_GETFL)) < 0 ||
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
         int r = neg_errno();
         close(fd);
         return key_error(s, key, r, e);
     }
-    if (!S_ISREG(st->st_mode)) {
+    if (st2.st_dev != st->st_dev || st2.st_ino != st->st_ino || !S_ISREG(st2.st_mode)) {
         close(fd);
-        return err_set(e, S_ISDIR(st->st_mode) ? -EISDIR : -ENOENT,
-                       "%s%s: not a regular file", s->root, key);
+        return err_set(e, -ESTALE, "%s%s: the file was replaced while being opened", s->root, key);
     }
+    *st = st2;
     return fd;
 }
 
@@ -107,13 +146,18 @@ static int dir_stat(struct source *s, const char *key, struct source_object *out
     return out->key && out->etag ? 0 : -ENOMEM;
 }
 
-static int dir_get(struct source *s, const char *key, uint64_t offset, const char *if_match,
-                   source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e)
+static int dir_get(struct source *s, const char *key, uint64_t offset,
+                   const struct source_expect *x, source_sink_fn sink, void *ud,
+                   struct source_get_info *info, struct err *e)
 {
+    const char *if_match = x->etag;
     struct stat st;
     _cleanup_close_ int fd = open_object(s, key, &st, e);
     if (fd < 0)
         return fd;
+    if (x->has_size && (uint64_t)st.st_size != x->size)
+        return err_set(e, -ESTALE, "%s%s: the file changed (%llu bytes, expected %llu)", s->root,
+                       key, (unsigned long long)st.st_size, (unsigned long long)x->size);
     etag_of(&st, info->etag, sizeof(info->etag));
     info->size = (uint64_t)st.st_size;
     info->attempts = 1;
@@ -149,9 +193,9 @@ static int dir_get(struct source *s, const char *key, uint64_t offset, const cha
     }
     /* A file rewritten in place while we read it: same inode, new mtime or size. */
     struct stat st2;
-    if (fstat(fd, &st2) == 0 && (st2.st_size != st.st_size ||
-                                 st2.st_mtim.tv_sec != st.st_mtim.tv_sec ||
-                                 st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec))
+    if (fstat(fd, &st2) == 0 &&
+        (st2.st_size != st.st_size || st2.st_mtim.tv_sec != st.st_mtim.tv_sec ||
+         st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec))
         return err_set(e, -ESTALE, "%s%s: the file changed while being read", s->root, key);
     return 0;
 }
@@ -196,13 +240,13 @@ static int walk(struct source *s, int dfd, const char *rel, const char *prefix, 
             if (asprintf(&sub, "%s/", key) < 0)
                 return -ENOMEM;
             if (source_key_check(sub, true, &ke) < 0) {
-                int r = source_listing_warn(out, "skipped folder: %s", ke.msg);
+                int r = source_listing_skip(out, "folder: %s", ke.msg);
                 if (r < 0)
                     return r;
                 continue;
             }
-            _cleanup_close_ int sfd = openat(dfd, de->d_name,
-                                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            _cleanup_close_ int sfd =
+                openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sfd < 0)
                 continue;
             int r = walk(s, sfd, sub, prefix, depth + 1, out, e);
@@ -212,21 +256,33 @@ static int walk(struct source *s, int dfd, const char *rel, const char *prefix, 
         }
         if (kl < plen)
             continue;
-        if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+        int r = source_listing_see(out);
+        if (r < 0)
+            return err_set(e, -EFBIG, "%s%s: more than %d files; name a narrower prefix", s->root,
+                           prefix, SOURCE_LIST_MAX_KEYS);
+        if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
+            r = source_listing_skip(out, "'%.200s' is %s, not a regular file", key,
+                                    file_type_name(st.st_mode));
+            if (r < 0)
+                return r;
             continue;
+        }
         if (source_key_check(key, false, &ke) < 0) {
-            int r = source_listing_warn(out, "skipped invalid key: %s", ke.msg);
+            r = source_listing_skip(out, "%s", ke.msg);
             if (r < 0)
                 return r;
             continue;
         }
         if (S_ISLNK(st.st_mode)) {
-            /* A symlink is listed when it resolves to a regular file inside the folder. */
+            /* A symlink is listed when it resolves to a regular file inside the folder (looked
+             * at with O_PATH: nothing is opened for reading). */
             struct dir_src *d = s->impl;
-            _cleanup_close_ int fd = open_beneath(d->root_fd, key, O_RDONLY | O_NONBLOCK);
+            _cleanup_close_ int fd = open_beneath(d->root_fd, key, O_PATH);
             if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-                int r = source_listing_warn(out, "skipped %s: a symlink that does not resolve "
-                                            "to a file inside the folder", key);
+                r = source_listing_skip(out,
+                                        "'%.200s' is a symlink that does not resolve to "
+                                        "a regular file inside the folder",
+                                        key);
                 if (r < 0)
                     return r;
                 continue;
@@ -235,10 +291,9 @@ static int walk(struct source *s, int dfd, const char *rel, const char *prefix, 
         char etag[SOURCE_ETAG_MAX + 1];
         etag_of(&st, etag, sizeof(etag));
         char *k = TAKE_PTR(key), *t = strdup(etag);
-        int r = t ? source_listing_add(out, k, (uint64_t)st.st_size, t,
-                                       (int64_t)st.st_mtim.tv_sec * 1000 +
-                                           st.st_mtim.tv_nsec / 1000000)
-                  : -ENOMEM;
+        r = t ? source_listing_add(out, k, (uint64_t)st.st_size, t,
+                                   (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000)
+              : -ENOMEM;
         if (r < 0) {
             free(k);
             free(t);
@@ -252,14 +307,12 @@ static int walk(struct source *s, int dfd, const char *rel, const char *prefix, 
     return 0;
 }
 
-static int dir_list(struct source *s, const char *prefix, struct source_listing *out,
-                    struct err *e)
+static int dir_list(struct source *s, const char *prefix, struct source_listing *out, struct err *e)
 {
     struct dir_src *d = s->impl;
     /* Start at the deepest folder named by the prefix ("images/go" starts in "images/"). */
     const char *slash = strrchr(prefix, '/');
-    _cleanup_free_ char *start = slash ? strndup(prefix, (size_t)(slash - prefix) + 1)
-                                       : strdup("");
+    _cleanup_free_ char *start = slash ? strndup(prefix, (size_t)(slash - prefix) + 1) : strdup("");
     if (!start)
         return -ENOMEM;
     int fd;
@@ -289,20 +342,45 @@ static const struct source_ops dir_ops = {
     .free_impl = dir_free_impl,
 };
 
-/* Collapse "//" and drop trailing '/' (keeps "/"). */
-static char *normalise(const char *p)
+/* Lexical normalisation of an absolute path, so that one folder has one location string:
+ * "//" collapsed, "." segments dropped, ".." removes the segment before it ("/a/b/../c" is
+ * "/a/c", as RFC 3986's remove_dot_segments does for URLs), no trailing '/' (keeps "/").
+ * A ".." above "/" is refused (NULL with *escape set). */
+static char *normalise(const char *p, bool *escape)
 {
-    char *o = malloc(strlen(p) + 1);
+    *escape = false;
+    size_t n = strlen(p);
+    char *o = malloc(n + 2);
     if (!o)
         return NULL;
     size_t j = 0;
-    for (size_t i = 0; p[i]; i++) {
-        if (p[i] == '/' && j > 0 && o[j - 1] == '/')
+    const char *q = p, *end = p + n;
+    while (q < end) {
+        while (q < end && *q == '/')
+            q++;
+        const char *seg = q;
+        while (q < end && *q != '/')
+            q++;
+        size_t len = (size_t)(q - seg);
+        if (len == 0 || (len == 1 && seg[0] == '.'))
             continue;
-        o[j++] = p[i];
+        if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+            if (j == 0) {
+                free(o);
+                *escape = true;
+                return NULL;
+            }
+            while (j > 0 && o[j - 1] != '/')
+                j--;
+            j--; /* the '/' before the dropped segment */
+            continue;
+        }
+        o[j++] = '/';
+        memcpy(o + j, seg, len);
+        j += len;
     }
-    while (j > 1 && o[j - 1] == '/')
-        j--;
+    if (j == 0)
+        o[j++] = '/';
     o[j] = '\0';
     return o;
 }
@@ -317,7 +395,10 @@ int source_dir_open(struct source *s, const char *path, char **key_out, struct e
     s->ops = &dir_ops;
     if (path[0] != '/')
         return err_set(e, -EINVAL, "dir:%.200s: the path must be absolute (dir:/path)", path);
-    _cleanup_free_ char *norm = normalise(path);
+    bool escape;
+    _cleanup_free_ char *norm = normalise(path, &escape);
+    if (!norm && escape)
+        return err_set(e, -EINVAL, "dir:%.200s: '..' goes above '/'", path);
     if (!norm)
         return -ENOMEM;
     for (const char *p = norm; *p; p++)

@@ -51,28 +51,33 @@ static int status_error(const struct httpc_resp *resp, const char *what, struct 
     if (st == 404 || st == 410)
         return err_set(e, -ENOENT, "%s: not found (%ld)", what, st);
     if (st == 401 || st == 403)
-        return err_set(e, -EACCES, "%s: access denied (%ld): the server refuses the request; "
+        return err_set(e, -EACCES,
+                       "%s: access denied (%ld): the server refuses the request; "
                        "check the URL (for a private S3 bucket use s3:// with credentials)",
                        what, st);
     if (st == 412)
-        return err_set(e, -ESTALE, "%s: the object changed (412: its ETag is no longer the one "
-                       "the download started with)", what);
+        return err_set(e, -ESTALE,
+                       "%s: the object changed (412: its ETag is no longer the one "
+                       "the download started with)",
+                       what);
     if (st == 416)
         return err_set(e, -ERANGE, "%s: requested range not satisfiable (416)", what);
     if (httpc_status_retryable(st))
-        return err_set(e, -EREMOTEIO, "%s: server error %ld (gave up after %u attempts)", what,
-                       st, resp->attempts);
+        return err_set(e, -EREMOTEIO, "%s: server error %ld (gave up after %u attempts)", what, st,
+                       resp->attempts);
     return err_set(e, -EPROTO, "%s: unexpected HTTP status %ld", what, st);
 }
 
-static int http_stat(struct source *s, const char *key, struct source_object *out,
-                     struct err *e)
+static int http_stat(struct source *s, const char *key, struct source_object *out, struct err *e)
 {
     struct http_src *h = s->impl;
     _cleanup_free_ char *url = key_url(s, key);
     if (!url)
         return -ENOMEM;
-    struct httpc_req req = {.method = "HEAD", .url = url, .what = url, .small = true,
+    struct httpc_req req = {.method = "HEAD",
+                            .url = url,
+                            .what = url,
+                            .small = true,
                             .max_body = SOURCE_ERROR_BODY_MAX};
     struct httpc_resp resp;
     int r = httpc_perform(h->http, &req, &resp, e);
@@ -84,15 +89,23 @@ static int http_stat(struct source *s, const char *key, struct source_object *ou
     return r;
 }
 
-static int http_get(struct source *s, const char *key, uint64_t offset, const char *if_match,
-                    source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e)
+static int http_get(struct source *s, const char *key, uint64_t offset,
+                    const struct source_expect *x, source_sink_fn sink, void *ud,
+                    struct source_get_info *info, struct err *e)
 {
     struct http_src *h = s->impl;
     _cleanup_free_ char *url = key_url(s, key);
     if (!url)
         return -ENOMEM;
-    struct httpc_req req = {.method = "GET", .url = url, .what = url, .offset = offset,
-                            .if_match = if_match, .sink = sink, .sink_ud = ud,
+    struct httpc_req req = {.method = "GET",
+                            .url = url,
+                            .what = url,
+                            .offset = offset,
+                            .if_match = x->etag,
+                            .has_size = x->has_size,
+                            .size = x->size,
+                            .sink = sink,
+                            .sink_ud = ud,
                             .max_body = SOURCE_ERROR_BODY_MAX};
     struct httpc_resp resp;
     int r = httpc_perform(h->http, &req, &resp, e);
@@ -108,6 +121,66 @@ static const struct source_ops http_ops = {
     .get = http_get,
     .free_impl = http_free_impl,
 };
+
+/* A "." or ".." path segment, also spelled with %2e (RFC 3986 section 6.2.2.2). 1 or 2, or 0. */
+static int dot_segment(const char *seg, size_t len)
+{
+    size_t dots = 0;
+    for (size_t i = 0; i < len; dots++) {
+        if (seg[i] == '.')
+            i++;
+        else if (len - i >= 3 && seg[i] == '%' && seg[i + 1] == '2' &&
+                 (seg[i + 2] == 'e' || seg[i + 2] == 'E'))
+            i += 3;
+        else
+            return 0;
+        if (dots >= 2)
+            return 0;
+    }
+    return (int)dots;
+}
+
+/* RFC 3986 remove_dot_segments on the path of a URL (path starts with '/', ends before the
+ * query): "/a/b/../c" is "/a/c", "/a/./b" is "/a/b". Returns a new URL, or NULL with *escape
+ * set when a ".." goes above "/". */
+static char *remove_dot_segments(const char *url, const char *path, const char *path_end,
+                                 bool *escape)
+{
+    *escape = false;
+    struct buf b = BUF_INIT;
+    if (buf_append(&b, url, (size_t)(path - url)) < 0)
+        goto fail;
+    size_t base = b.len;
+    const char *p = path;
+    while (p < path_end) {
+        const char *seg = p + 1; /* after the '/' */
+        const char *next = memchr(seg, '/', (size_t)(path_end - seg));
+        size_t len = next ? (size_t)(next - seg) : (size_t)(path_end - seg);
+        int dots = dot_segment(seg, len);
+        if (dots == 2) {
+            if (b.len == base) {
+                *escape = true;
+                goto fail;
+            }
+            while (b.len > base && b.data[b.len - 1] != '/')
+                b.len--;
+            b.len--; /* the '/' before the dropped segment */
+        }
+        if (dots && !next) {
+            if (buf_puts(&b, "/") < 0) /* "/a/.." names the folder "/": keep the slash */
+                goto fail;
+        } else if (!dots && (buf_puts(&b, "/") < 0 || buf_append(&b, seg, len) < 0)) {
+            goto fail;
+        }
+        p = next ? next : path_end;
+    }
+    if (buf_puts(&b, path_end) < 0)
+        goto fail;
+    return buf_steal(&b);
+fail:
+    buf_free(&b);
+    return NULL;
+}
 
 int source_http_open(struct source *s, const char *url, char **key_out, struct err *e)
 {
@@ -129,6 +202,20 @@ int source_http_open(struct source *s, const char *url, char **key_out, struct e
         path = NULL;
     if (path == auth || (q == auth))
         return err_set(e, -EINVAL, "%.200s: the URL has no host", url);
+    /* One object, one location string: the path without dot segments. */
+    _cleanup_free_ char *norm = NULL;
+    if (path) {
+        bool escape;
+        norm = remove_dot_segments(url, path, q ? q : url + strlen(url), &escape);
+        if (!norm && escape)
+            return err_set(e, -EINVAL, "%.200s: '..' in the path goes above '/'", url);
+        if (!norm)
+            return -ENOMEM;
+        url = norm;
+        auth = strstr(url, "://") + 3;
+        q = strchr(auth, '?');
+        path = strchr(auth, '/');
+    }
     if (!path) {
         /* "https://host" or "https://host?x": the root is "https://host/". */
         size_t hl = q ? (size_t)(q - url) : strlen(url);

@@ -159,7 +159,7 @@ int httpc_uri_decode(const char *s, char **out)
         if (s[i] == '%') {
             int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
             int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0) {
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) { /* %00 would cut the string */
                 free(d);
                 return -EILSEQ;
             }
@@ -181,7 +181,10 @@ struct xfer {
     struct httpc *h;
     const struct httpc_req *req;
     struct httpc_resp *resp;
-    char *expected_etag;  /* buffer of SOURCE_ETAG_MAX + 1; "" = none yet */
+    char *expected_etag;  /* buffer of SOURCE_ETAG_MAX + 1; "" = none yet (strong only) */
+    int64_t *expected_lm; /* Last-Modified (ms) first seen, used when there is no strong ETag;
+                             0 = none */
+    bool validated;       /* this attempt was sent with a validator to compare against */
     uint64_t want_offset; /* first byte asked for in this attempt */
     uint64_t skip;        /* bytes to drop (server ignored Range) */
     uint64_t progress;    /* bytes delivered in this attempt */
@@ -323,15 +326,31 @@ static bool xfer_start(struct xfer *x)
     }
     if (!is_get)
         return true;
-    /* One version of the object only: every response's ETag must be the expected one. */
+    /* One version of the object only: every response's validator must be the expected one:
+     * the strong ETag, else the Last-Modified. A weak ETag (W/"...") is no validator. */
     if (x->expected_etag[0]) {
         if (!r->etag[0] || strcmp(r->etag, x->expected_etag) != 0) {
             xfer_fail(x, -ESTALE, "the object changed: ETag %s, expected %s",
                       r->etag[0] ? r->etag : "(none)", x->expected_etag);
             return false;
         }
-    } else if (r->etag[0]) {
+    } else if (source_etag_is_strong(r->etag)) {
         strcpy(x->expected_etag, r->etag);
+    } else if (*x->expected_lm) {
+        if (r->last_modified_ms != *x->expected_lm) {
+            xfer_fail(x, -ESTALE,
+                      "the object changed: Last-Modified differs from the first "
+                      "response's (the server gives no strong ETag)");
+            return false;
+        }
+    } else {
+        *x->expected_lm = r->last_modified_ms;
+    }
+    if (x->req->has_size && r->has_total && r->total != x->req->size) {
+        xfer_fail(x, -ESTALE,
+                  "the object changed: the server announces %" PRIu64 " bytes, expected %" PRIu64,
+                  r->total, x->req->size);
+        return false;
     }
     if (status == 206) {
         if (!r->has_range || r->range_start != x->want_offset) {
@@ -342,7 +361,15 @@ static bool xfer_start(struct xfer *x)
             return false;
         }
     } else if (x->want_offset > 0) {
-        /* Range ignored: the whole object comes; drop what we already have. */
+        /* Range ignored: the whole object comes. Drop what we already have, but only when the
+         * validator proves it is the same version as those bytes. */
+        if (!x->validated) {
+            xfer_fail(x, -ESTALE,
+                      "the server ignored Range (200 to a request for bytes %" PRIu64
+                      "-) and gives no validator proving the same version; starting over",
+                      x->want_offset);
+            return false;
+        }
         x->skip = x->want_offset;
         r->range_ignored = true;
     }
@@ -381,6 +408,17 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
         m -= s;
     }
     if (m) {
+        /* Never more than the object: the size the caller knows, else the one announced. */
+        uint64_t end = x->req->offset + r->delivered + m;
+        bool bounded = x->req->has_size || r->has_total;
+        uint64_t limit = x->req->has_size ? x->req->size : r->total;
+        if (bounded && end > limit) {
+            xfer_fail(x, -EFBIG,
+                      "the server sent more than the object's %" PRIu64 " bytes "
+                      "(announced by %s); the rest is refused",
+                      limit, x->req->has_size ? "the listing or HEAD" : "the response");
+            return CURL_WRITEFUNC_ERROR;
+        }
         int rc = x->req->sink(p, m, x->req->sink_ud);
         if (rc < 0) {
             xfer_fail(x, rc, "%s", "");
@@ -405,30 +443,42 @@ static int curl_errno(CURLcode rc, bool *retry)
 {
     *retry = true;
     switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT: return -ETIMEDOUT;
-    case CURLE_COULDNT_CONNECT: return -ECONNREFUSED;
+    case CURLE_OPERATION_TIMEDOUT:
+        return -ETIMEDOUT;
+    case CURLE_COULDNT_CONNECT:
+        return -ECONNREFUSED;
     case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY: return -EHOSTUNREACH;
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return -EHOSTUNREACH;
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
     case CURLE_PARTIAL_FILE:
     case CURLE_GOT_NOTHING:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
-    case CURLE_SSL_CONNECT_ERROR: return -ECONNRESET;
-    default: break;
+    case CURLE_SSL_CONNECT_ERROR:
+        return -ECONNRESET;
+    default:
+        break;
     }
     *retry = false;
     switch (rc) {
-    case CURLE_ABORTED_BY_CALLBACK: return -ECANCELED;
-    case CURLE_URL_MALFORMAT: return -EINVAL;
-    case CURLE_UNSUPPORTED_PROTOCOL: return -EPROTONOSUPPORT;
-    case CURLE_TOO_MANY_REDIRECTS: return -ELOOP;
-    case CURLE_OUT_OF_MEMORY: return -ENOMEM;
+    case CURLE_ABORTED_BY_CALLBACK:
+        return -ECANCELED;
+    case CURLE_URL_MALFORMAT:
+        return -EINVAL;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return -EPROTONOSUPPORT;
+    case CURLE_TOO_MANY_REDIRECTS:
+        return -ELOOP;
+    case CURLE_OUT_OF_MEMORY:
+        return -ENOMEM;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CERTPROBLEM: return -EPROTO;
-    default: return -EIO;
+    case CURLE_SSL_CERTPROBLEM:
+        return -EPROTO;
+    default:
+        return -EIO;
     }
 }
 
@@ -490,9 +540,19 @@ static int setup(struct httpc *h, struct xfer *x, struct curl_slist **hdrs, char
     int r;
     if (range[0] && (r = add_header(hdrs, "Range: %s", range)) < 0)
         return r;
-    if (x->expected_etag[0] && !is_head && (r = add_header(hdrs, "If-Match: %s",
-                                                          x->expected_etag)) < 0)
+    x->validated = !is_head && (x->expected_etag[0] || *x->expected_lm);
+    if (x->expected_etag[0] && !is_head &&
+        (r = add_header(hdrs, "If-Match: %s", x->expected_etag)) < 0)
         return r;
+    if (!x->expected_etag[0] && *x->expected_lm && range[0]) {
+        char date[64];
+        time_t t = (time_t)(*x->expected_lm / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        if ((r = add_header(hdrs, "If-Unmodified-Since: %s", date)) < 0)
+            return r;
+    }
     if (req->sign && (r = req->sign(req->sign_ud, req->method, req->url, range, hdrs, e)) < 0)
         return r;
 
@@ -532,7 +592,8 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
 {
     *resp = (struct httpc_resp){0};
     char expected[SOURCE_ETAG_MAX + 1] = "";
-    if (req->if_match) {
+    int64_t expected_lm = 0;
+    if (req->if_match && source_etag_is_strong(req->if_match)) {
         if (strlen(req->if_match) > SOURCE_ETAG_MAX)
             return err_set(e, -EINVAL, "%s: If-Match value too long", req->what);
         strcpy(expected, req->if_match);
@@ -544,7 +605,11 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
     const uint32_t backoff_max = source_opt_retry_max_ms(h->src);
 
     for (;;) {
-        struct xfer x = {.h = h, .req = req, .resp = resp, .expected_etag = expected,
+        struct xfer x = {.h = h,
+                         .req = req,
+                         .resp = resp,
+                         .expected_etag = expected,
+                         .expected_lm = &expected_lm,
                          .want_offset = req->offset + resp->delivered};
         _cleanup_(curl_slist_freep) struct curl_slist *hdrs = NULL;
         char errbuf[CURL_ERROR_SIZE];
@@ -591,7 +656,13 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
             if (!retry)
                 return err_set(e, err, "%s: %s", req->what, why);
         }
-        if (x.progress > 0) {
+        if (resp->delivered > 0 && !expected[0] && !expected_lm)
+            return err_set(e, -ESTALE,
+                           "%s: %s after %" PRIu64 " bytes, and the server gives "
+                           "no strong validator (ETag or Last-Modified) to resume safely; "
+                           "starting over",
+                           req->what, why, req->offset + resp->delivered);
+        if (x.progress >= SOURCE_RESUME_MIN_PROGRESS) {
             failures = 0;
             backoff = source_opt_retry_initial_ms(h->src);
         }
@@ -602,9 +673,10 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
             return err_set(e, err, "%s: %s (gave up after %u attempts)", req->what, why,
                            resp->attempts);
         }
-        log_warn("request failed, retrying", "location=%s error=%s attempt=%u delay_ms=%u "
-                 "resume_at=%" PRIu64, req->what, why, resp->attempts, backoff,
-                 req->offset + resp->delivered);
+        log_warn("request failed, retrying",
+                 "location=%s error=%s attempt=%u delay_ms=%u "
+                 "resume_at=%" PRIu64,
+                 req->what, why, resp->attempts, backoff, req->offset + resp->delivered);
         r = sleep_backoff(h, jittered(h, backoff));
         if (r < 0)
             return err_set(e, r, "%s: cancelled", req->what);

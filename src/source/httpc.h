@@ -8,10 +8,15 @@
  *  - retries with exponential backoff and jitter on transport errors (timeouts, refused or
  *    reset connections, short bodies), 5xx and 429;
  *  - streaming GET into a sink with resume: a transfer that fails after making progress
- *    continues at the next byte with Range and If-Match on the ETag of the first response,
- *    and every response's ETag is compared with the expected one (servers that ignore
- *    If-Match cannot slip a different version in);
- *  - ranged requests on servers that ignore Range (200 instead of 206): the prefix is skipped.
+ *    continues at the next byte with Range and a strong validator: If-Match on the strong
+ *    ETag given or first seen, else If-Unmodified-Since on the first Last-Modified; every
+ *    response's validator is compared with the expected one (servers that ignore the
+ *    condition cannot slip a different version in). Without a validator a cut after progress
+ *    is -ESTALE (the caller starts over): bytes of two versions are never joined;
+ *  - ranged requests on servers that ignore Range (200 instead of 206): the prefix is skipped
+ *    when the validator proves the same version, else -ESTALE;
+ *  - bounded bodies: never more than the object's size (known by the caller, or announced by
+ *    the response) is delivered: more is -EFBIG.
  *
  * A request is signed (S3) by a hook called before every attempt, since the signature
  * carries the time.
@@ -43,15 +48,17 @@ typedef int (*httpc_sign_fn)(void *ud, const char *method, const char *url, cons
                              struct curl_slist **headers, struct err *e);
 
 struct httpc_req {
-    const char *method;  /* "GET" or "HEAD" */
+    const char *method; /* "GET" or "HEAD" */
     const char *url;
-    const char *what;    /* the location, for messages */
-    uint64_t offset;     /* GET from this byte (sends Range when > 0) */
-    const char *if_match;
-    source_sink_fn sink; /* 2xx body; NULL = buffer it in resp->body up to max_body */
+    const char *what;     /* the location, for messages */
+    uint64_t offset;      /* GET from this byte (sends Range when > 0) */
+    const char *if_match; /* a strong ETag, or NULL */
+    bool has_size;        /* the object's size is known (HEAD, listing): a GET body stops */
+    uint64_t size;        /* with -EFBIG past it, and another announced size is -ESTALE */
+    source_sink_fn sink;  /* 2xx body; NULL = buffer it in resp->body up to max_body */
     void *sink_ud;
-    size_t max_body;     /* for buffered bodies (2xx without sink, and every error body) */
-    bool small;          /* apply the total request timeout */
+    size_t max_body; /* for buffered bodies (2xx without sink, and every error body) */
+    bool small;      /* apply the total request timeout */
     httpc_sign_fn sign;
     void *sign_ud;
 };
@@ -61,18 +68,18 @@ struct httpc_resp {
     char etag[SOURCE_ETAG_MAX + 1]; /* "" when absent */
     bool has_length;
     uint64_t content_length;
-    bool has_range;                 /* Content-Range present */
+    bool has_range; /* Content-Range present */
     uint64_t range_start, range_total;
-    bool has_total;                 /* object size known (length of a 200, or range total) */
+    bool has_total; /* object size known (length of a 200, or range total) */
     uint64_t total;
     int64_t last_modified_ms;
-    char bucket_region[64];         /* x-amz-bucket-region */
+    char bucket_region[64]; /* x-amz-bucket-region */
     char content_type[128];
-    struct buf body;                /* buffered body (see max_body) */
+    struct buf body; /* buffered body (see max_body) */
     bool body_truncated;
     /* GET accounting */
-    uint64_t delivered;             /* bytes handed to the sink */
-    uint64_t received;              /* body bytes received (all attempts) */
+    uint64_t delivered; /* bytes handed to the sink */
+    uint64_t received;  /* body bytes received (all attempts) */
     uint32_t attempts;
     bool range_ignored;
 };
@@ -96,5 +103,6 @@ bool httpc_status_retryable(long status);
 /* RFC 3986 percent-encoding as SigV4 wants it: unreserved A-Z a-z 0-9 - _ . ~ kept, and '/'
  * kept when keep_slash. Appends to b. */
 int httpc_uri_encode(struct buf *b, const char *s, bool keep_slash);
-/* Decode %XX sequences (for encoding-type=url listings). -EILSEQ on a malformed escape. */
+/* Decode %XX sequences (for encoding-type=url listings). -EILSEQ on a malformed escape and
+ * on %00 (a NUL would cut the decoded string: "2.tar%00.evil" must not become "2.tar"). */
 int httpc_uri_decode(const char *s, char **out);

@@ -16,9 +16,12 @@
 const char *ref_kind_name(enum ref_kind k)
 {
     switch (k) {
-    case REF_FAMILY: return "family";
-    case REF_FAMILY_KEY: return "family-key";
-    case REF_BLOB: return "blob";
+    case REF_FAMILY:
+        return "family";
+    case REF_FAMILY_KEY:
+        return "family-key";
+    case REF_BLOB:
+        return "blob";
     }
     return "unknown";
 }
@@ -205,8 +208,7 @@ static struct ref_family *family_get(struct ref_catalog *c, const char *prefix, 
                                      const struct source *s)
 {
     for (size_t i = 0; i < c->n_families; i++)
-        if (strlen(c->families[i].prefix) == plen &&
-            !strncmp(c->families[i].prefix, prefix, plen))
+        if (strlen(c->families[i].prefix) == plen && !strncmp(c->families[i].prefix, prefix, plen))
             return &c->families[i];
     struct ref_family *p = realloc(c->families, (c->n_families + 1) * sizeof(*p));
     if (!p)
@@ -245,12 +247,11 @@ static int family_finish(struct ref_family *f)
     for (size_t i = 0; i < f->n_layers; i++) {
         unsigned n = f->layers[i].n;
         if (n > expect) {
-            int r = n - 1 == expect
-                        ? strv_addf(&f->warnings, &f->n_warnings, "%s: gap: %u.tar is missing",
-                                    f->name, expect)
-                        : strv_addf(&f->warnings, &f->n_warnings,
-                                    "%s: gap: %u.tar to %u.tar are missing", f->name, expect,
-                                    n - 1);
+            int r = n - 1 == expect ? strv_addf(&f->warnings, &f->n_warnings,
+                                                "%s: gap: %u.tar is missing", f->name, expect)
+                                    : strv_addf(&f->warnings, &f->n_warnings,
+                                                "%s: gap: %u.tar to %u.tar are missing", f->name,
+                                                expect, n - 1);
             if (r < 0)
                 return r;
         }
@@ -286,10 +287,13 @@ int ref_catalog_build(const struct source *s, const struct source_listing *l,
             struct ref_family *f = &out->families[j];
             size_t pl = strlen(f->prefix);
             if ((size_t)(b - key) == pl && !strncmp(key, f->prefix, pl))
-                r = strv_addf(&f->warnings, &f->n_warnings, "%s: '%s' is not a layer name "
-                              "(N.tar%s); not part of the image", f->name, b,
-                              k == -EDOM ? ", no leading zeros" : k == -ERANGE ?
-                              ", N too large" : "");
+                r = strv_addf(&f->warnings, &f->n_warnings,
+                              "%s: '%s' is not a layer name "
+                              "(N.tar%s); not part of the image",
+                              f->name, b,
+                              k == -EDOM     ? ", no leading zeros"
+                              : k == -ERANGE ? ", N too large"
+                                             : "");
         }
         if (r == 0)
             r = add_layer(&out->objects, &out->n_objects, s, &l->items[i], 0);
@@ -335,8 +339,10 @@ static int resolve_prefix(struct source *s, const char *prefix, struct image_ref
     if (!where)
         return -ENOMEM;
     if (!source_can_list(s))
-        return err_set(e, -ENOTSUP, "%s: a prefix cannot be listed over plain HTTP; name the top "
-                       "layer instead (e.g. %sN.tar)", where, where);
+        return err_set(e, -ENOTSUP,
+                       "%s: a prefix cannot be listed over plain HTTP; name the top "
+                       "layer instead (e.g. %sN.tar)",
+                       where, where);
     struct source_listing l = {0};
     int r = source_list(s, prefix, &l, e);
     if (r < 0)
@@ -358,11 +364,13 @@ static int resolve_prefix(struct source *s, const char *prefix, struct image_ref
             for (size_t i = 0; i < c.n_families && i < 8; i++)
                 buf_printf(&names, "%s%s", i ? ", " : "", c.families[i].prefix + strlen(prefix));
             r = err_set(e, -EISDIR, "%s holds %zu images (%s%s); name one of them", where,
-                        c.n_families, names.data ? names.data : "", c.n_families > 8 ? ", ..." : "");
+                        c.n_families, names.data ? names.data : "",
+                        c.n_families > 8 ? ", ..." : "");
         } else if (c.n_objects > 0) {
-            r = err_set(e, -ENOENT, "%s: no layers named N.tar here (%zu other object%s; name "
-                        "one to fetch it as a single blob)", where, c.n_objects,
-                        c.n_objects == 1 ? "" : "s");
+            r = err_set(e, -ENOENT,
+                        "%s: no layers named N.tar here (%zu other object%s; name "
+                        "one to fetch it as a single blob)",
+                        where, c.n_objects, c.n_objects == 1 ? "" : "s");
         } else {
             r = err_set(e, -ENOENT, "%s: nothing there", where);
         }
@@ -406,6 +414,8 @@ static int resolve_family_key(struct source *s, const char *key, unsigned top,
                 continue;
             r = layer_from(s, &l.items[i], n, &out->layers[n - 1]);
         }
+        if (r == 0) /* skipped keys (a layer that is a FIFO...) say why a layer is missing */
+            r = take_warnings(out, &l.warnings, &l.n_warnings);
         source_listing_free(&l);
     } else {
         for (unsigned n = 1; n <= top && r == 0; n++) {

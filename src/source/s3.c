@@ -18,7 +18,9 @@
 #include "util/buf.h"
 #include "util/cleanup.h"
 #include "util/defaults.h"
+#include "util/hash.h"
 #include "util/log.h"
+#include "util/timeutil.h"
 
 /* Bucket names: S3's rules are 3..63 of [a-z0-9.-]; S3-compatible servers and legacy buckets
  * also use upper case and '_', which are harmless in a URL path. */
@@ -28,8 +30,8 @@
 struct s3 {
     char *bucket;
     char *region;
-    char *host;       /* Host header value */
-    char *url_base;   /* scheme://host[:port][/path] up to (not including) the key's '/' */
+    char *host;     /* Host header value */
+    char *url_base; /* scheme://host[:port][/path] up to (not including) the key's '/' */
     bool custom_endpoint;
     struct s3_creds creds;
     struct httpc *http;
@@ -146,45 +148,63 @@ static int status_error(struct s3 *s3, const struct httpc_resp *resp, const char
 
     if (st == 404 || !strcmp(x.code, "NoSuchKey") || !strcmp(x.code, "NoSuchBucket")) {
         if (!strcmp(x.code, "NoSuchBucket"))
-            return err_set(e, -ENOENT, "s3://%s: no such bucket (404 NoSuchBucket); check the "
-                           "bucket name%s", s3->bucket,
-                           s3->custom_endpoint ? " and the endpoint" : "");
+            return err_set(e, -ENOENT,
+                           "s3://%s: no such bucket (404 NoSuchBucket); check the "
+                           "bucket name%s",
+                           s3->bucket, s3->custom_endpoint ? " and the endpoint" : "");
         return err_set(e, -ENOENT, "%s: not found (404%s)", what, code);
     }
     const char *region = x.region[0] ? x.region : resp->bucket_region;
     if (st == 301 || st == 307 || !strcmp(x.code, "PermanentRedirect") ||
-        !strcmp(x.code, "AuthorizationHeaderMalformed") || !strcmp(x.code, "IllegalLocationConstraintException")) {
+        !strcmp(x.code, "AuthorizationHeaderMalformed") ||
+        !strcmp(x.code, "IllegalLocationConstraintException")) {
         if (region[0])
-            return err_set(e, -EINVAL, "%s: the bucket is in region %s, not %s; use --region %s "
-                           "(or AWS_REGION=%s)", what, region, s3->region, region, region);
-        return err_set(e, -EINVAL, "%s: the server redirects (%ld%s): the bucket is in another "
-                       "region; set --region", what, st, code);
+            return err_set(e, -EINVAL,
+                           "%s: the bucket is in region %s, not %s; use --region %s "
+                           "(or AWS_REGION=%s)",
+                           what, region, s3->region, region, region);
+        return err_set(e, -EINVAL,
+                       "%s: the server redirects (%ld%s): the bucket is in another "
+                       "region; set --region",
+                       what, st, code);
     }
     if (st == 403 || st == 401) {
         if (!strcmp(x.code, "InvalidAccessKeyId"))
-            return err_set(e, -EACCES, "%s: access denied (%ld InvalidAccessKeyId): the access "
+            return err_set(e, -EACCES,
+                           "%s: access denied (%ld InvalidAccessKeyId): the access "
                            "key from %s does not exist; check AWS_ACCESS_KEY_ID or the profile",
                            what, st, s3->creds.origin);
         if (!strcmp(x.code, "SignatureDoesNotMatch"))
-            return err_set(e, -EACCES, "%s: access denied (%ld SignatureDoesNotMatch): the secret "
-                           "key from %s is wrong", what, st, s3->creds.origin);
+            return err_set(e, -EACCES,
+                           "%s: access denied (%ld SignatureDoesNotMatch): the secret "
+                           "key from %s is wrong",
+                           what, st, s3->creds.origin);
         if (!strcmp(x.code, "ExpiredToken") || !strcmp(x.code, "TokenRefreshRequired"))
-            return err_set(e, -EACCES, "%s: access denied (%ld%s): the session token has "
-                           "expired; refresh AWS_SESSION_TOKEN", what, st, code);
+            return err_set(e, -EACCES,
+                           "%s: access denied (%ld%s): the session token has "
+                           "expired; refresh AWS_SESSION_TOKEN",
+                           what, st, code);
         if (!strcmp(x.code, "RequestTimeTooSkewed"))
-            return err_set(e, -EACCES, "%s: access denied (%ld RequestTimeTooSkewed): this "
-                           "host's clock is off; fix the time (NTP)", what, st);
+            return err_set(e, -EACCES,
+                           "%s: access denied (%ld RequestTimeTooSkewed): this "
+                           "host's clock is off; fix the time (NTP)",
+                           what, st);
         if (anon)
-            return err_set(e, -EACCES, "%s: access denied (%ld%s): the bucket is not public and "
+            return err_set(e, -EACCES,
+                           "%s: access denied (%ld%s): the bucket is not public and "
                            "no credentials are set; set AWS_ACCESS_KEY_ID and "
-                           "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)", what, st, code);
-        return err_set(e, -EACCES, "%s: access denied (%ld%s): the credentials from %s may not "
-                       "read it; check the bucket policy, the key and --region", what, st, code,
-                       s3->creds.origin);
+                           "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+                           what, st, code);
+        return err_set(e, -EACCES,
+                       "%s: access denied (%ld%s): the credentials from %s may not "
+                       "read it; check the bucket policy, the key and --region",
+                       what, st, code, s3->creds.origin);
     }
     if (st == 412)
-        return err_set(e, -ESTALE, "%s: the object changed (412 PreconditionFailed: its ETag is "
-                       "no longer the one the download started with)", what);
+        return err_set(e, -ESTALE,
+                       "%s: the object changed (412 PreconditionFailed: its ETag is "
+                       "no longer the one the download started with)",
+                       what);
     if (st == 416)
         return err_set(e, -ERANGE, "%s: requested range not satisfiable (416)", what);
     if (httpc_status_retryable(st))
@@ -213,8 +233,12 @@ static int s3_stat(struct source *s, const char *key, struct source_object *out,
     _cleanup_free_ char *what = source_location(s, key);
     if (!url || !what)
         return -ENOMEM;
-    struct httpc_req req = {.method = "HEAD", .url = url, .what = what, .small = true,
-                            .max_body = SOURCE_ERROR_BODY_MAX, .sign = sign_hook,
+    struct httpc_req req = {.method = "HEAD",
+                            .url = url,
+                            .what = what,
+                            .small = true,
+                            .max_body = SOURCE_ERROR_BODY_MAX,
+                            .sign = sign_hook,
                             .sign_ud = s3};
     struct httpc_resp resp;
     int r = httpc_perform(s3->http, &req, &resp, e);
@@ -226,7 +250,7 @@ static int s3_stat(struct source *s, const char *key, struct source_object *out,
     return r;
 }
 
-static int s3_get(struct source *s, const char *key, uint64_t offset, const char *if_match,
+static int s3_get(struct source *s, const char *key, uint64_t offset, const struct source_expect *x,
                   source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e)
 {
     struct s3 *s3 = s->impl;
@@ -234,9 +258,17 @@ static int s3_get(struct source *s, const char *key, uint64_t offset, const char
     _cleanup_free_ char *what = source_location(s, key);
     if (!url || !what)
         return -ENOMEM;
-    struct httpc_req req = {.method = "GET", .url = url, .what = what, .offset = offset,
-                            .if_match = if_match, .sink = sink, .sink_ud = ud,
-                            .max_body = SOURCE_ERROR_BODY_MAX, .sign = sign_hook,
+    struct httpc_req req = {.method = "GET",
+                            .url = url,
+                            .what = what,
+                            .offset = offset,
+                            .if_match = x->etag,
+                            .has_size = x->has_size,
+                            .size = x->size,
+                            .sink = sink,
+                            .sink_ud = ud,
+                            .max_body = SOURCE_ERROR_BODY_MAX,
+                            .sign = sign_hook,
                             .sign_ud = s3};
     struct httpc_resp resp;
     int r = httpc_perform(s3->http, &req, &resp, e);
@@ -246,19 +278,126 @@ static int s3_get(struct source *s, const char *key, uint64_t offset, const char
     return r;
 }
 
-static int s3_list(struct source *s, const char *prefix, struct source_listing *out,
-                   struct err *e)
+/* Continuation tokens seen in one listing, as truncated SHA-256 digests: any repeat (a cycle
+ * of any period) is detected in bounded memory (SOURCE_LIST_MAX_PAGES entries). */
+#define S3_TOKEN_ID_LEN 16
+struct token_set {
+    uint8_t (*ids)[S3_TOKEN_ID_LEN];
+    size_t n;
+};
+
+/* 1 when the token was seen before, 0 when it is new (and is now remembered). */
+static int token_seen(struct token_set *t, const char *token)
+{
+    uint8_t d[SHA256_LEN];
+    int r = sha256_buf(token, strlen(token), d);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < t->n; i++)
+        if (!memcmp(t->ids[i], d, S3_TOKEN_ID_LEN))
+            return 1;
+    void *p = realloc(t->ids, (t->n + 1) * sizeof(*t->ids));
+    if (!p)
+        return -ENOMEM;
+    t->ids = p;
+    memcpy(t->ids[t->n++], d, S3_TOKEN_ID_LEN);
+    return 0;
+}
+
+/* Copy of a key for a message: at most 64 bytes, anything unprintable as '?'. */
+static void printable_key(const char *k, char out[static 65])
+{
+    size_t i = 0;
+    for (; k[i] && i < 64; i++)
+        out[i] = (unsigned char)k[i] < 0x20 || (unsigned char)k[i] >= 0x7f ? '?' : k[i];
+    out[i] = '\0';
+}
+
+/* One page's entries into the listing: every key counted (the cap is on keys seen), invalid
+ * ones skipped into the summary. */
+static int add_page(const char *prefix, const char *what, struct s3_list_page *pg,
+                    struct source_listing *out, struct err *e)
+{
+    int r = 0;
+    for (size_t i = 0; i < pg->n && r == 0; i++) {
+        struct s3_list_entry *en = &pg->entries[i];
+        if (source_listing_see(out) < 0)
+            return err_set(e, -EFBIG, "%s: more than %d keys; name a narrower prefix", what,
+                           SOURCE_LIST_MAX_KEYS);
+        char shown[65];
+        printable_key(en->key, shown);
+        if (en->invalid) {
+            r = source_listing_skip(out, "%s: '%s'", en->invalid, shown);
+            continue;
+        }
+        if (strncmp(en->key, prefix, strlen(prefix)) != 0) {
+            r = source_listing_skip(out, "key outside the prefix: '%s'", shown);
+            continue;
+        }
+        size_t kl = strlen(en->key);
+        if (kl && en->key[kl - 1] == '/' && en->size == 0)
+            continue; /* a "folder" placeholder object */
+        struct err ke = {0};
+        if (source_key_check(en->key, false, &ke) < 0) {
+            r = source_listing_skip(out, "%s", ke.msg);
+            continue;
+        }
+        if (en->etag && strlen(en->etag) > SOURCE_ETAG_MAX) {
+            free(en->etag);
+            en->etag = NULL;
+        }
+        r = source_listing_add(out, en->key, en->size, en->etag, en->mtime_ms);
+        if (r == 0)
+            en->key = en->etag = NULL;
+    }
+    return r;
+}
+
+/* Bounds of one listing (see source.h): pages, bytes, wall time, a token seen before; keys
+ * are bounded in add_page(). Every page also checks the caller's cancel hook. */
+static int list_bounds(struct source *s, const char *what, unsigned page, uint64_t bytes,
+                       int64_t t0, struct err *e)
+{
+    if (source_opt_cancelled(s))
+        return err_set(e, -ECANCELED, "%s: listing cancelled", what);
+    if (page >= SOURCE_LIST_MAX_PAGES)
+        return err_set(e, -EFBIG,
+                       "%s: the listing has more than %d pages; the server does "
+                       "not end it (or name a narrower prefix)",
+                       what, SOURCE_LIST_MAX_PAGES);
+    if (bytes > SOURCE_LIST_MAX_BYTES)
+        return err_set(e, -EFBIG,
+                       "%s: the listing is larger than %llu MiB; the server does "
+                       "not end it (or name a narrower prefix)",
+                       what, SOURCE_LIST_MAX_BYTES >> 20);
+    uint32_t limit = source_opt_list_timeout_ms(s);
+    if (mono_ms() - t0 > (int64_t)limit)
+        return err_set(e, -ETIMEDOUT,
+                       "%s: the listing took longer than %u s; the server is "
+                       "too slow or does not end it",
+                       what, limit / 1000);
+    return 0;
+}
+
+static int s3_list(struct source *s, const char *prefix, struct source_listing *out, struct err *e)
 {
     struct s3 *s3 = s->impl;
     _cleanup_free_ char *token = NULL;
     _cleanup_free_ char *what = source_location(s, prefix);
     if (!what)
         return -ENOMEM;
+    struct token_set seen = {0};
+    uint64_t bytes = 0;
+    int64_t t0 = mono_ms();
+    int r = 0;
     for (unsigned page = 0;; page++) {
+        r = list_bounds(s, what, page, bytes, t0, e);
+        if (r < 0)
+            break;
         /* Query parameters in canonical (sorted) order, so the URL is its own canonical
          * query. */
         _cleanup_buf_ struct buf url = BUF_INIT;
-        int r = buf_printf(&url, "%s/?", s3->url_base);
+        r = buf_printf(&url, "%s/?", s3->url_base);
         if (r == 0 && token) {
             r = buf_puts(&url, "continuation-token=");
             if (r == 0)
@@ -267,19 +406,24 @@ static int s3_list(struct source *s, const char *prefix, struct source_listing *
                 r = buf_puts(&url, "&");
         }
         if (r == 0)
-            r = buf_printf(&url, "encoding-type=url&list-type=2&max-keys=%d&prefix=",
-                           SOURCE_LIST_PAGE_KEYS);
+            r = buf_printf(
+                &url, "encoding-type=url&list-type=2&max-keys=%d&prefix=", SOURCE_LIST_PAGE_KEYS);
         if (r == 0)
             r = httpc_uri_encode(&url, prefix, false);
         if (r < 0)
-            return r;
-        struct httpc_req req = {.method = "GET", .url = url.data, .what = what, .small = true,
-                                .max_body = SOURCE_LIST_BODY_MAX, .sign = sign_hook,
+            break;
+        struct httpc_req req = {.method = "GET",
+                                .url = url.data,
+                                .what = what,
+                                .small = true,
+                                .max_body = SOURCE_LIST_BODY_MAX,
+                                .sign = sign_hook,
                                 .sign_ud = s3};
         struct httpc_resp resp;
         r = httpc_perform(s3->http, &req, &resp, e);
         if (r == 0 && resp.status != 200)
             r = status_error(s3, &resp, what, e);
+        bytes += resp.body.len;
         struct s3_list_page pg = {0};
         if (r == 0) {
             r = s3_xml_parse_list(resp.body.data ? resp.body.data : "", resp.body.len, &pg, e);
@@ -287,48 +431,30 @@ static int s3_list(struct source *s, const char *prefix, struct source_listing *
                 err_prefix(e, "%s", what);
         }
         httpc_resp_free(&resp);
-        if (r < 0)
-            return r;
-        for (size_t i = 0; i < pg.n && r == 0; i++) {
-            struct s3_list_entry *en = &pg.entries[i];
-            if (strncmp(en->key, prefix, strlen(prefix)) != 0) {
-                r = source_listing_warn(out, "skipped key outside the prefix: '%.200s'", en->key);
-                continue;
-            }
-            size_t kl = strlen(en->key);
-            if (kl && en->key[kl - 1] == '/' && en->size == 0)
-                continue; /* a "folder" placeholder object */
-            struct err ke = {0};
-            if (source_key_check(en->key, false, &ke) < 0) {
-                r = source_listing_warn(out, "skipped invalid key: %s", ke.msg);
-                continue;
-            }
-            if (en->etag && strlen(en->etag) > SOURCE_ETAG_MAX) {
-                free(en->etag);
-                en->etag = NULL;
-            }
-            r = source_listing_add(out, en->key, en->size, en->etag, en->mtime_ms);
-            if (r == 0)
-                en->key = en->etag = NULL;
-            else if (r == -EFBIG)
-                r = err_set(e, -EFBIG, "%s: more than %d keys; name a narrower prefix", what,
-                            SOURCE_LIST_MAX_KEYS);
-        }
+        if (r == 0)
+            r = add_page(prefix, what, &pg, out, e);
         bool more = pg.truncated;
-        if (more) {
-            if (token && !strcmp(token, pg.next_token))
-                r = err_set(e, -EPROTO, "%s: the server repeats the same continuation token",
+        if (r == 0 && more) {
+            int seen_before = token_seen(&seen, pg.next_token);
+            if (seen_before > 0)
+                r = err_set(e, -EPROTO,
+                            "%s: the server sends a continuation token it sent "
+                            "before (the listing would never end)",
                             what);
+            else
+                r = seen_before;
             free(token);
             token = TAKE_PTR(pg.next_token);
         }
         s3_list_page_free(&pg);
         if (r < 0)
-            return r;
+            break;
         log_debug("listed page", "location=%s page=%u keys=%zu", what, page, out->n);
         if (!more)
-            return 0;
+            break;
     }
+    free(seen.ids);
+    return r;
 }
 
 static const struct source_ops s3_ops = {
@@ -430,7 +556,7 @@ int source_s3_open(struct source *s, const char *rest, char **key_out, struct er
     r = httpc_new(s, false, &s3->http);
     if (r < 0)
         return r;
-    log_debug("s3 source", "bucket=%s region=%s endpoint=%s credentials=%s", s3->bucket,
-              s3->region, s3->url_base, s3->creds.origin);
+    log_debug("s3 source", "bucket=%s region=%s endpoint=%s credentials=%s", s3->bucket, s3->region,
+              s3->url_base, s3->creds.origin);
     return 0;
 }

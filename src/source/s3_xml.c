@@ -17,6 +17,9 @@
 #include "source/httpc.h"
 #include "util/buf.h"
 
+#define XML_STR_(x) #x
+#define XML_STR(x)  XML_STR_(x)
+
 struct xp {
     XML_Parser parser;
     int depth;
@@ -36,8 +39,20 @@ struct xp {
 };
 
 static const char *const names[] = {
-    "ListBucketResult", "Contents", "Key", "Size", "ETag", "LastModified", "IsTruncated",
-    "NextContinuationToken", "EncodingType", "Error", "Code", "Message", "Region", "Endpoint",
+    "ListBucketResult",
+    "Contents",
+    "Key",
+    "Size",
+    "ETag",
+    "LastModified",
+    "IsTruncated",
+    "NextContinuationToken",
+    "EncodingType",
+    "Error",
+    "Code",
+    "Message",
+    "Region",
+    "Endpoint",
     "RequestId",
 };
 
@@ -98,6 +113,12 @@ static void on_text(void *ud, const XML_Char *s, int len)
     if (!x->collecting || len <= 0)
         return;
     if (x->text.len + (size_t)len > S3_XML_MAX_TEXT) {
+        if (x->page && x->in_contents && x->depth == 3 && x->stack[2] == names[2] /* Key */) {
+            /* One overlong key: keep its start for the message, skip the entry later. */
+            x->cur.invalid =
+                "the key is longer than the listing's limit of " XML_STR(S3_XML_MAX_TEXT) " bytes";
+            return;
+        }
         xp_fail(x, -EPROTO, "XML text longer than the limit");
         return;
     }
@@ -220,8 +241,8 @@ static void on_end(void *ud, const XML_Char *name)
     buf_reset(&x->text);
 }
 
-static void on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
-                       const XML_Char *pubid, int has_internal)
+static void on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid, const XML_Char *pubid,
+                       int has_internal)
 {
     (void)name, (void)sysid, (void)pubid, (void)has_internal;
     xp_fail(ud, -EPROTO, "XML with a DOCTYPE is refused");
@@ -290,13 +311,19 @@ int s3_xml_parse_list(const char *xml, size_t len, struct s3_list_page *out, str
     }
     if (r == 0 && out->url_encoded) {
         for (size_t i = 0; i < out->n && r == 0; i++) {
+            struct s3_list_entry *en = &out->entries[i];
+            if (en->invalid)
+                continue;
             char *dec = NULL;
-            r = httpc_uri_decode(out->entries[i].key, &dec);
+            r = httpc_uri_decode(en->key, &dec);
             if (r == 0) {
-                free(out->entries[i].key);
-                out->entries[i].key = dec;
+                free(en->key);
+                en->key = dec;
+            } else if (r == -EILSEQ) {
+                en->invalid = "the key has a malformed %-escape or an escaped NUL (%00)";
+                r = 0;
             } else
-                snprintf(x.fail_msg, sizeof(x.fail_msg), "bad URL encoding in a key");
+                snprintf(x.fail_msg, sizeof(x.fail_msg), "out of memory");
         }
         if (r == 0 && out->next_token) {
             /* The continuation token is opaque and never encoded. */

@@ -4,9 +4,12 @@
  *
  * The input is hostile (any server, any proxy, a captive portal): no DTD or entity is accepted
  * (billion laughs), nesting deeper than S3_XML_MAX_DEPTH, text longer than S3_XML_MAX_TEXT or
- * more than S3_XML_MAX_ENTRIES entries in a page fail with -EPROTO. Keys are returned as the
- * server wrote them, URL-decoded when the page says <EncodingType>url</EncodingType>; they are
- * NOT validated here (the caller runs source_key_check()).
+ * more than S3_XML_MAX_ENTRIES entries in a page fail with -EPROTO, except a <Key> longer than
+ * S3_XML_MAX_TEXT, which marks its entry invalid (one bad key does not fail the page). Keys
+ * are returned as the server wrote them, URL-decoded when the page says
+ * <EncodingType>url</EncodingType>; a key whose decoding would hold a NUL (which would cut
+ * the string: "2.tar%00.evil" read as "2.tar") or a malformed escape is marked invalid, never
+ * decoded. Keys are NOT validated here otherwise (the caller runs source_key_check()).
  *
  * Ownership: a parsed page owns its strings; free it with s3_list_page_free().
  */
@@ -28,7 +31,10 @@
 #define S3_XML_MAX_ENTRIES 2000
 
 struct s3_list_entry {
-    char *key;
+    char *key;           /* decoded; as sent (possibly cut) when `invalid` is set */
+    const char *invalid; /* NULL, or why the key cannot be used (static text): longer than
+                            S3_XML_MAX_TEXT, a malformed %-escape, an escaped NUL. The entry is
+                            kept so the caller can count and report it. */
     uint64_t size;
     char *etag;       /* NULL when absent */
     int64_t mtime_ms; /* 0 when absent or unparsable */
@@ -47,10 +53,10 @@ int s3_xml_parse_list(const char *xml, size_t len, struct s3_list_page *out, str
 void s3_list_page_free(struct s3_list_page *p);
 
 struct s3_error {
-    char code[128];       /* e.g. "AccessDenied", "NoSuchKey", "SlowDown"; "" if none */
+    char code[128]; /* e.g. "AccessDenied", "NoSuchKey", "SlowDown"; "" if none */
     char message[512];
-    char region[64];      /* <Region> of a wrong-region error, if given */
-    char endpoint[256];   /* <Endpoint> of PermanentRedirect, if given */
+    char region[64];    /* <Region> of a wrong-region error, if given */
+    char endpoint[256]; /* <Endpoint> of PermanentRedirect, if given */
     char request_id[128];
 };
 

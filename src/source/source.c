@@ -4,49 +4,78 @@
  */
 #include "source/source.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "source/source_impl.h"
+#include "util/buf.h"
 #include "util/cleanup.h"
+
+static int listing_skip_summary(const struct source *s, const char *prefix,
+                                struct source_listing *l);
 
 const char *source_kind_name(enum source_kind k)
 {
     switch (k) {
-    case SOURCE_S3: return "s3";
-    case SOURCE_DIR: return "dir";
-    case SOURCE_HTTP: return "http";
+    case SOURCE_S3:
+        return "s3";
+    case SOURCE_DIR:
+        return "dir";
+    case SOURCE_HTTP:
+        return "http";
     }
     return "unknown";
 }
 
-#define OPT_OR(field, dflt) (s->opt.field ? s->opt.field : (dflt))
+/* An option set by the caller wins; else THINIMG_SOURCE_<NAME> from the environment (a
+ * positive decimal number; anything else is ignored); else the default. */
+static uint32_t opt_or_env(uint32_t v, const char *env, uint32_t dflt)
+{
+    if (v)
+        return v;
+    const char *s = getenv(env);
+    if (s && *s) {
+        char *end = NULL;
+        unsigned long x = strtoul(s, &end, 10);
+        if (*end == '\0' && x > 0 && x <= UINT32_MAX)
+            return (uint32_t)x;
+    }
+    return dflt;
+}
+
+#define OPT_OR(field, env, dflt) opt_or_env(s->opt.field, "THINIMG_SOURCE_" env, (dflt))
 uint32_t source_opt_connect_timeout_ms(const struct source *s)
 {
-    return OPT_OR(connect_timeout_ms, SOURCE_CONNECT_TIMEOUT_MS);
+    return OPT_OR(connect_timeout_ms, "CONNECT_TIMEOUT_MS", SOURCE_CONNECT_TIMEOUT_MS);
 }
 uint32_t source_opt_low_speed_time_s(const struct source *s)
 {
-    return OPT_OR(low_speed_time_s, SOURCE_LOW_SPEED_TIME_S);
+    return OPT_OR(low_speed_time_s, "LOW_SPEED_TIME_S", SOURCE_LOW_SPEED_TIME_S);
 }
 uint32_t source_opt_request_timeout_ms(const struct source *s)
 {
-    return OPT_OR(request_timeout_ms, SOURCE_REQUEST_TIMEOUT_MS);
+    return OPT_OR(request_timeout_ms, "REQUEST_TIMEOUT_MS", SOURCE_REQUEST_TIMEOUT_MS);
 }
 uint32_t source_opt_retry_attempts(const struct source *s)
 {
-    return OPT_OR(retry_attempts, SOURCE_RETRY_ATTEMPTS);
+    return OPT_OR(retry_attempts, "RETRY_ATTEMPTS", SOURCE_RETRY_ATTEMPTS);
 }
 uint32_t source_opt_retry_initial_ms(const struct source *s)
 {
-    return OPT_OR(retry_initial_ms, SOURCE_RETRY_INITIAL_MS);
+    return OPT_OR(retry_initial_ms, "RETRY_INITIAL_MS", SOURCE_RETRY_INITIAL_MS);
 }
 uint32_t source_opt_retry_max_ms(const struct source *s)
 {
-    return OPT_OR(retry_max_ms, SOURCE_RETRY_MAX_MS);
+    return OPT_OR(retry_max_ms, "RETRY_MAX_MS", SOURCE_RETRY_MAX_MS);
+}
+uint32_t source_opt_list_timeout_ms(const struct source *s)
+{
+    return OPT_OR(list_timeout_ms, "LIST_TIMEOUT_MS", SOURCE_LIST_TIMEOUT_MS);
 }
 #undef OPT_OR
 
@@ -76,8 +105,8 @@ int source_key_check(const char *key, bool allow_prefix, struct err *e)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)key[i];
         if (c < 0x20 || c == 0x7f)
-            return err_set(e, -EILSEQ, "key contains a control character (0x%02x at byte %zu)",
-                           c, i);
+            return err_set(e, -EILSEQ, "key contains a control character (0x%02x at byte %zu)", c,
+                           i);
     }
     /* Segment rules: no "", "." or ".." segment (a trailing '/' of a prefix is not a segment). */
     const char *p = key;
@@ -96,6 +125,53 @@ int source_key_check(const char *key, bool allow_prefix, struct err *e)
         p = slash + 1;
     }
     return 0;
+}
+
+/* A key of an http(s) source is URL text: the server decodes it, so the decoded form must pass
+ * the key rules too ("2.tar%00.evil" would be "2.tar" to many servers, "%2e%2e" is ".."). */
+static int http_key_check(const char *key, bool allow_prefix, struct err *e)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = strlen(key);
+    _cleanup_free_ char *d = malloc(n + 1);
+    if (!d)
+        return -ENOMEM;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (key[i] != '%') {
+            d[j++] = key[i];
+            continue;
+        }
+        const char *hi = i + 1 < n ? strchr(hex, tolower((unsigned char)key[i + 1])) : NULL;
+        const char *lo = i + 2 < n ? strchr(hex, tolower((unsigned char)key[i + 2])) : NULL;
+        if (!hi || !lo || !*hi || !*lo)
+            return err_set(e, -EILSEQ, "key '%.64s' has a malformed %%-escape at byte %zu", key, i);
+        unsigned char c = (unsigned char)((hi - hex) << 4 | (lo - hex));
+        if (c < 0x20 || c == 0x7f)
+            return err_set(e, -EILSEQ,
+                           "key contains an escaped control character (%%%02X at byte %zu)", c, i);
+        d[j++] = c == '/' ? '_' : (char)c; /* an escaped '/' is not a segment separator */
+        i += 2;
+    }
+    d[j] = '\0';
+    int r = source_key_check(d, allow_prefix, e);
+    if (r < 0)
+        err_prefix(e, "after %%-decoding");
+    return r;
+}
+
+/* source_key_check() and, for http(s), the same on the decoded key. */
+static int key_check_for(const struct source *s, const char *key, bool allow_prefix, struct err *e)
+{
+    int r = source_key_check(key, allow_prefix, e);
+    if (r == 0 && s->kind == SOURCE_HTTP)
+        r = http_key_check(key, allow_prefix, e);
+    return r;
+}
+
+bool source_etag_is_strong(const char *etag)
+{
+    return etag && *etag && strncmp(etag, "W/", 2) != 0;
 }
 
 int source_open(const char *location, const struct source_options *o, struct source **out,
@@ -136,7 +212,7 @@ int source_open(const char *location, const struct source_options *o, struct sou
         source_free(s);
         return r;
     }
-    if (key && (r = source_key_check(key, true, e)) < 0) {
+    if (key && (r = key_check_for(s, key, true, e)) < 0) {
         err_prefix(e, "%.256s", location);
         source_free(s);
         return r;
@@ -187,7 +263,7 @@ int source_list(struct source *s, const char *prefix, struct source_listing *out
     *out = (struct source_listing){0};
     if (!prefix)
         prefix = "";
-    int r = source_key_check(prefix, true, e);
+    int r = key_check_for(s, prefix, true, e);
     if (r < 0)
         return r;
     if (!s->ops->list)
@@ -195,6 +271,8 @@ int source_list(struct source *s, const char *prefix, struct source_listing *out
                        "%s: a %s source cannot be listed; name an object (a full URL) instead",
                        s->root, source_kind_name(s->kind));
     r = s->ops->list(s, prefix, out, e);
+    if (r == 0)
+        r = listing_skip_summary(s, prefix, out);
     if (r < 0) {
         source_listing_free(out);
         return r;
@@ -206,7 +284,7 @@ int source_list(struct source *s, const char *prefix, struct source_listing *out
 int source_stat(struct source *s, const char *key, struct source_object *out, struct err *e)
 {
     *out = (struct source_object){0};
-    int r = source_key_check(key, false, e);
+    int r = key_check_for(s, key, false, e);
     if (r < 0)
         return r;
     r = s->ops->stat(s, key, out, e);
@@ -218,17 +296,31 @@ int source_stat(struct source *s, const char *key, struct source_object *out, st
 int source_get(struct source *s, const char *key, uint64_t offset, const char *if_match,
                source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e)
 {
+    struct source_expect x = {.etag = if_match};
+    return source_get_expect(s, key, offset, &x, sink, ud, info, e);
+}
+
+int source_get_expect(struct source *s, const char *key, uint64_t offset,
+                      const struct source_expect *want, source_sink_fn sink, void *ud,
+                      struct source_get_info *info, struct err *e)
+{
     struct source_get_info local;
     if (!info)
         info = &local;
     *info = (struct source_get_info){0};
-    int r = source_key_check(key, false, e);
+    int r = key_check_for(s, key, false, e);
     if (r < 0)
         return r;
-    if (if_match && !*if_match)
-        if_match = NULL;
+    struct source_expect x = want ? *want : (struct source_expect){0};
+    if (!source_etag_is_strong(x.etag))
+        x.etag = NULL; /* a weak ETag proves nothing about the bytes */
+    const char *if_match = x.etag;
+    if (x.has_size && offset > x.size)
+        return err_set(e, -ERANGE,
+                       "%s%s: offset %" PRIu64 " is beyond the object's %" PRIu64 " bytes", s->root,
+                       key, offset, x.size);
     struct err ge = {0};
-    r = s->ops->get(s, key, offset, if_match, sink, ud, info, &ge);
+    r = s->ops->get(s, key, offset, &x, sink, ud, info, &ge);
     if (r == -ERANGE && offset > 0) {
         /* Servers answer a range starting at the end with 416: if the object is exactly
          * `offset` bytes (and still the expected version), there is simply nothing left. */
@@ -268,7 +360,17 @@ void source_listing_free(struct source_listing *l)
     for (size_t i = 0; i < l->n_warnings; i++)
         free(l->warnings[i]);
     free(l->warnings);
+    for (size_t i = 0; i < SOURCE_LIST_SKIP_EXAMPLES; i++)
+        free(l->skip_examples[i]);
     *l = (struct source_listing){0};
+}
+
+int source_listing_see(struct source_listing *l)
+{
+    if (l->n_seen >= SOURCE_LIST_MAX_KEYS)
+        return -EFBIG;
+    l->n_seen++;
+    return 0;
 }
 
 int source_listing_add(struct source_listing *l, char *key, uint64_t size, char *etag,
@@ -284,8 +386,8 @@ int source_listing_add(struct source_listing *l, char *key, uint64_t size, char 
         l->items = p;
         l->cap = cap;
     }
-    l->items[l->n++] = (struct source_object){.key = key, .size = size, .etag = etag,
-                                               .mtime_ms = mtime_ms};
+    l->items[l->n++] =
+        (struct source_object){.key = key, .size = size, .etag = etag, .mtime_ms = mtime_ms};
     return 0;
 }
 
@@ -306,6 +408,43 @@ int source_listing_warn(struct source_listing *l, const char *fmt, ...)
     l->warnings = p;
     l->warnings[l->n_warnings++] = msg;
     return 0;
+}
+
+int source_listing_skip(struct source_listing *l, const char *fmt, ...)
+{
+    size_t i = l->n_skipped++;
+    if (i >= SOURCE_LIST_SKIP_EXAMPLES)
+        return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&l->skip_examples[i], fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        l->skip_examples[i] = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* The one warning for every key skipped: how many, and the first reasons. */
+static int listing_skip_summary(const struct source *s, const char *prefix,
+                                struct source_listing *l)
+{
+    if (!l->n_skipped)
+        return 0;
+    struct buf b = BUF_INIT;
+    int r = buf_printf(&b, "%s%s: skipped %zu key%s (", s->root, prefix, l->n_skipped,
+                       l->n_skipped == 1 ? "" : "s");
+    for (size_t i = 0; r == 0 && i < SOURCE_LIST_SKIP_EXAMPLES && l->skip_examples[i]; i++)
+        r = buf_printf(&b, "%s%s", i ? "; " : "", l->skip_examples[i]);
+    if (r == 0 && l->n_skipped > SOURCE_LIST_SKIP_EXAMPLES)
+        r = buf_printf(&b, "; and %zu more", l->n_skipped - SOURCE_LIST_SKIP_EXAMPLES);
+    if (r == 0)
+        r = buf_puts(&b, ")");
+    if (r == 0)
+        r = source_listing_warn(l, "%s", b.data);
+    buf_free(&b);
+    return r;
 }
 
 static int object_cmp(const void *a, const void *b)

@@ -15,9 +15,12 @@
  *
  * Keys are untrusted (they come from listings and from the command line): every key passes
  * source_key_check() before use (no ".." or "." segment, no empty segment, no leading '/', no
- * control characters, at most SOURCE_KEY_MAX bytes). A dir: source additionally opens every key
- * with openat2(RESOLVE_BENEATH), so neither ".." nor a symlink can leave its folder. Keys never
- * become local file names: blobs are stored under their digest.
+ * control characters, at most SOURCE_KEY_MAX bytes). Keys of an http(s) source are URL text:
+ * they are checked once more after percent-decoding ("%00", "%2e%2e" are refused). Location
+ * roots are normalised: "dir:/a/b/../c" is "dir:/a/c", and an http(s) path has its dot
+ * segments removed (RFC 3986); a ".." above the top is refused. A dir: source additionally opens
+ * every key with openat2(RESOLVE_BENEATH), so neither ".." nor a symlink can leave its folder. Keys
+ * never become local file names: blobs are stored under their digest.
  *
  * Threads: a struct source is used by one thread at a time (it reuses one connection). Open one
  * per thread; opening is cheap.
@@ -50,8 +53,21 @@
 #define SOURCE_KEY_MAX 1024
 /* ETags are quoted hex MD5s ("...-N" for multipart): 64 bytes is generous. Longer is refused. */
 #define SOURCE_ETAG_MAX 128
-/* A listing bigger than this is not a bucket of images but a mistake (or hostile): stop. */
+/* A listing bigger than this is not a bucket of images but a mistake (or hostile): stop.
+ * Counts every key the server sends, accepted or skipped, so a server that sends only
+ * invalid keys is stopped as soon as one that sends valid ones. */
 #define SOURCE_LIST_MAX_KEYS 100000
+/* Pages of one S3 listing: 100,000 keys are 100 full pages; a server that sends a few keys
+ * per page (or none) forever is stopped here. */
+#define SOURCE_LIST_MAX_PAGES 2000
+/* Bytes of all the pages of one listing: 100 full pages of ~300 bytes per key are ~30 MiB. */
+#define SOURCE_LIST_MAX_BYTES (256ULL * 1024 * 1024)
+/* Wall time of one listing (all pages, retries included): a listing of 100,000 keys takes
+ * seconds; a server that drips pages is cut here. */
+#define SOURCE_LIST_TIMEOUT_MS (10 * 60 * 1000)
+/* Skipped keys are reported as ONE warning (count + the first few reasons), so a listing of
+ * 100,000 bad keys costs no more memory or log than one. */
+#define SOURCE_LIST_SKIP_EXAMPLES 3
 /* S3's maximum page size for ListObjectsV2. */
 #define SOURCE_LIST_PAGE_KEYS 1000
 /* dir: listing depth; deeper trees are skipped with a warning (hostile symlink-free recursion
@@ -66,18 +82,22 @@
  * A transfer slower than 1 KiB/s for 30 s is stalled (a healthy S3 GET never is), so it is cut
  * and retried from where it stopped. A whole listing page must arrive within 60 s. */
 #define SOURCE_CONNECT_TIMEOUT_MS 10000
-#define SOURCE_LOW_SPEED_BYTES 1024
-#define SOURCE_LOW_SPEED_TIME_S 30
+#define SOURCE_LOW_SPEED_BYTES    1024
+#define SOURCE_LOW_SPEED_TIME_S   30
 #define SOURCE_REQUEST_TIMEOUT_MS 60000 /* for small requests (list, HEAD); not for GET bodies */
 
 /* Retries of one request (timeouts, connection errors, 5xx, 429, SlowDown): 6 attempts with
  * exponential backoff 250 ms x2 up to 8 s, +-30% jitter (about 16 s in all). A failure after
  * the body made progress does not count: the transfer resumes where it stopped. The fetch
  * machine retries whole downloads on top of this. */
-#define SOURCE_RETRY_ATTEMPTS 6
+#define SOURCE_RETRY_ATTEMPTS   6
 #define SOURCE_RETRY_INITIAL_MS 250
-#define SOURCE_RETRY_MAX_MS 8000
-#define SOURCE_RETRY_JITTER 0.3
+#define SOURCE_RETRY_MAX_MS     8000
+#define SOURCE_RETRY_JITTER     0.3
+/* A failed attempt counts as progress (and resets the retry count) only when it delivered at
+ * least this much: a server that trickles a few bytes per connection must not keep a transfer
+ * alive forever (it still ends after SOURCE_RETRY_ATTEMPTS such attempts). */
+#define SOURCE_RESUME_MIN_PROGRESS (1024 * 1024)
 
 /* Receive buffer for GET bodies: large enough that the per-call overhead (hashing, write(2))
  * is amortised; curl's default 16 KiB costs measurable throughput on fast links. */
@@ -94,13 +114,16 @@ struct source_options {
     const char *endpoint; /* S3 endpoint URL: --endpoint > AWS_ENDPOINT_URL_S3 >
                              AWS_ENDPOINT_URL > AWS (virtual-hosted style) */
     bool anonymous;       /* never sign, even when credentials are configured */
-    /* Overrides of the limits above (0 = default). Tests shorten them. */
+    /* Overrides of the limits above (0 = the environment variable THINIMG_SOURCE_<NAME> in
+     * upper case, e.g. THINIMG_SOURCE_LOW_SPEED_TIME_S, else the default). Tests shorten
+     * them. */
     uint32_t connect_timeout_ms;
     uint32_t low_speed_time_s;
     uint32_t request_timeout_ms;
     uint32_t retry_attempts;
     uint32_t retry_initial_ms;
     uint32_t retry_max_ms;
+    uint32_t list_timeout_ms;
     /* Cooperative cancel: checked during transfers and backoff sleeps; true = stop with
      * -ECANCELED. */
     bool (*cancelled)(void *ud);
@@ -116,13 +139,16 @@ struct source_object {
 };
 void source_object_free(struct source_object *o);
 
-/* A listing: objects sorted by key (bytewise), plus warnings (keys skipped as invalid,
- * truncation). */
+/* A listing: objects sorted by key (bytewise), plus warnings (one line for all the keys
+ * skipped as invalid, truncation). */
 struct source_listing {
     struct source_object *items;
     size_t n, cap;
     char **warnings;
     size_t n_warnings;
+    /* bookkeeping of the kinds (source_impl.h): keys seen, skipped, the first reasons */
+    size_t n_seen, n_skipped;
+    char *skip_examples[SOURCE_LIST_SKIP_EXAMPLES];
 };
 void source_listing_free(struct source_listing *l);
 
@@ -140,6 +166,13 @@ struct source_get_info {
 /* Receives body bytes in order. Returns 0 to continue or a negative errno to stop the transfer
  * (returned by source_get()). */
 typedef int (*source_sink_fn)(const void *data, size_t n, void *ud);
+
+/* What the caller knows of the version it wants (from a HEAD or a listing). */
+struct source_expect {
+    const char *etag; /* If-Match: a strong ETag; NULL, "" or a weak one (W/"...") = none */
+    bool has_size;
+    uint64_t size; /* the object's size: a body that goes beyond it is an error (-EFBIG) */
+};
 
 struct source;
 
@@ -187,6 +220,23 @@ int source_stat(struct source *s, const char *key, struct source_object *out, st
  * info may be NULL. */
 int source_get(struct source *s, const char *key, uint64_t offset, const char *if_match,
                source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e);
+/* The same with what the caller knows of the object: its ETag (If-Match) and its size. With a
+ * size, the transfer stops with -EFBIG as soon as the server sends more than the object's
+ * size (a body that never ends, a Content-Length that disagrees), and a response that
+ * announces another size is -ESTALE (another version).
+ *
+ * Resuming inside one call (after a cut) needs a strong validator: the strong ETag given or
+ * first seen (If-Match), else the Last-Modified first seen (If-Unmodified-Since, and every
+ * response's Last-Modified compared). Without one, a cut after progress is -ESTALE: the
+ * bytes delivered cannot be proven to be one version, so the caller starts over. A server
+ * that answers a ranged request with the whole object (200) has its prefix skipped only when
+ * the validator proves the same version; otherwise -ESTALE too. */
+int source_get_expect(struct source *s, const char *key, uint64_t offset,
+                      const struct source_expect *x, source_sink_fn sink, void *ud,
+                      struct source_get_info *info, struct err *e);
+/* True for a strong ETag: present, non-empty and not weak (W/"..."). Only a strong ETag
+ * proves two responses carry the same bytes. */
+bool source_etag_is_strong(const char *etag);
 
 /* ---- keys and locations ----------------------------------------------------------------- */
 

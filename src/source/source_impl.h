@@ -12,7 +12,8 @@
 struct source_ops {
     int (*list)(struct source *s, const char *prefix, struct source_listing *out, struct err *e);
     int (*stat)(struct source *s, const char *key, struct source_object *out, struct err *e);
-    int (*get)(struct source *s, const char *key, uint64_t offset, const char *if_match,
+    /* x->etag is NULL unless strong (source.c drops weak and empty ones). */
+    int (*get)(struct source *s, const char *key, uint64_t offset, const struct source_expect *x,
                source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e);
     void (*free_impl)(void *impl);
 };
@@ -20,8 +21,8 @@ struct source_ops {
 struct source {
     enum source_kind kind;
     const struct source_ops *ops;
-    char *root;                 /* canonical location of the base, ends in '/' */
-    struct source_options opt;  /* copy; region and endpoint strings owned below */
+    char *root;                /* canonical location of the base, ends in '/' */
+    struct source_options opt; /* copy; region and endpoint strings owned below */
     char *opt_region, *opt_endpoint;
     void *impl;
 };
@@ -39,12 +40,18 @@ uint32_t source_opt_request_timeout_ms(const struct source *s);
 uint32_t source_opt_retry_attempts(const struct source *s);
 uint32_t source_opt_retry_initial_ms(const struct source *s);
 uint32_t source_opt_retry_max_ms(const struct source *s);
+uint32_t source_opt_list_timeout_ms(const struct source *s);
 bool source_opt_cancelled(const struct source *s);
 
-/* Listing helpers shared by the kinds: append an object (takes ownership of the strings on
- * success), add a warning, sort by key. */
+/* Listing helpers shared by the kinds: count a key the server or folder gave (accepted or
+ * not: -EFBIG past SOURCE_LIST_MAX_KEYS), append an object (takes ownership of the strings on
+ * success), skip a key (counted; the first SOURCE_LIST_SKIP_EXAMPLES reasons kept for the one
+ * summary warning source_list() adds), add a warning, sort by key. */
+int source_listing_see(struct source_listing *l);
 int source_listing_add(struct source_listing *l, char *key, uint64_t size, char *etag,
                        int64_t mtime_ms);
+int source_listing_skip(struct source_listing *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 int source_listing_warn(struct source_listing *l, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void source_listing_sort(struct source_listing *l);
