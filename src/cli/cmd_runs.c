@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/table.h"
+#include "daemon/client.h"
 #include "daemon/views.h"
 #include "fsm/fsm.h"
 #include "util/timeutil.h"
@@ -24,16 +25,21 @@
 #define RUNS_DEFAULT_ALL_LIMIT 100
 /* Width of the ERROR column in the table (the full text is in --json and `runs show`). */
 #define RUNS_ERROR_WIDTH 60
+/* `runs cancel` asks the daemon, which records the request at once: a short exchange. */
+#define RUNS_CANCEL_TIMEOUT_MS 10000
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: thinimg runs [--all] [--json] [--type TYPE] [--resource ID] [--limit N]\n"
             "       thinimg runs show VERSION [--json]\n"
+            "       thinimg runs cancel VERSION\n"
             "\n"
             "List workflow runs (durable state machines): pending and running ones by\n"
             "default, oldest first; with --all also finished ones, newest first (the newest\n"
             "%d unless --limit is given). `runs show` prints one run and its events.\n"
+            "`runs cancel` asks the daemon to cancel a pending or running run (a run stuck\n"
+            "listing or downloading stops; it ends with outcome cancelled).\n"
             "\n"
             "Options:\n"
             "  -a, --all            include finished runs\n"
@@ -48,7 +54,8 @@ static void usage(FILE *out)
             "(failed attempts of the current transition), OUTCOME (ok, retry, abort,\n"
             "unrecoverable, handoff, cancelled), AGE, ERROR (last error).\n"
             "\n"
-            "Exit codes: 0 ok, 2 usage, 4 no database or no such run.\n",
+            "Exit codes: 0 ok, 1 no daemon (cancel), 2 usage, 4 no database or no such run,\n"
+            "5 the run has already finished (cancel).\n",
             RUNS_DEFAULT_ALL_LIMIT);
 }
 
@@ -259,6 +266,44 @@ static int show_run(struct cli *cli, const char *version, bool json)
     return EXIT_OK;
 }
 
+/* ---- runs cancel ------------------------------------------------------------------------- */
+
+/* Runs are driven by the process that holds the state directory: cancelling is a request to
+ * the daemon (a foreground command is stopped with Ctrl-C instead). */
+static int cancel_run(struct cli *cli, const char *version)
+{
+    struct fsm_id v;
+    if (fsm_id_parse(version, &v) < 0)
+        return cli_usage_error("runs",
+                               "'%s' is not a run version (26 characters, as listed by"
+                               " `thinimg runs`)",
+                               version);
+    struct err e = {0};
+    struct api_client *api = NULL;
+    int r = api_client_detect(&cli->cfg, &api, &e);
+    if (r < 0)
+        return cli_fail("runs", r, &e);
+    if (r == 0)
+        return cli_failf("runs", EXIT_FAIL,
+                         "no daemon serves this state directory: only the daemon's runs can be "
+                         "cancelled; stop a foreground command with Ctrl-C (its runs resume at "
+                         "the next start)");
+    char path[64];
+    snprintf(path, sizeof(path), "/v1/runs/%s/cancel", v.s);
+    long status = 0;
+    json_t *reply = NULL;
+    r = api_call(api, "POST", path, NULL, RUNS_CANCEL_TIMEOUT_MS, &status, &reply, &e);
+    api_client_free(api);
+    if (r == 0 && (status < 200 || status > 299))
+        r = api_reply_error(status, reply, &e);
+    json_decref(reply);
+    if (r < 0)
+        return cli_fail("runs", r, &e);
+    if (!cli->quiet)
+        printf("run %s: cancel requested\n", v.s);
+    return EXIT_OK;
+}
+
 int cmd_runs(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
@@ -320,6 +365,11 @@ int cmd_runs(struct cli *cli, int argc, char **argv)
         if (!version)
             return cli_usage_error("runs", "`runs show` needs a run VERSION");
         return show_run(cli, version, json);
+    }
+    if (optind < argc && !strcmp(argv[optind], "cancel")) {
+        if (optind + 2 != argc)
+            return cli_usage_error("runs", "`runs cancel` takes one run VERSION");
+        return cancel_run(cli, argv[optind + 1]);
     }
     if (optind < argc)
         return cli_usage_error("runs", "unexpected argument '%s'", argv[optind]);

@@ -710,12 +710,32 @@ static bool token_ok(const char *s)
     return true;
 }
 
+/* POST /v1/runs/VERSION/cancel: the run ends CANCELLED (a running transition is told through
+ * its cancel hook: a download, a listing, an extraction stop). */
+static enum http_next cancel_run(struct daemon *d, const struct fsm_id *v, struct http_reply *out)
+{
+    int r = fsm_cancel(d->m, v, "cancelled by the operator");
+    if (r == -EALREADY) {
+        http_reply_error(out, 409, "busy", "run %s has already finished (or is finishing)", v->s);
+        return HTTP_DONE;
+    }
+    if (r < 0) {
+        http_reply_errno(out, r, "cannot cancel run %s: %s", v->s,
+                         r == -ENOENT ? "no such run" : strerror(-r));
+        return HTTP_DONE;
+    }
+    http_reply_json(out, 202, json_pack("{s:s, s:b}", "run", v->s, "cancelled", 1));
+    return HTTP_DONE;
+}
+
 static enum http_next runs(struct daemon *d, const struct http_request *rq, struct http_reply *out,
                            struct http_deferred *def)
 {
     const char *rest = rq->path + strlen("/v1/runs");
-    if (!is(rq, "GET"))
-        return not_allowed(rq, out, "GET");
+    const char *tail = strrchr(rest, '/');
+    bool cancel = tail && tail != rest && !strcmp(tail, "/cancel");
+    if (cancel ? !is(rq, "POST") : !is(rq, "GET"))
+        return not_allowed(rq, out, cancel ? "POST" : "GET");
     if (!*rest || !strcmp(rest, "/")) {
         bool all;
         struct runs_ctx c = {.type = http_query(rq, "type"),
@@ -754,6 +774,8 @@ static enum http_next runs(struct daemon *d, const struct http_request *rq, stru
                          (int)(n < 64 ? n : 64), rest + 1);
         return HTTP_DONE;
     }
+    if (cancel && !strcmp(slash, "/cancel"))
+        return cancel_run(d, &v, out);
     if (slash && strcmp(slash, "/wait") != 0) {
         http_reply_error(out, 404, "not_found", "no such endpoint: %s %s (see docs/daemon.md)",
                          rq->method, rq->path);

@@ -158,6 +158,11 @@ static void resolve_free(void *ud)
     free(c);
 }
 
+static bool resolve_cancelled(void *ud)
+{
+    return fsm_run_cancelled(ud) != FSM_CANCEL_NONE;
+}
+
 static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
@@ -167,7 +172,11 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     struct image_ref ref = {0};
     struct err e = {0};
     fsm_run_set_progress(run, "resolve", 0, 0);
-    int r = ref_resolve(jstr(req, "ref"), p->cfg.source, &p->source, &ref, &e);
+    /* A listing can be long (or hostile): it stops when the run is cancelled. */
+    struct source_options so = p->source;
+    so.cancelled = resolve_cancelled;
+    so.cancel_ud = run;
+    int r = ref_resolve(jstr(req, "ref"), p->cfg.source, &so, &ref, &e);
     if (r < 0) {
         json_decref(req);
         /* Network trouble is worth retrying; a bad or missing ref is not. */
