@@ -218,14 +218,23 @@ static void print_run(const struct fsm_run_record *r)
     print_bytes("response", r->response, r->response_len);
 }
 
-static int show_run(struct cli *cli, const char *version, bool json)
+/* 0 with *v, or the usage error's exit code. */
+static int parse_version(const char *version, struct fsm_id *v)
 {
-    struct fsm_id v;
-    if (fsm_id_parse(version, &v) < 0)
+    if (fsm_id_parse(version, v) < 0)
         return cli_usage_error("runs",
                                "'%s' is not a run version (26 characters, as listed by"
                                " `thinimg runs --all`)",
                                version);
+    return 0;
+}
+
+static int show_run(struct cli *cli, const char *version, bool json)
+{
+    struct fsm_id v;
+    int rc = parse_version(version, &v);
+    if (rc)
+        return rc;
     struct err e = {0};
     _cleanup_db_ struct db *db = NULL;
     int r = cli_open_db(cli, true, &db, &e);
@@ -273,11 +282,9 @@ static int show_run(struct cli *cli, const char *version, bool json)
 static int cancel_run(struct cli *cli, const char *version)
 {
     struct fsm_id v;
-    if (fsm_id_parse(version, &v) < 0)
-        return cli_usage_error("runs",
-                               "'%s' is not a run version (26 characters, as listed by"
-                               " `thinimg runs`)",
-                               version);
+    int rc = parse_version(version, &v);
+    if (rc)
+        return rc;
     struct err e = {0};
     struct api_client *api = NULL;
     int r = api_client_detect(&cli->cfg, &api, &e);

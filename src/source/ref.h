@@ -46,19 +46,19 @@ enum ref_kind {
 const char *ref_kind_name(enum ref_kind k); /* "family", "family-key", "blob" */
 
 struct ref_layer {
-    unsigned n;      /* N of N.tar; 0 for an object that is not a family member */
-    char *key;       /* key in the source */
-    char *location;  /* canonical location */
+    unsigned n;     /* N of N.tar; 0 for an object that is not a family member */
+    char *key;      /* key in the source */
+    char *location; /* canonical location */
     uint64_t size;
-    char *etag;      /* NULL when the source gives none */
+    char *etag; /* NULL when the source gives none */
 };
 
 struct image_ref {
     enum ref_kind kind;
-    char *canonical;     /* canonical ref (see above) */
-    char *name;          /* human name, e.g. "golang:3" */
-    char *source;        /* source root, e.g. "s3://bucket/" */
-    char *family_prefix; /* key prefix of the family ("images/golang/"), NULL for a blob */
+    char *canonical;          /* canonical ref (see above) */
+    char *name;               /* human name, e.g. "golang:3" */
+    char *source;             /* source root, e.g. "s3://bucket/" */
+    char *family_prefix;      /* key prefix of the family ("images/golang/"), NULL for a blob */
     struct ref_layer *layers; /* bottom to top */
     size_t n_layers;
     char **warnings;
@@ -84,18 +84,20 @@ int ref_layer_number(const char *basename, unsigned *n);
 /* ---- catalog: what `thinimg ls` shows ------------------------------------------------- */
 
 struct ref_family {
-    char *prefix; /* key prefix, "" or ending in '/' */
-    char *name;   /* family name ("golang") */
+    char *prefix;             /* key prefix, "" or ending in '/' */
+    char *name;               /* family name ("golang") */
     struct ref_layer *layers; /* numeric order */
     size_t n_layers;
-    char **warnings; /* gaps, names that are not N.tar, too many layers */
+    char **warnings; /* gaps, names that are not N.tar (the first SOURCE_LIST_SKIP_EXAMPLES,
+                        then one line with the count of the rest), too many layers */
     size_t n_warnings;
+    size_t n_not_layers; /* objects in the folder whose name is not N.tar */
 };
 
 struct ref_catalog {
     struct ref_family *families; /* sorted by prefix */
     size_t n_families;
-    struct ref_layer *objects;   /* every other object, sorted by key */
+    struct ref_layer *objects; /* every other object, sorted by key */
     size_t n_objects;
 };
 

@@ -333,6 +333,18 @@ def m_longkey(h, rest, q):
     s3_objects_or_list(h, rest, q, lister)
 
 
+def m_many_names(h, rest, q):
+    """A family folder with 1.tar and 5,000 valid keys that are not layer names."""
+    def lister(h, q):
+        keys = ([('images/x/1.tar', len(h.st().objects['images/x/1.tar']))] +
+                [('images/x/n%d' % i, 1) for i in range(5000)])
+        n = token_page(h, q)
+        more = (n + 1) * PAGE_KEYS < len(keys)
+        h.list_page(keys[n * PAGE_KEYS:(n + 1) * PAGE_KEYS], token='t%d' % (n + 1) if more
+                    else None)
+    s3_objects_or_list(h, rest, q, lister)
+
+
 def bad_keys(n, page):
     # Every key invalid (a control character after decoding): none is ever accepted.
     return [('images/x/bad%%01-%d-%d' % (page, i), 1) for i in range(n)]
@@ -382,7 +394,8 @@ MODES = {
     'lm-change': m_lm_change, 'norange-change': m_norange_change, 'lm-stable': m_lm_stable,
     'badrange': m_badrange, 'endless-body': m_endless_body, 'stall-once': m_stall_once,
     'trickle': m_trickle, 'nulkey': m_nulkey, 'longkey': m_longkey, 'cycle3': m_cycle3,
-    'endless-list': m_endless_list, 'growing-token': m_growing_token, 'slow-list': m_slow_list,
+    'endless-list': m_endless_list, 'many-names': m_many_names,
+    'growing-token': m_growing_token, 'slow-list': m_slow_list,
 }
 
 

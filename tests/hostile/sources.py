@@ -379,6 +379,21 @@ def daemon_cancel_stuck_listing(ctx):
         log.close()
 
 
+@case
+def family_many_names(ctx):
+    """5,000 names that are not N.tar in a family folder: a few warning lines, not 5,000."""
+    one = layer(b'1')
+    ctx.srv.put('images/x/1.tar', one)
+    st = ctx.state()
+    r = ctx.thinimg(st, ['fetch', 's3://bkt/images/x/', '--endpoint',
+                         ctx.endpoint('many-names'), '--no-sign-request'], 30)
+    expect(r, 0, 'and 4997 more names that are not layer names', within=20)
+    warnings = [ln for ln in r.err.splitlines() if ln.startswith('warning')]
+    ok(len(warnings) <= 4, '%d warning lines' % len(warnings))
+    ok(blobs(st) == {sha(one)}, 'blobs %s' % blobs(st))
+    return r
+
+
 # ---- 5: bodies, stalls, trickles -----------------------------------------------------------
 
 @case
