@@ -334,15 +334,18 @@ static bool xfer_start(struct xfer *x)
                       r->etag[0] ? r->etag : "(none)", x->expected_etag);
             return false;
         }
-    } else if (source_etag_is_strong(r->etag)) {
-        strcpy(x->expected_etag, r->etag);
     } else if (*x->expected_lm) {
+        /* Once the version is pinned by Last-Modified, it stays the validator (an ETag that
+         * appears later proves nothing about the bytes already delivered). */
         if (r->last_modified_ms != *x->expected_lm) {
             xfer_fail(x, -ESTALE,
                       "the object changed: Last-Modified differs from the first "
                       "response's (the server gives no strong ETag)");
             return false;
         }
+    } else if (source_etag_is_strong(r->etag)) {
+        /* First response (without a validator no attempt follows one that delivered). */
+        strcpy(x->expected_etag, r->etag);
     } else {
         *x->expected_lm = r->last_modified_ms;
     }
