@@ -212,6 +212,12 @@ def m_lm_change(h, rest, q):
     changing(h, rest, [('Last-Modified', LM_A)], [('Last-Modified', LM_B)])
 
 
+def m_lm_then_etag(h, rest, q):
+    """Last-Modified only for version A (cut in the middle); version B comes with a strong
+    ETag and another Last-Modified: the ETag must not replace the pinned Last-Modified."""
+    changing(h, rest, [('Last-Modified', LM_A)], [('ETag', '"b"'), ('Last-Modified', LM_B)])
+
+
 def m_norange_change(h, rest, q):
     """No validator, the content changes after the first cut, and Range is ignored (200)."""
     changing(h, rest, [], [], honour_range_after=False)
@@ -391,7 +397,7 @@ def m_slow_list(h, rest, q):
 
 MODES = {
     'plain': m_plain, 'noetag-change': m_noetag_change, 'weak-change': m_weak_change,
-    'lm-change': m_lm_change, 'norange-change': m_norange_change, 'lm-stable': m_lm_stable,
+    'lm-change': m_lm_change, 'lm-then-etag': m_lm_then_etag, 'norange-change': m_norange_change, 'lm-stable': m_lm_stable,
     'badrange': m_badrange, 'endless-body': m_endless_body, 'stall-once': m_stall_once,
     'trickle': m_trickle, 'nulkey': m_nulkey, 'longkey': m_longkey, 'cycle3': m_cycle3,
     'endless-list': m_endless_list, 'many-names': m_many_names,
