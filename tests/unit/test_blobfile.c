@@ -90,9 +90,10 @@ static char *put_blob(struct env *v, const char *data, const char *name_digest, 
     assert_non_null(path);
     assert_int_equal(tu_write_file(path, data, strlen(data)), 0);
     char sql[512];
-    snprintf(sql, sizeof(sql), "INSERT INTO blobs(digest, size, media_type, path, "
-             "created_at_ms, last_used_ms) VALUES('%s', %zu, 'tar', 'sha256/x', 1, 1)", digest,
-             strlen(data));
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO blobs(digest, size, media_type, path, "
+             "created_at_ms, last_used_ms) VALUES('%s', %zu, 'tar', 'sha256/x', 1, 1)",
+             digest, strlen(data));
     exec(v->db, sql);
     return path;
 }
@@ -145,14 +146,17 @@ static void test_in_place_write_caught_by_ctime(void **state)
     char qdir[4096];
     snprintf(qdir, sizeof(qdir), "%s/" BLOBFILE_QUARANTINE_SUBDIR, v->blob_dir);
     char cmd[4200];
-    snprintf(cmd, sizeof(cmd), "ls '%s' | grep -q '^%s\\.'", qdir,
-             digest + strlen(DIGEST_PREFIX));
+    snprintf(cmd, sizeof(cmd), "ls '%s' | grep -q '^%s\\.'", qdir, digest + strlen(DIGEST_PREFIX));
     assert_int_equal(tu_sh(cmd, NULL, NULL), 0);
-    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE digest = ?1 AND "
-                                  "reason LIKE '%hash to%' AND moved_to IS NOT NULL", digest),
+    assert_int_equal(q_int(v->db,
+                           "SELECT count(*) FROM blob_quarantine WHERE digest = ?1 AND "
+                           "reason LIKE '%hash to%' AND moved_to IS NOT NULL",
+                           digest),
                      1);
-    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blobs WHERE digest = ?1 AND "
-                                  "file_ctime_ns IS NULL", digest),
+    assert_int_equal(q_int(v->db,
+                           "SELECT count(*) FROM blobs WHERE digest = ?1 AND "
+                           "file_ctime_ns IS NULL",
+                           digest),
                      1);
 }
 
@@ -178,12 +182,10 @@ static void test_wrong_size_and_missing(void **state)
     char digest[DIGEST_STR_LEN + 1];
     _cleanup_free_ char *path = put_blob(v, "short", NULL, digest);
     char why[512];
-    assert_int_equal(blobfile_verify(v->db, v->blob_dir, digest, 999, path, NULL, why,
-                                     sizeof(why)),
+    assert_int_equal(blobfile_verify(v->db, v->blob_dir, digest, 999, path, NULL, why, sizeof(why)),
                      0);
     assert_non_null(strstr(why, "999"));
-    assert_int_equal(blobfile_verify(v->db, v->blob_dir, digest, 0, path, NULL, why,
-                                     sizeof(why)),
+    assert_int_equal(blobfile_verify(v->db, v->blob_dir, digest, 0, path, NULL, why, sizeof(why)),
                      0); /* now missing: not quarantined twice */
     assert_non_null(strstr(why, "missing"));
     assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine", NULL), 1);
@@ -202,8 +204,10 @@ static void test_migration_makes_paths_relative(void **state)
     assert_int_equal(db_migrate(db, "blobs", store_blobs_migrations, 1, &e), 0);
     const char *d = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
     char sql[512];
-    snprintf(sql, sizeof(sql), "INSERT INTO blobs VALUES('%s', 1, 'tar', "
-             "'rel/state/blobs/sha256/%s', 1, 1)", d, d + strlen(DIGEST_PREFIX));
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO blobs VALUES('%s', 1, 'tar', "
+             "'rel/state/blobs/sha256/%s', 1, 1)",
+             d, d + strlen(DIGEST_PREFIX));
     exec(db, sql);
     assert_int_equal(store_migrate(db, &e), 0);
     db_lock(db);
