@@ -48,10 +48,13 @@ static void seal_from_stat(const struct stat *st, struct blob_seal *s)
 
 int blobfile_seal_fd(int fd, struct blob_seal *s)
 {
-    if (fchmod(fd, BLOBFILE_MODE) < 0)
-        return neg_errno();
     struct stat st;
     if (fstat(fd, &st) < 0)
+        return neg_errno();
+    /* A chmod moves the ctime even when the mode stays: sealing an already sealed file (two
+     * runs storing the same bytes at once) must not break the seal the other one recorded. */
+    if ((st.st_mode & 07777) != BLOBFILE_MODE &&
+        (fchmod(fd, BLOBFILE_MODE) < 0 || fstat(fd, &st) < 0))
         return neg_errno();
     seal_from_stat(&st, s);
     return 0;

@@ -25,6 +25,7 @@
 #include "util/cleanup.h"
 #include "util/hash.h"
 #include "util/redact.h"
+#include "util/timeutil.h"
 
 struct env {
     char *dir, *blob_dir;
@@ -121,6 +122,15 @@ static void test_sealed_file_trusted_on_stat(void **state)
     assert_int_equal(st.st_mode & 07777, BLOBFILE_MODE);
     assert_int_equal(blobfile_verify(v->db, v->blob_dir, digest, 0, path, NULL, NULL, 0), 1);
     assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine", NULL), 0);
+    /* Sealing it again (another run storing the same bytes) keeps the first seal valid. */
+    struct blob_seal first, again;
+    assert_int_equal(blobfile_seal_load(v->db, digest, &first), 1);
+    sleep_ms(20);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(blobfile_seal_fd(fd, &again), 0);
+    close(fd);
+    assert_int_equal(again.ctime_ns, first.ctime_ns);
 }
 
 static void test_in_place_write_caught_by_ctime(void **state)
