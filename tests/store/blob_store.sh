@@ -271,7 +271,10 @@ case_nospace() {
     grep -q "not enough space: no space left on the file system of $S/tmp.*the partial file was removed" \
         "$W/midway.err" || fail "no clear message: $(tail -3 "$W/midway.err")"
     [ "$(part_files)" = 0 ] || fail "a partial file was left: $(find "$S/tmp" -type f)"
-    pass "the disk fills during the transfer: exit 1 at once, partial file removed"
+    [ "$(q "SELECT count(*) FROM fsm_runs WHERE type = 'fetch' AND status = 3 AND error LIKE 'not enough space: no space left%'")" = 1 ] ||
+        fail "the failure was not recorded on the full disk"
+    [ "$(q "SELECT count(*) FROM downloads")" = 0 ] || fail "a resume hint was left"
+    pass "the disk fills during the transfer: exit 1 at once, partial file removed, failure recorded"
 
     rm -f "$S/filler"
     mount -o remount,size=64m "$S"
