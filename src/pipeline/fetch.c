@@ -883,6 +883,8 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         r = download_upsert(db, rq.location, obj.etag, tmp, offset, obj.size);
     if (r < 0) {
         sha256_free(&h);
+        if (r == -ENOSPC) /* the database's write: a full disk, not a transient error */
+            return out_of_space(db, rq.location, tmp, fd, obj.size, "recording the download");
         return fsm_retry("cannot prepare the download in %s: %s", tmp, strerror(-r));
     }
     if (offset)
