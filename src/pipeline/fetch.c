@@ -783,18 +783,16 @@ static bool space_for_download(const struct fetch_context *c, struct db *db, con
     format_bytes(avail, a, sizeof(a));
     char kept[96] = "";
     if (offset) /* what is there resumes once there is room */
-        snprintf(kept, sizeof(kept),
-                 "; the partial download (%" PRIu64 " bytes) is kept and "
-                 "resumes",
+        snprintf(kept, sizeof(kept), "; the %" PRIu64 " bytes already fetched are kept for it",
                  offset);
     else {
         unlink(tmp);
         download_forget(db, location);
     }
-    *res = fsm_abort(FETCH_NO_SPACE_PREFIX
-                     "the file system of %s has %s free; %s needs %s (the "
-                     "blob) + %s (margin for the database); free space there or use a "
-                     "--state-dir on a larger file system, then fetch again%s",
+    *res = fsm_abort(FETCH_NO_SPACE_PREFIX "the file system of %s has %s free; %s needs %s "
+                                           "(the blob) + %s (margin for the database); free "
+                                           "space there or use a --state-dir on a larger file "
+                                           "system, then fetch again%s",
                      c->tmp_dir, a, location, n, m, kept);
     return false;
 }
@@ -816,10 +814,10 @@ static struct fsm_result out_of_space(struct db *db, const char *location, const
     log_error("download stopped: no space left",
               "location=%s written=%" PRIu64 " size=%" PRIu64 " partial_file=removed", location,
               written, size);
-    return fsm_abort(FETCH_NO_SPACE_PREFIX
-                     "no space left on the file system of %s after %s of "
-                     "%s of %s (%s); the partial file was removed; free space or use a "
-                     "--state-dir on a larger file system, then fetch again",
+    return fsm_abort(FETCH_NO_SPACE_PREFIX "no space left on the file system of %s after %s "
+                                           "of %s of %s (%s); the partial file was removed; "
+                                           "free space or use a --state-dir on a larger file "
+                                           "system, then fetch again",
                      tmp, w, t, location, cause);
 }
 
