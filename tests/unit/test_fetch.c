@@ -4,7 +4,8 @@
  * layout) is fetched and recorded, garbage (zero bytes, an XML error body, HTML, a truncated
  * tar, a PNG) is rejected and leaves nothing behind, identical bytes under two keys are stored
  * once, a second fetch hands off, a corrupted store file and a changed source are fetched
- * again, an archive's layer changed on disk is quarantined and stored again. Blobs come from tests/s3/make_blobs.py.
+ * again, an archive's layer changed on disk is quarantined and stored again. Blobs come from
+ * tests/s3/make_blobs.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -374,8 +375,7 @@ static void test_archive_layers_tampered(void **state)
     fetch_result_free(&r);
     _cleanup_free_ char *d2 = file_digest(p2);
     assert_string_equal(d2, l2);
-    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE digest = ?1", l2),
-                     1);
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE digest = ?1", l2), 1);
     /* the archive itself again: check-exists finds layer 1 changed, no handoff, fetched again */
     tamper(p1);
     assert_int_equal(fetch(v, "formats/docker.tar", &r, NULL), FSM_OK);
@@ -383,8 +383,7 @@ static void test_archive_layers_tampered(void **state)
     fetch_result_free(&r);
     _cleanup_free_ char *d1 = file_digest(p1);
     assert_string_equal(d1, l1);
-    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE digest = ?1", l1),
-                     1);
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE digest = ?1", l1), 1);
     /* untouched now: handed off on the seals alone */
     assert_int_equal(fetch(v, "formats/docker.tar", &r, NULL), FSM_HANDOFF);
     fetch_result_free(&r);
