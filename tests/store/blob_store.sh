@@ -89,7 +89,7 @@ bg() {
     PIDS+=("$BGPID")
     TIPID=
     for _ in $(seq 200); do
-        TIPID=$(pgrep -P "$BGPID" || true)
+        TIPID=$(cat "/proc/$BGPID/task/$BGPID/children" 2>/dev/null | awk '{print $1}')
         [ -n "$TIPID" ] && break
         sleep 0.05
     done
