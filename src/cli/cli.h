@@ -22,12 +22,13 @@
 /* Exit codes: documented in docs/cli.md; keep both in sync. */
 enum cli_exit {
     EXIT_OK = 0,
-    EXIT_FAIL = 1,      /* the operation failed (details on stderr) */
-    EXIT_USAGE = 2,     /* bad command line */
-    EXIT_UNHEALTHY = 3, /* refused: pool or host unhealthy (see `thinimg health`) */
-    EXIT_NOTFOUND = 4,  /* the named image, activation, run or object does not exist */
-    EXIT_BUSY = 5,      /* another thinimg holds the lock or the resource is in use */
-    EXIT_REJECTED = 6,  /* input rejected: not an image, unsafe archive, invalid key */
+    EXIT_FAIL = 1,          /* the operation failed (details on stderr) */
+    EXIT_USAGE = 2,         /* bad command line */
+    EXIT_UNHEALTHY = 3,     /* refused: pool or host unhealthy (see `thinimg health`) */
+    EXIT_NOTFOUND = 4,      /* the named image, activation, run or object does not exist */
+    EXIT_BUSY = 5,          /* another thinimg holds the lock or the resource is in use */
+    EXIT_REJECTED = 6,      /* input rejected: not an image, unsafe archive, invalid key */
+    EXIT_INTERRUPTED = 130, /* SIGINT/SIGTERM/SIGHUP: the runs stay recorded and resume */
 };
 
 struct cli {

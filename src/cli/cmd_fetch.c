@@ -14,6 +14,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_source.h"
+#include "cli/run_cmd.h"
 #include "cli/table.h"
 #include "fsm/fsm.h"
 #include "guard/lock.h"
@@ -21,6 +22,7 @@
 #include "source/ref.h"
 #include "util/cleanup.h"
 #include "util/defaults.h"
+#include "util/redact.h"
 #include "util/timeutil.h"
 
 /* How often the progress display refreshes. */
@@ -44,8 +46,9 @@ static void usage(void)
            "  --jobs N            parallel downloads (default %d)\n" CLI_SOURCE_HELP
            "  -h, --help          this help\n"
            "\n"
-           "Exit codes: 0 fetched, 1 failed, 4 not found, 5 busy, 6 rejected (not an image\n"
-           "layer, unsafe archive, too large).\n",
+           "Exit codes: 0 fetched, 1 failed (also: not enough space), 4 not found, 5 busy,\n"
+           "6 rejected (not an image layer, unsafe archive, too large), 130 interrupted\n"
+           "(SIGINT/SIGTERM: the fetch resumes where it stopped the next time).\n",
            DEFAULT_FETCH_QUEUE_LIMIT);
 }
 
@@ -135,6 +138,32 @@ static json_t *layer_json(const struct item *it, const struct fetch_layer *l)
     return o;
 }
 
+/* Credentials in the REF's URL stay in memory (pipeline/fetch.h): from here on the
+ * locations and names that runs, rows, logs and output carry are without them. */
+static int keep_credentials(struct image_ref *ref)
+{
+    char **plain[] = {&ref->canonical, &ref->source, &ref->family_prefix};
+    for (size_t i = 0; i < ARRAY_SIZE(plain); i++) {
+        if (!*plain[i])
+            continue;
+        char *s = url_strip_userinfo(*plain[i]);
+        if (!s)
+            return -ENOMEM;
+        free(*plain[i]);
+        *plain[i] = s;
+    }
+    for (size_t i = 0; i < ref->n_layers; i++) {
+        char *s = fetch_credentials_keep(ref->layers[i].location);
+        if (!s)
+            return -ENOMEM;
+        free(ref->layers[i].location);
+        ref->layers[i].location = s;
+    }
+    for (size_t i = 0; i < ref->n_warnings; i++)
+        text_strip_userinfo(ref->warnings[i]);
+    return 0;
+}
+
 int cmd_fetch(struct cli *cli, int argc, char **argv)
 {
     bool json = false;
@@ -168,8 +197,14 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
     struct err e = {0};
     struct image_ref ref = {0};
     int r = ref_resolve(refarg, cli->cfg.source, &so, &ref, &e);
+    text_strip_userinfo(e.msg);
     if (r < 0)
         return cli_fail("fetch", r, &e);
+    r = keep_credentials(&ref);
+    if (r < 0) {
+        image_ref_free(&ref);
+        return cli_fail("fetch", r, NULL);
+    }
     for (size_t i = 0; i < ref.n_warnings; i++)
         fprintf(stderr, "warning: %s\n", ref.warnings[i]);
     if (!cli->quiet)
@@ -210,6 +245,7 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
         r = fsm_manager_resume(m); /* may return how many runs it resumed */
     if (r > 0)
         r = 0;
+    run_catch_signals();
     struct item *items = calloc(ref.n_layers, sizeof(*items));
     if (r == 0 && !items)
         r = -ENOMEM;
@@ -249,6 +285,19 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
     bool progress = !cli->quiet && !json;
     size_t remaining = ref.n_layers;
     while (remaining) {
+        if (run_env_interrupted()) {
+            /* The shutdown below stops the transfers; their runs and partial files stay
+             * recorded and the next start resumes them. */
+            if (progress && cli->tty)
+                fputc('\n', stderr);
+            fprintf(stderr,
+                    "thinimg: fetch: interrupted; %zu unfinished fetch%s resume%s where "
+                    "%s stopped the next time thinimg runs (e.g. the same command again)\n",
+                    remaining, remaining == 1 ? "" : "es", remaining == 1 ? "s" : "",
+                    remaining == 1 ? "it" : "they");
+            rc = EXIT_INTERRUPTED;
+            goto out;
+        }
         for (size_t i = 0; i < ref.n_layers; i++) {
             struct item *it = &items[i];
             if (it->done)
@@ -358,5 +407,6 @@ out:
     db_close(db);
     proc_lock_release(&lock);
     image_ref_free(&ref);
+    fetch_credentials_forget();
     return rc;
 }

@@ -27,7 +27,7 @@ static void on_signal(int sig)
     g_interrupted = 1;
 }
 
-static void catch_signals(void)
+void run_catch_signals(void)
 {
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
@@ -82,7 +82,7 @@ int run_env_open(struct cli *cli, const char *command, const struct run_env_opts
         run_env_close(env);
         return r;
     }
-    catch_signals();
+    run_catch_signals();
     if (o->no_resume)
         return 0;
     r = pipeline_resume(env->p);
@@ -179,7 +179,7 @@ int run_remote_wait(struct cli *cli, struct api_client *c, const struct fsm_id *
                     enum fsm_outcome *outcome, char **error, struct err *e)
 {
     *error = NULL;
-    catch_signals();
+    run_catch_signals();
     struct progress *pg = NULL;
     progress_start(NULL, stderr, isatty(STDERR_FILENO) == 1, cli->quiet, &pg);
     char path[128];

@@ -46,6 +46,9 @@ void run_env_close(struct run_env *env);
 int run_env_wait(struct cli *cli, struct run_env *env, const struct fsm_id *run,
                  enum fsm_outcome *outcome, char **error);
 bool run_env_interrupted(void);
+/* Catch SIGINT, SIGTERM and SIGHUP from now on: they set the flag run_env_interrupted()
+ * reads, so the command can shut its runs down gracefully (they resume next time). */
+void run_catch_signals(void);
 
 /* ---- the same work done by a running daemon (src/daemon/client.h) ---------------------- */
 

@@ -13,18 +13,22 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "store/blobfile.h"
 #include "store/db.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/log.h"
 #include "util/metrics.h"
+#include "util/redact.h"
 #include "util/timeutil.h"
 
 struct fetch_context {
@@ -132,13 +136,36 @@ static enum blob_format format_parse(const char *s)
     return BLOB_UNKNOWN;
 }
 
-static json_t *layer_json(const char *digest, uint64_t size, enum blob_format f,
-                          const char *path, const char *member)
+/* A blob file's seal (store/blobfile.h) as it travels in the response, from the step that
+ * hashed the file to the record step that writes it into the blobs row. */
+static json_t *seal_json(const struct blob_seal *s)
+{
+    return json_pack("{s:I, s:I, s:I}", "ino", (json_int_t)s->ino, "mtime_ns",
+                     (json_int_t)s->mtime_ns, "ctime_ns", (json_int_t)s->ctime_ns);
+}
+
+static bool seal_parse(json_t *o, uint64_t size, struct blob_seal *s)
+{
+    json_t *ino = json_object_get(o, "ino"), *m = json_object_get(o, "mtime_ns"),
+           *ct = json_object_get(o, "ctime_ns");
+    if (!json_is_integer(ino) || !json_is_integer(m) || !json_is_integer(ct))
+        return false;
+    *s = (struct blob_seal){.size = size,
+                            .ino = (uint64_t)json_integer_value(ino),
+                            .mtime_ns = json_integer_value(m),
+                            .ctime_ns = json_integer_value(ct)};
+    return true;
+}
+
+static json_t *layer_json(const char *digest, uint64_t size, enum blob_format f, const char *path,
+                          const char *member, const struct blob_seal *seal)
 {
     json_t *o = json_pack("{s:s, s:I, s:s, s:s}", "digest", digest, "size", (json_int_t)size,
                           "format", blob_format_name(f), "path", path);
     if (o && member)
         json_object_set_new(o, "member", json_string(member));
+    if (o && seal)
+        json_object_set_new(o, "seal", seal_json(seal));
     return o;
 }
 
@@ -184,6 +211,7 @@ int fetch_response_parse(const void *data, size_t len, struct fetch_result *out,
     out->etag = dup_or_null(json_string_value(json_object_get(j, "etag")));
     out->repo_tag = dup_or_null(json_string_value(json_object_get(j, "repo_tag")));
     out->reused = json_is_true(json_object_get(j, "reused"));
+    out->sealed = seal_parse(json_object_get(j, "seal"), out->size, &out->seal);
     if (!out->location || !out->path)
         goto nomem;
     json_t *layers = json_object_get(j, "layers");
@@ -207,6 +235,7 @@ int fetch_response_parse(const void *data, size_t len, struct fetch_result *out,
             fl->format = format_parse(json_string_value(json_object_get(l, "format")));
             fl->path = strdup(p);
             fl->member = dup_or_null(json_string_value(json_object_get(l, "member")));
+            fl->sealed = seal_parse(json_object_get(l, "seal"), fl->size, &fl->seal);
             out->n_layers = i + 1;
             if (!fl->path)
                 goto nomem;
@@ -216,6 +245,95 @@ int fetch_response_parse(const void *data, size_t len, struct fetch_result *out,
 nomem:
     fetch_result_free(out);
     return -ENOMEM;
+}
+
+/* ---- credentials in URLs: in memory only -------------------------------------------------- */
+
+/* The userinfo of each origin (scheme://host[:port]) a command was given, for this process
+ * only: the locations that runs, rows and logs carry never have it (util/redact.h). */
+struct credential {
+    char *origin;   /* "http://host:8080" */
+    char *userinfo; /* "alice:s3cr3t@" */
+    struct credential *next;
+};
+static struct credential *g_credentials;
+static pthread_mutex_t g_credentials_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Split url into origin (without userinfo) and userinfo; false when it has none. */
+static bool url_origin(const char *url, char **origin, char **userinfo)
+{
+    *origin = *userinfo = NULL;
+    if (!url_has_userinfo(url))
+        return false;
+    const char *a = strstr(url, "://") + 3;
+    const char *at = a + strcspn(a, "/?#");
+    while (at > a && at[-1] != '@')
+        at--;
+    _cleanup_free_ char *bare = url_strip_userinfo(url);
+    if (!bare)
+        return false;
+    const char *host = strstr(bare, "://") + 3;
+    size_t n = (size_t)(host - bare) + strcspn(host, "/?#");
+    *origin = strndup(bare, n);
+    *userinfo = strndup(a, (size_t)(at - a));
+    if (!*origin || !*userinfo) {
+        free(*origin);
+        free(*userinfo);
+        return false;
+    }
+    return true;
+}
+
+char *fetch_credentials_keep(const char *location)
+{
+    char *origin, *userinfo;
+    if (!url_origin(location, &origin, &userinfo))
+        return strdup(location);
+    struct credential *cr = calloc(1, sizeof(*cr));
+    if (!cr) {
+        free(origin);
+        free(userinfo);
+        return NULL;
+    }
+    cr->origin = origin;
+    cr->userinfo = userinfo;
+    pthread_mutex_lock(&g_credentials_lock);
+    cr->next = g_credentials;
+    g_credentials = cr;
+    pthread_mutex_unlock(&g_credentials_lock);
+    return url_strip_userinfo(location);
+}
+
+void fetch_credentials_forget(void)
+{
+    pthread_mutex_lock(&g_credentials_lock);
+    while (g_credentials) {
+        struct credential *next = g_credentials->next;
+        explicit_bzero(g_credentials->userinfo, strlen(g_credentials->userinfo));
+        free(g_credentials->userinfo);
+        free(g_credentials->origin);
+        free(g_credentials);
+        g_credentials = next;
+    }
+    pthread_mutex_unlock(&g_credentials_lock);
+}
+
+/* The location to hand the source: with the userinfo kept for its origin, if any. Only for
+ * the request: never store, log or return it in a message. */
+static char *location_for_request(const char *location)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&g_credentials_lock);
+    for (struct credential *cr = g_credentials; cr && !out; cr = cr->next) {
+        size_t n = strlen(cr->origin);
+        if (strncmp(location, cr->origin, n) != 0 || (location[n] && !strchr("/?#", location[n])))
+            continue; /* another origin, or a longer host name ("host:80" vs "host:8080") */
+        const char *host = strstr(location, "://") + 3;
+        if (asprintf(&out, "%.*s%s%s", (int)(host - location), location, cr->userinfo, host) < 0)
+            out = NULL;
+    }
+    pthread_mutex_unlock(&g_credentials_lock);
+    return out ? out : strdup(location);
 }
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -228,10 +346,7 @@ static struct db *run_db(struct fsm_run *run)
 /* blobs/sha256/<hex> for a digest. */
 static char *blob_path(const struct fetch_context *c, const char *digest)
 {
-    char *p = NULL;
-    if (asprintf(&p, "%s/sha256/%s", c->blob_dir, digest + strlen(DIGEST_PREFIX)) < 0)
-        return NULL;
-    return p;
+    return blobfile_path(c->blob_dir, digest);
 }
 
 /* The temp file of a location: named from a hash of the location, never from the key. */
@@ -248,22 +363,13 @@ static char *tmp_path_for(const struct fetch_context *c, const char *location)
     return p;
 }
 
-/* Does path hold exactly the blob `digest` of `size` bytes? 1 yes, 0 no, negative on error. */
-static int blob_file_ok(const char *path, const char *digest, uint64_t size)
+/* Does path hold exactly the blob `digest` of `size` bytes? 1 yes, 0 no (missing, or
+ * quarantined because its bytes do not match), negative on error. One stat when the file
+ * still equals the seal recorded when it was written; a hash otherwise (store/blobfile.h). */
+static int blob_file_ok(const struct fetch_context *c, struct db *db, const char *path,
+                        const char *digest, uint64_t size, struct blob_seal *seal)
 {
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return errno == ENOENT ? 0 : neg_errno();
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size)
-        return 0;
-    uint8_t h[SHA256_LEN];
-    uint64_t n = 0;
-    int r = sha256_file(path, h, &n);
-    if (r < 0)
-        return r;
-    char d[DIGEST_STR_LEN + 1];
-    digest_format(h, d);
-    return strcmp(d, digest) == 0 && n == size;
+    return blobfile_verify(db, c->blob_dir, digest, size, path, seal, NULL, 0);
 }
 
 static bool cancel_hook(void *ud)
@@ -490,11 +596,12 @@ static int archive_layers_known(struct fetch_context *c, struct db *db, const ch
             break;
         }
         _cleanup_free_ char *bp = blob_path(c, k.digest);
-        r = bp ? blob_file_ok(bp, k.digest, k.blob_size) : -ENOMEM;
+        struct blob_seal seal;
+        r = bp ? blob_file_ok(c, db, bp, k.digest, k.blob_size, &seal) : -ENOMEM;
         if (r == 1)
-            json_array_append_new(layers, layer_json(k.digest, k.blob_size,
-                                                     format_parse(k.media_type), bp,
-                                                     m.layers[i].member));
+            json_array_append_new(layers,
+                                  layer_json(k.digest, k.blob_size, format_parse(k.media_type), bp,
+                                             m.layers[i].member, &seal));
         known_free(&k);
         ok = r;
     }
@@ -539,7 +646,8 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
         _cleanup_free_ char *key = NULL;
         struct source_object o = {0};
         struct err e = {0};
-        if (source_open(rq.location, &so, &s, &key, &e) == 0 && source_stat(s, key, &o, &e) == 0) {
+        _cleanup_free_ char *url = location_for_request(rq.location);
+        if (url && source_open(url, &so, &s, &key, &e) == 0 && source_stat(s, key, &o, &e) == 0) {
             etag = dup_or_null(o.etag);
             size = o.size;
         }
@@ -550,7 +658,8 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
     _cleanup_json_ json_t *resp = NULL;
     if (same) {
         _cleanup_free_ char *bp = blob_path(c, k.digest);
-        ok = bp ? blob_file_ok(bp, k.digest, k.blob_size) : -ENOMEM;
+        struct blob_seal seal;
+        ok = bp ? blob_file_ok(c, db, bp, k.digest, k.blob_size, &seal) : -ENOMEM;
         if (ok == 1) {
             enum blob_format f = format_parse(k.media_type);
             resp = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:b, s:[]}", "location",
@@ -558,8 +667,10 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
                              (json_int_t)k.blob_size, "path", bp, "format", blob_format_name(f),
                              "reused", 1, "layers");
             json_t *layers = json_object_get(resp, "layers");
+            json_object_set_new(resp, "seal", seal_json(&seal));
             if (blob_format_is_layer(f)) {
-                json_array_append_new(layers, layer_json(k.digest, k.blob_size, f, bp, NULL));
+                json_array_append_new(layers,
+                                      layer_json(k.digest, k.blob_size, f, bp, NULL, &seal));
             } else {
                 char *tag = NULL;
                 ok = archive_layers_known(c, db, rq.location, bp, layers, &tag);
@@ -636,6 +747,81 @@ static int hash_prefix(int fd, uint64_t n, struct sha256 *h)
     return 0;
 }
 
+/* blobs/sha256, owner only. */
+static int mkdir_p_blobs(const struct fetch_context *c)
+{
+    _cleanup_free_ char *shadir = path_join(c->blob_dir, BLOBFILE_SUBDIR);
+    return shadir ? mkdir_p(shadir, 0700) : -ENOMEM;
+}
+
+/* Forget the resume hint of a location (a short transaction of its own). */
+static void download_forget(struct db *db, const char *location)
+{
+    if (db_begin(db) < 0)
+        return;
+    sqlite3_stmt *st = db_prepare(db, "DELETE FROM downloads WHERE location = ?1");
+    if (st)
+        db_bind_text(st, 1, location);
+    db_step_commit(db, st);
+}
+
+/* Is there room in the temp directory for `need` more bytes of location (plus
+ * FETCH_SPACE_MARGIN_BYTES)? A full disk is not a transient error: no attempt is made, and the
+ * run fails at once saying what is full and what to do. */
+static bool space_for_download(const struct fetch_context *c, struct db *db, const char *location,
+                               const char *tmp, uint64_t offset, uint64_t need,
+                               struct fsm_result *res)
+{
+    struct statvfs vfs;
+    if (statvfs(c->tmp_dir, &vfs) < 0)
+        return true; /* cannot tell: the write itself will say */
+    uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    if (avail >= need + FETCH_SPACE_MARGIN_BYTES)
+        return true;
+    char n[32], m[32], a[32];
+    format_bytes(need, n, sizeof(n));
+    format_bytes(FETCH_SPACE_MARGIN_BYTES, m, sizeof(m));
+    format_bytes(avail, a, sizeof(a));
+    char kept[96] = "";
+    if (offset) /* what is there resumes once there is room */
+        snprintf(kept, sizeof(kept), "; the %" PRIu64 " bytes already fetched are kept for it",
+                 offset);
+    else {
+        unlink(tmp);
+        download_forget(db, location);
+    }
+    *res = fsm_abort(FETCH_NO_SPACE_PREFIX "the file system of %s has %s free; %s needs %s "
+                                           "(the blob) + %s (margin for the database); free "
+                                           "space there or use a --state-dir on a larger file "
+                                           "system, then fetch again%s",
+                     c->tmp_dir, a, location, n, m, kept);
+    return false;
+}
+
+/* The disk filled up while writing the download: remove the partial file (it cannot be
+ * finished until there is room, and it is what fills the disk), forget its resume hint, and
+ * give the database room to record the failure (store/db.h: the reserve). */
+static struct fsm_result out_of_space(struct db *db, const char *location, const char *tmp, int fd,
+                                      uint64_t size, const char *cause)
+{
+    struct stat st;
+    uint64_t written = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    unlink(tmp);
+    db_release_reserve(db);
+    download_forget(db, location);
+    char w[32], t[32];
+    format_bytes(written, w, sizeof(w));
+    format_bytes(size, t, sizeof(t));
+    log_error("download stopped: no space left",
+              "location=%s written=%" PRIu64 " size=%" PRIu64 " partial_file=removed", location,
+              written, size);
+    return fsm_abort(FETCH_NO_SPACE_PREFIX "no space left on the file system of %s after %s "
+                                           "of %s of %s (%s); the partial file was removed; "
+                                           "free space or use a --state-dir on a larger file "
+                                           "system, then fetch again",
+                     tmp, w, t, location, cause);
+}
+
 static struct fsm_result download(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
@@ -647,7 +833,10 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     struct source_options so = source_opts(c, run);
     _cleanup_source_ struct source *s = NULL;
     _cleanup_free_ char *key = NULL;
-    int r = source_open(rq.location, &so, &s, &key, &e);
+    _cleanup_free_ char *url = location_for_request(rq.location);
+    if (!url)
+        return fsm_retry("out of memory");
+    int r = source_open(url, &so, &s, &key, &e);
     if (r < 0)
         return source_failure(r, &e);
     /* The version we fetch: its size and ETag now. */
@@ -695,11 +884,20 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         r = download_upsert(db, rq.location, obj.etag, tmp, offset, obj.size);
     if (r < 0) {
         sha256_free(&h);
+        if (r == -ENOSPC) /* the database's write: a full disk, not a transient error */
+            return out_of_space(db, rq.location, tmp, fd, obj.size, "recording the download");
         return fsm_retry("cannot prepare the download in %s: %s", tmp, strerror(-r));
     }
     if (offset)
         log_info("resuming download", "location=%s offset=%" PRIu64 " size=%" PRIu64,
                  rq.location, offset, obj.size);
+
+    struct fsm_result no_room;
+    if (!space_for_download(c, db, rq.location, tmp, offset,
+                            obj.size > offset ? obj.size - offset : 0, &no_room)) {
+        sha256_free(&h);
+        return no_room;
+    }
 
     struct dl_progress pr = {.run = run, .db = db, .location = rq.location, .etag = obj.etag,
                              .tmp = tmp, .size = obj.size, .counted = offset};
@@ -731,23 +929,30 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
             download_upsert(db, rq.location, NULL, tmp, 0, 0);
         return fsm_retry("%s changed during the download; starting over", rq.location);
     }
+    if (r == -ENOSPC || e.code == -ENOSPC)
+        return out_of_space(db, rq.location, tmp, fd, obj.size, err_str(&e));
     if (r < 0)
         return source_failure(r, &e);
     char digest[DIGEST_STR_LEN + 1];
     digest_format(d, digest);
 
     /* Into the store, by digest. Identical bytes fetched before (under another key): keep the
-     * existing file, drop ours. */
+     * existing file when it passes the integrity rule (store/blobfile.h), drop ours; a file
+     * that fails it is quarantined and ours takes its place. */
     _cleanup_free_ char *final = blob_path(c, digest);
-    _cleanup_free_ char *shadir = path_join(c->blob_dir, "sha256");
-    if (!final || !shadir || mkdir_p(shadir, 0755) < 0)
+    struct blob_seal seal;
+    char why[512];
+    if (!final || mkdir_p_blobs(c) < 0)
         return fsm_retry("cannot prepare %s", c->blob_dir);
-    struct stat st;
-    bool have = stat(final, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == total;
+    int have = blobfile_verify(db, c->blob_dir, digest, total, final, &seal, why, sizeof(why));
+    if (have < 0)
+        return fsm_retry("cannot verify %s: %s", final, strerror(-have));
     if (have)
         unlink(tmp);
     else if (rename(tmp, final) < 0 || fsync_parent_dir(final) < 0)
         return fsm_retry("cannot store %s: %m", final);
+    else if ((r = blobfile_seal_fd(fd, &seal)) < 0)
+        return fsm_retry("cannot seal %s: %s", final, strerror(-r));
     log_info("blob downloaded", "location=%s digest=%s bytes=%" PRIu64 " resumed_at=%" PRIu64
              " ms=%" PRId64 " dedup=%s", rq.location, digest, total, offset, mono_ms() - t0,
              have ? "yes" : "no");
@@ -757,6 +962,8 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                                             (json_int_t)total, "path", final, "reused", 0);
     if (resp && obj.etag)
         json_object_set_new(resp, "etag", json_string(obj.etag));
+    if (resp)
+        json_object_set_new(resp, "seal", seal_json(&seal));
     if (!resp || response_store(run, resp) < 0)
         return fsm_retry("out of memory");
     return fsm_ok();
@@ -769,10 +976,10 @@ static void on_scan_progress(uint64_t done, uint64_t total, void *ud)
     fsm_run_set_progress(ud, "validate", done, total);
 }
 
-/* Copy one member of an archive into the store; returns its digest and path. */
-static struct fsm_result split_member(struct fetch_context *c, const char *archive,
+/* Copy one member of an archive into the store; returns its digest, path and seal. */
+static struct fsm_result split_member(struct fetch_context *c, struct db *db, const char *archive,
                                       const struct archive_layer_ref *l, char *digest,
-                                      char **path_out, uint64_t *size_out)
+                                      char **path_out, uint64_t *size_out, struct blob_seal *seal)
 {
     _cleanup_free_ char *tmpl = NULL;
     if (asprintf(&tmpl, "%s/split-XXXXXX", c->tmp_dir) < 0)
@@ -790,7 +997,15 @@ static struct fsm_result split_member(struct fetch_context *c, const char *archi
         r = sha256_file(tmpl, h, &size);
     if (r < 0) {
         unlink(tmpl);
-        if (r == -EIO || r == -ENOMEM || r == -ENOSPC)
+        if (r == -ENOSPC) {
+            db_release_reserve(db);
+            return fsm_abort(FETCH_NO_SPACE_PREFIX
+                             "no space left in %s to split layer %s out "
+                             "of its archive; free space or use a --state-dir on a larger file "
+                             "system, then fetch again",
+                             c->tmp_dir, l->member);
+        }
+        if (r == -EIO || r == -ENOMEM)
             return fsm_retry("layer %s: %s", l->member, err_str(&e));
         return fsm_abort(FETCH_REJECTED_PREFIX "layer %s: %s", l->member,
                          e.code ? err_str(&e) : strerror(-r));
@@ -802,15 +1017,18 @@ static struct fsm_result split_member(struct fetch_context *c, const char *archi
                          "manifest declares %s", l->member, digest, l->digest);
     }
     char *final = blob_path(c, digest);
-    if (!final) {
+    if (!final || mkdir_p_blobs(c) < 0) {
         unlink(tmpl);
-        return fsm_retry("out of memory");
+        free(final);
+        return fsm_retry("cannot prepare %s", c->blob_dir);
     }
-    struct stat st;
-    if (stat(final, &st) == 0 && (uint64_t)st.st_size == size)
+    /* The same layer stored before: used only if it passes the integrity rule. */
+    int have = blobfile_verify(db, c->blob_dir, digest, size, final, seal, NULL, 0);
+    if (have == 1)
         unlink(tmpl);
-    else if (rename(tmpl, final) < 0 || fsync_parent_dir(final) < 0) {
-        int err = errno;
+    else if (have < 0 || rename(tmpl, final) < 0 || fsync_parent_dir(final) < 0 ||
+             (r = blobfile_seal_fd(fd, seal)) < 0) {
+        int err = have < 0 ? -have : r < 0 ? -r : errno;
         unlink(tmpl);
         struct fsm_result res = fsm_retry("cannot store %s: %s", final, strerror(err));
         free(final);
@@ -831,6 +1049,18 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
     uint64_t size = (uint64_t)json_integer_value(json_object_get(resp, "size"));
     if (!path || !digest || !location)
         return fsm_abort("validate: the download left no blob in the response");
+    /* The file must still be what the download hashed (store/blobfile.h). */
+    struct blob_seal seal;
+    struct stat fst;
+    if (!seal_parse(json_object_get(resp, "seal"), size, &seal))
+        return fsm_abort("validate: the download recorded no seal of %s; fetch again", path);
+    if (stat(path, &fst) < 0 || !blobfile_seal_matches(&fst, &seal)) {
+        blobfile_quarantine(run_db(run), c->blob_dir, digest, path,
+                            "changed on disk between download and validate");
+        return fsm_abort("validate: %s changed on disk after it was downloaded (quarantined); "
+                         "fetch again",
+                         path);
+    }
     enum blob_format fmt = BLOB_UNKNOWN;
     char why[256] = "";
     int r = archive_detect(path, &fmt, why, sizeof(why));
@@ -853,7 +1083,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             return fsm_retry("scanning %s: %s", location, err_str(&e));
         if (r < 0)
             return fsm_abort(FETCH_REJECTED_PREFIX "%s: %s", location, err_str(&e));
-        json_array_append_new(layers, layer_json(digest, size, fmt, path, NULL));
+        json_array_append_new(layers, layer_json(digest, size, fmt, path, NULL, &seal));
         log_info("layer validated", "location=%s digest=%s format=%s entries=%" PRIu64
                  " bytes=%" PRIu64, location, digest, blob_format_name(fmt), stats.entries,
                  stats.bytes);
@@ -874,7 +1104,9 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             char ld[DIGEST_STR_LEN + 1];
             _cleanup_free_ char *lp = NULL;
             uint64_t lsize = 0;
-            struct fsm_result sr = split_member(c, path, &m.layers[i], ld, &lp, &lsize);
+            struct blob_seal lseal;
+            struct fsm_result sr =
+                split_member(c, run_db(run), path, &m.layers[i], ld, &lp, &lsize, &lseal);
             if (sr.outcome != FSM_OK) {
                 archive_set_progress(NULL, NULL);
                 archive_manifest_free(&m);
@@ -903,7 +1135,8 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
                 archive_manifest_free(&m);
                 return res;
             }
-            json_array_append_new(layers, layer_json(ld, lsize, lf, lp, m.layers[i].member));
+            json_array_append_new(layers,
+                                  layer_json(ld, lsize, lf, lp, m.layers[i].member, &lseal));
         }
         log_info("archive validated", "location=%s digest=%s format=%s layers=%zu", location,
                  digest, blob_format_name(fmt), m.n_layers);
@@ -933,17 +1166,7 @@ static void discard_rejected(struct db *db, const char *location, const char *di
     db_unlock(db);
     if (!known && unlink(path) == 0)
         log_info("rejected blob removed", "location=%s digest=%s", location, digest);
-    if (db_begin(db) == 0) {
-        st = db_prepare(db, "DELETE FROM downloads WHERE location = ?1");
-        if (st) {
-            db_bind_text(st, 1, location);
-            db_step(db, st);
-            db_done(st);
-            db_commit(db);
-        } else {
-            db_rollback(db);
-        }
-    }
+    download_forget(db, location);
 }
 
 static struct fsm_result validate(struct fsm_run *run, void *ud)
@@ -962,20 +1185,33 @@ static struct fsm_result validate(struct fsm_run *run, void *ud)
 
 /* ---- record ------------------------------------------------------------------------------- */
 
+/* The row of a blob: its path relative to the blob directory and its seal (NULL columns
+ * without one: the file is hashed before its next use). */
 static int upsert_blob(struct db *db, const char *digest, uint64_t size, const char *media,
-                       const char *path, int64_t now)
+                       const struct blob_seal *seal, int64_t now)
 {
+    _cleanup_free_ char *rel = blobfile_relpath(digest);
+    if (!rel)
+        return -ENOMEM;
     sqlite3_stmt *st = db_prepare(
-        db, "INSERT INTO blobs(digest, size, media_type, path, created_at_ms, last_used_ms) "
-            "VALUES(?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(digest) DO UPDATE SET media_type = "
-            "excluded.media_type, path = excluded.path, last_used_ms = excluded.last_used_ms");
+        db, "INSERT INTO blobs(digest, size, media_type, path, created_at_ms, last_used_ms, "
+            "file_ino, file_mtime_ns, file_ctime_ns, verified_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, "
+            "?5, ?6, ?7, ?8, ?5) ON CONFLICT(digest) DO UPDATE SET media_type = "
+            "excluded.media_type, path = excluded.path, last_used_ms = excluded.last_used_ms, "
+            "file_ino = excluded.file_ino, file_mtime_ns = excluded.file_mtime_ns, "
+            "file_ctime_ns = excluded.file_ctime_ns, verified_at_ms = excluded.verified_at_ms");
     if (!st)
         return -EIO;
     db_bind_text(st, 1, digest);
     db_bind_i64(st, 2, (int64_t)size);
     db_bind_text(st, 3, media);
-    db_bind_text(st, 4, path);
+    db_bind_text(st, 4, rel);
     db_bind_i64(st, 5, now);
+    if (seal) {
+        db_bind_i64(st, 6, (int64_t)seal->ino);
+        db_bind_i64(st, 7, seal->mtime_ns);
+        db_bind_i64(st, 8, seal->ctime_ns);
+    }
     int r = db_step(db, st);
     db_done(st);
     return r < 0 ? r : 0;
@@ -1004,14 +1240,16 @@ static int record_commit(struct db *db, void *ud)
 {
     struct fetch_result *fr = ud;
     int64_t now = now_ms();
-    int r = upsert_blob(db, fr->digest, fr->size, blob_format_name(fr->format), fr->path, now);
+    int r = upsert_blob(db, fr->digest, fr->size, blob_format_name(fr->format),
+                        fr->sealed ? &fr->seal : NULL, now);
     if (r == 0)
         r = upsert_source(db, fr->location, fr->etag, fr->size, fr->digest, now);
     for (size_t i = 0; r == 0 && i < fr->n_layers; i++) {
         const struct fetch_layer *l = &fr->layers[i];
         if (!l->member)
             continue;
-        r = upsert_blob(db, l->digest, l->size, blob_format_name(l->format), l->path, now);
+        r = upsert_blob(db, l->digest, l->size, blob_format_name(l->format),
+                        l->sealed ? &l->seal : NULL, now);
         _cleanup_free_ char *loc = NULL;
         if (r == 0 && asprintf(&loc, "%s#%s", fr->location, l->member) < 0)
             r = -ENOMEM;
@@ -1093,6 +1331,22 @@ static const struct fsm_retry_policy validate_policy = {
     .on_exhausted = FSM_ABORT,
 };
 
+/* The steps that talk to the source: their messages (stored with the run) may quote the URL
+ * the source was given, credentials included. */
+static struct fsm_result t_check_exists(struct fsm_run *run, void *ud)
+{
+    struct fsm_result res = check_exists(run, ud);
+    text_strip_userinfo(res.message);
+    return res;
+}
+
+static struct fsm_result t_download(struct fsm_run *run, void *ud)
+{
+    struct fsm_result res = download(run, ud);
+    text_strip_userinfo(res.message);
+    return res;
+}
+
 int fetch_register(struct fsm_manager *m, const struct fetch_config *cfg,
                    struct fsm_machine **machine, struct fetch_context **ctx)
 {
@@ -1115,8 +1369,8 @@ int fetch_register(struct fsm_manager *m, const struct fetch_config *cfg,
         return -ENOMEM;
     }
     static const struct fsm_transition_def transitions[] = {
-        {"check-exists", check_exists, &local_policy},
-        {"download", download, &download_policy},
+        {"check-exists", t_check_exists, &local_policy},
+        {"download", t_download, &download_policy},
         {"validate", validate, &validate_policy},
         {"record", record, &local_policy},
     };

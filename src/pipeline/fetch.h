@@ -9,13 +9,19 @@
  *   response JSON: fetch_response_parse() gives a struct fetch_result
  *
  *   check-exists  reality check: the location was fetched before with the same ETag, its
- *                 blob file is present and hashes to the recorded digest (and, for an
- *                 archive, its layer blobs too) -> handoff, nothing to do.
+ *                 blob file is present and passes the integrity rule (store/blobfile.h: one
+ *                 stat against the seal recorded when it was written, a hash when that
+ *                 differs; a mismatch is quarantined and fetched again), and for an archive
+ *                 its layer blobs too -> handoff, nothing to do.
  *   download      stream to <state>/tmp/fetch-<hash of location>.part while hashing;
  *                 resume from the bytes already on disk (recorded in `downloads` after an
  *                 fdatasync) with Range + If-Match <etag>, or start over when the ETag
  *                 changed; fsync; rename to blobs/sha256/<hex of the digest> (never a name
- *                 from the key: identical bytes under two keys are stored once).
+ *                 from the key: identical bytes under two keys are stored once, the existing
+ *                 file kept only if it passes the integrity rule), read-only and sealed.
+ *                 First the free space is checked (blob + FETCH_SPACE_MARGIN_BYTES); a full
+ *                 disk (before or during the transfer) fails the run at once, "not enough
+ *                 space: ...", with the partial file removed: never retried.
  *   validate      detect the format by content; a layer (tar, tar+gzip, tar+zstd) is scanned
  *                 against the archive policy without writing anything; a docker-archive or
  *                 OCI layout is split into its layer blobs (each stored by digest and
@@ -41,12 +47,15 @@
 #include "archive/limits.h"
 #include "fsm/fsm.h"
 #include "source/source.h"
+#include "store/blobfile.h"
 #include "util/hash.h"
 
 #define FETCH_MACHINE_TYPE "fetch"
 #define FETCH_MACHINE_ACTION "fetch-blob"
 #define FETCH_QUEUE "fetch"
 #define FETCH_REJECTED_PREFIX "rejected: "
+/* A download that does not fit: not retried (the disk stays full until someone acts). */
+#define FETCH_NO_SPACE_PREFIX "not enough space: "
 
 /* ---- limits and policies (the one place) ---------------------------------------------------
  * Blob size: the archive policy's max_blob_bytes (ARCHIVE_DEFAULT_MAX_BLOB_BYTES, 8 GiB), checked
@@ -69,6 +78,12 @@
 /* The `downloads` row records the bytes that are on disk for sure (after fdatasync) every this
  * many bytes: a crash loses at most this much. */
 #define FETCH_CHECKPOINT_BYTES (64ULL << 20)
+/* Free space a download needs beyond its own bytes, checked (statvfs of the temp directory)
+ * before the first byte is written: the record step's database writes (a few pages of WAL),
+ * the run's events, and the file system's own metadata for the new file, with room to spare
+ * for the other runs of the same process. A docker-archive also needs its layers' size again
+ * when validate splits it; that write fails cleanly (not enough space) if it does not fit. */
+#define FETCH_SPACE_MARGIN_BYTES (8ULL << 20)
 /* Read buffer for re-hashing the part of a download already on disk before resuming. */
 #define FETCH_READ_BUFFER (1U << 20)
 
@@ -88,6 +103,15 @@ int fetch_register(struct fsm_manager *m, const struct fetch_config *cfg,
                    struct fsm_machine **machine, struct fetch_context **ctx);
 void fetch_context_free(struct fetch_context *c);
 
+/* Credentials in a location URL (http://user:secret@host/...) stay in this process's memory:
+ * fetch_credentials_keep() remembers the userinfo for the URL's origin and returns the
+ * location without it (malloc'd; NULL on ENOMEM), which is what a run, a row or a log line may
+ * hold. The fetch machine adds the userinfo back, for its origin, only in the request it
+ * sends. A run resumed by another process (no credentials) fails as the server decides.
+ * fetch_credentials_forget() wipes them. */
+char *fetch_credentials_keep(const char *location);
+void fetch_credentials_forget(void);
+
 /* The request for one location. etag and size (from a listing) may be NULL/0; with them the
  * check-exists step needs no request to the source. *json is malloc'd. */
 int fetch_request_build(const char *location, const char *etag, uint64_t size, char **json,
@@ -97,8 +121,10 @@ struct fetch_layer {
     char digest[DIGEST_STR_LEN + 1];
     uint64_t size;
     enum blob_format format;
-    char *path;   /* blobs/sha256/<hex> */
-    char *member; /* path inside the archive it came from, NULL for the blob itself */
+    char *path;            /* blobs/sha256/<hex> */
+    char *member;          /* path inside the archive it came from, NULL for the blob itself */
+    struct blob_seal seal; /* the file as hashed (store/blobfile.h), when sealed */
+    bool sealed;
 };
 
 /* A finished run's response. */
@@ -113,7 +139,9 @@ struct fetch_result {
     struct fetch_layer *layers;        /* the image layers this blob gives, bottom to top:
                                           itself for a layer, its members for an archive */
     size_t n_layers;
-    bool reused;                       /* check-exists found it already fetched */
+    bool reused;           /* check-exists found it already fetched */
+    struct blob_seal seal; /* the blob file as hashed, when sealed */
+    bool sealed;
 };
 
 int fetch_response_parse(const void *data, size_t len, struct fetch_result *out, struct err *e);

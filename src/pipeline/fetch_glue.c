@@ -2,7 +2,8 @@
  * fetch_glue.c: how the process-image run uses the fetch machine (fetch.h): registering it
  * with the pipeline's settings, starting one child run per layer location (or finding the ones
  * it started before a crash), waiting for them, and turning their responses into the image's
- * layer list. Also the blob lookups the unpack runs need.
+ * layer list. Also the blob lookups the unpack runs need, and the integrity check they make
+ * before applying a blob (store/blobfile.h).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "pipeline/fetch.h"
 #include "pipeline/pipeline_internal.h"
+#include "store/blobfile.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -34,11 +36,21 @@ int pipeline_blob_path(struct pipeline *p, const char *digest, char *out, size_t
     }
     db_bind_text(st, 1, digest);
     int r = db_step(p->db, st);
-    if (r == 1)
-        snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
     db_done(st);
     db_unlock(p->db);
-    return r < 0 ? r : (r == 1 ? 0 : -ENOENT);
+    if (r != 1)
+        return r < 0 ? r : -ENOENT;
+    /* The file name is the digest's (blobs.path is relative to the blob directory). */
+    _cleanup_free_ char *path = blobfile_path(p->cfg.blob_dir, digest);
+    if (!path)
+        return -ENOMEM;
+    return snprintf(out, n, "%s", path) >= (int)n ? -ENAMETOOLONG : 0;
+}
+
+int pipeline_blob_verify(struct pipeline *p, const char *digest, const char *path, char *why,
+                         size_t n)
+{
+    return blobfile_verify(p->db, p->cfg.blob_dir, digest, 0, path, NULL, why, n);
 }
 
 int pipeline_blob_entries(struct pipeline *p, const char *digest, int64_t *entries)

@@ -28,6 +28,7 @@
 #include "fsm/fsm.h"
 #include "guard/reslock.h"
 #include "pipeline/updates.h"
+#include "store/blobfile.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/metrics.h"
@@ -381,7 +382,8 @@ static void lock_line(const char *line, void *ud)
     }
 }
 
-static void scan_blobs(struct gc_report *rep, struct db *db, const struct gc_opts *o)
+static void scan_blobs(struct gc_report *rep, struct db *db, const struct config *cfg,
+                       const struct gc_opts *o)
 {
     db_lock(db);
     sqlite3_stmt *st = db_prepare(db, "SELECT digest, path, size FROM blobs b WHERE NOT EXISTS"
@@ -397,7 +399,11 @@ static void scan_blobs(struct gc_report *rep, struct db *db, const struct gc_opt
         if (!it)
             break;
         it->bytes = (uint64_t)sqlite3_column_int64(st, 2);
-        snprintf(it->detail, sizeof(it->detail), "%s", sqlite3_column_text(st, 1));
+        /* The file is named by the digest under the blob directory (store/blobfile.h); the
+         * path column is not trusted to be absolute (rows from older versions). */
+        _cleanup_free_ char *path = blobfile_path(cfg->blob_dir, it->what);
+        snprintf(it->detail, sizeof(it->detail), "%s",
+                 path ? path : (const char *)sqlite3_column_text(st, 1));
         snprintf(it->reason, sizeof(it->reason), "no image uses this blob");
         it->removable = o->include_blobs;
         snprintf(it->action, sizeof(it->action), "%s",
@@ -611,7 +617,7 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
         free(keep.keep[i]);
     free(keep.keep);
     reslock_stale(db, false, lock_line, out);
-    scan_blobs(out, db, o);
+    scan_blobs(out, db, cfg, o);
     return 0;
 }
 
@@ -751,11 +757,16 @@ static int apply_device(struct db *db, const char *pool, struct gc_item *it, int
 
 static void apply_file(struct db *db, struct gc_item *it)
 {
-    const char *path = it->kind == GC_TMPFILE ? it->what : it->detail;
-    if (path[0] && unlink(path) < 0 && errno != ENOENT) {
-        it->result = GC_ERROR;
-        snprintf(it->detail, sizeof(it->detail), "unlink %s: %s", path, strerror(errno));
-        return;
+    char path[sizeof(it->detail)];
+    snprintf(path, sizeof(path), "%s", it->kind == GC_TMPFILE ? it->what : it->detail);
+    bool gone = false; /* the file was not there: say so, never "deleted" */
+    if (path[0] && unlink(path) < 0) {
+        if (errno != ENOENT) {
+            it->result = GC_ERROR;
+            snprintf(it->detail, sizeof(it->detail), "unlink %s: %s", path, strerror(errno));
+            return;
+        }
+        gone = true;
     }
     const char *sql = it->kind == GC_DOWNLOAD ? "DELETE FROM downloads WHERE location = ?"
                       : it->kind == GC_BLOB   ? "DELETE FROM blobs WHERE digest = ?"
@@ -771,7 +782,11 @@ static void apply_file(struct db *db, struct gc_item *it)
         db_unlock(db);
     }
     it->result = GC_DONE;
-    snprintf(it->detail, sizeof(it->detail), "deleted");
+    if (gone)
+        snprintf(it->detail, sizeof(it->detail), "record deleted; the file %.200s was already gone",
+                 path);
+    else
+        snprintf(it->detail, sizeof(it->detail), "deleted");
 }
 
 /* What an applied gc did, for the daemon's /metrics (util/metrics.h, METRIC_GC_*). */

@@ -56,6 +56,10 @@ int pipeline_find_run(struct pipeline *p, const char *type, const char *resource
 int pipeline_register_fetch(struct pipeline *p, struct err *e);
 /* Local path of a stored blob (blobs table), -ENOENT when it is not stored. */
 int pipeline_blob_path(struct pipeline *p, const char *digest, char *out, size_t n);
+/* The integrity rule (store/blobfile.h) before a blob is applied: 1 usable; 0 not (missing,
+ * or its bytes do not match: quarantined, *why says what), negative on error. */
+int pipeline_blob_verify(struct pipeline *p, const char *digest, const char *path, char *why,
+                         size_t n);
 /* Entry count the validate scan found for a blob (-ENOENT when unknown). */
 int pipeline_blob_entries(struct pipeline *p, const char *digest, int64_t *entries);
 

@@ -380,6 +380,17 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     if (r < 0)
         return fsm_abort("activate device %u: %s", s.dev_id, err_str(&e));
 
+    /* Only bytes that were hashed and matched, and cannot have changed since, are applied
+     * (store/blobfile.h): one stat while the file equals its seal, a hash when it differs. */
+    char why[512];
+    r = pipeline_blob_verify(p, q.digest, q.blob_path, why, sizeof(why));
+    if (r < 0)
+        return fsm_retry("cannot verify blob %s before applying it: %s", q.digest, strerror(-r));
+    if (r == 0)
+        return fsm_abort("blob %s cannot be applied: %s (quarantined); run the command again: "
+                         "the blob is fetched again",
+                         q.digest, why);
+
     struct apply_args a = {.blob = q.blob_path, .policy = &p->policy};
     struct mount_spec spec = {.device = s.device_path, .mountpoint = p->cfg.mount_dir,
                               .fstype = "ext4", .flags = MS_NOATIME,

@@ -7,10 +7,13 @@
 #include "store/db.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -25,6 +28,7 @@ struct stmt_cache {
 struct db {
     sqlite3 *h;
     char *path;
+    char *reserve_path;   /* NULL for a read-only connection */
     pthread_mutex_t lock; /* recursive */
     int tx_depth;
     bool tx_failed;
@@ -91,6 +95,55 @@ int db_exec(struct db *db, const char *sql)
     return 0;
 }
 
+/* The database and its companions hold everything thinimg knows (and once held URLs):
+ * owner only, whatever the umask. SQLite gives the WAL and SHM files the mode of the database
+ * file, so creating that one with DB_FILE_MODE is enough for new files; existing ones (made by
+ * an older thinimg) are tightened. */
+static int db_files_private(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, DB_FILE_MODE);
+    if (fd < 0)
+        return neg_errno();
+    int r = fchmod(fd, DB_FILE_MODE) < 0 ? neg_errno() : 0;
+    close(fd);
+    static const char *const companions[] = {"-wal", "-shm", DB_RESERVE_SUFFIX};
+    for (size_t i = 0; r == 0 && i < sizeof(companions) / sizeof(companions[0]); i++) {
+        _cleanup_free_ char *p = NULL;
+        if (asprintf(&p, "%s%s", path, companions[i]) < 0)
+            return -ENOMEM;
+        if (chmod(p, DB_FILE_MODE) < 0 && errno != ENOENT)
+            r = neg_errno();
+    }
+    return r;
+}
+
+/* Make the reserve file DB_RESERVE_BYTES long (blocks allocated), if there is room. */
+static void reserve_fill(struct db *db)
+{
+    struct stat st;
+    if (stat(db->reserve_path, &st) == 0 && (uint64_t)st.st_blocks * 512 >= DB_RESERVE_BYTES)
+        return;
+    int fd = open(db->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, DB_FILE_MODE);
+    if (fd < 0)
+        return;
+    int r = posix_fallocate(fd, 0, (off_t)DB_RESERVE_BYTES);
+    close(fd);
+    if (r != 0) {
+        unlink(db->reserve_path);
+        log_warn("no room for the database's reserve; a full disk may keep a failure from "
+                 "being recorded",
+                 "path=%s bytes=%llu error=%s", db->reserve_path,
+                 (unsigned long long)DB_RESERVE_BYTES, strerror(r));
+    }
+}
+
+void db_release_reserve(struct db *db)
+{
+    if (db->reserve_path && unlink(db->reserve_path) == 0)
+        log_warn("disk full: released the database's reserve to record what happened",
+                 "path=%s bytes=%llu", db->reserve_path, (unsigned long long)DB_RESERVE_BYTES);
+}
+
 int db_open(const char *path, const struct db_options *opt, struct db **out, struct err *e)
 {
     struct db_options o = {.readonly = false, .synchronous = DB_SYNC_FULL,
@@ -112,6 +165,15 @@ int db_open(const char *path, const struct db_options *opt, struct db **out, str
 
     int flags = SQLITE_OPEN_FULLMUTEX | (o.readonly ? SQLITE_OPEN_READONLY
                                                     : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    if (!o.readonly) {
+        int r = db_files_private(path);
+        if (r < 0 || asprintf(&db->reserve_path, "%s%s", path, DB_RESERVE_SUFFIX) < 0) {
+            r = r < 0 ? r : -ENOMEM;
+            err_set(e, r, "cannot create database %s: %s", path, strerror(-r));
+            db_close(db);
+            return r;
+        }
+    }
     int rc = sqlite3_open_v2(path, &db->h, flags, NULL);
     if (rc != SQLITE_OK) {
         int r = err_set(e, db_rc_to_errno(rc), "cannot open database %s: %s", path,
@@ -133,6 +195,8 @@ int db_open(const char *path, const struct db_options *opt, struct db **out, str
         db_close(db);
         return r;
     }
+    if (db->reserve_path)
+        reserve_fill(db);
     *out = db;
     return 0;
 }
@@ -153,6 +217,7 @@ void db_close(struct db *db)
         sqlite3_close_v2(db->h);
     pthread_mutex_destroy(&db->lock);
     free(db->path);
+    free(db->reserve_path);
     free(db);
 }
 
@@ -201,7 +266,10 @@ int db_step(struct db *db, sqlite3_stmt *st)
     if (rc == SQLITE_DONE)
         return 0;
     log_error("sql step failed", "error=%s sql=%.200s", sqlite3_errmsg(db->h), sqlite3_sql(st));
-    return db_rc_to_errno(rc);
+    int r = db_rc_to_errno(rc);
+    if (r == -ENOSPC)
+        db_release_reserve(db); /* so that the failure itself can be recorded */
+    return r;
 }
 
 int db_begin(struct db *db)
@@ -221,6 +289,15 @@ int db_begin(struct db *db)
     return 0;
 }
 
+/* SQLite rolls a transaction back by itself after some errors (SQLITE_FULL, SQLITE_IOERR,
+ * SQLITE_NOMEM during COMMIT or a statement): a ROLLBACK then fails with "cannot rollback - no
+ * transaction is active" and hides the real error. Roll back only what is still open. */
+static void rollback_if_open(struct db *db)
+{
+    if (!sqlite3_get_autocommit(db->h))
+        sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+}
+
 int db_commit(struct db *db)
 {
     int r = 0;
@@ -230,14 +307,16 @@ int db_commit(struct db *db)
     }
     if (--db->tx_depth == 0) {
         if (db->tx_failed) {
-            sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+            rollback_if_open(db);
             r = -ECANCELED;
         } else {
             int rc = sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
             if (rc != SQLITE_OK) {
                 r = db_rc_to_errno(rc);
                 log_error("sql commit failed", "error=%s", sqlite3_errmsg(db->h));
-                sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+                if (r == -ENOSPC)
+                    db_release_reserve(db);
+                rollback_if_open(db);
             }
         }
     }
@@ -245,12 +324,24 @@ int db_commit(struct db *db)
     return r;
 }
 
+int db_step_commit(struct db *db, sqlite3_stmt *st)
+{
+    int r = st ? db_step(db, st) : -EIO;
+    if (st)
+        db_done(st);
+    if (r < 0) {
+        db_rollback(db);
+        return r;
+    }
+    return db_commit(db);
+}
+
 void db_rollback(struct db *db)
 {
     if (db->tx_depth <= 0)
         return;
     if (--db->tx_depth == 0)
-        sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+        rollback_if_open(db);
     else
         db->tx_failed = true;
     db_unlock(db);

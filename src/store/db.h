@@ -20,6 +20,12 @@
  * by counting: an inner db_begin() inside an open transaction only counts, and only the
  * outermost db_commit() commits. A rollback anywhere rolls back the whole transaction.
  *
+ * Files: the database, its WAL and SHM are created owner-only (DB_FILE_MODE) whatever the
+ * umask. Next to them lies a reserve file (<db>-reserve, DB_RESERVE_BYTES): when the disk
+ * fills up, SQLite cannot even record that something failed; the first SQLITE_FULL (or a
+ * caller that hit ENOSPC itself: db_release_reserve()) deletes the reserve so that the failure
+ * can be written, and the next db_open() makes it again when there is room.
+ *
  * Errors: functions return 0 or a negative errno (SQLITE_BUSY -> -EBUSY, CONSTRAINT -> -EEXIST,
  * FULL -> -ENOSPC, NOMEM -> -ENOMEM, READONLY -> -EROFS, CANTOPEN -> -ENOENT, else -EIO) and
  * log the SQLite message. db_errmsg() gives the last message on this connection.
@@ -45,6 +51,12 @@ struct db_options {
 
 /* Another process (the CLI next to the daemon) may hold the write lock for a short checkpoint. */
 #define DB_BUSY_TIMEOUT_MS 10000
+/* Owner only: the database holds locations, errors and everything else thinimg knows. */
+#define DB_FILE_MODE 0600
+/* What recording a failure needs on a full disk: a few WAL frames (page size 4 KiB) for the
+ * run's error, event and outcome rows, and a WAL index; 2 MiB covers several such writes. */
+#define DB_RESERVE_BYTES  (2ULL << 20)
+#define DB_RESERVE_SUFFIX "-reserve"
 
 struct db_migration {
     int version;             /* 1, 2, 3, ... in order */
@@ -79,6 +91,10 @@ int db_commit(struct db *db);
 void db_rollback(struct db *db);
 bool db_in_tx(struct db *db);
 
+/* Delete the reserve file (see "Files" above) so the next writes find room; logged once.
+ * Call it when a write of your own failed with ENOSPC and the failure must be recorded. */
+void db_release_reserve(struct db *db);
+
 /* Cached prepared statement, already reset and unbound. NULL on error (logged). The caller
  * holds the connection lock until it is done with it, then calls db_done(). */
 sqlite3_stmt *db_prepare(struct db *db, const char *sql);
@@ -89,6 +105,10 @@ static inline void db_donep(sqlite3_stmt **st)
         db_done(*st);
 }
 #define _cleanup_stmt_ __attribute__((cleanup(db_donep)))
+
+/* Finish a one-statement write transaction: call db_begin(), st = db_prepare() and bind it,
+ * then this steps st, releases it and commits (or rolls back on error; st NULL: -EIO). */
+int db_step_commit(struct db *db, sqlite3_stmt *st);
 
 /* Run SQL without results (may be several statements). */
 int db_exec(struct db *db, const char *sql);

@@ -8,6 +8,12 @@
  *               bytes point at the same blob.
  * downloads     partial downloads for resume: the temp file, the ETag it was started against
  *               and how many bytes it holds. Deleted when the blob is recorded.
+ * blob_quarantine  blob files found not to match their digest (store/blobfile.h): where the
+ *               file went and why. Kept as a record; the blob is fetched again.
+ *
+ * blobs.path is relative to the blob directory ("sha256/<hex>", store/blobfile.h); the
+ * file_* columns are the blob file's seal (inode, mtime and ctime in ns) recorded when its
+ * bytes were hashed and matched; NULL means "hash it before use".
  */
 #include <stddef.h>
 
@@ -37,6 +43,21 @@ const struct db_migration store_blobs_migrations[] = {
      "  size INTEGER,"
      "  started_at_ms INTEGER NOT NULL,"
      "  updated_at_ms INTEGER NOT NULL);"},
+    /* Version 1 stored the path as the process saw it: with a relative --state-dir it was
+     * relative to that process's working directory, useless to any other. The file name is
+     * the digest, so the relative path is derived, never guessed. */
+    {2, "blob paths relative to the blob directory, blob seals, blob_quarantine",
+     "UPDATE blobs SET path = 'sha256/' || substr(digest, 8);"
+     "ALTER TABLE blobs ADD COLUMN file_ino INTEGER;"
+     "ALTER TABLE blobs ADD COLUMN file_mtime_ns INTEGER;"
+     "ALTER TABLE blobs ADD COLUMN file_ctime_ns INTEGER;"
+     "ALTER TABLE blobs ADD COLUMN verified_at_ms INTEGER;"
+     "CREATE TABLE blob_quarantine("
+     "  id INTEGER PRIMARY KEY,"
+     "  digest TEXT NOT NULL,"
+     "  moved_to TEXT,"
+     "  reason TEXT NOT NULL,"
+     "  at_ms INTEGER NOT NULL);"},
 };
 const size_t store_blobs_migrations_n =
     sizeof(store_blobs_migrations) / sizeof(store_blobs_migrations[0]);

@@ -4,10 +4,13 @@
 #include "util/config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "util/cleanup.h"
 #include "util/defaults.h"
 #include "util/fsutil.h"
 
@@ -19,9 +22,28 @@ static const char *pick(const char *flag, const char *env)
     return v && *v ? v : NULL;
 }
 
+/* An absolute path for p: relative paths are taken from the working directory now, once.
+ * Everything derived from the state directory (database, blobs, lock, socket) is stored or
+ * passed on as an absolute path, so that a process started in another directory (gc, the
+ * daemon) finds the same files. */
+static char *absolute(const char *p)
+{
+    if (p[0] == '/')
+        return strdup(p);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof(cwd)))
+        return NULL;
+    const char *rest = p;
+    while (rest[0] == '.' && rest[1] == '/')
+        rest += 2;
+    if (!strcmp(rest, "."))
+        rest = "";
+    return *rest ? path_join(cwd, rest) : strdup(cwd);
+}
+
 static int set_path(char **dst, const char *explicit_value, const char *dir, const char *name)
 {
-    *dst = explicit_value ? strdup(explicit_value) : path_join(dir, name);
+    *dst = explicit_value ? absolute(explicit_value) : path_join(dir, name);
     return *dst ? 0 : -ENOMEM;
 }
 
@@ -32,7 +54,7 @@ int config_resolve(struct config *c, const struct config_overrides *o)
         o = &none;
     memset(c, 0, sizeof(*c));
     const char *state = pick(o->state_dir, "THINIMG_STATE_DIR");
-    c->state_dir = strdup(state ? state : DEFAULT_STATE_DIR);
+    c->state_dir = absolute(state ? state : DEFAULT_STATE_DIR);
     if (!c->state_dir)
         return -ENOMEM;
     int r = 0;
@@ -77,5 +99,11 @@ int config_ensure_dirs(const struct config *c)
         if (r < 0)
             return r;
     }
+    /* The blob store and temp files are owner only, also when an older thinimg (or a umask)
+     * made them wider. */
+    const char *private_dirs[] = {c->blob_dir, c->tmp_dir};
+    for (size_t i = 0; i < sizeof(private_dirs) / sizeof(private_dirs[0]); i++)
+        if (chmod(private_dirs[i], 0700) < 0)
+            return neg_errno();
     return 0;
 }

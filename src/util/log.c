@@ -7,6 +7,7 @@
  * line, which is fine at log volume, and buys compile-time format checking at every call site.
  */
 #include "util/log.h"
+#include "util/redact.h"
 
 #include <errno.h>
 #include <printf.h>
@@ -313,6 +314,7 @@ static void log_emit(enum log_level level, const char *msg, const char *extra_ke
     if (g_format == LOG_FMT_JSON)
         line_putc(&l, '}');
     l.buf[l.len] = '\0';
+    l.len = text_strip_userinfo(l.buf); /* credentials in URLs never reach a log */
 
     pthread_mutex_lock(&g_hook_lock);
     log_hook_fn hook = g_hook;

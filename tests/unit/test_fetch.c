@@ -4,7 +4,8 @@
  * layout) is fetched and recorded, garbage (zero bytes, an XML error body, HTML, a truncated
  * tar, a PNG) is rejected and leaves nothing behind, identical bytes under two keys are stored
  * once, a second fetch hands off, a corrupted store file and a changed source are fetched
- * again. Blobs come from tests/s3/make_blobs.py.
+ * again, an archive's layer changed on disk is quarantined and stored again. Blobs come from
+ * tests/s3/make_blobs.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -346,6 +347,48 @@ static void test_reality_checked(void **state)
     (void)orig;
 }
 
+/* Change 4 bytes in the middle of a stored file, in place (same size, same inode). */
+static void tamper(const char *path)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd), "printf XXXX | dd of='%s' bs=1 seek=700 conv=notrunc 2>/dev/null",
+             path);
+    assert_int_equal(tu_sh(cmd, NULL, NULL), 0);
+}
+
+/* The integrity rule (store/blobfile.h) where an archive's layers are reused: the split of
+ * another archive holding the same layer, and check-exists of the archive itself. */
+static void test_archive_layers_tampered(void **state)
+{
+    struct env *v = *state;
+    _cleanup_free_ char *l1 = src_digest("layers/1.tar");
+    _cleanup_free_ char *l2 = src_digest("layers/2.tar");
+    struct fetch_result r;
+    assert_int_equal(fetch(v, "formats/docker.tar", &r, NULL), FSM_OK);
+    char p1[4096], p2[4096];
+    snprintf(p1, sizeof(p1), "%s", r.layers[0].path);
+    snprintf(p2, sizeof(p2), "%s", r.layers[1].path);
+    fetch_result_free(&r);
+    /* another archive with the same layer 2: its split must not keep the tampered file */
+    tamper(p2);
+    assert_int_equal(fetch(v, "formats/oci.tar", &r, NULL), FSM_OK);
+    fetch_result_free(&r);
+    _cleanup_free_ char *d2 = file_digest(p2);
+    assert_string_equal(d2, l2);
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE digest = ?1", l2), 1);
+    /* the archive itself again: check-exists finds layer 1 changed, no handoff, fetched again */
+    tamper(p1);
+    assert_int_equal(fetch(v, "formats/docker.tar", &r, NULL), FSM_OK);
+    assert_false(r.reused);
+    fetch_result_free(&r);
+    _cleanup_free_ char *d1 = file_digest(p1);
+    assert_string_equal(d1, l1);
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE digest = ?1", l1), 1);
+    /* untouched now: handed off on the seals alone */
+    assert_int_equal(fetch(v, "formats/docker.tar", &r, NULL), FSM_HANDOFF);
+    fetch_result_free(&r);
+}
+
 static void test_response_parse_errors(void **state)
 {
     (void)state;
@@ -371,6 +414,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_rejected, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_same_bytes_stored_once, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_reality_checked, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_archive_layers_tampered, env_setup, env_teardown),
         cmocka_unit_test(test_response_parse_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

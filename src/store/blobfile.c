@@ -1,0 +1,222 @@
+/*
+ * blobfile.c: sealing, verifying and quarantining blob files. See blobfile.h for the rule.
+ */
+#include "store/blobfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/cleanup.h"
+#include "util/fsutil.h"
+#include "util/hash.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+char *blobfile_relpath(const char *digest)
+{
+    if (!digest || !digest_valid(digest))
+        return NULL;
+    char *p = NULL;
+    if (asprintf(&p, BLOBFILE_SUBDIR "/%s", digest + strlen(DIGEST_PREFIX)) < 0)
+        return NULL;
+    return p;
+}
+
+char *blobfile_path(const char *blob_dir, const char *digest)
+{
+    _cleanup_free_ char *rel = blobfile_relpath(digest);
+    return rel ? path_join(blob_dir, rel) : NULL;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+static void seal_from_stat(const struct stat *st, struct blob_seal *s)
+{
+    *s = (struct blob_seal){.size = (uint64_t)st->st_size,
+                            .ino = (uint64_t)st->st_ino,
+                            .mtime_ns = ts_ns(&st->st_mtim),
+                            .ctime_ns = ts_ns(&st->st_ctim)};
+}
+
+int blobfile_seal_fd(int fd, struct blob_seal *s)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return neg_errno();
+    /* A chmod moves the ctime even when the mode stays: sealing an already sealed file (two
+     * runs storing the same bytes at once) must not break the seal the other one recorded. */
+    if ((st.st_mode & 07777) != BLOBFILE_MODE &&
+        (fchmod(fd, BLOBFILE_MODE) < 0 || fstat(fd, &st) < 0))
+        return neg_errno();
+    seal_from_stat(&st, s);
+    return 0;
+}
+
+bool blobfile_seal_matches(const struct stat *st, const struct blob_seal *s)
+{
+    struct blob_seal now;
+    seal_from_stat(st, &now);
+    return S_ISREG(st->st_mode) && now.size == s->size && now.ino == s->ino &&
+           now.mtime_ns == s->mtime_ns && now.ctime_ns == s->ctime_ns;
+}
+
+int blobfile_seal_load(struct db *db, const char *digest, struct blob_seal *s)
+{
+    *s = (struct blob_seal){0};
+    db_lock(db);
+    sqlite3_stmt *st = db_prepare(db, "SELECT size, file_ino, file_mtime_ns, file_ctime_ns "
+                                      "FROM blobs WHERE digest = ?1");
+    if (!st) {
+        db_unlock(db);
+        return -EIO;
+    }
+    db_bind_text(st, 1, digest);
+    int r = db_step(db, st);
+    if (r == 1) {
+        s->size = (uint64_t)sqlite3_column_int64(st, 0);
+        r = sqlite3_column_type(st, 1) != SQLITE_NULL && sqlite3_column_type(st, 3) != SQLITE_NULL;
+        if (r) {
+            s->ino = (uint64_t)sqlite3_column_int64(st, 1);
+            s->mtime_ns = sqlite3_column_int64(st, 2);
+            s->ctime_ns = sqlite3_column_int64(st, 3);
+        }
+    }
+    db_done(st);
+    db_unlock(db);
+    return r;
+}
+
+/* One UPDATE of a blobs row's seal columns; s NULL clears them. */
+static int seal_write(struct db *db, const char *digest, const struct blob_seal *s)
+{
+    int r = db_begin(db);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *st = db_prepare(db, "UPDATE blobs SET file_ino = ?2, file_mtime_ns = ?3, "
+                                      "file_ctime_ns = ?4, verified_at_ms = ?5 WHERE digest = ?1");
+    if (st) {
+        db_bind_text(st, 1, digest);
+        if (s) {
+            db_bind_i64(st, 2, (int64_t)s->ino);
+            db_bind_i64(st, 3, s->mtime_ns);
+            db_bind_i64(st, 4, s->ctime_ns);
+            db_bind_i64(st, 5, now_ms());
+        }
+    }
+    return db_step_commit(db, st);
+}
+
+int blobfile_seal_store(struct db *db, const char *digest, const struct blob_seal *s)
+{
+    return seal_write(db, digest, s);
+}
+
+int blobfile_quarantine(struct db *db, const char *blob_dir, const char *digest, const char *path,
+                        const char *why)
+{
+    _cleanup_free_ char *qdir = path_join(blob_dir, BLOBFILE_QUARANTINE_SUBDIR);
+    _cleanup_free_ char *dest = NULL;
+    if (!qdir ||
+        asprintf(&dest, "%s/%s.%" PRId64, qdir, digest + strlen(DIGEST_PREFIX), now_ms()) < 0)
+        return -ENOMEM;
+    const char *moved = dest;
+    if (mkdir_p(qdir, 0700) < 0 || rename(path, dest) < 0) {
+        /* Keeping a bad file where it would be used is worse than losing the evidence. */
+        if (unlink(path) < 0 && errno != ENOENT)
+            return neg_errno();
+        moved = NULL;
+    }
+    log_warn("blob quarantined", "digest=%s path=%s moved_to=%s reason=%s", digest, path,
+             moved ? moved : "(deleted)", why);
+    int r = seal_write(db, digest, NULL);
+    if (r < 0)
+        return r;
+    r = db_begin(db);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *st = db_prepare(db, "INSERT INTO blob_quarantine(digest, moved_to, reason, "
+                                      "at_ms) VALUES(?1, ?2, ?3, ?4)");
+    if (st) {
+        db_bind_text(st, 1, digest);
+        db_bind_text(st, 2, moved);
+        db_bind_text(st, 3, why);
+        db_bind_i64(st, 4, now_ms());
+    }
+    return db_step_commit(db, st);
+}
+
+int blobfile_verify(struct db *db, const char *blob_dir, const char *digest, uint64_t size,
+                    const char *path, struct blob_seal *seal_out, char *why, size_t why_len)
+{
+    char scratch[256];
+    if (!why) {
+        why = scratch;
+        why_len = sizeof(scratch);
+    }
+    why[0] = '\0';
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno != ENOENT)
+            return neg_errno();
+        snprintf(why, why_len, "%s is missing", path);
+        return 0;
+    }
+    struct blob_seal rec;
+    int r = blobfile_seal_load(db, digest, &rec);
+    if (r < 0)
+        return r;
+    if (!size)
+        size = rec.size;
+    if (r == 1 && (!size || rec.size == size) && blobfile_seal_matches(&st, &rec)) {
+        if (seal_out)
+            *seal_out = rec;
+        return 1;
+    }
+    /* No seal, or the file is not what was sealed: only its bytes can tell. */
+    if (!S_ISREG(st.st_mode))
+        snprintf(why, why_len, "%s is not a regular file", path);
+    else if (size && (uint64_t)st.st_size != size)
+        snprintf(why, why_len, "%s has %" PRIu64 " bytes, the blob %" PRIu64, path,
+                 (uint64_t)st.st_size, size);
+    else {
+        uint8_t h[SHA256_LEN];
+        uint64_t n = 0;
+        r = sha256_file(path, h, &n);
+        if (r < 0)
+            return r;
+        char d[DIGEST_STR_LEN + 1];
+        digest_format(h, d);
+        if (strcmp(d, digest) != 0)
+            snprintf(why, why_len, "the bytes of %s hash to %s, not to its name", path, d);
+    }
+    if (why[0]) {
+        r = blobfile_quarantine(db, blob_dir, digest, path, why);
+        return r < 0 ? r : 0;
+    }
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return neg_errno();
+    struct blob_seal s;
+    r = blobfile_seal_fd(fd, &s);
+    if (r < 0)
+        return r;
+    r = blobfile_seal_store(db, digest, &s);
+    if (r < 0)
+        log_warn("cannot record a blob's seal (it is hashed again next time)",
+                 "digest=%s "
+                 "error=%s",
+                 digest, strerror(-r));
+    log_info("blob verified by hashing", "digest=%s sealed=%s", digest,
+             rec.size || r == 0 ? "yes" : "no");
+    if (seal_out)
+        *seal_out = s;
+    return 1;
+}
