@@ -97,6 +97,17 @@ void pathset_free(struct pathset *s);
 
 /* ---- the walker (walk.c) ---------------------------------------------------------------- */
 
+/* archive_policy_check() as an error for scan and apply: -EINVAL, "invalid archive policy:
+ * max-path is 0, out of range: 1 to 4095 bytes". Run before anything is sized from it. */
+int archive_policy_require(const struct archive_policy *p, struct err *e);
+
+/* Bytes for a buffer holding a name at the (checked) policy's longest, its NUL, and one more
+ * so that a longer name is seen as longer. */
+static inline size_t archive_path_buffer_size(const struct archive_policy *p)
+{
+    return (size_t)p->max_path_bytes + 2;
+}
+
 enum entry_kind {
     EK_FILE,
     EK_DIR,

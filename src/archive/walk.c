@@ -82,6 +82,15 @@ void utf8_scope_end(struct utf8_scope *u)
     }
 }
 
+int archive_policy_require(const struct archive_policy *p, struct err *e)
+{
+    char why[256];
+    int r = archive_policy_check(p, why, sizeof(why));
+    if (r < 0)
+        return err_set(e, r, "invalid archive policy: %s", why);
+    return 0;
+}
+
 struct layer_walk {
     struct archive *a;
     struct archive_policy pol;
@@ -369,14 +378,16 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
             return layer_walk_fail(w, -EFBIG, "file-size",
                                    "file size %" PRId64 " over the limit of %" PRIu64, size,
                                    w->pol.max_file_bytes);
-        w->total_bytes += (uint64_t)size;
+        /* size <= INT64_MAX; saturate so that a layer without a total limit cannot wrap. */
+        if (__builtin_add_overflow(w->total_bytes, (uint64_t)size, &w->total_bytes))
+            w->total_bytes = UINT64_MAX;
         if (w->pol.max_total_bytes && w->total_bytes > w->pol.max_total_bytes)
             return layer_walk_fail(w, -EFBIG, "total-size",
                                    "layer content exceeds the total size limit of %" PRIu64
                                    " bytes",
                                    w->pol.max_total_bytes);
         st->files++;
-        st->bytes += (uint64_t)size;
+        st->bytes = w->total_bytes;
         break;
     case EK_DIR:
         st->dirs++;
@@ -512,7 +523,7 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
         if (w->pol.max_header_bytes && pos - w->last_end > w->pol.max_header_bytes) {
             return layer_walk_fail(w, -EFBIG, "header-size",
                                    "%" PRIu64 " bytes of header metadata, over the limit of "
-                                   "%" PRIu32,
+                                   "%" PRIu64,
                                    pos - w->last_end, w->pol.max_header_bytes);
         }
         r = validate_entry(w, ae);
@@ -553,10 +564,14 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
         .st = st,
         .e = e,
     };
+    int r = archive_policy_require(&w.pol, e);
+    if (r < 0)
+        return r;
+    /* max_time_ms <= ARCHIVE_MAX_TIME_MS_LIMIT: no overflow. */
     if (w.pol.max_time_ms)
         w.deadline_ms = mono_ms() + (int64_t)w.pol.max_time_ms;
     /* Buffers for a name (and a link target) at the longest allowed length. */
-    w.path_cap = (w.pol.max_path_bytes ? w.pol.max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES) + 2;
+    w.path_cap = archive_path_buffer_size(&w.pol);
     _cleanup_free_ char *pbuf = malloc(w.path_cap);
     _cleanup_free_ char *lbuf = malloc(w.path_cap);
     _cleanup_free_ char *nbuf = malloc(w.path_cap);
@@ -567,7 +582,7 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
     w.name_copy = nbuf;
 
     struct utf8_scope u = utf8_scope_begin();
-    int r = walk_stream(&w, path, fn, ud);
+    r = walk_stream(&w, path, fn, ud);
     utf8_scope_end(&u);
     return r;
 }
