@@ -12,6 +12,10 @@
  *   - each entry: name and link-target rules (path.c), type, whiteout form, owner range,
  *     hardlinks with data, device policy, file and total size, entry count.
  *
+ * Names are bytes: whatever the archive holds (UTF-8 or not) is what is checked and created
+ * (archive_next_header_bytes). One exception, libarchive's: a PAX name in valid UTF-8 comes
+ * out composed (NFC), see docs/archive.md.
+ *
  * libarchive reads with a 1 MiB block so that large files come out in large pieces and an
  * uncompressed tar is read with few syscalls; data a callback does not consume is skipped
  * (by seeking, for uncompressed blobs).
@@ -89,6 +93,19 @@ int archive_policy_require(const struct archive_policy *p, struct err *e)
     if (r < 0)
         return err_set(e, r, "invalid archive policy: %s", why);
     return 0;
+}
+
+int archive_next_header_bytes(struct archive *a, struct archive_entry **ae)
+{
+    int r = archive_read_next_header(a, ae);
+    if (r != ARCHIVE_WARN)
+        return r;
+    /* The tar reader's charset warnings: "Pathname can't be converted from UTF-8 to current
+     * locale." (also Linkname, Uname, Gname). It then stores the original bytes. */
+    const char *m = archive_error_string(a);
+    if (m && strstr(m, " can't be converted from ") && archive_entry_pathname(*ae))
+        return ARCHIVE_OK;
+    return r;
 }
 
 struct layer_walk {
@@ -503,7 +520,7 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
         r = check_stream_limits(w);
         if (r < 0)
             return r;
-        r = archive_read_next_header(a, &ae);
+        r = archive_next_header_bytes(a, &ae);
         if (r == ARCHIVE_EOF)
             break;
         if (r != ARCHIVE_OK)
