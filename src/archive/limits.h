@@ -113,11 +113,6 @@ struct archive_policy {
      * not run as root (like GNU tar's --no-same-owner). */
     bool preserve_owner;
 
-    /* Require the tar end-of-archive marker (a zero block). A blob cut exactly at an entry
-     * boundary reads as a shorter, valid layer otherwise. Real writers (Go, GNU tar, Python,
-     * docker) always write it. */
-    bool require_eof_marker;
-
     /* Comma-separated xattr allowlist (see ARCHIVE_DEFAULT_XATTR_ALLOW); "" keeps none. The
      * string is not copied: it must outlive the policy's use. */
     const char *xattr_allow;

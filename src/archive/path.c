@@ -28,7 +28,6 @@ struct archive_policy archive_policy_default(void)
         .allow_devices = true,
         .allow_control_chars = false,
         .preserve_owner = true,
-        .require_eof_marker = true,
         .xattr_allow = ARCHIVE_DEFAULT_XATTR_ALLOW,
     };
 }

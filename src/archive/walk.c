@@ -8,7 +8,8 @@
  * What is checked here (everything that does not need the target tree):
  *   - the blob: regular file, size limit, a layer format by content (tar, gzip, zstd);
  *   - the stream: libarchive errors (bad checksums, truncation, overflowing fields), the
- *     end-of-archive marker, metadata bytes per entry, compression ratio, wall time;
+ *     end (at an entry boundary, see walk_stream), metadata bytes per entry, compression
+ *     ratio, wall time;
  *   - each entry: name and link-target rules (path.c), type, whiteout form, owner range,
  *     hardlinks with data, device policy, file and total size, entry count.
  *
@@ -162,9 +163,12 @@ static int libarchive_fail(struct layer_walk *w, const char *what)
 {
     const char *m = archive_error_string(w->a);
     char msg[512];
-    snprintf(msg, sizeof(msg), "%s: %s", what, m ? m : "unknown error");
+    /* The tar reader fails without a message only when it cannot read ahead the bytes an
+     * entry's headers announce (a PAX or GNU long-name body cut short). */
+    snprintf(msg, sizeof(msg), "%s: %s", what,
+             m ? m : "the archive ends inside an entry's headers");
     bool trunc =
-        m && (strstr(m, "runcated") || strstr(m, "nexpected EOF") || strstr(m, "Premature end"));
+        !m || strstr(m, "runcated") || strstr(m, "nexpected EOF") || strstr(m, "Premature end");
     return stream_fail(w, -EBADMSG, trunc ? "truncated" : "malformed", msg);
 }
 
@@ -523,6 +527,14 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
         r = archive_next_header_bytes(a, &ae);
         if (r == ARCHIVE_EOF)
             break;
+        /* An extended header (PAX, GNU long name) followed by the end of the stream: the
+         * tar reader says "Damaged tar archive" with ARCHIVE_FATAL (a bad checksum, the
+         * other "Damaged", is ARCHIVE_RETRY). */
+        const char *m = archive_error_string(a);
+        if (r == ARCHIVE_FATAL && m && !strcmp(m, "Damaged tar archive"))
+            return stream_fail(w, -EBADMSG, "truncated",
+                               "the archive ends after an extended header (PAX or GNU long "
+                               "name), before the entry it belongs to");
         if (r != ARCHIVE_OK)
             return libarchive_fail(w, "cannot read the next entry header");
         uint64_t pos = (uint64_t)archive_filter_bytes(a, 0);
@@ -559,10 +571,13 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
             return stream_fail(w, -EBADMSG, "truncated",
                                "archive is truncated (an entry's data runs past the end)");
     }
-    uint64_t end = (uint64_t)archive_filter_bytes(a, 0);
-    if (w->pol.require_eof_marker && end < w->last_end + TAR_BLOCK)
-        return stream_fail(w, -EBADMSG, "truncated",
-                           "archive ends without the end-of-archive marker (truncated?)");
+    /* The end. libarchive reports EOF at the end-of-archive marker (two zero blocks, or one:
+     * a second is consumed when present, whatever follows is ignored) and when the stream
+     * ends exactly at an entry boundary without a marker, as GNU tar and Go's archive/tar
+     * (Docker, containerd) accept it. Whether the blob is complete is for the fetch machine
+     * to check (the downloaded size against the object's, a member's declared digest); a
+     * stream that ends inside a header or inside an entry's data fails above (rule:
+     * truncated). */
     st->compressed_bytes = (uint64_t)archive_filter_bytes(a, -1);
     if (tl_progress)
         tl_progress(w->blob_size, w->blob_size, tl_progress_ud);

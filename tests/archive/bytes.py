@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bytes.py: file names are bytes.
+"""bytes.py: file names are bytes, and a layer may end at an entry boundary.
 
 1. Names that are not UTF-8, the way real layers carry them: a PAX path with Latin-1 bytes
    (no hdrcharset: Go's archive/tar writes these), a PAX header with hdrcharset=BINARY
@@ -10,6 +10,10 @@
    step) must accept every layer.
 2. Whiteouts and opaque directories naming non-UTF-8 entries of a lower layer remove exactly
    those entries; the path rules still hold for such names (traversal, control characters).
+3. End of archive: a tar (and a gzip-compressed tar) that ends exactly at an entry boundary
+   without the end-of-archive marker, or with a single zero block, is a complete layer:
+   the tree equals GNU tar's. A single zero block alone is an empty layer.
+   (Streams cut inside a header or inside data are rejected: hostile.py.)
 
 GNU tar runs with LC_ALL=C, where it keeps every name's bytes.
 
@@ -25,7 +29,7 @@ import tarfile
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import treecmp  # noqa: E402
-from tarlib import (Tar, header, is_root, make_base, pad, read, remove_tree,  # noqa
+from tarlib import (BLOCK, Tar, header, is_root, make_base, pad, read, remove_tree,  # noqa
                     report, summary, thinimg_bin, write_file)
 
 LATIN1 = b'caf\xe9'                   # "café" in Latin-1: not UTF-8
@@ -171,6 +175,16 @@ def main():
         add(report(problems, 'whiteouts of non-UTF-8 names',
                    'whiteout and opaque directory remove exactly the non-UTF-8 lower entries'))
 
+        # 3. end of archive
+        body = Tar().dir('./').file('a', 'A' * 3000).dir('d').file('d/b', 'B' * 10).bytes()
+        ends = {'no-end-marker': body, 'one-zero-block': body + b'\0' * BLOCK,
+                'one-zero-block-then-garbage': body + b'\0' * BLOCK + b'garbage' * 100}
+        for label, data in ends.items():
+            add(versus_gnu_tar(base, label, data, [b'a', b'd/b']))
+            add(versus_gnu_tar(base, label + '-gzip', gzip.compress(data), [b'a', b'd/b']))
+        add(versus_gnu_tar(base, 'only-one-zero-block', b'\0' * BLOCK, dir_mtime=False))
+        add(versus_gnu_tar(base, 'only-one-zero-block-gzip', gzip.compress(b'\0' * BLOCK),
+                           dir_mtime=False))
     finally:
         remove_tree(base)
     return summary(passed, failed, 0)
