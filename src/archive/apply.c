@@ -882,12 +882,13 @@ int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
         .egid = getegid(),
         .umask = read_umask(),
     };
-    size_t cap =
-        (ap.pol.max_path_bytes ? ap.pol.max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES) + 2;
+    int r = archive_policy_require(&ap.pol, e);
+    if (r < 0)
+        return r;
+    size_t cap = archive_path_buffer_size(&ap.pol);
     ap.cache_path = malloc(cap);
     ap.pathbuf = malloc(cap);
     ap.pathbuf_cap = cap;
-    int r;
     if (!ap.cache_path || !ap.pathbuf) {
         r = err_set(e, -ENOMEM, "out of memory");
         goto out;

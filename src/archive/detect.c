@@ -140,12 +140,9 @@ enum sniff_kind archive_sniff(const unsigned char *head, size_t n, uint64_t file
         return SNIFF_ZSTD;
     if (n >= TAR_BLOCK && tar_header_valid(head))
         return SNIFF_TAR;
-    if (n >= TAR_BLOCK && all_zero(head, TAR_BLOCK)) {
-        if (file_size >= 2ULL * TAR_BLOCK)
-            return SNIFF_TAR; /* an empty layer: only the end-of-archive blocks */
-        WHY("truncated tar archive (a single zero block)");
-        return SNIFF_UNKNOWN;
-    }
+    /* An empty layer: the end-of-archive marker only (one zero block is enough: see walk.c). */
+    if (n >= TAR_BLOCK && all_zero(head, TAR_BLOCK))
+        return SNIFF_TAR;
 
     /* Not a layer: say what it looks like. Skip leading white space for text formats. */
     size_t i = 0;

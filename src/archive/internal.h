@@ -24,15 +24,18 @@
 #include "archive/limits.h"
 #include "util/err.h"
 
+struct archive;
 struct archive_entry;
 
 /* ---- names as bytes ------------------------------------------------------------------------ */
 
-/* libarchive converts PAX names (UTF-8 by the standard) to the locale's charset; in the C
- * locale every non-ASCII name fails (and the conversion would go through iconv). These switch
- * the calling thread (only) to C.UTF-8 for the duration of a read, leaving the process-wide
- * locale alone; UTF-8 to UTF-8 needs no iconv. The locale object is created once per
- * process (walk.c). */
+/* libarchive converts PAX names (UTF-8 by the standard) to the locale's charset. In the C
+ * locale that goes through iconv, which takes glibc's gconv lock: not safe in a forked child
+ * of a threaded process. These switch the calling thread (only) to C.UTF-8 for the duration
+ * of a read, leaving the process-wide locale alone; UTF-8 to UTF-8 needs no iconv. It keeps
+ * the bytes of a valid UTF-8 name, except that it composes NFD sequences; a name that is not
+ * UTF-8 fails the conversion and is kept as it is (archive_next_header_bytes). The locale
+ * object is created once per process (walk.c). */
 struct utf8_scope {
     locale_t utf8, old;
 };
@@ -96,6 +99,24 @@ struct pathset_node *pathset_put(struct pathset *s, const char *key, size_t len)
 void pathset_free(struct pathset *s);
 
 /* ---- the walker (walk.c) ---------------------------------------------------------------- */
+
+/* archive_policy_check() as an error for scan and apply: -EINVAL, "invalid archive policy:
+ * max-path is 0, out of range: 1 to 4095 bytes". Run before anything is sized from it. */
+int archive_policy_require(const struct archive_policy *p, struct err *e);
+
+/* Bytes for a buffer holding a name at the (checked) policy's longest, its NUL, and one more
+ * so that a longer name is seen as longer. */
+static inline size_t archive_path_buffer_size(const struct archive_policy *p)
+{
+    return (size_t)p->max_path_bytes + 2;
+}
+
+/* archive_read_next_header(), with names as bytes: a PAX name (path, linkpath) that is not
+ * valid UTF-8 makes libarchive warn that it "can't be converted" to the locale's charset and
+ * keep the name's bytes as they are in the archive; that warning is not an error (GNU tar,
+ * Go's archive/tar and so Docker and containerd take such names byte for byte). Every other
+ * warning is returned as it is. */
+int archive_next_header_bytes(struct archive *a, struct archive_entry **ae);
 
 enum entry_kind {
     EK_FILE,

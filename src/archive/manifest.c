@@ -119,7 +119,7 @@ static int seek_member(const char *path, const char *want_in, struct archive **o
         int r;
         uint64_t n = 0;
         bool relinked = false;
-        while ((r = archive_read_next_header(a, &ae)) == ARCHIVE_OK) {
+        while ((r = archive_next_header_bytes(a, &ae)) == ARCHIVE_OK) {
             if (++n > ARCHIVE_DEFAULT_MAX_ENTRIES)
                 break;
             if (!member_name(archive_entry_pathname(ae), name, sizeof(name)) ||

@@ -28,7 +28,6 @@ struct archive_policy archive_policy_default(void)
         .allow_devices = true,
         .allow_control_chars = false,
         .preserve_owner = true,
-        .require_eof_marker = true,
         .xattr_allow = ARCHIVE_DEFAULT_XATTR_ALLOW,
     };
 }
@@ -58,7 +57,7 @@ int archive_path_normalize(const char *in, const struct archive_policy *p, char 
                            const char **rule, const char **why)
 {
     size_t in_len = strlen(in);
-    uint32_t max_path = p->max_path_bytes ? p->max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES;
+    size_t max_path = p->max_path_bytes; /* never 0: archive_policy_check() */
 
     *trailing_slash = false;
     *depth = 0;
@@ -106,7 +105,7 @@ int archive_path_normalize(const char *in, const struct archive_policy *p, char 
                 *why = "a name component is longer than NAME_MAX (255)";
                 return -ENAMETOOLONG;
             }
-            if (++*depth > (p->max_depth ? p->max_depth : UINT32_MAX)) {
+            if (++*depth > p->max_depth) {
                 *rule = "depth";
                 *why = "name has more components than the depth limit";
                 return -ENAMETOOLONG;

@@ -8,9 +8,14 @@
  * What is checked here (everything that does not need the target tree):
  *   - the blob: regular file, size limit, a layer format by content (tar, gzip, zstd);
  *   - the stream: libarchive errors (bad checksums, truncation, overflowing fields), the
- *     end-of-archive marker, metadata bytes per entry, compression ratio, wall time;
+ *     end (at an entry boundary, see walk_stream), metadata bytes per entry, compression
+ *     ratio, wall time;
  *   - each entry: name and link-target rules (path.c), type, whiteout form, owner range,
  *     hardlinks with data, device policy, file and total size, entry count.
+ *
+ * Names are bytes: whatever the archive holds (UTF-8 or not) is what is checked and created
+ * (archive_next_header_bytes). One exception, libarchive's: a PAX name in valid UTF-8 comes
+ * out composed (NFC), see docs/archive.md.
  *
  * libarchive reads with a 1 MiB block so that large files come out in large pieces and an
  * uncompressed tar is read with few syscalls; data a callback does not consume is skipped
@@ -82,6 +87,28 @@ void utf8_scope_end(struct utf8_scope *u)
     }
 }
 
+int archive_policy_require(const struct archive_policy *p, struct err *e)
+{
+    char why[256];
+    int r = archive_policy_check(p, why, sizeof(why));
+    if (r < 0)
+        return err_set(e, r, "invalid archive policy: %s", why);
+    return 0;
+}
+
+int archive_next_header_bytes(struct archive *a, struct archive_entry **ae)
+{
+    int r = archive_read_next_header(a, ae);
+    if (r != ARCHIVE_WARN)
+        return r;
+    /* The tar reader's charset warnings: "Pathname can't be converted from UTF-8 to current
+     * locale." (also Linkname, Uname, Gname). It then stores the original bytes. */
+    const char *m = archive_error_string(a);
+    if (m && strstr(m, " can't be converted from ") && archive_entry_pathname(*ae))
+        return ARCHIVE_OK;
+    return r;
+}
+
 struct layer_walk {
     struct archive *a;
     struct archive_policy pol;
@@ -136,9 +163,12 @@ static int libarchive_fail(struct layer_walk *w, const char *what)
 {
     const char *m = archive_error_string(w->a);
     char msg[512];
-    snprintf(msg, sizeof(msg), "%s: %s", what, m ? m : "unknown error");
+    /* The tar reader fails without a message only when it cannot read ahead the bytes an
+     * entry's headers announce (a PAX or GNU long-name body cut short). */
+    snprintf(msg, sizeof(msg), "%s: %s", what,
+             m ? m : "the archive ends inside an entry's headers");
     bool trunc =
-        m && (strstr(m, "runcated") || strstr(m, "nexpected EOF") || strstr(m, "Premature end"));
+        !m || strstr(m, "runcated") || strstr(m, "nexpected EOF") || strstr(m, "Premature end");
     return stream_fail(w, -EBADMSG, trunc ? "truncated" : "malformed", msg);
 }
 
@@ -369,14 +399,16 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
             return layer_walk_fail(w, -EFBIG, "file-size",
                                    "file size %" PRId64 " over the limit of %" PRIu64, size,
                                    w->pol.max_file_bytes);
-        w->total_bytes += (uint64_t)size;
+        /* size <= INT64_MAX; saturate so that a layer without a total limit cannot wrap. */
+        if (__builtin_add_overflow(w->total_bytes, (uint64_t)size, &w->total_bytes))
+            w->total_bytes = UINT64_MAX;
         if (w->pol.max_total_bytes && w->total_bytes > w->pol.max_total_bytes)
             return layer_walk_fail(w, -EFBIG, "total-size",
                                    "layer content exceeds the total size limit of %" PRIu64
                                    " bytes",
                                    w->pol.max_total_bytes);
         st->files++;
-        st->bytes += (uint64_t)size;
+        st->bytes = w->total_bytes;
         break;
     case EK_DIR:
         st->dirs++;
@@ -492,9 +524,17 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
         r = check_stream_limits(w);
         if (r < 0)
             return r;
-        r = archive_read_next_header(a, &ae);
+        r = archive_next_header_bytes(a, &ae);
         if (r == ARCHIVE_EOF)
             break;
+        /* An extended header (PAX, GNU long name) followed by the end of the stream: the
+         * tar reader says "Damaged tar archive" with ARCHIVE_FATAL (a bad checksum, the
+         * other "Damaged", is ARCHIVE_RETRY). */
+        const char *m = archive_error_string(a);
+        if (r == ARCHIVE_FATAL && m && !strcmp(m, "Damaged tar archive"))
+            return stream_fail(w, -EBADMSG, "truncated",
+                               "the archive ends after an extended header (PAX or GNU long "
+                               "name), before the entry it belongs to");
         if (r != ARCHIVE_OK)
             return libarchive_fail(w, "cannot read the next entry header");
         uint64_t pos = (uint64_t)archive_filter_bytes(a, 0);
@@ -512,7 +552,7 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
         if (w->pol.max_header_bytes && pos - w->last_end > w->pol.max_header_bytes) {
             return layer_walk_fail(w, -EFBIG, "header-size",
                                    "%" PRIu64 " bytes of header metadata, over the limit of "
-                                   "%" PRIu32,
+                                   "%" PRIu64,
                                    pos - w->last_end, w->pol.max_header_bytes);
         }
         r = validate_entry(w, ae);
@@ -531,10 +571,13 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
             return stream_fail(w, -EBADMSG, "truncated",
                                "archive is truncated (an entry's data runs past the end)");
     }
-    uint64_t end = (uint64_t)archive_filter_bytes(a, 0);
-    if (w->pol.require_eof_marker && end < w->last_end + TAR_BLOCK)
-        return stream_fail(w, -EBADMSG, "truncated",
-                           "archive ends without the end-of-archive marker (truncated?)");
+    /* The end. libarchive reports EOF at the end-of-archive marker (two zero blocks, or one:
+     * a second is consumed when present, whatever follows is ignored) and when the stream
+     * ends exactly at an entry boundary without a marker, as GNU tar and Go's archive/tar
+     * (Docker, containerd) accept it. Whether the blob is complete is for the fetch machine
+     * to check (the downloaded size against the object's, a member's declared digest); a
+     * stream that ends inside a header or inside an entry's data fails above (rule:
+     * truncated). */
     st->compressed_bytes = (uint64_t)archive_filter_bytes(a, -1);
     if (tl_progress)
         tl_progress(w->blob_size, w->blob_size, tl_progress_ud);
@@ -553,10 +596,14 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
         .st = st,
         .e = e,
     };
+    int r = archive_policy_require(&w.pol, e);
+    if (r < 0)
+        return r;
+    /* max_time_ms <= ARCHIVE_MAX_TIME_MS_LIMIT: no overflow. */
     if (w.pol.max_time_ms)
         w.deadline_ms = mono_ms() + (int64_t)w.pol.max_time_ms;
     /* Buffers for a name (and a link target) at the longest allowed length. */
-    w.path_cap = (w.pol.max_path_bytes ? w.pol.max_path_bytes : ARCHIVE_DEFAULT_MAX_PATH_BYTES) + 2;
+    w.path_cap = archive_path_buffer_size(&w.pol);
     _cleanup_free_ char *pbuf = malloc(w.path_cap);
     _cleanup_free_ char *lbuf = malloc(w.path_cap);
     _cleanup_free_ char *nbuf = malloc(w.path_cap);
@@ -567,7 +614,7 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
     w.name_copy = nbuf;
 
     struct utf8_scope u = utf8_scope_begin();
-    int r = walk_stream(&w, path, fn, ud);
+    r = walk_stream(&w, path, fn, ud);
     utf8_scope_end(&u);
     return r;
 }

@@ -50,59 +50,21 @@ static void usage(FILE *out)
             "  --json                 print per-layer statistics as JSON\n"
             "  -h, --help             this help\n"
             "\n"
-            "Limits (0 = none; sizes take K, M, G suffixes):\n"
+            "Limits (sizes take K, M, G, T suffixes; 0 = no limit, except path and depth):\n"
             "  --max-blob-size N      largest layer blob          (default 8G)\n"
             "  --max-entries N        entries per layer           (default 1000000)\n"
             "  --max-file-size N      largest regular file        (default 8G)\n"
             "  --max-total-size N     file bytes per layer        (default 32G)\n"
-            "  --max-path N           longest name in bytes       (default 4095)\n"
-            "  --max-depth N          most name components        (default 256)\n"
-            "  --max-header-size N    metadata bytes per entry    (default 1M)\n"
-            "  --max-time T           wall time per layer, seconds or Nms (default 1800)\n"
+            "  --max-path N           longest name in bytes, 1 to 4095 (default 4095)\n"
+            "  --max-depth N          most name components, 1 to 2048 (default 256)\n"
+            "  --max-header-size N    metadata bytes per entry, 512 or more (default 1M)\n"
+            "  --max-time T           wall time per layer: N or Ns seconds, Nms, up to 30\n"
+            "                         days (default 1800)\n"
             "  --max-ratio N          decompression ratio         (default 100)\n"
             "\n"
             "Exit codes: 0 applied, 2 usage, 6 a layer was rejected (unsafe, malformed, over a\n"
             "limit, not a layer), 1 other failures. See docs/archive.md.\n",
             ARCHIVE_DEFAULT_XATTR_ALLOW);
-}
-
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-')
-        return -EINVAL;
-    unsigned shift = 0;
-    if (*end == 'K' || *end == 'k')
-        shift = 10;
-    else if (*end == 'M' || *end == 'm')
-        shift = 20;
-    else if (*end == 'G' || *end == 'g')
-        shift = 30;
-    if (shift)
-        end++;
-    if (*end || (shift && v > (UINT64_MAX >> shift)))
-        return -EINVAL;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
-/* "N" seconds or "Nms" milliseconds. */
-static int parse_duration_ms(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-')
-        return -EINVAL;
-    if (!strcmp(end, "ms"))
-        *out = v;
-    else if (*end == '\0' || !strcmp(end, "s"))
-        *out = v * 1000;
-    else
-        return -EINVAL;
-    return 0;
 }
 
 static json_t *stats_json(const char *layer, const char *format, const struct archive_stats *st)
@@ -228,18 +190,14 @@ int cmd_extract(struct cli *cli, int argc, char **argv)
     struct run run = {.cli = cli, .root_fd = -1, .pol = archive_policy_default()};
     run.pol.preserve_owner = geteuid() == 0;
     const char *root = NULL;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        uint64_t v = 0;
-        if (c == OPT_MAX_TIME) {
-            if (parse_duration_ms(optarg, &v) < 0)
-                return cli_usage_error("extract", "invalid duration '%s' (seconds, or Nms)",
-                                       optarg);
-        } else if (c >= OPT_MAX_BLOB && c <= OPT_MAX_RATIO) {
-            if (parse_size(optarg, &v) < 0)
-                return cli_usage_error("extract", "invalid number '%s'", optarg);
-            if (c >= OPT_MAX_PATH && c != OPT_MAX_TIME && v > UINT32_MAX)
-                return cli_usage_error("extract", "value '%s' too large", optarg);
+    int c, idx = -1;
+    while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
+        if (c >= OPT_MAX_BLOB && c <= OPT_MAX_RATIO) {
+            /* Every limit's syntax and range: src/archive/limits.c. */
+            char why[256];
+            if (archive_limit_set(&run.pol, opts[idx].name, optarg, why, sizeof(why)) < 0)
+                return cli_usage_error("extract", "%s", why);
+            continue;
         }
         switch (c) {
         case OPT_ROOT:
@@ -268,33 +226,6 @@ int cmd_extract(struct cli *cli, int argc, char **argv)
             break;
         case OPT_JSON:
             run.json = true;
-            break;
-        case OPT_MAX_BLOB:
-            run.pol.max_blob_bytes = v;
-            break;
-        case OPT_MAX_ENTRIES:
-            run.pol.max_entries = v;
-            break;
-        case OPT_MAX_FILE:
-            run.pol.max_file_bytes = v;
-            break;
-        case OPT_MAX_TOTAL:
-            run.pol.max_total_bytes = v;
-            break;
-        case OPT_MAX_PATH:
-            run.pol.max_path_bytes = (uint32_t)v;
-            break;
-        case OPT_MAX_DEPTH:
-            run.pol.max_depth = (uint32_t)v;
-            break;
-        case OPT_MAX_HEADER:
-            run.pol.max_header_bytes = (uint32_t)v;
-            break;
-        case OPT_MAX_TIME:
-            run.pol.max_time_ms = v;
-            break;
-        case OPT_MAX_RATIO:
-            run.pol.max_ratio = (uint32_t)v;
             break;
         case 'h':
             usage(stdout);

@@ -31,8 +31,8 @@ import sys
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import treecmp  # noqa: E402
-from tarlib import (Tar, is_root, make_base, mode_of, read, report, summary,  # noqa: E402
-                    thinimg_bin)
+from tarlib import (Tar, is_root, make_base, mode_of, read, remove_tree, report,  # noqa: E402
+                    summary, thinimg_bin)
 
 # VFS_CAP_REVISION_2 file capability: cap_net_raw (bit 13) permitted + effective.
 CAP_NET_RAW = bytes([0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00]) + bytes(12)
@@ -303,12 +303,7 @@ def main():
                        % (fmt, os.stat(got).st_blocks // 2))
             passed, failed = passed + d[0], failed + d[1]
     finally:
-        for dirpath, dirnames, _ in os.walk(base):
-            for d in dirnames:
-                full = os.path.join(dirpath, d)
-                if not os.path.islink(full):
-                    os.chmod(full, 0o700)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
     return summary(passed, failed, 0)
 
 

@@ -1,8 +1,9 @@
-# Archive suite (label "archive"): the hostile corpus, legitimate tricky content and a real
-# Debian root filesystem, all through `thinimg extract`. Python 3 generates the archives at
-# test time (tests/archive/*.py); nothing here needs devicemapper.
+# Archive suite (label "archive"): the hostile corpus, legitimate tricky content, names as bytes
+# and stream ends vs GNU tar, the limit options, and a real Debian root filesystem, all through
+# `thinimg extract`. Python 3 generates the archives at test time (tests/archive/*.py);
+# nothing here needs devicemapper.
 find_package(Python3 REQUIRED COMPONENTS Interpreter)
-foreach(t hostile legit debian)
+foreach(t hostile legit debian bytes limits)
   add_test(NAME archive_${t}
     COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/${t}.py)
   set_tests_properties(archive_${t} PROPERTIES LABELS archive TIMEOUT 900

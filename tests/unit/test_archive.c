@@ -167,7 +167,7 @@ static void test_normalize(void **state)
         -ENAMETOOLONG);
     assert_string_equal(rule, "path-length");
     p.allow_control_chars = true;
-    p.max_path_bytes = 0;
+    p.max_path_bytes = ARCHIVE_DEFAULT_MAX_PATH_BYTES;
     assert_int_equal(
         archive_path_normalize("a\tb/", &p, out, sizeof(out), &slash, &depth, &rule, &why), 0);
     assert_true(slash);
@@ -379,6 +379,79 @@ static void test_scan_apply(void **state)
     free(dir);
 }
 
+/* ---- limits: ranges checked when parsed and before a walk ---------------------------------- */
+
+static void test_policy_limits(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp("limits");
+    char *blob = tmpfile_in(dir, "l.tar");
+    const struct ent ents[] = {{"a", 'f', "x", 0}};
+    write_tar(blob, 0, ents, ARRAY_SIZE(ents));
+    struct archive_stats st;
+    struct err e = {0};
+    int rfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(rfd >= 0);
+
+    /* A path limit that used to wrap the 32-bit buffer size (4294967294 + 2 = 0), and limits
+     * that have no "no limit" value: refused before anything is sized or read. */
+    struct {
+        size_t off;
+        uint32_t v;
+        const char *name;
+    } bad[] = {
+        {offsetof(struct archive_policy, max_path_bytes), 4294967294U, "max-path is 4294967294"},
+        {offsetof(struct archive_policy, max_path_bytes), 0, "max-path is 0"},
+        {offsetof(struct archive_policy, max_path_bytes), 4096, "max-path is 4096"},
+        {offsetof(struct archive_policy, max_depth), 0, "max-depth is 0"},
+        {offsetof(struct archive_policy, max_depth), 2049, "max-depth is 2049"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        struct archive_policy p = archive_policy_default();
+        memcpy((char *)&p + bad[i].off, &bad[i].v, sizeof(uint32_t));
+        err_clear(&e);
+        assert_int_equal(archive_scan(blob, &p, &st, &e), -EINVAL);
+        assert_true(tu_contains(e.msg, bad[i].name));
+        err_clear(&e);
+        assert_int_equal(archive_apply(rfd, blob, &p, &st, &e), -EINVAL);
+        assert_true(tu_contains(e.msg, "invalid archive policy"));
+    }
+    struct archive_policy p = archive_policy_default();
+    p.max_time_ms = ARCHIVE_MAX_TIME_MS_LIMIT + 1;
+    err_clear(&e);
+    assert_int_equal(archive_scan(blob, &p, &st, &e), -EINVAL);
+    p = archive_policy_default();
+    p.max_header_bytes = ARCHIVE_MIN_HEADER_BYTES_LIMIT - 1;
+    assert_int_equal(archive_scan(blob, &p, &st, &e), -EINVAL);
+
+    /* The parser: ranges, suffixes, overflow in the unit conversion. */
+    char why[256];
+    p = archive_policy_default();
+    assert_int_equal(archive_limit_set(&p, "max-path", "4095", why, sizeof(why)), 0);
+    assert_int_equal(p.max_path_bytes, 4095);
+    assert_int_equal(archive_limit_set(&p, "max-path", "4294967294", why, sizeof(why)), -EINVAL);
+    assert_true(tu_contains(why, "--max-path: '4294967294' is out of range: 1 to 4095 bytes"));
+    assert_int_equal(p.max_path_bytes, 4095); /* unchanged */
+    assert_int_equal(archive_limit_set(&p, "max-file-size", "2G", why, sizeof(why)), 0);
+    assert_int_equal(p.max_file_bytes, 2ULL << 30);
+    assert_int_equal(archive_limit_set(&p, "max-file-size", "0", why, sizeof(why)), 0);
+    assert_int_equal(p.max_file_bytes, 0);
+    assert_int_equal(archive_limit_set(&p, "max-time", "20ms", why, sizeof(why)), 0);
+    assert_int_equal(p.max_time_ms, 20);
+    assert_int_equal(archive_limit_set(&p, "max-time", "18446744073709552", why, sizeof(why)),
+                     -EINVAL);
+    assert_int_equal(archive_limit_set(&p, "max-ratio", "4294967296", why, sizeof(why)), -EINVAL);
+    assert_int_equal(archive_limit_set(&p, "max-entries", "-1", why, sizeof(why)), -EINVAL);
+    assert_true(tu_contains(why, "is not a whole number"));
+    assert_int_equal(archive_limit_set(&p, "max-nothing", "1", why, sizeof(why)), -ENOENT);
+    assert_int_equal(archive_policy_check(&p, why, sizeof(why)), 0);
+
+    close(rfd);
+    free(blob);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* ---- apply in a forked child of a threaded process --------------------------------------- */
 
 static volatile int g_spin = 1;
@@ -579,10 +652,11 @@ static void test_oci_layout(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_normalize),      cmocka_unit_test(test_escape_and_allowlist),
-        cmocka_unit_test(test_pathset),        cmocka_unit_test(test_detect),
-        cmocka_unit_test(test_scan_apply),     cmocka_unit_test(test_apply_in_fork_child),
-        cmocka_unit_test(test_docker_archive), cmocka_unit_test(test_oci_layout),
+        cmocka_unit_test(test_normalize),     cmocka_unit_test(test_escape_and_allowlist),
+        cmocka_unit_test(test_pathset),       cmocka_unit_test(test_detect),
+        cmocka_unit_test(test_scan_apply),    cmocka_unit_test(test_apply_in_fork_child),
+        cmocka_unit_test(test_policy_limits), cmocka_unit_test(test_docker_archive),
+        cmocka_unit_test(test_oci_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
