@@ -4,8 +4,8 @@
  * This module knows nothing about images. A *machine* is an ordered list of named transitions
  * plus an end step with finalizers. A *run* is one execution of a machine for a resource id,
  * with an immutable request (opaque bytes, JSON by convention) and a response that each
- * transition may replace. Semantics follow Fly.io's superfly/fsm, without its bugs (see
- * ../shared/research/fsm.md §9.5):
+ * transition may replace. Semantics follow Fly.io's superfly/fsm, without its bugs (docs/fsm.md lists
+ * them):
  *
  * Durability (the contract the rest of thinimg relies on):
  *  - fsm_start() commits the run row and its START event before anything runs.

@@ -1,7 +1,7 @@
 /*
  * pipeline.h: the product: images from a source to active thin snapshots, as durable runs.
  *
- * Four machines run on one FSM manager and one database (see DESIGN.md "Pipeline"):
+ * Four machines run on one FSM manager and one database (docs/architecture.md, docs/pipeline.md):
  *
  *   process-image/process   one per image ref (unqueued: one active run per ref). The parent:
  *                           check-active -> resolve -> fetch -> unpack -> activate.
