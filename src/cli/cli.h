@@ -57,6 +57,9 @@ int cli_failf(const char *cmd, int code, const char *fmt, ...) __attribute__((fo
 
 /* Print a usage error with a hint to run --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* getopt has just said what was wrong with an option (on stderr, as "thinimg: CMD: ..."): add
+ * where the usage is and return EXIT_USAGE. */
+int cli_bad_option(const char *cmd);
 
 /* Open the database at cfg.db_path (creating the state dir and running every migration
  * unless readonly). Read-only opening of a missing database fails with -ENOENT. */

@@ -118,7 +118,7 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
                    "default activation is (re)activated. An inactive activation (deactivate)\n"
                    "comes back with its data.\n");
             return EXIT_OK;
-        default: return cli_usage_error("activate", "unknown option");
+        default: return cli_bad_option("activate");
         }
     }
     if (optind + 1 != argc)
@@ -256,7 +256,7 @@ int cmd_deactivate(struct cli *cli, int argc, char **argv)
                    "the VM wrote stay in the pool; `thinimg activate --name NAME IMAGE` brings\n"
                    "it back. Refused while the device is open.\n");
             return EXIT_OK;
-        default: return cli_usage_error("deactivate", "unknown option");
+        default: return cli_bad_option("deactivate");
         }
     }
     if (optind >= argc)
@@ -340,7 +340,7 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
                    "that is both an activation and an image needs --image or --activation.\n"
                    "Refused while a device is open or an image still has activations.\n");
             return EXIT_OK;
-        default: return cli_usage_error("remove", "unknown option");
+        default: return cli_bad_option("remove");
         }
     }
     if (optind + 1 != argc)

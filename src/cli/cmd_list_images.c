@@ -87,7 +87,7 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
         case 'j': c.json = true; break;
         case 'l': c.layers = true; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_usage_error("list-images", "unknown option");
+        default: return cli_bad_option("list-images");
         }
     }
     if (optind < argc)

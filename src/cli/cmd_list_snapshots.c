@@ -65,7 +65,7 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
         case 'a': all = true; break;
         case 'i': image = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_usage_error("list-snapshots", "unknown option");
+        default: return cli_bad_option("list-snapshots");
         }
     }
     if (optind < argc)

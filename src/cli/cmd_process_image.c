@@ -179,7 +179,7 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
         case 'h': usage(stdout); return EXIT_OK;
         default:
             if (!cli_source_option(c, optarg, &so))
-                return cli_usage_error("process-image", "unknown option");
+                return cli_bad_option("process-image");
         }
     }
     if (optind + 1 != argc)

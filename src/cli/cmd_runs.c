@@ -298,7 +298,7 @@ int cmd_runs(struct cli *cli, int argc, char **argv)
             usage(stdout);
             return EXIT_OK;
         default:
-            return cli_usage_error("runs", "unknown option");
+            return cli_bad_option("runs");
         }
     }
     if (optind < argc && !strcmp(argv[optind], "show")) {

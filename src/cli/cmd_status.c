@@ -53,7 +53,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
             usage();
             return EXIT_OK;
         } else
-            return cli_usage_error("status", "unknown option");
+            return cli_bad_option("status");
     }
     if (optind < argc)
         return cli_usage_error("status", "unexpected argument '%s'", argv[optind]);

@@ -57,6 +57,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+int cli_bad_option(const char *cmd)
+{
+    fprintf(stderr, "Run `thinimg %s --help` for usage.\n", cmd);
+    return EXIT_USAGE;
+}
+
 int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
 {
     if (readonly) {

@@ -9,7 +9,9 @@
 #include <cmocka.h>
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -78,6 +80,47 @@ static void test_global_options_anywhere(void **state)
     free(err);
 }
 
+/* A command's option is named once, in the project's own "thinimg: CMD:" form (getopt's
+ * message and thinimg's used to be printed one after the other). */
+static void test_bad_option_said_once(void **state)
+{
+    (void)state;
+    char *out = NULL, *err = NULL;
+    assert_int_equal(run("version", "--bogus", NULL, &out, &err), 2);
+    assert_true(tu_contains(err, "thinimg: version: unrecognized option '--bogus'"));
+    assert_non_null(strstr(err, "--bogus"));
+    assert_null(strstr(strstr(err, "--bogus") + 1, "--bogus"));
+    assert_true(tu_contains(err, "Run `thinimg version --help`"));
+    free(out);
+    free(err);
+}
+
+/* `thinimg --endpoint URL ls REF`: a command's source option written before the command is
+ * handed to the command, with its separate value. */
+static void test_command_options_before_command(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/thinimg-cli-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char loc[64];
+    snprintf(loc, sizeof(loc), "dir:%s", dir);
+    char *out = NULL, *err = NULL;
+    char *argv[] = {(char *)tu_thinimg(), "--endpoint", "http://127.0.0.1:9", "ls", loc, NULL};
+    int rc = tu_run(argv, NULL, &out, &err);
+    assert_false(tu_contains(err, "unknown command"));
+    assert_false(tu_contains(err, "unrecognized option"));
+    assert_int_not_equal(rc, 2);
+    free(out);
+    free(err);
+    /* A command that has no such option says so, naming itself. */
+    char *argv2[] = {(char *)tu_thinimg(), "--endpoint", "http://127.0.0.1:9", "version", NULL};
+    assert_int_equal(tu_run(argv2, NULL, &out, &err), 2);
+    assert_true(tu_contains(err, "thinimg: version: unrecognized option '--endpoint'"));
+    free(out);
+    free(err);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -85,6 +128,8 @@ int main(void)
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_global_options_anywhere),
+        cmocka_unit_test(test_bad_option_said_once),
+        cmocka_unit_test(test_command_options_before_command),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
