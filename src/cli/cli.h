@@ -55,6 +55,10 @@ int cli_exit_code(int r);
 int cli_fail(const char *cmd, int r, const struct err *e);
 int cli_failf(const char *cmd, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* What a permission error on the state directory or the database tells the operator. */
+#define CLI_RUN_AS_ROOT                                                                            \
+    "thinimg runs as root (or as the user that owns the state directory and its files)"
+
 /* Print a usage error with a hint to run --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* getopt has just said what was wrong with an option (on stderr, as "thinimg: CMD: ..."): add

@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -121,6 +122,56 @@ static void test_command_options_before_command(void **state)
     rmdir(dir);
 }
 
+/* A database this user cannot read is never reported as "nothing yet": list-images and gc say
+ * why and fail, and a state directory that exists but is not writable says so. */
+static void test_unreadable_state(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    char *top = tu_mkdtemp("cli-perm");
+    char sd[512], cmd[2048];
+    snprintf(sd, sizeof(sd), "%s/s", top);
+    char *out = NULL, *err = NULL;
+    char *mk[] = {(char *)tu_thinimg(), "--state-dir", sd, "gc", "--force", NULL};
+    assert_int_equal(tu_run(mk, NULL, &out, &err), 0);
+    free(out);
+    free(err);
+    assert_int_equal(chmod(top, 0755), 0);
+    /* As an unprivileged user (nobody), the database 0600 or its directory closed: */
+    const char *as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    const char *modes[] = {"chmod 700 %s", "chmod 755 %s && chmod 600 %s/thinimg.db",
+                           "chmod 755 %s && chmod 644 %s/thinimg.db"};
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        char prep[1200];
+        snprintf(prep, sizeof(prep), modes[m], sd, sd);
+        assert_int_equal(tu_sh(prep, NULL, NULL), 0);
+        const char *cmds[] = {"list-images", "gc"};
+        for (size_t c = 0; c < 2; c++) {
+            snprintf(cmd, sizeof(cmd), "%s %s --state-dir %s %s", as_nobody, tu_thinimg(), sd,
+                     cmds[c]);
+            int rc = tu_sh(cmd, &out, &err);
+            assert_int_not_equal(rc, 0);
+            assert_false(tu_contains(out, "nothing"));
+            assert_false(tu_contains(out, "no images"));
+            assert_true(tu_contains(err, "thinimg.db"));
+            assert_true(tu_contains(err, "thinimg runs as root"));
+            free(out);
+            free(err);
+        }
+    }
+    /* A command that writes: the state directory exists, but not for this user. */
+    snprintf(cmd, sizeof(cmd),
+             "chmod 755 %s && %s %s --state-dir %s fetch dir:%s/example/images/busybox/1.tar", sd,
+             as_nobody, tu_thinimg(), sd, tu_build_dir());
+    assert_int_not_equal(tu_sh(cmd, &out, &err), 0);
+    assert_true(tu_contains(err, "not writable by this user"));
+    free(out);
+    free(err);
+    tu_rmrf(top);
+    free(top);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -130,6 +181,7 @@ int main(void)
         cmocka_unit_test(test_global_options_anywhere),
         cmocka_unit_test(test_bad_option_said_once),
         cmocka_unit_test(test_command_options_before_command),
+        cmocka_unit_test(test_unreadable_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
