@@ -43,8 +43,11 @@ static int snap_row(const struct activation_rec *a, void *ud)
     if (a->dev_id > 0)
         snprintf(id, sizeof(id), "%lld", (long long)a->dev_id);
     format_duration_ms(now_ms() - a->created_at_ms, age, sizeof(age));
-    table_row(&c->t, a->name, a->image_name, a->state, a->device_path ? a->device_path : "-", id,
-              age, a->error ? a->error : "", NULL);
+    /* What the kernel has, not only what was recorded: after a reboot the devices are gone
+     * until process-image or activate brings them back. */
+    const char *state = view_activation_state_label(a, view_activation_device_present(a));
+    table_row(&c->t, a->name, a->image_name, state, a->device_path ? a->device_path : "-", id, age,
+              a->error ? a->error : "", NULL);
     return 0;
 }
 

@@ -3,6 +3,8 @@
  */
 #include "daemon/views.h"
 
+#include "dm/dm.h"
+
 #include "dm/pool.h"
 
 #include <errno.h>
@@ -220,7 +222,31 @@ json_t *view_activation(const struct activation_rec *a)
                           a->error, "created_at_ms", (json_int_t)a->created_at_ms);
     if (a->dev_id > 0)
         json_object_set_new(o, "device_id", json_integer(a->dev_id));
+    int present = view_activation_device_present(a);
+    if (present >= 0) {
+        json_object_set_new(o, "device_present", json_boolean(present));
+        json_object_set_new(o, "kernel_state", json_string(present ? "active" : "gone"));
+    }
     return o;
+}
+
+int view_activation_device_present(const struct activation_rec *a)
+{
+    if (!a->state || strcmp(a->state, "active") || !a->device_path)
+        return -1;
+    const char *slash = strrchr(a->device_path, '/');
+    const char *name = slash ? slash + 1 : a->device_path;
+    if (!dm_name_valid(name) || dm_available(NULL) < 0)
+        return -1;
+    int r = dm_dev_exists(name);
+    return r < 0 ? -1 : r;
+}
+
+const char *view_activation_state_label(const struct activation_rec *a, int present)
+{
+    if (present == 0)
+        return "inactive (device gone; process-image or activate restores it)";
+    return a->state;
 }
 
 json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int64_t elapsed_ms)

@@ -38,7 +38,18 @@ json_t *view_event(const struct fsm_event_record *ev);
 /* An image with its layers (from db: index, location, digest, chain id, size, layer state,
  * device id). */
 json_t *view_image(struct db *db, const struct image_rec *r);
+/* An activation. One recorded `active` whose dm device the kernel does not have (a reboot
+ * before reassembly, a device removed behind thinimg's back) is shown as what the kernel has:
+ * "device_present": false and "kernel_state": "gone"; "device_present" is absent when it cannot
+ * be checked (not active, or no device-mapper here). */
 json_t *view_activation(const struct activation_rec *a);
+
+/* The kernel's side of an active activation: 1 its dm device exists, 0 it is gone, -1 not
+ * known (not recorded active, no device path, or no device-mapper to ask). */
+int view_activation_device_present(const struct activation_rec *a);
+/* The state to show an operator: the recorded one, or for an active activation whose device is
+ * gone "inactive (device gone; process-image or activate restores it)". */
+const char *view_activation_state_label(const struct activation_rec *a, int present);
 
 /* The result of a process-image run: run, outcome, elapsed_ms, image, ref, state, activation,
  * device_path, device_id and layers (index, location, digest, chain id, device id, state,
