@@ -31,7 +31,8 @@ static void usage(void)
            "and its thin devices: id, name, kind, state in the database, and whether active.\n"
            "Field meanings: docs/dm.md (\"Status fields\").\n"
            "\n"
-           "Exit codes: 0 ok, 3 pool unhealthy, 4 pool not active, 1 other failure.\n");
+           "Exit codes: 0 ok, 3 pool unhealthy or no device-mapper here, 4 pool not active,\n"
+           "1 other failure.\n");
 }
 
 struct dev_line {

@@ -89,6 +89,7 @@ enum err_kind err_kind_of(int code)
     case ELOOP:
     case EXDEV: return ERR_KIND_REJECTED;
     case EHOSTDOWN:
+    case ENODEV: /* no device-mapper driver: the host cannot do the work */
     case EROFS:
     case ENOSPC:
     case EUCLEAN: return ERR_KIND_UNHEALTHY;

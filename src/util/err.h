@@ -45,7 +45,7 @@ enum err_kind {
     ERR_KIND_NOT_FOUND, /* ENOENT, ENXIO */
     ERR_KIND_BUSY,      /* EBUSY, EAGAIN: locked or in use */
     ERR_KIND_REJECTED,  /* EBADMSG, EPERM, ENOTSUP, EILSEQ, ENAMETOOLONG, EFBIG, ELOOP, EXDEV */
-    ERR_KIND_UNHEALTHY, /* EHOSTDOWN, EROFS, ENOSPC, EUCLEAN: host or pool refuses */
+    ERR_KIND_UNHEALTHY, /* EHOSTDOWN, ENODEV, EROFS, ENOSPC, EUCLEAN: host or pool refuses */
     ERR_KIND_SHUTDOWN,  /* ESHUTDOWN: the service is stopping */
     ERR_KIND_TOO_LARGE, /* EMSGSIZE: a request over its size limit */
 };
