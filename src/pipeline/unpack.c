@@ -343,10 +343,25 @@ struct apply_args {
     const struct archive_policy *policy;
 };
 
+/* In the mount child: the archive reader's progress (bytes of the blob read) goes to the
+ * parent through the mount runner's shared page. */
+static void child_progress(uint64_t done, uint64_t total, void *ud)
+{
+    (void)ud;
+    mount_child_progress(done, total);
+}
+
+/* In the parent, while the child applies: what the progress display and the API show. */
+static void apply_progress(uint64_t done, uint64_t total, void *ud)
+{
+    fsm_run_set_progress(ud, "apply", done, total);
+}
+
 /* Runs in the mount child: no database, no logger (see dm/mount.h). */
 static int apply_in_child(int root_fd, void *ud, struct buf *out, struct err *e)
 {
     struct apply_args *a = ud;
+    archive_set_progress(child_progress, NULL);
     struct archive_stats st = {0};
     int r = archive_apply(root_fd, a->blob, a->policy, &st, e);
     if (r < 0)
@@ -383,7 +398,9 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     struct apply_args a = {.blob = q.blob_path, .policy = &p->policy};
     struct mount_spec spec = {.device = s.device_path, .mountpoint = p->cfg.mount_dir,
                               .fstype = "ext4", .flags = MS_NOATIME,
-                              .cancel_fd = fsm_run_cancel_fd(run)};
+                              .cancel_fd = fsm_run_cancel_fd(run),
+                              .progress = apply_progress,
+                              .progress_ud = run};
     struct buf out = BUF_INIT;
     fsm_run_set_progress(run, "apply", 0, 0);
     r = mount_run(&spec, apply_in_child, &a, &out, &e);
