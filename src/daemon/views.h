@@ -44,6 +44,15 @@ json_t *view_image(struct db *db, const struct image_rec *r);
  * be checked (not active, or no device-mapper here). */
 json_t *view_activation(const struct activation_rec *a);
 
+/* Bytes an image takes: `applied` the file bytes its layers wrote (what the layer devices
+ * hold, shared with other images that use the same lower layers), `blobs` the size of its
+ * layer blobs. Layers not applied yet count 0. */
+int view_image_sizes(struct db *db, int64_t image_id, uint64_t *applied, uint64_t *blobs);
+/* Bytes an active activation's thin device has mapped (the pool space it uses, its own writes
+ * and the blocks shared with its image's layers): 0 with *bytes set, or a negative errno when it
+ * is not active or the kernel cannot be asked. */
+int view_activation_mapped(const struct activation_rec *a, uint64_t *bytes);
+
 /* The kernel's side of an active activation: 1 its dm device exists, 0 it is gone, -1 not
  * known (not recorded active, no device path, or no device-mapper to ask). */
 int view_activation_device_present(const struct activation_rec *a);
