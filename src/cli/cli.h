@@ -24,10 +24,11 @@ enum cli_exit {
     EXIT_OK = 0,
     EXIT_FAIL = 1,      /* the operation failed (details on stderr) */
     EXIT_USAGE = 2,     /* bad command line */
-    EXIT_UNHEALTHY = 3, /* refused: pool or host unhealthy (see `thinimg health`) */
+    EXIT_UNHEALTHY = 3, /* refused: pool or host unhealthy, or a permission is missing */
     EXIT_NOTFOUND = 4,  /* the named image, activation, run or object does not exist */
     EXIT_BUSY = 5,      /* another thinimg holds the lock or the resource is in use */
     EXIT_REJECTED = 6,  /* input rejected: not an image, unsafe archive, invalid key */
+    EXIT_INTERRUPTED = 130, /* Ctrl-C, SIGTERM or a cancel: the run stays recorded */
 };
 
 struct cli {

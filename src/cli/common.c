@@ -22,7 +22,9 @@ int cli_exit_code(int r)
     case ERR_KIND_NOT_FOUND: return EXIT_NOTFOUND;
     case ERR_KIND_BUSY: return EXIT_BUSY;
     case ERR_KIND_REJECTED: return EXIT_REJECTED;
-    case ERR_KIND_UNHEALTHY: return EXIT_UNHEALTHY;
+    case ERR_KIND_UNHEALTHY:
+    case ERR_KIND_PERMISSION: return EXIT_UNHEALTHY;
+    case ERR_KIND_INTERRUPTED: return EXIT_INTERRUPTED;
     default: return EXIT_FAIL;
     }
 }

@@ -84,6 +84,9 @@ json_t *view_run(const struct fsm_run_record *r, bool full)
                         r->status == FSM_RUN_FINISHED ? json_string(fsm_outcome_name(r->outcome))
                                                       : json_null());
     json_object_set_new(o, "error", json_string(r->error ? r->error : ""));
+    json_object_set_new(o, "error_kind", r->error && *r->error
+                                             ? json_string(err_kind_name(r->error_kind))
+                                             : json_null());
     json_object_set_new(o, "error_state",
                         r->error_state ? json_string(r->error_state) : json_null());
     json_object_set_new(o, "created_ms", json_integer(r->created_ms));
@@ -139,6 +142,7 @@ int view_run_parse(const json_t *o, struct fsm_run_record *r)
     r->queue = dup_str(o, "queue");
     r->state = dup_str(o, "state");
     r->error = dup_str(o, "error");
+    r->error_kind = err_kind_parse(json_string_value(json_object_get(o, "error_kind")));
     r->error_state = dup_str(o, "error_state");
     r->phase = dup_str(o, "phase");
     if (!r->error)

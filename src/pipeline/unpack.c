@@ -208,8 +208,9 @@ static struct fsm_result t_check_unpacked(struct fsm_run *run, void *ud)
             snprintf(perr, sizeof(perr), " (%s)", parent.error);
         layer_rec_free(&parent);
         if (!ok && !ready)
-            return fsm_abort("parent layer %.19s is %s%s: it must be unpacked first",
-                             q.parent_chain, pstate, perr);
+            return fsm_with_kind(fsm_abort("parent layer %.19s is %s%s: it must be unpacked first",
+                                           q.parent_chain, pstate, perr),
+                                 fsm_run_predecessor_kind(run));
     }
     if (!ready)
         return fsm_ok();
@@ -279,7 +280,7 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
     if (r < 0) {
         guard_leave(p->guard);
-        return fsm_abort("%s", err_str(&e));
+        return fsm_with_kind(fsm_abort("%s", err_str(&e)), err_kind_of(r));
     }
 
     struct unpack_resp s = {.entries = -1, .bytes = -1};
@@ -316,12 +317,16 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     if (r < 0) {
         /* Fail dumb: the device (if any) stays as it is, recorded; gc removes it later. */
         if (r == -ENOSPC || r == -EUCLEAN || r == -EROFS || r == -EHOSTDOWN)
-            return fsm_abort("%s", err_str(&e));
+            return fsm_with_kind(fsm_abort("%s", err_str(&e)), ERR_KIND_UNHEALTHY);
         char cause[512];
         if (s.dev_id && pool_trouble(p, cause, sizeof(cause)))
-            return fsm_abort("create device for layer %.19s failed: %s (the error: %s)",
-                             q.chain_id, cause, err_str(&e));
-        return fsm_abort("create device for layer %.19s: %s", q.chain_id, err_str(&e));
+            return fsm_with_kind(fsm_abort("create device for layer %.19s failed: %s (the "
+                                           "error: %s)",
+                                           q.chain_id, cause, err_str(&e)),
+                                 ERR_KIND_UNHEALTHY);
+        return fsm_with_kind(fsm_abort("create device for layer %.19s: %s", q.chain_id,
+                                       err_str(&e)),
+                             err_kind_of(r));
     }
     resp_set(run, &s);
     struct layer_update *u = layer_update_new(q.chain_id);
@@ -393,7 +398,8 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
                       &e);
     guard_leave(p->guard);
     if (r < 0)
-        return fsm_abort("activate device %u: %s", s.dev_id, err_str(&e));
+        return fsm_with_kind(fsm_abort("activate device %u: %s", s.dev_id, err_str(&e)),
+                             err_kind_of(r));
 
     struct apply_args a = {.blob = q.blob_path, .policy = &p->policy};
     struct mount_spec spec = {.device = s.device_path, .mountpoint = p->cfg.mount_dir,
@@ -414,10 +420,13 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
         buf_free(&out);
         char cause[512];
         if (pool_trouble(p, cause, sizeof(cause)))
-            return fsm_abort("apply layer %.19s onto device %u failed: %s (the write error: %s)",
-                             q.chain_id, s.dev_id, cause, err_str(&e));
-        return fsm_abort("apply layer %.19s onto device %u: %s", q.chain_id, s.dev_id,
-                         err_str(&e));
+            return fsm_with_kind(fsm_abort("apply layer %.19s onto device %u failed: %s (the "
+                                           "write error: %s)",
+                                           q.chain_id, s.dev_id, cause, err_str(&e)),
+                                 ERR_KIND_UNHEALTHY);
+        return fsm_with_kind(fsm_abort("apply layer %.19s onto device %u: %s", q.chain_id,
+                                       s.dev_id, err_str(&e)),
+                             err_kind_of(r));
     }
     struct archive_stats st = {0};
     if (out.len == sizeof(st))
