@@ -37,6 +37,7 @@ struct ft_step {
     bool gate;                /* block until ft->gate_open (or cancel) */
     int fail_commit_until;    /* a second commit callback fails while attempt < this */
     bool no_domain_write;
+    int fail_code; /* failing attempts return fsm_fail(fail_code, ...) instead of a plain RETRY */
 };
 
 struct ft {
@@ -171,6 +172,9 @@ static inline struct fsm_result ft_transition(struct fsm_run *run, struct ft *t,
 
     char name[8];
     snprintf(name, sizeof(name), "t%d", idx);
+    if ((int)info.attempt < s->fail_until && s->fail_code)
+        return fsm_fail(s->fail_code, "%s failed on attempt %u",
+                        s->message[0] ? s->message : name, info.attempt);
     if ((int)info.attempt < s->fail_until)
         return fsm_retry("%s failed on attempt %u", s->message[0] ? s->message : name,
                          info.attempt);

@@ -24,11 +24,11 @@ enum cli_exit {
     EXIT_OK = 0,
     EXIT_FAIL = 1,          /* the operation failed (details on stderr) */
     EXIT_USAGE = 2,         /* bad command line */
-    EXIT_UNHEALTHY = 3,     /* refused: pool or host unhealthy (see `thinimg health`) */
+    EXIT_UNHEALTHY = 3,     /* refused: pool or host unhealthy, or a permission is missing */
     EXIT_NOTFOUND = 4,      /* the named image, activation, run or object does not exist */
     EXIT_BUSY = 5,          /* another thinimg holds the lock or the resource is in use */
     EXIT_REJECTED = 6,      /* input rejected: not an image, unsafe archive, invalid key */
-    EXIT_INTERRUPTED = 130, /* SIGINT/SIGTERM/SIGHUP: the runs stay recorded and resume */
+    EXIT_INTERRUPTED = 130, /* SIGINT/SIGTERM/SIGHUP or a cancel: the runs stay recorded */
 };
 
 struct cli {
@@ -56,8 +56,15 @@ int cli_exit_code(int r);
 int cli_fail(const char *cmd, int r, const struct err *e);
 int cli_failf(const char *cmd, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* What a permission error on the state directory or the database tells the operator. */
+#define CLI_RUN_AS_ROOT                                                                            \
+    "thinimg runs as root (or as the user that owns the state directory and its files)"
+
 /* Print a usage error with a hint to run --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* getopt has just said what was wrong with an option (on stderr, as "thinimg: CMD: ..."): add
+ * where the usage is and return EXIT_USAGE. */
+int cli_bad_option(const char *cmd);
 
 /* Open the database at cfg.db_path (creating the state dir and running every migration
  * unless readonly). Read-only opening of a missing database fails with -ENOENT. */

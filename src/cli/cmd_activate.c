@@ -55,7 +55,7 @@ static int activate_report(struct db *db, const struct fsm_id *run, enum fsm_out
     if (!fsm_outcome_success(out)) {
         fprintf(stderr, "thinimg: activate: %s\n  (details: thinimg runs show %s)\n",
                 error && *error ? error : fsm_outcome_name(out), run->s);
-        return run_error_exit_code(out, error);
+        return run_error_exit_code(db, run, out);
     }
     struct fsm_run_record rec = {0};
     char act[80] = "";
@@ -82,7 +82,7 @@ static int activate_remote(struct cli *cli, struct api_client *api, const char *
     int rc;
     if (r == -EINTR) {
         fprintf(stderr, "thinimg: activate: interrupted; run %s goes on in the daemon\n", run.s);
-        rc = 130;
+        rc = EXIT_INTERRUPTED;
     } else if (r < 0) {
         rc = cli_fail("activate", r, &e);
     } else {
@@ -118,7 +118,7 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
                    "default activation is (re)activated. An inactive activation (deactivate)\n"
                    "comes back with its data.\n");
             return EXIT_OK;
-        default: return cli_usage_error("activate", "unknown option");
+        default: return cli_bad_option("activate");
         }
     }
     if (optind + 1 != argc)
@@ -152,7 +152,7 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
     int rc;
     if (r == -EINTR) {
         fprintf(stderr, "thinimg: activate: interrupted; run %s resumes next time\n", run.s);
-        rc = 130;
+        rc = EXIT_INTERRUPTED;
     } else if (r < 0) {
         rc = cli_fail("activate", r, NULL);
     } else {
@@ -256,7 +256,7 @@ int cmd_deactivate(struct cli *cli, int argc, char **argv)
                    "the VM wrote stay in the pool; `thinimg activate --name NAME IMAGE` brings\n"
                    "it back. Refused while the device is open.\n");
             return EXIT_OK;
-        default: return cli_usage_error("deactivate", "unknown option");
+        default: return cli_bad_option("deactivate");
         }
     }
     if (optind >= argc)
@@ -340,7 +340,7 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
                    "that is both an activation and an image needs --image or --activation.\n"
                    "Refused while a device is open or an image still has activations.\n");
             return EXIT_OK;
-        default: return cli_usage_error("remove", "unknown option");
+        default: return cli_bad_option("remove");
         }
     }
     if (optind + 1 != argc)

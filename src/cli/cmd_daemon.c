@@ -105,7 +105,7 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
             return EXIT_OK;
         default:
             if (!cli_source_option(c, optarg, &so))
-                return cli_usage_error("daemon", "unknown option");
+                return cli_bad_option("daemon");
         }
     }
     if (optind < argc)

@@ -231,7 +231,7 @@ int cmd_extract(struct cli *cli, int argc, char **argv)
             usage(stdout);
             return EXIT_OK;
         default:
-            return cli_usage_error("extract", "unknown option");
+            return cli_bad_option("extract");
         }
     }
     if (optind >= argc)

@@ -188,7 +188,7 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
             usage();
             return EXIT_OK;
         } else if (!cli_source_option(c, optarg, &so))
-            return cli_usage_error("fetch", "unknown option");
+            return cli_bad_option("fetch");
     }
     if (argc - optind != 1)
         return cli_usage_error("fetch", "name exactly one REF");

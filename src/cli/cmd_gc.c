@@ -140,7 +140,7 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
             break;
         case O_JSON: json = true; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_usage_error("gc", "unknown option");
+        default: return cli_bad_option("gc");
         }
     }
     if (optind < argc)

@@ -39,7 +39,7 @@ int cmd_health(struct cli *cli, int argc, char **argv)
         case 'j': json = true; break;
         case 'p': peek = true; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_usage_error("health", "unknown option");
+        default: return cli_bad_option("health");
         }
     }
     if (optind < argc)

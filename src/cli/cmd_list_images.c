@@ -20,9 +20,11 @@ static void usage(FILE *out)
     fprintf(out, "Usage: thinimg list-images [--json] [--layers]\n"
                  "\n"
                  "List processed images: name, state, number of layers, active activations,\n"
-                 "top chain id and source reference.\n"
+                 "size (the file bytes its layers wrote; lower layers may be shared with other\n"
+                 "images), top chain id and source reference.\n"
                  "\n"
-                 "  --layers   also list each image's layers (digest, chain id, device)\n"
+                 "  --layers   also list each image's layers: state, device id, size, chain id,\n"
+                 "             digest and location\n"
                  "  --json     machine-readable output (always includes layers)\n");
 }
 
@@ -50,23 +52,40 @@ static int image_row(const struct image_rec *r, void *ud)
         json_array_append_new(c->arr, view_image(c->db, r));
         return 0;
     }
-    char nl[16], na[16], top[16], age[32];
+    char nl[16], na[16], top[16], age[32], size[24] = "-";
     snprintf(nl, sizeof(nl), "%d", r->n_layers);
     snprintf(na, sizeof(na), "%d", r->n_activations);
     short_digest(r->top_chain, top, sizeof(top));
     format_duration_ms(now_ms() - r->updated_at_ms, age, sizeof(age));
-    table_row(&c->t, r->name, r->state, nl, na, top, age, r->ref, NULL);
+    uint64_t applied = 0, blobs = 0;
+    if (view_image_sizes(c->db, r->id, &applied, &blobs) == 0 && applied > 0)
+        format_bytes(applied, size, sizeof(size));
+    table_row(&c->t, r->name, r->state, nl, na, size, top, age, r->ref, NULL);
     if (c->layers) {
         struct image_layer_rec *v = NULL;
         size_t n = 0;
         if (imagedb_image_layers(c->db, r->id, &v, &n) == 0) {
             for (size_t i = 0; i < n; i++) {
-                char idx[32], d[16], ch[16];
+                char idx[32], d[16], ch[16], dev[32] = "-", lsize[24] = "-";
                 snprintf(idx, sizeof(idx), "  layer %d", v[i].idx);
                 short_digest(v[i].digest, d, sizeof(d));
                 short_digest(v[i].chain_id, ch, sizeof(ch));
-                table_row(&c->t, idx, d, "", "", ch, "", v[i].location ? v[i].location : "",
-                          NULL);
+                struct layer_rec l = {0};
+                const char *lstate = "-";
+                if (v[i].chain_id && imagedb_layer_get(c->db, v[i].chain_id, &l) == 0) {
+                    if (l.dev_id > 0)
+                        snprintf(dev, sizeof(dev), "dev %lld", (long long)l.dev_id);
+                    if (l.bytes >= 0)
+                        format_bytes((uint64_t)l.bytes, lsize, sizeof(lsize));
+                    lstate = l.state;
+                }
+                /* A layer row: its state, device id and applied bytes under the image's
+                 * columns; digest and chain id beside them. */
+                char where[600];
+                snprintf(where, sizeof(where), "digest %s %s", d,
+                         v[i].location ? v[i].location : "");
+                table_row(&c->t, idx, lstate, dev, "", lsize, ch, "", where, NULL);
+                layer_rec_free(&l);
             }
             imagedb_image_layers_free(v, n);
         }
@@ -87,7 +106,7 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
         case 'j': c.json = true; break;
         case 'l': c.layers = true; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_usage_error("list-images", "unknown option");
+        default: return cli_bad_option("list-images");
         }
     }
     if (optind < argc)
@@ -109,8 +128,8 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
     if (c.json)
         c.arr = json_array();
     else
-        table_header(&c.t, "NAME", "STATE", "LAYERS", "ACTIVE", "TOP CHAIN", "UPDATED", "REF",
-                     NULL);
+        table_header(&c.t, "NAME", "STATE", "LAYERS", "ACTIVE", "SIZE", "TOP CHAIN", "UPDATED",
+                     "REF", NULL);
     r = imagedb_image_list(db, image_row, &c);
     if (r < 0) {
         json_decref(c.arr);

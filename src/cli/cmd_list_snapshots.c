@@ -19,7 +19,9 @@ static void usage(FILE *out)
 {
     fprintf(out, "Usage: thinimg list-snapshots [--all] [--image NAME|REF] [--json]\n"
                  "\n"
-                 "List activations: the writable snapshots a VM boots from.\n"
+                 "List activations: the writable snapshots a VM boots from. USED is the pool\n"
+                 "space the device has mapped (its own writes and the blocks it shares with\n"
+                 "its image's layers).\n"
                  "\n"
                  "  --all           include inactive and failed activations (default: active)\n"
                  "  --image IMAGE   only activations of this image (name or ref)\n"
@@ -43,8 +45,16 @@ static int snap_row(const struct activation_rec *a, void *ud)
     if (a->dev_id > 0)
         snprintf(id, sizeof(id), "%lld", (long long)a->dev_id);
     format_duration_ms(now_ms() - a->created_at_ms, age, sizeof(age));
-    table_row(&c->t, a->name, a->image_name, a->state, a->device_path ? a->device_path : "-", id,
-              age, a->error ? a->error : "", NULL);
+    /* What the kernel has, not only what was recorded: after a reboot the devices are gone
+     * until process-image or activate brings them back. */
+    int present = view_activation_device_present(a);
+    const char *state = view_activation_state_label(a, present);
+    char used[24] = "-";
+    uint64_t mapped = 0;
+    if (present == 1 && view_activation_mapped(a, &mapped) == 0)
+        format_bytes(mapped, used, sizeof(used));
+    table_row(&c->t, a->name, a->image_name, state, a->device_path ? a->device_path : "-", id,
+              used, age, a->error ? a->error : "", NULL);
     return 0;
 }
 
@@ -65,7 +75,7 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
         case 'a': all = true; break;
         case 'i': image = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_usage_error("list-snapshots", "unknown option");
+        default: return cli_bad_option("list-snapshots");
         }
     }
     if (optind < argc)
@@ -98,7 +108,8 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
     if (c.json)
         c.arr = json_array();
     else
-        table_header(&c.t, "NAME", "IMAGE", "STATE", "DEVICE", "DEV ID", "AGE", "ERROR", NULL);
+        table_header(&c.t, "NAME", "IMAGE", "STATE", "DEVICE", "DEV ID", "USED", "AGE", "ERROR",
+                     NULL);
     r = imagedb_activation_list(db, image_id, !all, snap_row, &c);
     if (r < 0) {
         json_decref(c.arr);

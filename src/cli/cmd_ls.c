@@ -168,7 +168,7 @@ int cmd_ls(struct cli *cli, int argc, char **argv)
             usage();
             return EXIT_OK;
         } else if (!cli_source_option(c, optarg, &so))
-            return cli_usage_error("ls", "unknown option");
+            return cli_bad_option("ls");
     }
     if (argc - optind > 1)
         return cli_usage_error("ls", "at most one REF");

@@ -60,7 +60,7 @@ int cmd_monitor(struct cli *cli, int argc, char **argv)
             return EXIT_OK;
         default:
             if (!cli_source_option(c, optarg, &so))
-                return cli_usage_error("monitor", "unknown option");
+                return cli_bad_option("monitor");
         }
     }
     if (argc - optind > 1)

@@ -81,7 +81,7 @@ static void print_human(json_t *o)
 static int report(struct db *db, const struct fsm_id *run, enum fsm_outcome out,
                   const char *error, bool json, int64_t t0)
 {
-    int rc = run_error_exit_code(out, error);
+    int rc = run_error_exit_code(db, run, out);
     struct fsm_run_record rec = {0};
     if (fsm_db_get_run(db, run, &rec) == 0) {
         json_t *o = view_process_result(db, &rec, mono_ms() - t0);
@@ -132,7 +132,7 @@ static int process_remote(struct cli *cli, struct api_client *api, const char *r
         fprintf(stderr, "thinimg: process-image: interrupted; run %s goes on in the daemon "
                         "(thinimg runs show %s)\n", run.s, run.s);
         free(error);
-        return 130;
+        return EXIT_INTERRUPTED;
     }
     if (r < 0) {
         free(error);
@@ -179,7 +179,7 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
         case 'h': usage(stdout); return EXIT_OK;
         default:
             if (!cli_source_option(c, optarg, &so))
-                return cli_usage_error("process-image", "unknown option");
+                return cli_bad_option("process-image");
         }
     }
     if (optind + 1 != argc)
@@ -225,7 +225,7 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
                 "runs (e.g. the same command again)\n",
                 run.s);
         free(error);
-        return 130;
+        return EXIT_INTERRUPTED;
     }
     if (r < 0) {
         run_env_close(&env);

@@ -206,9 +206,11 @@ static void print_run(const struct fsm_run_record *r)
         printf("%s%s%s%s", i ? " > " : " ", i == r->next_index ? "[" : "", r->transitions[i],
                i == r->next_index ? "]" : "");
     printf("\n");
-    if (r->error[0])
+    if (r->error[0]) {
         printf("%-12s %s%s%s%s\n", "error", r->error, r->error_state ? " (in " : "",
                r->error_state ? r->error_state : "", r->error_state ? ")" : "");
+        printf("%-12s %s\n", "error kind", err_kind_name(r->error_kind));
+    }
     print_time("created", r->created_ms, now);
     if (r->delay_until_ms)
         print_time("not before", r->delay_until_ms, now);
@@ -350,7 +352,7 @@ int cmd_runs(struct cli *cli, int argc, char **argv)
             usage(stdout);
             return EXIT_OK;
         default:
-            return cli_usage_error("runs", "unknown option");
+            return cli_bad_option("runs");
         }
     }
     if (optind < argc && !strcmp(argv[optind], "show")) {

@@ -106,7 +106,7 @@ int cmd_setup_pool(struct cli *cli, int argc, char **argv)
             usage();
             return EXIT_OK;
         default:
-            return cli_usage_error("setup-pool", "unknown option");
+            return cli_bad_option("setup-pool");
         }
     }
     if (optind < argc)

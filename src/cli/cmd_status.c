@@ -31,7 +31,8 @@ static void usage(void)
            "and its thin devices: id, name, kind, state in the database, and whether active.\n"
            "Field meanings: docs/dm.md (\"Status fields\").\n"
            "\n"
-           "Exit codes: 0 ok, 3 pool unhealthy, 4 pool not active, 1 other failure.\n");
+           "Exit codes: 0 ok, 3 pool unhealthy or no device-mapper here, 4 pool not active,\n"
+           "1 other failure.\n");
 }
 
 struct dev_line {
@@ -53,7 +54,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
             usage();
             return EXIT_OK;
         } else
-            return cli_usage_error("status", "unknown option");
+            return cli_bad_option("status");
     }
     if (optind < argc)
         return cli_usage_error("status", "unexpected argument '%s'", argv[optind]);

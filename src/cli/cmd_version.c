@@ -29,7 +29,7 @@ int cmd_version(struct cli *cli, int argc, char **argv)
                    "of the libraries it runs with.\n");
             return EXIT_OK;
         } else
-            return cli_usage_error("version", "unknown option");
+            return cli_bad_option("version");
     }
     char dm[64] = "unknown";
     dm_get_library_version(dm, sizeof(dm));

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -21,7 +22,9 @@ int cli_exit_code(int r)
     case ERR_KIND_NOT_FOUND: return EXIT_NOTFOUND;
     case ERR_KIND_BUSY: return EXIT_BUSY;
     case ERR_KIND_REJECTED: return EXIT_REJECTED;
-    case ERR_KIND_UNHEALTHY: return EXIT_UNHEALTHY;
+    case ERR_KIND_UNHEALTHY:
+    case ERR_KIND_PERMISSION: return EXIT_UNHEALTHY;
+    case ERR_KIND_INTERRUPTED: return EXIT_INTERRUPTED;
     default: return EXIT_FAIL;
     }
 }
@@ -57,20 +60,47 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+int cli_bad_option(const char *cmd)
+{
+    fprintf(stderr, "Run `thinimg %s --help` for usage.\n", cmd);
+    return EXIT_USAGE;
+}
+
 int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
 {
     if (readonly) {
-        if (access(cli->cfg.db_path, F_OK) < 0)
+        /* -ENOENT only when the database really is not there: callers print "nothing yet"
+         * for it, which must never stand in for a database they cannot read. */
+        struct stat st;
+        if (stat(cli->cfg.db_path, &st) < 0 && errno == ENOENT)
             return err_set(e, -ENOENT,
                            "no database at %s (nothing processed yet, or wrong --state-dir/--db)",
                            cli->cfg.db_path);
+        if (access(cli->cfg.db_path, R_OK) < 0)
+            return err_set(e, -errno, "cannot read the database %s: %s; %s", cli->cfg.db_path,
+                           strerror(errno), CLI_RUN_AS_ROOT);
         struct db_options o = {.readonly = true};
-        return db_open(cli->cfg.db_path, &o, out, e);
+        struct err oe = {0};
+        int r = db_open(cli->cfg.db_path, &o, out, &oe);
+        /* The file is there and readable, so SQLite's CANTOPEN or READONLY here means the WAL
+         * index beside it cannot be made or written by this user. */
+        if (r == -ENOENT || r == -EROFS)
+            return err_set(e, -EACCES, "%s; %s", err_str(&oe), CLI_RUN_AS_ROOT);
+        if (r < 0)
+            return err_set(e, r, "%s", err_str(&oe));
+        return r;
     }
     int r = config_ensure_dirs(&cli->cfg);
-    if (r < 0)
+    if (r < 0) {
+        struct stat st;
+        if ((r == -EACCES || r == -EPERM) && stat(cli->cfg.state_dir, &st) == 0)
+            return err_set(e, r,
+                           "state directory %s exists but is not writable by this user "
+                           "(uid %u); %s",
+                           cli->cfg.state_dir, (unsigned)geteuid(), CLI_RUN_AS_ROOT);
         return err_set(e, r, "cannot create state directory %s: %s", cli->cfg.state_dir,
                        strerror(-r));
+    }
     struct db *db = NULL;
     r = db_open(cli->cfg.db_path, NULL, &db, e);
     if (r < 0)

@@ -3,7 +3,8 @@
  *
  * Global options are taken out of argv wherever they appear (before "--"), so both
  * `thinimg --state-dir D list-images` and `thinimg list-images --state-dir D` work; the rest
- * is handed to the command, which parses its own options with getopt_long.
+ * is handed to the command, which parses its own options with getopt_long. A command's own
+ * option written before the command name (`thinimg --endpoint URL ls REF`) is handed to it too.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -71,6 +72,19 @@ static void usage(FILE *out)
 static const char *const value_opts[] = {"--state-dir", "--db",         "--pool",      "--source",
                                          "--socket",    "--log-format", "--log-level", NULL};
 
+/* The source options (cli_source.h) that take a value: written before the command, they are
+ * handed to it (`thinimg --endpoint URL ls REF`), so the command's parser needs their value
+ * next to them. Commands without source options reject them as usual. */
+static const char *const source_value_opts[] = {"--region", "--endpoint", NULL};
+
+static bool takes_separate_value(const char *a)
+{
+    for (int k = 0; source_value_opts[k]; k++)
+        if (!strcmp(a, source_value_opts[k]))
+            return true;
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     struct cli cli = {.argv0 = argv[0], .tty = isatty(STDOUT_FILENO) == 1};
@@ -84,8 +98,14 @@ int main(int argc, char **argv)
     char **rest = calloc((size_t)argc + 1, sizeof(char *));
     if (!rest)
         return EXIT_FAIL;
-    int nrest = 0;
-    bool dashdash = false;
+    /* Options written before the command that are not global: moved after it. */
+    char **early = calloc((size_t)argc + 1, sizeof(char *));
+    if (!early) {
+        free(rest);
+        return EXIT_FAIL;
+    }
+    int nrest = 0, nearly = 0;
+    bool dashdash = false, have_command = false;
     for (int i = 0; i < argc; i++) {
         char *a = argv[i];
         if (i == 0 || dashdash) {
@@ -109,6 +129,7 @@ int main(int argc, char **argv)
                 else {
                     fprintf(stderr, "thinimg: option %s needs a value\n", matched);
                     free(rest);
+                    free(early);
                     return EXIT_USAGE;
                 }
                 break;
@@ -141,9 +162,26 @@ int main(int argc, char **argv)
             cli.quiet = true;
             continue;
         }
+        if (!have_command && a[0] == '-' && a[1] != '\0' && strcmp(a, "-h") &&
+            strcmp(a, "--help") && strcmp(a, "--version")) {
+            early[nearly++] = a;
+            if (takes_separate_value(a) && i + 1 < argc)
+                early[nearly++] = argv[++i];
+            continue;
+        }
         rest[nrest++] = a;
+        if (!have_command) {
+            have_command = true;
+            for (int k = 0; k < nearly; k++)
+                rest[nrest++] = early[k];
+            nearly = 0;
+        }
     }
+    /* No command: what was held back is shown as it came (the usage error names it). */
+    for (int k = 0; k < nearly; k++)
+        rest[nrest++] = early[k];
     rest[nrest] = NULL;
+    free(early);
 
     if (lf_s && log_format_parse(lf_s, &lf) < 0) {
         fprintf(stderr, "thinimg: unknown log format '%s' (use logfmt or json)\n", lf_s);
@@ -200,6 +238,11 @@ int main(int argc, char **argv)
         free(rest);
         return EXIT_FAIL;
     }
+    /* getopt names the program in its messages ("thinimg: ls: unrecognized option '--x'"):
+     * the command's argv[0] reads like every other error line. */
+    char prog[64];
+    snprintf(prog, sizeof(prog), "thinimg: %s", cmd->name);
+    rest[1] = prog;
     optind = 1;
     int rc = cmd->fn(&cli, nrest - 1, rest + 1);
     config_free(&cli.cfg);

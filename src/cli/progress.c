@@ -11,6 +11,9 @@
 #include "daemon/views.h"
 #include "util/timeutil.h"
 
+/* An estimate past this is shown as this: it means "stalled", not a date. */
+#define PROGRESS_ETA_MAX_S (100.0 * 3600)
+
 #define PROGRESS_MAX_LINES 24
 
 struct rate_sample {
@@ -133,7 +136,7 @@ static int draw_run(const struct fsm_run_record *r, void *ud)
     struct draw_ctx *c = ud;
     if (c->n >= PROGRESS_MAX_LINES || !strcmp(r->type, "process"))
         return 0;
-    char label[96], amount[64] = "", rate[32] = "";
+    char label[96], amount[64] = "", rate[64] = "";
     progress_label(r->type, r->resource_id, label, sizeof(label));
     const char *phase = r->phase && *r->phase ? r->phase : (r->state ? r->state : "queued");
     if (r->status == FSM_RUN_PENDING)
@@ -150,9 +153,17 @@ static int draw_run(const struct fsm_run_record *r, void *ud)
         }
         double bps = rate_for(c->p, r);
         if (bps > 0) {
-            char b[24];
+            char b[24], eta[32] = "";
             format_bytes((uint64_t)bps, b, sizeof(b));
-            snprintf(rate, sizeof(rate), "%s/s", b);
+            if (r->progress_total > r->progress_done) {
+                char left[24];
+                double s = (double)(r->progress_total - r->progress_done) / bps;
+                if (s > PROGRESS_ETA_MAX_S)
+                    s = PROGRESS_ETA_MAX_S;
+                format_duration_ms((int64_t)(s * 1000), left, sizeof(left));
+                snprintf(eta, sizeof(eta), ", %s left", left);
+            }
+            snprintf(rate, sizeof(rate), "%s/s%s", b, eta);
         }
     }
     char attempt[32] = "";

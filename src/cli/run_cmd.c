@@ -244,9 +244,15 @@ bool run_env_interrupted(void)
     return g_interrupted != 0;
 }
 
-int run_error_exit_code(enum fsm_outcome outcome, const char *error)
+int run_error_exit_code(struct db *db, const struct fsm_id *run, enum fsm_outcome outcome)
 {
-    int r = pipeline_run_errno(outcome, error);
+    struct fsm_run_record rec = {0};
+    enum err_kind kind = ERR_KIND_OTHER;
+    if (fsm_db_get_run(db, run, &rec) == 0) {
+        kind = rec.error_kind;
+        fsm_run_record_free(&rec);
+    }
+    int r = pipeline_run_errno(outcome, kind);
     /* A cancelled or otherwise failed run is a failure, whatever the errno would say. */
     return r == 0 ? EXIT_OK : r == -ECANCELED || r == -EIO ? EXIT_FAIL : cli_exit_code(r);
 }

@@ -67,5 +67,6 @@ int run_remote_wait(struct cli *cli, struct api_client *c, const struct fsm_id *
  * work); cli_fail()s and returns NULL when it cannot. */
 struct db *run_remote_db(struct cli *cli, const char *command);
 
-/* Exit code for a finished run (cli.h codes), from its outcome and error message. */
-int run_error_exit_code(enum fsm_outcome outcome, const char *error);
+/* Exit code for a finished run (cli.h codes), from its outcome and the error kind stored with
+ * it in db (which may be a read-only connection). */
+int run_error_exit_code(struct db *db, const struct fsm_id *run, enum fsm_outcome outcome);

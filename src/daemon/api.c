@@ -17,9 +17,12 @@ static const struct {
     unsigned status;
     int err;
 } reasons[] = {
-    {"invalid", 400, EINVAL}, {"not_found", 404, ENOENT},    {"method", 405, EINVAL},
-    {"busy", 409, EBUSY},     {"too_large", 413, EMSGSIZE},  {"rejected", 422, EBADMSG},
-    {"internal", 500, EIO},   {"unhealthy", 503, EHOSTDOWN}, {"shutting_down", 503, ESHUTDOWN},
+    {"invalid", 400, EINVAL},        {"not_found", 404, ENOENT},
+    {"method", 405, EINVAL},         {"busy", 409, EBUSY},
+    {"too_large", 413, EMSGSIZE},    {"rejected", 422, EBADMSG},
+    {"internal", 500, EIO},          {"unhealthy", 503, EHOSTDOWN},
+    {"shutting_down", 503, ESHUTDOWN}, {"permission", 403, EACCES},
+    {"transient", 502, ETIMEDOUT},   {"interrupted", 409, ECANCELED},
 };
 
 static unsigned set(const char *reason, const char **out)
@@ -35,15 +38,15 @@ static unsigned set(const char *reason, const char **out)
     return 500;
 }
 
+unsigned api_status_for_kind(enum err_kind k, const char **reason)
+{
+    /* The reasons are the kinds' own names (err_kind_name), plus "method". */
+    return set(err_kind_name(k), reason);
+}
+
 unsigned api_status_for_errno(int r, const char **reason)
 {
-    static const char *const by_kind[] = {
-        [ERR_KIND_OTHER] = "internal",         [ERR_KIND_INVALID] = "invalid",
-        [ERR_KIND_NOT_FOUND] = "not_found",    [ERR_KIND_BUSY] = "busy",
-        [ERR_KIND_REJECTED] = "rejected",      [ERR_KIND_UNHEALTHY] = "unhealthy",
-        [ERR_KIND_SHUTDOWN] = "shutting_down", [ERR_KIND_TOO_LARGE] = "too_large",
-    };
-    return set(by_kind[err_kind_of(r)], reason);
+    return api_status_for_kind(err_kind_of(r), reason);
 }
 
 int api_errno_for_reason(const char *reason)

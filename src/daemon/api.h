@@ -17,10 +17,17 @@
  *   internal        500     EIO (1)
  *   unhealthy       503     EHOSTDOWN (3)
  *   shutting_down   503     ESHUTDOWN (1)
+ *   permission      403     EACCES (3)
+ *   transient       502     ETIMEDOUT (1)
+ *   interrupted     409     ECANCELED (130)
+ *
+ * Every reason but "method" is the name of an error kind (util/err.h err_kind_name).
  */
 #pragma once
 
 #include <stdint.h>
+
+#include "util/err.h"
 
 /* The body of a request larger than this is refused (413): every request body is a small
  * JSON object; a big one is a mistake or an attack on the daemon's memory. */
@@ -33,7 +40,8 @@
 /* How many recent log lines the daemon keeps for GET /v1/logs (the monitor shows the tail). */
 #define API_LOG_LINES 1000
 
-/* Status and reason for a negative errno. */
+/* Status and reason for a negative errno, or for an error kind (a run's stored kind). */
 unsigned api_status_for_errno(int r, const char **reason);
+unsigned api_status_for_kind(enum err_kind k, const char **reason);
 /* The negative errno a reason stands for (-EIO for unknown ones). */
 int api_errno_for_reason(const char *reason);

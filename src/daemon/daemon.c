@@ -258,7 +258,7 @@ static int open_databases(struct daemon *d, struct err *e)
     return db_open(d->cfg->db_path, &ro, &d->ro, e);
 }
 
-/* Reconcile at start (DESIGN.md): the database's devices against the pool, before any run
+/* Reconcile at start (docs/architecture.md, docs/safety.md): the database's devices against the pool, before any run
  * resumes (nothing is in flight yet, so what looks orphaned is). Only reported: the log line
  * and a gauge say what `thinimg gc` would collect; nothing is deleted here. */
 static void reconcile(struct daemon *d)

@@ -245,7 +245,7 @@ static void wait_done(void *ud, bool finished, struct http_reply *out)
     }
     json_object_set_new(o, "finished", json_true());
     unsigned status = 200;
-    int er = pipeline_run_errno(rec.outcome, rec.error);
+    int er = pipeline_run_errno(rec.outcome, rec.error_kind);
     if (er < 0) {
         const char *reason;
         status = api_status_for_errno(er == -ECANCELED ? -EIO : er, &reason);

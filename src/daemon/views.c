@@ -3,7 +3,10 @@
  */
 #include "daemon/views.h"
 
+#include "dm/dm.h"
+
 #include "dm/pool.h"
+#include "dm/pool_status.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -81,6 +84,9 @@ json_t *view_run(const struct fsm_run_record *r, bool full)
                         r->status == FSM_RUN_FINISHED ? json_string(fsm_outcome_name(r->outcome))
                                                       : json_null());
     json_object_set_new(o, "error", json_string(r->error ? r->error : ""));
+    json_object_set_new(o, "error_kind", r->error && *r->error
+                                             ? json_string(err_kind_name(r->error_kind))
+                                             : json_null());
     json_object_set_new(o, "error_state",
                         r->error_state ? json_string(r->error_state) : json_null());
     json_object_set_new(o, "created_ms", json_integer(r->created_ms));
@@ -136,6 +142,7 @@ int view_run_parse(const json_t *o, struct fsm_run_record *r)
     r->queue = dup_str(o, "queue");
     r->state = dup_str(o, "state");
     r->error = dup_str(o, "error");
+    r->error_kind = err_kind_parse(json_string_value(json_object_get(o, "error_kind")));
     r->error_state = dup_str(o, "error_state");
     r->phase = dup_str(o, "phase");
     if (!r->error)
@@ -193,6 +200,8 @@ static json_t *image_layers(struct db *db, int64_t image_id)
             json_object_set_new(o, "layer_state", json_string(l.state));
             if (l.dev_id > 0)
                 json_object_set_new(o, "device_id", json_integer(l.dev_id));
+            if (l.bytes >= 0)
+                json_object_set_new(o, "applied_bytes", json_integer(l.bytes));
             layer_rec_free(&l);
         }
         json_array_append_new(arr, o);
@@ -209,7 +218,50 @@ json_t *view_image(struct db *db, const struct image_rec *r)
         r->n_activations, "top_chain", r->top_chain, "error", r->error, "created_at_ms",
         (json_int_t)r->created_at_ms, "updated_at_ms", (json_int_t)r->updated_at_ms);
     json_object_set_new(o, "layers", image_layers(db, r->id));
+    uint64_t applied = 0, blobs = 0;
+    if (view_image_sizes(db, r->id, &applied, &blobs) == 0) {
+        json_object_set_new(o, "size_bytes", json_integer((json_int_t)applied));
+        json_object_set_new(o, "blob_bytes", json_integer((json_int_t)blobs));
+    }
     return o;
+}
+
+int view_image_sizes(struct db *db, int64_t image_id, uint64_t *applied, uint64_t *blobs)
+{
+    struct image_layer_rec *v = NULL;
+    size_t n = 0;
+    int r = imagedb_image_layers(db, image_id, &v, &n);
+    if (r < 0)
+        return r;
+    *applied = *blobs = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].size > 0)
+            *blobs += (uint64_t)v[i].size;
+        struct layer_rec l = {0};
+        if (v[i].chain_id && imagedb_layer_get(db, v[i].chain_id, &l) == 0) {
+            if (l.bytes > 0)
+                *applied += (uint64_t)l.bytes;
+            layer_rec_free(&l);
+        }
+    }
+    imagedb_image_layers_free(v, n);
+    return 0;
+}
+
+int view_activation_mapped(const struct activation_rec *a, uint64_t *bytes)
+{
+    if (view_activation_device_present(a) != 1)
+        return -ENXIO;
+    const char *slash = strrchr(a->device_path, '/');
+    struct dm_target_line line;
+    int r = dm_dev_status(slash ? slash + 1 : a->device_path, &line, NULL);
+    if (r < 0)
+        return r;
+    struct thin_status ts;
+    if (strcmp(line.type, "thin") || thin_status_parse(line.params, &ts) < 0 || ts.failed)
+        return -EIO;
+    *bytes = ts.mapped_sectors * 512;
+    return 0;
 }
 
 json_t *view_activation(const struct activation_rec *a)
@@ -220,7 +272,34 @@ json_t *view_activation(const struct activation_rec *a)
                           a->error, "created_at_ms", (json_int_t)a->created_at_ms);
     if (a->dev_id > 0)
         json_object_set_new(o, "device_id", json_integer(a->dev_id));
+    int present = view_activation_device_present(a);
+    if (present >= 0) {
+        json_object_set_new(o, "device_present", json_boolean(present));
+        json_object_set_new(o, "kernel_state", json_string(present ? "active" : "gone"));
+    }
+    uint64_t mapped = 0;
+    if (present == 1 && view_activation_mapped(a, &mapped) == 0)
+        json_object_set_new(o, "mapped_bytes", json_integer((json_int_t)mapped));
     return o;
+}
+
+int view_activation_device_present(const struct activation_rec *a)
+{
+    if (!a->state || strcmp(a->state, "active") || !a->device_path)
+        return -1;
+    const char *slash = strrchr(a->device_path, '/');
+    const char *name = slash ? slash + 1 : a->device_path;
+    if (!dm_name_valid(name) || dm_available(NULL) < 0)
+        return -1;
+    int r = dm_dev_exists(name);
+    return r < 0 ? -1 : r;
+}
+
+const char *view_activation_state_label(const struct activation_rec *a, int present)
+{
+    if (present == 0)
+        return "inactive (device gone; process-image or activate restores it)";
+    return a->state;
 }
 
 json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int64_t elapsed_ms)

@@ -38,7 +38,27 @@ json_t *view_event(const struct fsm_event_record *ev);
 /* An image with its layers (from db: index, location, digest, chain id, size, layer state,
  * device id). */
 json_t *view_image(struct db *db, const struct image_rec *r);
+/* An activation. One recorded `active` whose dm device the kernel does not have (a reboot
+ * before reassembly, a device removed behind thinimg's back) is shown as what the kernel has:
+ * "device_present": false and "kernel_state": "gone"; "device_present" is absent when it cannot
+ * be checked (not active, or no device-mapper here). */
 json_t *view_activation(const struct activation_rec *a);
+
+/* Bytes an image takes: `applied` the file bytes its layers wrote (what the layer devices
+ * hold, shared with other images that use the same lower layers), `blobs` the size of its
+ * layer blobs. Layers not applied yet count 0. */
+int view_image_sizes(struct db *db, int64_t image_id, uint64_t *applied, uint64_t *blobs);
+/* Bytes an active activation's thin device has mapped (the pool space it uses, its own writes
+ * and the blocks shared with its image's layers): 0 with *bytes set, or a negative errno when it
+ * is not active or the kernel cannot be asked. */
+int view_activation_mapped(const struct activation_rec *a, uint64_t *bytes);
+
+/* The kernel's side of an active activation: 1 its dm device exists, 0 it is gone, -1 not
+ * known (not recorded active, no device path, or no device-mapper to ask). */
+int view_activation_device_present(const struct activation_rec *a);
+/* The state to show an operator: the recorded one, or for an active activation whose device is
+ * gone "inactive (device gone; process-image or activate restores it)". */
+const char *view_activation_state_label(const struct activation_rec *a, int present);
 
 /* The result of a process-image run: run, outcome, elapsed_ms, image, ref, state, activation,
  * device_path, device_id and layers (index, location, digest, chain id, device id, state,

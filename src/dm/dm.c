@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <libdevmapper.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -120,6 +121,25 @@ static int fail(struct err *e, int r, const char *what, const char *name)
                    g_dm_lasterr[0] ? g_dm_lasterr : strerror(-r));
 }
 
+/* What an operator does about a kernel without a working device-mapper. */
+#define DM_MODULE_ADVICE                                                                          \
+    "load the modules (modprobe dm_thin_pool; it pulls in dm_mod) or use a kernel built with "    \
+    "CONFIG_BLK_DEV_DM and CONFIG_DM_THIN_PROVISIONING"
+
+/* CAP_SYS_ADMIN in the effective set (/proc/self/status CapEff); true when it cannot be read,
+ * so that an unusual /proc never hides the driver's own answer. */
+static bool has_cap_sys_admin(void)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    while (f && fgets(line, sizeof(line), f)) {
+        unsigned long long caps;
+        if (sscanf(line, "CapEff: %llx", &caps) == 1)
+            return (caps >> CAP_SYS_ADMIN) & 1;
+    }
+    return true;
+}
+
 int dm_available(struct err *e)
 {
     if (access("/dev/mapper/control", F_OK) < 0 && access("/proc/devices", F_OK) == 0) {
@@ -134,17 +154,21 @@ int dm_available(struct err *e)
         if (!found)
             return err_set(e, -ENODEV,
                            "this kernel has no device-mapper (no /dev/mapper/control, nothing in "
-                           "/proc/misc); load dm-mod and dm-thin-pool, or run inside the test VM "
-                           "(tests/vm/run)");
+                           "/proc/misc); " DM_MODULE_ADVICE);
     }
+    /* The driver answers only to CAP_SYS_ADMIN: without it libdevmapper's ioctl fails with
+     * EACCES and says "Incompatible libdevmapper", which sends an operator the wrong way. */
+    if (!has_cap_sys_admin())
+        return err_set(e, -EACCES,
+                       "device-mapper needs root (CAP_SYS_ADMIN), and this process (uid %u) "
+                       "does not have it; run thinimg as root",
+                       (unsigned)geteuid());
     dm_lock();
     char v[64];
     int ok = dm_driver_version(v, sizeof(v));
     int r = ok ? 0 : -ENODEV;
     if (r < 0)
-        err_set(e, r,
-                "device-mapper driver does not answer (%s); load dm-mod and "
-                "dm-thin-pool, or run inside the test VM (tests/vm/run)",
+        err_set(e, r, "device-mapper driver does not answer (%s); " DM_MODULE_ADVICE,
                 g_dm_lasterr[0] ? g_dm_lasterr : "no driver");
     dm_unlock();
     return r;

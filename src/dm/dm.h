@@ -16,7 +16,7 @@
  * removes the /dev/mapper nodes itself. With udev, operations wait for udev to finish with
  * the device (cookie + dm_udev_wait), so a node exists when a create returns.
  *
- * Safety (DESIGN.md, "fail dumb"): nothing here cleans up after a failure. A function that
+ * Safety ("fail dumb", docs/architecture.md): nothing here cleans up after a failure. A function that
  * fails returns the error and leaves the kernel state as it is; removing devices is a
  * separate, explicit call that only gc and the operator's explicit commands make.
  *

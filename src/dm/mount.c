@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -91,18 +92,59 @@ __attribute__((noreturn)) static void child(const struct mount_spec *spec, mount
     _exit(r == 0 ? 0 : 1);
 }
 
+/* The child's progress, in a page shared with the parent (MAP_SHARED before the fork). */
+struct progress_page {
+    uint64_t done, total;
+};
+
+/* The child's view of its page (set in the child only; NULL when no progress was asked for). */
+static struct progress_page *g_child_progress;
+
+void mount_child_progress(uint64_t done, uint64_t total)
+{
+    if (!g_child_progress)
+        return;
+    __atomic_store_n(&g_child_progress->total, total, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_child_progress->done, done, __ATOMIC_RELAXED);
+}
+
+/* What the parent waits with. */
+struct waiter {
+    int64_t deadline; /* 0: none */
+    int cancel_fd;
+    const struct mount_spec *spec;
+    struct progress_page *page; /* NULL: no progress */
+    uint64_t last_done;
+};
+
+static void waiter_progress(struct waiter *w)
+{
+    if (!w->page)
+        return;
+    uint64_t done = __atomic_load_n(&w->page->done, __ATOMIC_RELAXED);
+    uint64_t total = __atomic_load_n(&w->page->total, __ATOMIC_RELAXED);
+    if (done == w->last_done)
+        return;
+    w->last_done = done;
+    w->spec->progress(done, total, w->spec->progress_ud);
+}
+
 /* Reads exactly n bytes before the deadline. */
-static int read_exact(int fd, void *p, size_t n, int64_t deadline, int cancel_fd)
+static int read_exact(int fd, void *p, size_t n, struct waiter *w)
 {
     size_t got = 0;
+    int64_t deadline = w->deadline;
+    int cancel_fd = w->cancel_fd;
     while (got < n) {
-        int wait = -1;
+        int wait = w->page ? MOUNT_PROGRESS_MS : -1;
         if (deadline) {
             int64_t left = deadline - mono_ms();
             if (left <= 0)
                 return -ETIMEDOUT;
-            wait = (int)(left > 1000 ? 1000 : left);
+            if (wait < 0 || left < wait)
+                wait = (int)(left > 1000 ? 1000 : left);
         }
+        waiter_progress(w);
         struct pollfd pf[2] = {{fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
         int k = poll(pf, cancel_fd > 0 ? 2 : 1, wait);
         if (k < 0 && errno != EINTR)
@@ -135,12 +177,23 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return err_set(e, neg_errno(), "pipe: %s", strerror(errno));
+    struct waiter w = {.deadline = spec->timeout_ms > 0 ? mono_ms() + spec->timeout_ms : 0,
+                       .cancel_fd = spec->cancel_fd,
+                       .spec = spec};
+    if (spec->progress) {
+        void *page = mmap(NULL, sizeof(struct progress_page), PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (page != MAP_FAILED) /* without it the work runs the same, only unseen */
+            w.page = page;
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         int r = neg_errno();
         close(p[0]);
         close(p[1]);
+        if (w.page)
+            munmap(w.page, sizeof(*w.page));
         return err_set(e, r, "fork: %s", strerror(-r));
     }
     if (pid == 0) {
@@ -148,25 +201,25 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(4);
+        g_child_progress = w.page;
         child(spec, fn, ud, p[1]);
     }
     close(p[1]);
     _cleanup_close_ int rfd = p[0];
-    int64_t deadline = spec->timeout_ms > 0 ? mono_ms() + spec->timeout_ms : 0;
     int32_t rc = 0;
     uint32_t ml = 0;
     uint64_t rl = 0;
     char msg[ERR_MSG_MAX];
-    int r = read_exact(rfd, &rc, sizeof(rc), deadline, spec->cancel_fd);
+    int r = read_exact(rfd, &rc, sizeof(rc), &w);
     if (r == 0)
-        r = read_exact(rfd, &ml, sizeof(ml), deadline, spec->cancel_fd);
+        r = read_exact(rfd, &ml, sizeof(ml), &w);
     if (r == 0 && ml >= sizeof(msg))
         r = -EPROTO;
     if (r == 0)
-        r = read_exact(rfd, msg, ml, deadline, spec->cancel_fd);
+        r = read_exact(rfd, msg, ml, &w);
     if (r == 0) {
         msg[ml] = '\0';
-        r = read_exact(rfd, &rl, sizeof(rl), deadline, spec->cancel_fd);
+        r = read_exact(rfd, &rl, sizeof(rl), &w);
     }
     if (r == 0 && rl > MOUNT_RESULT_MAX)
         r = -EPROTO;
@@ -174,7 +227,7 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
         struct buf tmp = BUF_INIT;
         r = buf_reserve(&tmp, rl + 1);
         if (r == 0)
-            r = read_exact(rfd, tmp.data, rl, deadline, spec->cancel_fd);
+            r = read_exact(rfd, tmp.data, rl, &w);
         if (r == 0) {
             tmp.len = rl;
             tmp.data[rl] = '\0';
@@ -184,6 +237,10 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
                 buf_free(&tmp);
         } else
             buf_free(&tmp);
+    }
+    if (w.page) {
+        waiter_progress(&w); /* the last figures, e.g. the whole blob read */
+        munmap(w.page, sizeof(*w.page));
     }
     if (r == -ETIMEDOUT || r == -ECANCELED)
         kill(pid, SIGKILL);

@@ -55,7 +55,20 @@ struct mount_spec {
     int cancel_fd;                     /* > 0: readable = kill the child, -ECANCELED (an FSM
                                         * run's cancel fd: shutdown, cancel, attempt
                                         * timeout); 0: none */
+    /* Progress of fn, as the child reports it with mount_child_progress(): called on the
+     * parent's thread while it waits, at most every MOUNT_PROGRESS_MS and only when the figures
+     * changed. NULL: none. */
+    void (*progress)(uint64_t done, uint64_t total, void *ud);
+    void *progress_ud;
 };
+
+/* How often the waiting parent looks at the child's progress. */
+#define MOUNT_PROGRESS_MS 500
+
+/* For fn, in the child: report how far it is (any unit the caller's progress understands, e.g.
+ * bytes of the blob read). Lock-free (a shared page written with relaxed atomics), so it is
+ * safe in the forked child; a no-op when the caller asked for no progress. */
+void mount_child_progress(uint64_t done, uint64_t total);
 
 /* Returns fn's result (0 or negative errno) or the child's own failure (mount, unmount,
  * timeout, crash). result (may be NULL; initialized, e.g. BUF_INIT) is emptied, then gets

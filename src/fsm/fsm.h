@@ -4,8 +4,8 @@
  * This module knows nothing about images. A *machine* is an ordered list of named transitions
  * plus an end step with finalizers. A *run* is one execution of a machine for a resource id,
  * with an immutable request (opaque bytes, JSON by convention) and a response that each
- * transition may replace. Semantics follow Fly.io's superfly/fsm, without its bugs (see
- * ../shared/research/fsm.md §9.5):
+ * transition may replace. Semantics follow Fly.io's superfly/fsm, without its bugs (docs/fsm.md lists
+ * them):
  *
  * Durability (the contract the rest of thinimg relies on):
  *  - fsm_start() commits the run row and its START event before anything runs.
@@ -64,6 +64,7 @@
 #include <stdint.h>
 
 #include "store/db.h"
+#include "util/err.h"
 
 /* ---- identifiers ------------------------------------------------------------------------ */
 
@@ -93,9 +94,15 @@ const char *fsm_outcome_name(enum fsm_outcome o); /* "ok", "retry", "abort", ...
 /* True for outcomes a caller treats as success: OK and HANDOFF. */
 bool fsm_outcome_success(enum fsm_outcome o);
 
-/* What a transition returns. `message` is copied by the engine; use the constructors. */
+/* What a transition returns. `message` is copied by the engine; use the constructors.
+ * `kind` says what kind of failure it is (util/err.h): the engine stores it with the run, so
+ * the front ends report the failure from the kind, never from the message's words, and it ends
+ * the run at once, without another attempt, when the kind is one another attempt cannot change
+ * (err_kind_deterministic(): invalid, not found, rejected, too large, permission): a RETRY of
+ * such a kind becomes ABORT. ERR_KIND_OTHER (internal) when a constructor did not say. */
 struct fsm_result {
     enum fsm_outcome outcome;
+    enum err_kind kind;
     char message[1024];
 };
 
@@ -104,6 +111,11 @@ struct fsm_result fsm_handoff(const char *fmt, ...) __attribute__((format(printf
 struct fsm_result fsm_retry(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct fsm_result fsm_abort(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct fsm_result fsm_unrecoverable(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A failure caused by the negative errno `code`: its kind is err_kind_of(code); the outcome is
+ * ABORT for a deterministic kind and RETRY for any other. */
+struct fsm_result fsm_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* r with its kind set (e.g. fsm_with_kind(fsm_abort("..."), ERR_KIND_UNHEALTHY)). */
+struct fsm_result fsm_with_kind(struct fsm_result r, enum err_kind kind);
 
 /* ---- the run, as seen by callbacks (valid only during the call) -------------------------- */
 
@@ -160,6 +172,8 @@ int64_t fsm_run_deadline_ms(const struct fsm_run *run);
 /* For a run started with run_after: the predecessor's final outcome and error ("" if none).
  * Returns -ENOENT when the run has no predecessor or it is unknown. */
 int fsm_run_predecessor(const struct fsm_run *run, enum fsm_outcome *outcome, const char **error);
+/* The kind of the predecessor's error; ERR_KIND_OTHER when none or no predecessor. */
+enum err_kind fsm_run_predecessor_kind(const struct fsm_run *run);
 
 /* In-memory progress, shown by introspection (not persisted). `phase` is copied. Cleared at the
  * start of every attempt, so a phase never outlives the transition that set it. */
@@ -301,6 +315,10 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
  * run will not finish in this process. */
 int fsm_wait(struct fsm_manager *m, const struct fsm_id *version, int64_t timeout_ms,
              enum fsm_outcome *outcome, char **error);
+/* The same, with the kind of the run's error (ERR_KIND_INTERRUPTED for a cancelled run,
+ * ERR_KIND_OTHER for success or an error nobody classified). kind may be NULL. */
+int fsm_wait_kind(struct fsm_manager *m, const struct fsm_id *version, int64_t timeout_ms,
+                  enum fsm_outcome *outcome, enum err_kind *kind, char **error);
 
 /* Cancel a pending or running run; it ends CANCELLED with `cause` as its error and its
  * finalizers run. The request is also recorded in the database before this returns, so a
@@ -331,6 +349,7 @@ struct fsm_run_record {
     enum fsm_run_status status;
     enum fsm_outcome outcome;    /* meaningful when FINISHED */
     char *error;                 /* last error ("" when none) */
+    enum err_kind error_kind;    /* its kind (ERR_KIND_OTHER when none or not said) */
     char *error_state;           /* transition that produced the final error, or NULL */
     int64_t created_ms, started_ms, finished_ms, delay_until_ms;
     void *request, *response;

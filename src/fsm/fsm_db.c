@@ -357,9 +357,10 @@ int fsmdb_checkpoint(struct db *db, const struct fsmdb_ref *v, const struct fsm_
 }
 
 int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *state,
-                       uint32_t failed_attempt, const char *error)
+                       uint32_t failed_attempt, const char *error, enum err_kind kind)
 {
-    const struct col cols[] = {COL_INT((int64_t)failed_attempt + 1), COL_TEXT(error ? error : "")};
+    const struct col cols[] = {COL_INT((int64_t)failed_attempt + 1), COL_TEXT(error ? error : ""),
+                               COL_TEXT(err_kind_name(kind))};
     const struct step_write w = {
         .what = "recording an error",
         .type = FSM_EV_ERROR,
@@ -367,28 +368,29 @@ int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *sta
         .error = error,
         .attempt = failed_attempt,
         .outcome = -1,
-        .set = "attempt=?, error=CASE WHEN outcome IS NULL THEN ? ELSE error END",
+        .set = "attempt=?, error=CASE WHEN outcome IS NULL THEN ? ELSE error END,"
+               " error_kind=CASE WHEN outcome IS NULL THEN ? ELSE error_kind END",
         .cols = cols,
-        .n_cols = 2};
+        .n_cols = 3};
     return write_step(db, v, NULL, 0, &w, NULL, 0);
 }
 
 int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                size_t n_cbs, const char *state, uint32_t attempt, enum fsm_outcome outcome,
-               const char *error, const void *response, size_t response_len, bool store_response,
-               char *msg, size_t msg_len)
+               const char *error, enum err_kind kind, const void *response, size_t response_len,
+               bool store_response, char *msg, size_t msg_len)
 {
-    const struct col cols[] = {COL_INT(outcome), COL_TEXT(error ? error : ""), COL_TEXT(state),
-                               COL_TEXT(state)};
+    const struct col cols[] = {COL_INT(outcome), COL_TEXT(error ? error : ""),
+                               COL_TEXT(err_kind_name(kind)), COL_TEXT(state), COL_TEXT(state)};
     const struct step_write w = {.what = "halt",
                                  .type = FSM_EV_HALT,
                                  .state = state,
                                  .error = error,
                                  .attempt = attempt,
                                  .outcome = (int)outcome,
-                                 .set = "outcome=?, error=?, error_state=?, state=?",
+                                 .set = "outcome=?, error=?, error_kind=?, error_state=?, state=?",
                                  .cols = cols,
-                                 .n_cols = 4,
+                                 .n_cols = 5,
                                  .response = response,
                                  .response_len = response_len,
                                  .store_response = store_response};
@@ -397,20 +399,21 @@ int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit
 
 int fsmdb_finish(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                  size_t n_cbs, const char *end_state, enum fsm_outcome outcome, const char *error,
-                 const char *error_state, const void *response, size_t response_len,
-                 bool store_response, char *msg, size_t msg_len)
+                 enum err_kind kind, const char *error_state, const void *response,
+                 size_t response_len, bool store_response, char *msg, size_t msg_len)
 {
-    const struct col cols[] = {COL_INT(outcome), COL_TEXT(error ? error : ""),
-                               COL_TEXT(error_state), COL_TEXT(end_state), COL_INT(now_ms())};
+    const struct col cols[] = {COL_INT(outcome),        COL_TEXT(error ? error : ""),
+                               COL_TEXT(err_kind_name(kind)), COL_TEXT(error_state),
+                               COL_TEXT(end_state),     COL_INT(now_ms())};
     const struct step_write w = {
         .what = "finish",
         .type = FSM_EV_FINISH,
         .state = end_state,
         .error = error,
         .outcome = (int)outcome,
-        .set = "status=3, outcome=?, error=?, error_state=?, state=?, finished_ms=?",
+        .set = "status=3, outcome=?, error=?, error_kind=?, error_state=?, state=?, finished_ms=?",
         .cols = cols,
-        .n_cols = 5,
+        .n_cols = 6,
         .response = response,
         .response_len = response_len,
         .store_response = store_response};
@@ -422,7 +425,8 @@ int fsmdb_cancel(struct db *db, const struct fsm_id *v, const char *cause)
     int r = db_begin(db);
     if (r < 0)
         return r;
-    sqlite3_stmt *st = db_prepare(db, "UPDATE fsm_runs SET outcome=?, error=? WHERE version=?"
+    sqlite3_stmt *st = db_prepare(db, "UPDATE fsm_runs SET outcome=?, error=?,"
+                                      " error_kind='interrupted' WHERE version=?"
                                       " AND status<3 AND outcome IS NULL");
     if (!st) {
         db_rollback(db);
@@ -447,7 +451,7 @@ int fsmdb_cancel(struct db *db, const struct fsm_id *v, const char *cause)
 #define RUN_COLS                                                                                   \
     "version, type, action, resource_id, queue, parent, run_after, delay_until_ms, request,"       \
     " response, transitions, end_state, next_index, state, attempt, status, outcome, error,"       \
-    " error_state, created_ms, started_ms, finished_ms, rowid, next_seq"
+    " error_state, created_ms, started_ms, finished_ms, rowid, next_seq, error_kind"
 
 static bool tables_exist(struct db *db)
 {
@@ -520,6 +524,7 @@ static int row_from_stmt(sqlite3_stmt *st, struct fsmdb_row *row)
     r->finished_ms = sqlite3_column_int64(st, 21);
     row->rowid = sqlite3_column_int64(st, 22);
     row->next_seq = sqlite3_column_int64(st, 23);
+    r->error_kind = err_kind_parse((const char *)sqlite3_column_text(st, 24));
     if (k < 0)
         return k;
     if (!r->type || !r->action || !r->resource_id || !r->state || !r->error || !row->end_state)

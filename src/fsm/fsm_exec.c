@@ -167,6 +167,11 @@ int64_t fsm_run_deadline_ms(const struct fsm_run *run)
     return d;
 }
 
+enum err_kind fsm_run_predecessor_kind(const struct fsm_run *run)
+{
+    return run->pred_rc == 0 ? run->pred_kind : ERR_KIND_OTHER;
+}
+
 int fsm_run_predecessor(const struct fsm_run *run, enum fsm_outcome *outcome, const char **error)
 {
     if (fsm_id_is_zero(&run->run_after) || run->pred_rc < 0)
@@ -236,12 +241,13 @@ static void set_live(struct fsm_run *r, const char *state, uint32_t attempt, int
     log_ctx_push("state", state);
 }
 
-static void set_last_error(struct fsm_run *r, const char *msg)
+static void set_last_error(struct fsm_run *r, const char *msg, enum err_kind kind)
 {
     char *s = strdup(msg ? msg : "");
     pthread_mutex_lock(&r->m->lock);
     free(r->last_error);
     r->last_error = s;
+    r->last_error_kind = kind;
     pthread_mutex_unlock(&r->m->lock);
 }
 
@@ -273,11 +279,12 @@ static uint64_t backoff_ms(struct fsm_run *r, const struct fsm_retry_policy *p, 
 }
 
 /* Records the run's decided outcome in memory (m->lock held). */
-static void decide_locked(struct fsm_run *r, enum fsm_outcome o, const char *error,
-                          const char *state)
+static void decide_locked(struct fsm_run *r, enum fsm_outcome o, enum err_kind kind,
+                          const char *error, const char *state)
 {
     r->halted = true;
     r->outcome = o;
+    r->error_kind = o == FSM_CANCELLED ? ERR_KIND_INTERRUPTED : fsm_outcome_success(o) ? 0 : kind;
     free(r->error);
     r->error = strdup(error ? error : "");
     free(r->error_state);
@@ -311,12 +318,13 @@ static enum step_next halt(struct fsm_run *r, const char *state, bool with_step)
     struct fsm_manager *m = r->m;
     pthread_mutex_lock(&m->lock);
     enum fsm_outcome o = r->outcome;
+    enum err_kind kind = r->error_kind;
     char *error = strdup(r->error ? r->error : "");
     pthread_mutex_unlock(&m->lock);
     char msg[512];
     struct fsmdb_ref ref = ref_of(r);
     int rc = fsmdb_halt(m->db, &ref, with_step ? r->cbs : NULL, with_step ? r->n_cbs : 0, state,
-                        r->attempt, o, error, r->new_response, r->new_response_len,
+                        r->attempt, o, error, kind, r->new_response, r->new_response_len,
                         with_step && r->response_set, msg, sizeof(msg));
     if (rc < 0 && with_step) {
         /* The handoff's own writes failed: that attempt counts as RETRY, as for OK. */
@@ -325,7 +333,7 @@ static enum step_next halt(struct fsm_run *r, const char *state, bool with_step)
         pthread_mutex_unlock(&m->lock);
         drop_step(r);
         free(error);
-        set_last_error(r, msg);
+        set_last_error(r, msg, ERR_KIND_OTHER);
         return NEXT_RETRY;
     }
     if (rc < 0)
@@ -369,21 +377,22 @@ static enum step_next cancel_now(struct fsm_run *r, const char *state)
 {
     struct fsm_manager *m = r->m;
     pthread_mutex_lock(&m->lock);
-    decide_locked(r, FSM_CANCELLED, r->cancel_cause ? r->cancel_cause : "cancelled", state);
+    decide_locked(r, FSM_CANCELLED, ERR_KIND_INTERRUPTED,
+                  r->cancel_cause ? r->cancel_cause : "cancelled", state);
     pthread_mutex_unlock(&m->lock);
     return halt(r, state, false);
 }
 
 /* A failed attempt: record it, then either give up (on_exhausted) or back off. */
 static enum step_next failed(struct fsm_run *r, const char *state, const struct fsm_retry_policy *p,
-                             const char *msg, int64_t duration_ms)
+                             const char *msg, enum err_kind kind, int64_t duration_ms)
 {
     struct fsm_manager *m = r->m;
     uint32_t failed_attempt = r->attempt;
-    set_last_error(r, msg);
+    set_last_error(r, msg, kind);
     fsm_emit(r, FSM_EV_ERROR, FSM_RETRY, msg, duration_ms);
     struct fsmdb_ref ref = ref_of(r);
-    int rc = fsmdb_record_error(m->db, &ref, state, failed_attempt, msg);
+    int rc = fsmdb_record_error(m->db, &ref, state, failed_attempt, msg, kind);
     if (rc < 0)
         log_error("cannot record a failed attempt", "attempt=%u error=%s", failed_attempt,
                   strerror(-rc));
@@ -393,7 +402,7 @@ static enum step_next failed(struct fsm_run *r, const char *state, const struct 
         pthread_mutex_lock(&m->lock);
         bool user = r->user_cancelled;
         if (!user)
-            decide_locked(r, p->on_exhausted, msg, state);
+            decide_locked(r, p->on_exhausted, kind, msg, state);
         pthread_mutex_unlock(&m->lock);
         if (user)
             return cancel_now(r, state);
@@ -447,7 +456,7 @@ static enum step_next run_one_attempt(struct fsm_run *r)
                  " another version of thinimg); start a new run",
                  state, r->machine->def.type, r->machine->def.action);
         pthread_mutex_lock(&m->lock);
-        decide_locked(r, FSM_UNRECOVERABLE, msg, state);
+        decide_locked(r, FSM_UNRECOVERABLE, ERR_KIND_OTHER, msg, state);
         pthread_mutex_unlock(&m->lock);
         return halt(r, state, false);
     }
@@ -457,8 +466,8 @@ static enum step_next run_one_attempt(struct fsm_run *r)
         /* Already exhausted: the last failure was recorded but the process died before the
          * HALT (they are two transactions), or the policy now allows fewer attempts. */
         pthread_mutex_lock(&m->lock);
-        decide_locked(r, p->on_exhausted, r->last_error ? r->last_error : "attempts exhausted",
-                      state);
+        decide_locked(r, p->on_exhausted, r->last_error_kind,
+                      r->last_error ? r->last_error : "attempts exhausted", state);
         pthread_mutex_unlock(&m->lock);
         log_warn("transition attempts exhausted before this start", "attempts=%u", r->attempt);
         return halt(r, state, false);
@@ -513,7 +522,14 @@ static enum step_next run_one_attempt(struct fsm_run *r)
             break;
         case FSM_RETRY:
         default:
-            v = V_RETRY;
+            /* Another attempt cannot change a deterministic failure (a 404, a rejected blob, a
+             * bad request): the run ends now instead of backing off for minutes. */
+            if (err_kind_deterministic(res.kind)) {
+                res.outcome = FSM_ABORT;
+                v = V_HALT;
+            } else {
+                v = V_RETRY;
+            }
             break;
         }
     if (timed_out && !user && !down) {
@@ -524,13 +540,13 @@ static enum step_next run_one_attempt(struct fsm_run *r)
                  res.message[0] ? ": " : "", res.message);
     }
     if (v == V_HANDOFF || v == V_HANDOFF_STOP || v == V_HALT)
-        decide_locked(r, res.outcome, res.message, state);
+        decide_locked(r, res.outcome, res.kind, res.message, state);
     pthread_mutex_unlock(&m->lock);
 
     switch (v) {
     case V_CHECKPOINT: {
         enum step_next n = checkpoint(r, state, dur, msg, sizeof(msg));
-        return n == NEXT_RETRY ? failed(r, state, p, msg, dur) : n;
+        return n == NEXT_RETRY ? failed(r, state, p, msg, ERR_KIND_OTHER, dur) : n;
     }
     case V_CHECKPOINT_CANCEL:
         if (checkpoint(r, state, dur, msg, sizeof(msg)) == NEXT_RETRY)
@@ -548,7 +564,8 @@ static enum step_next run_one_attempt(struct fsm_run *r)
             pthread_mutex_lock(&m->lock);
             snprintf(msg, sizeof(msg), "%s", r->last_error ? r->last_error : "handoff failed");
             pthread_mutex_unlock(&m->lock);
-            return v == V_HANDOFF_STOP ? NEXT_STOP : failed(r, state, p, msg, dur);
+            return v == V_HANDOFF_STOP ? NEXT_STOP
+                                       : failed(r, state, p, msg, ERR_KIND_OTHER, dur);
         }
         return v == V_HANDOFF_STOP ? NEXT_STOP : n;
     }
@@ -564,7 +581,7 @@ static enum step_next run_one_attempt(struct fsm_run *r)
         drop_step(r);
         if (!msg[0])
             snprintf(msg, sizeof(msg), "transition %s failed", state);
-        return failed(r, state, p, msg, dur);
+        return failed(r, state, p, msg, timed_out ? ERR_KIND_TRANSIENT : res.kind, dur);
     }
 }
 
@@ -597,9 +614,10 @@ static void end_step(struct fsm_run *r)
         return;
     }
     if (!r->halted)
-        decide_locked(r, FSM_OK, "", NULL);
+        decide_locked(r, FSM_OK, ERR_KIND_OTHER, "", NULL);
     r->in_end_step = true;
     enum fsm_outcome o = r->outcome;
+    enum err_kind kind = r->error_kind;
     char *error = strdup(r->error ? r->error : "");
     char *error_state = r->error_state ? strdup(r->error_state) : NULL;
     pthread_mutex_unlock(&m->lock);
@@ -614,7 +632,7 @@ static void end_step(struct fsm_run *r)
         char msg[512];
         struct fsmdb_ref ref = ref_of(r);
         int rc = fsmdb_finish(m->db, &ref, r->cbs, r->n_cbs, def->end_state, o, error ? error : "",
-                              error_state, r->new_response, r->new_response_len, r->response_set,
+                              kind, error_state, r->new_response, r->new_response_len, r->response_set,
                               msg, sizeof(msg));
         if (rc >= 0) {
             keep_step(r);
@@ -630,7 +648,7 @@ static void end_step(struct fsm_run *r)
         }
         drop_step(r);
         r->attempt++;
-        set_last_error(r, msg);
+        set_last_error(r, msg, ERR_KIND_OTHER);
         log_error("end step failed; finalizers run again", "attempt=%u delay_ms=%llu error=%s",
                   r->attempt, (unsigned long long)delay, msg);
         if (wait_unless_shutdown(m, (int64_t)delay))
@@ -654,6 +672,7 @@ static void load_predecessor(struct fsm_run *r)
     if (rec.status == FSM_RUN_FINISHED) {
         r->pred_rc = 0;
         r->pred_outcome = rec.outcome;
+        r->pred_kind = rec.error_kind;
         r->pred_error = TAKE_PTR(rec.error);
     }
     fsm_run_record_free(&rec);

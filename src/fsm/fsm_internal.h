@@ -112,6 +112,7 @@ struct fsm_run {
     uint64_t rng;
     int pred_rc; /* fsm_run_predecessor(): loaded when the thread starts */
     enum fsm_outcome pred_outcome;
+    enum err_kind pred_kind;
     char *pred_error;
     int64_t started_mono;
 
@@ -119,6 +120,7 @@ struct fsm_run {
     bool halted;
     enum fsm_outcome outcome;
     char *error;       /* final error ("" when none) */
+    enum err_kind error_kind;
     char *error_state; /* transition that produced it, or NULL */
     bool in_end_step;
     bool finished; /* FINISH committed */
@@ -143,6 +145,7 @@ struct fsm_run {
     const char *state; /* transition name (into transitions[]) or the end state */
     uint32_t live_attempt;
     char *last_error;
+    enum err_kind last_error_kind;
     char *phase;
     uint64_t progress_done, progress_total;
 };
@@ -237,18 +240,18 @@ int fsmdb_checkpoint(struct db *db, const struct fsmdb_ref *v, const struct fsm_
 /* A failed attempt: ERROR event; attempt = failed + 1; error = msg (unless an outcome is
  * already decided). */
 int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *state,
-                       uint32_t failed_attempt, const char *error);
+                       uint32_t failed_attempt, const char *error, enum err_kind kind);
 /* To the end step: outcome, error, error_state and a HALT event. With callbacks (HANDOFF),
  * they run first and the response is stored, as for a checkpoint. */
 int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                size_t n_cbs, const char *state, uint32_t attempt, enum fsm_outcome outcome,
-               const char *error, const void *response, size_t response_len, bool store_response,
-               char *msg, size_t msg_len);
+               const char *error, enum err_kind kind, const void *response, size_t response_len,
+               bool store_response, char *msg, size_t msg_len);
 /* The end step: callbacks, status FINISHED, outcome, error, error_state, FINISH event. */
 int fsmdb_finish(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                  size_t n_cbs, const char *end_state, enum fsm_outcome outcome, const char *error,
-                 const char *error_state, const void *response, size_t response_len,
-                 bool store_response, char *msg, size_t msg_len);
+                 enum err_kind kind, const char *error_state, const void *response,
+                 size_t response_len, bool store_response, char *msg, size_t msg_len);
 /* fsm_cancel(): record outcome CANCELLED and the cause, unless an outcome is decided. Returns
  * 1 when recorded, 0 when the run already had an outcome (or finished). Appends no event, so
  * any thread may call it. */

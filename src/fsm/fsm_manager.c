@@ -807,6 +807,14 @@ int fsm_start(struct fsm_manager *m, struct fsm_machine *machine, const char *re
 int fsm_wait(struct fsm_manager *m, const struct fsm_id *version, int64_t timeout_ms,
              enum fsm_outcome *outcome, char **error)
 {
+    return fsm_wait_kind(m, version, timeout_ms, outcome, NULL, error);
+}
+
+int fsm_wait_kind(struct fsm_manager *m, const struct fsm_id *version, int64_t timeout_ms,
+                  enum fsm_outcome *outcome, enum err_kind *kind, char **error)
+{
+    if (kind)
+        *kind = ERR_KIND_OTHER;
     if (error)
         *error = NULL;
     if (!m || fsm_id_is_zero(version))
@@ -818,6 +826,8 @@ int fsm_wait(struct fsm_manager *m, const struct fsm_id *version, int64_t timeou
         if (r && r->finished) {
             if (outcome)
                 *outcome = r->outcome;
+            if (kind)
+                *kind = r->error_kind;
             if (error)
                 *error = strdup(r->error ? r->error : "");
             pthread_mutex_unlock(&m->lock);
@@ -841,6 +851,8 @@ int fsm_wait(struct fsm_manager *m, const struct fsm_id *version, int64_t timeou
         if (rec.status == FSM_RUN_FINISHED) {
             if (outcome)
                 *outcome = rec.outcome;
+            if (kind)
+                *kind = rec.error_kind;
             if (error)
                 *error = TAKE_PTR(rec.error);
             fsm_run_record_free(&rec);
@@ -971,10 +983,12 @@ static struct fsm_run *run_from_row(struct fsm_manager *m, struct fsm_machine *x
     if (!row->has_outcome && rec->error && *rec->error) {
         /* The last failed attempt's message: the error if the attempts are exhausted. */
         r->last_error = TAKE_PTR(rec->error);
+        r->last_error_kind = rec->error_kind;
     }
     if (row->has_outcome) {
         r->halted = true;
         r->outcome = rec->outcome;
+        r->error_kind = rec->error_kind;
         r->error = TAKE_PTR(rec->error);
         r->error_state = TAKE_PTR(rec->error_state);
         if (rec->outcome == FSM_CANCELLED) {
@@ -1139,6 +1153,7 @@ int fsm_list_active(struct fsm_manager *m, fsm_run_cb cb, void *ud)
             if (s) {
                 free(rec->error);
                 rec->error = s;
+                rec->error_kind = run->last_error_kind;
             }
         }
         if (run->phase)

@@ -34,6 +34,23 @@ RESULT_CTOR(fsm_retry, FSM_RETRY)
 RESULT_CTOR(fsm_abort, FSM_ABORT)
 RESULT_CTOR(fsm_unrecoverable, FSM_UNRECOVERABLE)
 
+struct fsm_result fsm_fail(int code, const char *fmt, ...)
+{
+    enum err_kind k = err_kind_of(code);
+    va_list ap;
+    va_start(ap, fmt);
+    struct fsm_result r = make(err_kind_deterministic(k) ? FSM_ABORT : FSM_RETRY, fmt, ap);
+    va_end(ap);
+    r.kind = k;
+    return r;
+}
+
+struct fsm_result fsm_with_kind(struct fsm_result r, enum err_kind kind)
+{
+    r.kind = kind;
+    return r;
+}
+
 const char *fsm_outcome_name(enum fsm_outcome o)
 {
     switch (o) {

@@ -10,6 +10,10 @@
  *             the event is about (ERROR: the attempt that failed); `outcome` is set on HALT
  *             and FINISH.
  *
+ * error_kind is the kind of `error` (not found, rejected, transient, ...) by name: front ends
+ * decide exit codes and statuses from it. Runs recorded before it existed have NULL (internal),
+ * except cancelled ones.
+ *
  * While a run is unfinished (status < 3), a non-NULL outcome means the outcome is already
  * decided (halted: abort, unrecoverable, handoff, or a cancel request) and the run only has
  * its end step left; resume relies on this.
@@ -58,6 +62,9 @@ static const struct db_migration fsm_migrations[] = {
      "  outcome INTEGER,"
      "  ts_ms INTEGER NOT NULL,"
      "  PRIMARY KEY(version, seq)) WITHOUT ROWID;"},
+    {2, "fsm_runs.error_kind: the kind of the run's error, by name (util/err.h)",
+     "ALTER TABLE fsm_runs ADD COLUMN error_kind TEXT;"
+     "UPDATE fsm_runs SET error_kind = 'interrupted' WHERE outcome = 5;"},
 };
 
 int fsm_db_migrate(struct db *db, struct err *e)

@@ -1,7 +1,7 @@
 /*
  * guard.h: the operation guard around devicemapper-heavy sections.
  *
- * Safety rule 2.4 of DESIGN.md: a counting semaphore (default 1) serializes the sections that
+ * Safety rule 2 (docs/architecture.md), its last layer: a counting semaphore (default 1) serializes the sections that
  * create, snapshot, activate, mkfs or remove devices, and each entry first runs the health
  * checks (health.h) and refuses when the host or the pool is unhealthy. Extraction into an
  * already-mounted device is not a guarded section, so layers unpack in parallel while every

@@ -59,8 +59,14 @@ int proc_lock_acquire(const char *path, const char *command, int64_t wait_ms,
 {
     out->fd = -1;
     _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return err_set(e, neg_errno(), "cannot open lock file %s: %s", path, strerror(errno));
+    if (fd < 0) {
+        int r = neg_errno();
+        return err_set(e, r, "cannot open lock file %s: %s%s", path, strerror(-r),
+                       r == -EACCES || r == -EPERM
+                           ? "; the state directory is not writable by this user (thinimg runs "
+                             "as root, or as the user that owns the state directory)"
+                           : "");
+    }
     int64_t deadline = wait_ms > 0 ? mono_ms() + wait_ms : 0;
     for (;;) {
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)

@@ -101,8 +101,9 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
     size_t nout = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
         enum fsm_outcome oc;
+        enum err_kind kind = ERR_KIND_OTHER;
         char *error = NULL;
-        r = pipeline_wait_child(run, &children[i], &oc, &error);
+        r = pipeline_wait_child(run, &children[i], &oc, &kind, &error);
         if (r == -ECANCELED) {
             free(error);
             break;
@@ -113,7 +114,8 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
             break;
         }
         if (!fsm_outcome_success(oc)) {
-            r = err_set(e, -EIO, "%s: %s", want[i].location,
+            /* The fetch's own kind (not found, rejected, ...) is the image's. */
+            r = err_set(e, pipeline_run_errno(oc, kind), "%s: %s", want[i].location,
                         error && *error ? error : fsm_outcome_name(oc));
             free(error);
             break;

@@ -2,7 +2,7 @@
  * gc.h: reconcile (what the database says against what the kernel and the pool have) and the
  * garbage collector that removes orphans, safely and only when asked.
  *
- * Fail dumb (DESIGN.md, safety rule 1) means error paths leave devices, mounts and files
+ * Fail dumb (safety rule 1, docs/architecture.md) means error paths leave devices, mounts and files
  * behind, recorded. This module finds every one of them precisely and, with force, removes
  * them in the safe order: unmount -> remove the dm device -> delete the thin device from the
  * pool -> record it. Each kernel operation runs in a child process with a timeout, so a device

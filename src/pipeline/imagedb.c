@@ -332,7 +332,7 @@ int imagedb_image_delete(struct db *db, int64_t id)
     }
     if (n > 0) {
         db_unlock(db);
-        return -EBUSY;
+        return -ENOTEMPTY; /* not -EBUSY: that is what a locked database answers */
     }
     PREPARE_OR_RETURN(st, db, "DELETE FROM images WHERE id = ?");
     db_bind_i64(st, 1, id);

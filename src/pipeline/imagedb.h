@@ -91,7 +91,8 @@ int imagedb_image_layers(struct db *db, int64_t id, struct image_layer_rec **out
 void imagedb_image_layers_free(struct image_layer_rec *v, size_t n);
 typedef int (*imagedb_image_cb)(const struct image_rec *r, void *ud);
 int imagedb_image_list(struct db *db, imagedb_image_cb cb, void *ud);
-/* Delete the image row (and its image_layers); refuses with -EBUSY while activations exist. */
+/* Delete the image row (and its image_layers); refuses with -ENOTEMPTY while activations
+ * exist (-EBUSY is a database locked by another process). */
 int imagedb_image_delete(struct db *db, int64_t id);
 
 /* Remember that ref (as typed, expanded to a full location) names image id; look it up. */

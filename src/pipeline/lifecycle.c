@@ -191,16 +191,20 @@ static int remove_image_locked(struct pipeline *p, const char *image, int cancel
             return busy_err(e, "a layer of image", out->name, &run);
         }
     r = imagedb_image_delete(p->db, id);
-    if (r == -EBUSY) {
+    if (r == -ENOTEMPTY) {
         imagedb_image_layers_free(v, n);
-        return err_set(e, r,
+        return err_set(e, -EBUSY,
                        "image %s still has activations; remove them first (list-snapshots --all "
                        "--image %s)",
                        out->name, out->name);
     }
     if (r < 0) {
         imagedb_image_layers_free(v, n);
-        return err_set(e, r, "cannot delete the record of image %s: %s", out->name, strerror(-r));
+        return err_set(e, r, "cannot delete the record of image %s: %s%s", out->name,
+                       strerror(-r),
+                       r == -EBUSY ? " (the database is locked by another process; try again "
+                                     "when it is done)"
+                                   : "");
     }
     /* Top down: a layer goes when nothing (image, child layer, activation) uses it. */
     for (size_t i = n; i-- > 0;) {

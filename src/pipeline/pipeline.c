@@ -159,19 +159,21 @@ bool pipeline_guard_enter(struct pipeline *p, struct fsm_run *run, const char *w
     int r = guard_enter(p->guard, what, fsm_run_cancel_fd(run), &e);
     if (r == 0)
         return true;
+    /* Refused (an unhealthy host or pool): the run ends with the reason, as that kind; the
+     * operator acts and runs it again. */
     *refused = r == -ECANCELED ? fsm_retry("cancelled while waiting for the operation guard")
-                               : fsm_abort("%s", err_str(&e));
+                               : fsm_with_kind(fsm_abort("%s", err_str(&e)), err_kind_of(r));
     return false;
 }
 
 int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fsm_outcome *outcome,
-                        char **error)
+                        enum err_kind *kind, char **error)
 {
     struct fsm_manager *m = fsm_run_manager(run);
     for (;;) {
         if (fsm_run_cancelled(run) != FSM_CANCEL_NONE)
             return -ECANCELED;
-        int r = fsm_wait(m, child, PIPELINE_WAIT_SLICE_MS, outcome, error);
+        int r = fsm_wait_kind(m, child, PIPELINE_WAIT_SLICE_MS, outcome, kind, error);
         if (r != -ETIMEDOUT)
             return r;
     }
@@ -290,29 +292,11 @@ int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fs
 
 /* ---- what a run's outcome means ----------------------------------------------------------- */
 
-int pipeline_run_errno(enum fsm_outcome outcome, const char *error)
+int pipeline_run_errno(enum fsm_outcome outcome, enum err_kind kind)
 {
     if (fsm_outcome_success(outcome))
         return 0;
     if (outcome == FSM_CANCELLED)
         return -ECANCELED;
-    if (!error)
-        return -EIO;
-    /* The machines' error messages carry the cause; these words are part of them. */
-    static const struct {
-        const char *word;
-        int err;
-    } map[] = {
-        {"not an image layer", -EBADMSG}, {"rule:", -EBADMSG},
-        {"rejected", -EBADMSG},           {"invalid key", -EBADMSG},
-        {"not healthy", -EHOSTDOWN},      {"needs_check", -EUCLEAN},
-        {"read-only", -EROFS},            {"out of data space", -ENOSPC},
-        {"out_of_data_space", -ENOSPC},   {"pool is full", -ENOSPC},
-        {"not found", -ENOENT},           {"(404)", -ENOENT},
-        {"no such", -ENOENT},             {"is locked by", -EBUSY},
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strstr(error, map[i].word))
-            return map[i].err;
-    return -EIO;
+    return err_kind_errno(kind);
 }

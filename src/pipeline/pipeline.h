@@ -1,7 +1,7 @@
 /*
  * pipeline.h: the product: images from a source to active thin snapshots, as durable runs.
  *
- * Four machines run on one FSM manager and one database (see DESIGN.md "Pipeline"):
+ * Four machines run on one FSM manager and one database (docs/architecture.md, docs/pipeline.md):
  *
  *   process-image/process   one per image ref (unqueued: one active run per ref). The parent:
  *                           check-active -> resolve -> fetch -> unpack -> activate.
@@ -78,11 +78,11 @@ struct guard *pipeline_guard(struct pipeline *p);
  * the pipeline's default; it is recorded with the run, so a resumed run uses the same. */
 int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
                            uint64_t device_bytes, struct fsm_id *run, struct err *e);
-/* What a finished run's outcome and error mean, as a negative errno (0 for success): the
- * machines' messages carry their cause in words ("not found", "not healthy", "rejected",
- * "is locked by", ...). -ECANCELED for a cancelled run, -EIO when nothing more is known. The
- * CLI turns it into its exit code, the API into its status, so both say the same. */
-int pipeline_run_errno(enum fsm_outcome outcome, const char *error);
+/* What a finished run's outcome and stored error kind mean, as a negative errno (0 for
+ * success, -ECANCELED for a cancelled run, err_kind_errno(kind) otherwise). The CLI turns it
+ * into its exit code, the API into its status, so both say the same; neither reads the
+ * message's words. */
+int pipeline_run_errno(enum fsm_outcome outcome, enum err_kind kind);
 
 /* REF as a full location: a location stays as it is, a relative key is joined to
  * default_source (-EINVAL with e when there is none). *out malloc'd. A client that forwards

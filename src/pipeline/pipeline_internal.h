@@ -38,9 +38,10 @@ int pipeline_image_lookup(struct pipeline *p, const char *image, const char *wha
                           struct image_rec *out, struct err *e);
 
 /* Wait for a child run while honouring the waiter's cancellation. Returns 0 with the outcome,
- * or -ECANCELED when run was cancelled/shut down first. */
+ * the kind of its error (may be NULL) and the error, or -ECANCELED when run was cancelled/shut
+ * down first. A parent that fails because its child did passes the child's kind on. */
 int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fsm_outcome *outcome,
-                        char **error);
+                        enum err_kind *kind, char **error);
 
 int pipeline_register_unpack(struct pipeline *p, struct err *e);
 int pipeline_register_activate(struct pipeline *p, struct err *e);

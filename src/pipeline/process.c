@@ -179,11 +179,8 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     int r = ref_resolve(jstr(req, "ref"), p->cfg.source, &so, &ref, &e);
     if (r < 0) {
         json_decref(req);
-        /* Network trouble is worth retrying; a bad or missing ref is not. */
-        if (r == -EINVAL || r == -EILSEQ || r == -ENOENT || r == -ENOTSUP || r == -EFBIG ||
-            r == -EACCES || r == -EPERM)
-            return fsm_abort("%s", err_str(&e));
-        return fsm_retry("%s", err_str(&e));
+        /* Network trouble is worth retrying; a bad or missing ref is not (its kind says). */
+        return fsm_fail(r, "%s", err_str(&e));
     }
     for (size_t i = 0; i < ref.n_warnings; i++)
         log_warn("image reference warning", "ref=%s warning=%s", ref.canonical, ref.warnings[i]);
@@ -269,7 +266,7 @@ static struct fsm_result t_fetch(struct fsm_run *run, void *ud)
     if (r == -ECANCELED)
         return fsm_retry("interrupted while waiting for downloads");
     if (r < 0)
-        return fsm_abort("%s", err_str(&e));
+        return fsm_with_kind(fsm_abort("%s", err_str(&e)), err_kind_of(r));
 
     struct layers_commit *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -321,17 +318,19 @@ static struct fsm_result t_unpack(struct fsm_run *run, void *ud)
     /* The top run waits (run-after) for the ones below it; a failed lower chain makes every
      * chain above it abort, so the top run's outcome speaks for the whole image. */
     enum fsm_outcome out;
+    enum err_kind kind = ERR_KIND_OTHER;
     char *err = NULL;
-    r = pipeline_wait_child(run, &top, &out, &err);
+    r = pipeline_wait_child(run, &top, &out, &kind, &err);
     if (r == -ECANCELED)
         return fsm_retry("interrupted while waiting for unpacking");
     if (r < 0) {
         free(err);
         return fsm_retry("cannot wait for the unpack run: %s", strerror(-r));
     }
-    struct fsm_result res = fsm_outcome_success(out)
-                                ? fsm_ok()
-                                : fsm_abort("unpack failed: %s", err && *err ? err : "unknown");
+    struct fsm_result res =
+        fsm_outcome_success(out)
+            ? fsm_ok()
+            : fsm_with_kind(fsm_abort("unpack failed: %s", err && *err ? err : "unknown"), kind);
     free(err);
     return res;
 }
@@ -364,15 +363,18 @@ static struct fsm_result t_activate(struct fsm_run *run, void *ud)
         return fsm_retry("cannot start the activation: %s", strerror(-r));
     }
     enum fsm_outcome out;
+    enum err_kind kind = ERR_KIND_OTHER;
     char *err = NULL;
-    r = pipeline_wait_child(run, &child, &out, &err);
+    r = pipeline_wait_child(run, &child, &out, &kind, &err);
     if (r == -ECANCELED) {
         json_decref(o);
         return fsm_retry("interrupted while waiting for the activation");
     }
     if (r < 0 || !fsm_outcome_success(out)) {
-        struct fsm_result res = fsm_abort("activation %s failed: %s", act,
-                                          err && *err ? err : strerror(r < 0 ? -r : EIO));
+        struct fsm_result res =
+            fsm_with_kind(fsm_abort("activation %s failed: %s", act,
+                                    err && *err ? err : strerror(r < 0 ? -r : EIO)),
+                          r < 0 ? err_kind_of(r) : kind);
         free(err);
         json_decref(o);
         return res;

@@ -208,8 +208,9 @@ static struct fsm_result t_check_unpacked(struct fsm_run *run, void *ud)
             snprintf(perr, sizeof(perr), " (%s)", parent.error);
         layer_rec_free(&parent);
         if (!ok && !ready)
-            return fsm_abort("parent layer %.19s is %s%s: it must be unpacked first",
-                             q.parent_chain, pstate, perr);
+            return fsm_with_kind(fsm_abort("parent layer %.19s is %s%s: it must be unpacked first",
+                                           q.parent_chain, pstate, perr),
+                                 fsm_run_predecessor_kind(run));
     }
     if (!ready)
         return fsm_ok();
@@ -279,7 +280,7 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
     if (r < 0) {
         guard_leave(p->guard);
-        return fsm_abort("%s", err_str(&e));
+        return fsm_with_kind(fsm_abort("%s", err_str(&e)), err_kind_of(r));
     }
 
     struct unpack_resp s = {.entries = -1, .bytes = -1};
@@ -316,12 +317,16 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     if (r < 0) {
         /* Fail dumb: the device (if any) stays as it is, recorded; gc removes it later. */
         if (r == -ENOSPC || r == -EUCLEAN || r == -EROFS || r == -EHOSTDOWN)
-            return fsm_abort("%s", err_str(&e));
+            return fsm_with_kind(fsm_abort("%s", err_str(&e)), ERR_KIND_UNHEALTHY);
         char cause[512];
         if (s.dev_id && pool_trouble(p, cause, sizeof(cause)))
-            return fsm_abort("create device for layer %.19s failed: %s (the error: %s)",
-                             q.chain_id, cause, err_str(&e));
-        return fsm_abort("create device for layer %.19s: %s", q.chain_id, err_str(&e));
+            return fsm_with_kind(fsm_abort("create device for layer %.19s failed: %s (the "
+                                           "error: %s)",
+                                           q.chain_id, cause, err_str(&e)),
+                                 ERR_KIND_UNHEALTHY);
+        return fsm_with_kind(fsm_abort("create device for layer %.19s: %s", q.chain_id,
+                                       err_str(&e)),
+                             err_kind_of(r));
     }
     resp_set(run, &s);
     struct layer_update *u = layer_update_new(q.chain_id);
@@ -343,10 +348,25 @@ struct apply_args {
     const struct archive_policy *policy;
 };
 
+/* In the mount child: the archive reader's progress (bytes of the blob read) goes to the
+ * parent through the mount runner's shared page. */
+static void child_progress(uint64_t done, uint64_t total, void *ud)
+{
+    (void)ud;
+    mount_child_progress(done, total);
+}
+
+/* In the parent, while the child applies: what the progress display and the API show. */
+static void apply_progress(uint64_t done, uint64_t total, void *ud)
+{
+    fsm_run_set_progress(ud, "apply", done, total);
+}
+
 /* Runs in the mount child: no database, no logger (see dm/mount.h). */
 static int apply_in_child(int root_fd, void *ud, struct buf *out, struct err *e)
 {
     struct apply_args *a = ud;
+    archive_set_progress(child_progress, NULL);
     struct archive_stats st = {0};
     int r = archive_apply(root_fd, a->blob, a->policy, &st, e);
     if (r < 0)
@@ -378,7 +398,8 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
                       &e);
     guard_leave(p->guard);
     if (r < 0)
-        return fsm_abort("activate device %u: %s", s.dev_id, err_str(&e));
+        return fsm_with_kind(fsm_abort("activate device %u: %s", s.dev_id, err_str(&e)),
+                             err_kind_of(r));
 
     /* Only bytes that were hashed and matched, and cannot have changed since, are applied
      * (store/blobfile.h): one stat while the file equals its seal, a hash when it differs. */
@@ -394,7 +415,9 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     struct apply_args a = {.blob = q.blob_path, .policy = &p->policy};
     struct mount_spec spec = {.device = s.device_path, .mountpoint = p->cfg.mount_dir,
                               .fstype = "ext4", .flags = MS_NOATIME,
-                              .cancel_fd = fsm_run_cancel_fd(run)};
+                              .cancel_fd = fsm_run_cancel_fd(run),
+                              .progress = apply_progress,
+                              .progress_ud = run};
     struct buf out = BUF_INIT;
     fsm_run_set_progress(run, "apply", 0, 0);
     r = mount_run(&spec, apply_in_child, &a, &out, &e);
@@ -408,10 +431,13 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
         buf_free(&out);
         char cause[512];
         if (pool_trouble(p, cause, sizeof(cause)))
-            return fsm_abort("apply layer %.19s onto device %u failed: %s (the write error: %s)",
-                             q.chain_id, s.dev_id, cause, err_str(&e));
-        return fsm_abort("apply layer %.19s onto device %u: %s", q.chain_id, s.dev_id,
-                         err_str(&e));
+            return fsm_with_kind(fsm_abort("apply layer %.19s onto device %u failed: %s (the "
+                                           "write error: %s)",
+                                           q.chain_id, s.dev_id, cause, err_str(&e)),
+                                 ERR_KIND_UNHEALTHY);
+        return fsm_with_kind(fsm_abort("apply layer %.19s onto device %u: %s", q.chain_id,
+                                       s.dev_id, err_str(&e)),
+                             err_kind_of(r));
     }
     struct archive_stats st = {0};
     if (out.len == sizeof(st))

@@ -89,11 +89,70 @@ enum err_kind err_kind_of(int code)
     case ELOOP:
     case EXDEV: return ERR_KIND_REJECTED;
     case EHOSTDOWN:
+    case ENODEV: /* no device-mapper driver: the host cannot do the work */
     case EROFS:
     case ENOSPC:
     case EUCLEAN: return ERR_KIND_UNHEALTHY;
     case ESHUTDOWN: return ERR_KIND_SHUTDOWN;
     case EMSGSIZE: return ERR_KIND_TOO_LARGE;
+    case EACCES: return ERR_KIND_PERMISSION;
+    case ETIMEDOUT:
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EREMOTEIO:
+    case ESTALE:
+    case EPIPE: return ERR_KIND_TRANSIENT;
+    case ECANCELED:
+    case EINTR: return ERR_KIND_INTERRUPTED;
     default: return ERR_KIND_OTHER;
     }
+}
+
+static const struct {
+    const char *name;
+    int code;
+} kinds[ERR_KIND_COUNT] = {
+    [ERR_KIND_OTHER] = {"internal", -EIO},
+    [ERR_KIND_INVALID] = {"invalid", -EINVAL},
+    [ERR_KIND_NOT_FOUND] = {"not_found", -ENOENT},
+    [ERR_KIND_BUSY] = {"busy", -EBUSY},
+    [ERR_KIND_REJECTED] = {"rejected", -EBADMSG},
+    [ERR_KIND_UNHEALTHY] = {"unhealthy", -EHOSTDOWN},
+    [ERR_KIND_SHUTDOWN] = {"shutting_down", -ESHUTDOWN},
+    [ERR_KIND_TOO_LARGE] = {"too_large", -EMSGSIZE},
+    [ERR_KIND_PERMISSION] = {"permission", -EACCES},
+    [ERR_KIND_TRANSIENT] = {"transient", -ETIMEDOUT},
+    [ERR_KIND_INTERRUPTED] = {"interrupted", -ECANCELED},
+};
+
+const char *err_kind_name(enum err_kind k)
+{
+    return (unsigned)k < ERR_KIND_COUNT ? kinds[k].name : kinds[ERR_KIND_OTHER].name;
+}
+
+enum err_kind err_kind_parse(const char *name)
+{
+    for (int k = 0; name && k < ERR_KIND_COUNT; k++)
+        if (!strcmp(kinds[k].name, name))
+            return (enum err_kind)k;
+    return ERR_KIND_OTHER;
+}
+
+bool err_kind_deterministic(enum err_kind k)
+{
+    switch (k) {
+    case ERR_KIND_INVALID:
+    case ERR_KIND_NOT_FOUND:
+    case ERR_KIND_REJECTED:
+    case ERR_KIND_TOO_LARGE:
+    case ERR_KIND_PERMISSION: return true;
+    default: return false;
+    }
+}
+
+int err_kind_errno(enum err_kind k)
+{
+    return (unsigned)k < ERR_KIND_COUNT ? kinds[k].code : -EIO;
 }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdbool.h>
 
 #define ERR_MSG_MAX 1024
 
@@ -36,20 +37,38 @@ int err_errno(struct err *e, int code, const char *what);
 
 void err_clear(struct err *e);
 
-/* What kind of failure a negative errno is, for the front ends that report it: the CLI's exit
- * codes (cli/common.c) and the admin API's statuses (daemon/api.c) both come from this one
- * classification, so a failure reads the same through either. */
+/* What kind of failure a negative errno is. The kind is what travels: a failing FSM
+ * transition returns it with its message, the engine stores it with the run, and the CLI's exit
+ * codes (cli/common.c), the admin API's statuses (daemon/api.c) and the retry decision all come
+ * from it, never from the message's words. The values are stored by name (err_kind_name), so
+ * their order may change; new kinds go at the end. */
 enum err_kind {
-    ERR_KIND_OTHER = 0,
-    ERR_KIND_INVALID,   /* EINVAL: a bad request or command line */
-    ERR_KIND_NOT_FOUND, /* ENOENT, ENXIO */
-    ERR_KIND_BUSY,      /* EBUSY, EAGAIN: locked or in use */
-    ERR_KIND_REJECTED,  /* EBADMSG, EPERM, ENOTSUP, EILSEQ, ENAMETOOLONG, EFBIG, ELOOP, EXDEV */
-    ERR_KIND_UNHEALTHY, /* EHOSTDOWN, EROFS, ENOSPC, EUCLEAN: host or pool refuses */
-    ERR_KIND_SHUTDOWN,  /* ESHUTDOWN: the service is stopping */
-    ERR_KIND_TOO_LARGE, /* EMSGSIZE: a request over its size limit */
+    ERR_KIND_OTHER = 0,   /* anything else: an internal error (EIO, ENOMEM, ...) */
+    ERR_KIND_INVALID,     /* EINVAL: a bad request or command line */
+    ERR_KIND_NOT_FOUND,   /* ENOENT, ENXIO */
+    ERR_KIND_BUSY,        /* EBUSY, EAGAIN: locked or in use */
+    ERR_KIND_REJECTED,    /* EBADMSG, EPERM, ENOTSUP, EILSEQ, ENAMETOOLONG, EFBIG, ELOOP, EXDEV */
+    ERR_KIND_UNHEALTHY,   /* EHOSTDOWN, ENODEV, EROFS, ENOSPC, EUCLEAN: host or pool refuses */
+    ERR_KIND_SHUTDOWN,    /* ESHUTDOWN: the service is stopping */
+    ERR_KIND_TOO_LARGE,   /* EMSGSIZE: a request over its size limit */
+    ERR_KIND_PERMISSION,  /* EACCES: access denied (by a source, or this user lacks a privilege) */
+    ERR_KIND_TRANSIENT,   /* ETIMEDOUT, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH,
+                           * EREMOTEIO, ESTALE, EPIPE: another try may succeed */
+    ERR_KIND_INTERRUPTED, /* ECANCELED, EINTR: cancelled or interrupted */
 };
+#define ERR_KIND_COUNT (ERR_KIND_INTERRUPTED + 1)
+
 enum err_kind err_kind_of(int code);
+/* A stable name ("not_found", "rejected", "internal" for OTHER, ...): what the database
+ * stores and the API reports as its "reason". */
+const char *err_kind_name(enum err_kind k);
+/* The kind for a name; ERR_KIND_OTHER for NULL or an unknown name. */
+enum err_kind err_kind_parse(const char *name);
+/* True for the kinds another attempt cannot change (invalid, not found, rejected, too large,
+ * permission): the FSM engine ends a run at once on them instead of retrying. */
+bool err_kind_deterministic(enum err_kind k);
+/* A negative errno of this kind, for interfaces that take one (e.g. cli_exit_code()). */
+int err_kind_errno(enum err_kind k);
 
 /* The message, or strerror(-code) when none was given. Never NULL. */
 const char *err_str(const struct err *e);

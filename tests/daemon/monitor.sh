@@ -38,9 +38,14 @@ start_daemon --no-pool-setup
 api POST '/v1/process-image?wait=60' "{\"ref\": \"dir:$EX/images/busybox/\"}" >/dev/null
 assert_eq "$(j .finished)" true "first image processed (abort without a pool)"
 
-# monitor CMD...: a fresh tmux session running the monitor (120x40).
+# monitor CMD...: a fresh tmux session running the monitor (120x40). Each on a server of its
+# own: kill-server returns before the old server has gone, and a client that reaches the dying
+# server fails with "server exited unexpectedly" (seen on a loaded machine).
+TM_N=0
 monitor() {
     $TM kill-server 2>/dev/null || true
+    TM_N=$((TM_N + 1))
+    TM="tmux -L thinimg-mon-$$-$TM_N"
     $TM -f /dev/null new-session -d -s mon -x 120 -y 40 \
         "env THINIMG_STATE_DIR=$THINIMG_STATE_DIR THINIMG_POOL=$THINIMG_POOL TERM=screen $*"
     $TM set-option -t mon remain-on-exit on >/dev/null
@@ -55,19 +60,29 @@ screen_has() {
     cap >&2
     fail "the screen never showed: $1"
 }
+# until the screen has a line matching the extended regex RE (10 s)
+screen_matches() {
+    for _ in $(seq 1 100); do
+        if cap | grep -qE -- "$1"; then return 0; fi
+        sleep 0.1
+    done
+    cap >&2
+    fail "the screen never matched: $1"
+}
 keys() { $TM send-keys -t mon "$@"; }
 
 # ---- 1. dashboard ------------------------------------------------------------------------------
 assert_eq "$(api POST /v1/process-image "{\"ref\": \"$SLOW/big-layer.tar\"}")" 202 "slow run"
 monitor "$BIN" monitor --inline --refresh 300 "dir:$EX/images/"
 screen_has "daemon pid $DPID"
-screen_has "big-layer.tar download"
+# The row shows its phase before the first progress report: wait for the bytes, then capture.
+DL_ROW='^  fetch +[^ ]*big-layer\.tar +download +download [0-9.]+ [KMG]?i?B/1\.9 MiB \([0-9]+%\)'
+screen_matches "$DL_ROW"
 cap >"$ART/monitor-dashboard.txt"
 S=$(cat "$ART/monitor-dashboard.txt")
 assert_contains "$S" "thinimg monitor | dashboard | state $THINIMG_STATE_DIR" "title"
 assert_contains "$S" "ACTIVE RUNS (" "active runs section"
-grep -qE '^  fetch +[^ ]*big-layer\.tar +download +download [0-9.]+ [KMG]?i?B/1\.9 MiB \([0-9]+%\)' \
-    "$ART/monitor-dashboard.txt" || fail "no active download row with its progress"
+grep -qE "$DL_ROW" "$ART/monitor-dashboard.txt" || fail "no active download row with its progress"
 grep -qE '^  process +[^ ]*big-layer\.tar +fetch( |$)' "$ART/monitor-dashboard.txt" ||
     fail "no process run waiting for its fetch"
 assert_contains "$S" "RECENT RUNS" "recent runs"

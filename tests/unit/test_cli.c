@@ -9,7 +9,10 @@
 #include <cmocka.h>
 
 #include <stdlib.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -78,6 +81,97 @@ static void test_global_options_anywhere(void **state)
     free(err);
 }
 
+/* A command's option is named once, in the project's own "thinimg: CMD:" form (getopt's
+ * message and thinimg's used to be printed one after the other). */
+static void test_bad_option_said_once(void **state)
+{
+    (void)state;
+    char *out = NULL, *err = NULL;
+    assert_int_equal(run("version", "--bogus", NULL, &out, &err), 2);
+    assert_true(tu_contains(err, "thinimg: version: unrecognized option '--bogus'"));
+    assert_non_null(strstr(err, "--bogus"));
+    assert_null(strstr(strstr(err, "--bogus") + 1, "--bogus"));
+    assert_true(tu_contains(err, "Run `thinimg version --help`"));
+    free(out);
+    free(err);
+}
+
+/* `thinimg --endpoint URL ls REF`: a command's source option written before the command is
+ * handed to the command, with its separate value. */
+static void test_command_options_before_command(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/thinimg-cli-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char loc[64];
+    snprintf(loc, sizeof(loc), "dir:%s", dir);
+    char *out = NULL, *err = NULL;
+    char *argv[] = {(char *)tu_thinimg(), "--endpoint", "http://127.0.0.1:9", "ls", loc, NULL};
+    int rc = tu_run(argv, NULL, &out, &err);
+    assert_false(tu_contains(err, "unknown command"));
+    assert_false(tu_contains(err, "unrecognized option"));
+    assert_int_not_equal(rc, 2);
+    free(out);
+    free(err);
+    /* A command that has no such option says so, naming itself. */
+    char *argv2[] = {(char *)tu_thinimg(), "--endpoint", "http://127.0.0.1:9", "version", NULL};
+    assert_int_equal(tu_run(argv2, NULL, &out, &err), 2);
+    assert_true(tu_contains(err, "thinimg: version: unrecognized option '--endpoint'"));
+    free(out);
+    free(err);
+    rmdir(dir);
+}
+
+/* A database this user cannot read is never reported as "nothing yet": list-images and gc say
+ * why and fail, and a state directory that exists but is not writable says so. */
+static void test_unreadable_state(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    char *top = tu_mkdtemp("cli-perm");
+    char sd[512], cmd[2048];
+    snprintf(sd, sizeof(sd), "%s/s", top);
+    char *out = NULL, *err = NULL;
+    char *mk[] = {(char *)tu_thinimg(), "--state-dir", sd, "gc", "--force", NULL};
+    assert_int_equal(tu_run(mk, NULL, &out, &err), 0);
+    free(out);
+    free(err);
+    assert_int_equal(chmod(top, 0755), 0);
+    /* As an unprivileged user (nobody), the database 0600 or its directory closed: */
+    const char *as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    const char *modes[] = {"chmod 700 %s", "chmod 755 %s && chmod 600 %s/thinimg.db",
+                           "chmod 755 %s && chmod 644 %s/thinimg.db"};
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        char prep[1200];
+        snprintf(prep, sizeof(prep), modes[m], sd, sd);
+        assert_int_equal(tu_sh(prep, NULL, NULL), 0);
+        const char *cmds[] = {"list-images", "gc"};
+        for (size_t c = 0; c < 2; c++) {
+            snprintf(cmd, sizeof(cmd), "%s %s --state-dir %s %s", as_nobody, tu_thinimg(), sd,
+                     cmds[c]);
+            int rc = tu_sh(cmd, &out, &err);
+            assert_int_not_equal(rc, 0);
+            assert_false(tu_contains(out, "nothing"));
+            assert_false(tu_contains(out, "no images"));
+            assert_true(tu_contains(err, "thinimg.db"));
+            assert_true(tu_contains(err, "thinimg runs as root"));
+            free(out);
+            free(err);
+        }
+    }
+    /* A command that writes: the state directory exists, but not for this user. */
+    snprintf(cmd, sizeof(cmd),
+             "chmod 755 %s && %s %s --state-dir %s fetch dir:%s/example/images/busybox/1.tar", sd,
+             as_nobody, tu_thinimg(), sd, tu_build_dir());
+    assert_int_not_equal(tu_sh(cmd, &out, &err), 0);
+    assert_true(tu_contains(err, "not writable by this user"));
+    free(out);
+    free(err);
+    tu_rmrf(top);
+    free(top);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -85,6 +179,9 @@ int main(void)
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_global_options_anywhere),
+        cmocka_unit_test(test_bad_option_said_once),
+        cmocka_unit_test(test_command_options_before_command),
+        cmocka_unit_test(test_unreadable_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

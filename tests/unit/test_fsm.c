@@ -394,6 +394,73 @@ static void test_exhausted(void **state)
     fsm_manager_close(m);
 }
 
+/* A failure's kind travels with the run: a deterministic one (not found) ends the run on its
+ * first attempt, whatever the retry policy allows; a transient one (connection refused) is
+ * retried; either kind is stored with the run and read back after a restart. */
+static void test_error_kinds(void **state)
+{
+    (void)state;
+    struct fsm_retry_policy p = ft_fast;
+    p.max_attempts = 4;
+    p.on_exhausted = FSM_ABORT;
+    static const struct {
+        int code;
+        enum err_kind kind;
+        const char *name;
+        int calls;
+    } cases[] = {
+        {-ENOENT, ERR_KIND_NOT_FOUND, "not_found", 1},
+        {-EBADMSG, ERR_KIND_REJECTED, "rejected", 1},
+        {-EACCES, ERR_KIND_PERMISSION, "permission", 1},
+        {-ECONNREFUSED, ERR_KIND_TRANSIENT, "transient", 4},
+        {-EIO, ERR_KIND_OTHER, "internal", 4},
+    };
+    struct fsm_id v[5];
+    for (size_t i = 0; i < 5; i++) {
+        struct ft t;
+        ft_init(&t);
+        t.step[1].fail_until = 1000;
+        t.step[1].fail_code = cases[i].code;
+        struct fsm_manager *m = ft_open_manager(db, NULL, 0);
+        char action[32];
+        snprintf(action, sizeof(action), "kind-%zu", i);
+        struct fsm_machine *x = ft_register(m, &t, action, 3, &p);
+        assert_int_equal(fsm_start(m, x, "r", NULL, 0, NULL, &v[i]), 0);
+        enum fsm_outcome o;
+        enum err_kind k = ERR_KIND_INVALID;
+        char *err = NULL;
+        assert_int_equal(fsm_wait_kind(m, &v[i], 10000, &o, &k, &err), 0);
+        assert_int_equal(o, FSM_ABORT);
+        assert_int_equal(k, cases[i].kind);
+        free(err);
+        assert_int_equal(t.calls[1], cases[i].calls);
+        char *s = ft_qs(db, "SELECT error_kind FROM fsm_runs WHERE version='%s'", v[i].s);
+        assert_string_equal(s, cases[i].name);
+        free(s);
+        fsm_manager_close(m);
+    }
+    /* After a restart the kind comes from the database, for fsm_wait_kind and for records. */
+    struct fsm_manager *m = ft_open_manager(db, NULL, 0);
+    for (size_t i = 0; i < 5; i++) {
+        enum err_kind k = ERR_KIND_INVALID;
+        assert_int_equal(fsm_wait_kind(m, &v[i], 1000, NULL, &k, NULL), 0);
+        assert_int_equal(k, cases[i].kind);
+        struct fsm_run_record rec = {0};
+        assert_int_equal(fsm_db_get_run(db, &v[i], &rec), 0);
+        assert_int_equal(rec.error_kind, cases[i].kind);
+        fsm_run_record_free(&rec);
+    }
+    fsm_manager_close(m);
+    /* A RETRY that carries a deterministic kind is not retried either. */
+    struct fsm_result r = fsm_with_kind(fsm_retry("no"), ERR_KIND_REJECTED);
+    assert_int_equal(r.outcome, FSM_RETRY);
+    assert_int_equal(r.kind, ERR_KIND_REJECTED);
+    r = fsm_fail(-ETIMEDOUT, "slow");
+    assert_int_equal(r.outcome, FSM_RETRY);
+    assert_int_equal(r.kind, ERR_KIND_TRANSIENT);
+    assert_string_equal(r.message, "slow");
+}
+
 static void run_halt_case(enum fsm_outcome which, bool expect_t1_write)
 {
     struct ft t;
@@ -940,6 +1007,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retry_then_success, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backoff_curve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exhausted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_kinds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unrecoverable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handoff, setup, teardown),

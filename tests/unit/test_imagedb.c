@@ -161,7 +161,7 @@ static void test_layers_and_activations(void **state)
     activation_rec_free(&a);
 
     /* The image cannot go while activations reference it. */
-    assert_int_equal(imagedb_image_delete(db, img.id), -EBUSY);
+    assert_int_equal(imagedb_image_delete(db, img.id), -ENOTEMPTY);
     assert_int_equal(imagedb_activation_delete(db, "vm1"), 0);
     assert_int_equal(imagedb_activation_delete(db, "golang-2"), 0);
     assert_int_equal(imagedb_activation_delete(db, "golang-2"), -ENOENT);
