@@ -46,9 +46,10 @@ static void usage(void)
            "  --jobs N            parallel downloads (default %d)\n" CLI_SOURCE_HELP
            "  -h, --help          this help\n"
            "\n"
-           "Exit codes: 0 fetched, 1 failed (also: not enough space), 4 not found, 5 busy,\n"
-           "6 rejected (not an image layer, unsafe archive, too large), 130 interrupted\n"
-           "(SIGINT/SIGTERM: the fetch resumes where it stopped the next time).\n",
+           "Exit codes: 0 fetched, 1 failed, 2 usage, 3 refused (not enough space, access\n"
+           "denied), 4 not found, 5 busy, 6 rejected (not an image layer, unsafe archive, too\n"
+           "large), 130 interrupted (SIGINT/SIGTERM: the fetch resumes where it stopped the\n"
+           "next time).\n",
            DEFAULT_FETCH_QUEUE_LIMIT);
 }
 
@@ -57,6 +58,7 @@ struct item {
     struct fsm_id id;
     bool done;
     enum fsm_outcome outcome;
+    enum err_kind kind; /* of the error, as the run stored it */
     char *error;
     struct fetch_result result;
     bool have_result;
@@ -211,11 +213,11 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "fetching %s (%s): %zu blob%s\n", ref.name, ref.canonical, ref.n_layers,
                 ref.n_layers == 1 ? "" : "s");
 
-    r = config_ensure_dirs(&cli->cfg);
+    struct err de = {0};
+    r = config_ensure_dirs(&cli->cfg, &de);
     if (r < 0) {
         image_ref_free(&ref);
-        return cli_failf("fetch", cli_exit_code(r), "cannot create %s: %s", cli->cfg.state_dir,
-                         strerror(-r));
+        return cli_fail("fetch", r, &de);
     }
     struct proc_lock lock = PROC_LOCK_INIT;
     r = proc_lock_acquire(cli->cfg.lock_path, "fetch", 0, &lock, NULL, &e);
@@ -302,14 +304,15 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
             struct item *it = &items[i];
             if (it->done)
                 continue;
-            r = fsm_wait(m, &it->id, remaining > 1 ? 0 : FETCH_CLI_TICK_MS, &it->outcome,
-                         &it->error);
+            r = fsm_wait_kind(m, &it->id, remaining > 1 ? 0 : FETCH_CLI_TICK_MS, &it->outcome,
+                              &it->kind, &it->error);
             if (r == -ETIMEDOUT)
                 continue;
             it->done = true;
             remaining--;
             if (r < 0) {
                 it->outcome = FSM_ABORT;
+                it->kind = err_kind_of(r);
                 free(it->error);
                 it->error = strdup(strerror(-r));
                 continue;
@@ -344,17 +347,20 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
     }
 
     /* Results. */
+    /* The exit code comes from the failures' kinds: a rejected blob wins (the input is bad),
+     * else the first failure's kind (not found 4, no space 3, ...). */
     bool rejected = false, failed = false;
+    int first_failure = 0;
     for (size_t i = 0; i < ref.n_layers; i++) {
         struct item *it = &items[i];
         if (fsm_outcome_success(it->outcome) && it->have_result)
             continue;
+        if (!failed)
+            first_failure = it->outcome == FSM_CANCELLED ? -EIO : err_kind_errno(it->kind);
         failed = true;
-        const char *msg = it->error && *it->error ? it->error : fsm_outcome_name(it->outcome);
-        if (fetch_error_is_rejection(msg)) {
+        if (it->kind == ERR_KIND_REJECTED)
             rejected = true;
-            msg += strlen(FETCH_REJECTED_PREFIX);
-        }
+        const char *msg = it->error && *it->error ? it->error : fsm_outcome_name(it->outcome);
         fprintf(stderr, "thinimg: fetch: %s: %s\n", it->layer->location, msg);
     }
     if (json) {
@@ -391,7 +397,7 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
         table_print(&t, stdout);
         table_free(&t);
     }
-    rc = !failed ? EXIT_OK : rejected ? EXIT_REJECTED : EXIT_FAIL;
+    rc = !failed ? EXIT_OK : rejected ? EXIT_REJECTED : cli_exit_code(first_failure);
 
 out:
     if (m) {

@@ -151,8 +151,9 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
     struct err e = {0};
     struct proc_lock lock = PROC_LOCK_INIT;
     if (force) {
-        if (config_ensure_dirs(&cli->cfg) < 0)
-            return cli_failf("gc", EXIT_FAIL, "cannot create %s", cli->cfg.state_dir);
+        int dr = config_ensure_dirs(&cli->cfg, &e);
+        if (dr < 0)
+            return cli_fail("gc", dr, &e);
         int r = proc_lock_acquire(cli->cfg.lock_path, "gc", 0, &lock, NULL, &e);
         if (r < 0 && !ignore_lock)
             return cli_failf("gc", EXIT_BUSY, "%s; gc --force refuses while thinimg works "

@@ -90,17 +90,9 @@ int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
             return err_set(e, r, "%s", err_str(&oe));
         return r;
     }
-    int r = config_ensure_dirs(&cli->cfg);
-    if (r < 0) {
-        struct stat st;
-        if ((r == -EACCES || r == -EPERM) && stat(cli->cfg.state_dir, &st) == 0)
-            return err_set(e, r,
-                           "state directory %s exists but is not writable by this user "
-                           "(uid %u); %s",
-                           cli->cfg.state_dir, (unsigned)geteuid(), CLI_RUN_AS_ROOT);
-        return err_set(e, r, "cannot create state directory %s: %s", cli->cfg.state_dir,
-                       strerror(-r));
-    }
+    int r = config_ensure_dirs(&cli->cfg, e);
+    if (r < 0)
+        return r;
     struct db *db = NULL;
     r = db_open(cli->cfg.db_path, NULL, &db, e);
     if (r < 0)

@@ -46,10 +46,9 @@ int run_env_open(struct cli *cli, const char *command, const struct run_env_opts
      * Warnings and errors still show; -v or --log-level bring the rest back. */
     if (!cli->log_level_set)
         log_setup(cli->log_format, LOG_LVL_WARN, STDERR_FILENO);
-    int r = config_ensure_dirs(&cli->cfg);
+    int r = config_ensure_dirs(&cli->cfg, e);
     if (r < 0)
-        return err_set(e, r, "cannot create state directory %s: %s", cli->cfg.state_dir,
-                       strerror(-r));
+        return r;
     r = proc_lock_acquire(cli->cfg.lock_path, command, o->wait_lock ? -1 : 0, &env->lock, NULL, e);
     if (r < 0)
         return r;

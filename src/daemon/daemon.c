@@ -295,10 +295,9 @@ static void reconcile(struct daemon *d)
 static int start(struct daemon *d, struct err *e)
 {
     const struct daemon_opts *o = d->o;
-    int r = config_ensure_dirs(d->cfg);
+    int r = config_ensure_dirs(d->cfg, e);
     if (r < 0)
-        return err_set(e, r, "cannot create state directory %s: %s", d->cfg->state_dir,
-                       strerror(-r));
+        return r;
     r = proc_lock_acquire(d->cfg->lock_path, "daemon", o->wait_lock ? -1 : 0, &d->lock, NULL, e);
     if (r < 0)
         return r;

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,10 +51,6 @@ void fetch_context_free(struct fetch_context *c)
     free(c);
 }
 
-bool fetch_error_is_rejection(const char *error)
-{
-    return error && !strncmp(error, FETCH_REJECTED_PREFIX, strlen(FETCH_REJECTED_PREFIX));
-}
 
 /* jansson's own cleanup (json_auto_t). */
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
@@ -388,20 +385,36 @@ static struct source_options source_opts(const struct fetch_context *c, struct f
 /* Permanent source errors abort the run; the rest are worth another attempt. */
 static struct fsm_result source_failure(int r, const struct err *e)
 {
-    const char *msg = err_str(e);
-    switch (-r) {
-    case ENOENT:
-    case EACCES:
-    case EILSEQ:
-    case EINVAL:
-    case ENOTSUP:
-    case EPROTONOSUPPORT:
-    case EXDEV:
-    case EISDIR:
-    case ELOOP: return fsm_abort("%s", msg);
-    case EFBIG: return fsm_abort(FETCH_REJECTED_PREFIX "%s", msg);
-    default: return fsm_retry("%s", msg);
-    }
+    /* The kind decides: not found, access denied, an invalid or rejected key end the run;
+     * network trouble is retried. */
+    return fsm_fail(r, "%s", err_str(e));
+}
+
+/* The content is not acceptable (not a layer, unsafe, over a limit, a digest that does not
+ * match): ends the run with kind "rejected" (exit 6, API 422). */
+static struct fsm_result rejected(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct fsm_result rejected(const char *fmt, ...)
+{
+    struct fsm_result r = {.outcome = FSM_ABORT, .kind = ERR_KIND_REJECTED};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r.message, sizeof(r.message), fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* The state directory's file system is full: ends the run (the disk stays full until someone
+ * acts) with kind "unhealthy", as a full pool does (exit 3, API 503). */
+static struct fsm_result no_space(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct fsm_result no_space(const char *fmt, ...)
+{
+    struct fsm_result r = {.outcome = FSM_ABORT, .kind = ERR_KIND_UNHEALTHY};
+    int n = snprintf(r.message, sizeof(r.message), "%s", FETCH_NO_SPACE_PREFIX);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r.message + n, sizeof(r.message) - (size_t)n, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 /* ---- the streaming core ------------------------------------------------------------------- */
@@ -790,7 +803,7 @@ static bool space_for_download(const struct fetch_context *c, struct db *db, con
         unlink(tmp);
         download_forget(db, location);
     }
-    *res = fsm_abort(FETCH_NO_SPACE_PREFIX "the file system of %s has %s free; %s needs %s "
+    *res = no_space("the file system of %s has %s free; %s needs %s "
                                            "(the blob) + %s (margin for the database); free "
                                            "space there or use a --state-dir on a larger file "
                                            "system, then fetch again%s",
@@ -815,7 +828,7 @@ static struct fsm_result out_of_space(struct db *db, const char *location, const
     log_error("download stopped: no space left",
               "location=%s written=%" PRIu64 " size=%" PRIu64 " partial_file=removed", location,
               written, size);
-    return fsm_abort(FETCH_NO_SPACE_PREFIX "no space left on the file system of %s after %s "
+    return no_space("no space left on the file system of %s after %s "
                                            "of %s of %s (%s); the partial file was removed; "
                                            "free space or use a --state-dir on a larger file "
                                            "system, then fetch again",
@@ -845,7 +858,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     if (r < 0)
         return source_failure(r, &e);
     if (c->policy.max_blob_bytes && obj.size > c->policy.max_blob_bytes)
-        return fsm_abort(FETCH_REJECTED_PREFIX "%s: %" PRIu64 " bytes, larger than the limit of "
+        return rejected("%s: %" PRIu64 " bytes, larger than the limit of "
                          "%" PRIu64 " bytes", rq.location, obj.size, c->policy.max_blob_bytes);
 
     _cleanup_free_ char *tmp = tmp_path_for(c, rq.location);
@@ -999,7 +1012,7 @@ static struct fsm_result split_member(struct fetch_context *c, struct db *db, co
         unlink(tmpl);
         if (r == -ENOSPC) {
             db_release_reserve(db);
-            return fsm_abort(FETCH_NO_SPACE_PREFIX
+            return no_space(
                              "no space left in %s to split layer %s out "
                              "of its archive; free space or use a --state-dir on a larger file "
                              "system, then fetch again",
@@ -1007,13 +1020,13 @@ static struct fsm_result split_member(struct fetch_context *c, struct db *db, co
         }
         if (r == -EIO || r == -ENOMEM)
             return fsm_retry("layer %s: %s", l->member, err_str(&e));
-        return fsm_abort(FETCH_REJECTED_PREFIX "layer %s: %s", l->member,
+        return rejected("layer %s: %s", l->member,
                          e.code ? err_str(&e) : strerror(-r));
     }
     digest_format(h, digest);
     if (l->digest && strcmp(l->digest, digest) != 0) {
         unlink(tmpl);
-        return fsm_abort(FETCH_REJECTED_PREFIX "layer %s: its content hashes to %s, but the "
+        return rejected("layer %s: its content hashes to %s, but the "
                          "manifest declares %s", l->member, digest, l->digest);
     }
     char *final = blob_path(c, digest);
@@ -1068,7 +1081,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
         return r == -ENOENT ? fsm_abort("validate: %s vanished", path)
                             : fsm_retry("cannot read %s: %s", path, strerror(-r));
     if (fmt == BLOB_UNKNOWN)
-        return fsm_abort(FETCH_REJECTED_PREFIX "%s is not an image layer: %s", location,
+        return rejected("%s is not an image layer: %s", location,
                          why[0] ? why : "unknown format");
     json_object_set_new(resp, "format", json_string(blob_format_name(fmt)));
     json_t *layers = json_array();
@@ -1082,7 +1095,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
         if (r == -EIO || r == -ENOMEM)
             return fsm_retry("scanning %s: %s", location, err_str(&e));
         if (r < 0)
-            return fsm_abort(FETCH_REJECTED_PREFIX "%s: %s", location, err_str(&e));
+            return rejected("%s: %s", location, err_str(&e));
         json_array_append_new(layers, layer_json(digest, size, fmt, path, NULL, &seal));
         log_info("layer validated", "location=%s digest=%s format=%s entries=%" PRIu64
                  " bytes=%" PRIu64, location, digest, blob_format_name(fmt), stats.entries,
@@ -1095,7 +1108,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             archive_manifest_free(&m);
             if (r == -EIO || r == -ENOMEM)
                 return fsm_retry("reading the manifest of %s: %s", location, err_str(&e));
-            return fsm_abort(FETCH_REJECTED_PREFIX "%s: %s", location,
+            return rejected("%s: %s", location,
                              r < 0 ? err_str(&e) : "the manifest lists no layers");
         }
         if (m.repo_tag)
@@ -1117,7 +1130,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             r = archive_detect(lp, &lf, why, sizeof(why));
             if (r == 0 && !blob_format_is_layer(lf)) {
                 archive_set_progress(NULL, NULL);
-                struct fsm_result res = fsm_abort(FETCH_REJECTED_PREFIX "%s: member %s is not "
+                struct fsm_result res = rejected("%s: member %s is not "
                                                   "an image layer: %s", location,
                                                   m.layers[i].member, why);
                 archive_manifest_free(&m);
@@ -1130,7 +1143,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
                 struct fsm_result res =
                     r == -EIO || r == -ENOMEM
                         ? fsm_retry("scanning %s: %s", m.layers[i].member, err_str(&e))
-                        : fsm_abort(FETCH_REJECTED_PREFIX "%s: layer %s: %s", location,
+                        : rejected("%s: layer %s: %s", location,
                                     m.layers[i].member, err_str(&e));
                 archive_manifest_free(&m);
                 return res;
@@ -1172,7 +1185,7 @@ static void discard_rejected(struct db *db, const char *location, const char *di
 static struct fsm_result validate(struct fsm_run *run, void *ud)
 {
     struct fsm_result res = validate_blob(run, ud);
-    if (res.outcome == FSM_ABORT && fetch_error_is_rejection(res.message)) {
+    if (res.outcome == FSM_ABORT && res.kind == ERR_KIND_REJECTED) {
         _cleanup_json_ json_t *resp = response_load(run);
         const char *path = json_string_value(json_object_get(resp, "path"));
         const char *digest = json_string_value(json_object_get(resp, "digest"));

@@ -25,7 +25,8 @@
  *   validate      detect the format by content; a layer (tar, tar+gzip, tar+zstd) is scanned
  *                 against the archive policy without writing anything; a docker-archive or
  *                 OCI layout is split into its layer blobs (each stored by digest and
- *                 scanned). Anything else is rejected: "rejected: not an image layer: ...".
+ *                 scanned). Anything else is rejected (kind "rejected"): "... is not an image
+ *                 layer: ...".
  *   record        in the checkpoint transaction: blobs rows, the blob_sources row of the
  *                 location, and the end of the `downloads` row.
  *
@@ -33,9 +34,10 @@
  * processes) never write the same file; the loser retries later.
  *
  * Errors: failed runs end ABORT (permanent: not found, access denied, invalid key, rejected
- * content, too large) or with the retry policy's on_exhausted outcome (network). Rejections of
- * the content have messages that start with FETCH_REJECTED_PREFIX, so a caller can tell "the
- * blob is bad" (exit code EXIT_REJECTED) from "the fetch failed".
+ * content, too large, no space) or with the retry policy's on_exhausted outcome (network).
+ * Each failure carries its kind (util/err.h) with the run: "rejected" for content that is not
+ * acceptable (exit code EXIT_REJECTED), "unhealthy" for a full disk, the source's own kind for
+ * the rest; callers read the kind, never the message.
  */
 #pragma once
 
@@ -53,7 +55,6 @@
 #define FETCH_MACHINE_TYPE "fetch"
 #define FETCH_MACHINE_ACTION "fetch-blob"
 #define FETCH_QUEUE "fetch"
-#define FETCH_REJECTED_PREFIX "rejected: "
 /* A download that does not fit: not retried (the disk stays full until someone acts). */
 #define FETCH_NO_SPACE_PREFIX "not enough space: "
 
@@ -146,10 +147,6 @@ struct fetch_result {
 
 int fetch_response_parse(const void *data, size_t len, struct fetch_result *out, struct err *e);
 void fetch_result_free(struct fetch_result *r);
-
-/* True when a failed run's error says the content was rejected (not an image layer, unsafe
- * archive, digest mismatch, too large). */
-bool fetch_error_is_rejection(const char *error);
 
 /* ---- the streaming core (also used by the benchmark) -------------------------------------- */
 

@@ -88,22 +88,35 @@ void config_free(struct config *c)
     }
 }
 
-int config_ensure_dirs(const struct config *c)
+/* The error of a directory that could not be made or tightened: for one that exists but is not
+ * this user's to change, say so (thinimg runs as root), with kind "permission". */
+static int dir_error(const char *dir, int r, struct err *e)
+{
+    struct stat st;
+    if ((r == -EACCES || r == -EPERM) && stat(dir, &st) == 0)
+        return err_set(e, -EACCES,
+                       "%s exists but is not writable by this user (uid %u); thinimg runs as "
+                       "root (or as the user that owns the state directory and its files)",
+                       dir, (unsigned)geteuid());
+    return err_set(e, r, "cannot create %s: %s", dir, strerror(-r));
+}
+
+int config_ensure_dirs(const struct config *c, struct err *e)
 {
     int r = mkdir_p(c->state_dir, 0700);
     if (r < 0)
-        return r;
+        return dir_error(c->state_dir, r, e);
     const char *dirs[] = {c->blob_dir, c->tmp_dir, c->mount_dir, c->pool_dir};
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         r = mkdir_p(dirs[i], 0700);
         if (r < 0)
-            return r;
+            return dir_error(dirs[i], r, e);
     }
     /* The blob store and temp files are owner only, also when an older thinimg (or a umask)
      * made them wider. */
     const char *private_dirs[] = {c->blob_dir, c->tmp_dir};
     for (size_t i = 0; i < sizeof(private_dirs) / sizeof(private_dirs[0]); i++)
         if (chmod(private_dirs[i], 0700) < 0)
-            return neg_errno();
+            return dir_error(private_dirs[i], neg_errno(), e);
     return 0;
 }

@@ -14,6 +14,8 @@
  */
 #pragma once
 
+#include "util/err.h"
+
 struct config {
     char *state_dir;
     char *db_path;
@@ -38,5 +40,6 @@ struct config_overrides {
 
 int config_resolve(struct config *c, const struct config_overrides *o);
 void config_free(struct config *c);
-/* Create the state directory layout (0700 for the state dir). */
-int config_ensure_dirs(const struct config *c);
+/* Create the state directory layout (0700 for the state dir). A directory that exists but is
+ * not this user's to change fails with -EACCES and a message that says so. */
+int config_ensure_dirs(const struct config *c, struct err *e);

@@ -75,7 +75,10 @@ const char *err_str(const struct err *e)
 enum err_kind err_kind_of(int code)
 {
     switch (code < 0 ? -code : code) {
-    case EINVAL: return ERR_KIND_INVALID;
+    case EINVAL:
+    case EISDIR:          /* a location that names a directory, not an object */
+    case EPROTONOSUPPORT: /* a URL scheme thinimg does not speak */
+        return ERR_KIND_INVALID;
     case ENOENT:
     case ENXIO: return ERR_KIND_NOT_FOUND;
     case EBUSY:

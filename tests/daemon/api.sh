@@ -129,7 +129,8 @@ assert_eq "$(j .image)" "busybox:3" "image name"
 assert_eq "$(j '.layers | length')" 3 "layers"
 assert_eq "$(j '[.layers[].digest | startswith("sha256:")] | all')" true "layer digests"
 assert_eq "$(j .outcome)" abort "outcome without a pool"
-[ "$st" -ge 500 ] || fail "a failed run answers 5xx, got $st"
+assert_eq "$st" 503 "a run refused by the host (no device-mapper) answers 503"
+assert_eq "$(j .reason)" unhealthy "the run's stored error kind is the reason"
 assert_contains "$(j .error)" "unpack failed" "the run's error"
 RUN=$(j .run)
 pass "process-image ?wait=60: finished, outcome abort (no pool), HTTP $st with the run's error"
@@ -193,7 +194,7 @@ set +e
 $T process-image "dir:$EX/images/busybox-extra/" >"$W/cli.out" 2>"$W/cli.err"
 rc=$?
 set -e
-assert_eq "$rc" 1 "process-image through the daemon (no pool): exit code"
+assert_eq "$rc" 3 "process-image through the daemon (no device-mapper: unhealthy host): exit code"
 assert_contains "$(cat "$W/cli.err")" "thinimg: process-image: unpack failed" "CLI message"
 assert_contains "$(cat "$W/cli.err")" "(details: thinimg runs show " "CLI details line"
 set +e
@@ -237,7 +238,7 @@ pass "Ctrl-C while the CLI waits for the daemon: exit 130, the run goes on and f
 # removing an image through the daemon
 assert_eq "$($T remove --image busybox-extra:3)" "image busybox-extra:3 removed (1 layer device deleted, 2 shared or kept)" "remove --image"
 assert_eq "$(api GET /v1/images/busybox-extra:3)" 404 "image gone"
-pass "the CLI sends process-image, activate, deactivate and remove to the daemon (exit codes 1, 4, 2)"
+pass "the CLI sends process-image, activate, deactivate and remove to the daemon (exit codes 3, 4, 2)"
 
 # ---- 6. metrics ----------------------------------------------------------------------------
 finished() {

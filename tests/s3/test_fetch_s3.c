@@ -427,7 +427,8 @@ static void test_errors(void **state)
                                    "\"action\":\"status\",\"status\":403,"
                                    "\"code\":\"AccessDenied\",\"count\":0}"),
                      0);
-    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/demo/2.tar", NULL, &out, &err), 1);
+    assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/demo/2.tar", NULL, &out, &err), 3);
+    /* kind "permission": refused, exit 3 (docs/cli.md), ended without retries */
     assert_true(tu_contains(err, "access denied (403 AccessDenied)"));
     assert_true(tu_contains(err, "set AWS_ACCESS_KEY_ID"));
     free(out);

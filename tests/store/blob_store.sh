@@ -7,7 +7,7 @@
 #              fetch quarantines it (STATE/blobs/quarantine, a blob_quarantine row) and fetches
 #              it again, also when the same bytes come from another location (dedup); an
 #              untouched blob is reused with one stat (its seal's verified_at_ms unchanged)
-#   nospace    a blob larger than the free space fails at once ("not enough space", exit 1),
+#   nospace    a blob larger than the free space fails at once ("not enough space", exit 3),
 #              a disk that fills during the transfer likewise, with no partial file left;
 #              with room, the same fetch succeeds
 #   dbfull     the disk fills while the record step writes the database: the reserve is
@@ -249,15 +249,15 @@ case_nospace() {
     local want
     want=$(digest_of "$SRC/images/big/1.tar")
     ti full --state-dir "$S" fetch "dir:$SRC/images/big/1.tar"
-    [ "$RC" = 1 ] || fail "a blob larger than the disk: exit $RC, expected 1: $(tail -3 "$W/full.err")"
+    [ "$RC" = 3 ] || fail "a blob larger than the disk: exit $RC, expected 3: $(tail -3 "$W/full.err")"
     grep -q "not enough space: the file system of $S/tmp has .* free; .* needs 6.0 MiB" \
         "$W/full.err" || fail "no clear 'not enough space' message: $(tail -3 "$W/full.err")"
     awk -v w="$LAST_WALL" -v l="$FAIL_FAST_S" 'BEGIN { exit !(w < l) }' ||
         fail "failing for lack of space took ${LAST_WALL}s"
     [ "$(part_files)" = 0 ] || fail "a partial file was left: $(find "$S/tmp" -type f)"
-    [ "$(q "SELECT count(*) FROM fsm_runs WHERE type = 'fetch' AND status = 3 AND error LIKE 'not enough space%'")" = 1 ] ||
+    [ "$(q "SELECT count(*) FROM fsm_runs WHERE type = 'fetch' AND status = 3 AND error LIKE 'not enough space%' AND error_kind = 'unhealthy'")" = 1 ] ||
         fail "the failure is not recorded as the run's outcome"
-    pass "no room: fails at once, exit 1, says what to do, leaves nothing behind"
+    pass "no room: fails at once, exit 3 (kind unhealthy), says what to do, leaves nothing behind"
 
     # The disk fills during the transfer (HTTP server holds after 1 MiB until released).
     mount -o remount,size=20m "$S"
@@ -267,14 +267,14 @@ case_nospace() {
     fill "$S"
     touch "$W/release"
     bg_wait midway "$FAIL_FAST_S"
-    [ "$RC" = 1 ] || fail "disk full during the transfer: exit $RC: $(tail -3 "$W/midway.err")"
+    [ "$RC" = 3 ] || fail "disk full during the transfer: exit $RC: $(tail -3 "$W/midway.err")"
     grep -q "not enough space: no space left on the file system of $S/tmp.*the partial file was removed" \
         "$W/midway.err" || fail "no clear message: $(tail -3 "$W/midway.err")"
     [ "$(part_files)" = 0 ] || fail "a partial file was left: $(find "$S/tmp" -type f)"
     [ "$(q "SELECT count(*) FROM fsm_runs WHERE type = 'fetch' AND status = 3 AND error LIKE 'not enough space: no space left%'")" = 1 ] ||
         fail "the failure was not recorded on the full disk"
     [ "$(q "SELECT count(*) FROM downloads")" = 0 ] || fail "a resume hint was left"
-    pass "the disk fills during the transfer: exit 1 at once, partial file removed, failure recorded"
+    pass "the disk fills during the transfer: exit 3 at once, partial file removed, failure recorded"
 
     rm -f "$S/filler"
     mount -o remount,size=64m "$S"

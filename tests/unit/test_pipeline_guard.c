@@ -45,7 +45,7 @@ static void test_cursor_in_state_dir(void **state)
     struct config cfg;
     struct config_overrides ov = {.state_dir = dir, .pool_name = "tpguard"};
     assert_int_equal(config_resolve(&cfg, &ov), 0);
-    assert_int_equal(config_ensure_dirs(&cfg), 0);
+    assert_int_equal(config_ensure_dirs(&cfg, NULL), 0);
     struct err e = {0};
     struct db *db = NULL;
     assert_int_equal(db_open(cfg.db_path, NULL, &db, &e), 0);
