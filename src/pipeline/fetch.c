@@ -385,9 +385,14 @@ static struct source_options source_opts(const struct fetch_context *c, struct f
 /* Permanent source errors abort the run; the rest are worth another attempt. */
 static struct fsm_result source_failure(int r, const struct err *e)
 {
-    /* The kind decides: not found, access denied, an invalid or rejected key end the run;
-     * network trouble is retried. */
-    return fsm_fail(r, "%s", err_str(e));
+    /* The kind decides: not found, access denied, an invalid or rejected key end the run.
+     * Network trouble was already retried by the source (its budget: docs/sources.md), so a
+     * transient failure that reaches here ends the run too, instead of starting that budget
+     * over for every attempt of the transition. */
+    struct fsm_result res = fsm_fail(r, "%s", err_str(e));
+    if (res.kind == ERR_KIND_TRANSIENT)
+        res.outcome = FSM_ABORT;
+    return res;
 }
 
 /* The content is not acceptable (not a layer, unsafe, over a limit, a digest that does not

@@ -179,8 +179,12 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     int r = ref_resolve(jstr(req, "ref"), p->cfg.source, &so, &ref, &e);
     if (r < 0) {
         json_decref(req);
-        /* Network trouble is worth retrying; a bad or missing ref is not (its kind says). */
-        return fsm_fail(r, "%s", err_str(&e));
+        /* A bad or missing ref ends the run (its kind says); so does network trouble, which
+         * the source already retried within its budget (docs/sources.md). */
+        struct fsm_result res = fsm_fail(r, "%s", err_str(&e));
+        if (res.kind == ERR_KIND_TRANSIENT)
+            res.outcome = FSM_ABORT;
+        return res;
     }
     for (size_t i = 0; i < ref.n_warnings; i++)
         log_warn("image reference warning", "ref=%s warning=%s", ref.canonical, ref.warnings[i]);

@@ -673,13 +673,21 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
         if (failures >= max_fail || resp->attempts >= max_total) {
             if (rc == CURLE_OK && httpc_status_retryable(status))
                 return 0; /* the caller reports the status with its context */
-            return err_set(e, err, "%s: %s (gave up after %u attempts)", req->what, why,
-                           resp->attempts);
+            return err_set(e, err, "%s: %s (gave up after %u attempts%s)", req->what, why,
+                           resp->attempts,
+                           err == -ECONNREFUSED || err == -EHOSTUNREACH
+                               ? "; is the server up and the address right? For S3 the "
+                                 "address is --endpoint or AWS_ENDPOINT_URL_S3"
+                               : "");
         }
-        log_warn("request failed, retrying",
-                 "location=%s error=%s attempt=%u delay_ms=%u "
-                 "resume_at=%" PRIu64,
-                 req->what, why, resp->attempts, backoff, req->offset + resp->delivered);
+        /* One line for the operator per request, not one per attempt: the first retry says
+         * what failed; the others are for -v. */
+        log_write(resp->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+                  "request failed, retrying",
+                  "location=%s error=%s attempt=%u delay_ms=%u resume_at=%" PRIu64
+                  " max_attempts=%u",
+                  req->what, why, resp->attempts, backoff, req->offset + resp->delivered,
+                  max_fail);
         r = sleep_backoff(h, jittered(h, backoff));
         if (r < 0)
             return err_set(e, r, "%s: cancelled", req->what);

@@ -217,7 +217,15 @@ check_cli 4 "thinimg: deactivate: no activation 'nope' (see list-snapshots)" dea
 check_cli 2 "thinimg: deactivate: invalid activation name 'a/b'" deactivate a/b
 check_cli 4 "thinimg: remove: no activation or image named 'nope'" remove nope
 check_cli 4 "thinimg: activate: no image 'nope'" activate nope
+t0=$(date +%s%N)
 check_cli 4 "thinimg: process-image: " process-image "dir:$W/nothing-here/"
+ms=$((($(date +%s%N) - t0) / 1000000))
+# Not found is deterministic: the run ends on its first attempt (no backoff); generous bound
+# for a sanitizer build on a loaded machine, the figure is printed.
+[ "$ms" -lt 5000 ] || fail "a ref that does not exist took ${ms} ms to fail (retried?)"
+echo "deterministic failure (not found) through the daemon: ${ms} ms"
+assert_contains "$($T runs --all --json | jq -r '[.[] | select(.resource_id == "dir:'"$W"'/nothing-here/")][0].error_kind')" \
+    not_found "the run's stored error kind"
 # Ctrl-C while waiting for the daemon: exit 130, the run goes on there
 $T process-image "$SLOW/slow4.tar" >"$W/int.out" 2>"$W/int.err" &
 CLI=$!

@@ -92,10 +92,11 @@ class Ctx:
     def endpoint(self, mode):
         return '%s/mode/%s' % (self.base, mode)
 
-    def thinimg(self, state, args, timeout, env=None, until=None):
+    def thinimg(self, state, args, timeout, env=None, until=None, defaults=False):
         """Run thinimg; kill it after `timeout` s (timed_out) or once `until` is in its
-        stderr. Returns a Run with the child's own peak RSS."""
-        e = dict(os.environ, **FAST)
+        stderr. Returns a Run with the child's own peak RSS. defaults: the source's own
+        retry and timeout settings instead of the shortened ones."""
+        e = dict(os.environ) if defaults else dict(os.environ, **FAST)
         # ASan keeps freed memory in a quarantine (256 MB by default) that would hide what
         # thinimg itself holds: a small one, so the peak RSS is thinimg's.
         e['ASAN_OPTIONS'] = ':'.join(filter(None, [e.get('ASAN_OPTIONS'),
@@ -441,6 +442,26 @@ def trickle_forever(ctx):
     ok(not r.timed_out, 'no attempt gave up within 60 s: %s' % r.err[-1500:])
     ok(r.secs < 20, 'the first download attempt took %.1f s to give up' % r.secs)
     ok(not blobs(st), 'blobs %s' % blobs(st))
+    return r
+
+
+@case
+def connection_refused_budget(ctx):
+    """Nothing listens at the S3 endpoint: with the default retry budget the fetch ends within
+    15 s, in at most 3 lines, naming the address and how to change it; the run's stored kind
+    is transient (exit 1)."""
+    import socket as sk
+    s = sk.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    st = ctx.state()
+    r = ctx.thinimg(st, ['--endpoint', 'http://127.0.0.1:%d' % port, 'fetch',
+                         's3://bucket/images/x/1.tar'], 60, defaults=True)
+    expect(r, 1, '127.0.0.1 port %d' % port, within=15)
+    ok('--endpoint' in r.err, 'the message does not say how to change the address: ' + r.err)
+    lines = [l for l in r.err.splitlines() if l.strip()]
+    ok(len(lines) <= 3, '%d lines of output, at most 3 wanted:\n%s' % (len(lines), r.err))
     return r
 
 
