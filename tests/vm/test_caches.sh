@@ -170,15 +170,17 @@ vm_cache_sweep "$C"
 check "the sweep removes what builds cut short left" \
     bash -c "[ \"\$(ls -A '$C' | tr '\n' ' ')\" = '$(basename "$I") $(basename "$K") ' ]"
 
-# tests/vm/run --prepare itself, on a copy (hard links) of this machine's cached kernel.
+# tests/vm/run --prepare itself, on a copy of this machine's cached kernel entry (its marker,
+# and its unpacked root through a symbolic link: nothing here writes into it).
 REAL=${THINIMG_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/thinimg-vm}
 RK=$(ls -d "$REAL"/kernel-*/ 2>/dev/null | sort -V | tail -n1)
 RK=${RK%/}
 if [ -n "$RK" ] && vm_cache_kernel_ok "$RK" && command -v qemu-system-x86_64 >/dev/null; then
     PKG=${RK##*/kernel-}
     C2=$W/vmcache2
-    mkdir -p "$C2"
-    cp -al "$RK" "$C2/" 2>/dev/null || cp -a "$RK" "$C2/"
+    mkdir -p "$C2/kernel-$PKG"
+    ln -s "$RK/root" "$C2/kernel-$PKG/root"
+    cp "$RK/.done" "$C2/kernel-$PKG/.done"
     mkdir -p "$C2/initramfs-$(vm_cache_kernel_version "$RK")-planted.cpio.gz"
     prep() { THINIMG_VM_CACHE=$C2 THINIMG_VM_KERNEL_PKG=$1 "$HERE/run" --prepare >"$W/prep.out" 2>&1; }
     # First run: builds the initramfs. Then break it (truncate) and run again.
@@ -196,7 +198,7 @@ if [ -n "$RK" ] && vm_cache_kernel_ok "$RK" && command -v qemu-system-x86_64 >/d
     # A kernel entry without its marker, when no kernel can be fetched: refused, not used.
     rm -rf "$C2/kernel-$PKG"
     mkdir -p "$C2/kernel-$PKG"
-    cp -al "$RK/root" "$C2/kernel-$PKG/" 2>/dev/null || cp -a "$RK/root" "$C2/kernel-$PKG/"
+    ln -s "$RK/root" "$C2/kernel-$PKG/root"
     if prep "linux-image-0.0.0-thinimg-test-amd64"; then
         fail "run --prepare used a kernel entry without its marker: $(cat "$W/prep.out")"
     else
