@@ -3,7 +3,7 @@
 # extracting the same archive into the same file system, in one run.
 #
 # The archive is a real Debian root (mmdebstrap --variant=minbase bookworm, ~170 MB, ~9k
-# entries), built once and cached like the archive tests do. Each repetition extracts with
+# entries), built once and cached by the archive tests (tests/archive/debian.py --tar). Each repetition extracts with
 # every tool into a fresh directory, in rotating order, after a `sync` so that one tool's
 # writeback is not charged to the next; the blob stays in the page cache for all of them.
 # Prints per tool the median and best wall time, the ratio to GNU tar and the peak RSS
@@ -18,18 +18,16 @@ cd "$(dirname "$0")/.."
 
 REPS=${1:-7}
 BIN=${THINIMG_BIN:-build/thinimg}
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/thinimg
-TAR=${BENCH_TAR:-$CACHE/debian-bookworm-minbase.tar}
+TAR=${BENCH_TAR:-}
 DIR=${BENCH_DIR:-build/bench-extract}
 
 [ -x "$BIN" ] || { echo "no thinimg binary at $BIN (make build, or set THINIMG_BIN)" >&2; exit 1; }
 for t in tar bsdtar /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "$t is missing (scripts/install-deps.sh)" >&2; exit 1; }
 done
-if [ ! -f "$TAR" ]; then
-  mkdir -p "$CACHE"
-  echo "building $TAR with mmdebstrap (once)"
-  mmdebstrap --variant=minbase --quiet bookworm "$TAR.tmp" && mv "$TAR.tmp" "$TAR"
+if [ -z "${BENCH_TAR:-}" ]; then
+  # The archive tests' cache: built once, atomically, and checked at every use.
+  TAR=$(python3 tests/archive/debian.py --tar)
 fi
 owner=--same-owner
 [ "$(id -u)" = 0 ] || owner=--no-same-owner

@@ -30,7 +30,9 @@ SRCDIR="$BUILD/bench-images/$FILES-$MIB"
 
 if [ -z "${THINIMG_VM:-}" ]; then
     if [ ! -f "$SRCDIR/images/beta/2.tar" ]; then
-        rm -rf "$SRCDIR"
+        # Built under a temporary name and renamed when complete, so $SRCDIR exists only whole:
+        # a run cut short leaves only the temporary, which the next one starts over.
+        rm -rf "$SRCDIR" "$SRCDIR.tmp"
         python3 bench/make-bench-images.py "$SRCDIR.tmp" "$FILES" "$MIB"
         mv "$SRCDIR.tmp" "$SRCDIR"
     fi

@@ -104,9 +104,8 @@ int cmd_status(struct cli *cli, int argc, char **argv)
             if (!strcmp(names[k], rows[i].name))
                 l->active = true;
     }
-    size_t plen = strlen(pool);
     for (int k = 0; names && k < nn; k++) {
-        if (strncmp(names[k], pool, plen) != 0 || names[k][plen] != '-')
+        if (!dm_name_match(names[k], pool, NULL)) /* not "<pool>-": pool "tp-b" is not ours */
             continue;
         bool known = false;
         for (size_t i = 0; i < nrows; i++)

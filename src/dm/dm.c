@@ -87,9 +87,37 @@ bool dm_name_valid(const char *s)
     return true;
 }
 
+/* The kinds of device thinimg names in a pool and the shape of each one's suffix: the one
+ * place dm_name_format() (building) and dm_name_match() (recognising) take them from. */
+static const struct {
+    const char *kind;
+    bool id_suffix; /* the suffix is a thin id */
+} g_dm_kinds[] = {
+    {DM_KIND_LAYER, true},
+    {DM_KIND_ACTIVATION, false},
+    {DM_KIND_TEST, false},
+    {DM_KIND_FOREIGN, true},
+};
+
+/* A thin id as dm_name_format() writes it: decimal digits, no leading zero. */
+static bool id_text(const char *s)
+{
+    if (s[0] < '1' || s[0] > '9')
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
 int dm_name_format(char *out, size_t n, const char *pool, const char *kind, const char *suffix)
 {
     if (!pool || !*pool || !kind || !*kind || !suffix || !*suffix)
+        return -EINVAL;
+    size_t i = 0;
+    while (i < ARRAY_SIZE(g_dm_kinds) && strcmp(g_dm_kinds[i].kind, kind) != 0)
+        i++;
+    if (i == ARRAY_SIZE(g_dm_kinds) || (g_dm_kinds[i].id_suffix && !id_text(suffix)))
         return -EINVAL;
     int k = snprintf(out, n, "%s-%s-%s", pool, kind, suffix);
     if (k < 0)
@@ -97,6 +125,29 @@ int dm_name_format(char *out, size_t n, const char *pool, const char *kind, cons
     if ((size_t)k >= n || k > DM_NAME_MAX)
         return -ENAMETOOLONG;
     return dm_name_valid(out) ? 0 : -EINVAL;
+}
+
+bool dm_name_match(const char *name, const char *pool, const char **kind)
+{
+    if (!name || !pool)
+        return false;
+    size_t plen = strlen(pool);
+    if (strncmp(name, pool, plen) != 0 || name[plen] != '-')
+        return false;
+    const char *rest = name + plen + 1;
+    for (size_t i = 0; i < ARRAY_SIZE(g_dm_kinds); i++) {
+        size_t klen = strlen(g_dm_kinds[i].kind);
+        if (strncmp(rest, g_dm_kinds[i].kind, klen) != 0 || rest[klen] != '-')
+            continue;
+        char again[DM_NAME_MAX + 1];
+        if (dm_name_format(again, sizeof(again), pool, g_dm_kinds[i].kind, rest + klen + 1) == 0 &&
+            strcmp(again, name) == 0) {
+            if (kind)
+                *kind = g_dm_kinds[i].kind;
+            return true;
+        }
+    }
+    return false;
 }
 
 int dm_dev_path(char *out, size_t n, const char *name)

@@ -22,7 +22,9 @@
  *
  * Names: device names must pass dm_name_valid(): 1..DM_NAME_MAX bytes of [A-Za-z0-9_.-],
  * not starting with '.' or '-'. thinimg's own devices are named "<pool>-<kind>-<suffix>"
- * (see dm_name_format() and docs/dm.md), so the pool name is their prefix.
+ * (see dm_name_format() and docs/dm.md). Pool names may contain '-', so "starts with
+ * <pool>-" is NOT how a pool's devices are recognised (pool "tp-b"'s devices start with
+ * "tp-"): dm_name_match() recognises exactly the names dm_name_format() builds for a pool.
  *
  * Errors: 0 (or a count) on success, a negative errno on failure; where an operator may
  * need it, the struct err says what failed on which device and includes libdevmapper's last
@@ -52,9 +54,21 @@
 /* True when s is a valid device-mapper name for thinimg (see above). */
 bool dm_name_valid(const char *s);
 
-/* Writes "<pool>-<kind>-<suffix>" into out. -EINVAL when a part is empty or the result is not
- * a valid name, -ENAMETOOLONG when it does not fit DM_NAME_MAX or n. */
+/* Writes "<pool>-<kind>-<suffix>" into out. kind is one of the DM_KIND_* above; the layer and
+ * foreign kinds take a thin id as suffix (decimal, no leading zero), the others any suffix
+ * that keeps the name valid. -EINVAL when a part is empty, the kind is unknown, the suffix
+ * does not have its kind's shape or the result is not a valid name, -ENAMETOOLONG when it
+ * does not fit DM_NAME_MAX or n. */
 int dm_name_format(char *out, size_t n, const char *pool, const char *kind, const char *suffix);
+
+/* Is name one that dm_name_format() builds for pool (some kind, some suffix of that kind's
+ * shape)? Decided by building the name again from the parts it splits into, so the two
+ * cannot drift apart. kind (optional) receives the DM_KIND_* constant. Pool "tp" matches
+ * "tp-layer-7" and "tp-act-web", never "tp-b-layer-7" (pool "tp-b"'s), "tp-junk" or
+ * "tp-layer-x". A pool whose own name is "<pool>-<kind>..." (say "tp-act") makes names that
+ * also have pool "tp"'s shape; callers that act on a match tell these apart by the device's
+ * table (a thin device names its pool; see gc). */
+bool dm_name_match(const char *name, const char *pool, const char **kind);
 
 /* Is device-mapper usable here (control node present, driver answers)? 0 or negative errno
  * (-ENODEV when the kernel has no device-mapper), with a message in e. */

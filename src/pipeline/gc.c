@@ -249,14 +249,33 @@ static void scan_pool_unknown(struct gc_report *rep, struct db *db, const char *
     }
 }
 
+/* Is the active device name pool's, by name and, for a thin device, by the pool its table
+ * names? The name must be one thinimg builds for this pool (dm_name_match: pool "tp" does not
+ * claim "tp-b-layer-7" of pool "tp-b", nor a "tp-junk" someone else made). A pool named
+ * "tp-act" builds names of pool "tp"'s shape too; a thin device's table says which pool it
+ * is in, and a device of another pool is never ours. */
+static bool dm_device_of_pool(const char *name, const char *pool, const char *pool_majmin)
+{
+    if (!dm_name_match(name, pool, NULL))
+        return false;
+    struct dm_target_line t;
+    if (dm_dev_table(name, &t, NULL) < 0 || strcmp(t.type, "thin") != 0)
+        return true; /* no table (a create cut short) or not a thin target: the name decides */
+    size_t n = strlen(pool_majmin);
+    return n > 0 && strncmp(t.params, pool_majmin, n) == 0 && t.params[n] == ' ';
+}
+
 static void scan_dm_unknown(struct gc_report *rep, struct db *db, const char *pool)
 {
     char **names = NULL;
     if (dm_dev_list(&names, NULL) < 0 || !names)
         return;
-    size_t plen = strlen(pool);
+    char pool_majmin[32];
+    bool pool_exists;
+    int pool_open;
+    dev_majmin(pool, pool_majmin, sizeof(pool_majmin), &pool_exists, &pool_open);
     for (char **p = names; *p; p++) {
-        if (strncmp(*p, pool, plen) != 0 || (*p)[plen] != '-')
+        if (!dm_device_of_pool(*p, pool, pool_majmin))
             continue;
         struct thin_dev d;
         if (thin_find_by_name(db, *p, &d) == 0 && strcmp(d.state, "deleted") != 0)
@@ -269,8 +288,8 @@ static void scan_dm_unknown(struct gc_report *rep, struct db *db, const char *po
         if (!it)
             break;
         it->active = true;
-        snprintf(it->reason, sizeof(it->reason), "active dm device with the pool's prefix that "
-                                                 "the database does not know");
+        snprintf(it->reason, sizeof(it->reason),
+                 "active dm device named like the pool's devices that the database does not know");
         if (open_count > 0) {
             snprintf(it->action, sizeof(it->action), "skip: open (%d users)", open_count);
         } else {

@@ -4,7 +4,15 @@
 
 The base layer is `mmdebstrap --variant=minbase bookworm` written as a tar, built once and
 cached in ~/.cache/thinimg (or $XDG_CACHE_HOME/thinimg; $THINIMG_DEBIAN_TAR names an
-existing tarball instead). The upper layer is generated from the base's own member list: it
+existing tarball instead). The cache is atomic and checked: the tar is built under a
+temporary name in the cache directory (with --format=tar: mmdebstrap would pick the format
+from the name and write a directory for "X.tar.tmp"), checked (a regular file, a tar read to
+its end, a Debian root with at least MIN_ENTRIES entries), renamed into place, and a marker
+"<sha256> <size>" is written last next to it. At use the tar must match its marker; an entry
+that does not (half-built, truncated, a directory, no marker) is rebuilt, except that a tar
+without a marker that passes the full check is adopted (the marker is written). Nothing in
+the cache is trusted unchecked. `debian.py --tar` only prints the cached tar's path (building
+it if needed; bench/extract.sh uses it). The upper layer is generated from the base's own member list: it
 whites out files and whole directories, makes a directory opaque, changes a file, replaces a
 directory by a symlink, and hardlinks a lower file, as image layers do.
 
@@ -14,6 +22,8 @@ owner, size, content hash, link target, device numbers, xattrs, mtime, hardlink 
 
 Run: THINIMG_BIN=build/thinimg python3 tests/archive/debian.py
 """
+import fcntl
+import hashlib
 import io
 import os
 import shutil
@@ -29,26 +39,132 @@ from legit import gnu_tar, reference_overlay, thinimg  # noqa: E402
 from tarlib import Tar, make_base, report, summary  # noqa: E402
 
 
+CACHE_NAME = 'debian-bookworm-minbase.tar'
+# A minbase bookworm root has ~9k entries; far fewer means the tar is not one (a truncated or
+# wrong entry whose headers still parse).
+MIN_ENTRIES = 5000
+HASH_CHUNK = 1 << 20
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
 def cache_dir():
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return os.path.join(base, 'thinimg')
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tar_problem(path):
+    """Why path is not a complete Debian root tar (None when it is): a regular file that
+    tarfile reads to its end, with MIN_ENTRIES entries and etc/debian_version."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return 'not a regular file'
+    n = 0
+    has_version = False
+    try:
+        with tarfile.open(path) as tf:
+            for m in tf:
+                n += 1
+                has_version = has_version or m.name.lstrip('./') == 'etc/debian_version'
+    except (tarfile.TarError, OSError, EOFError) as e:
+        return 'unreadable tar (%s)' % e
+    if n < MIN_ENTRIES:
+        return 'only %d entries (want at least %d)' % (n, MIN_ENTRIES)
+    if not has_version:
+        return 'no etc/debian_version: not a Debian root'
+    return None
+
+
+def marker_of(path):
+    return path + '.ok'
+
+
+def write_marker(path):
+    """The marker, written last (itself atomically): "<sha256> <size>" of the tar."""
+    tmp = marker_of(path) + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write('%s %d\n' % (file_sha256(path), os.path.getsize(path)))
+    os.rename(tmp, marker_of(path))
+
+
+def cache_entry_ok(path):
+    """True when the cached tar can be used: it matches its marker, or it has none but passes
+    the full check (then the marker is written)."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        with open(marker_of(path)) as f:
+            want_sum, want_size = f.read().split()
+        return (os.path.getsize(path) == int(want_size) and
+                file_sha256(path) == want_sum)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        return False
+    problem = tar_problem(path)
+    if problem:
+        return False
+    log('adopting %s (no marker, but a complete Debian root tar)' % path)
+    write_marker(path)
+    return True
+
+
+def remove_entry(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
 
 
 def debian_tar():
     given = os.environ.get('THINIMG_DEBIAN_TAR')
     if given:
         return given
-    path = os.path.join(cache_dir(), 'debian-bookworm-minbase.tar')
-    if os.path.exists(path):
-        return path
+    path = os.path.join(cache_dir(), CACHE_NAME)
     os.makedirs(cache_dir(), exist_ok=True)
-    tmp = path + '.tmp'
-    print('building %s with mmdebstrap (once; cached)' % path, flush=True)
-    t0 = time.monotonic()
-    subprocess.run(['mmdebstrap', '--variant=minbase', '--quiet', 'bookworm', tmp], check=True)
-    os.rename(tmp, path)
-    print('built in %.0fs' % (time.monotonic() - t0), flush=True)
+    # Checking and building are serialized between processes by a lock on the cache (so the
+    # sweep below never takes another build's temporary file).
+    with open(os.path.join(cache_dir(), '.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cache_entry_ok(path):
+            build_cached_tar(path)
     return path
+
+
+def build_cached_tar(path):
+    if os.path.lexists(path):
+        log('the cached %s does not check out; building it again' % path)
+        remove_entry(path)
+    if os.path.lexists(marker_of(path)):
+        os.unlink(marker_of(path))
+    # Leftovers of builds cut short (any process), then this build's temporary name: ends in
+    # .tar, and the format is given too (mmdebstrap picks it from the name otherwise).
+    for name in os.listdir(cache_dir()):
+        if name.startswith(CACHE_NAME + '.tmp-'):
+            remove_entry(os.path.join(cache_dir(), name))
+    tmp = '%s.tmp-%d.tar' % (path, os.getpid())
+    log('building %s with mmdebstrap (once; cached)' % path)
+    t0 = time.monotonic()
+    try:
+        subprocess.run(['mmdebstrap', '--variant=minbase', '--format=tar', '--quiet', 'bookworm',
+                        tmp], check=True)
+        problem = tar_problem(tmp)
+        if problem:
+            raise RuntimeError('mmdebstrap wrote %s: %s; the cache is left empty' % (tmp, problem))
+        os.rename(tmp, path)
+        write_marker(path)
+    finally:
+        remove_entry(tmp)
+    log('built in %.0fs' % (time.monotonic() - t0))
 
 
 def upper_from(base_path):
@@ -154,4 +270,7 @@ def main():
 
 
 if __name__ == '__main__':
+    if sys.argv[1:] == ['--tar']:
+        print(debian_tar())
+        sys.exit(0)
     sys.exit(main())

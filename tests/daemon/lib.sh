@@ -81,6 +81,19 @@ expect_error() {
     assert_contains "$(j .error)" "$6" "$1 $2 message"
 }
 
+# result_of FILE CMD...: what the command itself answered, into FILE: its stdout, the lines of
+# its stderr that it printed itself ("thinimg: <command>: <error>"), and its exit status. Log
+# lines ("time=... level=... msg=...") are left out: they tell what else happened in that
+# process (a stale lock of a killed process broken, a run resumed) and differ between two
+# runs that fail the same way. Never fails itself (set -e stays as it was).
+result_of() {
+    local f=$1 rc=0
+    shift
+    "$@" >"$f.stdout" 2>"$f.stderr" || rc=$?
+    { cat "$f.stdout"; grep '^thinimg: ' "$f.stderr" || true; echo "exit $rc"; } >"$f"
+    rm -f "$f.stdout" "$f.stderr"
+}
+
 # wait_for CMD...: until CMD succeeds, at most 20 s.
 wait_for() {
     for _ in $(seq 1 400); do

@@ -5,13 +5,20 @@
 # Images f and g share their base layer; both are processed and active. Then, at once:
 #   a  the dm device of f's activation is removed (a file written into it beforehand)
 #   b  the shared base layer's thin id is deleted from the pool
-#   c  a stray "<pool>-junk" dm device is created (an error target)
+#   c  a stray "<pool>-act-junk" dm device is created (an error target named like the pool's
+#      activations)
 #   d  a stray thin id 999 is created with a pool message
 #   e  g's top layer device is activated and mounted under STATE/mnt (a stale mount)
 # `gc --dry-run --json` reports each, exactly (a dm-gone, b missing, c unknown-dm,
 # d unknown-id, e mount + active-layer) and changes nothing. The next process-image of f
 # reactivates f's activation (the file is still there) and recreates the base layer on a new
 # id; `gc --force` removes c, d and e. Afterwards the pool and the database agree.
+#
+# Next to it, devices that are not the pool's although their names start with "<pool>-": a
+# second pool named "<pool>-b" (its own state directory, with an idle activation) and a
+# "<pool>-junk" someone else made. gc --dry-run and --force of the first pool never list or
+# touch them, and gc of the second pool lists nothing of the first's (issue 12, point 11:
+# names are matched exactly, see docs/dm.md).
 #
 # Then a "reboot": every dm device and the pool are removed and the data file's loop device is
 # detached while the pool is down (the metadata's stays). gc reports that the pool is not
@@ -53,8 +60,26 @@ umount "$S/vm"
 dmsetup remove "$ACT_F_NAME"
 # b: the shared base layer's thin id deleted
 dmsetup message "$P" 0 "delete $BASE"
-# c: a stray dm device with the pool's prefix
+# c: a stray dm device named like the pool's activations
+dmsetup create "$P-act-junk" --table "0 2048 error"
+# Not the pool's: a device someone else made whose name merely starts with "$P-", and a second
+# pool named "$P-b" with an idle activation (pool "$P-b"'s devices all start with "$P-").
 dmsetup create "$P-junk" --table "0 2048 error"
+S2=$(work_area behind-b)
+P2=$P-b
+cp "$CURSOR_DIR/kmsg.cursor" "$S2/kmsg.cursor"
+ENVS+=("$S2:$P2")
+T2="env THINIMG_STATE_DIR=$S2 THINIMG_POOL=$P2 $T"
+run b0 $T2 setup-pool --data-size 128M
+expect_rc 0 "setup-pool $P2"
+run b1 $T2 process-image --device-size 64M --json "$IMG_SMALL"
+expect_rc 0 "process-image small in pool $P2"
+B_ACT=$(json "$S/b1.out" "json_extract(J, '\$.device_path')")
+B_ACT=${B_ACT#/dev/mapper/}
+case "$B_ACT" in "$P2-act-"*) ;; *) fail "pool $P2's activation device: '$B_ACT'" ;; esac
+not_ours() { dmsetup ls | awk -v a="$P-junk" -v b="$P2" 'index($1, b) == 1 || $1 == a {print $1}' | sort | tr '\n' ' '; }
+NOT_OURS=$(not_ours)
+B_TABLE=$(dmsetup table "$B_ACT")
 # d: a stray thin id
 dmsetup message "$P" 0 "create_thin 999"
 # e: g's top layer device activated and mounted under STATE/mnt
@@ -72,12 +97,16 @@ assert_eq "$(gc_orphans "$OUT")" "$want" "what gc --dry-run reports"
 IFS='|' read -r junk mnt <<<"$(json "$OUT" \
     "(SELECT json_extract(value, '\$.what') FROM json_each(J, '\$.orphans') WHERE json_extract(value, '\$.kind') = 'unknown-dm')" \
     "(SELECT json_extract(value, '\$.what') FROM json_each(J, '\$.orphans') WHERE json_extract(value, '\$.kind') = 'mount')")"
-assert_eq "$junk" "$P-junk" "the stray dm device gc names"
+assert_eq "$junk" "$P-act-junk" "the stray dm device gc names"
 assert_eq "$mnt" "$S/mnt" "the stale mount gc names"
 assert_eq "$(dm_names)" "$DM_BEFORE" "dm devices after the dry run"
 assert_eq "$(pool_ids)" "$IDS_BEFORE" "pool ids after the dry run"
 mountpoint -q "$S/mnt" || fail "the dry run unmounted $S/mnt"
 pass "gc --dry-run reports each change behind thinimg's back: $want"
+run b2 $T2 gc --dry-run --json
+expect_rc 0 "gc --dry-run of pool $P2"
+assert_eq "$(gc_orphans "$OUT")" "" "what gc --dry-run of pool $P2 reports (pool $P's devices are not its own)"
+pass "gc of pool $P lists none of pool $P2's devices nor $P-junk; gc of pool $P2 lists none of pool $P's"
 
 # the next run: f's activation reactivated (same device, the VM's file kept), the base
 # layer recreated on a new id
@@ -105,14 +134,18 @@ assert_eq "$(json "$OUT" "(SELECT group_concat(json_extract(value, '\$.result'),
     "done done done done" "gc --force results"
 mountpoint -q "$S/mnt" && fail "the stale mount is still there"
 dmsetup info "$G2_NAME" >/dev/null 2>&1 && fail "g's top layer device is still active"
-dmsetup info "$P-junk" >/dev/null 2>&1 && fail "$P-junk is still there"
+dmsetup info "$P-act-junk" >/dev/null 2>&1 && fail "$P-act-junk is still there"
+assert_eq "$(not_ours)" "$NOT_OURS" "pool $P2's devices and $P-junk after gc --force of pool $P"
+assert_eq "$(dmsetup table "$B_ACT")" "$B_TABLE" "pool $P2's activation after gc --force of pool $P"
+teardown_env "$S2" "$P2"
+dmsetup remove "$P-junk"
 run gc4 $T gc --dry-run --json
 assert_eq "$(gc_orphans "$OUT")" "" "orphans after gc --force"
 check_ids
 check_agree
 assert_eq "$(db "SELECT state FROM devices WHERE pool = '$P' AND dev_id = $G2")" ready \
     "g's top layer device (deactivated, kept)"
-pass "gc --force unmounted the stale mount, deactivated g's layer device, removed $P-junk and thin id 999; pool and database agree"
+pass "gc --force unmounted the stale mount, deactivated g's layer device, removed $P-act-junk and thin id 999, left pool $P2's devices and $P-junk alone; pool and database agree"
 
 # ---- reboot, with the data file's loop device detached while the pool is down ----------------
 META_LOOP=$(losetup -j "$S/pool/$P-meta.img" -O NAME -n)

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "dm/dm.h"
+#include "util/cleanup.h"
 #include "dm/pool.h"
 #include "dm/pool_status.h"
 #include "testutil.h"
@@ -268,6 +269,61 @@ static void test_names(void **state)
     assert_string_equal(out, "thinimg-act-vm-1");
     assert_int_equal(dm_name_format(out, sizeof(out), "", DM_KIND_LAYER, "1"), -EINVAL);
     assert_int_equal(dm_name_format(out, 8, "thinimg", DM_KIND_LAYER, "1"), -ENAMETOOLONG);
+    /* The kind's suffix shape: layers and foreign ids are thin ids, kinds are known. */
+    assert_int_equal(dm_name_format(out, sizeof(out), "tp", DM_KIND_LAYER, "x"), -EINVAL);
+    assert_int_equal(dm_name_format(out, sizeof(out), "tp", DM_KIND_LAYER, "07"), -EINVAL);
+    assert_int_equal(dm_name_format(out, sizeof(out), "tp", DM_KIND_FOREIGN, "1-2"), -EINVAL);
+    assert_int_equal(dm_name_format(out, sizeof(out), "tp", "junk", "1"), -EINVAL);
+}
+
+/* gc's unknown-device scan: pool "tp" claims exactly the names it builds, never those of a
+ * pool named with "tp-" in front ("tp-b") nor other devices that merely start with "tp-". */
+static void test_name_match(void **state)
+{
+    (void)state;
+    const char *k = NULL;
+    char out[DM_NAME_MAX + 1];
+    static const struct {
+        const char *kind, *suffix;
+    } made[] = {{DM_KIND_LAYER, "7"},        {DM_KIND_LAYER, "16777215"},
+                {DM_KIND_ACTIVATION, "web"}, {DM_KIND_ACTIVATION, "golang-3.2"},
+                {DM_KIND_TEST, "of-ghost"},  {DM_KIND_TEST, "12"},
+                {DM_KIND_FOREIGN, "999"}};
+    /* Whatever dm_name_format builds for a pool, dm_name_match recognises for that pool (with
+     * its kind), and for no pool that is the other's prefix or extension. */
+    for (size_t i = 0; i < ARRAY_SIZE(made); i++) {
+        const char *pools[] = {"tp", "tp-b", "thinimg", "a.b_c-D9"};
+        for (size_t j = 0; j < ARRAY_SIZE(pools); j++) {
+            assert_int_equal(
+                dm_name_format(out, sizeof(out), pools[j], made[i].kind, made[i].suffix), 0);
+            assert_true(dm_name_match(out, pools[j], &k));
+            assert_string_equal(k, made[i].kind);
+        }
+    }
+    /* Pool "tp-b"'s devices are not pool "tp"'s, and the reverse. */
+    assert_true(dm_name_match("tp-b-layer-7", "tp-b", NULL));
+    assert_false(dm_name_match("tp-b-layer-7", "tp", NULL));
+    assert_false(dm_name_match("tp-b-act-web", "tp", NULL));
+    assert_false(dm_name_match("tp-b-test-3", "tp", NULL));
+    assert_false(dm_name_match("tp-b-foreign-9", "tp", NULL));
+    assert_false(dm_name_match("tp-layer-7", "tp-b", NULL));
+    assert_false(dm_name_match("tp-b", "tp", NULL)); /* the other pool itself */
+    assert_false(dm_name_match("tp", "tp", NULL));   /* the pool itself */
+    /* Devices someone else made that merely start with "tp-". */
+    assert_false(dm_name_match("tp-junk", "tp", NULL));
+    assert_false(dm_name_match("tp-layer", "tp", NULL));
+    assert_false(dm_name_match("tp-layer-", "tp", NULL));
+    assert_false(dm_name_match("tp-layer-x", "tp", NULL));
+    assert_false(dm_name_match("tp-layer-07", "tp", NULL));
+    assert_false(dm_name_match("tp-layer-7-old", "tp", NULL));
+    assert_false(dm_name_match("tp-foreign-1x", "tp", NULL));
+    assert_false(dm_name_match("tp-act-", "tp", NULL));
+    assert_false(dm_name_match("tp-acts-web", "tp", NULL));
+    assert_false(dm_name_match("tp-act-a b", "tp", NULL));
+    assert_false(dm_name_match("tpx-layer-7", "tp", NULL));
+    assert_false(dm_name_match("t-layer-7", "tp", NULL));
+    assert_false(dm_name_match(NULL, "tp", NULL));
+    assert_false(dm_name_match("tp-layer-7", NULL, NULL));
 }
 
 int main(void)
@@ -285,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_metadata_sizing),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_name_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,3 +15,9 @@ set_tests_properties(vm_dm_suite PROPERTIES LABELS vm TIMEOUT ${_vm_ctest_timeou
 # timeout and SIGKILL handling (three short boots).
 add_test(NAME vm_harness COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_harness.sh)
 set_tests_properties(vm_harness PROPERTIES LABELS vm TIMEOUT 600 RESOURCE_LOCK qemu)
+
+# The caches the tests fill (tests/vm/run's kernel and initramfs, tests/archive/debian.py's
+# Debian tar) are atomic and self-checking: wrong entries planted in a temporary cache are
+# rebuilt or refused. No VM boots (tests/vm/run --prepare only builds an initramfs).
+add_test(NAME vm_caches COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_caches.sh)
+set_tests_properties(vm_caches PROPERTIES LABELS unit TIMEOUT 300)
