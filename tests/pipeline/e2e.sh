@@ -92,10 +92,39 @@ pass "rerun touched no device"
 
 # 5. behind thinimg's back
 ACT=$POOL-act-busybox-3
+# What the operator sees: sizes from the kernel while the device is there ...
+$T list-snapshots --json >"$W/snaps.json"
+MAPPED=$(jget "$W/snaps.json" '.[] | select(.name == "busybox-3") | .mapped_bytes')
+[ "${MAPPED:-0}" -gt 0 ] || fail "list-snapshots: no mapped_bytes for busybox-3 ($MAPPED)"
+$T list-images --json >"$W/imgs.json"
+SIZE=$(jget "$W/imgs.json" '.[] | select(.name == "busybox:3") | .size_bytes')
+[ "${SIZE:-0}" -gt 0 ] || fail "list-images: no size_bytes for busybox:3 ($SIZE)"
+$T list-snapshots | grep -E "^busybox-3 .* active .*[0-9.]+ (KiB|MiB)" >/dev/null ||
+    fail "list-snapshots: no USED for busybox-3: $($T list-snapshots)"
 dmsetup remove "$ACT"
+# ... and the kernel's state, not the record's, once the device is gone.
+$T list-snapshots >"$W/gone.txt"
+grep -q "busybox-3 .*inactive (device gone; process-image or activate restores it)" "$W/gone.txt" ||
+    fail "list-snapshots after the device went: $(cat "$W/gone.txt")"
+$T list-snapshots --json >"$W/gone.json"
+assert_eq "$(jget "$W/gone.json" '.[] | select(.name == "busybox-3") | .device_present')" false \
+    "device_present after dmsetup remove"
 $T process-image "dir:$EX/images/busybox/" >/dev/null
 [ -b "/dev/mapper/$ACT" ] || fail "activation device not restored"
-pass "an activation removed with dmsetup is reactivated"
+pass "list-snapshots shows USED ($MAPPED bytes) and a removed device as gone; list-images SIZE $SIZE; process-image reactivates it"
+
+# Device-mapper as a user without CAP_SYS_ADMIN: told it needs root, not "Incompatible libdevmapper".
+NOBODY_STATE=$(mktemp -d -u /tmp/thinimg-nobody.XXXXXX) # /tmp: a place nobody may create it
+set +e
+setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+    "$BIN" --state-dir "$NOBODY_STATE" setup-pool >"$W/nobody.out" 2>&1
+rc=$?
+set -e
+rm -rf "$NOBODY_STATE"
+[ "$rc" -ne 0 ] || fail "setup-pool as nobody succeeded"
+grep -q "device-mapper needs root (CAP_SYS_ADMIN)" "$W/nobody.out" ||
+    fail "setup-pool as nobody: $(cat "$W/nobody.out")"
+pass "as a user without CAP_SYS_ADMIN: 'device-mapper needs root' (exit $rc)"
 
 # the layer's thin device deleted from the pool: remove activations using the image's top, then
 # delete the top layer's thin id behind thinimg's back and process again
