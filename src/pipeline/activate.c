@@ -104,13 +104,17 @@ static struct fsm_result t_check_snapshot(struct fsm_run *run, void *ud)
         return fsm_abort("malformed activate request");
     struct layer_rec l = {0};
     if (imagedb_layer_get(p->db, q.chain_id, &l) < 0)
-        return fsm_abort("the image's top layer %.19s is not recorded; run process-image",
-                         q.chain_id);
+        return fsm_with_kind(fsm_abort("the image's top layer %.19s is not recorded; run "
+                                       "process-image",
+                                       q.chain_id),
+                             ERR_KIND_NOT_FOUND);
     bool layer_ready = !strcmp(l.state, "ready") && l.dev_id > 0;
     layer_rec_free(&l);
     if (!layer_ready)
-        return fsm_abort("the image's top layer %.19s is not unpacked; run process-image",
-                         q.chain_id);
+        return fsm_with_kind(fsm_abort("the image's top layer %.19s is not unpacked; run "
+                                       "process-image",
+                                       q.chain_id),
+                             ERR_KIND_NOT_FOUND);
 
     struct activation_rec a = {0};
     int r = imagedb_activation_get(p->db, q.name, &a);
@@ -122,8 +126,10 @@ static struct fsm_result t_check_snapshot(struct fsm_run *run, void *ud)
         char other[128];
         snprintf(other, sizeof(other), "%s", a.image_name ? a.image_name : "?");
         activation_rec_free(&a);
-        return fsm_abort("activation name %s is taken by image %s; choose another --name", q.name,
-                         other);
+        return fsm_with_kind(fsm_abort("activation name %s is taken by image %s; choose another "
+                                       "--name",
+                                       q.name, other),
+                             ERR_KIND_BUSY);
     }
     uint32_t dev_id = (uint32_t)a.dev_id;
     bool usable = dev_id && (!strcmp(a.state, "active") || !strcmp(a.state, "inactive"));
@@ -253,8 +259,9 @@ static struct fsm_result t_create_snapshot(struct fsm_run *run, void *ud)
         r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path,
                           sizeof(s.device_path), &e);
     guard_leave(p->guard);
-    if (r < 0)
-        return fsm_abort("activation %s: %s", q.name, err_str(&e));
+    if (r < 0) /* a refusing pool (full, read-only, needs_check) is "unhealthy" by its errno */
+        return fsm_with_kind(fsm_abort("activation %s: %s", q.name, err_str(&e)),
+                             err_kind_of(r));
     resp_set(run, &s);
     struct activation_update *u = activation_update_new(q.name);
     u->insert = true;
