@@ -235,7 +235,7 @@ static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *ou
     uint64_t n = 0;
     struct archive_entry *ae;
     int r;
-    while ((r = archive_read_next_header(a, &ae)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
+    while ((r = archive_read_header_shared(a, &ae)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
         const char *name = archive_entry_pathname(ae);
         n++;
         if (!name || archive_entry_filetype(ae) != AE_IFREG)
@@ -284,7 +284,7 @@ static int compressed_is_tar(int fd, uint64_t size, char *why, size_t why_len)
     la_ssize_t n = -1;
     struct archive_entry *ae;
     if (archive_read_open_fd(a, fd, 1 << 16) == ARCHIVE_OK &&
-        archive_read_next_header(a, &ae) == ARCHIVE_OK) {
+        archive_read_header_shared(a, &ae) == ARCHIVE_OK) {
         /* archive_read_data may return less than asked: fill the block. */
         n = 0;
         while (n < (la_ssize_t)sizeof(head)) {
@@ -347,8 +347,8 @@ int archive_detect(const char *path, enum blob_format *out, char *why, size_t wh
         if (lseek(fd, 0, SEEK_SET) < 0)
             return neg_errno();
     }
-    struct utf8_scope u = utf8_scope_begin();
+    struct names_scope u = names_scope_begin();
     int r = classify_tar(fd, layer_fmt, out, why, why_len);
-    utf8_scope_end(&u);
+    names_scope_end(&u);
     return r;
 }

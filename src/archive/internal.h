@@ -29,18 +29,20 @@ struct archive_entry;
 
 /* ---- names as bytes ------------------------------------------------------------------------ */
 
-/* libarchive converts PAX names (UTF-8 by the standard) to the locale's charset. In the C
- * locale that goes through iconv, which takes glibc's gconv lock: not safe in a forked child
- * of a threaded process. These switch the calling thread (only) to C.UTF-8 for the duration
- * of a read, leaving the process-wide locale alone; UTF-8 to UTF-8 needs no iconv. It keeps
- * the bytes of a valid UTF-8 name, except that it composes NFD sequences; a name that is not
- * UTF-8 fails the conversion and is kept as it is (archive_next_header_bytes). The locale
- * object is created once per process (walk.c). */
-struct utf8_scope {
-    locale_t utf8, old;
+/* libarchive converts PAX names (UTF-8 by the standard) to the locale's charset. To a UTF-8
+ * locale it normalises them (NFD comes out NFC): not the bytes the layer holds. In the C locale
+ * the conversion to ASCII fails for every non-ASCII name and libarchive keeps the original
+ * bytes, with a warning archive_next_header_bytes() accepts: names come out byte for byte, as
+ * GNU tar, Docker and containerd create them. These switch the calling thread (only) to the C
+ * locale for the duration of a read, whatever the process-wide locale is (the monitor sets
+ * the user's). The conversion goes through iconv, which takes glibc's gconv lock: header reads
+ * run under forklock_shared_enter() so that the mount child, which reads layers after a fork,
+ * never inherits that lock held (util/forklock.h). */
+struct names_scope {
+    locale_t c, old;
 };
-struct utf8_scope utf8_scope_begin(void);
-void utf8_scope_end(struct utf8_scope *u);
+struct names_scope names_scope_begin(void);
+void names_scope_end(struct names_scope *u);
 
 /* ---- format sniffing (detect.c) --------------------------------------------------------- */
 
@@ -117,6 +119,10 @@ static inline size_t archive_path_buffer_size(const struct archive_policy *p)
  * Go's archive/tar and so Docker and containerd take such names byte for byte). Every other
  * warning is returned as it is. */
 int archive_next_header_bytes(struct archive *a, struct archive_entry **ae);
+/* archive_read_next_header() under forklock_shared_enter() (the conversions it may make take
+ * glibc's gconv lock: see struct names_scope). Every header read of the module goes through
+ * one of these two. */
+int archive_read_header_shared(struct archive *a, struct archive_entry **ae);
 
 enum entry_kind {
     EK_FILE,

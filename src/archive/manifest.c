@@ -199,9 +199,9 @@ static int member_copy(const char *path, const char *member, int out_fd, uint64_
 int archive_member_copy(const char *path, const char *member, int out_fd, uint64_t max_bytes,
                         struct err *e)
 {
-    struct utf8_scope u = utf8_scope_begin();
+    struct names_scope u = names_scope_begin();
     int r = member_copy(path, member, out_fd, max_bytes, e);
-    utf8_scope_end(&u);
+    names_scope_end(&u);
     return r;
 }
 
@@ -440,9 +440,9 @@ static int manifest_read(const char *path, struct archive_manifest *out, struct 
 int archive_manifest_read(const char *path, struct archive_manifest *out, struct err *e)
 {
     memset(out, 0, sizeof(*out));
-    struct utf8_scope u = utf8_scope_begin();
+    struct names_scope u = names_scope_begin();
     int r = manifest_read(path, out, e);
-    utf8_scope_end(&u);
+    names_scope_end(&u);
     return r;
 }
 

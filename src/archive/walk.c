@@ -13,9 +13,8 @@
  *   - each entry: name and link-target rules (path.c), type, whiteout form, owner range,
  *     hardlinks with data, device policy, file and total size, entry count.
  *
- * Names are bytes: whatever the archive holds (UTF-8 or not) is what is checked and created
- * (archive_next_header_bytes). One exception, libarchive's: a PAX name in valid UTF-8 comes
- * out composed (NFC), see docs/archive.md.
+ * Names are bytes: whatever the archive holds (UTF-8 or not, NFC or NFD) is what is checked
+ * and created (archive_next_header_bytes, read in the C locale: internal.h).
  *
  * libarchive reads with a 1 MiB block so that large files come out in large pieces and an
  * uncompressed tar is read with few syscalls; data a callback does not consume is skipped
@@ -36,6 +35,7 @@
 #include <unistd.h>
 
 #include "archive/internal.h"
+#include "util/forklock.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/timeutil.h"
@@ -53,38 +53,46 @@ void archive_set_progress(archive_progress_fn fn, void *ud)
     tl_progress_ud = ud;
 }
 
-/* The C.UTF-8 locale object, created once and never changed or freed: the only
- * process-wide state of the module. Creating it takes glibc's locale lock, so it is created
- * when the program starts (a constructor runs before any thread exists), never in the forked
- * child the unpack machine applies layers in. */
-static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
-static locale_t utf8_locale;
+/* The C locale object, created once and never changed or freed: the only process-wide state
+ * of the module. Creating it takes glibc's locale lock, so it is created when the program
+ * starts (a constructor runs before any thread exists), never in the forked child the unpack
+ * machine applies layers in. */
+static pthread_once_t c_once = PTHREAD_ONCE_INIT;
+static locale_t c_locale;
 
-static void utf8_locale_create(void)
+static void c_locale_create(void)
 {
-    utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+    c_locale = newlocale(LC_CTYPE_MASK, "C", (locale_t)0);
 }
 
-__attribute__((constructor)) static void utf8_locale_init(void)
+__attribute__((constructor)) static void c_locale_init(void)
 {
-    pthread_once(&utf8_once, utf8_locale_create);
+    pthread_once(&c_once, c_locale_create);
 }
 
-struct utf8_scope utf8_scope_begin(void)
+struct names_scope names_scope_begin(void)
 {
-    pthread_once(&utf8_once, utf8_locale_create);
-    struct utf8_scope u = {.utf8 = utf8_locale};
-    if (u.utf8)
-        u.old = uselocale(u.utf8);
+    pthread_once(&c_once, c_locale_create);
+    struct names_scope u = {.c = c_locale};
+    if (u.c)
+        u.old = uselocale(u.c);
     return u;
 }
 
-void utf8_scope_end(struct utf8_scope *u)
+void names_scope_end(struct names_scope *u)
 {
-    if (u->utf8) {
+    if (u->c) {
         uselocale(u->old);
-        u->utf8 = (locale_t)0;
+        u->c = (locale_t)0;
     }
+}
+
+int archive_read_header_shared(struct archive *a, struct archive_entry **ae)
+{
+    forklock_shared_enter();
+    int r = archive_read_next_header(a, ae);
+    forklock_shared_leave();
+    return r;
 }
 
 int archive_policy_require(const struct archive_policy *p, struct err *e)
@@ -98,7 +106,7 @@ int archive_policy_require(const struct archive_policy *p, struct err *e)
 
 int archive_next_header_bytes(struct archive *a, struct archive_entry **ae)
 {
-    int r = archive_read_next_header(a, ae);
+    int r = archive_read_header_shared(a, ae);
     if (r != ARCHIVE_WARN)
         return r;
     /* The tar reader's charset warnings: "Pathname can't be converted from UTF-8 to current
@@ -305,8 +313,11 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
     memset(ent, 0, sizeof(*ent));
     ent->ae = ae;
     const char *name = archive_entry_pathname(ae);
-    if (!name)
+    if (!name) { /* a conversion, possibly through iconv: under the fork lock */
+        forklock_shared_enter();
         name = archive_entry_pathname_utf8(ae);
+        forklock_shared_leave();
+    }
     if (!name)
         return stream_fail(w, -EBADMSG, "malformed", "entry without a usable name");
     snprintf(w->name_copy, w->path_cap, "%s", name);
@@ -415,8 +426,11 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
         break;
     case EK_SYMLINK: {
         const char *t = archive_entry_symlink(ae);
-        if (!t)
+        if (!t) {
+            forklock_shared_enter();
             t = archive_entry_symlink_utf8(ae);
+            forklock_shared_leave();
+        }
         if (!t || !*t)
             return layer_walk_fail(w, -EPERM, "symlink-target", "empty symlink target");
         if (strlen(t) > ARCHIVE_MAX_SYMLINK_TARGET_BYTES)
@@ -613,9 +627,9 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
     w.link = lbuf;
     w.name_copy = nbuf;
 
-    struct utf8_scope u = utf8_scope_begin();
+    struct names_scope u = names_scope_begin();
     r = walk_stream(&w, path, fn, ud);
-    utf8_scope_end(&u);
+    names_scope_end(&u);
     return r;
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "util/forklock.h"
 #include "util/fsutil.h"
 #include "util/timeutil.h"
 
@@ -187,7 +188,9 @@ int mount_run(const struct mount_spec *spec, mount_fn fn, void *ud, struct buf *
             w.page = page;
     }
     pid_t parent = getpid();
-    pid_t pid = fork();
+    /* The child reads layers with libarchive: fork while no thread of ours is inside a
+     * conversion that holds glibc's gconv lock (util/forklock.h). */
+    pid_t pid = forklock_fork();
     if (pid < 0) {
         int r = neg_errno();
         close(p[0]);

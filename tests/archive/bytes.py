@@ -34,6 +34,7 @@ from tarlib import (BLOCK, Tar, header, is_root, make_base, pad, read, remove_tr
 
 LATIN1 = b'caf\xe9'                   # "café" in Latin-1: not UTF-8
 MIXED = b'abc\xcc\x8cmno\xfcxyz'      # libarchive's test name: valid UTF-8, then \xfc
+NFD = 'cafe\u0301-nfd'.encode()       # "café" decomposed: e + combining acute (valid UTF-8)
 
 
 def gnu_tar_layer():
@@ -57,9 +58,14 @@ def names_layer():
     t.file(b'pax-' + LATIN1, 'pax, no hdrcharset')  # Tar() writes a PAX path record
     t.pax(('hdrcharset', 'BINARY')).file(b'binary-' + LATIN1, 'pax, hdrcharset=BINARY')
     t.file(MIXED, 'mixed')
+    # Valid UTF-8 in decomposed form (NFD), PAX path and symlink target: kept as it is, not
+    # composed to NFC (libarchive composes when it converts to a UTF-8 locale).
+    t.file(NFD, 'nfd')
+    t.file('caf\u00e9-nfc'.encode(), 'nfc')
     t.raw(header(b'ustar-' + LATIN1, b'0', size=5) + pad(b'ustar'))
     t.dir(b'dir-\xff').file(b'dir-\xff/inner-' + LATIN1, 'inner')
     t.symlink(b'link-' + LATIN1, b'target-\xfe')  # PAX linkpath, dangling
+    t.symlink(b'link-' + NFD, NFD)  # an NFD symlink and target
     t.hardlink(b'hard-' + LATIN1, b'pax-' + LATIN1)  # PAX path and linkpath
     t.hardlink('hard-ascii', b'binary-' + LATIN1)
     return t.end().bytes()
