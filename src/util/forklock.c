@@ -6,7 +6,11 @@
 #include <pthread.h>
 #include <unistd.h>
 
-static pthread_rwlock_t g_forklock = PTHREAD_RWLOCK_INITIALIZER;
+/* Writer-preferring: with glibc's default (readers first) a steady stream of overlapping
+ * header reads from the fetch threads could hold a fork off until the scans end. */
+#define FORKLOCK_INITIALIZER PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+
+static pthread_rwlock_t g_forklock = FORKLOCK_INITIALIZER;
 
 void forklock_shared_enter(void)
 {
@@ -24,7 +28,7 @@ pid_t forklock_fork(void)
     pid_t pid = fork();
     if (pid == 0) {
         /* The copy is held by a thread that does not exist here: start afresh. */
-        pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
+        pthread_rwlock_t fresh = FORKLOCK_INITIALIZER;
         g_forklock = fresh;
         return 0;
     }
