@@ -40,8 +40,9 @@ static void usage(FILE *out)
             "  --json               print the result as JSON\n" CLI_SOURCE_HELP
             "  -h, --help           this help\n"
             "\n"
-            "Exit codes: 0 done, 1 failed, 2 usage, 3 host or pool unhealthy, 4 not found,\n"
-            "5 locked by another thinimg, 6 rejected input (not an image, unsafe archive).\n");
+            "Exit codes: 0 done, 1 failed, 2 usage, 3 refused (host or pool unhealthy, no\n"
+            "permission), 4 not found, 5 locked by another thinimg, 6 rejected input (not an\n"
+            "image, unsafe archive), 130 interrupted.\n");
 }
 
 static void print_human(json_t *o)

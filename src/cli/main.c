@@ -64,8 +64,9 @@ static void usage(FILE *out)
             "  -h, --help          this help; `thinimg COMMAND --help` for a command\n"
             "  --version           print the version\n"
             "\n"
-            "Exit codes: 0 ok, 1 failed, 2 usage, 3 unhealthy, 4 not found, 5 busy/locked,\n"
-            "6 input rejected. See docs/cli.md.\n");
+            "Exit codes: 0 ok, 1 failed, 2 usage, 3 refused (unhealthy host or pool, or no\n"
+            "permission), 4 not found, 5 busy/locked, 6 input rejected, 130 interrupted.\n"
+            "See docs/cli.md.\n");
 }
 
 /* Global options that take a value. */
