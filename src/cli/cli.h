@@ -28,6 +28,8 @@ enum cli_exit {
     EXIT_NOTFOUND = 4,      /* the named image, activation, run or object does not exist */
     EXIT_BUSY = 5,          /* another thinimg holds the lock or the resource is in use */
     EXIT_REJECTED = 6,      /* input rejected: not an image, unsafe archive, invalid key */
+    EXIT_CORRUPT = 7,       /* the database file is corrupt: restore it or move it away */
+    EXIT_READ_ONLY = 8,     /* the state directory is on a read-only file system */
     EXIT_INTERRUPTED = 130, /* SIGINT/SIGTERM/SIGHUP or a cancel: the runs stay recorded */
 };
 

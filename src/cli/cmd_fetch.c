@@ -48,8 +48,8 @@ static void usage(void)
            "\n"
            "Exit codes: 0 fetched, 1 failed, 2 usage, 3 refused (not enough space, access\n"
            "denied), 4 not found, 5 busy, 6 rejected (not an image layer, unsafe archive, too\n"
-           "large), 130 interrupted (SIGINT/SIGTERM: the fetch resumes where it stopped the\n"
-           "next time).\n",
+           "large), 7 database corrupt, 8 read-only state directory, 130 interrupted\n"
+           "(SIGINT/SIGTERM: the fetch resumes where it stopped the next time).\n",
            DEFAULT_FETCH_QUEUE_LIMIT);
 }
 

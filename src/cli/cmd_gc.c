@@ -208,10 +208,8 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
     int rc = EXIT_OK;
     if (force) {
         r = gc_apply(db, &cli->cfg, &go, &rep, &e);
-        if (r < 0) {
-            fprintf(stderr, "thinimg: gc: %s\n", err_str(&e));
-            rc = EXIT_FAIL;
-        }
+        if (r < 0)
+            rc = cli_fail("gc", r, &e); /* its kind's code: e.g. 5 for a locked database */
     }
     if (json) {
         json_t *o = report_json(&rep, force);

@@ -42,7 +42,8 @@ static void usage(FILE *out)
             "\n"
             "Exit codes: 0 done, 1 failed, 2 usage, 3 refused (host or pool unhealthy, no\n"
             "permission), 4 not found, 5 locked by another thinimg, 6 rejected input (not an\n"
-            "image, unsafe archive), 130 interrupted.\n");
+            "image, unsafe archive), 7 database corrupt, 8 read-only state directory,\n"
+            "130 interrupted.\n");
 }
 
 static void print_human(json_t *o)

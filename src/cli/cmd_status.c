@@ -62,7 +62,10 @@ int cmd_status(struct cli *cli, int argc, char **argv)
 
     struct err e = {0};
     _cleanup_db_ struct db *db = NULL;
-    int r = cli_open_db(cli, true, &db, NULL); /* no database yet is fine */
+    struct err de = {0};
+    int r = cli_open_db(cli, true, &db, &de); /* no database yet is fine; a broken one is not */
+    if (r < 0 && r != -ENOENT)
+        return cli_fail("status", r, &de);
     if (r < 0)
         db = NULL;
     struct pool_info info;

@@ -65,7 +65,8 @@ static void usage(FILE *out)
             "  --version           print the version\n"
             "\n"
             "Exit codes: 0 ok, 1 failed, 2 usage, 3 refused (unhealthy host or pool, or no\n"
-            "permission), 4 not found, 5 busy/locked, 6 input rejected, 130 interrupted.\n"
+            "permission), 4 not found, 5 busy/locked, 6 input rejected, 7 database corrupt,\n"
+            "8 read-only file system, 130 interrupted.\n"
             "See docs/cli.md.\n");
 }
 

@@ -23,6 +23,7 @@ static const struct {
     {"internal", 500, EIO},          {"unhealthy", 503, EHOSTDOWN},
     {"shutting_down", 503, ESHUTDOWN}, {"permission", 403, EACCES},
     {"transient", 502, ETIMEDOUT},   {"interrupted", 409, ECANCELED},
+    {"corrupt", 500, ENOTRECOVERABLE}, {"read_only", 503, EROFS},
 };
 
 static unsigned set(const char *reason, const char **out)

@@ -20,6 +20,8 @@
  *   permission      403     EACCES (3)
  *   transient       502     ETIMEDOUT (1)
  *   interrupted     409     ECANCELED (130)
+ *   corrupt         500     ENOTRECOVERABLE (7)
+ *   read_only       503     EROFS (8)
  *
  * Every reason but "method" is the name of an error kind (util/err.h err_kind_name).
  */

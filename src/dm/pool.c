@@ -210,8 +210,8 @@ int pool_check_usable(const char *name, const struct pool_status *s, const struc
                        "then run: thin_check <metadata device>, and thin_repair if it reports "
                        "damage (see docs/dm.md, \"needs_check\")",
                        name);
-    if (s->mode == POOL_MODE_RO)
-        return err_set(e, -EROFS,
+    if (s->mode == POOL_MODE_RO) /* a pool that refuses (unhealthy), not a read-only state fs */
+        return err_set(e, -EHOSTDOWN,
                        "pool \"%s\" is read-only (ro): its metadata cannot be changed (metadata "
                        "full, or loaded read_only). Check `thinimg status` for metadata usage; "
                        "if it is full, stop thinimg and grow the metadata device, else reload "

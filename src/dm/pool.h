@@ -116,7 +116,7 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
 int pool_get(struct db *db, const char *name, struct pool_info *info, struct err *e);
 
 /* 0 when new devices may be created in a pool with this status; otherwise the reason, with
- * what to do: -EUCLEAN (needs_check), -EROFS (ro), -EHOSTDOWN (Fail/Error), -ENOSPC (out of
+ * what to do: -EUCLEAN (needs_check), -EHOSTDOWN (ro, Fail/Error), -ENOSPC (out of
  * data space or over a usage limit). */
 int pool_check_usable(const char *name, const struct pool_status *s, const struct pool_limits *l,
                       struct err *e);

@@ -774,31 +774,40 @@ static int apply_device(struct db *db, const char *pool, struct gc_item *it, int
     return 0;
 }
 
-static void apply_file(struct db *db, struct gc_item *it)
+/* The record first, then the file: a record that cannot be deleted (a database locked by
+ * another process) keeps its file, and the item says why, never "deleted". */
+static int apply_file(struct db *db, struct gc_item *it)
 {
     char path[sizeof(it->detail)];
     snprintf(path, sizeof(path), "%s", it->kind == GC_TMPFILE ? it->what : it->detail);
-    bool gone = false; /* the file was not there: say so, never "deleted" */
-    if (path[0] && unlink(path) < 0) {
-        if (errno != ENOENT) {
-            it->result = GC_ERROR;
-            snprintf(it->detail, sizeof(it->detail), "unlink %s: %s", path, strerror(errno));
-            return;
-        }
-        gone = true;
-    }
     const char *sql = it->kind == GC_DOWNLOAD ? "DELETE FROM downloads WHERE location = ?"
                       : it->kind == GC_BLOB   ? "DELETE FROM blobs WHERE digest = ?"
                                               : NULL;
     if (sql) {
         db_lock(db);
         sqlite3_stmt *st = db_prepare(db, sql);
-        if (st) {
-            db_bind_text(st, 1, it->what);
-            db_step(db, st);
+        int r = st ? db_bind_text(st, 1, it->what) : -EIO;
+        if (r == 0)
+            r = db_step(db, st);
+        if (st)
             db_done(st);
-        }
         db_unlock(db);
+        if (r < 0) {
+            it->result = GC_ERROR;
+            snprintf(it->detail, sizeof(it->detail), "kept: cannot delete its record: %s",
+                     strerror(-r));
+            return r;
+        }
+    }
+    bool gone = false; /* the file was not there: say so, never "deleted" */
+    if (path[0] && unlink(path) < 0) {
+        if (errno != ENOENT) {
+            int r = neg_errno();
+            it->result = GC_ERROR;
+            snprintf(it->detail, sizeof(it->detail), "unlink %s: %s", path, strerror(-r));
+            return r;
+        }
+        gone = true;
     }
     it->result = GC_DONE;
     if (gone)
@@ -806,6 +815,7 @@ static void apply_file(struct db *db, struct gc_item *it)
                  path);
     else
         snprintf(it->detail, sizeof(it->detail), "deleted");
+    return 0;
 }
 
 /* What an applied gc did, for the daemon's /metrics (util/metrics.h, METRIC_GC_*). */
@@ -876,8 +886,11 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
         struct gc_item *it = &rep->items[i];
         if (!it->removable || it->result != GC_PENDING)
             continue;
-        if (it->kind == GC_TMPFILE || it->kind == GC_DOWNLOAD || it->kind == GC_BLOB)
-            apply_file(db, it);
+        if (it->kind != GC_TMPFILE && it->kind != GC_DOWNLOAD && it->kind != GC_BLOB)
+            continue;
+        int r = apply_file(db, it);
+        if (r < 0 && !first_error)
+            first_error = err_set(e, r, "%s: %s", it->what, it->detail);
     }
     bool any_lock = false;
     for (size_t i = 0; i < rep->n; i++)

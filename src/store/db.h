@@ -27,8 +27,19 @@
  * can be written, and the next db_open() makes it again when there is room.
  *
  * Errors: functions return 0 or a negative errno (SQLITE_BUSY -> -EBUSY, CONSTRAINT -> -EEXIST,
- * FULL -> -ENOSPC, NOMEM -> -ENOMEM, READONLY -> -EROFS, CANTOPEN -> -ENOENT, else -EIO) and
- * log the SQLite message. db_errmsg() gives the last message on this connection.
+ * FULL -> -ENOSPC, NOMEM -> -ENOMEM, READONLY -> -EROFS, CANTOPEN -> -ENOENT, CORRUPT and
+ * NOTADB -> -ENOTRECOVERABLE (kind "corrupt"), else -EIO) and log the SQLite message.
+ * db_errmsg() gives the last message on this connection. Three failures need the operator and
+ * are described for them wherever they happen (db_last_failure()): a write lock that another
+ * process held past the busy timeout ("database is busy: PATH is write-locked by pid N (its
+ * command line)", the holder read from /proc/locks), a corrupt file ("database is corrupt:
+ * PATH: SQLite's reason; restore it from a backup or move it away"; db_open() checks every
+ * page with PRAGMA quick_check, so this shows at open), and a database on a read-only file
+ * system. A write that queues behind another thread of this process that already waited the
+ * whole busy timeout in vain does not wait a second time.
+ *
+ * Read-only connections to a database on a read-only file system open it immutable when it
+ * has no write-ahead log to replay (SQLite could not create its -shm there).
  */
 #pragma once
 
@@ -49,8 +60,10 @@ struct db_options {
     int busy_timeout_ms;      /* default DB_BUSY_TIMEOUT_MS */
 };
 
-/* Another process (the CLI next to the daemon) may hold the write lock for a short checkpoint. */
-#define DB_BUSY_TIMEOUT_MS 10000
+/* Another process (the CLI next to the daemon) may hold the write lock for a short checkpoint.
+ * THINIMG_DB_BUSY_TIMEOUT_MS (1 .. DB_BUSY_TIMEOUT_MAX_MS) overrides it. */
+#define DB_BUSY_TIMEOUT_MS     10000
+#define DB_BUSY_TIMEOUT_MAX_MS (10 * 60 * 1000)
 /* Owner only: the database holds locations, errors and everything else thinimg knows. */
 #define DB_FILE_MODE 0600
 /* What recording a failure needs on a full disk: a few WAL frames (page size 4 KiB) for the
@@ -118,6 +131,12 @@ int db_step(struct db *db, sqlite3_stmt *st);
 
 /* Map an SQLite result code to a negative errno. */
 int db_rc_to_errno(int rc);
+
+/* The last failure in this process that the operator must act on (busy past the timeout,
+ * corrupt, read-only file system; see "Errors" above), whatever the code that hit it did with
+ * its errno: its code, with the sentence describing it in e; 0 when there was none. The CLI
+ * prints it for an error that reaches it with that code and no message of its own. */
+int db_last_failure(struct err *e);
 
 /* Bind helpers: NULL text binds SQL NULL. Indexes are 1-based, as in SQLite. */
 int db_bind_text(sqlite3_stmt *st, int idx, const char *s);

@@ -98,6 +98,12 @@ static int dir_error(const char *dir, int r, struct err *e)
                        "%s exists but is not writable by this user (uid %u); thinimg runs as "
                        "root (or as the user that owns the state directory and its files)",
                        dir, (unsigned)geteuid());
+    if (r == -EROFS) /* its own kind (read_only): the disk is not full nor the host unhealthy */
+        return err_set(e, r,
+                       "%s is on a read-only file system: thinimg keeps its state there and "
+                       "must write it; remount it read-write, or point --state-dir at a "
+                       "writable directory",
+                       dir);
     return err_set(e, r, "cannot create %s: %s", dir, strerror(-r));
 }
 

@@ -93,7 +93,6 @@ enum err_kind err_kind_of(int code)
     case EXDEV: return ERR_KIND_REJECTED;
     case EHOSTDOWN:
     case ENODEV: /* no device-mapper driver: the host cannot do the work */
-    case EROFS:
     case ENOSPC:
     case EUCLEAN: return ERR_KIND_UNHEALTHY;
     case ESHUTDOWN: return ERR_KIND_SHUTDOWN;
@@ -109,6 +108,8 @@ enum err_kind err_kind_of(int code)
     case EPIPE: return ERR_KIND_TRANSIENT;
     case ECANCELED:
     case EINTR: return ERR_KIND_INTERRUPTED;
+    case ENOTRECOVERABLE: return ERR_KIND_CORRUPT;
+    case EROFS: return ERR_KIND_READ_ONLY;
     default: return ERR_KIND_OTHER;
     }
 }
@@ -128,6 +129,8 @@ static const struct {
     [ERR_KIND_PERMISSION] = {"permission", -EACCES},
     [ERR_KIND_TRANSIENT] = {"transient", -ETIMEDOUT},
     [ERR_KIND_INTERRUPTED] = {"interrupted", -ECANCELED},
+    [ERR_KIND_CORRUPT] = {"corrupt", -ENOTRECOVERABLE},
+    [ERR_KIND_READ_ONLY] = {"read_only", -EROFS},
 };
 
 const char *err_kind_name(enum err_kind k)
@@ -150,7 +153,9 @@ bool err_kind_deterministic(enum err_kind k)
     case ERR_KIND_NOT_FOUND:
     case ERR_KIND_REJECTED:
     case ERR_KIND_TOO_LARGE:
-    case ERR_KIND_PERMISSION: return true;
+    case ERR_KIND_PERMISSION:
+    case ERR_KIND_CORRUPT:
+    case ERR_KIND_READ_ONLY: return true;
     default: return false;
     }
 }

@@ -48,15 +48,17 @@ enum err_kind {
     ERR_KIND_NOT_FOUND,   /* ENOENT, ENXIO */
     ERR_KIND_BUSY,        /* EBUSY, EAGAIN: locked or in use */
     ERR_KIND_REJECTED,    /* EBADMSG, EPERM, ENOTSUP, EILSEQ, ENAMETOOLONG, EFBIG, ELOOP, EXDEV */
-    ERR_KIND_UNHEALTHY,   /* EHOSTDOWN, ENODEV, EROFS, ENOSPC, EUCLEAN: host or pool refuses */
+    ERR_KIND_UNHEALTHY,   /* EHOSTDOWN, ENODEV, ENOSPC, EUCLEAN: host or pool refuses */
     ERR_KIND_SHUTDOWN,    /* ESHUTDOWN: the service is stopping */
     ERR_KIND_TOO_LARGE,   /* EMSGSIZE: a request over its size limit */
     ERR_KIND_PERMISSION,  /* EACCES: access denied (by a source, or this user lacks a privilege) */
     ERR_KIND_TRANSIENT,   /* ETIMEDOUT, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH,
                            * EREMOTEIO, ESTALE, EPIPE: another try may succeed */
     ERR_KIND_INTERRUPTED, /* ECANCELED, EINTR: cancelled or interrupted */
+    ERR_KIND_CORRUPT,     /* ENOTRECOVERABLE: the database file is damaged (store/db.h) */
+    ERR_KIND_READ_ONLY,   /* EROFS: what thinimg must write is on a read-only file system */
 };
-#define ERR_KIND_COUNT (ERR_KIND_INTERRUPTED + 1)
+#define ERR_KIND_COUNT (ERR_KIND_READ_ONLY + 1)
 
 enum err_kind err_kind_of(int code);
 /* A stable name ("not_found", "rejected", "internal" for OTHER, ...): what the database
@@ -65,7 +67,8 @@ const char *err_kind_name(enum err_kind k);
 /* The kind for a name; ERR_KIND_OTHER for NULL or an unknown name. */
 enum err_kind err_kind_parse(const char *name);
 /* True for the kinds another attempt cannot change (invalid, not found, rejected, too large,
- * permission): the FSM engine ends a run at once on them instead of retrying. */
+ * permission, corrupt, read-only): the FSM engine ends a run at once on them instead of
+ * retrying; the operator has to act (a restored database, a file system remounted read-write). */
 bool err_kind_deterministic(enum err_kind k);
 /* A negative errno of this kind, for interfaces that take one (e.g. cli_exit_code()). */
 int err_kind_errno(enum err_kind k);
