@@ -130,8 +130,8 @@ static pid_t write_lock_holder(const char *file, long long lo, long long hi)
         int pid;
         unsigned maj, min;
         unsigned long long ino, start;
-        if (sscanf(line, "%*d: %15s %*s %15s %d %x:%x:%llu %llu %23s", type, rw, &pid, &maj,
-                   &min, &ino, &start, end) != 8)
+        if (sscanf(line, "%*d: %15s %*s %15s %d %x:%x:%llu %llu %23s", type, rw, &pid, &maj, &min,
+                   &ino, &start, end) != 8)
             continue;
         if (strcmp(rw, "WRITE") != 0 || maj != major(st.st_dev) || min != minor(st.st_dev) ||
             ino != (unsigned long long)st.st_ino)
@@ -153,8 +153,9 @@ static void describe_writer(const char *path, char *out, size_t n)
     if (!pid)
         pid = write_lock_holder(path, SQLITE_PENDING_BYTE, SQLITE_RESERVED_BYTE);
     if (!pid) {
-        snprintf(out, n, "a process thinimg cannot name (no holder visible in /proc/locks: "
-                         "another pid namespace, or it has just let go)");
+        snprintf(out, n,
+                 "a process thinimg cannot name (no holder visible in /proc/locks: "
+                 "another pid namespace, or it has just let go)");
         return;
     }
     char cmd[HOLDER_CMDLINE_MAX + 4] = "";
@@ -168,7 +169,8 @@ static void describe_writer(const char *path, char *out, size_t n)
                 cmd[i] = ' ';
         while (len > 0 && cmd[len - 1] == ' ')
             len--;
-        snprintf(cmd + len, sizeof(cmd) - (size_t)len, "%s", len == HOLDER_CMDLINE_MAX ? "..." : "");
+        snprintf(cmd + len, sizeof(cmd) - (size_t)len, "%s",
+                 len == HOLDER_CMDLINE_MAX ? "..." : "");
     }
     snprintf(out, n, "pid %d (%s)", (int)pid, cmd[0] ? cmd : "command unknown");
 }
@@ -321,8 +323,7 @@ static int default_busy_timeout_ms(void)
     long ms = strtol(v, &end, 10);
     if (*end || ms <= 0 || ms > DB_BUSY_TIMEOUT_MAX_MS) {
         log_warn("THINIMG_DB_BUSY_TIMEOUT_MS ignored: not a number of milliseconds in range",
-                 "value=%s min=1 max=%d default=%d", v, DB_BUSY_TIMEOUT_MAX_MS,
-                 DB_BUSY_TIMEOUT_MS);
+                 "value=%s min=1 max=%d default=%d", v, DB_BUSY_TIMEOUT_MAX_MS, DB_BUSY_TIMEOUT_MS);
         return DB_BUSY_TIMEOUT_MS;
     }
     return (int)ms;
@@ -715,8 +716,8 @@ int db_migrate(struct db *db, const char *component, const struct db_migration *
         int rc = sqlite3_exec(db->h, m[i].sql, NULL, NULL, &msg);
         if (rc != SQLITE_OK) {
             r = db_fail(db, rc, msg ? msg : sqlite3_errstr(rc), e);
-            r = err_set(e, r, "migration %s v%d (%s) failed: %s", component,
-                        m[i].version, m[i].description, msg ? msg : sqlite3_errstr(rc));
+            r = err_set(e, r, "migration %s v%d (%s) failed: %s", component, m[i].version,
+                        m[i].description, msg ? msg : sqlite3_errstr(rc));
             sqlite3_free(msg);
             db_rollback(db);
             return r;
