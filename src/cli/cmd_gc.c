@@ -18,6 +18,9 @@
 #include "util/defaults.h"
 #include "util/timeutil.h"
 
+/* --history-days: a century is "keep forever" already; more is a typo. */
+#define GC_HISTORY_DAYS_MAX 36500
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -132,7 +135,18 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
         case O_IGN: ignore_lock = true; break;
         case O_BLOBS: go.include_blobs = true; break;
         case O_FOREIGN: go.include_foreign_ids = true; break;
-        case O_HIST: go.history_days = (uint32_t)atoi(optarg); break;
+        case O_HIST: {
+            /* Whole days, 0 = keep: "-1" or "3x" used to become 4294967295 or 3 silently. */
+            char *end = NULL;
+            errno = 0;
+            long d = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || d < 0 || d > GC_HISTORY_DAYS_MAX)
+                return cli_usage_error("gc", "--history-days needs whole days from 0 (keep) to "
+                                             "%d, not '%s'",
+                                       GC_HISTORY_DAYS_MAX, optarg);
+            go.history_days = (uint32_t)d;
+            break;
+        }
         case O_TIMEOUT:
             go.op_timeout_ms = atoi(optarg) * 1000;
             if (go.op_timeout_ms <= 0)

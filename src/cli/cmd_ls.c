@@ -229,6 +229,15 @@ int cmd_ls(struct cli *cli, int argc, char **argv)
         source_listing_free(&l);
         return cli_fail("ls", r, &e);
     }
+    if (cat.n_families == 0 && cat.n_objects == 0 && key[0]) {
+        /* A prefix that holds nothing is a family or folder that does not exist: not found, as
+         * fetch says, with the whole location (not the source's root). */
+        _cleanup_free_ char *loc = source_location(s, key);
+        ref_catalog_free(&cat);
+        source_listing_free(&l);
+        return cli_failf("ls", EXIT_NOTFOUND, "nothing under %s; `thinimg ls %s` shows what is there",
+                         loc ? loc : key, source_root(s));
+    }
     int rc = print_catalog(s, &cat, &l, db, json);
     ref_catalog_free(&cat);
     source_listing_free(&l);

@@ -93,11 +93,21 @@ void config_free(struct config *c)
 static int dir_error(const char *dir, int r, struct err *e)
 {
     struct stat st;
-    if ((r == -EACCES || r == -EPERM) && stat(dir, &st) == 0)
+    /* The directory, or (when this user cannot even look inside it) the nearest one above it
+     * that exists: "STATE exists", not "cannot create STATE/blobs". */
+    char at[PATH_MAX];
+    snprintf(at, sizeof(at), "%s", dir);
+    while ((r == -EACCES || r == -EPERM) && stat(at, &st) < 0 && errno == EACCES) {
+        char *slash = strrchr(at, '/');
+        if (!slash || slash == at)
+            break;
+        *slash = '\0';
+    }
+    if ((r == -EACCES || r == -EPERM) && stat(at, &st) == 0)
         return err_set(e, -EACCES,
                        "%s exists but is not writable by this user (uid %u); thinimg runs as "
                        "root (or as the user that owns the state directory and its files)",
-                       dir, (unsigned)geteuid());
+                       at, (unsigned)geteuid());
     if (r == -EROFS) /* its own kind (read_only): the disk is not full nor the host unhealthy */
         return err_set(e, r,
                        "%s is on a read-only file system: thinimg keeps its state there and "
