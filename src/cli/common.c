@@ -37,15 +37,10 @@ int cli_fail(const char *cmd, int r, const struct err *e)
     /* A busy, corrupt or read-only database is described where SQLite said so (naming the file
      * and the lock's holder); the code that passed the errno up often had no words for it. */
     struct err db = {0};
-    if (code < 0 && db_last_failure(&db) == code) {
-        if (e && e->msg[0] && strcmp(e->msg, db.msg) != 0 && !strstr(e->msg, db.msg))
-            fprintf(stderr, "thinimg: %s: %s (%s)\n", cmd, db.msg, e->msg);
-        else
-            fprintf(stderr, "thinimg: %s: %s\n", cmd, db.msg);
-    } else if (e && e->code)
-        fprintf(stderr, "thinimg: %s: %s\n", cmd, err_str(e));
-    else
-        fprintf(stderr, "thinimg: %s: %s\n", cmd, strerror(r < 0 ? -r : r));
+    db_last_failure(&db);
+    char msg[2 * ERR_MSG_MAX];
+    db_failure_explain(&db, code, e, msg, sizeof(msg));
+    fprintf(stderr, "thinimg: %s: %s\n", cmd, msg);
     return cli_exit_code(code);
 }
 
@@ -93,9 +88,10 @@ int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
         struct db_options o = {.readonly = true};
         struct err oe = {0};
         int r = db_open(cli->cfg.db_path, &o, out, &oe);
-        /* The file is there and readable, so SQLite's CANTOPEN here means the WAL index
-         * beside it cannot be made by this user (a read-only file system is said as such). */
-        if (r == -ENOENT)
+        /* The file is there and readable, so SQLite's CANTOPEN or READONLY (-EACCES) here
+         * means the WAL index beside it cannot be made or written by this user (a read-only
+         * file system is said as such). */
+        if (r == -ENOENT || r == -EACCES)
             return err_set(e, -EACCES, "%s; %s", err_str(&oe), CLI_RUN_AS_ROOT);
         if (r < 0)
             return err_set(e, r, "%s", err_str(&oe));

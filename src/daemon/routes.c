@@ -336,6 +336,7 @@ static void run_job(void *ud, int cancel_fd, struct http_reply *out)
     struct job *j = ud;
     struct err e = {0};
     int r = -EINVAL;
+    db_thread_failure_reset(); /* a database failure met below is this job's */
     switch (j->kind) {
     case JOB_DEACTIVATE: {
         bool was_active = false;
@@ -370,7 +371,14 @@ static void run_job(void *ud, int cancel_fd, struct http_reply *out)
     }
     if (r == -ECANCELED)
         r = err_set(&e, -ESHUTDOWN, "the daemon is shutting down; nothing was removed");
-    http_reply_err(out, r, &e);
+    /* A locked, corrupt or read-only database: the description naming the file (and the
+     * lock's holder) first, the job's own words after. */
+    struct err db = {0};
+    db_thread_failure(&db);
+    char msg[2 * ERR_MSG_MAX];
+    int code = e.code ? e.code : r;
+    db_failure_explain(&db, code, &e, msg, sizeof(msg));
+    http_reply_errno(out, code, "%s", msg);
 }
 
 static enum http_next defer_job(struct daemon *d, enum job_kind kind, const char *name,

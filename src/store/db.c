@@ -78,6 +78,8 @@ int db_rc_to_errno(int rc)
 /* The last such failure in this process (db_last_failure()). */
 static pthread_mutex_t note_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct err note;
+/* The same, for the failures met by this thread since db_thread_failure_reset(). */
+static _Thread_local struct err thread_note;
 
 /* Record the failure as the process's last one and, when e has none yet, as e's. */
 static int note_failure(struct err *e, int code, const char *fmt, ...)
@@ -92,7 +94,31 @@ static int note_failure(struct err *e, int code, const char *fmt, ...)
     pthread_mutex_lock(&note_lock);
     note = m;
     pthread_mutex_unlock(&note_lock);
+    thread_note = m;
     return err_set(e, code, "%s", m.msg);
+}
+
+int db_thread_failure(struct err *e)
+{
+    if (thread_note.code)
+        err_set(e, thread_note.code, "%s", thread_note.msg);
+    return thread_note.code;
+}
+
+void db_thread_failure_reset(void)
+{
+    err_clear(&thread_note);
+}
+
+void db_failure_explain(const struct err *db, int code, const struct err *e, char *out, size_t n)
+{
+    const char *own = e && e->code ? err_str(e) : strerror(code < 0 ? -code : code);
+    if (!db || !db->code || db->code != code)
+        snprintf(out, n, "%s", own);
+    else if (!e || !e->msg[0] || strstr(e->msg, db->msg)) /* e's words are the note's */
+        snprintf(out, n, "%s", db->msg);
+    else
+        snprintf(out, n, "%s (%s)", db->msg, own);
 }
 
 /* e gets the process's last noted failure when that is the failure r (see db_last_failure). */
@@ -217,7 +243,7 @@ static int db_fail(struct db *db, int rc, const char *sqlite_msg, struct err *e)
                                 "database %s is on a read-only file system; remount it "
                                 "read-write, or point --state-dir/--db at a writable place",
                                 db->path);
-        return db_rc_to_errno(rc);
+        return -EACCES; /* a writable file system: this user may not write the file or its -shm */
     default: return db_rc_to_errno(rc);
     }
 }

@@ -137,6 +137,14 @@ int db_rc_to_errno(int rc);
  * its errno: its code, with the sentence describing it in e; 0 when there was none. The CLI
  * prints it for an error that reaches it with that code and no message of its own. */
 int db_last_failure(struct err *e);
+/* The same for the failures this thread met since db_thread_failure_reset() (a daemon's job
+ * thread: another thread's failure is another request's). */
+int db_thread_failure(struct err *e);
+void db_thread_failure_reset(void);
+/* What to tell the operator about an error (code, with e's words when e is set): when db (from
+ * db_last_failure() or db_thread_failure()) is that failure, its description, then e's own
+ * words in parentheses unless they already are the description; otherwise e's words. */
+void db_failure_explain(const struct err *db, int code, const struct err *e, char *out, size_t n);
 
 /* Bind helpers: NULL text binds SQL NULL. Indexes are 1-based, as in SQLite. */
 int db_bind_text(sqlite3_stmt *st, int idx, const char *s);
