@@ -67,6 +67,22 @@ KINDS, DOC_CODES = exit_table()
 assert KINDS, 'no kinds parsed from docs/cli.md'
 
 
+def daemon_table_agrees():
+    """docs/daemon.md's reason table says the same status and exit code as docs/cli.md."""
+    text = open(os.path.join(SRC, 'docs', 'daemon.md')).read()
+    seen = set()
+    for m in re.finditer(r'^\| `([a-z_]+)` \| (\d{3}) \|.*\| (\d+) \|$', text, re.M):
+        kind, status, code = m.group(1), int(m.group(2)), int(m.group(3))
+        seen.add(kind)
+        if kind in KINDS and KINDS[kind] != (code, status):
+            fail('docs/daemon.md gives %s status %d exit %d, docs/cli.md %s' %
+                 (kind, status, code, KINDS[kind]))
+    if set(KINDS) - seen:
+        fail('docs/daemon.md has no reason row for %s' % sorted(set(KINDS) - seen))
+    if not [f for f in failures if f.startswith('docs/daemon.md')]:
+        print('ok: docs/daemon.md reasons agree with docs/cli.md (%d kinds)' % len(KINDS))
+
+
 # ---- helpers ----------------------------------------------------------------------------------
 W = tempfile.mkdtemp(prefix='thinimg-errors-')
 os.chmod(W, 0o755)  # nobody walks into it
@@ -506,6 +522,7 @@ def main():
     t0 = time.monotonic()
     try:
         no_text_classification()
+        daemon_table_agrees()
         host_rows(start_s3())
         daemon_rows()
     finally:
