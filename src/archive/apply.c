@@ -903,7 +903,7 @@ int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
     ap.root_setgid = (sb.st_mode & S_ISGID) != 0;
     ap.root_gid = sb.st_gid;
 
-    r = layer_walk_run(path, p, st, e, apply_entry, &ap);
+    r = layer_walk_run(path, p, st, e, apply_entry, &ap, NULL);
     cache_drop(&ap);
     if (r >= 0)
         r = finish_dirs(&ap, e);

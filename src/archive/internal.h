@@ -56,6 +56,18 @@ enum sniff_kind archive_sniff(const unsigned char *head, size_t n, uint64_t file
 /* True when the 512-byte block is a tar header with a valid checksum (ustar, gnu or v7). */
 bool tar_header_valid(const unsigned char *blk);
 
+/* What the names of a tar say it is: a docker-archive has a top-level manifest.json that is an
+ * array of objects with "Layers"; an OCI layout has an oci-layout file with
+ * "imageLayoutVersion" and an index.json. Anything else is a layer. */
+struct tar_kind {
+    bool manifest, oci_layout, index;
+};
+/* Note the entry just read (the stream is at its data): reads the data of manifest.json and
+ * oci-layout (bounded) and then sets *read_data. */
+void tar_kind_note(struct tar_kind *k, struct archive *a, struct archive_entry *ae,
+                   bool *read_data);
+enum blob_format tar_kind_format(const struct tar_kind *k, enum blob_format layer_fmt);
+
 /* ---- names (path.c) --------------------------------------------------------------------- */
 
 /* Normalise an archive name into out (out_size bytes): strip "./" and empty components and a
@@ -159,9 +171,11 @@ struct layer_walk;
  * is skipped. */
 typedef int (*layer_entry_fn)(struct layer_walk *w, const struct layer_entry *ent, void *ud);
 
-/* Walk the layer blob at path. fn may be NULL (scan). st is filled (zeroed first). */
+/* Walk the layer blob at path. fn may be NULL (scan). st is filled (zeroed first). kind (scan
+ * only, fn NULL; may be NULL) notes every entry with tar_kind_note, so that one pass both
+ * detects an outer tar and scans a layer. */
 int layer_walk_run(const char *path, const struct archive_policy *p, struct archive_stats *st,
-                   struct err *e, layer_entry_fn fn, void *ud);
+                   struct err *e, layer_entry_fn fn, void *ud, struct tar_kind *kind);
 
 /* Stream the current regular file's data to sink (offset = position in the file; blocks come
  * in increasing offset order, holes for sparse files). Enforces limits and the deadline. */

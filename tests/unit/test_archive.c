@@ -320,6 +320,14 @@ static void test_scan_apply(void **state)
     assert_int_equal(stat(blob, &sb), 0);
     assert_int_equal(g_progress_total, (uint64_t)sb.st_size);
 
+    /* Detection and the scan in one pass: the same format and counts. */
+    enum blob_format f = BLOB_UNKNOWN;
+    char why[160];
+    struct archive_stats st1;
+    assert_int_equal(archive_scan_detect(blob, NULL, &f, why, sizeof(why), &st1, &e), 0);
+    assert_int_equal(f, BLOB_TAR_GZIP);
+    assert_memory_equal(&st1, &st, sizeof(st));
+
     char *root = tmpfile_in(dir, "root");
     assert_int_equal(mkdir(root, 0755), 0);
     int rfd = open(root, O_RDONLY | O_DIRECTORY);
@@ -352,6 +360,10 @@ static void test_scan_apply(void **state)
     assert_int_equal(archive_apply(rfd, blob, NULL, &st, &e), -EPERM);
     assert_true(tu_contains(e.msg, "(rule: traversal)"));
     assert_true(tu_contains(e.msg, "entry '../x'"));
+    err_clear(&e);
+    assert_int_equal(archive_scan_detect(blob, NULL, &f, why, sizeof(why), &st1, &e), -EPERM);
+    assert_int_equal(f, BLOB_TAR);
+    assert_true(tu_contains(e.msg, "(rule: traversal)"));
 
     struct archive_policy p = archive_policy_default();
     p.max_entries = 1;
@@ -372,6 +384,9 @@ static void test_scan_apply(void **state)
     err_clear(&e);
     assert_int_equal(archive_scan(blob, NULL, &st, &e), -ENOTSUP);
     assert_true(tu_contains(e.msg, "not an image layer"));
+    assert_int_equal(archive_scan_detect(blob, NULL, &f, why, sizeof(why), &st1, &e), 0);
+    assert_int_equal(f, BLOB_UNKNOWN);
+    assert_true(tu_contains(why, "HTML"));
 
     close(rfd);
     free(motd), free(etc), free(ash), free(sh), free(bb), free(root), free(blob);
@@ -529,6 +544,17 @@ static void test_docker_archive(void **state)
     assert_int_equal(f, BLOB_DOCKER_ARCHIVE);
     struct archive_manifest m;
     struct err e = {0};
+    /* In one pass with the scan; also when the scan rejects the outer tar as a layer (here:
+     * more entries than the limit) before it saw its manifest. */
+    struct archive_stats st;
+    assert_int_equal(archive_scan_detect(outer, NULL, &f, NULL, 0, &st, &e), 0);
+    assert_int_equal(f, BLOB_DOCKER_ARCHIVE);
+    struct archive_policy few = archive_policy_default();
+    few.max_entries = 1;
+    f = BLOB_UNKNOWN;
+    assert_int_equal(archive_scan_detect(outer, &few, &f, NULL, 0, &st, &e), 0);
+    assert_int_equal(f, BLOB_DOCKER_ARCHIVE);
+    assert_int_equal(e.code, 0);
     assert_int_equal(archive_manifest_read(outer, &m, &e), 0);
     assert_int_equal(m.n_layers, 3);
     assert_string_equal(m.repo_tag, "demo:1");
