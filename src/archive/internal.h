@@ -86,24 +86,25 @@ void archive_name_escape(const char *s, char *out, size_t out_size);
 
 /* ---- the path set (pathset.c) ----------------------------------------------------------- */
 
-/* An open-addressing hash set of paths (copied), each with flags and an int payload.
- * Used per layer: which paths the layer created, which are ancestors of those, and where a
- * directory's deferred metadata sits. Not thread-safe (one per apply). */
+/* An open-addressing hash set of paths, each with flags and an int payload. A path is kept as
+ * a keyed hash (pathset.c), not as a copy: 16 bytes a node. Used per layer: which
+ * paths the layer created, which are ancestors of those, and where a directory's deferred
+ * metadata sits. Not thread-safe (one per apply). */
 #define PATHSET_CREATED  0x1u /* an entry of this layer was created at this path */
 #define PATHSET_ANCESTOR 0x2u /* a path created by this layer lies below this one */
 
 struct pathset_node {
-    char *key; /* NULL = empty slot */
-    uint64_t hash;
-    uint32_t flags;
-    int32_t dir_idx; /* index of deferred directory metadata, -1 if none */
+    uint64_t hash;       /* 94 bits of the path's keyed hash: these 64 ... */
+    uint32_t check : 30; /* ... and these 30 (never 0 in a used slot: 0 and 0 = empty) */
+    uint32_t flags : 2;  /* PATHSET_* */
+    int32_t dir_idx;     /* index of deferred directory metadata, -1 if none */
 };
 
 struct pathset {
     struct pathset_node *slots;
     size_t cap; /* power of two, 0 before the first insert */
     size_t n;
-    uint64_t seed; /* random, set at the first insert: hostile names cannot be made to collide */
+    uint64_t key[2]; /* random, set at the first insert: hostile names cannot be made to collide */
 };
 
 struct pathset_node *pathset_get(const struct pathset *s, const char *key, size_t len);
