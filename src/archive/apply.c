@@ -897,12 +897,10 @@ static int finish_dirs(struct applier *ap, struct err *e)
     return 0;
 }
 
-/* Whether the root (open as fd) holds nothing a whiteout could hide: no entries, or only an
- * empty directory lost+found (*lost_found set). Anything unreadable counts as not fresh. */
-static bool root_is_fresh(int fd, bool *lost_found)
+/* Whether the directory name in at has no entries but those accept() takes (NULL: none). */
+static bool dir_holds_only(int at, const char *name, bool (*accept)(int dfd, const char *entry))
 {
-    *lost_found = false;
-    int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0)
         return false;
     _cleanup_closedir_ DIR *d = fdopendir(dfd);
@@ -911,25 +909,26 @@ static bool root_is_fresh(int fd, bool *lost_found)
         return false;
     }
     struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        if (strcmp(de->d_name, LOST_FOUND) != 0)
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+            (!accept || !accept(dfd, de->d_name)))
             return false;
-        int lfd = openat(dfd, LOST_FOUND, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (lfd < 0)
-            return false;
-        _cleanup_closedir_ DIR *l = fdopendir(lfd);
-        if (!l) {
-            close(lfd);
-            return false;
-        }
-        struct dirent *le;
-        while ((le = readdir(l)))
-            if (strcmp(le->d_name, ".") && strcmp(le->d_name, ".."))
-                return false;
-        *lost_found = true;
-    }
+    return true;
+}
+
+static bool empty_lost_found(int dfd, const char *entry)
+{
+    return !strcmp(entry, LOST_FOUND) && dir_holds_only(dfd, LOST_FOUND, NULL);
+}
+
+/* Whether the root (open as fd) holds nothing a whiteout could hide: no entries, or only an
+ * empty directory lost+found (*lost_found set). Anything unreadable counts as not fresh. */
+static bool root_is_fresh(int fd, bool *lost_found)
+{
+    *lost_found = false;
+    if (!dir_holds_only(fd, ".", empty_lost_found))
+        return false;
+    *lost_found = faccessat(fd, LOST_FOUND, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
     return true;
 }
 

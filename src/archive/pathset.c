@@ -63,17 +63,13 @@ static void siphash128(const uint64_t key[2], const char *in, size_t len, uint64
     SIPROUND;
     v0 ^= b;
     v2 ^= 0xee;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    out[0] = v0 ^ v1 ^ v2 ^ v3;
-    v1 ^= 0xdd;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    out[1] = v0 ^ v1 ^ v2 ^ v3;
+    for (int half = 0; half < 2; half++) { /* four finalization rounds per output word */
+        if (half)
+            v1 ^= 0xdd;
+        for (int i = 0; i < 4; i++)
+            SIPROUND;
+        out[half] = v0 ^ v1 ^ v2 ^ v3;
+    }
 }
 
 /* The node's hash: 64 bits for the slot and 30 to check, never both zero (an empty slot). */

@@ -524,6 +524,52 @@ static void test_apply_in_fork_child(void **state)
     free(dir);
 }
 
+/* A root with nothing a whiteout could hide (empty, or the empty lost+found mkfs leaves):
+ * apply records directories only, and whiteouts act exactly as with the full record: a
+ * same-layer entry is spared, the lower lost+found is hidden unless the layer wrote into it. */
+static void test_whiteouts_on_fresh_root(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp("fresh");
+    char *blob = tmpfile_in(dir, "l.tar");
+    struct ent spare[] = {{"a/", 'd', NULL, 0755},       {"a/x", 'f', "x", 0644},
+                          {"a/.wh.x", 'f', "", 0},       {"b", 'f', "b", 0644},
+                          {".wh.b", 'f', "", 0},         {"a/.wh..wh..opq", 'f', "", 0},
+                          {".wh.lost+found", 'f', "", 0}};
+    struct ent wrote[] = {{"lost+found/kept", 'f', "k", 0644}, {".wh.lost+found", 'f', "", 0}};
+    struct {
+        const struct ent *ents;
+        size_t n;
+        bool lost_found_left;
+    } cases[] = {{spare, ARRAY_SIZE(spare), false}, {wrote, ARRAY_SIZE(wrote), true}};
+    for (size_t c = 0; c < ARRAY_SIZE(cases); c++) {
+        write_tar(blob, 0, cases[c].ents, cases[c].n);
+        char name[32];
+        snprintf(name, sizeof(name), "root%zu", c);
+        char *root = tmpfile_in(dir, name);
+        assert_int_equal(mkdir(root, 0755), 0);
+        char *lf = tmpfile_in(root, "lost+found");
+        assert_int_equal(mkdir(lf, 0700), 0);
+        int rfd = open(root, O_RDONLY | O_DIRECTORY);
+        assert_true(rfd >= 0);
+        struct err e = {0};
+        assert_int_equal(archive_apply(rfd, blob, NULL, NULL, &e), 0);
+        close(rfd);
+        struct stat sb;
+        assert_int_equal(lstat(lf, &sb) == 0, cases[c].lost_found_left);
+        if (c == 0) {
+            char *ax = tmpfile_in(root, "a/x"), *b = tmpfile_in(root, "b");
+            assert_int_equal(lstat(ax, &sb), 0); /* same layer: spared */
+            assert_int_equal(lstat(b, &sb), 0);
+            free(ax), free(b);
+        }
+        free(lf), free(root);
+    }
+    free(blob);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* ---- manifests --------------------------------------------------------------------------- */
 
 static void test_docker_archive(void **state)
@@ -688,7 +734,7 @@ int main(void)
         cmocka_unit_test(test_pathset),       cmocka_unit_test(test_detect),
         cmocka_unit_test(test_scan_apply),    cmocka_unit_test(test_apply_in_fork_child),
         cmocka_unit_test(test_policy_limits), cmocka_unit_test(test_docker_archive),
-        cmocka_unit_test(test_oci_layout),
+        cmocka_unit_test(test_oci_layout),    cmocka_unit_test(test_whiteouts_on_fresh_root),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
