@@ -2,6 +2,9 @@
 """make-bench-images.py OUT [FILES] [MIB]: two independent two-layer images for
 bench/unpack_concurrency.sh, laid out like a bucket (OUT/images/{alpha,beta}/{1,2}.tar).
 
+make-bench-images.py --entries N OUT.tar: one layer of N entries (directories of 100 small
+files of 0-256 bytes each, PAX), for the many-entries extract rows of bench/extract.sh.
+
 Deterministic: the same arguments give the same bytes (fixed seeds, fixed times and owners),
 so runs are comparable. Layer 1 holds FILES small files (1-8 KiB) in 100-file directories and
 MIB MiB of incompressible data in 1 MiB files; layer 2 changes a tenth of the small files and
@@ -52,7 +55,25 @@ def image(out, name, seed, files, mib):
         add_file(tar, "srv/.wh.d000", b"")
 
 
+def many_entries(path, entries):
+    rng = random.Random(3)
+    with tarfile.open(path + ".tmp", "w", format=tarfile.PAX_FORMAT) as tar:
+        n = 0
+        d = 0
+        while n < entries:
+            add_dir(tar, f"d{d:05d}")
+            n += 1
+            for i in range(min(99, entries - n)):
+                add_file(tar, f"d{d:05d}/f{i:02d}", rng.randbytes(rng.randint(0, 256)))
+                n += 1
+            d += 1
+    os.rename(path + ".tmp", path)
+
+
 def main():
+    if sys.argv[1] == "--entries":
+        many_entries(sys.argv[3], int(sys.argv[2]))
+        return
     out = sys.argv[1]
     files = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
     mib = int(sys.argv[3]) if len(sys.argv) > 3 else 16

@@ -71,6 +71,13 @@ struct applier {
     struct archive_policy pol;
     struct layer_walk *w;
     struct pathset paths;
+    /* The root held nothing a whiteout could hide (empty, or only an empty lost+found as
+     * mkfs makes it) when the layer started: the set then records directories only (for
+     * their deferred metadata), not every path the layer creates, and whiteouts can only
+     * ever hide that lost+found (lower_lost_found) as long as the layer put nothing there. */
+    bool fresh;
+    bool lower_lost_found;
+    bool lost_found_written;
     struct dir_meta *dirs;
     size_t n_dirs, cap_dirs;
 
@@ -381,8 +388,33 @@ static int prune(struct applier *ap, int fd, size_t len, int depth)
     return 0;
 }
 
+#define LOST_FOUND "lost+found"
+
+/* Whether path is lost+found at the root or below it. */
+static bool in_lost_found(const char *path)
+{
+    size_t n = strlen(LOST_FOUND);
+    return strncmp(path, LOST_FOUND, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* A whiteout or opaque marker on a fresh root: the only lower entry is an empty lost+found at
+ * the root, hidden by `.wh.lost+found` or an opaque root unless the layer wrote there. */
+static int apply_whiteout_fresh(struct applier *ap, const struct layer_entry *ent)
+{
+    if (ent->base_off != 0 || !ap->lower_lost_found || ap->lost_found_written)
+        return 0;
+    if (ent->kind == EK_WHITEOUT && strcmp(ent->whiteout_name, LOST_FOUND) != 0)
+        return 0;
+    cache_drop(ap);
+    ap->lower_lost_found = false;
+    int r = remove_entry(ap, ap->root_rfd, LOST_FOUND, DT_UNKNOWN, 0);
+    return r < 0 ? io_fail(ap, -r, "remove the whited-out entry") : 0;
+}
+
 static int apply_whiteout(struct applier *ap, const struct layer_entry *ent)
 {
+    if (ap->fresh)
+        return apply_whiteout_fresh(ap, ent);
     cache_drop(ap);
     size_t dlen = ent->base_off ? ent->base_off - 1 : 0;
     char dir[dlen + 2];
@@ -429,6 +461,18 @@ static int mark_created(struct applier *ap, const struct layer_entry *ent, bool 
                         int32_t new_dir_idx)
 {
     size_t len = strlen(ent->path);
+    if (ap->fresh) {
+        if (ap->lower_lost_found && in_lost_found(ent->path))
+            ap->lost_found_written = true;
+        if (!is_dir) { /* only a directory's deferred metadata is recorded here */
+            struct pathset_node *d = pathset_get(&ap->paths, ent->path, len);
+            if (d && d->dir_idx >= 0) {
+                ap->dirs[d->dir_idx].live = false;
+                d->dir_idx = -1;
+            }
+            return 0;
+        }
+    }
     struct pathset_node *n = pathset_put(&ap->paths, ent->path, len);
     if (!n)
         return layer_walk_fail(ap->w, -ENOMEM, "io", "out of memory");
@@ -439,7 +483,7 @@ static int mark_created(struct applier *ap, const struct layer_entry *ent, bool 
     }
     if (is_dir && new_dir_idx >= 0)
         n->dir_idx = new_dir_idx;
-    while (len > 0) {
+    while (!ap->fresh && len > 0) {
         while (len > 0 && ent->path[len - 1] != '/')
             len--;
         if (len == 0)
@@ -853,6 +897,41 @@ static int finish_dirs(struct applier *ap, struct err *e)
     return 0;
 }
 
+/* Whether the directory name in at has no entries but those accept() takes (NULL: none). */
+static bool dir_holds_only(int at, const char *name, bool (*accept)(int dfd, const char *entry))
+{
+    int dfd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return false;
+    _cleanup_closedir_ DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return false;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+            (!accept || !accept(dfd, de->d_name)))
+            return false;
+    return true;
+}
+
+static bool empty_lost_found(int dfd, const char *entry)
+{
+    return !strcmp(entry, LOST_FOUND) && dir_holds_only(dfd, LOST_FOUND, NULL);
+}
+
+/* Whether the root (open as fd) holds nothing a whiteout could hide: no entries, or only an
+ * empty directory lost+found (*lost_found set). Anything unreadable counts as not fresh. */
+static bool root_is_fresh(int fd, bool *lost_found)
+{
+    *lost_found = false;
+    if (!dir_holds_only(fd, ".", empty_lost_found))
+        return false;
+    *lost_found = faccessat(fd, LOST_FOUND, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    return true;
+}
+
 /* The process umask, read without changing it (umask(2) would race with other threads). */
 static int read_umask(void)
 {
@@ -900,10 +979,11 @@ int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
         goto out;
     }
     ap.root_dev = sb.st_dev;
+    ap.fresh = root_is_fresh(ap.root_rfd, &ap.lower_lost_found);
     ap.root_setgid = (sb.st_mode & S_ISGID) != 0;
     ap.root_gid = sb.st_gid;
 
-    r = layer_walk_run(path, p, st, e, apply_entry, &ap);
+    r = layer_walk_run(path, p, st, e, apply_entry, &ap, NULL);
     cache_drop(&ap);
     if (r >= 0)
         r = finish_dirs(&ap, e);

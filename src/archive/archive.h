@@ -29,13 +29,15 @@
 
 #include "util/err.h"
 
+struct archive_policy; /* limits.h */
+
 enum blob_format {
-    BLOB_UNKNOWN = 0,        /* not an image layer */
-    BLOB_TAR,                /* uncompressed tar layer (ustar/pax/gnu) */
-    BLOB_TAR_GZIP,           /* gzip-compressed tar layer */
-    BLOB_TAR_ZSTD,           /* zstd-compressed tar layer */
-    BLOB_DOCKER_ARCHIVE,     /* `docker save` tar: manifest.json + layer tars */
-    BLOB_OCI_LAYOUT,         /* OCI image layout in a tar: oci-layout, index.json, blobs/ */
+    BLOB_UNKNOWN = 0,    /* not an image layer */
+    BLOB_TAR,            /* uncompressed tar layer (ustar/pax/gnu) */
+    BLOB_TAR_GZIP,       /* gzip-compressed tar layer */
+    BLOB_TAR_ZSTD,       /* zstd-compressed tar layer */
+    BLOB_DOCKER_ARCHIVE, /* `docker save` tar: manifest.json + layer tars */
+    BLOB_OCI_LAYOUT,     /* OCI image layout in a tar: oci-layout, index.json, blobs/ */
 };
 
 const char *blob_format_name(enum blob_format f); /* "tar", "tar+gzip", ..., "unknown" */
@@ -47,22 +49,30 @@ bool blob_format_is_layer(enum blob_format f);    /* TAR, TAR_GZIP, TAR_ZSTD */
  * "truncated tar header". */
 int archive_detect(const char *path, enum blob_format *out, char *why, size_t why_len);
 
-struct archive_policy; /* limits.h */
-
 struct archive_stats {
-    uint64_t entries;       /* entries read */
-    uint64_t files;         /* regular files written (or that would be written) */
+    uint64_t entries; /* entries read */
+    uint64_t files;   /* regular files written (or that would be written) */
     uint64_t dirs, symlinks, hardlinks, devices, whiteouts; /* devices: nodes and FIFOs */
-    uint64_t bytes;         /* regular file payload bytes */
-    uint64_t compressed_bytes; /* bytes read from the blob */
-    uint64_t xattrs_dropped;   /* xattrs not on the policy's allowlist (not applied) */
-    uint64_t skipped;          /* entries ignored by design (sockets) */
+    uint64_t bytes;                                         /* regular file payload bytes */
+    uint64_t compressed_bytes;                              /* bytes read from the blob */
+    uint64_t xattrs_dropped; /* xattrs not on the policy's allowlist (not applied) */
+    uint64_t skipped;        /* entries ignored by design (sockets) */
 };
 
-/* Read the whole layer and check it against the policy without writing anything.
- * Used by the fetch machine's validate step. */
+/* Read the whole layer and check it against the policy without writing anything. */
 int archive_scan(const char *path, const struct archive_policy *p, struct archive_stats *st,
                  struct err *e);
+
+/* archive_detect() and, for a layer, archive_scan() in one pass over the blob (the fetch
+ * machine's validate step). Returns 0 with *out:
+ *   BLOB_UNKNOWN                 not an image blob, why says what it looks like;
+ *   a layer format               the layer passed the scan, st filled;
+ *   docker-archive / OCI layout  an outer tar (st is of the outer tar; read its manifest);
+ * or a negative errno with e set and *out the layer's format: the layer was rejected (codes
+ * as archive_scan) or could not be read. Same answers as archive_detect() then archive_scan(),
+ * with the blob read (and decompressed) once instead of twice. */
+int archive_scan_detect(const char *path, const struct archive_policy *p, enum blob_format *out,
+                        char *why, size_t why_len, struct archive_stats *st, struct err *e);
 
 /* Apply one layer (any layer format) onto the directory open as root_fd: regular files,
  * dirs, symlinks, hardlinks, devices/FIFOs (policy), ownership, modes, times, allowed xattrs,
@@ -79,8 +89,8 @@ void archive_set_progress(archive_progress_fn fn, void *ud); /* thread-local */
 /* ---- multi-layer archives (docker-archive, OCI layout) ----------------------------------- */
 
 struct archive_layer_ref {
-    char *member;        /* path of the layer inside the outer tar */
-    char *digest;        /* declared "sha256:..." when the manifest gives one, else NULL */
+    char *member;            /* path of the layer inside the outer tar */
+    char *digest;            /* declared "sha256:..." when the manifest gives one, else NULL */
     enum blob_format format; /* as detected on the member's content */
     uint64_t size;
 };

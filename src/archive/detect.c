@@ -212,10 +212,40 @@ static json_t *read_json_member(struct archive *a, int64_t size)
     return json_loadb(buf, (size_t)size, JSON_REJECT_DUPLICATES, NULL);
 }
 
-/* Walk the names of an outer tar to tell layers from docker-archives and OCI layouts: a
- * docker-archive has a top-level manifest.json that is an array of objects with "Layers"; an
- * OCI layout has an oci-layout file with "imageLayoutVersion" and an index.json.
- * archive_manifest_read() validates the rest of the structure. */
+void tar_kind_note(struct tar_kind *k, struct archive *a, struct archive_entry *ae, bool *read_data)
+{
+    const char *name = archive_entry_pathname(ae);
+    if (!name || archive_entry_filetype(ae) != AE_IFREG)
+        return;
+    while (name[0] == '.' && name[1] == '/')
+        name += 2;
+    if (!strcmp(name, "manifest.json")) {
+        json_t *j = read_json_member(a, archive_entry_size(ae));
+        json_t *first = json_is_array(j) ? json_array_get(j, 0) : NULL;
+        k->manifest = json_is_array(json_object_get(first, "Layers"));
+        json_decref(j);
+        *read_data = true;
+    } else if (!strcmp(name, "oci-layout")) {
+        json_t *j = read_json_member(a, archive_entry_size(ae));
+        k->oci_layout = json_is_string(json_object_get(j, "imageLayoutVersion"));
+        json_decref(j);
+        *read_data = true;
+    } else if (!strcmp(name, "index.json")) {
+        k->index = true;
+    }
+}
+
+enum blob_format tar_kind_format(const struct tar_kind *k, enum blob_format layer_fmt)
+{
+    if (k->oci_layout && k->index)
+        return BLOB_OCI_LAYOUT;
+    if (k->manifest)
+        return BLOB_DOCKER_ARCHIVE;
+    return layer_fmt;
+}
+
+/* Walk the names of an outer tar to tell layers from docker-archives and OCI layouts
+ * (tar_kind_note). archive_manifest_read() validates the rest of the structure. */
 static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *out, char *why,
                         size_t why_len)
 {
@@ -231,29 +261,14 @@ static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *ou
         *out = BLOB_UNKNOWN;
         return 0;
     }
-    bool manifest = false, oci_layout = false, index = false;
+    struct tar_kind kind = {0};
     uint64_t n = 0;
     struct archive_entry *ae;
     int r;
     while ((r = archive_read_header_shared(a, &ae)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
-        const char *name = archive_entry_pathname(ae);
+        bool read_data = false;
         n++;
-        if (!name || archive_entry_filetype(ae) != AE_IFREG)
-            continue;
-        while (name[0] == '.' && name[1] == '/')
-            name += 2;
-        if (!strcmp(name, "manifest.json")) {
-            json_t *j = read_json_member(a, archive_entry_size(ae));
-            json_t *first = json_is_array(j) ? json_array_get(j, 0) : NULL;
-            manifest = json_is_array(json_object_get(first, "Layers"));
-            json_decref(j);
-        } else if (!strcmp(name, "oci-layout")) {
-            json_t *j = read_json_member(a, archive_entry_size(ae));
-            oci_layout = json_is_string(json_object_get(j, "imageLayoutVersion"));
-            json_decref(j);
-        } else if (!strcmp(name, "index.json")) {
-            index = true;
-        }
+        tar_kind_note(&kind, a, ae, &read_data);
         /* Bounded like a scan: a header walk past the default entry limit is not an archive
          * we would accept anyway. */
         if (n > ARCHIVE_DEFAULT_MAX_ENTRIES)
@@ -261,12 +276,7 @@ static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *ou
     }
     /* A damaged tar is still a tar: the scan names what is wrong with it. */
     archive_read_free(a);
-    if (oci_layout && index)
-        *out = BLOB_OCI_LAYOUT;
-    else if (manifest)
-        *out = BLOB_DOCKER_ARCHIVE;
-    else
-        *out = layer_fmt;
+    *out = tar_kind_format(&kind, layer_fmt);
     return 0;
 }
 
@@ -312,15 +322,12 @@ static int compressed_is_tar(int fd, uint64_t size, char *why, size_t why_len)
     return 1;
 }
 
-int archive_detect(const char *path, enum blob_format *out, char *why, size_t why_len)
+/* What the first bytes say: UNKNOWN (why set), or the layer format the blob has if it is a
+ * plain layer (tar, or a compressed stream whose first block is a tar header). fd is left at
+ * offset 0. */
+static int detect_head(int fd, enum blob_format *layer_fmt, char *why, size_t why_len)
 {
-    *out = BLOB_UNKNOWN;
-    if (why && why_len)
-        why[0] = '\0';
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it). */
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
-        return neg_errno();
+    *layer_fmt = BLOB_UNKNOWN;
     struct stat stbuf;
     if (fstat(fd, &stbuf) < 0)
         return neg_errno();
@@ -337,9 +344,6 @@ int archive_detect(const char *path, enum blob_format *out, char *why, size_t wh
         return 0;
     if (lseek(fd, 0, SEEK_SET) < 0)
         return neg_errno();
-    enum blob_format layer_fmt = k == SNIFF_GZIP   ? BLOB_TAR_GZIP
-                                 : k == SNIFF_ZSTD ? BLOB_TAR_ZSTD
-                                                   : BLOB_TAR;
     if (k != SNIFF_TAR) {
         int r = compressed_is_tar(fd, (uint64_t)stbuf.st_size, why, why_len);
         if (r <= 0)
@@ -347,8 +351,68 @@ int archive_detect(const char *path, enum blob_format *out, char *why, size_t wh
         if (lseek(fd, 0, SEEK_SET) < 0)
             return neg_errno();
     }
+    *layer_fmt = k == SNIFF_GZIP ? BLOB_TAR_GZIP : k == SNIFF_ZSTD ? BLOB_TAR_ZSTD : BLOB_TAR;
+    return 0;
+}
+
+static int open_blob(const char *path)
+{
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    return fd < 0 ? neg_errno() : fd;
+}
+
+int archive_detect(const char *path, enum blob_format *out, char *why, size_t why_len)
+{
+    *out = BLOB_UNKNOWN;
+    if (why && why_len)
+        why[0] = '\0';
+    _cleanup_close_ int fd = open_blob(path);
+    if (fd < 0)
+        return fd;
+    enum blob_format layer_fmt;
+    int r = detect_head(fd, &layer_fmt, why, why_len);
+    if (r < 0 || layer_fmt == BLOB_UNKNOWN)
+        return r;
     struct names_scope u = names_scope_begin();
-    int r = classify_tar(fd, layer_fmt, out, why, why_len);
+    r = classify_tar(fd, layer_fmt, out, why, why_len);
     names_scope_end(&u);
+    return r;
+}
+
+int archive_scan_detect(const char *path, const struct archive_policy *p, enum blob_format *out,
+                        char *why, size_t why_len, struct archive_stats *st, struct err *e)
+{
+    *out = BLOB_UNKNOWN;
+    if (why && why_len)
+        why[0] = '\0';
+    enum blob_format layer_fmt;
+    {
+        _cleanup_close_ int fd = open_blob(path);
+        if (fd < 0)
+            return fd;
+        int r = detect_head(fd, &layer_fmt, why, why_len);
+        if (r < 0 || layer_fmt == BLOB_UNKNOWN)
+            return r;
+    }
+    /* One pass: the scan notes the names that make an outer tar (tar_kind_note). */
+    struct tar_kind kind = {0};
+    int r = layer_walk_run(path, p, st, e, NULL, NULL, &kind);
+    if (r == 0) {
+        *out = tar_kind_format(&kind, layer_fmt);
+        return 0;
+    }
+    /* Rejected as a layer, maybe before the walk saw the names that make it a docker-archive
+     * or an OCI layout (rejected blobs are rare: a second, header-only walk decides). */
+    enum blob_format f;
+    char fwhy[256] = "";
+    if (archive_detect(path, &f, fwhy, sizeof(fwhy)) == 0 && !blob_format_is_layer(f)) {
+        err_clear(e);
+        *out = f;
+        if (why && why_len)
+            snprintf(why, why_len, "%s", fwhy);
+        return 0;
+    }
+    *out = layer_fmt;
     return r;
 }

@@ -56,6 +56,18 @@ enum sniff_kind archive_sniff(const unsigned char *head, size_t n, uint64_t file
 /* True when the 512-byte block is a tar header with a valid checksum (ustar, gnu or v7). */
 bool tar_header_valid(const unsigned char *blk);
 
+/* What the names of a tar say it is: a docker-archive has a top-level manifest.json that is an
+ * array of objects with "Layers"; an OCI layout has an oci-layout file with
+ * "imageLayoutVersion" and an index.json. Anything else is a layer. */
+struct tar_kind {
+    bool manifest, oci_layout, index;
+};
+/* Note the entry just read (the stream is at its data): reads the data of manifest.json and
+ * oci-layout (bounded) and then sets *read_data. */
+void tar_kind_note(struct tar_kind *k, struct archive *a, struct archive_entry *ae,
+                   bool *read_data);
+enum blob_format tar_kind_format(const struct tar_kind *k, enum blob_format layer_fmt);
+
 /* ---- names (path.c) --------------------------------------------------------------------- */
 
 /* Normalise an archive name into out (out_size bytes): strip "./" and empty components and a
@@ -74,24 +86,25 @@ void archive_name_escape(const char *s, char *out, size_t out_size);
 
 /* ---- the path set (pathset.c) ----------------------------------------------------------- */
 
-/* An open-addressing hash set of paths (copied), each with flags and an int payload.
- * Used per layer: which paths the layer created, which are ancestors of those, and where a
- * directory's deferred metadata sits. Not thread-safe (one per apply). */
+/* An open-addressing hash set of paths, each with flags and an int payload. A path is kept as
+ * a keyed hash (pathset.c), not as a copy: 16 bytes a node. Used per layer: which
+ * paths the layer created, which are ancestors of those, and where a directory's deferred
+ * metadata sits. Not thread-safe (one per apply). */
 #define PATHSET_CREATED  0x1u /* an entry of this layer was created at this path */
 #define PATHSET_ANCESTOR 0x2u /* a path created by this layer lies below this one */
 
 struct pathset_node {
-    char *key; /* NULL = empty slot */
-    uint64_t hash;
-    uint32_t flags;
-    int32_t dir_idx; /* index of deferred directory metadata, -1 if none */
+    uint64_t hash;       /* 94 bits of the path's keyed hash: these 64 ... */
+    uint32_t check : 30; /* ... and these 30 (never 0 in a used slot: 0 and 0 = empty) */
+    uint32_t flags : 2;  /* PATHSET_* */
+    int32_t dir_idx;     /* index of deferred directory metadata, -1 if none */
 };
 
 struct pathset {
     struct pathset_node *slots;
     size_t cap; /* power of two, 0 before the first insert */
     size_t n;
-    uint64_t seed; /* random, set at the first insert: hostile names cannot be made to collide */
+    uint64_t key[2]; /* random, set at the first insert: hostile names cannot be made to collide */
 };
 
 struct pathset_node *pathset_get(const struct pathset *s, const char *key, size_t len);
@@ -159,9 +172,11 @@ struct layer_walk;
  * is skipped. */
 typedef int (*layer_entry_fn)(struct layer_walk *w, const struct layer_entry *ent, void *ud);
 
-/* Walk the layer blob at path. fn may be NULL (scan). st is filled (zeroed first). */
+/* Walk the layer blob at path. fn may be NULL (scan). st is filled (zeroed first). kind (scan
+ * only, fn NULL; may be NULL) notes every entry with tar_kind_note, so that one pass both
+ * detects an outer tar and scans a layer. */
 int layer_walk_run(const char *path, const struct archive_policy *p, struct archive_stats *st,
-                   struct err *e, layer_entry_fn fn, void *ud);
+                   struct err *e, layer_entry_fn fn, void *ud, struct tar_kind *kind);
 
 /* Stream the current regular file's data to sink (offset = position in the file; blocks come
  * in increasing offset order, holes for sparse files). Enforces limits and the deadline. */

@@ -135,6 +135,7 @@ struct layer_walk {
     uint64_t last_end; /* decompressed offset after the previous entry's data */
     uint64_t progress_at;
     uint64_t total_bytes;
+    struct tar_kind *kind; /* scan_detect: names noted for format detection */
     struct layer_entry ent;
 };
 
@@ -569,10 +570,12 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
                                    "%" PRIu64,
                                    pos - w->last_end, w->pol.max_header_bytes);
         }
+        w->data_done = false;
+        if (w->kind)
+            tar_kind_note(w->kind, a, ae, &w->data_done);
         r = validate_entry(w, ae);
         if (r < 0)
             return r;
-        w->data_done = false;
         if (r > 0 && fn) {
             r = fn(w, &w->ent, ud);
             if (r < 0)
@@ -599,7 +602,7 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
 }
 
 int layer_walk_run(const char *path, const struct archive_policy *p, struct archive_stats *st,
-                   struct err *e, layer_entry_fn fn, void *ud)
+                   struct err *e, layer_entry_fn fn, void *ud, struct tar_kind *kind)
 {
     struct archive_stats dummy;
     if (!st)
@@ -609,6 +612,7 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
         .pol = p ? *p : archive_policy_default(),
         .st = st,
         .e = e,
+        .kind = fn ? NULL : kind, /* the data of noted members is read: scans only */
     };
     int r = archive_policy_require(&w.pol, e);
     if (r < 0)
@@ -636,5 +640,5 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
 int archive_scan(const char *path, const struct archive_policy *p, struct archive_stats *st,
                  struct err *e)
 {
-    return layer_walk_run(path, p, st, e, NULL, NULL);
+    return layer_walk_run(path, p, st, e, NULL, NULL, NULL);
 }

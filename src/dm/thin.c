@@ -14,6 +14,7 @@
 #include "dm/loop.h"
 #include "dm/pool_status.h"
 #include "util/cleanup.h"
+#include "util/fsutil.h"
 #include "util/log.h"
 #include "util/timeutil.h"
 
@@ -631,10 +632,41 @@ int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_b
     return 0;
 }
 
+/* Whether every block of the device at dev reads as zeros until it is written: a dm thin
+ * device whose pool zeroes newly provisioned blocks (its table lacks skip_block_zeroing;
+ * thinimg never sets it, docs/dm.md "Pool sizing"). An unprovisioned block reads as zeros and
+ * a block provisioned by a partial write is zeroed first, so mkfs need not write zeros. Anything
+ * not known for sure (not a thin device, its pool not found, a pool adopted with
+ * skip_block_zeroing) is false, and mkfs then zeroes the inode tables and journal itself. */
+static bool dev_reads_zeros(const char *dev)
+{
+    static const char mapper[] = "/dev/mapper/";
+    if (strncmp(dev, mapper, sizeof(mapper) - 1) != 0)
+        return false;
+    struct err e = {0};
+    struct dm_target_line t;
+    unsigned maj, min;
+    if (dm_dev_table(dev + sizeof(mapper) - 1, &t, &e) < 0 || strcmp(t.type, "thin") != 0 ||
+        sscanf(t.params, "%u:%u", &maj, &min) != 2)
+        return false;
+    char path[64];
+    snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/dm/name", maj, min);
+    _cleanup_buf_ struct buf name = BUF_INIT;
+    if (read_file(path, DM_NAME_MAX + 2, &name) < 0 || !name.data)
+        return false;
+    name.data[strcspn(name.data, "\n")] = '\0';
+    struct pool_table pt;
+    if (dm_dev_table(name.data, &t, &e) < 0 || strcmp(t.type, "thin-pool") != 0 ||
+        pool_table_parse(t.params, &pt) < 0)
+        return false;
+    return !pool_table_has_feature(&pt, "skip_block_zeroing");
+}
+
 int dm_mkfs_ext4(const char *dev, const char *label, struct err *e)
 {
     char journal[32];
     snprintf(journal, sizeof(journal), "size=%d", MKFS_JOURNAL_MIB);
+    bool zeros = dev_reads_zeros(dev);
     char *argv[] = {"mkfs.ext4",
                     "-q",
                     "-F",
@@ -643,7 +675,7 @@ int dm_mkfs_ext4(const char *dev, const char *label, struct err *e)
                     "-J",
                     journal,
                     "-E",
-                    "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+                    zeros ? MKFS_EXTENDED_PREZEROED : MKFS_EXTENDED_ZEROING,
                     "-L",
                     (char *)(label && *label ? label : "thinimg"),
                     (char *)dev,
@@ -656,6 +688,7 @@ int dm_mkfs_ext4(const char *dev, const char *label, struct err *e)
     if (rc != 0)
         return err_set(e, -EIO, "mkfs.ext4 on %s failed (status %d): %s", dev, rc,
                        errout.data ? errout.data : "");
-    log_info("file system created", "dev=%s fs=ext4 ms=%lld", dev, (long long)(mono_ms() - t0));
+    log_info("file system created", "dev=%s fs=ext4 prezeroed=%s ms=%lld", dev,
+             zeros ? "yes" : "no", (long long)(mono_ms() - t0));
     return 0;
 }

@@ -1079,23 +1079,27 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
                          "fetch again",
                          path);
     }
+    /* Detected and, for a layer, scanned in one pass over the blob. */
     enum blob_format fmt = BLOB_UNKNOWN;
     char why[256] = "";
-    int r = archive_detect(path, &fmt, why, sizeof(why));
-    if (r < 0)
-        return r == -ENOENT ? fsm_abort("validate: %s vanished", path)
-                            : fsm_retry("cannot read %s: %s", path, strerror(-r));
-    if (fmt == BLOB_UNKNOWN)
-        return rejected("%s is not an image layer: %s", location,
-                         why[0] ? why : "unknown format");
-    json_object_set_new(resp, "format", json_string(blob_format_name(fmt)));
-    json_t *layers = json_array();
-    json_object_set_new(resp, "layers", layers);
     struct err e = {0};
     struct archive_stats stats = {0};
     archive_set_progress(on_scan_progress, run);
+    int r = archive_scan_detect(path, &c->policy, &fmt, why, sizeof(why), &stats, &e);
+    if (r < 0 && fmt == BLOB_UNKNOWN) {
+        archive_set_progress(NULL, NULL);
+        return r == -ENOENT ? fsm_abort("validate: %s vanished", path)
+                            : fsm_retry("cannot read %s: %s", path, strerror(-r));
+    }
+    if (fmt == BLOB_UNKNOWN) {
+        archive_set_progress(NULL, NULL);
+        return rejected("%s is not an image layer: %s", location,
+                         why[0] ? why : "unknown format");
+    }
+    json_object_set_new(resp, "format", json_string(blob_format_name(fmt)));
+    json_t *layers = json_array();
+    json_object_set_new(resp, "layers", layers);
     if (blob_format_is_layer(fmt)) {
-        r = archive_scan(path, &c->policy, &stats, &e);
         archive_set_progress(NULL, NULL);
         if (r == -EIO || r == -ENOMEM)
             return fsm_retry("scanning %s: %s", location, err_str(&e));
@@ -1131,9 +1135,13 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
                 return sr;
             }
             enum blob_format lf = BLOB_UNKNOWN;
-            why[0] = '\0';
-            r = archive_detect(lp, &lf, why, sizeof(why));
-            if (r == 0 && !blob_format_is_layer(lf)) {
+            r = archive_scan_detect(lp, &c->policy, &lf, why, sizeof(why), &stats, &e);
+            if (r < 0 && lf == BLOB_UNKNOWN) {
+                archive_set_progress(NULL, NULL);
+                archive_manifest_free(&m);
+                return fsm_retry("cannot read %s: %s", lp, strerror(-r));
+            }
+            if (!blob_format_is_layer(lf)) {
                 archive_set_progress(NULL, NULL);
                 struct fsm_result res = rejected("%s: member %s is not "
                                                   "an image layer: %s", location,
@@ -1141,8 +1149,6 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
                 archive_manifest_free(&m);
                 return res;
             }
-            if (r == 0)
-                r = archive_scan(lp, &c->policy, &stats, &e);
             if (r < 0) {
                 archive_set_progress(NULL, NULL);
                 struct fsm_result res =

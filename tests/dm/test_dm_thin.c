@@ -208,6 +208,58 @@ static void test_names(void **state)
     assert_true(tu_contains(e.msg, "invalid device name"));
 }
 
+/* The thin pool zeroes new blocks, so mkfs writes no zeros (assume_storage_prezeroed): a
+ * 2 GiB file system maps a few MiB of the pool, not its inode tables (32 MiB) and journal
+ * (8 MiB); the file system is complete and clean (e2fsck -fn), written to and checked again. */
+#define MKFS_TEST_DEVICE_BYTES    (2048 * MIB)
+#define MKFS_PREZEROED_MAX_MAPPED (4 * MIB) /* the old zeroing mkfs mapped ~40 MiB here */
+
+static uint64_t mapped_bytes(const char *dm_name)
+{
+    struct dm_target_line t;
+    struct err e = {0};
+    unsigned long long sectors = 0;
+    assert_int_equal(dm_dev_status(dm_name, &t, &e), 0);
+    assert_int_equal(sscanf(t.params, "%llu", &sectors), 1);
+    return sectors * DM_SECTOR_SIZE;
+}
+
+static int fsck_clean(const char *dev)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "e2fsck -fn %s >&2", dev);
+    return system(cmd);
+}
+
+static void test_mkfs_prezeroed(void **state)
+{
+    (void)state;
+    struct err e = {0};
+    uint32_t id = 0;
+    struct thin_spec spec = {.kind = THIN_KIND_TEST, .size_bytes = MKFS_TEST_DEVICE_BYTES};
+    assert_int_equal(thin_create(db, pool, &spec, &id, &e), 0);
+    char path[256];
+    assert_int_equal(thin_activate(db, pool, id, path, sizeof(path), &e), 0);
+    const char *name = path + strlen("/dev/mapper/");
+    assert_int_equal(dm_mkfs_ext4(path, "prezeroed", &e), 0);
+    uint64_t mapped = mapped_bytes(name);
+    print_message("mkfs of a %llu MiB thin device mapped %llu KiB of the pool\n",
+                  (unsigned long long)(MKFS_TEST_DEVICE_BYTES / MIB),
+                  (unsigned long long)(mapped / 1024));
+    assert_true(mapped <= MKFS_PREZEROED_MAX_MAPPED);
+    assert_int_equal(fsck_clean(path), 0);
+
+    unsigned seed = 7;
+    struct buf res = BUF_INIT;
+    struct mount_spec ms = {.device = path, .mountpoint = dir, .timeout_ms = 120000};
+    if (mount_run(&ms, write_fn, &seed, &res, &e) < 0)
+        fail_msg("write: %s", err_str(&e));
+    buf_free(&res);
+    assert_int_equal(fsck_clean(path), 0);
+    assert_int_equal(thin_deactivate(db, pool, id, &e), 0);
+    assert_int_equal(thin_delete(db, pool, id, &e), 0);
+}
+
 static void test_thin_mkfs_mount_snapshot(void **state)
 {
     (void)state;
@@ -613,6 +665,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_thin_mkfs_mount_snapshot),
+        cmocka_unit_test(test_mkfs_prezeroed),
         cmocka_unit_test(test_id_crash_between_message_and_confirm),
         cmocka_unit_test(test_failed_message_recorded),
         cmocka_unit_test(test_collision),

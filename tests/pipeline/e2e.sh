@@ -2,7 +2,7 @@
 # e2e.sh: the pipeline end to end with real device-mapper (label dm; runs inside the VM).
 #
 #  1. a 3-layer image from a dir: family prefix; its activation's files equal `thinimg extract`
-#     of the same layers, entry by entry
+#     of the same layers, entry by entry; every layer device and the activation pass e2fsck -fn
 #  2. a second image sharing the two lower layers reuses their devices (same ids), and the pool
 #     grows by about the new layer only
 #  3. a docker-archive REF with the same layers gives the same chain ids and devices
@@ -52,6 +52,12 @@ python3 "$SRC/tests/archive/treecmp.py" "$W/mnt" "$W/ref" --no-dir-mtime --ignor
     fail "hardlink lost"
 umount "$W/mnt"
 pass "activation equals thinimg extract of the layers (whiteout, opaque dir, hardlink kept)"
+# The base layer's file system was made without zeroing (the pool zeroes new blocks): every
+# layer device and the activation must check clean after the full apply.
+SECTORS=$(blockdev --getsz "$DEV")
+for id in $IDS1; do fsck_thin "$POOL" "$id" "$SECTORS"; done
+fsck_dev "$DEV"
+pass "e2fsck -fn clean: layer devices $IDS1 and the activation"
 
 # 2. shared lower layers
 $T process-image --device-size 256M --json "dir:$EX/images/busybox-extra/" >"$W/p2.json"

@@ -38,3 +38,21 @@ teardown_pool() {
     done
     dmsetup remove "$pool" >/dev/null 2>&1 || true
 }
+
+# fsck_thin POOL ID SECTORS: `e2fsck -fn` (check everything, change nothing) of thin device ID
+# of POOL, a committed layer (inactive): activated read-only under a test name for the check
+# and removed after. Fails the test when the file system is not clean.
+fsck_thin() {
+    local pool=$1 id=$2 sectors=$3 name=$1-test-fsck$2 out rc=0
+    dmsetup create --readonly "$name" --table "0 $sectors thin /dev/mapper/$pool $id"
+    out=$(e2fsck -fn "/dev/mapper/$name" 2>&1) || rc=$?
+    dmsetup remove "$name"
+    [ "$rc" = 0 ] || fail "e2fsck -fn of thin device $id of $pool (exit $rc): $out"
+}
+
+# fsck_dev DEV: `e2fsck -fn` of an active device that is not mounted.
+fsck_dev() {
+    local out rc=0
+    out=$(e2fsck -fn "$1" 2>&1) || rc=$?
+    [ "$rc" = 0 ] || fail "e2fsck -fn of $1 (exit $rc): $out"
+}

@@ -33,6 +33,12 @@ second)
     assert_eq "$(cat "$STATE/mnt-test/root/marker")" "written before the reboot" "marker"
     assert_eq "$(cat "$STATE/mnt-test/etc/issue")" "thinimg example (busybox)" "image content"
     umount "$STATE/mnt-test"
+    # The file systems survived the reboot: every layer device and the activation check clean.
+    SECTORS=$(blockdev --getsz "$DEV")
+    for id in $(jget "$STATE/second.json" '.layers[].device_id'); do
+        fsck_thin reboot "$id" "$SECTORS"
+    done
+    fsck_dev "$DEV"
     # Nothing fetched or unpacked twice: this boot's fetch and unpack runs all handed off.
     $T runs --all --limit 0 --json >"$STATE/runs-second.json"
     NEW=$(jq -r --slurpfile old "$STATE/runs-first.json" \

@@ -203,16 +203,22 @@ static void test_pathset(void **state)
         snprintf(key, sizeof(key), "dir/%d", i);
         struct pathset_node *n = pathset_put(&s, key, strlen(key));
         assert_non_null(n);
-        n->flags = (uint32_t)i;
+        assert_int_equal(n->dir_idx, -1);
+        n->dir_idx = i;
+        n->flags = (uint32_t)i & (PATHSET_CREATED | PATHSET_ANCESTOR);
     }
     assert_int_equal(s.n, 5000);
     for (int i = 0; i < 5000; i++) {
         snprintf(key, sizeof(key), "dir/%d", i);
         const struct pathset_node *n = pathset_get(&s, key, strlen(key));
         assert_non_null(n);
-        assert_int_equal(n->flags, (uint32_t)i);
-        assert_int_equal(n->dir_idx, -1);
+        assert_int_equal(n->dir_idx, i);
+        assert_int_equal(n->flags, (uint32_t)i & (PATHSET_CREATED | PATHSET_ANCESTOR));
     }
+    /* Memory per path is fixed, whatever the name's length: 16 bytes a node, at most 4/3
+     * nodes a path (grown at 3/4 load; 8 MiB of table for a 300k-entry layer). */
+    assert_int_equal(sizeof(struct pathset_node), 16);
+    assert_true(s.cap * 3 >= s.n * 4 && s.cap <= 8192);
     /* A prefix of a key is a different key. */
     assert_null(pathset_get(&s, "dir/1", 4));
     assert_non_null(pathset_get(&s, "dir/12345", 5));
@@ -320,6 +326,14 @@ static void test_scan_apply(void **state)
     assert_int_equal(stat(blob, &sb), 0);
     assert_int_equal(g_progress_total, (uint64_t)sb.st_size);
 
+    /* Detection and the scan in one pass: the same format and counts. */
+    enum blob_format f = BLOB_UNKNOWN;
+    char why[160];
+    struct archive_stats st1;
+    assert_int_equal(archive_scan_detect(blob, NULL, &f, why, sizeof(why), &st1, &e), 0);
+    assert_int_equal(f, BLOB_TAR_GZIP);
+    assert_memory_equal(&st1, &st, sizeof(st));
+
     char *root = tmpfile_in(dir, "root");
     assert_int_equal(mkdir(root, 0755), 0);
     int rfd = open(root, O_RDONLY | O_DIRECTORY);
@@ -352,6 +366,10 @@ static void test_scan_apply(void **state)
     assert_int_equal(archive_apply(rfd, blob, NULL, &st, &e), -EPERM);
     assert_true(tu_contains(e.msg, "(rule: traversal)"));
     assert_true(tu_contains(e.msg, "entry '../x'"));
+    err_clear(&e);
+    assert_int_equal(archive_scan_detect(blob, NULL, &f, why, sizeof(why), &st1, &e), -EPERM);
+    assert_int_equal(f, BLOB_TAR);
+    assert_true(tu_contains(e.msg, "(rule: traversal)"));
 
     struct archive_policy p = archive_policy_default();
     p.max_entries = 1;
@@ -372,6 +390,9 @@ static void test_scan_apply(void **state)
     err_clear(&e);
     assert_int_equal(archive_scan(blob, NULL, &st, &e), -ENOTSUP);
     assert_true(tu_contains(e.msg, "not an image layer"));
+    assert_int_equal(archive_scan_detect(blob, NULL, &f, why, sizeof(why), &st1, &e), 0);
+    assert_int_equal(f, BLOB_UNKNOWN);
+    assert_true(tu_contains(why, "HTML"));
 
     close(rfd);
     free(motd), free(etc), free(ash), free(sh), free(bb), free(root), free(blob);
@@ -503,6 +524,52 @@ static void test_apply_in_fork_child(void **state)
     free(dir);
 }
 
+/* A root with nothing a whiteout could hide (empty, or the empty lost+found mkfs leaves):
+ * apply records directories only, and whiteouts act exactly as with the full record: a
+ * same-layer entry is spared, the lower lost+found is hidden unless the layer wrote into it. */
+static void test_whiteouts_on_fresh_root(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp("fresh");
+    char *blob = tmpfile_in(dir, "l.tar");
+    struct ent spare[] = {{"a/", 'd', NULL, 0755},       {"a/x", 'f', "x", 0644},
+                          {"a/.wh.x", 'f', "", 0},       {"b", 'f', "b", 0644},
+                          {".wh.b", 'f', "", 0},         {"a/.wh..wh..opq", 'f', "", 0},
+                          {".wh.lost+found", 'f', "", 0}};
+    struct ent wrote[] = {{"lost+found/kept", 'f', "k", 0644}, {".wh.lost+found", 'f', "", 0}};
+    struct {
+        const struct ent *ents;
+        size_t n;
+        bool lost_found_left;
+    } cases[] = {{spare, ARRAY_SIZE(spare), false}, {wrote, ARRAY_SIZE(wrote), true}};
+    for (size_t c = 0; c < ARRAY_SIZE(cases); c++) {
+        write_tar(blob, 0, cases[c].ents, cases[c].n);
+        char name[32];
+        snprintf(name, sizeof(name), "root%zu", c);
+        char *root = tmpfile_in(dir, name);
+        assert_int_equal(mkdir(root, 0755), 0);
+        char *lf = tmpfile_in(root, "lost+found");
+        assert_int_equal(mkdir(lf, 0700), 0);
+        int rfd = open(root, O_RDONLY | O_DIRECTORY);
+        assert_true(rfd >= 0);
+        struct err e = {0};
+        assert_int_equal(archive_apply(rfd, blob, NULL, NULL, &e), 0);
+        close(rfd);
+        struct stat sb;
+        assert_int_equal(lstat(lf, &sb) == 0, cases[c].lost_found_left);
+        if (c == 0) {
+            char *ax = tmpfile_in(root, "a/x"), *b = tmpfile_in(root, "b");
+            assert_int_equal(lstat(ax, &sb), 0); /* same layer: spared */
+            assert_int_equal(lstat(b, &sb), 0);
+            free(ax), free(b);
+        }
+        free(lf), free(root);
+    }
+    free(blob);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* ---- manifests --------------------------------------------------------------------------- */
 
 static void test_docker_archive(void **state)
@@ -529,6 +596,17 @@ static void test_docker_archive(void **state)
     assert_int_equal(f, BLOB_DOCKER_ARCHIVE);
     struct archive_manifest m;
     struct err e = {0};
+    /* In one pass with the scan; also when the scan rejects the outer tar as a layer (here:
+     * more entries than the limit) before it saw its manifest. */
+    struct archive_stats st;
+    assert_int_equal(archive_scan_detect(outer, NULL, &f, NULL, 0, &st, &e), 0);
+    assert_int_equal(f, BLOB_DOCKER_ARCHIVE);
+    struct archive_policy few = archive_policy_default();
+    few.max_entries = 1;
+    f = BLOB_UNKNOWN;
+    assert_int_equal(archive_scan_detect(outer, &few, &f, NULL, 0, &st, &e), 0);
+    assert_int_equal(f, BLOB_DOCKER_ARCHIVE);
+    assert_int_equal(e.code, 0);
     assert_int_equal(archive_manifest_read(outer, &m, &e), 0);
     assert_int_equal(m.n_layers, 3);
     assert_string_equal(m.repo_tag, "demo:1");
@@ -656,7 +734,7 @@ int main(void)
         cmocka_unit_test(test_pathset),       cmocka_unit_test(test_detect),
         cmocka_unit_test(test_scan_apply),    cmocka_unit_test(test_apply_in_fork_child),
         cmocka_unit_test(test_policy_limits), cmocka_unit_test(test_docker_archive),
-        cmocka_unit_test(test_oci_layout),
+        cmocka_unit_test(test_oci_layout),    cmocka_unit_test(test_whiteouts_on_fresh_root),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

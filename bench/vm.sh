@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# bench/vm.sh: the device-mapper rows of the performance table, in one VM boot (TCG), each as
+# thinimg ÷ its baseline measured in the same boot (bench/lib.sh format):
+#
+#   mkfs of a base layer device (8 GiB)          vs mkfs zeroing inode tables and journal
+#                                                   (the options thinimg used before)
+#   pool data used by a fresh base layer's mkfs  vs the same zeroing mkfs        goal <= 0.10
+#   a new activation via process-image --name    vs thinimg activate --name      goal <= 1.5
+#   process-image of a real Debian layer (blob already fetched)
+#                                                vs shell: create thin + mkfs + mount + GNU tar
+#                                                   + umount + snapshot          goal <= 1.10
+#
+#   bench/vm.sh [BUILD_DIR] [RUNS]         (defaults: build, 5; use a Release build)
+#   ROWS="mkfs activate debian" selects rows (default: all).
+#
+# The Debian layer is the archive tests' cached minbase root (tests/archive/debian.py --tar,
+# ~170 MB, ~9k entries), copied to the guest tmpfs; the activation rows use the example
+# busybox image ($BUILD/example). Each Debian run starts from a fresh state directory and pool
+# with the blob fetched (untimed); the shell baseline uses a raw pool made with dmsetup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD="${1:-build}"
+RUNS="${2:-5}"
+ROWS="${ROWS:-mkfs activate debian}"
+BUILD="$(cd "$BUILD" && pwd)"
+for f in thinimg bench/mkfs_bench example/images/busybox/3.tar; do
+    [ -e "$BUILD/$f" ] || { echo "build first: cmake --build $BUILD (missing $f)" >&2; exit 2; }
+done
+if [ -z "${THINIMG_VM:-}" ]; then
+    DEB=$(python3 tests/archive/debian.py --tar)
+    exec tests/vm/run --mem 4096 --timeout 3000 -- env BENCH_DEBIAN="$DEB" ROWS="$ROWS" \
+        bash "$0" "$BUILD" "$RUNS"
+fi
+source bench/lib.sh
+export THINIMG_HEALTH_TIMEOUT_MS=30000 # emulated: a health check may take seconds
+T="$BUILD/thinimg --log-level warn"
+W="$(mktemp -d "$THINIMG_VM_TMP/benchvm.XXXXXX")"
+RAW=rawb
+SECTORS_8G=$((8 << 21))
+
+teardown() { # teardown POOL STATE: every device of POOL, its loops, its state directory
+    local pool=$1 st=$2
+    for d in $(dmsetup ls 2>/dev/null | awk '{print $1}' | grep "^$pool" | sort -r); do
+        dmsetup remove "$d" >/dev/null 2>&1 || true
+    done
+    for l in $(losetup -nO NAME,BACK-FILE | awk -v w="$st" 'index($2, w) == 1 {print $1}'); do
+        losetup -d "$l" || true
+    done
+    rm -rf "$st"
+}
+trap 'teardown $RAW "$W/raw"; teardown benchv "$W/state"; rm -rf "$W"' EXIT
+
+# The raw pool (dmsetup only): sparse files on the guest tmpfs, zeroing on (the default).
+mkdir -p "$W/raw"
+truncate -s 4G "$W/raw/data"
+truncate -s 64M "$W/raw/meta"
+LD=$(losetup -f --show "$W/raw/data")
+LM=$(losetup -f --show "$W/raw/meta")
+dd if=/dev/zero of="$LM" bs=4096 count=1 status=none
+dmsetup create $RAW --table "0 $((4 << 21)) thin-pool $LM $LD 128 32768 1 error_if_no_space"
+RAWID=0
+raw_thin() { # raw_thin SECTORS: a new thin device of the raw pool; prints its name
+    RAWID=$((RAWID + 1))
+    dmsetup message $RAW 0 "create_thin $RAWID"
+    dmsetup create "$RAW-t$RAWID" --table "0 $1 thin /dev/mapper/$RAW $RAWID"
+    echo "$RAW-t$RAWID"
+}
+raw_drop() { # raw_drop NAME ID...: remove the device and delete the ids (untimed)
+    dmsetup remove "$1"
+    shift
+    for id in "$@"; do dmsetup message $RAW 0 "delete $id"; done
+}
+mapped() { dmsetup status "$1" | awk '{printf "%.1f", $4 * 512 / 1048576}'; } # MiB
+
+if [[ " $ROWS " == *" mkfs "* ]]; then
+    a="" b="" pa="" pb=""
+    for ((i = 0; i < RUNS; i++)); do
+        for side in $( ((i % 2)) && echo "old new" || echo "new old"); do
+            d=$(raw_thin $SECTORS_8G)
+            if [ "$side" = new ]; then
+                a+="$("$BUILD/bench/mkfs_bench" "/dev/mapper/$d") "
+                pa+="$(mapped "$d") "
+            else
+                t0=$(now_s)
+                mkfs.ext4 -q -F -m 0 -J size=8 -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 \
+                    "/dev/mapper/$d"
+                t1=$(now_s)
+                b+="$(elapsed "$t0" "$t1") "
+                pb+="$(mapped "$d") "
+            fi
+            e2fsck -fn "/dev/mapper/$d" >/dev/null
+            raw_drop "$d" $RAWID
+        done
+    done
+    bench_row "mkfs of a base layer device (8 GiB), VM" "zeroing mkfs" - s "$a" "$b"
+    bench_row "pool data used by a fresh base layer (8 GiB), VM" "zeroing mkfs" 0.10 MiB "$pa" "$pb"
+fi
+
+if [[ " $ROWS " == *" activate "* ]]; then
+    export THINIMG_STATE_DIR="$W/state" THINIMG_POOL=benchv
+    $T setup-pool --data-size 512M >/dev/null
+    $T health >/dev/null 2>&1 || true # acknowledge older kernel log lines
+    REF="dir:$BUILD/example/images/busybox/"
+    $T process-image --device-size 1G "$REF" >/dev/null
+    a="" b=""
+    for ((i = 0; i < RUNS; i++)); do
+        t0=$(now_s)
+        $T process-image --name "viap$i" "$REF" >/dev/null
+        t1=$(now_s)
+        $T activate --name "vact$i" busybox:3 >/dev/null
+        t2=$(now_s)
+        a+="$(elapsed "$t0" "$t1") "
+        b+="$(elapsed "$t1" "$t2") "
+    done
+    bench_row "a new activation via process-image --name, VM" "activate --name" 1.5 s "$a" "$b"
+    teardown benchv "$W/state"
+    unset THINIMG_STATE_DIR THINIMG_POOL
+fi
+
+if [[ " $ROWS " == *" debian "* ]]; then
+    mkdir -p "$W/src/images/debian" "$W/mnt"
+    cp "$BENCH_DEBIAN" "$W/src/images/debian/1.tar"
+    DEB="$W/src/images/debian/1.tar"
+    a="" b=""
+    for ((i = 0; i < RUNS; i++)); do
+        for side in $( ((i % 2)) && echo "shell thinimg" || echo "thinimg shell"); do
+            if [ "$side" = thinimg ]; then
+                export THINIMG_STATE_DIR="$W/state" THINIMG_POOL=benchv
+                $T setup-pool --data-size 1G >/dev/null
+                $T health >/dev/null 2>&1 || true
+                $T fetch "dir:$W/src/images/debian/" >/dev/null
+                sync
+                t0=$(now_s)
+                $T process-image --device-size 8G "dir:$W/src/images/debian/" >/dev/null
+                t1=$(now_s)
+                a+="$(elapsed "$t0" "$t1") "
+                teardown benchv "$W/state"
+                unset THINIMG_STATE_DIR THINIMG_POOL
+            else
+                sync
+                t0=$(now_s)
+                d=$(raw_thin $SECTORS_8G)
+                base=$RAWID
+                mkfs.ext4 -q -E nodiscard "/dev/mapper/$d"
+                mount -o nosuid,nodev "/dev/mapper/$d" "$W/mnt"
+                tar -xpf "$DEB" --same-owner -C "$W/mnt"
+                umount "$W/mnt"
+                dmsetup remove "$d"
+                RAWID=$((RAWID + 1))
+                dmsetup message $RAW 0 "create_snap $RAWID $base"
+                dmsetup create "$RAW-s$RAWID" --table "0 $SECTORS_8G thin /dev/mapper/$RAW $RAWID"
+                t1=$(now_s)
+                b+="$(elapsed "$t0" "$t1") "
+                raw_drop "$RAW-s$RAWID" "$base" "$RAWID"
+            fi
+        done
+    done
+    bench_row "process-image of a real Debian layer (blob already fetched), VM" \
+        "shell (thin + mkfs + mount + GNU tar + umount + snapshot)" 1.10 s "$a" "$b"
+fi
