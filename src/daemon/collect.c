@@ -18,6 +18,7 @@
 
 #include "daemon/daemon_internal.h"
 #include "dm/pool.h"
+#include "store/blobs.h"
 #include "util/buf.h"
 #include "util/metrics.h"
 #include "util/timeutil.h"
@@ -235,15 +236,11 @@ static void collect_grouped(struct db *db, const char *sql, const char *count_na
 static void collect_tables(struct daemon *d)
 {
     struct db *db = d->ro ? d->ro : d->db;
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT count(*), coalesce(sum(size), 0) FROM blobs");
-    if (st && db_step(db, st) == 1) {
-        metrics_gauge_set("thinimg_blobs", (double)sqlite3_column_int64(st, 0), NULL);
-        metrics_gauge_set("thinimg_blob_bytes", (double)sqlite3_column_int64(st, 1), NULL);
+    int64_t blobs = 0, bytes = 0;
+    if (blobs_totals(db, &blobs, &bytes) == 0) {
+        metrics_gauge_set("thinimg_blobs", (double)blobs, NULL);
+        metrics_gauge_set("thinimg_blob_bytes", (double)bytes, NULL);
     }
-    if (st)
-        db_done(st);
-    db_unlock(db);
     static const char *const layer_states[] = {"pending", "unpacking", "ready", "failed", NULL};
     collect_grouped(db,
                     "SELECT state, count(*), coalesce(sum(bytes), 0) FROM layers GROUP BY state",
