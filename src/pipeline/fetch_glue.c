@@ -2,19 +2,18 @@
  * fetch_glue.c: how the process-image run uses the fetch machine (fetch.h): registering it
  * with the pipeline's settings, starting one child run per layer location (or finding the ones
  * it started before a crash), waiting for them, and turning their responses into the image's
- * layer list. Also the blob lookups the unpack runs need, and the integrity check they make
- * before applying a blob (store/blobfile.h).
+ * layer list. See fetch_glue.h.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/fetch_glue.h"
+
 #include "pipeline/fetch.h"
-#include "pipeline/pipeline_internal.h"
-#include "store/blobfile.h"
-#include "util/cleanup.h"
-#include "util/log.h"
+#include "pipeline/machine.h"
+#include "pipeline/outcome.h"
 
 int pipeline_register_fetch(struct pipeline *p, struct err *e)
 {
@@ -24,41 +23,6 @@ int pipeline_register_fetch(struct pipeline *p, struct err *e)
                               .policy = p->policy};
     int r = fetch_register(p->mgr, &fc, &p->m_fetch, &p->fetch_ctx);
     return r < 0 ? err_set(e, r, "cannot register the fetch machine") : 0;
-}
-
-int pipeline_blob_path(struct pipeline *p, const char *digest, char *out, size_t n)
-{
-    db_lock(p->db);
-    sqlite3_stmt *st = db_prepare(p->db, "SELECT path FROM blobs WHERE digest = ?");
-    if (!st) {
-        db_unlock(p->db);
-        return -EIO;
-    }
-    db_bind_text(st, 1, digest);
-    int r = db_step(p->db, st);
-    db_done(st);
-    db_unlock(p->db);
-    if (r != 1)
-        return r < 0 ? r : -ENOENT;
-    /* The file name is the digest's (blobs.path is relative to the blob directory). */
-    _cleanup_free_ char *path = blobfile_path(p->cfg.blob_dir, digest);
-    if (!path)
-        return -ENOMEM;
-    return snprintf(out, n, "%s", path) >= (int)n ? -ENAMETOOLONG : 0;
-}
-
-int pipeline_blob_verify(struct pipeline *p, const char *digest, const char *path, char *why,
-                         size_t n)
-{
-    return blobfile_verify(p->db, p->cfg.blob_dir, digest, 0, path, NULL, why, n);
-}
-
-int pipeline_blob_entries(struct pipeline *p, const char *digest, int64_t *entries)
-{
-    (void)p;
-    (void)digest;
-    (void)entries;
-    return -ENOENT; /* the fetch machine does not record scan counts (yet) */
 }
 
 void fetched_layers_free(struct fetched_layer *v, size_t n)
