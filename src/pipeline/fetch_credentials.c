@@ -1,6 +1,6 @@
 /*
  * fetch_credentials.c: credentials given in location URLs, kept in this process's memory only
- * (fetch.h: fetch_credentials_keep()).
+ * (fetch_credentials.h).
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/fetch_json.h"
+#include "pipeline/fetch_credentials.h"
 #include "util/cleanup.h"
 #include "util/redact.h"
 

@@ -14,6 +14,7 @@
 #include "pipeline/fetch.h"
 #include "pipeline/machine.h"
 #include "pipeline/outcome.h"
+#include "util/cleanup.h"
 
 int pipeline_register_fetch(struct pipeline *p, struct err *e)
 {
@@ -39,7 +40,7 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
     *n_layers = 0;
     struct fsm_run_info info;
     fsm_run_info(run, &info);
-    struct fsm_id *children = calloc(n ? n : 1, sizeof(*children));
+    _cleanup_free_ struct fsm_id *children = calloc(n ? n : 1, sizeof(*children));
     if (!children)
         return -ENOMEM;
     int r = 0;
@@ -48,7 +49,7 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
         if (pipeline_find_run(p, FETCH_MACHINE_TYPE, want[i].location, &info.version, false,
                               &children[i]) == 0)
             continue;
-        char *req = NULL;
+        _cleanup_free_ char *req = NULL;
         size_t len = 0;
         r = fetch_request_build(want[i].location, want[i].etag, want[i].size, &req, &len);
         if (r < 0) {
@@ -57,7 +58,6 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
         }
         struct fsm_start_opts so = {.queue = FETCH_QUEUE, .parent = &info.version};
         r = fsm_start(p->mgr, p->m_fetch, want[i].location, req, len, &so, &children[i]);
-        free(req);
         if (r < 0)
             err_set(e, r, "cannot start the fetch of %s", want[i].location);
     }
@@ -66,25 +66,20 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
     for (size_t i = 0; i < n && r == 0; i++) {
         enum fsm_outcome oc;
         enum err_kind kind = ERR_KIND_OTHER;
-        char *error = NULL;
+        _cleanup_free_ char *error = NULL;
         r = pipeline_wait_child(run, &children[i], &oc, &kind, &error);
-        if (r == -ECANCELED) {
-            free(error);
+        if (r == -ECANCELED)
             break;
-        }
         if (r < 0) {
             err_set(e, r, "cannot wait for the fetch of %s", want[i].location);
-            free(error);
             break;
         }
         if (!fsm_outcome_success(oc)) {
             /* The fetch's own kind (not found, rejected, ...) is the image's. */
             r = err_set(e, pipeline_run_errno(oc, kind), "%s: %s", want[i].location,
                         error && *error ? error : fsm_outcome_name(oc));
-            free(error);
             break;
         }
-        free(error);
         struct fsm_run_record rec = {0};
         r = fsm_db_get_run(p->db, &children[i], &rec);
         if (r < 0) {
@@ -117,7 +112,6 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
         }
         fetch_result_free(&fr);
     }
-    free(children);
     if (r < 0) {
         fetched_layers_free(out, nout);
         return r;

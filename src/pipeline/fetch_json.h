@@ -1,7 +1,8 @@
 /*
  * fetch_json.h: the fetch machine's request and response formats (JSON), between its
- * transitions and the code that starts fetch runs and reads their results (fetch.h has the
- * public part: fetch_request_build(), fetch_response_parse()). Private to src/pipeline/.
+ * transitions and the code that starts fetch runs and reads their results: the request a
+ * caller builds (fetch_request_build()) and the response it reads (fetch_response_parse()),
+ * and, for the transitions (fetch.c), the pieces they read and write a step at a time.
  *
  * The response is one JSON object that grows along the run: download adds the digest, size,
  * path and seal, validate the format and the layers (each {"digest", "size", "format",
@@ -10,11 +11,55 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
-#include "pipeline/fetch.h"
+#include "archive/archive.h"
+#include "fsm/fsm.h"
+#include "store/blobfile.h"
+#include "util/err.h"
+#include "util/hash.h"
 
 /* jansson's own cleanup (json_auto_t). */
+#ifndef _cleanup_json_
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+#endif
+
+/* The request for one location. etag and size (from a listing) may be NULL/0; with them the
+ * check-exists step needs no request to the source. *json is malloc'd. */
+int fetch_request_build(const char *location, const char *etag, uint64_t size, char **json,
+                        size_t *len);
+
+struct fetch_layer {
+    char digest[DIGEST_STR_LEN + 1];
+    uint64_t size;
+    enum blob_format format;
+    char *path;            /* blobs/sha256/<hex> */
+    char *member;          /* path inside the archive it came from, NULL for the blob itself */
+    struct blob_seal seal; /* the file as hashed (store/blobfile.h), when sealed */
+    bool sealed;
+};
+
+/* A finished run's response. */
+struct fetch_result {
+    char *location;
+    char *etag;                      /* NULL when the source gives none */
+    char digest[DIGEST_STR_LEN + 1]; /* the blob as fetched */
+    uint64_t size;
+    enum blob_format format;
+    char *path;
+    char *repo_tag;             /* from a docker-archive/OCI manifest, or NULL */
+    struct fetch_layer *layers; /* the image layers this blob gives, bottom to top:
+                                   itself for a layer, its members for an archive */
+    size_t n_layers;
+    bool reused;           /* check-exists found it already fetched */
+    struct blob_seal seal; /* the blob file as hashed, when sealed */
+    bool sealed;
+};
+
+int fetch_response_parse(const void *data, size_t len, struct fetch_result *out, struct err *e);
+void fetch_result_free(struct fetch_result *r);
 
 /* A run's request, parsed; the strings point into root. */
 struct fetch_request {
@@ -44,8 +89,3 @@ bool fetch_seal_parse(json_t *o, uint64_t size, struct blob_seal *s);
 /* One entry of the response's "layers". */
 json_t *fetch_layer_json(const char *digest, uint64_t size, enum blob_format f, const char *path,
                          const char *member, const struct blob_seal *seal);
-
-/* The userinfo a location's origin was given in this process (fetch_credentials_keep()),
- * put back into the location: only for the request to the source; never store, log or return
- * it in a message. malloc'd; NULL on ENOMEM. */
-char *fetch_credentials_for_request(const char *location);

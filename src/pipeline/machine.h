@@ -12,6 +12,7 @@
  */
 #pragma once
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,6 +25,11 @@
 #include "store/db.h"
 #include "util/config.h"
 #include "util/err.h"
+
+/* jansson's own cleanup (json_auto_t), for the machines' requests and responses. */
+#ifndef _cleanup_json_
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+#endif
 
 /* A wait loop wakes this often to notice cancellation and shutdown. */
 #define PIPELINE_WAIT_SLICE_MS 200

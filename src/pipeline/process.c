@@ -171,7 +171,7 @@ static bool resolve_cancelled(void *ud)
 static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
-    json_t *req = req_load(run);
+    _cleanup_json_ json_t *req = req_load(run);
     if (!req)
         return fsm_abort("malformed process-image request");
     struct image_ref ref = {0};
@@ -183,7 +183,6 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     so.cancel_ud = run;
     int r = ref_resolve(jstr(req, "ref"), p->cfg.source, &so, &ref, &e);
     if (r < 0) {
-        json_decref(req);
         /* A bad or missing ref ends the run (its kind says); so does network trouble, which
          * the source already retried within its budget (docs/sources.md). */
         struct fsm_result res = fsm_fail(r, "%s", err_str(&e));
@@ -197,7 +196,6 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     r = imagedb_image_upsert(p->db, ref.canonical, ref.name, &image_id);
     if (r < 0) {
         image_ref_free(&ref);
-        json_decref(req);
         return fsm_retry("cannot record image: %s", strerror(-r));
     }
     char act[80];
@@ -220,7 +218,6 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     fsm_run_on_commit(run, resolve_apply, c, resolve_free);
     log_info("image resolved", "ref=%s name=%s layers=%zu", ref.canonical, ref.name, ref.n_layers);
     image_ref_free(&ref);
-    json_decref(req);
     return fsm_ok();
 }
 
@@ -346,13 +343,12 @@ static struct fsm_result t_unpack(struct fsm_run *run, void *ud)
 static struct fsm_result t_activate(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
-    json_t *o = resp_load(run);
+    _cleanup_json_ json_t *o = resp_load(run);
     int64_t image_id = json_integer_value(json_object_get(o, "image_id"));
     const char *act = jstr(o, "activation");
     struct image_rec img = {0};
     if (imagedb_image_get(p->db, image_id, &img) < 0 || !img.top_chain) {
         image_rec_free(&img);
-        json_decref(o);
         return fsm_abort("image %lld has no top layer", (long long)image_id);
     }
     struct fsm_run_info info;
@@ -360,28 +356,18 @@ static struct fsm_result t_activate(struct fsm_run *run, void *ud)
     struct fsm_id child;
     int r = activate_start(p, act, image_id, img.top_chain, &info.version, &child);
     image_rec_free(&img);
-    if (r < 0 && r != -EEXIST) {
-        json_decref(o);
+    if (r < 0 && r != -EEXIST)
         return fsm_retry("cannot start the activation: %s", strerror(-r));
-    }
     enum fsm_outcome out;
     enum err_kind kind = ERR_KIND_OTHER;
-    char *err = NULL;
+    _cleanup_free_ char *err = NULL;
     r = pipeline_wait_child(run, &child, &out, &kind, &err);
-    if (r == -ECANCELED) {
-        json_decref(o);
+    if (r == -ECANCELED)
         return fsm_retry("interrupted while waiting for the activation");
-    }
-    if (r < 0 || !fsm_outcome_success(out)) {
-        struct fsm_result res =
-            fsm_with_kind(fsm_abort("activation %s failed: %s", act,
-                                    err && *err ? err : strerror(r < 0 ? -r : EIO)),
-                          r < 0 ? err_kind_of(r) : kind);
-        free(err);
-        json_decref(o);
-        return res;
-    }
-    free(err);
+    if (r < 0 || !fsm_outcome_success(out))
+        return fsm_with_kind(fsm_abort("activation %s failed: %s", act,
+                                       err && *err ? err : strerror(r < 0 ? -r : EIO)),
+                             r < 0 ? err_kind_of(r) : kind);
     struct activation_rec a = {0};
     if (imagedb_activation_get(p->db, act, &a) == 0) {
         json_object_set_new(o, "device_path", json_string(a.device_path ? a.device_path : ""));
@@ -389,7 +375,6 @@ static struct fsm_result t_activate(struct fsm_run *run, void *ud)
         activation_rec_free(&a);
     }
     resp_store(run, o);
-    json_decref(o);
     return fsm_ok();
 }
 

@@ -175,19 +175,15 @@ int blobs_download_get(struct db *db, const char *location, struct blob_download
 int blobs_download_put(struct db *db, const char *location, const char *etag, const char *tmp_path,
                        uint64_t bytes_done, uint64_t size)
 {
-    _cleanup_tx_ struct db_tx tx = {0};
-    int r = db_tx_begin(&tx, db);
-    if (r < 0)
-        return r;
-    r = db_run(db,
-               "INSERT INTO downloads(location, etag, tmp_path, bytes_done, size, started_at_ms, "
-               "updated_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT(location) DO "
-               "UPDATE SET etag = excluded.etag, tmp_path = excluded.tmp_path, bytes_done = "
-               "excluded.bytes_done, size = excluded.size, updated_at_ms = "
-               "excluded.updated_at_ms",
-               DB_TEXT(location), DB_TEXT(etag), DB_TEXT(tmp_path), DB_INT(bytes_done),
-               DB_INT(size), DB_INT(now_ms()));
-    return r < 0 ? r : db_tx_commit(&tx);
+    return db_run_tx(
+        db,
+        "INSERT INTO downloads(location, etag, tmp_path, bytes_done, size, started_at_ms, "
+        "updated_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT(location) DO "
+        "UPDATE SET etag = excluded.etag, tmp_path = excluded.tmp_path, bytes_done = "
+        "excluded.bytes_done, size = excluded.size, updated_at_ms = "
+        "excluded.updated_at_ms",
+        DB_TEXT(location), DB_TEXT(etag), DB_TEXT(tmp_path), DB_INT(bytes_done), DB_INT(size),
+        DB_INT(now_ms()));
 }
 
 int blobs_download_delete(struct db *db, const char *location)

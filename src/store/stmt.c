@@ -37,6 +37,15 @@ int db_run_args(struct db *db, const char *sql, const struct db_arg *args, size_
     return r < 0 ? r : sqlite3_changes(db_handle(db));
 }
 
+int db_run_tx_args(struct db *db, const char *sql, const struct db_arg *args, size_t n)
+{
+    _cleanup_tx_ struct db_tx tx = {0};
+    int r = db_tx_begin(&tx, db);
+    if (r == 0)
+        r = db_run_args(db, sql, args, n);
+    return r < 0 ? r : db_tx_commit(&tx);
+}
+
 int db_query_args(struct db_query *q, struct db *db, const char *sql, const struct db_arg *args,
                   size_t n)
 {
@@ -78,6 +87,18 @@ int db_query_one_args(struct db *db, const char *sql, const struct db_arg *args,
             return k;
     }
     return r;
+}
+
+static int read_int(sqlite3_stmt *st, void *ud)
+{
+    *(int64_t *)ud = sqlite3_column_int64(st, 0);
+    return 0;
+}
+
+int db_query_int_args(struct db *db, const char *sql, const struct db_arg *args, size_t n,
+                      int64_t *out)
+{
+    return db_query_one_args(db, sql, args, n, read_int, out);
 }
 
 int db_tx_begin(struct db_tx *tx, struct db *db)

@@ -56,6 +56,12 @@ int db_bind_args(sqlite3_stmt *st, const struct db_arg *args, size_t n);
 int db_run_args(struct db *db, const char *sql, const struct db_arg *args, size_t n);
 #define db_run(db, sql, ...) db_run_args(db, sql, DB_ARGS_(__VA_ARGS__), DB_NARGS_(__VA_ARGS__))
 
+/* db_run() in a write transaction of its own (BEGIN IMMEDIATE .. COMMIT, rolled back on error;
+ * part of the open transaction when there is one): 0 or a negative errno. */
+int db_run_tx_args(struct db *db, const char *sql, const struct db_arg *args, size_t n);
+#define db_run_tx(db, sql, ...)                                                                    \
+    db_run_tx_args(db, sql, DB_ARGS_(__VA_ARGS__), DB_NARGS_(__VA_ARGS__))
+
 /* A read: the connection lock is held from db_query() to db_query_end(). */
 struct db_query {
     struct db *db;
@@ -77,6 +83,13 @@ int db_query_one_args(struct db *db, const char *sql, const struct db_arg *args,
                       int (*fn)(sqlite3_stmt *st, void *ud), void *ud);
 #define db_query_one(db, sql, fn, ud, ...)                                                         \
     db_query_one_args(db, sql, DB_ARGS_(__VA_ARGS__), DB_NARGS_(__VA_ARGS__), fn, ud)
+
+/* The first column of the first row as an integer: 1 with *out set, 0 when there is no row
+ * (*out unchanged), negative on error. */
+int db_query_int_args(struct db *db, const char *sql, const struct db_arg *args, size_t n,
+                      int64_t *out);
+#define db_query_int(db, sql, out, ...)                                                            \
+    db_query_int_args(db, sql, DB_ARGS_(__VA_ARGS__), DB_NARGS_(__VA_ARGS__), out)
 
 /* A write transaction (db_begin()) that db_tx_end() rolls back unless db_tx_commit() ran. */
 struct db_tx {

@@ -53,16 +53,10 @@ static int teardown(void **state)
     return 0;
 }
 
-static int read_int(sqlite3_stmt *st, void *ud)
-{
-    *(int64_t *)ud = sqlite3_column_int64(st, 0);
-    return 0;
-}
-
 static int64_t count(struct db *db, const char *sql)
 {
     int64_t n = -1;
-    assert_int_equal(db_query_one(db, sql, read_int, &n), 1);
+    assert_int_equal(db_query_int(db, sql, &n), 1);
     return n;
 }
 
