@@ -333,17 +333,8 @@ int pipeline_register_activate(struct pipeline *p, struct err *e)
         {"create-snapshot", t_create_snapshot, &machine_policy_quick},
         {"register", t_register, &machine_policy_quick},
     };
-    static const fsm_finalizer_fn fins[] = {fin_activate};
-    struct fsm_machine_def def = {.type = "activate",
-                                  .action = "activate",
-                                  .transitions = t,
-                                  .n_transitions = ARRAY_SIZE(t),
-                                  .end_state = "done",
-                                  .finalizers = fins,
-                                  .n_finalizers = 1,
-                                  .ud = p};
-    int r = fsm_register(p->mgr, &def, &p->m_activate);
-    return r < 0 ? err_set(e, r, "cannot register the activate machine") : 0;
+    return machine_register(p, "activate", "activate", "activate", t, ARRAY_SIZE(t), fin_activate,
+                            &p->m_activate, e);
 }
 
 /* ---- starting ------------------------------------------------------------------------------ */

@@ -88,3 +88,19 @@ int pipeline_find_run(struct pipeline *p, const char *type, const char *resource
     *out = c.found;
     return 0;
 }
+
+int machine_register(struct pipeline *p, const char *name, const char *type, const char *action,
+                     const struct fsm_transition_def *t, size_t n, fsm_finalizer_fn fin,
+                     struct fsm_machine **out, struct err *e)
+{
+    struct fsm_machine_def def = {.type = type,
+                                  .action = action,
+                                  .transitions = t,
+                                  .n_transitions = n,
+                                  .end_state = "done",
+                                  .finalizers = &fin,
+                                  .n_finalizers = 1,
+                                  .ud = p};
+    int r = fsm_register(p->mgr, &def, out);
+    return r < 0 ? err_set(e, r, "cannot register the %s machine", name) : 0;
+}

@@ -51,6 +51,13 @@ struct pipeline {
  * few attempts within seconds, then the run aborts. */
 extern const struct fsm_retry_policy machine_policy_quick;
 
+/* Register one of the pipeline's machines on its manager (before resume): its transitions,
+ * its finalizer (called when a run ends), p as every callback's ud, end state "done". On
+ * failure e says "cannot register the <name> machine". */
+int machine_register(struct pipeline *p, const char *name, const char *type, const char *action,
+                     const struct fsm_transition_def *t, size_t n, fsm_finalizer_fn fin,
+                     struct fsm_machine **out, struct err *e);
+
 /* Enter the operation guard for a devicemapper section of a transition. false with *refused
  * set when the guard said no: RETRY when the run was cancelled or shut down while waiting,
  * ABORT with the health report otherwise (retrying in a few seconds would not heal the host). */

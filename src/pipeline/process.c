@@ -417,17 +417,8 @@ int pipeline_register_process(struct pipeline *p, struct err *e)
         {"unpack", t_unpack, &wait_policy},
         {"activate", t_activate, &wait_policy},
     };
-    static const fsm_finalizer_fn fins[] = {fin_process};
-    struct fsm_machine_def def = {.type = "process",
-                                  .action = "process-image",
-                                  .transitions = t,
-                                  .n_transitions = ARRAY_SIZE(t),
-                                  .end_state = "done",
-                                  .finalizers = fins,
-                                  .n_finalizers = 1,
-                                  .ud = p};
-    int r = fsm_register(p->mgr, &def, &p->m_process);
-    return r < 0 ? err_set(e, r, "cannot register the process-image machine") : 0;
+    return machine_register(p, "process-image", "process", "process-image", t, ARRAY_SIZE(t),
+                            fin_process, &p->m_process, e);
 }
 
 /* REF as a full location: a location stays as it is, a relative key is joined to the default

@@ -185,19 +185,22 @@ static bool chain_relock(struct fsm_run *run, struct pipeline *p, const char *ch
     return true;
 }
 
-/* The start of every transition after check-unpacked: the request, the lock (retaken when
- * resumed) and the response so far. false with *stop set when the transition must stop. */
-static bool step_begin(struct fsm_run *run, struct pipeline *p, struct unpack_req *q,
-                       struct unpack_resp *s, struct fsm_result *stop)
+/* Every transition after check-unpacked starts the same: the request, the lock (retaken when
+ * resumed) and the response so far; then fn does the step's own work. */
+typedef struct fsm_result (*unpack_step_fn)(struct fsm_run *run, struct pipeline *p,
+                                            const struct unpack_req *q, struct unpack_resp *s);
+
+static struct fsm_result unpack_step(struct fsm_run *run, struct pipeline *p, unpack_step_fn fn)
 {
-    if (req_parse(run, q) < 0) {
-        *stop = fsm_abort("malformed unpack request");
-        return false;
-    }
-    if (chain_relock(run, p, q->chain_id, stop))
-        return false;
-    resp_get(run, s);
-    return true;
+    struct unpack_req q;
+    if (req_parse(run, &q) < 0)
+        return fsm_abort("malformed unpack request");
+    struct fsm_result stop;
+    if (chain_relock(run, p, q.chain_id, &stop))
+        return stop;
+    struct unpack_resp s;
+    resp_get(run, &s);
+    return fn(run, p, &q, &s);
 }
 
 /* ---- check-unpacked ---------------------------------------------------------------------- */
@@ -290,16 +293,11 @@ static bool pool_trouble(struct pipeline *p, char *out, size_t n)
     return true;
 }
 
-static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
+static struct fsm_result create_device(struct fsm_run *run, struct pipeline *p,
+                                       const struct unpack_req *q, struct unpack_resp *s)
 {
-    struct pipeline *p = ud;
-    struct unpack_req q;
-    struct unpack_resp s;
-    struct fsm_result stop;
-    if (!step_begin(run, p, &q, &s, &stop))
-        return stop;
     /* Each attempt takes a fresh device (see above): nothing of an earlier one is reused. */
-    s = (struct unpack_resp){.entries = -1, .bytes = -1};
+    *s = (struct unpack_resp){.entries = -1, .bytes = -1};
     struct err e = {0};
     struct fsm_result refused;
     if (!pipeline_guard_enter(p, run, "create-device", &refused))
@@ -312,30 +310,30 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
     }
 
     struct thin_spec spec = {.kind = THIN_KIND_LAYER,
-                             .size_bytes = q.device_bytes ? q.device_bytes : p->device_bytes};
-    if (!q.parent_chain[0]) {
-        r = thin_create(p->db, p->cfg.pool_name, &spec, &s.dev_id, &e);
+                             .size_bytes = q->device_bytes ? q->device_bytes : p->device_bytes};
+    if (!q->parent_chain[0]) {
+        r = thin_create(p->db, p->cfg.pool_name, &spec, &s->dev_id, &e);
     } else {
         struct layer_rec parent = {0};
-        r = imagedb_layer_get(p->db, q.parent_chain, &parent);
+        r = imagedb_layer_get(p->db, q->parent_chain, &parent);
         uint32_t origin = r == 0 ? (uint32_t)parent.dev_id : 0;
         layer_rec_free(&parent);
         if (!origin) {
             guard_leave(p->guard);
-            return fsm_abort("parent layer %.19s has no device", q.parent_chain);
+            return fsm_abort("parent layer %.19s has no device", q->parent_chain);
         }
         spec.size_bytes = 0; /* the origin's size */
-        r = thin_snapshot(p->db, p->cfg.pool_name, origin, &spec, &s.dev_id, &e);
+        r = thin_snapshot(p->db, p->cfg.pool_name, origin, &spec, &s->dev_id, &e);
     }
     if (r == 0)
-        r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path, sizeof(s.device_path),
-                          &e);
-    if (r == 0 && !q.parent_chain[0]) {
+        r = thin_activate(p->db, p->cfg.pool_name, s->dev_id, s->device_path,
+                          sizeof(s->device_path), &e);
+    if (r == 0 && !q->parent_chain[0]) {
         fsm_run_set_progress(run, "mkfs", 0, 0);
-        r = dm_mkfs_ext4(s.device_path, "thinimg", &e);
+        r = dm_mkfs_ext4(s->device_path, "thinimg", &e);
         if (r < 0) {
             struct device_mark *m =
-                device_mark_new(p->cfg.pool_name, s.dev_id, "failed", err_str(&e));
+                device_mark_new(p->cfg.pool_name, s->dev_id, "failed", err_str(&e));
             device_mark_apply(p->db, m); /* a record, not a cleanup: the device stays */
             device_mark_free(m);
         }
@@ -346,26 +344,31 @@ static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
         if (r == -ENOSPC || r == -EUCLEAN || r == -EROFS || r == -EHOSTDOWN)
             return fsm_with_kind(fsm_abort("%s", err_str(&e)), ERR_KIND_UNHEALTHY);
         char cause[512];
-        if (s.dev_id && pool_trouble(p, cause, sizeof(cause)))
+        if (s->dev_id && pool_trouble(p, cause, sizeof(cause)))
             return fsm_with_kind(fsm_abort("create device for layer %.19s failed: %s (the "
                                            "error: %s)",
-                                           q.chain_id, cause, err_str(&e)),
+                                           q->chain_id, cause, err_str(&e)),
                                  ERR_KIND_UNHEALTHY);
         return fsm_with_kind(
-            fsm_abort("create device for layer %.19s: %s", q.chain_id, err_str(&e)),
+            fsm_abort("create device for layer %.19s: %s", q->chain_id, err_str(&e)),
             err_kind_of(r));
     }
-    resp_set(run, &s);
-    struct layer_update *u = layer_update_new(q.chain_id);
+    resp_set(run, s);
+    struct layer_update *u = layer_update_new(q->chain_id);
     u->set_device = true;
     snprintf(u->pool, sizeof(u->pool), "%s", p->cfg.pool_name);
-    u->dev_id = s.dev_id;
+    u->dev_id = s->dev_id;
     u->set_state = true;
     snprintf(u->state, sizeof(u->state), "unpacking");
     fsm_run_on_commit(run, layer_update_apply, u, layer_update_free);
-    log_info("layer device created", "chain=%.19s dev_id=%u device=%s", q.chain_id, s.dev_id,
-             s.device_path);
+    log_info("layer device created", "chain=%.19s dev_id=%u device=%s", q->chain_id, s->dev_id,
+             s->device_path);
     return fsm_ok();
+}
+
+static struct fsm_result t_create_device(struct fsm_run *run, void *ud)
+{
+    return unpack_step(run, ud, create_device);
 }
 
 /* ---- apply-layer ------------------------------------------------------------------------- */
@@ -401,16 +404,11 @@ static int apply_in_child(int root_fd, void *ud, struct buf *out, struct err *e)
     return buf_append(out, &st, sizeof(st));
 }
 
-static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
+static struct fsm_result apply_layer(struct fsm_run *run, struct pipeline *p,
+                                     const struct unpack_req *q, struct unpack_resp *s)
 {
-    struct pipeline *p = ud;
-    struct unpack_req q;
-    struct unpack_resp s;
-    struct fsm_result stop;
-    if (!step_begin(run, p, &q, &s, &stop))
-        return stop;
-    if (!s.dev_id)
-        return fsm_abort("no device recorded for layer %.19s", q.chain_id);
+    if (!s->dev_id)
+        return fsm_abort("no device recorded for layer %.19s", q->chain_id);
     struct err e = {0};
 
     /* After a reboot the device is inactive again: activate it (idempotent when active). */
@@ -418,25 +416,26 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
     if (!pipeline_guard_enter(p, run, "activate-layer-device", &refused))
         return refused;
     int r = 0;
-    r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path, sizeof(s.device_path), &e);
+    r = thin_activate(p->db, p->cfg.pool_name, s->dev_id, s->device_path, sizeof(s->device_path),
+                      &e);
     guard_leave(p->guard);
     if (r < 0)
-        return fsm_with_kind(fsm_abort("activate device %u: %s", s.dev_id, err_str(&e)),
+        return fsm_with_kind(fsm_abort("activate device %u: %s", s->dev_id, err_str(&e)),
                              err_kind_of(r));
 
     /* Only bytes that were hashed and matched, and cannot have changed since, are applied
      * (store/blobfile.h): one stat while the file equals its seal, a hash when it differs. */
     char why[512];
-    r = blobs_verify(p->db, p->cfg.blob_dir, q.digest, q.blob_path, why, sizeof(why));
+    r = blobs_verify(p->db, p->cfg.blob_dir, q->digest, q->blob_path, why, sizeof(why));
     if (r < 0)
-        return fsm_retry("cannot verify blob %s before applying it: %s", q.digest, strerror(-r));
+        return fsm_retry("cannot verify blob %s before applying it: %s", q->digest, strerror(-r));
     if (r == 0)
         return fsm_abort("blob %s cannot be applied: %s (quarantined); run the command again: "
                          "the blob is fetched again",
-                         q.digest, why);
+                         q->digest, why);
 
-    struct apply_args a = {.blob = q.blob_path, .policy = &p->policy};
-    struct mount_spec spec = {.device = s.device_path,
+    struct apply_args a = {.blob = q->blob_path, .policy = &p->policy};
+    struct mount_spec spec = {.device = s->device_path,
                               .mountpoint = p->cfg.mount_dir,
                               .fstype = "ext4",
                               .flags = MS_NOATIME,
@@ -450,7 +449,7 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
         /* Shutdown, cancel or attempt timeout: the child was killed and its namespace took the
          * mount with it; the next attempt applies the layer again on the same device. */
         buf_free(&out);
-        return fsm_retry("apply layer %.19s interrupted: %s", q.chain_id, err_str(&e));
+        return fsm_retry("apply layer %.19s interrupted: %s", q->chain_id, err_str(&e));
     }
     if (r < 0) {
         buf_free(&out);
@@ -458,40 +457,41 @@ static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
         if (pool_trouble(p, cause, sizeof(cause)))
             return fsm_with_kind(fsm_abort("apply layer %.19s onto device %u failed: %s (the "
                                            "write error: %s)",
-                                           q.chain_id, s.dev_id, cause, err_str(&e)),
+                                           q->chain_id, s->dev_id, cause, err_str(&e)),
                                  ERR_KIND_UNHEALTHY);
         return fsm_with_kind(
-            fsm_abort("apply layer %.19s onto device %u: %s", q.chain_id, s.dev_id, err_str(&e)),
+            fsm_abort("apply layer %.19s onto device %u: %s", q->chain_id, s->dev_id, err_str(&e)),
             err_kind_of(r));
     }
     struct archive_stats st = {0};
     if (out.len == sizeof(st))
         memcpy(&st, out.data, sizeof(st));
     buf_free(&out);
-    s.entries = (int64_t)st.entries;
-    s.bytes = (int64_t)st.bytes;
-    resp_set(run, &s);
+    s->entries = (int64_t)st.entries;
+    s->bytes = (int64_t)st.bytes;
+    resp_set(run, s);
     metrics_counter_add(METRIC_APPLY_BYTES, (double)st.bytes, NULL);
     metrics_counter_add(METRIC_APPLY_ENTRIES, (double)st.entries, NULL);
-    log_info("layer applied", "chain=%.19s dev_id=%u entries=%lld bytes=%lld", q.chain_id, s.dev_id,
-             (long long)s.entries, (long long)s.bytes);
+    log_info("layer applied", "chain=%.19s dev_id=%u entries=%lld bytes=%lld", q->chain_id,
+             s->dev_id, (long long)s->entries, (long long)s->bytes);
     return fsm_ok();
+}
+
+static struct fsm_result t_apply_layer(struct fsm_run *run, void *ud)
+{
+    return unpack_step(run, ud, apply_layer);
 }
 
 /* ---- verify ------------------------------------------------------------------------------ */
 
-static struct fsm_result t_verify(struct fsm_run *run, void *ud)
+static struct fsm_result verify(struct fsm_run *run, struct pipeline *p, const struct unpack_req *q,
+                                struct unpack_resp *s)
 {
-    struct pipeline *p = ud;
-    struct unpack_req q;
-    struct unpack_resp s;
-    struct fsm_result stop;
-    if (!step_begin(run, p, &q, &s, &stop))
-        return stop;
+    (void)run;
     struct err e = {0};
     struct thin_dev d;
-    if (thin_get(p->db, p->cfg.pool_name, s.dev_id, &d) < 0)
-        return fsm_abort("device %u of layer %.19s is not recorded", s.dev_id, q.chain_id);
+    if (thin_get(p->db, p->cfg.pool_name, s->dev_id, &d) < 0)
+        return fsm_abort("device %u of layer %.19s is not recorded", s->dev_id, q->chain_id);
     int ex = dm_dev_exists(d.name);
     if (ex <= 0)
         return fsm_abort("device %s vanished while the layer was applied", d.name);
@@ -504,40 +504,45 @@ static struct fsm_result t_verify(struct fsm_run *run, void *ud)
     err_clear(&e);
     r = pool_check_usable(p->cfg.pool_name, &pi.status, &nolimit, &e);
     if (r < 0)
-        return fsm_abort("layer %.19s is not trustworthy: %s", q.chain_id, err_str(&e));
+        return fsm_abort("layer %.19s is not trustworthy: %s", q->chain_id, err_str(&e));
     return fsm_ok();
+}
+
+static struct fsm_result t_verify(struct fsm_run *run, void *ud)
+{
+    return unpack_step(run, ud, verify);
 }
 
 /* ---- commit ------------------------------------------------------------------------------ */
 
-static struct fsm_result t_commit(struct fsm_run *run, void *ud)
+static struct fsm_result commit(struct fsm_run *run, struct pipeline *p, const struct unpack_req *q,
+                                struct unpack_resp *s)
 {
-    struct pipeline *p = ud;
-    struct unpack_req q;
-    struct unpack_resp s;
-    struct fsm_result stop;
-    if (!step_begin(run, p, &q, &s, &stop))
-        return stop;
     struct err e = {0};
     struct fsm_result refused;
     if (!pipeline_guard_enter(p, run, "commit-layer", &refused))
         return refused;
     int r = 0;
-    r = thin_deactivate(p->db, p->cfg.pool_name, s.dev_id, &e);
+    r = thin_deactivate(p->db, p->cfg.pool_name, s->dev_id, &e);
     guard_leave(p->guard);
     if (r == -EBUSY)
-        return fsm_retry("device %u is still busy: %s", s.dev_id, err_str(&e));
+        return fsm_retry("device %u is still busy: %s", s->dev_id, err_str(&e));
     if (r < 0)
-        return fsm_retry("deactivate device %u: %s", s.dev_id, err_str(&e));
-    struct layer_update *u = layer_update_new(q.chain_id);
+        return fsm_retry("deactivate device %u: %s", s->dev_id, err_str(&e));
+    struct layer_update *u = layer_update_new(q->chain_id);
     u->set_state = true;
     snprintf(u->state, sizeof(u->state), "ready");
     u->set_stats = true;
-    u->entries = s.entries;
-    u->bytes = s.bytes;
+    u->entries = s->entries;
+    u->bytes = s->bytes;
     fsm_run_on_commit(run, layer_update_apply, u, layer_update_free);
-    log_info("layer committed", "chain=%.19s dev_id=%u", q.chain_id, s.dev_id);
+    log_info("layer committed", "chain=%.19s dev_id=%u", q->chain_id, s->dev_id);
     return fsm_ok();
+}
+
+static struct fsm_result t_commit(struct fsm_run *run, void *ud)
+{
+    return unpack_step(run, ud, commit);
 }
 
 /* ---- starting the runs of an image ------------------------------------------------------- */
@@ -644,15 +649,6 @@ int pipeline_register_unpack(struct pipeline *p, struct err *e)
         {"verify", t_verify, &machine_policy_quick},
         {"commit", t_commit, &machine_policy_quick},
     };
-    static const fsm_finalizer_fn fins[] = {fin_unpack};
-    struct fsm_machine_def def = {.type = "unpack",
-                                  .action = "unpack-layer",
-                                  .transitions = t,
-                                  .n_transitions = ARRAY_SIZE(t),
-                                  .end_state = "done",
-                                  .finalizers = fins,
-                                  .n_finalizers = 1,
-                                  .ud = p};
-    int r = fsm_register(p->mgr, &def, &p->m_unpack);
-    return r < 0 ? err_set(e, r, "cannot register the unpack machine") : 0;
+    return machine_register(p, "unpack", "unpack", "unpack-layer", t, ARRAY_SIZE(t), fin_unpack,
+                            &p->m_unpack, e);
 }
