@@ -18,6 +18,8 @@
 
 #include "daemon/daemon_internal.h"
 #include "dm/pool.h"
+#include "pipeline/imagedb.h"
+#include "store/blobs.h"
 #include "util/buf.h"
 #include "util/metrics.h"
 #include "util/timeutil.h"
@@ -206,8 +208,20 @@ static void collect_runs(struct daemon *d)
     free(c);
 }
 
-/* SELECT <label>, count, sum ... GROUP BY <label>: gauges per label value. */
-static void collect_grouped(struct db *db, const char *sql, const char *count_name,
+struct grouped {
+    const char *count_name, *bytes_name, *label;
+};
+
+static void grouped_row(const char *state, int64_t rows, int64_t bytes, void *ud)
+{
+    const struct grouped *g = ud;
+    metrics_gauge_set(g->count_name, (double)rows, g->label, state, NULL);
+    if (g->bytes_name)
+        metrics_gauge_set(g->bytes_name, (double)bytes, g->label, state, NULL);
+}
+
+/* Gauges per state of a table (imagedb_state_counts()). */
+static void collect_grouped(struct db *db, enum imagedb_table table, const char *count_name,
                             const char *bytes_name, const char *label, const char *const *values)
 {
     metrics_clear(count_name);
@@ -218,43 +232,26 @@ static void collect_grouped(struct db *db, const char *sql, const char *count_na
         if (bytes_name)
             metrics_gauge_set(bytes_name, 0, label, values[i], NULL);
     }
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, sql);
-    while (st && db_step(db, st) == 1) {
-        const char *v = (const char *)sqlite3_column_text(st, 0);
-        metrics_gauge_set(count_name, (double)sqlite3_column_int64(st, 1), label, v ? v : "", NULL);
-        if (bytes_name)
-            metrics_gauge_set(bytes_name, (double)sqlite3_column_int64(st, 2), label, v ? v : "",
-                              NULL);
-    }
-    if (st)
-        db_done(st);
-    db_unlock(db);
+    struct grouped g = {count_name, bytes_name, label};
+    imagedb_state_counts(db, table, grouped_row, &g);
 }
 
 static void collect_tables(struct daemon *d)
 {
     struct db *db = d->ro ? d->ro : d->db;
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT count(*), coalesce(sum(size), 0) FROM blobs");
-    if (st && db_step(db, st) == 1) {
-        metrics_gauge_set("thinimg_blobs", (double)sqlite3_column_int64(st, 0), NULL);
-        metrics_gauge_set("thinimg_blob_bytes", (double)sqlite3_column_int64(st, 1), NULL);
+    int64_t blobs = 0, bytes = 0;
+    if (blobs_totals(db, &blobs, &bytes) == 0) {
+        metrics_gauge_set("thinimg_blobs", (double)blobs, NULL);
+        metrics_gauge_set("thinimg_blob_bytes", (double)bytes, NULL);
     }
-    if (st)
-        db_done(st);
-    db_unlock(db);
     static const char *const layer_states[] = {"pending", "unpacking", "ready", "failed", NULL};
-    collect_grouped(db,
-                    "SELECT state, count(*), coalesce(sum(bytes), 0) FROM layers GROUP BY state",
-                    "thinimg_layers", "thinimg_layer_bytes", "state", layer_states);
+    collect_grouped(db, IMAGEDB_LAYERS, "thinimg_layers", "thinimg_layer_bytes", "state",
+                    layer_states);
     static const char *const image_states[] = {"pending", "fetching", "unpacking",
                                                "ready",   "failed",   NULL};
-    collect_grouped(db, "SELECT state, count(*), 0 FROM images GROUP BY state", "thinimg_images",
-                    NULL, "state", image_states);
+    collect_grouped(db, IMAGEDB_IMAGES, "thinimg_images", NULL, "state", image_states);
     static const char *const act_states[] = {"creating", "active", "inactive", "failed", NULL};
-    collect_grouped(db, "SELECT state, count(*), 0 FROM activations GROUP BY state",
-                    "thinimg_activations", NULL, "state", act_states);
+    collect_grouped(db, IMAGEDB_ACTIVATIONS, "thinimg_activations", NULL, "state", act_states);
 }
 
 static void collect_pool(struct daemon *d)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store/stmt.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/log.h"
@@ -62,76 +63,48 @@ struct pool_row {
     char features[128];
 };
 
+static int row_read(sqlite3_stmt *st, void *ud)
+{
+    struct pool_row *r_out = ud;
+    snprintf(r_out->origin, sizeof(r_out->origin), "%s", sqlite3_column_text(st, 0));
+    snprintf(r_out->data_file, sizeof(r_out->data_file), "%s", sqlite3_column_text(st, 1));
+    snprintf(r_out->metadata_file, sizeof(r_out->metadata_file), "%s", sqlite3_column_text(st, 2));
+    r_out->data_bytes = (uint64_t)sqlite3_column_int64(st, 3);
+    r_out->metadata_bytes = (uint64_t)sqlite3_column_int64(st, 4);
+    r_out->block_sectors = (uint32_t)sqlite3_column_int64(st, 5);
+    r_out->low_water_blocks = (uint64_t)sqlite3_column_int64(st, 6);
+    snprintf(r_out->features, sizeof(r_out->features), "%s", sqlite3_column_text(st, 7));
+    return 0;
+}
+
 static int row_get(struct db *db, const char *name, struct pool_row *r_out)
 {
     memset(r_out, 0, sizeof(*r_out));
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT origin, COALESCE(data_file,''),"
-                                      " COALESCE(metadata_file,''), data_bytes,"
-                                      " COALESCE(metadata_bytes,0), block_sectors,"
-                                      " low_water_blocks, features FROM pools WHERE name=?");
-    int r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, name);
-        r = db_step(db, st);
-        if (r == 1) {
-            snprintf(r_out->origin, sizeof(r_out->origin), "%s", sqlite3_column_text(st, 0));
-            snprintf(r_out->data_file, sizeof(r_out->data_file), "%s", sqlite3_column_text(st, 1));
-            snprintf(r_out->metadata_file, sizeof(r_out->metadata_file), "%s",
-                     sqlite3_column_text(st, 2));
-            r_out->data_bytes = (uint64_t)sqlite3_column_int64(st, 3);
-            r_out->metadata_bytes = (uint64_t)sqlite3_column_int64(st, 4);
-            r_out->block_sectors = (uint32_t)sqlite3_column_int64(st, 5);
-            r_out->low_water_blocks = (uint64_t)sqlite3_column_int64(st, 6);
-            snprintf(r_out->features, sizeof(r_out->features), "%s", sqlite3_column_text(st, 7));
-            r = 0;
-        } else if (r == 0)
-            r = -ENOENT;
-        db_done(st);
-    }
-    db_unlock(db);
-    return r;
+    int r = db_query_one(db,
+                         "SELECT origin, COALESCE(data_file,''), COALESCE(metadata_file,''), "
+                         "data_bytes, COALESCE(metadata_bytes,0), block_sectors, "
+                         "low_water_blocks, features FROM pools WHERE name=?",
+                         row_read, r_out, DB_TEXT(name));
+    return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
 static int row_put(struct db *db, const char *name, const struct pool_row *p)
 {
-    int r = db_begin(db);
-    if (r < 0)
-        return r;
     int64_t now = now_ms();
-    sqlite3_stmt *st = db_prepare(
-        db, "INSERT INTO pools(name, origin, data_file, metadata_file, data_bytes,"
-            " metadata_bytes, block_sectors, low_water_blocks, features, created_at_ms,"
-            " updated_at_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(name) DO UPDATE SET origin=excluded.origin,"
-            " data_file=excluded.data_file, metadata_file=excluded.metadata_file,"
-            " data_bytes=excluded.data_bytes, metadata_bytes=excluded.metadata_bytes,"
-            " block_sectors=excluded.block_sectors, low_water_blocks=excluded.low_water_blocks,"
-            " features=excluded.features, updated_at_ms=excluded.updated_at_ms");
-    r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, name);
-        db_bind_text(st, 2, p->origin);
-        db_bind_text(st, 3, p->data_file[0] ? p->data_file : NULL);
-        db_bind_text(st, 4, p->metadata_file[0] ? p->metadata_file : NULL);
-        db_bind_i64(st, 5, (int64_t)p->data_bytes);
-        if (p->metadata_bytes)
-            db_bind_i64(st, 6, (int64_t)p->metadata_bytes);
-        else
-            sqlite3_bind_null(st, 6);
-        db_bind_i64(st, 7, p->block_sectors);
-        db_bind_i64(st, 8, (int64_t)p->low_water_blocks);
-        db_bind_text(st, 9, p->features);
-        db_bind_i64(st, 10, now);
-        db_bind_i64(st, 11, now);
-        r = db_step(db, st);
-        db_done(st);
-    }
-    if (r < 0) {
-        db_rollback(db);
-        return r;
-    }
-    return db_commit(db);
+    return db_run_tx(
+        db,
+        "INSERT INTO pools(name, origin, data_file, metadata_file, data_bytes,"
+        " metadata_bytes, block_sectors, low_water_blocks, features, created_at_ms,"
+        " updated_at_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(name) DO UPDATE SET origin=excluded.origin,"
+        " data_file=excluded.data_file, metadata_file=excluded.metadata_file,"
+        " data_bytes=excluded.data_bytes, metadata_bytes=excluded.metadata_bytes,"
+        " block_sectors=excluded.block_sectors, low_water_blocks=excluded.low_water_blocks,"
+        " features=excluded.features, updated_at_ms=excluded.updated_at_ms",
+        DB_TEXT(name), DB_TEXT(p->origin), DB_TEXT(p->data_file[0] ? p->data_file : NULL),
+        DB_TEXT(p->metadata_file[0] ? p->metadata_file : NULL), DB_INT(p->data_bytes),
+        p->metadata_bytes ? DB_INT(p->metadata_bytes) : DB_NULL(), DB_INT(p->block_sectors),
+        DB_INT(p->low_water_blocks), DB_TEXT(p->features), DB_INT(now), DB_INT(now));
 }
 
 /* ---- kernel state ----------------------------------------------------------------------- */
@@ -398,16 +371,10 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
 
     if (!have_data && recorded) {
         int64_t live = 0;
-        db_lock(db);
-        sqlite3_stmt *st = db_prepare(db, "SELECT COUNT(*) FROM devices WHERE pool=?"
-                                          " AND state NOT IN ('deleted','foreign')");
-        if (st) {
-            db_bind_text(st, 1, name);
-            if (db_step(db, st) == 1)
-                live = sqlite3_column_int64(st, 0);
-            db_done(st);
-        }
-        db_unlock(db);
+        db_query_int(db,
+                     "SELECT COUNT(*) FROM devices WHERE pool=? AND state NOT IN "
+                     "('deleted','foreign')",
+                     &live, DB_TEXT(name));
         if (live > 0)
             return err_set(e, -ENOENT,
                            "pool \"%s\": its files %s and %s are missing but the database "

@@ -13,6 +13,7 @@
 #include "dm/exec.h"
 #include "dm/loop.h"
 #include "dm/pool_status.h"
+#include "store/stmt.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/log.h"
@@ -77,99 +78,61 @@ static void row_read(sqlite3_stmt *st, struct thin_dev *d)
     d->updated_at_ms = sqlite3_column_int64(st, 9);
 }
 
-/* One row by a text key and an optional id (id < 0: not bound). */
-static int get_one(struct db *db, const char *sql, const char *text, int64_t id,
-                   struct thin_dev *out)
+static int row_read_cb(sqlite3_stmt *st, void *ud)
 {
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, sql);
-    int r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, text);
-        if (id >= 0)
-            db_bind_i64(st, 2, id);
-        r = db_step(db, st);
-        if (r == 1) {
-            row_read(st, out);
-            r = 0;
-        } else if (r == 0)
-            r = -ENOENT;
-        db_done(st);
-    }
-    db_unlock(db);
-    return r;
+    row_read(st, ud);
+    return 0;
 }
 
 int thin_get(struct db *db, const char *pool, uint32_t id, struct thin_dev *out)
 {
-    return get_one(db, "SELECT " ROW_COLUMNS " FROM devices WHERE pool=? AND dev_id=?", pool, id,
-                   out);
+    int r = db_query_one(db, "SELECT " ROW_COLUMNS " FROM devices WHERE pool=? AND dev_id=?",
+                         row_read_cb, out, DB_TEXT(pool), DB_INT(id));
+    return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
 int thin_find_by_name(struct db *db, const char *name, struct thin_dev *out)
 {
-    return get_one(db, "SELECT " ROW_COLUMNS " FROM devices WHERE name=? AND state!='deleted'",
-                   name, -1, out);
+    int r =
+        db_query_one(db, "SELECT " ROW_COLUMNS " FROM devices WHERE name=? AND state!='deleted'",
+                     row_read_cb, out, DB_TEXT(name));
+    return r < 0 ? r : r == 1 ? 0 : -ENOENT;
 }
 
 int thin_list(struct db *db, const char *pool, bool all, struct thin_dev **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    db_lock(db);
-    sqlite3_stmt *st =
-        db_prepare(db, all ? "SELECT " ROW_COLUMNS " FROM devices WHERE pool=? ORDER BY dev_id"
-                           : "SELECT " ROW_COLUMNS
-                             " FROM devices WHERE pool=? AND state!='deleted' ORDER BY dev_id");
-    int r = st ? 0 : -EIO;
-    struct thin_dev *v = NULL;
+    _cleanup_query_ struct db_query q = {0};
+    int r = db_query(&q, db,
+                     all ? "SELECT " ROW_COLUMNS " FROM devices WHERE pool=? ORDER BY dev_id"
+                         : "SELECT " ROW_COLUMNS
+                           " FROM devices WHERE pool=? AND state!='deleted' ORDER BY dev_id",
+                     DB_TEXT(pool));
+    _cleanup_free_ struct thin_dev *v = NULL;
     size_t k = 0;
-    if (st) {
-        db_bind_text(st, 1, pool);
-        while ((r = db_step(db, st)) == 1) {
-            struct thin_dev *nv = realloc(v, (k + 1) * sizeof(*v));
-            if (!nv) {
-                r = -ENOMEM;
-                break;
-            }
-            v = nv;
-            row_read(st, &v[k++]);
-        }
-        db_done(st);
+    while (r >= 0 && (r = db_query_next(&q)) == 1) {
+        struct thin_dev *nv = realloc(v, (k + 1) * sizeof(*v));
+        if (!nv)
+            return -ENOMEM;
+        v = nv;
+        row_read(q.st, &v[k++]);
     }
-    db_unlock(db);
-    if (r < 0) {
-        free(v);
+    if (r < 0)
         return r;
-    }
-    *out = v;
+    *out = TAKE_PTR(v);
     *n = k;
     return 0;
 }
 
+/* One UPDATE in a transaction of its own. */
 static int set_state(struct db *db, const char *pool, uint32_t id, const char *state,
                      const char *error)
 {
-    int r = db_begin(db);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *st = db_prepare(db, "UPDATE devices SET state=?, error=?, updated_at_ms=?"
-                                      " WHERE pool=? AND dev_id=?");
-    r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, state);
-        db_bind_text(st, 2, error);
-        db_bind_i64(st, 3, now_ms());
-        db_bind_text(st, 4, pool);
-        db_bind_i64(st, 5, id);
-        r = db_step(db, st);
-        db_done(st);
-    }
-    if (r < 0) {
-        db_rollback(db);
-        return r;
-    }
-    return db_commit(db);
+    return db_run_tx(db,
+                     "UPDATE devices SET state=?, error=?, updated_at_ms=? WHERE pool=? AND "
+                     "dev_id=?",
+                     DB_TEXT(state), DB_TEXT(error), DB_INT(now_ms()), DB_TEXT(pool), DB_INT(id));
 }
 
 /* Marks a device failed with the error text; logs when even that fails (the caller returns
@@ -189,126 +152,77 @@ static void mark_failed(struct db *db, const char *pool, uint32_t id, const stru
  * Allocates the next id and commits its row in state `creating` (see thin.h). The row's name
  * is formatted from the id when the spec has no suffix.
  */
+static int read_deleted(sqlite3_stmt *st, void *ud)
+{
+    *(bool *)ud = !strcmp((const char *)sqlite3_column_text(st, 0), "deleted");
+    return 0;
+}
+
 static int alloc_row(struct db *db, const char *pool, const struct thin_spec *spec,
                      uint32_t origin_id, uint64_t size, uint32_t *id_out, char *name, size_t name_n,
                      struct err *e)
 {
-    int r = db_begin(db);
+    _cleanup_tx_ struct db_tx tx = {0};
+    int r = db_tx_begin(&tx, db);
     if (r < 0)
         return err_set(e, r, "cannot start a transaction: %s", db_errmsg(db));
     int64_t next = 1;
-    sqlite3_stmt *st = db_prepare(db, "SELECT next_id FROM device_id_seq WHERE pool=?");
-    if (!st) {
-        db_rollback(db);
-        return err_set(e, -EIO, "cannot read the id sequence: %s", db_errmsg(db));
-    }
-    db_bind_text(st, 1, pool);
-    r = db_step(db, st);
-    if (r == 1)
-        next = sqlite3_column_int64(st, 0);
-    db_done(st);
-    if (r < 0) {
-        db_rollback(db);
+    r = db_query_int(db, "SELECT next_id FROM device_id_seq WHERE pool=?", &next, DB_TEXT(pool));
+    if (r < 0)
         return err_set(e, r, "cannot read the id sequence: %s", db_errmsg(db));
-    }
     /* Find the first id from `next` on whose row is absent or deleted (wrapping once). */
     int64_t id = 0;
     for (int64_t tries = 0; tries <= (int64_t)THIN_ID_MAX; tries++, next++) {
         if (next > THIN_ID_MAX)
             next = 1;
-        st = db_prepare(db, "SELECT state FROM devices WHERE pool=? AND dev_id=?");
-        if (!st) {
-            db_rollback(db);
-            return -EIO;
-        }
-        db_bind_text(st, 1, pool);
-        db_bind_i64(st, 2, next);
-        r = db_step(db, st);
-        bool free_id =
-            r == 0 || (r == 1 && !strcmp((const char *)sqlite3_column_text(st, 0), "deleted"));
-        db_done(st);
-        if (r < 0) {
-            db_rollback(db);
+        bool deleted = false;
+        r = db_query_one(db, "SELECT state FROM devices WHERE pool=? AND dev_id=?", read_deleted,
+                         &deleted, DB_TEXT(pool), DB_INT(next));
+        if (r < 0)
             return err_set(e, r, "cannot read devices: %s", db_errmsg(db));
-        }
-        if (free_id) {
+        if (r == 0 || deleted) {
             id = next;
             break;
         }
     }
-    if (id == 0) {
-        db_rollback(db);
+    if (id == 0)
         return err_set(e, -ENOSPC, "pool \"%s\": all %u thin ids are in use; run `thinimg gc`",
                        pool, THIN_ID_MAX);
-    }
     char idbuf[16];
     snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
     r = dm_name_format(name, name_n, pool, thin_kind_dm_name(spec->kind),
                        spec->name_suffix ? spec->name_suffix : idbuf);
-    if (r < 0) {
-        db_rollback(db);
+    if (r < 0)
         return err_set(e, r,
                        "invalid device name for pool \"%s\" and \"%s\" (allowed: "
                        "[A-Za-z0-9_.-], at most %d bytes in all)",
                        pool, spec->name_suffix ? spec->name_suffix : idbuf, DM_NAME_MAX);
-    }
     int64_t now = now_ms();
     /* A reused id (after wrap-around) replaces its `deleted` row; nothing else is replaced
      * (INSERT OR REPLACE would also evict a live row holding the same name). */
-    st = db_prepare(db, "DELETE FROM devices WHERE pool=? AND dev_id=? AND state='deleted'");
-    r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, pool);
-        db_bind_i64(st, 2, id);
-        r = db_step(db, st);
-        db_done(st);
-    }
-    if (r < 0) {
-        db_rollback(db);
+    r = db_run(db, "DELETE FROM devices WHERE pool=? AND dev_id=? AND state='deleted'",
+               DB_TEXT(pool), DB_INT(id));
+    if (r < 0)
         return err_set(e, r, "cannot reuse id %" PRId64 ": %s", id, db_errmsg(db));
-    }
-    st = db_prepare(db, "INSERT INTO devices(pool, dev_id, name, kind, state,"
-                        " origin_id, size_bytes, error, created_at_ms, updated_at_ms)"
-                        " VALUES(?,?,?,?,'creating',?,?,NULL,?,?)");
-    r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, pool);
-        db_bind_i64(st, 2, id);
-        db_bind_text(st, 3, name);
-        db_bind_text(st, 4, thin_kind_db_name(spec->kind));
-        if (origin_id)
-            db_bind_i64(st, 5, origin_id);
-        else
-            sqlite3_bind_null(st, 5);
-        db_bind_i64(st, 6, (int64_t)size);
-        db_bind_i64(st, 7, now);
-        db_bind_i64(st, 8, now);
-        r = db_step(db, st);
-        db_done(st);
-    }
-    if (r < 0) {
-        db_rollback(db);
-        if (r == -EEXIST)
-            return err_set(e, r,
-                           "a device named %s already exists in the database (see "
-                           "`thinimg status`)",
-                           name);
+    r = db_run(db,
+               "INSERT INTO devices(pool, dev_id, name, kind, state, origin_id, size_bytes, "
+               "error, created_at_ms, updated_at_ms) VALUES(?,?,?,?,'creating',?,?,NULL,?,?)",
+               DB_TEXT(pool), DB_INT(id), DB_TEXT(name), DB_TEXT(thin_kind_db_name(spec->kind)),
+               origin_id ? DB_INT(origin_id) : DB_NULL(), DB_INT(size), DB_INT(now), DB_INT(now));
+    if (r == -EEXIST)
+        return err_set(e, r,
+                       "a device named %s already exists in the database (see "
+                       "`thinimg status`)",
+                       name);
+    if (r < 0)
         return err_set(e, r, "cannot record device %s: %s", name, db_errmsg(db));
-    }
-    st = db_prepare(db, "INSERT INTO device_id_seq(pool, next_id) VALUES(?,?)"
-                        " ON CONFLICT(pool) DO UPDATE SET next_id=excluded.next_id");
-    r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, pool);
-        db_bind_i64(st, 2, id + 1);
-        r = db_step(db, st);
-        db_done(st);
-    }
-    if (r < 0) {
-        db_rollback(db);
+    r = db_run(db,
+               "INSERT INTO device_id_seq(pool, next_id) VALUES(?,?) ON CONFLICT(pool) DO "
+               "UPDATE SET next_id=excluded.next_id",
+               DB_TEXT(pool), DB_INT(id + 1));
+    if (r < 0)
         return err_set(e, r, "cannot advance the id sequence: %s", db_errmsg(db));
-    }
-    r = db_commit(db);
+    r = db_tx_commit(&tx);
     if (r < 0)
         return err_set(e, r, "cannot commit device %s: %s", name, db_errmsg(db));
     *id_out = (uint32_t)id;
@@ -323,28 +237,13 @@ static int mark_foreign(struct db *db, const char *pool, uint32_t id)
     int r = dm_name_format(name, sizeof(name), pool, DM_KIND_FOREIGN, idbuf);
     if (r < 0)
         return r;
-    r = db_begin(db);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *st = db_prepare(db, "UPDATE devices SET state='foreign', name=?, error=?,"
-                                      " updated_at_ms=? WHERE pool=? AND dev_id=?");
-    r = st ? 0 : -EIO;
-    if (st) {
-        db_bind_text(st, 1, name);
-        db_bind_text(st, 2,
-                     "the pool already had this id (collision with a device thinimg "
-                     "did not create); the id is never used");
-        db_bind_i64(st, 3, now_ms());
-        db_bind_text(st, 4, pool);
-        db_bind_i64(st, 5, id);
-        r = db_step(db, st);
-        db_done(st);
-    }
-    if (r < 0) {
-        db_rollback(db);
-        return r;
-    }
-    return db_commit(db);
+    return db_run_tx(db,
+                     "UPDATE devices SET state='foreign', name=?, error=?, updated_at_ms=? WHERE "
+                     "pool=? AND dev_id=?",
+                     DB_TEXT(name),
+                     DB_TEXT("the pool already had this id (collision with a device thinimg "
+                             "did not create); the id is never used"),
+                     DB_INT(now_ms()), DB_TEXT(pool), DB_INT(id));
 }
 
 static int create_common(struct db *db, const char *pool, uint32_t origin_id,

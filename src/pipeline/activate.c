@@ -16,6 +16,8 @@
  *
  * Failure: the finalizer records the activation (and its device) failed; nothing is removed.
  *
+ * Started by activate_start() (activate.h), which builds the request; process-image starts it
+ * as its child, `thinimg activate` and the API on their own (pipeline_start_activate()).
  * Request (JSON): {"name", "image_id", "chain_id"}
  * Response (JSON): {"dev_id", "device_path", "reactivate"}
  */
@@ -27,8 +29,9 @@
 
 #include "dm/pool.h"
 #include "dm/thin.h"
+#include "pipeline/activate.h"
 #include "pipeline/imagedb.h"
-#include "pipeline/pipeline_internal.h"
+#include "pipeline/machine.h"
 #include "pipeline/updates.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -139,8 +142,7 @@ static struct fsm_result t_check_snapshot(struct fsm_run *run, void *ud)
         return fsm_ok(); /* creating or failed: a new snapshot */
 
     struct thin_dev d;
-    if (thin_get(p->db, p->cfg.pool_name, dev_id, &d) == 0 && active &&
-        dm_dev_exists(d.name) == 1)
+    if (thin_get(p->db, p->cfg.pool_name, dev_id, &d) == 0 && active && dm_dev_exists(d.name) == 1)
         return fsm_handoff("activation %s is active", q.name);
 
     /* The dm device is gone (or deactivated): is the thin device still in the pool? */
@@ -220,20 +222,25 @@ static struct fsm_result t_create_snapshot(struct fsm_run *run, void *ud)
          * create_snap is atomic and nothing has written to it, so it is taken over. */
         char first[DM_NAME_MAX + 1];
         struct thin_dev held;
-        if (r == 0 && dm_name_format(first, sizeof(first), p->cfg.pool_name, DM_KIND_ACTIVATION,
-                                     q.name) == 0 &&
+        if (r == 0 &&
+            dm_name_format(first, sizeof(first), p->cfg.pool_name, DM_KIND_ACTIVATION, q.name) ==
+                0 &&
             thin_find_by_name(p->db, first, &held) == 0 && !strcmp(held.state, "ready") &&
             held.origin_id == origin && !device_in_use(p->db, p->cfg.pool_name, held.id)) {
             s.dev_id = held.id;
-            log_info("taking over the snapshot of an interrupted attempt", "activation=%s "
-                     "dev_id=%u", q.name, held.id);
+            log_info("taking over the snapshot of an interrupted attempt",
+                     "activation=%s "
+                     "dev_id=%u",
+                     q.name, held.id);
         }
         /* "<name>" may still be held by an older failed device that gc has not removed. */
         char suffix[96] = "";
         for (int gen = 1; r == 0 && !s.dev_id && !suffix[0]; gen++) {
             if (gen > ACTIVATE_NAME_GENERATIONS) {
-                r = err_set(&e, -EEXIST, "names %s .. %s.%d are all held by old devices; run "
-                            "`thinimg gc --force`", q.name, q.name, ACTIVATE_NAME_GENERATIONS);
+                r = err_set(&e, -EEXIST,
+                            "names %s .. %s.%d are all held by old devices; run "
+                            "`thinimg gc --force`",
+                            q.name, q.name, ACTIVATE_NAME_GENERATIONS);
                 break;
             }
             char cand[96], dmname[DM_NAME_MAX + 1];
@@ -256,12 +263,11 @@ static struct fsm_result t_create_snapshot(struct fsm_run *run, void *ud)
         }
     }
     if (r == 0)
-        r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path,
-                          sizeof(s.device_path), &e);
+        r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path, sizeof(s.device_path),
+                          &e);
     guard_leave(p->guard);
     if (r < 0) /* a refusing pool (full, read-only, needs_check) is "unhealthy" by its errno */
-        return fsm_with_kind(fsm_abort("activation %s: %s", q.name, err_str(&e)),
-                             err_kind_of(r));
+        return fsm_with_kind(fsm_abort("activation %s: %s", q.name, err_str(&e)), err_kind_of(r));
     resp_set(run, &s);
     struct activation_update *u = activation_update_new(q.name);
     u->insert = true;
@@ -290,8 +296,7 @@ static struct fsm_result t_register(struct fsm_run *run, void *ud)
     return fsm_ok();
 }
 
-static void fin_activate(struct fsm_run *run, enum fsm_outcome outcome, const char *error,
-                         void *ud)
+static void fin_activate(struct fsm_run *run, enum fsm_outcome outcome, const char *error, void *ud)
 {
     struct pipeline *p = ud;
     if (fsm_outcome_success(outcome))
@@ -323,23 +328,56 @@ static void fin_activate(struct fsm_run *run, enum fsm_outcome outcome, const ch
 
 int pipeline_register_activate(struct pipeline *p, struct err *e)
 {
-    static const struct fsm_retry_policy quick = {
-        .max_attempts = 5, .initial_backoff_ms = 200, .max_backoff_ms = 5000, .multiplier = 2.0,
-        .jitter = 0.3, .attempt_timeout_ms = 0, .on_exhausted = FSM_ABORT};
     static const struct fsm_transition_def t[] = {
-        {"check-snapshot", t_check_snapshot, &quick},
-        {"create-snapshot", t_create_snapshot, &quick},
-        {"register", t_register, &quick},
+        {"check-snapshot", t_check_snapshot, &machine_policy_quick},
+        {"create-snapshot", t_create_snapshot, &machine_policy_quick},
+        {"register", t_register, &machine_policy_quick},
     };
-    static const fsm_finalizer_fn fins[] = {fin_activate};
-    struct fsm_machine_def def = {.type = "activate",
-                                  .action = "activate",
-                                  .transitions = t,
-                                  .n_transitions = ARRAY_SIZE(t),
-                                  .end_state = "done",
-                                  .finalizers = fins,
-                                  .n_finalizers = 1,
-                                  .ud = p};
-    int r = fsm_register(p->mgr, &def, &p->m_activate);
-    return r < 0 ? err_set(e, r, "cannot register the activate machine") : 0;
+    return machine_register(p, "activate", "activate", "activate", t, ARRAY_SIZE(t), fin_activate,
+                            &p->m_activate, e);
+}
+
+/* ---- starting ------------------------------------------------------------------------------ */
+
+int activate_start(struct pipeline *p, const char *name, int64_t image_id, const char *chain_id,
+                   const struct fsm_id *parent, struct fsm_id *run)
+{
+    json_t *req = json_pack("{s:s, s:I, s:s}", "name", name, "image_id", (json_int_t)image_id,
+                            "chain_id", chain_id);
+    _cleanup_free_ char *txt = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!txt)
+        return -ENOMEM;
+    struct fsm_start_opts so = {.parent = parent};
+    return fsm_start(p->mgr, p->m_activate, name, txt, strlen(txt), parent ? &so : NULL, run);
+}
+
+int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
+                            struct fsm_id *run, struct err *e)
+{
+    struct image_rec img = {0};
+    int r = pipeline_image_lookup(p, image, "see list-images; process-image makes one", &img, e);
+    if (r < 0)
+        return r;
+    if (strcmp(img.state, "ready") != 0 || !img.top_chain) {
+        r = err_set(e, -EAGAIN, "image %s is %s, not ready; run `thinimg process-image %s`",
+                    img.name, img.state, img.ref);
+        image_rec_free(&img);
+        return r;
+    }
+    char def[80];
+    if (!name) {
+        imagedb_default_activation_name(img.name, def, sizeof(def));
+        name = def;
+    }
+    if (!imagedb_name_valid(name)) {
+        image_rec_free(&img);
+        return err_set(e, -EINVAL, "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])",
+                       name);
+    }
+    r = activate_start(p, name, img.id, img.top_chain, NULL, run);
+    image_rec_free(&img);
+    if (r == -EEXIST)
+        return 0;
+    return r < 0 ? err_set(e, r, "cannot start the activation") : 0;
 }

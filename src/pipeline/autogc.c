@@ -14,7 +14,8 @@
 #include <string.h>
 
 #include "dm/pool.h"
-#include "pipeline/pipeline_internal.h"
+#include "pipeline/machine.h"
+#include "pipeline/pipeline.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/metrics.h"

@@ -23,7 +23,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "pipeline/fetch_json.h"
 #include "store/blobfile.h"
+#include "store/blobs.h"
 #include "store/db.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
@@ -51,289 +53,14 @@ void fetch_context_free(struct fetch_context *c)
     free(c);
 }
 
+/* ---- helpers ------------------------------------------------------------------------------ */
 
-/* jansson's own cleanup (json_auto_t). */
-#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
-
-/* ---- request / response ----------------------------------------------------------------- */
-
-int fetch_request_build(const char *location, const char *etag, uint64_t size, char **json,
-                        size_t *len)
-{
-    _cleanup_json_ json_t *o = json_pack("{s:s}", "location", location);
-    if (!o)
-        return -ENOMEM;
-    if (etag)
-        json_object_set_new(o, "etag", json_string(etag));
-    if (size)
-        json_object_set_new(o, "size", json_integer((json_int_t)size));
-    char *s = json_dumps(o, JSON_COMPACT);
-    if (!s)
-        return -ENOMEM;
-    *json = s;
-    *len = strlen(s);
-    return 0;
-}
-
-struct request {
-    const char *location;
-    const char *etag;
-    uint64_t size;
-    json_t *root;
-};
-
-static int request_parse(struct fsm_run *run, struct request *rq)
-{
-    size_t len = 0;
-    const void *data = fsm_run_request(run, &len);
-    *rq = (struct request){0};
-    rq->root = json_loadb(data, len, 0, NULL);
-    if (!rq->root)
-        return -EINVAL;
-    rq->location = json_string_value(json_object_get(rq->root, "location"));
-    rq->etag = json_string_value(json_object_get(rq->root, "etag"));
-    json_t *sz = json_object_get(rq->root, "size");
-    rq->size = json_is_integer(sz) ? (uint64_t)json_integer_value(sz) : 0;
-    return rq->location ? 0 : -EINVAL;
-}
-
-static void request_free(struct request *rq)
-{
-    if (rq->root)
-        json_decref(rq->root);
-    rq->root = NULL;
-}
-#define _cleanup_request_ __attribute__((cleanup(request_free)))
 #define _cleanup_object_ __attribute__((cleanup(source_object_free)))
-
-/* The current response as JSON (an empty object when none yet). */
-static json_t *response_load(struct fsm_run *run)
-{
-    size_t len = 0;
-    const void *data = fsm_run_response(run, &len);
-    json_t *j = len ? json_loadb(data, len, 0, NULL) : NULL;
-    return j && json_is_object(j) ? j : (j ? (json_decref(j), json_object()) : json_object());
-}
-
-static int response_store(struct fsm_run *run, json_t *j)
-{
-    char *s = json_dumps(j, JSON_COMPACT);
-    if (!s)
-        return -ENOMEM;
-    int r = fsm_run_set_response(run, s, strlen(s));
-    free(s);
-    return r;
-}
-
-static enum blob_format format_parse(const char *s)
-{
-    for (int f = BLOB_UNKNOWN; f <= BLOB_OCI_LAYOUT; f++)
-        if (s && !strcmp(s, blob_format_name((enum blob_format)f)))
-            return (enum blob_format)f;
-    return BLOB_UNKNOWN;
-}
-
-/* A blob file's seal (store/blobfile.h) as it travels in the response, from the step that
- * hashed the file to the record step that writes it into the blobs row. */
-static json_t *seal_json(const struct blob_seal *s)
-{
-    return json_pack("{s:I, s:I, s:I}", "ino", (json_int_t)s->ino, "mtime_ns",
-                     (json_int_t)s->mtime_ns, "ctime_ns", (json_int_t)s->ctime_ns);
-}
-
-static bool seal_parse(json_t *o, uint64_t size, struct blob_seal *s)
-{
-    json_t *ino = json_object_get(o, "ino"), *m = json_object_get(o, "mtime_ns"),
-           *ct = json_object_get(o, "ctime_ns");
-    if (!json_is_integer(ino) || !json_is_integer(m) || !json_is_integer(ct))
-        return false;
-    *s = (struct blob_seal){.size = size,
-                            .ino = (uint64_t)json_integer_value(ino),
-                            .mtime_ns = json_integer_value(m),
-                            .ctime_ns = json_integer_value(ct)};
-    return true;
-}
-
-static json_t *layer_json(const char *digest, uint64_t size, enum blob_format f, const char *path,
-                          const char *member, const struct blob_seal *seal)
-{
-    json_t *o = json_pack("{s:s, s:I, s:s, s:s}", "digest", digest, "size", (json_int_t)size,
-                          "format", blob_format_name(f), "path", path);
-    if (o && member)
-        json_object_set_new(o, "member", json_string(member));
-    if (o && seal)
-        json_object_set_new(o, "seal", seal_json(seal));
-    return o;
-}
-
-void fetch_result_free(struct fetch_result *r)
-{
-    if (!r)
-        return;
-    free(r->location);
-    free(r->etag);
-    free(r->path);
-    free(r->repo_tag);
-    for (size_t i = 0; i < r->n_layers; i++) {
-        free(r->layers[i].path);
-        free(r->layers[i].member);
-    }
-    free(r->layers);
-    *r = (struct fetch_result){0};
-}
 
 static char *dup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;
 }
-
-int fetch_response_parse(const void *data, size_t len, struct fetch_result *out, struct err *e)
-{
-    *out = (struct fetch_result){0};
-    json_error_t je;
-    _cleanup_json_ json_t *j = json_loadb(data, len, 0, &je);
-    if (!j || !json_is_object(j))
-        return err_set(e, -EBADMSG, "fetch response is not JSON: %s", j ? "not an object"
-                                                                       : je.text);
-    const char *digest = json_string_value(json_object_get(j, "digest"));
-    const char *path = json_string_value(json_object_get(j, "path"));
-    const char *loc = json_string_value(json_object_get(j, "location"));
-    if (!digest || !digest_valid(digest) || !path || !loc)
-        return err_set(e, -EBADMSG, "fetch response lacks location, digest or path");
-    snprintf(out->digest, sizeof(out->digest), "%s", digest);
-    out->size = (uint64_t)json_integer_value(json_object_get(j, "size"));
-    out->format = format_parse(json_string_value(json_object_get(j, "format")));
-    out->location = strdup(loc);
-    out->path = strdup(path);
-    out->etag = dup_or_null(json_string_value(json_object_get(j, "etag")));
-    out->repo_tag = dup_or_null(json_string_value(json_object_get(j, "repo_tag")));
-    out->reused = json_is_true(json_object_get(j, "reused"));
-    out->sealed = seal_parse(json_object_get(j, "seal"), out->size, &out->seal);
-    if (!out->location || !out->path)
-        goto nomem;
-    json_t *layers = json_object_get(j, "layers");
-    size_t n = json_array_size(layers);
-    if (n) {
-        out->layers = calloc(n, sizeof(*out->layers));
-        if (!out->layers)
-            goto nomem;
-        for (size_t i = 0; i < n; i++) {
-            json_t *l = json_array_get(layers, i);
-            struct fetch_layer *fl = &out->layers[i];
-            const char *d = json_string_value(json_object_get(l, "digest"));
-            const char *p = json_string_value(json_object_get(l, "path"));
-            if (!d || !digest_valid(d) || !p) {
-                out->n_layers = i;
-                fetch_result_free(out);
-                return err_set(e, -EBADMSG, "fetch response: layer %zu is incomplete", i);
-            }
-            snprintf(fl->digest, sizeof(fl->digest), "%s", d);
-            fl->size = (uint64_t)json_integer_value(json_object_get(l, "size"));
-            fl->format = format_parse(json_string_value(json_object_get(l, "format")));
-            fl->path = strdup(p);
-            fl->member = dup_or_null(json_string_value(json_object_get(l, "member")));
-            fl->sealed = seal_parse(json_object_get(l, "seal"), fl->size, &fl->seal);
-            out->n_layers = i + 1;
-            if (!fl->path)
-                goto nomem;
-        }
-    }
-    return 0;
-nomem:
-    fetch_result_free(out);
-    return -ENOMEM;
-}
-
-/* ---- credentials in URLs: in memory only -------------------------------------------------- */
-
-/* The userinfo of each origin (scheme://host[:port]) a command was given, for this process
- * only: the locations that runs, rows and logs carry never have it (util/redact.h). */
-struct credential {
-    char *origin;   /* "http://host:8080" */
-    char *userinfo; /* "alice:s3cr3t@" */
-    struct credential *next;
-};
-static struct credential *g_credentials;
-static pthread_mutex_t g_credentials_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Split url into origin (without userinfo) and userinfo; false when it has none. */
-static bool url_origin(const char *url, char **origin, char **userinfo)
-{
-    *origin = *userinfo = NULL;
-    if (!url_has_userinfo(url))
-        return false;
-    const char *a = strstr(url, "://") + 3;
-    const char *at = a + strcspn(a, "/?#");
-    while (at > a && at[-1] != '@')
-        at--;
-    _cleanup_free_ char *bare = url_strip_userinfo(url);
-    if (!bare)
-        return false;
-    const char *host = strstr(bare, "://") + 3;
-    size_t n = (size_t)(host - bare) + strcspn(host, "/?#");
-    *origin = strndup(bare, n);
-    *userinfo = strndup(a, (size_t)(at - a));
-    if (!*origin || !*userinfo) {
-        free(*origin);
-        free(*userinfo);
-        return false;
-    }
-    return true;
-}
-
-char *fetch_credentials_keep(const char *location)
-{
-    char *origin, *userinfo;
-    if (!url_origin(location, &origin, &userinfo))
-        return strdup(location);
-    struct credential *cr = calloc(1, sizeof(*cr));
-    if (!cr) {
-        free(origin);
-        free(userinfo);
-        return NULL;
-    }
-    cr->origin = origin;
-    cr->userinfo = userinfo;
-    pthread_mutex_lock(&g_credentials_lock);
-    cr->next = g_credentials;
-    g_credentials = cr;
-    pthread_mutex_unlock(&g_credentials_lock);
-    return url_strip_userinfo(location);
-}
-
-void fetch_credentials_forget(void)
-{
-    pthread_mutex_lock(&g_credentials_lock);
-    while (g_credentials) {
-        struct credential *next = g_credentials->next;
-        explicit_bzero(g_credentials->userinfo, strlen(g_credentials->userinfo));
-        free(g_credentials->userinfo);
-        free(g_credentials->origin);
-        free(g_credentials);
-        g_credentials = next;
-    }
-    pthread_mutex_unlock(&g_credentials_lock);
-}
-
-/* The location to hand the source: with the userinfo kept for its origin, if any. Only for
- * the request: never store, log or return it in a message. */
-static char *location_for_request(const char *location)
-{
-    char *out = NULL;
-    pthread_mutex_lock(&g_credentials_lock);
-    for (struct credential *cr = g_credentials; cr && !out; cr = cr->next) {
-        size_t n = strlen(cr->origin);
-        if (strncmp(location, cr->origin, n) != 0 || (location[n] && !strchr("/?#", location[n])))
-            continue; /* another origin, or a longer host name ("host:80" vs "host:8080") */
-        const char *host = strstr(location, "://") + 3;
-        if (asprintf(&out, "%.*s%s%s", (int)(host - location), location, cr->userinfo, host) < 0)
-            out = NULL;
-    }
-    pthread_mutex_unlock(&g_credentials_lock);
-    return out ? out : strdup(location);
-}
-
-/* ---- helpers ------------------------------------------------------------------------------ */
 
 static struct db *run_db(struct fsm_run *run)
 {
@@ -465,128 +192,12 @@ int fetch_stream_object(struct source *src, const char *key, uint64_t offset,
                         const struct source_expect *want, struct fetch_stream *st,
                         struct source_get_info *info, struct err *e)
 {
-    struct sink_state s = {.st = st, .offset = offset, .e = e, .last_progress = offset,
-                           .last_checkpoint = offset};
+    struct sink_state s = {
+        .st = st, .offset = offset, .e = e, .last_progress = offset, .last_checkpoint = offset};
     int r = source_get_expect(src, key, offset, want, sink, &s, info, e);
     if (r == 0 && st->progress)
         st->progress(offset + s.written, info->size, st->progress_ud);
     return r;
-}
-
-/* ---- database ------------------------------------------------------------------------------ */
-
-struct known {
-    char *etag;
-    uint64_t size;
-    char *digest;
-    char *path;
-    uint64_t blob_size;
-    char *media_type;
-};
-
-static void known_free(struct known *k)
-{
-    free(k->etag);
-    free(k->digest);
-    free(k->path);
-    free(k->media_type);
-    *k = (struct known){0};
-}
-
-/* What the database says about a location: 1 found, 0 not, negative on error. */
-static int known_lookup(struct db *db, const char *location, struct known *k)
-{
-    *k = (struct known){0};
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT s.etag, s.size, s.digest, b.path, b.size, "
-                                      "b.media_type FROM blob_sources s JOIN blobs b ON "
-                                      "b.digest = s.digest WHERE s.location = ?1");
-    int r = -EIO;
-    if (st) {
-        db_bind_text(st, 1, location);
-        r = db_step(db, st);
-        if (r == 1) {
-            k->etag = db_col_strdup(st, 0);
-            k->size = (uint64_t)sqlite3_column_int64(st, 1);
-            k->digest = db_col_strdup(st, 2);
-            k->path = db_col_strdup(st, 3);
-            k->blob_size = (uint64_t)sqlite3_column_int64(st, 4);
-            k->media_type = db_col_strdup(st, 5);
-            if (!k->digest || !k->path || !k->media_type)
-                r = -ENOMEM;
-        }
-        db_done(st);
-    }
-    db_unlock(db);
-    if (r < 0 || r == 0)
-        known_free(k);
-    return r;
-}
-
-struct download_row {
-    char *etag;
-    char *tmp_path;
-    uint64_t bytes_done;
-};
-
-static int download_lookup(struct db *db, const char *location, struct download_row *d)
-{
-    *d = (struct download_row){0};
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT etag, tmp_path, bytes_done FROM downloads "
-                                      "WHERE location = ?1");
-    int r = -EIO;
-    if (st) {
-        db_bind_text(st, 1, location);
-        r = db_step(db, st);
-        if (r == 1) {
-            d->etag = db_col_strdup(st, 0);
-            d->tmp_path = db_col_strdup(st, 1);
-            d->bytes_done = (uint64_t)sqlite3_column_int64(st, 2);
-        }
-        db_done(st);
-    }
-    db_unlock(db);
-    return r;
-}
-
-static void download_row_free(struct download_row *d)
-{
-    free(d->etag);
-    free(d->tmp_path);
-    *d = (struct download_row){0};
-}
-
-/* A short write transaction of its own: the resume hint is not FSM state (a lost update only
- * means re-downloading a little more). */
-static int download_upsert(struct db *db, const char *location, const char *etag,
-                           const char *tmp_path, uint64_t bytes_done, uint64_t size)
-{
-    int r = db_begin(db);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *st = db_prepare(
-        db, "INSERT INTO downloads(location, etag, tmp_path, bytes_done, size, started_at_ms, "
-            "updated_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT(location) DO UPDATE "
-            "SET etag = excluded.etag, tmp_path = excluded.tmp_path, bytes_done = "
-            "excluded.bytes_done, size = excluded.size, updated_at_ms = excluded.updated_at_ms");
-    if (!st) {
-        db_rollback(db);
-        return -EIO;
-    }
-    db_bind_text(st, 1, location);
-    db_bind_text(st, 2, etag);
-    db_bind_text(st, 3, tmp_path);
-    db_bind_i64(st, 4, (int64_t)bytes_done);
-    db_bind_i64(st, 5, (int64_t)size);
-    db_bind_i64(st, 6, now_ms());
-    r = db_step(db, st);
-    db_done(st);
-    if (r < 0) {
-        db_rollback(db);
-        return r;
-    }
-    return db_commit(db);
 }
 
 /* ---- check-exists ------------------------------------------------------------------------ */
@@ -607,8 +218,8 @@ static int archive_layers_known(struct fetch_context *c, struct db *db, const ch
             ok = -ENOMEM;
             break;
         }
-        struct known k;
-        int r = known_lookup(db, loc, &k);
+        struct blob_source k;
+        int r = blobs_source_get(db, loc, &k);
         if (r <= 0) {
             ok = r;
             break;
@@ -617,10 +228,10 @@ static int archive_layers_known(struct fetch_context *c, struct db *db, const ch
         struct blob_seal seal;
         r = bp ? blob_file_ok(c, db, bp, k.digest, k.blob_size, &seal) : -ENOMEM;
         if (r == 1)
-            json_array_append_new(layers,
-                                  layer_json(k.digest, k.blob_size, format_parse(k.media_type), bp,
-                                             m.layers[i].member, &seal));
-        known_free(&k);
+            json_array_append_new(layers, fetch_layer_json(k.digest, k.blob_size,
+                                                           fetch_format_parse(k.media_type), bp,
+                                                           m.layers[i].member, &seal));
+        blob_source_free(&k);
         ok = r;
     }
     if (ok == 1 && m.repo_tag)
@@ -631,26 +242,18 @@ static int archive_layers_known(struct fetch_context *c, struct db *db, const ch
 
 static int touch_commit(struct db *db, void *ud)
 {
-    const char *digest = ud;
-    sqlite3_stmt *st = db_prepare(db, "UPDATE blobs SET last_used_ms = ?2 WHERE digest = ?1");
-    if (!st)
-        return -EIO;
-    db_bind_text(st, 1, digest);
-    db_bind_i64(st, 2, now_ms());
-    int r = db_step(db, st);
-    db_done(st);
-    return r < 0 ? r : 0;
+    return blobs_touch(db, ud, now_ms());
 }
 
 static struct fsm_result check_exists(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
-    _cleanup_request_ struct request rq = {0};
-    if (request_parse(run, &rq) < 0)
+    _cleanup_request_ struct fetch_request rq = {0};
+    if (fetch_request_parse(run, &rq) < 0)
         return fsm_abort("invalid fetch request");
     struct db *db = run_db(run);
-    struct known k;
-    int r = known_lookup(db, rq.location, &k);
+    struct blob_source k;
+    int r = blobs_source_get(db, rq.location, &k);
     if (r < 0)
         return fsm_retry("cannot read the blobs table: %s", strerror(-r));
     if (r == 0)
@@ -664,7 +267,7 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
         _cleanup_free_ char *key = NULL;
         struct source_object o = {0};
         struct err e = {0};
-        _cleanup_free_ char *url = location_for_request(rq.location);
+        _cleanup_free_ char *url = fetch_credentials_for_request(rq.location);
         if (url && source_open(url, &so, &s, &key, &e) == 0 && source_stat(s, key, &o, &e) == 0) {
             etag = dup_or_null(o.etag);
             size = o.size;
@@ -679,16 +282,15 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
         struct blob_seal seal;
         ok = bp ? blob_file_ok(c, db, bp, k.digest, k.blob_size, &seal) : -ENOMEM;
         if (ok == 1) {
-            enum blob_format f = format_parse(k.media_type);
-            resp = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:b, s:[]}", "location",
-                             rq.location, "etag", etag, "digest", k.digest, "size",
-                             (json_int_t)k.blob_size, "path", bp, "format", blob_format_name(f),
-                             "reused", 1, "layers");
+            enum blob_format f = fetch_format_parse(k.media_type);
+            resp = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:b, s:[]}", "location", rq.location,
+                             "etag", etag, "digest", k.digest, "size", (json_int_t)k.blob_size,
+                             "path", bp, "format", blob_format_name(f), "reused", 1, "layers");
             json_t *layers = json_object_get(resp, "layers");
-            json_object_set_new(resp, "seal", seal_json(&seal));
+            json_object_set_new(resp, "seal", fetch_seal_json(&seal));
             if (blob_format_is_layer(f)) {
                 json_array_append_new(layers,
-                                      layer_json(k.digest, k.blob_size, f, bp, NULL, &seal));
+                                      fetch_layer_json(k.digest, k.blob_size, f, bp, NULL, &seal));
             } else {
                 char *tag = NULL;
                 ok = archive_layers_known(c, db, rq.location, bp, layers, &tag);
@@ -699,7 +301,7 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
         }
     }
     struct fsm_result res = fsm_ok();
-    if (ok == 1 && resp && response_store(run, resp) == 0) {
+    if (ok == 1 && resp && fetch_response_store(run, resp) == 0) {
         char *d = strdup(k.digest);
         if (d && fsm_run_on_commit(run, touch_commit, d, free) == 0)
             res = fsm_handoff("already fetched: %s", k.digest);
@@ -710,7 +312,7 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
     }
     log_info(ok == 1 ? "blob already fetched" : "blob to fetch", "location=%s known=%s",
              rq.location, same ? "same-etag" : "changed");
-    known_free(&k);
+    blob_source_free(&k);
     return res;
 }
 
@@ -737,7 +339,7 @@ static void on_progress(uint64_t done, uint64_t total, void *ud)
 static void on_checkpoint(uint64_t durable, void *ud)
 {
     struct dl_progress *p = ud;
-    int r = download_upsert(p->db, p->location, p->etag, p->tmp, durable, p->size);
+    int r = blobs_download_put(p->db, p->location, p->etag, p->tmp, durable, p->size);
     if (r < 0)
         log_warn("cannot record download progress", "location=%s error=%s", p->location,
                  strerror(-r));
@@ -772,17 +374,6 @@ static int mkdir_p_blobs(const struct fetch_context *c)
     return shadir ? mkdir_p(shadir, 0700) : -ENOMEM;
 }
 
-/* Forget the resume hint of a location (a short transaction of its own). */
-static void download_forget(struct db *db, const char *location)
-{
-    if (db_begin(db) < 0)
-        return;
-    sqlite3_stmt *st = db_prepare(db, "DELETE FROM downloads WHERE location = ?1");
-    if (st)
-        db_bind_text(st, 1, location);
-    db_step_commit(db, st);
-}
-
 /* Is there room in the temp directory for `need` more bytes of location (plus
  * FETCH_SPACE_MARGIN_BYTES)? A full disk is not a transient error: no attempt is made, and the
  * run fails at once saying what is full and what to do. */
@@ -806,13 +397,13 @@ static bool space_for_download(const struct fetch_context *c, struct db *db, con
                  offset);
     else {
         unlink(tmp);
-        download_forget(db, location);
+        blobs_download_delete(db, location);
     }
     *res = no_space("the file system of %s has %s free; %s needs %s "
-                                           "(the blob) + %s (margin for the database); free "
-                                           "space there or use a --state-dir on a larger file "
-                                           "system, then fetch again%s",
-                     c->tmp_dir, a, location, n, m, kept);
+                    "(the blob) + %s (margin for the database); free "
+                    "space there or use a --state-dir on a larger file "
+                    "system, then fetch again%s",
+                    c->tmp_dir, a, location, n, m, kept);
     return false;
 }
 
@@ -826,7 +417,7 @@ static struct fsm_result out_of_space(struct db *db, const char *location, const
     uint64_t written = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
     unlink(tmp);
     db_release_reserve(db);
-    download_forget(db, location);
+    blobs_download_delete(db, location);
     char w[32], t[32];
     format_bytes(written, w, sizeof(w));
     format_bytes(size, t, sizeof(t));
@@ -834,24 +425,24 @@ static struct fsm_result out_of_space(struct db *db, const char *location, const
               "location=%s written=%" PRIu64 " size=%" PRIu64 " partial_file=removed", location,
               written, size);
     return no_space("no space left on the file system of %s after %s "
-                                           "of %s of %s (%s); the partial file was removed; "
-                                           "free space or use a --state-dir on a larger file "
-                                           "system, then fetch again",
-                     tmp, w, t, location, cause);
+                    "of %s of %s (%s); the partial file was removed; "
+                    "free space or use a --state-dir on a larger file "
+                    "system, then fetch again",
+                    tmp, w, t, location, cause);
 }
 
 static struct fsm_result download(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
-    _cleanup_request_ struct request rq = {0};
-    if (request_parse(run, &rq) < 0)
+    _cleanup_request_ struct fetch_request rq = {0};
+    if (fetch_request_parse(run, &rq) < 0)
         return fsm_abort("invalid fetch request");
     struct db *db = run_db(run);
     struct err e = {0};
     struct source_options so = source_opts(c, run);
     _cleanup_source_ struct source *s = NULL;
     _cleanup_free_ char *key = NULL;
-    _cleanup_free_ char *url = location_for_request(rq.location);
+    _cleanup_free_ char *url = fetch_credentials_for_request(rq.location);
     if (!url)
         return fsm_retry("out of memory");
     int r = source_open(url, &so, &s, &key, &e);
@@ -864,7 +455,8 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return source_failure(r, &e);
     if (c->policy.max_blob_bytes && obj.size > c->policy.max_blob_bytes)
         return rejected("%s: %" PRIu64 " bytes, larger than the limit of "
-                         "%" PRIu64 " bytes", rq.location, obj.size, c->policy.max_blob_bytes);
+                        "%" PRIu64 " bytes",
+                        rq.location, obj.size, c->policy.max_blob_bytes);
 
     _cleanup_free_ char *tmp = tmp_path_for(c, rq.location);
     if (!tmp || mkdir_p(c->tmp_dir, 0700) < 0)
@@ -878,10 +470,10 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
 
     /* Resume only what is on disk for sure, of the same version: that takes a strong ETag
      * (a weak one, or none, cannot prove the bytes are the same; start from byte 0). */
-    struct download_row dr;
+    struct blob_download dr;
     uint64_t offset = 0;
     bool strong = source_etag_is_strong(obj.etag);
-    if (download_lookup(db, rq.location, &dr) == 1 && strong && dr.etag &&
+    if (blobs_download_get(db, rq.location, &dr) == 1 && strong && dr.etag &&
         !strcmp(dr.etag, obj.etag) && dr.tmp_path && !strcmp(dr.tmp_path, tmp)) {
         struct stat st;
         if (fstat(fd, &st) == 0)
@@ -889,7 +481,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         if (offset > obj.size)
             offset = 0;
     }
-    download_row_free(&dr);
+    blob_download_free(&dr);
     struct sha256 h = {0};
     r = sha256_init(&h);
     if (r == 0 && ftruncate(fd, (off_t)offset) < 0)
@@ -899,7 +491,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     if (r == 0 && lseek(fd, (off_t)offset, SEEK_SET) < 0)
         r = neg_errno();
     if (r == 0)
-        r = download_upsert(db, rq.location, obj.etag, tmp, offset, obj.size);
+        r = blobs_download_put(db, rq.location, obj.etag, tmp, offset, obj.size);
     if (r < 0) {
         sha256_free(&h);
         if (r == -ENOSPC) /* the database's write: a full disk, not a transient error */
@@ -907,8 +499,8 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return fsm_retry("cannot prepare the download in %s: %s", tmp, strerror(-r));
     }
     if (offset)
-        log_info("resuming download", "location=%s offset=%" PRIu64 " size=%" PRIu64,
-                 rq.location, offset, obj.size);
+        log_info("resuming download", "location=%s offset=%" PRIu64 " size=%" PRIu64, rq.location,
+                 offset, obj.size);
 
     struct fsm_result no_room;
     if (!space_for_download(c, db, rq.location, tmp, offset,
@@ -917,11 +509,20 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return no_room;
     }
 
-    struct dl_progress pr = {.run = run, .db = db, .location = rq.location, .etag = obj.etag,
-                             .tmp = tmp, .size = obj.size, .counted = offset};
-    struct fetch_stream fs = {.fd = fd, .hash = &h, .max_bytes = c->policy.max_blob_bytes,
-                              .progress = on_progress, .progress_ud = &pr,
-                              .checkpoint = on_checkpoint, .checkpoint_ud = &pr};
+    struct dl_progress pr = {.run = run,
+                             .db = db,
+                             .location = rq.location,
+                             .etag = obj.etag,
+                             .tmp = tmp,
+                             .size = obj.size,
+                             .counted = offset};
+    struct fetch_stream fs = {.fd = fd,
+                              .hash = &h,
+                              .max_bytes = c->policy.max_blob_bytes,
+                              .progress = on_progress,
+                              .progress_ud = &pr,
+                              .checkpoint = on_checkpoint,
+                              .checkpoint_ud = &pr};
     fsm_run_set_progress(run, "download", offset, obj.size);
     struct source_get_info info;
     int64_t t0 = mono_ms();
@@ -931,8 +532,8 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     r = fetch_stream_object(s, key, offset, &want, &fs, &info, &e);
     uint64_t total = offset + info.bytes;
     if (r == 0 && (total != obj.size || (info.size && info.size != obj.size)))
-        r = err_set(&e, -ECONNRESET, "%s: got %" PRIu64 " bytes, expected %" PRIu64,
-                    rq.location, total, obj.size);
+        r = err_set(&e, -ECONNRESET, "%s: got %" PRIu64 " bytes, expected %" PRIu64, rq.location,
+                    total, obj.size);
     uint8_t d[SHA256_LEN];
     if (r < 0) {
         sha256_free(&h);
@@ -944,7 +545,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     if (r == -ESTALE) {
         /* Another version now: what we have is worthless. Start over next attempt. */
         if (ftruncate(fd, 0) == 0)
-            download_upsert(db, rq.location, NULL, tmp, 0, 0);
+            blobs_download_put(db, rq.location, NULL, tmp, 0, 0);
         return fsm_retry("%s changed during the download; starting over", rq.location);
     }
     if (r == -ENOSPC || e.code == -ENOSPC)
@@ -971,18 +572,19 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return fsm_retry("cannot store %s: %m", final);
     else if ((r = blobfile_seal_fd(fd, &seal)) < 0)
         return fsm_retry("cannot seal %s: %s", final, strerror(-r));
-    log_info("blob downloaded", "location=%s digest=%s bytes=%" PRIu64 " resumed_at=%" PRIu64
-             " ms=%" PRId64 " dedup=%s", rq.location, digest, total, offset, mono_ms() - t0,
-             have ? "yes" : "no");
+    log_info("blob downloaded",
+             "location=%s digest=%s bytes=%" PRIu64 " resumed_at=%" PRIu64 " ms=%" PRId64
+             " dedup=%s",
+             rq.location, digest, total, offset, mono_ms() - t0, have ? "yes" : "no");
 
-    _cleanup_json_ json_t *resp = json_pack("{s:s, s:s, s:I, s:s, s:b}", "location",
-                                            rq.location, "digest", digest, "size",
-                                            (json_int_t)total, "path", final, "reused", 0);
+    _cleanup_json_ json_t *resp =
+        json_pack("{s:s, s:s, s:I, s:s, s:b}", "location", rq.location, "digest", digest, "size",
+                  (json_int_t)total, "path", final, "reused", 0);
     if (resp && obj.etag)
         json_object_set_new(resp, "etag", json_string(obj.etag));
     if (resp)
-        json_object_set_new(resp, "seal", seal_json(&seal));
-    if (!resp || response_store(run, resp) < 0)
+        json_object_set_new(resp, "seal", fetch_seal_json(&seal));
+    if (!resp || fetch_response_store(run, resp) < 0)
         return fsm_retry("out of memory");
     return fsm_ok();
 }
@@ -1017,22 +619,21 @@ static struct fsm_result split_member(struct fetch_context *c, struct db *db, co
         unlink(tmpl);
         if (r == -ENOSPC) {
             db_release_reserve(db);
-            return no_space(
-                             "no space left in %s to split layer %s out "
-                             "of its archive; free space or use a --state-dir on a larger file "
-                             "system, then fetch again",
-                             c->tmp_dir, l->member);
+            return no_space("no space left in %s to split layer %s out "
+                            "of its archive; free space or use a --state-dir on a larger file "
+                            "system, then fetch again",
+                            c->tmp_dir, l->member);
         }
         if (r == -EIO || r == -ENOMEM)
             return fsm_retry("layer %s: %s", l->member, err_str(&e));
-        return rejected("layer %s: %s", l->member,
-                         e.code ? err_str(&e) : strerror(-r));
+        return rejected("layer %s: %s", l->member, e.code ? err_str(&e) : strerror(-r));
     }
     digest_format(h, digest);
     if (l->digest && strcmp(l->digest, digest) != 0) {
         unlink(tmpl);
         return rejected("layer %s: its content hashes to %s, but the "
-                         "manifest declares %s", l->member, digest, l->digest);
+                        "manifest declares %s",
+                        l->member, digest, l->digest);
     }
     char *final = blob_path(c, digest);
     if (!final || mkdir_p_blobs(c) < 0) {
@@ -1060,7 +661,7 @@ static struct fsm_result split_member(struct fetch_context *c, struct db *db, co
 static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
-    _cleanup_json_ json_t *resp = response_load(run);
+    _cleanup_json_ json_t *resp = fetch_response_load(run);
     const char *path = json_string_value(json_object_get(resp, "path"));
     const char *digest = json_string_value(json_object_get(resp, "digest"));
     const char *location = json_string_value(json_object_get(resp, "location"));
@@ -1070,7 +671,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
     /* The file must still be what the download hashed (store/blobfile.h). */
     struct blob_seal seal;
     struct stat fst;
-    if (!seal_parse(json_object_get(resp, "seal"), size, &seal))
+    if (!fetch_seal_parse(json_object_get(resp, "seal"), size, &seal))
         return fsm_abort("validate: the download recorded no seal of %s; fetch again", path);
     if (stat(path, &fst) < 0 || !blobfile_seal_matches(&fst, &seal)) {
         blobfile_quarantine(run_db(run), c->blob_dir, digest, path,
@@ -1105,10 +706,10 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             return fsm_retry("scanning %s: %s", location, err_str(&e));
         if (r < 0)
             return rejected("%s: %s", location, err_str(&e));
-        json_array_append_new(layers, layer_json(digest, size, fmt, path, NULL, &seal));
-        log_info("layer validated", "location=%s digest=%s format=%s entries=%" PRIu64
-                 " bytes=%" PRIu64, location, digest, blob_format_name(fmt), stats.entries,
-                 stats.bytes);
+        json_array_append_new(layers, fetch_layer_json(digest, size, fmt, path, NULL, &seal));
+        log_info("layer validated",
+                 "location=%s digest=%s format=%s entries=%" PRIu64 " bytes=%" PRIu64, location,
+                 digest, blob_format_name(fmt), stats.entries, stats.bytes);
     } else {
         struct archive_manifest m = {0};
         r = archive_manifest_read(path, &m, &e);
@@ -1118,7 +719,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             if (r == -EIO || r == -ENOMEM)
                 return fsm_retry("reading the manifest of %s: %s", location, err_str(&e));
             return rejected("%s: %s", location,
-                             r < 0 ? err_str(&e) : "the manifest lists no layers");
+                            r < 0 ? err_str(&e) : "the manifest lists no layers");
         }
         if (m.repo_tag)
             json_object_set_new(resp, "repo_tag", json_string(m.repo_tag));
@@ -1144,8 +745,8 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             if (!blob_format_is_layer(lf)) {
                 archive_set_progress(NULL, NULL);
                 struct fsm_result res = rejected("%s: member %s is not "
-                                                  "an image layer: %s", location,
-                                                  m.layers[i].member, why);
+                                                 "an image layer: %s",
+                                                 location, m.layers[i].member, why);
                 archive_manifest_free(&m);
                 return res;
             }
@@ -1154,20 +755,19 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
                 struct fsm_result res =
                     r == -EIO || r == -ENOMEM
                         ? fsm_retry("scanning %s: %s", m.layers[i].member, err_str(&e))
-                        : rejected("%s: layer %s: %s", location,
-                                    m.layers[i].member, err_str(&e));
+                        : rejected("%s: layer %s: %s", location, m.layers[i].member, err_str(&e));
                 archive_manifest_free(&m);
                 return res;
             }
             json_array_append_new(layers,
-                                  layer_json(ld, lsize, lf, lp, m.layers[i].member, &lseal));
+                                  fetch_layer_json(ld, lsize, lf, lp, m.layers[i].member, &lseal));
         }
         log_info("archive validated", "location=%s digest=%s format=%s layers=%zu", location,
                  digest, blob_format_name(fmt), m.n_layers);
         archive_manifest_free(&m);
         archive_set_progress(NULL, NULL);
     }
-    if (response_store(run, resp) < 0)
+    if (fetch_response_store(run, resp) < 0)
         return fsm_retry("out of memory");
     return fsm_ok();
 }
@@ -1177,27 +777,18 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
 static void discard_rejected(struct db *db, const char *location, const char *digest,
                              const char *path)
 {
-    bool known = false;
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT 1 FROM blobs WHERE digest = ?1");
-    if (st) {
-        db_bind_text(st, 1, digest);
-        known = db_step(db, st) == 1;
-        db_done(st);
-    } else {
-        known = true; /* cannot tell: keep it, gc will decide */
-    }
-    db_unlock(db);
+    /* cannot tell (an error): keep it, gc will decide */
+    bool known = blobs_exists(db, digest) != 0;
     if (!known && unlink(path) == 0)
         log_info("rejected blob removed", "location=%s digest=%s", location, digest);
-    download_forget(db, location);
+    blobs_download_delete(db, location);
 }
 
 static struct fsm_result validate(struct fsm_run *run, void *ud)
 {
     struct fsm_result res = validate_blob(run, ud);
     if (res.outcome == FSM_ABORT && res.kind == ERR_KIND_REJECTED) {
-        _cleanup_json_ json_t *resp = response_load(run);
+        _cleanup_json_ json_t *resp = fetch_response_load(run);
         const char *path = json_string_value(json_object_get(resp, "path"));
         const char *digest = json_string_value(json_object_get(resp, "digest"));
         const char *location = json_string_value(json_object_get(resp, "location"));
@@ -1209,86 +800,29 @@ static struct fsm_result validate(struct fsm_run *run, void *ud)
 
 /* ---- record ------------------------------------------------------------------------------- */
 
-/* The row of a blob: its path relative to the blob directory and its seal (NULL columns
- * without one: the file is hashed before its next use). */
-static int upsert_blob(struct db *db, const char *digest, uint64_t size, const char *media,
-                       const struct blob_seal *seal, int64_t now)
-{
-    _cleanup_free_ char *rel = blobfile_relpath(digest);
-    if (!rel)
-        return -ENOMEM;
-    sqlite3_stmt *st = db_prepare(
-        db, "INSERT INTO blobs(digest, size, media_type, path, created_at_ms, last_used_ms, "
-            "file_ino, file_mtime_ns, file_ctime_ns, verified_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, "
-            "?5, ?6, ?7, ?8, ?5) ON CONFLICT(digest) DO UPDATE SET media_type = "
-            "excluded.media_type, path = excluded.path, last_used_ms = excluded.last_used_ms, "
-            "file_ino = excluded.file_ino, file_mtime_ns = excluded.file_mtime_ns, "
-            "file_ctime_ns = excluded.file_ctime_ns, verified_at_ms = excluded.verified_at_ms");
-    if (!st)
-        return -EIO;
-    db_bind_text(st, 1, digest);
-    db_bind_i64(st, 2, (int64_t)size);
-    db_bind_text(st, 3, media);
-    db_bind_text(st, 4, rel);
-    db_bind_i64(st, 5, now);
-    if (seal) {
-        db_bind_i64(st, 6, (int64_t)seal->ino);
-        db_bind_i64(st, 7, seal->mtime_ns);
-        db_bind_i64(st, 8, seal->ctime_ns);
-    }
-    int r = db_step(db, st);
-    db_done(st);
-    return r < 0 ? r : 0;
-}
-
-static int upsert_source(struct db *db, const char *location, const char *etag, uint64_t size,
-                         const char *digest, int64_t now)
-{
-    sqlite3_stmt *st = db_prepare(
-        db, "INSERT INTO blob_sources(location, etag, size, digest, seen_at_ms) VALUES(?1, ?2, "
-            "?3, ?4, ?5) ON CONFLICT(location) DO UPDATE SET etag = excluded.etag, size = "
-            "excluded.size, digest = excluded.digest, seen_at_ms = excluded.seen_at_ms");
-    if (!st)
-        return -EIO;
-    db_bind_text(st, 1, location);
-    db_bind_text(st, 2, etag);
-    db_bind_i64(st, 3, (int64_t)size);
-    db_bind_text(st, 4, digest);
-    db_bind_i64(st, 5, now);
-    int r = db_step(db, st);
-    db_done(st);
-    return r < 0 ? r : 0;
-}
-
 static int record_commit(struct db *db, void *ud)
 {
     struct fetch_result *fr = ud;
     int64_t now = now_ms();
-    int r = upsert_blob(db, fr->digest, fr->size, blob_format_name(fr->format),
-                        fr->sealed ? &fr->seal : NULL, now);
+    int r = blobs_record(db, fr->digest, fr->size, blob_format_name(fr->format),
+                         fr->sealed ? &fr->seal : NULL, now);
     if (r == 0)
-        r = upsert_source(db, fr->location, fr->etag, fr->size, fr->digest, now);
+        r = blobs_source_record(db, fr->location, fr->etag, fr->size, fr->digest, now);
     for (size_t i = 0; r == 0 && i < fr->n_layers; i++) {
         const struct fetch_layer *l = &fr->layers[i];
         if (!l->member)
             continue;
-        r = upsert_blob(db, l->digest, l->size, blob_format_name(l->format),
-                        l->sealed ? &l->seal : NULL, now);
+        r = blobs_record(db, l->digest, l->size, blob_format_name(l->format),
+                         l->sealed ? &l->seal : NULL, now);
         _cleanup_free_ char *loc = NULL;
         if (r == 0 && asprintf(&loc, "%s#%s", fr->location, l->member) < 0)
             r = -ENOMEM;
         if (r == 0)
-            r = upsert_source(db, loc, fr->etag, l->size, l->digest, now);
+            r = blobs_source_record(db, loc, fr->etag, l->size, l->digest, now);
     }
-    if (r == 0) {
-        sqlite3_stmt *st = db_prepare(db, "DELETE FROM downloads WHERE location = ?1");
-        if (!st)
-            return -EIO;
-        db_bind_text(st, 1, fr->location);
-        r = db_step(db, st);
-        db_done(st);
-    }
-    return r < 0 ? r : 0;
+    if (r == 0)
+        r = blobs_download_delete(db, fr->location);
+    return r;
 }
 
 static void result_freep(void *p)

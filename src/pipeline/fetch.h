@@ -6,7 +6,7 @@
  *   machine  type "fetch", action "fetch-blob", queue "fetch" (DEFAULT_FETCH_QUEUE_LIMIT)
  *   resource the blob's canonical location ("s3://bucket/images/golang/3.tar")
  *   request  JSON {"location", "etag" (optional), "size" (optional)}: fetch_request_build()
- *   response JSON: fetch_response_parse() gives a struct fetch_result
+ *   response JSON: fetch_response_parse() gives a struct fetch_result (both: fetch_json.h)
  *
  *   check-exists  reality check: the location was fetched before with the same ETag, its
  *                 blob file is present and passes the integrity rule (store/blobfile.h: one
@@ -49,12 +49,14 @@
 #include "archive/limits.h"
 #include "fsm/fsm.h"
 #include "source/source.h"
+#include "pipeline/fetch_credentials.h"
+#include "pipeline/fetch_json.h"
 #include "store/blobfile.h"
 #include "util/hash.h"
 
-#define FETCH_MACHINE_TYPE "fetch"
+#define FETCH_MACHINE_TYPE   "fetch"
 #define FETCH_MACHINE_ACTION "fetch-blob"
-#define FETCH_QUEUE "fetch"
+#define FETCH_QUEUE          "fetch"
 /* A download that does not fit: not retried (the disk stays full until someone acts). */
 #define FETCH_NO_SPACE_PREFIX "not enough space: "
 
@@ -69,13 +71,13 @@
  * check-exists, record: local work; 5 attempts, 100 ms x2 up to 2 s.
  * validate: 3 attempts (a scan fails the same way every time; retries only cover I/O
  *   errors), 30 min per attempt (the archive policy's own time limit is the real bound). */
-#define FETCH_DOWNLOAD_ATTEMPTS 8
-#define FETCH_DOWNLOAD_BACKOFF_MS 1000
+#define FETCH_DOWNLOAD_ATTEMPTS       8
+#define FETCH_DOWNLOAD_BACKOFF_MS     1000
 #define FETCH_DOWNLOAD_BACKOFF_MAX_MS 60000
-#define FETCH_DOWNLOAD_TIMEOUT_MS (2 * 3600 * 1000)
-#define FETCH_LOCAL_ATTEMPTS 5
-#define FETCH_VALIDATE_ATTEMPTS 3
-#define FETCH_VALIDATE_TIMEOUT_MS (30 * 60 * 1000)
+#define FETCH_DOWNLOAD_TIMEOUT_MS     (2 * 3600 * 1000)
+#define FETCH_LOCAL_ATTEMPTS          5
+#define FETCH_VALIDATE_ATTEMPTS       3
+#define FETCH_VALIDATE_TIMEOUT_MS     (30 * 60 * 1000)
 /* The `downloads` row records the bytes that are on disk for sure (after fdatasync) every this
  * many bytes: a crash loses at most this much. */
 #define FETCH_CHECKPOINT_BYTES (64ULL << 20)
@@ -94,7 +96,7 @@ struct fetch_config {
     const char *blob_dir;
     const char *tmp_dir;
     struct source_options source; /* region, endpoint, anonymous, timeouts */
-    struct archive_policy policy;  /* scan limits; max_blob_bytes bounds downloads */
+    struct archive_policy policy; /* scan limits; max_blob_bytes bounds downloads */
 };
 
 /* Register the machine on m (before fsm_manager_resume()). The config is copied into *ctx,
@@ -104,56 +106,12 @@ int fetch_register(struct fsm_manager *m, const struct fetch_config *cfg,
                    struct fsm_machine **machine, struct fetch_context **ctx);
 void fetch_context_free(struct fetch_context *c);
 
-/* Credentials in a location URL (http://user:secret@host/...) stay in this process's memory:
- * fetch_credentials_keep() remembers the userinfo for the URL's origin and returns the
- * location without it (malloc'd; NULL on ENOMEM), which is what a run, a row or a log line may
- * hold. The fetch machine adds the userinfo back, for its origin, only in the request it
- * sends. A run resumed by another process (no credentials) fails as the server decides.
- * fetch_credentials_forget() wipes them. */
-char *fetch_credentials_keep(const char *location);
-void fetch_credentials_forget(void);
-
-/* The request for one location. etag and size (from a listing) may be NULL/0; with them the
- * check-exists step needs no request to the source. *json is malloc'd. */
-int fetch_request_build(const char *location, const char *etag, uint64_t size, char **json,
-                        size_t *len);
-
-struct fetch_layer {
-    char digest[DIGEST_STR_LEN + 1];
-    uint64_t size;
-    enum blob_format format;
-    char *path;            /* blobs/sha256/<hex> */
-    char *member;          /* path inside the archive it came from, NULL for the blob itself */
-    struct blob_seal seal; /* the file as hashed (store/blobfile.h), when sealed */
-    bool sealed;
-};
-
-/* A finished run's response. */
-struct fetch_result {
-    char *location;
-    char *etag;                        /* NULL when the source gives none */
-    char digest[DIGEST_STR_LEN + 1];   /* the blob as fetched */
-    uint64_t size;
-    enum blob_format format;
-    char *path;
-    char *repo_tag;                    /* from a docker-archive/OCI manifest, or NULL */
-    struct fetch_layer *layers;        /* the image layers this blob gives, bottom to top:
-                                          itself for a layer, its members for an archive */
-    size_t n_layers;
-    bool reused;           /* check-exists found it already fetched */
-    struct blob_seal seal; /* the blob file as hashed, when sealed */
-    bool sealed;
-};
-
-int fetch_response_parse(const void *data, size_t len, struct fetch_result *out, struct err *e);
-void fetch_result_free(struct fetch_result *r);
-
 /* ---- the streaming core (also used by the benchmark) -------------------------------------- */
 
 struct fetch_stream {
-    int fd;               /* where the bytes go (appended at the current offset) */
-    struct sha256 *hash;  /* updated with every byte, may be NULL */
-    uint64_t max_bytes;   /* stop with -EFBIG beyond offset + bytes > max (0 = none) */
+    int fd;              /* where the bytes go (appended at the current offset) */
+    struct sha256 *hash; /* updated with every byte, may be NULL */
+    uint64_t max_bytes;  /* stop with -EFBIG beyond offset + bytes > max (0 = none) */
     /* optional progress callback, called at most every FETCH_PROGRESS_BYTES */
     void (*progress)(uint64_t done, uint64_t total, void *ud);
     void *progress_ud;

@@ -2,19 +2,19 @@
  * fetch_glue.c: how the process-image run uses the fetch machine (fetch.h): registering it
  * with the pipeline's settings, starting one child run per layer location (or finding the ones
  * it started before a crash), waiting for them, and turning their responses into the image's
- * layer list. Also the blob lookups the unpack runs need, and the integrity check they make
- * before applying a blob (store/blobfile.h).
+ * layer list. See fetch_glue.h.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline/fetch_glue.h"
+
 #include "pipeline/fetch.h"
-#include "pipeline/pipeline_internal.h"
-#include "store/blobfile.h"
+#include "pipeline/machine.h"
+#include "pipeline/outcome.h"
 #include "util/cleanup.h"
-#include "util/log.h"
 
 int pipeline_register_fetch(struct pipeline *p, struct err *e)
 {
@@ -24,41 +24,6 @@ int pipeline_register_fetch(struct pipeline *p, struct err *e)
                               .policy = p->policy};
     int r = fetch_register(p->mgr, &fc, &p->m_fetch, &p->fetch_ctx);
     return r < 0 ? err_set(e, r, "cannot register the fetch machine") : 0;
-}
-
-int pipeline_blob_path(struct pipeline *p, const char *digest, char *out, size_t n)
-{
-    db_lock(p->db);
-    sqlite3_stmt *st = db_prepare(p->db, "SELECT path FROM blobs WHERE digest = ?");
-    if (!st) {
-        db_unlock(p->db);
-        return -EIO;
-    }
-    db_bind_text(st, 1, digest);
-    int r = db_step(p->db, st);
-    db_done(st);
-    db_unlock(p->db);
-    if (r != 1)
-        return r < 0 ? r : -ENOENT;
-    /* The file name is the digest's (blobs.path is relative to the blob directory). */
-    _cleanup_free_ char *path = blobfile_path(p->cfg.blob_dir, digest);
-    if (!path)
-        return -ENOMEM;
-    return snprintf(out, n, "%s", path) >= (int)n ? -ENAMETOOLONG : 0;
-}
-
-int pipeline_blob_verify(struct pipeline *p, const char *digest, const char *path, char *why,
-                         size_t n)
-{
-    return blobfile_verify(p->db, p->cfg.blob_dir, digest, 0, path, NULL, why, n);
-}
-
-int pipeline_blob_entries(struct pipeline *p, const char *digest, int64_t *entries)
-{
-    (void)p;
-    (void)digest;
-    (void)entries;
-    return -ENOENT; /* the fetch machine does not record scan counts (yet) */
 }
 
 void fetched_layers_free(struct fetched_layer *v, size_t n)
@@ -75,7 +40,7 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
     *n_layers = 0;
     struct fsm_run_info info;
     fsm_run_info(run, &info);
-    struct fsm_id *children = calloc(n ? n : 1, sizeof(*children));
+    _cleanup_free_ struct fsm_id *children = calloc(n ? n : 1, sizeof(*children));
     if (!children)
         return -ENOMEM;
     int r = 0;
@@ -84,7 +49,7 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
         if (pipeline_find_run(p, FETCH_MACHINE_TYPE, want[i].location, &info.version, false,
                               &children[i]) == 0)
             continue;
-        char *req = NULL;
+        _cleanup_free_ char *req = NULL;
         size_t len = 0;
         r = fetch_request_build(want[i].location, want[i].etag, want[i].size, &req, &len);
         if (r < 0) {
@@ -93,7 +58,6 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
         }
         struct fsm_start_opts so = {.queue = FETCH_QUEUE, .parent = &info.version};
         r = fsm_start(p->mgr, p->m_fetch, want[i].location, req, len, &so, &children[i]);
-        free(req);
         if (r < 0)
             err_set(e, r, "cannot start the fetch of %s", want[i].location);
     }
@@ -102,25 +66,20 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
     for (size_t i = 0; i < n && r == 0; i++) {
         enum fsm_outcome oc;
         enum err_kind kind = ERR_KIND_OTHER;
-        char *error = NULL;
+        _cleanup_free_ char *error = NULL;
         r = pipeline_wait_child(run, &children[i], &oc, &kind, &error);
-        if (r == -ECANCELED) {
-            free(error);
+        if (r == -ECANCELED)
             break;
-        }
         if (r < 0) {
             err_set(e, r, "cannot wait for the fetch of %s", want[i].location);
-            free(error);
             break;
         }
         if (!fsm_outcome_success(oc)) {
             /* The fetch's own kind (not found, rejected, ...) is the image's. */
             r = err_set(e, pipeline_run_errno(oc, kind), "%s: %s", want[i].location,
                         error && *error ? error : fsm_outcome_name(oc));
-            free(error);
             break;
         }
-        free(error);
         struct fsm_run_record rec = {0};
         r = fsm_db_get_run(p->db, &children[i], &rec);
         if (r < 0) {
@@ -153,7 +112,6 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
         }
         fetch_result_free(&fr);
     }
-    free(children);
     if (r < 0) {
         fetched_layers_free(out, nout);
         return r;

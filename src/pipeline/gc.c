@@ -29,6 +29,7 @@
 #include "guard/reslock.h"
 #include "pipeline/updates.h"
 #include "store/blobfile.h"
+#include "store/blobs.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/metrics.h"
@@ -36,9 +37,9 @@
 
 const char *gc_kind_name(enum gc_kind k)
 {
-    static const char *const names[] = {"creating", "failed",   "deleting", "unreferenced",
-                                        "unknown-id", "unknown-dm", "mount",  "tmpfile",
-                                        "download", "lock",     "blob",     "missing",
+    static const char *const names[] = {"creating",     "failed",     "deleting", "unreferenced",
+                                        "unknown-id",   "unknown-dm", "mount",    "tmpfile",
+                                        "download",     "lock",       "blob",     "missing",
                                         "active-layer", "dm-gone"};
     return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "?";
 }
@@ -179,8 +180,7 @@ static void scan_device(struct gc_report *rep, const struct thin_dev *d, const u
             it->active = active;
             snprintf(it->reason, sizeof(it->reason),
                      "in use by thinimg but gone from the pool's metadata");
-            snprintf(it->action, sizeof(it->action),
-                     "none: the next process-image recreates it");
+            snprintf(it->action, sizeof(it->action), "none: the next process-image recreates it");
         }
         return;
     } else {
@@ -320,42 +320,44 @@ struct tmp_ctx {
     size_t n;
 };
 
+struct downloads_ctx {
+    struct gc_report *rep;
+    struct db *db;
+    struct tmp_ctx *keep;
+};
+
+static int download_row(const char *loc, const char *tmp, void *ud)
+{
+    struct downloads_ctx *c = ud;
+    struct stat sb;
+    bool file = tmp && stat(tmp, &sb) == 0;
+    bool live = loc && fetch_unfinished(c->db, loc);
+    if (live && file) {
+        char **v = realloc(c->keep->keep, (c->keep->n + 1) * sizeof(char *));
+        if (v) {
+            c->keep->keep = v;
+            v[c->keep->n++] = strdup(tmp);
+        }
+        return 0;
+    }
+    struct gc_item *it = add(c->rep, GC_DOWNLOAD, loc ? loc : "?");
+    if (!it)
+        return 1;
+    it->removable = true;
+    it->bytes = file ? (uint64_t)sb.st_size : 0;
+    snprintf(it->reason, sizeof(it->reason), "%s",
+             file ? "partial download no unfinished fetch run owns"
+                  : "download record whose temp file is gone");
+    snprintf(it->action, sizeof(it->action), "%s",
+             file ? "delete file and record" : "delete record");
+    snprintf(it->detail, sizeof(it->detail), "%s", tmp ? tmp : "");
+    return 0;
+}
+
 static void scan_downloads(struct gc_report *rep, struct db *db, struct tmp_ctx *keep)
 {
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT location, tmp_path, bytes_done FROM downloads");
-    if (!st) {
-        db_unlock(db);
-        return;
-    }
-    while (db_step(db, st) == 1) {
-        const char *loc = (const char *)sqlite3_column_text(st, 0);
-        const char *tmp = (const char *)sqlite3_column_text(st, 1);
-        struct stat sb;
-        bool file = tmp && stat(tmp, &sb) == 0;
-        bool live = loc && fetch_unfinished(db, loc);
-        if (live && file) {
-            char **v = realloc(keep->keep, (keep->n + 1) * sizeof(char *));
-            if (v) {
-                keep->keep = v;
-                v[keep->n++] = strdup(tmp);
-            }
-            continue;
-        }
-        struct gc_item *it = add(rep, GC_DOWNLOAD, loc ? loc : "?");
-        if (!it)
-            break;
-        it->removable = true;
-        it->bytes = file ? (uint64_t)sb.st_size : 0;
-        snprintf(it->reason, sizeof(it->reason), "%s",
-                 file ? "partial download no unfinished fetch run owns"
-                      : "download record whose temp file is gone");
-        snprintf(it->action, sizeof(it->action), "%s", file ? "delete file and record"
-                                                            : "delete record");
-        snprintf(it->detail, sizeof(it->detail), "%s", tmp ? tmp : "");
-    }
-    db_done(st);
-    db_unlock(db);
+    struct downloads_ctx c = {rep, db, keep};
+    blobs_download_list(db, download_row, &c);
 }
 
 static void scan_tmp(struct gc_report *rep, const struct config *cfg, const struct tmp_ctx *keep)
@@ -401,35 +403,35 @@ static void lock_line(const char *line, void *ud)
     }
 }
 
+struct blobs_ctx {
+    struct gc_report *rep;
+    const struct config *cfg;
+    const struct gc_opts *o;
+};
+
+static int unreferenced_blob(const char *digest, const char *path_col, uint64_t size, void *ud)
+{
+    struct blobs_ctx *c = ud;
+    struct gc_item *it = add(c->rep, GC_BLOB, digest);
+    if (!it)
+        return 1;
+    it->bytes = size;
+    /* The file is named by the digest under the blob directory (store/blobfile.h); the path
+     * column is not trusted to be absolute (rows from older versions). */
+    _cleanup_free_ char *path = blobfile_path(c->cfg->blob_dir, it->what);
+    snprintf(it->detail, sizeof(it->detail), "%s", path ? path : path_col);
+    snprintf(it->reason, sizeof(it->reason), "no image uses this blob");
+    it->removable = c->o->include_blobs;
+    snprintf(it->action, sizeof(it->action), "%s",
+             c->o->include_blobs ? "delete file and record" : "keep (--blobs to delete)");
+    return 0;
+}
+
 static void scan_blobs(struct gc_report *rep, struct db *db, const struct config *cfg,
                        const struct gc_opts *o)
 {
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT digest, path, size FROM blobs b WHERE NOT EXISTS"
-                                      " (SELECT 1 FROM image_layers l WHERE l.digest = b.digest)"
-                                      " AND NOT EXISTS (SELECT 1 FROM layers y WHERE y.digest ="
-                                      " b.digest AND y.state != 'ready')");
-    if (!st) {
-        db_unlock(db);
-        return;
-    }
-    while (db_step(db, st) == 1) {
-        struct gc_item *it = add(rep, GC_BLOB, (const char *)sqlite3_column_text(st, 0));
-        if (!it)
-            break;
-        it->bytes = (uint64_t)sqlite3_column_int64(st, 2);
-        /* The file is named by the digest under the blob directory (store/blobfile.h); the
-         * path column is not trusted to be absolute (rows from older versions). */
-        _cleanup_free_ char *path = blobfile_path(cfg->blob_dir, it->what);
-        snprintf(it->detail, sizeof(it->detail), "%s",
-                 path ? path : (const char *)sqlite3_column_text(st, 1));
-        snprintf(it->reason, sizeof(it->reason), "no image uses this blob");
-        it->removable = o->include_blobs;
-        snprintf(it->action, sizeof(it->action), "%s",
-                 o->include_blobs ? "delete file and record" : "keep (--blobs to delete)");
-    }
-    db_done(st);
-    db_unlock(db);
+    struct blobs_ctx c = {rep, cfg, o};
+    blobs_list_unreferenced(db, unreferenced_blob, &c);
 }
 
 /* Is a mount point already in the report? */
@@ -450,7 +452,7 @@ static void scan_mounts(struct gc_report *rep, const struct config *cfg)
     if (!f)
         return;
     char line[4096];
-    char (*points)[2048] = NULL, (*sources)[256] = NULL;
+    char(*points)[2048] = NULL, (*sources)[256] = NULL;
     size_t n = 0;
     while (fgets(line, sizeof(line), f)) {
         char point[2048], source[256] = "?";
@@ -476,8 +478,10 @@ static void scan_mounts(struct gc_report *rep, const struct config *cfg)
         struct gc_item *m = add(rep, GC_MOUNT, points[i]);
         if (!m)
             break;
-        snprintf(m->reason, sizeof(m->reason), "stale mount of %s under the state directory "
-                 "(thinimg mounts only inside its own processes)", sources[i]);
+        snprintf(m->reason, sizeof(m->reason),
+                 "stale mount of %s under the state directory "
+                 "(thinimg mounts only inside its own processes)",
+                 sources[i]);
         snprintf(m->action, sizeof(m->action), "unmount");
         m->removable = true;
     }
@@ -541,13 +545,15 @@ static void scan_active_state(struct gc_report *rep, struct db *db, const char *
         it->active = active;
         it->in_pool = true;
         if (!w->layer) {
-            snprintf(it->reason, sizeof(it->reason), "activation %s is recorded active but its "
-                     "dm device is gone (a reboot, or removed behind thinimg's back)", w->act);
-            snprintf(it->action, sizeof(it->action),
-                     "none: the next process-image reactivates it");
+            snprintf(it->reason, sizeof(it->reason),
+                     "activation %s is recorded active but its "
+                     "dm device is gone (a reboot, or removed behind thinimg's back)",
+                     w->act);
+            snprintf(it->action, sizeof(it->action), "none: the next process-image reactivates it");
             continue;
         }
-        snprintf(it->reason, sizeof(it->reason), "a committed layer's device is active (committed "
+        snprintf(it->reason, sizeof(it->reason),
+                 "a committed layer's device is active (committed "
                  "layers stay inactive: an active origin must be suspended to be snapshotted)");
         char mp[2048];
         bool mounted = majmin[0] && mounted_at(majmin, mp, sizeof(mp));
@@ -565,8 +571,8 @@ static void scan_active_state(struct gc_report *rep, struct db *db, const char *
     free(rows);
 }
 
-int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
-            struct gc_report *out, struct err *e)
+int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o, struct gc_report *out,
+            struct err *e)
 {
     static const struct gc_opts dflt;
     if (!o)
@@ -646,7 +652,7 @@ enum child_op { OP_UMOUNT, OP_DM_REMOVE, OP_POOL_DELETE };
 
 struct child_req {
     enum child_op op;
-    const char *name;  /* mount point, device or pool */
+    const char *name; /* mount point, device or pool */
     uint32_t id;
 };
 
@@ -780,29 +786,19 @@ static int apply_file(struct db *db, struct gc_item *it)
 {
     char path[sizeof(it->detail)];
     snprintf(path, sizeof(path), "%s", it->kind == GC_TMPFILE ? it->what : it->detail);
-    const char *sql = it->kind == GC_DOWNLOAD ? "DELETE FROM downloads WHERE location = ?"
-                      : it->kind == GC_BLOB   ? "DELETE FROM blobs WHERE digest = ?"
-                                              : NULL;
-    if (sql) {
-        db_lock(db);
-        sqlite3_stmt *st = db_prepare(db, sql);
-        int r = st ? db_bind_text(st, 1, it->what) : -EIO;
-        if (r == 0)
-            r = db_step(db, st);
-        if (st)
-            db_done(st);
-        db_unlock(db);
-        if (r < 0) {
-            it->result = GC_ERROR;
-            snprintf(it->detail, sizeof(it->detail), "kept: cannot delete its record: %s",
-                     strerror(-r));
-            return r;
-        }
+    int r = it->kind == GC_DOWNLOAD ? blobs_download_delete(db, it->what)
+            : it->kind == GC_BLOB   ? blobs_delete(db, it->what)
+                                    : 0;
+    if (r < 0) {
+        it->result = GC_ERROR;
+        snprintf(it->detail, sizeof(it->detail), "kept: cannot delete its record: %s",
+                 strerror(-r));
+        return r;
     }
     bool gone = false; /* the file was not there: say so, never "deleted" */
     if (path[0] && unlink(path) < 0) {
         if (errno != ENOENT) {
-            int r = neg_errno();
+            r = neg_errno();
             it->result = GC_ERROR;
             snprintf(it->detail, sizeof(it->detail), "unlink %s: %s", path, strerror(-r));
             return r;

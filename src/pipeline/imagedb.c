@@ -2,7 +2,7 @@
  * imagedb.c: queries on images, image_layers, layers and activations. See imagedb.h.
  *
  * Every function takes the connection lock for its statement(s) (recursive, so it nests inside
- * a checkpoint transaction) and uses cached prepared statements.
+ * a checkpoint transaction) and uses cached prepared statements, through store/stmt.h.
  */
 #include "pipeline/imagedb.h"
 
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/stmt.h"
 #include "util/cleanup.h"
 #include "util/timeutil.h"
 
@@ -21,21 +22,11 @@ static int64_t col_i64_or(sqlite3_stmt *st, int col, int64_t dflt)
     return sqlite3_column_type(st, col) == SQLITE_NULL ? dflt : sqlite3_column_int64(st, col);
 }
 
-/* Run a statement that returns no rows; returns changes() or a negative errno. */
-static int exec_stmt(struct db *db, sqlite3_stmt *st)
+/* A write that must change a row: 0, -ENOENT when it changed none, or a negative errno. */
+static int changed_one(int r)
 {
-    int r = db_step(db, st);
-    int changes = sqlite3_changes(db_handle(db));
-    db_done(st);
-    return r < 0 ? r : changes;
+    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
 }
-
-#define PREPARE_OR_RETURN(st, db, sql)                                                             \
-    sqlite3_stmt *st = db_prepare(db, sql);                                                        \
-    if (!st) {                                                                                     \
-        db_unlock(db);                                                                             \
-        return -EIO;                                                                               \
-    }
 
 void image_rec_free(struct image_rec *r)
 {
@@ -107,7 +98,7 @@ void imagedb_default_activation_name(const char *image_name, char *out, size_t n
 /* ---- images ------------------------------------------------------------------------------- */
 
 #define IMAGE_COLS                                                                                 \
-    "i.id, i.ref, i.name, i.state, i.n_layers, i.top_chain, i.error, i.created_at_ms,"            \
+    "i.id, i.ref, i.name, i.state, i.n_layers, i.top_chain, i.error, i.created_at_ms,"             \
     " i.updated_at_ms, i.last_used_ms,"                                                            \
     " (SELECT count(*) FROM activations a WHERE a.image_id = i.id AND a.state = 'active')"
 
@@ -126,148 +117,97 @@ static void image_from_row(sqlite3_stmt *st, struct image_rec *r)
     r->n_activations = sqlite3_column_int(st, 10);
 }
 
+static int read_id(sqlite3_stmt *st, void *ud)
+{
+    *(int64_t *)ud = sqlite3_column_int64(st, 0);
+    return 0;
+}
+
 int imagedb_image_upsert(struct db *db, const char *ref, const char *name, int64_t *id)
 {
-    int64_t now = now_ms();
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db,
-                      "INSERT INTO images(ref, name, state, created_at_ms, updated_at_ms,"
-                      " last_used_ms) VALUES(?1, ?2, 'pending', ?3, ?3, ?3)"
-                      " ON CONFLICT(ref) DO UPDATE SET last_used_ms = ?3, name = ?2"
-                      " RETURNING id");
-    db_bind_text(st, 1, ref);
-    db_bind_text(st, 2, name);
-    db_bind_i64(st, 3, now);
-    int r = db_step(db, st);
-    if (r == 1) {
-        *id = sqlite3_column_int64(st, 0);
-        r = 0;
-    } else if (r == 0) {
-        r = -EIO;
-    }
-    db_done(st);
-    db_unlock(db);
-    return r;
+    int r = db_query_one(db,
+                         "INSERT INTO images(ref, name, state, created_at_ms, updated_at_ms,"
+                         " last_used_ms) VALUES(?1, ?2, 'pending', ?3, ?3, ?3)"
+                         " ON CONFLICT(ref) DO UPDATE SET last_used_ms = ?3, name = ?2"
+                         " RETURNING id",
+                         read_id, id, DB_TEXT(ref), DB_TEXT(name), DB_INT(now_ms()));
+    return r < 0 ? r : (r == 1 ? 0 : -EIO);
 }
 
 int imagedb_image_set_state(struct db *db, int64_t id, const char *state, const char *error)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db,
-                      "UPDATE images SET state = ?2, error = ?3, updated_at_ms = ?4 WHERE id = ?1");
-    db_bind_i64(st, 1, id);
-    db_bind_text(st, 2, state);
-    db_bind_text(st, 3, error && *error ? error : NULL);
-    db_bind_i64(st, 4, now_ms());
-    int r = exec_stmt(db, st);
-    db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return changed_one(db_run(
+        db, "UPDATE images SET state = ?2, error = ?3, updated_at_ms = ?4 WHERE id = ?1",
+        DB_INT(id), DB_TEXT(state), DB_TEXT(error && *error ? error : NULL), DB_INT(now_ms())));
 }
 
 int imagedb_image_set_layers(struct db *db, int64_t id, const struct image_layer_rec *layers,
                              size_t n)
 {
-    int r = db_begin(db);
+    _cleanup_tx_ struct db_tx tx = {0};
+    int r = db_tx_begin(&tx, db);
     if (r < 0)
         return r;
-    sqlite3_stmt *del = db_prepare(db, "DELETE FROM image_layers WHERE image_id = ?");
-    if (!del) {
-        db_rollback(db);
-        return -EIO;
-    }
-    db_bind_i64(del, 1, id);
-    r = exec_stmt(db, del);
-    for (size_t i = 0; r >= 0 && i < n; i++) {
-        sqlite3_stmt *ins = db_prepare(db, "INSERT INTO image_layers(image_id, idx, location,"
-                                           " digest, chain_id, size) VALUES(?,?,?,?,?,?)");
-        if (!ins) {
-            r = -EIO;
-            break;
-        }
-        db_bind_i64(ins, 1, id);
-        db_bind_i64(ins, 2, layers[i].idx);
-        db_bind_text(ins, 3, layers[i].location);
-        db_bind_text(ins, 4, layers[i].digest);
-        db_bind_text(ins, 5, layers[i].chain_id);
-        if (layers[i].size >= 0)
-            db_bind_i64(ins, 6, layers[i].size);
-        r = exec_stmt(db, ins);
-    }
-    if (r >= 0) {
-        sqlite3_stmt *up = db_prepare(db, "UPDATE images SET n_layers = ?2, top_chain = ?3,"
-                                          " updated_at_ms = ?4 WHERE id = ?1");
-        if (!up)
-            r = -EIO;
-        else {
-            db_bind_i64(up, 1, id);
-            db_bind_i64(up, 2, (int64_t)n);
-            db_bind_text(up, 3, n ? layers[n - 1].chain_id : NULL);
-            db_bind_i64(up, 4, now_ms());
-            r = exec_stmt(db, up);
-        }
-    }
-    if (r < 0) {
-        db_rollback(db);
-        return r;
-    }
-    return db_commit(db);
+    r = db_run(db, "DELETE FROM image_layers WHERE image_id = ?", DB_INT(id));
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = db_run(db,
+                   "INSERT INTO image_layers(image_id, idx, location, digest, chain_id, size)"
+                   " VALUES(?,?,?,?,?,?)",
+                   DB_INT(id), DB_INT(layers[i].idx), DB_TEXT(layers[i].location),
+                   DB_TEXT(layers[i].digest), DB_TEXT(layers[i].chain_id),
+                   layers[i].size >= 0 ? DB_INT(layers[i].size) : DB_NULL());
+    if (r >= 0)
+        r = db_run(db,
+                   "UPDATE images SET n_layers = ?2, top_chain = ?3, updated_at_ms = ?4"
+                   " WHERE id = ?1",
+                   DB_INT(id), DB_INT(n), DB_TEXT(n ? layers[n - 1].chain_id : NULL),
+                   DB_INT(now_ms()));
+    return r < 0 ? r : db_tx_commit(&tx);
 }
 
-static int image_get_where(struct db *db, const char *sql, const char *s, int64_t i,
-                           struct image_rec *out)
+static int image_get_where(struct db *db, const char *sql, struct db_arg key, struct image_rec *out)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, sql);
-    if (s)
-        db_bind_text(st, 1, s);
-    else
-        db_bind_i64(st, 1, i);
-    int r = db_step(db, st);
-    int found = 0;
-    if (r == 1) {
-        image_from_row(st, out);
-        found = 1;
-        r = db_step(db, st);
-        if (r == 1) { /* a second row: only possible for names */
-            image_rec_free(out);
-            found = 0;
-            r = -EEXIST;
-        }
-    }
-    db_done(st);
-    db_unlock(db);
-    if (r < 0)
-        return r;
-    return found ? 0 : -ENOENT;
+    _cleanup_query_ struct db_query q = {0};
+    int r = db_query(&q, db, sql, key);
+    if (r >= 0)
+        r = db_query_next(&q);
+    if (r != 1)
+        return r < 0 ? r : -ENOENT;
+    image_from_row(q.st, out);
+    r = db_query_next(&q);
+    if (r == 0)
+        return 0;
+    image_rec_free(out); /* an error, or a second row: only possible for names */
+    return r < 0 ? r : -EEXIST;
 }
 
 int imagedb_image_get(struct db *db, int64_t id, struct image_rec *out)
 {
-    return image_get_where(db, "SELECT " IMAGE_COLS " FROM images i WHERE i.id = ?", NULL, id,
+    return image_get_where(db, "SELECT " IMAGE_COLS " FROM images i WHERE i.id = ?", DB_INT(id),
                            out);
 }
 
 int imagedb_image_find(struct db *db, const char *ref_or_name, struct image_rec *out)
 {
     int r = image_get_where(db, "SELECT " IMAGE_COLS " FROM images i WHERE i.ref = ?",
-                            ref_or_name, 0, out);
+                            DB_TEXT(ref_or_name), out);
     if (r != -ENOENT)
         return r;
     return image_get_where(db, "SELECT " IMAGE_COLS " FROM images i WHERE i.name = ?",
-                           ref_or_name, 0, out);
+                           DB_TEXT(ref_or_name), out);
 }
 
 int imagedb_image_layers(struct db *db, int64_t id, struct image_layer_rec **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "SELECT idx, location, digest, chain_id, size FROM image_layers"
-                              " WHERE image_id = ? ORDER BY idx");
-    db_bind_i64(st, 1, id);
-    int r;
+    _cleanup_query_ struct db_query q = {0};
+    int r = db_query(&q, db,
+                     "SELECT idx, location, digest, chain_id, size FROM image_layers"
+                     " WHERE image_id = ? ORDER BY idx",
+                     DB_INT(id));
     size_t cap = 0;
-    while ((r = db_step(db, st)) == 1) {
+    while (r >= 0 && (r = db_query_next(&q)) == 1) {
         if (*n == cap) {
             cap = cap ? cap * 2 : 8;
             struct image_layer_rec *p = realloc(*out, cap * sizeof(**out));
@@ -278,14 +218,12 @@ int imagedb_image_layers(struct db *db, int64_t id, struct image_layer_rec **out
             *out = p;
         }
         struct image_layer_rec *l = &(*out)[(*n)++];
-        l->idx = sqlite3_column_int(st, 0);
-        l->location = db_col_strdup(st, 1);
-        l->digest = db_col_strdup(st, 2);
-        l->chain_id = db_col_strdup(st, 3);
-        l->size = col_i64_or(st, 4, -1);
+        l->idx = sqlite3_column_int(q.st, 0);
+        l->location = db_col_strdup(q.st, 1);
+        l->digest = db_col_strdup(q.st, 2);
+        l->chain_id = db_col_strdup(q.st, 3);
+        l->size = col_i64_or(q.st, 4, -1);
     }
-    db_done(st);
-    db_unlock(db);
     if (r < 0) {
         imagedb_image_layers_free(*out, *n);
         *out = NULL;
@@ -304,74 +242,52 @@ void imagedb_image_layers_free(struct image_layer_rec *v, size_t n)
 
 int imagedb_image_list(struct db *db, imagedb_image_cb cb, void *ud)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "SELECT " IMAGE_COLS " FROM images i ORDER BY i.name, i.ref");
-    int r, stop = 0;
-    while (!stop && (r = db_step(db, st)) == 1) {
+    _cleanup_query_ struct db_query q = {0};
+    int r = db_query(&q, db, "SELECT " IMAGE_COLS " FROM images i ORDER BY i.name, i.ref");
+    int stop = 0;
+    while (!stop && r >= 0 && (r = db_query_next(&q)) == 1) {
         struct image_rec rec = {0};
-        image_from_row(st, &rec);
+        image_from_row(q.st, &rec);
         stop = cb(&rec, ud);
         image_rec_free(&rec);
     }
-    db_done(st);
-    db_unlock(db);
     return stop ? stop : (r < 0 ? r : 0);
 }
 
 int imagedb_image_delete(struct db *db, int64_t id)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(q, db, "SELECT count(*) FROM activations WHERE image_id = ?");
-    db_bind_i64(q, 1, id);
-    int r = db_step(db, q);
-    int64_t n = r == 1 ? sqlite3_column_int64(q, 0) : 0;
-    db_done(q);
-    if (r < 0) {
-        db_unlock(db);
-        return r;
-    }
-    if (n > 0) {
-        db_unlock(db);
-        return -ENOTEMPTY; /* not -EBUSY: that is what a locked database answers */
-    }
-    PREPARE_OR_RETURN(st, db, "DELETE FROM images WHERE id = ?");
-    db_bind_i64(st, 1, id);
-    r = exec_stmt(db, st);
+    int64_t n = 0;
+    db_lock(db); /* the count and the delete under one lock */
+    int r = db_query_int(db, "SELECT count(*) FROM activations WHERE image_id = ?", &n, DB_INT(id));
+    if (r >= 0 && n > 0)
+        r = -ENOTEMPTY; /* not -EBUSY: that is what a locked database answers */
+    else if (r >= 0)
+        r = changed_one(db_run(db, "DELETE FROM images WHERE id = ?", DB_INT(id)));
     db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return r;
 }
 
 int imagedb_ref_set(struct db *db, const char *ref, int64_t image_id)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "INSERT INTO image_refs(ref, image_id, resolved_at_ms) VALUES(?,?,?)"
-                              " ON CONFLICT(ref) DO UPDATE SET image_id = excluded.image_id,"
-                              " resolved_at_ms = excluded.resolved_at_ms");
-    db_bind_text(st, 1, ref);
-    db_bind_i64(st, 2, image_id);
-    db_bind_i64(st, 3, now_ms());
-    int r = exec_stmt(db, st);
-    db_unlock(db);
+    int r = db_run(db,
+                   "INSERT INTO image_refs(ref, image_id, resolved_at_ms) VALUES(?,?,?)"
+                   " ON CONFLICT(ref) DO UPDATE SET image_id = excluded.image_id,"
+                   " resolved_at_ms = excluded.resolved_at_ms",
+                   DB_TEXT(ref), DB_INT(image_id), DB_INT(now_ms()));
     return r < 0 ? r : 0;
 }
 
 int imagedb_ref_get(struct db *db, const char *ref, int64_t *image_id)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "SELECT image_id FROM image_refs WHERE ref = ?");
-    db_bind_text(st, 1, ref);
-    int r = db_step(db, st);
-    if (r == 1)
-        *image_id = sqlite3_column_int64(st, 0);
-    db_done(st);
-    db_unlock(db);
+    int r =
+        db_query_int(db, "SELECT image_id FROM image_refs WHERE ref = ?", image_id, DB_TEXT(ref));
     return r < 0 ? r : (r == 1 ? 0 : -ENOENT);
 }
 
 /* ---- layers ------------------------------------------------------------------------------- */
 
 #define LAYER_COLS                                                                                 \
-    "chain_id, parent_chain, digest, depth, pool, dev_id, state, entries, bytes, error,"          \
+    "chain_id, parent_chain, digest, depth, pool, dev_id, state, entries, bytes, error,"           \
     " created_at_ms, updated_at_ms"
 
 static void layer_from_row(sqlite3_stmt *st, struct layer_rec *r)
@@ -393,126 +309,88 @@ static void layer_from_row(sqlite3_stmt *st, struct layer_rec *r)
 int imagedb_layer_ensure(struct db *db, const char *chain_id, const char *parent_chain,
                          const char *digest, int depth)
 {
-    int64_t now = now_ms();
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db,
-                      "INSERT INTO layers(chain_id, parent_chain, digest, depth, state,"
-                      " created_at_ms, updated_at_ms) VALUES(?1, ?2, ?3, ?4, 'pending', ?5, ?5)"
-                      " ON CONFLICT(chain_id) DO NOTHING");
-    db_bind_text(st, 1, chain_id);
-    db_bind_text(st, 2, parent_chain);
-    db_bind_text(st, 3, digest);
-    db_bind_i64(st, 4, depth);
-    db_bind_i64(st, 5, now);
-    int r = exec_stmt(db, st);
-    db_unlock(db);
+    int r = db_run(db,
+                   "INSERT INTO layers(chain_id, parent_chain, digest, depth, state,"
+                   " created_at_ms, updated_at_ms) VALUES(?1, ?2, ?3, ?4, 'pending', ?5, ?5)"
+                   " ON CONFLICT(chain_id) DO NOTHING",
+                   DB_TEXT(chain_id), DB_TEXT(parent_chain), DB_TEXT(digest), DB_INT(depth),
+                   DB_INT(now_ms()));
     return r < 0 ? r : 0;
+}
+
+static int layer_read(sqlite3_stmt *st, void *ud)
+{
+    layer_from_row(st, ud);
+    return 0;
 }
 
 int imagedb_layer_get(struct db *db, const char *chain_id, struct layer_rec *out)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "SELECT " LAYER_COLS " FROM layers WHERE chain_id = ?");
-    db_bind_text(st, 1, chain_id);
-    int r = db_step(db, st);
-    if (r == 1)
-        layer_from_row(st, out);
-    db_done(st);
-    db_unlock(db);
+    int r = db_query_one(db, "SELECT " LAYER_COLS " FROM layers WHERE chain_id = ?", layer_read,
+                         out, DB_TEXT(chain_id));
     return r < 0 ? r : (r == 1 ? 0 : -ENOENT);
 }
 
-int imagedb_layer_set_device(struct db *db, const char *chain_id, const char *pool,
-                             int64_t dev_id)
+int imagedb_layer_set_device(struct db *db, const char *chain_id, const char *pool, int64_t dev_id)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "UPDATE layers SET pool = ?2, dev_id = ?3, updated_at_ms = ?4"
-                              " WHERE chain_id = ?1");
-    db_bind_text(st, 1, chain_id);
-    db_bind_text(st, 2, pool);
-    if (dev_id > 0)
-        db_bind_i64(st, 3, dev_id);
-    db_bind_i64(st, 4, now_ms());
-    int r = exec_stmt(db, st);
-    db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return changed_one(db_run(
+        db, "UPDATE layers SET pool = ?2, dev_id = ?3, updated_at_ms = ?4 WHERE chain_id = ?1",
+        DB_TEXT(chain_id), DB_TEXT(pool), dev_id > 0 ? DB_INT(dev_id) : DB_NULL(),
+        DB_INT(now_ms())));
 }
 
 int imagedb_layer_set_state(struct db *db, const char *chain_id, const char *state,
                             const char *error)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "UPDATE layers SET state = ?2, error = ?3, updated_at_ms = ?4"
-                              " WHERE chain_id = ?1");
-    db_bind_text(st, 1, chain_id);
-    db_bind_text(st, 2, state);
-    db_bind_text(st, 3, error && *error ? error : NULL);
-    db_bind_i64(st, 4, now_ms());
-    int r = exec_stmt(db, st);
-    db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return changed_one(db_run(
+        db, "UPDATE layers SET state = ?2, error = ?3, updated_at_ms = ?4 WHERE chain_id = ?1",
+        DB_TEXT(chain_id), DB_TEXT(state), DB_TEXT(error && *error ? error : NULL),
+        DB_INT(now_ms())));
 }
 
 int imagedb_layer_set_stats(struct db *db, const char *chain_id, int64_t entries, int64_t bytes)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "UPDATE layers SET entries = ?2, bytes = ?3, updated_at_ms = ?4"
-                              " WHERE chain_id = ?1");
-    db_bind_text(st, 1, chain_id);
-    db_bind_i64(st, 2, entries);
-    db_bind_i64(st, 3, bytes);
-    db_bind_i64(st, 4, now_ms());
-    int r = exec_stmt(db, st);
-    db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return changed_one(db_run(
+        db, "UPDATE layers SET entries = ?2, bytes = ?3, updated_at_ms = ?4 WHERE chain_id = ?1",
+        DB_TEXT(chain_id), DB_INT(entries), DB_INT(bytes), DB_INT(now_ms())));
 }
 
 int imagedb_layer_list(struct db *db, imagedb_layer_cb cb, void *ud)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "SELECT " LAYER_COLS " FROM layers ORDER BY depth, chain_id");
-    int r, stop = 0;
-    while (!stop && (r = db_step(db, st)) == 1) {
+    _cleanup_query_ struct db_query q = {0};
+    int r = db_query(&q, db, "SELECT " LAYER_COLS " FROM layers ORDER BY depth, chain_id");
+    int stop = 0;
+    while (!stop && r >= 0 && (r = db_query_next(&q)) == 1) {
         struct layer_rec rec = {0};
-        layer_from_row(st, &rec);
+        layer_from_row(q.st, &rec);
         stop = cb(&rec, ud);
         layer_rec_free(&rec);
     }
-    db_done(st);
-    db_unlock(db);
     return stop ? stop : (r < 0 ? r : 0);
 }
 
 int imagedb_layer_users(struct db *db, const char *chain_id, int *n)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db,
-                      "SELECT (SELECT count(DISTINCT image_id) FROM image_layers WHERE chain_id = ?1)"
-                      " + (SELECT count(*) FROM layers WHERE parent_chain = ?1)"
-                      " + (SELECT count(*) FROM activations WHERE chain_id = ?1)");
-    db_bind_text(st, 1, chain_id);
-    int r = db_step(db, st);
+    int64_t v = 0;
+    int r = db_query_int(db,
+                         "SELECT (SELECT count(DISTINCT image_id) FROM image_layers WHERE "
+                         "chain_id = ?1) + (SELECT count(*) FROM layers WHERE parent_chain = ?1)"
+                         " + (SELECT count(*) FROM activations WHERE chain_id = ?1)",
+                         &v, DB_TEXT(chain_id));
     if (r == 1)
-        *n = sqlite3_column_int(st, 0);
-    db_done(st);
-    db_unlock(db);
+        *n = (int)v;
     return r < 0 ? r : 0;
 }
 
 int imagedb_layer_delete(struct db *db, const char *chain_id)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "DELETE FROM layers WHERE chain_id = ?");
-    db_bind_text(st, 1, chain_id);
-    int r = exec_stmt(db, st);
-    db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return changed_one(db_run(db, "DELETE FROM layers WHERE chain_id = ?", DB_TEXT(chain_id)));
 }
 
 /* ---- activations -------------------------------------------------------------------------- */
 
 #define ACT_COLS                                                                                   \
-    "a.name, a.image_id, i.name, a.chain_id, a.pool, a.dev_id, a.state, a.device_path,"           \
+    "a.name, a.image_id, i.name, a.chain_id, a.pool, a.dev_id, a.state, a.device_path,"            \
     " a.error, a.created_at_ms, a.updated_at_ms"
 
 static void activation_from_row(sqlite3_stmt *st, struct activation_rec *r)
@@ -535,94 +413,86 @@ int imagedb_activation_insert(struct db *db, const char *name, int64_t image_id,
 {
     if (!imagedb_name_valid(name))
         return -EINVAL;
-    int64_t now = now_ms();
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db,
-                      "INSERT INTO activations(name, image_id, chain_id, state, created_at_ms,"
-                      " updated_at_ms) VALUES(?1, ?2, ?3, 'creating', ?4, ?4)");
-    db_bind_text(st, 1, name);
-    db_bind_i64(st, 2, image_id);
-    db_bind_text(st, 3, chain_id);
-    db_bind_i64(st, 4, now);
-    int r = exec_stmt(db, st);
-    db_unlock(db);
+    int r = db_run(db,
+                   "INSERT INTO activations(name, image_id, chain_id, state, created_at_ms,"
+                   " updated_at_ms) VALUES(?1, ?2, ?3, 'creating', ?4, ?4)",
+                   DB_TEXT(name), DB_INT(image_id), DB_TEXT(chain_id), DB_INT(now_ms()));
     return r < 0 ? r : 0;
+}
+
+static int activation_read(sqlite3_stmt *st, void *ud)
+{
+    activation_from_row(st, ud);
+    return 0;
 }
 
 int imagedb_activation_get(struct db *db, const char *name, struct activation_rec *out)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "SELECT " ACT_COLS " FROM activations a JOIN images i ON"
-                              " i.id = a.image_id WHERE a.name = ?");
-    db_bind_text(st, 1, name);
-    int r = db_step(db, st);
-    if (r == 1)
-        activation_from_row(st, out);
-    db_done(st);
-    db_unlock(db);
+    int r = db_query_one(db,
+                         "SELECT " ACT_COLS " FROM activations a JOIN images i ON"
+                         " i.id = a.image_id WHERE a.name = ?",
+                         activation_read, out, DB_TEXT(name));
     return r < 0 ? r : (r == 1 ? 0 : -ENOENT);
 }
 
-int imagedb_activation_set_device(struct db *db, const char *name, const char *pool,
-                                  int64_t dev_id, const char *device_path)
+int imagedb_activation_set_device(struct db *db, const char *name, const char *pool, int64_t dev_id,
+                                  const char *device_path)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "UPDATE activations SET pool = ?2, dev_id = ?3, device_path = ?4,"
-                              " updated_at_ms = ?5 WHERE name = ?1");
-    db_bind_text(st, 1, name);
-    db_bind_text(st, 2, pool);
-    if (dev_id > 0)
-        db_bind_i64(st, 3, dev_id);
-    db_bind_text(st, 4, device_path);
-    db_bind_i64(st, 5, now_ms());
-    int r = exec_stmt(db, st);
-    db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return changed_one(db_run(db,
+                              "UPDATE activations SET pool = ?2, dev_id = ?3, device_path = ?4,"
+                              " updated_at_ms = ?5 WHERE name = ?1",
+                              DB_TEXT(name), DB_TEXT(pool), dev_id > 0 ? DB_INT(dev_id) : DB_NULL(),
+                              DB_TEXT(device_path), DB_INT(now_ms())));
 }
 
 int imagedb_activation_set_state(struct db *db, const char *name, const char *state,
                                  const char *error)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "UPDATE activations SET state = ?2, error = ?3, updated_at_ms = ?4"
-                              " WHERE name = ?1");
-    db_bind_text(st, 1, name);
-    db_bind_text(st, 2, state);
-    db_bind_text(st, 3, error && *error ? error : NULL);
-    db_bind_i64(st, 4, now_ms());
-    int r = exec_stmt(db, st);
-    db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return changed_one(db_run(
+        db, "UPDATE activations SET state = ?2, error = ?3, updated_at_ms = ?4 WHERE name = ?1",
+        DB_TEXT(name), DB_TEXT(state), DB_TEXT(error && *error ? error : NULL), DB_INT(now_ms())));
 }
 
 int imagedb_activation_list(struct db *db, int64_t image_id, bool active_only,
                             imagedb_activation_cb cb, void *ud)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "SELECT " ACT_COLS " FROM activations a JOIN images i ON"
-                              " i.id = a.image_id WHERE (?1 = 0 OR a.image_id = ?1)"
-                              " AND (?2 = 0 OR a.state = 'active') ORDER BY a.created_at_ms,"
-                              " a.name");
-    db_bind_i64(st, 1, image_id);
-    db_bind_i64(st, 2, active_only ? 1 : 0);
-    int r, stop = 0;
-    while (!stop && (r = db_step(db, st)) == 1) {
+    _cleanup_query_ struct db_query q = {0};
+    int r = db_query(&q, db,
+                     "SELECT " ACT_COLS " FROM activations a JOIN images i ON"
+                     " i.id = a.image_id WHERE (?1 = 0 OR a.image_id = ?1)"
+                     " AND (?2 = 0 OR a.state = 'active') ORDER BY a.created_at_ms, a.name",
+                     DB_INT(image_id), DB_INT(active_only ? 1 : 0));
+    int stop = 0;
+    while (!stop && r >= 0 && (r = db_query_next(&q)) == 1) {
         struct activation_rec rec = {0};
-        activation_from_row(st, &rec);
+        activation_from_row(q.st, &rec);
         stop = cb(&rec, ud);
         activation_rec_free(&rec);
     }
-    db_done(st);
-    db_unlock(db);
     return stop ? stop : (r < 0 ? r : 0);
 }
 
 int imagedb_activation_delete(struct db *db, const char *name)
 {
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "DELETE FROM activations WHERE name = ?");
-    db_bind_text(st, 1, name);
-    int r = exec_stmt(db, st);
-    db_unlock(db);
-    return r < 0 ? r : (r == 0 ? -ENOENT : 0);
+    return changed_one(db_run(db, "DELETE FROM activations WHERE name = ?", DB_TEXT(name)));
+}
+
+/* ---- totals ------------------------------------------------------------------------------- */
+
+int imagedb_state_counts(struct db *db, enum imagedb_table table, imagedb_state_cb fn, void *ud)
+{
+    static const char *const sql[] = {
+        [IMAGEDB_IMAGES] = "SELECT state, count(*), 0 FROM images GROUP BY state ORDER BY state",
+        [IMAGEDB_LAYERS] = ("SELECT state, count(*), coalesce(sum(bytes), 0) FROM layers "
+                            "GROUP BY state ORDER BY state"),
+        [IMAGEDB_ACTIVATIONS] =
+            "SELECT state, count(*), 0 FROM activations GROUP BY state ORDER BY state",
+    };
+    _cleanup_query_ struct db_query q = {0};
+    int r = db_query(&q, db, sql[table]);
+    while (r >= 0 && (r = db_query_next(&q)) == 1) {
+        const char *v = (const char *)sqlite3_column_text(q.st, 0);
+        fn(v ? v : "", sqlite3_column_int64(q.st, 1), sqlite3_column_int64(q.st, 2), ud);
+    }
+    return r < 0 ? r : 0;
 }

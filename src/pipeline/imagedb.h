@@ -25,8 +25,8 @@
 
 struct image_rec {
     int64_t id;
-    char *ref;       /* canonical location, unique */
-    char *name;      /* human name, e.g. "golang:3" */
+    char *ref;  /* canonical location, unique */
+    char *name; /* human name, e.g. "golang:3" */
     char *state;
     int n_layers;
     char *top_chain; /* NULL until the layers are known */
@@ -36,11 +36,11 @@ struct image_rec {
 };
 
 struct image_layer_rec {
-    int idx;         /* 1 = bottom */
-    char *location;  /* where the blob came from */
-    char *digest;    /* NULL until fetched */
-    char *chain_id;  /* NULL until fetched */
-    int64_t size;    /* -1 when unknown */
+    int idx;        /* 1 = bottom */
+    char *location; /* where the blob came from */
+    char *digest;   /* NULL until fetched */
+    char *chain_id; /* NULL until fetched */
+    int64_t size;   /* -1 when unknown */
 };
 
 struct layer_rec {
@@ -48,8 +48,8 @@ struct layer_rec {
     char *parent_chain; /* NULL for a base layer */
     char *digest;
     int depth;
-    char *pool;         /* NULL until a device was allocated */
-    int64_t dev_id;     /* 0 until a device was allocated */
+    char *pool;     /* NULL until a device was allocated */
+    int64_t dev_id; /* 0 until a device was allocated */
     char *state;
     int64_t entries, bytes; /* -1 when unknown */
     char *error;
@@ -59,10 +59,10 @@ struct layer_rec {
 struct activation_rec {
     char *name;
     int64_t image_id;
-    char *image_name;   /* joined from images (get/list only) */
+    char *image_name; /* joined from images (get/list only) */
     char *chain_id;
     char *pool;
-    int64_t dev_id;     /* 0 until allocated */
+    int64_t dev_id; /* 0 until allocated */
     char *state;
     char *device_path;
     char *error;
@@ -105,8 +105,7 @@ int imagedb_ref_get(struct db *db, const char *ref, int64_t *image_id);
 int imagedb_layer_ensure(struct db *db, const char *chain_id, const char *parent_chain,
                          const char *digest, int depth);
 int imagedb_layer_get(struct db *db, const char *chain_id, struct layer_rec *out);
-int imagedb_layer_set_device(struct db *db, const char *chain_id, const char *pool,
-                             int64_t dev_id);
+int imagedb_layer_set_device(struct db *db, const char *chain_id, const char *pool, int64_t dev_id);
 int imagedb_layer_set_state(struct db *db, const char *chain_id, const char *state,
                             const char *error);
 int imagedb_layer_set_stats(struct db *db, const char *chain_id, int64_t entries, int64_t bytes);
@@ -121,8 +120,8 @@ int imagedb_layer_delete(struct db *db, const char *chain_id);
 int imagedb_activation_insert(struct db *db, const char *name, int64_t image_id,
                               const char *chain_id);
 int imagedb_activation_get(struct db *db, const char *name, struct activation_rec *out);
-int imagedb_activation_set_device(struct db *db, const char *name, const char *pool,
-                                  int64_t dev_id, const char *device_path);
+int imagedb_activation_set_device(struct db *db, const char *name, const char *pool, int64_t dev_id,
+                                  const char *device_path);
 int imagedb_activation_set_state(struct db *db, const char *name, const char *state,
                                  const char *error);
 typedef int (*imagedb_activation_cb)(const struct activation_rec *r, void *ud);
@@ -135,3 +134,12 @@ int imagedb_activation_delete(struct db *db, const char *name);
 bool imagedb_name_valid(const char *name);
 /* Derive a default activation name from an image name ("golang:3" -> "golang-3"). */
 void imagedb_default_activation_name(const char *image_name, char *out, size_t n);
+
+/* ---- totals ------------------------------------------------------------------------------- */
+
+/* What imagedb_state_counts() counts. */
+enum imagedb_table { IMAGEDB_IMAGES, IMAGEDB_LAYERS, IMAGEDB_ACTIVATIONS };
+/* Rows of table per state: fn(state, rows, bytes, ud) for each state that has rows (bytes: the
+ * layers' applied bytes; 0 for images and activations). */
+typedef void (*imagedb_state_cb)(const char *state, int64_t rows, int64_t bytes, void *ud);
+int imagedb_state_counts(struct db *db, enum imagedb_table table, imagedb_state_cb fn, void *ud);

@@ -23,7 +23,8 @@
 
 #include "dm/thin.h"
 #include "pipeline/imagedb.h"
-#include "pipeline/pipeline_internal.h"
+#include "pipeline/machine.h"
+#include "pipeline/pipeline.h"
 #include "util/log.h"
 
 /* ---- unfinished runs that would be disturbed ------------------------------------------------- */
@@ -200,8 +201,7 @@ static int remove_image_locked(struct pipeline *p, const char *image, int cancel
     }
     if (r < 0) {
         imagedb_image_layers_free(v, n);
-        return err_set(e, r, "cannot delete the record of image %s: %s%s", out->name,
-                       strerror(-r),
+        return err_set(e, r, "cannot delete the record of image %s: %s%s", out->name, strerror(-r),
                        r == -EBUSY ? " (the database is locked by another process; try again "
                                      "when it is done)"
                                    : "");

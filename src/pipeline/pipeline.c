@@ -1,19 +1,23 @@
 /*
- * pipeline.c: opening the pipeline (manager, guard, machines), starting and joining runs, and
- * the helpers the machines share (waiting for children, chaining unpack runs). See pipeline.h.
+ * pipeline.c: opening and closing the pipeline: the manager, the guard (with the pool's health
+ * check) and the registration of the machines. See pipeline.h. Each machine owns its start
+ * function and its request format (fetch_glue.h, unpack.h, activate.h, process.h); the
+ * helpers they share are machine.h. Nothing calls back into this file.
  */
 #include "pipeline/pipeline.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dm/pool.h"
+#include "pipeline/activate.h"
 #include "pipeline/fetch.h"
-#include "pipeline/imagedb.h"
-#include "pipeline/pipeline_internal.h"
+#include "pipeline/fetch_glue.h"
+#include "pipeline/machine.h"
+#include "pipeline/process.h"
+#include "pipeline/unpack.h"
 #include "util/cleanup.h"
 #include "util/defaults.h"
 #include "util/log.h"
@@ -26,8 +30,10 @@ void pipeline_pool_health(struct health_check *c, void *ud)
     int r = pool_get(NULL, pool, &pi, &e);
     if (r == -ENXIO || r == -ENODEV) {
         c->level = HEALTH_SKIP;
-        snprintf(c->detail, sizeof(c->detail), "pool \"%s\" is not set up here (setup-pool or "
-                 "process-image creates it)", pool);
+        snprintf(c->detail, sizeof(c->detail),
+                 "pool \"%s\" is not set up here (setup-pool or "
+                 "process-image creates it)",
+                 pool);
         return;
     }
     if (r == 0) {
@@ -36,8 +42,10 @@ void pipeline_pool_health(struct health_check *c, void *ud)
     }
     c->level = r == 0 ? HEALTH_OK : HEALTH_FAIL;
     if (r == 0)
-        snprintf(c->detail, sizeof(c->detail), "pool \"%s\" usable (%s, data %.1f%%, metadata "
-                 "%.1f%%)", pool, pool_mode_name(pi.status.mode), pool_status_data_pct(&pi.status),
+        snprintf(c->detail, sizeof(c->detail),
+                 "pool \"%s\" usable (%s, data %.1f%%, metadata "
+                 "%.1f%%)",
+                 pool, pool_mode_name(pi.status.mode), pool_status_data_pct(&pi.status),
                  pool_status_meta_pct(&pi.status));
     else
         snprintf(c->detail, sizeof(c->detail), "%s", err_str(&e));
@@ -102,8 +110,8 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         {"fetch", o->fetch_limit > 0 ? o->fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT},
         {"unpack", o->unpack_limit > 0 ? o->unpack_limit : DEFAULT_UNPACK_QUEUE_LIMIT},
     };
-    struct fsm_config fc = {.queues = queues, .n_queues = 2,
-                            .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS};
+    struct fsm_config fc = {
+        .queues = queues, .n_queues = 2, .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS};
     r = fsm_manager_open(db, &fc, &p->mgr, e);
     if (r < 0) {
         pipeline_close(p);
@@ -150,153 +158,4 @@ struct fsm_manager *pipeline_manager(struct pipeline *p)
 struct guard *pipeline_guard(struct pipeline *p)
 {
     return p->guard;
-}
-
-bool pipeline_guard_enter(struct pipeline *p, struct fsm_run *run, const char *what,
-                          struct fsm_result *refused)
-{
-    struct err e = {0};
-    int r = guard_enter(p->guard, what, fsm_run_cancel_fd(run), &e);
-    if (r == 0)
-        return true;
-    /* Refused (an unhealthy host or pool): the run ends with the reason, as that kind; the
-     * operator acts and runs it again. */
-    *refused = r == -ECANCELED ? fsm_retry("cancelled while waiting for the operation guard")
-                               : fsm_with_kind(fsm_abort("%s", err_str(&e)), err_kind_of(r));
-    return false;
-}
-
-int pipeline_wait_child(struct fsm_run *run, const struct fsm_id *child, enum fsm_outcome *outcome,
-                        enum err_kind *kind, char **error)
-{
-    struct fsm_manager *m = fsm_run_manager(run);
-    for (;;) {
-        if (fsm_run_cancelled(run) != FSM_CANCEL_NONE)
-            return -ECANCELED;
-        int r = fsm_wait_kind(m, child, PIPELINE_WAIT_SLICE_MS, outcome, kind, error);
-        if (r != -ETIMEDOUT)
-            return r;
-    }
-}
-
-int pipeline_image_lookup(struct pipeline *p, const char *image, const char *what_to_do,
-                          struct image_rec *out, struct err *e)
-{
-    int r = imagedb_image_find(p->db, image, out);
-    if (r == -EEXIST)
-        return err_set(e, -EINVAL, "image name '%s' is ambiguous; give its ref (list-images)",
-                       image);
-    if (r == -ENOENT)
-        return err_set(e, r, "no image '%s' (%s)", image, what_to_do);
-    if (r < 0)
-        return err_set(e, r, "cannot read image %s: %s", image, strerror(-r));
-    return 0;
-}
-
-/* ---- finding runs ------------------------------------------------------------------------- */
-
-struct find_ctx {
-    struct fsm_id found;
-    bool want_unfinished;
-};
-
-static int find_first(const struct fsm_run_record *r, void *ud)
-{
-    struct find_ctx *c = ud;
-    if (c->want_unfinished && r->status == FSM_RUN_FINISHED)
-        return 0;
-    c->found = r->version;
-    return 1;
-}
-
-/* The newest run of type with resource_id (optionally a child of parent, optionally only
- * unfinished ones). 0 and *out set, or -ENOENT. */
-int pipeline_find_run(struct pipeline *p, const char *type, const char *resource_id,
-                      const struct fsm_id *parent, bool unfinished, struct fsm_id *out)
-{
-    struct fsm_list_filter f = {.include_finished = !unfinished, .type = type,
-                                .resource_id = resource_id, .parent = parent};
-    struct find_ctx c = {.want_unfinished = unfinished};
-    int r = fsm_db_list_runs(p->db, &f, find_first, &c);
-    if (r < 0)
-        return r;
-    if (fsm_id_is_zero(&c.found))
-        return -ENOENT;
-    *out = c.found;
-    return 0;
-}
-
-/* ---- unpack chains ------------------------------------------------------------------------ */
-
-int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fsm_id *parent,
-                           uint64_t device_bytes, struct fsm_id *top, struct err *e)
-{
-    memset(top, 0, sizeof(*top));
-    struct image_layer_rec *v = NULL;
-    size_t n = 0;
-    int r = imagedb_image_layers(p->db, image_id, &v, &n);
-    if (r < 0)
-        return err_set(e, r, "cannot read the image's layers");
-    struct fsm_id prev = {0};
-    for (size_t i = 0; i < n && r >= 0; i++) {
-        struct layer_rec l = {0};
-        if (!v[i].chain_id || imagedb_layer_get(p->db, v[i].chain_id, &l) < 0) {
-            r = err_set(e, -ENOENT, "layer %zu of the image has no chain id yet", i + 1);
-            break;
-        }
-        bool ready = !strcmp(l.state, "ready");
-        layer_rec_free(&l);
-        struct fsm_id run = {0};
-        /* Another image may be unpacking the same chain right now: join its run. */
-        if (pipeline_find_run(p, "unpack", v[i].chain_id, NULL, true, &run) == 0) {
-            prev = run;
-            *top = run;
-            continue;
-        }
-        /* Ready layers still get a run: its first step verifies the device is in the pool
-         * (and recreates it when it is not), without any devicemapper writes. */
-        json_t *req = json_pack("{s:s, s:s?, s:s, s:s, s:i}", "chain_id", v[i].chain_id,
-                                "parent_chain", i > 0 ? v[i - 1].chain_id : NULL, "digest",
-                                v[i].digest, "blob_path", "", "depth", (int)(i + 1));
-        char blob[4096];
-        r = pipeline_blob_path(p, v[i].digest, blob, sizeof(blob));
-        if (r == 0)
-            json_object_set_new(req, "blob_path", json_string(blob));
-        if (device_bytes)
-            json_object_set_new(req, "device_bytes", json_integer((json_int_t)device_bytes));
-        int64_t entries = -1;
-        if (pipeline_blob_entries(p, v[i].digest, &entries) == 0 && entries >= 0)
-            json_object_set_new(req, "expected_entries", json_integer(entries));
-        char *txt = json_dumps(req, JSON_COMPACT);
-        json_decref(req);
-        if (!txt) {
-            r = -ENOMEM;
-            break;
-        }
-        struct fsm_start_opts so = {.queue = "unpack",
-                                    .run_after = fsm_id_is_zero(&prev) ? NULL : &prev,
-                                    .parent = parent};
-        r = fsm_start(p->mgr, p->m_unpack, v[i].chain_id, txt, strlen(txt), &so, &run);
-        free(txt);
-        if (r < 0) {
-            err_set(e, r, "cannot start the unpack of layer %zu", i + 1);
-            break;
-        }
-        (void)ready;
-        prev = run;
-        *top = run;
-    }
-    imagedb_image_layers_free(v, n);
-    return r < 0 ? r : 0;
-}
-
-/* ---- what a run's outcome means ----------------------------------------------------------- */
-
-int pipeline_run_errno(enum fsm_outcome outcome, enum err_kind kind)
-{
-    if (fsm_outcome_success(outcome))
-        return 0;
-    if (outcome == FSM_CANCELLED)
-        return -ECANCELED;
-    return err_kind_errno(kind);
 }

@@ -32,20 +32,13 @@
 #include "archive/limits.h"
 #include "fsm/fsm.h"
 #include "guard/guard.h"
+#include "pipeline/activate.h"
+#include "pipeline/outcome.h"
+#include "pipeline/process.h"
 #include "source/source.h"
 #include "store/db.h"
 #include "util/config.h"
 #include "util/err.h"
-
-/* Virtual size of a base layer's thin device (snapshots inherit it). Thin devices cost only
- * what is written, so this is the largest flattened image thinimg can hold, not pool space. */
-#define PIPELINE_DEFAULT_DEVICE_BYTES (8ull << 30)
-/* The smallest accepted: an ext4 with its 8 MiB journal and inode tables needs room before the
- * first file (--device-size, the API's device_size). */
-#define PIPELINE_MIN_DEVICE_BYTES (64ull << 20)
-
-/* A wait loop wakes this often to notice cancellation and shutdown. */
-#define PIPELINE_WAIT_SLICE_MS 200
 
 struct pipeline_opts {
     const struct config *cfg;            /* paths, pool name, default source (copied) */
@@ -72,26 +65,6 @@ void pipeline_shutdown(struct pipeline *p, uint32_t timeout_ms);
 void pipeline_close(struct pipeline *p);
 struct fsm_manager *pipeline_manager(struct pipeline *p);
 struct guard *pipeline_guard(struct pipeline *p);
-
-/* Start (or join the active run of) process-image for ref. activation: the activation's name,
- * NULL for the image's default name. device_bytes: virtual size of new base layer devices, 0 for
- * the pipeline's default; it is recorded with the run, so a resumed run uses the same. */
-int pipeline_start_process(struct pipeline *p, const char *ref, const char *activation,
-                           uint64_t device_bytes, struct fsm_id *run, struct err *e);
-/* What a finished run's outcome and stored error kind mean, as a negative errno (0 for
- * success, -ECANCELED for a cancelled run, err_kind_errno(kind) otherwise). The CLI turns it
- * into its exit code, the API into its status, so both say the same; neither reads the
- * message's words. */
-int pipeline_run_errno(enum fsm_outcome outcome, enum err_kind kind);
-
-/* REF as a full location: a location stays as it is, a relative key is joined to
- * default_source (-EINVAL with e when there is none). *out malloc'd. A client that forwards
- * a REF to a daemon expands it first with its own default source. */
-int pipeline_ref_expand(const char *ref, const char *default_source, char **out, struct err *e);
-
-/* Start (or join) an activation of an already processed image. */
-int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
-                            struct fsm_id *run, struct err *e);
 
 /* ---- life cycle after process-image (lifecycle.c) ----------------------------------------
  *

@@ -30,8 +30,13 @@
 
 #include "dm/dm.h"
 #include "dm/thin.h"
+#include "pipeline/activate.h"
+#include "pipeline/fetch_glue.h"
 #include "pipeline/imagedb.h"
-#include "pipeline/pipeline_internal.h"
+#include "pipeline/machine.h"
+#include "pipeline/outcome.h"
+#include "pipeline/process.h"
+#include "pipeline/unpack.h"
 #include "pipeline/updates.h"
 #include "source/ref.h"
 #include "util/cleanup.h"
@@ -118,10 +123,10 @@ static struct fsm_result t_check_active(struct fsm_run *run, void *ud)
             uint32_t dev_id = 0;
             activation_name(req, img.name, name, sizeof(name));
             if (image_active(p, image_id, name, path, sizeof(path), &dev_id)) {
-                json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:I}", "image_id",
-                                      (json_int_t)image_id, "name", img.name, "canonical",
-                                      img.ref, "activation", name, "device_path", path, "dev_id",
-                                      (json_int_t)dev_id);
+                json_t *o =
+                    json_pack("{s:I, s:s, s:s, s:s, s:s, s:I}", "image_id", (json_int_t)image_id,
+                              "name", img.name, "canonical", img.ref, "activation", name,
+                              "device_path", path, "dev_id", (json_int_t)dev_id);
                 resp_store(run, o);
                 json_decref(o);
                 res = fsm_handoff("image %s is already active as %s (%s)", img.name, name, path);
@@ -166,7 +171,7 @@ static bool resolve_cancelled(void *ud)
 static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
-    json_t *req = req_load(run);
+    _cleanup_json_ json_t *req = req_load(run);
     if (!req)
         return fsm_abort("malformed process-image request");
     struct image_ref ref = {0};
@@ -178,7 +183,6 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     so.cancel_ud = run;
     int r = ref_resolve(jstr(req, "ref"), p->cfg.source, &so, &ref, &e);
     if (r < 0) {
-        json_decref(req);
         /* A bad or missing ref ends the run (its kind says); so does network trouble, which
          * the source already retried within its budget (docs/sources.md). */
         struct fsm_result res = fsm_fail(r, "%s", err_str(&e));
@@ -192,7 +196,6 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     r = imagedb_image_upsert(p->db, ref.canonical, ref.name, &image_id);
     if (r < 0) {
         image_ref_free(&ref);
-        json_decref(req);
         return fsm_retry("cannot record image: %s", strerror(-r));
     }
     char act[80];
@@ -202,9 +205,9 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
         json_array_append_new(locs, json_pack("{s:s, s:s?, s:I}", "location",
                                               ref.layers[i].location, "etag", ref.layers[i].etag,
                                               "size", (json_int_t)ref.layers[i].size));
-    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:o}", "image_id", (json_int_t)image_id, "name",
-                          ref.name, "canonical", ref.canonical, "activation", act, "locations",
-                          locs);
+    json_t *o =
+        json_pack("{s:I, s:s, s:s, s:s, s:o}", "image_id", (json_int_t)image_id, "name", ref.name,
+                  "canonical", ref.canonical, "activation", act, "locations", locs);
     resp_store(run, o);
     json_decref(o);
     struct resolve_commit *c = calloc(1, sizeof(*c));
@@ -213,10 +216,8 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
         c->alias = strdup(jstr(req, "location") ? jstr(req, "location") : ref.canonical);
     }
     fsm_run_on_commit(run, resolve_apply, c, resolve_free);
-    log_info("image resolved", "ref=%s name=%s layers=%zu", ref.canonical, ref.name,
-             ref.n_layers);
+    log_info("image resolved", "ref=%s name=%s layers=%zu", ref.canonical, ref.name, ref.n_layers);
     image_ref_free(&ref);
-    json_decref(req);
     return fsm_ok();
 }
 
@@ -311,10 +312,10 @@ static struct fsm_result t_unpack(struct fsm_run *run, void *ud)
     struct fsm_id top;
     struct err e = {0};
     json_t *req = req_load(run);
-    uint64_t device_bytes = req ? (uint64_t)json_integer_value(json_object_get(req, "device_bytes"))
-                                : 0;
+    uint64_t device_bytes =
+        req ? (uint64_t)json_integer_value(json_object_get(req, "device_bytes")) : 0;
     json_decref(req);
-    int r = pipeline_start_unpacks(p, image_id, &info.version, device_bytes, &top, &e);
+    int r = unpack_start_image(p, image_id, &info.version, device_bytes, &top, &e);
     if (r < 0)
         return fsm_retry("%s", err_str(&e));
     if (fsm_id_is_zero(&top))
@@ -342,48 +343,31 @@ static struct fsm_result t_unpack(struct fsm_run *run, void *ud)
 static struct fsm_result t_activate(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
-    json_t *o = resp_load(run);
+    _cleanup_json_ json_t *o = resp_load(run);
     int64_t image_id = json_integer_value(json_object_get(o, "image_id"));
     const char *act = jstr(o, "activation");
     struct image_rec img = {0};
     if (imagedb_image_get(p->db, image_id, &img) < 0 || !img.top_chain) {
         image_rec_free(&img);
-        json_decref(o);
         return fsm_abort("image %lld has no top layer", (long long)image_id);
     }
-    json_t *req = json_pack("{s:s, s:I, s:s}", "name", act, "image_id", (json_int_t)image_id,
-                            "chain_id", img.top_chain);
-    image_rec_free(&img);
-    char *txt = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
     struct fsm_run_info info;
     fsm_run_info(run, &info);
-    struct fsm_start_opts so = {.parent = &info.version};
     struct fsm_id child;
-    int r = fsm_start(p->mgr, p->m_activate, act, txt, strlen(txt), &so, &child);
-    free(txt);
-    if (r < 0 && r != -EEXIST) {
-        json_decref(o);
+    int r = activate_start(p, act, image_id, img.top_chain, &info.version, &child);
+    image_rec_free(&img);
+    if (r < 0 && r != -EEXIST)
         return fsm_retry("cannot start the activation: %s", strerror(-r));
-    }
     enum fsm_outcome out;
     enum err_kind kind = ERR_KIND_OTHER;
-    char *err = NULL;
+    _cleanup_free_ char *err = NULL;
     r = pipeline_wait_child(run, &child, &out, &kind, &err);
-    if (r == -ECANCELED) {
-        json_decref(o);
+    if (r == -ECANCELED)
         return fsm_retry("interrupted while waiting for the activation");
-    }
-    if (r < 0 || !fsm_outcome_success(out)) {
-        struct fsm_result res =
-            fsm_with_kind(fsm_abort("activation %s failed: %s", act,
-                                    err && *err ? err : strerror(r < 0 ? -r : EIO)),
-                          r < 0 ? err_kind_of(r) : kind);
-        free(err);
-        json_decref(o);
-        return res;
-    }
-    free(err);
+    if (r < 0 || !fsm_outcome_success(out))
+        return fsm_with_kind(fsm_abort("activation %s failed: %s", act,
+                                       err && *err ? err : strerror(r < 0 ? -r : EIO)),
+                             r < 0 ? err_kind_of(r) : kind);
     struct activation_rec a = {0};
     if (imagedb_activation_get(p->db, act, &a) == 0) {
         json_object_set_new(o, "device_path", json_string(a.device_path ? a.device_path : ""));
@@ -391,12 +375,10 @@ static struct fsm_result t_activate(struct fsm_run *run, void *ud)
         activation_rec_free(&a);
     }
     resp_store(run, o);
-    json_decref(o);
     return fsm_ok();
 }
 
-static void fin_process(struct fsm_run *run, enum fsm_outcome outcome, const char *error,
-                        void *ud)
+static void fin_process(struct fsm_run *run, enum fsm_outcome outcome, const char *error, void *ud)
 {
     (void)ud;
     json_t *o = resp_load(run);
@@ -404,22 +386,30 @@ static void fin_process(struct fsm_run *run, enum fsm_outcome outcome, const cha
     json_decref(o);
     if (!image_id)
         return;
-    struct image_update *u = image_update_new(image_id, fsm_outcome_success(outcome) ? "ready"
-                                                                                   : "failed",
-                                              fsm_outcome_success(outcome) ? NULL : error);
+    struct image_update *u =
+        image_update_new(image_id, fsm_outcome_success(outcome) ? "ready" : "failed",
+                         fsm_outcome_success(outcome) ? NULL : error);
     fsm_run_on_commit(run, image_update_apply, u, image_update_free);
 }
 
 int pipeline_register_process(struct pipeline *p, struct err *e)
 {
     /* Waiting transitions retry only on interruption or database trouble. */
-    static const struct fsm_retry_policy wait_policy = {
-        .max_attempts = 20, .initial_backoff_ms = 100, .max_backoff_ms = 5000, .multiplier = 2.0,
-        .jitter = 0.3, .attempt_timeout_ms = 0, .on_exhausted = FSM_ABORT};
+    static const struct fsm_retry_policy wait_policy = {.max_attempts = 20,
+                                                        .initial_backoff_ms = 100,
+                                                        .max_backoff_ms = 5000,
+                                                        .multiplier = 2.0,
+                                                        .jitter = 0.3,
+                                                        .attempt_timeout_ms = 0,
+                                                        .on_exhausted = FSM_ABORT};
     /* Resolving talks to the source: ride out a short outage. */
-    static const struct fsm_retry_policy resolve_policy = {
-        .max_attempts = 8, .initial_backoff_ms = 500, .max_backoff_ms = 15000, .multiplier = 2.0,
-        .jitter = 0.5, .attempt_timeout_ms = 0, .on_exhausted = FSM_ABORT};
+    static const struct fsm_retry_policy resolve_policy = {.max_attempts = 8,
+                                                           .initial_backoff_ms = 500,
+                                                           .max_backoff_ms = 15000,
+                                                           .multiplier = 2.0,
+                                                           .jitter = 0.5,
+                                                           .attempt_timeout_ms = 0,
+                                                           .on_exhausted = FSM_ABORT};
     static const struct fsm_transition_def t[] = {
         {"check-active", t_check_active, &wait_policy},
         {"resolve", t_resolve, &resolve_policy},
@@ -427,17 +417,8 @@ int pipeline_register_process(struct pipeline *p, struct err *e)
         {"unpack", t_unpack, &wait_policy},
         {"activate", t_activate, &wait_policy},
     };
-    static const fsm_finalizer_fn fins[] = {fin_process};
-    struct fsm_machine_def def = {.type = "process",
-                                  .action = "process-image",
-                                  .transitions = t,
-                                  .n_transitions = ARRAY_SIZE(t),
-                                  .end_state = "done",
-                                  .finalizers = fins,
-                                  .n_finalizers = 1,
-                                  .ud = p};
-    int r = fsm_register(p->mgr, &def, &p->m_process);
-    return r < 0 ? err_set(e, r, "cannot register the process-image machine") : 0;
+    return machine_register(p, "process-image", "process", "process-image", t, ARRAY_SIZE(t),
+                            fin_process, &p->m_process, e);
 }
 
 /* REF as a full location: a location stays as it is, a relative key is joined to the default
@@ -469,8 +450,8 @@ int pipeline_start_process(struct pipeline *p, const char *ref, const char *acti
     if (!ref || !*ref)
         return err_set(e, -EINVAL, "no image reference given");
     if (activation && !imagedb_name_valid(activation))
-        return err_set(e, -EINVAL,
-                       "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])", activation);
+        return err_set(e, -EINVAL, "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])",
+                       activation);
     if (device_bytes && (device_bytes < PIPELINE_MIN_DEVICE_BYTES || device_bytes % 512))
         return err_set(e, -EINVAL,
                        "invalid device size %llu (at least 64 MiB, a multiple of 512 bytes)",
@@ -479,9 +460,9 @@ int pipeline_start_process(struct pipeline *p, const char *ref, const char *acti
     int r = pipeline_ref_expand(ref, p->cfg.source, &loc, e);
     if (r < 0)
         return r;
-    json_t *req = json_pack("{s:s, s:s, s:s?, s:I}", "ref", ref, "location", loc, "activation",
-                            activation, "device_bytes",
-                            (json_int_t)(device_bytes ? device_bytes : p->device_bytes));
+    json_t *req =
+        json_pack("{s:s, s:s, s:s?, s:I}", "ref", ref, "location", loc, "activation", activation,
+                  "device_bytes", (json_int_t)(device_bytes ? device_bytes : p->device_bytes));
     char *txt = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     struct fsm_start_opts so = {0};
@@ -491,39 +472,4 @@ int pipeline_start_process(struct pipeline *p, const char *ref, const char *acti
     if (r == -EEXIST)
         return 0; /* joined the active run for this ref */
     return r < 0 ? err_set(e, r, "cannot start process-image") : 0;
-}
-
-int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
-                            struct fsm_id *run, struct err *e)
-{
-    struct image_rec img = {0};
-    int r = pipeline_image_lookup(p, image, "see list-images; process-image makes one", &img, e);
-    if (r < 0)
-        return r;
-    if (strcmp(img.state, "ready") != 0 || !img.top_chain) {
-        r = err_set(e, -EAGAIN, "image %s is %s, not ready; run `thinimg process-image %s`",
-                    img.name, img.state, img.ref);
-        image_rec_free(&img);
-        return r;
-    }
-    char def[80];
-    if (!name) {
-        imagedb_default_activation_name(img.name, def, sizeof(def));
-        name = def;
-    }
-    if (!imagedb_name_valid(name)) {
-        image_rec_free(&img);
-        return err_set(e, -EINVAL, "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])",
-                       name);
-    }
-    json_t *req = json_pack("{s:s, s:I, s:s}", "name", name, "image_id", (json_int_t)img.id,
-                            "chain_id", img.top_chain);
-    image_rec_free(&img);
-    char *txt = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    r = fsm_start(p->mgr, p->m_activate, name, txt, strlen(txt), NULL, run);
-    free(txt);
-    if (r == -EEXIST)
-        return 0;
-    return r < 0 ? err_set(e, r, "cannot start the activation") : 0;
 }

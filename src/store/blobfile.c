@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "store/stmt.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/hash.h"
@@ -68,50 +69,46 @@ bool blobfile_seal_matches(const struct stat *st, const struct blob_seal *s)
            now.mtime_ns == s->mtime_ns && now.ctime_ns == s->ctime_ns;
 }
 
+struct seal_row {
+    struct blob_seal *s;
+    bool sealed; /* the row has a seal (the size is read either way) */
+};
+
+static int seal_read(sqlite3_stmt *st, void *ud)
+{
+    struct seal_row *row = ud;
+    row->s->size = (uint64_t)sqlite3_column_int64(st, 0);
+    row->sealed =
+        sqlite3_column_type(st, 1) != SQLITE_NULL && sqlite3_column_type(st, 3) != SQLITE_NULL;
+    if (row->sealed) {
+        row->s->ino = (uint64_t)sqlite3_column_int64(st, 1);
+        row->s->mtime_ns = sqlite3_column_int64(st, 2);
+        row->s->ctime_ns = sqlite3_column_int64(st, 3);
+    }
+    return 0;
+}
+
 int blobfile_seal_load(struct db *db, const char *digest, struct blob_seal *s)
 {
     *s = (struct blob_seal){0};
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT size, file_ino, file_mtime_ns, file_ctime_ns "
-                                      "FROM blobs WHERE digest = ?1");
-    if (!st) {
-        db_unlock(db);
-        return -EIO;
-    }
-    db_bind_text(st, 1, digest);
-    int r = db_step(db, st);
-    if (r == 1) {
-        s->size = (uint64_t)sqlite3_column_int64(st, 0);
-        r = sqlite3_column_type(st, 1) != SQLITE_NULL && sqlite3_column_type(st, 3) != SQLITE_NULL;
-        if (r) {
-            s->ino = (uint64_t)sqlite3_column_int64(st, 1);
-            s->mtime_ns = sqlite3_column_int64(st, 2);
-            s->ctime_ns = sqlite3_column_int64(st, 3);
-        }
-    }
-    db_done(st);
-    db_unlock(db);
-    return r;
+    struct seal_row row = {.s = s};
+    int r = db_query_one(db,
+                         "SELECT size, file_ino, file_mtime_ns, file_ctime_ns FROM blobs WHERE "
+                         "digest = ?1",
+                         seal_read, &row, DB_TEXT(digest));
+    return r == 1 ? row.sealed : r;
 }
 
-/* One UPDATE of a blobs row's seal columns; s NULL clears them. */
+/* One UPDATE of a blobs row's seal columns, a transaction of its own (or part of the open
+ * one); s NULL clears them. */
 static int seal_write(struct db *db, const char *digest, const struct blob_seal *s)
 {
-    int r = db_begin(db);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *st = db_prepare(db, "UPDATE blobs SET file_ino = ?2, file_mtime_ns = ?3, "
-                                      "file_ctime_ns = ?4, verified_at_ms = ?5 WHERE digest = ?1");
-    if (st) {
-        db_bind_text(st, 1, digest);
-        if (s) {
-            db_bind_i64(st, 2, (int64_t)s->ino);
-            db_bind_i64(st, 3, s->mtime_ns);
-            db_bind_i64(st, 4, s->ctime_ns);
-            db_bind_i64(st, 5, now_ms());
-        }
-    }
-    return db_step_commit(db, st);
+    return db_run_tx(db,
+                     "UPDATE blobs SET file_ino = ?2, file_mtime_ns = ?3, file_ctime_ns = ?4, "
+                     "verified_at_ms = ?5 WHERE digest = ?1",
+                     DB_TEXT(digest), s ? DB_INT(s->ino) : DB_NULL(),
+                     s ? DB_INT(s->mtime_ns) : DB_NULL(), s ? DB_INT(s->ctime_ns) : DB_NULL(),
+                     s ? DB_INT(now_ms()) : DB_NULL());
 }
 
 int blobfile_seal_store(struct db *db, const char *digest, const struct blob_seal *s)
@@ -139,18 +136,11 @@ int blobfile_quarantine(struct db *db, const char *blob_dir, const char *digest,
     int r = seal_write(db, digest, NULL);
     if (r < 0)
         return r;
-    r = db_begin(db);
-    if (r < 0)
-        return r;
-    sqlite3_stmt *st = db_prepare(db, "INSERT INTO blob_quarantine(digest, moved_to, reason, "
-                                      "at_ms) VALUES(?1, ?2, ?3, ?4)");
-    if (st) {
-        db_bind_text(st, 1, digest);
-        db_bind_text(st, 2, moved);
-        db_bind_text(st, 3, why);
-        db_bind_i64(st, 4, now_ms());
-    }
-    return db_step_commit(db, st);
+    r = db_run(db,
+               "INSERT INTO blob_quarantine(digest, moved_to, reason, at_ms) VALUES(?1, ?2, ?3, "
+               "?4)",
+               DB_TEXT(digest), DB_TEXT(moved), DB_TEXT(why), DB_INT(now_ms()));
+    return r < 0 ? r : 0;
 }
 
 int blobfile_verify(struct db *db, const char *blob_dir, const char *digest, uint64_t size,

@@ -111,6 +111,13 @@ static int act_names(const struct activation_rec *r, void *ud)
     return 0;
 }
 
+static void state_count(const char *state, int64_t rows, int64_t bytes, void *ud)
+{
+    char *out = ud;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s=%lld/%lld,", state, (long long)rows, (long long)bytes);
+}
+
 static void test_layers_and_activations(void **state)
 {
     (void)state;
@@ -159,6 +166,14 @@ static void test_layers_and_activations(void **state)
     assert_string_equal(a.image_name, "golang:2");
     assert_string_equal(a.state, "active");
     activation_rec_free(&a);
+
+    /* Rows per state (the daemon's gauges). */
+    char counts[256] = "";
+    assert_int_equal(imagedb_state_counts(db, IMAGEDB_LAYERS, state_count, counts), 0);
+    assert_string_equal(counts, "pending=1/0,ready=1/3456,");
+    counts[0] = '\0';
+    assert_int_equal(imagedb_state_counts(db, IMAGEDB_ACTIVATIONS, state_count, counts), 0);
+    assert_string_equal(counts, "active=1/0,creating=1/0,");
 
     /* The image cannot go while activations reference it. */
     assert_int_equal(imagedb_image_delete(db, img.id), -ENOTEMPTY);

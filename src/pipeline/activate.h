@@ -1,0 +1,26 @@
+/*
+ * activate.h: starting the activate machine (activate.c): a named, writable thin snapshot of
+ * an image's top layer, activated. The machine owns its request format.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include "fsm/fsm.h"
+#include "util/err.h"
+
+struct pipeline;
+
+/* Register the machine (pipeline_open()). */
+int pipeline_register_activate(struct pipeline *p, struct err *e);
+
+/* Start the activate run of name: a snapshot of chain_id, the top layer of image_id. parent:
+ * the run that waits for it (NULL: none). 0 with *run, -EEXIST with *run when a run for name
+ * is active already (joined), or another negative errno. */
+int activate_start(struct pipeline *p, const char *name, int64_t image_id, const char *chain_id,
+                   const struct fsm_id *parent, struct fsm_id *run);
+
+/* Start (or join) an activation of an already processed image (name or ref). name NULL: the
+ * image's default activation name. */
+int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
+                            struct fsm_id *run, struct err *e);

@@ -1,0 +1,38 @@
+/*
+ * fetch_glue.h: how the process-image machine uses the fetch machine (fetch.h): registering it
+ * with the pipeline's settings, and starting one child run per layer location, waiting for them
+ * and reading the image's layers from their responses.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fsm/fsm.h"
+#include "util/err.h"
+#include "util/hash.h"
+
+struct pipeline;
+
+/* Register the machine (pipeline_open()). */
+int pipeline_register_fetch(struct pipeline *p, struct err *e);
+
+/* One layer as the fetch step found it. */
+struct fetched_layer {
+    char *location;
+    char digest[DIGEST_STR_LEN + 1];
+    uint64_t size;
+};
+/* What to fetch: a location, with the ETag and size the listing gave (NULL/0 when unknown). */
+struct fetch_want {
+    const char *location;
+    const char *etag;
+    uint64_t size;
+};
+/* Fetch every location (children of run, queue "fetch"), wait for them, and return the image's
+ * layers bottom-up: normally one per location; a docker-archive or OCI layout blob expands into
+ * its own layers. *layers malloc'd; free with fetched_layers_free(). On failure e says which
+ * location failed and why; -ECANCELED when run was cancelled or shut down. */
+int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fetch_want *want,
+                       size_t n, struct fetched_layer **layers, size_t *n_layers, struct err *e);
+void fetched_layers_free(struct fetched_layer *v, size_t n);

@@ -1,0 +1,91 @@
+/*
+ * fetch_json.h: the fetch machine's request and response formats (JSON), between its
+ * transitions and the code that starts fetch runs and reads their results: the request a
+ * caller builds (fetch_request_build()) and the response it reads (fetch_response_parse()),
+ * and, for the transitions (fetch.c), the pieces they read and write a step at a time.
+ *
+ * The response is one JSON object that grows along the run: download adds the digest, size,
+ * path and seal, validate the format and the layers (each {"digest", "size", "format",
+ * "path", "member"?, "seal"?}), check-exists writes it whole for a blob fetched before.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "archive/archive.h"
+#include "fsm/fsm.h"
+#include "store/blobfile.h"
+#include "util/err.h"
+#include "util/hash.h"
+
+/* jansson's own cleanup (json_auto_t). */
+#ifndef _cleanup_json_
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
+#endif
+
+/* The request for one location. etag and size (from a listing) may be NULL/0; with them the
+ * check-exists step needs no request to the source. *json is malloc'd. */
+int fetch_request_build(const char *location, const char *etag, uint64_t size, char **json,
+                        size_t *len);
+
+struct fetch_layer {
+    char digest[DIGEST_STR_LEN + 1];
+    uint64_t size;
+    enum blob_format format;
+    char *path;            /* blobs/sha256/<hex> */
+    char *member;          /* path inside the archive it came from, NULL for the blob itself */
+    struct blob_seal seal; /* the file as hashed (store/blobfile.h), when sealed */
+    bool sealed;
+};
+
+/* A finished run's response. */
+struct fetch_result {
+    char *location;
+    char *etag;                      /* NULL when the source gives none */
+    char digest[DIGEST_STR_LEN + 1]; /* the blob as fetched */
+    uint64_t size;
+    enum blob_format format;
+    char *path;
+    char *repo_tag;             /* from a docker-archive/OCI manifest, or NULL */
+    struct fetch_layer *layers; /* the image layers this blob gives, bottom to top:
+                                   itself for a layer, its members for an archive */
+    size_t n_layers;
+    bool reused;           /* check-exists found it already fetched */
+    struct blob_seal seal; /* the blob file as hashed, when sealed */
+    bool sealed;
+};
+
+int fetch_response_parse(const void *data, size_t len, struct fetch_result *out, struct err *e);
+void fetch_result_free(struct fetch_result *r);
+
+/* A run's request, parsed; the strings point into root. */
+struct fetch_request {
+    const char *location;
+    const char *etag;
+    uint64_t size;
+    json_t *root;
+};
+
+int fetch_request_parse(struct fsm_run *run, struct fetch_request *rq);
+void fetch_request_free(struct fetch_request *rq);
+#define _cleanup_request_ __attribute__((cleanup(fetch_request_free)))
+
+/* The current response as JSON (an empty object when none yet); store it back as the run's
+ * response (checkpointed with the transition). */
+json_t *fetch_response_load(struct fsm_run *run);
+int fetch_response_store(struct fsm_run *run, json_t *j);
+
+/* A media type name (blob_format_name()) back to its format; BLOB_UNKNOWN for anything else. */
+enum blob_format fetch_format_parse(const char *s);
+
+/* A blob file's seal (store/blobfile.h) as it travels in the response, from the step that
+ * hashed the file to the record step that writes it into the blobs row. */
+json_t *fetch_seal_json(const struct blob_seal *s);
+bool fetch_seal_parse(json_t *o, uint64_t size, struct blob_seal *s);
+
+/* One entry of the response's "layers". */
+json_t *fetch_layer_json(const char *digest, uint64_t size, enum blob_format f, const char *path,
+                         const char *member, const struct blob_seal *seal);
