@@ -53,14 +53,6 @@ int pipeline_blob_verify(struct pipeline *p, const char *digest, const char *pat
     return blobfile_verify(p->db, p->cfg.blob_dir, digest, 0, path, NULL, why, n);
 }
 
-int pipeline_blob_entries(struct pipeline *p, const char *digest, int64_t *entries)
-{
-    (void)p;
-    (void)digest;
-    (void)entries;
-    return -ENOENT; /* the fetch machine does not record scan counts (yet) */
-}
-
 void fetched_layers_free(struct fetched_layer *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -467,22 +467,6 @@ int imagedb_layer_set_stats(struct db *db, const char *chain_id, int64_t entries
     return r < 0 ? r : (r == 0 ? -ENOENT : 0);
 }
 
-int imagedb_layer_list(struct db *db, imagedb_layer_cb cb, void *ud)
-{
-    db_lock(db);
-    PREPARE_OR_RETURN(st, db, "SELECT " LAYER_COLS " FROM layers ORDER BY depth, chain_id");
-    int r, stop = 0;
-    while (!stop && (r = db_step(db, st)) == 1) {
-        struct layer_rec rec = {0};
-        layer_from_row(st, &rec);
-        stop = cb(&rec, ud);
-        layer_rec_free(&rec);
-    }
-    db_done(st);
-    db_unlock(db);
-    return stop ? stop : (r < 0 ? r : 0);
-}
-
 int imagedb_layer_users(struct db *db, const char *chain_id, int *n)
 {
     db_lock(db);

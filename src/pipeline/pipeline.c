@@ -264,9 +264,6 @@ int pipeline_start_unpacks(struct pipeline *p, int64_t image_id, const struct fs
             json_object_set_new(req, "blob_path", json_string(blob));
         if (device_bytes)
             json_object_set_new(req, "device_bytes", json_integer((json_int_t)device_bytes));
-        int64_t entries = -1;
-        if (pipeline_blob_entries(p, v[i].digest, &entries) == 0 && entries >= 0)
-            json_object_set_new(req, "expected_entries", json_integer(entries));
         char *txt = json_dumps(req, JSON_COMPACT);
         json_decref(req);
         if (!txt) {

@@ -61,8 +61,6 @@ int pipeline_blob_path(struct pipeline *p, const char *digest, char *out, size_t
  * or its bytes do not match: quarantined, *why says what), negative on error. */
 int pipeline_blob_verify(struct pipeline *p, const char *digest, const char *path, char *why,
                          size_t n);
-/* Entry count the validate scan found for a blob (-ENOENT when unknown). */
-int pipeline_blob_entries(struct pipeline *p, const char *digest, int64_t *entries);
 
 /* One layer as the fetch step found it. */
 struct fetched_layer {

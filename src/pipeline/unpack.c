@@ -16,9 +16,8 @@
  *                   snapshot already holds), then syncs and unmounts. Applying a layer again
  *                   over a partial application converges to the same tree, so a resumed run
  *                   re-applies on the same device.
- *   verify          the device is still active, the pool is not out of space, read-only or
- *                   needs_check, and every entry of the layer was applied (the count from the
- *                   fetch-time scan, when known).
+ *   verify          the device is still active and the pool is not out of space, read-only
+ *                   or needs_check.
  *   commit          deactivates the device (it stays in the pool, inactive, ready to be
  *                   snapshotted) and records the layer ready with its device and counts.
  *
@@ -26,7 +25,7 @@
  * is unmounted, removed or deleted on that path.
  *
  * Request (JSON): {"chain_id", "parent_chain"|null, "digest", "blob_path", "depth",
- *                  "expected_entries"|null, "device_bytes"|0}
+ *                  "device_bytes"|0}
  * Response (JSON): {"dev_id", "device_path", "entries", "bytes"}
  */
 #include <errno.h>
@@ -55,7 +54,6 @@ struct unpack_req {
     char digest[DIGEST_STR_LEN + 1];
     char blob_path[4096];
     int depth;
-    int64_t expected_entries; /* -1 when unknown */
     uint64_t device_bytes;    /* virtual size of a new base device (0: the pipeline default) */
 };
 
@@ -77,7 +75,6 @@ static int req_parse(struct fsm_run *run, struct unpack_req *q)
     const char *parent = json_string_value(json_object_get(o, "parent_chain"));
     const char *digest = json_string_value(json_object_get(o, "digest"));
     const char *blob = json_string_value(json_object_get(o, "blob_path"));
-    json_t *exp = json_object_get(o, "expected_entries");
     int r = 0;
     if (!chain || !digest || !blob || !digest_valid(chain) || !digest_valid(digest) ||
         (parent && !digest_valid(parent)))
@@ -88,7 +85,6 @@ static int req_parse(struct fsm_run *run, struct unpack_req *q)
         snprintf(q->digest, sizeof(q->digest), "%s", digest);
         snprintf(q->blob_path, sizeof(q->blob_path), "%s", blob);
         q->depth = (int)json_integer_value(json_object_get(o, "depth"));
-        q->expected_entries = json_is_integer(exp) ? json_integer_value(exp) : -1;
         q->device_bytes = (uint64_t)json_integer_value(json_object_get(o, "device_bytes"));
     }
     json_decref(o);
@@ -483,9 +479,6 @@ static struct fsm_result t_verify(struct fsm_run *run, void *ud)
     r = pool_check_usable(p->cfg.pool_name, &pi.status, &nolimit, &e);
     if (r < 0)
         return fsm_abort("layer %.19s is not trustworthy: %s", q.chain_id, err_str(&e));
-    if (q.expected_entries >= 0 && s.entries != q.expected_entries)
-        return fsm_abort("layer %.19s: %lld entries applied, the scan counted %lld", q.chain_id,
-                         (long long)s.entries, (long long)q.expected_entries);
     return fsm_ok();
 }
 
