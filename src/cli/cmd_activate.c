@@ -136,7 +136,7 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
         api_client_free(api);
         return r;
     }
-    struct run_env env;
+    struct host env;
     r = run_env_open(cli, "activate", &ro, &env, &e);
     if (r < 0)
         return cli_fail("activate", r, &e);
@@ -166,7 +166,7 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
 /* The work of deactivate, remove and remove --image, done here (env) or by the daemon (api):
  * one code path for the messages and exit codes. */
 struct lifecycle_target {
-    struct run_env *env;
+    struct host *env;
     struct api_client *api;
 };
 
@@ -216,7 +216,7 @@ static int deactivate_one(struct lifecycle_target *t, const char *name, bool qui
 
 /* Open the lifecycle target: the daemon if one runs, else this process (no resume). */
 static int target_open(struct cli *cli, const char *command, const struct run_env_opts *ro,
-                       struct lifecycle_target *t, struct run_env *env)
+                       struct lifecycle_target *t, struct host *env)
 {
     struct err e = {0};
     memset(t, 0, sizeof(*t));
@@ -262,7 +262,7 @@ int cmd_deactivate(struct cli *cli, int argc, char **argv)
     if (optind >= argc)
         return cli_usage_error("deactivate", "expected an activation NAME");
     struct lifecycle_target t;
-    struct run_env env;
+    struct host env;
     int rc = target_open(cli, "deactivate", &ro, &t, &env);
     if (rc != EXIT_OK)
         return rc;
@@ -347,7 +347,7 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
         return cli_usage_error("remove", "expected one NAME");
     const char *what = argv[optind];
     struct lifecycle_target t;
-    struct run_env env;
+    struct host env;
     int rc = target_open(cli, "remove", &ro, &t, &env);
     if (rc != EXIT_OK)
         return rc;

@@ -17,7 +17,7 @@
 #include "cli/run_cmd.h"
 #include "cli/table.h"
 #include "fsm/fsm.h"
-#include "guard/lock.h"
+#include "pipeline/host.h"
 #include "pipeline/fetch.h"
 #include "source/ref.h"
 #include "util/cleanup.h"
@@ -27,8 +27,6 @@
 
 /* How often the progress display refreshes. */
 #define FETCH_CLI_TICK_MS 250
-/* How long a graceful shutdown waits for running transitions (they resume next time). */
-#define FETCH_CLI_SHUTDOWN_MS 10000
 
 static void usage(void)
 {
@@ -213,41 +211,21 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "fetching %s (%s): %zu blob%s\n", ref.name, ref.canonical, ref.n_layers,
                 ref.n_layers == 1 ? "" : "s");
 
-    struct err de = {0};
-    r = config_ensure_dirs(&cli->cfg, &de);
-    if (r < 0) {
-        image_ref_free(&ref);
-        return cli_fail("fetch", r, &de);
-    }
-    struct proc_lock lock = PROC_LOCK_INIT;
-    r = proc_lock_acquire(cli->cfg.lock_path, "fetch", 0, &lock, NULL, &e);
+    /* The fetch machine alone: interrupted fetches resume, nothing else runs. */
+    struct host h;
+    struct host_opts ho = {.cfg = &cli->cfg,
+                           .holder = "fetch",
+                           .fetch_only = true,
+                           .pool = HOST_POOL_LEAVE,
+                           .pipeline = {.source = &so, .fetch_limit = jobs},
+                           .before_resume = run_env_catch_signals};
+    r = host_open(&ho, &h, &e);
     if (r < 0) {
         image_ref_free(&ref);
         return cli_fail("fetch", r, &e);
     }
-    struct db *db = NULL;
-    r = cli_open_db(cli, false, &db, &e);
-    if (r < 0) {
-        proc_lock_release(&lock);
-        image_ref_free(&ref);
-        return cli_fail("fetch", r, &e);
-    }
-    struct fsm_queue_cfg queues[] = {{FETCH_QUEUE, jobs}};
-    struct fsm_config fcfg = {.queues = queues, .n_queues = 1,
-                              .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS};
-    struct fsm_manager *m = NULL;
-    struct fsm_machine *machine = NULL;
-    struct fetch_context *ctx = NULL;
-    struct fetch_config cfg = {.blob_dir = cli->cfg.blob_dir, .tmp_dir = cli->cfg.tmp_dir,
-                               .source = so, .policy = archive_policy_default()};
-    r = fsm_manager_open(db, &fcfg, &m, &e);
-    if (r == 0)
-        r = fetch_register(m, &cfg, &machine, &ctx);
-    if (r == 0)
-        r = fsm_manager_resume(m); /* may return how many runs it resumed */
-    if (r > 0)
-        r = 0;
-    run_catch_signals();
+    struct fsm_manager *m = h.mgr;
+    struct db *db = h.db;
     struct item *items = calloc(ref.n_layers, sizeof(*items));
     if (r == 0 && !items)
         r = -ENOMEM;
@@ -273,7 +251,7 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
                                 &len);
         if (r == 0) {
             struct fsm_start_opts so2 = {.queue = FETCH_QUEUE};
-            r = fsm_start(m, machine, it->layer->location, req, len, &so2, &it->id);
+            r = fsm_start(m, h.fetch, it->layer->location, req, len, &so2, &it->id);
         }
     }
     int rc = EXIT_OK;
@@ -400,18 +378,12 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
     rc = !failed ? EXIT_OK : rejected ? EXIT_REJECTED : cli_exit_code(first_failure);
 
 out:
-    if (m) {
-        fsm_manager_shutdown(m, FETCH_CLI_SHUTDOWN_MS);
-        fsm_manager_close(m);
-    }
-    fetch_context_free(ctx);
+    host_close(&h, RUN_SHUTDOWN_TIMEOUT_MS);
     for (size_t i = 0; items && i < ref.n_layers; i++) {
         free(items[i].error);
         fetch_result_free(&items[i].result);
     }
     free(items);
-    db_close(db);
-    proc_lock_release(&lock);
     image_ref_free(&ref);
     fetch_credentials_forget();
     return rc;

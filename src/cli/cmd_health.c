@@ -44,10 +44,9 @@ int cmd_health(struct cli *cli, int argc, char **argv)
     }
     if (optind < argc)
         return cli_usage_error("health", "unexpected argument '%s'", argv[optind]);
-    char cursor[4096];
-    snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", cli->cfg.state_dir);
     bool have_state = mkdir_p(cli->cfg.state_dir, 0700) == 0;
-    struct health_opts o = {.cursor_path = have_state ? cursor : NULL, .advance_cursor = !peek};
+    struct health_opts o = {.cursor_path = have_state ? cli->cfg.kmsg_cursor_path : NULL,
+                            .advance_cursor = !peek};
     o.pool = pipeline_pool_health;
     o.pool_ud = cli->cfg.pool_name;
     struct health_report rep;

@@ -206,7 +206,7 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
         api_client_free(api);
         return r;
     }
-    struct run_env env;
+    struct host env;
     r = run_env_open(cli, "process-image", &ro, &env, &e);
     if (r < 0)
         return cli_fail("process-image", r, &e);

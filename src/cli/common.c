@@ -9,8 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "fsm/fsm.h"
-#include "store/schema.h"
+#include "pipeline/host.h"
 #include "util/fsutil.h"
 
 int cli_exit_code(int r)
@@ -91,19 +90,5 @@ int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
         return r;
     }
     int r = config_ensure_dirs(&cli->cfg, e);
-    if (r < 0)
-        return r;
-    struct db *db = NULL;
-    r = db_open(cli->cfg.db_path, NULL, &db, e);
-    if (r < 0)
-        return r;
-    r = fsm_db_migrate(db, e);
-    if (r >= 0)
-        r = store_migrate(db, e);
-    if (r < 0) {
-        db_close(db);
-        return r;
-    }
-    *out = db;
-    return 0;
+    return r < 0 ? r : host_db_open(&cli->cfg, out, e);
 }
