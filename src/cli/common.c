@@ -2,6 +2,8 @@
  * common.c: helpers shared by the commands: exit codes, error printing, opening the database.
  */
 #include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +11,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/cli_source.h"
+#include "cli/table.h"
 #include "pipeline/host.h"
 #include "util/fsutil.h"
 
@@ -63,6 +67,48 @@ int cli_bad_option(const char *cmd)
 {
     fprintf(stderr, "Run `thinimg %s --help` for usage.\n", cmd);
     return EXIT_USAGE;
+}
+
+int cli_common_option(const char *name, int c, void (*usage)(FILE *), bool *json,
+                      struct source_options *so)
+{
+    if (c == 'h') {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (c == 'j' && json) {
+        *json = true;
+        return CLI_OPTION_TAKEN;
+    }
+    if (so && cli_source_option(c, optarg, so))
+        return CLI_OPTION_TAKEN;
+    return cli_bad_option(name);
+}
+
+int cli_print_json(json_t *j)
+{
+    int r = json_dumpf(j, stdout, JSON_INDENT(2));
+    putchar('\n');
+    json_decref(j);
+    return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
+
+int cli_print_listing(struct cli *cli, const char *cmd, int r, json_t *arr, struct table *t,
+                      const char *empty)
+{
+    if (r < 0) {
+        json_decref(arr);
+        table_free(t);
+        return cli_fail(cmd, r, NULL);
+    }
+    if (arr)
+        return cli_print_json(arr);
+    if (t->rows > 1)
+        table_print(t, stdout);
+    else if (!cli->quiet)
+        printf("%s\n", empty);
+    table_free(t);
+    return EXIT_OK;
 }
 
 int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
