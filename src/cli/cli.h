@@ -4,7 +4,17 @@
  * Each command lives in its own file `cmd_<name>.c` and defines `int cmd_<name>(struct cli *,
  * int argc, char **argv)`; argv[0] is the command name and the global options have already
  * been removed. A command returns an exit code (below), never a negative errno: map errors
- * with cli_exit_code().
+ * with cli_exit_code(). Every command has the same shape:
+ *
+ *   static void usage(FILE *out)         its --help text ("Usage: thinimg NAME ...")
+ *   int cmd_<name>(cli, argc, argv)
+ *       getopt_long() loop: 'h' prints usage(stdout) and returns EXIT_OK; an unknown option
+ *       returns cli_bad_option(NAME)
+ *       cli_check_operands(NAME, argc, argv, optind): the operand count from the command table
+ *       then the work; failures through cli_fail(), --json output through cli_print_json()
+ *
+ * The command table (commands.c) names each command with its operands, their counts and a
+ * one-line summary; `thinimg --help` is generated from it.
  *
  * Global options may appear anywhere before "--": --state-dir, --db, --pool, --source,
  * --socket, --log-format, --log-level, -v/--verbose (= --log-level debug), -q/--quiet.
@@ -13,6 +23,8 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+
+#include <jansson.h>
 
 #include "store/db.h"
 #include "util/log.h"
@@ -45,11 +57,27 @@ struct cli {
 
 typedef int (*cli_cmd_fn)(struct cli *cli, int argc, char **argv);
 
+/* max_operands for a command that takes any number of them. */
+#define CLI_MANY -1
+
 struct cli_command {
     const char *name;
     cli_cmd_fn fn;
-    const char *summary;
+    const char *operands;           /* their synopsis: "REF", "[REF]", "NAME...", "" */
+    int min_operands, max_operands; /* max CLI_MANY: no limit */
+    const char *summary;            /* one line, for `thinimg --help` */
 };
+
+extern const struct cli_command cli_commands[];
+extern const size_t cli_n_commands;
+/* The command of that name, or NULL. */
+const struct cli_command *cli_command_find(const char *name);
+/* After the option loop: the operands argv[first..argc) against the command's counts in the
+ * table. EXIT_OK, or the usage error printed ("expected REF", "unexpected argument 'x'") and
+ * EXIT_USAGE. */
+int cli_check_operands(const char *name, int argc, char **argv, int first);
+/* The top-level help: usage, the commands from the table, global options, exit codes. */
+void cli_usage(FILE *out);
 
 /* Map a negative errno to an exit code (-ENOENT -> NOTFOUND, -EBUSY/-EAGAIN -> BUSY, ...). */
 int cli_exit_code(int r);
@@ -62,11 +90,33 @@ int cli_failf(const char *cmd, int code, const char *fmt, ...) __attribute__((fo
 #define CLI_RUN_AS_ROOT                                                                            \
     "thinimg runs as root (or as the user that owns the state directory and its files)"
 
+/* The options commands share, for the end of a getopt_long loop (after the command's own
+ * cases): --help ('h') prints usage(stdout) and ends the command with EXIT_OK; --json ('j')
+ * sets *json (json NULL: the command has no --json); a source option (cli_source.h) fills *so
+ * (so NULL: none); anything else is a bad option (cli_bad_option). CLI_OPTION_TAKEN when c was
+ * taken and the loop goes on, else the exit code the command returns. */
+#define CLI_OPTION_TAKEN (-1)
+struct source_options;
+int cli_common_option(const char *name, int c, void (*usage)(FILE *), bool *json,
+                      struct source_options *so);
+
 /* Print a usage error with a hint to run --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* getopt has just said what was wrong with an option (on stderr, as "thinimg: CMD: ..."): add
  * where the usage is and return EXIT_USAGE. */
 int cli_bad_option(const char *cmd);
+
+/* Print j on stdout as indented JSON and a newline, and drop the reference (every --json
+ * output goes through here). EXIT_OK, or EXIT_FAIL when it could not be written. */
+int cli_print_json(json_t *j);
+
+/* The end of a listing command: r is what listing the rows returned. r < 0: the failure
+ * (cli_fail). Else the rows: --json prints arr, otherwise the table, or `empty` on its own
+ * line when the table has no row (nothing under --quiet). Frees arr and the table; an exit
+ * code. */
+struct table;
+int cli_print_listing(struct cli *cli, const char *cmd, int r, json_t *arr, struct table *t,
+                      const char *empty);
 
 /* Open the database at cfg.db_path (creating the state dir and running every migration
  * unless readonly). Read-only opening of a missing database fails with -ENOENT. */

@@ -1,18 +1,8 @@
 /*
- * cmd_activate.c: `thinimg activate`, `thinimg deactivate` and `thinimg remove`: the life
- * cycle of activations (named writable snapshots) and images after process-image.
- *
- *   activate IMAGE [--name NAME]   a new (or reactivated) activation, through the activate
- *                                  machine (durable, idempotent)
- *   deactivate NAME                removes the activation's dm device; its thin device and the
- *                                  VM's writes stay in the pool (activate again to get it back)
- *   remove NAME                    deletes an activation: dm device and thin device
- *   remove --image IMAGE           deletes an image and the layer devices no other image uses
- *
- * deactivate and remove are operator-requested devicemapper removals (pipeline/lifecycle.c),
- * run under the process lock and the operation guard, and refused while a device is open (a VM
- * uses it). When a daemon holds the state directory, each command sends its work to the daemon
- * (src/daemon/client.h) and prints the result with the same code and exit codes.
+ * cmd_activate.c: `thinimg activate IMAGE [--name NAME]`: a new (or reactivated) activation
+ * (a named writable snapshot of a processed image), through the activate machine (durable,
+ * idempotent). When a daemon holds the state directory, the work goes to the daemon
+ * (src/daemon/client.h) and the result is printed with the same code and exit codes.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,9 +27,7 @@ static int print_activation(struct db *db, const char *name, bool json, int64_t 
                               a.image_name, "state", a.state, "device_path", a.device_path,
                               "device_id", (json_int_t)a.dev_id, "elapsed_ms",
                               (json_int_t)took_ms);
-        json_dumpf(o, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(o);
+        cli_print_json(o);
     } else {
         printf("activation  %s\nimage       %s\ndevice      %s\n", a.name, a.image_name,
                a.device_path ? a.device_path : "-");
@@ -94,6 +82,16 @@ static int activate_remote(struct cli *cli, struct api_client *api, const char *
     return rc;
 }
 
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: thinimg activate [--name NAME] [--json] [--wait-lock] IMAGE\n"
+                 "\n"
+                 "Create a named writable snapshot of a processed image (name or ref, see\n"
+                 "list-images): the block device a VM boots from. Without --name the image's\n"
+                 "default activation is (re)activated. An inactive activation (deactivate)\n"
+                 "comes back with its data.\n");
+}
+
 int cmd_activate(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
@@ -111,18 +109,14 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
         case 'j': json = true; break;
         case 'w': ro.wait_lock = true; break;
         case 'h':
-            printf("Usage: thinimg activate [--name NAME] [--json] [--wait-lock] IMAGE\n"
-                   "\n"
-                   "Create a named writable snapshot of a processed image (name or ref, see\n"
-                   "list-images): the block device a VM boots from. Without --name the image's\n"
-                   "default activation is (re)activated. An inactive activation (deactivate)\n"
-                   "comes back with its data.\n");
+            usage(stdout);
             return EXIT_OK;
         default: return cli_bad_option("activate");
         }
     }
-    if (optind + 1 != argc)
-        return cli_usage_error("activate", "expected one IMAGE");
+    int operands_rc = cli_check_operands("activate", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     if (name && !imagedb_name_valid(name))
         return cli_usage_error("activate", "invalid --name '%s' (1-64 of [A-Za-z0-9_.-])", name);
     int64_t t0 = mono_ms();
@@ -136,7 +130,7 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
         api_client_free(api);
         return r;
     }
-    struct run_env env;
+    struct host env;
     r = run_env_open(cli, "activate", &ro, &env, &e);
     if (r < 0)
         return cli_fail("activate", r, &e);
@@ -160,226 +154,5 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
     }
     free(error);
     run_env_close(&env);
-    return rc;
-}
-
-/* The work of deactivate, remove and remove --image, done here (env) or by the daemon (api):
- * one code path for the messages and exit codes. */
-struct lifecycle_target {
-    struct run_env *env;
-    struct api_client *api;
-};
-
-/* A lifecycle request to the daemon: 0 with *reply, or a negative errno with e. */
-static int remote_lifecycle(struct api_client *api, const char *method, const char *collection,
-                            const char *name, const char *suffix, json_t **reply, struct err *e)
-{
-    char *esc = api_escape(name);
-    if (!esc)
-        return err_set(e, -ENOMEM, "out of memory");
-    char path[8192];
-    snprintf(path, sizeof(path), "/v1/%s/%s%s", collection, esc, suffix);
-    free(esc);
-    long status = 0;
-    /* Removals wait for the operation guard, which an mkfs may hold for a while. */
-    int r = api_call(api, method, path, NULL, 600000, &status, reply, e);
-    if (r == 0 && status != 200) {
-        r = api_reply_error(status, *reply, e);
-        json_decref(*reply);
-        *reply = NULL;
-    }
-    return r;
-}
-
-/* Take the activation's dm device down; EXIT code. */
-static int deactivate_one(struct lifecycle_target *t, const char *name, bool quiet)
-{
-    struct err e = {0};
-    bool was_active = false;
-    int r;
-    if (t->api) {
-        json_t *reply = NULL;
-        r = remote_lifecycle(t->api, "POST", "activations", name, "/deactivate", &reply, &e);
-        was_active = json_is_true(json_object_get(reply, "was_active"));
-        json_decref(reply);
-    } else {
-        r = pipeline_deactivate(t->env->p, name, -1, &was_active, &e);
-    }
-    if (r < 0)
-        return cli_fail("deactivate", r, &e);
-    if (!quiet)
-        printf("%s %s\n", name, was_active ? "deactivated (data kept; `thinimg activate` brings "
-                                             "it back)"
-                                           : "is inactive");
-    return EXIT_OK;
-}
-
-/* Open the lifecycle target: the daemon if one runs, else this process (no resume). */
-static int target_open(struct cli *cli, const char *command, const struct run_env_opts *ro,
-                       struct lifecycle_target *t, struct run_env *env)
-{
-    struct err e = {0};
-    memset(t, 0, sizeof(*t));
-    int r = api_client_detect(&cli->cfg, &t->api, &e);
-    if (r < 0)
-        return cli_fail(command, r, &e);
-    if (r > 0)
-        return EXIT_OK;
-    r = run_env_open(cli, command, ro, env, &e);
-    if (r < 0)
-        return cli_fail(command, r, &e);
-    t->env = env;
-    return EXIT_OK;
-}
-
-static void target_close(struct lifecycle_target *t)
-{
-    if (t->env)
-        run_env_close(t->env);
-    api_client_free(t->api);
-}
-
-int cmd_deactivate(struct cli *cli, int argc, char **argv)
-{
-    static const struct option opts[] = {{"wait-lock", no_argument, NULL, 'w'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
-    struct run_env_opts ro = {.no_resume = true};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'w': ro.wait_lock = true; break;
-        case 'h':
-            printf("Usage: thinimg deactivate [--wait-lock] NAME...\n"
-                   "\n"
-                   "Remove the dm device of each activation. The thin device and everything\n"
-                   "the VM wrote stay in the pool; `thinimg activate --name NAME IMAGE` brings\n"
-                   "it back. Refused while the device is open.\n");
-            return EXIT_OK;
-        default: return cli_bad_option("deactivate");
-        }
-    }
-    if (optind >= argc)
-        return cli_usage_error("deactivate", "expected an activation NAME");
-    struct lifecycle_target t;
-    struct run_env env;
-    int rc = target_open(cli, "deactivate", &ro, &t, &env);
-    if (rc != EXIT_OK)
-        return rc;
-    for (int i = optind; i < argc; i++) {
-        int one = deactivate_one(&t, argv[i], cli->quiet);
-        if (one != EXIT_OK)
-            rc = one;
-    }
-    target_close(&t);
-    return rc;
-}
-
-static int remove_activation(struct lifecycle_target *t, const char *name, bool quiet)
-{
-    struct err e = {0};
-    int r;
-    if (t->api) {
-        json_t *reply = NULL;
-        r = remote_lifecycle(t->api, "DELETE", "activations", name, "", &reply, &e);
-        json_decref(reply);
-    } else {
-        r = pipeline_remove_activation(t->env->p, name, -1, &e);
-    }
-    if (r < 0)
-        return cli_fail("remove", r, &e);
-    if (!quiet)
-        printf("activation %s removed\n", name);
-    return EXIT_OK;
-}
-
-static int remove_image(struct lifecycle_target *t, const char *image, bool quiet)
-{
-    struct err e = {0};
-    struct pipeline_removed_image ri = {0};
-    int r;
-    if (t->api) {
-        json_t *reply = NULL;
-        r = remote_lifecycle(t->api, "DELETE", "images", image, "", &reply, &e);
-        const char *n = json_string_value(json_object_get(reply, "image"));
-        snprintf(ri.name, sizeof(ri.name), "%s", n ? n : image);
-        ri.layers_deleted = (int)json_integer_value(json_object_get(reply, "layers_deleted"));
-        ri.layers_kept = (int)json_integer_value(json_object_get(reply, "layers_kept"));
-        json_decref(reply);
-    } else {
-        r = pipeline_remove_image(t->env->p, image, -1, &ri, &e);
-    }
-    if (r < 0)
-        return cli_fail("remove", r, &e);
-    if (!quiet)
-        printf("image %s removed (%d layer device%s deleted, %d shared or kept)\n", ri.name,
-               ri.layers_deleted, ri.layers_deleted == 1 ? "" : "s", ri.layers_kept);
-    return EXIT_OK;
-}
-
-int cmd_remove(struct cli *cli, int argc, char **argv)
-{
-    static const struct option opts[] = {{"image", no_argument, NULL, 'i'},
-                                         {"activation", no_argument, NULL, 'a'},
-                                         {"wait-lock", no_argument, NULL, 'w'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
-    struct run_env_opts ro = {.no_resume = true};
-    bool want_image = false, want_act = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'i': want_image = true; break;
-        case 'a': want_act = true; break;
-        case 'w': ro.wait_lock = true; break;
-        case 'h':
-            printf("Usage: thinimg remove [--image|--activation] [--wait-lock] NAME\n"
-                   "\n"
-                   "Remove an activation (its dm device and thin device, with the VM's writes)\n"
-                   "or an image (the image and the layer devices no other image uses). A name\n"
-                   "that is both an activation and an image needs --image or --activation.\n"
-                   "Refused while a device is open or an image still has activations.\n");
-            return EXIT_OK;
-        default: return cli_bad_option("remove");
-        }
-    }
-    if (optind + 1 != argc)
-        return cli_usage_error("remove", "expected one NAME");
-    const char *what = argv[optind];
-    struct lifecycle_target t;
-    struct run_env env;
-    int rc = target_open(cli, "remove", &ro, &t, &env);
-    if (rc != EXIT_OK)
-        return rc;
-    /* Which one is it: decided from the database (read-only next to a daemon). */
-    struct db *db = t.env ? t.env->db : run_remote_db(cli, "remove");
-    if (!db) {
-        target_close(&t);
-        return EXIT_FAIL;
-    }
-    struct activation_rec a = {0};
-    bool is_act = !want_image && imagedb_activation_get(db, what, &a) == 0;
-    if (is_act)
-        activation_rec_free(&a);
-    struct image_rec img = {0};
-    int ir = want_act ? -ENOENT : imagedb_image_find(db, what, &img);
-    bool is_img = ir != -ENOENT;
-    if (ir == 0)
-        image_rec_free(&img);
-    if (!t.env)
-        db_close(db);
-    if (is_act && is_img)
-        rc = cli_failf("remove", EXIT_USAGE,
-                       "'%s' is both an activation and an image; add --activation or --image",
-                       what);
-    else if (is_act)
-        rc = remove_activation(&t, what, cli->quiet);
-    else if (is_img)
-        rc = remove_image(&t, what, cli->quiet);
-    else
-        rc = cli_failf("remove", EXIT_NOTFOUND,
-                       "no activation or image named '%s' (see list-snapshots, list-images)",
-                       what);
-    target_close(&t);
     return rc;
 }

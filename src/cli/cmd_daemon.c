@@ -100,16 +100,16 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
             o.socket_mode = (mode_t)m;
             break;
         }
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            if (!cli_source_option(c, optarg, &so))
-                return cli_bad_option("daemon");
+        default: {
+            int rc = cli_common_option("daemon", c, usage, NULL, &so);
+            if (rc != CLI_OPTION_TAKEN)
+                return rc;
+        }
         }
     }
-    if (optind < argc)
-        return cli_usage_error("daemon", "unexpected argument '%s'", argv[optind]);
+    int operands_rc = cli_check_operands("daemon", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     if (o.autogc.low_pct && o.autogc.low_pct >= o.autogc.high_pct)
         return cli_usage_error("daemon", "--gc-low-water needs --gc-high-water above it");
     struct err e = {0};

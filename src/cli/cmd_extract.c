@@ -143,28 +143,81 @@ static int multi_layer(struct run *run, const char *path)
     return rc;
 }
 
+/* Option codes (getopt_long values past the ASCII range). */
+enum {
+    OPT_ROOT = 256,
+    OPT_SCAN,
+    OPT_ALLOW_DEV,
+    OPT_NO_DEV,
+    OPT_SAME_OWNER,
+    OPT_NO_SAME_OWNER,
+    OPT_XATTRS,
+    OPT_CTRL,
+    OPT_JSON,
+    OPT_MAX_BLOB,
+    OPT_MAX_ENTRIES,
+    OPT_MAX_FILE,
+    OPT_MAX_TOTAL,
+    OPT_MAX_PATH,
+    OPT_MAX_DEPTH,
+    OPT_MAX_HEADER,
+    OPT_MAX_TIME,
+    OPT_MAX_RATIO,
+};
+
+/* An option without a value check of its own; false when c is none of them. */
+static bool take_option(struct run *run, int c, const char *arg, const char **root)
+{
+    switch (c) {
+    case OPT_ROOT:
+        *root = arg;
+        return true;
+    case OPT_SCAN:
+        run->scan_only = true;
+        return true;
+    case OPT_ALLOW_DEV:
+        run->pol.allow_devices = true;
+        return true;
+    case OPT_NO_DEV:
+        run->pol.allow_devices = false;
+        return true;
+    case OPT_SAME_OWNER:
+        run->pol.preserve_owner = true;
+        return true;
+    case OPT_NO_SAME_OWNER:
+        run->pol.preserve_owner = false;
+        return true;
+    case OPT_XATTRS:
+        run->pol.xattr_allow = arg;
+        return true;
+    case OPT_CTRL:
+        run->pol.allow_control_chars = true;
+        return true;
+    case OPT_JSON:
+        run->json = true;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* One LAYER operand: a layer, or an archive of layers (docker-archive, OCI layout), by
+ * content. An exit code. */
+static int one_file(struct run *run, const char *path)
+{
+    enum blob_format f;
+    char why[160];
+    int r = archive_detect(path, &f, why, sizeof(why));
+    if (r < 0)
+        return cli_failf("extract", cli_exit_code(r), "%s: %s", path, strerror(-r));
+    if (f == BLOB_UNKNOWN)
+        return cli_failf("extract", EXIT_REJECTED, "%s: not an image layer: %s (rule: format)",
+                         path, why);
+    return blob_format_is_layer(f) ? one_layer(run, path, path, f) : multi_layer(run, path);
+}
+
 int cmd_extract(struct cli *cli, int argc, char **argv)
 {
-    enum {
-        OPT_ROOT = 256,
-        OPT_SCAN,
-        OPT_ALLOW_DEV,
-        OPT_NO_DEV,
-        OPT_SAME_OWNER,
-        OPT_NO_SAME_OWNER,
-        OPT_XATTRS,
-        OPT_CTRL,
-        OPT_JSON,
-        OPT_MAX_BLOB,
-        OPT_MAX_ENTRIES,
-        OPT_MAX_FILE,
-        OPT_MAX_TOTAL,
-        OPT_MAX_PATH,
-        OPT_MAX_DEPTH,
-        OPT_MAX_HEADER,
-        OPT_MAX_TIME,
-        OPT_MAX_RATIO,
-    };
     static const struct option opts[] = {
         {"root", required_argument, NULL, OPT_ROOT},
         {"scan-only", no_argument, NULL, OPT_SCAN},
@@ -199,43 +252,16 @@ int cmd_extract(struct cli *cli, int argc, char **argv)
                 return cli_usage_error("extract", "%s", why);
             continue;
         }
-        switch (c) {
-        case OPT_ROOT:
-            root = optarg;
-            break;
-        case OPT_SCAN:
-            run.scan_only = true;
-            break;
-        case OPT_ALLOW_DEV:
-            run.pol.allow_devices = true;
-            break;
-        case OPT_NO_DEV:
-            run.pol.allow_devices = false;
-            break;
-        case OPT_SAME_OWNER:
-            run.pol.preserve_owner = true;
-            break;
-        case OPT_NO_SAME_OWNER:
-            run.pol.preserve_owner = false;
-            break;
-        case OPT_XATTRS:
-            run.pol.xattr_allow = optarg;
-            break;
-        case OPT_CTRL:
-            run.pol.allow_control_chars = true;
-            break;
-        case OPT_JSON:
-            run.json = true;
-            break;
-        case 'h':
+        if (c == 'h') {
             usage(stdout);
             return EXIT_OK;
-        default:
-            return cli_bad_option("extract");
         }
+        if (!take_option(&run, c, optarg, &root))
+            return cli_bad_option("extract");
     }
-    if (optind >= argc)
-        return cli_usage_error("extract", "no LAYER given");
+    int operands_rc = cli_check_operands("extract", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     if (!root && !run.scan_only)
         return cli_usage_error("extract", "--root DIR is required (or --scan-only)");
 
@@ -251,26 +277,13 @@ int cmd_extract(struct cli *cli, int argc, char **argv)
         run.out = json_array();
 
     int rc = EXIT_OK;
-    for (int i = optind; i < argc && rc == EXIT_OK; i++) {
-        enum blob_format f;
-        char why[160];
-        int r = archive_detect(argv[i], &f, why, sizeof(why));
-        if (r < 0)
-            rc = cli_failf("extract", cli_exit_code(r), "%s: %s", argv[i], strerror(-r));
-        else if (f == BLOB_UNKNOWN)
-            rc = cli_failf("extract", EXIT_REJECTED, "%s: not an image layer: %s (rule: format)",
-                           argv[i], why);
-        else if (blob_format_is_layer(f))
-            rc = one_layer(&run, argv[i], argv[i], f);
-        else
-            rc = multi_layer(&run, argv[i]);
-    }
+    for (int i = optind; i < argc && rc == EXIT_OK; i++)
+        rc = one_file(&run, argv[i]);
     if (run.json) {
-        if (rc == EXIT_OK) {
-            json_dumpf(run.out, stdout, JSON_INDENT(2));
-            fputc('\n', stdout);
-        }
-        json_decref(run.out);
+        if (rc == EXIT_OK)
+            cli_print_json(run.out);
+        else
+            json_decref(run.out);
     }
     if (run.root_fd >= 0)
         close(run.root_fd);

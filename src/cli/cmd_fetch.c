@@ -17,7 +17,7 @@
 #include "cli/run_cmd.h"
 #include "cli/table.h"
 #include "fsm/fsm.h"
-#include "guard/lock.h"
+#include "pipeline/host.h"
 #include "pipeline/fetch.h"
 #include "source/ref.h"
 #include "util/cleanup.h"
@@ -27,30 +27,29 @@
 
 /* How often the progress display refreshes. */
 #define FETCH_CLI_TICK_MS 250
-/* How long a graceful shutdown waits for running transitions (they resume next time). */
-#define FETCH_CLI_SHUTDOWN_MS 10000
 
-static void usage(void)
+static void usage(FILE *out)
 {
-    printf("Usage: thinimg fetch REF [--json] [--jobs N] [--region R] [--endpoint URL]\n"
-           "                         [--no-sign-request]\n"
-           "\n"
-           "Download and validate an image's blobs without unpacking them. REF names a family\n"
-           "of layers (s3://bucket/images/golang/), a layer and the ones below it\n"
-           "(images/golang/3.tar: layers 1..3), or a single blob (a layer, a docker-archive or\n"
-           "an OCI layout). Blobs are stored by digest in STATE/blobs; an interrupted fetch\n"
-           "resumes where it stopped. Prints the digest of every layer.\n"
-           "\n"
-           "Options:\n"
-           "  --json              machine-readable output\n"
-           "  --jobs N            parallel downloads (default %d)\n" CLI_SOURCE_HELP
-           "  -h, --help          this help\n"
-           "\n"
-           "Exit codes: 0 fetched, 1 failed, 2 usage, 3 refused (not enough space, access\n"
-           "denied), 4 not found, 5 busy, 6 rejected (not an image layer, unsafe archive, too\n"
-           "large), 7 database corrupt, 8 read-only state directory, 130 interrupted\n"
-           "(SIGINT/SIGTERM: the fetch resumes where it stopped the next time).\n",
-           DEFAULT_FETCH_QUEUE_LIMIT);
+    fprintf(out,
+            "Usage: thinimg fetch REF [--json] [--jobs N] [--region R] [--endpoint URL]\n"
+            "                         [--no-sign-request]\n"
+            "\n"
+            "Download and validate an image's blobs without unpacking them. REF names a family\n"
+            "of layers (s3://bucket/images/golang/), a layer and the ones below it\n"
+            "(images/golang/3.tar: layers 1..3), or a single blob (a layer, a docker-archive or\n"
+            "an OCI layout). Blobs are stored by digest in STATE/blobs; an interrupted fetch\n"
+            "resumes where it stopped. Prints the digest of every layer.\n"
+            "\n"
+            "Options:\n"
+            "  --json              machine-readable output\n"
+            "  --jobs N            parallel downloads (default %d)\n" CLI_SOURCE_HELP
+            "  -h, --help          this help\n"
+            "\n"
+            "Exit codes: 0 fetched, 1 failed, 2 usage, 3 refused (not enough space, access\n"
+            "denied), 4 not found, 5 busy, 6 rejected (not an image layer, unsafe archive, too\n"
+            "large), 7 database corrupt, 8 read-only state directory, 130 interrupted\n"
+            "(SIGINT/SIGTERM: the fetch resumes where it stopped the next time).\n",
+            DEFAULT_FETCH_QUEUE_LIMIT);
 }
 
 struct item {
@@ -166,104 +165,51 @@ static int keep_credentials(struct image_ref *ref)
     return 0;
 }
 
-int cmd_fetch(struct cli *cli, int argc, char **argv)
-{
-    bool json = false;
-    int jobs = DEFAULT_FETCH_QUEUE_LIMIT;
-    struct source_options so = {0};
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-                                         {"jobs", required_argument, NULL, 'J'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         CLI_SOURCE_LONG_OPTIONS,
-                                         {0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'j')
-            json = true;
-        else if (c == 'J') {
-            char *end = NULL;
-            long v = strtol(optarg, &end, 10);
-            if (!end || *end || v < 1 || v > 64)
-                return cli_usage_error("fetch", "--jobs needs a number from 1 to 64");
-            jobs = (int)v;
-        } else if (c == 'h') {
-            usage();
-            return EXIT_OK;
-        } else if (!cli_source_option(c, optarg, &so))
-            return cli_bad_option("fetch");
-    }
-    if (argc - optind != 1)
-        return cli_usage_error("fetch", "name exactly one REF");
-    const char *refarg = argv[optind];
+/* One `thinimg fetch`: the resolved REF, a run per layer, and the host they run on. */
+struct fetch_cmd {
+    struct cli *cli;
+    bool json, progress;
+    struct image_ref ref;
+    struct item *items; /* ref.n_layers */
+    struct host h;
+};
 
+/* Resolve REF; the credentials in it stay in memory only. An exit code. */
+static int resolve(struct fetch_cmd *f, const char *refarg, const struct source_options *so)
+{
     struct err e = {0};
-    struct image_ref ref = {0};
-    int r = ref_resolve(refarg, cli->cfg.source, &so, &ref, &e);
+    int r = ref_resolve(refarg, f->cli->cfg.source, so, &f->ref, &e);
     text_strip_userinfo(e.msg);
     if (r < 0)
         return cli_fail("fetch", r, &e);
-    r = keep_credentials(&ref);
-    if (r < 0) {
-        image_ref_free(&ref);
+    r = keep_credentials(&f->ref);
+    if (r < 0)
         return cli_fail("fetch", r, NULL);
-    }
-    for (size_t i = 0; i < ref.n_warnings; i++)
-        fprintf(stderr, "warning: %s\n", ref.warnings[i]);
-    if (!cli->quiet)
-        fprintf(stderr, "fetching %s (%s): %zu blob%s\n", ref.name, ref.canonical, ref.n_layers,
-                ref.n_layers == 1 ? "" : "s");
+    for (size_t i = 0; i < f->ref.n_warnings; i++)
+        fprintf(stderr, "warning: %s\n", f->ref.warnings[i]);
+    if (!f->cli->quiet)
+        fprintf(stderr, "fetching %s (%s): %zu blob%s\n", f->ref.name, f->ref.canonical,
+                f->ref.n_layers, f->ref.n_layers == 1 ? "" : "s");
+    return EXIT_OK;
+}
 
-    struct err de = {0};
-    r = config_ensure_dirs(&cli->cfg, &de);
-    if (r < 0) {
-        image_ref_free(&ref);
-        return cli_fail("fetch", r, &de);
-    }
-    struct proc_lock lock = PROC_LOCK_INIT;
-    r = proc_lock_acquire(cli->cfg.lock_path, "fetch", 0, &lock, NULL, &e);
-    if (r < 0) {
-        image_ref_free(&ref);
-        return cli_fail("fetch", r, &e);
-    }
-    struct db *db = NULL;
-    r = cli_open_db(cli, false, &db, &e);
-    if (r < 0) {
-        proc_lock_release(&lock);
-        image_ref_free(&ref);
-        return cli_fail("fetch", r, &e);
-    }
-    struct fsm_queue_cfg queues[] = {{FETCH_QUEUE, jobs}};
-    struct fsm_config fcfg = {.queues = queues, .n_queues = 1,
-                              .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS};
-    struct fsm_manager *m = NULL;
-    struct fsm_machine *machine = NULL;
-    struct fetch_context *ctx = NULL;
-    struct fetch_config cfg = {.blob_dir = cli->cfg.blob_dir, .tmp_dir = cli->cfg.tmp_dir,
-                               .source = so, .policy = archive_policy_default()};
-    r = fsm_manager_open(db, &fcfg, &m, &e);
-    if (r == 0)
-        r = fetch_register(m, &cfg, &machine, &ctx);
-    if (r == 0)
-        r = fsm_manager_resume(m); /* may return how many runs it resumed */
-    if (r > 0)
-        r = 0;
-    run_catch_signals();
-    struct item *items = calloc(ref.n_layers, sizeof(*items));
-    if (r == 0 && !items)
-        r = -ENOMEM;
-    /* One run per location: an unfinished run from an interrupted fetch (resumed above) is
-     * joined rather than duplicated. */
-    for (size_t i = 0; r == 0 && i < ref.n_layers; i++) {
-        struct item *it = &items[i];
-        it->layer = &ref.layers[i];
-        struct find_ctx f = {&it->id, false};
+/* One run per location: an unfinished run from an interrupted fetch (resumed when the host
+ * opened) is joined rather than duplicated. */
+static int start_runs(struct fetch_cmd *f)
+{
+    f->items = calloc(f->ref.n_layers, sizeof(*f->items));
+    if (!f->items)
+        return -ENOMEM;
+    for (size_t i = 0; i < f->ref.n_layers; i++) {
+        struct item *it = &f->items[i];
+        it->layer = &f->ref.layers[i];
+        struct find_ctx fc = {&it->id, false};
         struct fsm_list_filter flt = {.type = FETCH_MACHINE_TYPE,
                                       .resource_id = it->layer->location};
-        r = fsm_db_list_runs(db, &flt, find_cb, &f);
+        int r = fsm_db_list_runs(f->h.db, &flt, find_cb, &fc);
         if (r < 0)
-            break;
-        r = 0;
-        if (f.found) {
+            return r;
+        if (fc.found) {
             fprintf(stderr, "resuming the interrupted fetch of %s\n", it->layer->location);
             continue;
         }
@@ -271,88 +217,137 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
         size_t len = 0;
         r = fetch_request_build(it->layer->location, it->layer->etag, it->layer->size, &req,
                                 &len);
-        if (r == 0) {
-            struct fsm_start_opts so2 = {.queue = FETCH_QUEUE};
-            r = fsm_start(m, machine, it->layer->location, req, len, &so2, &it->id);
+        if (r < 0)
+            return r;
+        struct fsm_start_opts so = {.queue = FETCH_QUEUE};
+        r = fsm_start(f->h.mgr, f->h.fetch, it->layer->location, req, len, &so, &it->id);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* The run of it has finished (r from fsm_wait_kind): its outcome and result. */
+static void finish_item(struct fetch_cmd *f, struct item *it, int r)
+{
+    it->done = true;
+    if (r < 0) {
+        it->outcome = FSM_ABORT;
+        it->kind = err_kind_of(r);
+        free(it->error);
+        it->error = strdup(strerror(-r));
+        return;
+    }
+    bool ok = fsm_outcome_success(it->outcome);
+    if (ok) {
+        struct fsm_run_record rec;
+        if (fsm_db_get_run(f->h.db, &it->id, &rec) == 0) {
+            struct err pe = {0};
+            it->have_result =
+                fetch_response_parse(rec.response, rec.response_len, &it->result, &pe) == 0;
+            fsm_run_record_free(&rec);
         }
     }
-    int rc = EXIT_OK;
-    if (r < 0) {
-        rc = cli_fail("fetch", r, &e);
-        goto out;
-    }
+    if (f->progress && !f->cli->tty)
+        fprintf(stderr, "%s %s%s%s\n", it->layer->location,
+                ok ? "fetched " : "failed: ", ok && it->have_result ? it->result.digest : "",
+                ok          ? ""
+                : it->error ? it->error
+                            : "");
+}
 
-    /* Wait, with progress. */
+/* Wait for every run, with progress: EXIT_OK, or EXIT_INTERRUPTED on SIGINT/SIGTERM. */
+static int wait_runs(struct fetch_cmd *f)
+{
+    size_t n = f->ref.n_layers, remaining = n;
+    bool tty = f->cli->tty;
     int64_t t0 = mono_ms(), last_draw = 0;
-    bool progress = !cli->quiet && !json;
-    size_t remaining = ref.n_layers;
     while (remaining) {
         if (run_env_interrupted()) {
-            /* The shutdown below stops the transfers; their runs and partial files stay
-             * recorded and the next start resumes them. */
-            if (progress && cli->tty)
+            /* The shutdown that follows stops the transfers; their runs and partial files
+             * stay recorded and the next start resumes them. */
+            if (f->progress && tty)
                 fputc('\n', stderr);
             fprintf(stderr,
                     "thinimg: fetch: interrupted; %zu unfinished fetch%s resume%s where "
                     "%s stopped the next time thinimg runs (e.g. the same command again)\n",
                     remaining, remaining == 1 ? "" : "es", remaining == 1 ? "s" : "",
                     remaining == 1 ? "it" : "they");
-            rc = EXIT_INTERRUPTED;
-            goto out;
+            return EXIT_INTERRUPTED;
         }
-        for (size_t i = 0; i < ref.n_layers; i++) {
-            struct item *it = &items[i];
+        for (size_t i = 0; i < n; i++) {
+            struct item *it = &f->items[i];
             if (it->done)
                 continue;
-            r = fsm_wait_kind(m, &it->id, remaining > 1 ? 0 : FETCH_CLI_TICK_MS, &it->outcome,
-                              &it->kind, &it->error);
+            int r = fsm_wait_kind(f->h.mgr, &it->id, remaining > 1 ? 0 : FETCH_CLI_TICK_MS,
+                                  &it->outcome, &it->kind, &it->error);
             if (r == -ETIMEDOUT)
                 continue;
-            it->done = true;
             remaining--;
-            if (r < 0) {
-                it->outcome = FSM_ABORT;
-                it->kind = err_kind_of(r);
-                free(it->error);
-                it->error = strdup(strerror(-r));
-                continue;
-            }
-            if (fsm_outcome_success(it->outcome)) {
-                struct fsm_run_record rec;
-                if (fsm_db_get_run(db, &it->id, &rec) == 0) {
-                    struct err pe = {0};
-                    it->have_result = fetch_response_parse(rec.response, rec.response_len,
-                                                           &it->result, &pe) == 0;
-                    fsm_run_record_free(&rec);
-                }
-            }
-            if (progress && !cli->tty)
-                fprintf(stderr, "%s %s%s%s\n", it->layer->location,
-                        fsm_outcome_success(it->outcome) ? "fetched " : "failed: ",
-                        fsm_outcome_success(it->outcome) && it->have_result ? it->result.digest
-                                                                            : "",
-                        fsm_outcome_success(it->outcome) ? "" : it->error ? it->error : "");
+            finish_item(f, it, r);
         }
-        if (progress && mono_ms() - last_draw >= (cli->tty ? FETCH_CLI_TICK_MS : 5000)) {
-            if (cli->tty || remaining)
-                draw_progress(m, items, ref.n_layers, cli->tty, t0);
+        if (f->progress && mono_ms() - last_draw >= (tty ? FETCH_CLI_TICK_MS : 5000)) {
+            if (tty || remaining)
+                draw_progress(f->h.mgr, f->items, n, tty, t0);
             last_draw = mono_ms();
         }
         if (remaining > 1)
             sleep_ms(FETCH_CLI_TICK_MS / 5);
     }
-    if (progress && cli->tty) {
-        draw_progress(m, items, ref.n_layers, true, t0);
+    if (f->progress && tty) {
+        draw_progress(f->h.mgr, f->items, n, true, t0);
         fputc('\n', stderr);
     }
+    return EXIT_OK;
+}
 
-    /* Results. */
-    /* The exit code comes from the failures' kinds: a rejected blob wins (the input is bad),
-     * else the first failure's kind (not found 4, no space 3, ...). */
+static void print_json_result(const struct fetch_cmd *f, bool failed)
+{
+    json_t *root = json_pack("{s:s, s:s, s:s, s:b}", "image", f->ref.name, "ref", f->ref.canonical,
+                             "kind", ref_kind_name(f->ref.kind), "ok", !failed);
+    json_t *layers = json_array();
+    for (size_t i = 0; i < f->ref.n_layers; i++)
+        for (size_t k = 0; f->items[i].have_result && k < f->items[i].result.n_layers; k++)
+            json_array_append_new(layers, layer_json(&f->items[i], &f->items[i].result.layers[k]));
+    json_object_set_new(root, "layers", layers);
+    if (f->items[0].have_result && f->items[0].result.repo_tag)
+        json_object_set_new(root, "repo_tag", json_string(f->items[0].result.repo_tag));
+    cli_print_json(root);
+}
+
+static void print_table(const struct fetch_cmd *f)
+{
+    struct table t = TABLE_INIT;
+    table_header(&t, "LAYER", "DIGEST", "SIZE", "FORMAT", "FROM", NULL);
+    size_t n = 0;
+    for (size_t i = 0; i < f->ref.n_layers; i++) {
+        const struct item *it = &f->items[i];
+        for (size_t k = 0; k < it->result.n_layers; k++) {
+            const struct fetch_layer *l = &it->result.layers[k];
+            char idx[16], size[32];
+            snprintf(idx, sizeof(idx), "%zu", ++n);
+            format_bytes(l->size, size, sizeof(size));
+            _cleanup_free_ char *from = NULL;
+            if (asprintf(&from, "%s%s%s%s", it->layer->location, l->member ? "#" : "",
+                         l->member ? l->member : "", it->result.reused ? " (cached)" : "") < 0)
+                from = NULL;
+            table_row(&t, idx, l->digest, size, blob_format_name(l->format), from ? from : "",
+                      NULL);
+        }
+    }
+    table_print(&t, stdout);
+    table_free(&t);
+}
+
+/* Print the failures and the results; the exit code comes from the failures' kinds: a
+ * rejected blob wins (the input is bad), else the first failure's kind (not found 4, no
+ * space 3, ...). */
+static int report(const struct fetch_cmd *f)
+{
     bool rejected = false, failed = false;
     int first_failure = 0;
-    for (size_t i = 0; i < ref.n_layers; i++) {
-        struct item *it = &items[i];
+    for (size_t i = 0; i < f->ref.n_layers; i++) {
+        const struct item *it = &f->items[i];
         if (fsm_outcome_success(it->outcome) && it->have_result)
             continue;
         if (!failed)
@@ -363,56 +358,75 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
         const char *msg = it->error && *it->error ? it->error : fsm_outcome_name(it->outcome);
         fprintf(stderr, "thinimg: fetch: %s: %s\n", it->layer->location, msg);
     }
-    if (json) {
-        json_t *root = json_pack("{s:s, s:s, s:s, s:b}", "image", ref.name, "ref", ref.canonical,
-                                 "kind", ref_kind_name(ref.kind), "ok", !failed);
-        json_t *layers = json_array();
-        for (size_t i = 0; i < ref.n_layers; i++)
-            for (size_t k = 0; items[i].have_result && k < items[i].result.n_layers; k++)
-                json_array_append_new(layers, layer_json(&items[i], &items[i].result.layers[k]));
-        json_object_set_new(root, "layers", layers);
-        if (items[0].have_result && items[0].result.repo_tag)
-            json_object_set_new(root, "repo_tag", json_string(items[0].result.repo_tag));
-        json_dumpf(root, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(root);
-    } else if (!failed) {
-        struct table t = TABLE_INIT;
-        table_header(&t, "LAYER", "DIGEST", "SIZE", "FORMAT", "FROM", NULL);
-        size_t n = 0;
-        for (size_t i = 0; i < ref.n_layers; i++)
-            for (size_t k = 0; k < items[i].result.n_layers; k++) {
-                const struct fetch_layer *l = &items[i].result.layers[k];
-                char idx[16], size[32];
-                snprintf(idx, sizeof(idx), "%zu", ++n);
-                format_bytes(l->size, size, sizeof(size));
-                _cleanup_free_ char *from = NULL;
-                if (asprintf(&from, "%s%s%s%s", items[i].layer->location, l->member ? "#" : "",
-                             l->member ? l->member : "", items[i].result.reused ? " (cached)"
-                                                                                 : "") < 0)
-                    from = NULL;
-                table_row(&t, idx, l->digest, size, blob_format_name(l->format),
-                          from ? from : "", NULL);
-            }
-        table_print(&t, stdout);
-        table_free(&t);
-    }
-    rc = !failed ? EXIT_OK : rejected ? EXIT_REJECTED : cli_exit_code(first_failure);
+    if (f->json)
+        print_json_result(f, failed);
+    else if (!failed)
+        print_table(f);
+    return !failed ? EXIT_OK : rejected ? EXIT_REJECTED : cli_exit_code(first_failure);
+}
 
-out:
-    if (m) {
-        fsm_manager_shutdown(m, FETCH_CLI_SHUTDOWN_MS);
-        fsm_manager_close(m);
+static void fetch_cmd_free(struct fetch_cmd *f)
+{
+    host_close(&f->h, RUN_SHUTDOWN_TIMEOUT_MS);
+    for (size_t i = 0; f->items && i < f->ref.n_layers; i++) {
+        free(f->items[i].error);
+        fetch_result_free(&f->items[i].result);
     }
-    fetch_context_free(ctx);
-    for (size_t i = 0; items && i < ref.n_layers; i++) {
-        free(items[i].error);
-        fetch_result_free(&items[i].result);
-    }
-    free(items);
-    db_close(db);
-    proc_lock_release(&lock);
-    image_ref_free(&ref);
+    free(f->items);
+    image_ref_free(&f->ref);
     fetch_credentials_forget();
+}
+
+int cmd_fetch(struct cli *cli, int argc, char **argv)
+{
+    struct fetch_cmd f = {.cli = cli};
+    f.h.lock.fd = -1;
+    int jobs = DEFAULT_FETCH_QUEUE_LIMIT;
+    struct source_options so = {0};
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"jobs", required_argument, NULL, 'J'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         CLI_SOURCE_LONG_OPTIONS,
+                                         {0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'J') {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (!end || *end || v < 1 || v > 64)
+                return cli_usage_error("fetch", "--jobs needs a number from 1 to 64");
+            jobs = (int)v;
+            continue;
+        }
+        int rc = cli_common_option("fetch", c, usage, &f.json, &so);
+        if (rc != CLI_OPTION_TAKEN)
+            return rc;
+    }
+    int operands_rc = cli_check_operands("fetch", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
+    f.progress = !cli->quiet && !f.json;
+
+    int rc = resolve(&f, argv[optind], &so);
+    if (rc != EXIT_OK) {
+        fetch_cmd_free(&f);
+        return rc;
+    }
+    /* The fetch machine alone: interrupted fetches resume, nothing else runs. */
+    struct err e = {0};
+    struct host_opts ho = {.cfg = &cli->cfg,
+                           .holder = "fetch",
+                           .fetch_only = true,
+                           .pool = HOST_POOL_LEAVE,
+                           .pipeline = {.source = &so, .fetch_limit = jobs},
+                           .before_resume = run_env_catch_signals};
+    int r = host_open(&ho, &f.h, &e);
+    if (r == 0)
+        r = start_runs(&f);
+    if (r < 0)
+        rc = cli_fail("fetch", r, &e);
+    else if ((rc = wait_runs(&f)) == EXIT_OK)
+        rc = report(&f);
+    fetch_cmd_free(&f);
     return rc;
 }

@@ -112,6 +112,39 @@ static void report_print(const struct gc_report *r, bool applied)
         printf("dry run: nothing was changed; run `thinimg gc --force` to remove them\n");
 }
 
+/* Before --force removes anything: the process lock (or, with --ignore-lock, a warning that
+ * it is held) and a healthy host. An exit code; on EXIT_OK *lock may be held. */
+static int prepare_force(struct cli *cli, bool ignore_lock, struct proc_lock *lock)
+{
+    struct err e = {0};
+    int r = config_ensure_dirs(&cli->cfg, &e);
+    if (r < 0)
+        return cli_fail("gc", r, &e);
+    r = proc_lock_acquire(cli->cfg.lock_path, "gc", 0, lock, NULL, &e);
+    if (r < 0 && !ignore_lock)
+        return cli_failf("gc", EXIT_BUSY,
+                         "%s; gc --force refuses while thinimg works "
+                         "(--ignore-lock overrides: dangerous)",
+                         err_str(&e));
+    if (r < 0)
+        fprintf(stderr,
+                "thinimg: gc: WARNING: --ignore-lock: %s. Devices that process is "
+                "creating right now may be listed as orphans and removed.\n",
+                err_str(&e));
+    /* D-state tasks, memory and I/O pressure: removing devices on a sick kernel is how hosts
+     * hang. Past kernel log lines are not checked: they often ask for this cleanup. */
+    struct health_opts ho = {.skip_kmsg = true};
+    struct health_report rep;
+    health_run(&ho, &rep);
+    if (rep.overall == HEALTH_FAIL) {
+        char s[1500];
+        health_report_summary(&rep, s, sizeof(s));
+        proc_lock_release(lock);
+        return cli_failf("gc", EXIT_UNHEALTHY, "refused: the host is not healthy: %s", s);
+    }
+    return EXIT_OK;
+}
+
 int cmd_gc(struct cli *cli, int argc, char **argv)
 {
     enum { O_DRY = 256, O_FORCE, O_IGN, O_BLOBS, O_FOREIGN, O_HIST, O_TIMEOUT, O_JSON };
@@ -157,38 +190,18 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
         default: return cli_bad_option("gc");
         }
     }
-    if (optind < argc)
-        return cli_usage_error("gc", "unexpected argument '%s'", argv[optind]);
+    int operands_rc = cli_check_operands("gc", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     if (force && dry)
         return cli_usage_error("gc", "--dry-run and --force exclude each other");
 
     struct err e = {0};
     struct proc_lock lock = PROC_LOCK_INIT;
     if (force) {
-        int dr = config_ensure_dirs(&cli->cfg, &e);
-        if (dr < 0)
-            return cli_fail("gc", dr, &e);
-        int r = proc_lock_acquire(cli->cfg.lock_path, "gc", 0, &lock, NULL, &e);
-        if (r < 0 && !ignore_lock)
-            return cli_failf("gc", EXIT_BUSY, "%s; gc --force refuses while thinimg works "
-                                              "(--ignore-lock overrides: dangerous)",
-                             err_str(&e));
-        if (r < 0)
-            fprintf(stderr, "thinimg: gc: WARNING: --ignore-lock: %s. Devices that process is "
-                            "creating right now may be listed as orphans and removed.\n",
-                    err_str(&e));
-        err_clear(&e);
-        /* D-state tasks, memory and I/O pressure: removing devices on a sick kernel is how
-         * hosts hang. Past kernel log lines are not checked: they often ask for this cleanup. */
-        struct health_opts ho = {.skip_kmsg = true};
-        struct health_report rep;
-        health_run(&ho, &rep);
-        if (rep.overall == HEALTH_FAIL) {
-            char s[1500];
-            health_report_summary(&rep, s, sizeof(s));
-            proc_lock_release(&lock);
-            return cli_failf("gc", EXIT_UNHEALTHY, "refused: the host is not healthy: %s", s);
-        }
+        int rc = prepare_force(cli, ignore_lock, &lock);
+        if (rc != EXIT_OK)
+            return rc;
     }
     /* A dry run next to a working thinimg: its in-flight devices would look like orphans and
      * two metadata snapshots would step on each other, so the devices are left out. */
@@ -227,9 +240,7 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
     }
     if (json) {
         json_t *o = report_json(&rep, force);
-        json_dumpf(o, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(o);
+        cli_print_json(o);
     } else {
         report_print(&rep, force);
     }

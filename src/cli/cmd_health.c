@@ -42,12 +42,12 @@ int cmd_health(struct cli *cli, int argc, char **argv)
         default: return cli_bad_option("health");
         }
     }
-    if (optind < argc)
-        return cli_usage_error("health", "unexpected argument '%s'", argv[optind]);
-    char cursor[4096];
-    snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", cli->cfg.state_dir);
+    int operands_rc = cli_check_operands("health", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     bool have_state = mkdir_p(cli->cfg.state_dir, 0700) == 0;
-    struct health_opts o = {.cursor_path = have_state ? cursor : NULL, .advance_cursor = !peek};
+    struct health_opts o = {.cursor_path = have_state ? cli->cfg.kmsg_cursor_path : NULL,
+                            .advance_cursor = !peek};
     o.pool = pipeline_pool_health;
     o.pool_ud = cli->cfg.pool_name;
     struct health_report rep;
@@ -56,9 +56,7 @@ int cmd_health(struct cli *cli, int argc, char **argv)
         return cli_fail("health", r, NULL);
     if (json) {
         json_t *top = view_health(&rep);
-        json_dumpf(top, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(top);
+        cli_print_json(top);
     } else {
         struct table t = TABLE_INIT;
         table_header(&t, "CHECK", "RESULT", "TOOK", "DETAIL", NULL);

@@ -109,8 +109,9 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
         default: return cli_bad_option("list-images");
         }
     }
-    if (optind < argc)
-        return cli_usage_error("list-images", "unexpected argument '%s'", argv[optind]);
+    int operands_rc = cli_check_operands("list-images", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     struct err e = {0};
     _cleanup_db_ struct db *db = NULL;
     int r = cli_open_db(cli, true, &db, &e);
@@ -131,21 +132,6 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
         table_header(&c.t, "NAME", "STATE", "LAYERS", "ACTIVE", "SIZE", "TOP CHAIN", "UPDATED",
                      "REF", NULL);
     r = imagedb_image_list(db, image_row, &c);
-    if (r < 0) {
-        json_decref(c.arr);
-        table_free(&c.t);
-        return cli_fail("list-images", r, NULL);
-    }
-    if (c.json) {
-        json_dumpf(c.arr, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(c.arr);
-    } else {
-        if (c.t.rows > 1)
-            table_print(&c.t, stdout);
-        else if (!cli->quiet)
-            printf("no images (nothing processed yet)\n");
-        table_free(&c.t);
-    }
-    return EXIT_OK;
+    return cli_print_listing(cli, "list-images", r, c.arr, &c.t,
+                             "no images (nothing processed yet)");
 }

@@ -78,8 +78,9 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
         default: return cli_bad_option("list-snapshots");
         }
     }
-    if (optind < argc)
-        return cli_usage_error("list-snapshots", "unexpected argument '%s'", argv[optind]);
+    int operands_rc = cli_check_operands("list-snapshots", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     struct err e = {0};
     _cleanup_db_ struct db *db = NULL;
     int r = cli_open_db(cli, true, &db, &e);
@@ -111,21 +112,6 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
         table_header(&c.t, "NAME", "IMAGE", "STATE", "DEVICE", "DEV ID", "USED", "AGE", "ERROR",
                      NULL);
     r = imagedb_activation_list(db, image_id, !all, snap_row, &c);
-    if (r < 0) {
-        json_decref(c.arr);
-        table_free(&c.t);
-        return cli_fail("list-snapshots", r, NULL);
-    }
-    if (c.json) {
-        json_dumpf(c.arr, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(c.arr);
-    } else {
-        if (c.t.rows > 1)
-            table_print(&c.t, stdout);
-        else if (!cli->quiet)
-            printf("no %sactivations\n", all ? "" : "active ");
-        table_free(&c.t);
-    }
-    return EXIT_OK;
+    return cli_print_listing(cli, "list-snapshots", r, c.arr, &c.t,
+                             all ? "no activations" : "no active activations");
 }

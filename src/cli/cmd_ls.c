@@ -18,23 +18,24 @@
 #include "util/cleanup.h"
 #include "util/timeutil.h"
 
-static void usage(void)
+static void usage(FILE *out)
 {
-    printf("Usage: thinimg ls [REF] [--json] [--region R] [--endpoint URL] [--no-sign-request]\n"
-           "\n"
-           "List the images under a source location: families (folders of layers 1.tar, 2.tar,\n"
-           "... in numeric order) and single objects, with sizes and the digests of blobs\n"
-           "already fetched. REF is a location (s3://bucket/prefix/, dir:/path,\n"
-           "https://host/path/object) or a key under the default source (--source or\n"
-           "THINIMG_SOURCE); without REF, the default source is listed.\n"
-           "\n"
-           "Options:\n"
-           "  --json              machine-readable output\n" CLI_SOURCE_HELP
-           "  -h, --help          this help\n"
-           "\n"
-           "Examples:\n"
-           "  thinimg ls s3://flyio-platform-hiring-challenge/images/\n"
-           "  thinimg --source dir:/srv/bucket ls images/golang/\n");
+    fprintf(out,
+            "Usage: thinimg ls [REF] [--json] [--region R] [--endpoint URL] [--no-sign-request]\n"
+            "\n"
+            "List the images under a source location: families (folders of layers 1.tar, 2.tar,\n"
+            "... in numeric order) and single objects, with sizes and the digests of blobs\n"
+            "already fetched. REF is a location (s3://bucket/prefix/, dir:/path,\n"
+            "https://host/path/object) or a key under the default source (--source or\n"
+            "THINIMG_SOURCE); without REF, the default source is listed.\n"
+            "\n"
+            "Options:\n"
+            "  --json              machine-readable output\n" CLI_SOURCE_HELP
+            "  -h, --help          this help\n"
+            "\n"
+            "Examples:\n"
+            "  thinimg ls s3://flyio-platform-hiring-challenge/images/\n"
+            "  thinimg --source dir:/srv/bucket ls images/golang/\n");
 }
 
 static json_t *layer_json(const struct ref_layer *l, struct db *db)
@@ -96,9 +97,7 @@ static int print_catalog(const struct source *s, const struct ref_catalog *c,
         json_object_set_new(root, "objects", objs);
         json_object_set_new(root, "warnings",
                             l ? strv_json(l->warnings, l->n_warnings) : json_array());
-        json_dumpf(root, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(root);
+        cli_print_json(root);
         return EXIT_OK;
     }
 
@@ -162,16 +161,13 @@ int cmd_ls(struct cli *cli, int argc, char **argv)
                                          {0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'j')
-            json = true;
-        else if (c == 'h') {
-            usage();
-            return EXIT_OK;
-        } else if (!cli_source_option(c, optarg, &so))
-            return cli_bad_option("ls");
+        int rc = cli_common_option("ls", c, usage, &json, &so);
+        if (rc != CLI_OPTION_TAKEN)
+            return rc;
     }
-    if (argc - optind > 1)
-        return cli_usage_error("ls", "at most one REF");
+    int operands_rc = cli_check_operands("ls", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     const char *ref = optind < argc ? argv[optind] : NULL;
     if (!ref && !cli->cfg.source)
         return cli_usage_error("ls", "name a REF (s3://bucket/prefix/, dir:/path, ...) or set a "
@@ -216,15 +212,8 @@ int cmd_ls(struct cli *cli, int argc, char **argv)
         if ((r != -ENOENT && r != -EISDIR) || !source_can_list(s))
             return cli_fail("ls", r, &e);
         err_clear(&e);
-        char *k2 = NULL;
-        if (asprintf(&k2, "%s/", key) < 0)
-            return cli_fail("ls", -ENOMEM, NULL);
-        free(key);
-        key = k2;
     }
-    r = source_list(s, key, &l, &e);
-    if (r == 0)
-        r = ref_catalog_build(s, &l, &cat);
+    r = ref_catalog_list(s, &key, &l, &cat, &e);
     if (r < 0) {
         source_listing_free(&l);
         return cli_fail("ls", r, &e);

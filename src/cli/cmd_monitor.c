@@ -55,16 +55,16 @@ int cmd_monitor(struct cli *cli, int argc, char **argv)
                 return cli_usage_error("monitor", "--refresh needs milliseconds >= %d, not '%s'",
                                        MONITOR_MIN_REFRESH_MS, optarg);
             break;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            if (!cli_source_option(c, optarg, &so))
-                return cli_bad_option("monitor");
+        default: {
+            int rc = cli_common_option("monitor", c, usage, NULL, &so);
+            if (rc != CLI_OPTION_TAKEN)
+                return rc;
+        }
         }
     }
-    if (argc - optind > 1)
-        return cli_usage_error("monitor", "at most one REF");
+    int operands_rc = cli_check_operands("monitor", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     o.browse = optind < argc ? argv[optind] : NULL;
     if (!isatty(STDOUT_FILENO) || !isatty(STDIN_FILENO))
         return cli_failf("monitor", EXIT_USAGE,

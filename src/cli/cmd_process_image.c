@@ -90,12 +90,12 @@ static int report(struct db *db, const struct fsm_id *run, enum fsm_outcome out,
         if (rc != EXIT_OK)
             json_object_set_new(o, "error", json_string(error ? error : ""));
         if (json) {
-            json_dumpf(o, stdout, JSON_INDENT(2));
-            putchar('\n');
-        } else if (rc == EXIT_OK) {
-            print_human(o);
+            cli_print_json(o);
+        } else {
+            if (rc == EXIT_OK)
+                print_human(o);
+            json_decref(o);
         }
-        json_decref(o);
         fsm_run_record_free(&rec);
     }
     if (rc != EXIT_OK)
@@ -184,8 +184,9 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
                 return cli_bad_option("process-image");
         }
     }
-    if (optind + 1 != argc)
-        return cli_usage_error("process-image", "expected one REF");
+    int operands_rc = cli_check_operands("process-image", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     if ((ro.fetch_limit < 0 || ro.fetch_limit > 64) || (ro.unpack_limit < 0 || ro.unpack_limit > 16))
         return cli_usage_error("process-image", "queue sizes: --fetch-queue 1..64, "
                                                 "--unpack-queue 1..16");
@@ -207,7 +208,7 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
         api_client_free(api);
         return r;
     }
-    struct run_env env;
+    struct host env;
     r = run_env_open(cli, "process-image", &ro, &env, &e);
     if (r < 0)
         return cli_fail("process-image", r, &e);

@@ -93,14 +93,6 @@ static int list_one(const struct fsm_run_record *r, void *ud)
                      fsm_run_status_name(r->status), attempt, outcome_or_dash(r), age, error, NULL);
 }
 
-static int print_json(json_t *j)
-{
-    int r = json_dumpf(j, stdout, JSON_INDENT(2));
-    putchar('\n');
-    json_decref(j);
-    return r < 0 ? EXIT_FAIL : EXIT_OK;
-}
-
 static int list_runs(struct cli *cli, const struct fsm_list_filter *f, bool json)
 {
     struct err e = {0};
@@ -121,7 +113,7 @@ static int list_runs(struct cli *cli, const struct fsm_list_filter *f, bool json
         return cli_fail("runs", r, NULL);
     }
     if (json)
-        return print_json(c.arr);
+        return cli_print_json(c.arr);
     if (c.n == 0) {
         if (!cli->quiet)
             printf("no %sruns\n", f->include_finished ? "" : "pending or running ");
@@ -267,7 +259,7 @@ static int show_run(struct cli *cli, const char *version, bool json)
         json_t *o = view_run(&rec, true);
         json_object_set_new(o, "events", c.arr);
         fsm_run_record_free(&rec);
-        return print_json(o);
+        return cli_print_json(o);
     }
     print_run(&rec);
     printf("\n");

@@ -16,28 +16,29 @@
 #include "dm/pool.h"
 #include "util/cleanup.h"
 
-static void usage(void)
+static void usage(FILE *out)
 {
-    printf("Usage: thinimg setup-pool [OPTIONS]\n"
-           "\n"
-           "Create the thin pool, reassemble it from its files after a reboot, or adopt a pool\n"
-           "someone else made. Idempotent: a second run changes nothing. Refuses a pool that is\n"
-           "ro, needs_check, failed or too full, and says what to do (docs/dm.md).\n"
-           "\n"
-           "Options (used when the pool is created):\n"
-           "  --data-size SIZE        data file size (default 4G); K, M, G, T suffixes\n"
-           "  --metadata-size SIZE    metadata file size (default: 4 x 48 x data/block,\n"
-           "                          at least 16M; the kernel needs at least 2M)\n"
-           "  --block-size SIZE       data block size, multiple of 64K (default 64K)\n"
-           "  --low-water FRACTION    free-space event threshold, fraction of the pool\n"
-           "                          (default 0.10)\n"
-           "  --data-file PATH        data file (default STATE/pool/POOL-data.img)\n"
-           "  --metadata-file PATH    metadata file (default STATE/pool/POOL-meta.img)\n"
-           "  --json                  print the result as JSON\n"
-           "  -h, --help              this help\n"
-           "\n"
-           "The pool name comes from --pool or THINIMG_POOL (default thinimg).\n"
-           "Exit codes: 0 ok, 1 failed, 2 usage, 3 pool unhealthy (refused), 4 not found.\n");
+    fprintf(out,
+            "Usage: thinimg setup-pool [OPTIONS]\n"
+            "\n"
+            "Create the thin pool, reassemble it from its files after a reboot, or adopt a pool\n"
+            "someone else made. Idempotent: a second run changes nothing. Refuses a pool that is\n"
+            "ro, needs_check, failed or too full, and says what to do (docs/dm.md).\n"
+            "\n"
+            "Options (used when the pool is created):\n"
+            "  --data-size SIZE        data file size (default 4G); K, M, G, T suffixes\n"
+            "  --metadata-size SIZE    metadata file size (default: 4 x 48 x data/block,\n"
+            "                          at least 16M; the kernel needs at least 2M)\n"
+            "  --block-size SIZE       data block size, multiple of 64K (default 64K)\n"
+            "  --low-water FRACTION    free-space event threshold, fraction of the pool\n"
+            "                          (default 0.10)\n"
+            "  --data-file PATH        data file (default STATE/pool/POOL-data.img)\n"
+            "  --metadata-file PATH    metadata file (default STATE/pool/POOL-meta.img)\n"
+            "  --json                  print the result as JSON\n"
+            "  -h, --help              this help\n"
+            "\n"
+            "The pool name comes from --pool or THINIMG_POOL (default thinimg).\n"
+            "Exit codes: 0 ok, 1 failed, 2 usage, 3 pool unhealthy (refused), 4 not found.\n");
 }
 
 int cmd_setup_pool(struct cli *cli, int argc, char **argv)
@@ -103,14 +104,15 @@ int cmd_setup_pool(struct cli *cli, int argc, char **argv)
             json = true;
             break;
         case 'h':
-            usage();
+            usage(stdout);
             return EXIT_OK;
         default:
             return cli_bad_option("setup-pool");
         }
     }
-    if (optind < argc)
-        return cli_usage_error("setup-pool", "unexpected argument '%s'", argv[optind]);
+    int operands_rc = cli_check_operands("setup-pool", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
 
     struct err e = {0};
     _cleanup_db_ struct db *db = NULL;
@@ -122,9 +124,7 @@ int cmd_setup_pool(struct cli *cli, int argc, char **argv)
     if (info.active) {
         if (json) {
             json_t *o = pool_report_json(&info, r < 0 ? &e : NULL);
-            json_dumpf(o, stdout, JSON_INDENT(2));
-            putchar('\n');
-            json_decref(o);
+            cli_print_json(o);
         } else if (!cli->quiet || r < 0)
             pool_report_text(&info, r < 0 ? &e : NULL, stdout);
     }

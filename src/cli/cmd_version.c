@@ -14,6 +14,12 @@
 #include "cli/cli.h"
 #include "util/version.h"
 
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: thinimg version [--json]\n\nPrint thinimg's version and the versions "
+                 "of the libraries it runs with.\n");
+}
+
 int cmd_version(struct cli *cli, int argc, char **argv)
 {
     (void)cli;
@@ -22,15 +28,13 @@ int cmd_version(struct cli *cli, int argc, char **argv)
         {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'j')
-            json = true;
-        else if (c == 'h') {
-            printf("Usage: thinimg version [--json]\n\nPrint thinimg's version and the versions "
-                   "of the libraries it runs with.\n");
-            return EXIT_OK;
-        } else
-            return cli_bad_option("version");
+        int rc = cli_common_option("version", c, usage, &json, NULL);
+        if (rc != CLI_OPTION_TAKEN)
+            return rc;
     }
+    int operands_rc = cli_check_operands("version", argc, argv, optind);
+    if (operands_rc != EXIT_OK)
+        return operands_rc;
     char dm[64] = "unknown";
     dm_get_library_version(dm, sizeof(dm));
     const curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
@@ -39,9 +43,7 @@ int cmd_version(struct cli *cli, int argc, char **argv)
                               "sqlite", sqlite3_libversion(), "libarchive",
                               archive_version_string(), "libdevmapper", dm, "curl", cv->version,
                               "openssl", OpenSSL_version(OPENSSL_VERSION));
-        json_dumpf(o, stdout, JSON_INDENT(2));
-        putchar('\n');
-        json_decref(o);
+        cli_print_json(o);
         return EXIT_OK;
     }
     printf("thinimg %s\n", THINIMG_VERSION);

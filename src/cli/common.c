@@ -2,6 +2,8 @@
  * common.c: helpers shared by the commands: exit codes, error printing, opening the database.
  */
 #include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,8 +11,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "fsm/fsm.h"
-#include "store/schema.h"
+#include "cli/cli_source.h"
+#include "cli/table.h"
+#include "pipeline/host.h"
 #include "util/fsutil.h"
 
 int cli_exit_code(int r)
@@ -72,6 +75,48 @@ int cli_bad_option(const char *cmd)
     return EXIT_USAGE;
 }
 
+int cli_common_option(const char *name, int c, void (*usage)(FILE *), bool *json,
+                      struct source_options *so)
+{
+    if (c == 'h') {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (c == 'j' && json) {
+        *json = true;
+        return CLI_OPTION_TAKEN;
+    }
+    if (so && cli_source_option(c, optarg, so))
+        return CLI_OPTION_TAKEN;
+    return cli_bad_option(name);
+}
+
+int cli_print_json(json_t *j)
+{
+    int r = json_dumpf(j, stdout, JSON_INDENT(2));
+    putchar('\n');
+    json_decref(j);
+    return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
+
+int cli_print_listing(struct cli *cli, const char *cmd, int r, json_t *arr, struct table *t,
+                      const char *empty)
+{
+    if (r < 0) {
+        json_decref(arr);
+        table_free(t);
+        return cli_fail(cmd, r, NULL);
+    }
+    if (arr)
+        return cli_print_json(arr);
+    if (t->rows > 1)
+        table_print(t, stdout);
+    else if (!cli->quiet)
+        printf("%s\n", empty);
+    table_free(t);
+    return EXIT_OK;
+}
+
 int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
 {
     if (readonly) {
@@ -98,19 +143,5 @@ int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
         return r;
     }
     int r = config_ensure_dirs(&cli->cfg, e);
-    if (r < 0)
-        return r;
-    struct db *db = NULL;
-    r = db_open(cli->cfg.db_path, NULL, &db, e);
-    if (r < 0)
-        return r;
-    r = fsm_db_migrate(db, e);
-    if (r >= 0)
-        r = store_migrate(db, e);
-    if (r < 0) {
-        db_close(db);
-        return r;
-    }
-    *out = db;
-    return 0;
+    return r < 0 ? r : host_db_open(&cli->cfg, out, e);
 }

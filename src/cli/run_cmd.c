@@ -15,7 +15,6 @@
 #include "cli/progress.h"
 #include "daemon/client.h"
 #include "daemon/views.h"
-#include "dm/pool.h"
 #include "util/log.h"
 #include "util/timeutil.h"
 
@@ -37,76 +36,42 @@ void run_catch_signals(void)
     g_interrupted = 0;
 }
 
-int run_env_open(struct cli *cli, const char *command, const struct run_env_opts *o,
-                 struct run_env *env, struct err *e)
+void run_env_catch_signals(struct host *h, void *ud)
 {
-    memset(env, 0, sizeof(*env));
-    env->lock.fd = -1;
+    (void)h;
+    (void)ud;
+    run_catch_signals();
+}
+
+int run_env_open(struct cli *cli, const char *command, const struct run_env_opts *o,
+                 struct host *env, struct err *e)
+{
     /* The progress display tells what happens; routine log lines would only break it up.
      * Warnings and errors still show; -v or --log-level bring the rest back. */
     if (!cli->log_level_set)
         log_setup(cli->log_format, LOG_LVL_WARN, STDERR_FILENO);
-    int r = config_ensure_dirs(&cli->cfg, e);
-    if (r < 0)
-        return r;
-    r = proc_lock_acquire(cli->cfg.lock_path, command, o->wait_lock ? -1 : 0, &env->lock, NULL, e);
-    if (r < 0)
-        return r;
-    r = cli_open_db(cli, false, &env->db, e);
-    if (r < 0) {
-        run_env_close(env);
-        return r;
-    }
-    if (!o->no_pool_setup) {
-        struct pool_config pc = {.name = cli->cfg.pool_name, .pool_dir = cli->cfg.pool_dir};
-        struct pool_info pi;
-        r = pool_setup(env->db, &pc, &pi, e);
-        if (r < 0) {
-            run_env_close(env);
-            return r;
-        }
-        if (pi.action == POOL_ACTION_CREATED || pi.action == POOL_ACTION_REASSEMBLED ||
-            pi.action == POOL_ACTION_ADOPTED)
-            log_info("thin pool ready", "pool=%s action=%s", cli->cfg.pool_name,
-                     pool_action_name(pi.action));
-    }
-    struct pipeline_opts po = {.cfg = &cli->cfg,
-                               .source = o->source,
-                               .device_bytes = o->device_bytes,
-                               .fetch_limit = o->fetch_limit,
-                               .unpack_limit = o->unpack_limit,
-                               .skip_health = getenv("THINIMG_SKIP_HEALTH_CHECKS") != NULL};
-    r = pipeline_open(env->db, &po, &env->p, e);
-    if (r < 0) {
-        run_env_close(env);
-        return r;
-    }
-    run_catch_signals();
-    if (o->no_resume)
-        return 0;
-    r = pipeline_resume(env->p);
-    if (r < 0) {
-        run_env_close(env);
-        return err_set(e, r, "cannot resume unfinished runs");
-    }
-    return 0;
+    struct host_opts ho = {
+        .cfg = &cli->cfg,
+        .holder = command,
+        .wait_lock = o->wait_lock,
+        .pool = HOST_POOL_SETUP,
+        .no_resume = o->no_resume,
+        .pipeline = {.source = o->source,
+                     .device_bytes = o->device_bytes,
+                     .fetch_limit = o->fetch_limit,
+                     .unpack_limit = o->unpack_limit,
+                     .skip_health = getenv("THINIMG_SKIP_HEALTH_CHECKS") != NULL},
+        .before_resume = run_env_catch_signals,
+    };
+    return host_open(&ho, env, e);
 }
 
-void run_env_close(struct run_env *env)
+void run_env_close(struct host *env)
 {
-    if (env->p) {
-        pipeline_shutdown(env->p, RUN_SHUTDOWN_TIMEOUT_MS);
-        pipeline_close(env->p);
-        env->p = NULL;
-    }
-    if (env->db) {
-        db_close(env->db);
-        env->db = NULL;
-    }
-    proc_lock_release(&env->lock);
+    host_close(env, RUN_SHUTDOWN_TIMEOUT_MS);
 }
 
-int run_env_wait(struct cli *cli, struct run_env *env, const struct fsm_id *run,
+int run_env_wait(struct cli *cli, struct host *env, const struct fsm_id *run,
                  enum fsm_outcome *outcome, char **error)
 {
     struct progress *pg = NULL;

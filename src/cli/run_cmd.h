@@ -1,11 +1,9 @@
 /*
- * run_cmd.h: the environment of a command that runs the pipeline in this process: process
- * lock, database, pool, pipeline (manager + machines, unfinished runs resumed), signal
- * handling. See run_cmd.c.
+ * run_cmd.h: the environment of a command that runs the pipeline in this process: the host
+ * (pipeline/host.h: state dir, process lock, database, pool set up, pipeline, unfinished runs
+ * resumed) with a quiet log and signal handling. See run_cmd.c.
  *
- * Order of run_env_open(): state dir, process lock (refused at once, or waited for with
- * wait_lock), database, pool setup (create/reassemble/adopt; refused when unhealthy), pipeline,
- * resume. run_env_close() shuts the pipeline down gracefully: interrupted runs stay resumable.
+ * run_env_close() shuts the pipeline down gracefully: interrupted runs stay resumable.
  */
 #pragma once
 
@@ -16,7 +14,7 @@
 
 #include "cli/cli.h"
 #include "fsm/fsm.h"
-#include "guard/lock.h"
+#include "pipeline/host.h"
 #include "pipeline/pipeline.h"
 #include "source/source.h"
 
@@ -25,30 +23,27 @@
 
 struct run_env_opts {
     bool wait_lock;
-    bool no_pool_setup;
-    bool no_resume;          /* short commands (deactivate, remove) leave other runs alone */
+    bool no_resume; /* short commands (deactivate, remove) leave other runs alone */
     const struct source_options *source;
     uint64_t device_bytes;
     int fetch_limit, unpack_limit;
 };
 
-struct run_env {
-    struct proc_lock lock;
-    struct db *db;
-    struct pipeline *p;
-};
-
+/* host_open() with the pool set up, for command; the log goes quiet (warnings and errors)
+ * unless the user chose a level, and SIGINT/SIGTERM/SIGHUP are caught before runs resume. */
 int run_env_open(struct cli *cli, const char *command, const struct run_env_opts *o,
-                 struct run_env *env, struct err *e);
-void run_env_close(struct run_env *env);
+                 struct host *env, struct err *e);
+void run_env_close(struct host *env);
 
 /* Wait for run with a progress display; -EINTR when SIGINT/SIGTERM arrived first. */
-int run_env_wait(struct cli *cli, struct run_env *env, const struct fsm_id *run,
+int run_env_wait(struct cli *cli, struct host *env, const struct fsm_id *run,
                  enum fsm_outcome *outcome, char **error);
 bool run_env_interrupted(void);
 /* Catch SIGINT, SIGTERM and SIGHUP from now on: they set the flag run_env_interrupted()
  * reads, so the command can shut its runs down gracefully (they resume next time). */
 void run_catch_signals(void);
+/* The same as a host_opts.before_resume hook (pipeline/host.h). */
+void run_env_catch_signals(struct host *h, void *ud);
 
 /* ---- the same work done by a running daemon (src/daemon/client.h) ---------------------- */
 

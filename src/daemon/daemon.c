@@ -21,7 +21,6 @@
 #include "daemon/daemon_internal.h"
 #include "dm/pool.h"
 #include "pipeline/gc.h"
-#include "store/schema.h"
 #include "util/log.h"
 #include "util/metrics.h"
 #include "util/timeutil.h"
@@ -147,11 +146,9 @@ static void notify_systemd(const char *msg)
 static void pool_try(struct daemon *d, bool first)
 {
     const struct config *cfg = d->cfg;
-    struct pool_config pc = {.name = cfg->pool_name, .pool_dir = cfg->pool_dir};
     struct pool_info pi;
     struct err e = {0};
-    int r = d->o->no_pool_setup ? pool_get(d->db, cfg->pool_name, &pi, &e)
-                                : pool_setup(d->db, &pc, &pi, &e);
+    int r = host_pool(d->db, cfg, !d->o->no_pool_setup, &pi, &e);
     pthread_mutex_lock(&d->pool_lock);
     bool was_ready = d->pool_ready, changed = strcmp(d->pool_err.msg, e.msg) != 0;
     d->pool_ready = r == 0;
@@ -228,34 +225,17 @@ static void teardown(struct daemon *d)
     http_server_stop(d->metrics);
     http_server_stop(d->api);
     d->api = d->metrics = NULL;
-    if (d->p) {
-        pipeline_shutdown(d->p, DAEMON_SHUTDOWN_TIMEOUT_MS);
-        fsm_manager_set_observer(d->m, NULL, NULL);
-        pipeline_close(d->p);
-        d->p = NULL;
-    }
-    if (d->ro)
-        db_close(d->ro);
-    if (d->db)
-        db_close(d->db);
-    d->ro = d->db = NULL;
-    proc_lock_release(&d->lock);
+    host_close(&d->host, DAEMON_SHUTDOWN_TIMEOUT_MS);
+    d->db = NULL;
+    d->p = NULL;
+    d->m = NULL;
+    db_close(d->ro);
+    d->ro = NULL;
     log_set_hook(NULL, NULL);
     logring_free(d->logs);
     d->logs = NULL;
     pthread_mutex_destroy(&d->pool_lock);
     pthread_mutex_destroy(&d->health_lock);
-}
-
-static int open_databases(struct daemon *d, struct err *e)
-{
-    int r = db_open(d->cfg->db_path, NULL, &d->db, e);
-    if (r < 0)
-        return r;
-    if ((r = fsm_db_migrate(d->db, e)) < 0 || (r = store_migrate(d->db, e)) < 0)
-        return r;
-    struct db_options ro = {.readonly = true};
-    return db_open(d->cfg->db_path, &ro, &d->ro, e);
 }
 
 /* Reconcile at start (docs/architecture.md, docs/safety.md): the database's devices against the pool, before any run
@@ -292,73 +272,99 @@ static void reconcile(struct daemon *d)
     gc_report_free(&rep);
 }
 
-static int start(struct daemon *d, struct err *e)
+/* What start() binds, so that a failure closes it and removes only a socket it made. */
+struct listeners {
+    struct daemon *d;
+    int api_fd, metrics_fd;
+    bool bound;
+};
+
+/* host_open's step after the database (host.h): the read-only connection, then the sockets
+ * (before the slow parts: a socket in use is reported at once), the pool and the
+ * reconciliation, all before any run resumes. */
+static int host_opened(struct host *h, void *ud, struct err *e)
 {
+    struct listeners *l = ud;
+    struct daemon *d = l->d;
     const struct daemon_opts *o = d->o;
-    int r = config_ensure_dirs(d->cfg, e);
+    d->db = h->db;
+    struct db_options ro = {.readonly = true};
+    int r = db_open(d->cfg->db_path, &ro, &d->ro, e);
     if (r < 0)
-        return r;
-    r = proc_lock_acquire(d->cfg->lock_path, "daemon", o->wait_lock ? -1 : 0, &d->lock, NULL, e);
-    if (r < 0)
-        return r;
-    if ((r = logring_new(API_LOG_LINES, &d->logs)) < 0)
-        return err_set(e, r, "out of memory");
-    log_set_hook(logring_hook, d->logs);
-    if ((r = open_databases(d, e)) < 0)
         return r;
     daemon_metrics_describe();
-    /* Bind before the slow parts: a socket in use is reported at once. */
-    int fd = daemon_listen_unix(d->socket_path, o->socket_mode ? o->socket_mode : 0600, e);
-    if (fd < 0)
-        return fd;
-    int mfd = -1;
-    if (o->metrics_listen && (mfd = daemon_listen_tcp(o->metrics_listen, e)) < 0) {
-        close(fd);
-        unlink(d->socket_path);
-        return mfd;
-    }
+    l->api_fd = daemon_listen_unix(d->socket_path, o->socket_mode ? o->socket_mode : 0600, e);
+    if (l->api_fd < 0)
+        return l->api_fd;
+    l->bound = true;
+    if (o->metrics_listen && (l->metrics_fd = daemon_listen_tcp(o->metrics_listen, e)) < 0)
+        return l->metrics_fd;
     pool_try(d, true);
     reconcile(d);
-    struct pipeline_opts po = {.cfg = d->cfg,
-                               .source = o->source,
-                               .fetch_limit = o->fetch_limit,
-                               .unpack_limit = o->unpack_limit,
-                               .skip_health = o->skip_health};
-    r = pipeline_open(d->db, &po, &d->p, e);
-    if (r == 0) {
-        d->m = pipeline_manager(d->p);
-        g_notify_daemon = d;
-        fsm_manager_set_observer(d->m, observer, NULL);
-        r = pipeline_resume(d->p);
-        if (r >= 0)
-            log_info("unfinished runs resumed", "runs=%d", r);
-        else
-            err_set(e, r, "cannot resume unfinished runs");
-    }
-    if (r >= 0) {
-        struct http_server_opts so = {.listen_fd = fd,
-                                      .name = "api",
-                                      .handler = daemon_route,
-                                      .ctx = d,
-                                      .run_finished = daemon_run_finished};
-        fd = -1;
-        r = http_server_start(&so, &d->api, e);
-    }
-    if (r >= 0 && mfd >= 0) {
-        struct http_server_opts so = {.listen_fd = mfd,
+    return 0;
+}
+
+/* host_open's step before runs resume: every run's events reach the metrics. */
+static void host_before_resume(struct host *h, void *ud)
+{
+    struct daemon *d = ((struct listeners *)ud)->d;
+    d->p = h->p;
+    d->m = h->mgr;
+    g_notify_daemon = d;
+    fsm_manager_set_observer(d->m, observer, NULL);
+}
+
+static int start_servers(struct daemon *d, struct listeners *l, struct err *e)
+{
+    struct http_server_opts so = {.listen_fd = l->api_fd,
+                                  .name = "api",
+                                  .handler = daemon_route,
+                                  .ctx = d,
+                                  .run_finished = daemon_run_finished};
+    l->api_fd = -1;
+    int r = http_server_start(&so, &d->api, e);
+    if (r >= 0 && l->metrics_fd >= 0) {
+        struct http_server_opts mo = {.listen_fd = l->metrics_fd,
                                       .name = "metrics",
                                       .handler = daemon_route_metrics,
                                       .ctx = d,
                                       .threads = 1,
                                       .job_workers = 1};
-        mfd = -1;
-        r = http_server_start(&so, &d->metrics, e);
+        l->metrics_fd = -1;
+        r = http_server_start(&mo, &d->metrics, e);
     }
-    if (fd >= 0)
-        close(fd);
-    if (mfd >= 0)
-        close(mfd);
-    if (r < 0 && !d->api)
+    return r;
+}
+
+static int start(struct daemon *d, struct err *e)
+{
+    const struct daemon_opts *o = d->o;
+    int r = logring_new(API_LOG_LINES, &d->logs);
+    if (r < 0)
+        return err_set(e, r, "out of memory");
+    log_set_hook(logring_hook, d->logs);
+    struct listeners l = {.d = d, .api_fd = -1, .metrics_fd = -1};
+    struct host_opts ho = {.cfg = d->cfg,
+                           .holder = "daemon",
+                           .wait_lock = o->wait_lock,
+                           .pool = HOST_POOL_LEAVE, /* pool_try() in host_opened, retried */
+                           .pipeline = {.source = o->source,
+                                        .fetch_limit = o->fetch_limit,
+                                        .unpack_limit = o->unpack_limit,
+                                        .skip_health = o->skip_health},
+                           .opened = host_opened,
+                           .before_resume = host_before_resume,
+                           .ud = &l};
+    r = host_open(&ho, &d->host, e);
+    if (r >= 0) {
+        log_info("unfinished runs resumed", "runs=%d", d->host.resumed);
+        r = start_servers(d, &l, e);
+    }
+    if (l.api_fd >= 0)
+        close(l.api_fd);
+    if (l.metrics_fd >= 0)
+        close(l.metrics_fd);
+    if (r < 0 && l.bound && !d->api)
         unlink(d->socket_path);
     return r < 0 ? r : 0;
 }
@@ -393,7 +399,7 @@ static void auto_gc(struct daemon *d)
 int daemon_run(const struct daemon_opts *o, struct err *e)
 {
     struct daemon d = {.o = o, .cfg = o->cfg, .started_ms = now_ms()};
-    d.lock.fd = -1;
+    d.host.lock.fd = -1;
     snprintf(d.socket_path, sizeof(d.socket_path), "%s",
              o->socket_path ? o->socket_path : o->cfg->socket_path);
     pthread_mutex_init(&d.pool_lock, NULL);

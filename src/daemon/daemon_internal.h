@@ -15,7 +15,7 @@
 #include "daemon/server.h"
 #include "fsm/fsm.h"
 #include "guard/health.h"
-#include "guard/lock.h"
+#include "pipeline/host.h"
 #include "pipeline/pipeline.h"
 #include "store/db.h"
 
@@ -23,11 +23,12 @@ struct daemon {
     const struct daemon_opts *o;
     const struct config *cfg;
     char socket_path[4096];
-    struct proc_lock lock;
+    struct host host; /* lock, database, pipeline (pipeline/host.h) */
+    /* The host's, named for the routes: */
     struct db *db; /* the pipeline's connection (writes) */
-    struct db *ro; /* read-only connection for the API's reads: never waits for the writer */
     struct pipeline *p;
     struct fsm_manager *m;
+    struct db *ro; /* read-only connection for the API's reads: never waits for the writer */
     struct http_server *api, *metrics;
     struct logring *logs;
     int64_t started_ms;

@@ -309,11 +309,11 @@ void daemon_pool_check(struct health_check *c, void *ud)
 
 static void health_job(struct daemon *d, struct http_reply *out)
 {
-    char cursor[4096];
-    snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", d->cfg->state_dir);
     /* A report, not a gate: kernel log lines are not marked as seen (the guard does that). */
-    struct health_opts ho = {
-        .cursor_path = cursor, .advance_cursor = false, .pool = daemon_pool_check, .pool_ud = d};
+    struct health_opts ho = {.cursor_path = d->cfg->kmsg_cursor_path,
+                             .advance_cursor = false,
+                             .pool = daemon_pool_check,
+                             .pool_ud = d};
     struct health_report rep;
     int r = health_run(&ho, &rep);
     if (r < 0) {

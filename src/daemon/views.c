@@ -7,6 +7,7 @@
 
 #include "dm/pool.h"
 #include "dm/pool_status.h"
+#include "dm/thin.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -398,4 +399,75 @@ json_t *view_health(const struct health_report *rep)
                                              (json_int_t)rep->checks[i].duration_ms));
     return json_pack("{s:b, s:s, s:o}", "healthy", rep->overall != HEALTH_FAIL, "overall",
                      health_level_name(rep->overall), "checks", arr);
+}
+
+static bool name_listed(char **names, int n, const char *name)
+{
+    for (int k = 0; names && k < n; k++)
+        if (!strcmp(names[k], name))
+            return true;
+    return false;
+}
+
+int view_devices(struct db *db, const char *pool, struct view_device **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    struct thin_dev *rows = NULL;
+    size_t nrows = 0;
+    if (db && thin_list(db, pool, false, &rows, &nrows) < 0) {
+        rows = NULL;
+        nrows = 0;
+    }
+    char **names = NULL;
+    int nn = dm_available(NULL) == 0 ? dm_dev_list(&names, NULL) : 0;
+    if (nn < 0)
+        nn = 0;
+    struct view_device *v = calloc(nrows + (size_t)nn + 1, sizeof(*v));
+    if (!v) {
+        free(rows);
+        dm_names_free(names);
+        return -ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nrows; i++, k++) {
+        snprintf(v[k].name, sizeof(v[k].name), "%s", rows[i].name);
+        snprintf(v[k].kind, sizeof(v[k].kind), "%s", thin_kind_db_name(rows[i].kind));
+        snprintf(v[k].state, sizeof(v[k].state), "%s", rows[i].state);
+        v[k].id = rows[i].id;
+        v[k].origin_id = rows[i].origin_id;
+        v[k].size_bytes = rows[i].size_bytes;
+        v[k].known = true;
+        v[k].active = name_listed(names, nn, rows[i].name);
+    }
+    for (int d = 0; names && d < nn; d++) {
+        /* Not "<pool>-": pool "tp-b" is not ours. */
+        if (!dm_name_match(names[d], pool, NULL))
+            continue;
+        bool known = false;
+        for (size_t i = 0; i < nrows && !known; i++)
+            known = !strcmp(names[d], rows[i].name);
+        if (known)
+            continue;
+        snprintf(v[k].name, sizeof(v[k].name), "%s", names[d]);
+        snprintf(v[k].kind, sizeof(v[k].kind), "-");
+        snprintf(v[k].state, sizeof(v[k].state), "unknown");
+        v[k++].active = true;
+    }
+    free(rows);
+    dm_names_free(names);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+json_t *view_device(const struct view_device *d)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b}", "name", d->name, "kind", d->kind, "state",
+                          d->state, "active", d->active);
+    json_object_set_new(o, "id", d->id ? json_integer(d->id) : json_null());
+    json_object_set_new(o, "origin_id", d->origin_id ? json_integer(d->origin_id) : json_null());
+    if (d->known)
+        json_object_set_new(o, "size_bytes", json_integer((json_int_t)d->size_bytes));
+    return o;
 }

@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "dm/dm.h"
 #include "fsm/fsm.h"
 #include "guard/health.h"
 #include "pipeline/imagedb.h"
@@ -68,6 +69,24 @@ json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int
 /* The thin pool (docs/dm.md, "Status fields"); health: NULL when usable, else the refusal. */
 struct pool_info;
 json_t *view_pool(const struct pool_info *info, const struct err *health);
+
+/* One thin device of a pool, the database's record joined with the kernel's device list:
+ * known (a row; id, origin, kind, state and size from it) or not (a device active under the
+ * pool's name prefix that the database does not know: state "unknown", what gc calls an
+ * orphan). */
+struct view_device {
+    char name[DM_NAME_MAX + 1];
+    char kind[16], state[16]; /* "-" and "unknown" for an unknown device */
+    uint32_t id, origin_id;   /* 0: none (an unknown device, no origin) */
+    uint64_t size_bytes;
+    bool known, active;
+};
+/* The pool's devices: the rows first (in thin_list order), then the unknown active ones. db
+ * may be NULL (no database yet: only unknown devices); without device-mapper nothing is
+ * active. *out malloc'd (free it), *n lines. */
+int view_devices(struct db *db, const char *pool, struct view_device **out, size_t *n);
+/* {"name", "kind", "state", "active", "id"|null, "origin_id"|null[, "size_bytes"]}. */
+json_t *view_device(const struct view_device *d);
 
 /* A health report: {"healthy", "overall", "checks": [{"name", "level", "detail",
  * "duration_ms"}]}. */

@@ -317,47 +317,6 @@ int dm_dev_create(const char *name, uint64_t length_sectors, const char *type, c
     return r;
 }
 
-int dm_dev_reload(const char *name, uint64_t length_sectors, const char *type, const char *params,
-                  struct err *e)
-{
-    dm_lock();
-    _cleanup_dm_task_ struct dm_task *dmt = task_new(DM_DEVICE_RELOAD, name, e);
-    int r = dmt ? 0 : (e && e->code ? e->code : -ENOMEM);
-    if (r == 0)
-        r = load_table(dmt, length_sectors, type, params);
-    if (r == 0 && !dm_task_run(dmt))
-        r = fail(e, task_errno(dmt), "reload", name);
-    dm_unlock();
-    return r;
-}
-
-int dm_dev_suspend(const char *name, bool nolockfs, struct err *e)
-{
-    dm_lock();
-    _cleanup_dm_task_ struct dm_task *dmt = task_new(DM_DEVICE_SUSPEND, name, e);
-    int r = dmt ? 0 : (e && e->code ? e->code : -ENOMEM);
-    if (r == 0 && nolockfs)
-        dm_task_skip_lockfs(dmt);
-    if (r == 0 && !dm_task_run(dmt))
-        r = fail(e, task_errno(dmt), "suspend", name);
-    dm_unlock();
-    return r;
-}
-
-int dm_dev_resume(const char *name, struct err *e)
-{
-    dm_lock();
-    _cleanup_dm_task_ struct dm_task *dmt = task_new(DM_DEVICE_RESUME, name, e);
-    int r = dmt ? 0 : (e && e->code ? e->code : -ENOMEM);
-    if (r == 0) {
-        r = run_with_cookie(dmt);
-        if (r < 0)
-            fail(e, r, "resume", name);
-    }
-    dm_unlock();
-    return r;
-}
-
 int dm_dev_remove(const char *name, bool retry, struct err *e)
 {
     dm_lock();
@@ -490,11 +449,4 @@ int dm_dev_list(char ***names, struct err *e)
     }
     *names = v;
     return (int)n;
-}
-
-void dm_release(void)
-{
-    pthread_mutex_lock(&g_dm_lock);
-    dm_lib_release();
-    pthread_mutex_unlock(&g_dm_lock);
 }

@@ -103,12 +103,6 @@ struct dm_target_line {
  * -EEXIST when a device of that name exists. */
 int dm_dev_create(const char *name, uint64_t length_sectors, const char *type, const char *params,
                   bool read_only, struct err *e);
-/* Load a new table into the inactive slot (takes effect on the next resume). */
-int dm_dev_reload(const char *name, uint64_t length_sectors, const char *type, const char *params,
-                  struct err *e);
-/* Suspend (flushing and freezing a mounted file system unless nolockfs) / resume. */
-int dm_dev_suspend(const char *name, bool nolockfs, struct err *e);
-int dm_dev_resume(const char *name, struct err *e);
 /* Remove the device (it must not be open). With retry, libdevmapper retries a few times
  * while the device is busy (a closing opener). -ENXIO when it does not exist. */
 int dm_dev_remove(const char *name, bool retry, struct err *e);
@@ -131,6 +125,3 @@ void dm_names_free(char **names);
 
 /* "/dev/mapper/<name>" into out. */
 int dm_dev_path(char *out, size_t n, const char *name);
-
-/* Release libdevmapper's cached state (control fd); for tests and before exit. */
-void dm_release(void);

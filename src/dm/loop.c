@@ -94,16 +94,6 @@ int loop_find(const char *path, char *dev, size_t n)
     return 0;
 }
 
-int loop_detach(const char *dev, struct err *e)
-{
-    _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set(e, neg_errno(), "cannot open %s: %s", dev, strerror(errno));
-    if (ioctl(fd, LOOP_CLR_FD) < 0)
-        return err_set(e, neg_errno(), "cannot detach %s: %s", dev, strerror(errno));
-    return 0;
-}
-
 int block_dev_path(const char *majmin, char *out, size_t n)
 {
     unsigned ma, mi;

@@ -28,8 +28,6 @@
 int loop_attach(const char *path, bool read_only, char *dev, size_t n, bool *dio, struct err *e);
 /* 1 and dev filled when a loop device is bound to path, 0 when none, negative errno. */
 int loop_find(const char *path, char *dev, size_t n);
-/* Unbind a loop device (LOOP_CLR_FD). Explicit operations and tests only. */
-int loop_detach(const char *dev, struct err *e);
 /* Path of the file bound to a loop device given as "major:minor" or "/dev/loopN", into out.
  * -ENXIO when nothing is bound, -ENODEV when it is not a loop device. */
 int loop_backing_file(const char *dev, char *out, size_t n);

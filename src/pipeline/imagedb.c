@@ -355,20 +355,6 @@ int imagedb_layer_set_stats(struct db *db, const char *chain_id, int64_t entries
         DB_TEXT(chain_id), DB_INT(entries), DB_INT(bytes), DB_INT(now_ms())));
 }
 
-int imagedb_layer_list(struct db *db, imagedb_layer_cb cb, void *ud)
-{
-    _cleanup_query_ struct db_query q = {0};
-    int r = db_query(&q, db, "SELECT " LAYER_COLS " FROM layers ORDER BY depth, chain_id");
-    int stop = 0;
-    while (!stop && r >= 0 && (r = db_query_next(&q)) == 1) {
-        struct layer_rec rec = {0};
-        layer_from_row(q.st, &rec);
-        stop = cb(&rec, ud);
-        layer_rec_free(&rec);
-    }
-    return stop ? stop : (r < 0 ? r : 0);
-}
-
 int imagedb_layer_users(struct db *db, const char *chain_id, int *n)
 {
     int64_t v = 0;

@@ -109,8 +109,6 @@ int imagedb_layer_set_device(struct db *db, const char *chain_id, const char *po
 int imagedb_layer_set_state(struct db *db, const char *chain_id, const char *state,
                             const char *error);
 int imagedb_layer_set_stats(struct db *db, const char *chain_id, int64_t entries, int64_t bytes);
-typedef int (*imagedb_layer_cb)(const struct layer_rec *r, void *ud);
-int imagedb_layer_list(struct db *db, imagedb_layer_cb cb, void *ud);
 /* How many images and child layers still use this chain (0 = removable). */
 int imagedb_layer_users(struct db *db, const char *chain_id, int *n);
 int imagedb_layer_delete(struct db *db, const char *chain_id);

@@ -51,27 +51,6 @@ void pipeline_pool_health(struct health_check *c, void *ud)
         snprintf(c->detail, sizeof(c->detail), "%s", err_str(&e));
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-static int config_copy(struct config *dst, const struct config *src)
-{
-    memset(dst, 0, sizeof(*dst));
-    dst->state_dir = dup_or_null(src->state_dir);
-    dst->db_path = dup_or_null(src->db_path);
-    dst->blob_dir = dup_or_null(src->blob_dir);
-    dst->tmp_dir = dup_or_null(src->tmp_dir);
-    dst->mount_dir = dup_or_null(src->mount_dir);
-    dst->pool_dir = dup_or_null(src->pool_dir);
-    dst->lock_path = dup_or_null(src->lock_path);
-    dst->socket_path = dup_or_null(src->socket_path);
-    dst->pool_name = dup_or_null(src->pool_name);
-    dst->source = dup_or_null(src->source);
-    return dst->state_dir && dst->pool_name && dst->mount_dir ? 0 : -ENOMEM;
-}
-
 int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline **out,
                   struct err *e)
 {
@@ -94,11 +73,10 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
      * keeps refusing it until an operator has looked and run `thinimg health`, which moves the
      * cursor (a retry must not be what acknowledges a thin-pool error). guard_new copies the
      * path. */
-    char cursor[4096];
-    snprintf(cursor, sizeof(cursor), "%s/kmsg.cursor", p->cfg.state_dir);
-    struct guard_opts go = {.concurrency = GUARD_DEFAULT_CONCURRENCY,
-                            .health = {.cursor_path = cursor, .advance_cursor = false},
-                            .skip_health = o->skip_health};
+    struct guard_opts go = {
+        .concurrency = GUARD_DEFAULT_CONCURRENCY,
+        .health = {.cursor_path = p->cfg.kmsg_cursor_path, .advance_cursor = false},
+        .skip_health = o->skip_health};
     r = guard_new(&go, &p->guard);
     if (r < 0) {
         pipeline_close(p);

@@ -543,3 +543,20 @@ int ref_resolve(const char *ref, const char *default_source, const struct source
         image_ref_free(out);
     return r;
 }
+
+int ref_catalog_list(struct source *s, char **key, struct source_listing *l,
+                     struct ref_catalog *cat, struct err *e)
+{
+    size_t kl = strlen(*key);
+    if (kl && (*key)[kl - 1] != '/') {
+        char *k2 = NULL;
+        if (asprintf(&k2, "%s/", *key) < 0)
+            return err_set(e, -ENOMEM, "out of memory");
+        free(*key);
+        *key = k2;
+    }
+    int r = source_list(s, *key, l, e);
+    if (r == 0)
+        r = ref_catalog_build(s, l, cat);
+    return r;
+}

@@ -107,3 +107,8 @@ struct ref_catalog {
 int ref_catalog_build(const struct source *s, const struct source_listing *l,
                       struct ref_catalog *out);
 void ref_catalog_free(struct ref_catalog *c);
+/* The catalog of the folder *key names, what `thinimg ls` and the monitor's browser show: a
+ * '/' is added to *key (malloc'd) when it lacks one, the listing stays in *l (its warnings,
+ * free it with source_listing_free()) and *cat is built from it. On failure e says why. */
+int ref_catalog_list(struct source *s, char **key, struct source_listing *l,
+                     struct ref_catalog *cat, struct err *e);

@@ -376,19 +376,8 @@ void feed_catalog_load(const struct config *cfg, const struct source_options *so
                 : source_open(cfg->source, so, &s, &key, &e);
     struct source_listing l = {0};
     struct ref_catalog cat = {0};
-    if (r == 0) {
-        size_t kl = strlen(key);
-        if (kl && key[kl - 1] != '/') {
-            char *k2 = NULL;
-            if (asprintf(&k2, "%s/", key) >= 0) {
-                free(key);
-                key = k2;
-            }
-        }
-        r = source_list(s, key, &l, &e);
-    }
     if (r == 0)
-        r = ref_catalog_build(s, &l, &cat);
+        r = ref_catalog_list(s, &key, &l, &cat, &e);
     if (r < 0) {
         snprintf(c->error, sizeof(c->error), "cannot list %s: %s", what, err_str(&e));
     } else {

@@ -64,6 +64,7 @@ int config_resolve(struct config *c, const struct config_overrides *o)
     r |= set_path(&c->mount_dir, NULL, c->state_dir, DEFAULT_MOUNT_SUBDIR);
     r |= set_path(&c->pool_dir, NULL, c->state_dir, DEFAULT_POOL_SUBDIR);
     r |= set_path(&c->lock_path, NULL, c->state_dir, DEFAULT_LOCK_NAME);
+    r |= set_path(&c->kmsg_cursor_path, NULL, c->state_dir, DEFAULT_KMSG_CURSOR_NAME);
     r |= set_path(&c->socket_path, pick(o->socket_path, "THINIMG_SOCKET"), c->state_dir,
                   DEFAULT_SOCKET_NAME);
     const char *pool = pick(o->pool_name, "THINIMG_POOL");
@@ -77,15 +78,35 @@ int config_resolve(struct config *c, const struct config_overrides *o)
     return 0;
 }
 
+/* Every string of a config, for copying and freeing. */
+#define CONFIG_FIELDS(c)                                                                           \
+    {                                                                                              \
+        &(c)->state_dir, &(c)->db_path, &(c)->blob_dir, &(c)->tmp_dir, &(c)->mount_dir,            \
+            &(c)->pool_dir, &(c)->lock_path, &(c)->kmsg_cursor_path, &(c)->socket_path,            \
+            &(c)->pool_name, &(c)->source                                                          \
+    }
+
 void config_free(struct config *c)
 {
-    char **fields[] = {&c->state_dir, &c->db_path,     &c->blob_dir,  &c->tmp_dir, &c->mount_dir,
-                       &c->pool_dir,  &c->lock_path,   &c->socket_path, &c->pool_name,
-                       &c->source};
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+    char **fields[] = CONFIG_FIELDS(c);
+    for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
         free(*fields[i]);
         *fields[i] = NULL;
     }
+}
+
+int config_copy(struct config *dst, const struct config *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    char **to[] = CONFIG_FIELDS(dst);
+    char *const *from[] = CONFIG_FIELDS(src);
+    for (size_t i = 0; i < ARRAY_SIZE(to); i++) {
+        if (*from[i] && !(*to[i] = strdup(*from[i]))) {
+            config_free(dst);
+            return -ENOMEM;
+        }
+    }
+    return 0;
 }
 
 /* The error of a directory that could not be made or tightened: for one that exists but is not

@@ -24,6 +24,7 @@ struct config {
     char *mount_dir;  /* <state>/mnt */
     char *pool_dir;   /* <state>/pool */
     char *lock_path;  /* <state>/thinimg.lock */
+    char *kmsg_cursor_path; /* <state>/kmsg.cursor: the health check's place in the kernel log */
     char *socket_path;
     char *pool_name;
     char *source;     /* default source for relative refs, may be NULL */
@@ -39,6 +40,8 @@ struct config_overrides {
 };
 
 int config_resolve(struct config *c, const struct config_overrides *o);
+/* A deep copy of src into dst (-ENOMEM: dst is left empty). */
+int config_copy(struct config *dst, const struct config *src);
 void config_free(struct config *c);
 /* Create the state directory layout (0700 for the state dir). A directory that exists but is
  * not this user's to change fails with -EACCES and a message that says so. */

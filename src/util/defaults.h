@@ -16,6 +16,7 @@
 #define DEFAULT_POOL_SUBDIR "pool"            /* loop-backed pool files */
 #define DEFAULT_LOCK_NAME "thinimg.lock"      /* flock(2) process lock */
 #define DEFAULT_SOCKET_NAME "thinimg.sock"    /* daemon admin API */
+#define DEFAULT_KMSG_CURSOR_NAME "kmsg.cursor"     /* how far the health check read /dev/kmsg */
 
 /* Thin pool name. Device names are "<pool>-<kind>-<id>", so the pool name is their prefix.
  * Override: --pool or THINIMG_POOL. */

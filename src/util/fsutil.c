@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "util/cleanup.h"
@@ -147,13 +146,4 @@ char *path_join(const char *a, const char *b)
     if (asprintf(&out, "%s%s%s", a, slash ? "" : "/", b) < 0)
         return NULL;
     return out;
-}
-
-int fs_free_bytes(const char *path, uint64_t *out)
-{
-    struct statvfs sv;
-    if (statvfs(path, &sv) < 0)
-        return neg_errno();
-    *out = (uint64_t)sv.f_bavail * sv.f_frsize;
-    return 0;
 }

@@ -30,6 +30,3 @@ int fsync_parent_dir(const char *path);
 
 /* "a" + "/" + "b" into a newly allocated string (NULL on ENOMEM). */
 char *path_join(const char *a, const char *b);
-
-/* Free space of the file system holding path, in bytes. */
-int fs_free_bytes(const char *path, uint64_t *out);

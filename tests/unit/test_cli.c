@@ -37,6 +37,58 @@ static void test_help(void **state)
     free(err);
 }
 
+/* Every command `thinimg --help` lists answers `thinimg CMD --help` with its own usage on stdout
+ * and exit 0: the list comes from the command table, so a command added there without a help,
+ * or a help that names another command, fails here. */
+static void test_every_command_has_help(void **state)
+{
+    (void)state;
+    char *out = NULL, *err = NULL;
+    assert_int_equal(run("--help", NULL, NULL, &out, &err), 0);
+    free(err);
+    char *list = strstr(out, "Commands:\n");
+    assert_non_null(list);
+    list += strlen("Commands:\n");
+    int n = 0;
+    for (char *line = list; line && strncmp(line, "  ", 2) == 0; n++) {
+        char name[64];
+        assert_int_equal(sscanf(line, " %63s", name), 1);
+        char *hout = NULL, *herr = NULL;
+        assert_int_equal(run(name, "--help", NULL, &hout, &herr), 0);
+        char want[96];
+        snprintf(want, sizeof(want), "Usage: thinimg %s", name);
+        if (!tu_contains(hout, want))
+            fail_msg("`thinimg %s --help` does not print \"%s\": %s", name, want, hout);
+        free(hout);
+        free(herr);
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    assert_int_equal(n, 17);
+    free(out);
+}
+
+/* Operand counts come from the command table: too many or too few is a usage error (exit 2)
+ * that names what was wrong, before any work. */
+static void test_operand_counts(void **state)
+{
+    (void)state;
+    char *out = NULL, *err = NULL;
+    assert_int_equal(run("list-images", "extra", NULL, &out, &err), 2);
+    assert_true(tu_contains(err, "thinimg: list-images: unexpected argument 'extra'"));
+    free(out);
+    free(err);
+    assert_int_equal(run("fetch", NULL, NULL, &out, &err), 2);
+    assert_true(tu_contains(err, "thinimg: fetch: expected REF"));
+    assert_true(tu_contains(err, "Run `thinimg fetch --help`"));
+    free(out);
+    free(err);
+    assert_int_equal(run("remove", "a", "b", &out, &err), 2);
+    assert_true(tu_contains(err, "unexpected argument 'b'"));
+    free(out);
+    free(err);
+}
+
 static void test_version(void **state)
 {
     (void)state;
@@ -176,6 +228,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_every_command_has_help),
+        cmocka_unit_test(test_operand_counts),
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_global_options_anywhere),

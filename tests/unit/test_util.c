@@ -150,8 +150,18 @@ static void test_config(void **state)
     struct config_overrides o = {.state_dir = "/srv/x/", .db_path = "/db.sqlite"};
     assert_int_equal(config_resolve(&c, &o), 0);
     assert_string_equal(c.lock_path, "/srv/x/thinimg.lock");
+    assert_string_equal(c.kmsg_cursor_path, "/srv/x/kmsg.cursor");
     assert_string_equal(c.db_path, "/db.sqlite");
+    /* A copy owns its strings: every path and setting, equal and not shared. */
+    struct config copy;
+    assert_int_equal(config_copy(&copy, &c), 0);
+    assert_string_equal(copy.kmsg_cursor_path, "/srv/x/kmsg.cursor");
+    assert_string_equal(copy.socket_path, c.socket_path);
+    assert_string_equal(copy.pool_name, "envpool");
+    assert_ptr_not_equal(copy.state_dir, c.state_dir);
     config_free(&c);
+    assert_string_equal(copy.db_path, "/db.sqlite");
+    config_free(&copy);
     unsetenv("THINIMG_STATE_DIR");
     unsetenv("THINIMG_POOL");
 }
