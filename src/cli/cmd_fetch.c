@@ -234,7 +234,8 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
     }
     struct fsm_queue_cfg queues[] = {{FETCH_QUEUE, jobs}};
     struct fsm_config fcfg = {.queues = queues, .n_queues = 1,
-                              .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS};
+                              .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS,
+                              .history_retention_runs = DEFAULT_HISTORY_RETENTION_RUNS};
     struct fsm_manager *m = NULL;
     struct fsm_machine *machine = NULL;
     struct fetch_context *ctx = NULL;

@@ -243,6 +243,7 @@ struct fsm_config {
     const struct fsm_queue_cfg *queues;
     size_t n_queues;
     uint32_t history_retention_days; /* finished runs older than this are pruned; 0 = keep */
+    uint32_t history_retention_runs; /* and all but the newest this many; 0 = any number */
 };
 
 /* Runs the fsm component's migrations on db. The db stays owned by the caller and must
@@ -388,8 +389,15 @@ int fsm_db_list_runs(struct db *db, const struct fsm_list_filter *f, fsm_run_cb 
 int fsm_db_get_run(struct db *db, const struct fsm_id *version, struct fsm_run_record *out);
 typedef int (*fsm_event_cb)(const struct fsm_event_record *ev, void *ud);
 int fsm_db_list_events(struct db *db, const struct fsm_id *version, fsm_event_cb cb, void *ud);
-/* Delete finished runs (and their events) that finished before cutoff_ms. Returns how many. */
-int fsm_db_prune(struct db *db, int64_t cutoff_ms);
+/* Delete finished runs (and their events) that finished before cutoff_ms (0: none by age) or
+ * that are not among the keep_runs newest finished runs (0: none by count). Works in
+ * transactions of FSM_PRUNE_BATCH runs, so a writer never waits behind a long prune. Returns
+ * how many runs were deleted. */
+int fsm_db_prune(struct db *db, int64_t cutoff_ms, uint32_t keep_runs);
+/* Runs deleted per prune transaction: a few milliseconds of write lock each. */
+#define FSM_PRUNE_BATCH 500
+/* How many runs fsm_db_prune would delete (for a dry run). */
+int fsm_db_prune_count(struct db *db, int64_t cutoff_ms, uint32_t keep_runs);
 const char *fsm_event_type_name(enum fsm_event_type t);
 
 /* The unfinished runs (as fsm_db_list_runs with no filter) with live state from the manager

@@ -176,6 +176,7 @@ struct fsm_manager {
     fsm_observer_fn observer; /* (M) */
     void *observer_ud;        /* (M) */
     uint32_t retention_days;
+    uint32_t retention_runs;
     int64_t next_prune_mono; /* (M) */
 };
 

@@ -232,7 +232,7 @@ static void test_runs_queries(void **state)
     assert_no_scans("fsm_db_list_runs (unfinished, by type)");
 
     trace_start();
-    int pruned = fsm_db_prune(db, 100);
+    int pruned = fsm_db_prune(db, 100, 0);
     trace_stop();
     assert_int_equal(pruned, 99); /* finished_ms 1..99 */
     assert_no_scans("fsm_db_prune");
