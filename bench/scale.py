@@ -11,7 +11,7 @@ The state is written by thinimg itself for its schema (a first `fetch` migrates 
 and by SQL for the bulk rows, in the shapes the pipeline writes (see src/store/schema_*.c and
 src/fsm/fsm_schema.c).
 
-It prints, per command, the median of R runs at each N, the growth exponent from the second
+It prints, per command, the median of R runs at each N (the runs interleaved across N), the growth exponent from the second
 largest to the largest N (log t2/t1 / log N2/N1: 1.0 is linear, 2.0 quadratic), and
 the ratio at the largest N to the smallest (per-operation costs should stay near 1).
 With --base BIN, the same table for another thinimg binary (e.g. an older build), side by side.
@@ -133,16 +133,26 @@ def series(binary, state, fam, example):
 
 
 def measure(binary, ns, runs, label):
-    results, reads = {}, {}
-    for n in ns:
-        top = tempfile.mkdtemp(prefix="thinimg-scale-")
-        try:
-            state, fam, example = build_state(top, n, binary)
-            for name, argv in series(binary, state, fam, example).items():
-                results.setdefault(name, {})[n] = timed(argv, runs)
+    # Every state is built first, then the runs are interleaved (each round times every series
+    # at every N), so that a neighbour's load drifting over minutes hits every N alike.
+    results, reads, tops, cmds = {}, {}, {}, {}
+    try:
+        for n in ns:
+            tops[n] = tempfile.mkdtemp(prefix="thinimg-scale-")
+            cmds[n] = series(binary, *build_state(tops[n], n, binary))
+        samples = {}
+        for _ in range(runs):
+            for n in ns:
+                for name, argv in cmds[n].items():
+                    samples.setdefault(name, {}).setdefault(n, []).append(timed(argv, 1))
+        for name, byn in samples.items():
+            results[name] = {n: statistics.median(v) for n, v in byn.items()}
+        for n in ns:
+            for name, argv in cmds[n].items():
                 reads.setdefault(name, {})[n] = page_reads(argv)
-        finally:
-            shutil.rmtree(top, ignore_errors=True)
+    finally:
+        for t in tops.values():
+            shutil.rmtree(t, ignore_errors=True)
     print(f"\n{label}: {binary}")
     head = "".join("%12s" % ("N=%d" % n) for n in ns)
     print("%-26s%s%10s%12s" % ("series", head, "exponent", "max/min N"))
