@@ -271,6 +271,17 @@ struct db *fsm_manager_db(struct fsm_manager *m);
  * under the new limit. */
 int fsm_queue_set_limit(struct fsm_manager *m, const char *queue, int limit);
 
+/* A queue's state, for a controller that sizes it (guard/loadctl.h) and for displays. */
+struct fsm_queue_stats {
+    int limit;
+    int running;        /* admitted runs (holding a slot) */
+    int waiting;        /* runs in the queue's FIFO, waiting for a slot */
+    uint64_t work_done; /* progress units (bytes) its runs reported in fsm_run_set_progress(),
+                           cumulative: the difference between two calls is the work done */
+};
+/* -ENOENT for an unknown queue. */
+int fsm_queue_stats(struct fsm_manager *m, const char *queue, struct fsm_queue_stats *out);
+
 /* Optional observer for metrics and progress displays: called (from the run's thread) when a
  * run starts an attempt, finishes a transition, or finishes. Must not block. */
 enum fsm_event_type {

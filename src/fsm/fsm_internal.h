@@ -62,6 +62,7 @@ struct fsm_queue {
     char *name;
     int limit;                   /* (M) */
     int inflight;                /* (M) admitted runs whose thread has not exited */
+    uint64_t work_done;          /* (M) progress its runs reported, cumulative (fsm_queue_stats) */
     struct fsm_run *head, *tail; /* (M) FIFO of runs waiting for a slot */
     struct fsm_queue *next;
 };

@@ -492,6 +492,22 @@ int fsm_queue_set_limit(struct fsm_manager *m, const char *queue, int limit)
     return 0;
 }
 
+int fsm_queue_stats(struct fsm_manager *m, const char *queue, struct fsm_queue_stats *out)
+{
+    *out = (struct fsm_queue_stats){0};
+    pthread_mutex_lock(&m->lock);
+    struct fsm_queue *q = queue ? find_queue(m, queue) : NULL;
+    if (q) {
+        out->limit = q->limit;
+        out->running = q->inflight;
+        for (struct fsm_run *r = q->head; r; r = r->qnext)
+            out->waiting++;
+        out->work_done = q->work_done;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return q ? 0 : -ENOENT;
+}
+
 void fsm_manager_shutdown(struct fsm_manager *m, uint32_t timeout_ms)
 {
     pthread_mutex_lock(&m->lock);
