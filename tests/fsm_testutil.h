@@ -38,6 +38,7 @@ struct ft_step {
     int fail_commit_until;    /* a second commit callback fails while attempt < this */
     bool no_domain_write;
     int fail_code; /* failing attempts return fsm_fail(fail_code, ...) instead of a plain RETRY */
+    uint64_t progress; /* > 0: report progress "work" 0 -> progress/2 -> progress, then "next" 1 */
 };
 
 struct ft {
@@ -140,6 +141,12 @@ static inline struct fsm_result ft_transition(struct fsm_run *run, struct ft *t,
     }
     pthread_mutex_unlock(&t->lock);
 
+    if (s->progress) {
+        fsm_run_set_progress(run, "work", 0, s->progress);
+        fsm_run_set_progress(run, "work", s->progress / 2, s->progress);
+        fsm_run_set_progress(run, "work", s->progress, s->progress);
+        fsm_run_set_progress(run, "next", 1, 1);
+    }
     int64_t deadline = fsm_run_deadline_ms(run);
     int sleep_rc = s->sleep_ms ? fsm_run_sleep_ms(run, (uint64_t)s->sleep_ms) : 0;
     pthread_mutex_lock(&t->lock);

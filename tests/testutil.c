@@ -3,6 +3,9 @@
  */
 #include "testutil.h"
 
+#include "fsm/fsm.h"
+#include "store/schema.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -178,4 +181,26 @@ int tu_write_file(const char *path, const void *data, size_t len)
 bool tu_contains(const char *haystack, const char *needle)
 {
     return haystack && needle && strstr(haystack, needle) != NULL;
+}
+
+int tu_db_open(const char *tag, struct tu_db *t)
+{
+    t->dir = tu_mkdtemp(tag);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/t.db", t->dir);
+    struct err e = {0};
+    if (db_open(path, NULL, &t->db, &e) < 0 || fsm_db_migrate(t->db, &e) < 0 ||
+        store_migrate(t->db, &e) < 0) {
+        fprintf(stderr, "%s: %s\n", path, err_str(&e));
+        return -1;
+    }
+    return 0;
+}
+
+void tu_db_close(struct tu_db *t)
+{
+    db_close(t->db);
+    tu_rmrf(t->dir);
+    free(t->dir);
+    *t = (struct tu_db){0};
 }

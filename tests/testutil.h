@@ -30,3 +30,13 @@ const char *tu_build_dir(void);
 char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);
 bool tu_contains(const char *haystack, const char *needle);
+
+/* A fresh directory (tu_mkdtemp(tag)) holding a database with every component's schema
+ * migrated in, as the commands open it. Returns 0, or -1 after printing why. */
+struct db;
+struct tu_db {
+    char *dir;
+    struct db *db;
+};
+int tu_db_open(const char *tag, struct tu_db *t);
+void tu_db_close(struct tu_db *t);

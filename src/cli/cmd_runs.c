@@ -1,13 +1,17 @@
 /*
- * cmd_runs.c: `thinimg runs`: the workflow runs recorded in the database, and `thinimg runs
- * show VERSION`: one run with its event history.
+ * cmd_runs.c: `thinimg runs`: the workflow runs recorded in the database, `thinimg runs
+ * show VERSION`: one run with its event history, `runs cancel`, and `runs prune`: the
+ * retention policy for finished runs applied now.
  *
- * Read-only: the database is opened read-only, so this works next to a running daemon (WAL
- * readers never block the writer) and never changes anything. What it shows is the durable
- * state: a run's current transition and attempt as of its last checkpoint or recorded error.
+ * Listing and show are read-only: the database is opened read-only, so they work next to a
+ * running daemon (WAL readers never block the writer) and never change anything. What they show
+ * is the durable state: a run's current transition and attempt as of its last checkpoint or
+ * recorded error. `runs prune` deletes finished runs only, which no machine touches again, so
+ * it too works next to a daemon.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +22,8 @@
 #include "daemon/client.h"
 #include "daemon/views.h"
 #include "fsm/fsm.h"
+#include "util/defaults.h"
+#include "util/parse.h"
 #include "util/timeutil.h"
 
 /* With --all, the newest runs only unless --limit says otherwise: a long-lived host has
@@ -34,12 +40,16 @@ static void usage(FILE *out)
             "Usage: thinimg runs [--all] [--json] [--type TYPE] [--resource ID] [--limit N]\n"
             "       thinimg runs show VERSION [--json]\n"
             "       thinimg runs cancel VERSION\n"
+            "       thinimg runs prune [--older-than DAYS] [--keep N] [--dry-run]\n"
             "\n"
             "List workflow runs (durable state machines): pending and running ones by\n"
             "default, oldest first; with --all also finished ones, newest first (the newest\n"
             "%d unless --limit is given). `runs show` prints one run and its events.\n"
             "`runs cancel` asks the daemon to cancel a pending or running run (a run stuck\n"
             "listing or downloading stops; it ends with outcome cancelled).\n"
+            "`runs prune` deletes finished runs (and their events) older than DAYS (default\n"
+            "%d; 0 = any age) or beyond the newest N (default %d; 0 = any number), the policy\n"
+            "the daemon and every command apply hourly; --dry-run counts them.\n"
             "\n"
             "Options:\n"
             "  -a, --all            include finished runs\n"
@@ -56,7 +66,7 @@ static void usage(FILE *out)
             "\n"
             "Exit codes: 0 ok, 1 no daemon (cancel), 2 usage, 4 no database or no such run,\n"
             "5 the run has already finished (cancel).\n",
-            RUNS_DEFAULT_ALL_LIMIT);
+            RUNS_DEFAULT_ALL_LIMIT, DEFAULT_HISTORY_RETENTION_DAYS, DEFAULT_HISTORY_RETENTION_RUNS);
 }
 
 static const char *outcome_or_dash(const struct fsm_run_record *r)
@@ -305,6 +315,64 @@ static int cancel_run(struct cli *cli, const char *version)
     return EXIT_OK;
 }
 
+/* ---- runs prune -------------------------------------------------------------------------- */
+
+static int prune_runs(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {{"older-than", required_argument, NULL, 'o'},
+                                         {"keep", required_argument, NULL, 'k'},
+                                         {"dry-run", no_argument, NULL, 'd'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    uint64_t days = DEFAULT_HISTORY_RETENTION_DAYS, keep = DEFAULT_HISTORY_RETENTION_RUNS;
+    bool dry = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+        case 'k': {
+            uint64_t *v = c == 'o' ? &days : &keep;
+            if (parse_u64(optarg, v) < 0 || *v > UINT32_MAX)
+                return cli_usage_error("runs", "--%s needs a number >= 0, not '%s'",
+                                       c == 'o' ? "older-than" : "keep", optarg);
+            break;
+        }
+        case 'd':
+            dry = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            return cli_bad_option("runs");
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("runs", "unexpected argument '%s'", argv[optind]);
+    if (days == 0 && keep == 0)
+        return cli_usage_error("runs", "--older-than 0 --keep 0 would keep every run: nothing "
+                                       "to prune");
+    struct db *db = NULL;
+    struct err e = {0};
+    int r = cli_open_db(cli, dry, &db, &e);
+    if (r < 0)
+        return cli_fail("runs", r, &e);
+    int64_t cutoff = days ? now_ms() - (int64_t)days * 86400000LL : 0;
+    r = dry ? fsm_db_prune_count(db, cutoff, (uint32_t)keep)
+            : fsm_db_prune(db, cutoff, (uint32_t)keep);
+    db_close(db);
+    if (r < 0) {
+        err_set(&e, r, "cannot prune runs in %s: %s", cli->cfg.db_path, strerror(-r));
+        return cli_fail("runs", r, &e);
+    }
+    if (!cli->quiet)
+        printf("%s %d finished run%s (older than %" PRIu64 " days or beyond the newest %" PRIu64
+               ")\n",
+               dry ? "would prune" : "pruned", r, r == 1 ? "" : "s", days, keep);
+    return EXIT_OK;
+}
+
 int cmd_runs(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
@@ -332,9 +400,8 @@ int cmd_runs(struct cli *cli, int argc, char **argv)
             f.resource_id = optarg;
             break;
         case 'n': {
-            char *end = NULL;
-            long long n = strtoll(optarg, &end, 10);
-            if (!*optarg || *end || n < 0)
+            uint64_t n = 0;
+            if (parse_u64(optarg, &n) < 0 || n > SIZE_MAX)
                 return cli_usage_error("runs", "--limit needs a number >= 0, not '%s'", optarg);
             f.limit = (size_t)n;
             limit_given = true;
@@ -367,6 +434,8 @@ int cmd_runs(struct cli *cli, int argc, char **argv)
             return cli_usage_error("runs", "`runs show` needs a run VERSION");
         return show_run(cli, version, json);
     }
+    if (optind < argc && !strcmp(argv[optind], "prune"))
+        return prune_runs(cli, argc - optind, argv + optind);
     if (optind < argc && !strcmp(argv[optind], "cancel")) {
         if (optind + 2 != argc)
             return cli_usage_error("runs", "`runs cancel` takes one run VERSION");

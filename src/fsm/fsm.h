@@ -243,6 +243,7 @@ struct fsm_config {
     const struct fsm_queue_cfg *queues;
     size_t n_queues;
     uint32_t history_retention_days; /* finished runs older than this are pruned; 0 = keep */
+    uint32_t history_retention_runs; /* and all but the newest this many; 0 = any number */
 };
 
 /* Runs the fsm component's migrations on db. The db stays owned by the caller and must
@@ -269,6 +270,17 @@ struct db *fsm_manager_db(struct fsm_manager *m);
  * running keep running when the limit goes down; no new run is admitted until the queue is
  * under the new limit. */
 int fsm_queue_set_limit(struct fsm_manager *m, const char *queue, int limit);
+
+/* A queue's state, for a controller that sizes it (guard/loadctl.h) and for displays. */
+struct fsm_queue_stats {
+    int limit;
+    int running;        /* admitted runs (holding a slot) */
+    int waiting;        /* runs in the queue's FIFO, waiting for a slot */
+    uint64_t work_done; /* progress units (bytes) its runs reported in fsm_run_set_progress(),
+                           cumulative: the difference between two calls is the work done */
+};
+/* -ENOENT for an unknown queue. */
+int fsm_queue_stats(struct fsm_manager *m, const char *queue, struct fsm_queue_stats *out);
 
 /* Optional observer for metrics and progress displays: called (from the run's thread) when a
  * run starts an attempt, finishes a transition, or finishes. Must not block. */
@@ -388,8 +400,15 @@ int fsm_db_list_runs(struct db *db, const struct fsm_list_filter *f, fsm_run_cb 
 int fsm_db_get_run(struct db *db, const struct fsm_id *version, struct fsm_run_record *out);
 typedef int (*fsm_event_cb)(const struct fsm_event_record *ev, void *ud);
 int fsm_db_list_events(struct db *db, const struct fsm_id *version, fsm_event_cb cb, void *ud);
-/* Delete finished runs (and their events) that finished before cutoff_ms. Returns how many. */
-int fsm_db_prune(struct db *db, int64_t cutoff_ms);
+/* Delete finished runs (and their events) that finished before cutoff_ms (0: none by age) or
+ * that are not among the keep_runs newest finished runs (0: none by count). Works in
+ * transactions of FSM_PRUNE_BATCH runs, so a writer never waits behind a long prune. Returns
+ * how many runs were deleted. */
+int fsm_db_prune(struct db *db, int64_t cutoff_ms, uint32_t keep_runs);
+/* Runs deleted per prune transaction: a few milliseconds of write lock each. */
+#define FSM_PRUNE_BATCH 500
+/* How many runs fsm_db_prune would delete (for a dry run). */
+int fsm_db_prune_count(struct db *db, int64_t cutoff_ms, uint32_t keep_runs);
 const char *fsm_event_type_name(enum fsm_event_type t);
 
 /* The unfinished runs (as fsm_db_list_runs with no filter) with live state from the manager

@@ -778,36 +778,95 @@ int fsm_db_list_events(struct db *db, const struct fsm_id *version, fsm_event_cb
     return r;
 }
 
-int fsm_db_prune(struct db *db, int64_t cutoff_ms)
+/* The finished_ms below which a finished run goes: the later of the age cutoff and the
+ * finished_ms of the keep_runs-th newest finished run. 0 = nothing to prune. */
+static int prune_cutoff(struct db *db, int64_t cutoff_ms, uint32_t keep_runs, int64_t *out)
 {
+    *out = cutoff_ms > 0 ? cutoff_ms : 0;
+    if (keep_runs == 0)
+        return 0;
+    sqlite3_stmt *st = db_prepare(db, "SELECT finished_ms FROM fsm_runs WHERE status=3"
+                                      " ORDER BY finished_ms DESC LIMIT 1 OFFSET ?");
+    if (!st)
+        return -EIO;
+    db_bind_i64(st, 1, (int64_t)keep_runs - 1);
+    int r = db_step(db, st);
+    if (r == 1) {
+        /* Runs that finished in the same millisecond as the last one kept stay too. */
+        int64_t oldest_kept = sqlite3_column_int64(st, 0);
+        if (oldest_kept > *out)
+            *out = oldest_kept;
+        r = 0;
+    }
+    db_done(st);
+    return r < 0 ? r : 0;
+}
+
+int fsm_db_prune_count(struct db *db, int64_t cutoff_ms, uint32_t keep_runs)
+{
+    db_lock(db);
+    int64_t cut = 0;
+    int r = prune_cutoff(db, cutoff_ms, keep_runs, &cut);
+    sqlite3_stmt *st = r < 0 || cut == 0 ? NULL
+                                         : db_prepare(db, "SELECT count(*) FROM fsm_runs WHERE"
+                                                          " status=3 AND finished_ms<?");
+    if (st) {
+        db_bind_i64(st, 1, cut);
+        r = db_step(db, st) == 1 ? sqlite3_column_int(st, 0) : -EIO;
+        db_done(st);
+    }
+    db_unlock(db);
+    return r;
+}
+
+/* One batch: the FSM_PRUNE_BATCH oldest runs below cut, events first. Returns runs deleted. */
+static int prune_batch(struct db *db, int64_t cut)
+{
+    static const char *const sql[] = {
+        "DELETE FROM fsm_events WHERE version IN (SELECT version FROM fsm_runs WHERE status=3"
+        " AND finished_ms<?1 ORDER BY finished_ms LIMIT ?2)",
+        "DELETE FROM fsm_runs WHERE version IN (SELECT version FROM fsm_runs WHERE status=3"
+        " AND finished_ms<?1 ORDER BY finished_ms LIMIT ?2)",
+    };
     int r = db_begin(db);
     if (r < 0)
         return r;
-    sqlite3_stmt *st = db_prepare(db, "DELETE FROM fsm_events WHERE version IN (SELECT version"
-                                      " FROM fsm_runs WHERE status=3 AND finished_ms<?)");
-    if (!st) {
-        db_rollback(db);
-        return -EIO;
-    }
-    db_bind_i64(st, 1, cutoff_ms);
-    r = db_step(db, st);
-    db_done(st);
-    int pruned = 0;
-    if (r >= 0) {
-        st = db_prepare(db, "DELETE FROM fsm_runs WHERE status=3 AND finished_ms<?");
-        if (!st)
+    int deleted = 0;
+    for (size_t i = 0; i < 2 && r >= 0; i++) {
+        sqlite3_stmt *st = db_prepare(db, sql[i]);
+        if (!st) {
             r = -EIO;
-        else {
-            db_bind_i64(st, 1, cutoff_ms);
-            r = db_step(db, st);
-            pruned = sqlite3_changes(db_handle(db));
-            db_done(st);
+            break;
         }
+        db_bind_i64(st, 1, cut);
+        db_bind_i64(st, 2, FSM_PRUNE_BATCH);
+        r = db_step(db, st);
+        deleted = sqlite3_changes(db_handle(db));
+        db_done(st);
     }
     if (r < 0) {
         db_rollback(db);
         return r;
     }
     r = db_commit(db);
-    return r < 0 ? r : pruned;
+    return r < 0 ? r : deleted;
+}
+
+int fsm_db_prune(struct db *db, int64_t cutoff_ms, uint32_t keep_runs)
+{
+    db_lock(db);
+    int64_t cut = 0;
+    int r = prune_cutoff(db, cutoff_ms, keep_runs, &cut);
+    db_unlock(db);
+    if (r < 0 || cut == 0)
+        return r;
+    int total = 0;
+    for (;;) {
+        r = prune_batch(db, cut);
+        if (r < 0)
+            return r;
+        total += r;
+        if (r < FSM_PRUNE_BATCH)
+            return total;
+    }
 }

@@ -187,6 +187,12 @@ void fsm_run_set_progress(struct fsm_run *run, const char *phase, uint64_t done,
 {
     char *p = phase ? strdup(phase) : NULL;
     pthread_mutex_lock(&run->m->lock);
+    /* Progress adds to the queue's work counter: the step since the last report in the same
+     * phase; in a new phase (or when the counter went back) the count starts from zero. */
+    if (run->queue) {
+        bool same = run->phase && p && !strcmp(run->phase, p) && done >= run->progress_done;
+        run->queue->work_done += same ? done - run->progress_done : done;
+    }
     free(run->phase);
     run->phase = p;
     run->progress_done = done;

@@ -62,6 +62,7 @@ struct fsm_queue {
     char *name;
     int limit;                   /* (M) */
     int inflight;                /* (M) admitted runs whose thread has not exited */
+    uint64_t work_done;          /* (M) progress its runs reported, cumulative (fsm_queue_stats) */
     struct fsm_run *head, *tail; /* (M) FIFO of runs waiting for a slot */
     struct fsm_queue *next;
 };
@@ -176,6 +177,7 @@ struct fsm_manager {
     fsm_observer_fn observer; /* (M) */
     void *observer_ud;        /* (M) */
     uint32_t retention_days;
+    uint32_t retention_runs;
     int64_t next_prune_mono; /* (M) */
 };
 

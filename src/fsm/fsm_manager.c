@@ -381,13 +381,16 @@ static void *timer_thread(void *arg)
                 now + (r->delay_until_ms - wall) < wake)
                 wake = now + (r->delay_until_ms - wall);
         }
-        if (m->retention_days && now >= m->next_prune_mono && !m->shutting_down) {
+        if ((m->retention_days || m->retention_runs) && now >= m->next_prune_mono &&
+            !m->shutting_down) {
             m->next_prune_mono = now + FSM_PRUNE_INTERVAL_MS;
             pthread_mutex_unlock(&m->lock);
-            int n = fsm_db_prune(m->db, now_ms() - (int64_t)m->retention_days * 86400000LL);
+            int64_t cutoff =
+                m->retention_days ? now_ms() - (int64_t)m->retention_days * 86400000LL : 0;
+            int n = fsm_db_prune(m->db, cutoff, m->retention_runs);
             if (n > 0)
-                log_info("pruned finished runs", "count=%d retention_days=%u", n,
-                         m->retention_days);
+                log_info("pruned finished runs", "count=%d retention_days=%u retention_runs=%u",
+                         n, m->retention_days, m->retention_runs);
             pthread_mutex_lock(&m->lock);
             continue;
         }
@@ -443,6 +446,7 @@ int fsm_manager_open(struct db *db, const struct fsm_config *cfg, struct fsm_man
         }
     }
     m->retention_days = cfg ? cfg->history_retention_days : 0;
+    m->retention_runs = cfg ? cfg->history_retention_runs : 0;
     m->next_prune_mono = 0; /* prune once at start */
     r = pthread_create(&m->timer, NULL, timer_thread, m);
     if (r != 0) {
@@ -486,6 +490,22 @@ int fsm_queue_set_limit(struct fsm_manager *m, const char *queue, int limit)
     pthread_mutex_unlock(&m->lock);
     log_info("queue limit changed", "queue=%s limit=%d", queue, limit);
     return 0;
+}
+
+int fsm_queue_stats(struct fsm_manager *m, const char *queue, struct fsm_queue_stats *out)
+{
+    *out = (struct fsm_queue_stats){0};
+    pthread_mutex_lock(&m->lock);
+    struct fsm_queue *q = queue ? find_queue(m, queue) : NULL;
+    if (q) {
+        out->limit = q->limit;
+        out->running = q->inflight;
+        for (struct fsm_run *r = q->head; r; r = r->qnext)
+            out->waiting++;
+        out->work_done = q->work_done;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return q ? 0 : -ENOENT;
 }
 
 void fsm_manager_shutdown(struct fsm_manager *m, uint32_t timeout_ms)

@@ -65,6 +65,12 @@ static const struct db_migration fsm_migrations[] = {
     {2, "fsm_runs.error_kind: the kind of the run's error, by name (util/err.h)",
      "ALTER TABLE fsm_runs ADD COLUMN error_kind TEXT;"
      "UPDATE fsm_runs SET error_kind = 'interrupted' WHERE outcome = 5;"},
+    {3, "indexes for unfinished runs in version order and finished runs by age",
+     /* Every command loads the unfinished runs (resume, `runs`, /metrics) and prunes old
+      * finished ones; without these both walked every stored run. The partial index holds
+      * only unfinished runs, so its cost follows the live work, not the history. */
+     "CREATE INDEX fsm_runs_unfinished ON fsm_runs(version) WHERE status < 3;"
+     "CREATE INDEX fsm_runs_finished ON fsm_runs(status, finished_ms);"},
 };
 
 int fsm_db_migrate(struct db *db, struct err *e)

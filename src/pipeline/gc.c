@@ -9,6 +9,8 @@
  */
 #include "pipeline/gc.h"
 
+#include "util/defaults.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -899,7 +901,8 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
         reslock_stale(db, true, NULL, NULL);
     /* 5. history */
     if (o->history_days > 0) {
-        int n = fsm_db_prune(db, now_ms() - (int64_t)o->history_days * 86400000LL);
+        int n = fsm_db_prune(db, now_ms() - (int64_t)o->history_days * 86400000LL,
+                             DEFAULT_HISTORY_RETENTION_RUNS);
         rep->pruned_runs = n > 0 ? n : 0;
     }
     int r = first_error;

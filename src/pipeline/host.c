@@ -42,7 +42,8 @@ static int open_fetch_only(const struct host_opts *o, struct host *h, struct err
         {FETCH_QUEUE, po->fetch_limit > 0 ? po->fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT}};
     struct fsm_config fc = {.queues = queues,
                             .n_queues = ARRAY_SIZE(queues),
-                            .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS};
+                            .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS,
+                            .history_retention_runs = DEFAULT_HISTORY_RETENTION_RUNS};
     struct fetch_config cfg = {.blob_dir = o->cfg->blob_dir,
                                .tmp_dir = o->cfg->tmp_dir,
                                .policy = po->policy ? *po->policy : archive_policy_default()};

@@ -88,8 +88,10 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         {"fetch", o->fetch_limit > 0 ? o->fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT},
         {"unpack", o->unpack_limit > 0 ? o->unpack_limit : DEFAULT_UNPACK_QUEUE_LIMIT},
     };
-    struct fsm_config fc = {
-        .queues = queues, .n_queues = 2, .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS};
+    struct fsm_config fc = {.queues = queues,
+                            .n_queues = 2,
+                            .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS,
+                            .history_retention_runs = DEFAULT_HISTORY_RETENTION_RUNS};
     r = fsm_manager_open(db, &fc, &p->mgr, e);
     if (r < 0) {
         pipeline_close(p);

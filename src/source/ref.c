@@ -5,6 +5,8 @@
 #include "source/ref.h"
 
 #include <errno.h>
+#include <search.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,10 +42,33 @@ int ref_layer_number(const char *b, unsigned *n)
     if (digits > 9)
         return -ERANGE;
     unsigned long v = strtoul(b, NULL, 10);
-    if (v < 1 || v > REF_MAX_LAYERS)
+    if (v < 1 || v > REF_LAYER_NUMBER_MAX)
         return -ERANGE;
     *n = (unsigned)v;
     return 0;
+}
+
+unsigned ref_max_layers(void)
+{
+    const char *v = getenv("THINIMG_SOURCE_MAX_LAYERS");
+    if (v && *v) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long x = strtoul(v, &end, 10);
+        if (errno == 0 && *end == '\0' && x > 0)
+            return x < REF_MAX_LAYERS_CEILING ? (unsigned)x : REF_MAX_LAYERS_CEILING;
+    }
+    return REF_MAX_LAYERS;
+}
+
+/* An image deeper than the limit is refused whole: a family cut to its first layers would be
+ * a different image under the same name. */
+static int too_deep(struct err *e, const char *what, unsigned top, unsigned max)
+{
+    return err_set(e, -EFBIG,
+                   "%s has %u layers, more than the limit of %u; raise it with "
+                   "THINIMG_SOURCE_MAX_LAYERS=N (at most %u)",
+                   what, top, max, REF_MAX_LAYERS_CEILING);
 }
 
 static void layer_free(struct ref_layer *l)
@@ -204,12 +229,40 @@ void ref_catalog_free(struct ref_catalog *c)
     *c = (struct ref_catalog){0};
 }
 
-static struct ref_family *family_get(struct ref_catalog *c, const char *prefix, size_t plen,
-                                     const struct source *s)
+/* Families by prefix while a listing is grouped: glibc's hash table (hsearch_r) maps a prefix
+ * to its index in c->families, so grouping N keys into F families costs O(N), not O(N x F). */
+struct family_index {
+    struct hsearch_data h;
+    bool ready;
+};
+
+static void family_index_free(struct family_index *x)
 {
-    for (size_t i = 0; i < c->n_families; i++)
-        if (strlen(c->families[i].prefix) == plen && !strncmp(c->families[i].prefix, prefix, plen))
-            return &c->families[i];
+    if (x->ready)
+        hdestroy_r(&x->h);
+}
+
+/* The family whose prefix is prefix[0..plen), or NULL. *slot is set for family_add. */
+static struct ref_family *family_find(struct ref_catalog *c, struct family_index *x,
+                                      const char *prefix, size_t plen)
+{
+    char k[SOURCE_KEY_MAX + 1];
+    if (plen > SOURCE_KEY_MAX) /* a source never lists such a key; no family has it */
+        return NULL;
+    memcpy(k, prefix, plen);
+    k[plen] = '\0';
+    ENTRY *hit = NULL;
+    if (!hsearch_r((ENTRY){.key = k}, FIND, &hit, &x->h) || !hit)
+        return NULL;
+    return &c->families[(uintptr_t)hit->data];
+}
+
+static struct ref_family *family_get(struct ref_catalog *c, struct family_index *x,
+                                     const char *prefix, size_t plen, const struct source *s)
+{
+    struct ref_family *found = family_find(c, x, prefix, plen);
+    if (found || plen > SOURCE_KEY_MAX)
+        return found;
     struct ref_family *p = realloc(c->families, (c->n_families + 1) * sizeof(*p));
     if (!p)
         return NULL;
@@ -218,7 +271,10 @@ static struct ref_family *family_get(struct ref_catalog *c, const char *prefix, 
     *f = (struct ref_family){0};
     f->prefix = strndup(prefix, plen);
     f->name = f->prefix ? family_name(s, f->prefix) : NULL;
-    if (!f->prefix || !f->name) {
+    ENTRY *slot = NULL;
+    if (!f->prefix || !f->name ||
+        !hsearch_r((ENTRY){.key = f->prefix, .data = (void *)(uintptr_t)c->n_families}, ENTER,
+                   &slot, &x->h)) {
         family_free(f);
         return NULL;
     }
@@ -270,6 +326,12 @@ static int family_finish(struct ref_family *f)
         }
         expect = n + 1;
     }
+    unsigned max = ref_max_layers();
+    if (f->n_layers > 0 && f->layers[f->n_layers - 1].n > max)
+        return strv_addf(&f->warnings, &f->n_warnings,
+                         "%s: %u layers, more than the limit of %u; fetching it is refused "
+                         "(THINIMG_SOURCE_MAX_LAYERS raises the limit)",
+                         f->name, f->layers[f->n_layers - 1].n, max);
     return 0;
 }
 
@@ -277,6 +339,11 @@ int ref_catalog_build(const struct source *s, const struct source_listing *l,
                       struct ref_catalog *out)
 {
     *out = (struct ref_catalog){0};
+    struct family_index x = {0};
+    /* A family per key at most; the table never fills (hsearch_r cannot grow). */
+    if (!hcreate_r(l->n + 1, &x.h))
+        return -ENOMEM;
+    x.ready = true;
     int r = 0;
     /* Pass 1: families are the folders that hold at least one N.tar. */
     for (size_t i = 0; i < l->n && r == 0; i++) {
@@ -284,7 +351,7 @@ int ref_catalog_build(const struct source *s, const struct source_listing *l,
         const char *b = base_name(key);
         unsigned n;
         if (ref_layer_number(b, &n) == 0) {
-            struct ref_family *f = family_get(out, key, (size_t)(b - key), s);
+            struct ref_family *f = family_get(out, &x, key, (size_t)(b - key), s);
             r = f ? add_layer(&f->layers, &f->n_layers, s, &l->items[i], n) : -ENOMEM;
         }
     }
@@ -296,22 +363,19 @@ int ref_catalog_build(const struct source *s, const struct source_listing *l,
         int k = ref_layer_number(b, &n);
         if (k == 0)
             continue;
-        for (size_t j = 0; j < out->n_families && r == 0; j++) {
-            struct ref_family *f = &out->families[j];
-            size_t pl = strlen(f->prefix);
-            if ((size_t)(b - key) == pl && !strncmp(key, f->prefix, pl) &&
-                f->n_not_layers++ < SOURCE_LIST_SKIP_EXAMPLES)
-                r = strv_addf(&f->warnings, &f->n_warnings,
-                              "%s: '%s' is not a layer name "
-                              "(N.tar%s); not part of the image",
-                              f->name, b,
-                              k == -EDOM     ? ", no leading zeros"
-                              : k == -ERANGE ? ", N too large"
-                                             : "");
-        }
+        struct ref_family *f = family_find(out, &x, key, (size_t)(b - key));
+        if (f && f->n_not_layers++ < SOURCE_LIST_SKIP_EXAMPLES)
+            r = strv_addf(&f->warnings, &f->n_warnings,
+                          "%s: '%s' is not a layer name "
+                          "(N.tar%s); not part of the image",
+                          f->name, b,
+                          k == -EDOM     ? ", no leading zeros"
+                          : k == -ERANGE ? ", N too large"
+                                         : "");
         if (r == 0)
             r = add_layer(&out->objects, &out->n_objects, s, &l->items[i], 0);
     }
+    family_index_free(&x);
     for (size_t j = 0; j < out->n_families && r == 0; j++)
         r = family_finish(&out->families[j]);
     if (r < 0)
@@ -409,6 +473,10 @@ static int resolve_family_key(struct source *s, const char *key, unsigned top,
     _cleanup_free_ char *prefix = strndup(key, (size_t)(b - key));
     if (!prefix)
         return -ENOMEM;
+    if (top > ref_max_layers()) {
+        _cleanup_free_ char *where = source_location(s, key);
+        return too_deep(e, where ? where : key, top, ref_max_layers());
+    }
     out->layers = calloc(top, sizeof(*out->layers));
     if (!out->layers)
         return -ENOMEM;
@@ -536,9 +604,8 @@ int ref_resolve(const char *ref, const char *default_source, const struct source
             }
         }
     }
-    if (r == 0 && out->n_layers > REF_MAX_LAYERS)
-        r = err_set(e, -EFBIG, "%s has %zu layers, more than the limit of %d", out->canonical,
-                    out->n_layers, REF_MAX_LAYERS);
+    if (r == 0 && out->n_layers > 0 && out->layers[out->n_layers - 1].n > ref_max_layers())
+        r = too_deep(e, out->canonical, out->layers[out->n_layers - 1].n, ref_max_layers());
     if (r < 0)
         image_ref_free(out);
     return r;

@@ -20,7 +20,9 @@
  * `images/golang/` and `images/golang/5.tar` are the same image), or the blob's location. The
  * human name is "<family>:<N>" ("golang:3"), or the blob's file name without its extension.
  *
- * N.tar: N is decimal without leading zeros, 1 <= N <= REF_MAX_LAYERS.
+ * N.tar: N is decimal without leading zeros, 1 <= N <= REF_LAYER_NUMBER_MAX. An image deeper
+ * than the layer limit (REF_MAX_LAYERS, raised by THINIMG_SOURCE_MAX_LAYERS up to
+ * REF_MAX_LAYERS_CEILING) is refused whole (-EFBIG), never cut down to its first layers.
  *
  * Ownership: every struct here owns its strings and arrays; free with the *_free() function.
  */
@@ -33,10 +35,19 @@
 #include "source/source.h"
 #include "util/err.h"
 
-/* The deepest image we accept. OCI images rarely exceed 127 layers (overlay's old limit);
- * each layer here is one thin snapshot in a chain, and deep chains cost lookups on every
- * read. 256 leaves room and stops a hostile family of a million keys. */
-#define REF_MAX_LAYERS 256
+/* The deepest image we accept by default. OCI images rarely exceed 127 layers (overlay's old
+ * limit); each layer here is one thin device, one ext4 and one unpack run. 256 leaves room.
+ * THINIMG_SOURCE_MAX_LAYERS raises it (a larger value is clamped to the ceiling: 4096 layers
+ * are 4096 thin devices and runs for one image, far past anything built in practice). */
+#define REF_MAX_LAYERS         256
+#define REF_MAX_LAYERS_CEILING 4096
+/* N.tar parses for N up to nine digits, so that a family deeper than the limit is seen (and
+ * refused) instead of its upper keys passing for other objects. */
+#define REF_LAYER_NUMBER_MAX 999999999u
+
+/* The layer limit in force: THINIMG_SOURCE_MAX_LAYERS (a positive decimal, clamped to
+ * REF_MAX_LAYERS_CEILING; anything else is ignored), else REF_MAX_LAYERS. */
+unsigned ref_max_layers(void);
 
 enum ref_kind {
     REF_FAMILY = 1, /* a family prefix */
@@ -77,7 +88,7 @@ void image_ref_free(struct image_ref *r);
 int ref_open(const char *ref, const char *default_source, const struct source_options *o,
              struct source **src, char **key, struct err *e);
 
-/* "N.tar" -> N (1..REF_MAX_LAYERS). -EINVAL for other names; -ERANGE for N out of range;
+/* "N.tar" -> N (1..REF_LAYER_NUMBER_MAX). -EINVAL for other names; -ERANGE for N out of range;
  * -EDOM for leading zeros. */
 int ref_layer_number(const char *basename, unsigned *n);
 

@@ -79,6 +79,11 @@ const struct db_migration store_images_migrations[] = {
      "  image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
      "  resolved_at_ms INTEGER NOT NULL);"
      "CREATE INDEX image_refs_image ON image_refs(image_id);"},
+    {3, "indexes on image_layers.digest and layers.digest: gc's unreferenced-blob scan",
+     /* Without them, finding the blobs no image uses scanned both tables once per blob
+      * (quadratic in the number of images). */
+     "CREATE INDEX image_layers_digest ON image_layers(digest);"
+     "CREATE INDEX layers_digest ON layers(digest);"},
 };
 const size_t store_images_migrations_n =
     sizeof(store_images_migrations) / sizeof(store_images_migrations[0]);

@@ -32,5 +32,8 @@
  * lives there). */
 #define DEFAULT_S3_REGION "us-east-1"
 
-/* How long finished runs keep their event history before `gc`/the daemon prunes it. */
+/* How long finished runs keep their event history before `gc`/the daemon prunes it, and how
+ * many are kept at most (a host that runs thousands of workflows a day keeps its newest
+ * 20,000 runs, some megabytes of database, instead of a month of them). */
 #define DEFAULT_HISTORY_RETENTION_DAYS 30
+#define DEFAULT_HISTORY_RETENTION_RUNS 20000

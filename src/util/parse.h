@@ -9,3 +9,7 @@
  * optionally followed by "iB"/"B": "512", "64K", "4GiB". -EINVAL for anything else, -ERANGE on
  * overflow. */
 int parse_size(const char *s, uint64_t *out);
+
+/* A plain decimal count: digits only, no sign, no suffix. -EINVAL for anything else (an empty
+ * string too), -ERANGE on overflow. */
+int parse_u64(const char *s, uint64_t *out);

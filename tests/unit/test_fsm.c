@@ -901,19 +901,60 @@ static void test_prune(void **state)
     assert_int_equal(n, 3);
     /* a finished long ago. */
     assert_int_equal(db_exec(db, "UPDATE fsm_runs SET finished_ms=1000 WHERE resource_id='a'"), 0);
-    assert_int_equal(fsm_db_prune(db, now_ms() - 3600LL * 1000), 1);
+    assert_int_equal(fsm_db_prune(db, now_ms() - 3600LL * 1000, 0), 1);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", a.s), 0);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s'", a.s), 0);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", b.s), 1);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events WHERE version='%s'", b.s), 3);
     /* Unfinished runs are never pruned, whatever the cutoff. */
-    assert_int_equal(fsm_db_prune(db, INT64_MAX), 1); /* b */
+    assert_int_equal(fsm_db_prune(db, INT64_MAX, 0), 1); /* b */
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", live.s), 1);
     n = 0;
     assert_int_equal(fsm_db_list_events(db, &a, count_events, &n), -ENOENT);
     ft_open_gate(&t);
     assert_int_equal(fsm_wait(m, &live, 10000, NULL, NULL), 0);
     fsm_manager_close(m);
+}
+
+/* By count: all but the newest keep_runs finished runs go, in batches (more runs than one
+ * batch), events with them; runs that finished in the same millisecond as the last one kept
+ * stay; unfinished runs are never counted or touched. */
+static void test_prune_keep_count(void **state)
+{
+    (void)state;
+    const int total = FSM_PRUNE_BATCH * 2 + 37;
+    struct err e = {0};
+    assert_int_equal(fsm_db_migrate(db, &e), 0);
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<%d)"
+             " INSERT INTO fsm_runs(version,type,action,resource_id,request,transitions,"
+             "end_state,status,outcome,created_ms,finished_ms)"
+             " SELECT printf('%%016x',i),'t','a','r'||i,x'','[]','done',3,1,i,i FROM n",
+             total);
+    assert_int_equal(db_exec(db, sql), 0);
+    assert_int_equal(db_exec(db, "INSERT INTO fsm_events(version,seq,type,ts_ms)"
+                                 " SELECT version,1,1,0 FROM fsm_runs"),
+                     0);
+    /* a tie with the oldest run kept (finished_ms = total - 99) */
+    assert_int_equal(db_exec(db, "UPDATE fsm_runs SET finished_ms=finished_ms+1 WHERE"
+                                 " finished_ms=(SELECT max(finished_ms)-100 FROM fsm_runs)"),
+                     0);
+    assert_int_equal(db_exec(db, "INSERT INTO fsm_runs(version,type,action,resource_id,request,"
+                                 "transitions,end_state,status,created_ms) VALUES"
+                                 "('zzzz','t','a','live',x'','[]','done',1,0)"),
+                     0);
+    assert_int_equal(fsm_db_prune_count(db, 0, 100), total - 101);
+    assert_int_equal(fsm_db_prune(db, 0, 100), total - 101);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE status=3"), 101);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_events"), 101);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE status<3"), 1);
+    assert_int_equal(ft_q(db, "SELECT min(finished_ms) FROM fsm_runs WHERE status=3"),
+                     total - 99);
+    /* again: nothing left to prune; then the age cutoff alone */
+    assert_int_equal(fsm_db_prune(db, 0, 100), 0);
+    assert_int_equal(fsm_db_prune(db, total - 50, 0), 50);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs"), 101 - 50 + 1);
 }
 
 static void test_retention_prune_at_open(void **state)
@@ -1019,6 +1060,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_observer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_state_and_log_context, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_keep_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_prune_at_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_start_inside_commit_callback, setup, teardown),
     };

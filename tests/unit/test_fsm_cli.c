@@ -1,5 +1,5 @@
 /*
- * test_fsm_cli.c: `thinimg runs` and `thinimg runs show`, run as the real binary against a
+ * test_fsm_cli.c: `thinimg runs`, `runs show` and `runs prune`, run as the real binary against a
  * database in which this process's manager is running a run at the same time (the CLI opens
  * it read-only): tables, filters, --json, events, exit codes and messages.
  */
@@ -163,6 +163,28 @@ static void test_runs_command(void **state)
     assert_true(tu_contains(out, "Usage: thinimg runs"));
     free(out);
     free(err);
+
+    /* runs prune: beside the running manager; finished runs only; --dry-run counts. */
+    assert_int_equal(runs(&out, &err, "prune", "--keep", "x", NULL), 2);
+    assert_true(tu_contains(err, "--keep needs a number"));
+    free(out);
+    free(err);
+    assert_int_equal(runs(&out, &err, "prune", "--older-than", "0", "--keep=0"), 2);
+    assert_true(tu_contains(err, "nothing to prune"));
+    free(out);
+    free(err);
+    assert_int_equal(runs(&out, &err, "prune", "--dry-run", "--older-than=0", "--keep=1"), 0);
+    assert_true(tu_contains(out, "would prune 1 finished run "));
+    free(out);
+    free(err);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE status=3"), 2);
+    assert_int_equal(runs(&out, &err, "prune", "--older-than=0", "--keep=1", NULL), 0);
+    assert_true(tu_contains(out, "pruned 1 finished run "));
+    free(out);
+    free(err);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE status=3"), 1);
+    assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s'", bad.s), 1);
+    assert_int_equal(ft_q(db, "SELECT status FROM fsm_runs WHERE version='%s'", live.s), 2);
 
     ft_open_gate(&tg);
     assert_int_equal(fsm_wait(m, &live, 10000, NULL, NULL), 0);

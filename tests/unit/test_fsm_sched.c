@@ -176,6 +176,7 @@ static void test_queue_limit_at_run_time(void **state)
     struct ft t;
     ft_init(&t);
     t.step[0].gate = true;
+    t.step[0].progress = 100;
     struct fsm_manager *m = ft_open_manager(db, q1, 1);
     struct fsm_machine *x = ft_register(m, &t, "limit", 1, NULL);
     struct fsm_start_opts o = {.queue = "q"};
@@ -192,6 +193,13 @@ static void test_queue_limit_at_run_time(void **state)
     assert_int_equal(fsm_list_active(m, count_running, n), 0);
     assert_int_equal(n[0], 1);
     assert_int_equal(n[1], 5);
+    struct fsm_queue_stats qs;
+    assert_int_equal(fsm_queue_stats(m, "q", &qs), 0);
+    assert_int_equal(qs.limit, 1);
+    assert_int_equal(qs.running, 1);
+    assert_int_equal(qs.waiting, 5);
+    assert_int_equal(qs.work_done, 101); /* "work" 0..100, then "next" 1 */
+    assert_int_equal(fsm_queue_stats(m, "nope", &qs), -ENOENT);
 
     assert_int_equal(fsm_queue_set_limit(m, "q", 3), 0);
     wait_in_flight(&t, 3);
@@ -204,10 +212,22 @@ static void test_queue_limit_at_run_time(void **state)
     /* The database shows the same: 3 running, 3 pending. */
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE status=2"), 3);
     assert_int_equal(ft_q(db, "SELECT count(*) FROM fsm_runs WHERE status=1"), 3);
+    assert_int_equal(fsm_queue_stats(m, "q", &qs), 0);
+    assert_int_equal(qs.limit, 3);
+    assert_int_equal(qs.running, 3);
+    assert_int_equal(qs.waiting, 3);
     assert_int_equal(fsm_queue_set_limit(m, "q", 0), -EINVAL);
     ft_open_gate(&t);
     for (int i = 0; i < 6; i++)
         wait_ok(m, &v[i]);
+    assert_int_equal(fsm_queue_stats(m, "q", &qs), 0);
+    assert_int_equal(qs.work_done, 6 * 101);
+    /* a slot is free once the run's thread has exited, just after its end step */
+    for (int i = 0; i < 2000 && qs.running + qs.waiting > 0; i++) {
+        sleep_ms(5);
+        assert_int_equal(fsm_queue_stats(m, "q", &qs), 0);
+    }
+    assert_int_equal(qs.running + qs.waiting, 0);
     assert_int_equal(ft_max_in_flight(&t), 3);
     fsm_manager_close(m);
 }

@@ -19,27 +19,21 @@
 #include "store/schema.h"
 #include "testutil.h"
 
-static char *dir;
+static struct tu_db t;
 static struct db *db;
 
 static int setup(void **state)
 {
     (void)state;
-    dir = tu_mkdtemp("imagedb");
-    char path[512];
-    snprintf(path, sizeof(path), "%s/t.db", dir);
-    struct err e = {0};
-    if (db_open(path, NULL, &db, &e) < 0 || fsm_db_migrate(db, &e) < 0 || store_migrate(db, &e) < 0)
-        return -1;
-    return 0;
+    int r = tu_db_open("imagedb", &t);
+    db = t.db;
+    return r;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    db_close(db);
-    tu_rmrf(dir);
-    free(dir);
+    tu_db_close(&t);
     return 0;
 }
 

@@ -59,7 +59,11 @@ static void test_layer_number(void **state)
     assert_int_equal(ref_layer_number("10.tar", &n), 0);
     assert_int_equal(n, 10);
     assert_int_equal(ref_layer_number("256.tar", &n), 0);
-    assert_int_equal(ref_layer_number("257.tar", &n), -ERANGE);
+    /* past the layer limit still a layer number: the image is refused whole, not cut */
+    assert_int_equal(ref_layer_number("257.tar", &n), 0);
+    assert_int_equal(n, 257);
+    assert_int_equal(ref_layer_number("999999999.tar", &n), 0);
+    assert_int_equal(ref_layer_number("1000000000.tar", &n), -ERANGE);
     assert_int_equal(ref_layer_number("0.tar", &n), -EDOM);
     assert_int_equal(ref_layer_number("01.tar", &n), -EDOM);
     assert_int_equal(ref_layer_number("latest.tar", &n), -EINVAL);
@@ -578,6 +582,81 @@ static void test_dir_catalog(void **state)
     source_listing_free(&l);
 }
 
+/* A family deeper than the layer limit is refused whole (never fetched as its first 256
+ * layers), as a prefix, as its top key and in `ls`; THINIMG_SOURCE_MAX_LAYERS raises it. */
+static void test_dir_too_deep(void **state)
+{
+    (void)state;
+    for (int i = 1; i <= 300; i++) {
+        char k[64];
+        snprintf(k, sizeof(k), "bucket/big/%d.tar", i);
+        put(k, "x");
+    }
+    char src[4096];
+    snprintf(src, sizeof(src), "dir:%s/bucket", ROOT);
+    struct image_ref r = {0};
+    struct err e = {0};
+    unsetenv("THINIMG_SOURCE_MAX_LAYERS");
+    const char *refs[] = {"big/", "big", "big/300.tar", "big/999999999.tar"};
+    for (size_t i = 0; i < sizeof(refs) / sizeof(refs[0]); i++) {
+        assert_int_equal(ref_resolve(refs[i], src, NULL, &r, &e), -EFBIG);
+        assert_true(tu_contains(e.msg, "more than the limit of 256"));
+        assert_true(tu_contains(e.msg, "THINIMG_SOURCE_MAX_LAYERS"));
+        assert_true(tu_contains(e.msg, i == 3 ? "999999999 layers" : "300 layers"));
+        err_clear(&e);
+    }
+    /* below the limit: the same family's key 256 is an image of 256 layers */
+    assert_int_equal(ref_resolve("big/256.tar", src, NULL, &r, &e), 0);
+    assert_int_equal(r.n_layers, 256);
+    image_ref_free(&r);
+
+    _cleanup_source_ struct source *s = dir_open("bucket", NULL);
+    struct source_listing l = {0};
+    assert_int_equal(source_list(s, "big/", &l, &e), 0);
+    struct ref_catalog c = {0};
+    assert_int_equal(ref_catalog_build(s, &l, &c), 0);
+    assert_int_equal(c.n_families, 1);
+    assert_int_equal(c.families[0].n_layers, 300);
+    assert_int_equal(c.n_objects, 0);
+    bool warned = false;
+    for (size_t i = 0; i < c.families[0].n_warnings; i++)
+        warned |= tu_contains(c.families[0].warnings[i], "300 layers, more than the limit");
+    assert_true(warned);
+    ref_catalog_free(&c);
+    source_listing_free(&l);
+
+    setenv("THINIMG_SOURCE_MAX_LAYERS", "300", 1);
+    assert_int_equal(ref_resolve("big/", src, NULL, &r, &e), 0);
+    assert_int_equal(r.n_layers, 300);
+    assert_string_equal(r.name, "big:300");
+    image_ref_free(&r);
+    unsetenv("THINIMG_SOURCE_MAX_LAYERS");
+
+    /* The commands: fetch exits 6 (rejected) naming the limit and stores nothing; ls lists the
+     * family with the warning. */
+    char cmd[8192], *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof(cmd), "%s --state-dir %s/state fetch %s/big/", tu_thinimg(), ROOT, src);
+    assert_int_equal(tu_sh(cmd, &out, &err), 6);
+    assert_true(tu_contains(err, "300 layers, more than the limit of 256"));
+    free(out);
+    free(err);
+    snprintf(cmd, sizeof(cmd), "find %s/state/blobs -type f | wc -l", ROOT);
+    assert_int_equal(tu_sh(cmd, &out, NULL), 0);
+    assert_int_equal(atoi(out), 0);
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s ls %s/big/", tu_thinimg(), src);
+    assert_int_equal(tu_sh(cmd, &out, &err), 0);
+    assert_true(tu_contains(out, "big") && tu_contains(out, "300"));
+    assert_true(tu_contains(err, "fetching it is refused"));
+    free(out);
+    free(err);
+
+    /* clamped to the ceiling */
+    setenv("THINIMG_SOURCE_MAX_LAYERS", "99999999", 1);
+    assert_int_equal(ref_max_layers(), REF_MAX_LAYERS_CEILING);
+    unsetenv("THINIMG_SOURCE_MAX_LAYERS");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -592,6 +671,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dir_list_stat_get, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_dir_refs, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_dir_catalog, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_dir_too_deep, dir_setup, dir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,154 @@
+/*
+ * loadctl.c: the queue-limit controller. See loadctl.h for the rule.
+ */
+#include "guard/loadctl.h"
+
+#include <stdio.h>
+
+struct loadctl_params loadctl_defaults(int max, bool watch_pool)
+{
+    return (struct loadctl_params){
+        .max = max < 1 ? 1 : max,
+        .watch_pool = watch_pool,
+        /* I/O "some" above 40% of the time means the disk is the bottleneck and more writers
+         * only queue behind each other; under 10% it has room. The 10..40 band is where the
+         * limit stays put. */
+        .some_low = 10.0,
+        .some_high = 40.0,
+        /* "full" stalls stop every task: 10% of the time is already felt by the VMs. */
+        .full_high = 10.0,
+        .mem_full_high = 5.0,
+        /* 3 calm intervals (6 s) before +1, judged after 3 more (the first skipped: the new
+         * worker is still starting). */
+        .calm_ticks = 3,
+        .probe_ticks = 3,
+        .gain_min = 0.10,
+        .drop_ratio = 0.5,
+        /* 30 s without raises after a decrease: avg10 needs ~10 s to show the relief. */
+        .hold_ticks = 15,
+    };
+}
+
+void loadctl_init(struct loadctl *c, const struct loadctl_params *p, int start)
+{
+    *c = (struct loadctl){.p = *p};
+    c->limit = start < 1 ? 1 : start > p->max ? p->max : start;
+}
+
+static enum loadctl_change set_limit(struct loadctl *c, int limit, const char *why)
+{
+    if (limit < 1)
+        limit = 1;
+    if (limit > c->p.max)
+        limit = c->p.max;
+    enum loadctl_change ch = limit > c->limit   ? LOADCTL_UP
+                             : limit < c->limit ? LOADCTL_DOWN
+                                                : LOADCTL_SAME;
+    if (ch != LOADCTL_SAME)
+        snprintf(c->reason, sizeof(c->reason), "%d -> %d: %s", c->limit, limit, why);
+    c->limit = limit;
+    return ch;
+}
+
+/* Halve (floor 1) and hold; forget the probe and the calm streak. */
+static enum loadctl_change decrease(struct loadctl *c, const char *why)
+{
+    c->calm = c->base_n = 0;
+    c->base_sum = 0;
+    c->probe = 0;
+    c->hold = c->p.hold_ticks;
+    c->per_worker = 0;
+    return set_limit(c, c->limit / 2, why);
+}
+
+/* The trouble that halves the limit, or NULL. */
+static const char *trouble(const struct loadctl *c, const struct loadctl_signals *s, char *buf,
+                           size_t n)
+{
+    if (s->host_trouble) {
+        snprintf(buf, n, "host trouble (%s)", s->trouble ? s->trouble : "health check");
+        return buf;
+    }
+    if (c->p.watch_pool && s->pool_trouble) {
+        snprintf(buf, n, "pool trouble (%s)", s->trouble ? s->trouble : "pool status");
+        return buf;
+    }
+    if (s->psi && s->io_full > c->p.full_high) {
+        snprintf(buf, n, "I/O pressure: all tasks stalled %.1f%% of the time", s->io_full);
+        return buf;
+    }
+    if (s->psi && s->io_some > c->p.some_high) {
+        snprintf(buf, n, "I/O pressure: tasks stalled %.1f%% of the time", s->io_some);
+        return buf;
+    }
+    if (s->psi && s->mem_full > c->p.mem_full_high) {
+        snprintf(buf, n, "memory pressure: all tasks stalled %.1f%% of the time", s->mem_full);
+        return buf;
+    }
+    if (c->per_worker > 0 && s->running >= c->limit && s->running > 0 &&
+        s->throughput / s->running < c->per_worker * c->p.drop_ratio) {
+        snprintf(buf, n, "throughput per worker fell to %.0f%% of its level",
+                 100.0 * s->throughput / s->running / c->per_worker);
+        return buf;
+    }
+    return NULL;
+}
+
+static bool calm(const struct loadctl *c, const struct loadctl_signals *s)
+{
+    return !s->psi || (s->io_some < c->p.some_low && s->mem_full < c->p.mem_full_high / 2);
+}
+
+enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals *s)
+{
+    if (!s->psi && !c->psi_noted) {
+        c->psi_noted = true;
+        snprintf(c->note, sizeof(c->note),
+                 "no pressure stall information (PSI) in this kernel: the queue limit follows "
+                 "the health checks, the pool and throughput only");
+    }
+    char why[128];
+    const char *t = trouble(c, s, why, sizeof(why));
+    if (t)
+        return c->limit > 1 ? decrease(c, t) : (c->hold = c->p.hold_ticks, LOADCTL_SAME);
+
+    if (c->probe > 0) {
+        /* The first interval of a probe is skipped: the new worker is still starting. */
+        if (c->probe < c->p.probe_ticks) {
+            c->probe_sum += s->throughput;
+            c->probe_n++;
+        }
+        if (--c->probe > 0)
+            return LOADCTL_SAME;
+        double after = c->probe_n ? c->probe_sum / c->probe_n : 0;
+        if (after < c->base * (1 + c->p.gain_min)) {
+            c->hold = c->p.hold_ticks;
+            snprintf(why, sizeof(why), "the raise added no throughput (%.0f%% of before)",
+                     c->base > 0 ? 100.0 * after / c->base : 0.0);
+            c->per_worker = c->limit > 1 ? c->base / (c->limit - 1) : 0;
+            return set_limit(c, c->limit - 1, why);
+        }
+        c->per_worker = after / c->limit;
+        return LOADCTL_SAME;
+    }
+    if (c->hold > 0) {
+        c->hold--;
+        return LOADCTL_SAME;
+    }
+    if (s->waiting > 0 && s->running >= c->limit && c->limit < c->p.max && calm(c, s)) {
+        c->base_sum += s->throughput;
+        c->base_n++;
+        if (++c->calm < c->p.calm_ticks)
+            return LOADCTL_SAME;
+        c->base = c->base_sum / c->base_n;
+        c->calm = c->base_n = 0;
+        c->base_sum = 0;
+        c->probe = c->p.probe_ticks;
+        c->probe_sum = 0;
+        c->probe_n = 0;
+        return set_limit(c, c->limit + 1, "low pressure and work waiting");
+    }
+    c->calm = c->base_n = 0;
+    c->base_sum = 0;
+    return LOADCTL_SAME;
+}

@@ -1,0 +1,89 @@
+/*
+ * loadctl.h: a queue limit that follows the host's load.
+ *
+ * One controller per queue (fetch and unpack are controlled apart: a download is bound by the
+ * network, an unpack by the disk and the dm control path). Every LOADCTL_INTERVAL_MS the
+ * caller gathers the signals of the last interval and calls loadctl_step(), which returns the
+ * limit to set (fsm_queue_set_limit) and says why it changed. The controller itself reads
+ * nothing, so the tests drive it with scripted signals.
+ *
+ * The rule (additive increase, multiplicative decrease, like TCP's congestion window):
+ *  - trouble halves the limit at once (floor 1) and holds it for hold_ticks: the host's health
+ *    check sees tasks stuck in D state or kernel-log warnings; the pool (unpack only) is past
+ *    its low-water mark, nearly full, read-only or needs_check; PSI says tasks stalled on I/O
+ *    or memory more than the high thresholds; throughput per worker fell below drop_ratio of
+ *    what it was when the current limit was accepted (the disk is saturated or sick);
+ *  - the limit rises by one only when work is waiting for a slot, every slot is busy, pressure
+ *    has stayed under the low thresholds for calm_ticks intervals in a row, and nothing held it;
+ *  - a raise is a probe: after probe_ticks intervals its throughput must beat the throughput
+ *    before it by gain_min, else the raise is undone and held (more workers that add nothing
+ *    only add contention);
+ *  - between the low and high thresholds nothing changes: the band is the hysteresis that
+ *    keeps noisy signals from flapping the limit.
+ * Without PSI (a kernel built without it, or booted with psi=0) the other signals still count;
+ * the controller notes it once (loadctl.note).
+ */
+#pragma once
+
+#include <stdbool.h>
+
+/* How often the caller samples and steps: PSI's shortest average is 10 s, so a few seconds
+ * see a change within one or two steps without reacting to single spikes. */
+#define LOADCTL_INTERVAL_MS 2000
+
+/* What the host and the queue did in the last interval. */
+struct loadctl_signals {
+    bool psi;            /* PSI was readable; the pressure fields are valid */
+    double io_some;      /* % of time some task stalled on I/O (avg10) */
+    double io_full;      /* % of time all tasks stalled on I/O (avg10) */
+    double mem_full;     /* % of time all tasks stalled on memory (avg10) */
+    bool host_trouble;   /* the health check's verdict: D-state tasks, kernel-log warnings */
+    bool pool_trouble;   /* pool past low water, nearly full, read-only or needs_check */
+    const char *trouble; /* what the trouble is, for the reason (may be NULL) */
+    double throughput;   /* units (bytes) the queue finished per second in the interval */
+    int running;         /* runs holding a slot */
+    int waiting;         /* runs waiting for a slot */
+};
+
+struct loadctl_params {
+    int max;              /* the highest limit (>= 1); the floor is 1 */
+    bool watch_pool;      /* the pool's state counts (unpack: yes; fetch: no) */
+    double some_low;      /* raise only while io_some is below this */
+    double some_high;     /* halve when io_some is above this */
+    double full_high;     /* halve when io_full is above this */
+    double mem_full_high; /* halve when mem_full is above this */
+    int calm_ticks;       /* calm intervals with waiting work before a raise */
+    int probe_ticks;      /* intervals a raise runs before its throughput is judged */
+    double gain_min;      /* a raise must add this share of throughput (0.10 = 10%) */
+    double drop_ratio;    /* halve when throughput per worker falls below this share */
+    int hold_ticks;       /* after a decrease or an undone raise: no raise for this long */
+};
+
+/* Defaults for a queue whose maximum is max (see loadctl.c for the reasons of each). */
+struct loadctl_params loadctl_defaults(int max, bool watch_pool);
+
+enum loadctl_change { LOADCTL_SAME = 0, LOADCTL_UP, LOADCTL_DOWN };
+
+struct loadctl {
+    struct loadctl_params p;
+    int limit;
+    char reason[160]; /* why the last change happened */
+    char note[160];   /* a one-time remark (PSI absent), cleared by the caller after logging */
+    /* state */
+    int calm;        /* consecutive calm intervals with waiting work */
+    int hold;        /* intervals left in which no raise happens */
+    int probe;       /* > 0: intervals left in the probe of the last raise */
+    double base_sum; /* throughput summed over the calm intervals before a raise */
+    int base_n;
+    double base;      /* throughput before the raise being probed */
+    double probe_sum; /* throughput summed over the probe (its first interval skipped) */
+    int probe_n;
+    double per_worker; /* throughput per worker when the current limit was accepted, 0 none */
+    bool psi_noted;
+};
+
+/* A controller starting at limit start (clamped to 1..p.max). */
+void loadctl_init(struct loadctl *c, const struct loadctl_params *p, int start);
+
+/* One interval's step: updates c->limit and, on a change, c->reason. */
+enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals *s);

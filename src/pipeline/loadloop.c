@@ -1,0 +1,186 @@
+/*
+ * loadloop.c: sampling the host and the queues, stepping the controllers. See loadloop.h.
+ */
+#include "pipeline/loadloop.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fsm/fsm.h"
+#include "guard/psi.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+struct loadloop {
+    struct loadloop_opts o;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stopping;
+    struct loadctl ctl[LOADLOOP_N];
+    struct loadloop_state st[LOADLOOP_N];
+    uint64_t last_work[LOADLOOP_N];
+    int64_t last_mono;
+};
+
+const char *loadloop_queue_name(enum loadloop_queue q)
+{
+    return q == LOADLOOP_FETCH ? "fetch" : q == LOADLOOP_UNPACK ? "unpack" : "unknown";
+}
+
+int loadloop_default_max(enum loadloop_queue q)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    long m = q == LOADLOOP_UNPACK ? (cores < 4 ? cores : 4) : (2 * cores < 8 ? 2 * cores : 8);
+    return (int)m;
+}
+
+/* The pressure signals of the last interval; psi false when the kernel has none. */
+static void sample_psi(const struct loadloop *l, struct loadctl_signals *s)
+{
+    struct psi io, mem;
+    s->psi = psi_read(l->o.src.proc_root, PSI_IO, &io) == 0 &&
+             psi_read(l->o.src.proc_root, PSI_MEMORY, &mem) == 0;
+    if (!s->psi)
+        return;
+    s->io_some = io.some.avg10;
+    s->io_full = io.full.present ? io.full.avg10 : 0;
+    s->mem_full = mem.full.present ? mem.full.avg10 : 0;
+}
+
+void loadloop_tick(struct loadloop *l)
+{
+    struct loadctl_signals base = {0};
+    sample_psi(l, &base);
+    char host_why[128] = "", pool_why[128] = "";
+    base.host_trouble =
+        l->o.src.host_trouble && l->o.src.host_trouble(l->o.src.ud, host_why, sizeof(host_why));
+    bool pool =
+        l->o.src.pool_trouble && l->o.src.pool_trouble(l->o.src.ud, pool_why, sizeof(pool_why));
+    int64_t now = mono_ms();
+    pthread_mutex_lock(&l->lock);
+    double secs = l->last_mono ? (double)(now - l->last_mono) / 1000.0 : 0;
+    l->last_mono = now;
+    for (int q = 0; q < LOADLOOP_N; q++) {
+        struct loadctl_signals s = base;
+        s.pool_trouble = pool;
+        s.trouble = base.host_trouble ? host_why : pool ? pool_why : NULL;
+        struct fsm_queue_stats qs;
+        if (fsm_queue_stats(l->o.mgr, loadloop_queue_name(q), &qs) < 0)
+            continue;
+        s.running = qs.running;
+        s.waiting = qs.waiting;
+        s.throughput = secs > 0 ? (double)(qs.work_done - l->last_work[q]) / secs : 0;
+        l->last_work[q] = qs.work_done;
+        l->st[q].last = s;
+        l->st[q].last.trouble = NULL;
+        if (l->st[q].pinned)
+            continue;
+        enum loadctl_change ch = loadctl_step(&l->ctl[q], &s);
+        if (l->ctl[q].note[0]) {
+            log_info("queue sizing", "queue=%s note=\"%s\"", loadloop_queue_name(q),
+                     l->ctl[q].note);
+            l->ctl[q].note[0] = '\0';
+        }
+        if (ch == LOADCTL_SAME)
+            continue;
+        l->st[q].limit = l->ctl[q].limit;
+        snprintf(l->st[q].reason, sizeof(l->st[q].reason), "%s", l->ctl[q].reason);
+        log_info("queue limit follows the load", "queue=%s limit=%d reason=\"%s\"",
+                 loadloop_queue_name(q), l->ctl[q].limit, l->ctl[q].reason);
+        fsm_queue_set_limit(l->o.mgr, loadloop_queue_name(q), l->ctl[q].limit);
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
+static void *loop(void *arg)
+{
+    struct loadloop *l = arg;
+    int interval = l->o.interval_ms > 0 ? l->o.interval_ms : LOADCTL_INTERVAL_MS;
+    pthread_mutex_lock(&l->lock);
+    while (!l->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += interval / 1000;
+        ts.tv_nsec += (long)(interval % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&l->wake, &l->lock, &ts);
+        if (l->stopping)
+            break;
+        pthread_mutex_unlock(&l->lock);
+        loadloop_tick(l);
+        pthread_mutex_lock(&l->lock);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return NULL;
+}
+
+int loadloop_start(const struct loadloop_opts *o, struct loadloop **out)
+{
+    struct loadloop *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    l->o = *o;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    for (int q = 0; q < LOADLOOP_N; q++) {
+        int max = o->max[q] > 0 ? o->max[q] : loadloop_default_max(q);
+        struct loadctl_params p = loadctl_defaults(max, q == LOADLOOP_UNPACK);
+        l->st[q].max = max;
+        l->st[q].pinned = o->pinned[q] > 0;
+        struct fsm_queue_stats qs;
+        int start = fsm_queue_stats(o->mgr, loadloop_queue_name(q), &qs) == 0 ? qs.limit : 1;
+        if (o->pinned[q] > 0)
+            start = o->pinned[q];
+        loadctl_init(&l->ctl[q], &p, start);
+        l->st[q].limit = l->ctl[q].limit;
+        if (!l->st[q].pinned && l->ctl[q].limit != start)
+            fsm_queue_set_limit(o->mgr, loadloop_queue_name(q), l->ctl[q].limit);
+    }
+    int r = pthread_create(&l->thread, NULL, loop, l);
+    if (r != 0) {
+        loadloop_stop(l);
+        return -r;
+    }
+    l->started = true;
+    *out = l;
+    return 0;
+}
+
+void loadloop_stop(struct loadloop *l)
+{
+    if (!l)
+        return;
+    if (l->started) {
+        pthread_mutex_lock(&l->lock);
+        l->stopping = true;
+        pthread_cond_signal(&l->wake);
+        pthread_mutex_unlock(&l->lock);
+        pthread_join(l->thread, NULL);
+    }
+    pthread_cond_destroy(&l->wake);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+void loadloop_get(struct loadloop *l, enum loadloop_queue q, struct loadloop_state *out)
+{
+    pthread_mutex_lock(&l->lock);
+    *out = l->st[q];
+    pthread_mutex_unlock(&l->lock);
+}

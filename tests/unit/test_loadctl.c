@@ -1,0 +1,286 @@
+/*
+ * test_loadctl.c: the queue-limit controller driven by scripted signals (a quiet host, rising
+ * I/O pressure, memory pressure, a pool near full, noisy signals, a disk that adds no
+ * throughput for more workers, a kernel without PSI), and the PSI file parser.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "guard/loadctl.h"
+#include "guard/psi.h"
+#include "testutil.h"
+
+/* A simulated host: each worker moves `per_worker` bytes/s up to `capacity` in all; the I/O
+ * pressure is what the scenario says. Work is always waiting unless idle. */
+struct host {
+    double per_worker, capacity;
+    double io_some, io_full, mem_full;
+    bool idle, psi, pool_trouble, host_trouble;
+};
+
+static struct loadctl_signals signals(const struct loadctl *c, const struct host *h)
+{
+    double t = c->limit * h->per_worker;
+    if (t > h->capacity)
+        t = h->capacity;
+    return (struct loadctl_signals){.psi = h->psi,
+                                    .io_some = h->io_some,
+                                    .io_full = h->io_full,
+                                    .mem_full = h->mem_full,
+                                    .pool_trouble = h->pool_trouble,
+                                    .host_trouble = h->host_trouble,
+                                    .throughput = h->idle ? 0 : t,
+                                    .running = h->idle ? 0 : c->limit,
+                                    .waiting = h->idle ? 0 : 3};
+}
+
+/* Run ticks; returns how many changes happened. */
+static int run(struct loadctl *c, const struct host *h, int ticks)
+{
+    int changes = 0;
+    for (int i = 0; i < ticks; i++) {
+        struct loadctl_signals s = signals(c, h);
+        changes += loadctl_step(c, &s) != LOADCTL_SAME;
+    }
+    return changes;
+}
+
+static void test_idle_stays(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 1);
+    struct host h = {.per_worker = 100, .capacity = 1000, .psi = true, .idle = true};
+    assert_int_equal(run(&c, &h, 100), 0);
+    assert_int_equal(c.limit, 1);
+}
+
+static void test_quiet_host_rises_to_max(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 1);
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 2, .psi = true};
+    /* one step at a time: calm_ticks before each raise, probe_ticks to judge it */
+    int per_raise = p.calm_ticks + p.probe_ticks;
+    assert_int_equal(run(&c, &h, p.calm_ticks - 1), 0);
+    assert_int_equal(c.limit, 1);
+    assert_int_equal(run(&c, &h, 1), 1);
+    assert_int_equal(c.limit, 2);
+    assert_true(strstr(c.reason, "1 -> 2: low pressure and work waiting") != NULL);
+    assert_int_equal(run(&c, &h, 3 * per_raise), 2);
+    assert_int_equal(c.limit, 4);
+    /* at the maximum it stays */
+    assert_int_equal(run(&c, &h, 50), 0);
+    assert_int_equal(c.limit, 4);
+}
+
+static void test_io_pressure_drops_to_one(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 4);
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 2, .psi = true};
+    run(&c, &h, 10);
+    assert_int_equal(c.limit, 4);
+    /* an I/O hog starts: avg10 climbs over a few samples */
+    const double rising[] = {8, 18, 35, 55, 70, 80, 80, 80};
+    int at_one = -1;
+    for (size_t i = 0; i < sizeof(rising) / sizeof(rising[0]); i++) {
+        h.io_some = rising[i];
+        h.io_full = rising[i] / 4;
+        run(&c, &h, 1);
+        if (c.limit == 1 && at_one < 0)
+            at_one = (int)i;
+    }
+    /* two halvings: 4 -> 2 -> 1 within 10 s (5 intervals of LOADCTL_INTERVAL_MS) of the hog */
+    assert_true(at_one >= 0 && (at_one + 1) * LOADCTL_INTERVAL_MS <= 10000);
+    assert_true(strstr(c.reason, "I/O pressure") != NULL);
+    /* pressure stays: no raise */
+    assert_int_equal(run(&c, &h, 50), 0);
+    assert_int_equal(c.limit, 1);
+    /* the hog stops: after the hold, the limit climbs again */
+    h.io_some = h.io_full = 1;
+    run(&c, &h, p.hold_ticks + 4 * (p.calm_ticks + p.probe_ticks));
+    assert_int_equal(c.limit, 4);
+}
+
+static void test_memory_pressure(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, false);
+    struct loadctl c;
+    loadctl_init(&c, &p, 4);
+    struct host h = {.per_worker = 100, .capacity = 1000, .psi = true, .mem_full = 12};
+    assert_int_equal(run(&c, &h, 1), 1);
+    assert_int_equal(c.limit, 2);
+    assert_true(strstr(c.reason, "memory pressure") != NULL);
+    run(&c, &h, 1);
+    assert_int_equal(c.limit, 1);
+}
+
+static void test_pool_trouble_unpack_only(void **state)
+{
+    (void)state;
+    struct loadctl_params pu = loadctl_defaults(4, true), pf = loadctl_defaults(4, false);
+    struct loadctl unpack, fetch;
+    loadctl_init(&unpack, &pu, 4);
+    loadctl_init(&fetch, &pf, 4);
+    struct host h = {
+        .per_worker = 100, .capacity = 1000, .io_some = 2, .psi = true, .pool_trouble = true};
+    run(&unpack, &h, 3);
+    run(&fetch, &h, 3);
+    assert_int_equal(unpack.limit, 1);
+    assert_true(strstr(unpack.reason, "pool trouble") != NULL);
+    assert_int_equal(fetch.limit, 4);
+    /* the host's own trouble counts for both */
+    h.pool_trouble = false;
+    h.host_trouble = true;
+    run(&fetch, &h, 3);
+    assert_int_equal(fetch.limit, 1);
+    assert_true(strstr(fetch.reason, "host trouble") != NULL);
+}
+
+static void test_noisy_signals_do_not_flap(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 2);
+    struct host h = {.per_worker = 100, .capacity = 1000, .psi = true};
+    /* inside the band (10..40): nothing moves, whatever the noise */
+    int changes = 0;
+    for (int i = 0; i < 200; i++) {
+        h.io_some = (i % 3 == 0) ? 12 : (i % 3 == 1) ? 38 : 25;
+        changes += run(&c, &h, 1);
+    }
+    assert_int_equal(changes, 0);
+    assert_int_equal(c.limit, 2);
+    /* calm and pressured samples alternating: a calm streak never reaches calm_ticks, so the
+     * limit only goes down, once per hold at most */
+    changes = 0;
+    for (int i = 0; i < 200; i++) {
+        h.io_some = (i % 2) ? 3 : 45;
+        changes += run(&c, &h, 1);
+    }
+    assert_true(changes <= 1);
+    assert_int_equal(c.limit, 1);
+}
+
+static void test_raise_without_gain_is_undone(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 1);
+    /* a disk that gives 150 bytes/s in all: a second worker adds 50%, a third nothing */
+    struct host h = {.per_worker = 100, .capacity = 150, .io_some = 2, .psi = true};
+    int per_raise = p.calm_ticks + p.probe_ticks;
+    run(&c, &h, per_raise);
+    assert_int_equal(c.limit, 2); /* accepted: +50% */
+    run(&c, &h, per_raise);
+    assert_int_equal(c.limit, 2); /* 3 tried and undone */
+    assert_true(strstr(c.reason, "3 -> 2: the raise added no throughput") != NULL);
+    /* no new probe before the hold is over, then at most one probe per hold */
+    int changes = run(&c, &h, 10 * (p.hold_ticks + per_raise));
+    assert_true(changes <= 2 * 10);
+    assert_true(c.limit <= 3);
+}
+
+static void test_throughput_collapse(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 1);
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 2, .psi = true};
+    run(&c, &h, 2 * (p.calm_ticks + p.probe_ticks));
+    assert_int_equal(c.limit, 3);
+    /* the disk goes sick without PSI noticing: per-worker throughput falls to a fifth */
+    h.per_worker = 20;
+    run(&c, &h, 1);
+    assert_int_equal(c.limit, 1);
+    assert_true(strstr(c.reason, "throughput per worker fell") != NULL);
+}
+
+static void test_without_psi(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(3, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 1);
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 99, .psi = false};
+    run(&c, &h, 1);
+    assert_true(strstr(c.note, "no pressure stall information") != NULL);
+    c.note[0] = '\0';
+    /* pressure fields are ignored; throughput and demand raise it */
+    run(&c, &h, 2 * (p.calm_ticks + p.probe_ticks));
+    assert_int_equal(c.limit, 3);
+    assert_int_equal(c.note[0], '\0'); /* said once */
+    h.pool_trouble = true;
+    run(&c, &h, 1);
+    assert_int_equal(c.limit, 1);
+}
+
+static void test_psi_parse(void **state)
+{
+    (void)state;
+    struct psi v;
+    assert_int_equal(psi_parse("some avg10=1.16 avg60=2.21 avg300=2.48 total=152727236\n"
+                               "full avg10=0.50 avg60=0.00 avg300=0.00 total=22667518\n",
+                               &v),
+                     0);
+    assert_true(v.some.present && v.full.present);
+    assert_true(v.some.avg10 > 1.15 && v.some.avg10 < 1.17);
+    assert_true(v.full.avg10 > 0.49 && v.full.avg10 < 0.51);
+    assert_int_equal(v.some.total_us, 152727236);
+    /* cpu before 5.13: no full line */
+    assert_int_equal(psi_parse("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n", &v), 0);
+    assert_false(v.full.present);
+    assert_int_equal(psi_parse("", &v), -ENODATA);
+    assert_int_equal(psi_parse("garbage\nmore", &v), -ENODATA);
+    assert_int_equal(psi_parse("some avg10=x", &v), -ENODATA);
+    /* a fake /proc without pressure files: no PSI */
+    char *dir = tu_mkdtemp("psi");
+    assert_true(psi_read(dir, PSI_IO, &v) < 0);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/pressure", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/pressure/io", dir);
+    const char *io = "some avg10=42.00 avg60=1.00 avg300=0.00 total=5\n"
+                     "full avg10=7.00 avg60=0.00 avg300=0.00 total=3\n";
+    assert_int_equal(tu_write_file(path, io, strlen(io)), 0);
+    assert_int_equal(psi_read(dir, PSI_IO, &v), 0);
+    assert_true(v.some.avg10 > 41.9 && v.full.avg10 > 6.9);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_idle_stays),
+        cmocka_unit_test(test_quiet_host_rises_to_max),
+        cmocka_unit_test(test_io_pressure_drops_to_one),
+        cmocka_unit_test(test_memory_pressure),
+        cmocka_unit_test(test_pool_trouble_unpack_only),
+        cmocka_unit_test(test_noisy_signals_do_not_flap),
+        cmocka_unit_test(test_raise_without_gain_is_undone),
+        cmocka_unit_test(test_throughput_collapse),
+        cmocka_unit_test(test_without_psi),
+        cmocka_unit_test(test_psi_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,194 @@
+/*
+ * test_loadloop.c: the queue-sizing loop on a real FSM manager: runs waiting in the fetch and
+ * unpack queues, a fake /proc/pressure and a fake pool. The loop reads them, steps the
+ * controllers and sets the manager's queue limits: up on a quiet host with work waiting, down
+ * on I/O pressure, unpack only down on pool trouble, pinned queues untouched.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fsm_testutil.h"
+#include "pipeline/loadloop.h"
+#include "util/fsutil.h"
+
+static char *dir;
+static struct db *db;
+static bool pool_bad;
+
+static int setup(void **state)
+{
+    (void)state;
+    dir = tu_mkdtemp("loadloop");
+    db = ft_open_db(dir);
+    pool_bad = false;
+    return db ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    db_close(db);
+    tu_rmrf(dir);
+    free(dir);
+    return 0;
+}
+
+static void pressure(const char *io_some, const char *io_full)
+{
+    char path[512], text[256];
+    snprintf(path, sizeof(path), "%s/proc/pressure", dir);
+    mkdir_p(path, 0755);
+    snprintf(path, sizeof(path), "%s/proc/pressure/io", dir);
+    snprintf(text, sizeof(text),
+             "some avg10=%s avg60=0.00 avg300=0.00 total=1\n"
+             "full avg10=%s avg60=0.00 avg300=0.00 total=1\n",
+             io_some, io_full);
+    assert_int_equal(tu_write_file(path, text, strlen(text)), 0);
+    snprintf(path, sizeof(path), "%s/proc/pressure/memory", dir);
+    const char *mem = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+                      "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+    assert_int_equal(tu_write_file(path, mem, strlen(mem)), 0);
+}
+
+static bool fake_pool(void *ud, char *why, size_t n)
+{
+    (void)ud;
+    if (pool_bad)
+        snprintf(why, n, "data 96%% used");
+    return pool_bad;
+}
+
+/* n gated runs, alternately in the unpack and the fetch queue */
+static void start_runs(struct fsm_manager *m, struct fsm_machine *x, struct fsm_id *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char res[8];
+        snprintf(res, sizeof(res), "r%d", i);
+        struct fsm_start_opts o = {.queue = i % 2 ? "fetch" : "unpack"};
+        assert_int_equal(fsm_start(m, x, res, NULL, 0, &o, &v[i]), 0);
+    }
+}
+
+static void ticks(struct loadloop *l, int n)
+{
+    for (int i = 0; i < n; i++)
+        loadloop_tick(l);
+}
+
+static void test_follows_load(void **state)
+{
+    (void)state;
+    struct ft t;
+    ft_init(&t);
+    t.step[0].gate = true;
+    static const struct fsm_queue_cfg q[] = {{"fetch", 1}, {"unpack", 1}};
+    struct fsm_manager *m = ft_open_manager(db, q, 2);
+    struct fsm_machine *x = ft_register(m, &t, "work", 1, NULL);
+    struct fsm_id v[12];
+    start_runs(m, x, v, 12);
+    pressure("1.00", "0.00");
+    char proc[512];
+    snprintf(proc, sizeof(proc), "%s/proc", dir);
+    struct loadloop_opts o = {.mgr = m,
+                              .max = {4, 3},
+                              .src = {.pool_trouble = fake_pool, .proc_root = proc},
+                              .interval_ms = 3600 * 1000 /* the test ticks by hand */};
+    struct loadloop *l = NULL;
+    assert_int_equal(loadloop_start(&o, &l), 0);
+    struct loadctl_params p = loadctl_defaults(4, false);
+    int per_raise = p.calm_ticks + p.probe_ticks;
+    /* quiet, work waiting: both climb to their maxima, and the manager admits that many */
+    ticks(l, 3 * per_raise + 2);
+    struct loadloop_state fs, us;
+    loadloop_get(l, LOADLOOP_FETCH, &fs);
+    loadloop_get(l, LOADLOOP_UNPACK, &us);
+    assert_int_equal(fs.limit, 4);
+    assert_int_equal(us.limit, 3);
+    assert_true(strstr(us.reason, "low pressure and work waiting") != NULL);
+    struct fsm_queue_stats qs;
+    assert_int_equal(fsm_queue_stats(m, "unpack", &qs), 0);
+    assert_int_equal(qs.limit, 3);
+    assert_true(us.last.psi);
+    assert_int_equal(us.last.running, 3);
+
+    /* the pool fills: unpack drops to 1, fetch stays */
+    pool_bad = true;
+    ticks(l, 2);
+    loadloop_get(l, LOADLOOP_FETCH, &fs);
+    loadloop_get(l, LOADLOOP_UNPACK, &us);
+    assert_int_equal(us.limit, 1);
+    assert_true(strstr(us.reason, "pool trouble (data 96% used)") != NULL);
+    assert_int_equal(fs.limit, 4);
+    assert_int_equal(fsm_queue_stats(m, "unpack", &qs), 0);
+    assert_int_equal(qs.limit, 1);
+    pool_bad = false;
+
+    /* I/O pressure: fetch halves too */
+    pressure("55.00", "20.00");
+    ticks(l, 2);
+    loadloop_get(l, LOADLOOP_FETCH, &fs);
+    assert_int_equal(fs.limit, 1);
+    assert_true(strstr(fs.reason, "I/O pressure") != NULL);
+
+    loadloop_stop(l);
+    ft_open_gate(&t);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(fsm_wait(m, &v[i], 20000, NULL, NULL), 0);
+    fsm_manager_close(m);
+}
+
+static void test_pinned_and_no_psi(void **state)
+{
+    (void)state;
+    struct ft t;
+    ft_init(&t);
+    t.step[0].gate = true;
+    static const struct fsm_queue_cfg q[] = {{"fetch", 1}, {"unpack", 2}};
+    struct fsm_manager *m = ft_open_manager(db, q, 2);
+    struct fsm_machine *x = ft_register(m, &t, "work", 1, NULL);
+    struct fsm_id v[8];
+    start_runs(m, x, v, 8);
+    char proc[512];
+    snprintf(proc, sizeof(proc), "%s/no-proc", dir); /* no pressure files: no PSI */
+    struct loadloop_opts o = {.mgr = m,
+                              .max = {3, 4},
+                              .pinned = {0, 2},
+                              .src = {.pool_trouble = fake_pool, .proc_root = proc},
+                              .interval_ms = 3600 * 1000};
+    struct loadloop *l = NULL;
+    assert_int_equal(loadloop_start(&o, &l), 0);
+    pool_bad = true;
+    ticks(l, 40);
+    struct loadloop_state fs, us;
+    loadloop_get(l, LOADLOOP_FETCH, &fs);
+    loadloop_get(l, LOADLOOP_UNPACK, &us);
+    assert_true(us.pinned);
+    assert_int_equal(us.limit, 2); /* pinned: the pool's trouble does not move it */
+    struct fsm_queue_stats qs;
+    assert_int_equal(fsm_queue_stats(m, "unpack", &qs), 0);
+    assert_int_equal(qs.limit, 2);
+    assert_false(fs.last.psi);
+    assert_int_equal(fs.limit, 3); /* without PSI, demand and throughput still raise it */
+    loadloop_stop(l);
+    ft_open_gate(&t);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(fsm_wait(m, &v[i], 20000, NULL, NULL), 0);
+    fsm_manager_close(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_follows_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pinned_and_no_psi, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
