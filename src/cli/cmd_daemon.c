@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_queue.h"
 #include "cli/cli_source.h"
 #include "daemon/daemon.h"
 
@@ -26,15 +27,13 @@ static void usage(FILE *out)
             "  --socket PATH            admin API socket (default STATE/thinimg.sock, mode 0600)\n"
             "  --socket-mode MODE       octal permissions of the socket (default 0600)\n"
             "  --metrics-listen A:P     also serve GET /metrics over TCP (127.0.0.1:9100)\n"
-            "  --fetch-queue N          parallel downloads (default 5)\n"
-            "  --unpack-queue N         parallel unpacks of independent chains (default 2)\n"
             "  --no-pool-setup          use the pool as it is; never create or reassemble it\n"
             "  --gc-high-water PCT      while idle, when pool usage reaches PCT%%, remove\n"
             "                           images without activations, least recently used\n"
             "                           first (default 0: off)\n"
             "  --gc-low-water PCT       ... until usage is below PCT%% (default high - 10)\n"
             "  --wait-lock              wait for another thinimg process instead of "
-            "failing\n" CLI_SOURCE_HELP "  -h, --help               this help\n"
+            "failing\n" CLI_QUEUE_HELP CLI_SOURCE_HELP "  -h, --help               this help\n"
             "\n"
             "Exit codes: 0 stopped cleanly, 1 failed (e.g. another process serves the\n"
             "socket), 2 usage, 5 another thinimg process holds the state directory.\n");
@@ -42,10 +41,9 @@ static void usage(FILE *out)
 
 int cmd_daemon(struct cli *cli, int argc, char **argv)
 {
-    enum { OPT_METRICS = 256, OPT_FQ, OPT_UQ, OPT_NOPOOL, OPT_WAIT, OPT_MODE, OPT_GCHI, OPT_GCLO };
+    enum { OPT_METRICS = 256, OPT_NOPOOL, OPT_WAIT, OPT_MODE, OPT_GCHI, OPT_GCLO };
     static const struct option opts[] = {{"metrics-listen", required_argument, NULL, OPT_METRICS},
-                                         {"fetch-queue", required_argument, NULL, OPT_FQ},
-                                         {"unpack-queue", required_argument, NULL, OPT_UQ},
+                                         CLI_QUEUE_LONG_OPTIONS,
                                          {"no-pool-setup", no_argument, NULL, OPT_NOPOOL},
                                          {"wait-lock", no_argument, NULL, OPT_WAIT},
                                          {"socket-mode", required_argument, NULL, OPT_MODE},
@@ -64,16 +62,6 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
         switch (c) {
         case OPT_METRICS:
             o.metrics_listen = optarg;
-            break;
-        case OPT_FQ:
-            o.fetch_limit = (int)strtol(optarg, &end, 10);
-            if (!*optarg || *end || o.fetch_limit < 1 || o.fetch_limit > 64)
-                return cli_usage_error("daemon", "--fetch-queue needs 1..64, not '%s'", optarg);
-            break;
-        case OPT_UQ:
-            o.unpack_limit = (int)strtol(optarg, &end, 10);
-            if (!*optarg || *end || o.unpack_limit < 1 || o.unpack_limit > 16)
-                return cli_usage_error("daemon", "--unpack-queue needs 1..16, not '%s'", optarg);
             break;
         case OPT_GCHI:
         case OPT_GCLO: {
@@ -101,6 +89,11 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
             break;
         }
         default: {
+            int qr = cli_queue_option("daemon", c, optarg, &o.queues);
+            if (qr < 0)
+                return EXIT_USAGE;
+            if (qr)
+                break;
             int rc = cli_common_option("daemon", c, usage, NULL, &so);
             if (rc != CLI_OPTION_TAKEN)
                 return rc;

@@ -418,7 +418,7 @@ int cmd_fetch(struct cli *cli, int argc, char **argv)
                            .holder = "fetch",
                            .fetch_only = true,
                            .pool = HOST_POOL_LEAVE,
-                           .pipeline = {.source = &so, .fetch_limit = jobs},
+                           .pipeline = {.source = &so, .queues = {.fetch_limit = jobs}},
                            .before_resume = run_env_catch_signals};
     int r = host_open(&ho, &f.h, &e);
     if (r == 0)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_queue.h"
 #include "cli/cli_source.h"
 #include "cli/run_cmd.h"
 #include "daemon/client.h"
@@ -35,9 +36,7 @@ static void usage(FILE *out)
             "  --name NAME          activation name (default: from the image, e.g. golang-3)\n"
             "  --device-size SIZE   virtual size of new layer devices (default 8G)\n"
             "  --wait-lock          wait for another thinimg process instead of failing\n"
-            "  --fetch-queue N      parallel downloads (default 5)\n"
-            "  --unpack-queue N     parallel unpacks of independent chains (default 2)\n"
-            "  --json               print the result as JSON\n" CLI_SOURCE_HELP
+            "  --json               print the result as JSON\n" CLI_QUEUE_HELP CLI_SOURCE_HELP
             "  -h, --help           this help\n"
             "\n"
             "Exit codes: 0 done, 1 failed, 2 usage, 3 refused (host or pool unhealthy, no\n"
@@ -149,12 +148,11 @@ static int process_remote(struct cli *cli, struct api_client *api, const char *r
 
 int cmd_process_image(struct cli *cli, int argc, char **argv)
 {
-    enum { OPT_NAME = 256, OPT_SIZE, OPT_WAIT, OPT_FQ, OPT_UQ, OPT_JSON };
+    enum { OPT_NAME = 256, OPT_SIZE, OPT_WAIT, OPT_JSON };
     static const struct option opts[] = {{"name", required_argument, NULL, OPT_NAME},
                                          {"device-size", required_argument, NULL, OPT_SIZE},
                                          {"wait-lock", no_argument, NULL, OPT_WAIT},
-                                         {"fetch-queue", required_argument, NULL, OPT_FQ},
-                                         {"unpack-queue", required_argument, NULL, OPT_UQ},
+                                         CLI_QUEUE_LONG_OPTIONS,
                                          {"json", no_argument, NULL, OPT_JSON},
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_SOURCE_LONG_OPTIONS,
@@ -175,21 +173,20 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
                                        "invalid --device-size '%s' (at least 64M)", optarg);
             break;
         case OPT_WAIT: ro.wait_lock = true; break;
-        case OPT_FQ: ro.fetch_limit = atoi(optarg); break;
-        case OPT_UQ: ro.unpack_limit = atoi(optarg); break;
         case OPT_JSON: json = true; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default:
-            if (!cli_source_option(c, optarg, &so))
+        default: {
+            int qr = cli_queue_option("process-image", c, optarg, &ro.queues);
+            if (qr < 0)
+                return EXIT_USAGE;
+            if (!qr && !cli_source_option(c, optarg, &so))
                 return cli_bad_option("process-image");
+        }
         }
     }
     int operands_rc = cli_check_operands("process-image", argc, argv, optind);
     if (operands_rc != EXIT_OK)
         return operands_rc;
-    if ((ro.fetch_limit < 0 || ro.fetch_limit > 64) || (ro.unpack_limit < 0 || ro.unpack_limit > 16))
-        return cli_usage_error("process-image", "queue sizes: --fetch-queue 1..64, "
-                                                "--unpack-queue 1..16");
     const char *ref = argv[optind];
     if (name && !imagedb_name_valid(name))
         return cli_usage_error("process-image",
@@ -202,8 +199,8 @@ int cmd_process_image(struct cli *cli, int argc, char **argv)
     if (r < 0)
         return cli_fail("process-image", r, &e);
     if (r > 0) {
-        bool local_opts = so.region || so.endpoint || so.anonymous || ro.fetch_limit ||
-                          ro.unpack_limit;
+        bool local_opts = so.region || so.endpoint || so.anonymous || ro.queues.fetch_limit ||
+                          ro.queues.unpack_limit || ro.queues.fetch_max || ro.queues.unpack_max;
         r = process_remote(cli, api, ref, name, ro.device_bytes, json, local_opts, t0);
         api_client_free(api);
         return r;

@@ -58,8 +58,7 @@ int run_env_open(struct cli *cli, const char *command, const struct run_env_opts
         .no_resume = o->no_resume,
         .pipeline = {.source = o->source,
                      .device_bytes = o->device_bytes,
-                     .fetch_limit = o->fetch_limit,
-                     .unpack_limit = o->unpack_limit,
+                     .queues = o->queues,
                      .skip_health = getenv("THINIMG_SKIP_HEALTH_CHECKS") != NULL},
         .before_resume = run_env_catch_signals,
     };

@@ -26,7 +26,7 @@ struct run_env_opts {
     bool no_resume; /* short commands (deactivate, remove) leave other runs alone */
     const struct source_options *source;
     uint64_t device_bytes;
-    int fetch_limit, unpack_limit;
+    struct pipeline_queues queues; /* pinned limits and maxima (pipeline.h) */
 };
 
 /* host_open() with the pool set up, for command; the log goes quiet (warnings and errors)

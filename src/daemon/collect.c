@@ -60,6 +60,18 @@ void daemon_metrics_describe(void)
     metrics_describe(M_QUEUE_RUNS, METRIC_GAUGE,
                      "unfinished runs by queue and status (pending: waiting for a slot, a "
                      "delay or a predecessor; running); queue none: unqueued machines");
+    metrics_describe("thinimg_queue_limit", METRIC_GAUGE,
+                     "the queue's current limit (sized to the host's load unless pinned)");
+    metrics_describe("thinimg_queue_limit_max", METRIC_GAUGE,
+                     "the highest limit the queue may be sized to");
+    metrics_describe("thinimg_queue_limit_pinned", METRIC_GAUGE,
+                     "1 when the operator fixed the limit (--fetch-queue, --unpack-queue)");
+    metrics_describe("thinimg_psi_io_some_avg10", METRIC_GAUGE,
+                     "% of the last 10 s some task stalled on I/O (as the queue sizing saw it)");
+    metrics_describe("thinimg_psi_io_full_avg10", METRIC_GAUGE,
+                     "% of the last 10 s all tasks stalled on I/O");
+    metrics_describe("thinimg_psi_memory_full_avg10", METRIC_GAUGE,
+                     "% of the last 10 s all tasks stalled on memory");
     metrics_describe(METRIC_FETCH_BYTES, METRIC_COUNTER, "bytes downloaded from sources");
     metrics_counter_add(METRIC_FETCH_BYTES, 0, NULL);
     metrics_describe(METRIC_APPLY_BYTES, METRIC_COUNTER,
@@ -289,6 +301,28 @@ static void collect_pool(struct daemon *d)
                       pool_check_usable(d->cfg->pool_name, s, NULL, &he) == 0 ? 1 : 0, NULL);
 }
 
+/* The queue sizing's state: each queue's limit, maximum and whether it is pinned, and the
+ * pressure it last saw (absent when the kernel has no PSI). */
+static void collect_queues(struct daemon *d)
+{
+    metrics_clear("thinimg_psi_io_some_avg10");
+    metrics_clear("thinimg_psi_io_full_avg10");
+    metrics_clear("thinimg_psi_memory_full_avg10");
+    for (int q = 0; q < LOADLOOP_N; q++) {
+        struct loadloop_state st;
+        pipeline_queue_state(d->p, q, &st);
+        const char *name = loadloop_queue_name(q);
+        metrics_gauge_set("thinimg_queue_limit", st.limit, "queue", name, NULL);
+        metrics_gauge_set("thinimg_queue_limit_max", st.max, "queue", name, NULL);
+        metrics_gauge_set("thinimg_queue_limit_pinned", st.pinned ? 1 : 0, "queue", name, NULL);
+        if (q == LOADLOOP_UNPACK && st.last.psi) {
+            metrics_gauge_set("thinimg_psi_io_some_avg10", st.last.io_some, NULL);
+            metrics_gauge_set("thinimg_psi_io_full_avg10", st.last.io_full, NULL);
+            metrics_gauge_set("thinimg_psi_memory_full_avg10", st.last.mem_full, NULL);
+        }
+    }
+}
+
 static void collect_health(struct daemon *d)
 {
     struct health_report rep;
@@ -316,6 +350,7 @@ char *daemon_metrics_text(struct daemon *d, size_t *len)
     collect_runs(d);
     collect_tables(d);
     collect_pool(d);
+    collect_queues(d);
     collect_health(d);
     int waiting = 0, jobs = 0;
     http_server_stats(d->api, &waiting, &jobs);

@@ -349,8 +349,7 @@ static int start(struct daemon *d, struct err *e)
                            .wait_lock = o->wait_lock,
                            .pool = HOST_POOL_LEAVE, /* pool_try() in host_opened, retried */
                            .pipeline = {.source = o->source,
-                                        .fetch_limit = o->fetch_limit,
-                                        .unpack_limit = o->unpack_limit,
+                                        .queues = o->queues,
                                         .skip_health = o->skip_health},
                            .opened = host_opened,
                            .before_resume = host_before_resume,

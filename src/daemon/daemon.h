@@ -43,7 +43,7 @@ struct daemon_opts {
     const char *socket_path;             /* NULL: cfg->socket_path */
     mode_t socket_mode;                  /* 0: 0600 (root only) */
     const char *metrics_listen;          /* "ADDR:PORT" for /metrics over TCP, or NULL */
-    int fetch_limit, unpack_limit;       /* 0: util/defaults.h */
+    struct pipeline_queues queues;       /* pinned limits and maxima (pipeline.h) */
     bool no_pool_setup;                  /* use whatever pool exists; never create one */
     bool skip_health;                    /* tests only */
     bool wait_lock;                      /* wait for another thinimg process to finish */

@@ -426,6 +426,30 @@ static enum http_next get_version(struct daemon *d, struct http_reply *out)
     return HTTP_DONE;
 }
 
+/* The queues and their sizing: limit, maximum, pinned, the last change and what it saw. */
+static enum http_next get_queues(struct daemon *d, struct http_reply *out)
+{
+    json_t *arr = json_array();
+    for (int q = 0; q < LOADLOOP_N; q++) {
+        struct loadloop_state st;
+        pipeline_queue_state(d->p, q, &st);
+        json_t *sig = json_pack("{s:b, s:i, s:i, s:f}", "psi", st.last.psi, "running",
+                                st.last.running, "waiting", st.last.waiting, "throughput",
+                                st.last.throughput);
+        if (st.last.psi) {
+            json_object_set_new(sig, "io_some_avg10", json_real(st.last.io_some));
+            json_object_set_new(sig, "io_full_avg10", json_real(st.last.io_full));
+            json_object_set_new(sig, "memory_full_avg10", json_real(st.last.mem_full));
+        }
+        json_array_append_new(arr, json_pack("{s:s, s:i, s:i, s:b, s:s?, s:o}", "queue",
+                                             loadloop_queue_name(q), "limit", st.limit, "max",
+                                             st.max, "pinned", st.pinned, "last_change",
+                                             st.reason[0] ? st.reason : NULL, "signals", sig));
+    }
+    http_reply_json(out, 200, json_pack("{s:o}", "queues", arr));
+    return HTTP_DONE;
+}
+
 static enum http_next get_pool(struct daemon *d, struct http_reply *out)
 {
     struct pool_info info;
@@ -856,8 +880,8 @@ enum http_next daemon_route(void *ctx, const struct http_request *rq, struct htt
         return images(dm, rq, out, d);
     if (under(p, "/v1/runs"))
         return runs(dm, rq, out, d);
-    static const char *const gets[] = {"/v1/version",  "/v1/health", "/v1/pool",
-                                       "/v1/machines", "/v1/logs",   NULL};
+    static const char *const gets[] = {"/v1/version", "/v1/health", "/v1/pool",   "/v1/machines",
+                                       "/v1/logs",    "/v1/queues", NULL};
     for (size_t i = 0; gets[i]; i++) {
         if (strcmp(p, gets[i]) != 0)
             continue;
@@ -872,8 +896,10 @@ enum http_next daemon_route(void *ctx, const struct http_request *rq, struct htt
             return get_pool(dm, out);
         case 3:
             return get_machines(dm, out);
-        default:
+        case 4:
             return get_logs(dm, rq, out);
+        default:
+            return get_queues(dm, out);
         }
     }
     http_reply_error(out, 404, "not_found", "no such endpoint: %s %s (see docs/daemon.md)",

@@ -39,7 +39,8 @@ static int open_fetch_only(const struct host_opts *o, struct host *h, struct err
 {
     const struct pipeline_opts *po = &o->pipeline;
     struct fsm_queue_cfg queues[] = {
-        {FETCH_QUEUE, po->fetch_limit > 0 ? po->fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT}};
+        {FETCH_QUEUE,
+         po->queues.fetch_limit > 0 ? po->queues.fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT}};
     struct fsm_config fc = {.queues = queues,
                             .n_queues = ARRAY_SIZE(queues),
                             .history_retention_days = DEFAULT_HISTORY_RETENTION_DAYS,

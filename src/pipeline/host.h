@@ -45,7 +45,7 @@ struct host_opts {
     bool fetch_only; /* `thinimg fetch`: the fetch machine alone; no pool, no guard */
     bool no_resume;  /* short commands (deactivate, remove) leave other runs alone */
     /* The pipeline's options; cfg is taken from above. With fetch_only, source and
-     * fetch_limit apply. */
+     * queues.fetch_limit apply. */
     struct pipeline_opts pipeline;
     int (*opened)(struct host *h, void *ud, struct err *e); /* step 4; may be NULL */
     void (*before_resume)(struct host *h, void *ud);        /* step 7; may be NULL */

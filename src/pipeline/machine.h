@@ -45,6 +45,7 @@ struct pipeline {
     struct fsm_machine *m_fetch, *m_unpack, *m_activate, *m_process;
     struct fetch_context *fetch_ctx; /* owned; freed after the manager is closed */
     pthread_mutex_t lifecycle_lock;  /* one deactivate/remove at a time (lifecycle.c) */
+    struct loadloop *load;           /* sizes the queues to the host's load */
 };
 
 /* The retry policy of a short local step (database, device-mapper calls under the guard): a

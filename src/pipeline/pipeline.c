@@ -51,6 +51,48 @@ void pipeline_pool_health(struct health_check *c, void *ud)
         snprintf(c->detail, sizeof(c->detail), "%s", err_str(&e));
 }
 
+/* The guard's last health verdict, for the load loop: a failing check is trouble. */
+static bool host_trouble(void *ud, char *why, size_t n)
+{
+    struct pipeline *p = ud;
+    struct health_report rep;
+    guard_last_report(p->guard, &rep);
+    for (size_t i = 0; i < rep.n; i++)
+        if (rep.checks[i].level == HEALTH_FAIL) {
+            snprintf(why, n, "%s: %s", rep.checks[i].name, rep.checks[i].detail);
+            return true;
+        }
+    return false;
+}
+
+/* The pool for the load loop: trouble when it would refuse new devices, when its free data
+ * blocks are under the table's low-water mark (where dm-thin raises its event), or when its
+ * metadata passed the kernel's low watermark. A pool that is not set up is no trouble. */
+static bool pool_trouble(void *ud, char *why, size_t n)
+{
+    struct pipeline *p = ud;
+    struct pool_info pi;
+    struct err e = {0};
+    if (pool_get(NULL, p->cfg.pool_name, &pi, &e) < 0)
+        return false;
+    const struct pool_status *s = &pi.status;
+    err_clear(&e);
+    if (pool_check_usable(p->cfg.pool_name, s, NULL, &e) < 0) {
+        snprintf(why, n, "%s", err_str(&e));
+        return true;
+    }
+    if (pi.table.low_water_blocks && s->data_total - s->data_used < pi.table.low_water_blocks) {
+        snprintf(why, n, "data %.1f%% used, past the low-water mark", pool_status_data_pct(s));
+        return true;
+    }
+    if (s->has_low_watermark && s->meta_total - s->meta_used < s->meta_low_watermark) {
+        snprintf(why, n, "metadata %.1f%% used, past its low watermark",
+                 pool_status_meta_pct(s));
+        return true;
+    }
+    return false;
+}
+
 int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline **out,
                   struct err *e)
 {
@@ -84,9 +126,10 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
     }
     guard_set_pool_check(p->guard, pipeline_pool_health, p->cfg.pool_name);
 
+    const struct pipeline_queues *q = &o->queues;
     struct fsm_queue_cfg queues[] = {
-        {"fetch", o->fetch_limit > 0 ? o->fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT},
-        {"unpack", o->unpack_limit > 0 ? o->unpack_limit : DEFAULT_UNPACK_QUEUE_LIMIT},
+        {"fetch", q->fetch_limit > 0 ? q->fetch_limit : DEFAULT_FETCH_QUEUE_LIMIT},
+        {"unpack", q->unpack_limit > 0 ? q->unpack_limit : DEFAULT_UNPACK_QUEUE_LIMIT},
     };
     struct fsm_config fc = {.queues = queues,
                             .n_queues = 2,
@@ -101,6 +144,17 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         (r = pipeline_register_activate(p, e)) < 0 || (r = pipeline_register_process(p, e)) < 0) {
         pipeline_close(p);
         return r;
+    }
+    struct loadloop_opts lo = {.mgr = p->mgr,
+                               .max = {q->fetch_max, q->unpack_max},
+                               .pinned = {q->fetch_limit, q->unpack_limit},
+                               .src = {.host_trouble = host_trouble,
+                                       .pool_trouble = pool_trouble,
+                                       .ud = p}};
+    r = loadloop_start(&lo, &p->load);
+    if (r < 0) {
+        pipeline_close(p);
+        return err_set(e, r, "cannot start the queue sizing thread");
     }
     *out = p;
     return 0;
@@ -121,6 +175,7 @@ void pipeline_close(struct pipeline *p)
 {
     if (!p)
         return;
+    loadloop_stop(p->load);
     if (p->mgr)
         fsm_manager_close(p->mgr);
     fetch_context_free(p->fetch_ctx);
@@ -138,4 +193,9 @@ struct fsm_manager *pipeline_manager(struct pipeline *p)
 struct guard *pipeline_guard(struct pipeline *p)
 {
     return p->guard;
+}
+
+void pipeline_queue_state(struct pipeline *p, enum loadloop_queue q, struct loadloop_state *out)
+{
+    loadloop_get(p->load, q, out);
 }

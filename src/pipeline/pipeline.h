@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "pipeline/loadloop.h"
 #include "archive/limits.h"
 #include "fsm/fsm.h"
 #include "guard/guard.h"
@@ -40,12 +41,20 @@
 #include "util/config.h"
 #include "util/err.h"
 
+/* The fetch and unpack queues: a limit > 0 pins that queue at it (the operator's choice); 0
+ * leaves it to the load loop (loadloop.h), which starts at util/defaults.h and moves between 1
+ * and the maximum (0: from the core count). */
+struct pipeline_queues {
+    int fetch_limit, unpack_limit;
+    int fetch_max, unpack_max;
+};
+
 struct pipeline_opts {
     const struct config *cfg;            /* paths, pool name, default source (copied) */
     const struct source_options *source; /* endpoint, region, credentials (may be NULL) */
     const struct archive_policy *policy; /* NULL: archive_policy_default() */
     uint64_t device_bytes;               /* 0: PIPELINE_DEFAULT_DEVICE_BYTES */
-    int fetch_limit, unpack_limit;       /* 0: util/defaults.h */
+    struct pipeline_queues queues;
     bool skip_health;                    /* tests only: no health checks in the guard */
 };
 
@@ -65,6 +74,8 @@ void pipeline_shutdown(struct pipeline *p, uint32_t timeout_ms);
 void pipeline_close(struct pipeline *p);
 struct fsm_manager *pipeline_manager(struct pipeline *p);
 struct guard *pipeline_guard(struct pipeline *p);
+/* The fetch or unpack queue's limit, maximum, last change and signals (loadloop.h). */
+void pipeline_queue_state(struct pipeline *p, enum loadloop_queue q, struct loadloop_state *out);
 
 /* ---- life cycle after process-image (lifecycle.c) ----------------------------------------
  *

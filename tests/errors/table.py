@@ -307,7 +307,7 @@ def host_rows(s3ep):
     row('unknown command', 'invalid', st, ['frobnicate'], ["unknown command 'frobnicate'"])
     row('bad option, said once', 'invalid', st, ['list-images', '--bogus'],
         ["unrecognized option '--bogus'"], once="'--bogus'")
-    row('missing argument', 'invalid', st, ['fetch'], ['name exactly one REF'])
+    row('missing argument', 'invalid', st, ['fetch'], ['expected REF'])
     row('bad REF', 'invalid', st, ['fetch', ':bad:'], ["':bad:' is not a full location"])
     row('bad log level', 'invalid', None, ['--log-level', 'bogus', 'list-images'],
         ["unknown log level 'bogus'"])
