@@ -66,6 +66,12 @@ assert_eq "$(api GET /v1/machines)" 200 "machines"
 assert_eq "$(j '[.machines[].type] | sort | join(",")')" "activate,fetch,process,unpack" "machines"
 assert_eq "$(j '.machines[] | select(.type=="unpack") | .transitions | join(" ")')" \
     "check-unpacked create-device apply-layer verify commit" "unpack transitions"
+assert_eq "$(api GET /v1/queues)" 200 "queues"
+assert_eq "$(j '[.queues[].queue] | join(",")')" "fetch,unpack" "queues"
+cores=$(nproc)
+assert_eq "$(j '.queues[] | select(.queue=="unpack") | .max')" "$((cores < 4 ? cores : 4))" \
+    "unpack queue maximum from the core count"
+assert_eq "$(j '.queues[] | select(.queue=="unpack") | .pinned')" false "unpack sized to the load"
 assert_eq "$(api GET /v1/health)" 200 "health"
 assert_eq "$(j '[.checks[].name] | join(",")')" "dstate,kmsg,memory,io,pool" "health checks"
 assert_eq "$(j .healthy)" false "unhealthy without a pool"
@@ -328,7 +334,20 @@ ms=$STOP_MS
 [ "$ms" -lt 5000 ] || fail "SIGTERM took ${ms} ms"
 [ ! -e "$SOCK" ] || fail "socket left after SIGTERM"
 grep -q 'daemon stopped' "$DLOG" || fail "no 'daemon stopped' line"
-start_daemon --no-pool-setup
+set +e
+"$BIN" daemon --no-pool-setup --unpack-queue-max 0 >"$W/badq.txt" 2>&1
+rc=$?
+set -e
+assert_eq "$rc" 2 "a queue maximum of 0"
+assert_contains "$(cat "$W/badq.txt")" "--unpack-queue-max needs 1..16, not '0'" "queue option message"
+start_daemon --no-pool-setup --unpack-queue 1 --fetch-queue-max 3
+assert_eq "$(api GET /v1/queues)" 200 "queues"
+assert_eq "$(j '.queues[] | select(.queue=="unpack") | "\(.limit) \(.pinned)"')" "1 true" \
+    "--unpack-queue pins"
+assert_eq "$(j '.queues[] | select(.queue=="fetch") | .max')" 3 "--fetch-queue-max"
+curl -sf --unix-socket "$SOCK" http://x/metrics >"$W/m4.txt"
+assert_eq "$(get "$W/m4.txt" thinimg_queue_limit_pinned queue=unpack)" 1 "pinned metric"
+assert_eq "$(get "$W/m4.txt" thinimg_queue_limit_max queue=fetch)" 3 "maximum metric"
 stop_daemon
 ms2=$STOP_MS
 pass "SIGHUP reloads nothing; second daemon refused (exit 5); SIGTERM: ${ms} ms with a parked long poll, ${ms2} ms idle"
