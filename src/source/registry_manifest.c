@@ -115,6 +115,16 @@ static bool looks_like_host(const char *seg, size_t n)
 int registry_name_parse(const char *rest, struct registry_name *out, struct err *e)
 {
     *out = (struct registry_name){0};
+    /* USER:PASSWORD@HOST: refused before anything echoes the reference (it holds a secret).
+     * An '@' before the first '/' is that, unless a digest follows ("alpine@sha256:..."). */
+    const char *userinfo = strchr(rest, '@');
+    const char *first_slash = strchr(rest, '/');
+    if (userinfo && (!first_slash || userinfo < first_slash) &&
+        strncmp(userinfo + 1, DIGEST_PREFIX, strlen(DIGEST_PREFIX)))
+        return err_set(e, -EINVAL,
+                       "docker://: credentials do not go in the reference (the part before "
+                       "'@' is not shown); set THINIMG_REGISTRY_AUTH=USER:PASSWORD or use "
+                       "docker login");
     for (const unsigned char *p = (const unsigned char *)rest; *p; p++)
         if (*p <= 0x20 || *p >= 0x7f)
             return err_set(e, -EINVAL, "docker://%.200s: a space, control or non-ASCII character",
@@ -131,11 +141,6 @@ int registry_name_parse(const char *rest, struct registry_name *out, struct err 
     }
     if (!out->host)
         return -ENOMEM;
-    if (memchr(out->host, '@', strlen(out->host)))
-        return err_set(e, -EINVAL,
-                       "docker://%.200s: credentials do not go in the reference; set "
-                       "THINIMG_REGISTRY_AUTH=USER:PASSWORD or use docker login",
-                       rest);
     if (!host_ok(out->host))
         return err_set(e, -EINVAL, "docker://%.200s: '%.100s' is not a HOST[:PORT]", rest,
                        out->host);

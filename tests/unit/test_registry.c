@@ -61,6 +61,7 @@ static void test_name_parse(void **state)
              true);
     /* Docker Hub: bare names, official images under library/. */
     parse_ok("alpine", "docker.io", "registry-1.docker.io", "library/alpine", NULL, NULL, false);
+    parse_ok("alpine@" D1, "docker.io", "registry-1.docker.io", "library/alpine", NULL, D1, false);
     parse_ok("alpine:3.19", "docker.io", "registry-1.docker.io", "library/alpine", "3.19", NULL,
              false);
     parse_ok("user/app:1", "docker.io", "registry-1.docker.io", "user/app", "1", NULL, false);
@@ -103,6 +104,17 @@ static void test_name_parse(void **state)
         assert_true(e.msg[0] != '\0');
         registry_name_free(&n);
     }
+    /* Credentials in a reference are refused without being echoed. */
+    struct err ce = {0};
+    struct registry_name cn;
+    assert_int_equal(registry_name_parse("user:hunter2@h.io/a b", &cn, &ce), -EINVAL);
+    assert_null(strstr(ce.msg, "hunter2"));
+    assert_non_null(strstr(ce.msg, "THINIMG_REGISTRY_AUTH"));
+    registry_name_free(&cn);
+    err_clear(&ce);
+    assert_int_equal(registry_name_parse("user:hunter2@h.io", &cn, &ce), -EINVAL);
+    assert_null(strstr(ce.msg, "hunter2"));
+    registry_name_free(&cn);
     /* Length limits. */
     char longtag[REGISTRY_TAG_MAX + 16];
     snprintf(longtag, sizeof(longtag), "h.io/a:");
