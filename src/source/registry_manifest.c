@@ -133,6 +133,16 @@ int registry_name_parse(const char *rest, struct registry_name *out, struct err 
         return err_set(e, -EINVAL, "docker://%.200s: no query or fragment in a reference", rest);
     const char *slash = strchr(rest, '/');
     const char *path = rest;
+    /* "docker://127.0.0.1:5000" reads as Docker Hub's repository "127.0.0.1" with tag "5000"
+     * (docker's grammar); what was meant is a registry without a repository. */
+    const char *port = strchr(rest, ':');
+    if (!slash && port && looks_like_host(rest, (size_t)(port - rest)) &&
+        strspn(port + 1, "0123456789") == strlen(port + 1))
+        return err_set(e, -EINVAL,
+                       "docker://%.200s names a registry, not a repository: name one "
+                       "(docker://%.200s/REPO); listing a registry's repositories is not "
+                       "supported",
+                       rest, rest);
     if (slash && looks_like_host(rest, (size_t)(slash - rest))) {
         out->host = strndup(rest, (size_t)(slash - rest));
         path = slash + 1;
