@@ -683,12 +683,18 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
         if (failures >= max_fail || resp->attempts >= max_total) {
             if (rc == CURLE_OK && httpc_status_retryable(status))
                 return 0; /* the caller reports the status with its context */
+            bool unreachable = err == -ECONNREFUSED || err == -EHOSTUNREACH;
+            const char *hint =
+                unreachable && h->src->kind == SOURCE_S3
+                    ? "; is the server up and the address right? For S3 the address is "
+                      "--endpoint or AWS_ENDPOINT_URL_S3"
+                : (unreachable || rc == CURLE_SSL_CONNECT_ERROR) && h->src->kind == SOURCE_REGISTRY
+                    ? "; is the server up and the address right? A registry on plain HTTP "
+                      "needs --insecure-registry HOST[:PORT]"
+                : unreachable ? "; is the server up and the address right?"
+                              : "";
             return err_set(e, err, "%s: %s (gave up after %u attempts%s)", req->what, why,
-                           resp->attempts,
-                           err == -ECONNREFUSED || err == -EHOSTUNREACH
-                               ? "; is the server up and the address right? For S3 the "
-                                 "address is --endpoint or AWS_ENDPOINT_URL_S3"
-                               : "");
+                           resp->attempts, hint);
         }
         /* One line for the operator per request, not one per attempt: the first retry says
          * what failed; the others are for -v. */

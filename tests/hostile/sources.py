@@ -744,6 +744,21 @@ def registry_basic_credentials(ctx):
 
 
 @case
+def registry_tls_by_default(ctx):
+    """Without --insecure-registry the registry is spoken to over TLS: a plain-HTTP registry
+    gets no HTTP request, and the failure says what flag is missing."""
+    reg_put(ctx, 'img', [b't'])
+    ctx.srv.reset()
+    st = ctx.state()
+    r = ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-plain', 'img:v1')], 30,
+                    env=reg_env(ctx, THINIMG_INSECURE_REGISTRY=''))
+    expect(r, 1, 'needs --insecure-registry', within=20)
+    ok(not ctx.srv.log(), 'plain HTTP requests were sent: %s' % ctx.srv.log()[:2])
+    nothing_stored(st)
+    return r
+
+
+@case
 def registry_stall(ctx):
     """A registry that sends headers and then nothing: cut by the low-speed limit, retried
     within the budget, then the run ends (exit 1) in bounded time with nothing stored."""
