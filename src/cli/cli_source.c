@@ -20,6 +20,12 @@ bool cli_source_option(int c, const char *arg, struct source_options *o)
     case CLI_OPT_NO_SIGN:
         o->anonymous = true;
         return true;
+    case CLI_OPT_PLATFORM:
+        o->platform = arg;
+        return true;
+    case CLI_OPT_INSECURE:
+        o->insecure_registry = arg;
+        return true;
     default:
         return false;
     }

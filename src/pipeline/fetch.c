@@ -554,6 +554,15 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return source_failure(r, &e);
     char digest[DIGEST_STR_LEN + 1];
     digest_format(d, digest);
+    /* A source that names the blob by its digest (a registry): the bytes must be that blob,
+     * else nothing is stored and the partial file is not kept for a resume. */
+    if (obj.digest && strcmp(obj.digest, digest) != 0) {
+        unlink(tmp);
+        download_forget(db, rq.location);
+        return rejected("%s: the downloaded blob's digest is %s, not the %s it is named by; "
+                        "nothing stored",
+                        rq.location, digest, obj.digest);
+    }
 
     /* Into the store, by digest. Identical bytes fetched before (under another key): keep the
      * existing file when it passes the integrity rule (store/blobfile.h), drop ours; a file

@@ -240,6 +240,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
         r->has_length = r->has_range = r->has_total = false;
         r->content_type[0] = '\0';
         r->bucket_region[0] = '\0';
+        r->www_authenticate[0] = r->link[0] = r->content_digest[0] = '\0';
         r->last_modified_ms = 0;
         return n;
     }
@@ -283,6 +284,12 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
         }
     } else if (IS("content-type")) {
         copy_value(r->content_type, sizeof(r->content_type), v, vlen);
+    } else if (IS("www-authenticate")) {
+        copy_value(r->www_authenticate, sizeof(r->www_authenticate), v, vlen);
+    } else if (IS("link")) {
+        copy_value(r->link, sizeof(r->link), v, vlen);
+    } else if (IS("docker-content-digest")) {
+        copy_value(r->content_digest, sizeof(r->content_digest), v, vlen);
     } else if (IS("x-amz-bucket-region")) {
         copy_value(r->bucket_region, sizeof(r->bucket_region), v, vlen);
     } else if (IS("last-modified")) {
@@ -327,8 +334,11 @@ static bool xfer_start(struct xfer *x)
     if (!is_get)
         return true;
     /* One version of the object only: every response's validator must be the expected one:
-     * the strong ETag, else the Last-Modified. A weak ETag (W/"...") is no validator. */
-    if (x->expected_etag[0]) {
+     * the strong ETag, else the Last-Modified. A weak ETag (W/"...") is no validator.
+     * Content-addressed bytes need none (httpc.h: immutable). */
+    if (x->req->immutable) {
+        /* nothing to compare */
+    } else if (x->expected_etag[0]) {
         if (!r->etag[0] || strcmp(r->etag, x->expected_etag) != 0) {
             xfer_fail(x, -ESTALE, "the object changed: ETag %s, expected %s",
                       r->etag[0] ? r->etag : "(none)", x->expected_etag);
@@ -366,7 +376,7 @@ static bool xfer_start(struct xfer *x)
     } else if (x->want_offset > 0) {
         /* Range ignored: the whole object comes. Drop what we already have, but only when the
          * validator proves it is the same version as those bytes. */
-        if (!x->validated) {
+        if (!x->validated && !x->req->immutable) {
             xfer_fail(x, -ESTALE,
                       "the server ignored Range (200 to a request for bytes %" PRIu64
                       "-) and gives no validator proving the same version; starting over",
@@ -596,7 +606,7 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
     *resp = (struct httpc_resp){0};
     char expected[SOURCE_ETAG_MAX + 1] = "";
     int64_t expected_lm = 0;
-    if (req->if_match && source_etag_is_strong(req->if_match)) {
+    if (req->if_match && source_etag_is_strong(req->if_match) && !req->immutable) {
         if (strlen(req->if_match) > SOURCE_ETAG_MAX)
             return err_set(e, -EINVAL, "%s: If-Match value too long", req->what);
         strcpy(expected, req->if_match);
@@ -659,7 +669,7 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
             if (!retry)
                 return err_set(e, err, "%s: %s", req->what, why);
         }
-        if (resp->delivered > 0 && !expected[0] && !expected_lm)
+        if (resp->delivered > 0 && !expected[0] && !expected_lm && !req->immutable)
             return err_set(e, -ESTALE,
                            "%s: %s after %" PRIu64 " bytes, and the server gives "
                            "no strong validator (ETag or Last-Modified) to resume safely; "
@@ -673,21 +683,25 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
         if (failures >= max_fail || resp->attempts >= max_total) {
             if (rc == CURLE_OK && httpc_status_retryable(status))
                 return 0; /* the caller reports the status with its context */
+            bool unreachable = err == -ECONNREFUSED || err == -EHOSTUNREACH;
+            const char *hint =
+                unreachable && h->src->kind == SOURCE_S3
+                    ? "; is the server up and the address right? For S3 the address is "
+                      "--endpoint or AWS_ENDPOINT_URL_S3"
+                : (unreachable || rc == CURLE_SSL_CONNECT_ERROR) && h->src->kind == SOURCE_REGISTRY
+                    ? "; is the server up and the address right? A registry on plain HTTP "
+                      "needs --insecure-registry HOST[:PORT]"
+                : unreachable ? "; is the server up and the address right?"
+                              : "";
             return err_set(e, err, "%s: %s (gave up after %u attempts%s)", req->what, why,
-                           resp->attempts,
-                           err == -ECONNREFUSED || err == -EHOSTUNREACH
-                               ? "; is the server up and the address right? For S3 the "
-                                 "address is --endpoint or AWS_ENDPOINT_URL_S3"
-                               : "");
+                           resp->attempts, hint);
         }
         /* One line for the operator per request, not one per attempt: the first retry says
          * what failed; the others are for -v. */
-        log_write(resp->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
-                  "request failed, retrying",
+        log_write(resp->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG, "request failed, retrying",
                   "location=%s error=%s attempt=%u delay_ms=%u resume_at=%" PRIu64
                   " max_attempts=%u",
-                  req->what, why, resp->attempts, backoff, req->offset + resp->delivered,
-                  max_fail);
+                  req->what, why, resp->attempts, backoff, req->offset + resp->delivered, max_fail);
         r = sleep_backoff(h, jittered(h, backoff));
         if (r < 0)
             return err_set(e, r, "%s: cancelled", req->what);

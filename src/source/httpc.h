@@ -61,7 +61,15 @@ struct httpc_req {
     bool small;      /* apply the total request timeout */
     httpc_sign_fn sign;
     void *sign_ud;
+    /* Content-addressed (a registry blob named by its digest): the bytes cannot change, and
+     * the caller verifies their digest, so a transfer resumes (and a 200 to a ranged request
+     * has its prefix skipped) without a validator; If-Match is never sent and the ETags of the
+     * responses are not compared (a redirect to blob storage brings that store's ETag). */
+    bool immutable;
 };
+
+/* Header values kept for the registry source: longer ones are cut (and so fail to parse). */
+#define HTTPC_HEADER_VALUE_MAX 2048
 
 struct httpc_resp {
     long status;
@@ -75,7 +83,10 @@ struct httpc_resp {
     int64_t last_modified_ms;
     char bucket_region[64]; /* x-amz-bucket-region */
     char content_type[128];
-    struct buf body; /* buffered body (see max_body) */
+    char www_authenticate[HTTPC_HEADER_VALUE_MAX]; /* the auth challenge of a 401 */
+    char link[HTTPC_HEADER_VALUE_MAX];             /* Link (pagination of a registry's tags) */
+    char content_digest[128];                      /* Docker-Content-Digest */
+    struct buf body;                               /* buffered body (see max_body) */
     bool body_truncated;
     /* GET accounting */
     uint64_t delivered; /* bytes handed to the sink */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "source/registry.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
 
@@ -24,6 +25,8 @@ const char *ref_kind_name(enum ref_kind k)
         return "family-key";
     case REF_BLOB:
         return "blob";
+    case REF_REGISTRY:
+        return "registry";
     }
     return "unknown";
 }
@@ -76,6 +79,8 @@ static void layer_free(struct ref_layer *l)
     free(l->key);
     free(l->location);
     free(l->etag);
+    free(l->digest);
+    free(l->media_type);
     *l = (struct ref_layer){0};
 }
 
@@ -119,6 +124,10 @@ void image_ref_free(struct image_ref *r)
         layer_free(&r->layers[i]);
     free(r->layers);
     strv_free(r->warnings, r->n_warnings);
+    free(r->manifest_digest);
+    free(r->platform);
+    free(r->config_digest);
+    strv_free(r->diff_ids, r->n_diff_ids);
     *r = (struct image_ref){0};
 }
 
@@ -169,10 +178,11 @@ int ref_open(const char *ref, const char *default_source, const struct source_op
     if (source_is_location(ref))
         return source_open(ref, o, src, key, e);
     if (!default_source || !*default_source)
-        return err_set(e, -EINVAL,
-                       "'%.200s' is not a full location (s3://, dir:, http(s)://) and no default "
-                       "source is set; use --source or THINIMG_SOURCE",
-                       ref);
+        return err_set(
+            e, -EINVAL,
+            "'%.200s' is not a full location (s3://, dir:, http(s)://, docker://) and no "
+            "default source is set; use --source or THINIMG_SOURCE",
+            ref);
     int r = source_key_check(ref, true, e);
     if (r < 0)
         return err_prefix(e, "REF");
@@ -346,7 +356,9 @@ int ref_catalog_build(const struct source *s, const struct source_listing *l,
     x.ready = true;
     int r = 0;
     /* Pass 1: families are the folders that hold at least one N.tar. */
-    for (size_t i = 0; i < l->n && r == 0; i++) {
+    /* A registry's tags are images of their own, never N.tar layers ("3.tar" is a valid tag). */
+    bool families = source_kind(s) != SOURCE_REGISTRY;
+    for (size_t i = 0; i < l->n && r == 0 && families; i++) {
         const char *key = l->items[i].key;
         const char *b = base_name(key);
         unsigned n;
@@ -360,7 +372,7 @@ int ref_catalog_build(const struct source *s, const struct source_listing *l,
         const char *key = l->items[i].key;
         const char *b = base_name(key);
         unsigned n;
-        int k = ref_layer_number(b, &n);
+        int k = families ? ref_layer_number(b, &n) : -EINVAL;
         if (k == 0)
             continue;
         struct ref_family *f = family_find(out, &x, key, (size_t)(b - key));
@@ -563,7 +575,9 @@ int ref_resolve(const char *ref, const char *default_source, const struct source
     if (!out->source)
         return -ENOMEM;
     size_t kl = strlen(key);
-    if (kl == 0 || key[kl - 1] == '/') {
+    if (source_kind(s) == SOURCE_REGISTRY) {
+        r = registry_resolve(s, key, out, e);
+    } else if (kl == 0 || key[kl - 1] == '/') {
         r = resolve_prefix(s, key, out, e);
     } else {
         unsigned top;

@@ -24,6 +24,11 @@
  * than the layer limit (REF_MAX_LAYERS, raised by THINIMG_SOURCE_MAX_LAYERS up to
  * REF_MAX_LAYERS_CEILING) is refused whole (-EFBIG), never cut down to its first layers.
  *
+ * docker:// references (registry.h) name one image of a registry: its layers are the layers of
+ * its manifest (chosen from an index for the platform), each a blob named by its digest.
+ * Canonical ref: docker://HOST/REPO@sha256:<manifest digest> (a moved tag is another image);
+ * the human name is "REPO:TAG" (or "REPO@sha256:<first 12>").
+ *
  * Ownership: every struct here owns its strings and arrays; free with the *_free() function.
  */
 #pragma once
@@ -53,8 +58,10 @@ enum ref_kind {
     REF_FAMILY = 1, /* a family prefix */
     REF_FAMILY_KEY, /* a family key N.tar */
     REF_BLOB,       /* any other object */
+    REF_REGISTRY,   /* an image of a registry (docker://) */
 };
-const char *ref_kind_name(enum ref_kind k); /* "family", "family-key", "blob" */
+/* "family", "family-key", "blob", "registry" */
+const char *ref_kind_name(enum ref_kind k);
 
 struct ref_layer {
     unsigned n;     /* N of N.tar; 0 for an object that is not a family member */
@@ -62,6 +69,10 @@ struct ref_layer {
     char *location; /* canonical location */
     uint64_t size;
     char *etag; /* NULL when the source gives none */
+    /* Known before the download (registry layers; NULL otherwise): the blob's digest
+     * ("sha256:<hex>", verified as it arrives) and its media type. */
+    char *digest;
+    char *media_type;
 };
 
 struct image_ref {
@@ -74,12 +85,19 @@ struct image_ref {
     size_t n_layers;
     char **warnings;
     size_t n_warnings;
+    /* Registry images (NULL / 0 otherwise): the manifest's digest, the platform it was chosen
+     * for ("linux/amd64"), the config blob's digest and its rootfs.diff_ids (one per layer). */
+    char *manifest_digest;
+    char *platform;
+    char *config_digest;
+    char **diff_ids;
+    size_t n_diff_ids;
 };
 
 /* Resolve ref (see above). default_source may be NULL (then ref must be a full location).
  * Errors: -EINVAL (bad REF, no default source), -EILSEQ (invalid key), -ENOENT (nothing there,
  * or a layer of 1..N missing), -ENOTSUP (a prefix over plain HTTP), -EFBIG (too many layers),
- * and the source's errors. */
+ * and the source's errors (registry.h for docker:// references). */
 int ref_resolve(const char *ref, const char *default_source, const struct source_options *o,
                 struct image_ref *out, struct err *e);
 void image_ref_free(struct image_ref *r);

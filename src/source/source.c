@@ -28,6 +28,8 @@ const char *source_kind_name(enum source_kind k)
         return "dir";
     case SOURCE_HTTP:
         return "http";
+    case SOURCE_REGISTRY:
+        return "registry";
     }
     return "unknown";
 }
@@ -87,7 +89,7 @@ bool source_opt_cancelled(const struct source *s)
 bool source_is_location(const char *s)
 {
     return !strncmp(s, "s3://", 5) || !strncmp(s, "dir:", 4) || !strncmp(s, "http://", 7) ||
-           !strncmp(s, "https://", 8);
+           !strncmp(s, "https://", 8) || !strncmp(s, "docker://", 9);
 }
 
 int source_key_check(const char *key, bool allow_prefix, struct err *e)
@@ -202,10 +204,13 @@ int source_open(const char *location, const struct source_options *o, struct sou
     } else if (!strncmp(location, "http://", 7) || !strncmp(location, "https://", 8)) {
         s->kind = SOURCE_HTTP;
         r = source_http_open(s, location, &key, e);
+    } else if (!strncmp(location, "docker://", 9)) {
+        s->kind = SOURCE_REGISTRY;
+        r = source_registry_open(s, location + 9, &key, e);
     } else {
         r = err_set(e, -EINVAL,
-                    "'%.128s' is not a location: use s3://bucket/key, dir:/path or "
-                    "http(s)://host/path",
+                    "'%.128s' is not a location: use s3://bucket/key, dir:/path, "
+                    "http(s)://host/path or docker://host/repository:tag",
                     location);
     }
     if (r < 0) {
@@ -252,6 +257,8 @@ bool source_can_list(const struct source *s)
 
 char *source_location(const struct source *s, const char *key)
 {
+    if (s->ops && s->ops->location)
+        return s->ops->location(s, key ? key : "");
     char *p = NULL;
     if (asprintf(&p, "%s%s", s->root, key ? key : "") < 0)
         return NULL;
@@ -347,6 +354,7 @@ void source_object_free(struct source_object *o)
         return;
     free(o->key);
     free(o->etag);
+    free(o->digest);
     *o = (struct source_object){0};
 }
 

@@ -7,6 +7,9 @@
  *   dir:/path                a local folder laid out like a bucket (keys are relative paths)
  *   http://... https://...   plain HTTP(S): HEAD and GET (with Range where the server offers
  *                            it); no listing
+ *   docker://HOST[:PORT]/REPO[:TAG|@DIGEST]
+ *                            an OCI distribution registry (registry.h): manifests, blobs by
+ *                            digest, the repository's tags as its listing
  *
  * A *source* is a root plus a base: the bucket and a key prefix, a directory, or a URL up to its
  * last '/'. A *key* is relative to the base. source_location() turns a key back into the full,
@@ -105,8 +108,8 @@
 
 /* ---- types ------------------------------------------------------------------------------ */
 
-enum source_kind { SOURCE_S3 = 1, SOURCE_DIR, SOURCE_HTTP };
-const char *source_kind_name(enum source_kind k); /* "s3", "dir", "http" */
+enum source_kind { SOURCE_S3 = 1, SOURCE_DIR, SOURCE_HTTP, SOURCE_REGISTRY };
+const char *source_kind_name(enum source_kind k); /* "s3", "dir", "http", "registry" */
 
 /* Options for opening a source. Every field may be zero/NULL (= the default or environment). */
 struct source_options {
@@ -114,6 +117,12 @@ struct source_options {
     const char *endpoint; /* S3 endpoint URL: --endpoint > AWS_ENDPOINT_URL_S3 >
                              AWS_ENDPOINT_URL > AWS (virtual-hosted style) */
     bool anonymous;       /* never sign, even when credentials are configured */
+    /* Registry sources (registry.h): the platform chosen from an image index, OS/ARCH[/VARIANT]
+     * (--platform > THINIMG_PLATFORM > the host's), and the registries spoken to over plain
+     * HTTP, HOST[:PORT] separated by commas (--insecure-registry > THINIMG_INSECURE_REGISTRY;
+     * every other registry is HTTPS with the certificate verified). */
+    const char *platform;
+    const char *insecure_registry;
     /* Overrides of the limits above (0 = the environment variable THINIMG_SOURCE_<NAME> in
      * upper case, e.g. THINIMG_SOURCE_LOW_SPEED_TIME_S, else the default). Tests shorten
      * them. */
@@ -136,6 +145,8 @@ struct source_object {
     uint64_t size;
     char *etag;       /* as the server sends it (quotes included), NULL when it sends none */
     int64_t mtime_ms; /* 0 when unknown */
+    char *digest;     /* "sha256:<hex>" the bytes must have when the source names objects by
+                         their digest (a registry blob), else NULL: the caller verifies it */
 };
 void source_object_free(struct source_object *o);
 
@@ -199,7 +210,7 @@ enum source_kind source_kind(const struct source *s);
 const char *source_root(const struct source *s);
 /* Full canonical location of key (malloc'd; NULL on ENOMEM). */
 char *source_location(const struct source *s, const char *key);
-/* True when the kind can list (s3, dir). */
+/* True when the kind can list (s3, dir, registry: its tags). */
 bool source_can_list(const struct source *s);
 
 /* ---- operations ------------------------------------------------------------------------- */

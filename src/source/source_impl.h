@@ -1,5 +1,5 @@
 /*
- * source_impl.h: what the three kinds of source (s3.c, dir.c, http.c) implement behind
+ * source_impl.h: what the kinds of source (s3.c, dir.c, http.c, registry.c) implement behind
  * source.h. Private to src/source/.
  *
  * A struct source is a small header (kind, canonical root, options) plus the kind's own state
@@ -16,6 +16,9 @@ struct source_ops {
     int (*get)(struct source *s, const char *key, uint64_t offset, const struct source_expect *x,
                source_sink_fn sink, void *ud, struct source_get_info *info, struct err *e);
     void (*free_impl)(void *impl);
+    /* The location of a key when it is not root + key (registry: "docker://h/r:tag"); NULL
+     * = root + key. */
+    char *(*location)(const struct source *s, const char *key);
 };
 
 struct source {
@@ -32,6 +35,7 @@ struct source {
 int source_s3_open(struct source *s, const char *rest, char **key_out, struct err *e);
 int source_dir_open(struct source *s, const char *path, char **key_out, struct err *e);
 int source_http_open(struct source *s, const char *url, char **key_out, struct err *e);
+int source_registry_open(struct source *s, const char *rest, char **key_out, struct err *e);
 
 /* Effective option values (option or default). */
 uint32_t source_opt_connect_timeout_ms(const struct source *s);

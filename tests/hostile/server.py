@@ -14,11 +14,18 @@ Objects are tar layers made by the driver and registered with Server.put(); ever
 serves them its own (wrong) way, see MODES below. Each request is logged (method, path,
 Range, If-Match, If-Unmodified-Since); Server.log() returns the log.
 
+The registry flavour (thinimg's docker:// source) answers the distribution API at /v2/ and
+tokens at /token. The mode is the first component of the repository:
+docker://127.0.0.1:PORT/<MODE>/<repo>:<tag>, see REGISTRY_MODES below; images are registered
+with Server.put_image() (a tag naming a manifest or an index, and their blobs).
+
 Standalone: python3 server.py [--lifetime S] prints the port and serves nothing but the
 built-in demo objects; the driver imports it instead.
 """
+import base64
 import hashlib
 import http.server
+import json
 import socketserver
 import sys
 import threading
@@ -46,6 +53,9 @@ class State:
         self.counts = {}
         self.changed = set()  # keys whose version B is now served
         self.requests = []
+        self.repos = {}  # registry: repo ('img') -> {'manifests': {ref: (body, type)},
+        #                                             'blobs': {digest: bytes}, 'tags': [...]}
+        self.redirect_base = None  # reg-redirect: where blobs are sent (another server)
 
     def bump(self, mode, key, method):
         with self.lock:
@@ -79,7 +89,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.st().requests.append({
                 'method': self.command, 'mode': mode, 'key': rest,
                 'range': self.headers.get('Range'), 'if_match': self.headers.get('If-Match'),
-                'if_unmodified_since': self.headers.get('If-Unmodified-Since')})
+                'if_unmodified_since': self.headers.get('If-Unmodified-Since'),
+                'authorization': self.headers.get('Authorization'),
+                'accept': self.headers.get('Accept')})
 
     def send(self, status, body=b'', headers=(), length=True):
         self.send_response(status)
@@ -153,6 +165,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.dispatch()
 
     def dispatch(self):
+        if self.path.startswith('/v2/') or self.path.startswith('/token'):
+            try:
+                registry(self)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            return
         mode, rest, query = self.parse()
         if mode is None or mode not in MODES:
             self.not_found()
@@ -405,6 +423,175 @@ MODES = {
 }
 
 
+# ---- the registry flavour ------------------------------------------------------------------
+
+MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+MT_INDEX = 'application/vnd.oci.image.index.v1+json'
+MT_CONFIG = 'application/vnd.oci.image.config.v1+json'
+MT_LAYER = 'application/vnd.oci.image.layer.v1.tar'
+MT_SCHEMA1 = 'application/vnd.docker.distribution.manifest.v1+prettyjws'
+# Modes whose repositories need a bearer token, and the Basic credentials the token service
+# wants for it (None: anonymous tokens).
+TOKEN_MODES = {'reg-redirect': None, 'reg-auth': ('alice', 's3cret-pw')}
+# Modes whose repositories want Basic credentials on every request.
+BASIC_MODES = {'reg-basic': ('bob', 'basic-pw')}
+MANIFEST_TOO_LARGE = 5 * 1024 * 1024  # over thinimg's 4 MiB
+
+
+def digest(data):
+    return 'sha256:' + hashlib.sha256(data).hexdigest()
+
+
+def image(layers, arch='amd64'):
+    """An OCI image of uncompressed tar layers: (manifest bytes, {digest: blob})."""
+    config = json.dumps({'architecture': arch, 'os': 'linux', 'config': {},
+                         'rootfs': {'type': 'layers',
+                                    'diff_ids': [digest(x) for x in layers]}}).encode()
+    manifest = json.dumps({
+        'schemaVersion': 2, 'mediaType': MT_MANIFEST,
+        'config': {'mediaType': MT_CONFIG, 'digest': digest(config), 'size': len(config)},
+        'layers': [{'mediaType': MT_LAYER, 'digest': digest(x), 'size': len(x)}
+                   for x in layers]}).encode()
+    return manifest, dict({digest(x): x for x in layers}, **{digest(config): config})
+
+
+def index(entries):
+    """An OCI index of (os, arch, manifest bytes)."""
+    return json.dumps({'schemaVersion': 2, 'mediaType': MT_INDEX, 'manifests': [
+        {'mediaType': MT_MANIFEST, 'digest': digest(m), 'size': len(m),
+         'platform': {'os': o, 'architecture': a}} for o, a, m in entries]}).encode()
+
+
+def basic_header(user_pw):
+    return 'Basic ' + base64.b64encode(('%s:%s' % user_pw).encode()).decode()
+
+
+def reg_auth_ok(h, mode):
+    if mode in BASIC_MODES:
+        if h.headers.get('Authorization') == basic_header(BASIC_MODES[mode]):
+            return True
+        h.send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+               [('Content-Type', 'application/json'),
+                ('WWW-Authenticate', 'Basic realm="hostile"')])
+        return False
+    if mode not in TOKEN_MODES:
+        return True
+    if h.headers.get('Authorization') == 'Bearer tok-' + mode:
+        return True
+    host = h.headers.get('Host')
+    h.send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}', [
+        ('Content-Type', 'application/json'),
+        ('WWW-Authenticate', 'Bearer realm="http://%s/token",service="hostile",'
+         'scope="repository:%s:pull"' % (host, h.reg_repo_path))])
+    return False
+
+
+def reg_token(h, q):
+    scope = q.get('scope', [''])[0]
+    mode = scope.split(':')[1].split('/')[0] if scope.count(':') == 2 else ''
+    with h.st().lock:
+        h.st().counts[('token', mode)] = h.st().counts.get(('token', mode), 0) + 1
+    want = TOKEN_MODES.get(mode)
+    if want:
+        if h.headers.get('Authorization') != basic_header(want):
+            h.send(401, b'{"details":"incorrect username or password"}',
+                   [('Content-Type', 'application/json')])
+            return
+    h.send(200, json.dumps({'token': 'tok-' + mode, 'expires_in': 300}).encode(),
+           [('Content-Type', 'application/json')])
+
+
+def reg_manifest(h, mode, repo, ref):
+    if mode == 'reg-stall':  # headers, then nothing: thinimg must cut it
+        h.send_response(200)
+        h.send_header('Content-Type', MT_MANIFEST)
+        h.send_header('Content-Length', '1000')
+        h.end_headers()
+        time.sleep(20)
+        return
+    if mode == 'reg-bigmanifest':
+        body = b'{"schemaVersion": 2, "x": "' + b'a' * MANIFEST_TOO_LARGE + b'"}'
+        h.send(200, body, [('Content-Type', MT_MANIFEST)])
+        return
+    if mode == 'reg-schema1':
+        h.send(200, json.dumps({'schemaVersion': 1, 'name': h.reg_repo_path, 'tag': ref,
+                                'fsLayers': []}).encode(), [('Content-Type', MT_SCHEMA1)])
+        return
+    found = repo.get('manifests', {}).get(ref)
+    if not found:
+        h.send(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}',
+               [('Content-Type', 'application/json')])
+        return
+    body, mt = found
+    if mode == 'reg-baddigest' and ref.startswith('sha256:'):
+        body = body + b' '  # another digest than the one asked for
+    h.send(200, body, [('Content-Type', mt), ('Docker-Content-Digest', digest(body))])
+
+
+def reg_blob(h, mode, repo, ref):
+    data = repo.get('blobs', {}).get(ref)
+    if data is None:
+        h.send(404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}',
+               [('Content-Type', 'application/json')])
+        return
+    if mode == 'reg-redirect' and h.command == 'GET':
+        h.send(307, b'', [('Location', '%s/%s' % (h.st().redirect_base, ref.split(':')[1]))])
+        return
+    validators = [('Docker-Content-Digest', ref), ('Content-Type', 'application/octet-stream')]
+    if (mode == 'reg-cut' and h.command == 'GET' and len(data) > 1000 and
+            h.requested_start() is None):  # no validator at all: the digest is the proof
+        h.cut(data, validators, len(data) // 2)
+        return
+    if mode == 'reg-badblob' and h.command == 'GET' and len(data) > 1000:
+        data = bytes(b ^ 0x01 for b in data)  # same size, other bytes
+    h.serve_object(data, validators)
+
+
+def reg_tags(h, name, repo, q):
+    tags = repo.get('tags', [])
+    n = int(q.get('n', ['100'])[0])
+    last = q.get('last', [None])[0]
+    start = tags.index(last) + 1 if last in tags else 0
+    page = tags[start:start + n]
+    headers = [('Content-Type', 'application/json')]
+    if start + n < len(tags):
+        headers.append(('Link', '</v2/%s/tags/list?n=%d&last=%s>; rel="next"' % (
+            name, n, page[-1])))
+    h.send(200, json.dumps({'name': name, 'tags': page}).encode(), headers)
+
+
+def registry(h):
+    u = urllib.parse.urlsplit(h.path)
+    q = urllib.parse.parse_qs(u.query)
+    h.record('registry', u.path)
+    if u.path == '/token':
+        reg_token(h, q)
+        return
+    if u.path == '/v2/':
+        h.send(200, b'{}', [('Content-Type', 'application/json'),
+                            ('Docker-Distribution-API-Version', 'registry/2.0')])
+        return
+    parts = u.path[len('/v2/'):].split('/')
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] in ('manifests', 'blobs', 'tags'):
+            break
+    else:
+        h.not_found()
+        return
+    mode, name = parts[0], '/'.join(parts[:i])
+    h.reg_repo_path = name
+    repo = h.st().repos.get('/'.join(parts[1:i]), {})
+    if not reg_auth_ok(h, mode):
+        return
+    kind, ref = parts[i], '/'.join(parts[i + 1:])
+    if kind == 'manifests':
+        reg_manifest(h, mode, repo, ref)
+    elif kind == 'blobs':
+        reg_blob(h, mode, repo, ref)
+    else:
+        reg_tags(h, name, repo, q)
+
+
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -443,6 +630,25 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             self.state.objects[key] = a
             if b is not None:
                 self.state.objects_b[key] = b
+
+    def put_image(self, repo, tags, blobs):
+        """Registry: repo ('img') with tags {tag: manifest or index bytes}; every manifest
+        is also served by its digest; blobs {digest: bytes} (manifests of an index too)."""
+        with self.state.lock:
+            r = self.state.repos.setdefault(repo, {'manifests': {}, 'blobs': {}, 'tags': []})
+            for tag, body in tags.items():
+                mt = json.loads(body).get('mediaType', MT_MANIFEST)
+                r['manifests'][tag] = r['manifests'][digest(body)] = (body, mt)
+                r['tags'].append(tag)
+            for d, b in blobs.items():
+                if b.startswith(b'{"schemaVersion"'):
+                    r['manifests'][d] = (b, json.loads(b)['mediaType'])
+                else:
+                    r['blobs'][d] = b
+
+    def count(self, *key):
+        with self.state.lock:
+            return self.state.counts.get(key, 0)
 
     def reset(self):
         with self.state.lock:
