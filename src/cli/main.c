@@ -23,7 +23,8 @@ static const char *const value_opts[] = {"--state-dir", "--db",         "--pool"
 /* The source options (cli_source.h) that take a value: written before the command, they are
  * handed to it (`thinimg --endpoint URL ls REF`), so the command's parser needs their value
  * next to them. Commands without source options reject them as usual. */
-static const char *const source_value_opts[] = {"--region", "--endpoint", NULL};
+static const char *const source_value_opts[] = {"--region", "--endpoint", "--platform",
+                                                "--insecure-registry", NULL};
 
 static bool takes_separate_value(const char *a)
 {

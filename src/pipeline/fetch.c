@@ -558,7 +558,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
      * else nothing is stored and the partial file is not kept for a resume. */
     if (obj.digest && strcmp(obj.digest, digest) != 0) {
         unlink(tmp);
-        download_forget(db, rq.location);
+        blobs_download_delete(db, rq.location);
         return rejected("%s: the downloaded blob's digest is %s, not the %s it is named by; "
                         "nothing stored",
                         rq.location, digest, obj.digest);
