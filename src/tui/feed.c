@@ -182,6 +182,21 @@ static int refresh_live(struct feed *f, struct feed_snapshot *s)
                  json_string_value(json_object_get(a, "device_path")) ?: "-");
     }
     json_decref(acts);
+    json_t *queues = get(f, "/v1/queues", &e);
+    arr = json_object_get(queues, "queues");
+    size_t off = 0;
+    for (size_t i = 0; i < json_array_size(arr) && off < sizeof(s->queues); i++) {
+        json_t *q = json_array_get(arr, i);
+        const char *change = json_string_value(json_object_get(q, "last_change"));
+        off += (size_t)snprintf(
+            s->queues + off, sizeof(s->queues) - off, "%s%s %lld (%s %lld%s%s)", i ? "  " : "",
+            json_string_value(json_object_get(q, "queue")) ?: "?",
+            (long long)json_integer_value(json_object_get(q, "limit")),
+            json_is_true(json_object_get(q, "pinned")) ? "pinned; max" : "sized to the load; max",
+            (long long)json_integer_value(json_object_get(q, "max")), change ? "; " : "",
+            change ? change : "");
+    }
+    json_decref(queues);
     struct err pe = {0};
     json_t *pool = get(f, "/v1/pool", &pe);
     snprintf(s->pool.name, sizeof(s->pool.name), "%s", f->cfg->pool_name);

@@ -72,6 +72,7 @@ struct feed_snapshot {
     struct feed_act acts[FEED_MAX_ACTS];
     size_t n_acts;
     struct feed_pool pool;
+    char queues[256]; /* "fetch 4 (max 4)  unpack 1 (max 2, 2 -> 1: I/O pressure ...)" */
 };
 
 struct feed_entry {

@@ -167,6 +167,8 @@ static void draw_dashboard(struct monitor *m)
     draw_pool(&s->pool, y++);
     if (s->error[0])
         put(y, 0, A_BOLD, "! %s", s->error);
+    else if (s->queues[0])
+        put(y, 0, 0, "QUEUES %s", s->queues);
     y++;
     const char *logs[FEED_MAX_LOGS];
     size_t nlogs = feed_logs(m->feed, logs, FEED_MAX_LOGS);

@@ -88,6 +88,7 @@ grep -qE '^  process +[^ ]*big-layer\.tar +fetch( |$)' "$ART/monitor-dashboard.t
 assert_contains "$S" "RECENT RUNS" "recent runs"
 assert_contains "$S" "abort         process  busybox/" "a finished process run with its outcome"
 assert_contains "$S" "POOL $THINIMG_POOL" "pool line"
+assert_contains "$S" "QUEUES fetch " "queue sizing line"
 assert_contains "$S" "ACTIVATIONS (0)" "activations"
 assert_contains "$S" "LOG" "log section"
 assert_contains "$S" "msg=\"process-image requested\"" "a daemon log line"
