@@ -118,6 +118,38 @@ struct table;
 int cli_print_listing(struct cli *cli, const char *cmd, int r, json_t *arr, struct table *t,
                       const char *empty);
 
+/* --limit N and --after KEY of a listing that pages (list-images, list-snapshots): at most N
+ * rows after KEY. The listing asks for one row more than it shows (cli_page_ask), each row
+ * callback calls cli_page_row (false: the row beyond the page, not shown), and
+ * cli_page_done says on stderr how to continue. */
+enum { CLI_OPT_LIMIT = 0x1200, CLI_OPT_AFTER };
+#define CLI_PAGE_LONG_OPTIONS                                                                      \
+    {"limit", required_argument, NULL, CLI_OPT_LIMIT}, {"after", required_argument, NULL, CLI_OPT_AFTER}
+#define CLI_PAGE_HELP                                                                              \
+    "  --limit N   at most N rows (default: all)\n"                                             \
+    "  --after KEY the rows after KEY (the last one shown; the message after a page says it)\n"
+struct cli_page {
+    size_t limit;      /* 0 = all */
+    const char *after; /* NULL = from the start */
+    size_t shown;
+    bool more;
+    char *last;        /* the last row's key, for the next page */
+};
+/* In an option loop's default branch: CLI_OPTION_TAKEN when c was --limit or --after, else the
+ * command's exit code (a bad value: a usage error; any other option: cli_bad_option). */
+int cli_page_option(const char *cmd, int c, const char *arg, struct cli_page *p);
+/* How many rows to ask the database for (one more than the page, to see if there are more). */
+size_t cli_page_ask(const struct cli_page *p);
+bool cli_page_row(struct cli_page *p, const char *key);
+/* After a listing that succeeded: "more: thinimg CMD --after KEY" on stderr when the page was
+ * full; frees p's memory. */
+void cli_page_done(struct cli *cli, const char *cmd, struct cli_page *p);
+/* The end of a paged listing: r as the listing returned it (1: stopped at the row beyond the
+ * page), an --after key that names nothing said as "not found" (what: "image with that ref"),
+ * then cli_print_listing and cli_page_done. */
+int cli_print_page(struct cli *cli, const char *cmd, int r, json_t *arr, struct table *t,
+                   const char *empty, struct cli_page *p, const char *what);
+
 /* Open the database at cfg.db_path (creating the state dir and running every migration
  * unless readonly). Read-only opening of a missing database fails with -ENOENT. */
 int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e);

@@ -17,7 +17,7 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: thinimg list-images [--json] [--layers]\n"
+    fprintf(out, "Usage: thinimg list-images [--json] [--layers] [--limit N] [--after REF]\n"
                  "\n"
                  "List processed images: name, state, number of layers, active activations,\n"
                  "size (the file bytes its layers wrote; lower layers may be shared with other\n"
@@ -25,7 +25,10 @@ static void usage(FILE *out)
                  "\n"
                  "  --layers   also list each image's layers: state, device id, size, chain id,\n"
                  "             digest and location\n"
-                 "  --json     machine-readable output (always includes layers)\n");
+                 "  --json     machine-readable output (always includes layers)\n"
+                 "  --limit N  at most N images (default: all), by name then ref\n"
+                 "  --after REF the images after REF (the last one shown; a full page says\n"
+                 "             how to ask for the next)\n");
 }
 
 struct list_ctx {
@@ -33,6 +36,7 @@ struct list_ctx {
     bool json, layers;
     json_t *arr;
     struct table t;
+    struct cli_page page;
 };
 
 static void short_digest(const char *d, char *out, size_t n)
@@ -48,6 +52,8 @@ static void short_digest(const char *d, char *out, size_t n)
 static int image_row(const struct image_rec *r, void *ud)
 {
     struct list_ctx *c = ud;
+    if (!cli_page_row(&c->page, r->ref))
+        return 1;
     if (c->json) {
         json_array_append_new(c->arr, view_image(c->db, r));
         return 0;
@@ -97,6 +103,7 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"layers", no_argument, NULL, 'l'},
+                                         CLI_PAGE_LONG_OPTIONS,
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     struct list_ctx c = {.t = TABLE_INIT};
@@ -106,7 +113,11 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
         case 'j': c.json = true; break;
         case 'l': c.layers = true; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_bad_option("list-images");
+        default: {
+            int pr = cli_page_option("list-images", o, optarg, &c.page);
+            if (pr != CLI_OPTION_TAKEN)
+                return pr;
+        }
         }
     }
     int operands_rc = cli_check_operands("list-images", argc, argv, optind);
@@ -131,7 +142,8 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
     else
         table_header(&c.t, "NAME", "STATE", "LAYERS", "ACTIVE", "SIZE", "TOP CHAIN", "UPDATED",
                      "REF", NULL);
-    r = imagedb_image_list(db, image_row, &c);
-    return cli_print_listing(cli, "list-images", r, c.arr, &c.t,
-                             "no images (nothing processed yet)");
+    struct imagedb_page pg = {.limit = cli_page_ask(&c.page), .after = c.page.after};
+    r = imagedb_image_list(db, &pg, image_row, &c);
+    return cli_print_page(cli, "list-images", r, c.arr, &c.t, "no images (nothing processed yet)",
+                          &c.page, "image with that ref");
 }

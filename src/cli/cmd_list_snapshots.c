@@ -17,7 +17,8 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: thinimg list-snapshots [--all] [--image NAME|REF] [--json]\n"
+    fprintf(out, "Usage: thinimg list-snapshots [--all] [--image NAME|REF] [--json] [--limit N]\n"
+                 "                              [--after NAME]\n"
                  "\n"
                  "List activations: the writable snapshots a VM boots from. USED is the pool\n"
                  "space the device has mapped (its own writes and the blocks it shares with\n"
@@ -25,18 +26,24 @@ static void usage(FILE *out)
                  "\n"
                  "  --all           include inactive and failed activations (default: active)\n"
                  "  --image IMAGE   only activations of this image (name or ref)\n"
-                 "  --json          machine-readable output\n");
+                 "  --json          machine-readable output\n"
+                 "  --limit N       at most N activations (default: all), oldest first\n"
+                 "  --after NAME    the activations after NAME (the last one shown; a full page\n"
+                 "                  says how to ask for the next)\n");
 }
 
 struct snap_ctx {
     bool json;
     json_t *arr;
     struct table t;
+    struct cli_page page;
 };
 
 static int snap_row(const struct activation_rec *a, void *ud)
 {
     struct snap_ctx *c = ud;
+    if (!cli_page_row(&c->page, a->name))
+        return 1;
     if (c->json) {
         json_array_append_new(c->arr, view_activation(a));
         return 0;
@@ -62,6 +69,7 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"all", no_argument, NULL, 'a'},
+                                         CLI_PAGE_LONG_OPTIONS,
                                          {"image", required_argument, NULL, 'i'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
@@ -75,7 +83,11 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
         case 'a': all = true; break;
         case 'i': image = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
-        default: return cli_bad_option("list-snapshots");
+        default: {
+            int pr = cli_page_option("list-snapshots", o, optarg, &c.page);
+            if (pr != CLI_OPTION_TAKEN)
+                return pr;
+        }
         }
     }
     int operands_rc = cli_check_operands("list-snapshots", argc, argv, optind);
@@ -111,7 +123,9 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
     else
         table_header(&c.t, "NAME", "IMAGE", "STATE", "DEVICE", "DEV ID", "USED", "AGE", "ERROR",
                      NULL);
-    r = imagedb_activation_list(db, image_id, !all, snap_row, &c);
-    return cli_print_listing(cli, "list-snapshots", r, c.arr, &c.t,
-                             all ? "no activations" : "no active activations");
+    struct imagedb_page pg = {.limit = cli_page_ask(&c.page), .after = c.page.after};
+    r = imagedb_activation_list(db, image_id, !all, &pg, snap_row, &c);
+    return cli_print_page(cli, "list-snapshots", r, c.arr, &c.t,
+                          all ? "no activations" : "no active activations", &c.page,
+                          "activation with that name");
 }

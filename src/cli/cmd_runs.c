@@ -38,6 +38,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: thinimg runs [--all] [--json] [--type TYPE] [--resource ID] [--limit N]\n"
+            "                    [--after VERSION]\n"
             "       thinimg runs show VERSION [--json]\n"
             "       thinimg runs cancel VERSION\n"
             "       thinimg runs prune [--older-than DAYS] [--keep N] [--dry-run]\n"
@@ -56,6 +57,8 @@ static void usage(FILE *out)
             "  -t, --type TYPE      only runs of this machine type (e.g. fetch, unpack)\n"
             "  -r, --resource ID    only runs about this resource id\n"
             "  -n, --limit N        at most N runs (0 = no limit)\n"
+            "      --after VERSION  the runs after VERSION in this order (the last one shown;\n"
+            "                       a full page says how to ask for the next)\n"
             "      --json           machine-readable output\n"
             "  -h, --help           this help\n"
             "\n"
@@ -80,11 +83,14 @@ struct list_ctx {
     struct table t;
     int64_t now;
     size_t n;
+    struct cli_page page;
 };
 
 static int list_one(const struct fsm_run_record *r, void *ud)
 {
     struct list_ctx *c = ud;
+    if (!cli_page_row(&c->page, r->version.s))
+        return 1;
     c->n++;
     if (c->json)
         return json_array_append_new(c->arr, view_run(r, false)) < 0 ? -ENOMEM : 0;
@@ -103,14 +109,19 @@ static int list_one(const struct fsm_run_record *r, void *ud)
                      fsm_run_status_name(r->status), attempt, outcome_or_dash(r), age, error, NULL);
 }
 
-static int list_runs(struct cli *cli, const struct fsm_list_filter *f, bool json)
+static int list_runs(struct cli *cli, const struct fsm_list_filter *filter, bool json)
 {
     struct err e = {0};
     _cleanup_db_ struct db *db = NULL;
     int r = cli_open_db(cli, true, &db, &e);
     if (r < 0)
         return cli_fail("runs", r, &e);
-    struct list_ctx c = {.json = json, .t = TABLE_INIT, .now = now_ms()};
+    struct list_ctx c = {.json = json,
+                         .t = TABLE_INIT,
+                         .now = now_ms(),
+                         .page = {.limit = filter->limit}};
+    struct fsm_list_filter fl = *filter, *f = &fl;
+    fl.limit = cli_page_ask(&c.page);
     if (json)
         c.arr = json_array();
     else
@@ -120,18 +131,23 @@ static int list_runs(struct cli *cli, const struct fsm_list_filter *f, bool json
     if (r < 0) {
         table_free(&c.t);
         json_decref(c.arr);
+        free(c.page.last);
         return cli_fail("runs", r, NULL);
     }
-    if (json)
-        return cli_print_json(c.arr);
-    if (c.n == 0) {
-        if (!cli->quiet)
-            printf("no %sruns\n", f->include_finished ? "" : "pending or running ");
+    if (json) {
+        r = cli_print_json(c.arr);
     } else {
-        table_print(&c.t, stdout);
+        if (c.n == 0) {
+            if (!cli->quiet)
+                printf("no %sruns\n", f->include_finished ? "" : "pending or running ");
+        } else {
+            table_print(&c.t, stdout);
+        }
+        table_free(&c.t);
+        r = EXIT_OK;
     }
-    table_free(&c.t);
-    return EXIT_OK;
+    cli_page_done(cli, f->include_finished ? "runs --all" : "runs", &c.page);
+    return r;
 }
 
 /* ---- runs show --------------------------------------------------------------------------- */
@@ -380,9 +396,11 @@ int cmd_runs(struct cli *cli, int argc, char **argv)
                                          {"type", required_argument, NULL, 't'},
                                          {"resource", required_argument, NULL, 'r'},
                                          {"limit", required_argument, NULL, 'n'},
+                                         {"after", required_argument, NULL, 'A'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     struct fsm_list_filter f = {0};
+    struct fsm_id after = {0};
     bool json = false, limit_given = false;
     int c;
     while ((c = getopt_long(argc, argv, "+at:r:n:h", opts, NULL)) != -1) {
@@ -407,6 +425,11 @@ int cmd_runs(struct cli *cli, int argc, char **argv)
             limit_given = true;
             break;
         }
+        case 'A':
+            if (fsm_id_parse(optarg, &after) < 0)
+                return cli_usage_error("runs", "--after needs a run VERSION, not '%s'", optarg);
+            f.after = &after;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_OK;

@@ -5,6 +5,8 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -15,6 +17,7 @@
 #include "cli/table.h"
 #include "pipeline/host.h"
 #include "util/fsutil.h"
+#include "util/parse.h"
 
 int cli_exit_code(int r)
 {
@@ -144,4 +147,61 @@ int cli_open_db(struct cli *cli, bool readonly, struct db **out, struct err *e)
     }
     int r = config_ensure_dirs(&cli->cfg, e);
     return r < 0 ? r : host_db_open(&cli->cfg, out, e);
+}
+
+int cli_page_option(const char *cmd, int c, const char *arg, struct cli_page *p)
+{
+    if (c == CLI_OPT_AFTER) {
+        p->after = arg;
+        return CLI_OPTION_TAKEN;
+    }
+    if (c != CLI_OPT_LIMIT)
+        return cli_bad_option(cmd);
+    uint64_t n = 0;
+    if (parse_u64(arg, &n) < 0 || n < 1 || n > SIZE_MAX - 1)
+        return cli_usage_error(cmd, "--limit needs a number >= 1, not '%s'", arg);
+    p->limit = (size_t)n;
+    return CLI_OPTION_TAKEN;
+}
+
+size_t cli_page_ask(const struct cli_page *p)
+{
+    return p->limit ? p->limit + 1 : 0;
+}
+
+bool cli_page_row(struct cli_page *p, const char *key)
+{
+    if (p->limit && p->shown == p->limit) {
+        p->more = true;
+        return false;
+    }
+    p->shown++;
+    free(p->last);
+    p->last = key ? strdup(key) : NULL;
+    return true;
+}
+
+void cli_page_done(struct cli *cli, const char *cmd, struct cli_page *p)
+{
+    if (p->more && p->last && !cli->quiet)
+        fprintf(stderr, "more: thinimg %s --limit %zu --after %s\n", cmd, p->limit, p->last);
+    free(p->last);
+    p->last = NULL;
+}
+
+int cli_print_page(struct cli *cli, const char *cmd, int r, json_t *arr, struct table *t,
+                   const char *empty, struct cli_page *p, const char *what)
+{
+    if (r == 1) /* stopped at the row beyond the page */
+        r = 0;
+    if (r == -ENOENT && p->after) {
+        json_decref(arr);
+        table_free(t);
+        free(p->last);
+        p->last = NULL;
+        return cli_failf(cmd, EXIT_NOTFOUND, "--after %s: no %s", p->after, what);
+    }
+    r = cli_print_listing(cli, cmd, r, arr, t, empty);
+    cli_page_done(cli, cmd, p);
+    return r;
 }

@@ -39,6 +39,11 @@
 #define API_MAX_WAIT_S 300
 /* Listing runs with all=1 without a limit returns the newest this many (as `thinimg runs`). */
 #define API_DEFAULT_RUNS_LIMIT 100
+/* GET /v1/images and /v1/activations answer pages: this many rows unless ?limit= says
+ * otherwise (at most API_MAX_LIST_LIMIT), and "next" (the key to pass as ?after=) when there
+ * are more, so one answer stays small on a host with thousands of images. */
+#define API_DEFAULT_LIST_LIMIT 1000
+#define API_MAX_LIST_LIMIT     10000
 /* How many recent log lines the daemon keeps for GET /v1/logs (the monitor shows the tail). */
 #define API_LOG_LINES 1000
 

@@ -410,6 +410,45 @@ static enum http_next reply_list(struct http_reply *out, int r, const char *key,
     return HTTP_DONE;
 }
 
+/* ?limit=N&after=KEY: at most N rows (default dflt, 1..API_MAX_LIST_LIMIT) after KEY. The page
+ * asks for one row more than it shows, to know whether a next page exists. false after a 400. */
+static bool page_arg(const struct http_request *rq, size_t dflt, struct imagedb_page *pg,
+                     struct http_reply *out)
+{
+    const char *l = http_query(rq, "limit");
+    uint64_t n = dflt;
+    if (l && (parse_u64(l, &n) < 0 || n < 1 || n > API_MAX_LIST_LIMIT)) {
+        http_reply_error(out, 400, "invalid", "limit must be 1..%d, not '%s'", API_MAX_LIST_LIMIT,
+                         l);
+        return false;
+    }
+    pg->limit = (size_t)n + 1;
+    pg->after = http_query(rq, "after");
+    return true;
+}
+
+/* A page: the rows asked for, and "next" (the last row's key_field) when one more was found. */
+static enum http_next reply_page(struct http_reply *out, int r, const char *key, json_t *arr,
+                                 const struct imagedb_page *pg, const char *key_field)
+{
+    if (r == -ENOENT && pg->after) {
+        json_decref(arr);
+        http_reply_error(out, 404, "not_found", "after=%s: no such %s to continue after",
+                         pg->after, key_field);
+        return HTTP_DONE;
+    }
+    if (r < 0)
+        return reply_list(out, r, key, arr);
+    json_t *next = json_null();
+    if (json_array_size(arr) == pg->limit) {
+        json_array_remove(arr, pg->limit - 1);
+        json_t *last = json_array_get(arr, pg->limit - 2);
+        next = json_incref(json_object_get(last, key_field));
+    }
+    http_reply_json(out, 200, json_pack("{s:o, s:o}", key, arr, "next", next));
+    return HTTP_DONE;
+}
+
 /* ---- endpoints ------------------------------------------------------------------------------- */
 
 static enum http_next get_version(struct daemon *d, struct http_reply *out)
@@ -521,10 +560,13 @@ static enum http_next images(struct daemon *d, const struct http_request *rq,
     if (!*rest || !strcmp(rest, "/")) {
         if (!is(rq, "GET"))
             return not_allowed(rq, out, "GET");
+        struct imagedb_page pg;
+        if (!page_arg(rq, API_DEFAULT_LIST_LIMIT, &pg, out))
+            return HTTP_DONE;
         json_t *arr = json_array();
         void *c[2] = {d->ro, arr};
-        int r = imagedb_image_list(d->ro, image_one, c);
-        return reply_list(out, r, "images", arr);
+        int r = imagedb_image_list(d->ro, &pg, image_one, c);
+        return reply_page(out, r, "images", arr, &pg, "ref");
     }
     const char *name = rest + 1;
     if (!image_name_ok(name)) {
@@ -616,9 +658,12 @@ static enum http_next activations(struct daemon *d, const struct http_request *r
             image_id = img.id;
             image_rec_free(&img);
         }
+        struct imagedb_page pg;
+        if (!page_arg(rq, API_DEFAULT_LIST_LIMIT, &pg, out))
+            return HTTP_DONE;
         json_t *arr = json_array();
-        int r = imagedb_activation_list(d->ro, image_id, !all, activation_one, arr);
-        return reply_list(out, r, "activations", arr);
+        int r = imagedb_activation_list(d->ro, image_id, !all, &pg, activation_one, arr);
+        return reply_page(out, r, "activations", arr, &pg, "name");
     }
     /* NAME or NAME/deactivate; a name with a '/' (or anything else outside [A-Za-z0-9_.-]) is
      * a bad name, not another endpoint. */
@@ -772,24 +817,31 @@ static enum http_next runs(struct daemon *d, const struct http_request *rq, stru
         bool all;
         struct runs_ctx c = {.type = http_query(rq, "type"),
                              .resource = http_query(rq, "resource")};
-        const char *l = http_query(rq, "limit");
+        const char *l = http_query(rq, "limit"), *after = http_query(rq, "after");
         char *end = NULL;
         long long lim = l ? strtoll(l, &end, 10) : -1;
+        struct fsm_id after_id = {0};
         if (!flag_arg(http_query(rq, "all"), &all) || (c.type && !token_ok(c.type)) ||
-            (l && (!*l || *end || lim < 0))) {
+            (l && (!*l || *end || lim < 0)) || (after && fsm_id_parse(after, &after_id) < 0)) {
             http_reply_error(out, 400, "invalid",
                              "query: all=0|1, type=a machine type (e.g. fetch), resource=ID, "
-                             "limit=N >= 0");
+                             "limit=N >= 0, after=a run version (with all=1)");
             return HTTP_DONE;
         }
         c.arr = json_array();
         int r;
         if (all) {
+            /* A page, newest first: one run more than shown says whether there is a next. */
+            struct imagedb_page pg = {.limit = (l ? (size_t)lim : API_DEFAULT_RUNS_LIMIT) + 1};
             struct fsm_list_filter f = {.include_finished = true,
                                         .type = c.type,
                                         .resource_id = c.resource,
-                                        .limit = l ? (size_t)lim : API_DEFAULT_RUNS_LIMIT};
+                                        .after = after ? &after_id : NULL,
+                                        .limit = l && lim == 0 ? 0 : pg.limit};
             r = fsm_db_list_runs(d->ro, &f, run_one, &c);
+            if (l && lim == 0) /* limit=0: every run, as before */
+                return reply_list(out, r, "runs", c.arr);
+            return reply_page(out, r, "runs", c.arr, &pg, "version");
         } else {
             c.limit = l ? (size_t)lim : 0;
             r = fsm_list_active(d->m, run_one, &c);

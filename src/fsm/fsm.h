@@ -394,6 +394,8 @@ struct fsm_list_filter {
     const char *resource_id;  /* exact match, NULL = any */
     const struct fsm_id *parent; /* NULL = any */
     size_t limit;             /* 0 = no limit; newest first when finished runs are included */
+    const struct fsm_id *after; /* NULL = from the start; else the runs after this one in the
+                                   listing's order (older ones when newest first): a page */
 };
 typedef int (*fsm_run_cb)(const struct fsm_run_record *r, void *ud);
 int fsm_db_list_runs(struct db *db, const struct fsm_list_filter *f, fsm_run_cb cb, void *ud);

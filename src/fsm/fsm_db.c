@@ -676,6 +676,8 @@ static int bind_filter(sqlite3_stmt *st, const void *ud)
         db_bind_text(st, idx++, f->resource_id);
     if (f->parent)
         db_bind_text(st, idx++, f->parent->s);
+    if (f->after)
+        db_bind_text(st, idx++, f->after->s);
     if (f->limit)
         db_bind_i64(st, idx++, (int64_t)f->limit);
     return 0;
@@ -688,9 +690,12 @@ int fsmdb_list(struct db *db, const struct fsm_list_filter *f, struct fsmdb_row 
         f = &none;
     char sql[640];
     snprintf(sql, sizeof(sql),
-             "SELECT " RUN_COLS " FROM fsm_runs WHERE 1%s%s%s%s ORDER BY version %s%s",
+             "SELECT " RUN_COLS " FROM fsm_runs WHERE 1%s%s%s%s%s ORDER BY version %s%s",
              f->include_finished ? "" : " AND status<3", f->type ? " AND type=?" : "",
              f->resource_id ? " AND resource_id=?" : "", f->parent ? " AND parent=?" : "",
+             !f->after              ? ""
+             : f->include_finished ? " AND version<?"
+                                   : " AND version>?",
              f->include_finished ? "DESC" : "ASC", f->limit ? " LIMIT ?" : "");
     return select_rows(db, sql, bind_filter, f, rows, n);
 }

@@ -240,10 +240,41 @@ void imagedb_image_layers_free(struct image_layer_rec *v, size_t n)
     free(v);
 }
 
-int imagedb_image_list(struct db *db, imagedb_image_cb cb, void *ud)
+/* -ENOENT when a page starts after a key that names no row of table.col. */
+static int page_key_exists(struct db *db, const struct imagedb_page *pg, const char *sql)
 {
+    if (!pg || !pg->after)
+        return 0;
+    int64_t n = 0;
+    int r = db_query_int(db, sql, &n, DB_TEXT(pg->after));
+    return r < 0 ? r : n > 0 ? 0 : -ENOENT;
+}
+
+/* LIMIT's argument: -1 is no limit in SQLite. */
+static int64_t page_limit(const struct imagedb_page *pg)
+{
+    return pg && pg->limit ? (int64_t)pg->limit : -1;
+}
+
+int imagedb_image_list(struct db *db, const struct imagedb_page *pg, imagedb_image_cb cb,
+                       void *ud)
+{
+    int r = page_key_exists(db, pg, "SELECT count(*) FROM images WHERE ref = ?");
+    if (r < 0)
+        return r;
+    /* Two statements, so that a later page is a SEARCH of the index from its key, never a
+     * walk of the pages before it. */
     _cleanup_query_ struct db_query q = {0};
-    int r = db_query(&q, db, "SELECT " IMAGE_COLS " FROM images i ORDER BY i.name, i.ref");
+    if (pg && pg->after)
+        r = db_query(&q, db,
+                     "SELECT " IMAGE_COLS " FROM images i WHERE (i.name, i.ref) >"
+                     " (SELECT name, ref FROM images WHERE ref = ?1) ORDER BY i.name, i.ref"
+                     " LIMIT ?2",
+                     DB_TEXT(pg->after), DB_INT(page_limit(pg)));
+    else
+        r = db_query(&q, db,
+                     "SELECT " IMAGE_COLS " FROM images i ORDER BY i.name, i.ref LIMIT ?1",
+                     DB_INT(page_limit(pg)));
     int stop = 0;
     while (!stop && r >= 0 && (r = db_query_next(&q)) == 1) {
         struct image_rec rec = {0};
@@ -440,14 +471,28 @@ int imagedb_activation_set_state(struct db *db, const char *name, const char *st
 }
 
 int imagedb_activation_list(struct db *db, int64_t image_id, bool active_only,
-                            imagedb_activation_cb cb, void *ud)
+                            const struct imagedb_page *pg, imagedb_activation_cb cb, void *ud)
 {
+    int r = page_key_exists(db, pg, "SELECT count(*) FROM activations WHERE name = ?");
+    if (r < 0)
+        return r;
     _cleanup_query_ struct db_query q = {0};
-    int r = db_query(&q, db,
+    if (pg && pg->after)
+        r = db_query(&q, db,
                      "SELECT " ACT_COLS " FROM activations a JOIN images i ON"
                      " i.id = a.image_id WHERE (?1 = 0 OR a.image_id = ?1)"
-                     " AND (?2 = 0 OR a.state = 'active') ORDER BY a.created_at_ms, a.name",
-                     DB_INT(image_id), DB_INT(active_only ? 1 : 0));
+                     " AND (?2 = 0 OR a.state = 'active') AND (a.created_at_ms, a.name) >"
+                     " (SELECT created_at_ms, name FROM activations WHERE name = ?3)"
+                     " ORDER BY a.created_at_ms, a.name LIMIT ?4",
+                     DB_INT(image_id), DB_INT(active_only ? 1 : 0), DB_TEXT(pg->after),
+                     DB_INT(page_limit(pg)));
+    else
+        r = db_query(&q, db,
+                     "SELECT " ACT_COLS " FROM activations a JOIN images i ON"
+                     " i.id = a.image_id WHERE (?1 = 0 OR a.image_id = ?1)"
+                     " AND (?2 = 0 OR a.state = 'active') ORDER BY a.created_at_ms, a.name"
+                     " LIMIT ?3",
+                     DB_INT(image_id), DB_INT(active_only ? 1 : 0), DB_INT(page_limit(pg)));
     int stop = 0;
     while (!stop && r >= 0 && (r = db_query_next(&q)) == 1) {
         struct activation_rec rec = {0};

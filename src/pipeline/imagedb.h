@@ -89,8 +89,18 @@ int imagedb_image_get(struct db *db, int64_t id, struct image_rec *out);
 int imagedb_image_find(struct db *db, const char *ref_or_name, struct image_rec *out);
 int imagedb_image_layers(struct db *db, int64_t id, struct image_layer_rec **out, size_t *n);
 void imagedb_image_layers_free(struct image_layer_rec *v, size_t n);
+/* A page of a listing: at most limit rows (0 = all) after the row whose key is after (NULL =
+ * from the start): the ref for images, the name for activations. A key that names no row is
+ * -ENOENT. Pages follow the listing's order, and an index serves each (a host with thousands
+ * of images answers a page at the cost of a page). */
+struct imagedb_page {
+    size_t limit;
+    const char *after;
+};
 typedef int (*imagedb_image_cb)(const struct image_rec *r, void *ud);
-int imagedb_image_list(struct db *db, imagedb_image_cb cb, void *ud);
+/* By name, then ref. pg may be NULL (everything). */
+int imagedb_image_list(struct db *db, const struct imagedb_page *pg, imagedb_image_cb cb,
+                       void *ud);
 /* Delete the image row (and its image_layers); refuses with -ENOTEMPTY while activations
  * exist (-EBUSY is a database locked by another process). */
 int imagedb_image_delete(struct db *db, int64_t id);
@@ -123,9 +133,9 @@ int imagedb_activation_set_device(struct db *db, const char *name, const char *p
 int imagedb_activation_set_state(struct db *db, const char *name, const char *state,
                                  const char *error);
 typedef int (*imagedb_activation_cb)(const struct activation_rec *r, void *ud);
-/* image_id 0 = all images; active_only = only state 'active'. */
+/* image_id 0 = all images; active_only = only state 'active'. Oldest first; pg may be NULL. */
 int imagedb_activation_list(struct db *db, int64_t image_id, bool active_only,
-                            imagedb_activation_cb cb, void *ud);
+                            const struct imagedb_page *pg, imagedb_activation_cb cb, void *ud);
 int imagedb_activation_delete(struct db *db, const char *name);
 
 /* Activation names and image names as dm-safe tokens: [A-Za-z0-9_.-], 1..64 chars. */

@@ -84,6 +84,9 @@ const struct db_migration store_images_migrations[] = {
       * (quadratic in the number of images). */
      "CREATE INDEX image_layers_digest ON image_layers(digest);"
      "CREATE INDEX layers_digest ON layers(digest);"},
+    {4, "indexes in the order images and activations are listed: a page costs a page",
+     "CREATE INDEX images_name_ref ON images(name, ref);"
+     "CREATE INDEX activations_created ON activations(created_at_ms, name);"},
 };
 const size_t store_images_migrations_n =
     sizeof(store_images_migrations) / sizeof(store_images_migrations[0]);

@@ -276,7 +276,7 @@ static void refresh_readonly(struct feed *f, struct feed_snapshot *s, const char
         c.finished = true;
         struct fsm_list_filter all = {.include_finished = true, .limit = FEED_RECENT_RUNS * 3};
         fsm_db_list_runs(f->ro, &all, ro_run, &c);
-        imagedb_activation_list(f->ro, 0, false, ro_act, s);
+        imagedb_activation_list(f->ro, 0, false, NULL, ro_act, s);
     }
     snprintf(s->pool.name, sizeof(s->pool.name), "%s", f->cfg->pool_name);
     struct pool_info info;

@@ -109,6 +109,9 @@ expect_error POST '/v1/activations/a%2Fb/deactivate' '' 400 invalid "invalid act
 expect_error DELETE /v1/images/nosuch:1 '' 404 not_found "no image 'nosuch:1'"
 expect_error GET /v1/images/nosuch:1 '' 404 not_found "no image 'nosuch:1'"
 expect_error GET /v1/runs/not-a-version '' 400 invalid "is not a run version"
+expect_error GET '/v1/images?limit=0' '' 400 invalid "limit must be 1..10000"
+expect_error GET '/v1/images?after=dir:/nope' '' 404 not_found "after=dir:/nope: no such ref"
+expect_error GET '/v1/runs?all=1&after=xyz' '' 400 invalid "after=a run version"
 expect_error GET /v1/runs/01M8B4VSDE9A4YVTS5RV4DSWE0 '' 404 not_found "no run 01M8B4VSDE9A4YVTS5RV4DSWE0"
 expect_error GET '/v1/runs?limit=-1' '' 400 invalid "limit"
 expect_error GET '/v1/runs?type=a%20b' '' 400 invalid "type"
@@ -156,6 +159,23 @@ assert_eq "$(j .finished)" true "finished run"
 [ $((($(date +%s%N) - t0) / 1000000)) -lt 2000 ] || fail "wait on a finished run is not immediate"
 assert_eq "$(api GET /v1/images)" 200 "images"
 assert_eq "$(j '.images[0].name')/$(j '.images[0].state')" "busybox:3/failed" "image row"
+assert_eq "$(j .next)" null "one page of images"
+# pages of runs, newest first: the next page starts after the last one shown
+assert_eq "$(api GET "/v1/runs?all=1&limit=2")" 200 "a page of runs"
+p1=$(j '[.runs[].version] | join(",")')
+nx=$(j .next)
+assert_eq "$nx" "${p1##*,}" "next is the last run shown"
+assert_eq "$(api GET "/v1/runs?all=1&limit=2&after=$nx")" 200 "the next page"
+p2=$(j '.runs[0].version')
+[ -n "$p2" ] && [ "$p2" \< "$nx" ] || fail "the next page does not continue after $nx: $p2"
+out=$("$BIN" runs --all --limit 2 2>&1 >/dev/null)
+assert_contains "$out" "more: thinimg runs --all --limit 2 --after " "runs page hint"
+set +e
+"$BIN" list-images --limit 1 --after dir:/nope >/dev/null 2>"$W/le.txt"
+rc=$?
+set -e
+assert_eq "$rc" 4 "list-images --after an unknown ref"
+assert_contains "$(cat "$W/le.txt")" "no image with that ref" "list-images --after message"
 assert_eq "$(api GET /v1/images/busybox:3)" 200 "one image"
 assert_eq "$(j '.layers | length')" 3 "one image's layers"
 

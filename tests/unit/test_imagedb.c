@@ -47,6 +47,13 @@ static int count_cb(const struct image_rec *r, void *ud)
     return 0;
 }
 
+static int ref_cb(const struct image_rec *r, void *ud)
+{
+    strcat((char *)ud, r->ref);
+    strcat((char *)ud, ",");
+    return 0;
+}
+
 static void test_images(void **state)
 {
     (void)state;
@@ -94,8 +101,23 @@ static void test_images(void **state)
     assert_int_equal(r.id, id3);
     image_rec_free(&r);
     int count = 0;
-    assert_int_equal(imagedb_image_list(db, count_cb, &count), 0);
+    assert_int_equal(imagedb_image_list(db, NULL, count_cb, &count), 0);
     assert_int_equal(count, 2);
+    /* pages by name then ref: golang:2 (dir:) before golang:2 (s3:) */
+    char refs[512] = "";
+    struct imagedb_page pg = {.limit = 1};
+    assert_int_equal(imagedb_image_list(db, &pg, ref_cb, refs), 0);
+    assert_string_equal(refs, "dir:/b/images/golang/2.tar,");
+    pg.after = "dir:/b/images/golang/2.tar";
+    refs[0] = '\0';
+    assert_int_equal(imagedb_image_list(db, &pg, ref_cb, refs), 0);
+    assert_string_equal(refs, "s3://x/images/golang/2.tar,");
+    pg.after = "s3://x/images/golang/2.tar";
+    refs[0] = '\0';
+    assert_int_equal(imagedb_image_list(db, &pg, ref_cb, refs), 0);
+    assert_string_equal(refs, "");
+    pg.after = "dir:/nope";
+    assert_int_equal(imagedb_image_list(db, &pg, ref_cb, refs), -ENOENT);
 }
 
 static int act_names(const struct activation_rec *r, void *ud)
@@ -150,11 +172,26 @@ static void test_layers_and_activations(void **state)
     assert_int_equal(imagedb_activation_insert(db, "vm1", img.id, c2), 0);
     assert_int_equal(imagedb_activation_set_state(db, "vm1", "active", NULL), 0);
     char names[256] = "";
-    assert_int_equal(imagedb_activation_list(db, 0, true, act_names, names), 0);
+    assert_int_equal(imagedb_activation_list(db, 0, true, NULL, act_names, names), 0);
     assert_string_equal(names, "vm1,");
     names[0] = '\0';
-    assert_int_equal(imagedb_activation_list(db, img.id, false, act_names, names), 0);
+    assert_int_equal(imagedb_activation_list(db, img.id, false, NULL, act_names, names), 0);
     assert_string_equal(names, "golang-2,vm1,");
+    /* pages: oldest first, after a name; an unknown name is -ENOENT */
+    struct imagedb_page pg = {.limit = 1};
+    names[0] = '\0';
+    assert_int_equal(imagedb_activation_list(db, 0, false, &pg, act_names, names), 0);
+    assert_string_equal(names, "golang-2,");
+    pg.after = "golang-2";
+    names[0] = '\0';
+    assert_int_equal(imagedb_activation_list(db, 0, false, &pg, act_names, names), 0);
+    assert_string_equal(names, "vm1,");
+    pg.after = "vm1";
+    names[0] = '\0';
+    assert_int_equal(imagedb_activation_list(db, 0, false, &pg, act_names, names), 0);
+    assert_string_equal(names, "");
+    pg.after = "nope";
+    assert_int_equal(imagedb_activation_list(db, 0, false, &pg, act_names, names), -ENOENT);
     struct activation_rec a = {0};
     assert_int_equal(imagedb_activation_get(db, "vm1", &a), 0);
     assert_string_equal(a.image_name, "golang:2");

@@ -23,6 +23,7 @@
 
 #include "fsm/fsm.h"
 #include "pipeline/gc.h"
+#include "pipeline/imagedb.h"
 #include "store/schema.h"
 #include "util/config.h"
 #include "testutil.h"
@@ -263,11 +264,40 @@ static void test_gc_scan(void **state)
     assert_linear("gc_scan");
 }
 
+static int count_image(const struct image_rec *r, void *ud)
+{
+    (void)r;
+    (*(int *)ud)++;
+    return 0;
+}
+
+/* A later page of list-images / GET /v1/images starts at its key in the index: no scan. */
+static void test_image_pages(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        sqlite3_exec(db_handle(db),
+                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<300)"
+                     " INSERT INTO images(ref,name,state,created_at_ms,updated_at_ms,last_used_ms)"
+                     " SELECT printf('dir:/x/%05d/1.tar',i),printf('img%05d:1',i),'ready',i,i,i"
+                     " FROM n;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    struct imagedb_page pg = {.limit = 10, .after = "dir:/x/00150/1.tar"};
+    int n = 0;
+    trace_start();
+    assert_int_equal(imagedb_image_list(db, &pg, count_image, &n), 0);
+    trace_stop();
+    assert_int_equal(n, 10);
+    assert_no_scans("imagedb_image_list (a later page)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_runs_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_image_pages, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
