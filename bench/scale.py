@@ -11,6 +11,9 @@ The state is written by thinimg itself for its schema (a first `fetch` migrates 
 and by SQL for the bulk rows, in the shapes the pipeline writes (see src/store/schema_*.c and
 src/fsm/fsm_schema.c).
 
+Then, with a daemon on each state, GET /v1/runs, GET /v1/images (its first page) and GET
+/metrics.
+
 It prints, per command, the median of R runs at each N (the runs interleaved across N), the growth exponent from the second
 largest to the largest N (log t2/t1 / log N2/N1: 1.0 is linear, 2.0 quadratic), and
 the ratio at the largest N to the smallest (per-operation costs should stay near 1).
@@ -132,6 +135,38 @@ def series(binary, state, fam, example):
     }
 
 
+def api_series(binary, state, runs):
+    """Times of GET /v1/runs, /v1/images and /metrics from a daemon on the state (median of
+    runs requests each, after one warm-up), or {} when the daemon does not start."""
+    sock = os.path.join(state, "bench.sock")
+    env = dict(os.environ, THINIMG_SKIP_HEALTH_CHECKS="1")
+    d = subprocess.Popen([binary, "--state-dir", state, "--socket", sock, "daemon",
+                          "--no-pool-setup"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=env)
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        else:
+            return {}
+        out = {}
+        for name, path in (("GET /v1/runs", "/v1/runs"), ("GET /v1/images (a page)",
+                                                          "/v1/images"),
+                           ("GET /metrics", "/metrics")):
+            argv = ["curl", "-sf", "-o", "/dev/null", "--unix-socket", sock, "http://x" + path]
+            timed(argv, 1)
+            out[name] = statistics.median(timed_each(argv, runs))
+        return out
+    finally:
+        d.terminate()
+        d.wait(timeout=30)
+
+
+def timed_each(argv, runs):
+    return [timed(argv, 1) for _ in range(runs)]
+
+
 def measure(binary, ns, runs, label):
     # Every state is built first, then the runs are interleaved (each round times every series
     # at every N), so that a neighbour's load drifting over minutes hits every N alike.
@@ -150,6 +185,11 @@ def measure(binary, ns, runs, label):
         for n in ns:
             for name, argv in cmds[n].items():
                 reads.setdefault(name, {})[n] = page_reads(argv)
+        if shutil.which("curl"):
+            for n in ns:
+                state = cmds[n]["runs (nothing active)"][2]
+                for name, t in api_series(binary, state, runs).items():
+                    results.setdefault(name, {})[n] = t
     finally:
         for t in tops.values():
             shutil.rmtree(t, ignore_errors=True)
