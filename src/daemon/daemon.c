@@ -346,6 +346,7 @@ static int start(struct daemon *d, struct err *e)
     struct listeners l = {.d = d, .api_fd = -1, .metrics_fd = -1};
     struct host_opts ho = {.cfg = d->cfg,
                            .holder = "daemon",
+                           .check_integrity = true,
                            .wait_lock = o->wait_lock,
                            .pool = HOST_POOL_LEAVE, /* pool_try() in host_opened, retried */
                            .pipeline = {.source = o->source,

@@ -79,6 +79,8 @@ static int open_steps(const struct host_opts *o, struct host *h, struct err *e)
         return r;
     if ((r = host_db_open(o->cfg, &h->db, e)) < 0)
         return r;
+    if (o->check_integrity && (r = db_check_integrity(h->db, e)) < 0)
+        return r;
     if (o->opened && (r = o->opened(h, o->ud, e)) < 0)
         return r;
     if (o->pool == HOST_POOL_SETUP) {

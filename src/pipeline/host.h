@@ -44,6 +44,7 @@ struct host_opts {
     enum host_pool pool;
     bool fetch_only; /* `thinimg fetch`: the fetch machine alone; no pool, no guard */
     bool no_resume;  /* short commands (deactivate, remove) leave other runs alone */
+    bool check_integrity; /* read every page of the database before anything (the daemon) */
     /* The pipeline's options; cfg is taken from above. With fetch_only, source and
      * queues.fetch_limit apply. */
     struct pipeline_opts pipeline;
