@@ -8,8 +8,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,13 +190,13 @@ static void describe_writer(const char *path, char *out, size_t n)
     _cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC);
     ssize_t len = fd >= 0 ? read(fd, cmd, HOLDER_CMDLINE_MAX) : -1;
     if (len > 0) {
+        bool cut = len == HOLDER_CMDLINE_MAX;
         for (ssize_t i = 0; i < len; i++)
             if (cmd[i] == '\0' || cmd[i] == '\n')
                 cmd[i] = ' ';
         while (len > 0 && cmd[len - 1] == ' ')
             len--;
-        snprintf(cmd + len, sizeof(cmd) - (size_t)len, "%s",
-                 len == HOLDER_CMDLINE_MAX ? "..." : "");
+        snprintf(cmd + len, sizeof(cmd) - (size_t)len, "%s", cut ? "..." : "");
     }
     snprintf(out, n, "pid %d (%s)", (int)pid, cmd[0] ? cmd : "command unknown");
 }

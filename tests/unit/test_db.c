@@ -1,6 +1,7 @@
 /*
  * test_db.c: the SQLite layer: pragmas on the connection, migrations (idempotent, recorded,
- * refused when the database is newer), statement cache, nested transactions and rollback.
+ * refused when the database is newer), statement cache, nested transactions and rollback; a
+ * busy database names the lock's holder and waits once, a corrupt one is said at open.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fsm/fsm.h"
 #include "store/db.h"
 #include "store/schema.h"
 #include "testutil.h"
+#include "util/timeutil.h"
 
 static char *dir;
 
@@ -172,6 +175,105 @@ static void test_full_schema(void **state)
     db_close(db);
 }
 
+/* Another connection holds the write lock: the first write waits the busy timeout and says who
+ * holds the lock and on what file; a second one right after looks once instead of waiting
+ * again; once the holder commits, writes go through. */
+static void test_busy_names_holder_and_waits_once(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/busy.db", dir);
+    struct db *a = NULL, *b = NULL;
+    struct err e = {0};
+    const int timeout_ms = 300;
+    struct db_options o = {.busy_timeout_ms = timeout_ms};
+    assert_int_equal(db_open(path, &o, &a, &e), 0);
+    assert_int_equal(db_open(path, &o, &b, &e), 0);
+    assert_int_equal(db_exec(a, "CREATE TABLE t(x)"), 0);
+    assert_int_equal(db_begin(a), 0);
+
+    int64_t t0 = mono_ms();
+    assert_int_equal(db_begin(b), -EBUSY);
+    int64_t waited = mono_ms() - t0;
+    assert_true(waited >= timeout_ms - 20);
+    struct err note = {0};
+    assert_int_equal(db_last_failure(&note), -EBUSY);
+    char want[600];
+    snprintf(want, sizeof(want), "database is busy: %s is write-locked by pid %d (", path,
+             (int)getpid());
+    assert_true(tu_contains(note.msg, want));
+    assert_int_equal(err_kind_of(note.code), ERR_KIND_BUSY);
+
+    t0 = mono_ms();
+    assert_int_equal(db_begin(b), -EBUSY);
+    assert_true(mono_ms() - t0 < timeout_ms / 2); /* looked, did not wait again */
+
+    assert_int_equal(db_commit(a), 0);
+    assert_int_equal(db_begin(b), 0);
+    assert_int_equal(db_commit(b), 0);
+    db_close(a);
+    db_close(b);
+}
+
+/* A file that is not a database, and a database with a page overwritten: db_open says
+ * "database is corrupt: PATH: ...", kind corrupt, for read-write and read-only connections. */
+static void test_corrupt_said_at_open(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/corrupt.db", dir);
+    struct db *db = NULL;
+    struct err e = {0};
+    assert_int_equal(db_open(path, NULL, &db, &e), 0);
+    assert_int_equal(db_exec(db, "CREATE TABLE t(x); CREATE TABLE u(y);"
+                                 "INSERT INTO t VALUES(randomblob(3000));"
+                                 "INSERT INTO u VALUES(randomblob(3000));"),
+                     0);
+    db_close(db);
+    db = NULL;
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    char junk[4096];
+    memset(junk, 0xa5, sizeof(junk));
+    assert_int_equal(fseek(f, 4096, SEEK_SET), 0); /* page 2: table t's root */
+    assert_int_equal(fwrite(junk, 1, sizeof(junk), f), sizeof(junk));
+    fclose(f);
+    char want[600];
+    snprintf(want, sizeof(want), "database is corrupt: %s: ", path);
+    for (int ro = 0; ro < 2; ro++) {
+        struct db_options o = {.readonly = ro};
+        err_clear(&e);
+        assert_int_equal(db_open(path, &o, &db, &e), -ENOTRECOVERABLE);
+        assert_true(tu_contains(e.msg, want));
+        assert_true(tu_contains(e.msg, "restore it from a backup or move it away"));
+        assert_int_equal(err_kind_of(e.code), ERR_KIND_CORRUPT);
+    }
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(junk, 1, sizeof(junk), f), sizeof(junk));
+    fclose(f);
+    err_clear(&e);
+    assert_int_equal(db_open(path, NULL, &db, &e), -ENOTRECOVERABLE);
+    assert_true(tu_contains(e.msg, want));
+    assert_true(tu_contains(e.msg, "file is not a database"));
+}
+
+/* The kinds of a corrupt database and a read-only file system: their own names, and a run
+ * that fails with them ends at once. */
+static void test_kinds(void **state)
+{
+    (void)state;
+    assert_int_equal(err_kind_of(-EROFS), ERR_KIND_READ_ONLY);
+    assert_string_equal(err_kind_name(ERR_KIND_READ_ONLY), "read_only");
+    assert_string_equal(err_kind_name(ERR_KIND_CORRUPT), "corrupt");
+    assert_int_equal(err_kind_parse("corrupt"), ERR_KIND_CORRUPT);
+    assert_int_equal(err_kind_of(err_kind_errno(ERR_KIND_READ_ONLY)), ERR_KIND_READ_ONLY);
+    assert_true(err_kind_deterministic(ERR_KIND_CORRUPT));
+    assert_true(err_kind_deterministic(ERR_KIND_READ_ONLY));
+    /* Not a read-only file system: a pool in ro mode (EHOSTDOWN), a corrupt pool (EUCLEAN). */
+    assert_int_equal(err_kind_of(-EUCLEAN), ERR_KIND_UNHEALTHY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -179,6 +281,9 @@ int main(void)
         cmocka_unit_test(test_migrations),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_full_schema),
+        cmocka_unit_test(test_busy_names_holder_and_waits_once),
+        cmocka_unit_test(test_corrupt_said_at_open),
+        cmocka_unit_test(test_kinds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
