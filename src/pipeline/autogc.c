@@ -183,6 +183,11 @@ int pipeline_gc(struct pipeline *p, struct gc_opts *o, bool apply, int cancel_fd
     return r;
 }
 
+/* A kernel operation of the idle collection that takes longer than this is stuck: the
+ * collection runs on the daemon's signal loop, and a SIGTERM must not wait for long behind it
+ * (a healthy umount, dm remove or pool delete takes milliseconds). */
+#define AUTOGC_ORPHAN_OP_TIMEOUT_MS 10000
+
 /* ---- orphans collected while idle --------------------------------------------------------------
  */
 
@@ -292,7 +297,9 @@ static int remove_one(struct pipeline *p, struct pipeline_orphan_gc *st, struct 
 {
     for (size_t i = 0; i < rep->n; i++)
         rep->items[i].removable = i == at;
-    struct gc_opts o = {.include_blobs = true, .metrics_mode = "auto"};
+    struct gc_opts o = {.include_blobs = true,
+                        .metrics_mode = "auto",
+                        .op_timeout_ms = AUTOGC_ORPHAN_OP_TIMEOUT_MS};
     int r = gc_apply(p->db, &p->cfg, &o, rep, e);
     struct gc_item *it = &rep->items[at];
     char age[32];
