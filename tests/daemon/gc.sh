@@ -10,7 +10,8 @@
 #  2. a daemon that does not answer (SIGSTOP): gc exits 5 and names --ignore-lock; with
 #     --ignore-lock it acts locally and says the daemon does not answer.
 #  3. gc --force --blobs through the daemon while a run downloads: the old temp file goes; a temp
-#     file written after the run started and the unreferenced blob are spared, and say why.
+#     file written after the run started and the unreferenced blob are spared, and say why; the
+#     same with the local gc --force --ignore-lock next to the (stopped) daemon.
 #  4. idle collection (grace 2s): after a kill -9 mid-download the restarted daemon resumes the
 #     run; while it works nothing is collected; once it finished, the temp files and the blob
 #     are gone without a command, each logged and counted in thinimg_gc_orphans_removed_total.
@@ -132,7 +133,24 @@ assert_contains "$blob" "false skip: runs work" "the blob while a run works"
 [ -z "$(jq -r '.orphans[] | select(.kind=="tmpfile" and (.what|test("fetch-")))' "$W/busy.json")" ] ||
     fail "the run's own download was listed"
 downloading || fail "the download did not go on after gc"
-pass "gc --force next to a working run spares what the run may be using"
+# The same rule in the local gc --ignore-lock next to a daemon that does not answer.
+old_tmp old2b.part
+echo "also written after the run started" >"$TMPD/fresh2.part"
+kill -STOP "$DPID"
+rc=0
+$T gc --force --ignore-lock --blobs --json >"$W/ign.json" 2>"$W/ign.err" || rc=$?
+kill -CONT "$DPID"
+assert_eq "$rc" 0 "gc --force --ignore-lock next to a silent daemon with a run"
+assert_contains "$(cat "$W/ign.err")" "a daemon that does not answer" "--ignore-lock says so"
+assert_eq "$(jq -r '.orphans[] | select(.what|endswith("old2b.part")) | .result' "$W/ign.json")" \
+    done "--ignore-lock: the old temp file"
+fresh=$(jq -r '.orphans[] | select(.what|endswith("fresh2.part")) | "\(.removable) \(.action)"' \
+    "$W/ign.json")
+assert_contains "$fresh" "false skip: made while 2 runs work" "--ignore-lock: a temp file of the run's time"
+assert_eq "$(jq -r '.orphans[] | select(.kind=="blob") | .removable' "$W/ign.json")" false \
+    "--ignore-lock: the blob while a run works"
+[ -f "$TMPD/fresh2.part" ] || fail "gc --ignore-lock removed a temp file written while a run works"
+pass "gc --force next to a working run spares what the run may be using (daemon and --ignore-lock)"
 
 # ---- 4. idle collection ----------------------------------------------------------------------
 sleep 1 # well inside the ~13 s download
@@ -144,7 +162,7 @@ THINIMG_SKIP_HEALTH_CHECKS=1 start_daemon --no-pool-setup --auto-gc-orphans-grac
 sleep 4 # grace and two passes: the resumed run works, nothing may go
 api GET /v1/runs >/dev/null
 [ "$(j '.runs | length')" -ge 1 ] || fail "the resumed run finished too early to test anything"
-for f in old3.part fresh.part; do
+for f in old3.part fresh.part fresh2.part; do
     [ -f "$TMPD/$f" ] || fail "$f was collected while a run works"
 done
 [ "$($T gc --blobs --json | jq '[.orphans[] | select(.kind=="blob")] | length')" = 1 ] ||
@@ -153,14 +171,14 @@ finished() {
     curl -s --unix-socket "$SOCK" "http://x/v1/runs/$1" | jq -e '.run.status == "finished"' >/dev/null
 }
 wait_for finished "$RUN" || fail "the resumed run did not finish"
-gone() { [ ! -e "$TMPD/old3.part" ] && [ ! -e "$TMPD/fresh.part" ] &&
+gone() { [ ! -e "$TMPD/old3.part" ] && [ ! -e "$TMPD/fresh.part" ] && [ ! -e "$TMPD/fresh2.part" ] &&
     [ "$($T gc --blobs --json | jq '[.orphans[] | select(.removable)] | length')" = 0 ]; }
 wait_for gone || fail "the idle daemon did not collect the orphans: $($T gc --blobs)"
 curl -sf --unix-socket "$SOCK" http://x/metrics >"$W/m.txt"
 get() { $PROM "$1" --get "${@:2}" || echo 0; }
-assert_eq "$(get "$W/m.txt" thinimg_gc_orphans_removed_total kind=tmpfile)" 2 "tmpfiles counted"
+assert_eq "$(get "$W/m.txt" thinimg_gc_orphans_removed_total kind=tmpfile)" 3 "tmpfiles counted"
 assert_eq "$(get "$W/m.txt" thinimg_gc_orphans_removed_total kind=blob)" 1 "blob counted"
-assert_eq "$(grep -c 'auto-gc: orphan removed' "$DLOG")" 3 "one log line per orphan"
+assert_eq "$(grep -c 'auto-gc: orphan removed' "$DLOG")" 4 "one log line per orphan"
 grep 'auto-gc: orphan removed' "$DLOG" | grep -q "kind=blob" || fail "the blob's removal not logged"
 assert_eq "$(api GET /v1/gc)" 200 "GET /v1/gc"
 assert_eq "$(j '.auto_gc_orphans | "\(.enabled) \(.grace_ms) \(.waiting) \(.refused)"')" \
