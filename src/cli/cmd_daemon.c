@@ -12,6 +12,26 @@
 #include "cli/cli_source.h"
 #include "daemon/daemon.h"
 
+/* --auto-gc-orphans-grace: a week is the longest that still means "collect them". */
+#define DAEMON_ORPHAN_GRACE_MAX_MS (7LL * 24 * 3600 * 1000)
+
+/* "30s", "10m", "1h", "500ms" or plain seconds ("90", "1.5") into ms; -1 when malformed. */
+static int64_t parse_duration_ms(const char *s)
+{
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"", 1000}};
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (!*s || end == s || !(v >= 0))
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (!strcmp(end, units[i].unit))
+            return (int64_t)(v * units[i].ms);
+    return -1;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -19,7 +39,8 @@ static void usage(FILE *out)
             "\n"
             "Run the manager of the state directory: resume unfinished runs, serve the admin\n"
             "API (HTTP/JSON on a Unix socket, docs/daemon.md) and Prometheus /metrics. While\n"
-            "it runs, process-image, activate, deactivate and remove send their work to it.\n"
+            "it runs, process-image, activate, deactivate, remove and gc send their work to\n"
+            "it, and it removes orphans (what `gc` lists) on its own when idle and healthy.\n"
             "SIGTERM or SIGINT stops it gracefully (runs resume at the next start); SIGHUP\n"
             "reloads nothing.\n"
             "\n"
@@ -32,6 +53,12 @@ static void usage(FILE *out)
             "                           images without activations, least recently used\n"
             "                           first (default 0: off)\n"
             "  --gc-low-water PCT       ... until usage is below PCT%% (default high - 10)\n"
+            "  --auto-gc-orphans-grace DURATION\n"
+            "                           while idle and healthy, remove what failed or\n"
+            "                           interrupted work left behind (what `gc` lists, blobs\n"
+            "                           included) once it has been an orphan this long\n"
+            "                           (default 10m; 30s, 10m, 1h, or seconds)\n"
+            "  --no-auto-gc-orphans     leave orphans to `thinimg gc --force`\n"
             "  --wait-lock              wait for another thinimg process instead of "
             "failing\n" CLI_QUEUE_HELP CLI_SOURCE_HELP "  -h, --help               this help\n"
             "\n"
@@ -41,17 +68,29 @@ static void usage(FILE *out)
 
 int cmd_daemon(struct cli *cli, int argc, char **argv)
 {
-    enum { OPT_METRICS = 256, OPT_NOPOOL, OPT_WAIT, OPT_MODE, OPT_GCHI, OPT_GCLO };
-    static const struct option opts[] = {{"metrics-listen", required_argument, NULL, OPT_METRICS},
-                                         CLI_QUEUE_LONG_OPTIONS,
-                                         {"no-pool-setup", no_argument, NULL, OPT_NOPOOL},
-                                         {"wait-lock", no_argument, NULL, OPT_WAIT},
-                                         {"socket-mode", required_argument, NULL, OPT_MODE},
-                                         {"gc-high-water", required_argument, NULL, OPT_GCHI},
-                                         {"gc-low-water", required_argument, NULL, OPT_GCLO},
-                                         {"help", no_argument, NULL, 'h'},
-                                         CLI_SOURCE_LONG_OPTIONS,
-                                         {0}};
+    enum {
+        OPT_METRICS = 256,
+        OPT_NOPOOL,
+        OPT_WAIT,
+        OPT_MODE,
+        OPT_GCHI,
+        OPT_GCLO,
+        OPT_ORPHAN_GRACE,
+        OPT_NO_ORPHANS
+    };
+    static const struct option opts[] = {
+        {"metrics-listen", required_argument, NULL, OPT_METRICS},
+        CLI_QUEUE_LONG_OPTIONS,
+        {"no-pool-setup", no_argument, NULL, OPT_NOPOOL},
+        {"wait-lock", no_argument, NULL, OPT_WAIT},
+        {"socket-mode", required_argument, NULL, OPT_MODE},
+        {"gc-high-water", required_argument, NULL, OPT_GCHI},
+        {"gc-low-water", required_argument, NULL, OPT_GCLO},
+        {"auto-gc-orphans-grace", required_argument, NULL, OPT_ORPHAN_GRACE},
+        {"no-auto-gc-orphans", no_argument, NULL, OPT_NO_ORPHANS},
+        {"help", no_argument, NULL, 'h'},
+        CLI_SOURCE_LONG_OPTIONS,
+        {0}};
     struct source_options so = {0};
     struct daemon_opts o = {.cfg = &cli->cfg,
                             .source = &so,
@@ -72,6 +111,17 @@ int cmd_daemon(struct cli *cli, int argc, char **argv)
             *(c == OPT_GCHI ? &o.autogc.high_pct : &o.autogc.low_pct) = (int)v;
             break;
         }
+        case OPT_ORPHAN_GRACE:
+            o.orphan_grace_ms = parse_duration_ms(optarg);
+            if (o.orphan_grace_ms <= 0 || o.orphan_grace_ms > DAEMON_ORPHAN_GRACE_MAX_MS)
+                return cli_usage_error("daemon",
+                                       "--auto-gc-orphans-grace needs a duration above 0 and "
+                                       "at most a week (30s, 10m, 1h), not '%s'",
+                                       optarg);
+            break;
+        case OPT_NO_ORPHANS:
+            o.no_auto_gc_orphans = true;
+            break;
         case OPT_NOPOOL:
             o.no_pool_setup = true;
             break;

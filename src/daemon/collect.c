@@ -114,6 +114,11 @@ void daemon_metrics_describe(void)
     metrics_describe(METRIC_GC_FREED_BYTES, METRIC_COUNTER, "bytes gc freed (files, devices)");
     metrics_counter_add(METRIC_GC_FREED_BYTES, 0, NULL);
     metrics_describe(METRIC_GC_LAST_RUN, METRIC_GAUGE, "when gc last acted (Unix time)");
+    metrics_describe(METRIC_GC_ORPHANS_REMOVED, METRIC_COUNTER,
+                     "orphans the daemon removed on its own while idle, by gc kind");
+    metrics_describe(METRIC_GC_ORPHANS_WAITING, METRIC_GAUGE,
+                     "removable orphans the daemon's last idle scan found");
+    metrics_gauge_set(METRIC_GC_ORPHANS_WAITING, 0, NULL);
     metrics_describe(METRIC_RECONCILE_ORPHANS, METRIC_GAUGE,
                      "orphans the reconcile at the daemon's start found (gc --force removes them)");
 }

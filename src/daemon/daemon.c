@@ -30,6 +30,10 @@
 /* How often an idle daemon looks at pool usage for automatic gc (one status ioctl and one
  * query of the runs table). */
 #define DAEMON_AUTOGC_INTERVAL_MS 5000
+/* The idle collection of orphans looks every quarter of the grace period (an orphan goes at
+ * most a quarter late), but not more often than every tick nor less often than this: each look
+ * is a guard entry (health checks) and a scan (the pool's metadata through thin_ls). */
+#define DAEMON_ORPHAN_INTERVAL_MAX_MS 60000
 
 /* ---- listening sockets ----------------------------------------------------------------------- */
 
@@ -236,6 +240,8 @@ static void teardown(struct daemon *d)
     d->logs = NULL;
     pthread_mutex_destroy(&d->pool_lock);
     pthread_mutex_destroy(&d->health_lock);
+    pthread_mutex_destroy(&d->orphans_lock);
+    pipeline_orphan_gc_free(&d->orphans);
 }
 
 /* Reconcile at start (docs/architecture.md, docs/safety.md): the database's devices against the pool, before any run
@@ -263,9 +269,15 @@ static void reconcile(struct daemon *d)
     metrics_gauge_set(METRIC_RECONCILE_ORPHANS, (double)removable, NULL);
     char summary[256];
     gc_report_summary(&rep, summary, sizeof(summary));
-    if (removable)
+    if (removable && !d->o->no_auto_gc_orphans)
+        log_warn("reconcile: orphans found; the daemon removes them once idle and past their "
+                 "grace period (`thinimg gc --dry-run` lists them, `thinimg gc --force` removes "
+                 "them now)",
+                 "orphans=%zu summary=\"%s\" grace_s=%lld", removable, summary,
+                 (long long)(d->orphans.grace_ms / 1000));
+    else if (removable)
         log_warn("reconcile: orphans found; `thinimg gc --dry-run` lists them, `thinimg gc "
-                 "--force` (with the daemon stopped) removes them",
+                 "--force` removes them (--no-auto-gc-orphans: the daemon leaves them)",
                  "orphans=%zu summary=\"%s\"", removable, summary);
     else
         log_info("reconcile: the pool and the database agree", "summary=\"%s\"", summary);
@@ -376,10 +388,47 @@ static int count_run(const struct fsm_run_record *r, void *ud)
     return 0;
 }
 
+/* The idle collection of orphans (pipeline_collect_orphan): one at a time, back to back while
+ * there are some past their grace; a refusal (the guard's verdict) is logged when its reason
+ * changes, not at every look. */
+static void collect_orphans(struct daemon *d)
+{
+    if (d->o->no_auto_gc_orphans || mono_ms() < d->orphans_next_mono)
+        return;
+    int64_t every = d->orphans.grace_ms / 4;
+    every = every < DAEMON_TICK_MS                  ? DAEMON_TICK_MS
+            : every > DAEMON_ORPHAN_INTERVAL_MAX_MS ? DAEMON_ORPHAN_INTERVAL_MAX_MS
+                                                    : every;
+    struct err e = {0};
+    int r = pipeline_collect_orphan(d->p, &d->orphans, &e);
+    d->orphans_next_mono = mono_ms() + (r > 0 ? 0 : every);
+    if (r == -EHOSTDOWN) {
+        if (strcmp(d->orphans_refused, err_str(&e)) != 0)
+            log_warn("auto-gc: orphans are not collected while the host is not healthy",
+                     "reason=%s waiting=%zu", err_str(&e), d->orphans.waiting);
+        snprintf(d->orphans_refused, sizeof(d->orphans_refused), "%s", err_str(&e));
+    } else if (d->orphans_refused[0]) {
+        log_info("auto-gc: the host is healthy again; orphans are collected when idle");
+        d->orphans_refused[0] = '\0';
+    }
+    if (r < 0 && r != -EHOSTDOWN)
+        log_warn("auto-gc: orphan collection failed; it tries again at the next idle pass",
+                 "error=%s", err_str(&e));
+    pthread_mutex_lock(&d->orphans_lock);
+    struct daemon_orphans_view *v = &d->orphans_view;
+    v->waiting = d->orphans.waiting;
+    v->next_due_ms = d->orphans.next_due_ms;
+    v->last_pass_ms = now_ms();
+    v->next_pass_ms = v->last_pass_ms + (d->orphans_next_mono - mono_ms());
+    snprintf(v->refused, sizeof(v->refused), "%s", d->orphans_refused);
+    pthread_mutex_unlock(&d->orphans_lock);
+}
+
 /* Automatic gc (pipeline_auto_gc), only while no run is active: a removal never competes
  * with work, and an image a new request wants is busy (skipped) rather than half removed. */
 static void auto_gc(struct daemon *d)
 {
+    collect_orphans(d);
     if (!d->o->autogc.high_pct || mono_ms() < d->autogc_next_mono)
         return;
     d->autogc_next_mono = mono_ms() + DAEMON_AUTOGC_INTERVAL_MS;
@@ -404,6 +453,8 @@ int daemon_run(const struct daemon_opts *o, struct err *e)
              o->socket_path ? o->socket_path : o->cfg->socket_path);
     pthread_mutex_init(&d.pool_lock, NULL);
     pthread_mutex_init(&d.health_lock, NULL);
+    pthread_mutex_init(&d.orphans_lock, NULL);
+    d.orphans.grace_ms = o->orphan_grace_ms > 0 ? o->orphan_grace_ms : DAEMON_ORPHAN_GRACE_MS;
 
     /* Every thread started from here on inherits the blocked set; only sigtimedwait below
      * takes these signals. */

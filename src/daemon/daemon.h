@@ -36,6 +36,10 @@
 #define DAEMON_SHUTDOWN_HARD_MS 20000
 /* A daemon without a usable pool tries to set it up again this often. */
 #define DAEMON_POOL_RETRY_MS 30000
+/* An orphan is collected by the idle daemon once it has been one this long (--auto-gc-orphans-
+ * grace): a run killed a moment ago and about to be resumed (by the operator, or by a daemon
+ * start) still finds what it left, and what an operator wants to look at stays for a while. */
+#define DAEMON_ORPHAN_GRACE_MS (10 * 60 * 1000)
 
 struct daemon_opts {
     const struct config *cfg;            /* state dir, db, pool, default source, socket */
@@ -48,6 +52,8 @@ struct daemon_opts {
     bool skip_health;                    /* tests only */
     bool wait_lock;                      /* wait for another thinimg process to finish */
     struct pipeline_autogc_opts autogc;  /* high_pct 0: no automatic gc */
+    bool no_auto_gc_orphans;             /* do not collect orphans while idle */
+    int64_t orphan_grace_ms;             /* 0: DAEMON_ORPHAN_GRACE_MS */
 };
 
 /* Serve until SIGTERM/SIGINT. 0 after a clean shutdown; a negative errno with e when the daemon

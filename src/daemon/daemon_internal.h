@@ -3,7 +3,8 @@
  * route handler (routes.c) and the metrics collection (collect.c).
  *
  * Fields are set before the servers start and read-only afterwards, except the pool state
- * (pool_lock) and the last health report (health_lock).
+ * (pool_lock), the last health report (health_lock) and the view of the idle collection of
+ * orphans (orphans_lock).
  */
 #pragma once
 
@@ -42,7 +43,17 @@ struct daemon {
     struct health_report health; /* the last report of GET /v1/health (n == 0: none) */
     int64_t health_ms;
 
-    int64_t autogc_next_mono; /* main thread only */
+    int64_t autogc_next_mono;          /* main thread only */
+    struct pipeline_orphan_gc orphans; /* the idle collection's state (main thread only) */
+    int64_t orphans_next_mono;
+    char orphans_refused[256]; /* why the last pass was refused ("" = it was not) */
+    pthread_mutex_t orphans_lock;
+    struct daemon_orphans_view {            /* what GET /v1/gc shows, copied after each pass */
+        size_t waiting;                     /* removable orphans the last pass found */
+        int64_t next_due_ms;                /* Unix ms when the next one's grace ends (0: none) */
+        int64_t last_pass_ms, next_pass_ms; /* Unix ms (0: none yet) */
+        char refused[256];                  /* why the last pass was refused ("": it was not) */
+    } orphans_view;
 };
 
 /* The admin API (routes.c). */

@@ -23,6 +23,7 @@
 #include "daemon/views.h"
 #include "dm/pool.h"
 #include "pipeline/imagedb.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "util/timeutil.h"
@@ -30,6 +31,8 @@
 
 /* Default of ?wait= on /v1/runs/V/wait when no timeout is given. */
 #define ROUTES_DEFAULT_WAIT_S 30
+/* POST /v1/gc "timeout": a kernel operation that needs more than an hour is stuck. */
+#define API_GC_TIMEOUT_MAX_S 3600
 /* Image names in paths and bodies: a name ("golang:3") or a ref (a location). */
 #define ROUTES_MAX_IMAGE_LEN 4096
 
@@ -290,12 +293,14 @@ static enum http_next accepted(struct daemon *d, enum wait_kind kind, const stru
 
 /* ---- jobs ------------------------------------------------------------------------------------ */
 
-enum job_kind { JOB_DEACTIVATE, JOB_REMOVE_ACTIVATION, JOB_REMOVE_IMAGE, JOB_HEALTH };
+enum job_kind { JOB_DEACTIVATE, JOB_REMOVE_ACTIVATION, JOB_REMOVE_IMAGE, JOB_HEALTH, JOB_GC };
 
 struct job {
     struct daemon *d;
     enum job_kind kind;
     char name[ROUTES_MAX_IMAGE_LEN + 1];
+    struct gc_opts gc; /* JOB_GC */
+    bool gc_force;
 };
 
 void daemon_pool_check(struct health_check *c, void *ud)
@@ -329,6 +334,29 @@ static void health_job(struct daemon *d, struct http_reply *out)
     guard_last_report(pipeline_guard(d->p), &last);
     json_object_set_new(o, "last_guard_report", last.n ? view_health(&last) : json_null());
     http_reply_json(out, 200, o);
+}
+
+/* POST /v1/gc: the report of `thinimg gc --json`; when removing failed, the status and the
+ * error fields of that failure next to it (the CLI prints the report and exits as locally). */
+static int gc_job(struct job *j, int cancel_fd, struct http_reply *out, struct err *e)
+{
+    struct gc_report rep;
+    bool have = false;
+    int r = pipeline_gc(j->d->p, &j->gc, j->gc_force, cancel_fd, &rep, &have, e);
+    if (!have)
+        return r;
+    json_t *o = gc_report_json(&rep, j->gc_force);
+    gc_report_free(&rep);
+    unsigned status = 200;
+    if (r < 0) {
+        const char *reason;
+        status = api_status_for_errno(r, &reason);
+        json_object_set_new(o, "error", json_string(err_str(e)));
+        json_object_set_new(o, "code", json_integer(status));
+        json_object_set_new(o, "reason", json_string(reason));
+    }
+    http_reply_json(out, status, o);
+    return 0;
 }
 
 static void run_job(void *ud, int cancel_fd, struct http_reply *out)
@@ -368,6 +396,11 @@ static void run_job(void *ud, int cancel_fd, struct http_reply *out)
     case JOB_HEALTH:
         health_job(j->d, out);
         return;
+    case JOB_GC:
+        r = gc_job(j, cancel_fd, out, &e);
+        if (r == 0)
+            return;
+        break;
     }
     if (r == -ECANCELED)
         r = err_set(&e, -ESHUTDOWN, "the daemon is shutting down; nothing was removed");
@@ -381,21 +414,33 @@ static void run_job(void *ud, int cancel_fd, struct http_reply *out)
     http_reply_errno(out, code, "%s", msg);
 }
 
-static enum http_next defer_job(struct daemon *d, enum job_kind kind, const char *name,
-                                struct http_reply *out, struct http_deferred *def)
+static struct job *job_new(struct daemon *d, enum job_kind kind, const char *name,
+                           struct http_reply *out)
 {
     struct job *j = calloc(1, sizeof(*j));
     if (!j) {
         http_reply_errno(out, -ENOMEM, "out of memory");
-        return HTTP_DONE;
+        return NULL;
     }
     j->d = d;
     j->kind = kind;
     snprintf(j->name, sizeof(j->name), "%s", name ? name : "");
+    return j;
+}
+
+static enum http_next defer(struct job *j, struct http_deferred *def)
+{
     def->job = run_job;
     def->ud = j;
     def->free_ud = free;
     return HTTP_JOB;
+}
+
+static enum http_next defer_job(struct daemon *d, enum job_kind kind, const char *name,
+                                struct http_reply *out, struct http_deferred *def)
+{
+    struct job *j = job_new(d, kind, name, out);
+    return j ? defer(j, def) : HTTP_DONE;
 }
 
 /* {"<key>": arr} after a listing that returned r; arr is taken either way. */
@@ -911,6 +956,86 @@ static enum http_next metrics(struct daemon *d, const struct http_request *rq,
     return HTTP_DONE;
 }
 
+/* A boolean field (absent: false); false with the reply set when it is not a boolean. */
+static bool bool_field(json_t *o, const char *key, bool *val, struct http_reply *out)
+{
+    json_t *v = json_object_get(o, key);
+    *val = json_is_true(v);
+    if (!v || json_is_boolean(v))
+        return true;
+    http_reply_error(out, 400, "invalid", "field \"%s\" must be true or false", key);
+    return false;
+}
+
+/* An integer field from lo to hi (absent: *val unchanged). */
+static bool int_field(json_t *o, const char *key, json_int_t lo, json_int_t hi, json_int_t *val,
+                      struct http_reply *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return true;
+    if (json_is_integer(v) && json_integer_value(v) >= lo && json_integer_value(v) <= hi) {
+        *val = json_integer_value(v);
+        return true;
+    }
+    http_reply_error(out, 400, "invalid", "field \"%s\" must be an integer from %lld to %lld", key,
+                     (long long)lo, (long long)hi);
+    return false;
+}
+
+/* GET /v1/gc: the idle collection of orphans: on or off, its grace, what waits, when. */
+static enum http_next get_gc(struct daemon *d, struct http_reply *out)
+{
+    pthread_mutex_lock(&d->orphans_lock);
+    struct daemon_orphans_view v = d->orphans_view;
+    pthread_mutex_unlock(&d->orphans_lock);
+    json_t *ms[] = {v.next_due_ms ? json_integer(v.next_due_ms) : json_null(),
+                    v.last_pass_ms ? json_integer(v.last_pass_ms) : json_null(),
+                    v.next_pass_ms ? json_integer(v.next_pass_ms) : json_null()};
+    json_t *o =
+        json_pack("{s:b, s:I, s:I, s:o, s:o, s:o, s:o}", "enabled", !d->o->no_auto_gc_orphans,
+                  "grace_ms", (json_int_t)d->orphans.grace_ms, "waiting", (json_int_t)v.waiting,
+                  "next_due_ms", ms[0], "last_pass_ms", ms[1], "next_pass_ms", ms[2], "refused",
+                  v.refused[0] ? json_string(v.refused) : json_null());
+    http_reply_json(out, 200, json_pack("{s:o}", "auto_gc_orphans", o));
+    return HTTP_DONE;
+}
+
+/* POST /v1/gc {"force", "blobs", "include_foreign", "history_days", "timeout"}: `thinimg gc`
+ * run by the daemon under its guard (pipeline_gc), as a job: it waits for the guard. */
+static enum http_next post_gc(struct daemon *d, const struct http_request *rq,
+                              struct http_reply *out, struct http_deferred *def)
+{
+    if (is(rq, "GET"))
+        return get_gc(d, out);
+    if (!is(rq, "POST"))
+        return not_allowed(rq, out, "GET, POST");
+    static const char *const fields[] = {"force",        "blobs",   "include_foreign",
+                                         "history_days", "timeout", NULL};
+    json_t *o = rq->body_len ? body_object(rq, out, fields) : json_object();
+    if (!o)
+        return HTTP_DONE;
+    bool force, blobs, foreign;
+    json_int_t days = DEFAULT_HISTORY_RETENTION_DAYS, timeout_s = 0;
+    bool ok = bool_field(o, "force", &force, out) && bool_field(o, "blobs", &blobs, out) &&
+              bool_field(o, "include_foreign", &foreign, out) &&
+              int_field(o, "history_days", 0, GC_HISTORY_DAYS_MAX, &days, out) &&
+              int_field(o, "timeout", 1, API_GC_TIMEOUT_MAX_S, &timeout_s, out);
+    json_decref(o);
+    if (!ok)
+        return HTTP_DONE;
+    struct job *j = job_new(d, JOB_GC, NULL, out);
+    if (!j)
+        return HTTP_DONE;
+    j->gc_force = force;
+    j->gc = (struct gc_opts){.include_blobs = blobs,
+                             .include_foreign_ids = foreign,
+                             .history_days = (uint32_t)days,
+                             .op_timeout_ms = (int)timeout_s * 1000};
+    log_info("gc requested", "force=%d blobs=%d", force, blobs);
+    return defer(j, def);
+}
+
 static bool under(const char *path, const char *prefix)
 {
     size_t n = strlen(prefix);
@@ -932,6 +1057,8 @@ enum http_next daemon_route(void *ctx, const struct http_request *rq, struct htt
         return images(dm, rq, out, d);
     if (under(p, "/v1/runs"))
         return runs(dm, rq, out, d);
+    if (!strcmp(p, "/v1/gc"))
+        return post_gc(dm, rq, out, d);
     static const char *const gets[] = {"/v1/version", "/v1/health", "/v1/pool",   "/v1/machines",
                                        "/v1/logs",    "/v1/queues", NULL};
     for (size_t i = 0; gets[i]; i++) {

@@ -72,6 +72,20 @@ static void dm_unlock(void)
     pthread_mutex_unlock(&g_dm_lock);
 }
 
+pid_t dm_fork(void)
+{
+    pthread_mutex_lock(&g_dm_lock);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* The copy may be held for a thread that does not exist here: start afresh. */
+        pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+        g_dm_lock = fresh;
+        return 0;
+    }
+    pthread_mutex_unlock(&g_dm_lock);
+    return pid;
+}
+
 bool dm_name_valid(const char *s)
 {
     if (!s || !*s || s[0] == '.' || s[0] == '-')

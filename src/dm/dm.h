@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "util/err.h"
 
@@ -106,6 +107,10 @@ int dm_dev_create(const char *name, uint64_t length_sectors, const char *type, c
 /* Remove the device (it must not be open). With retry, libdevmapper retries a few times
  * while the device is busy (a closing opener). -ENXIO when it does not exist. */
 int dm_dev_remove(const char *name, bool retry, struct err *e);
+/* fork(2) while no thread is inside libdevmapper (the dm lock held across the fork), for a
+ * child that makes devicemapper calls itself: a child forked while another thread held the
+ * lock would wait for it forever. Same returns as fork. */
+pid_t dm_fork(void);
 
 /* Send a message to sector 0 of a target (e.g. "create_thin 7" to a thin-pool). If response
  * is not NULL, *response gets the target's reply (malloc'd, may be empty). The kernel's errno

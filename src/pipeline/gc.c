@@ -148,10 +148,27 @@ static bool under(const char *path, const char *dir)
     return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
 }
 
+/* Made (recorded, written) at made_ms while runs work that started before: it may be one of
+ * theirs (gc.h), so it stays, and the item says why. */
+static bool spare_live(const struct gc_opts *o, int64_t made_ms, struct gc_item *it)
+{
+    if (!o->live_since_ms || made_ms < o->live_since_ms)
+        return false;
+    it->removable = false;
+    snprintf(it->action, sizeof(it->action), "skip: made while %s; taken once they finished",
+             o->live_note ? o->live_note : "runs work");
+    return true;
+}
+
+static int64_t mtime_ms(const struct stat *sb)
+{
+    return (int64_t)sb->st_mtim.tv_sec * 1000 + sb->st_mtim.tv_nsec / 1000000;
+}
+
 /* A thin device row: classify it. */
 static void scan_device(struct gc_report *rep, const struct thin_dev *d, const uint32_t *used,
                         size_t nused, const uint32_t *pool_ids, const uint64_t *mapped,
-                        size_t npool, const struct config *cfg)
+                        size_t npool, const struct config *cfg, const struct gc_opts *o)
 {
     size_t at = 0;
     bool in_pool = rep->pool_active && id_in(pool_ids, npool, d->id, &at);
@@ -195,6 +212,8 @@ static void scan_device(struct gc_report *rep, const struct thin_dev *d, const u
     it->active = active;
     it->in_pool = in_pool;
     it->bytes = in_pool && mapped ? mapped[at] : 0;
+    /* A state's own change time; a ready device nothing uses may have become unused later. */
+    it->since_ms = kind == GC_UNREFERENCED ? 0 : d->updated_at_ms;
     snprintf(it->reason, sizeof(it->reason), "%s", reason);
     char mp[2048];
     if (active && majmin[0] && mounted_at(majmin, mp, sizeof(mp))) {
@@ -215,6 +234,8 @@ static void scan_device(struct gc_report *rep, const struct thin_dev *d, const u
         snprintf(it->action, sizeof(it->action), "skip: open (%d users)", open_count);
         return;
     }
+    if (it->action[0] == '\0' && spare_live(o, d->created_at_ms, it))
+        return;
     it->removable = true;
     snprintf(it->action, sizeof(it->action), "%s%s%s", active ? "remove dm device" : "",
              active && in_pool ? ", " : "",
@@ -347,6 +368,7 @@ static int download_row(const char *loc, const char *tmp, void *ud)
         return 1;
     it->removable = true;
     it->bytes = file ? (uint64_t)sb.st_size : 0;
+    it->since_ms = file ? mtime_ms(&sb) : 0;
     snprintf(it->reason, sizeof(it->reason), "%s",
              file ? "partial download no unfinished fetch run owns"
                   : "download record whose temp file is gone");
@@ -362,7 +384,8 @@ static void scan_downloads(struct gc_report *rep, struct db *db, struct tmp_ctx 
     blobs_download_list(db, download_row, &c);
 }
 
-static void scan_tmp(struct gc_report *rep, const struct config *cfg, const struct tmp_ctx *keep)
+static void scan_tmp(struct gc_report *rep, const struct config *cfg, const struct tmp_ctx *keep,
+                     const struct gc_opts *o)
 {
     _cleanup_closedir_ DIR *d = opendir(cfg->tmp_dir);
     if (!d)
@@ -387,9 +410,12 @@ static void scan_tmp(struct gc_report *rep, const struct config *cfg, const stru
         struct gc_item *it = add(rep, GC_TMPFILE, path);
         if (!it)
             return;
-        it->removable = true;
         it->bytes = (uint64_t)sb.st_size;
+        it->since_ms = mtime_ms(&sb);
         snprintf(it->reason, sizeof(it->reason), "temporary file no unfinished download owns");
+        if (spare_live(o, it->since_ms, it))
+            continue;
+        it->removable = true;
         snprintf(it->action, sizeof(it->action), "delete file");
     }
 }
@@ -423,9 +449,12 @@ static int unreferenced_blob(const char *digest, const char *path_col, uint64_t 
     _cleanup_free_ char *path = blobfile_path(c->cfg->blob_dir, it->what);
     snprintf(it->detail, sizeof(it->detail), "%s", path ? path : path_col);
     snprintf(it->reason, sizeof(it->reason), "no image uses this blob");
-    it->removable = c->o->include_blobs;
+    it->removable = c->o->include_blobs && !c->o->live_since_ms;
     snprintf(it->action, sizeof(it->action), "%s",
-             c->o->include_blobs ? "delete file and record" : "keep (--blobs to delete)");
+             !c->o->include_blobs ? "keep (--blobs to delete)"
+             : c->o->live_since_ms
+                 ? "skip: runs work (one may be about to use it); collected when idle"
+                 : "delete file and record");
     return 0;
 }
 
@@ -625,7 +654,7 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o, st
             return err_set(e, r, "cannot read the device records: %s", strerror(-r));
         }
         for (size_t i = 0; i < ndev; i++)
-            scan_device(out, &devs[i], used, nused, pool_ids, mapped, npool, cfg);
+            scan_device(out, &devs[i], used, nused, pool_ids, mapped, npool, cfg, o);
         scan_pool_unknown(out, db, pool, pool_ids, mapped, npool, o);
         scan_dm_unknown(out, db, pool);
         scan_active_state(out, db, pool, pool_ids, npool, cfg);
@@ -639,7 +668,7 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o, st
 
     struct tmp_ctx keep = {0};
     scan_downloads(out, db, &keep);
-    scan_tmp(out, cfg, &keep);
+    scan_tmp(out, cfg, &keep, o);
     for (size_t i = 0; i < keep.n; i++)
         free(keep.keep[i]);
     free(keep.keep);
@@ -664,7 +693,7 @@ static int run_in_child(const struct child_req *q, int timeout_ms, char *msg, si
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return neg_errno();
-    pid_t pid = fork();
+    pid_t pid = dm_fork(); /* the daemon's other threads may be inside libdevmapper */
     if (pid < 0) {
         int r = neg_errno();
         close(p[0]);
@@ -817,7 +846,7 @@ static int apply_file(struct db *db, struct gc_item *it)
 }
 
 /* What an applied gc did, for the daemon's /metrics (util/metrics.h, METRIC_GC_*). */
-static void gc_record_metrics(const struct gc_report *rep, int r)
+static void gc_record_metrics(const struct gc_report *rep, const char *mode, int r)
 {
     double freed = 0;
     for (size_t i = 0; i < rep->n; i++) {
@@ -827,8 +856,8 @@ static void gc_record_metrics(const struct gc_report *rep, int r)
         freed += (double)rep->items[i].bytes;
     }
     metrics_counter_add(METRIC_GC_FREED_BYTES, freed, NULL);
-    metrics_counter_add(METRIC_GC_RUNS, 1, "mode", "force", "result", r < 0 ? "failed" : "ok",
-                        NULL);
+    metrics_counter_add(METRIC_GC_RUNS, 1, "mode", mode ? mode : "force", "result",
+                        r < 0 ? "failed" : "ok", NULL);
     metrics_gauge_set(METRIC_GC_LAST_RUN, (double)now_ms() / 1000.0, NULL);
 }
 
@@ -910,7 +939,7 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
         r = err_set(e, -ETIMEDOUT,
                     "a kernel operation timed out; gc stopped touching devicemapper. Check "
                     "`thinimg health` and dmesg before running gc again");
-    gc_record_metrics(rep, r);
+    gc_record_metrics(rep, o->metrics_mode, r);
     return r;
 }
 
@@ -927,4 +956,133 @@ void gc_report_summary(const struct gc_report *r, char *out, size_t n)
                                   gc_kind_name((enum gc_kind)i));
     if (!k)
         snprintf(out, n, "nothing");
+}
+
+/* ---- runs at work ---------------------------------------------------------------------------- */
+
+struct live_ctx {
+    int n;
+    int64_t since_ms;
+    char oldest[96];
+};
+
+static int live_run(const struct fsm_run_record *r, void *ud)
+{
+    struct live_ctx *c = ud;
+    c->n++;
+    if (!c->since_ms || r->created_ms < c->since_ms) {
+        c->since_ms = r->created_ms > 0 ? r->created_ms : 1;
+        snprintf(c->oldest, sizeof(c->oldest), "%s run %s", r->type, r->version.s);
+    }
+    return 0;
+}
+
+int gc_live_runs(struct db *db, int64_t *since_ms, char *note, size_t n)
+{
+    struct fsm_list_filter f = {0}; /* unfinished runs only */
+    struct live_ctx c = {0};
+    *since_ms = 0;
+    if (n)
+        note[0] = '\0';
+    int r = fsm_db_list_runs(db, &f, live_run, &c);
+    if (r < 0)
+        return r;
+    *since_ms = c.since_ms;
+    if (c.n && n)
+        snprintf(note, n, "%d run%s work%s (the oldest: %s)", c.n, c.n == 1 ? "" : "s",
+                 c.n == 1 ? "s" : "", c.oldest);
+    return c.n;
+}
+
+/* ---- JSON ------------------------------------------------------------------------------------ */
+
+json_t *gc_report_json(const struct gc_report *r, bool applied)
+{
+    json_t *items = json_array();
+    for (size_t i = 0; i < r->n; i++) {
+        const struct gc_item *it = &r->items[i];
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:I}", "kind",
+                              gc_kind_name(it->kind), "what", it->what, "reason", it->reason,
+                              "action", it->action, "removable", it->removable, "active",
+                              it->active, "in_pool", it->in_pool, "bytes", (json_int_t)it->bytes);
+        if (it->dev_id)
+            json_object_set_new(o, "device_id", json_integer(it->dev_id));
+        if (applied && it->removable) {
+            json_object_set_new(o, "result", json_string(gc_result_name(it->result)));
+            json_object_set_new(o, "detail", json_string(it->detail));
+        }
+        json_array_append_new(items, o);
+    }
+    char summary[256];
+    gc_report_summary(r, summary, sizeof(summary));
+    json_t *o = json_pack("{s:s, s:b, s:s, s:o}", "mode", applied ? "force" : "dry-run",
+                          "pool_examined", r->pool_active, "summary", summary, "orphans", items);
+    if (r->pool_note[0])
+        json_object_set_new(o, "note", json_string(r->pool_note));
+    if (applied)
+        json_object_set_new(o, "pruned_runs", json_integer(r->pruned_runs));
+    return o;
+}
+
+static void copy_str(char *dst, size_t n, const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    snprintf(dst, n, "%s", v ? v : "");
+}
+
+static int name_index(const char *name, const char *(*fn)(int), int count)
+{
+    for (int i = 0; name && i < count; i++)
+        if (!strcmp(fn(i), name))
+            return i;
+    return -1;
+}
+
+static const char *kind_at(int i)
+{
+    return gc_kind_name((enum gc_kind)i);
+}
+
+static const char *result_at(int i)
+{
+    return gc_result_name((enum gc_result)i);
+}
+
+int gc_report_from_json(const json_t *o, struct gc_report *out, bool *applied)
+{
+    memset(out, 0, sizeof(*out));
+    const json_t *items = json_object_get(o, "orphans");
+    const char *mode = json_string_value(json_object_get(o, "mode"));
+    if (!json_is_array(items) || !mode)
+        return -EBADMSG;
+    *applied = !strcmp(mode, "force");
+    out->pool_active = json_is_true(json_object_get(o, "pool_examined"));
+    copy_str(out->pool_note, sizeof(out->pool_note), o, "note");
+    out->pruned_runs = (int)json_integer_value(json_object_get(o, "pruned_runs"));
+    size_t i;
+    const json_t *j;
+    json_array_foreach(items, i, j)
+    {
+        int k = name_index(json_string_value(json_object_get(j, "kind")), kind_at, GC_KIND_COUNT);
+        if (k < 0)
+            continue; /* a kind this client does not know: newer daemon */
+        struct gc_item *it = add(out, (enum gc_kind)k, "");
+        if (!it) {
+            gc_report_free(out);
+            return -ENOMEM;
+        }
+        copy_str(it->what, sizeof(it->what), j, "what");
+        copy_str(it->reason, sizeof(it->reason), j, "reason");
+        copy_str(it->action, sizeof(it->action), j, "action");
+        copy_str(it->detail, sizeof(it->detail), j, "detail");
+        it->removable = json_is_true(json_object_get(j, "removable"));
+        it->active = json_is_true(json_object_get(j, "active"));
+        it->in_pool = json_is_true(json_object_get(j, "in_pool"));
+        it->bytes = (uint64_t)json_integer_value(json_object_get(j, "bytes"));
+        it->dev_id = (uint32_t)json_integer_value(json_object_get(j, "device_id"));
+        int res =
+            name_index(json_string_value(json_object_get(j, "result")), result_at, GC_ERROR + 1);
+        it->result = res < 0 ? GC_PENDING : (enum gc_result)res;
+    }
+    return 0;
 }

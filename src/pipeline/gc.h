@@ -33,12 +33,19 @@
  * reactivates it) and `foreign` ids (collisions).
  *
  * Nothing is ever deleted implicitly: gc_scan() only reports; gc_apply() acts when the caller
- * (thinimg gc --force) says so, under the process lock.
+ * says so: `thinimg gc --force` under the process lock, the daemon (POST /v1/gc, and its idle
+ * collection of orphans past a grace period, pipeline.h) under its operation guard.
+ *
+ * Next to working runs (the daemon's gc, or --ignore-lock), gc_opts.live_since_ms spares what
+ * those runs may be using: device rows recorded and temp files written since the oldest
+ * unfinished run was created (a create-device between its dm message and its checkpoint has
+ * a device no layer names yet), and every unreferenced blob (a run may be about to name it).
  */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <jansson.h>
 #include <stdint.h>
 
 #include "store/db.h"
@@ -48,6 +55,8 @@
 /* A kernel operation (umount, dm remove, pool delete) that takes longer than this is stuck:
  * gc reports it and stops touching devicemapper. */
 #define GC_OP_TIMEOUT_MS 30000
+/* History kept longer than a century is "keep forever" already: a larger number is a typo. */
+#define GC_HISTORY_DAYS_MAX 36500
 
 enum gc_kind {
     GC_CREATING = 0,
@@ -73,44 +82,60 @@ const char *gc_result_name(enum gc_result r);
 
 struct gc_item {
     enum gc_kind kind;
-    char what[512];     /* device name, path, lock or blob */
-    uint32_t dev_id;    /* 0 when not a thin device */
-    bool active;        /* a dm device exists */
-    bool in_pool;       /* the pool's metadata has the id */
-    bool removable;     /* gc_apply would act on it (given the options) */
-    char reason[256];   /* why it is an orphan */
-    char action[128];   /* what gc does / would do */
+    char what[512];   /* device name, path, lock or blob */
+    uint32_t dev_id;  /* 0 when not a thin device */
+    bool active;      /* a dm device exists */
+    bool in_pool;     /* the pool's metadata has the id */
+    bool removable;   /* gc_apply would act on it (given the options) */
+    char reason[256]; /* why it is an orphan */
+    char action[128]; /* what gc does / would do */
     enum gc_result result;
-    char detail[512];   /* the outcome of gc_apply, or why it was skipped */
-    uint64_t bytes;     /* space it holds when known (files; mapped bytes of thin devices) */
+    char detail[512]; /* the outcome of gc_apply, or why it was skipped */
+    uint64_t bytes;   /* space it holds when known (files; mapped bytes of thin devices) */
+    int64_t since_ms; /* when it became what it is, when known (Unix ms: a temp file's
+                       * mtime, a device row's last change); 0 = unknown */
 };
 
 struct gc_report {
     struct gc_item *items;
     size_t n;
-    bool pool_active;   /* false: the pool could not be inspected (devices not examined) */
-    bool pool_adopted;  /* made by someone else: unknown ids are not deleted */
+    bool pool_active;  /* false: the pool could not be inspected (devices not examined) */
+    bool pool_adopted; /* made by someone else: unknown ids are not deleted */
     char pool_note[256];
-    int pruned_runs;    /* finished runs whose history was pruned (apply) */
+    int pruned_runs; /* finished runs whose history was pruned (apply) */
 };
 void gc_report_free(struct gc_report *r);
 
 struct gc_opts {
-    bool include_blobs;        /* also remove blobs no image uses */
-    bool include_foreign_ids;  /* delete unknown ids even in an adopted pool */
-    uint32_t history_days;     /* prune finished runs older than this (0 = keep) */
-    int op_timeout_ms;         /* 0: GC_OP_TIMEOUT_MS */
-    const char *skip_devices;  /* non-NULL: do not examine the pool and devices, say why */
+    bool include_blobs;       /* also remove blobs no image uses */
+    bool include_foreign_ids; /* delete unknown ids even in an adopted pool */
+    uint32_t history_days;    /* prune finished runs older than this (0 = keep) */
+    int op_timeout_ms;        /* 0: GC_OP_TIMEOUT_MS */
+    const char *skip_devices; /* non-NULL: do not examine the pool and devices, say why */
+    int64_t live_since_ms;    /* > 0: runs work (gc_live_runs); spare what they may use */
+    const char *live_note;    /* which runs, for the items spared ("2 runs work, ...") */
+    const char *metrics_mode; /* gc_apply's runs counter label: NULL "force", "auto" */
 };
 
+/* The unfinished runs in the database: their number (>= 0, or a negative errno), the creation
+ * time of the oldest in *since_ms (0 when none) and a note naming it, for gc_opts. */
+int gc_live_runs(struct db *db, int64_t *since_ms, char *note, size_t n);
+
 /* Reconcile: find every orphan (read-only apart from the pool's metadata snapshot). */
-int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o,
-            struct gc_report *out, struct err *e);
+int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o, struct gc_report *out,
+            struct err *e);
 /* Remove what the report marks removable, in the safe order; fills each item's result.
  * Returns 0 when every removable item was handled (done or skipped), a negative errno when an
  * operation failed or timed out (the report says which; gc stops at a timeout). */
-int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
-             struct gc_report *r, struct err *e);
+int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o, struct gc_report *r,
+             struct err *e);
+
+/* The report as `thinimg gc --json` prints it (also POST /v1/gc's reply): {mode, pool_examined,
+ * summary, orphans: [{kind, what, reason, action, removable, active, in_pool, bytes,
+ * device_id?, result?, detail?}], note?, pruned_runs?}. A new reference. */
+json_t *gc_report_json(const struct gc_report *r, bool applied);
+/* Back from that JSON (what the CLI prints from a daemon's reply). *applied: mode "force". */
+int gc_report_from_json(const json_t *o, struct gc_report *out, bool *applied);
 
 /* Counts by kind, for logs: "2 failed, 1 unknown-id". */
 void gc_report_summary(const struct gc_report *r, char *out, size_t n);

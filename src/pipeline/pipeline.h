@@ -34,6 +34,7 @@
 #include "fsm/fsm.h"
 #include "guard/guard.h"
 #include "pipeline/activate.h"
+#include "pipeline/gc.h"
 #include "pipeline/outcome.h"
 #include "pipeline/process.h"
 #include "source/source.h"
@@ -119,3 +120,33 @@ struct pipeline_autogc_result {
 };
 int pipeline_auto_gc(struct pipeline *p, const struct pipeline_autogc_opts *o,
                      struct pipeline_autogc_result *res, struct err *e);
+
+/* `thinimg gc` done by the process that runs the pipeline (the daemon's POST /v1/gc), between
+ * devicemapper sections: under the lifecycle lock and the operation guard (health checks
+ * first), with what unfinished runs may be using spared (gc.h: o->live_since_ms is set here).
+ * apply false: a dry run, which an unhealthy host does not refuse (the devices are then not
+ * examined, and the report says why). *have_report: out holds a report (to free), also when
+ * gc_apply failed (its error in e and the return value); false with a negative errno (e):
+ * refused (-EHOSTDOWN), cancelled (-ECANCELED) or the scan failed. */
+int pipeline_gc(struct pipeline *p, struct gc_opts *o, bool apply, int cancel_fd,
+                struct gc_report *out, bool *have_report, struct err *e);
+
+/* Orphans collected while idle (the daemon, every pass of its idle loop): when no run is
+ * unfinished and the operation guard lets it in (the host healthy), one scan and the removal
+ * of one orphan (gc.h kinds, blobs included) that has been one for grace_ms at least: since its
+ * timestamp when it has one (gc_item.since_ms), else since this process first saw it. Mounts
+ * first, then devices, then files, then locks (gc's order). Each removal is logged and counted
+ * (METRIC_GC_ORPHANS_REMOVED). The state is the caller's: zero it, set grace_ms, free it with
+ * pipeline_orphan_gc_free(). */
+struct pipeline_orphan_seen;
+struct pipeline_orphan_gc {
+    int64_t grace_ms;
+    struct pipeline_orphan_seen *seen; /* first sightings, of the last scan's items */
+    size_t n_seen;
+    size_t waiting;      /* removable orphans after the last scan (within their grace or not) */
+    int64_t next_due_ms; /* Unix ms when the next waiting orphan's grace ends (0: none) */
+};
+/* 1: one orphan removed; 0: nothing to remove now (runs work, or every orphan is within its
+ * grace); a negative errno with e: refused by the guard (-EHOSTDOWN: e says why) or failed. */
+int pipeline_collect_orphan(struct pipeline *p, struct pipeline_orphan_gc *st, struct err *e);
+void pipeline_orphan_gc_free(struct pipeline_orphan_gc *st);

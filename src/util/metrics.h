@@ -54,6 +54,10 @@ enum metric_type { METRIC_COUNTER = 0, METRIC_GAUGE, METRIC_HISTOGRAM };
 #define METRIC_GC_FREED_BYTES    "thinimg_gc_freed_bytes_total"
 #define METRIC_GC_LAST_RUN       "thinimg_gc_last_run_timestamp_seconds" /* gauge, Unix time */
 #define METRIC_RECONCILE_ORPHANS "thinimg_reconcile_orphans" /* gauge: at the daemon's start */
+/* The daemon's idle collection (pipeline_collect_orphan): removals by gc kind, and the
+ * removable orphans its last scan found (gauge). */
+#define METRIC_GC_ORPHANS_REMOVED "thinimg_gc_orphans_removed_total" /* (kind) */
+#define METRIC_GC_ORPHANS_WAITING "thinimg_gc_orphans_waiting"
 
 /* Set type and help of a family (0, or -EINVAL for a bad name or a type change). buckets:
  * upper bounds, increasing, for histograms (NULL: METRICS_DURATION_BUCKETS). */

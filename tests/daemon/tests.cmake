@@ -5,6 +5,8 @@
 set(_daemon_env "THINIMG_BUILD_DIR=${CMAKE_BINARY_DIR};ASAN_OPTIONS=detect_leaks=1:abort_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
 add_test(NAME daemon_api COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/api.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(daemon_api PROPERTIES LABELS daemon TIMEOUT 300 ENVIRONMENT "${_daemon_env}")
+add_test(NAME daemon_gc COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/gc.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(daemon_gc PROPERTIES LABELS daemon TIMEOUT 300 ENVIRONMENT "${_daemon_env}")
 add_test(NAME daemon_monitor COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/monitor.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(daemon_monitor PROPERTIES LABELS daemon TIMEOUT 300 ENVIRONMENT "${_daemon_env}")
 

@@ -472,8 +472,9 @@ def daemon_rows():
             ['no run ' + UNKNOWN_RUN])
         api_row('API runs show: not a run version', 'invalid', d, 'GET', '/v1/runs/nope', None,
                 'is not a run version')
-        row('gc --force while the daemon holds the state dir', 'busy', st, ['gc', '--force'],
-            ['state directory is locked by pid %d' % d.p.pid])
+        # gc goes through the daemon (POST /v1/gc): its refusals are the API's.
+        api_row('API gc: force is not a boolean', 'invalid', d, 'POST', '/v1/gc',
+                {'force': 'yes'}, 'must be true or false')
         row('fetch while the daemon holds the state dir', 'busy', st,
             ['fetch', 'dir:%s/images/busybox/' % EX], ['locked by pid %d' % d.p.pid])
         # Another process holds the database's write lock: busy, never "still has activations".
