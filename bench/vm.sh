@@ -89,7 +89,7 @@ if [[ " $ROWS " == *" mkfs "* ]]; then
                 b+="$(elapsed "$t0" "$t1") "
                 pb+="$(mapped "$d") "
             fi
-            e2fsck -fn "/dev/mapper/$d" >/dev/null
+            e2fsck -fn "/dev/mapper/$d" >/dev/null 2>&1 || { echo "e2fsck -fn of $d failed" >&2; exit 1; }
             raw_drop "$d" $RAWID
         done
     done
@@ -102,13 +102,13 @@ if [[ " $ROWS " == *" activate "* ]]; then
     $T setup-pool --data-size 512M >/dev/null
     $T health >/dev/null 2>&1 || true # acknowledge older kernel log lines
     REF="dir:$BUILD/example/images/busybox/"
-    $T process-image --device-size 1G "$REF" >/dev/null
+    $T -q process-image --device-size 1G "$REF" >/dev/null
     a="" b=""
     for ((i = 0; i < RUNS; i++)); do
         t0=$(now_s)
-        $T process-image --name "viap$i" "$REF" >/dev/null
+        $T -q process-image --name "viap$i" "$REF" >/dev/null
         t1=$(now_s)
-        $T activate --name "vact$i" busybox:3 >/dev/null
+        $T -q activate --name "vact$i" busybox:3 >/dev/null
         t2=$(now_s)
         a+="$(elapsed "$t0" "$t1") "
         b+="$(elapsed "$t1" "$t2") "
