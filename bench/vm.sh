@@ -59,11 +59,11 @@ LM=$(losetup -f --show "$W/raw/meta")
 dd if=/dev/zero of="$LM" bs=4096 count=1 status=none
 dmsetup create $RAW --table "0 $((4 << 21)) thin-pool $LM $LD 128 32768 1 error_if_no_space"
 RAWID=0
-raw_thin() { # raw_thin SECTORS: a new thin device of the raw pool; prints its name
+raw_thin() { # raw_thin SECTORS: a new thin device of the raw pool, id RAWID, named RAWNAME
     RAWID=$((RAWID + 1))
+    RAWNAME="$RAW-t$RAWID"
     dmsetup message $RAW 0 "create_thin $RAWID"
-    dmsetup create "$RAW-t$RAWID" --table "0 $1 thin /dev/mapper/$RAW $RAWID"
-    echo "$RAW-t$RAWID"
+    dmsetup create "$RAWNAME" --table "0 $1 thin /dev/mapper/$RAW $RAWID"
 }
 raw_drop() { # raw_drop NAME ID...: remove the device and delete the ids (untimed)
     dmsetup remove "$1"
@@ -76,7 +76,8 @@ if [[ " $ROWS " == *" mkfs "* ]]; then
     a="" b="" pa="" pb=""
     for ((i = 0; i < RUNS; i++)); do
         for side in $( ((i % 2)) && echo "old new" || echo "new old"); do
-            d=$(raw_thin $SECTORS_8G)
+            raw_thin $SECTORS_8G
+            d=$RAWNAME
             if [ "$side" = new ]; then
                 a+="$("$BUILD/bench/mkfs_bench" "/dev/mapper/$d") "
                 pa+="$(mapped "$d") "
@@ -88,7 +89,7 @@ if [[ " $ROWS " == *" mkfs "* ]]; then
                 b+="$(elapsed "$t0" "$t1") "
                 pb+="$(mapped "$d") "
             fi
-            e2fsck -fn "/dev/mapper/$d" >/dev/null
+            e2fsck -fn "/dev/mapper/$d" >/dev/null 2>&1 || { echo "e2fsck -fn of $d failed" >&2; exit 1; }
             raw_drop "$d" $RAWID
         done
     done
@@ -101,13 +102,13 @@ if [[ " $ROWS " == *" activate "* ]]; then
     $T setup-pool --data-size 512M >/dev/null
     $T health >/dev/null 2>&1 || true # acknowledge older kernel log lines
     REF="dir:$BUILD/example/images/busybox/"
-    $T process-image --device-size 1G "$REF" >/dev/null
+    $T -q process-image --device-size 1G "$REF" >/dev/null
     a="" b=""
     for ((i = 0; i < RUNS; i++)); do
         t0=$(now_s)
-        $T process-image --name "viap$i" "$REF" >/dev/null
+        $T -q process-image --name "viap$i" "$REF" >/dev/null
         t1=$(now_s)
-        $T activate --name "vact$i" busybox:3 >/dev/null
+        $T -q activate --name "vact$i" busybox:3 >/dev/null
         t2=$(now_s)
         a+="$(elapsed "$t0" "$t1") "
         b+="$(elapsed "$t1" "$t2") "
@@ -139,7 +140,8 @@ if [[ " $ROWS " == *" debian "* ]]; then
             else
                 sync
                 t0=$(now_s)
-                d=$(raw_thin $SECTORS_8G)
+                raw_thin $SECTORS_8G
+                d=$RAWNAME
                 base=$RAWID
                 mkfs.ext4 -q -E nodiscard "/dev/mapper/$d"
                 mount -o nosuid,nodev "/dev/mapper/$d" "$W/mnt"
