@@ -179,6 +179,67 @@ static int gc_remote(struct api_client *api, const struct gc_opts *go, bool forc
     return rc;
 }
 
+/* gc in this process: the lock for --force (or --ignore-lock's warning), the scan, the removals
+ * and the report. */
+static int gc_local(struct cli *cli, struct gc_opts *go, bool force, bool ignore_lock, bool json)
+{
+    struct err e = {0};
+    struct proc_lock lock = PROC_LOCK_INIT;
+    if (force) {
+        int rc = prepare_force(cli, ignore_lock, &lock);
+        if (rc != EXIT_OK)
+            return rc;
+    }
+    /* A dry run next to a working thinimg: its in-flight devices would look like orphans and
+     * two metadata snapshots would step on each other, so the devices are left out. */
+    char busy_note[300];
+    struct lock_holder holder;
+    if (!force && proc_lock_holder(cli->cfg.lock_path, &holder) == 0) {
+        char who[200];
+        lock_holder_describe(&holder, who, sizeof(who));
+        snprintf(busy_note, sizeof(busy_note), "%s is working; run gc when it is idle", who);
+        go->skip_devices = busy_note;
+    }
+    _cleanup_db_ struct db *db = NULL;
+    int r = cli_open_db(cli, !force, &db, &e);
+    if (r == -ENOENT && !force) {
+        if (json)
+            printf("{\"mode\": \"dry-run\", \"orphans\": [], \"summary\": \"nothing\"}\n");
+        else
+            printf("nothing to collect (no database yet)\n");
+        return EXIT_OK;
+    }
+    if (r < 0) {
+        proc_lock_release(&lock);
+        return cli_fail("gc", r, &e);
+    }
+    /* Another process works (--ignore-lock): spare what its runs may be using (gc.h). */
+    char live_note[256];
+    if (force && lock.fd < 0 &&
+        gc_live_runs(db, &go->live_since_ms, live_note, sizeof(live_note)) > 0)
+        go->live_note = live_note;
+    struct gc_report rep;
+    r = gc_scan(db, &cli->cfg, go, &rep, &e);
+    if (r < 0) {
+        proc_lock_release(&lock);
+        return cli_fail("gc", r, &e);
+    }
+    int rc = EXIT_OK;
+    if (force) {
+        r = gc_apply(db, &cli->cfg, go, &rep, &e);
+        if (r < 0)
+            rc = cli_fail("gc", r, &e); /* its kind's code: e.g. 5 for a locked database */
+    }
+    if (json) {
+        cli_print_json(gc_report_json(&rep, force));
+    } else {
+        report_print(&rep, force);
+    }
+    gc_report_free(&rep);
+    proc_lock_release(&lock);
+    return rc;
+}
+
 int cmd_gc(struct cli *cli, int argc, char **argv)
 {
     enum { O_DRY = 256, O_FORCE, O_IGN, O_BLOBS, O_FOREIGN, O_HIST, O_TIMEOUT, O_JSON };
@@ -251,58 +312,5 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
             return rc;
     }
     err_clear(&e);
-    struct proc_lock lock = PROC_LOCK_INIT;
-    if (force) {
-        int rc = prepare_force(cli, ignore_lock, &lock);
-        if (rc != EXIT_OK)
-            return rc;
-    }
-    /* A dry run next to a working thinimg: its in-flight devices would look like orphans and
-     * two metadata snapshots would step on each other, so the devices are left out. */
-    char busy_note[300];
-    struct lock_holder holder;
-    if (!force && proc_lock_holder(cli->cfg.lock_path, &holder) == 0) {
-        char who[200];
-        lock_holder_describe(&holder, who, sizeof(who));
-        snprintf(busy_note, sizeof(busy_note), "%s is working; run gc when it is idle", who);
-        go.skip_devices = busy_note;
-    }
-    _cleanup_db_ struct db *db = NULL;
-    int r = cli_open_db(cli, !force, &db, &e);
-    if (r == -ENOENT && !force) {
-        if (json)
-            printf("{\"mode\": \"dry-run\", \"orphans\": [], \"summary\": \"nothing\"}\n");
-        else
-            printf("nothing to collect (no database yet)\n");
-        return EXIT_OK;
-    }
-    if (r < 0) {
-        proc_lock_release(&lock);
-        return cli_fail("gc", r, &e);
-    }
-    /* Another process works (--ignore-lock): spare what its runs may be using (gc.h). */
-    char live_note[256];
-    if (force && lock.fd < 0 &&
-        gc_live_runs(db, &go.live_since_ms, live_note, sizeof(live_note)) > 0)
-        go.live_note = live_note;
-    struct gc_report rep;
-    r = gc_scan(db, &cli->cfg, &go, &rep, &e);
-    if (r < 0) {
-        proc_lock_release(&lock);
-        return cli_fail("gc", r, &e);
-    }
-    int rc = EXIT_OK;
-    if (force) {
-        r = gc_apply(db, &cli->cfg, &go, &rep, &e);
-        if (r < 0)
-            rc = cli_fail("gc", r, &e); /* its kind's code: e.g. 5 for a locked database */
-    }
-    if (json) {
-        cli_print_json(gc_report_json(&rep, force));
-    } else {
-        report_print(&rep, force);
-    }
-    gc_report_free(&rep);
-    proc_lock_release(&lock);
-    return rc;
+    return gc_local(cli, &go, force, ignore_lock, json);
 }
