@@ -11,23 +11,12 @@
 bool cli_source_option(int c, const char *arg, struct source_options *o)
 {
     switch (c) {
-    case CLI_OPT_REGION:
-        o->region = arg;
-        return true;
-    case CLI_OPT_ENDPOINT:
-        o->endpoint = arg;
-        return true;
-    case CLI_OPT_NO_SIGN:
-        o->anonymous = true;
-        return true;
-    case CLI_OPT_PLATFORM:
-        o->platform = arg;
-        return true;
-    case CLI_OPT_INSECURE:
-        o->insecure_registry = arg;
-        return true;
-    default:
-        return false;
+    case CLI_OPT_REGION: o->region = arg; return true;
+    case CLI_OPT_ENDPOINT: o->endpoint = arg; return true;
+    case CLI_OPT_NO_SIGN: o->anonymous = true; return true;
+    case CLI_OPT_PLATFORM: o->platform = arg; return true;
+    case CLI_OPT_INSECURE: o->insecure_registry = arg; return true;
+    default: return false;
     }
 }
 

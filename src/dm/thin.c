@@ -306,18 +306,30 @@ int thin_create(struct db *db, const char *pool, const struct thin_spec *spec, u
     return create_common(db, pool, 0, spec, spec->size_bytes, id, e);
 }
 
+/* The row of device id, for an operation on it: 0, or -ENOENT ("no device <id><missing>") or
+ * a database error, with e set. verb (e.g. "snapshot"): the device must also be ready, else
+ * -EINVAL ("... not ready: cannot <verb> it"); NULL: any state will do. */
+static int dev_for(struct db *db, const char *pool, uint32_t id, const char *missing,
+                   const char *verb, struct thin_dev *d, struct err *e)
+{
+    int r = thin_get(db, pool, id, d);
+    if (r == -ENOENT)
+        return err_set(e, r, "pool \"%s\": no device %u%s", pool, id, missing);
+    if (r < 0)
+        return err_set(e, r, "cannot read device %u: %s", id, strerror(-r));
+    if (verb && strcmp(d->state, "ready") != 0)
+        return err_set(e, -EINVAL, "device %s (id %u) is %s, not ready: cannot %s it", d->name, id,
+                       d->state, verb);
+    return 0;
+}
+
 int thin_snapshot(struct db *db, const char *pool, uint32_t origin_id, const struct thin_spec *spec,
                   uint32_t *id, struct err *e)
 {
     struct thin_dev o;
-    int r = thin_get(db, pool, origin_id, &o);
-    if (r == -ENOENT)
-        return err_set(e, r, "pool \"%s\": no device %u to snapshot", pool, origin_id);
+    int r = dev_for(db, pool, origin_id, " to snapshot", "snapshot", &o, e);
     if (r < 0)
-        return err_set(e, r, "cannot read device %u: %s", origin_id, strerror(-r));
-    if (strcmp(o.state, "ready") != 0)
-        return err_set(e, -EINVAL, "device %s (id %u) is %s, not ready: cannot snapshot it", o.name,
-                       origin_id, o.state);
+        return r;
     r = dm_dev_exists(o.name);
     if (r < 0)
         return err_set(e, r, "cannot query device %s: %s", o.name, strerror(-r));
@@ -342,14 +354,9 @@ static int thin_table_params(char *out, size_t n, const char *pool, uint32_t id)
 int thin_activate(struct db *db, const char *pool, uint32_t id, char *path, size_t n, struct err *e)
 {
     struct thin_dev d;
-    int r = thin_get(db, pool, id, &d);
-    if (r == -ENOENT)
-        return err_set(e, r, "pool \"%s\": no device %u", pool, id);
+    int r = dev_for(db, pool, id, "", "activate", &d, e);
     if (r < 0)
-        return err_set(e, r, "cannot read device %u: %s", id, strerror(-r));
-    if (strcmp(d.state, "ready") != 0)
-        return err_set(e, -EINVAL, "device %s (id %u) is %s, not ready: cannot activate it", d.name,
-                       id, d.state);
+        return r;
     char params[DM_NAME_MAX + 64];
     r = thin_table_params(params, sizeof(params), pool, id);
     if (r < 0)
@@ -382,11 +389,9 @@ int thin_activate(struct db *db, const char *pool, uint32_t id, char *path, size
 int thin_deactivate(struct db *db, const char *pool, uint32_t id, struct err *e)
 {
     struct thin_dev d;
-    int r = thin_get(db, pool, id, &d);
-    if (r == -ENOENT)
-        return err_set(e, r, "pool \"%s\": no device %u", pool, id);
+    int r = dev_for(db, pool, id, "", NULL, &d, e);
     if (r < 0)
-        return err_set(e, r, "cannot read device %u: %s", id, strerror(-r));
+        return r;
     r = dm_dev_exists(d.name);
     if (r <= 0)
         return r < 0 ? err_set(e, r, "cannot query device %s", d.name) : 0;
