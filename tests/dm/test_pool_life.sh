@@ -80,7 +80,10 @@ SUM_BEFORE="$(sha256sum <"$MNT/before")"
     done
 ) 2>"$W/writer.err" &
 WRITER=$!
-while [ "$(wc -l <"$W/sums" 2>/dev/null || echo 0)" -lt 16 ]; do sleep 0.2; done
+while [ "$(wc -l <"$W/sums" 2>/dev/null || echo 0)" -lt 16 ]; do
+    kill -0 "$WRITER" 2>/dev/null || break # died early: its exit status says why, below
+    sleep 0.2
+done
 DATA_BLOCKS_BEFORE="$(field 6 | cut -d/ -f2)"
 run "${TI[@]}" pool grow --data +64M --metadata 8M
 expect_rc 0 "pool grow while the device is mounted and written"
