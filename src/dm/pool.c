@@ -177,39 +177,40 @@ int pool_check_usable(const char *name, const struct pool_status *s, const struc
         return err_set(e, -EHOSTDOWN,
                        "pool \"%s\" has failed (status \"%s\"): it errors all I/O. Stop thinimg, "
                        "check the kernel log (dmesg) for the cause, then deactivate the pool and "
-                       "run: thin_check <metadata device> (see docs/dm.md, \"Fail\")",
+                       "run `thinimg pool check` (thin_check) (see docs/dm.md, \"Fail\")",
                        name, pool_mode_name(s->mode));
     if (s->needs_check)
         return err_set(e, -EUCLEAN,
                        "pool \"%s\" needs_check: its metadata must be checked before it can be "
                        "written again. Stop thinimg, deactivate the pool's devices and the pool, "
-                       "then run: thin_check <metadata device>, and thin_repair if it reports "
-                       "damage (see docs/dm.md, \"needs_check\")",
+                       "then run `thinimg pool check` (thin_check; it clears the flag when the "
+                       "metadata is sound) and `thinimg setup-pool` (see docs/dm.md, "
+                       "\"needs_check\")",
                        name);
     if (s->mode == POOL_MODE_RO) /* a pool that refuses (unhealthy), not a read-only state fs */
         return err_set(e, -EHOSTDOWN,
                        "pool \"%s\" is read-only (ro): its metadata cannot be changed (metadata "
                        "full, or loaded read_only). Check `thinimg status` for metadata usage; "
-                       "if it is full, stop thinimg and grow the metadata device, else reload "
-                       "the pool writable (see docs/dm.md, \"ro\")",
+                       "if it is full, grow it online with `thinimg pool grow --metadata +SIZE`, "
+                       "else reload the pool writable (see docs/dm.md, \"ro\")",
                        name);
     if (s->mode == POOL_MODE_OUT_OF_DATA_SPACE)
         return err_set(e, -ENOSPC,
                        "pool \"%s\" is out of data space: writes to new blocks fail. Free space "
-                       "with `thinimg gc --force` (deletes unused devices) or grow the data "
-                       "device (see docs/dm.md, \"out_of_data_space\")",
+                       "with `thinimg gc --force` (deletes unused devices) or grow the pool with "
+                       "`thinimg pool grow --data +SIZE` (see docs/dm.md, \"out_of_data_space\")",
                        name);
     if (pool_status_data_pct(s) > max_data)
         return err_set(e, -ENOSPC,
                        "pool \"%s\" data is %.1f%% used, over the limit of %.0f%%: free space "
-                       "with `thinimg gc --force` or grow the pool (see docs/dm.md, \"usage "
-                       "limits\")",
+                       "with `thinimg gc --force` or `thinimg pool grow --data +SIZE` (see "
+                       "docs/dm.md, \"usage limits\")",
                        name, pool_status_data_pct(s), max_data);
     if (pool_status_meta_pct(s) > max_meta)
         return err_set(e, -ENOSPC,
                        "pool \"%s\" metadata is %.1f%% used, over the limit of %.0f%%: free "
-                       "space with `thinimg gc --force` or grow the metadata device (see "
-                       "docs/dm.md, \"usage limits\")",
+                       "space with `thinimg gc --force` or `thinimg pool grow --metadata +SIZE` "
+                       "(see docs/dm.md, \"usage limits\")",
                        name, pool_status_meta_pct(s), max_meta);
     return 0;
 }
