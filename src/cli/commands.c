@@ -28,6 +28,8 @@ const struct cli_command cli_commands[] = {
     {"status", cmd_status, "", 0, 0, "show the thin pool and its devices"},
     {"health", cmd_health, "", 0, 0, "check the host and the pool before devicemapper work"},
     {"setup-pool", cmd_setup_pool, "", 0, 0, "create, reassemble or adopt the thin pool"},
+    {"pool", cmd_pool, "check|grow", 1, 1,
+     "check an offline pool's metadata, or grow an active pool online"},
     {"gc", cmd_gc, "", 0, 0,
      "find and remove orphaned devices, mounts and files (dry run by default)"},
     {"daemon", cmd_daemon, "", 0, 0, "run the manager with its admin API"},

@@ -187,8 +187,8 @@ static int fail(struct err *e, int r, const char *what, const char *name)
 }
 
 /* What an operator does about a kernel without a working device-mapper. */
-#define DM_MODULE_ADVICE                                                                          \
-    "load the modules (modprobe dm_thin_pool; it pulls in dm_mod) or use a kernel built with "    \
+#define DM_MODULE_ADVICE                                                                           \
+    "load the modules (modprobe dm_thin_pool; it pulls in dm_mod) or use a kernel built with "     \
     "CONFIG_BLK_DEV_DM and CONFIG_DM_THIN_PROVISIONING"
 
 /* CAP_SYS_ADMIN in the effective set (/proc/self/status CapEff); true when it cannot be read,
@@ -327,6 +327,44 @@ int dm_dev_create(const char *name, uint64_t length_sectors, const char *type, c
     dm_unlock();
     if (r == 0)
         log_debug("dm device created", "name=%s type=%s sectors=%llu", name, type,
+                  (unsigned long long)length_sectors);
+    return r;
+}
+
+/* One simple task on name (suspend, resume, clear); resume with a udev cookie. Caller holds
+ * the lock. */
+static int simple_task(int type, const char *what, const char *name, struct err *e)
+{
+    _cleanup_dm_task_ struct dm_task *dmt = task_new(type, name, e);
+    if (!dmt)
+        return e && e->code ? e->code : -ENOMEM;
+    int r = type == DM_DEVICE_RESUME ? run_with_cookie(dmt)
+            : dm_task_run(dmt)       ? 0
+                                     : task_errno(dmt);
+    return r < 0 ? fail(e, r, what, name) : 0;
+}
+
+int dm_dev_reload(const char *name, uint64_t length_sectors, const char *type, const char *params,
+                  struct err *e)
+{
+    dm_lock();
+    _cleanup_dm_task_ struct dm_task *dmt = task_new(DM_DEVICE_RELOAD, name, e);
+    int r = dmt ? 0 : (e && e->code ? e->code : -ENOMEM);
+    if (r == 0)
+        r = load_table(dmt, length_sectors, type, params);
+    if (r == 0 && !dm_task_run(dmt))
+        r = fail(e, task_errno(dmt), "reload", name);
+    if (r == 0) {
+        r = simple_task(DM_DEVICE_SUSPEND, "suspend", name, e);
+        if (r < 0) /* the live table stays; drop the inactive one */
+            simple_task(DM_DEVICE_CLEAR, "clear", name, NULL);
+    }
+    if (r == 0 && (r = simple_task(DM_DEVICE_RESUME, "resume", name, e)) < 0)
+        err_prefix(e, "%s is left suspended with the new table; `dmsetup resume %s` retries", name,
+                   name);
+    dm_unlock();
+    if (r == 0)
+        log_debug("dm device reloaded", "name=%s type=%s sectors=%llu", name, type,
                   (unsigned long long)length_sectors);
     return r;
 }

@@ -16,8 +16,8 @@
  * removes the /dev/mapper nodes itself. With udev, operations wait for udev to finish with
  * the device (cookie + dm_udev_wait), so a node exists when a create returns.
  *
- * Safety ("fail dumb", docs/architecture.md): nothing here cleans up after a failure. A function that
- * fails returns the error and leaves the kernel state as it is; removing devices is a
+ * Safety ("fail dumb", docs/architecture.md): nothing here cleans up after a failure. A function
+ * that fails returns the error and leaves the kernel state as it is; removing devices is a
  * separate, explicit call that only gc and the operator's explicit commands make.
  *
  * Names: device names must pass dm_name_valid(): 1..DM_NAME_MAX bytes of [A-Za-z0-9_.-],
@@ -104,6 +104,12 @@ struct dm_target_line {
  * -EEXIST when a device of that name exists. */
 int dm_dev_create(const char *name, uint64_t length_sectors, const char *type, const char *params,
                   bool read_only, struct err *e);
+/* Load a new one-target table into an active device and switch to it: reload, suspend
+ * (flushing in-flight I/O; new I/O waits), resume. Openers keep the device throughout. When the
+ * suspend fails the new table is dropped; when the resume fails the device stays suspended
+ * and the error says so. */
+int dm_dev_reload(const char *name, uint64_t length_sectors, const char *type, const char *params,
+                  struct err *e);
 /* Remove the device (it must not be open). With retry, libdevmapper retries a few times
  * while the device is busy (a closing opener). -ENXIO when it does not exist. */
 int dm_dev_remove(const char *name, bool retry, struct err *e);

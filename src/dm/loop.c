@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <stdio.h>
 #include <string.h>
@@ -140,5 +141,43 @@ int loop_backing_file(const char *dev, char *out, size_t n)
     size_t len = strcspn(b.data, "\n");
     if ((size_t)snprintf(out, n, "%.*s", (int)len, b.data) >= n)
         return -ENAMETOOLONG;
+    return 0;
+}
+
+int dev_size_bytes(const char *path, uint64_t *bytes)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return neg_errno();
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return neg_errno();
+    if (S_ISREG(st.st_mode)) {
+        *bytes = (uint64_t)st.st_size;
+        return 0;
+    }
+    if (!S_ISBLK(st.st_mode))
+        return -ENOTBLK;
+    uint64_t b = 0;
+    if (ioctl(fd, BLKGETSIZE64, &b) < 0)
+        return neg_errno();
+    *bytes = b;
+    return 0;
+}
+
+int loop_refresh_size(const char *dev, uint64_t *bytes, struct err *e)
+{
+    _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, neg_errno(), "cannot open %s: %s", dev, strerror(errno));
+    if (ioctl(fd, LOOP_SET_CAPACITY, 0) < 0)
+        return err_set(e, neg_errno(), "cannot refresh the size of %s (LOOP_SET_CAPACITY): %s", dev,
+                       strerror(errno));
+    uint64_t b = 0;
+    if (ioctl(fd, BLKGETSIZE64, &b) < 0)
+        return err_set(e, neg_errno(), "cannot read the size of %s: %s", dev, strerror(errno));
+    if (bytes)
+        *bytes = b;
+    log_info("loop device resized", "dev=%s bytes=%llu", dev, (unsigned long long)b);
     return 0;
 }

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util/err.h"
 
@@ -33,3 +34,8 @@ int loop_find(const char *path, char *dev, size_t n);
 int loop_backing_file(const char *dev, char *out, size_t n);
 /* Resolve "major:minor" to its /dev node name (via /sys/dev/block/M:m/uevent DEVNAME). */
 int block_dev_path(const char *majmin, char *out, size_t n);
+/* Make a loop device pick up its backing file's new size (LOOP_SET_CAPACITY, what `losetup
+ * -c` does) and put the device's size in bytes afterwards into *bytes (NULL: not wanted). */
+int loop_refresh_size(const char *dev, uint64_t *bytes, struct err *e);
+/* Size in bytes of a block device (BLKGETSIZE64) or a regular file. */
+int dev_size_bytes(const char *path, uint64_t *bytes);

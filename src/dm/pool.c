@@ -11,12 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "dm/exec.h"
 #include "store/stmt.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "util/timeutil.h"
 
 #define MIB (1ull << 20)
@@ -174,39 +177,40 @@ int pool_check_usable(const char *name, const struct pool_status *s, const struc
         return err_set(e, -EHOSTDOWN,
                        "pool \"%s\" has failed (status \"%s\"): it errors all I/O. Stop thinimg, "
                        "check the kernel log (dmesg) for the cause, then deactivate the pool and "
-                       "run: thin_check <metadata device> (see docs/dm.md, \"Fail\")",
+                       "run `thinimg pool check` (thin_check) (see docs/dm.md, \"Fail\")",
                        name, pool_mode_name(s->mode));
     if (s->needs_check)
         return err_set(e, -EUCLEAN,
                        "pool \"%s\" needs_check: its metadata must be checked before it can be "
                        "written again. Stop thinimg, deactivate the pool's devices and the pool, "
-                       "then run: thin_check <metadata device>, and thin_repair if it reports "
-                       "damage (see docs/dm.md, \"needs_check\")",
+                       "then run `thinimg pool check` (thin_check; it clears the flag when the "
+                       "metadata is sound) and `thinimg setup-pool` (see docs/dm.md, "
+                       "\"needs_check\")",
                        name);
     if (s->mode == POOL_MODE_RO) /* a pool that refuses (unhealthy), not a read-only state fs */
         return err_set(e, -EHOSTDOWN,
                        "pool \"%s\" is read-only (ro): its metadata cannot be changed (metadata "
                        "full, or loaded read_only). Check `thinimg status` for metadata usage; "
-                       "if it is full, stop thinimg and grow the metadata device, else reload "
-                       "the pool writable (see docs/dm.md, \"ro\")",
+                       "if it is full, grow it online with `thinimg pool grow --metadata +SIZE`, "
+                       "else reload the pool writable (see docs/dm.md, \"ro\")",
                        name);
     if (s->mode == POOL_MODE_OUT_OF_DATA_SPACE)
         return err_set(e, -ENOSPC,
                        "pool \"%s\" is out of data space: writes to new blocks fail. Free space "
-                       "with `thinimg gc --force` (deletes unused devices) or grow the data "
-                       "device (see docs/dm.md, \"out_of_data_space\")",
+                       "with `thinimg gc --force` (deletes unused devices) or grow the pool with "
+                       "`thinimg pool grow --data +SIZE` (see docs/dm.md, \"out_of_data_space\")",
                        name);
     if (pool_status_data_pct(s) > max_data)
         return err_set(e, -ENOSPC,
                        "pool \"%s\" data is %.1f%% used, over the limit of %.0f%%: free space "
-                       "with `thinimg gc --force` or grow the pool (see docs/dm.md, \"usage "
-                       "limits\")",
+                       "with `thinimg gc --force` or `thinimg pool grow --data +SIZE` (see "
+                       "docs/dm.md, \"usage limits\")",
                        name, pool_status_data_pct(s), max_data);
     if (pool_status_meta_pct(s) > max_meta)
         return err_set(e, -ENOSPC,
                        "pool \"%s\" metadata is %.1f%% used, over the limit of %.0f%%: free "
-                       "space with `thinimg gc --force` or grow the metadata device (see "
-                       "docs/dm.md, \"usage limits\")",
+                       "space with `thinimg gc --force` or `thinimg pool grow --metadata +SIZE` "
+                       "(see docs/dm.md, \"usage limits\")",
                        name, pool_status_meta_pct(s), max_meta);
     return 0;
 }
@@ -219,6 +223,9 @@ int pool_ensure_usable(const char *name, const struct pool_limits *l, struct err
         return r;
     return pool_check_usable(name, &info.status, l, e);
 }
+
+static int check_before_assembly(const char *name, const char *meta_dev, const char *meta_file,
+                                 struct err *e);
 
 /* ---- setup ------------------------------------------------------------------------------ */
 
@@ -473,6 +480,11 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
     if ((r = bind_loop(meta_file, meta_dev, sizeof(meta_dev), NULL, e)) < 0 ||
         (r = bind_loop(data_file, data_dev, sizeof(data_dev), &dio, e)) < 0)
         return r;
+    /* Nothing holds the metadata now: check it before the kernel trusts it (LVM does the
+     * same at every pool activation). */
+    if (action == POOL_ACTION_REASSEMBLED &&
+        (r = check_before_assembly(name, meta_dev, meta_file, e)) < 0)
+        return r;
     char params[512];
     snprintf(params, sizeof(params), "%s %s %u %" PRIu64 " %s", meta_dev, data_dev, p.block_sectors,
              p.low_water_blocks, p.features);
@@ -488,4 +500,449 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
     info->action = action;
     info->data_dio = dio;
     return pool_check_usable(name, &info->status, NULL, e);
+}
+
+/* ---- check (thin_check) ------------------------------------------------------------------ */
+
+/* thin_check's progress lines ("examining superblock", "checking space map counts"). */
+static bool progress_line(const char *l, size_t len)
+{
+    return (len >= 9 && !strncmp(l, "examining", 9)) || (len >= 8 && !strncmp(l, "checking", 8));
+}
+
+/* Append up to `room` lines of text to verdict (joined with "; "): problem lines only
+ * (indented) when indented, else any non-progress line. Returns how many were added. */
+static int verdict_lines(const char *text, bool indented, int room, char *verdict, size_t n)
+{
+    int added = 0;
+    for (const char *l = text ? text : ""; *l && added < room;) {
+        size_t len = strcspn(l, "\n");
+        bool ind = l[0] == ' ' || l[0] == '\t';
+        const char *t = l;
+        size_t tl = len;
+        while (tl && (*t == ' ' || *t == '\t'))
+            t++, tl--;
+        if (tl && (indented ? ind : !progress_line(t, tl))) {
+            size_t used = strlen(verdict);
+            snprintf(verdict + used, n - used, "%s%.*s", used ? "; " : "", (int)tl, t);
+            added++;
+        }
+        l += len + (l[len] == '\n');
+    }
+    return added;
+}
+
+void pool_check_verdict(const char *out, const char *errout, char *verdict, size_t n)
+{
+    if (!n)
+        return;
+    verdict[0] = '\0';
+    if (verdict_lines(errout, true, POOL_CHECK_VERDICT_LINES, verdict, n) > 0)
+        return;
+    int k = verdict_lines(errout, false, POOL_CHECK_VERDICT_LINES, verdict, n);
+    verdict_lines(out, false, POOL_CHECK_VERDICT_LINES - k, verdict, n);
+}
+
+/* True when the first metadata block is all zeroes (never formatted). */
+static int superblock_zero(const char *dev, bool *zero)
+{
+    _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return neg_errno();
+    unsigned char b[POOL_META_BLOCK_BYTES];
+    ssize_t got = pread(fd, b, sizeof(b), 0);
+    if (got < 0)
+        return neg_errno();
+    *zero = true;
+    for (ssize_t i = 0; i < got; i++)
+        if (b[i]) {
+            *zero = false;
+            break;
+        }
+    return 0;
+}
+
+int pool_metadata_check(const char *dev, bool clear_needs_check, struct pool_check *c,
+                        struct err *e)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->device, sizeof(c->device), "%s", dev);
+    bool zero = false;
+    int r = superblock_zero(dev, &zero);
+    if (r < 0)
+        return err_set(e, r, "cannot read the metadata superblock of %s: %s", dev, strerror(-r));
+    if (zero) {
+        c->fresh = c->passed = true;
+        return 0;
+    }
+    char *argv[] = {POOL_THIN_CHECK, (char *)dev, NULL, NULL};
+    if (clear_needs_check) {
+        argv[1] = "--clear-needs-check-flag";
+        argv[2] = (char *)dev;
+    }
+    _cleanup_buf_ struct buf out = BUF_INIT, errout = BUF_INIT;
+    int64_t t0 = mono_ms();
+    r = dm_exec(argv, POOL_CHECK_TIMEOUT_MS, &out, &errout, e);
+    if (r < 0)
+        return err_prefix(e, "%s %s", POOL_THIN_CHECK, dev);
+    /* exec failed in the child (dm_exec's own words): the tool is not installed */
+    if (r == 127 && errout.data && strstr(errout.data, "cannot run " POOL_THIN_CHECK))
+        return 0;
+    c->ran = true;
+    c->status = r;
+    c->passed = r == 0;
+    pool_check_verdict(out.data, errout.data, c->verdict, sizeof(c->verdict));
+    log_info("thin_check done", "dev=%s status=%d ms=%" PRId64 " verdict=\"%s\"", dev, r,
+             mono_ms() - t0, c->verdict);
+    if (!c->passed)
+        log_warn("thin_check output", "dev=%s stdout=\"%s\" stderr=\"%s\"", dev,
+                 out.data ? out.data : "", errout.data ? errout.data : "");
+    return 0;
+}
+
+/* The refusal for metadata thin_check found damaged. */
+static int check_failed(const char *name, const char *meta_file, const struct pool_check *c,
+                        struct err *e)
+{
+    const char *file = meta_file && meta_file[0] ? meta_file : c->device;
+    return err_set(e, -EUCLEAN,
+                   "pool \"%s\": thin_check found its metadata damaged (%s, exit %d): %s. "
+                   "Nothing was loaded. Repair into a new file: thin_repair -i %s -o %s.repaired "
+                   "(create it first, the same size or larger), move %s aside, put the repaired "
+                   "file in its place, then run `thinimg setup-pool` (see docs/dm.md, "
+                   "\"Damaged metadata\")",
+                   name, c->device, c->status, c->verdict[0] ? c->verdict : "no details", file,
+                   file, file);
+}
+
+/* A missing thin_check is said once per process, not at every assembly. */
+static void warn_no_thin_check(void)
+{
+    static bool said;
+    if (!said)
+        log_warn("thin_check not found: pool metadata is not checked before assembly; "
+                 "install thin-provisioning-tools",
+                 "tool=%s", POOL_THIN_CHECK);
+    said = true;
+}
+
+/* Check before assembly: 0 to go on (passed, fresh, or no tool), else the refusal. */
+static int check_before_assembly(const char *name, const char *meta_dev, const char *meta_file,
+                                 struct err *e)
+{
+    struct pool_check c;
+    int r = pool_metadata_check(meta_dev, false, &c, e);
+    if (r < 0)
+        return r;
+    if (!c.ran && !c.fresh) {
+        warn_no_thin_check();
+        return 0;
+    }
+    if (!c.passed)
+        return check_failed(name, meta_file, &c, e);
+    return 0;
+}
+
+int pool_check_offline(struct db *db, const char *name, struct pool_check *c, struct err *e)
+{
+    memset(c, 0, sizeof(*c));
+    if (!dm_name_valid(name))
+        return err_set(e, -EINVAL, "invalid pool name \"%s\" (allowed: [A-Za-z0-9_.-])", name);
+    /* Without device-mapper nothing can be active: the check works on the files alone. */
+    if (dm_dev_exists(name) > 0)
+        return err_set(e, -EBUSY,
+                       "pool \"%s\" is active: thin_check needs its metadata offline, and "
+                       "thinimg stops nothing by itself. Stop thinimg, remove the pool's devices "
+                       "and the pool (dmsetup remove), then run `thinimg pool check` again",
+                       name);
+    struct pool_row row;
+    int r = row_get(db, name, &row);
+    if (r == -ENOENT)
+        return err_set(e, -ENOENT, "no pool \"%s\" is recorded; run `thinimg setup-pool`", name);
+    if (r < 0)
+        return err_set(e, r, "cannot read pool record: %s", db_errmsg(db));
+    if (!row.metadata_file[0])
+        return err_set(e, -ENOENT,
+                       "pool \"%s\" has no recorded metadata file (adopted on block devices): "
+                       "run thin_check on its metadata device yourself",
+                       name);
+    if (access(row.metadata_file, F_OK) < 0)
+        return err_set(e, -ENOENT, "pool \"%s\": its metadata file %s is missing: %s", name,
+                       row.metadata_file, strerror(errno));
+    char dev[LOOP_PATH_MAX];
+    r = loop_find(row.metadata_file, dev, sizeof(dev));
+    const char *target = r > 0 ? dev : row.metadata_file;
+    r = pool_metadata_check(target, true, c, e);
+    if (r < 0)
+        return r;
+    if (!c->ran && !c->fresh)
+        return err_set(e, -ENOPKG,
+                       "%s is not installed: cannot check pool \"%s\"; install "
+                       "thin-provisioning-tools",
+                       POOL_THIN_CHECK, name);
+    if (!c->passed)
+        return check_failed(name, row.metadata_file, c, e);
+    return 0;
+}
+
+/* ---- grow --------------------------------------------------------------------------------- */
+
+int pool_size_arg_parse(const char *s, struct pool_size_arg *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!s)
+        return -EINVAL;
+    bool rel = s[0] == '+';
+    uint64_t v = 0;
+    if (parse_size(s + rel, &v) < 0 || v == 0 || s[rel] == '+' || s[rel] == '-')
+        return -EINVAL;
+    out->set = true;
+    out->relative = rel;
+    out->bytes = v;
+    return 0;
+}
+
+uint64_t pool_size_arg_target(const struct pool_size_arg *a, uint64_t current)
+{
+    if (!a->set)
+        return current;
+    if (!a->relative)
+        return a->bytes;
+    return current > UINT64_MAX - a->bytes ? UINT64_MAX : current + a->bytes;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t unit)
+{
+    return v > UINT64_MAX - unit ? v / unit * unit : (v + unit - 1) / unit * unit;
+}
+
+/* The free space growing files on one file system must leave (see POOL_GROW_RESERVE_*). */
+static int fs_room(const char *path, uint64_t *avail, uint64_t *reserve, dev_t *dev)
+{
+    struct statvfs sv;
+    struct stat st;
+    if (statvfs(path, &sv) < 0 || stat(path, &st) < 0)
+        return neg_errno();
+    *avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    uint64_t pct =
+        (uint64_t)((double)sv.f_blocks * (double)sv.f_frsize * POOL_GROW_RESERVE_PCT / 100.0);
+    *reserve = pct > POOL_GROW_RESERVE_MIN ? pct : POOL_GROW_RESERVE_MIN;
+    *dev = st.st_dev;
+    return 0;
+}
+
+/* Extend path to bytes: allocate the new range first without changing the size, then set
+ * the size, so a failed allocation (ENOSPC) leaves the file exactly as it was. */
+static int extend_file(const char *path, uint64_t bytes, struct err *e)
+{
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, neg_errno(), "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return err_set(e, neg_errno(), "cannot stat %s: %s", path, strerror(errno));
+    uint64_t old = (uint64_t)st.st_size;
+    if (bytes <= old)
+        return 0;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)old, (off_t)(bytes - old)) < 0) {
+        int r = neg_errno();
+        if (ftruncate(fd, (off_t)old) < 0) /* frees what was allocated past the end */
+            log_warn("cannot free a partial allocation", "file=%s err=%s", path, strerror(errno));
+        return err_set(e, r, "cannot allocate %" PRIu64 " more bytes for %s: %s", bytes - old, path,
+                       strerror(-r));
+    }
+    if (ftruncate(fd, (off_t)bytes) < 0 || fsync(fd) < 0)
+        return err_set(e, neg_errno(), "cannot extend %s to %" PRIu64 " bytes: %s", path, bytes,
+                       strerror(errno));
+    log_info("pool file extended", "file=%s from=%" PRIu64 " to=%" PRIu64, path, old, bytes);
+    return 0;
+}
+
+/* One backing device of the pool and what growing it takes. */
+struct grow_side {
+    const char *what; /* "data" / "metadata" */
+    const char *dev;  /* /dev/loopN or a block device */
+    const char *file; /* backing file, or "" */
+    uint64_t dev_bytes, file_bytes, target;
+};
+
+static int grow_side_init(struct grow_side *g, const char *what, const char *dev, const char *file,
+                          struct err *e)
+{
+    g->what = what;
+    g->dev = dev;
+    g->file = file;
+    int r = dev_size_bytes(dev, &g->dev_bytes);
+    if (r < 0)
+        return err_set(e, r, "cannot read the size of the %s device %s: %s", what, dev,
+                       strerror(-r));
+    g->file_bytes = 0;
+    if (file[0] && (r = dev_size_bytes(file, &g->file_bytes)) < 0)
+        return err_set(e, r, "cannot read the size of %s: %s", file, strerror(-r));
+    return 0;
+}
+
+/* Validate the requested target of one side; current: the size the pool uses now. */
+static int grow_side_target(const char *name, struct grow_side *g, const struct pool_size_arg *a,
+                            uint64_t current, uint64_t unit, struct err *e)
+{
+    if (!a->set) {
+        g->target = 0; /* only what the device already has */
+        return 0;
+    }
+    if (!g->file[0])
+        return err_set(e, -EINVAL,
+                       "pool \"%s\": the %s device %s is not a loop-backed file; grow the device "
+                       "itself, then run `thinimg pool grow` without --%s to load its new size",
+                       name, g->what, g->dev, g->what);
+    g->target = round_up(pool_size_arg_target(a, current), unit);
+    if (g->target < current)
+        return err_set(e, -EINVAL,
+                       "pool \"%s\": %s size %" PRIu64 " is smaller than the current %" PRIu64
+                       " bytes; pools do not shrink",
+                       name, g->what, g->target, current);
+    return 0;
+}
+
+/* Metadata blocks the kernel uses of a device of that size (it ignores what is past about
+ * 16 GiB; POOL_META_MAX stays below that). */
+static uint64_t meta_blocks(uint64_t dev_bytes)
+{
+    return (dev_bytes < POOL_META_MAX ? dev_bytes : POOL_META_MAX) / POOL_META_BLOCK_BYTES;
+}
+
+/* Record the grown pool (an adopted pool without a row has nothing to update). */
+static int record_sizes(struct db *db, const char *name, uint64_t data_bytes, uint64_t meta_bytes,
+                        uint64_t low_water)
+{
+    return db_run_tx(db,
+                     "UPDATE pools SET data_bytes=?, metadata_bytes=?, low_water_blocks=?,"
+                     " updated_at_ms=? WHERE name=?",
+                     DB_INT(data_bytes), DB_INT(meta_bytes), DB_INT(low_water), DB_INT(now_ms()),
+                     DB_TEXT(name));
+}
+
+int pool_grow(struct db *db, const char *name, const struct pool_grow_request *rq,
+              struct pool_grow_result *res, struct err *e)
+{
+    memset(res, 0, sizeof(*res));
+    struct pool_info info;
+    int r = pool_get(db, name, &info, e);
+    if (r < 0)
+        return r;
+    const struct pool_status *s = &info.status;
+    if (s->mode == POOL_MODE_FAIL || s->mode == POOL_MODE_ERROR)
+        return err_set(e, -EHOSTDOWN,
+                       "pool \"%s\" has failed (status \"%s\"): it cannot be grown; see "
+                       "docs/dm.md, \"Fail\"",
+                       name, pool_mode_name(s->mode));
+    if (s->needs_check) /* the kernel refuses to grow a pool until it is checked */
+        return err_set(e, -EUCLEAN,
+                       "pool \"%s\" needs_check: the kernel grows it only after its metadata is "
+                       "checked; take it offline and run `thinimg pool check` (see docs/dm.md, "
+                       "\"needs_check\")",
+                       name);
+    uint64_t block_bytes = info.table.block_sectors * DM_SECTOR_SIZE;
+    struct grow_side d, m;
+    if ((r = grow_side_init(&d, "data", info.data_dev, info.data_file, e)) < 0 ||
+        (r = grow_side_init(&m, "metadata", info.metadata_dev, info.metadata_file, e)) < 0)
+        return r;
+    res->data_before = info.length_sectors * DM_SECTOR_SIZE;
+    res->meta_before = m.dev_bytes;
+    res->low_water_before = res->low_water_after = info.table.low_water_blocks;
+    if ((r = grow_side_target(name, &d, &rq->data, res->data_before, block_bytes, e)) < 0 ||
+        (r = grow_side_target(name, &m, &rq->metadata, res->meta_before, MIB, e)) < 0)
+        return r;
+    if (m.target > POOL_META_MAX)
+        return err_set(e, -EINVAL,
+                       "pool \"%s\": metadata size %" PRIu64 " is beyond the %" PRIu64
+                       " bytes the kernel uses (it ignores metadata past about 16 GiB)",
+                       name, m.target, (uint64_t)POOL_META_MAX);
+
+    /* Room on the backing file systems, both files counted when they share one. */
+    uint64_t need_d = d.target > d.file_bytes ? d.target - d.file_bytes : 0;
+    uint64_t need_m = m.target > m.file_bytes ? m.target - m.file_bytes : 0;
+    struct grow_side *sides[2] = {&d, &m};
+    uint64_t needs[2] = {need_d, need_m};
+    dev_t fsdev[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        if (!needs[i])
+            continue;
+        uint64_t avail, reserve;
+        if ((r = fs_room(sides[i]->file, &avail, &reserve, &fsdev[i])) < 0)
+            return err_set(e, r, "cannot read free space for %s: %s", sides[i]->file, strerror(-r));
+        uint64_t need = needs[i] + (i == 1 && needs[0] && fsdev[0] == fsdev[1] ? needs[0] : 0);
+        if (avail < need || avail - need < reserve)
+            return err_set(e, -ENOSPC,
+                           "pool \"%s\": growing %s by %" PRIu64 " bytes needs %" PRIu64
+                           " bytes free on its file system plus a reserve of %" PRIu64
+                           " (%.0f%%, at least %" PRIu64 " MiB), and %" PRIu64
+                           " are free; free space there or grow by less",
+                           name, sides[i]->file, needs[i], need, reserve, POOL_GROW_RESERVE_PCT,
+                           (uint64_t)(POOL_GROW_RESERVE_MIN / MIB), avail);
+    }
+    /* Extend the files, then let the loop devices see them (also a file someone else
+     * extended: the loop device keeps its old size until told). */
+    for (int i = 0; i < 2; i++) {
+        if (!sides[i]->file[0] || strncmp(sides[i]->dev, "/dev/loop", 9) != 0)
+            continue;
+        if (needs[i] && (r = extend_file(sides[i]->file, sides[i]->target, e)) < 0)
+            return r;
+        if ((r = loop_refresh_size(sides[i]->dev, &sides[i]->dev_bytes, e)) < 0)
+            return r;
+    }
+    /* The pool maps whole blocks of what the data device now has. */
+    uint64_t new_blocks = d.dev_bytes / block_bytes;
+    uint64_t old_blocks = info.length_sectors / info.table.block_sectors;
+    if (new_blocks < old_blocks)
+        new_blocks = old_blocks; /* never shrink, whatever the device says */
+    res->data_after = new_blocks * block_bytes;
+    res->meta_after = m.dev_bytes;
+    if (new_blocks == old_blocks && meta_blocks(m.dev_bytes) <= s->meta_total)
+        return 0; /* nothing new to load */
+
+    /* The low-water mark stays the same fraction of the pool. */
+    if (old_blocks)
+        res->low_water_after = (uint64_t)ceil((double)info.table.low_water_blocks *
+                                              (double)new_blocks / (double)old_blocks);
+    struct dm_target_line t;
+    if ((r = dm_dev_table(name, &t, e)) < 0)
+        return r;
+    /* "<meta> <data> <block> <low water> <features...>": only the low water changes */
+    char meta_tok[128], data_tok[128], block_tok[32], lw_tok[32];
+    int off = 0;
+    if (sscanf(t.params, "%127s %127s %31s %31s %n", meta_tok, data_tok, block_tok, lw_tok, &off) !=
+        4)
+        return err_set(e, -EBADMSG, "cannot parse the table of pool \"%s\": %s", name, t.params);
+    char params[DM_PARAMS_MAX];
+    snprintf(params, sizeof(params), "%s %s %s %" PRIu64 " %s", meta_tok, data_tok, block_tok,
+             res->low_water_after, t.params + off);
+    uint64_t length = new_blocks * info.table.block_sectors;
+    if ((r = dm_dev_reload(name, length, "thin-pool", params, e)) < 0)
+        return err_prefix(e, "pool \"%s\": loading %" PRIu64 " sectors", name, length);
+    res->reloaded = true;
+    log_info("pool grown",
+             "pool=%s data_bytes=%" PRIu64 "->%" PRIu64 " metadata_bytes=%" PRIu64 "->%" PRIu64
+             " low_water=%" PRIu64,
+             name, res->data_before, res->data_after, res->meta_before, res->meta_after,
+             res->low_water_after);
+    /* What the kernel says it has now. */
+    struct pool_info after;
+    if ((r = pool_get(NULL, name, &after, e)) < 0)
+        return r;
+    if (after.status.data_total != new_blocks)
+        return err_set(e, -EIO,
+                       "pool \"%s\" was reloaded with %" PRIu64 " data blocks but reports %" PRIu64
+                       "; see the kernel log (dmesg)",
+                       name, new_blocks, after.status.data_total);
+    if (after.status.meta_total < meta_blocks(m.dev_bytes))
+        return err_set(e, -EIO,
+                       "pool \"%s\" did not take the larger metadata device (%" PRIu64
+                       " blocks of 4 KiB); see the kernel log (dmesg)",
+                       name, after.status.meta_total);
+    if (db && (r = record_sizes(db, name, d.file[0] ? d.dev_bytes : res->data_after, m.dev_bytes,
+                                res->low_water_after)) < 0)
+        return err_set(e, r, "pool \"%s\" was grown but its record was not updated: %s", name,
+                       db_errmsg(db));
+    return 0;
 }

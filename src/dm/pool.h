@@ -17,8 +17,24 @@
  *
  * After setup (and before any device creation, see pool_check_usable()) the pool's status is
  * read and a pool that is ro, needs_check, Fail/Error, out of data space or over the usage
- * limits is refused with an actionable message (docs/dm.md lists each one). thin_check and
- * thin_repair are never run by thinimg: they need the pool offline and an operator's decision.
+ * limits is refused with an actionable message (docs/dm.md lists each one).
+ *
+ * Check at assembly: a pool reassembled from its files (after a reboot or an unclean stop:
+ * nothing has the metadata open) gets `thin_check` on its metadata device before the table is
+ * loaded, as LVM does at every pool activation. Damage refuses the assembly with the tool's
+ * verdict and the repair command; nothing is loaded or changed. Metadata whose superblock is
+ * all zeroes is fresh (the kernel formats it at load) and is not checked. Without thin_check
+ * installed, thinimg says so once and goes on. The needs_check flag is left as it is at
+ * assembly (the kernel then refuses writes, see pool_check_usable()); `thinimg pool check`
+ * (pool_check_offline()) checks on demand and clears the flag when the metadata is sound.
+ * thin_repair is never run by thinimg: it needs an operator's decision.
+ *
+ * Grow (pool_grow()): online, under active thin devices. A loop-backed file is extended
+ * (allocated first, then the size set, so a failed allocation leaves the file as it was),
+ * the loop device told (LOOP_SET_CAPACITY), and the pool reloaded with the new length and
+ * suspended/resumed: in-flight I/O is flushed and new I/O waits for the resume, openers keep
+ * their devices. The kernel picks up a larger metadata device at that resume. A pool on block
+ * devices grows when the operator grew the device: the new size is detected and loaded.
  *
  * Table: "<metadata dev> <data dev> <block sectors> <low water blocks> 1 error_if_no_space".
  * error_if_no_space makes a full pool fail writes at once instead of queueing them for 60 s
@@ -123,3 +139,79 @@ int pool_check_usable(const char *name, const struct pool_status *s, const struc
 
 /* pool_get + pool_check_usable: what the pipeline calls before creating devices. */
 int pool_ensure_usable(const char *name, const struct pool_limits *l, struct err *e);
+
+/* ---- check (thin_check) ------------------------------------------------------------------ */
+
+#define POOL_THIN_CHECK "thin_check"
+/* thin_check reads every metadata block: about 1 s per 100 MiB on a slow disk, so the
+ * kernel's largest metadata (16 GiB) takes minutes. Beyond this it is stuck. */
+#define POOL_CHECK_TIMEOUT_MS (30 * 60 * 1000)
+/* How many of thin_check's problem lines go into a refusal (the first ones name the damaged
+ * structure; the full output is in the log). */
+#define POOL_CHECK_VERDICT_LINES 4
+/* The metadata superblock is the first 4 KiB block (all zeroes: fresh, never formatted). */
+#define POOL_META_BLOCK_BYTES 4096u
+
+struct pool_check {
+    bool ran;          /* false: thin_check is not installed */
+    bool passed;       /* exit status 0 */
+    bool fresh;        /* superblock all zeroes: not checked, the kernel formats it */
+    int status;        /* thin_check's exit status */
+    char device[4096]; /* what was checked */
+    char verdict[1024];
+};
+
+/* thin_check's verdict from its output: the problem lines (thin_check 0.9 indents them under
+ * "examining ..." progress lines on stderr), at most POOL_CHECK_VERDICT_LINES, joined with
+ * "; "; without any, the first non-progress lines of stderr, then stdout; empty when there is
+ * nothing. */
+void pool_check_verdict(const char *out, const char *errout, char *verdict, size_t n);
+
+/* Run thin_check on dev (a metadata device or file); with clear_needs_check it also clears
+ * the needs_check flag when the metadata passes. 0 with c filled whatever the verdict;
+ * negative errno when it could not be run at all (a missing tool is c->ran false, not an
+ * error). */
+int pool_metadata_check(const char *dev, bool clear_needs_check, struct pool_check *c,
+                        struct err *e);
+
+/* `thinimg pool check`: the pool must be offline (-EBUSY when it is active: nothing is
+ * stopped). Checks the recorded metadata file (through its loop device when one is bound)
+ * and clears needs_check when it passes. -EUCLEAN with the verdict and the repair command
+ * when it fails, -ENOPKG without thin_check, -ENOENT for an unknown pool or a missing file. */
+int pool_check_offline(struct db *db, const char *name, struct pool_check *c, struct err *e);
+
+/* ---- grow --------------------------------------------------------------------------------- */
+
+/* Growing a backing file leaves at least this much free on its file system: the state
+ * directory (database, blobs) often shares it, and a full file system stops everything. */
+#define POOL_GROW_RESERVE_MIN (256ull << 20)
+#define POOL_GROW_RESERVE_PCT 1.0
+
+/* A size argument: "SIZE" (the new total) or "+SIZE" (that much more); K, M, G, T suffixes. */
+struct pool_size_arg {
+    bool set;
+    bool relative;
+    uint64_t bytes;
+};
+/* 0, or -EINVAL for an empty, zero or malformed size. */
+int pool_size_arg_parse(const char *s, struct pool_size_arg *out);
+/* The new total for a current size: relative adds (saturating), else the given size. */
+uint64_t pool_size_arg_target(const struct pool_size_arg *a, uint64_t current);
+
+struct pool_grow_request {
+    struct pool_size_arg data, metadata; /* neither set: pick up devices grown by the operator */
+};
+
+struct pool_grow_result {
+    uint64_t data_before, data_after;           /* bytes the pool maps (table length) */
+    uint64_t meta_before, meta_after;           /* bytes of the metadata device */
+    uint64_t low_water_before, low_water_after; /* blocks */
+    bool reloaded;                              /* false: nothing to grow */
+};
+
+/* Grow an active pool (see the top of this file). -ENXIO when it is not active, -EINVAL for
+ * a smaller size, metadata beyond POOL_META_MAX or --data on a block device, -ENOSPC when the
+ * backing file system lacks the room plus the reserve, -EUCLEAN/-EHOSTDOWN for a pool the
+ * kernel will not grow (needs_check, Fail). The new sizes are recorded in the pools table. */
+int pool_grow(struct db *db, const char *name, const struct pool_grow_request *rq,
+              struct pool_grow_result *res, struct err *e);

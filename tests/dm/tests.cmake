@@ -17,3 +17,12 @@ set_tests_properties(test_dm_setup_pool PROPERTIES LABELS "dm;dm-faults" TIMEOUT
 # Benchmark helper for bench/dm.sh (built with the tests, not a test).
 add_executable(dm_bench_snapshot ${CMAKE_SOURCE_DIR}/bench/dm_snapshot.c)
 target_link_libraries(dm_bench_snapshot PRIVATE thinimg_core)
+
+# The pool lifecycle (issue 20): host-side parsing and thin_check on files (unit), and the
+# VM scenario: grow under a mounted, written activation; corrupted metadata refused at
+# assembly and by `thinimg pool check` (dm, dm-faults: a damaged pool leaves kernel log lines).
+thinimg_test(test_pool_life_unit SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_pool_life_unit.c
+             ${CMAKE_CURRENT_LIST_DIR}/../testutil.c)
+add_test(NAME test_dm_pool_life COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_pool_life.sh)
+set_tests_properties(test_dm_pool_life PROPERTIES LABELS "dm;dm-faults" TIMEOUT 900 SKIP_RETURN_CODE 77
+  ENVIRONMENT "THINIMG_BIN=$<TARGET_FILE:thinimg>;ASAN_OPTIONS=detect_leaks=1:abort_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")

@@ -64,7 +64,7 @@ static void test_every_command_has_help(void **state)
         line = strchr(line, '\n');
         line = line ? line + 1 : NULL;
     }
-    assert_int_equal(n, 17);
+    assert_int_equal(n, 18);
     free(out);
 }
 
