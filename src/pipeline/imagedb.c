@@ -512,15 +512,18 @@ int imagedb_activation_delete(struct db *db, const char *name)
 
 int imagedb_state_counts(struct db *db, enum imagedb_table table, imagedb_state_cb fn, void *ud)
 {
-    static const char *const sql[] = {
-        [IMAGEDB_IMAGES] = "SELECT state, count(*), 0 FROM images GROUP BY state ORDER BY state",
-        [IMAGEDB_LAYERS] = ("SELECT state, count(*), coalesce(sum(bytes), 0) FROM layers "
-                            "GROUP BY state ORDER BY state"),
-        [IMAGEDB_ACTIVATIONS] =
-            "SELECT state, count(*), 0 FROM activations GROUP BY state ORDER BY state",
+    /* Kept by triggers (store/schema_images.c, migration 5): a scrape reads a few rows, not
+     * every image. */
+    static const char *const names[] = {
+        [IMAGEDB_IMAGES] = "images",
+        [IMAGEDB_LAYERS] = "layers",
+        [IMAGEDB_ACTIVATIONS] = "activations",
     };
     _cleanup_query_ struct db_query q = {0};
-    int r = db_query(&q, db, sql[table]);
+    int r = db_query(&q, db,
+                     "SELECT state, rows, bytes FROM row_counts WHERE tbl = ?1 AND rows > 0"
+                     " ORDER BY state",
+                     DB_TEXT(names[table]));
     while (r >= 0 && (r = db_query_next(&q)) == 1) {
         const char *v = (const char *)sqlite3_column_text(q.st, 0);
         fn(v ? v : "", sqlite3_column_int64(q.st, 1), sqlite3_column_int64(q.st, 2), ud);

@@ -12,10 +12,12 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sqlite3.h>
 #include <string.h>
 
 #include "fsm/fsm.h"
 #include "pipeline/imagedb.h"
+#include "store/blobs.h"
 #include "store/schema.h"
 #include "testutil.h"
 
@@ -229,12 +231,96 @@ static void test_names(void **state)
     assert_false(imagedb_name_valid("a/b"));
 }
 
+struct counts_buf {
+    char text[1024];
+};
+
+static void counts_text(const char *state, int64_t rows, int64_t bytes, void *ud)
+{
+    struct counts_buf *b = ud;
+    size_t n = strlen(b->text);
+    snprintf(b->text + n, sizeof(b->text) - n, "%s=%lld/%lld,", state, (long long)rows,
+             (long long)bytes);
+}
+
+/* What a GROUP BY over the table itself says, in the same form. */
+static void grouped_text(const char *sql, struct counts_buf *b)
+{
+    b->text[0] = '\0';
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db_handle(db), sql, -1, &st, NULL), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        counts_text((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
+                    sqlite3_column_int64(st, 2), b);
+    sqlite3_finalize(st);
+}
+
+/* The per-state counts the daemon's gauges read are kept by triggers: after inserts, state
+ * changes, byte updates, upserts and deletes they equal a count of the rows themselves. */
+static void test_row_counts(void **state)
+{
+    (void)state;
+    static const char *const states[] = {"pending", "unpacking", "ready", "failed"};
+    char sql[512];
+    for (int i = 0; i < 60; i++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO layers(chain_id,digest,depth,state,bytes,created_at_ms,"
+                 "updated_at_ms) VALUES('c%02d','d',1,'%s',%d,0,0)",
+                 i, states[i % 4], i % 3 ? i * 100 : 0);
+        assert_int_equal(db_exec(db, sql), 0);
+    }
+    assert_int_equal(db_exec(db, "UPDATE layers SET state='ready', bytes=bytes+7 WHERE"
+                                 " chain_id < 'c20'"),
+                     0);
+    assert_int_equal(db_exec(db, "UPDATE layers SET bytes=NULL WHERE chain_id > 'c50'"), 0);
+    assert_int_equal(db_exec(db, "DELETE FROM layers WHERE chain_id LIKE 'c3%'"), 0);
+    assert_int_equal(db_exec(db, "INSERT INTO layers(chain_id,digest,depth,state,"
+                                 "created_at_ms,updated_at_ms) VALUES('c01','d',1,'failed',0,0)"
+                                 " ON CONFLICT(chain_id) DO NOTHING"),
+                     0);
+    struct counts_buf kept = {0}, real;
+    assert_int_equal(imagedb_state_counts(db, IMAGEDB_LAYERS, counts_text, &kept), 0);
+    grouped_text("SELECT state, count(*), coalesce(sum(bytes), 0) FROM layers GROUP BY state"
+                 " ORDER BY state",
+                 &real);
+    assert_string_equal(kept.text, real.text);
+
+    for (int i = 0; i < 30; i++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO images(ref,name,state,created_at_ms,updated_at_ms,last_used_ms)"
+                 " VALUES('dir:/r/%d.tar','n%d:1','%s',0,0,0)",
+                 i, i, i % 2 ? "ready" : "failed");
+        assert_int_equal(db_exec(db, sql), 0);
+    }
+    assert_int_equal(db_exec(db, "UPDATE images SET state='pending' WHERE ref LIKE '%1%'"), 0);
+    assert_int_equal(db_exec(db, "DELETE FROM images WHERE ref LIKE '%2.tar'"), 0);
+    kept.text[0] = '\0';
+    assert_int_equal(imagedb_state_counts(db, IMAGEDB_IMAGES, counts_text, &kept), 0);
+    grouped_text("SELECT state, count(*), 0 FROM images GROUP BY state ORDER BY state", &real);
+    assert_string_equal(kept.text, real.text);
+
+    int64_t n = 0, bytes = 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO blobs(digest,size,media_type,path,created_at_ms,last_used_ms)"
+                 " VALUES(printf('sha256:%%064x',%d),%d,'tar','p',0,0)",
+                 i, 1000 + i);
+        assert_int_equal(db_exec(db, sql), 0);
+    }
+    assert_int_equal(db_exec(db, "UPDATE blobs SET size=size*2 WHERE size < 1003"), 0);
+    assert_int_equal(db_exec(db, "DELETE FROM blobs WHERE size = 1009"), 0);
+    assert_int_equal(blobs_totals(db, &n, &bytes), 0);
+    assert_int_equal(n, 9);
+    assert_int_equal(bytes, 2000 + 2002 + 2004 + 1003 + 1004 + 1005 + 1006 + 1007 + 1008);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_images),
         cmocka_unit_test(test_layers_and_activations),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_row_counts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

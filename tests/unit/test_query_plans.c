@@ -24,6 +24,7 @@
 #include "fsm/fsm.h"
 #include "pipeline/gc.h"
 #include "pipeline/imagedb.h"
+#include "store/blobs.h"
 #include "store/schema.h"
 #include "util/config.h"
 #include "testutil.h"
@@ -292,12 +293,42 @@ static void test_image_pages(void **state)
     assert_no_scans("imagedb_image_list (a later page)");
 }
 
+static void ignore_counts(const char *s, int64_t rows, int64_t bytes, void *ud)
+{
+    (void)s;
+    (void)rows;
+    (void)bytes;
+    (void)ud;
+}
+
+/* What a /metrics scrape reads for its per-state gauges and blob totals: no scan either. */
+static void test_scrape_counts(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        sqlite3_exec(db_handle(db),
+                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<300)"
+                     " INSERT INTO images(ref,name,state,created_at_ms,updated_at_ms,last_used_ms)"
+                     " SELECT printf('dir:/x/%05d/1.tar',i),printf('img%05d:1',i),'ready',i,i,i"
+                     " FROM n;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    trace_start();
+    for (int k = IMAGEDB_IMAGES; k <= IMAGEDB_ACTIVATIONS; k++)
+        assert_int_equal(imagedb_state_counts(db, k, ignore_counts, NULL), 0);
+    int64_t n = 0, bytes = 0;
+    assert_int_equal(blobs_totals(db, &n, &bytes), 0);
+    trace_stop();
+    assert_no_scans("the scrape's counts");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_runs_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_image_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scrape_counts, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
