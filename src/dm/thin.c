@@ -450,13 +450,9 @@ int thin_delete(struct db *db, const char *pool, uint32_t id, struct err *e)
     return 0;
 }
 
-int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_bytes, size_t *n,
-                           struct err *e)
+int thin_metadata_snap_exec(const char *pool, const char *const args[], int timeout_ms,
+                            struct buf *out, struct buf *errout, struct err *e)
 {
-    *ids = NULL;
-    if (mapped_bytes)
-        *mapped_bytes = NULL;
-    *n = 0;
     struct dm_target_line t;
     int r = dm_dev_table(pool, &t, e);
     if (r < 0)
@@ -472,15 +468,23 @@ int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_b
     if (r < 0)
         return err_set(e, r, "cannot find the metadata device %s of pool %s", pt.metadata_dev,
                        pool);
+    size_t nargs = 0;
+    while (args[nargs])
+        nargs++;
+    if (nargs == 0 || nargs > THIN_SNAP_EXEC_MAX_ARGS)
+        return err_set(e, -EINVAL, "metadata snapshot command: %zu arguments (1 to %d)", nargs,
+                       THIN_SNAP_EXEC_MAX_ARGS);
+    char *argv[THIN_SNAP_EXEC_MAX_ARGS + 2];
+    for (size_t i = 0; i < nargs; i++)
+        argv[i] = (char *)args[i];
+    argv[nargs] = meta;
+    argv[nargs + 1] = NULL;
     struct err me = {0};
     r = dm_dev_message(pool, "reserve_metadata_snap", NULL, &me);
     bool reserved = r == 0;
     if (r < 0 && r != -EBUSY) /* EBUSY: a snapshot is already held: read that one */
         return err_set(e, r, "pool \"%s\": %s", pool, err_str(&me));
-    char *argv[] = {"thin_ls", "--metadata-snap", "--no-headers", "-o", "DEV,MAPPED_BYTES", meta,
-                    NULL};
-    _cleanup_buf_ struct buf out = BUF_INIT, errout = BUF_INIT;
-    int rc = dm_exec(argv, THIN_LS_TIMEOUT_MS, &out, &errout, e);
+    int rc = dm_exec(argv, timeout_ms, out, errout, e);
     if (reserved) {
         struct err re = {0};
         int k = dm_dev_message(pool, "release_metadata_snap", NULL, &re);
@@ -491,8 +495,24 @@ int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_b
     if (rc < 0)
         return rc;
     if (rc != 0)
-        return err_set(e, -EIO, "thin_ls on %s (pool %s) failed with status %d: %s", meta, pool, rc,
-                       errout.data ? errout.data : "");
+        return err_set(e, -EIO, "%s on %s (pool %s) failed with status %d: %s", args[0], meta,
+                       pool, rc, errout->data ? errout->data : "");
+    return 0;
+}
+
+int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_bytes, size_t *n,
+                           struct err *e)
+{
+    *ids = NULL;
+    if (mapped_bytes)
+        *mapped_bytes = NULL;
+    *n = 0;
+    static const char *const args[] = {"thin_ls", "--metadata-snap", "--no-headers", "-o",
+                                       "DEV,MAPPED_BYTES", NULL};
+    _cleanup_buf_ struct buf out = BUF_INIT, errout = BUF_INIT;
+    int r = thin_metadata_snap_exec(pool, args, THIN_LS_TIMEOUT_MS, &out, &errout, e);
+    if (r < 0)
+        return r;
     uint32_t *v = NULL;
     uint64_t *mb = NULL;
     size_t k = 0;

@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "dm/dm.h"
+#include "dm/exec.h"
 #include "store/db.h"
 #include "util/err.h"
 
@@ -98,6 +99,15 @@ int thin_get(struct db *db, const char *pool, uint32_t id, struct thin_dev *out)
 int thin_find_by_name(struct db *db, const char *name, struct thin_dev *out);
 /* Every row of the pool (deleted ones too when all), ordered by id; *out malloc'd. */
 int thin_list(struct db *db, const char *pool, bool all, struct thin_dev **out, size_t *n);
+
+/* Runs args (a thin-provisioning-tools command reading a metadata snapshot, e.g. thin_ls
+ * --metadata-snap or thin_dump --metadata-snap; the metadata device's path is appended as its
+ * last argument) while the pool holds a metadata snapshot: reserve_metadata_snap, the command,
+ * release_metadata_snap. The pool has one snapshot slot; when it is already held (EBUSY) that
+ * snapshot is read and left alone. Non-zero exit -> -EIO with the tool's stderr. */
+#define THIN_SNAP_EXEC_MAX_ARGS 14
+int thin_metadata_snap_exec(const char *pool, const char *const args[], int timeout_ms,
+                            struct buf *out, struct buf *errout, struct err *e);
 
 /* The thin ids the pool's metadata holds (active or not), read from a metadata snapshot
  * (reserve_metadata_snap, `thin_ls --metadata-snap`, release_metadata_snap). *ids malloc'd,
