@@ -4,6 +4,7 @@
 #include "store/blobfile.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -116,6 +117,70 @@ int blobfile_seal_store(struct db *db, const char *digest, const struct blob_sea
     return seal_write(db, digest, s);
 }
 
+struct qfile {
+    char *name;
+    int64_t at_ms; /* from the name's .<ms> suffix */
+    uint64_t bytes;
+};
+
+static int qfile_newest_first(const void *a, const void *b)
+{
+    const struct qfile *x = a, *y = b;
+    return x->at_ms < y->at_ms ? 1 : x->at_ms > y->at_ms ? -1 : strcmp(x->name, y->name);
+}
+
+/* Keep the newest quarantined files within BLOBFILE_QUARANTINE_KEEP_FILES and _KEEP_BYTES;
+ * delete the rest and clear their rows' moved_to. Best effort: a failure is logged, the
+ * quarantine itself already happened. */
+static void quarantine_trim(struct db *db, const char *qdir)
+{
+    _cleanup_closedir_ DIR *d = opendir(qdir);
+    if (!d)
+        return;
+    struct qfile *v = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *dot = strrchr(de->d_name, '.');
+        struct stat st;
+        if (!dot || dot == de->d_name || fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+            !S_ISREG(st.st_mode))
+            continue;
+        struct qfile *nv = realloc(v, (n + 1) * sizeof(*v));
+        if (!nv)
+            break;
+        v = nv;
+        v[n] = (struct qfile){.name = strdup(de->d_name),
+                              .at_ms = strtoll(dot + 1, NULL, 10),
+                              .bytes = (uint64_t)st.st_size};
+        if (!v[n].name)
+            break;
+        n++;
+    }
+    qsort(v, n, sizeof(*v), qfile_newest_first);
+    uint64_t kept_bytes = 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool keep = i == 0 || (kept < BLOBFILE_QUARANTINE_KEEP_FILES &&
+                               kept_bytes + v[i].bytes <= BLOBFILE_QUARANTINE_KEEP_BYTES);
+        if (keep) {
+            kept++;
+            kept_bytes += v[i].bytes;
+        } else if (unlinkat(dirfd(d), v[i].name, 0) == 0 || errno == ENOENT) {
+            _cleanup_free_ char *full = path_join(qdir, v[i].name);
+            if (full)
+                db_run(db, "UPDATE blob_quarantine SET moved_to = NULL WHERE moved_to = ?1",
+                       DB_TEXT(full));
+            log_info("old quarantined blob file deleted", "file=%s/%s bytes=%" PRIu64, qdir,
+                     v[i].name, v[i].bytes);
+        } else
+            log_warn("cannot delete an old quarantined blob file", "file=%s/%s error=%s", qdir,
+                     v[i].name, strerror(errno));
+        free(v[i].name);
+    }
+    free(v);
+}
+
 int blobfile_quarantine(struct db *db, const char *blob_dir, const char *digest, const char *path,
                         const char *why)
 {
@@ -140,7 +205,11 @@ int blobfile_quarantine(struct db *db, const char *blob_dir, const char *digest,
                "INSERT INTO blob_quarantine(digest, moved_to, reason, at_ms) VALUES(?1, ?2, ?3, "
                "?4)",
                DB_TEXT(digest), DB_TEXT(moved), DB_TEXT(why), DB_INT(now_ms()));
-    return r < 0 ? r : 0;
+    if (r < 0)
+        return r;
+    if (moved)
+        quarantine_trim(db, qdir);
+    return 0;
 }
 
 int blobfile_verify(struct db *db, const char *blob_dir, const char *digest, uint64_t size,

@@ -31,6 +31,14 @@
 #define BLOBFILE_MODE              0400
 #define BLOBFILE_SUBDIR            "sha256"
 #define BLOBFILE_QUARANTINE_SUBDIR "quarantine"
+/* The quarantine keeps evidence, not a copy of every bad file ever found: a store tampered
+ * with over and over (or a disk that keeps corrupting one blob) must not fill the disk with
+ * copies. After each move the newest files are kept while they number at most KEEP_FILES and
+ * total at most KEEP_BYTES (the file just moved is always kept, whatever its size); older ones
+ * are deleted and their blob_quarantine rows say so (moved_to NULL, as for a file that could
+ * not be moved). */
+#define BLOBFILE_QUARANTINE_KEEP_FILES 8
+#define BLOBFILE_QUARANTINE_KEEP_BYTES (2ULL << 30)
 
 /* What a blob file looked like right after its bytes were hashed and matched. */
 struct blob_seal {
@@ -60,7 +68,8 @@ int blobfile_seal_load(struct db *db, const char *digest, struct blob_seal *s);
 int blobfile_seal_store(struct db *db, const char *digest, const struct blob_seal *s);
 
 /* Move path to blob_dir/quarantine/<hex>.<ms> (deleted when that fails), drop the seal of
- * the digest's row and record a blob_quarantine row with why. Logged as a warning. */
+ * the digest's row and record a blob_quarantine row with why. Logged as a warning. Then the
+ * quarantine is trimmed to the bounds above (oldest first). */
 int blobfile_quarantine(struct db *db, const char *blob_dir, const char *digest, const char *path,
                         const char *why);
 

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -201,6 +202,55 @@ static void test_wrong_size_and_missing(void **state)
     assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine", NULL), 1);
 }
 
+/* The quarantine keeps the newest files within its bounds: a store corrupted over and over
+ * does not fill the disk with copies. Count bound with small files, byte bound with sparse
+ * 1 GiB ones (no disk used). Trimmed files' rows say they are gone (moved_to NULL). */
+static void quarantine_n(struct env *v, const char *digest, int n, off_t size)
+{
+    for (int i = 0; i < n; i++) {
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/bad.%d", v->dir, i);
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(ftruncate(fd, size), 0);
+        close(fd);
+        assert_int_equal(blobfile_quarantine(v->db, v->blob_dir, digest, p, "test"), 0);
+        usleep(2000); /* distinct <ms> suffixes */
+    }
+}
+
+static int count_files(const char *dir)
+{
+    _cleanup_closedir_ DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *de; d && (de = readdir(d));)
+        n += de->d_name[0] != '.';
+    return n;
+}
+
+static void test_quarantine_bounded(void **state)
+{
+    struct env *v = *state;
+    const char *d = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    char q[4096];
+    snprintf(q, sizeof(q), "%s/" BLOBFILE_QUARANTINE_SUBDIR, v->blob_dir);
+    quarantine_n(v, d, BLOBFILE_QUARANTINE_KEEP_FILES + 4, 10);
+    assert_int_equal(count_files(q), BLOBFILE_QUARANTINE_KEEP_FILES);
+    assert_int_equal(
+        q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE moved_to IS NULL", NULL), 4);
+    /* The newest rows still point at files that exist. */
+    assert_int_equal(
+        q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE moved_to IS NOT NULL", NULL),
+        BLOBFILE_QUARANTINE_KEEP_FILES);
+    /* Bytes: 1 GiB sparse files; the bound keeps what fits (the newest always). */
+    off_t gib = 1LL << 30;
+    quarantine_n(v, d, 3, gib);
+    int fit = (int)(BLOBFILE_QUARANTINE_KEEP_BYTES / (uint64_t)gib);
+    assert_int_equal(count_files(q), fit < 1 ? 1 : fit);
+    quarantine_n(v, d, 1, 2 * (off_t)BLOBFILE_QUARANTINE_KEEP_BYTES);
+    assert_int_equal(count_files(q), 1); /* bigger than the bound: kept alone */
+}
+
 /* Version 1 stored the path as the fetching process saw it; version 2 derives it. */
 static void test_migration_makes_paths_relative(void **state)
 {
@@ -255,6 +305,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_in_place_write_caught_by_ctime, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unsealed_file_hashed_then_sealed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_size_and_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine_bounded, setup, teardown),
         cmocka_unit_test(test_migration_makes_paths_relative),
         cmocka_unit_test(test_strip_userinfo),
     };
