@@ -34,6 +34,30 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
+/* ---- events ------------------------------------------------------------------------------ */
+
+void fsm_emit(struct fsm_run *r, enum fsm_event_type type, enum fsm_outcome outcome,
+              const char *error, int64_t duration_ms)
+{
+    struct fsm_manager *m = r->m;
+    pthread_rwlock_rdlock(&m->observer_lock);
+    pthread_mutex_lock(&m->lock);
+    fsm_observer_fn fn = m->observer;
+    void *ud = m->observer_ud;
+    pthread_mutex_unlock(&m->lock);
+    if (fn) {
+        struct fsm_run_info info;
+        fsm_run_info(r, &info);
+        struct fsm_event_info ev = {.type = type,
+                                    .run = &info,
+                                    .outcome = outcome,
+                                    .error = error ? error : "",
+                                    .duration_ms = duration_ms};
+        fn(&ev, ud);
+    }
+    pthread_rwlock_unlock(&m->observer_lock);
+}
+
 /* ---- cancellation ------------------------------------------------------------------------ */
 
 void fsm_cancel_signal(struct fsm_run *r)
@@ -684,9 +708,8 @@ static void load_predecessor(struct fsm_run *r)
     fsm_run_record_free(&rec);
 }
 
-void *fsm_run_thread(void *arg)
+void fsm_run_thread(struct fsm_run *r)
 {
-    struct fsm_run *r = arg;
     struct fsm_manager *m = r->m;
     const struct fsm_machine_def *def = &r->machine->def;
     char machine[256];
@@ -737,6 +760,4 @@ void *fsm_run_thread(void *arg)
     }
     drop_step(r);
     log_ctx_clear();
-    fsm_run_exit(r);
-    return NULL;
 }

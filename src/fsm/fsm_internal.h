@@ -181,18 +181,19 @@ struct fsm_manager {
     int64_t next_prune_mono; /* (M) */
 };
 
-/* ---- fsm_manager.c, used by fsm_exec.c ---- */
+/* ---- fsm_manager.c ---- */
 
-/* The run's thread is about to return: leave the queue, wake waiters and successors. */
-void fsm_run_exit(struct fsm_run *r);
-void fsm_emit(struct fsm_run *r, enum fsm_event_type type, enum fsm_outcome outcome,
-              const char *error, int64_t duration_ms);
 struct fsm_run *fsm_find_run_locked(struct fsm_manager *m, const struct fsm_id *v);
 void fsm_run_free(struct fsm_run *r);
 
 /* ---- fsm_exec.c ---- */
 
-void *fsm_run_thread(void *arg);
+/* One run's thread body: its transitions and end step. The manager's thread wrapper then
+ * takes the run out of the scheduler. */
+void fsm_run_thread(struct fsm_run *r);
+/* Tell the manager's observer (if any) about an event of run r. */
+void fsm_emit(struct fsm_run *r, enum fsm_event_type type, enum fsm_outcome outcome,
+              const char *error, int64_t duration_ms);
 /* Wake the run's cancel fd / reset it (m->lock held). */
 void fsm_cancel_signal(struct fsm_run *r);
 

@@ -168,35 +168,24 @@ void fsm_run_free(struct fsm_run *r)
     free(r);
 }
 
-void fsm_emit(struct fsm_run *r, enum fsm_event_type type, enum fsm_outcome outcome,
-              const char *error, int64_t duration_ms)
-{
-    struct fsm_manager *m = r->m;
-    pthread_rwlock_rdlock(&m->observer_lock);
-    pthread_mutex_lock(&m->lock);
-    fsm_observer_fn fn = m->observer;
-    void *ud = m->observer_ud;
-    pthread_mutex_unlock(&m->lock);
-    if (fn) {
-        struct fsm_run_info info;
-        fsm_run_info(r, &info);
-        struct fsm_event_info ev = {.type = type,
-                                    .run = &info,
-                                    .outcome = outcome,
-                                    .error = error ? error : "",
-                                    .duration_ms = duration_ms};
-        fn(&ev, ud);
-    }
-    pthread_rwlock_unlock(&m->observer_lock);
-}
-
 /* ---- scheduling -------------------------------------------------------------------------- */
+
+static void run_exit(struct fsm_run *r);
+
+/* A run's thread: its transitions and end step (fsm_exec.c), then it leaves the scheduler. */
+static void *run_thread_main(void *arg)
+{
+    struct fsm_run *r = arg;
+    fsm_run_thread(r);
+    run_exit(r);
+    return NULL;
+}
 
 static int start_thread_locked(struct fsm_manager *m, struct fsm_run *r)
 {
     r->sched = SCHED_RUNNING;
     m->n_threads++;
-    int rc = pthread_create(&r->thread, NULL, fsm_run_thread, r);
+    int rc = pthread_create(&r->thread, NULL, run_thread_main, r);
     if (rc != 0) {
         r->sched = SCHED_WAIT;
         m->n_threads--;
@@ -259,7 +248,8 @@ static void pump_locked(struct fsm_manager *m)
     }
 }
 
-void fsm_run_exit(struct fsm_run *r)
+/* The run's thread is about to return: leave the queue, wake waiters and successors. */
+static void run_exit(struct fsm_run *r)
 {
     struct fsm_manager *m = r->m;
     pthread_mutex_lock(&m->lock);
