@@ -85,6 +85,13 @@ static int http_stat(struct source *s, const char *key, struct source_object *ou
         r = status_error(&resp, url, e);
     if (r == 0)
         r = httpc_resp_object(&resp, key, url, out, e);
+    if (r == 0) {
+        /* An ETag means something to its origin only: scheme://host[:port] of the root. */
+        const char *host = strstr(s->root, "://");
+        size_t n = host ? (size_t)(host + 3 - s->root) + strcspn(host + 3, "/") : 0;
+        _cleanup_free_ char *origin = strndup(s->root, n);
+        r = origin ? source_identity_http(out, "http", origin) : -ENOMEM;
+    }
     httpc_resp_free(&resp);
     return r;
 }

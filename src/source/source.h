@@ -147,6 +147,19 @@ struct source_object {
     int64_t mtime_ms; /* 0 when unknown */
     char *digest;     /* "sha256:<hex>" the bytes must have when the source names objects by
                          their digest (a registry blob), else NULL: the caller verifies it */
+    /* What names this version of the object as its source reports it, filled by
+     * source_stat() (never by a listing): two objects with the same identity have the same
+     * bytes, wherever they are (another key, another folder), so a blob fetched under one
+     * location is reused for another without a GET (docs/sources.md, "Identity reuse").
+     * Text, one of
+     *   "s3 SCOPE md5 ETAG SIZE" / "s3 SCOPE multipart ETAG SIZE"   (ETAG "...-N")
+     *   "http ORIGIN ETAG SIZE"                    (a strong ETag only)
+     *   "dir DEV INO SIZE MTIME_NS"
+     * SCOPE is the server that computed the ETag ("aws", or the endpoint's scheme://host:port)
+     * and ORIGIN the http(s) origin: an ETag means something only to the server that made it.
+     * NULL when the source gives nothing strong enough (no or a weak ETag, a registry, whose
+     * blobs are named by their digest). */
+    char *identity;
 };
 void source_object_free(struct source_object *o);
 
@@ -248,6 +261,9 @@ int source_get_expect(struct source *s, const char *key, uint64_t offset,
 /* True for a strong ETag: present, non-empty and not weak (W/"..."). Only a strong ETag
  * proves two responses carry the same bytes. */
 bool source_etag_is_strong(const char *etag);
+/* The identity kind of an identity string ("s3", "http", "dir"), copied into out (at most
+ * cap - 1 bytes); "" for NULL or a malformed one. */
+void source_identity_kind(const char *identity, char *out, size_t cap);
 
 /* ---- keys and locations ----------------------------------------------------------------- */
 
