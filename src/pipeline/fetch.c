@@ -288,6 +288,7 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
                              "path", bp, "format", blob_format_name(f), "reused", 1, "layers");
             json_t *layers = json_object_get(resp, "layers");
             json_object_set_new(resp, "seal", fetch_seal_json(&seal));
+            json_object_set_new(resp, "bytes", fetch_bytes_json(0, 0, k.blob_size));
             if (blob_format_is_layer(f)) {
                 json_array_append_new(layers,
                                       fetch_layer_json(k.digest, k.blob_size, f, bp, NULL, &seal));
@@ -343,6 +344,25 @@ static void on_checkpoint(uint64_t durable, void *ud)
     if (r < 0)
         log_warn("cannot record download progress", "location=%s error=%s", p->location,
                  strerror(-r));
+}
+
+/* Where a download of the same version resumes (the caller checked the ETag): at the byte.
+ * In the boot that wrote the temp file every byte write(2) put in it is in the file, even
+ * after the writer died (kill -9, a crash, Ctrl-C: the page cache belongs to the kernel), so
+ * its length is the offset; the caller fdatasyncs it before recording it. After a reboot only
+ * the length last fdatasync'ed and recorded (bytes_done) is trusted: the rest may not have
+ * reached the disk. */
+static uint64_t resume_offset(int fd, const struct blob_download *dr, uint64_t size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return 0;
+    uint64_t on_disk = (uint64_t)st.st_size;
+    char boot[BOOT_ID_MAX];
+    bool same_boot =
+        dr->boot_id && boot_id_read(boot, sizeof(boot)) == 0 && !strcmp(boot, dr->boot_id);
+    uint64_t offset = same_boot || dr->bytes_done > on_disk ? on_disk : dr->bytes_done;
+    return offset > size ? 0 : offset;
 }
 
 /* Hash the first n bytes of fd into h. */
@@ -431,6 +451,77 @@ static struct fsm_result out_of_space(struct db *db, const char *location, const
                     tmp, w, t, location, cause);
 }
 
+static void result_freep(void *p);
+static int record_commit(struct db *db, void *ud);
+
+/* Identity reuse (docs/sources.md): the object HEAD described has the identity of a blob
+ * stored before (another location, the same bytes: the families' shared layers), and that
+ * blob passes the integrity rule. Then no GET: the response names the stored blob. A layer
+ * was validated when it was stored (its media type says so), so the run ends here with the
+ * record step's writes in the checkpoint; an archive goes on to validate, which splits it
+ * again from the local file. Returns true with *res set when the blob is reused. */
+static bool reuse_by_identity(struct fetch_context *c, struct fsm_run *run, struct db *db,
+                              const char *location, const char *tmp,
+                              const struct source_object *obj, struct fsm_result *res)
+{
+    struct blob_source k;
+    if (!obj->identity || blobs_identity_get(db, obj->identity, &k) != 1)
+        return false;
+    /* A digest the source states (a registry blob) is never overridden by an identity. */
+    bool ok = k.size == obj->size && k.blob_size == obj->size &&
+              (!obj->digest || !strcmp(obj->digest, k.digest));
+    _cleanup_free_ char *bp = ok ? blob_path(c, k.digest) : NULL;
+    struct blob_seal seal;
+    ok = bp && blob_file_ok(c, db, bp, k.digest, k.blob_size, &seal) == 1;
+    enum blob_format f = fetch_format_parse(k.media_type);
+    _cleanup_json_ json_t *resp =
+        ok ? json_pack("{s:s, s:s, s:I, s:s, s:b, s:s}", "location", location, "digest", k.digest,
+                       "size", (json_int_t)k.blob_size, "path", bp, "reused", 1, "identity",
+                       obj->identity)
+           : NULL;
+    if (resp) {
+        if (obj->etag)
+            json_object_set_new(resp, "etag", json_string(obj->etag));
+        json_object_set_new(resp, "seal", fetch_seal_json(&seal));
+        json_object_set_new(resp, "bytes", fetch_bytes_json(0, 0, k.blob_size));
+    }
+    if (resp && blob_format_is_layer(f)) {
+        json_object_set_new(resp, "format", json_string(blob_format_name(f)));
+        json_object_set_new(
+            resp, "layers",
+            json_pack("[o]", fetch_layer_json(k.digest, k.blob_size, f, bp, NULL, &seal)));
+    }
+    ok = resp && fetch_response_store(run, resp) == 0;
+    struct fetch_result *fr = NULL;
+    if (ok && blob_format_is_layer(f)) {
+        /* The record step's writes, from this response (fsm_run_response() is still the
+         * last checkpoint's). */
+        _cleanup_free_ char *data = json_dumps(resp, JSON_COMPACT);
+        struct err e = {0};
+        fr = data ? calloc(1, sizeof(*fr)) : NULL;
+        ok = fr && fetch_response_parse(data, strlen(data), fr, &e) == 0;
+        if (!ok)
+            free(fr);
+        else if (fsm_run_on_commit(run, record_commit, fr, result_freep) < 0) {
+            result_freep(fr);
+            ok = false;
+        }
+    }
+    log_info(ok ? "blob reused by identity" : "identity known, blob not usable",
+             "location=%s identity=%s digest=%s", location, obj->identity, k.digest);
+    if (ok) {
+        /* A partial download of it is not needed any more (unless a run still writes it). */
+        int tfd = open(tmp, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (tfd >= 0 && flock(tfd, LOCK_EX | LOCK_NB) == 0)
+            unlink(tmp);
+        if (tfd >= 0)
+            close(tfd);
+        *res = fr ? fsm_handoff("reused %s (same identity as a stored blob)", k.digest) : fsm_ok();
+    }
+    blob_source_free(&k);
+    return ok;
+}
+
 static struct fsm_result download(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
@@ -461,6 +552,9 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     _cleanup_free_ char *tmp = tmp_path_for(c, rq.location);
     if (!tmp || mkdir_p(c->tmp_dir, 0700) < 0)
         return fsm_retry("cannot prepare %s", c->tmp_dir);
+    struct fsm_result reused;
+    if (reuse_by_identity(c, run, db, rq.location, tmp, &obj, &reused))
+        return reused;
     _cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return fsm_retry("cannot open %s: %m", tmp);
@@ -474,17 +568,15 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     uint64_t offset = 0;
     bool strong = source_etag_is_strong(obj.etag);
     if (blobs_download_get(db, rq.location, &dr) == 1 && strong && dr.etag &&
-        !strcmp(dr.etag, obj.etag) && dr.tmp_path && !strcmp(dr.tmp_path, tmp)) {
-        struct stat st;
-        if (fstat(fd, &st) == 0)
-            offset = dr.bytes_done < (uint64_t)st.st_size ? dr.bytes_done : (uint64_t)st.st_size;
-        if (offset > obj.size)
-            offset = 0;
-    }
+        !strcmp(dr.etag, obj.etag) && dr.tmp_path && !strcmp(dr.tmp_path, tmp))
+        offset = resume_offset(fd, &dr, obj.size);
     blob_download_free(&dr);
     struct sha256 h = {0};
     r = sha256_init(&h);
     if (r == 0 && ftruncate(fd, (off_t)offset) < 0)
+        r = neg_errno();
+    /* What is kept is made durable before it is recorded as such. */
+    if (r == 0 && offset && fdatasync(fd) < 0)
         r = neg_errno();
     if (r == 0 && offset)
         r = hash_prefix(fd, offset, &h);
@@ -524,7 +616,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                               .checkpoint = on_checkpoint,
                               .checkpoint_ud = &pr};
     fsm_run_set_progress(run, "download", offset, obj.size);
-    struct source_get_info info;
+    struct source_get_info info = {0};
     int64_t t0 = mono_ms();
     /* The version HEAD described: its strong ETag and its size bound the transfer. */
     struct source_expect want = {
@@ -550,8 +642,13 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     }
     if (r == -ENOSPC || e.code == -ENOSPC)
         return out_of_space(db, rq.location, tmp, fd, obj.size, err_str(&e));
-    if (r < 0)
+    if (r < 0) {
+        /* Cut, cancelled (Ctrl-C, SIGTERM, runs cancel), stalled: what arrived stays, made
+         * durable now, so that even a reboot before the next attempt keeps it. */
+        if (info.bytes && fdatasync(fd) == 0)
+            on_checkpoint(total, &pr);
         return source_failure(r, &e);
+    }
     char digest[DIGEST_STR_LEN + 1];
     digest_format(d, digest);
     /* A source that names the blob by its digest (a registry): the bytes must be that blob,
@@ -591,8 +688,12 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                   (json_int_t)total, "path", final, "reused", 0);
     if (resp && obj.etag)
         json_object_set_new(resp, "etag", json_string(obj.etag));
-    if (resp)
+    if (resp && obj.identity)
+        json_object_set_new(resp, "identity", json_string(obj.identity));
+    if (resp) {
         json_object_set_new(resp, "seal", fetch_seal_json(&seal));
+        json_object_set_new(resp, "bytes", fetch_bytes_json(info.bytes_received, offset, 0));
+    }
     if (!resp || fetch_response_store(run, resp) < 0)
         return fsm_retry("out of memory");
     return fsm_ok();
@@ -817,6 +918,9 @@ static int record_commit(struct db *db, void *ud)
                          fr->sealed ? &fr->seal : NULL, now);
     if (r == 0)
         r = blobs_source_record(db, fr->location, fr->etag, fr->size, fr->digest, now);
+    /* Verified bytes: from now on the same identity, anywhere, is this blob. */
+    if (r == 0 && fr->identity)
+        r = blobs_identity_record(db, fr->identity, fr->size, fr->digest, fr->location, now);
     for (size_t i = 0; r == 0 && i < fr->n_layers; i++) {
         const struct fetch_layer *l = &fr->layers[i];
         if (!l->member)

@@ -116,6 +116,8 @@ async function main() {
     await Promise.all([worker(), worker(), worker(), worker()]);
   }
 
+  // The "slow" action sends at most this much at a time, then waits as long as the rate says.
+  const SLOW_PIECE = 16 * 1024;
   let rules = [];
   let log = [];
   const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 64 });
@@ -186,15 +188,25 @@ async function main() {
           }
           return;
         }
+        if (slow) {
+          // at the rate, in pieces: s3rver answers a Range with one chunk of the whole range
+          ures.pause();
+          const piece = () => {
+            if (res.destroyed || !chunk.length) return ures.resume();
+            const p = chunk.subarray(0, SLOW_PIECE);
+            chunk = chunk.subarray(p.length);
+            sent += p.length;
+            entry.bytes = sent;
+            res.write(p);
+            setTimeout(piece, Math.ceil(p.length * 1000 / slow));
+          };
+          return piece();
+        }
         sent += chunk.length;
         entry.bytes = sent;
         if (!res.write(chunk)) {
           ures.pause();
           res.once('drain', () => ures.resume());
-        }
-        if (slow) {
-          ures.pause();
-          setTimeout(() => ures.resume(), Math.ceil(chunk.length * 1000 / slow));
         }
       });
       ures.on('end', () => { if (!stopped) res.end(); });
