@@ -13,6 +13,7 @@
 #include "source/source_impl.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/redact.h"
 
 struct http_src {
     struct httpc *http;
@@ -86,10 +87,12 @@ static int http_stat(struct source *s, const char *key, struct source_object *ou
     if (r == 0)
         r = httpc_resp_object(&resp, key, url, out, e);
     if (r == 0) {
-        /* An ETag means something to its origin only: scheme://host[:port] of the root. */
-        const char *host = strstr(s->root, "://");
-        size_t n = host ? (size_t)(host + 3 - s->root) + strcspn(host + 3, "/") : 0;
-        _cleanup_free_ char *origin = strndup(s->root, n);
+        /* An ETag means something to its origin only: scheme://host[:port] of the root,
+         * without credentials (the identity is stored in the database). */
+        _cleanup_free_ char *root = url_strip_userinfo(s->root);
+        const char *host = root ? strstr(root, "://") : NULL;
+        size_t n = host ? (size_t)(host + 3 - root) + strcspn(host + 3, "/") : 0;
+        _cleanup_free_ char *origin = root ? strndup(root, n) : NULL;
         r = origin ? source_identity_http(out, "http", origin) : -ENOMEM;
     }
     httpc_resp_free(&resp);

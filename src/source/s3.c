@@ -20,6 +20,7 @@
 #include "util/defaults.h"
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/redact.h"
 #include "util/timeutil.h"
 
 /* Bucket names: S3's rules are 3..63 of [a-z0-9.-]; S3-compatible servers and legacy buckets
@@ -531,7 +532,7 @@ int source_s3_open(struct source *s, const char *rest, char **key_out, struct er
         if (r < 0)
             return r;
         s3->custom_endpoint = true;
-        s3->scope = strdup(sh);
+        s3->scope = url_strip_userinfo(sh); /* stored with identities: no credentials */
         if (asprintf(&s3->url_base, "%s%s/%s", sh, path, s3->bucket) < 0)
             s3->url_base = NULL;
     } else {
