@@ -17,4 +17,4 @@ B="$BUILD/tests/test_byteonce_s3"
 [ -x "$B" ] || { echo "bench/fetch-resume.sh: no $B; build first" >&2; exit 1; }
 [ -d tests/s3/node_modules/s3rver ] || { echo "bench/fetch-resume.sh: run scripts/install-deps.sh" >&2; exit 1; }
 THINIMG_TEST_RESUME_MIB=$SIZE_MIB THINIMG_BIN="$BUILD/thinimg" THINIMG_SOURCE_DIR="$PWD" \
-  THINIMG_BUILD_DIR="$BUILD" "$B" 2>&1 | grep -E '^(resume|facsimile)|FAILED|PASSED'
+  THINIMG_BUILD_DIR="$BUILD" "$B" 2>&1 | grep -E '^(resume|facsimile)|FAILED|PASSED|ERROR|LINE'

@@ -77,7 +77,7 @@ static void make_layer(const char *path, int kib, int seed)
 {
     sh("python3 -c 'import io,random,tarfile,sys\n"
        "r=random.Random(%d); n=%d<<10\n"
-       "d=r.randbytes(n)\n"
+       "d=b\"\".join(r.randbytes(min(1<<20,n-o)) for o in range(0,n,1<<20))\n"
        "with tarfile.open(sys.argv[1],\"w\",format=tarfile.USTAR_FORMAT) as t:\n"
        "  i=tarfile.TarInfo(\"f%d.bin\"); i.size=n; i.mtime=1700000000\n"
        "  t.addfile(i, io.BytesIO(d))' '%s'",
