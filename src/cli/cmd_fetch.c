@@ -32,7 +32,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: thinimg fetch REF [--json] [--jobs N] [--region R] [--endpoint URL]\n"
-            "                         [--no-sign-request]\n"
+            "                         [--no-sign-request] [--download-streams N]\n"
             "\n"
             "Download and validate an image's blobs without unpacking them. REF names a family\n"
             "of layers (s3://bucket/images/golang/), a layer and the ones below it\n"
@@ -40,7 +40,8 @@ static void usage(FILE *out)
             "an OCI layout). Blobs are stored by digest in STATE/blobs. Each byte is downloaded\n"
             "once: an object whose identity (S3 ETag and size, an HTTP strong ETag and size, a\n"
             "local file's device, inode, size and mtime) matches a stored blob reuses it without\n"
-            "a GET, and an interrupted fetch resumes at the byte it stopped at. Prints the\n"
+            "a GET, an interrupted fetch resumes at the byte it stopped at, and an object of\n"
+            "64 MiB or more comes as parallel ranged GETs (s3, http). Prints the\n"
             "digest of every layer (--json: and the bytes downloaded, resumed and reused).\n"
             "\n"
             "Options:\n"

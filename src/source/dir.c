@@ -177,7 +177,8 @@ static int dir_get(struct source *s, const char *key, uint64_t offset,
     if (!chunk)
         return -ENOMEM;
     uint64_t pos = offset;
-    while (pos < (uint64_t)st.st_size) {
+    uint64_t stop = x->end && x->end < (uint64_t)st.st_size ? x->end : (uint64_t)st.st_size;
+    while (pos < stop) {
         if (source_opt_cancelled(s))
             return err_set(e, -ECANCELED, "%s%s: cancelled", s->root, key);
         ssize_t n = pread(fd, chunk, DIR_READ_CHUNK, (off_t)pos);
@@ -188,7 +189,7 @@ static int dir_get(struct source *s, const char *key, uint64_t offset,
         }
         if (n == 0)
             return err_set(e, -ESTALE, "%s%s: the file shrank while being read", s->root, key);
-        uint64_t want = (uint64_t)st.st_size - pos;
+        uint64_t want = stop - pos;
         size_t m = (uint64_t)n > want ? (size_t)want : (size_t)n;
         int r = sink(chunk, m, ud);
         if (r < 0)

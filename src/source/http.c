@@ -114,6 +114,7 @@ static int http_get(struct source *s, const char *key, uint64_t offset,
                             .if_match = x->etag,
                             .has_size = x->has_size,
                             .size = x->size,
+                            .end = x->end,
                             .sink = sink,
                             .sink_ud = ud,
                             .max_body = SOURCE_ERROR_BODY_MAX};

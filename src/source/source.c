@@ -63,6 +63,16 @@ uint32_t source_opt_request_timeout_ms(const struct source *s)
 {
     return OPT_OR(request_timeout_ms, "REQUEST_TIMEOUT_MS", SOURCE_REQUEST_TIMEOUT_MS);
 }
+uint32_t source_download_streams(const struct source *s, uint64_t size)
+{
+    uint32_t n = OPT_OR(download_streams, "DOWNLOAD_STREAMS", SOURCE_DOWNLOAD_STREAMS);
+    uint32_t min = OPT_OR(stream_min_bytes, "STREAM_MIN_BYTES", SOURCE_STREAM_MIN_BYTES);
+    if (s->kind != SOURCE_S3 && s->kind != SOURCE_HTTP)
+        return 1;
+    if (n > SOURCE_DOWNLOAD_STREAMS_MAX)
+        n = SOURCE_DOWNLOAD_STREAMS_MAX;
+    return size >= min && size >= n ? n : 1;
+}
 uint32_t source_opt_retry_attempts(const struct source *s)
 {
     return OPT_OR(retry_attempts, "RETRY_ATTEMPTS", SOURCE_RETRY_ATTEMPTS);

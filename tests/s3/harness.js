@@ -11,7 +11,7 @@
 // The proxy forwards everything to s3rver and can inject faults. Control endpoints:
 //   POST /__ctl/fault  JSON rule, applied to the next matching requests:
 //        {"match": "substring of the path", "method": "GET", "count": 1 (0 = forever),
-//         "action": "status" | "stall" | "cut" | "norange" | "slow",
+//         "action": "status" | "stall" | "cut" | "norange" | "badrange" | "slow",
 //         "status": 403, "code": "AccessDenied", "message": "...",   (status)
 //         "after": BYTES,                                             (stall, cut)
 //         "bytes_per_s": N}                                           (slow)
@@ -151,6 +151,11 @@ async function main() {
     }, ures => {
       const outHeaders = Object.assign({}, ures.headers);
       if (rule && rule.action === 'norange') delete outHeaders['accept-ranges'];
+      if (rule && rule.action === 'badrange' && outHeaders['content-range']) {
+        // a Content-Range one byte off: "bytes S-E/T" -> "bytes S+1-E/T"
+        outHeaders['content-range'] = outHeaders['content-range'].replace(
+          /bytes (\d+)-/, (m, a) => 'bytes ' + (Number(a) + 1) + '-');
+      }
       if (ifMatch && (ures.statusCode === 200 || ures.statusCode === 206) &&
           ures.headers['etag'] !== ifMatch) {
         ures.resume();

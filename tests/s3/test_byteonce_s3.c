@@ -157,6 +157,23 @@ static char *new_state(void)
     return p;
 }
 
+/* `thinimg --state-dir S fetch REF --json` through the proxy, with env1 and env2 (NULL: none)
+ * added to the environment; the exit code, the parsed output (NULL when none) and stderr. */
+static int fetch_env(const char *state_dir, const char *ref, const char *env1, const char *env2,
+                     json_t **out_json, char **err)
+{
+    char sd[4096], ep[128];
+    snprintf(sd, sizeof(sd), "--state-dir=%s", state_dir);
+    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", H.proxy_url);
+    char *env[] = {ep, (char *)env1, (char *)env2, NULL};
+    char *argv[] = {(char *)tu_thinimg(), sd, "fetch", (char *)ref, "--json", NULL};
+    char *out = NULL;
+    int rc = tu_run(argv, env, &out, err);
+    *out_json = out ? json_loads(out, 0, NULL) : NULL;
+    free(out);
+    return rc;
+}
+
 /* `thinimg --state-dir S fetch REF --json` through the proxy; the parsed output. */
 static json_t *fetch_json(const char *state_dir, const char *ref)
 {
@@ -297,6 +314,8 @@ static void test_resume_at_the_byte(void **state)
              "\"bytes_per_s\":%d,\"count\":0}",
              RESUME_RATE);
     assert_int_equal(s3h_fault(&H, rule), 0);
+    /* one stream: the file grows from its start (parallel ranges: test_streams) */
+    setenv("THINIMG_SOURCE_DOWNLOAD_STREAMS", "1", 1);
     unsigned seed = (unsigned)time(NULL);
     printf("resume: seed %u\n", seed);
     srand(seed);
@@ -345,6 +364,7 @@ static void test_resume_at_the_byte(void **state)
     assert_int_equal(bytes_field(j, "resumed"), before_last);
     assert_int_equal(bytes_field(j, "resumed") + bytes_field(j, "downloaded"), size);
     json_decref(j);
+    unsetenv("THINIMG_SOURCE_DOWNLOAD_STREAMS");
     sent += sent_bytes("big/resume.tar", NULL);
     double ratio = (double)sent / (double)size;
     printf("resume: %d kills, the server sent %llu bytes for %llu missing (ratio %.4f)\n", kills,
@@ -353,12 +373,153 @@ static void test_resume_at_the_byte(void **state)
     assert_true(sent >= size);
 }
 
+/* Parallel ranges (docs/sources.md): the 64 MiB object with a 1 MiB threshold and the default
+ * 4 streams, against a correct server and hostile ones. */
+#define STREAMS_MIN "THINIMG_SOURCE_STREAM_MIN_BYTES=1048576"
+
+/* The GETs of the log for big/resume.tar: how many, how many with a closed range
+ * ("bytes=A-B"), and the body bytes sent. */
+static void range_gets(size_t *gets, size_t *ranged, uint64_t *bytes)
+{
+    json_t *log = s3h_log(&H);
+    size_t i;
+    json_t *v;
+    *gets = *ranged = 0;
+    *bytes = 0;
+    json_array_foreach(log, i, v)
+    {
+        const char *path = json_string_value(json_object_get(v, "path"));
+        const char *range = json_string_value(json_object_get(v, "range"));
+        if (strcmp(json_string_value(json_object_get(v, "method")), "GET") != 0 || !path ||
+            !strstr(path, "big/resume.tar"))
+            continue;
+        (*gets)++;
+        if (range && range[strlen(range) - 1] != '-')
+            (*ranged)++;
+        *bytes += (uint64_t)json_integer_value(json_object_get(v, "bytes"));
+    }
+    json_decref(log);
+}
+
+static void check_resume_blob(json_t *j)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    _cleanup_free_ char *want = s3h_digest_of(p);
+    assert_non_null(j);
+    json_t *l = json_array_get(json_object_get(j, "layers"), 0);
+    assert_string_equal(json_string_value(json_object_get(l, "digest")), want);
+}
+
+/* Fetch big/resume.tar into a new state with parallel ranges, with the proxy fault `rule`
+ * (the JSON members after match and method, applied once unless it says; NULL: none) and
+ * env2 in the environment; it must succeed with the right digest. The GETs the proxy saw. */
+static void streams_case(const char *rule, const char *env2, size_t *gets, size_t *ranged,
+                         uint64_t *bytes)
+{
+    s3h_reset(&H);
+    if (rule) {
+        char r[512];
+        snprintf(r, sizeof(r), "{\"match\":\"big/resume.tar\",\"method\":\"GET\",%s}", rule);
+        assert_int_equal(s3h_fault(&H, r), 0);
+    }
+    _cleanup_free_ char *sd = new_state();
+    json_t *j = NULL;
+    char *err = NULL;
+    int rc = fetch_env(sd, "s3://" BUCKET "/big/resume.tar", STREAMS_MIN, env2, &j, &err);
+    if (rc != 0)
+        fail_msg("fault %s: rc %d: %s", rule ? rule : "none", rc, err);
+    check_resume_blob(j);
+    json_decref(j);
+    free(err);
+    range_gets(gets, ranged, bytes);
+}
+
+static void test_streams(void **state)
+{
+    (void)state;
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    uint64_t size = file_size(p);
+    size_t gets, ranged;
+    uint64_t bytes;
+    json_t *j = NULL;
+    char *err = NULL;
+
+    /* a correct server: 4 ranged GETs, every byte sent once */
+    streams_case(NULL, NULL, &gets, &ranged, &bytes);
+    assert_int_equal(gets, 4);
+    assert_int_equal(ranged, 4);
+    assert_int_equal(bytes, size);
+
+    /* a server that ignores Range: one GET fetches it */
+    streams_case("\"action\":\"norange\",\"count\":4", NULL, &gets, &ranged, &bytes);
+    assert_int_equal(gets, 5); /* the 4 refused, then one */
+
+    /* the object changes between ranges (412 to one of them): started over, right bytes */
+    streams_case("\"action\":\"status\",\"status\":412,\"code\":\"PreconditionFailed\"", NULL,
+                 &gets, &ranged, &bytes);
+    assert_true(gets > 4);
+
+    /* one range stalls after 100 kB: cut by the low-speed limit, resumed inside its range */
+    int64_t t0 = mono_ms();
+    streams_case("\"action\":\"stall\",\"after\":100000", "THINIMG_SOURCE_LOW_SPEED_TIME_S=2",
+                 &gets, &ranged, &bytes);
+    assert_true(mono_ms() - t0 < 60000);
+    assert_int_equal(gets, 5); /* 4, and the stalled one again from its byte 100000 */
+    assert_int_equal(ranged, 5);
+    assert_true(bytes < size + 100000 + 1);
+
+    /* a Content-Range that is not the range asked for: nothing of it written; the range is
+     * asked for again (the next attempt) and the bytes are right */
+    streams_case("\"action\":\"badrange\"", NULL, &gets, &ranged, &bytes);
+    assert_int_equal(gets, 5);
+    assert_int_equal(ranged, 5);
+
+    /* kill -9 in the middle of the ranges (slowed down), then again: every range resumes at
+     * its byte; the server sends the object about once */
+    s3h_reset(&H);
+    char rule[256];
+    snprintf(rule, sizeof(rule),
+             "{\"match\":\"big/resume.tar\",\"method\":\"GET\",\"action\":\"slow\","
+             "\"bytes_per_s\":%d,\"count\":4}",
+             RESUME_RATE);
+    assert_int_equal(s3h_fault(&H, rule), 0);
+    _cleanup_free_ char *sd6 = new_state();
+    setenv("THINIMG_SOURCE_STREAM_MIN_BYTES", "1048576", 1);
+    pid_t pid = spawn(sd6, "s3://" BUCKET "/big/resume.tar");
+    unsetenv("THINIMG_SOURCE_STREAM_MIN_BYTES");
+    int64_t deadline = mono_ms() + WAIT_MS;
+    uint64_t sent = 0;
+    while (mono_ms() < deadline && (sent = sent_bytes("big/resume.tar", NULL)) < size / 4)
+        sleep_ms(20);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    sent = sent_bytes("big/resume.tar", NULL);
+    s3h_reset(&H);
+    assert_int_equal(fetch_env(sd6, "s3://" BUCKET "/big/resume.tar", STREAMS_MIN, NULL, &j, &err),
+                     0);
+    check_resume_blob(j);
+    uint64_t resumed = bytes_field(j, "resumed");
+    json_decref(j);
+    free(err);
+    range_gets(&gets, &ranged, &bytes);
+    assert_int_equal(ranged, 4); /* each range from where it was */
+    double ratio = (double)(sent + bytes) / (double)size;
+    printf("streams: kill -9 after %llu bytes, %llu resumed; sent / size %.4f\n",
+           (unsigned long long)sent, (unsigned long long)resumed, ratio);
+    assert_true(resumed > 0);
+    assert_true(ratio <= MAX_RATIO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_families_share_layers, reset),
         cmocka_unit_test_setup(test_changed_blob_not_reused, reset),
         cmocka_unit_test_setup(test_resume_at_the_byte, reset),
+        cmocka_unit_test_setup(test_streams, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
