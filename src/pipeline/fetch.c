@@ -643,10 +643,11 @@ static int range_sink(const void *data, size_t n, void *ud)
             return err_set(&j->e, neg_errno(), "cannot write the download to disk: %m");
         w += (size_t)k;
     }
-    j->done += n;
-    /* after the bytes, their count */
+    /* after the bytes, their count (read by the hasher thread, and in TMP.ranges) */
+    uint64_t done = j->done + n;
+    __atomic_store_n(&j->done, done, __ATOMIC_RELEASE);
     off_t slot = (off_t)(sizeof(struct ranges_head) + j->i * sizeof(uint64_t));
-    if (pwrite(j->idx_fd, &j->done, sizeof(j->done), slot) != (ssize_t)sizeof(j->done))
+    if (pwrite(j->idx_fd, &done, sizeof(done), slot) != (ssize_t)sizeof(done))
         return err_set(&j->e, -EIO, "cannot record the progress of range %u: %m", j->i);
     return 0;
 }
@@ -663,6 +664,48 @@ static void *range_thread(void *ud)
         struct source_get_info info = {0};
         j->r = source_get_expect(s, key, j->start + j->done, &want, range_sink, j, &info, &j->e);
         j->received = info.bytes_received;
+    }
+    return NULL;
+}
+
+/* Hashes the file in order while the ranges arrive: each byte once it is written (a read of
+ * what is in the page cache), so that little is left to hash when the last range ends. */
+struct range_hasher {
+    struct range_job *jobs;
+    uint32_t n;
+    int fd;
+    uint64_t size, pos;
+    struct sha256 *h;
+    bool stop; /* the ranges failed: give up */
+    int r;
+};
+
+static void *hash_thread(void *ud)
+{
+    struct range_hasher *hs = ud;
+    _cleanup_free_ char *b = malloc(FETCH_READ_BUFFER);
+    uint32_t k = 0;
+    hs->r = b ? 0 : -ENOMEM;
+    while (hs->r == 0 && hs->pos < hs->size) {
+        while (k + 1 < hs->n && hs->pos >= hs->jobs[k].end)
+            k++;
+        const struct range_job *j = &hs->jobs[k];
+        uint64_t avail = j->start + __atomic_load_n(&j->done, __ATOMIC_ACQUIRE);
+        if (avail <= hs->pos) {
+            if (__atomic_load_n(&hs->stop, __ATOMIC_ACQUIRE))
+                break;
+            sleep_ms(FETCH_RANGE_HASH_WAIT_MS);
+            continue;
+        }
+        size_t want =
+            avail - hs->pos < FETCH_READ_BUFFER ? (size_t)(avail - hs->pos) : FETCH_READ_BUFFER;
+        ssize_t got = pread(hs->fd, b, want, (off_t)hs->pos);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            hs->r = got < 0 ? neg_errno() : -EIO;
+        else if ((hs->r = sha256_update(hs->h, b, (size_t)got)) == 0)
+            hs->pos += (uint64_t)got;
     }
     return NULL;
 }
@@ -745,6 +788,14 @@ static int download_ranges(struct fetch_context *c, struct fsm_run *run, const c
         }
         started++;
     }
+    struct sha256 h = {0};
+    struct range_hasher hs = {.jobs = jobs, .n = n, .fd = fd, .size = obj->size, .h = &h};
+    pthread_t hth;
+    bool hashing = r == 0 && (r = sha256_init(&h)) == 0;
+    if (hashing && (r = -pthread_create(&hth, NULL, hash_thread, &hs)) < 0) {
+        sha256_free(&h);
+        hashing = false;
+    }
     for (uint32_t i = 0; i < started; i++) {
         pthread_join(jobs[i].th, NULL);
         *received += jobs[i].received;
@@ -755,16 +806,19 @@ static int download_ranges(struct fetch_context *c, struct fsm_run *run, const c
         }
     }
     close(ifd);
-    if (r == 0 && fdatasync(fd) < 0)
-        r = err_set(e, neg_errno(), "cannot sync %s: %m", tmp);
-    struct sha256 h = {0};
-    if (r == 0 && (r = sha256_init(&h)) == 0) {
-        r = hash_prefix(fd, obj->size, &h);
+    if (hashing) {
+        if (r < 0)
+            __atomic_store_n(&hs.stop, true, __ATOMIC_RELEASE);
+        pthread_join(hth, NULL);
+        if (r == 0 && hs.r < 0)
+            r = err_set(e, hs.r, "cannot read %s back to hash it: %s", tmp, strerror(-hs.r));
         if (r == 0)
             r = sha256_final(&h, sha);
         else
             sha256_free(&h);
     }
+    if (r == 0 && fdatasync(fd) < 0)
+        r = err_set(e, neg_errno(), "cannot sync %s: %m", tmp);
     if (r == 0 || r == -ENOTSUP || r == -ESTALE)
         unlink(idx);
     return r;
@@ -1067,8 +1121,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
     }
     if (fmt == BLOB_UNKNOWN) {
         archive_set_progress(NULL, NULL);
-        return rejected("%s is not an image layer: %s", location,
-                         why[0] ? why : "unknown format");
+        return rejected("%s is not an image layer: %s", location, why[0] ? why : "unknown format");
     }
     json_object_set_new(resp, "format", json_string(blob_format_name(fmt)));
     json_t *layers = json_array();

@@ -92,6 +92,9 @@
  * for the other runs of the same process. A docker-archive also needs its layers' size again
  * when validate splits it; that write fails cleanly (not enough space) if it does not fit. */
 #define FETCH_SPACE_MARGIN_BYTES (8ULL << 20)
+/* Parallel ranges: the hasher follows the ranges in order and, when the next byte has not
+ * arrived yet, looks again this much later (a 1 MiB read takes about as long). */
+#define FETCH_RANGE_HASH_WAIT_MS 1
 /* Read buffer for re-hashing the part of a download already on disk before resuming. */
 #define FETCH_READ_BUFFER (1U << 20)
 

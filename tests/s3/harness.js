@@ -14,7 +14,9 @@
 //         "action": "status" | "stall" | "cut" | "norange" | "badrange" | "slow",
 //         "status": 403, "code": "AccessDenied", "message": "...",   (status)
 //         "after": BYTES,                                             (stall, cut)
-//         "bytes_per_s": N}                                           (slow)
+//         "bytes_per_s": N, "piece": BYTES (16 KiB),                  (slow: each response
+//         "delay_ms": N}                                               at that rate, the
+//                                                                      first byte after delay)
 //   POST /__ctl/reset  drop all rules and the request log
 //   GET  /__ctl/log    the request log: [{method, path, range, ifMatch, status, bytes, fault,
 //                      signed, contentSha}]
@@ -172,6 +174,8 @@ async function main() {
       const slow = rule && rule.action === 'slow' ? rule.bytes_per_s || 1024 : 0;
       let sent = 0;
       let stopped = false;
+      let slowStarted = false;
+      let slowQueue = Promise.resolve(); // the slow action's pieces, in order
       ures.on('data', chunk => {
         if (stopped) return;
         if (after >= 0 && sent + chunk.length >= after) {
@@ -194,18 +198,25 @@ async function main() {
           return;
         }
         if (slow) {
-          // at the rate, in pieces: s3rver answers a Range with one chunk of the whole range
+          // at the rate, in pieces (s3rver answers a Range with one chunk of the whole range),
+          // in order; the first piece after delay_ms (a first-byte latency, as real S3 has)
           ures.pause();
-          const piece = () => {
-            if (res.destroyed || !chunk.length) return ures.resume();
-            const p = chunk.subarray(0, SLOW_PIECE);
-            chunk = chunk.subarray(p.length);
-            sent += p.length;
-            entry.bytes = sent;
-            res.write(p);
-            setTimeout(piece, Math.ceil(p.length * 1000 / slow));
-          };
-          return piece();
+          const size = rule.piece || SLOW_PIECE;
+          const delay = !slowStarted && rule.delay_ms ? rule.delay_ms : 0;
+          slowStarted = true;
+          slowQueue = slowQueue.then(() => new Promise(done => {
+            const piece = () => {
+              if (res.destroyed || !chunk.length) { ures.resume(); return done(); }
+              const p = chunk.subarray(0, size);
+              chunk = chunk.subarray(p.length);
+              sent += p.length;
+              entry.bytes = sent;
+              res.write(p);
+              setTimeout(piece, Math.ceil(p.length * 1000 / slow));
+            };
+            if (delay) setTimeout(piece, delay); else piece();
+          }));
+          return;
         }
         sent += chunk.length;
         entry.bytes = sent;
@@ -214,7 +225,7 @@ async function main() {
           res.once('drain', () => ures.resume());
         }
       });
-      ures.on('end', () => { if (!stopped) res.end(); });
+      ures.on('end', () => { if (!stopped) slowQueue.then(() => res.end()); });
       ures.on('error', () => res.socket && res.socket.destroy());
     });
     up.on('error', () => { if (!res.headersSent) { res.writeHead(502); } res.end(); });
