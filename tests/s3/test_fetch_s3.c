@@ -101,6 +101,9 @@ static int setup(void **state)
     unsetenv("AWS_SECRET_ACCESS_KEY");
     unsetenv("AWS_PROFILE");
     setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+    /* one GET per object: these are the one-stream resume tests (parallel ranges:
+     * test_byteonce_s3.c) */
+    setenv("THINIMG_SOURCE_DOWNLOAD_STREAMS", "1", 1);
     return s3h_start(&H, BUCKET, SEED);
 }
 
