@@ -837,6 +837,8 @@ static bool download_parallel(struct fetch_context *c, struct fsm_run *run, stru
         return true;
     }
     int r = blobs_download_put(db, location, obj->etag, tmp, 0, obj->size);
+    if (r == 0) /* a one-GET attempt later must not take the preallocated length for bytes */
+        r = blobs_download_not_prefix(db, location);
     if (r < 0) {
         *res = fsm_retry("cannot record the download of %s: %s", location, strerror(-r));
         return true;

@@ -222,6 +222,12 @@ int blobs_download_put(struct db *db, const char *location, const char *etag, co
         DB_INT(now_ms()), boot_id_read(boot, sizeof(boot)) == 0 ? DB_TEXT(boot) : DB_NULL());
 }
 
+int blobs_download_not_prefix(struct db *db, const char *location)
+{
+    return db_run_tx(db, "UPDATE downloads SET boot_id = NULL WHERE location = ?1",
+                     DB_TEXT(location));
+}
+
 int blobs_download_delete(struct db *db, const char *location)
 {
     int r = db_run(db, "DELETE FROM downloads WHERE location = ?1", DB_TEXT(location));

@@ -105,6 +105,11 @@ int blobs_download_get(struct db *db, const char *location, struct blob_download
 int blobs_download_put(struct db *db, const char *location, const char *etag, const char *tmp_path,
                        uint64_t bytes_done, uint64_t size);
 
+/* The temp file of location is not a prefix of the object (parallel ranges, preallocated):
+ * its length proves nothing, so the row loses its boot id and a one-GET resume trusts only
+ * bytes_done. */
+int blobs_download_not_prefix(struct db *db, const char *location);
+
 /* Delete the resume hint of location (part of the open transaction, if any). */
 int blobs_download_delete(struct db *db, const char *location);
 
