@@ -18,7 +18,8 @@ enum {
     CLI_OPT_ENDPOINT,
     CLI_OPT_NO_SIGN,
     CLI_OPT_PLATFORM,
-    CLI_OPT_INSECURE
+    CLI_OPT_INSECURE,
+    CLI_OPT_STREAMS
 };
 
 #define CLI_SOURCE_LONG_OPTIONS                                                                    \
@@ -26,7 +27,8 @@ enum {
         {"endpoint", required_argument, NULL, CLI_OPT_ENDPOINT},                                   \
         {"no-sign-request", no_argument, NULL, CLI_OPT_NO_SIGN},                                   \
         {"platform", required_argument, NULL, CLI_OPT_PLATFORM},                                   \
-        {"insecure-registry", required_argument, NULL, CLI_OPT_INSECURE}
+        {"insecure-registry", required_argument, NULL, CLI_OPT_INSECURE},                          \
+        {"download-streams", required_argument, NULL, CLI_OPT_STREAMS}
 
 #define CLI_SOURCE_HELP                                                                            \
     "  --region REGION     S3 region (env AWS_REGION, default us-east-1)\n"                        \
@@ -38,7 +40,11 @@ enum {
     "                      default the host's)\n"                                                  \
     "  --insecure-registry HOST[:PORT]\n"                                                          \
     "                      plain HTTP to that registry (env THINIMG_INSECURE_REGISTRY, a\n"        \
-    "                      comma-separated list); every other one is HTTPS, verified\n"
+    "                      comma-separated list); every other one is HTTPS, verified\n"            \
+    "  --download-streams N\n"                                                                     \
+    "                      parallel ranged GETs per object of 64 MiB or more (s3, http;\n"         \
+    "                      default 4, at most 16, 1 = one GET; env\n"                              \
+    "                      THINIMG_SOURCE_DOWNLOAD_STREAMS)\n"
 
 /* Handle one getopt result; returns true when c was a source option. */
 bool cli_source_option(int c, const char *arg, struct source_options *o);

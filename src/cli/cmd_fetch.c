@@ -32,13 +32,17 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: thinimg fetch REF [--json] [--jobs N] [--region R] [--endpoint URL]\n"
-            "                         [--no-sign-request]\n"
+            "                         [--no-sign-request] [--download-streams N]\n"
             "\n"
             "Download and validate an image's blobs without unpacking them. REF names a family\n"
             "of layers (s3://bucket/images/golang/), a layer and the ones below it\n"
             "(images/golang/3.tar: layers 1..3), or a single blob (a layer, a docker-archive or\n"
-            "an OCI layout). Blobs are stored by digest in STATE/blobs; an interrupted fetch\n"
-            "resumes where it stopped. Prints the digest of every layer.\n"
+            "an OCI layout). Blobs are stored by digest in STATE/blobs. Each byte is downloaded\n"
+            "once: an object whose identity (S3 ETag and size, an HTTP strong ETag and size, a\n"
+            "local file's device, inode, size and mtime) matches a stored blob reuses it without\n"
+            "a GET, an interrupted fetch resumes at the byte it stopped at, and an object of\n"
+            "64 MiB or more comes as parallel ranged GETs (s3, http). Prints the\n"
+            "digest of every layer (--json: and the bytes downloaded, resumed and reused).\n"
             "\n"
             "Options:\n"
             "  --json              machine-readable output\n"
@@ -136,6 +140,10 @@ static json_t *layer_json(const struct item *it, const struct fetch_layer *l)
                           it->result.reused);
     if (l->member)
         json_object_set_new(o, "member", json_string(l->member));
+    else /* the blob's own bytes (an archive's members share its download) */
+        json_object_set_new(o, "bytes",
+                            fetch_bytes_json(it->result.bytes_downloaded, it->result.bytes_resumed,
+                                             it->result.bytes_reused));
     return o;
 }
 
@@ -306,10 +314,19 @@ static void print_json_result(const struct fetch_cmd *f, bool failed)
     json_t *root = json_pack("{s:s, s:s, s:s, s:b}", "image", f->ref.name, "ref", f->ref.canonical,
                              "kind", ref_kind_name(f->ref.kind), "ok", !failed);
     json_t *layers = json_array();
-    for (size_t i = 0; i < f->ref.n_layers; i++)
-        for (size_t k = 0; f->items[i].have_result && k < f->items[i].result.n_layers; k++)
-            json_array_append_new(layers, layer_json(&f->items[i], &f->items[i].result.layers[k]));
+    uint64_t down = 0, resumed = 0, reused = 0;
+    for (size_t i = 0; i < f->ref.n_layers; i++) {
+        const struct fetch_result *fr = &f->items[i].result;
+        for (size_t k = 0; f->items[i].have_result && k < fr->n_layers; k++)
+            json_array_append_new(layers, layer_json(&f->items[i], &fr->layers[k]));
+        if (f->items[i].have_result) {
+            down += fr->bytes_downloaded;
+            resumed += fr->bytes_resumed;
+            reused += fr->bytes_reused;
+        }
+    }
     json_object_set_new(root, "layers", layers);
+    json_object_set_new(root, "bytes", fetch_bytes_json(down, resumed, reused));
     if (f->items[0].have_result && f->items[0].result.repo_tag)
         json_object_set_new(root, "repo_tag", json_string(f->items[0].result.repo_tag));
     cli_print_json(root);

@@ -351,6 +351,9 @@ json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int
         imagedb_image_layers_free(v, n);
     }
     json_object_set_new(o, "layers", layers);
+    json_t *bytes = json_object_get(resp, "bytes"); /* the fetch step's (docs/sources.md) */
+    if (json_is_object(bytes))
+        json_object_set(o, "bytes", bytes);
     json_decref(resp);
     return o;
 }

@@ -14,18 +14,6 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
-static int read_boot_id(char *out, size_t n)
-{
-    struct buf b = BUF_INIT;
-    int r = read_file("/proc/sys/kernel/random/boot_id", 128, &b);
-    if (r == 0) {
-        snprintf(out, n, "%.36s", b.data);
-        out[strcspn(out, "\n")] = '\0';
-    }
-    buf_free(&b);
-    return r;
-}
-
 /* Field 22 (starttime, clock ticks since boot) of /proc/PID/stat. */
 static int read_start_ticks(pid_t pid, int64_t *out)
 {
@@ -58,7 +46,7 @@ int lock_owner_self(struct lock_owner *out)
 {
     memset(out, 0, sizeof(*out));
     out->pid = getpid();
-    int r = read_boot_id(out->boot_id, sizeof(out->boot_id));
+    int r = boot_id_read(out->boot_id, sizeof(out->boot_id));
     if (r < 0)
         return r;
     return read_start_ticks(out->pid, &out->start_ticks);

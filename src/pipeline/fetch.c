@@ -288,6 +288,7 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
                              "path", bp, "format", blob_format_name(f), "reused", 1, "layers");
             json_t *layers = json_object_get(resp, "layers");
             json_object_set_new(resp, "seal", fetch_seal_json(&seal));
+            json_object_set_new(resp, "bytes", fetch_bytes_json(0, 0, k.blob_size));
             if (blob_format_is_layer(f)) {
                 json_array_append_new(layers,
                                       fetch_layer_json(k.digest, k.blob_size, f, bp, NULL, &seal));
@@ -343,6 +344,25 @@ static void on_checkpoint(uint64_t durable, void *ud)
     if (r < 0)
         log_warn("cannot record download progress", "location=%s error=%s", p->location,
                  strerror(-r));
+}
+
+/* Where a download of the same version resumes (the caller checked the ETag): at the byte.
+ * In the boot that wrote the temp file every byte write(2) put in it is in the file, even
+ * after the writer died (kill -9, a crash, Ctrl-C: the page cache belongs to the kernel), so
+ * its length is the offset; the caller fdatasyncs it before recording it. After a reboot only
+ * the length last fdatasync'ed and recorded (bytes_done) is trusted: the rest may not have
+ * reached the disk. */
+static uint64_t resume_offset(int fd, const struct blob_download *dr, uint64_t size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return 0;
+    uint64_t on_disk = (uint64_t)st.st_size;
+    char boot[BOOT_ID_MAX];
+    bool same_boot =
+        dr->boot_id && boot_id_read(boot, sizeof(boot)) == 0 && !strcmp(boot, dr->boot_id);
+    uint64_t offset = same_boot || dr->bytes_done > on_disk ? on_disk : dr->bytes_done;
+    return offset > size ? 0 : offset;
 }
 
 /* Hash the first n bytes of fd into h. */
@@ -431,6 +451,425 @@ static struct fsm_result out_of_space(struct db *db, const char *location, const
                     tmp, w, t, location, cause);
 }
 
+static void result_freep(void *p);
+static int record_commit(struct db *db, void *ud);
+
+/* Identity reuse (docs/sources.md): the object HEAD described has the identity of a blob
+ * stored before (another location, the same bytes: the families' shared layers), and that
+ * blob passes the integrity rule. Then no GET: the response names the stored blob. A layer
+ * was validated when it was stored (its media type says so), so the run ends here with the
+ * record step's writes in the checkpoint; an archive goes on to validate, which splits it
+ * again from the local file. Returns true with *res set when the blob is reused. */
+static bool reuse_by_identity(struct fetch_context *c, struct fsm_run *run, struct db *db,
+                              const char *location, const char *tmp,
+                              const struct source_object *obj, struct fsm_result *res)
+{
+    struct blob_source k;
+    if (!obj->identity || blobs_identity_get(db, obj->identity, &k) != 1)
+        return false;
+    /* A digest the source states (a registry blob) is never overridden by an identity. */
+    bool ok = k.size == obj->size && k.blob_size == obj->size &&
+              (!obj->digest || !strcmp(obj->digest, k.digest));
+    _cleanup_free_ char *bp = ok ? blob_path(c, k.digest) : NULL;
+    struct blob_seal seal;
+    ok = bp && blob_file_ok(c, db, bp, k.digest, k.blob_size, &seal) == 1;
+    enum blob_format f = fetch_format_parse(k.media_type);
+    _cleanup_json_ json_t *resp =
+        ok ? json_pack("{s:s, s:s, s:I, s:s, s:b, s:s}", "location", location, "digest", k.digest,
+                       "size", (json_int_t)k.blob_size, "path", bp, "reused", 1, "identity",
+                       obj->identity)
+           : NULL;
+    if (resp) {
+        if (obj->etag)
+            json_object_set_new(resp, "etag", json_string(obj->etag));
+        json_object_set_new(resp, "seal", fetch_seal_json(&seal));
+        json_object_set_new(resp, "bytes", fetch_bytes_json(0, 0, k.blob_size));
+    }
+    if (resp && blob_format_is_layer(f)) {
+        json_object_set_new(resp, "format", json_string(blob_format_name(f)));
+        json_object_set_new(
+            resp, "layers",
+            json_pack("[o]", fetch_layer_json(k.digest, k.blob_size, f, bp, NULL, &seal)));
+    }
+    ok = resp && fetch_response_store(run, resp) == 0;
+    struct fetch_result *fr = NULL;
+    if (ok && blob_format_is_layer(f)) {
+        /* The record step's writes, from this response (fsm_run_response() is still the
+         * last checkpoint's). */
+        _cleanup_free_ char *data = json_dumps(resp, JSON_COMPACT);
+        struct err e = {0};
+        fr = data ? calloc(1, sizeof(*fr)) : NULL;
+        ok = fr && fetch_response_parse(data, strlen(data), fr, &e) == 0;
+        if (!ok)
+            free(fr);
+        else if (fsm_run_on_commit(run, record_commit, fr, result_freep) < 0) {
+            result_freep(fr);
+            ok = false;
+        }
+    }
+    log_info(ok ? "blob reused by identity" : "identity known, blob not usable",
+             "location=%s identity=%s digest=%s", location, obj->identity, k.digest);
+    if (ok) {
+        /* A partial download of it is not needed any more (unless a run still writes it). */
+        int tfd = open(tmp, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (tfd >= 0 && flock(tfd, LOCK_EX | LOCK_NB) == 0)
+            unlink(tmp);
+        if (tfd >= 0)
+            close(tfd);
+        *res = fr ? fsm_handoff("reused %s (same identity as a stored blob)", k.digest) : fsm_ok();
+    }
+    blob_source_free(&k);
+    return ok;
+}
+
+/* A download whose bytes are all in the temp file and hashed: check them against the digest
+ * the source states, if any, and move the file into the store by digest. */
+struct dl_done {
+    const char *location;
+    const struct source_object *obj;
+    int fd;
+    const char *tmp;
+    uint8_t sha[SHA256_LEN];
+    uint64_t received, resumed; /* the response's bytes.downloaded and bytes.resumed */
+    int64_t t0;
+};
+
+static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run *run,
+                                         struct db *db, const struct dl_done *dd)
+{
+    const struct source_object *o = dd->obj;
+    uint64_t total = o->size;
+    char digest[DIGEST_STR_LEN + 1];
+    digest_format(dd->sha, digest);
+    /* A source that names the blob by its digest (a registry): the bytes must be that blob,
+     * else nothing is stored and the partial file is not kept for a resume. */
+    if (o->digest && strcmp(o->digest, digest) != 0) {
+        unlink(dd->tmp);
+        blobs_download_delete(db, dd->location);
+        return rejected("%s: the downloaded blob's digest is %s, not the %s it is named by; "
+                        "nothing stored",
+                        dd->location, digest, o->digest);
+    }
+
+    /* Into the store, by digest. Identical bytes fetched before (under another key): keep the
+     * existing file when it passes the integrity rule (store/blobfile.h), drop ours; a file
+     * that fails it is quarantined and ours takes its place. */
+    _cleanup_free_ char *final = blob_path(c, digest);
+    struct blob_seal seal;
+    char why[512];
+    int r;
+    if (!final || mkdir_p_blobs(c) < 0)
+        return fsm_retry("cannot prepare %s", c->blob_dir);
+    int have = blobfile_verify(db, c->blob_dir, digest, total, final, &seal, why, sizeof(why));
+    if (have < 0)
+        return fsm_retry("cannot verify %s: %s", final, strerror(-have));
+    if (have)
+        unlink(dd->tmp);
+    else if (rename(dd->tmp, final) < 0 || fsync_parent_dir(final) < 0)
+        return fsm_retry("cannot store %s: %m", final);
+    else if ((r = blobfile_seal_fd(dd->fd, &seal)) < 0)
+        return fsm_retry("cannot seal %s: %s", final, strerror(-r));
+    log_info("blob downloaded",
+             "location=%s digest=%s bytes=%" PRIu64 " resumed=%" PRIu64 " ms=%" PRId64 " dedup=%s",
+             dd->location, digest, total, dd->resumed, mono_ms() - dd->t0, have ? "yes" : "no");
+
+    _cleanup_json_ json_t *resp =
+        json_pack("{s:s, s:s, s:I, s:s, s:b}", "location", dd->location, "digest", digest, "size",
+                  (json_int_t)total, "path", final, "reused", 0);
+    if (resp && o->etag)
+        json_object_set_new(resp, "etag", json_string(o->etag));
+    if (resp && o->identity)
+        json_object_set_new(resp, "identity", json_string(o->identity));
+    if (resp) {
+        json_object_set_new(resp, "seal", fetch_seal_json(&seal));
+        json_object_set_new(resp, "bytes", fetch_bytes_json(dd->received, dd->resumed, 0));
+    }
+    if (!resp || fetch_response_store(run, resp) < 0)
+        return fsm_retry("out of memory");
+    return fsm_ok();
+}
+
+/* ---- parallel ranges ---------------------------------------------------------------------
+ * An object of source_download_streams() > 1 streams (docs/sources.md, "Parallel ranges") is
+ * fetched as that many ranged GETs at once, each by its own thread and connection, written
+ * with pwrite into the one preallocated temp file. Beside it, TMP.ranges holds the object's
+ * version (size, ETag, boot) and how many bytes of each range are in the file, written after
+ * the bytes themselves: in the same boot both are in the page cache whatever happened to the
+ * process, so every range resumes at its byte. After a reboot (or another version) the
+ * download starts over. When every range is in, the file is hashed in order from the start
+ * (a local read) and stored like any download. A server that ignores Range (a 200 to a
+ * ranged GET) is fetched with one GET instead. */
+
+#define RANGES_MAGIC "thinimg-ranges-1"
+
+struct ranges_head {
+    char magic[sizeof(RANGES_MAGIC)];
+    uint64_t size;
+    uint32_t n;
+    char etag[SOURCE_ETAG_MAX + 1];
+    char boot[BOOT_ID_MAX];
+};
+
+struct range_job {
+    const char *url;
+    struct source_options so;
+    const struct source_object *obj;
+    int fd, idx_fd;
+    uint32_t i;
+    uint64_t start, end, done;
+    uint64_t received;
+    int r;
+    struct err e;
+    pthread_t th;
+};
+
+static char *ranges_path(const char *tmp)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s.ranges", tmp) < 0 ? NULL : p;
+}
+
+static int range_sink(const void *data, size_t n, void *ud)
+{
+    struct range_job *j = ud;
+    uint64_t at = j->start + j->done;
+    if (at + n > j->end)
+        return err_set(&j->e, -EFBIG, "range %u: more bytes than the range", j->i);
+    for (size_t w = 0; w < n;) {
+        ssize_t k = pwrite(j->fd, (const char *)data + w, n - w, (off_t)(at + w));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return err_set(&j->e, neg_errno(), "cannot write the download to disk: %m");
+        w += (size_t)k;
+    }
+    /* after the bytes, their count (read by the hasher thread, and in TMP.ranges) */
+    uint64_t done = j->done + n;
+    __atomic_store_n(&j->done, done, __ATOMIC_RELEASE);
+    off_t slot = (off_t)(sizeof(struct ranges_head) + j->i * sizeof(uint64_t));
+    if (pwrite(j->idx_fd, &done, sizeof(done), slot) != (ssize_t)sizeof(done))
+        return err_set(&j->e, -EIO, "cannot record the progress of range %u: %m", j->i);
+    return 0;
+}
+
+static void *range_thread(void *ud)
+{
+    struct range_job *j = ud;
+    _cleanup_source_ struct source *s = NULL;
+    _cleanup_free_ char *key = NULL;
+    j->r = source_open(j->url, &j->so, &s, &key, &j->e);
+    if (j->r == 0 && j->start + j->done < j->end) {
+        struct source_expect want = {
+            .etag = j->obj->etag, .has_size = true, .size = j->obj->size, .end = j->end};
+        struct source_get_info info = {0};
+        j->r = source_get_expect(s, key, j->start + j->done, &want, range_sink, j, &info, &j->e);
+        j->received = info.bytes_received;
+    }
+    return NULL;
+}
+
+/* Hashes the file in order while the ranges arrive: each byte once it is written (a read of
+ * what is in the page cache), so that little is left to hash when the last range ends. */
+struct range_hasher {
+    struct range_job *jobs;
+    uint32_t n;
+    int fd;
+    uint64_t size, pos;
+    struct sha256 *h;
+    bool stop; /* the ranges failed: give up */
+    int r;
+};
+
+static void *hash_thread(void *ud)
+{
+    struct range_hasher *hs = ud;
+    _cleanup_free_ char *b = malloc(FETCH_READ_BUFFER);
+    uint32_t k = 0;
+    hs->r = b ? 0 : -ENOMEM;
+    while (hs->r == 0 && hs->pos < hs->size) {
+        while (k + 1 < hs->n && hs->pos >= hs->jobs[k].end)
+            k++;
+        const struct range_job *j = &hs->jobs[k];
+        uint64_t avail = j->start + __atomic_load_n(&j->done, __ATOMIC_ACQUIRE);
+        if (avail <= hs->pos) {
+            if (__atomic_load_n(&hs->stop, __ATOMIC_ACQUIRE))
+                break;
+            sleep_ms(FETCH_RANGE_HASH_WAIT_MS);
+            continue;
+        }
+        size_t want =
+            avail - hs->pos < FETCH_READ_BUFFER ? (size_t)(avail - hs->pos) : FETCH_READ_BUFFER;
+        ssize_t got = pread(hs->fd, b, want, (off_t)hs->pos);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            hs->r = got < 0 ? neg_errno() : -EIO;
+        else if ((hs->r = sha256_update(hs->h, b, (size_t)got)) == 0)
+            hs->pos += (uint64_t)got;
+    }
+    return NULL;
+}
+
+/* Open TMP.ranges for this version and fill each job's done (0 when it starts over, with the
+ * temp file emptied and preallocated). */
+static int ranges_open(int fd, const char *idx, const struct source_object *obj, uint32_t n,
+                       struct range_job *jobs, struct err *e)
+{
+    int ifd = open(idx, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (ifd < 0)
+        return err_set(e, neg_errno(), "cannot open %s: %m", idx);
+    struct ranges_head want, have;
+    memset(&want, 0, sizeof(want)); /* compared bytewise, padding included */
+    memset(&have, 0, sizeof(have));
+    want.size = obj->size;
+    want.n = n;
+    memcpy(want.magic, RANGES_MAGIC, sizeof(want.magic));
+    snprintf(want.etag, sizeof(want.etag), "%s", obj->etag);
+    boot_id_read(want.boot, sizeof(want.boot));
+    uint64_t done[SOURCE_DOWNLOAD_STREAMS_MAX] = {0};
+    bool same =
+        pread(ifd, &have, sizeof(have), 0) == (ssize_t)sizeof(have) &&
+        !memcmp(&have, &want, sizeof(have)) &&
+        pread(ifd, done, n * sizeof(uint64_t), sizeof(have)) == (ssize_t)(n * sizeof(uint64_t));
+    if (!same) {
+        memset(done, 0, sizeof(done));
+        int r = 0;
+        if (ftruncate(fd, 0) < 0 || ftruncate(ifd, 0) < 0)
+            r = neg_errno();
+        if (r == 0 && (r = -posix_fallocate(fd, 0, (off_t)obj->size)) == -EOPNOTSUPP)
+            r = ftruncate(fd, (off_t)obj->size) < 0 ? neg_errno() : 0;
+        if (r == 0 && (pwrite(ifd, &want, sizeof(want), 0) != (ssize_t)sizeof(want) ||
+                       pwrite(ifd, done, n * sizeof(uint64_t), sizeof(want)) !=
+                           (ssize_t)(n * sizeof(uint64_t))))
+            r = -EIO;
+        if (r < 0) {
+            close(ifd);
+            return err_set(e, r, "cannot prepare %s for %" PRIu64 " bytes: %s", idx, obj->size,
+                           strerror(-r));
+        }
+    }
+    uint64_t part = obj->size / n;
+    for (uint32_t i = 0; i < n; i++) {
+        jobs[i].idx_fd = ifd;
+        jobs[i].i = i;
+        jobs[i].start = i * part;
+        jobs[i].end = i + 1 == n ? obj->size : (i + 1) * part;
+        jobs[i].done = done[i] <= jobs[i].end - jobs[i].start ? done[i] : 0;
+    }
+    return ifd;
+}
+
+/* Fetch the object as n ranges into fd and hash it. 0 with sha, *resumed (bytes found in the
+ * file) and *received; -ENOTSUP when the server ignores Range (the caller fetches it with one
+ * GET); else the first failing range's error in e (the ranges stay for the next attempt). */
+static int download_ranges(struct fetch_context *c, struct fsm_run *run, const char *url,
+                           const struct source_object *obj, int fd, const char *tmp, uint32_t n,
+                           uint8_t *sha, uint64_t *resumed, uint64_t *received, struct err *e)
+{
+    _cleanup_free_ char *idx = ranges_path(tmp);
+    if (!idx)
+        return -ENOMEM;
+    struct range_job jobs[SOURCE_DOWNLOAD_STREAMS_MAX] = {0};
+    int ifd = ranges_open(fd, idx, obj, n, jobs, e);
+    if (ifd < 0)
+        return ifd;
+    *resumed = *received = 0;
+    uint32_t started = 0;
+    int r = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        jobs[i].url = url;
+        jobs[i].so = source_opts(c, run);
+        jobs[i].obj = obj;
+        jobs[i].fd = fd;
+        *resumed += jobs[i].done;
+        if ((r = -pthread_create(&jobs[i].th, NULL, range_thread, &jobs[i])) < 0) {
+            err_set(e, r, "cannot start a download thread: %s", strerror(-r));
+            break;
+        }
+        started++;
+    }
+    struct sha256 h = {0};
+    struct range_hasher hs = {.jobs = jobs, .n = n, .fd = fd, .size = obj->size, .h = &h};
+    pthread_t hth;
+    bool hashing = r == 0 && (r = sha256_init(&h)) == 0;
+    if (hashing && (r = -pthread_create(&hth, NULL, hash_thread, &hs)) < 0) {
+        sha256_free(&h);
+        hashing = false;
+    }
+    for (uint32_t i = 0; i < started; i++) {
+        pthread_join(jobs[i].th, NULL);
+        *received += jobs[i].received;
+        /* the first failure says why; a server ignoring Range wins (it decides what next) */
+        if (jobs[i].r < 0 && (r == 0 || jobs[i].r == -ENOTSUP)) {
+            r = jobs[i].r;
+            *e = jobs[i].e;
+        }
+    }
+    close(ifd);
+    if (hashing) {
+        if (r < 0)
+            __atomic_store_n(&hs.stop, true, __ATOMIC_RELEASE);
+        pthread_join(hth, NULL);
+        if (r == 0 && hs.r < 0)
+            r = err_set(e, hs.r, "cannot read %s back to hash it: %s", tmp, strerror(-hs.r));
+        if (r == 0)
+            r = sha256_final(&h, sha);
+        else
+            sha256_free(&h);
+    }
+    if (r == 0 && fdatasync(fd) < 0)
+        r = err_set(e, neg_errno(), "cannot sync %s: %m", tmp);
+    if (r == 0 || r == -ENOTSUP || r == -ESTALE)
+        unlink(idx);
+    return r;
+}
+
+/* The parallel path of download(): true with *res when it decided the attempt (done, or
+ * failed); false when the server ignores Range, and one GET should fetch it. */
+static bool download_parallel(struct fetch_context *c, struct fsm_run *run, struct db *db,
+                              const char *location, const char *url,
+                              const struct source_object *obj, int fd, const char *tmp, uint32_t n,
+                              struct fsm_result *res)
+{
+    struct fsm_result no_room;
+    if (!space_for_download(c, db, location, tmp, 0, obj->size, &no_room)) {
+        *res = no_room;
+        return true;
+    }
+    int r = blobs_download_put(db, location, obj->etag, tmp, 0, obj->size);
+    if (r == 0) /* a one-GET attempt later must not take the preallocated length for bytes */
+        r = blobs_download_not_prefix(db, location);
+    if (r < 0) {
+        *res = fsm_retry("cannot record the download of %s: %s", location, strerror(-r));
+        return true;
+    }
+    log_info("downloading in ranges", "location=%s size=%" PRIu64 " streams=%u", location,
+             obj->size, n);
+    fsm_run_set_progress(run, "download", 0, obj->size);
+    struct dl_done dd = {.location = location, .obj = obj, .fd = fd, .tmp = tmp, .t0 = mono_ms()};
+    struct err e = {0};
+    r = download_ranges(c, run, url, obj, fd, tmp, n, dd.sha, &dd.resumed, &dd.received, &e);
+    if (r == -ENOTSUP) {
+        log_info("the server ignores Range: one GET", "location=%s", location);
+        if (ftruncate(fd, 0) < 0) {
+            *res = fsm_retry("cannot empty %s: %m", tmp);
+            return true;
+        }
+        return false;
+    }
+    if (r == -ESTALE) {
+        ftruncate(fd, 0);
+        *res = fsm_retry("%s changed during the download; starting over", location);
+        return true;
+    }
+    if (r == -ENOSPC || e.code == -ENOSPC) {
+        *res = out_of_space(db, location, tmp, fd, obj->size, err_str(&e));
+        return true;
+    }
+    *res = r < 0 ? source_failure(r, &e) : finish_download(c, run, db, &dd);
+    return true;
+}
+
 static struct fsm_result download(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
@@ -461,6 +900,9 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     _cleanup_free_ char *tmp = tmp_path_for(c, rq.location);
     if (!tmp || mkdir_p(c->tmp_dir, 0700) < 0)
         return fsm_retry("cannot prepare %s", c->tmp_dir);
+    struct fsm_result reused;
+    if (reuse_by_identity(c, run, db, rq.location, tmp, &obj, &reused))
+        return reused;
     _cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return fsm_retry("cannot open %s: %m", tmp);
@@ -468,23 +910,31 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return errno == EWOULDBLOCK ? fsm_retry("another fetch of this location is running")
                                     : fsm_retry("cannot lock %s: %m", tmp);
 
+    /* Large objects: parallel ranges (a strong ETag keeps them one version). */
+    bool strong = source_etag_is_strong(obj.etag);
+    uint32_t streams = strong ? source_download_streams(s, obj.size) : 1;
+    struct fsm_result pres;
+    if (streams > 1 &&
+        download_parallel(c, run, db, rq.location, url, &obj, fd, tmp, streams, &pres))
+        return pres;
+    /* A temp file laid out in ranges is not a prefix: one GET starts it over. */
+    _cleanup_free_ char *idx = ranges_path(tmp);
+    bool was_ranges = idx && unlink(idx) == 0;
+
     /* Resume only what is on disk for sure, of the same version: that takes a strong ETag
      * (a weak one, or none, cannot prove the bytes are the same; start from byte 0). */
     struct blob_download dr;
     uint64_t offset = 0;
-    bool strong = source_etag_is_strong(obj.etag);
-    if (blobs_download_get(db, rq.location, &dr) == 1 && strong && dr.etag &&
-        !strcmp(dr.etag, obj.etag) && dr.tmp_path && !strcmp(dr.tmp_path, tmp)) {
-        struct stat st;
-        if (fstat(fd, &st) == 0)
-            offset = dr.bytes_done < (uint64_t)st.st_size ? dr.bytes_done : (uint64_t)st.st_size;
-        if (offset > obj.size)
-            offset = 0;
-    }
+    if (blobs_download_get(db, rq.location, &dr) == 1 && strong && !was_ranges && dr.etag &&
+        !strcmp(dr.etag, obj.etag) && dr.tmp_path && !strcmp(dr.tmp_path, tmp))
+        offset = resume_offset(fd, &dr, obj.size);
     blob_download_free(&dr);
     struct sha256 h = {0};
     r = sha256_init(&h);
     if (r == 0 && ftruncate(fd, (off_t)offset) < 0)
+        r = neg_errno();
+    /* What is kept is made durable before it is recorded as such. */
+    if (r == 0 && offset && fdatasync(fd) < 0)
         r = neg_errno();
     if (r == 0 && offset)
         r = hash_prefix(fd, offset, &h);
@@ -524,7 +974,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                               .checkpoint = on_checkpoint,
                               .checkpoint_ud = &pr};
     fsm_run_set_progress(run, "download", offset, obj.size);
-    struct source_get_info info;
+    struct source_get_info info = {0};
     int64_t t0 = mono_ms();
     /* The version HEAD described: its strong ETag and its size bound the transfer. */
     struct source_expect want = {
@@ -550,52 +1000,22 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     }
     if (r == -ENOSPC || e.code == -ENOSPC)
         return out_of_space(db, rq.location, tmp, fd, obj.size, err_str(&e));
-    if (r < 0)
+    if (r < 0) {
+        /* Cut, cancelled (Ctrl-C, SIGTERM, runs cancel), stalled: what arrived stays, made
+         * durable now, so that even a reboot before the next attempt keeps it. */
+        if (info.bytes && fdatasync(fd) == 0)
+            on_checkpoint(total, &pr);
         return source_failure(r, &e);
-    char digest[DIGEST_STR_LEN + 1];
-    digest_format(d, digest);
-    /* A source that names the blob by its digest (a registry): the bytes must be that blob,
-     * else nothing is stored and the partial file is not kept for a resume. */
-    if (obj.digest && strcmp(obj.digest, digest) != 0) {
-        unlink(tmp);
-        blobs_download_delete(db, rq.location);
-        return rejected("%s: the downloaded blob's digest is %s, not the %s it is named by; "
-                        "nothing stored",
-                        rq.location, digest, obj.digest);
     }
-
-    /* Into the store, by digest. Identical bytes fetched before (under another key): keep the
-     * existing file when it passes the integrity rule (store/blobfile.h), drop ours; a file
-     * that fails it is quarantined and ours takes its place. */
-    _cleanup_free_ char *final = blob_path(c, digest);
-    struct blob_seal seal;
-    char why[512];
-    if (!final || mkdir_p_blobs(c) < 0)
-        return fsm_retry("cannot prepare %s", c->blob_dir);
-    int have = blobfile_verify(db, c->blob_dir, digest, total, final, &seal, why, sizeof(why));
-    if (have < 0)
-        return fsm_retry("cannot verify %s: %s", final, strerror(-have));
-    if (have)
-        unlink(tmp);
-    else if (rename(tmp, final) < 0 || fsync_parent_dir(final) < 0)
-        return fsm_retry("cannot store %s: %m", final);
-    else if ((r = blobfile_seal_fd(fd, &seal)) < 0)
-        return fsm_retry("cannot seal %s: %s", final, strerror(-r));
-    log_info("blob downloaded",
-             "location=%s digest=%s bytes=%" PRIu64 " resumed_at=%" PRIu64 " ms=%" PRId64
-             " dedup=%s",
-             rq.location, digest, total, offset, mono_ms() - t0, have ? "yes" : "no");
-
-    _cleanup_json_ json_t *resp =
-        json_pack("{s:s, s:s, s:I, s:s, s:b}", "location", rq.location, "digest", digest, "size",
-                  (json_int_t)total, "path", final, "reused", 0);
-    if (resp && obj.etag)
-        json_object_set_new(resp, "etag", json_string(obj.etag));
-    if (resp)
-        json_object_set_new(resp, "seal", fetch_seal_json(&seal));
-    if (!resp || fetch_response_store(run, resp) < 0)
-        return fsm_retry("out of memory");
-    return fsm_ok();
+    struct dl_done done = {.location = rq.location,
+                           .obj = &obj,
+                           .fd = fd,
+                           .tmp = tmp,
+                           .received = info.bytes_received,
+                           .resumed = offset,
+                           .t0 = t0};
+    memcpy(done.sha, d, sizeof(d));
+    return finish_download(c, run, db, &done);
 }
 
 /* ---- validate ----------------------------------------------------------------------------- */
@@ -703,8 +1123,7 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
     }
     if (fmt == BLOB_UNKNOWN) {
         archive_set_progress(NULL, NULL);
-        return rejected("%s is not an image layer: %s", location,
-                         why[0] ? why : "unknown format");
+        return rejected("%s is not an image layer: %s", location, why[0] ? why : "unknown format");
     }
     json_object_set_new(resp, "format", json_string(blob_format_name(fmt)));
     json_t *layers = json_array();
@@ -817,6 +1236,9 @@ static int record_commit(struct db *db, void *ud)
                          fr->sealed ? &fr->seal : NULL, now);
     if (r == 0)
         r = blobs_source_record(db, fr->location, fr->etag, fr->size, fr->digest, now);
+    /* Verified bytes: from now on the same identity, anywhere, is this blob. */
+    if (r == 0 && fr->identity)
+        r = blobs_identity_record(db, fr->identity, fr->size, fr->digest, fr->location, now);
     for (size_t i = 0; r == 0 && i < fr->n_layers; i++) {
         const struct fetch_layer *l = &fr->layers[i];
         if (!l->member)

@@ -13,10 +13,13 @@
  *                 stat against the seal recorded when it was written, a hash when that
  *                 differs; a mismatch is quarantined and fetched again), and for an archive
  *                 its layer blobs too -> handoff, nothing to do.
- *   download      stream to <state>/tmp/fetch-<hash of location>.part while hashing;
- *                 resume from the bytes already on disk (recorded in `downloads` after an
- *                 fdatasync) with Range + If-Match <etag>, or start over when the ETag
- *                 changed; fsync; rename to blobs/sha256/<hex of the digest> (never a name
+ *   download      HEAD; an object whose identity (source.h) was recorded for a stored blob
+ *                 that passes the integrity rule reuses it with no GET (a layer: handoff,
+ *                 the record written in the checkpoint). Else stream to
+ *                 <state>/tmp/fetch-<hash of location>.part while hashing; resume at the
+ *                 byte (same boot: the file's length; after a reboot: the length recorded in
+ *                 `downloads` after an fdatasync) with Range + If-Match <etag>, or start over
+ *                 when the ETag changed; fsync; rename to blobs/sha256/<hex of the digest> (never a name
  *                 from the key: identical bytes under two keys are stored once, the existing
  *                 file kept only if it passes the integrity rule), read-only and sealed.
  *                 First the free space is checked (blob + FETCH_SPACE_MARGIN_BYTES); a full
@@ -27,7 +30,8 @@
  *                 OCI layout is split into its layer blobs (each stored by digest and
  *                 scanned). Anything else is rejected (kind "rejected"): "... is not an image
  *                 layer: ...".
- *   record        in the checkpoint transaction: blobs rows, the blob_sources row of the
+ *   record        in the checkpoint transaction: blobs rows, the blob_identities row (the
+ *                 object's identity -> the digest), the blob_sources row of the
  *                 location, and the end of the `downloads` row.
  *
  * A partial download is protected by an flock on its temp file, so two runs (threads or
@@ -79,7 +83,8 @@
 #define FETCH_VALIDATE_ATTEMPTS       3
 #define FETCH_VALIDATE_TIMEOUT_MS     (30 * 60 * 1000)
 /* The `downloads` row records the bytes that are on disk for sure (after fdatasync) every this
- * many bytes: a crash loses at most this much. */
+ * many bytes: what a power loss or reboot can cost. A dead process costs nothing: in the same
+ * boot the temp file's length is trusted (docs/sources.md, "Resume at the byte"). */
 #define FETCH_CHECKPOINT_BYTES (64ULL << 20)
 /* Free space a download needs beyond its own bytes, checked (statvfs of the temp directory)
  * before the first byte is written: the record step's database writes (a few pages of WAL),
@@ -87,6 +92,9 @@
  * for the other runs of the same process. A docker-archive also needs its layers' size again
  * when validate splits it; that write fails cleanly (not enough space) if it does not fit. */
 #define FETCH_SPACE_MARGIN_BYTES (8ULL << 20)
+/* Parallel ranges: the hasher follows the ranges in order and, when the next byte has not
+ * arrived yet, looks again this much later (a 1 MiB read takes about as long). */
+#define FETCH_RANGE_HASH_WAIT_MS 1
 /* Read buffer for re-hashing the part of a download already on disk before resuming. */
 #define FETCH_READ_BUFFER (1U << 20)
 

@@ -109,6 +109,11 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
             }
             snprintf(l->digest, sizeof(l->digest), "%s", fr.layers[k].digest);
             l->size = fr.layers[k].size;
+            if (k == 0) {
+                l->bytes_downloaded = fr.bytes_downloaded;
+                l->bytes_resumed = fr.bytes_resumed;
+                l->bytes_reused = fr.bytes_reused;
+            }
         }
         fetch_result_free(&fr);
     }

@@ -22,6 +22,9 @@ struct fetched_layer {
     char *location;
     char digest[DIGEST_STR_LEN + 1];
     uint64_t size;
+    /* The bytes of the blob this layer came from (fetch_json.h), on its first layer only (an
+     * archive's other members: 0), so that a sum over the layers counts each blob once. */
+    uint64_t bytes_downloaded, bytes_resumed, bytes_reused;
 };
 /* What to fetch: a location, with the ETag and size the listing gave (NULL/0 when unknown). */
 struct fetch_want {

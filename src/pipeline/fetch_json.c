@@ -98,6 +98,12 @@ bool fetch_seal_parse(json_t *o, uint64_t size, struct blob_seal *s)
     return true;
 }
 
+json_t *fetch_bytes_json(uint64_t downloaded, uint64_t resumed, uint64_t reused)
+{
+    return json_pack("{s:I, s:I, s:I}", "downloaded", (json_int_t)downloaded, "resumed",
+                     (json_int_t)resumed, "reused", (json_int_t)reused);
+}
+
 json_t *fetch_layer_json(const char *digest, uint64_t size, enum blob_format f, const char *path,
                          const char *member, const struct blob_seal *seal)
 {
@@ -118,6 +124,7 @@ void fetch_result_free(struct fetch_result *r)
     free(r->etag);
     free(r->path);
     free(r->repo_tag);
+    free(r->identity);
     for (size_t i = 0; i < r->n_layers; i++) {
         free(r->layers[i].path);
         free(r->layers[i].member);
@@ -153,6 +160,11 @@ int fetch_response_parse(const void *data, size_t len, struct fetch_result *out,
     out->repo_tag = dup_or_null(json_string_value(json_object_get(j, "repo_tag")));
     out->reused = json_is_true(json_object_get(j, "reused"));
     out->sealed = fetch_seal_parse(json_object_get(j, "seal"), out->size, &out->seal);
+    out->identity = dup_or_null(json_string_value(json_object_get(j, "identity")));
+    json_t *bytes = json_object_get(j, "bytes");
+    out->bytes_downloaded = (uint64_t)json_integer_value(json_object_get(bytes, "downloaded"));
+    out->bytes_resumed = (uint64_t)json_integer_value(json_object_get(bytes, "resumed"));
+    out->bytes_reused = (uint64_t)json_integer_value(json_object_get(bytes, "reused"));
     if (!out->location || !out->path)
         goto nomem;
     json_t *layers = json_object_get(j, "layers");

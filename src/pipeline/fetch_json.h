@@ -53,9 +53,15 @@ struct fetch_result {
     struct fetch_layer *layers; /* the image layers this blob gives, bottom to top:
                                    itself for a layer, its members for an archive */
     size_t n_layers;
-    bool reused;           /* check-exists found it already fetched */
+    bool reused;           /* no GET: check-exists found it already fetched, or another
+                              location's blob with the same identity was reused */
     struct blob_seal seal; /* the blob file as hashed, when sealed */
     bool sealed;
+    char *identity; /* what the source calls this version (source.h), NULL when none */
+    /* Where the blob's bytes came from (docs/sources.md): received from the network by the
+     * download that completed, already on disk from an interrupted one (resumed), or not
+     * fetched at all because a stored blob was reused. */
+    uint64_t bytes_downloaded, bytes_resumed, bytes_reused;
 };
 
 int fetch_response_parse(const void *data, size_t len, struct fetch_result *out, struct err *e);
@@ -85,6 +91,9 @@ enum blob_format fetch_format_parse(const char *s);
  * hashed the file to the record step that writes it into the blobs row. */
 json_t *fetch_seal_json(const struct blob_seal *s);
 bool fetch_seal_parse(json_t *o, uint64_t size, struct blob_seal *s);
+
+/* The response's byte counts (fetch_result): {"downloaded", "resumed", "reused"}. */
+json_t *fetch_bytes_json(uint64_t downloaded, uint64_t resumed, uint64_t reused);
 
 /* One entry of the response's "layers". */
 json_t *fetch_layer_json(const char *digest, uint64_t size, enum blob_format f, const char *path,

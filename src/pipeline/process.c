@@ -32,6 +32,7 @@
 #include "dm/thin.h"
 #include "pipeline/activate.h"
 #include "pipeline/fetch_glue.h"
+#include "pipeline/fetch_json.h"
 #include "pipeline/imagedb.h"
 #include "pipeline/machine.h"
 #include "pipeline/outcome.h"
@@ -267,6 +268,16 @@ static struct fsm_result t_fetch(struct fsm_run *run, void *ud)
     struct err e = {0};
     int r = v ? pipeline_fetch_all(p, run, v, n, &layers, &nl, &e) : -ENOMEM;
     free(v);
+    if (r == 0) { /* what the downloads cost, for the result (docs/sources.md) */
+        uint64_t down = 0, resumed = 0, reused = 0;
+        for (size_t i = 0; i < nl; i++) {
+            down += layers[i].bytes_downloaded;
+            resumed += layers[i].bytes_resumed;
+            reused += layers[i].bytes_reused;
+        }
+        json_object_set_new(o, "bytes", fetch_bytes_json(down, resumed, reused));
+        resp_store(run, o);
+    }
     json_decref(o);
     if (r == -ECANCELED)
         return fsm_retry("interrupted while waiting for downloads");

@@ -143,7 +143,13 @@ static int dir_stat(struct source *s, const char *key, struct source_object *out
     out->etag = strdup(etag);
     out->size = (uint64_t)st.st_size;
     out->mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
-    return out->key && out->etag ? 0 : -ENOMEM;
+    /* The file's identity on this machine: the same file through another folder, a bind
+     * mount or a hard link is the same blob. */
+    if (asprintf(&out->identity, "dir %llu %llu %llu %lld%09ld", (unsigned long long)st.st_dev,
+                 (unsigned long long)st.st_ino, (unsigned long long)st.st_size,
+                 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec) < 0)
+        out->identity = NULL;
+    return out->key && out->etag && out->identity ? 0 : -ENOMEM;
 }
 
 static int dir_get(struct source *s, const char *key, uint64_t offset,
@@ -171,7 +177,8 @@ static int dir_get(struct source *s, const char *key, uint64_t offset,
     if (!chunk)
         return -ENOMEM;
     uint64_t pos = offset;
-    while (pos < (uint64_t)st.st_size) {
+    uint64_t stop = x->end && x->end < (uint64_t)st.st_size ? x->end : (uint64_t)st.st_size;
+    while (pos < stop) {
         if (source_opt_cancelled(s))
             return err_set(e, -ECANCELED, "%s%s: cancelled", s->root, key);
         ssize_t n = pread(fd, chunk, DIR_READ_CHUNK, (off_t)pos);
@@ -182,7 +189,7 @@ static int dir_get(struct source *s, const char *key, uint64_t offset,
         }
         if (n == 0)
             return err_set(e, -ESTALE, "%s%s: the file shrank while being read", s->root, key);
-        uint64_t want = (uint64_t)st.st_size - pos;
+        uint64_t want = stop - pos;
         size_t m = (uint64_t)n > want ? (size_t)want : (size_t)n;
         int r = sink(chunk, m, ud);
         if (r < 0)

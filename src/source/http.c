@@ -13,6 +13,7 @@
 #include "source/source_impl.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/redact.h"
 
 struct http_src {
     struct httpc *http;
@@ -85,6 +86,15 @@ static int http_stat(struct source *s, const char *key, struct source_object *ou
         r = status_error(&resp, url, e);
     if (r == 0)
         r = httpc_resp_object(&resp, key, url, out, e);
+    if (r == 0) {
+        /* An ETag means something to its origin only: scheme://host[:port] of the root,
+         * without credentials (the identity is stored in the database). */
+        _cleanup_free_ char *root = url_strip_userinfo(s->root);
+        const char *host = root ? strstr(root, "://") : NULL;
+        size_t n = host ? (size_t)(host + 3 - root) + strcspn(host + 3, "/") : 0;
+        _cleanup_free_ char *origin = root ? strndup(root, n) : NULL;
+        r = origin ? source_identity_http(out, "http", origin) : -ENOMEM;
+    }
     httpc_resp_free(&resp);
     return r;
 }
@@ -104,6 +114,7 @@ static int http_get(struct source *s, const char *key, uint64_t offset,
                             .if_match = x->etag,
                             .has_size = x->has_size,
                             .size = x->size,
+                            .end = x->end,
                             .sink = sink,
                             .sink_ud = ud,
                             .max_body = SOURCE_ERROR_BODY_MAX};

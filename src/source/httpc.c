@@ -275,8 +275,11 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
                     r->range_total = total;
                     const char *dash = memchr(p, '-', (size_t)(slash - p));
                     uint64_t start = 0;
-                    r->has_range = dash && parse_u64(p, (size_t)(dash - p), &start);
+                    uint64_t last = 0;
+                    r->has_range = dash && parse_u64(p, (size_t)(dash - p), &start) &&
+                                   parse_u64(dash + 1, (size_t)(slash - dash - 1), &last);
                     r->range_start = start;
+                    r->range_last = last;
                     r->has_total = true;
                     r->total = total;
                 }
@@ -366,13 +369,20 @@ static bool xfer_start(struct xfer *x)
         return false;
     }
     if (status == 206) {
-        if (!r->has_range || r->range_start != x->want_offset) {
+        if (!r->has_range || r->range_start != x->want_offset ||
+            (x->req->end && r->range_last + 1 != x->req->end)) {
             xfer_fail(x, -EPROTO,
                       "the server answered a request for bytes %" PRIu64
-                      "- with a different range (Content-Range start %" PRIu64 ")",
-                      x->want_offset, r->range_start);
+                      "- with a different range (Content-Range %" PRIu64 "-%" PRIu64 ")",
+                      x->want_offset, r->range_start, r->range_last);
             return false;
         }
+    } else if (x->req->end) {
+        /* A part of the object was asked for (parallel ranges) and the whole came. */
+        xfer_fail(x, -ENOTSUP,
+                  "the server ignores Range (%ld to a request for bytes %" PRIu64 "-%" PRIu64 ")",
+                  status, x->want_offset, x->req->end - 1);
+        return false;
     } else if (x->want_offset > 0) {
         /* Range ignored: the whole object comes. Drop what we already have, but only when the
          * validator proves it is the same version as those bytes. */
@@ -424,7 +434,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
         /* Never more than the object: the size the caller knows, else the one announced. */
         uint64_t end = x->req->offset + r->delivered + m;
         bool bounded = x->req->has_size || r->has_total;
-        uint64_t limit = x->req->has_size ? x->req->size : r->total;
+        uint64_t limit = x->req->end ? x->req->end : x->req->has_size ? x->req->size : r->total;
+        bounded = bounded || x->req->end;
         if (bounded && end > limit) {
             xfer_fail(x, -EFBIG,
                       "the server sent more than the object's %" PRIu64 " bytes "
@@ -548,7 +559,9 @@ static int setup(struct httpc *h, struct xfer *x, struct curl_slist **hdrs, char
     const struct source *s = h->src;
     bool is_head = !strcmp(req->method, "HEAD");
     char range[64] = "";
-    if (!is_head && x->want_offset > 0)
+    if (!is_head && req->end)
+        snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, x->want_offset, req->end - 1);
+    else if (!is_head && x->want_offset > 0)
         snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", x->want_offset);
     int r;
     if (range[0] && (r = add_header(hdrs, "Range: %s", range)) < 0)
@@ -653,12 +666,12 @@ int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_res
                 retry = true;
                 err = -EREMOTEIO;
                 snprintf(why, sizeof(why), "HTTP %ld", status);
-            } else if (x.deliver && resp->has_total &&
-                       req->offset + resp->delivered < resp->total) {
+            } else if (x.deliver && (req->end || resp->has_total) &&
+                       req->offset + resp->delivered < (req->end ? req->end : resp->total)) {
                 retry = true;
                 err = -ECONNRESET;
                 snprintf(why, sizeof(why), "short body (%" PRIu64 " of %" PRIu64 " bytes)",
-                         req->offset + resp->delivered, resp->total);
+                         req->offset + resp->delivered, req->end ? req->end : resp->total);
             } else {
                 return 0;
             }

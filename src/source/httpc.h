@@ -52,6 +52,9 @@ struct httpc_req {
     const char *url;
     const char *what;     /* the location, for messages */
     uint64_t offset;      /* GET from this byte (sends Range when > 0) */
+    uint64_t end;         /* 0, or GET bytes [offset, end) only: Range bytes=offset-(end-1),
+                             answered by exactly that 206 (a 200 is -ENOTSUP: the server
+                             ignores Range; another range -EPROTO) */
     const char *if_match; /* a strong ETag, or NULL */
     bool has_size;        /* the object's size is known (HEAD, listing): a GET body stops */
     uint64_t size;        /* with -EFBIG past it, and another announced size is -ESTALE */
@@ -78,7 +81,8 @@ struct httpc_resp {
     uint64_t content_length;
     bool has_range; /* Content-Range present */
     uint64_t range_start, range_total;
-    bool has_total; /* object size known (length of a 200, or range total) */
+    uint64_t range_last; /* the last byte of the Content-Range */
+    bool has_total;      /* object size known (length of a 200, or range total) */
     uint64_t total;
     int64_t last_modified_ms;
     char bucket_region[64]; /* x-amz-bucket-region */

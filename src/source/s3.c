@@ -20,6 +20,7 @@
 #include "util/defaults.h"
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/redact.h"
 #include "util/timeutil.h"
 
 /* Bucket names: S3's rules are 3..63 of [a-z0-9.-]; S3-compatible servers and legacy buckets
@@ -33,6 +34,7 @@ struct s3 {
     char *host;     /* Host header value */
     char *url_base; /* scheme://host[:port][/path] up to (not including) the key's '/' */
     bool custom_endpoint;
+    char *scope; /* the server that computes ETags: "aws" or the endpoint's scheme://host:port */
     struct s3_creds creds;
     struct httpc *http;
 };
@@ -44,6 +46,7 @@ static void s3_free_impl(void *impl)
     free(s3->region);
     free(s3->host);
     free(s3->url_base);
+    free(s3->scope);
     s3_creds_free(&s3->creds);
     httpc_free(s3->http);
     free(s3);
@@ -246,6 +249,8 @@ static int s3_stat(struct source *s, const char *key, struct source_object *out,
         r = status_error(s3, &resp, what, e);
     if (r == 0)
         r = httpc_resp_object(&resp, key, what, out, e);
+    if (r == 0)
+        r = source_identity_http(out, "s3", s3->scope);
     httpc_resp_free(&resp);
     return r;
 }
@@ -265,6 +270,7 @@ static int s3_get(struct source *s, const char *key, uint64_t offset, const stru
                             .if_match = x->etag,
                             .has_size = x->has_size,
                             .size = x->size,
+                            .end = x->end,
                             .sink = sink,
                             .sink_ud = ud,
                             .max_body = SOURCE_ERROR_BODY_MAX,
@@ -527,6 +533,7 @@ int source_s3_open(struct source *s, const char *rest, char **key_out, struct er
         if (r < 0)
             return r;
         s3->custom_endpoint = true;
+        s3->scope = url_strip_userinfo(sh); /* stored with identities: no credentials */
         if (asprintf(&s3->url_base, "%s%s/%s", sh, path, s3->bucket) < 0)
             s3->url_base = NULL;
     } else {
@@ -543,7 +550,9 @@ int source_s3_open(struct source *s, const char *rest, char **key_out, struct er
                 s3->url_base = NULL;
         }
     }
-    if (!s3->region || !s3->host || !s3->url_base)
+    if (!ep) /* every AWS region computes ETags the same way */
+        s3->scope = strdup("aws");
+    if (!s3->region || !s3->host || !s3->url_base || !s3->scope)
         return -ENOMEM;
     if (asprintf(&s->root, "s3://%s/", s3->bucket) < 0) {
         s->root = NULL;

@@ -63,6 +63,16 @@ uint32_t source_opt_request_timeout_ms(const struct source *s)
 {
     return OPT_OR(request_timeout_ms, "REQUEST_TIMEOUT_MS", SOURCE_REQUEST_TIMEOUT_MS);
 }
+uint32_t source_download_streams(const struct source *s, uint64_t size)
+{
+    uint32_t n = OPT_OR(download_streams, "DOWNLOAD_STREAMS", SOURCE_DOWNLOAD_STREAMS);
+    uint32_t min = OPT_OR(stream_min_bytes, "STREAM_MIN_BYTES", SOURCE_STREAM_MIN_BYTES);
+    if (s->kind != SOURCE_S3 && s->kind != SOURCE_HTTP)
+        return 1;
+    if (n > SOURCE_DOWNLOAD_STREAMS_MAX)
+        n = SOURCE_DOWNLOAD_STREAMS_MAX;
+    return size >= min && size >= n ? n : 1;
+}
 uint32_t source_opt_retry_attempts(const struct source *s)
 {
     return OPT_OR(retry_attempts, "RETRY_ATTEMPTS", SOURCE_RETRY_ATTEMPTS);
@@ -355,6 +365,7 @@ void source_object_free(struct source_object *o)
     free(o->key);
     free(o->etag);
     free(o->digest);
+    free(o->identity);
     *o = (struct source_object){0};
 }
 
@@ -464,4 +475,29 @@ void source_listing_sort(struct source_listing *l)
 {
     if (l->n > 1)
         qsort(l->items, l->n, sizeof(l->items[0]), object_cmp);
+}
+
+/* ---- identities ---------------------------------------------------------------------------- */
+
+int source_identity_http(struct source_object *o, const char *kind, const char *scope)
+{
+    if (!source_etag_is_strong(o->etag) || strpbrk(o->etag, " \t\r\n"))
+        return 0;
+    const char *form = "";
+    if (!strcmp(kind, "s3")) /* S3: a multipart ETag ("...-N") is not the MD5 of the bytes */
+        form = strchr(o->etag, '-') ? "multipart " : "md5 ";
+    if (asprintf(&o->identity, "%s %s %s%s %" PRIu64, kind, scope, form, o->etag, o->size) < 0) {
+        o->identity = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void source_identity_kind(const char *identity, char *out, size_t cap)
+{
+    size_t n = identity ? strcspn(identity, " ") : 0;
+    if (!identity || !identity[n] || n >= cap)
+        n = 0;
+    memcpy(out, identity ? identity : "", n);
+    out[n] = 0;
 }

@@ -106,6 +106,15 @@
  * is amortised; curl's default 16 KiB costs measurable throughput on fast links. */
 #define SOURCE_RECV_BUFFER (512 * 1024)
 
+/* Parallel ranged GETs (the fetch machine, docs/sources.md "Parallel ranges"): an object of
+ * at least SOURCE_STREAM_MIN_BYTES is fetched as SOURCE_DOWNLOAD_STREAMS concurrent ranges
+ * written into one preallocated file, as s5cmd and the AWS CLI do: real S3 limits each
+ * connection's throughput, not the client's. Below the threshold one GET costs less than
+ * the extra requests. At most SOURCE_DOWNLOAD_STREAMS_MAX streams: more only adds requests. */
+#define SOURCE_DOWNLOAD_STREAMS     4
+#define SOURCE_DOWNLOAD_STREAMS_MAX 16
+#define SOURCE_STREAM_MIN_BYTES     (64U << 20)
+
 /* ---- types ------------------------------------------------------------------------------ */
 
 enum source_kind { SOURCE_S3 = 1, SOURCE_DIR, SOURCE_HTTP, SOURCE_REGISTRY };
@@ -133,6 +142,11 @@ struct source_options {
     uint32_t retry_initial_ms;
     uint32_t retry_max_ms;
     uint32_t list_timeout_ms;
+    /* Parallel ranges (above): streams per object (1 = one GET; --download-streams, else
+     * THINIMG_SOURCE_DOWNLOAD_STREAMS) and the size from which they are used
+     * (THINIMG_SOURCE_STREAM_MIN_BYTES); 0 = the environment, else the default. */
+    uint32_t download_streams;
+    uint32_t stream_min_bytes;
     /* Cooperative cancel: checked during transfers and backoff sleeps; true = stop with
      * -ECANCELED. */
     bool (*cancelled)(void *ud);
@@ -147,6 +161,19 @@ struct source_object {
     int64_t mtime_ms; /* 0 when unknown */
     char *digest;     /* "sha256:<hex>" the bytes must have when the source names objects by
                          their digest (a registry blob), else NULL: the caller verifies it */
+    /* What names this version of the object as its source reports it, filled by
+     * source_stat() (never by a listing): two objects with the same identity have the same
+     * bytes, wherever they are (another key, another folder), so a blob fetched under one
+     * location is reused for another without a GET (docs/sources.md, "Identity reuse").
+     * Text, one of
+     *   "s3 SCOPE md5 ETAG SIZE" / "s3 SCOPE multipart ETAG SIZE"   (ETAG "...-N")
+     *   "http ORIGIN ETAG SIZE"                    (a strong ETag only)
+     *   "dir DEV INO SIZE MTIME_NS"
+     * SCOPE is the server that computed the ETag ("aws", or the endpoint's scheme://host:port)
+     * and ORIGIN the http(s) origin: an ETag means something only to the server that made it.
+     * NULL when the source gives nothing strong enough (no or a weak ETag, a registry, whose
+     * blobs are named by their digest). */
+    char *identity;
 };
 void source_object_free(struct source_object *o);
 
@@ -183,6 +210,10 @@ struct source_expect {
     const char *etag; /* If-Match: a strong ETag; NULL, "" or a weak one (W/"...") = none */
     bool has_size;
     uint64_t size; /* the object's size: a body that goes beyond it is an error (-EFBIG) */
+    /* 0, or deliver only bytes [offset, end) (a range of a parallel download; s3, http and
+     * dir): a server that answers with the whole object is -ENOTSUP (it ignores Range), one
+     * that answers with another range -EPROTO. */
+    uint64_t end;
 };
 
 struct source;
@@ -210,6 +241,11 @@ enum source_kind source_kind(const struct source *s);
 const char *source_root(const struct source *s);
 /* Full canonical location of key (malloc'd; NULL on ENOMEM). */
 char *source_location(const struct source *s, const char *key);
+/* The parallel ranges of an object of `size` bytes (above): how many streams to fetch it
+ * with, 1 when it is below the threshold or the kind does not take ranges of several GETs
+ * (registry, dir). */
+uint32_t source_download_streams(const struct source *s, uint64_t size);
+
 /* True when the kind can list (s3, dir, registry: its tags). */
 bool source_can_list(const struct source *s);
 
@@ -248,6 +284,9 @@ int source_get_expect(struct source *s, const char *key, uint64_t offset,
 /* True for a strong ETag: present, non-empty and not weak (W/"..."). Only a strong ETag
  * proves two responses carry the same bytes. */
 bool source_etag_is_strong(const char *etag);
+/* The identity kind of an identity string ("s3", "http", "dir"), copied into out (at most
+ * cap - 1 bytes); "" for NULL or a malformed one. */
+void source_identity_kind(const char *identity, char *out, size_t cap);
 
 /* ---- keys and locations ----------------------------------------------------------------- */
 

@@ -59,3 +59,8 @@ int source_listing_skip(struct source_listing *l, const char *fmt, ...)
 int source_listing_warn(struct source_listing *l, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void source_listing_sort(struct source_listing *l);
+
+/* Set o->identity (source.h) to "KIND SCOPE VALIDATOR SIZE" for an HTTP-speaking kind: the
+ * validator is the strong ETag (nothing is set for none or a weak one); s3 adds "md5" or
+ * "multipart" before it. scope: the server that made the ETag. 0 or -ENOMEM. */
+int source_identity_http(struct source_object *o, const char *kind, const char *scope);

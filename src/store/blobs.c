@@ -8,6 +8,7 @@
 
 #include "store/stmt.h"
 #include "util/cleanup.h"
+#include "util/fsutil.h"
 #include "util/timeutil.h"
 
 /* ---- blobs --------------------------------------------------------------------------------- */
@@ -151,12 +152,40 @@ char *blobs_known_digest(struct db *db, const char *location, const char *etag, 
     return d;
 }
 
+/* ---- blob_identities ---------------------------------------------------------------------- */
+
+int blobs_identity_record(struct db *db, const char *identity, uint64_t size, const char *digest,
+                          const char *location, int64_t now)
+{
+    int r =
+        db_run(db,
+               "INSERT INTO blob_identities(identity, size, digest, location, seen_at_ms) "
+               "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(identity) DO UPDATE SET size = "
+               "excluded.size, digest = excluded.digest, seen_at_ms = excluded.seen_at_ms",
+               DB_TEXT(identity), DB_INT(size), DB_TEXT(digest), DB_TEXT(location), DB_INT(now));
+    return r < 0 ? r : 0;
+}
+
+int blobs_identity_get(struct db *db, const char *identity, struct blob_source *out)
+{
+    *out = (struct blob_source){0};
+    int r = db_query_one(db,
+                         "SELECT NULL, i.size, i.digest, b.path, b.size, b.media_type FROM "
+                         "blob_identities i JOIN blobs b ON b.digest = i.digest WHERE "
+                         "i.identity = ?1",
+                         source_read, out, DB_TEXT(identity));
+    if (r <= 0)
+        blob_source_free(out);
+    return r;
+}
+
 /* ---- downloads ----------------------------------------------------------------------------- */
 
 void blob_download_free(struct blob_download *d)
 {
     free(d->etag);
     free(d->tmp_path);
+    free(d->boot_id);
     *d = (struct blob_download){0};
 }
 
@@ -166,28 +195,37 @@ static int download_read(sqlite3_stmt *st, void *ud)
     d->etag = db_col_strdup(st, 0);
     d->tmp_path = db_col_strdup(st, 1);
     d->bytes_done = (uint64_t)sqlite3_column_int64(st, 2);
+    d->boot_id = db_col_strdup(st, 3);
     return 0;
 }
 
 int blobs_download_get(struct db *db, const char *location, struct blob_download *out)
 {
     *out = (struct blob_download){0};
-    return db_query_one(db, "SELECT etag, tmp_path, bytes_done FROM downloads WHERE location = ?1",
-                        download_read, out, DB_TEXT(location));
+    return db_query_one(
+        db, "SELECT etag, tmp_path, bytes_done, boot_id FROM downloads WHERE location = ?1",
+        download_read, out, DB_TEXT(location));
 }
 
 int blobs_download_put(struct db *db, const char *location, const char *etag, const char *tmp_path,
                        uint64_t bytes_done, uint64_t size)
 {
+    char boot[BOOT_ID_MAX];
     return db_run_tx(
         db,
         "INSERT INTO downloads(location, etag, tmp_path, bytes_done, size, started_at_ms, "
-        "updated_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT(location) DO "
-        "UPDATE SET etag = excluded.etag, tmp_path = excluded.tmp_path, bytes_done = "
+        "updated_at_ms, boot_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) ON CONFLICT(location) "
+        "DO UPDATE SET etag = excluded.etag, tmp_path = excluded.tmp_path, bytes_done = "
         "excluded.bytes_done, size = excluded.size, updated_at_ms = "
-        "excluded.updated_at_ms",
+        "excluded.updated_at_ms, boot_id = excluded.boot_id",
         DB_TEXT(location), DB_TEXT(etag), DB_TEXT(tmp_path), DB_INT(bytes_done), DB_INT(size),
-        DB_INT(now_ms()));
+        DB_INT(now_ms()), boot_id_read(boot, sizeof(boot)) == 0 ? DB_TEXT(boot) : DB_NULL());
+}
+
+int blobs_download_not_prefix(struct db *db, const char *location)
+{
+    return db_run_tx(db, "UPDATE downloads SET boot_id = NULL WHERE location = ?1",
+                     DB_TEXT(location));
 }
 
 int blobs_download_delete(struct db *db, const char *location)

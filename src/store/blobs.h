@@ -74,12 +74,25 @@ int blobs_source_record(struct db *db, const char *location, const char *etag, u
  * NULL (not known, changed since, or an error). malloc'd. */
 char *blobs_known_digest(struct db *db, const char *location, const char *etag, uint64_t size);
 
+/* ---- blob_identities: what a source calls an object -> the blob (schema_identity.c) -------- */
+
+/* Record that the object with this identity (source.h) has the bytes of digest; location is
+ * where it was seen. Insert or update; part of the open transaction, if any. */
+int blobs_identity_record(struct db *db, const char *identity, uint64_t size, const char *digest,
+                          const char *location, int64_t now);
+
+/* The blob an identity was recorded against, joined with its blobs row: 1 found (*out filled:
+ * digest, path, blob_size, media_type, and size = the identity's size; blob_source_free() it),
+ * 0 not, negative on error. */
+int blobs_identity_get(struct db *db, const char *identity, struct blob_source *out);
+
 /* ---- downloads: the resume hints of partial downloads -------------------------------------- */
 
 struct blob_download {
     char *etag;
     char *tmp_path;
     uint64_t bytes_done; /* bytes on disk for sure (after an fdatasync) */
+    char *boot_id;       /* the boot the temp file was last written in (NULL: unknown) */
 };
 void blob_download_free(struct blob_download *d);
 
@@ -87,9 +100,15 @@ void blob_download_free(struct blob_download *d);
 int blobs_download_get(struct db *db, const char *location, struct blob_download *out);
 
 /* Record (insert or update) the resume hint of location: a short transaction of its own (a
- * hint is not FSM state: a lost update only means fetching a little more again). */
+ * hint is not FSM state: a lost update only means fetching a little more again). The row is
+ * stamped with the current boot id (schema_identity.c). */
 int blobs_download_put(struct db *db, const char *location, const char *etag, const char *tmp_path,
                        uint64_t bytes_done, uint64_t size);
+
+/* The temp file of location is not a prefix of the object (parallel ranges, preallocated):
+ * its length proves nothing, so the row loses its boot id and a one-GET resume trusts only
+ * bytes_done. */
+int blobs_download_not_prefix(struct db *db, const char *location);
 
 /* Delete the resume hint of location (part of the open transaction, if any). */
 int blobs_download_delete(struct db *db, const char *location);

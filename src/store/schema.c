@@ -9,6 +9,9 @@ int store_migrate(struct db *db, struct err *e)
     int r = db_migrate(db, "blobs", store_blobs_migrations, store_blobs_migrations_n, e);
     if (r < 0)
         return r;
+    r = db_migrate(db, "blob_identity", store_identity_migrations, store_identity_migrations_n, e);
+    if (r < 0)
+        return r;
     r = db_migrate(db, "devices", store_devices_migrations, store_devices_migrations_n, e);
     if (r < 0)
         return r;

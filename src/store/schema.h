@@ -6,6 +6,7 @@
  *
  *   component  tables                                   written by
  *   blobs      blobs, blob_sources, downloads           source/ + the fetch machine
+ *   blob_identity  blob_identities, downloads.boot_id   the fetch machine
  *   devices    devices, device_id_seq                   dm/ (ids allocated here)
  *   images     images, image_layers, layers,            pipeline/
  *              activations, resource_locks
@@ -19,6 +20,8 @@
 
 extern const struct db_migration store_blobs_migrations[];
 extern const size_t store_blobs_migrations_n;
+extern const struct db_migration store_identity_migrations[];
+extern const size_t store_identity_migrations_n;
 extern const struct db_migration store_devices_migrations[];
 extern const size_t store_devices_migrations_n;
 extern const struct db_migration store_images_migrations[];

@@ -147,3 +147,15 @@ char *path_join(const char *a, const char *b)
         return NULL;
     return out;
 }
+
+int boot_id_read(char *out, size_t n)
+{
+    struct buf b = BUF_INIT;
+    int r = read_file("/proc/sys/kernel/random/boot_id", 128, &b);
+    if (r == 0) {
+        snprintf(out, n, "%.36s", b.data);
+        out[strcspn(out, "\n")] = '\0';
+    }
+    buf_free(&b);
+    return r;
+}

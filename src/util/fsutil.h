@@ -30,3 +30,8 @@ int fsync_parent_dir(const char *path);
 
 /* "a" + "/" + "b" into a newly allocated string (NULL on ENOMEM). */
 char *path_join(const char *a, const char *b);
+
+/* The kernel's boot id (/proc/sys/kernel/random/boot_id, 36 characters): it changes at every
+ * boot, so what a process recorded with it is known to be from this boot or not. */
+#define BOOT_ID_MAX 40
+int boot_id_read(char *out, size_t n);

@@ -11,10 +11,12 @@
 // The proxy forwards everything to s3rver and can inject faults. Control endpoints:
 //   POST /__ctl/fault  JSON rule, applied to the next matching requests:
 //        {"match": "substring of the path", "method": "GET", "count": 1 (0 = forever),
-//         "action": "status" | "stall" | "cut" | "norange" | "slow",
+//         "action": "status" | "stall" | "cut" | "norange" | "badrange" | "slow",
 //         "status": 403, "code": "AccessDenied", "message": "...",   (status)
 //         "after": BYTES,                                             (stall, cut)
-//         "bytes_per_s": N}                                           (slow)
+//         "bytes_per_s": N, "piece": BYTES (16 KiB),                  (slow: each response
+//         "delay_ms": N}                                               at that rate, the
+//                                                                      first byte after delay)
 //   POST /__ctl/reset  drop all rules and the request log
 //   GET  /__ctl/log    the request log: [{method, path, range, ifMatch, status, bytes, fault,
 //                      signed, contentSha}]
@@ -116,6 +118,8 @@ async function main() {
     await Promise.all([worker(), worker(), worker(), worker()]);
   }
 
+  // The "slow" action sends at most this much at a time, then waits as long as the rate says.
+  const SLOW_PIECE = 16 * 1024;
   let rules = [];
   let log = [];
   const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 64 });
@@ -149,6 +153,11 @@ async function main() {
     }, ures => {
       const outHeaders = Object.assign({}, ures.headers);
       if (rule && rule.action === 'norange') delete outHeaders['accept-ranges'];
+      if (rule && rule.action === 'badrange' && outHeaders['content-range']) {
+        // a Content-Range one byte off: "bytes S-E/T" -> "bytes S+1-E/T"
+        outHeaders['content-range'] = outHeaders['content-range'].replace(
+          /bytes (\d+)-/, (m, a) => 'bytes ' + (Number(a) + 1) + '-');
+      }
       if (ifMatch && (ures.statusCode === 200 || ures.statusCode === 206) &&
           ures.headers['etag'] !== ifMatch) {
         ures.resume();
@@ -165,6 +174,8 @@ async function main() {
       const slow = rule && rule.action === 'slow' ? rule.bytes_per_s || 1024 : 0;
       let sent = 0;
       let stopped = false;
+      let slowStarted = false;
+      let slowQueue = Promise.resolve(); // the slow action's pieces, in order
       ures.on('data', chunk => {
         if (stopped) return;
         if (after >= 0 && sent + chunk.length >= after) {
@@ -186,18 +197,35 @@ async function main() {
           }
           return;
         }
+        if (slow) {
+          // at the rate, in pieces (s3rver answers a Range with one chunk of the whole range),
+          // in order; the first piece after delay_ms (a first-byte latency, as real S3 has)
+          ures.pause();
+          const size = rule.piece || SLOW_PIECE;
+          const delay = !slowStarted && rule.delay_ms ? rule.delay_ms : 0;
+          slowStarted = true;
+          slowQueue = slowQueue.then(() => new Promise(done => {
+            const piece = () => {
+              if (res.destroyed || !chunk.length) { ures.resume(); return done(); }
+              const p = chunk.subarray(0, size);
+              chunk = chunk.subarray(p.length);
+              sent += p.length;
+              entry.bytes = sent;
+              res.write(p);
+              setTimeout(piece, Math.ceil(p.length * 1000 / slow));
+            };
+            if (delay) setTimeout(piece, delay); else piece();
+          }));
+          return;
+        }
         sent += chunk.length;
         entry.bytes = sent;
         if (!res.write(chunk)) {
           ures.pause();
           res.once('drain', () => ures.resume());
         }
-        if (slow) {
-          ures.pause();
-          setTimeout(() => ures.resume(), Math.ceil(chunk.length * 1000 / slow));
-        }
       });
-      ures.on('end', () => { if (!stopped) res.end(); });
+      ures.on('end', () => { if (!stopped) slowQueue.then(() => res.end()); });
       ures.on('error', () => res.socket && res.socket.destroy());
     });
     up.on('error', () => { if (!res.headersSent) { res.writeHead(502); } res.end(); });

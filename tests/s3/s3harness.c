@@ -7,14 +7,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <dirent.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
+#include "util/hash.h"
 
 int s3h_start(struct s3h *h, const char *bucket, const char *seed_dir)
 {
@@ -32,8 +36,10 @@ int s3h_start(struct s3h *h, const char *bucket, const char *seed_dir)
     char modules[4200];
     snprintf(modules, sizeof(modules), "%s/tests/s3/node_modules/s3rver", tu_source_dir());
     if (access(modules, F_OK) != 0) {
-        fprintf(stderr, "s3harness: %s is missing: run scripts/install-deps.sh (npm ci in "
-                        "tests/s3)\n", modules);
+        fprintf(stderr,
+                "s3harness: %s is missing: run scripts/install-deps.sh (npm ci in "
+                "tests/s3)\n",
+                modules);
         return -1;
     }
     int in[2], out[2];
@@ -117,8 +123,7 @@ static size_t collect(char *p, size_t sz, size_t n, void *ud)
     return fwrite(p, sz, n, f);
 }
 
-static int request(const char *method, const char *url, const void *body, size_t len,
-                   char **out)
+static int request(const char *method, const char *url, const void *body, size_t len, char **out)
 {
     CURL *c = curl_easy_init();
     if (!c)
@@ -188,4 +193,65 @@ int s3h_put(struct s3h *h, const char *bucket, const char *key, const void *data
     char url[2048];
     snprintf(url, sizeof(url), "%s/%s/%s", h->s3_url, bucket, key);
     return request("PUT", url, data, n, NULL);
+}
+
+extern char **environ;
+
+pid_t s3h_spawn_fetch(struct s3h *h, const char *state_dir, const char *ref)
+{
+    char sd[4096], ep[128];
+    snprintf(sd, sizeof(sd), "--state-dir=%s", state_dir);
+    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", h->proxy_url);
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + 2, sizeof(*env));
+    if (!env)
+        return -1;
+    for (size_t i = 0, k = 0; i < n; i++)
+        if (strncmp(environ[i], "AWS_ENDPOINT_URL=", 17) != 0)
+            env[k++] = environ[i];
+    for (n = 0; env[n];)
+        n++;
+    env[n] = ep;
+    char *argv[] = {(char *)tu_thinimg(), sd, "-q", "fetch", (char *)ref, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid = -1;
+    int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    free(env);
+    return r == 0 ? pid : -1;
+}
+
+uint64_t s3h_part_size(const char *state_dir)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/tmp", state_dir);
+    DIR *d = opendir(p);
+    uint64_t n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        struct stat st;
+        char f[8192];
+        snprintf(f, sizeof(f), "%s/%s", p, de->d_name);
+        if (strstr(de->d_name, ".part") && stat(f, &st) == 0)
+            n = (uint64_t)st.st_size;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+char *s3h_digest_of(const char *path)
+{
+    uint8_t h[SHA256_LEN];
+    if (sha256_file(path, h, NULL) < 0)
+        return NULL;
+    char *d = malloc(DIGEST_STR_LEN + 1);
+    if (d)
+        digest_format(h, d);
+    return d;
 }

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct s3h {
@@ -36,3 +37,13 @@ int s3h_reset(struct s3h *h);
 json_t *s3h_log(struct s3h *h);
 /* PUT an object straight into s3rver (anonymous). */
 int s3h_put(struct s3h *h, const char *bucket, const char *key, const void *data, size_t n);
+
+/* ---- helpers of the `thinimg fetch` tests ---- */
+
+/* Start `thinimg --state-dir=STATE -q fetch REF` in the background against the proxy (stdout
+ * and stderr to /dev/null), for a test that kills it. -1 when it cannot be started. */
+pid_t s3h_spawn_fetch(struct s3h *h, const char *state_dir, const char *ref);
+/* Size of the partial download in STATE/tmp (*.part), 0 when there is none. */
+uint64_t s3h_part_size(const char *state_dir);
+/* "sha256:<hex>" of a file (malloc'd), NULL when it cannot be read. */
+char *s3h_digest_of(const char *path);

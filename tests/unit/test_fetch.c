@@ -377,10 +377,14 @@ static void test_archive_layers_tampered(void **state)
     _cleanup_free_ char *d2 = file_digest(p2);
     assert_string_equal(d2, l2);
     assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_quarantine WHERE digest = ?1", l2), 1);
-    /* the archive itself again: check-exists finds layer 1 changed, no handoff, fetched again */
+    /* the archive itself again: check-exists finds layer 1 changed, no handoff; the archive's
+     * own blob is intact and has the file's identity, so it is not read again (reused, no
+     * bytes downloaded), and validate splits layer 1 out of it again */
     tamper(p1);
     assert_int_equal(fetch(v, "formats/docker.tar", &r, NULL), FSM_OK);
-    assert_false(r.reused);
+    assert_true(r.reused);
+    assert_int_equal(r.bytes_downloaded, 0);
+    assert_int_equal(r.bytes_reused, r.size);
     fetch_result_free(&r);
     _cleanup_free_ char *d1 = file_digest(p1);
     assert_string_equal(d1, l1);
@@ -388,6 +392,49 @@ static void test_archive_layers_tampered(void **state)
     /* untouched now: handed off on the seals alone */
     assert_int_equal(fetch(v, "formats/docker.tar", &r, NULL), FSM_HANDOFF);
     fetch_result_free(&r);
+}
+
+/* Identity reuse over dir: (docs/sources.md): the same file through another folder (a hard
+ * link: same device, inode, size, mtime) is the stored blob, with no read; a copy (another
+ * inode) is read; the identity row names the digest. */
+static void test_identity_reuse(void **state)
+{
+    struct env *v = *state;
+    char a[4096], b[4096], c[4096];
+    snprintf(a, sizeof(a), "%s/layers/1.tar", BLOBS);
+    snprintf(b, sizeof(b), "%s/ident/linked/1.tar", BLOBS);
+    snprintf(c, sizeof(c), "%s/ident/copied/1.tar", BLOBS);
+    char cmd[16384];
+    snprintf(cmd, sizeof(cmd),
+             "rm -rf '%s/ident' && mkdir -p '%s/ident/linked' '%s/ident/copied' && ln '%s' '%s' "
+             "&& cp '%s' '%s'",
+             BLOBS, BLOBS, BLOBS, a, b, a, c);
+    assert_int_equal(tu_sh(cmd, NULL, NULL), 0);
+    struct fetch_result r;
+    assert_int_equal(fetch(v, "layers/1.tar", &r, NULL), FSM_OK);
+    assert_false(r.reused);
+    assert_int_equal(r.bytes_downloaded, r.size);
+    assert_non_null(r.identity);
+    assert_true(!strncmp(r.identity, "dir ", 4));
+    fetch_result_free(&r);
+    assert_int_equal(fetch(v, "ident/linked/1.tar", &r, NULL), FSM_HANDOFF);
+    assert_true(r.reused);
+    assert_int_equal(r.bytes_downloaded, 0);
+    assert_int_equal(r.bytes_reused, r.size);
+    assert_int_equal(r.n_layers, 1);
+    _cleanup_free_ char *want = src_digest("layers/1.tar");
+    assert_string_equal(r.digest, want);
+    fetch_result_free(&r);
+    /* both locations recorded, one identity */
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE digest = ?1", want), 2);
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_identities WHERE digest = ?1", want),
+                     1);
+    assert_int_equal(fetch(v, "ident/copied/1.tar", &r, NULL), FSM_OK);
+    assert_false(r.reused);
+    assert_int_equal(r.bytes_downloaded, r.size);
+    fetch_result_free(&r);
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_identities WHERE digest = ?1", want),
+                     2);
 }
 
 static void test_response_parse_errors(void **state)
@@ -414,6 +461,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_same_bytes_stored_once, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_reality_checked, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_archive_layers_tampered, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_identity_reuse, env_setup, env_teardown),
         cmocka_unit_test(test_response_parse_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
