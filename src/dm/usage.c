@@ -158,7 +158,6 @@ static int kernel_key(struct db *db, const char *pool, struct thin_usage_key *k,
         return err_set(e, -EIO, "pool \"%s\" is in %s mode", pool, pool_mode_name(s.mode));
     k->transaction_id = s.transaction_id;
     k->data_used = s.data_used;
-    k->meta_used = s.meta_used;
     if (db) {
         r = db_query_one(db,
                          "SELECT count(*), COALESCE(max(updated_at_ms), 0) FROM devices"
@@ -241,8 +240,7 @@ void thin_usage_forget(void)
 static bool key_eq(const struct thin_usage_key *a, const struct thin_usage_key *b)
 {
     return a->transaction_id == b->transaction_id && a->data_used == b->data_used &&
-           a->meta_used == b->meta_used && a->rows == b->rows &&
-           a->rows_changed_ms == b->rows_changed_ms;
+           a->rows == b->rows && a->rows_changed_ms == b->rows_changed_ms;
 }
 
 static bool fresh(int64_t read_ms)
@@ -301,10 +299,9 @@ static void cache_header(struct buf *b, const char *pool, const struct thin_usag
                          int64_t read_ms)
 {
     buf_printf(b,
-               CACHE_MAGIC "pool=%s tx=%" PRIu64 " data=%" PRIu64 " meta=%" PRIu64 " rows=%" PRId64
+               CACHE_MAGIC "pool=%s tx=%" PRIu64 " data=%" PRIu64 " rows=%" PRId64
                            " changed=%" PRId64 " read=%" PRId64 "\n",
-               pool, k->transaction_id, k->data_used, k->meta_used, k->rows, k->rows_changed_ms,
-               read_ms);
+               pool, k->transaction_id, k->data_used, k->rows, k->rows_changed_ms, read_ms);
 }
 
 /* The cache file's figures when they are for this pool and key and fresh: 0 with devs set;

@@ -17,9 +17,11 @@
  * mapped blocks) and it holds the pool's single metadata snapshot while it runs. So the figures
  * are kept, in memory and (when the caller names one) in a cache file, with the fingerprint
  * of the pool they were read from:
- *   - the thin-pool's status: transaction id, used data blocks, used metadata blocks (a write
- *     that provisions a block, a copy-on-write of a shared block and a discard that frees a
- *     block all move the used data blocks);
+ *   - the thin-pool's status: transaction id and used data blocks (a write that provisions a
+ *     block, a copy-on-write of a shared block and a discard that frees a block all move the
+ *     used data blocks). Not the used metadata blocks: reading the figures reserves and
+ *     releases a metadata snapshot, which moves them, so every reading would look like a
+ *     change;
  *   - thinimg's device rows of the pool: how many and their last change (a snapshot taken or a
  *     device deleted changes sharing without moving the used blocks).
  * A listing whose fingerprint matches uses the kept figures and runs no thin_ls. What the
@@ -64,7 +66,7 @@ struct thin_usage_dev {
 
 /* What identifies the pool's state the figures were read from (see above). */
 struct thin_usage_key {
-    uint64_t transaction_id, data_used, meta_used;
+    uint64_t transaction_id, data_used;
     int64_t rows, rows_changed_ms; /* -1: no database */
 };
 

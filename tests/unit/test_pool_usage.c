@@ -143,7 +143,7 @@ static int setup(void **state)
     thin_usage_test_source = &fake;
     thin_usage_forget();
     thin_usage_runs = 0;
-    cur_key = (struct thin_usage_key){.data_used = 100, .meta_used = 20, .rows = 2};
+    cur_key = (struct thin_usage_key){.data_used = 100, .rows = 2};
     key_error = run_error = 0;
     cur_text = FIRST_TEXT;
     thin_usage_min_run_ms = THIN_USAGE_MIN_RUN_MS;
