@@ -318,6 +318,94 @@ static void test_no_figures_says_why(void **state)
     assert_true(tu_contains(b.why, "not 4 fields"));
 }
 
+#define MIB (1024ll * 1024)
+
+/* The real thin_ls on the pool of tests/dm/test_dm_usage.c (restored from
+ * tests/fixtures/pool_usage/two_layers.xml by thin_restore): the parser reads its output, and
+ * the views make the image's and the activations' figures from it as docs/cli.md defines
+ * them. Skipped without thin-provisioning-tools. */
+static void test_real_thin_ls_and_image_figures(void **state)
+{
+    (void)state;
+    char xml[1024], bin[600];
+    snprintf(xml, sizeof(xml), "%s/tests/fixtures/pool_usage/two_layers.xml", tu_source_dir());
+    snprintf(bin, sizeof(bin), "%s/meta.bin", dir);
+    char *restore[] = {"sh", "-c", "truncate -s 8M \"$1\" && thin_restore -q -i \"$0\" -o \"$1\"",
+                       xml,  bin,  NULL};
+    char *out = NULL, *err = NULL;
+    if (tu_run(restore, NULL, &out, &err) != 0) {
+        free(out);
+        free(err);
+        skip(); /* no thin_restore here */
+    }
+    free(out);
+    free(err);
+    char *ls[] = {"thin_ls", "--no-headers",
+                  "-o",      "DEV,MAPPED_BYTES,EXCLUSIVE_BYTES,SHARED_BYTES",
+                  bin,       NULL};
+    char *text = NULL;
+    assert_int_equal(tu_run(ls, NULL, &text, &err), 0);
+    free(err);
+    cur_text = text;
+
+    struct tu_db t;
+    assert_int_equal(tu_db_open("usageimg", &t), 0);
+    assert_int_equal(
+        db_exec(t.db,
+                "INSERT INTO devices(pool,dev_id,name,kind,state,size_bytes,created_at_ms,"
+                "updated_at_ms) VALUES('tp',1,'tp-layer-1','layer','ready',4096,1,1),"
+                "('tp',2,'tp-layer-2','layer','ready',4096,1,1),"
+                "('tp',3,'tp-act-a1','activation','ready',4096,1,1),"
+                "('tp',4,'tp-act-a2','activation','ready',4096,1,1);"
+                "INSERT INTO images(id,ref,name,state,n_layers,top_chain,created_at_ms,"
+                "updated_at_ms,last_used_ms) VALUES(1,'dir:/t/img/','img:1','ready',2,"
+                "'sha256:c2',1,1,1);"
+                "INSERT INTO layers(chain_id,parent_chain,digest,depth,pool,dev_id,state,"
+                "created_at_ms,updated_at_ms) VALUES('sha256:c1',NULL,'sha256:d1',1,'tp',1,"
+                "'ready',1,1),('sha256:c2','sha256:c1','sha256:d2',2,'tp',2,'ready',1,1);"
+                "INSERT INTO image_layers VALUES(1,1,'l1','sha256:d1','sha256:c1',1),"
+                "(1,2,'l2','sha256:d2','sha256:c2',1);"
+                "INSERT INTO activations(name,image_id,chain_id,pool,dev_id,state,device_path,"
+                "created_at_ms,updated_at_ms) VALUES('a1',1,'sha256:c2','tp',3,'inactive',"
+                "'/dev/mapper/tp-act-a1',1,1);"),
+        0);
+    struct view_bytes b;
+    view_image_bytes(t.db, 1, &b);
+    assert_true(b.known);
+    assert_int_equal(b.exclusive, 1 * MIB); /* base's first MiB, which layer 2 rewrote */
+    assert_int_equal(b.shared, 11 * MIB);   /* layer 2 (the top): all of it */
+    struct activation_rec a = {
+        .name = "a1", .chain_id = "sha256:c2", .pool = "tp", .dev_id = 3, .state = "inactive"};
+    view_activation_bytes(t.db, &a, &b);
+    assert_true(b.known);
+    assert_int_equal(b.mapped, 15 * MIB);
+    assert_int_equal(b.exclusive, 6 * MIB);
+    assert_int_equal(b.shared, 9 * MIB);
+    json_t *o = view_activation(t.db, &a);
+    assert_int_equal(json_integer_value(json_object_get(o, "exclusive_bytes")), 6 * MIB);
+    json_decref(o);
+    /* Another image on the same base: base is no longer this image's alone. */
+    assert_int_equal(
+        db_exec(t.db, "INSERT INTO images(id,ref,name,state,n_layers,top_chain,created_at_ms,"
+                      "updated_at_ms,last_used_ms) VALUES(2,'dir:/t/other/','other:1','ready',1,"
+                      "'sha256:c1',1,1,1);"
+                      "INSERT INTO image_layers VALUES(2,1,'l1','sha256:d1','sha256:c1',1);"),
+        0);
+    view_image_bytes(t.db, 1, &b);
+    assert_true(b.known);
+    assert_int_equal(b.exclusive, 0);
+    assert_int_equal(b.shared, 11 * MIB);
+    /* An image whose layer has no device yet: no figures, and why. */
+    assert_int_equal(db_exec(t.db, "UPDATE layers SET dev_id=NULL, state='pending' WHERE "
+                                   "chain_id='sha256:c2'"),
+                     0);
+    view_image_bytes(t.db, 1, &b);
+    assert_false(b.known);
+    assert_true(tu_contains(b.why, "layer 2"));
+    tu_db_close(&t);
+    free(text);
+}
+
 /* The listings never fail for want of figures: no pool here (on the host no device-mapper
  * either), so the cells are '-', one note says why, JSON has null with bytes_note, exit 0. */
 static void test_listing_without_figures(void **state)
@@ -379,6 +467,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kept_until_the_pool_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_file_hostile_or_old, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_figures_says_why, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_real_thin_ls_and_image_figures, setup, teardown),
         cmocka_unit_test(test_listing_without_figures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
