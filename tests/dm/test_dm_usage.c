@@ -108,10 +108,19 @@ static uint32_t make(uint32_t origin, enum thin_kind kind, const char *suffix)
     return id;
 }
 
+/* Deactivates id; a udev worker that opened the device after the writer closed it (blkid)
+ * holds it for a moment: try again for up to DEACTIVATE_WAIT_MS. */
+#define DEACTIVATE_WAIT_MS 10000
 static void deactivate(uint32_t id)
 {
     struct err e = {0};
-    assert_int_equal(thin_deactivate(db, pool, id, &e), 0);
+    int r;
+    for (int waited = 0;
+         (r = thin_deactivate(db, pool, id, &e)) == -EBUSY && waited < DEACTIVATE_WAIT_MS;
+         waited += 100)
+        usleep(100 * 1000);
+    if (r < 0)
+        fail_msg("deactivate %u: %s", id, err_str(&e));
 }
 
 static void sql(const char *q)
