@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/table.h"
+#include "cli/usage_note.h"
 #include "daemon/views.h"
 #include "pipeline/imagedb.h"
 #include "util/cleanup.h"
@@ -21,10 +22,16 @@ static void usage(FILE *out)
                  "\n"
                  "List processed images: name, state, number of layers, active activations,\n"
                  "size (the file bytes its layers wrote; lower layers may be shared with other\n"
-                 "images), top chain id and source reference.\n"
+                 "images), exclusive and shared pool bytes, top chain id and source reference.\n"
+                 "EXCL: pool bytes only this image's layers hold (removing the image frees at\n"
+                 "least this). SHARED: bytes of its top layer device that another device maps\n"
+                 "too (its activations, other images on the same layers, its own lower layers).\n"
+                 "They come from the pool's metadata (thin_ls, kept until the pool changes);\n"
+                 "'-' when they cannot be read, and a note says why.\n"
                  "\n"
-                 "  --layers   also list each image's layers: state, device id, size, chain id,\n"
-                 "             digest and location\n"
+                 "  --layers   also list each image's layers: state, device id, size, the layer\n"
+                 "             device's exclusive and shared bytes, chain id, digest and\n"
+                 "             location\n"
                  "  --json     machine-readable output (always includes layers)\n"
                  "  --limit N  at most N images (default: all), by name then ref\n"
                  "  --after REF the images after REF (the last one shown; a full page says\n"
@@ -37,7 +44,23 @@ struct list_ctx {
     json_t *arr;
     struct table t;
     struct cli_page page;
+    char why[512]; /* why EXCL/SHARED show '-' (the first reason) */
 };
+
+/* Table cells for b; the first reason figures are missing goes to why. */
+static void bytes_cells(const struct view_bytes *b, const char *what, char *excl, char *shared,
+                        size_t n, char *why, size_t why_n)
+{
+    if (b->known) {
+        format_bytes(b->exclusive, excl, n);
+        format_bytes(b->shared, shared, n);
+        return;
+    }
+    snprintf(excl, n, "-");
+    snprintf(shared, n, "-");
+    if (!why[0])
+        snprintf(why, why_n, "%s: %s", what, b->why);
+}
 
 static void short_digest(const char *d, char *out, size_t n)
 {
@@ -66,7 +89,11 @@ static int image_row(const struct image_rec *r, void *ud)
     uint64_t applied = 0, blobs = 0;
     if (view_image_sizes(c->db, r->id, &applied, &blobs) == 0 && applied > 0)
         format_bytes(applied, size, sizeof(size));
-    table_row(&c->t, r->name, r->state, nl, na, size, top, age, r->ref, NULL);
+    char excl[24], shared[24];
+    struct view_bytes b;
+    view_image_bytes(c->db, r->id, &b);
+    bytes_cells(&b, r->name, excl, shared, sizeof(excl), c->why, sizeof(c->why));
+    table_row(&c->t, r->name, r->state, nl, na, size, excl, shared, top, age, r->ref, NULL);
     if (c->layers) {
         struct image_layer_rec *v = NULL;
         size_t n = 0;
@@ -78,19 +105,26 @@ static int image_row(const struct image_rec *r, void *ud)
                 short_digest(v[i].chain_id, ch, sizeof(ch));
                 struct layer_rec l = {0};
                 const char *lstate = "-";
+                char lexcl[24] = "-", lshared[24] = "-";
                 if (v[i].chain_id && imagedb_layer_get(c->db, v[i].chain_id, &l) == 0) {
-                    if (l.dev_id > 0)
+                    if (l.dev_id > 0) {
                         snprintf(dev, sizeof(dev), "dev %lld", (long long)l.dev_id);
+                        struct view_bytes lb;
+                        view_device_bytes(c->db, l.pool, l.dev_id, &lb);
+                        bytes_cells(&lb, idx + 2, lexcl, lshared, sizeof(lexcl), c->why,
+                                    sizeof(c->why));
+                    }
                     if (l.bytes >= 0)
                         format_bytes((uint64_t)l.bytes, lsize, sizeof(lsize));
                     lstate = l.state;
                 }
-                /* A layer row: its state, device id and applied bytes under the image's
-                 * columns; digest and chain id beside them. */
+                /* A layer row: its state, device id, applied bytes and its device's
+                 * exclusive and shared bytes under the image's columns; digest and chain id
+                 * beside them. */
                 char where[600];
                 snprintf(where, sizeof(where), "digest %s %s", d,
                          v[i].location ? v[i].location : "");
-                table_row(&c->t, idx, lstate, dev, "", lsize, ch, "", where, NULL);
+                table_row(&c->t, idx, lstate, dev, "", lsize, lexcl, lshared, ch, "", where, NULL);
                 layer_rec_free(&l);
             }
             imagedb_image_layers_free(v, n);
@@ -110,9 +144,15 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "hjl", opts, NULL)) != -1) {
         switch (o) {
-        case 'j': c.json = true; break;
-        case 'l': c.layers = true; break;
-        case 'h': usage(stdout); return EXIT_OK;
+        case 'j':
+            c.json = true;
+            break;
+        case 'l':
+            c.layers = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
         default: {
             int pr = cli_page_option("list-images", o, optarg, &c.page);
             if (pr != CLI_OPTION_TAKEN)
@@ -140,10 +180,13 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
     if (c.json)
         c.arr = json_array();
     else
-        table_header(&c.t, "NAME", "STATE", "LAYERS", "ACTIVE", "SIZE", "TOP CHAIN", "UPDATED",
-                     "REF", NULL);
+        table_header(&c.t, "NAME", "STATE", "LAYERS", "ACTIVE", "SIZE", "EXCL", "SHARED",
+                     "TOP CHAIN", "UPDATED", "REF", NULL);
     struct imagedb_page pg = {.limit = cli_page_ask(&c.page), .after = c.page.after};
+    cli_usage_cache(cli);
     r = imagedb_image_list(db, &pg, image_row, &c);
-    return cli_print_page(cli, "list-images", r, c.arr, &c.t, "no images (nothing processed yet)",
-                          &c.page, "image with that ref");
+    int rc = cli_print_page(cli, "list-images", r, c.arr, &c.t, "no images (nothing processed yet)",
+                            &c.page, "image with that ref");
+    cli_bytes_note(cli, rc, c.why);
+    return rc;
 }

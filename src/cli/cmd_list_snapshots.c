@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/table.h"
+#include "cli/usage_note.h"
 #include "daemon/views.h"
 #include "pipeline/imagedb.h"
 #include "util/cleanup.h"
@@ -22,7 +23,11 @@ static void usage(FILE *out)
                  "\n"
                  "List activations: the writable snapshots a VM boots from. USED is the pool\n"
                  "space the device has mapped (its own writes and the blocks it shares with\n"
-                 "its image's layers).\n"
+                 "its image's layers); EXCL the part of it no other device maps (its own\n"
+                 "writes: removing the activation frees it), SHARED the part other devices\n"
+                 "map too (its image's layers, other activations). EXCL and SHARED come from\n"
+                 "the pool's metadata (thin_ls, kept until the pool changes); '-' when they\n"
+                 "cannot be read, and a note says why.\n"
                  "\n"
                  "  --all           include inactive and failed activations (default: active)\n"
                  "  --image IMAGE   only activations of this image (name or ref)\n"
@@ -33,7 +38,9 @@ static void usage(FILE *out)
 }
 
 struct snap_ctx {
+    struct db *db;
     bool json;
+    char why[512]; /* why EXCL/SHARED show '-' (the first reason) */
     json_t *arr;
     struct table t;
     struct cli_page page;
@@ -45,7 +52,7 @@ static int snap_row(const struct activation_rec *a, void *ud)
     if (!cli_page_row(&c->page, a->name))
         return 1;
     if (c->json) {
-        json_array_append_new(c->arr, view_activation(a));
+        json_array_append_new(c->arr, view_activation(c->db, a));
         return 0;
     }
     char id[32] = "-", age[32];
@@ -60,8 +67,17 @@ static int snap_row(const struct activation_rec *a, void *ud)
     uint64_t mapped = 0;
     if (present == 1 && view_activation_mapped(a, &mapped) == 0)
         format_bytes(mapped, used, sizeof(used));
-    table_row(&c->t, a->name, a->image_name, state, a->device_path ? a->device_path : "-", id,
-              used, age, a->error ? a->error : "", NULL);
+    char excl[24] = "-", shared[24] = "-";
+    struct view_bytes b;
+    view_activation_bytes(c->db, a, &b);
+    if (b.known) {
+        format_bytes(b.exclusive, excl, sizeof(excl));
+        format_bytes(b.shared, shared, sizeof(shared));
+    } else if (!c->why[0]) {
+        snprintf(c->why, sizeof(c->why), "%s: %s", a->name, b.why);
+    }
+    table_row(&c->t, a->name, a->image_name, state, a->device_path ? a->device_path : "-", id, used,
+              excl, shared, age, a->error ? a->error : "", NULL);
     return 0;
 }
 
@@ -79,10 +95,18 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "hjai:", opts, NULL)) != -1) {
         switch (o) {
-        case 'j': c.json = true; break;
-        case 'a': all = true; break;
-        case 'i': image = optarg; break;
-        case 'h': usage(stdout); return EXIT_OK;
+        case 'j':
+            c.json = true;
+            break;
+        case 'a':
+            all = true;
+            break;
+        case 'i':
+            image = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
         default: {
             int pr = cli_page_option("list-snapshots", o, optarg, &c.page);
             if (pr != CLI_OPTION_TAKEN)
@@ -121,11 +145,15 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
     if (c.json)
         c.arr = json_array();
     else
-        table_header(&c.t, "NAME", "IMAGE", "STATE", "DEVICE", "DEV ID", "USED", "AGE", "ERROR",
-                     NULL);
+        table_header(&c.t, "NAME", "IMAGE", "STATE", "DEVICE", "DEV ID", "USED", "EXCL", "SHARED",
+                     "AGE", "ERROR", NULL);
     struct imagedb_page pg = {.limit = cli_page_ask(&c.page), .after = c.page.after};
+    c.db = db;
+    cli_usage_cache(cli);
     r = imagedb_activation_list(db, image_id, !all, &pg, snap_row, &c);
-    return cli_print_page(cli, "list-snapshots", r, c.arr, &c.t,
-                          all ? "no activations" : "no active activations", &c.page,
-                          "activation with that name");
+    int rc = cli_print_page(cli, "list-snapshots", r, c.arr, &c.t,
+                            all ? "no activations" : "no active activations", &c.page,
+                            "activation with that name");
+    cli_bytes_note(cli, rc, c.why);
+    return rc;
 }

@@ -242,7 +242,7 @@ static void wait_done(void *ud, bool finished, struct http_reply *out)
         o = json_pack("{s:s, s:s}", "run", rec.version.s, "outcome", fsm_outcome_name(rec.outcome));
         struct activation_rec a = {0};
         if (imagedb_activation_get(d->ro, rec.resource_id, &a) == 0) {
-            json_object_set_new(o, "activation", view_activation(&a));
+            json_object_set_new(o, "activation", view_activation(d->ro, &a));
             activation_rec_free(&a);
         }
     }
@@ -478,8 +478,8 @@ static enum http_next reply_page(struct http_reply *out, int r, const char *key,
 {
     if (r == -ENOENT && pg->after) {
         json_decref(arr);
-        http_reply_error(out, 404, "not_found", "after=%s: no such %s to continue after",
-                         pg->after, key_field);
+        http_reply_error(out, 404, "not_found", "after=%s: no such %s to continue after", pg->after,
+                         key_field);
         return HTTP_DONE;
     }
     if (r < 0)
@@ -517,9 +517,9 @@ static enum http_next get_queues(struct daemon *d, struct http_reply *out)
     for (int q = 0; q < LOADLOOP_N; q++) {
         struct loadloop_state st;
         pipeline_queue_state(d->p, q, &st);
-        json_t *sig = json_pack("{s:b, s:i, s:i, s:f}", "psi", st.last.psi, "running",
-                                st.last.running, "waiting", st.last.waiting, "throughput",
-                                st.last.throughput);
+        json_t *sig =
+            json_pack("{s:b, s:i, s:i, s:f}", "psi", st.last.psi, "running", st.last.running,
+                      "waiting", st.last.waiting, "throughput", st.last.throughput);
         if (st.last.psi) {
             json_object_set_new(sig, "io_some_avg10", json_real(st.last.io_some));
             json_object_set_new(sig, "io_full_avg10", json_real(st.last.io_full));
@@ -639,7 +639,8 @@ static enum http_next images(struct daemon *d, const struct http_request *rq,
 
 static int activation_one(const struct activation_rec *a, void *ud)
 {
-    json_array_append_new(ud, view_activation(a));
+    void **c = ud;
+    json_array_append_new(c[1], view_activation(c[0], a));
     return 0;
 }
 
@@ -707,7 +708,8 @@ static enum http_next activations(struct daemon *d, const struct http_request *r
         if (!page_arg(rq, API_DEFAULT_LIST_LIMIT, &pg, out))
             return HTTP_DONE;
         json_t *arr = json_array();
-        int r = imagedb_activation_list(d->ro, image_id, !all, &pg, activation_one, arr);
+        void *c[2] = {d->ro, arr};
+        int r = imagedb_activation_list(d->ro, image_id, !all, &pg, activation_one, c);
         return reply_page(out, r, "activations", arr, &pg, "name");
     }
     /* NAME or NAME/deactivate; a name with a '/' (or anything else outside [A-Za-z0-9_.-]) is
@@ -740,7 +742,7 @@ static enum http_next activations(struct daemon *d, const struct http_request *r
         http_reply_errno(out, r, "no activation '%s' (see GET /v1/activations?all=1)", name);
         return HTTP_DONE;
     }
-    http_reply_json(out, 200, view_activation(&a));
+    http_reply_json(out, 200, view_activation(d->ro, &a));
     activation_rec_free(&a);
     return HTTP_DONE;
 }
@@ -1059,7 +1061,7 @@ enum http_next daemon_route(void *ctx, const struct http_request *rq, struct htt
         return runs(dm, rq, out, d);
     if (!strcmp(p, "/v1/gc"))
         return post_gc(dm, rq, out, d);
-    static const char *const gets[] = {"/v1/version", "/v1/health", "/v1/pool",   "/v1/machines",
+    static const char *const gets[] = {"/v1/version", "/v1/health", "/v1/pool", "/v1/machines",
                                        "/v1/logs",    "/v1/queues", NULL};
     for (size_t i = 0; gets[i]; i++) {
         if (strcmp(p, gets[i]) != 0)

@@ -8,6 +8,8 @@
 #include "dm/pool.h"
 #include "dm/pool_status.h"
 #include "dm/thin.h"
+#include "dm/usage.h"
+#include "store/stmt.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -85,9 +87,9 @@ json_t *view_run(const struct fsm_run_record *r, bool full)
                         r->status == FSM_RUN_FINISHED ? json_string(fsm_outcome_name(r->outcome))
                                                       : json_null());
     json_object_set_new(o, "error", json_string(r->error ? r->error : ""));
-    json_object_set_new(o, "error_kind", r->error && *r->error
-                                             ? json_string(err_kind_name(r->error_kind))
-                                             : json_null());
+    json_object_set_new(o, "error_kind",
+                        r->error && *r->error ? json_string(err_kind_name(r->error_kind))
+                                              : json_null());
     json_object_set_new(o, "error_state",
                         r->error_state ? json_string(r->error_state) : json_null());
     json_object_set_new(o, "created_ms", json_integer(r->created_ms));
@@ -203,6 +205,13 @@ static json_t *image_layers(struct db *db, int64_t image_id)
                 json_object_set_new(o, "device_id", json_integer(l.dev_id));
             if (l.bytes >= 0)
                 json_object_set_new(o, "applied_bytes", json_integer(l.bytes));
+            if (l.dev_id > 0 && l.pool) {
+                struct view_bytes b;
+                view_device_bytes(db, l.pool, l.dev_id, &b);
+                json_object_set_new(o, "mapped_bytes",
+                                    b.known ? json_integer((json_int_t)b.mapped) : json_null());
+                view_bytes_json(o, &b);
+            }
             layer_rec_free(&l);
         }
         json_array_append_new(arr, o);
@@ -224,6 +233,9 @@ json_t *view_image(struct db *db, const struct image_rec *r)
         json_object_set_new(o, "size_bytes", json_integer((json_int_t)applied));
         json_object_set_new(o, "blob_bytes", json_integer((json_int_t)blobs));
     }
+    struct view_bytes b;
+    view_image_bytes(db, r->id, &b);
+    view_bytes_json(o, &b);
     return o;
 }
 
@@ -265,7 +277,7 @@ int view_activation_mapped(const struct activation_rec *a, uint64_t *bytes)
     return 0;
 }
 
-json_t *view_activation(const struct activation_rec *a)
+json_t *view_activation(struct db *db, const struct activation_rec *a)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s?, s:I}", "name", a->name, "image",
                           a->image_name ? a->image_name : "", "chain_id", a->chain_id, "state",
@@ -281,7 +293,111 @@ json_t *view_activation(const struct activation_rec *a)
     uint64_t mapped = 0;
     if (present == 1 && view_activation_mapped(a, &mapped) == 0)
         json_object_set_new(o, "mapped_bytes", json_integer((json_int_t)mapped));
+    struct view_bytes b;
+    view_activation_bytes(db, a, &b);
+    view_bytes_json(o, &b);
     return o;
+}
+
+static char *usage_cache;
+
+void view_usage_cache_file(const char *path)
+{
+    free(usage_cache);
+    usage_cache = path ? strdup(path) : NULL;
+}
+
+void view_device_bytes(struct db *db, const char *pool, int64_t dev_id, struct view_bytes *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!pool || dev_id <= 0 || dev_id > THIN_ID_MAX) {
+        snprintf(out->why, sizeof(out->why), "no thin device yet");
+        return;
+    }
+    struct thin_usage_dev d;
+    if (thin_usage_dev_get(db, pool, usage_cache, (uint32_t)dev_id, &d, out->why,
+                           sizeof(out->why)) == 1) {
+        out->known = true;
+        out->mapped = d.mapped;
+        out->exclusive = d.exclusive;
+        out->shared = d.shared;
+        out->why[0] = '\0';
+    }
+}
+
+void view_activation_bytes(struct db *db, const struct activation_rec *a, struct view_bytes *out)
+{
+    view_device_bytes(db, a->pool, a->dev_id, out);
+}
+
+/* How many images list the layer chain_id (a layer two images use is not one image's alone). */
+static int64_t chain_users(struct db *db, const char *chain_id)
+{
+    int64_t n = 0;
+    if (db_query_int(db, "SELECT count(DISTINCT image_id) FROM image_layers WHERE chain_id=?", &n,
+                     DB_TEXT(chain_id)) < 0)
+        return -1;
+    return n;
+}
+
+void view_image_bytes(struct db *db, int64_t image_id, struct view_bytes *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct image_layer_rec *v = NULL;
+    size_t n = 0;
+    int r = imagedb_image_layers(db, image_id, &v, &n);
+    if (r < 0) {
+        snprintf(out->why, sizeof(out->why), "cannot read the image's layers: %s", strerror(-r));
+        return;
+    }
+    /* The layers come bottom first: the last one is the top, whose device maps the image. */
+    bool all = n > 0;
+    uint64_t excl = 0;
+    struct view_bytes top = {0};
+    for (size_t i = 0; i < n && all; i++) {
+        struct layer_rec l = {0};
+        if (!v[i].chain_id || imagedb_layer_get(db, v[i].chain_id, &l) < 0) {
+            snprintf(out->why, sizeof(out->why), "layer %d is not applied yet", v[i].idx);
+            all = false;
+            break;
+        }
+        struct view_bytes b;
+        view_device_bytes(db, l.pool, l.dev_id, &b);
+        if (!b.known) {
+            snprintf(out->why, sizeof(out->why), "layer %d: %s", v[i].idx, b.why);
+            all = false;
+        } else {
+            int64_t users = chain_users(db, v[i].chain_id);
+            if (users < 0) {
+                snprintf(out->why, sizeof(out->why), "cannot read which images use layer %d",
+                         v[i].idx);
+                all = false;
+            } else if (users <= 1) {
+                excl += b.exclusive;
+            }
+            if (i + 1 == n)
+                top = b;
+        }
+        layer_rec_free(&l);
+    }
+    imagedb_image_layers_free(v, n);
+    if (n == 0)
+        snprintf(out->why, sizeof(out->why), "no layers yet");
+    if (!all)
+        return;
+    out->known = true;
+    out->exclusive = excl;
+    out->shared = top.shared;
+}
+
+void view_bytes_json(json_t *o, const struct view_bytes *b)
+{
+    json_object_set_new(o, "exclusive_bytes",
+                        b->known ? json_integer((json_int_t)b->exclusive) : json_null());
+    json_object_set_new(o, "shared_bytes",
+                        b->known ? json_integer((json_int_t)b->shared) : json_null());
+    if (!b->known)
+        json_object_set_new(o, "bytes_note", json_string(b->why));
 }
 
 int view_activation_device_present(const struct activation_rec *a)

@@ -37,13 +37,15 @@ int view_outcome_parse(const char *s, enum fsm_outcome *out);
 json_t *view_event(const struct fsm_event_record *ev);
 
 /* An image with its layers (from db: index, location, digest, chain id, size, layer state,
- * device id). */
+ * device id, and each layer device's mapped, exclusive and shared bytes), the image's exclusive
+ * and shared bytes (view_image_bytes). */
 json_t *view_image(struct db *db, const struct image_rec *r);
 /* An activation. One recorded `active` whose dm device the kernel does not have (a reboot
  * before reassembly, a device removed behind thinimg's back) is shown as what the kernel has:
  * "device_present": false and "kernel_state": "gone"; "device_present" is absent when it cannot
- * be checked (not active, or no device-mapper here). */
-json_t *view_activation(const struct activation_rec *a);
+ * be checked (not active, or no device-mapper here). With its device's exclusive and shared
+ * bytes (view_activation_bytes), for any activation whose thin device is in the pool. */
+json_t *view_activation(struct db *db, const struct activation_rec *a);
 
 /* Bytes an image takes: `applied` the file bytes its layers wrote (what the layer devices
  * hold, shared with other images that use the same lower layers), `blobs` the size of its
@@ -53,6 +55,35 @@ int view_image_sizes(struct db *db, int64_t image_id, uint64_t *applied, uint64_
  * and the blocks shared with its image's layers): 0 with *bytes set, or a negative errno when it
  * is not active or the kernel cannot be asked. */
 int view_activation_mapped(const struct activation_rec *a, uint64_t *bytes);
+
+/* Exclusive and shared bytes (dm/usage.h: per thin device, from the pool's metadata through
+ * thin_ls, kept until the pool changes). For a device (a layer, an activation) they are the
+ * device's own. For an image, whose file system is a chain of layer devices (each a snapshot
+ * of the one below):
+ *   exclusive  the bytes only this image's layers hold: blocks mapped by one device of the
+ *              pool, that device being a layer no other image uses. Removing the image (and,
+ *              first, its activations) frees at least this much;
+ *   shared     of the bytes its top layer device maps (the whole file system of the image),
+ *              those at least one other device maps too: its activations, other images built
+ *              on the same layers, and its own lower layer devices (thin_ls counts sharing per
+ *              device, so a block two layers of the same image hold is shared too).
+ * The two do not add up to the image's footprint; docs/cli.md says so too.
+ * known false: no figures, why says why (the pool is not active, thin_ls is not installed,
+ * the device is not applied yet ...). */
+struct view_bytes {
+    bool known;
+    uint64_t mapped, exclusive, shared; /* mapped: devices only (0 for an image) */
+    char why[512];
+};
+/* The CLI keeps the figures across processes in this file (<state-dir>/THIN_USAGE_CACHE_FILE);
+ * NULL (the default, the daemon) keeps them in memory only. */
+void view_usage_cache_file(const char *path);
+void view_device_bytes(struct db *db, const char *pool, int64_t dev_id, struct view_bytes *out);
+void view_activation_bytes(struct db *db, const struct activation_rec *a, struct view_bytes *out);
+void view_image_bytes(struct db *db, int64_t image_id, struct view_bytes *out);
+/* Sets "exclusive_bytes" and "shared_bytes" in o (null when not known, with "bytes_note"
+ * saying why). */
+void view_bytes_json(json_t *o, const struct view_bytes *b);
 
 /* The kernel's side of an active activation: 1 its dm device exists, 0 it is gone, -1 not
  * known (not recorded active, no device path, or no device-mapper to ask). */

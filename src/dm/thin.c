@@ -5,10 +5,13 @@
 #include "dm/thin.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "dm/exec.h"
 #include "dm/loop.h"
@@ -450,6 +453,31 @@ int thin_delete(struct db *db, const char *pool, uint32_t id, struct err *e)
     return 0;
 }
 
+/* How often a reader waiting for the metadata snapshot lock tries again. */
+#define SNAP_LOCK_POLL_MS 20
+
+/* An exclusive flock on the metadata device meta, waited for up to timeout_ms: *fd holds it. */
+static int snap_lock(const char *meta, const char *pool, int timeout_ms, int *fd, struct err *e)
+{
+    *fd = open(meta, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return err_set(e, -errno, "cannot open the metadata device %s of pool %s: %s", meta, pool,
+                       strerror(errno));
+    int64_t deadline = mono_ms() + timeout_ms;
+    while (flock(*fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return err_set(e, -errno, "cannot lock the metadata device %s of pool %s: %s", meta,
+                           pool, strerror(errno));
+        if (mono_ms() >= deadline)
+            return err_set(e, -EBUSY,
+                           "another reader held the metadata snapshot of pool %s for more than "
+                           "%d ms; try again",
+                           pool, timeout_ms);
+        usleep(SNAP_LOCK_POLL_MS * 1000);
+    }
+    return 0;
+}
+
 int thin_metadata_snap_exec(const char *pool, const char *const args[], int timeout_ms,
                             struct buf *out, struct buf *errout, struct err *e)
 {
@@ -479,6 +507,13 @@ int thin_metadata_snap_exec(const char *pool, const char *const args[], int time
         argv[i] = (char *)args[i];
     argv[nargs] = meta;
     argv[nargs + 1] = NULL;
+    /* The pool has one snapshot slot: readers in this and other processes take turns, by a
+     * lock on the metadata device (the file every reader opens anyway), so none releases the
+     * snapshot another is still reading. */
+    _cleanup_close_ int lock_fd = -1;
+    r = snap_lock(meta, pool, timeout_ms, &lock_fd, e);
+    if (r < 0)
+        return r;
     struct err me = {0};
     r = dm_dev_message(pool, "reserve_metadata_snap", NULL, &me);
     bool reserved = r == 0;
@@ -495,8 +530,8 @@ int thin_metadata_snap_exec(const char *pool, const char *const args[], int time
     if (rc < 0)
         return rc;
     if (rc != 0)
-        return err_set(e, -EIO, "%s on %s (pool %s) failed with status %d: %s", args[0], meta,
-                       pool, rc, errout->data ? errout->data : "");
+        return err_set(e, -EIO, "%s on %s (pool %s) failed with status %d: %s", args[0], meta, pool,
+                       rc, errout->data ? errout->data : "");
     return 0;
 }
 
@@ -507,8 +542,8 @@ int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_b
     if (mapped_bytes)
         *mapped_bytes = NULL;
     *n = 0;
-    static const char *const args[] = {"thin_ls", "--metadata-snap", "--no-headers", "-o",
-                                       "DEV,MAPPED_BYTES", NULL};
+    static const char *const args[] = {"thin_ls", "--metadata-snap",  "--no-headers",
+                                       "-o",      "DEV,MAPPED_BYTES", NULL};
     _cleanup_buf_ struct buf out = BUF_INIT, errout = BUF_INIT;
     int r = thin_metadata_snap_exec(pool, args, THIN_LS_TIMEOUT_MS, &out, &errout, e);
     if (r < 0)

@@ -257,6 +257,20 @@ static int ro_act(const struct activation_rec *a, void *ud)
     return 0;
 }
 
+/* A database that cannot be read (corrupt, busy, unreadable): the words and the kind the CLI
+ * gives for it (cli_fail: "database is corrupt: PATH: ...; restore it from a backup or move it
+ * away", kind corrupt), never an empty screen. */
+static void db_trouble(struct feed_snapshot *s, int r, const struct err *e)
+{
+    int code = e && e->code ? e->code : r;
+    struct err db = {0};
+    db_last_failure(&db);
+    char msg[2 * ERR_MSG_MAX];
+    db_failure_explain(&db, code, e, msg, sizeof(msg));
+    snprintf(s->error, sizeof(s->error), "%s", msg);
+    snprintf(s->error_kind, sizeof(s->error_kind), "%s", err_kind_name(err_kind_of(code)));
+}
+
 static void refresh_readonly(struct feed *f, struct feed_snapshot *s, const char *why)
 {
     snprintf(s->banner, sizeof(s->banner),
@@ -264,19 +278,33 @@ static void refresh_readonly(struct feed *f, struct feed_snapshot *s, const char
              f->cfg->db_path);
     if (!f->ro) {
         struct db_options o = {.readonly = true};
-        if (access(f->cfg->db_path, F_OK) != 0 || db_open(f->cfg->db_path, &o, &f->ro, NULL) < 0) {
-            f->ro = NULL;
+        struct err e = {0};
+        int r = 0;
+        if (access(f->cfg->db_path, F_OK) != 0 && errno == ENOENT)
             snprintf(s->error, sizeof(s->error), "no database at %s yet", f->cfg->db_path);
-        }
+        else if ((r = db_open(f->cfg->db_path, &o, &f->ro, &e)) < 0)
+            db_trouble(s, r, &e);
+        if (r < 0)
+            f->ro = NULL;
     }
     if (f->ro) {
         struct ro_ctx c = {s, false};
         struct fsm_list_filter lf = {0};
-        fsm_db_list_runs(f->ro, &lf, ro_run, &c);
+        int r = fsm_db_list_runs(f->ro, &lf, ro_run, &c);
         c.finished = true;
         struct fsm_list_filter all = {.include_finished = true, .limit = FEED_RECENT_RUNS * 3};
-        fsm_db_list_runs(f->ro, &all, ro_run, &c);
-        imagedb_activation_list(f->ro, 0, false, NULL, ro_act, s);
+        if (r >= 0)
+            r = fsm_db_list_runs(f->ro, &all, ro_run, &c);
+        if (r >= 0)
+            r = imagedb_activation_list(f->ro, 0, false, NULL, ro_act, s);
+        if (r < 0) {
+            /* What was read is not the database's content: show the trouble, not a part of
+             * it, and open the database again at the next refresh. */
+            db_trouble(s, r, NULL);
+            s->n_active = s->total_active = s->n_recent = s->n_acts = 0;
+            db_close(f->ro);
+            f->ro = NULL;
+        }
     }
     snprintf(s->pool.name, sizeof(s->pool.name), "%s", f->cfg->pool_name);
     struct pool_info info;

@@ -62,9 +62,10 @@ struct feed_pool {
 };
 
 struct feed_snapshot {
-    bool live;        /* a daemon answers: work can be started */
-    char banner[256]; /* where the data comes from */
-    char error[256];  /* the last refresh's trouble, "" when none */
+    bool live;           /* a daemon answers: work can be started */
+    char banner[256];    /* where the data comes from */
+    char error[256];     /* the last refresh's trouble, "" when none */
+    char error_kind[16]; /* its kind (err_kind_name) when the database could not be read */
     struct feed_run active[FEED_MAX_RUNS];
     size_t n_active, total_active;
     struct feed_run recent[FEED_RECENT_RUNS];

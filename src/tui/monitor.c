@@ -166,7 +166,8 @@ static void draw_dashboard(struct monitor *m)
     int y = 2;
     draw_pool(&s->pool, y++);
     if (s->error[0])
-        put(y, 0, A_BOLD, "! %s", s->error);
+        put(y, 0, A_BOLD, "! %s%s%s%s", s->error_kind[0] ? "[" : "", s->error_kind,
+            s->error_kind[0] ? "] " : "", s->error);
     else if (s->queues[0])
         put(y, 0, 0, "QUEUES %s", s->queues);
     y++;

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "dm/dm.h"
+#include "dm_fixture.h"
 #include "dm/mount.h"
 #include "dm/pool.h"
 #include "dm/thin.h"
@@ -42,49 +43,26 @@
 
 #define MIB (1024ull * 1024)
 
+static struct dm_fixture fx;
 static char *dir;
-static char pool[64];
-static char g_db_path[512];
+static char *pool = fx.pool;
+static char *g_db_path = fx.db_path;
 static struct db *db;
 
 static int group_setup(void **state)
 {
     (void)state;
-    dir = tu_mkdtemp("dmthin");
-    if (!dir)
+    if (dm_fixture_setup(&fx, "dmthin", "tdm", 192 * MIB) < 0)
         return -1;
-    snprintf(pool, sizeof(pool), "tdm%d", (int)getpid());
-    snprintf(g_db_path, sizeof(g_db_path), "%s/t.db", dir);
-    struct err e = {0};
-    if (db_open(g_db_path, NULL, &db, &e) < 0 || store_migrate(db, &e) < 0) {
-        fprintf(stderr, "db: %s\n", err_str(&e));
-        return -1;
-    }
-    struct pool_config pc = {.name = pool, .pool_dir = dir, .data_bytes = 192 * MIB};
-    struct pool_info info;
-    int r = pool_setup(db, &pc, &info, &e);
-    if (r < 0) {
-        fprintf(stderr, "pool_setup: %s\n", err_str(&e));
-        return -1;
-    }
+    dir = fx.dir;
+    db = fx.db;
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    /* The VM is thrown away; still, leave no devices behind for later tests in it. */
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd),
-             "for d in $(dmsetup ls | awk '{print $1}' | grep '^%s-'); do dmsetup remove $d; "
-             "done; dmsetup remove %s; for l in $(losetup -j %s/%s-data.img -O NAME -n) "
-             "$(losetup -j %s/%s-meta.img -O NAME -n); do losetup -d $l; done",
-             pool, pool, dir, pool, dir, pool);
-    int rc = system(cmd);
-    (void)rc;
-    db_close(db);
-    tu_rmrf(dir);
-    free(dir);
+    dm_fixture_teardown(&fx);
     return 0;
 }
 
@@ -656,12 +634,8 @@ static void test_metadata_exhaustion_goes_ro(void **state)
 
 int main(void)
 {
-    struct err e = {0};
-    if (dm_available(&e) < 0 || geteuid() != 0) {
-        printf("skipped: %s\n", e.code ? err_str(&e) : "needs root");
+    if (!dm_fixture_usable())
         return 77;
-    }
-    log_setup(LOG_FMT_LOGFMT, LOG_LVL_WARN, 2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_thin_mkfs_mount_snapshot),
