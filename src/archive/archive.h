@@ -82,6 +82,19 @@ int archive_scan_detect(const char *path, const struct archive_policy *p, enum b
 int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
                   struct archive_stats *st, struct err *e);
 
+/* archive_detect() and, for a layer, archive_apply() with the blob read (and decompressed)
+ * once, the way `thinimg extract` takes a LAYER operand. Returns 0 with *out:
+ *   BLOB_UNKNOWN                 not an image blob, why says what it looks like; nothing written;
+ *   a layer format               the layer was applied, st filled;
+ *   docker-archive / OCI layout  an outer tar: nothing applied (read its manifest);
+ * or a negative errno with e set and *out the layer's format, as archive_apply().
+ * Into an empty root (nothing but an empty lost+found) the blob is applied as it is read; when
+ * it turns out to be an outer tar (known only once its manifest.json or oci-layout entry was
+ * read, which can be the last one) its entries are removed again and the root is as empty as
+ * before. Into a root that holds anything, the format is detected first (a second read). */
+int archive_apply_detect(int root_fd, const char *path, const struct archive_policy *p,
+                         enum blob_format *out, char *why, size_t why_len, struct archive_stats *st,
+                         struct err *e);
 /* Progress callback for scan/apply: bytes of the blob consumed so far. Optional. */
 typedef void (*archive_progress_fn)(uint64_t done, uint64_t total, void *ud);
 void archive_set_progress(archive_progress_fn fn, void *ud); /* thread-local */

@@ -612,7 +612,8 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
         .pol = p ? *p : archive_policy_default(),
         .st = st,
         .e = e,
-        .kind = fn ? NULL : kind, /* the data of noted members is read: scans only */
+        /* A scan reads the data of the members it notes; an apply notes names only. */
+        .kind = fn && kind && !kind->names_only ? NULL : kind,
     };
     int r = archive_policy_require(&w.pol, e);
     if (r < 0)
