@@ -95,6 +95,30 @@ int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
 int archive_apply_detect(int root_fd, const char *path, const struct archive_policy *p,
                          enum blob_format *out, char *why, size_t why_len, struct archive_stats *st,
                          struct err *e);
+/* The first bytes of the file at path: *layer_fmt is the layer format it has if it is a plain
+ * layer (tar, or a gzip/zstd stream whose first block is a tar header), else BLOB_UNKNOWN with
+ * why set. Reads one block (and decompresses one). Negative errno when it cannot be read. */
+int archive_detect_head(const char *path, enum blob_format *layer_fmt, char *why, size_t why_len);
+/* A blob read while it is being written (the fetch machine scans a download as it arrives).
+ * A read past what the file holds waits in more(ud), which returns false when nothing more
+ * will come (the download stopped). Every byte read, in order from 0 to size, goes into hash:
+ * the caller trusts the result only if that digest is the finished blob's. */
+struct sha256;
+struct archive_follow {
+    bool (*more)(void *ud);
+    void *ud;
+    uint64_t size;        /* the blob's size when complete */
+    struct sha256 *hash;  /* initialised by the caller */
+    bool compressed_only; /* a plain tar (scanned in moments later) is not followed: -EAGAIN */
+};
+/* The walk of archive_scan_detect() over the blob open as fd while it is written: 0 with *out
+ * the format (a layer format: the layer passed the scan; docker-archive / OCI layout: an outer
+ * tar, not scanned as such) and the whole blob hashed; negative errno otherwise (a rejection,
+ * a read error, -ECANCELED when the download stopped, -EAGAIN for compressed_only). Only
+ * the walk: the caller still checks the first block with archive_detect() rules on the
+ * finished file (archive_scan_detect() is that check plus this walk). */
+int archive_scan_follow(int fd, const struct archive_follow *f, const struct archive_policy *p,
+                        enum blob_format *out, struct archive_stats *st, struct err *e);
 /* Progress callback for scan/apply: bytes of the blob consumed so far. Optional. */
 typedef void (*archive_progress_fn)(uint64_t done, uint64_t total, void *ud);
 void archive_set_progress(archive_progress_fn fn, void *ud); /* thread-local */

@@ -71,10 +71,6 @@ struct tar_kind {
 void tar_kind_note(struct tar_kind *k, struct archive *a, struct archive_entry *ae,
                    bool *read_data);
 enum blob_format tar_kind_format(const struct tar_kind *k, enum blob_format layer_fmt);
-/* The first bytes of the file at path: *layer_fmt is the layer format it has if it is a plain
- * layer (tar, or a gzip/zstd stream whose first block is a tar header), else BLOB_UNKNOWN with
- * why set. Reads one block (and decompresses one). Negative errno when it cannot be read. */
-int archive_detect_head(const char *path, enum blob_format *layer_fmt, char *why, size_t why_len);
 
 /* ---- names (path.c) --------------------------------------------------------------------- */
 
