@@ -30,8 +30,8 @@
 #include "util/hash.h"
 #include "util/timeutil.h"
 
-static char *DIR_;  /* temp root */
-static char *BLOBS; /* make_blobs.py output */
+static char *DIR_;   /* temp root */
+static char *BLOBS;  /* make_blobs.py output */
 
 struct env {
     char *state;
@@ -50,7 +50,8 @@ static int group_setup(void **state)
     if (asprintf(&BLOBS, "%s/blobs-src", DIR_) < 0)
         return -1;
     char cmd[8192];
-    snprintf(cmd, sizeof(cmd), "python3 '%s/tests/s3/make_blobs.py' '%s'", tu_source_dir(), BLOBS);
+    snprintf(cmd, sizeof(cmd), "python3 '%s/tests/s3/make_blobs.py' '%s'", tu_source_dir(),
+             BLOBS);
     return tu_sh(cmd, NULL, NULL) == 0 ? 0 : -1;
 }
 
@@ -79,8 +80,8 @@ static int env_setup(void **state)
     struct fsm_config fc = {.queues = q, .n_queues = 1};
     if (fsm_manager_open(v->db, &fc, &v->m, &e) < 0)
         return -1;
-    struct fetch_config cfg = {
-        .blob_dir = v->cfg.blob_dir, .tmp_dir = v->cfg.tmp_dir, .policy = archive_policy_default()};
+    struct fetch_config cfg = {.blob_dir = v->cfg.blob_dir, .tmp_dir = v->cfg.tmp_dir,
+                               .policy = archive_policy_default()};
     if (fetch_register(v->m, &cfg, &v->machine, &v->ctx) < 0 || fsm_manager_resume(v->m) < 0)
         return -1;
     *state = v;
@@ -222,11 +223,8 @@ static void test_layer_formats(void **state)
         assert_string_equal(r.layers[0].digest, want);
         assert_null(r.layers[0].member);
         check_layer_blob(v, &r.layers[0]);
-        assert_int_equal(q_int(v->db,
-                               "SELECT count(*) FROM blob_sources WHERE location = ?1 "
-                               "AND digest IS NOT NULL",
-                               r.location),
-                         1);
+        assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE location = ?1 "
+                                      "AND digest IS NOT NULL", r.location), 1);
         /* A compressed layer is scanned while it downloads (validate then reads one block);
          * a plain tar is scanned after, by seeking from header to header. */
         assert_int_equal(scanned_while_downloading(v, r.location), cases[i].f != BLOB_TAR);
@@ -260,8 +258,8 @@ static void test_archives_split(void **state)
         check_layer_blob(v, &r.layers[1]);
         char loc[8192];
         snprintf(loc, sizeof(loc), "%s#%s", r.location, r.layers[1].member);
-        assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE location = ?1", loc),
-                         1);
+        assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE location = ?1",
+                               loc), 1);
         fetch_result_free(&r);
         /* fetched again: handed off from check-exists, with the same layers */
         assert_int_equal(fetch(v, rels[i], &r, NULL), FSM_HANDOFF);
@@ -318,8 +316,8 @@ static void test_same_bytes_stored_once(void **state)
     snprintf(sha, sizeof(sha), "%s/sha256", v->cfg.blob_dir);
     assert_int_equal(count_files(sha), 1);
     assert_int_equal(q_int(v->db, "SELECT count(*) FROM blobs", NULL), 1);
-    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE digest = ?1", a.digest),
-                     2);
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE digest = ?1",
+                           a.digest), 2);
     fetch_result_free(&a);
     fetch_result_free(&b);
 }
@@ -358,7 +356,8 @@ static void test_reality_checked(void **state)
     assert_int_equal(fetch(v, "layers/2.tar", &r, NULL), FSM_OK);
     _cleanup_free_ char *want = src_digest("layers/1.tar");
     assert_string_equal(r.digest, want);
-    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE digest = ?1", want), 1);
+    assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE digest = ?1",
+                           want), 1);
     fetch_result_free(&r);
     /* put it back for the other tests */
     char p2[4096];
@@ -418,10 +417,9 @@ static void test_response_parse_errors(void **state)
     err_clear(&e);
     assert_int_equal(fetch_response_parse("{\"location\":\"x\"}", 16, &r, &e), -EBADMSG);
     err_clear(&e);
-    const char *j =
-        "{\"location\":\"x\",\"digest\":\"sha256:0000000000000000000000000000000000"
-        "000000000000000000000000000000\",\"path\":\"/p\",\"size\":3,\"format\":\"tar\","
-        "\"layers\":[{\"digest\":\"bad\"}]}";
+    const char *j = "{\"location\":\"x\",\"digest\":\"sha256:0000000000000000000000000000000000"
+                    "000000000000000000000000000000\",\"path\":\"/p\",\"size\":3,\"format\":\"tar\","
+                    "\"layers\":[{\"digest\":\"bad\"}]}";
     assert_int_equal(fetch_response_parse(j, strlen(j), &r, &e), -EBADMSG);
 }
 
