@@ -7,7 +7,8 @@
 #   fetch of a blob already in the store      vs thinimg list-images  goal <= 2
 #
 # thinimg side: `thinimg fetch` end to end (download, sha256 of every byte, fsync, validate:
-# detect and scan in one pass, record) into a fresh state directory each run (the third row:
+# detect and scan in one pass, for a compressed layer while it downloads; record) into a
+# fresh state directory each run (the third row:
 # the same state again, so the blob is found in the store). curl side: `curl -o FILE` (then
 # `sync FILE` for the tar: thinimg fsyncs). Work happens on a tmpfs when there is one, so both
 # measure the network path and their own CPU, not a shared disk's write-back.

@@ -13,6 +13,8 @@ BENCH_RUNS=${BENCH_RUNS:-5} # at least 5 runs for every row
 #   GOAL: the highest acceptable median ratio ("-" for none); UNIT: s, MiB, ...
 bench_row() {
     local what=$1 base=$2 goal=$3 unit=$4 a=$5 b=$6
+    # every run's pair, for a row whose spread needs explaining (BENCH_VERBOSE=1)
+    [ -z "${BENCH_VERBOSE:-}" ] || echo "runs: $what: thinimg $a; baseline $b"
     awk -v what="$what" -v base="$base" -v goal="$goal" -v unit="$unit" -v a="$a" -v b="$b" '
     function median(v, n,   i, j, t) {
         for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) {

@@ -143,11 +143,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root_fd < 0)
         abort();
+    /* Applied as `thinimg extract` does (detected while applied into the empty root): the
+     * same format as detect, and an outer tar or a non-archive leaves the root empty. */
     err_clear(&e);
-    int r = archive_apply(root_fd, path, &p, &st, &e);
-    if (r < 0 && e.code == 0) {
+    enum blob_format f3;
+    char why3[160];
+    int r = archive_apply_detect(root_fd, path, &p, &f3, why3, sizeof(why3), &st, &e);
+    if (r < 0 && e.code == 0 && f3 != BLOB_UNKNOWN) {
         fprintf(stderr, "fuzz_archive: error %d without a message\n", r);
         abort();
+    }
+    timed = timed || strstr(e.msg, "rule: time");
+    if (rd == 0 && f3 != f && !timed) {
+        fprintf(stderr, "fuzz_archive: archive_apply_detect says %s, detect %s\n",
+                blob_format_name(f3), blob_format_name(f));
+        abort();
+    }
+    if (r == 0 && !blob_format_is_layer(f3)) {
+        DIR *rd_dir = fdopendir(dup(root_fd));
+        struct dirent *de;
+        while (rd_dir && (de = readdir(rd_dir)))
+            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+                fprintf(stderr, "fuzz_archive: %s left '%s' in the root\n", blob_format_name(f3),
+                        de->d_name);
+                abort();
+            }
+        if (rd_dir)
+            closedir(rd_dir);
     }
     close(root_fd);
     close(fd);

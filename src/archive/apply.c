@@ -949,8 +949,9 @@ static int read_umask(void)
     return -1;
 }
 
-int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
-                  struct archive_stats *st, struct err *e)
+/* archive_apply(); kind (names_only, may be NULL) notes the names that make an outer tar. */
+static int apply_noting(int root_fd, const char *path, const struct archive_policy *p,
+                        struct archive_stats *st, struct err *e, struct tar_kind *kind)
 {
     struct applier ap = {
         .root_fd = root_fd,
@@ -983,7 +984,7 @@ int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
     ap.root_setgid = (sb.st_mode & S_ISGID) != 0;
     ap.root_gid = sb.st_gid;
 
-    r = layer_walk_run(path, p, st, e, apply_entry, &ap, NULL);
+    r = layer_walk_run(path, p, st, e, apply_entry, &ap, kind);
     cache_drop(&ap);
     if (r >= 0)
         r = finish_dirs(&ap, e);
@@ -997,5 +998,97 @@ out:
     pathset_free(&ap.paths);
     free(ap.cache_path);
     free(ap.pathbuf);
+    return r;
+}
+
+int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
+                  struct archive_stats *st, struct err *e)
+{
+    return apply_noting(root_fd, path, p, st, e, NULL);
+}
+
+/* Remove every entry of the directory open as fd (remove_entry: fd-based, never following a
+ * link or leaving the root's file system); the entry named keep (may be NULL) is emptied the
+ * same way but kept. */
+static int clear_dir(struct applier *ap, int fd, const char *keep)
+{
+    int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return neg_errno();
+    _cleanup_closedir_ DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return neg_errno();
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        int r;
+        if (keep && !strcmp(de->d_name, keep)) {
+            _cleanup_close_ int k =
+                openat(dirfd(d), keep, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            r = k < 0 ? neg_errno() : clear_dir(ap, k, NULL);
+        } else {
+            r = remove_entry(ap, dirfd(d), de->d_name, de->d_type, 0);
+        }
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int archive_apply_detect(int root_fd, const char *path, const struct archive_policy *p,
+                         enum blob_format *out, char *why, size_t why_len, struct archive_stats *st,
+                         struct err *e)
+{
+    *out = BLOB_UNKNOWN;
+    enum blob_format layer_fmt;
+    int r = archive_detect_head(path, &layer_fmt, why, why_len);
+    if (r < 0 || layer_fmt == BLOB_UNKNOWN)
+        return r;
+    _cleanup_close_ int rfd = openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat sb;
+    if (rfd < 0 || fstat(rfd, &sb) < 0)
+        return err_set(e, neg_errno(), "cannot open the root directory: %m");
+    bool lost_found;
+    if (!root_is_fresh(rfd, &lost_found)) {
+        /* Something is there already: an outer tar applied as a layer could overwrite it, so
+         * the format is known before anything is written (a second read of the blob). */
+        r = archive_detect(path, out, why, why_len);
+        if (r < 0 || !blob_format_is_layer(*out))
+            return r;
+        return archive_apply(root_fd, path, p, st, e);
+    }
+    struct tar_kind kind = {.names_only = true};
+    r = apply_noting(root_fd, path, p, st, e, &kind);
+    if (r == 0 && !kind.named) {
+        *out = layer_fmt;
+        return 0;
+    }
+    /* A name an outer tar has (manifest.json, oci-layout), or a rejection that may have come
+     * before such a name: the header walk decides (rare: a second read of the blob). What an
+     * outer tar (or a blob detection calls no archive at all) put in the root is removed
+     * again, leaving it as fresh as it was. */
+    enum blob_format f;
+    char fwhy[256] = "";
+    if (archive_detect(path, &f, fwhy, sizeof(fwhy)) == 0 && !blob_format_is_layer(f)) {
+        struct applier ap = {.root_dev = sb.st_dev, .cache_fd = -1, .root_rfd = -1};
+        int c = clear_dir(&ap, rfd, lost_found ? LOST_FOUND : NULL);
+        if (c < 0)
+            return err_set(e, c,
+                           "a blob that is not a layer (%s) was applied as one and its "
+                           "entries cannot be removed again (%s); empty the directory and "
+                           "run again",
+                           blob_format_name(f), strerror(-c));
+        err_clear(e);
+        if (st)
+            memset(st, 0, sizeof(*st));
+        *out = f;
+        if (why && why_len)
+            snprintf(why, why_len, "%s", fwhy);
+        return 0;
+    }
+    *out = layer_fmt;
     return r;
 }

@@ -82,6 +82,43 @@ int archive_scan_detect(const char *path, const struct archive_policy *p, enum b
 int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
                   struct archive_stats *st, struct err *e);
 
+/* archive_detect() and, for a layer, archive_apply() with the blob read (and decompressed)
+ * once, the way `thinimg extract` takes a LAYER operand. Returns 0 with *out:
+ *   BLOB_UNKNOWN                 not an image blob, why says what it looks like; nothing written;
+ *   a layer format               the layer was applied, st filled;
+ *   docker-archive / OCI layout  an outer tar: nothing applied (read its manifest);
+ * or a negative errno with e set and *out the layer's format, as archive_apply().
+ * Into an empty root (nothing but an empty lost+found) the blob is applied as it is read; when
+ * it turns out to be an outer tar (known only once its manifest.json or oci-layout entry was
+ * read, which can be the last one) its entries are removed again and the root is as empty as
+ * before. Into a root that holds anything, the format is detected first (a second read). */
+int archive_apply_detect(int root_fd, const char *path, const struct archive_policy *p,
+                         enum blob_format *out, char *why, size_t why_len, struct archive_stats *st,
+                         struct err *e);
+/* The first bytes of the file at path: *layer_fmt is the layer format it has if it is a plain
+ * layer (tar, or a gzip/zstd stream whose first block is a tar header), else BLOB_UNKNOWN with
+ * why set. Reads one block (and decompresses one). Negative errno when it cannot be read. */
+int archive_detect_head(const char *path, enum blob_format *layer_fmt, char *why, size_t why_len);
+/* A blob read while it is being written (the fetch machine scans a download as it arrives).
+ * A read past what the file holds waits in more(ud), which returns false when nothing more
+ * will come (the download stopped). Every byte read, in order from 0 to size, goes into hash:
+ * the caller trusts the result only if that digest is the finished blob's. */
+struct sha256;
+struct archive_follow {
+    bool (*more)(void *ud);
+    void *ud;
+    uint64_t size;        /* the blob's size when complete */
+    struct sha256 *hash;  /* initialised by the caller */
+    bool compressed_only; /* a plain tar (scanned in moments later) is not followed: -EAGAIN */
+};
+/* The walk of archive_scan_detect() over the blob open as fd while it is written: 0 with *out
+ * the format (a layer format: the layer passed the scan; docker-archive / OCI layout: an outer
+ * tar, not scanned as such) and the whole blob hashed; negative errno otherwise (a rejection,
+ * a read error, -ECANCELED when the download stopped, -EAGAIN for compressed_only). Only
+ * the walk: the caller still checks the first block with archive_detect() rules on the
+ * finished file (archive_scan_detect() is that check plus this walk). */
+int archive_scan_follow(int fd, const struct archive_follow *f, const struct archive_policy *p,
+                        enum blob_format *out, struct archive_stats *st, struct err *e);
 /* Progress callback for scan/apply: bytes of the blob consumed so far. Optional. */
 typedef void (*archive_progress_fn)(uint64_t done, uint64_t total, void *ud);
 void archive_set_progress(archive_progress_fn fn, void *ud); /* thread-local */

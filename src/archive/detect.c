@@ -219,6 +219,13 @@ void tar_kind_note(struct tar_kind *k, struct archive *a, struct archive_entry *
         return;
     while (name[0] == '.' && name[1] == '/')
         name += 2;
+    if (k->names_only) {
+        if (!strcmp(name, "manifest.json") || !strcmp(name, "oci-layout"))
+            k->named = true;
+        else if (!strcmp(name, "index.json"))
+            k->index = true;
+        return;
+    }
     if (!strcmp(name, "manifest.json")) {
         json_t *j = read_json_member(a, archive_entry_size(ae));
         json_t *first = json_is_array(j) ? json_array_get(j, 0) : NULL;
@@ -362,6 +369,15 @@ static int open_blob(const char *path)
     return fd < 0 ? neg_errno() : fd;
 }
 
+int archive_detect_head(const char *path, enum blob_format *layer_fmt, char *why, size_t why_len)
+{
+    *layer_fmt = BLOB_UNKNOWN;
+    if (why && why_len)
+        why[0] = '\0';
+    _cleanup_close_ int fd = open_blob(path);
+    return fd < 0 ? fd : detect_head(fd, layer_fmt, why, why_len);
+}
+
 int archive_detect(const char *path, enum blob_format *out, char *why, size_t why_len)
 {
     *out = BLOB_UNKNOWN;
@@ -387,17 +403,12 @@ int archive_scan_detect(const char *path, const struct archive_policy *p, enum b
     if (why && why_len)
         why[0] = '\0';
     enum blob_format layer_fmt;
-    {
-        _cleanup_close_ int fd = open_blob(path);
-        if (fd < 0)
-            return fd;
-        int r = detect_head(fd, &layer_fmt, why, why_len);
-        if (r < 0 || layer_fmt == BLOB_UNKNOWN)
-            return r;
-    }
+    int r = archive_detect_head(path, &layer_fmt, why, why_len);
+    if (r < 0 || layer_fmt == BLOB_UNKNOWN)
+        return r;
     /* One pass: the scan notes the names that make an outer tar (tar_kind_note). */
     struct tar_kind kind = {0};
-    int r = layer_walk_run(path, p, st, e, NULL, NULL, &kind);
+    r = layer_walk_run(path, p, st, e, NULL, NULL, &kind);
     if (r == 0) {
         *out = tar_kind_format(&kind, layer_fmt);
         return 0;

@@ -61,9 +61,13 @@ bool tar_header_valid(const unsigned char *blk);
  * "imageLayoutVersion" and an index.json. Anything else is a layer. */
 struct tar_kind {
     bool manifest, oci_layout, index;
+    /* Names only (an apply, whose data goes to the files): a top-level manifest.json or
+     * oci-layout is only noted in `named`, its data is left to the walk's callback; the
+     * caller then decides by archive_detect(), whose walk reads them. */
+    bool names_only, named;
 };
 /* Note the entry just read (the stream is at its data): reads the data of manifest.json and
- * oci-layout (bounded) and then sets *read_data. */
+ * oci-layout (bounded) and then sets *read_data (unless k->names_only: see above). */
 void tar_kind_note(struct tar_kind *k, struct archive *a, struct archive_entry *ae,
                    bool *read_data);
 enum blob_format tar_kind_format(const struct tar_kind *k, enum blob_format layer_fmt);
@@ -172,9 +176,9 @@ struct layer_walk;
  * is skipped. */
 typedef int (*layer_entry_fn)(struct layer_walk *w, const struct layer_entry *ent, void *ud);
 
-/* Walk the layer blob at path. fn may be NULL (scan). st is filled (zeroed first). kind (scan
- * only, fn NULL; may be NULL) notes every entry with tar_kind_note, so that one pass both
- * detects an outer tar and scans a layer. */
+/* Walk the layer blob at path. fn may be NULL (scan). st is filled (zeroed first). kind (may
+ * be NULL) notes every entry with tar_kind_note, so that one pass both detects an outer tar
+ * and scans a layer; with fn, only a kind with names_only is used. */
 int layer_walk_run(const char *path, const struct archive_policy *p, struct archive_stats *st,
                    struct err *e, layer_entry_fn fn, void *ud, struct tar_kind *kind);
 

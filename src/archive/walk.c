@@ -38,6 +38,7 @@
 #include "util/forklock.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
+#include "util/hash.h"
 #include "util/timeutil.h"
 
 #define READ_BLOCK_BYTES    (1 << 20)    /* libarchive read size: few syscalls, big pieces */
@@ -137,6 +138,12 @@ struct layer_walk {
     uint64_t total_bytes;
     struct tar_kind *kind; /* scan_detect: names noted for format detection */
     struct layer_entry ent;
+    /* archive_scan_follow: the blob is read from follow_fd as it is written */
+    const struct archive_follow *follow;
+    int follow_fd;
+    uint64_t follow_pos; /* bytes read (and hashed) so far */
+    char *follow_buf;
+    enum blob_format follow_fmt; /* the layer format the first block says */
 };
 
 DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)
@@ -481,6 +488,21 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
     return 1;
 }
 
+/* The libarchive reader for a layer the first block says is k (tar, gzip or zstd). */
+static int reader_new(struct layer_walk *w, enum sniff_kind k)
+{
+    w->a = archive_read_new();
+    if (!w->a)
+        return err_set(w->e, -ENOMEM, "out of memory");
+    archive_read_support_format_tar(w->a);
+    if (k == SNIFF_GZIP)
+        archive_read_support_filter_gzip(w->a);
+    else if (k == SNIFF_ZSTD)
+        archive_read_support_filter_zstd(w->a);
+    w->compressed = k != SNIFF_TAR;
+    return 0;
+}
+
 static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
 {
     /* O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it). */
@@ -509,18 +531,86 @@ static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
     if (lseek(fd, 0, SEEK_SET) < 0)
         return err_set(w->e, neg_errno(), "cannot seek layer %s", path);
 
-    w->a = archive_read_new();
-    if (!w->a)
-        return err_set(w->e, -ENOMEM, "out of memory");
-    archive_read_support_format_tar(w->a);
-    if (k == SNIFF_GZIP)
-        archive_read_support_filter_gzip(w->a);
-    else if (k == SNIFF_ZSTD)
-        archive_read_support_filter_zstd(w->a);
-    w->compressed = k != SNIFF_TAR;
+    int r = reader_new(w, k);
+    if (r < 0)
+        return r;
     if (archive_read_open_fd(w->a, fd, READ_BLOCK_BYTES) != ARCHIVE_OK)
         return libarchive_fail(w, "cannot read layer");
     *fd_out = TAKE_FD(fd);
+    return 0;
+}
+
+/* ---- following a blob as it is written (archive_scan_follow) ---------------------------- */
+
+/* pread at pos, waiting in the follow's `more` while the file holds nothing there yet: > 0
+ * bytes read, 0 at the blob's end, negative errno (-ECANCELED: no more will come). */
+static ssize_t follow_pread(struct layer_walk *w, void *buf, size_t n, uint64_t pos)
+{
+    const struct archive_follow *f = w->follow;
+    if (pos >= f->size)
+        return 0;
+    if (n > f->size - pos)
+        n = (size_t)(f->size - pos);
+    for (;;) {
+        ssize_t k = pread(w->follow_fd, buf, n, (off_t)pos);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k != 0)
+            return k < 0 ? neg_errno() : k;
+        if (!f->more(f->ud))
+            return -ECANCELED;
+    }
+}
+
+/* libarchive's read callback: every byte in order, into the follow's hash. */
+static la_ssize_t follow_read(struct archive *a, void *ud, const void **buf)
+{
+    struct layer_walk *w = ud;
+    ssize_t k = follow_pread(w, w->follow_buf, READ_BLOCK_BYTES, w->follow_pos);
+    if (k < 0) {
+        archive_set_error(a, (int)-k, "cannot read the blob as it is written: %s",
+                          strerror((int)-k));
+        return -1;
+    }
+    if (k > 0 && sha256_update(w->follow->hash, w->follow_buf, (size_t)k) < 0) {
+        archive_set_error(a, EIO, "cannot hash the blob");
+        return -1;
+    }
+    w->follow_pos += (uint64_t)k;
+    *buf = w->follow_buf;
+    return k;
+}
+
+/* open_layer for a blob being written: the first block (waited for) says the format. */
+static int open_follow(struct layer_walk *w)
+{
+    w->blob_size = w->follow->size;
+    if (w->pol.max_blob_bytes && w->blob_size > w->pol.max_blob_bytes)
+        return err_set(w->e, -EFBIG, "layer: blob is over the blob size limit (rule: blob-size)");
+    unsigned char head[TAR_BLOCK];
+    size_t n = 0;
+    while (n < sizeof(head)) {
+        ssize_t k = follow_pread(w, head + n, sizeof(head) - n, n);
+        if (k < 0)
+            return err_set(w->e, (int)k, "cannot read the blob as it is written");
+        if (k == 0)
+            break;
+        n += (size_t)k;
+    }
+    enum sniff_kind k = archive_sniff(head, n, w->blob_size, NULL, 0);
+    if (k == SNIFF_UNKNOWN)
+        return err_set(w->e, -ENOTSUP, "layer: not an image layer (rule: format)");
+    w->follow_fmt = k == SNIFF_GZIP ? BLOB_TAR_GZIP : k == SNIFF_ZSTD ? BLOB_TAR_ZSTD : BLOB_TAR;
+    if (k == SNIFF_TAR && w->follow->compressed_only)
+        return -EAGAIN;
+    w->follow_buf = malloc(READ_BLOCK_BYTES);
+    if (!w->follow_buf)
+        return err_set(w->e, -ENOMEM, "out of memory");
+    int r = reader_new(w, k);
+    if (r < 0)
+        return r;
+    if (archive_read_open(w->a, w, NULL, follow_read, NULL) != ARCHIVE_OK)
+        return libarchive_fail(w, "cannot read layer");
     return 0;
 }
 
@@ -529,7 +619,7 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
 {
     struct archive_stats *st = w->st;
     _cleanup_close_ int fd = -1;
-    int r = open_layer(w, path, &fd);
+    int r = w->follow ? open_follow(w) : open_layer(w, path, &fd);
     _cleanup_(archive_read_freep) struct archive *a = w->a;
     if (r < 0)
         return r;
@@ -601,6 +691,9 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
     return 0;
 }
 
+/* layer_walk_run with w's source set (a path, or w->follow). */
+static int walk_run(struct layer_walk *w, const char *path, layer_entry_fn fn, void *ud);
+
 int layer_walk_run(const char *path, const struct archive_policy *p, struct archive_stats *st,
                    struct err *e, layer_entry_fn fn, void *ud, struct tar_kind *kind)
 {
@@ -612,27 +705,69 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
         .pol = p ? *p : archive_policy_default(),
         .st = st,
         .e = e,
-        .kind = fn ? NULL : kind, /* the data of noted members is read: scans only */
+        /* A scan reads the data of the members it notes; an apply notes names only. */
+        .kind = fn && kind && !kind->names_only ? NULL : kind,
     };
-    int r = archive_policy_require(&w.pol, e);
+    return walk_run(&w, path, fn, ud);
+}
+
+int archive_scan_follow(int fd, const struct archive_follow *f, const struct archive_policy *p,
+                        enum blob_format *out, struct archive_stats *st, struct err *e)
+{
+    *out = BLOB_UNKNOWN;
+    struct archive_stats dummy;
+    if (!st)
+        st = &dummy;
+    memset(st, 0, sizeof(*st));
+    struct tar_kind kind = {0};
+    struct layer_walk w = {
+        .pol = p ? *p : archive_policy_default(),
+        .st = st,
+        .e = e,
+        .kind = &kind,
+        .follow = f,
+        .follow_fd = fd,
+    };
+    int r = walk_run(&w, NULL, NULL, NULL);
+    /* The rest of the blob after the end of the archive: hashed too, so that the caller's
+     * digest covers every byte the walk could have seen. */
+    while (r == 0 && w.follow_pos < f->size) {
+        ssize_t k = follow_pread(&w, w.follow_buf, READ_BLOCK_BYTES, w.follow_pos);
+        if (k <= 0)
+            r = err_set(e, k < 0 ? (int)k : -EIO, "cannot read the end of the blob");
+        else if (sha256_update(f->hash, w.follow_buf, (size_t)k) < 0)
+            r = err_set(e, -EIO, "cannot hash the blob");
+        else
+            w.follow_pos += (uint64_t)k;
+    }
+    free(w.follow_buf);
+    if (r == 0)
+        *out = tar_kind_format(&kind, w.follow_fmt);
+    return r;
+}
+
+static int walk_run(struct layer_walk *w, const char *path, layer_entry_fn fn, void *ud)
+{
+    struct err *e = w->e;
+    int r = archive_policy_require(&w->pol, e);
     if (r < 0)
         return r;
     /* max_time_ms <= ARCHIVE_MAX_TIME_MS_LIMIT: no overflow. */
-    if (w.pol.max_time_ms)
-        w.deadline_ms = mono_ms() + (int64_t)w.pol.max_time_ms;
+    if (w->pol.max_time_ms)
+        w->deadline_ms = mono_ms() + (int64_t)w->pol.max_time_ms;
     /* Buffers for a name (and a link target) at the longest allowed length. */
-    w.path_cap = archive_path_buffer_size(&w.pol);
-    _cleanup_free_ char *pbuf = malloc(w.path_cap);
-    _cleanup_free_ char *lbuf = malloc(w.path_cap);
-    _cleanup_free_ char *nbuf = malloc(w.path_cap);
+    w->path_cap = archive_path_buffer_size(&w->pol);
+    _cleanup_free_ char *pbuf = malloc(w->path_cap);
+    _cleanup_free_ char *lbuf = malloc(w->path_cap);
+    _cleanup_free_ char *nbuf = malloc(w->path_cap);
     if (!pbuf || !lbuf || !nbuf)
         return err_set(e, -ENOMEM, "out of memory");
-    w.path = pbuf;
-    w.link = lbuf;
-    w.name_copy = nbuf;
+    w->path = pbuf;
+    w->link = lbuf;
+    w->name_copy = nbuf;
 
     struct names_scope u = names_scope_begin();
-    r = walk_stream(&w, path, fn, ud);
+    r = walk_stream(w, path, fn, ud);
     names_scope_end(&u);
     return r;
 }

@@ -5,7 +5,8 @@
  * validate check (archive_scan) instead.
  *
  * A docker-archive or OCI layout given as a LAYER is expanded into its layers (each copied
- * to an anonymous memory file first, then applied like any layer).
+ * to an anonymous memory file first, then applied like any layer). Detection and apply (or
+ * scan) share one read of the blob: archive_apply_detect, archive_scan_detect.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,18 +87,15 @@ struct run {
     json_t *out;
 };
 
-/* Apply or scan one layer blob (by path). */
-static int one_layer(struct run *run, const char *label, const char *path, enum blob_format f)
+/* Report one layer applied or scanned since t0 (r: its result). An exit code. */
+static int layer_done(struct run *run, const char *label, enum blob_format f, int r,
+                      const struct archive_stats *stp, struct err *e, int64_t t0)
 {
-    struct archive_stats st;
-    struct err e = {0};
-    int64_t t0 = mono_ms();
-    int r = run->scan_only ? archive_scan(path, &run->pol, &st, &e)
-                           : archive_apply(run->root_fd, path, &run->pol, &st, &e);
     if (r < 0) {
-        err_prefix(&e, "%s", label);
-        return cli_fail("extract", r, &e);
+        err_prefix(e, "%s", label);
+        return cli_fail("extract", r, e);
     }
+    const struct archive_stats st = *stp;
     if (run->json) {
         json_t *o = stats_json(label, blob_format_name(f), &st);
         json_object_set_new(o, "ms", json_integer(mono_ms() - t0));
@@ -112,6 +110,17 @@ static int one_layer(struct run *run, const char *label, const char *path, enum 
                st.files, sz, st.dirs, st.symlinks, st.hardlinks, st.devices, st.whiteouts);
     }
     return EXIT_OK;
+}
+
+/* Apply or scan one layer blob (by path). */
+static int one_layer(struct run *run, const char *label, const char *path, enum blob_format f)
+{
+    struct archive_stats st;
+    struct err e = {0};
+    int64_t t0 = mono_ms();
+    int r = run->scan_only ? archive_scan(path, &run->pol, &st, &e)
+                           : archive_apply(run->root_fd, path, &run->pol, &st, &e);
+    return layer_done(run, label, f, r, &st, &e, t0);
 }
 
 /* A docker-archive or OCI layout: each layer copied out to a memory file, then applied. */
@@ -202,18 +211,27 @@ static bool take_option(struct run *run, int c, const char *arg, const char **ro
 }
 
 /* One LAYER operand: a layer, or an archive of layers (docker-archive, OCI layout), by
- * content. An exit code. */
+ * content, detected and applied (or scanned) in one read of the blob
+ * (archive_apply_detect, archive_scan_detect). An exit code. */
 static int one_file(struct run *run, const char *path)
 {
     enum blob_format f;
     char why[160];
-    int r = archive_detect(path, &f, why, sizeof(why));
-    if (r < 0)
-        return cli_failf("extract", cli_exit_code(r), "%s: %s", path, strerror(-r));
+    struct archive_stats st;
+    struct err e = {0};
+    int64_t t0 = mono_ms();
+    int r = run->scan_only ? archive_scan_detect(path, &run->pol, &f, why, sizeof(why), &st, &e)
+                           : archive_apply_detect(run->root_fd, path, &run->pol, &f, why,
+                                                  sizeof(why), &st, &e);
+    if (r < 0 && f == BLOB_UNKNOWN)
+        return cli_failf("extract", cli_exit_code(r), "%s: %s", path,
+                         e.code ? err_str(&e) : strerror(-r));
     if (f == BLOB_UNKNOWN)
         return cli_failf("extract", EXIT_REJECTED, "%s: not an image layer: %s (rule: format)",
                          path, why);
-    return blob_format_is_layer(f) ? one_layer(run, path, path, f) : multi_layer(run, path);
+    if (!blob_format_is_layer(f))
+        return multi_layer(run, path);
+    return layer_done(run, path, f, r, &st, &e, t0);
 }
 
 int cmd_extract(struct cli *cli, int argc, char **argv)

@@ -319,6 +319,104 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
 
 /* ---- download ----------------------------------------------------------------------------- */
 
+/*
+ * The scan of a compressed layer, while it downloads. Validating a .tar.gz after the download
+ * decompresses it in full (most of a fetch's time on a fast network); a thread that follows
+ * the temp file as it grows does the same walk (archive_scan_follow) while the bytes arrive.
+ * It hashes every byte it read, and its answer is kept only when that digest is the
+ * downloaded blob's: whatever the download did (resumed, rewritten, written out of order),
+ * the scan is then of exactly the stored bytes. Any other outcome (a rejection, an error, a
+ * plain tar, a different digest) keeps nothing: the validate step scans the blob itself,
+ * with the same rules and the same messages.
+ */
+enum follow_state { FOLLOW_RUNNING, FOLLOW_COMPLETE, FOLLOW_FAILED };
+
+struct follower {
+    pthread_t thread;
+    bool started;
+    int fd;
+    pthread_mutex_t lock;
+    enum follow_state state;
+    bool grace_used; /* COMPLETE: one more look at the file, then no more waiting */
+    struct archive_follow f;
+    struct sha256 hash;
+    struct archive_policy policy;
+    /* the answer, read after the join */
+    int r;
+    enum blob_format fmt;
+    struct archive_stats st;
+    struct err e;
+};
+
+static bool follower_more(void *ud)
+{
+    struct follower *fl = ud;
+    pthread_mutex_lock(&fl->lock);
+    enum follow_state s = fl->state;
+    bool again = s == FOLLOW_RUNNING || (s == FOLLOW_COMPLETE && !fl->grace_used);
+    if (s == FOLLOW_COMPLETE)
+        fl->grace_used = true;
+    pthread_mutex_unlock(&fl->lock);
+    if (s == FOLLOW_RUNNING) {
+        struct timespec ts = {.tv_nsec = FETCH_FOLLOW_POLL_NS};
+        nanosleep(&ts, NULL);
+    }
+    return again;
+}
+
+static void *follower_main(void *ud)
+{
+    struct follower *fl = ud;
+    fl->r = archive_scan_follow(fl->fd, &fl->f, &fl->policy, &fl->fmt, &fl->st, &fl->e);
+    return NULL;
+}
+
+/* Start following tmp (size bytes when complete). Nothing is started when the thread or the
+ * file cannot be had: the validate step scans as before. */
+static void follower_start(struct follower *fl, const char *tmp, uint64_t size,
+                           const struct archive_policy *policy)
+{
+    *fl = (struct follower){.fd = -1, .r = -EAGAIN};
+    fl->policy = *policy;
+    fl->f = (struct archive_follow){
+        .more = follower_more, .ud = fl, .size = size, .hash = &fl->hash, .compressed_only = true};
+    if (size == 0 || sha256_init(&fl->hash) < 0)
+        return;
+    fl->fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    pthread_mutex_init(&fl->lock, NULL);
+    if (fl->fd >= 0 && pthread_create(&fl->thread, NULL, follower_main, fl) == 0) {
+        fl->started = true;
+        return;
+    }
+    pthread_mutex_destroy(&fl->lock);
+    sha256_free(&fl->hash);
+    if (fl->fd >= 0)
+        close(fl->fd);
+    fl->fd = -1;
+}
+
+/* The download ended (ok: every byte is in the file): wait for the follower. Returns true
+ * when its scan passed and was of the blob whose digest is d. */
+static bool follower_finish(struct follower *fl, bool ok, const uint8_t *d)
+{
+    if (!fl->started)
+        return false;
+    pthread_mutex_lock(&fl->lock);
+    fl->state = ok ? FOLLOW_COMPLETE : FOLLOW_FAILED;
+    pthread_mutex_unlock(&fl->lock);
+    pthread_join(fl->thread, NULL);
+    pthread_mutex_destroy(&fl->lock);
+    close(fl->fd);
+    fl->started = false;
+    uint8_t h[SHA256_LEN];
+    if (fl->r < 0 || sha256_final(&fl->hash, h) < 0) {
+        if (fl->r < 0)
+            sha256_free(&fl->hash);
+        return false;
+    }
+    return ok && d && memcmp(h, d, SHA256_LEN) == 0 && blob_format_is_layer(fl->fmt);
+}
+
 struct dl_progress {
     struct fsm_run *run;
     struct db *db;
@@ -532,6 +630,9 @@ struct dl_done {
     uint8_t sha[SHA256_LEN];
     uint64_t received, resumed; /* the response's bytes.downloaded and bytes.resumed */
     int64_t t0;
+    /* The layer scan done while downloading, of these very bytes (NULL: none): validate
+     * uses it. */
+    const struct follower *scan;
 };
 
 static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run *run,
@@ -584,6 +685,11 @@ static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run
         json_object_set_new(resp, "seal", fetch_seal_json(&seal));
         json_object_set_new(resp, "bytes", fetch_bytes_json(dd->received, dd->resumed, 0));
     }
+    if (resp && dd->scan)
+        json_object_set_new(resp, "scanned",
+                            json_pack("{s:s, s:I, s:I}", "format", blob_format_name(dd->scan->fmt),
+                                      "entries", (json_int_t)dd->scan->st.entries, "bytes",
+                                      (json_int_t)dd->scan->st.bytes));
     if (!resp || fetch_response_store(run, resp) < 0)
         return fsm_retry("out of memory");
     return fsm_ok();
@@ -959,6 +1065,8 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return no_room;
     }
 
+    struct follower fl;
+    follower_start(&fl, tmp, obj.size, &c->policy);
     struct dl_progress pr = {.run = run,
                              .db = db,
                              .location = rq.location,
@@ -992,6 +1100,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         if (r == 0 && fsync(fd) < 0)
             r = err_set(&e, neg_errno(), "cannot sync %s: %m", tmp);
     }
+    bool scanned = follower_finish(&fl, r == 0, d);
     if (r == -ESTALE) {
         /* Another version now: what we have is worthless. Start over next attempt. */
         if (ftruncate(fd, 0) == 0)
@@ -1013,7 +1122,8 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                            .tmp = tmp,
                            .received = info.bytes_received,
                            .resumed = offset,
-                           .t0 = t0};
+                           .t0 = t0,
+                           .scan = scanned ? &fl : NULL};
     memcpy(done.sha, d, sizeof(d));
     return finish_download(c, run, db, &done);
 }
@@ -1109,13 +1219,28 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
                          "fetch again",
                          path);
     }
-    /* Detected and, for a layer, scanned in one pass over the blob. */
+    /* Detected and, for a layer, scanned in one pass over the blob; a compressed layer
+     * scanned while it downloaded (the download's "scanned", of the same sealed bytes) needs
+     * only its first block checked as archive_scan_detect() does. */
     enum blob_format fmt = BLOB_UNKNOWN;
     char why[256] = "";
     struct err e = {0};
     struct archive_stats stats = {0};
-    archive_set_progress(on_scan_progress, run);
-    int r = archive_scan_detect(path, &c->policy, &fmt, why, sizeof(why), &stats, &e);
+    int r;
+    bool prescanned = false;
+    json_t *pre = json_object_get(resp, "scanned");
+    enum blob_format pre_fmt =
+        fetch_format_parse(json_string_value(json_object_get(pre, "format")));
+    if (blob_format_is_layer(pre_fmt) && archive_detect_head(path, &fmt, why, sizeof(why)) == 0 &&
+        fmt == pre_fmt) {
+        stats.entries = (uint64_t)json_integer_value(json_object_get(pre, "entries"));
+        stats.bytes = (uint64_t)json_integer_value(json_object_get(pre, "bytes"));
+        prescanned = true;
+        r = 0;
+    } else {
+        archive_set_progress(on_scan_progress, run);
+        r = archive_scan_detect(path, &c->policy, &fmt, why, sizeof(why), &stats, &e);
+    }
     if (r < 0 && fmt == BLOB_UNKNOWN) {
         archive_set_progress(NULL, NULL);
         return r == -ENOENT ? fsm_abort("validate: %s vanished", path)
@@ -1136,8 +1261,9 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             return rejected("%s: %s", location, err_str(&e));
         json_array_append_new(layers, fetch_layer_json(digest, size, fmt, path, NULL, &seal));
         log_info("layer validated",
-                 "location=%s digest=%s format=%s entries=%" PRIu64 " bytes=%" PRIu64, location,
-                 digest, blob_format_name(fmt), stats.entries, stats.bytes);
+                 "location=%s digest=%s format=%s entries=%" PRIu64 " bytes=%" PRIu64 " scanned=%s",
+                 location, digest, blob_format_name(fmt), stats.entries, stats.bytes,
+                 prescanned ? "while-downloading" : "now");
     } else {
         struct archive_manifest m = {0};
         r = archive_manifest_read(path, &m, &e);

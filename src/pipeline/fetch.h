@@ -97,6 +97,11 @@
 #define FETCH_RANGE_HASH_WAIT_MS 1
 /* Read buffer for re-hashing the part of a download already on disk before resuming. */
 #define FETCH_READ_BUFFER (1U << 20)
+/* A compressed layer is scanned while it downloads (the validate step's walk, on a thread
+ * that follows the file as it grows): when it catches up with the download it looks again
+ * after this long. 1 ms: a few hundred wake-ups for a download of seconds, and the scan is
+ * never more than a moment behind the last byte. */
+#define FETCH_FOLLOW_POLL_NS (1000L * 1000L)
 
 /* What the machine needs; copied by fetch_register(). Paths are <state>/blobs, <state>/tmp
  * (same file system, so the final rename is atomic). */

@@ -8,11 +8,14 @@
 #  3. a docker-archive REF with the same layers gives the same chain ids and devices
 #  4. re-running process-image on an active image touches no device and is quick (ratio to
 #     a process that only opens the database)
+#  4b. a new activation of a processed image (process-image --name) goes straight to the
+#     activation: no fetch or unpack run is created, and it snapshots the same top layer
 #  5. an activation's dm device removed behind thinimg's back is reactivated with its data; a
 #     thin device deleted from the pool is recreated
 source "$(dirname "$0")/lib.sh"
 need dmsetup
 need python3
+need sqlite3
 
 W=$(work_area e2e)
 POOL=e2e$$
@@ -95,6 +98,24 @@ BASE=$(((t2 - t1) / 1000000))
 echo "rerun of an active image: ${RERUN}ms; a process that only opens the database: ${BASE}ms;" \
      "ratio $(awk -v a=$RERUN -v b=$BASE 'BEGIN{printf "%.2f", a/(b>0?b:1)}')"
 pass "rerun touched no device"
+
+# 4b. a new activation of the processed image: its layers are stored and unpacked, so no fetch
+# or unpack run is created (fsm_runs rows by machine), only the process and activate runs.
+runs_of() { sqlite3 -readonly "$THINIMG_STATE_DIR/thinimg.db" \
+    "SELECT count(*) FROM fsm_runs WHERE type = '$1'"; }
+FETCH_RUNS=$(runs_of fetch)
+UNPACK_RUNS=$(runs_of unpack)
+ACT_RUNS=$(runs_of activate)
+$T process-image --json --name again "dir:$EX/images/busybox/" >"$W/p5.json"
+assert_eq "$(runs_of fetch)" "$FETCH_RUNS" "fetch runs after a new activation of a processed image"
+assert_eq "$(runs_of unpack)" "$UNPACK_RUNS" "unpack runs after a new activation of a processed image"
+assert_eq "$(runs_of activate)" "$((ACT_RUNS + 1))" "activate runs after a new activation"
+assert_eq "$(jget "$W/p5.json" '[.layers[].device_id | tostring] | join(" ")')" "$IDS1" \
+    "layer devices of the new activation"
+AGAIN=$(jget "$W/p5.json" '.device_path')
+[ -b "$AGAIN" ] && [ "$AGAIN" != "$DEV" ] || fail "new activation's device: '$AGAIN' (first: $DEV)"
+$T remove again >/dev/null
+pass "a new activation of a processed image starts no fetch or unpack run ($FETCH_RUNS fetch, $UNPACK_RUNS unpack runs before and after)"
 
 # 5. behind thinimg's back
 ACT=$POOL-act-busybox-3

@@ -4,8 +4,8 @@
  * layout) is fetched and recorded, garbage (zero bytes, an XML error body, HTML, a truncated
  * tar, a PNG) is rejected and leaves nothing behind, identical bytes under two keys are stored
  * once, a second fetch hands off, a corrupted store file and a changed source are fetched
- * again, an archive's layer changed on disk is quarantined and stored again. Blobs come from
- * tests/s3/make_blobs.py.
+ * again, an archive's layer changed on disk is quarantined and stored again, a compressed
+ * layer is scanned while it downloads. Blobs come from tests/s3/make_blobs.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -186,6 +186,21 @@ static void check_layer_blob(struct env *v, const struct fetch_layer *l)
                      (int64_t)l->size);
 }
 
+/* Was the layer at location scanned while it downloaded (its run's response says so)? */
+static bool scanned_while_downloading(struct env *v, const char *location)
+{
+    db_lock(v->db);
+    sqlite3_stmt *st = db_prepare(v->db, "SELECT response FROM fsm_runs WHERE resource_id = ?1 "
+                                         "ORDER BY rowid DESC LIMIT 1");
+    assert_non_null(st);
+    db_bind_text(st, 1, location);
+    bool yes = db_step(v->db, st) == 1 && sqlite3_column_text(st, 0) &&
+               strstr((const char *)sqlite3_column_text(st, 0), "\"scanned\"") != NULL;
+    db_done(st);
+    db_unlock(v->db);
+    return yes;
+}
+
 static void test_layer_formats(void **state)
 {
     struct env *v = *state;
@@ -210,6 +225,9 @@ static void test_layer_formats(void **state)
         check_layer_blob(v, &r.layers[0]);
         assert_int_equal(q_int(v->db, "SELECT count(*) FROM blob_sources WHERE location = ?1 "
                                       "AND digest IS NOT NULL", r.location), 1);
+        /* A compressed layer is scanned while it downloads (validate then reads one block);
+         * a plain tar is scanned after, by seeking from header to header. */
+        assert_int_equal(scanned_while_downloading(v, r.location), cases[i].f != BLOB_TAR);
         fetch_result_free(&r);
     }
     /* the resume hints are gone, and no temp file is left */
