@@ -88,9 +88,11 @@ kill_at() {
 # gc_set FILE FILTER: "kind what" of the report's orphans that pass the jq FILTER, sorted.
 gc_set() { jq -r ".orphans[] | select($2) | \"\(.kind) \(.what)\"" "$1" | sort; }
 no_active_runs() { [ "$(get /v1/runs | jq '.runs | length')" = 0 ]; }
+# The image of fault-matrix source NAME (its ref ends in images/NAME/; its name is NAME[:tag]).
+is_image() { echo "(i.ref LIKE '%/images/$1/%' OR i.name = '$1' OR i.name LIKE '$1:%')"; }
 device_of() { db "SELECT a.device_path FROM activations a JOIN images i ON i.id = a.image_id
-                  WHERE i.ref LIKE '%/images/$1/%' AND a.state = 'active'"; }
-image_state() { db "SELECT state FROM images WHERE ref LIKE '%/images/$1/%'"; }
+                  WHERE $(is_image "$1") AND a.state = 'active'"; }
+image_state() { db "SELECT i.state FROM images i WHERE $(is_image "$1")"; }
 
 # ---- 1. gc --force through a working daemon ----------------------------------------------------
 # The orphan device of f's killed attempt is spared while f's run is unfinished (made since it
