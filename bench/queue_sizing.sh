@@ -145,7 +145,16 @@ one_run() {
         $T process-image --device-size 1G "dir:$SRCDIR/images/$i/" >/dev/null 2>"$W/$i.err" &
         pids+=($!)
     done
-    for p in "${pids[@]}"; do wait "$p" || { echo "an image failed ($mode)" >&2; tail -20 "$W"/*.err "$W/daemon.log" >&2; exit 1; }; done
+    local failed=0
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done
+    if [ "$failed" = 1 ]; then
+        echo "an image failed ($mode, hog $hog)" >&2
+        for f in "$W"/*.err; do echo "--- $f" >&2; grep -v '^time=' "$f" | tail -n 5 >&2; done
+        grep -E 'level=(warn|error)|queue limit' "$W/daemon.log" | tail -n 40 >&2
+        mkdir -p "$BUILD/bench-queue-logs"
+        cp "$W/daemon.log" "$BUILD/bench-queue-logs/failed-$mode-hog$hog.log"
+        exit 1
+    fi
     t1=$(now_us)
     stop_bg "$SAMPLER"
     SAMPLER=""

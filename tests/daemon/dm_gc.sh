@@ -122,7 +122,13 @@ LISTED=$(gc_set "$S/dry.json" '.removable')
 [ -n "$LISTED" ] || fail "the dry run through the daemon listed nothing: $(cat "$S/dry.json")"
 assert_eq "$(gc_set "$S/force.json" '.result == "done"')" "$LISTED" \
     "what gc --force removed vs what the dry run listed"
-for p in "${PIDS[@]}"; do wait "$p" || fail "a process-image submitted during gc failed"; done
+for i in "${!PIDS[@]}"; do
+    wait "${PIDS[$i]}" || {
+        grep -v '^time=' "$S/p-$i.json" | tail -n 20 >&2
+        grep -E 'level=(warn|error)|gc requested|orphan' "$DLOG" | tail -n 30 >&2
+        fail "process-image $i, submitted during gc, failed"
+    }
+done
 check_content f "$(device_of f)"
 check_content h "$(device_of h)"
 assert_eq "$(image_state small)" ready "image small"
