@@ -5,14 +5,17 @@
 #
 # Four independent two-layer images (made on the host before the boot, deterministic) go
 # through a daemon at once (four process-image CLIs forwarded to it), timed from submitting to
-# all active, on a fresh state directory and pool each time:
+# all active (the CLIs are waited on, not polled), on a fresh state directory and pool each time.
+# A sampler reads the unpack queue's limit (GET /v1/queues) and /proc/pressure/io every 0.5 s:
 #   (a) a quiet host: --unpack-queue 1, 2 and 4 (fixed) and the default (sized to the load,
-#       --unpack-queue-max 4): the sized queue's highest limit (from GET /v1/queues, polled) and
-#       its time against the best fixed one, as a ratio (goal <= 1.05);
-#   (b) the same with an I/O hog writing with O_DIRECT to another loop device on the same disk
-#       from the start: how long the sized queue took to reach 1 after the hog started, and the
-#       host's I/O PSI "some" avg10 while it ran, against a fixed limit of 4.
-# Prints every run and the ratios.
+#       --unpack-queue-max 4): the sized queue's highest limit and its time against the best
+#       fixed one, as a ratio (goal <= 1.05; medians over ROUNDS);
+#   (b) the same with an I/O hog (dd oflag=direct, without pause) writing to another loop device
+#       on the same backing store, started just before the images: how long the sized queue took
+#       to reach 1 after the hog started, and the host's I/O PSI "some" avg10 while the images
+#       ran, against a fixed limit of 4.
+# Prints every run, the sized runs' limit changes (the daemon's log) and the ratios. Run it under
+# the VM lock: flock /tmp/thinimg-vm.lock bench/queue_sizing.sh build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
@@ -57,12 +60,23 @@ fi
 export THINIMG_HEALTH_TIMEOUT_MS=30000 # emulated: a health check may take seconds
 T="$BUILD/thinimg --log-level warn"
 POOL=benchs
+SAMPLE_S=0.5 # how often the sampler reads GET /v1/queues and /proc/pressure/io
 W=""
 DPID=""
 HOG=""
 HOGLOOP=""
+SAMPLER=""
+stop_bg() { # pid: kill it, then what it was waiting on (a dd, a sleep), and reap it
+    local kids
+    kids=$(pgrep -P "$1" || true)
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    [ -z "$kids" ] || kill -KILL $kids 2>/dev/null || true
+}
 cleanup() {
-    [ -n "$HOG" ] && { kill "$HOG" 2>/dev/null; wait "$HOG" 2>/dev/null || true; }
+    [ -n "$SAMPLER" ] && stop_bg "$SAMPLER"
+    SAMPLER=""
+    [ -n "$HOG" ] && stop_bg "$HOG"
     HOG=""
     [ -n "$DPID" ] && { kill -KILL "$DPID" 2>/dev/null; wait "$DPID" 2>/dev/null || true; }
     DPID=""
@@ -82,17 +96,32 @@ cleanup() {
 trap cleanup EXIT
 now_us() { echo "${EPOCHREALTIME/./}"; }
 io_some() { awk '/^some/ {sub("avg10=", "", $2); print $2}' /proc/pressure/io 2>/dev/null || echo 0; }
+[ -r /proc/pressure/io ] || echo "note: this kernel has no /proc/pressure/io: the controller sees no PSI" >&2
 
-# one_run MODE HOG: MODE is 1, 2, 4 (fixed) or sized; HOG 1 starts the I/O hog first. Sets SECS,
-# PEAK (highest unpack limit seen), DROP_S (seconds from the hog's start to a limit of 1, or -),
-# PSI (mean I/O some avg10 sampled while the images ran).
+# sampler T0 FILE: every SAMPLE_S, one line "MICROSECONDS_SINCE_T0 UNPACK_LIMIT IO_SOME_AVG10"
+# (curl and jq: no interpreter start-up competing with the images for the two vCPUs).
+sampler() {
+    local t0=$1 out=$2 lim
+    while :; do
+        lim=$(curl -s --max-time 2 --unix-socket "$W/state/thinimg.sock" http://x/v1/queues |
+            jq -r '.queues[] | select(.queue == "unpack") | .limit' 2>/dev/null) || lim=0
+        echo "$(($(now_us) - t0)) ${lim:-0} $(io_some)" >>"$out"
+        sleep "$SAMPLE_S"
+    done
+}
+
+# one_run MODE HOG: MODE is 1, 2, 4 (fixed) or sized; HOG 1 starts the I/O hog just before the
+# images. Sets SECS (submitting to all four active; waited on directly, not polled), PEAK
+# (highest unpack limit sampled), DROP_S (seconds from the hog's start to the first limit of 1,
+# or -), PSI (mean I/O some avg10 sampled while the images ran), CHANGES (the daemon's limit
+# changes).
 one_run() {
     local mode=$1 hog=$2 t0 t1 pids=() q
     W="$(mktemp -d "$THINIMG_VM_TMP/benchs.XXXXXX")"
     export THINIMG_STATE_DIR="$W/state" THINIMG_POOL=$POOL
     $T setup-pool --data-size 1G >/dev/null
     $T health >/dev/null 2>&1 || true
-    for i in $IMAGES; do $T fetch "dir:$SRCDIR/images/$i/" >/dev/null; done
+    for i in $IMAGES; do $T fetch "dir:$SRCDIR/images/$i/" >/dev/null 2>&1; done
     if [ "$mode" = sized ]; then q=(--unpack-queue-max 4); else q=(--unpack-queue "$mode"); fi
     $BUILD/thinimg --log-level info daemon "${q[@]}" >>"$W/daemon.log" 2>&1 &
     DPID=$!
@@ -100,40 +129,44 @@ one_run() {
         [ -S "$W/state/thinimg.sock" ] && $T list-images >/dev/null 2>&1 && break
         sleep 0.05
     done
-    local hog_t0=0
+    t0=$(now_us)
+    echo "daemon up at $(date -u +%T.%N | cut -c1-12)" >>"$W/daemon.log"
+    sampler "$t0" "$W/samples" &
+    SAMPLER=$!
     if [ "$hog" = 1 ]; then
+        # Another loop device on the same backing store (the guest tmpfs), written with O_DIRECT
+        # without pause: every write waits for the device, which is what I/O PSI counts.
         truncate -s 2G "$W/hog.img"
-        HOGLOOP=$(losetup -f --show --direct-io=on "$W/hog.img")
+        HOGLOOP=$(losetup -f --show "$W/hog.img")
         (while :; do dd if=/dev/zero of="$HOGLOOP" bs=1M count=512 oflag=direct 2>/dev/null; done) &
         HOG=$!
-        hog_t0=$(now_us)
     fi
-    t0=$(now_us)
     for i in $IMAGES; do
-        $T process-image --device-size 1G "dir:$SRCDIR/images/$i/" >/dev/null &
+        $T process-image --device-size 1G "dir:$SRCDIR/images/$i/" >/dev/null 2>"$W/$i.err" &
         pids+=($!)
     done
-    PEAK=0
-    DROP_S=-
-    local psum=0 pn=0 lim
-    while :; do
-        local running=0
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && running=1; done
-        [ "$running" = 0 ] && break
-        lim=$(curl -s --unix-socket "$W/state/thinimg.sock" http://x/v1/queues |
-            python3 -c 'import json,sys; print([q["limit"] for q in json.load(sys.stdin)["queues"] if q["queue"]=="unpack"][0])' 2>/dev/null || echo 0)
-        [ "$lim" -gt "$PEAK" ] && PEAK=$lim
-        if [ "$hog" = 1 ] && [ "$DROP_S" = - ] && [ "$lim" = 1 ]; then
-            DROP_S=$(awk -v us="$(($(now_us) - hog_t0))" 'BEGIN { printf "%.1f", us / 1e6 }')
-        fi
-        psum=$(awk -v a="$psum" -v b="$(io_some)" 'BEGIN { print a + b }')
-        pn=$((pn + 1))
-        sleep 1
-    done
-    for p in "${pids[@]}"; do wait "$p" || { echo "an image failed ($mode)" >&2; tail -20 "$W/daemon.log" >&2; exit 1; }; done
+    local failed=0
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done
+    if [ "$failed" = 1 ]; then
+        echo "an image failed ($mode, hog $hog)" >&2
+        for f in "$W"/*.err; do echo "--- $f" >&2; grep -v '^time=' "$f" | tail -n 5 >&2; done
+        grep -E 'level=(warn|error)|queue limit' "$W/daemon.log" | tail -n 40 >&2
+        mkdir -p "$BUILD/bench-queue-logs"
+        cp "$W/daemon.log" "$BUILD/bench-queue-logs/failed-$mode-hog$hog.log"
+        exit 1
+    fi
     t1=$(now_us)
+    stop_bg "$SAMPLER"
+    SAMPLER=""
     SECS=$(awk -v us="$((10#$t1 - 10#$t0))" 'BEGIN { printf "%.2f", us / 1e6 }')
-    PSI=$(awk -v s="$psum" -v n="$pn" 'BEGIN { printf "%.1f", n ? s / n : 0 }')
+    PEAK=$(awk '$2 > m { m = $2 } END { print m + 0 }' "$W/samples")
+    DROP_S=$(awk -v h="$hog" 'h == 1 && $2 == 1 { printf "%.1f", $1 / 1e6; f = 1; exit } END { if (!f) print "-" }' "$W/samples")
+    PSI=$(awk '{ s += $3; n++ } END { printf "%.1f", n ? s / n : 0 }' "$W/samples")
+    CHANGES=$(grep 'msg="queue limit follows the load" queue=unpack' "$W/daemon.log" |
+        sed -e 's/^time=[^ ]*T\([0-9:.]*\)Z .* reason=/\1 /' | paste -sd ';' || true)
+    mkdir -p "$BUILD/bench-queue-logs"
+    cp "$W/daemon.log" "$BUILD/bench-queue-logs/$mode-hog$hog.log"
+    cp "$W/samples" "$BUILD/bench-queue-logs/$mode-hog$hog.samples"
     kill -TERM "$DPID"
     wait "$DPID" || true
     DPID=""
@@ -141,13 +174,15 @@ one_run() {
 }
 
 declare -A BEST
+SIZED_PEAK=0
 echo "(a) a quiet host: four independent images through the daemon"
 for r in $(seq 1 "$ROUNDS"); do
     for mode in 1 2 4 sized; do
         one_run "$mode" 0
-        echo "  round $r: unpack queue $mode: $SECS s (highest limit $PEAK)"
+        echo "  round $r: unpack queue $mode: $SECS s (highest limit $PEAK, I/O some avg10 $PSI%)"
+        [ "$mode" = sized ] && echo "    changes: ${CHANGES:-none}"
         BEST[$mode]="${BEST[$mode]:-} $SECS"
-        [ "$mode" = sized ] && SIZED_PEAK=$PEAK
+        [ "$mode" = sized ] && [ "$PEAK" -gt "$SIZED_PEAK" ] && SIZED_PEAK=$PEAK
     done
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -163,4 +198,6 @@ f_secs=$SECS f_psi=$PSI
 echo "  unpack queue 4 (fixed): $f_secs s, I/O some avg10 while running: $f_psi%"
 one_run sized 1
 echo "  sized: $SECS s, reached 1 after ${DROP_S} s of the hog (goal <= 10 s), I/O some avg10: $PSI%"
-awk -v a="$PSI" -v b="$f_psi" 'BEGIN { printf "  I/O pressure sized / fixed 4 = %.2f (goal < 1)\n", b > 0 ? a / b : 0 }'
+echo "    changes: ${CHANGES:-none}"
+awk -v a="$PSI" -v b="$f_psi" 'BEGIN { printf "  I/O pressure sized / fixed 4 = %.2f (goal < 1)\n", (b > 0 ? a / b : 0) }'
+echo "  every image completed in both runs"

@@ -3,6 +3,11 @@
  * its thin devices: id, name, kind, state from the database, and whether each is active.
  * Devices active in the kernel under the pool's name prefix that the database does not know
  * are listed too (state "unknown"): they are what gc calls orphans.
+ *
+ * While a daemon serves the state directory, its queues (limit, maximum, pinned or sized to the
+ * load, the last change and the signals it saw: GET /v1/queues) and its idle collection of
+ * orphans (how many wait, when the next may go, or why none is collected: GET /v1/gc) are shown
+ * too.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,8 +22,10 @@
 #include "pipeline/gc.h"
 #include "cli/pool_report.h"
 #include "cli/table.h"
+#include "daemon/client.h"
 #include "daemon/views.h"
 #include "dm/pool.h"
+#include "tui/loadview.h"
 #include "util/cleanup.h"
 #include "util/timeutil.h"
 
@@ -29,7 +36,9 @@ static void usage(FILE *out)
             "\n"
             "Show the thin pool (data and metadata usage, mode, flags, transaction id, health)\n"
             "and its thin devices: id, name, kind, state in the database, and whether active.\n"
-            "Field meanings: docs/dm.md (\"Status fields\").\n"
+            "While a daemon runs: each queue's limit, maximum, pinned or sized to the load, its\n"
+            "last change and signals, and the orphans waiting for the idle collection.\n"
+            "Field meanings: docs/dm.md (\"Status fields\"), docs/safety.md (queues, orphans).\n"
             "\n"
             "Exit codes: 0 ok, 3 pool unhealthy or no device-mapper here, 4 pool not active,\n"
             "1 other failure.\n");
@@ -71,6 +80,97 @@ static void print_devices(const struct view_device *v, size_t n)
     table_free(&t);
 }
 
+/* ---- the daemon's queues and idle orphan collection ------------------------------------------ */
+
+/* How long status waits for each of the daemon's answers (both come from memory). */
+#define STATUS_DAEMON_MS 3000
+
+struct daemon_load {
+    json_t *queues; /* GET /v1/queues, NULL when unknown */
+    json_t *gc;     /* GET /v1/gc, NULL when unknown */
+    char note[300]; /* no daemon, or why its answers are missing */
+};
+
+static json_t *daemon_get(struct api_client *api, const char *path, struct err *e)
+{
+    long status = 0;
+    json_t *reply = NULL;
+    if (api_call(api, "GET", path, NULL, STATUS_DAEMON_MS, &status, &reply, e) < 0)
+        return NULL;
+    if (status == 200)
+        return reply;
+    api_reply_error(status, reply, e);
+    json_decref(reply);
+    return NULL;
+}
+
+static void daemon_load_get(struct cli *cli, struct daemon_load *dl)
+{
+    *dl = (struct daemon_load){0};
+    struct api_client *api = NULL;
+    struct err e = {0};
+    int r = api_client_detect(&cli->cfg, &api, &e);
+    if (r == 0) {
+        snprintf(dl->note, sizeof(dl->note),
+                 "no daemon runs: each process-image sizes its own queues (docs/safety.md)");
+        return;
+    }
+    if (r > 0) {
+        dl->queues = daemon_get(api, "/v1/queues", &e);
+        dl->gc = daemon_get(api, "/v1/gc", &e);
+        api_client_free(api);
+    }
+    if (!dl->queues || !dl->gc)
+        snprintf(dl->note, sizeof(dl->note), "the daemon's queues and orphans are unknown: %s",
+                 err_str(&e));
+}
+
+static void daemon_load_free(struct daemon_load *dl)
+{
+    json_decref(dl->queues);
+    json_decref(dl->gc);
+}
+
+static void daemon_load_json(const struct daemon_load *dl, json_t *o)
+{
+    json_object_set(o, "queues", dl->queues ? json_object_get(dl->queues, "queues") : json_null());
+    json_object_set(o, "auto_gc_orphans",
+                    dl->gc ? json_object_get(dl->gc, "auto_gc_orphans") : json_null());
+    if (dl->note[0])
+        json_object_set_new(o, "daemon_note", json_string(dl->note));
+}
+
+static void daemon_load_text(const struct daemon_load *dl)
+{
+    if (dl->note[0])
+        printf("\n%s\n", dl->note);
+    const json_t *arr = json_object_get(dl->queues, "queues");
+    if (json_array_size(arr)) {
+        struct table t = TABLE_INIT;
+        table_header(&t, "QUEUE", "LIMIT", "MAX", "SIZING", "LAST CHANGE", "SIGNALS", NULL);
+        for (size_t i = 0; i < json_array_size(arr); i++) {
+            const json_t *q = json_array_get(arr, i);
+            char limit[16], max[16], sig[160];
+            snprintf(limit, sizeof(limit), "%lld",
+                     (long long)json_integer_value(json_object_get(q, "limit")));
+            snprintf(max, sizeof(max), "%lld",
+                     (long long)json_integer_value(json_object_get(q, "max")));
+            loadview_queue_signals(q, sig, sizeof(sig));
+            const char *change = json_string_value(json_object_get(q, "last_change"));
+            table_row(&t, json_string_value(json_object_get(q, "queue")) ?: "?", limit, max,
+                      loadview_queue_mode(q), change ? change : "-", sig, NULL);
+        }
+        putchar('\n');
+        table_print(&t, stdout);
+        table_free(&t);
+    }
+    if (dl->gc) {
+        char line[512];
+        loadview_orphans_line(dl->gc, now_ms(), line, sizeof(line));
+        printf("\nidle orphan collection: %s\n", line);
+    }
+}
+
 int cmd_status(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -106,6 +206,8 @@ int cmd_status(struct cli *cli, int argc, char **argv)
         return cli_fail("status", r, NULL);
     struct gc_report orphans = {0};
     bool have_orphans = pr == 0 && scan_orphans(cli, db, &info, &orphans);
+    struct daemon_load dl;
+    daemon_load_get(cli, &dl);
     char orphan_summary[256] = "nothing";
     if (have_orphans)
         gc_report_summary(&orphans, orphan_summary, sizeof(orphan_summary));
@@ -113,8 +215,9 @@ int cmd_status(struct cli *cli, int argc, char **argv)
     if (json) {
         json_t *o = json_object();
         if (have_orphans)
-            json_object_set_new(o, "orphans", json_pack("{s:i, s:s}", "count", (int)orphans.n,
-                                                        "summary", orphan_summary));
+            json_object_set_new(
+                o, "orphans",
+                json_pack("{s:i, s:s}", "count", (int)orphans.n, "summary", orphan_summary));
         json_object_set_new(
             o, "pool", pr == 0 ? pool_report_json(&info, hr < 0 ? &health : NULL) : json_null());
         if (pr < 0)
@@ -123,6 +226,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
         for (size_t i = 0; i < ndevs; i++)
             json_array_append_new(arr, view_device(&devs[i]));
         json_object_set_new(o, "devices", arr);
+        daemon_load_json(&dl, o);
         cli_print_json(o);
     } else {
         if (pr == 0)
@@ -132,7 +236,9 @@ int cmd_status(struct cli *cli, int argc, char **argv)
         print_devices(devs, ndevs);
         if (have_orphans && orphans.n > 0)
             printf("\norphans: %s (see `thinimg gc`)\n", orphan_summary);
+        daemon_load_text(&dl);
     }
+    daemon_load_free(&dl);
     gc_report_free(&orphans);
     if (pr < 0)
         return cli_exit_code(pr);

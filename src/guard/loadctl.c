@@ -26,6 +26,11 @@ struct loadctl_params loadctl_defaults(int max, bool watch_pool)
         .drop_ratio = 0.5,
         /* 30 s without raises after a decrease: avg10 needs ~10 s to show the relief. */
         .hold_ticks = 15,
+        /* The last interval's own I/O share counts when two intervals in a row (4 s) pass a
+         * high threshold: a hog starting is acted on in 4 to 6 s rather than the 10 s or more
+         * avg10 needs to climb, and one busy interval (a journal commit, an fsync) is not
+         * trouble. */
+        .now_ticks = 2,
     };
 }
 
@@ -81,6 +86,13 @@ static const char *trouble(const struct loadctl *c, const struct loadctl_signals
         snprintf(buf, n, "I/O pressure: tasks stalled %.1f%% of the time", s->io_some);
         return buf;
     }
+    if (s->psi && c->hot >= c->p.now_ticks) {
+        snprintf(buf, n, "I/O pressure: %s tasks stalled %.1f%% of the last %d s",
+                 s->io_full_now > c->p.full_high ? "all" : "some",
+                 s->io_full_now > c->p.full_high ? s->io_full_now : s->io_some_now,
+                 c->p.now_ticks * LOADCTL_INTERVAL_MS / 1000);
+        return buf;
+    }
     if (s->psi && s->mem_full > c->p.mem_full_high) {
         snprintf(buf, n, "memory pressure: all tasks stalled %.1f%% of the time", s->mem_full);
         return buf;
@@ -107,6 +119,8 @@ enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals
                  "no pressure stall information (PSI) in this kernel: the queue limit follows "
                  "the health checks, the pool and throughput only");
     }
+    bool hot = s->psi && (s->io_full_now > c->p.full_high || s->io_some_now > c->p.some_high);
+    c->hot = hot ? c->hot + 1 : 0;
     char why[128];
     const char *t = trouble(c, s, why, sizeof(why));
     if (t)

@@ -11,8 +11,10 @@
  *  - trouble halves the limit at once (floor 1) and holds it for hold_ticks: the host's health
  *    check sees tasks stuck in D state or kernel-log warnings; the pool (unpack only) is past
  *    its low-water mark, nearly full, read-only or needs_check; PSI says tasks stalled on I/O
- *    or memory more than the high thresholds; throughput per worker fell below drop_ratio of
- *    what it was when the current limit was accepted (the disk is saturated or sick);
+ *    or memory more than the high thresholds, in the 10 s average or, for I/O, in each of the
+ *    last now_ticks intervals (the total counters: a hog is seen in seconds, while avg10 takes
+ *    ten to catch up, and one busy interval alone does not count); throughput per worker fell below
+ * drop_ratio of what it was when the current limit was accepted (the disk is saturated or sick);
  *  - the limit rises by one only when work is waiting for a slot, every slot is busy, pressure
  *    has stayed under the low thresholds for calm_ticks intervals in a row, and nothing held it;
  *  - a raise is a probe: after probe_ticks intervals its throughput must beat the throughput
@@ -37,6 +39,8 @@ struct loadctl_signals {
     double io_some;      /* % of time some task stalled on I/O (avg10) */
     double io_full;      /* % of time all tasks stalled on I/O (avg10) */
     double mem_full;     /* % of time all tasks stalled on memory (avg10) */
+    double io_some_now;  /* % of the last interval some task stalled on I/O (total counter) */
+    double io_full_now;  /* % of the last interval all tasks stalled on I/O (total counter) */
     bool host_trouble;   /* the health check's verdict: D-state tasks, kernel-log warnings */
     bool pool_trouble;   /* pool past low water, nearly full, read-only or needs_check */
     const char *trouble; /* what the trouble is, for the reason (may be NULL) */
@@ -57,6 +61,7 @@ struct loadctl_params {
     double gain_min;      /* a raise must add this share of throughput (0.10 = 10%) */
     double drop_ratio;    /* halve when throughput per worker falls below this share */
     int hold_ticks;       /* after a decrease or an undone raise: no raise for this long */
+    int now_ticks;        /* intervals in a row whose own share must pass a high threshold */
 };
 
 /* Defaults for a queue whose maximum is max (see loadctl.c for the reasons of each). */
@@ -72,6 +77,7 @@ struct loadctl {
     /* state */
     int calm;        /* consecutive calm intervals with waiting work */
     int hold;        /* intervals left in which no raise happens */
+    int hot;         /* consecutive intervals whose own I/O share passed a high threshold */
     int probe;       /* > 0: intervals left in the probe of the last raise */
     double base_sum; /* throughput summed over the calm intervals before a raise */
     int base_n;

@@ -27,6 +27,9 @@ struct loadloop {
     struct loadloop_state st[LOADLOOP_N];
     uint64_t last_work[LOADLOOP_N];
     int64_t last_mono;
+    /* I/O PSI total counters (microseconds) at the last sample, for the interval's own share */
+    uint64_t last_io_some_us, last_io_full_us;
+    int64_t last_psi_mono;
 };
 
 const char *loadloop_queue_name(enum loadloop_queue q)
@@ -43,8 +46,20 @@ int loadloop_default_max(enum loadloop_queue q)
     return (int)m;
 }
 
-/* The pressure signals of the last interval; psi false when the kernel has none. */
-static void sample_psi(const struct loadloop *l, struct loadctl_signals *s)
+/* Percent of the interval from a total counter's growth (0 when the counter went back). */
+static double share(uint64_t now_us, uint64_t then_us, int64_t interval_ms)
+{
+    if (now_us < then_us)
+        return 0;
+    if (interval_ms < 1)
+        interval_ms = 1; /* two samples within a millisecond (only when ticked by hand) */
+    double pct = (double)(now_us - then_us) / ((double)interval_ms * 10.0);
+    return pct > 100 ? 100 : pct;
+}
+
+/* The pressure signals of the last interval; psi false when the kernel has none. Keeps the
+ * I/O totals for the next interval's own share (the first sample has none: 0). */
+static void sample_psi(struct loadloop *l, struct loadctl_signals *s)
 {
     struct psi io, mem;
     s->psi = psi_read(l->o.src.proc_root, PSI_IO, &io) == 0 &&
@@ -54,6 +69,16 @@ static void sample_psi(const struct loadloop *l, struct loadctl_signals *s)
     s->io_some = io.some.avg10;
     s->io_full = io.full.present ? io.full.avg10 : 0;
     s->mem_full = mem.full.present ? mem.full.avg10 : 0;
+    int64_t now = mono_ms();
+    if (l->last_psi_mono) {
+        s->io_some_now = share(io.some.total_us, l->last_io_some_us, now - l->last_psi_mono);
+        s->io_full_now = io.full.present
+                             ? share(io.full.total_us, l->last_io_full_us, now - l->last_psi_mono)
+                             : 0;
+    }
+    l->last_psi_mono = now;
+    l->last_io_some_us = io.some.total_us;
+    l->last_io_full_us = io.full.total_us;
 }
 
 void loadloop_tick(struct loadloop *l)
@@ -86,15 +111,14 @@ void loadloop_tick(struct loadloop *l)
             continue;
         enum loadctl_change ch = loadctl_step(&l->ctl[q], &s);
         if (l->ctl[q].note[0]) {
-            log_info("queue sizing", "queue=%s note=\"%s\"", loadloop_queue_name(q),
-                     l->ctl[q].note);
+            log_info("queue sizing", "queue=%s note=%s", loadloop_queue_name(q), l->ctl[q].note);
             l->ctl[q].note[0] = '\0';
         }
         if (ch == LOADCTL_SAME)
             continue;
         l->st[q].limit = l->ctl[q].limit;
         snprintf(l->st[q].reason, sizeof(l->st[q].reason), "%s", l->ctl[q].reason);
-        log_info("queue limit follows the load", "queue=%s limit=%d reason=\"%s\"",
+        log_info("queue limit follows the load", "queue=%s limit=%d reason=%s",
                  loadloop_queue_name(q), l->ctl[q].limit, l->ctl[q].reason);
         fsm_queue_set_limit(l->o.mgr, loadloop_queue_name(q), l->ctl[q].limit);
     }
@@ -138,17 +162,33 @@ int loadloop_start(const struct loadloop_opts *o, struct loadloop **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&l->wake, &ca);
     pthread_condattr_destroy(&ca);
+    /* The signals as they are at start, so that status shows the pressure before the first
+     * interval has passed; the first step measures throughput from here. */
+    struct loadctl_signals first = {0};
+    sample_psi(l, &first);
+    l->last_mono = mono_ms();
     for (int q = 0; q < LOADLOOP_N; q++) {
         int max = o->max[q] > 0 ? o->max[q] : loadloop_default_max(q);
         struct loadctl_params p = loadctl_defaults(max, q == LOADLOOP_UNPACK);
         l->st[q].max = max;
         l->st[q].pinned = o->pinned[q] > 0;
         struct fsm_queue_stats qs;
-        int start = fsm_queue_stats(o->mgr, loadloop_queue_name(q), &qs) == 0 ? qs.limit : 1;
+        bool have = fsm_queue_stats(o->mgr, loadloop_queue_name(q), &qs) == 0;
+        int start = have ? qs.limit : 1;
+        l->st[q].last = first;
+        if (have) {
+            l->last_work[q] = qs.work_done;
+            l->st[q].last.running = qs.running;
+            l->st[q].last.waiting = qs.waiting;
+        }
         if (o->pinned[q] > 0)
             start = o->pinned[q];
         loadctl_init(&l->ctl[q], &p, start);
-        l->st[q].limit = l->ctl[q].limit;
+        /* A pinned queue runs at the operator's limit even above the maximum the controller
+         * would use: report that, not the controller's clamped view. */
+        l->st[q].limit = o->pinned[q] > 0 ? o->pinned[q] : l->ctl[q].limit;
+        if (l->st[q].limit > l->st[q].max)
+            l->st[q].max = l->st[q].limit;
         if (!l->st[q].pinned && l->ctl[q].limit != start)
             fsm_queue_set_limit(o->mgr, loadloop_queue_name(q), l->ctl[q].limit);
     }

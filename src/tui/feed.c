@@ -17,6 +17,7 @@
 #include "pipeline/imagedb.h"
 #include "source/ref.h"
 #include "store/db.h"
+#include "tui/loadview.h"
 #include "util/timeutil.h"
 
 struct feed {
@@ -92,6 +93,19 @@ static json_t *get(struct feed *f, const char *path, struct err *e)
         return NULL;
     }
     return r < 0 ? NULL : reply;
+}
+
+/* The queue sizing (GET /v1/queues) and the idle orphan collection (GET /v1/gc). */
+static void load_from_daemon(struct feed *f, struct feed_snapshot *s, struct err *e)
+{
+    json_t *queues = get(f, "/v1/queues", e);
+    if (queues)
+        loadview_queues_line(queues, s->queues, sizeof(s->queues));
+    json_decref(queues);
+    json_t *gc = get(f, "/v1/gc", e);
+    if (gc)
+        loadview_orphans_line(gc, now_ms(), s->orphans, sizeof(s->orphans));
+    json_decref(gc);
 }
 
 static size_t runs_from_json(json_t *arr, struct feed_run *v, size_t max, size_t *total)
@@ -182,21 +196,7 @@ static int refresh_live(struct feed *f, struct feed_snapshot *s)
                  json_string_value(json_object_get(a, "device_path")) ?: "-");
     }
     json_decref(acts);
-    json_t *queues = get(f, "/v1/queues", &e);
-    arr = json_object_get(queues, "queues");
-    size_t off = 0;
-    for (size_t i = 0; i < json_array_size(arr) && off < sizeof(s->queues); i++) {
-        json_t *q = json_array_get(arr, i);
-        const char *change = json_string_value(json_object_get(q, "last_change"));
-        off += (size_t)snprintf(
-            s->queues + off, sizeof(s->queues) - off, "%s%s %lld (%s %lld%s%s)", i ? "  " : "",
-            json_string_value(json_object_get(q, "queue")) ?: "?",
-            (long long)json_integer_value(json_object_get(q, "limit")),
-            json_is_true(json_object_get(q, "pinned")) ? "pinned; max" : "sized to the load; max",
-            (long long)json_integer_value(json_object_get(q, "max")), change ? "; " : "",
-            change ? change : "");
-    }
-    json_decref(queues);
+    load_from_daemon(f, s, &e);
     struct err pe = {0};
     json_t *pool = get(f, "/v1/pool", &pe);
     snprintf(s->pool.name, sizeof(s->pool.name), "%s", f->cfg->pool_name);

@@ -73,7 +73,8 @@ struct feed_snapshot {
     struct feed_act acts[FEED_MAX_ACTS];
     size_t n_acts;
     struct feed_pool pool;
-    char queues[256]; /* "fetch 4 (max 4)  unpack 1 (max 2, 2 -> 1: I/O pressure ...)" */
+    char queues[512];  /* tui/loadview.h: each queue's limit, sizing, last change, signals */
+    char orphans[256]; /* the idle collection: waiting, when the next may go (live only) */
 };
 
 struct feed_entry {

@@ -171,6 +171,8 @@ static void draw_dashboard(struct monitor *m)
     else if (s->queues[0])
         put(y, 0, 0, "QUEUES %s", s->queues);
     y++;
+    if (s->orphans[0])
+        put(y++, 0, 0, "ORPHANS %s", s->orphans);
     const char *logs[FEED_MAX_LOGS];
     size_t nlogs = feed_logs(m->feed, logs, FEED_MAX_LOGS);
     int want[4] = {(int)(s->n_active ? s->n_active : 1) + 1, (int)(s->n_recent ? s->n_recent : 1),

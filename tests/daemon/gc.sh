@@ -19,6 +19,9 @@
 #     collected, the daemon says why; gc --force through it exits 3.
 #  6. --no-auto-gc-orphans leaves orphans (checked in 1, after several passes); bad
 #     --auto-gc-orphans-grace values exit 2.
+#  7. `thinimg status` (text and --json) next to the daemon: each queue's limit, maximum, pinned
+#     or sized to the load, and signals; the orphans waiting and when the next may go; the idle
+#     collection off, or refused and why (checked in 1 and 5 too).
 source "$(dirname "$0")/lib.sh"
 need python3
 export THINIMG_POOL=gctest$$
@@ -87,6 +90,8 @@ expect_error POST /v1/gc '{"timeout": 0}' 400 invalid 'field "timeout" must be a
 expect_error PUT /v1/gc '{}' 405 method 'not allowed'
 assert_eq "$(api GET /v1/gc)" 200 "GET /v1/gc"
 assert_eq "$(j .auto_gc_orphans.enabled)" false "GET /v1/gc with --no-auto-gc-orphans"
+assert_contains "$($T status 2>/dev/null || true)" \
+    "idle orphan collection: idle collection off (--no-auto-gc-orphans)" "status: collection off"
 assert_eq "$(api POST /v1/gc '{}')" 200 "POST /v1/gc, dry run"
 assert_eq "$(j .mode)" dry-run "API dry run"
 
@@ -200,6 +205,9 @@ sleep 2
 [ -f "$TMPD/old4.part" ] || fail "an orphan was collected on an unhealthy host"
 assert_eq "$(api GET /v1/gc)" 200 "GET /v1/gc"
 assert_contains "$(j .auto_gc_orphans.refused)" "not healthy" "GET /v1/gc says why"
+st=$($T status 2>/dev/null || true)
+assert_contains "$st" "not collected while the host is not healthy: " "status says why"
+assert_contains "$st" "switching pool to read-only mode" "status quotes the kernel log line"
 result_of "$W/sick" $T gc --force
 assert_eq "$(tail -1 "$W/sick")" "exit 3" "gc --force through the daemon on an unhealthy host"
 assert_contains "$(cat "$W/sick")" "not healthy" "the refusal says why"
@@ -218,3 +226,38 @@ done
 $T daemon --help | grep -q -- '--no-auto-gc-orphans' || fail "daemon --help"
 $T gc --help | grep -q 'While the daemon runs, gc is done by it' || fail "gc --help"
 pass "options"
+
+# ---- 7. status next to the daemon ----------------------------------------------------------
+# A temp file written now waits out its grace (60 s); the unpack queue is pinned, fetch sized.
+mkdir -p "$TMPD"
+echo "fresh" >"$TMPD/young.part"
+start_daemon --no-pool-setup --auto-gc-orphans-grace 60s --unpack-queue 1 --unpack-queue-max 2 --fetch-queue-max 3
+waiting() { api GET /v1/gc >/dev/null && [ "$(j .auto_gc_orphans.waiting)" = 1 ]; }
+wait_for waiting || fail "GET /v1/gc never counted the young temp file: $(cat "$W/out.json")"
+result_of "$W/status" $T status
+st=$(cat "$W/status")
+grep -qE '^unpack +1 +2 +pinned +- +(I/O some [0-9.]+% full [0-9.]+%, memory full [0-9.]+%|no PSI); 0 running, 0 waiting; 0 B/s$' \
+    <<<"$st" || fail "status: no pinned unpack queue row: $st"
+grep -qE '^fetch +[0-9]+ +3 +sized to the load +' <<<"$st" || fail "status: no sized fetch row: $st"
+assert_contains "$st" "idle orphan collection: 1 waiting; the next may go in " "status: waiting"
+assert_contains "$st" "when idle (grace 1m00s), next look " "status: grace and next look"
+$T status --json >"$W/status.json" 2>/dev/null || true
+assert_eq "$(jq -r '.queues[] | select(.queue=="unpack") | "\(.limit) \(.max) \(.pinned)"' "$W/status.json")" \
+    "1 2 true" "status --json: unpack queue"
+assert_eq "$(jq -r '.queues[] | select(.queue=="fetch") | "\(.max) \(.pinned) \(.signals.running)"' "$W/status.json")" \
+    "3 false 0" "status --json: fetch queue"
+now=$(date +%s%3N)
+due=$(jq -r '.auto_gc_orphans.next_due_ms' "$W/status.json")
+assert_eq "$(jq -r '.auto_gc_orphans | "\(.enabled) \(.waiting) \(.grace_ms)"' "$W/status.json")" \
+    "true 1 60000" "status --json: the idle collection"
+[ "$due" -gt "$now" ] && [ "$due" -le $((now + 60000)) ] ||
+    fail "status --json: next_due_ms $due is not within the grace from now ($now)"
+[ -f "$TMPD/young.part" ] || fail "a temp file within its grace was collected"
+stop_daemon
+result_of "$W/status2" $T status
+assert_contains "$(cat "$W/status2")" "no daemon runs: each process-image sizes its own queues" \
+    "status without a daemon"
+$T status --json >"$W/status2.json" 2>/dev/null || true # exit 3: no devicemapper here
+jq -e '.queues == null and .auto_gc_orphans == null' "$W/status2.json" >/dev/null ||
+    fail "status --json without a daemon: queues and auto_gc_orphans not null"
+pass "status: the queues' sizing and signals, the orphans waiting and when the next may go"

@@ -117,6 +117,45 @@ static void test_io_pressure_drops_to_one(void **state)
     assert_int_equal(c.limit, 4);
 }
 
+/* The interval's own I/O share (the total counters) sees a hog before avg10 climbs: two hot
+ * intervals in a row halve, one alone (a journal commit) does not, and a hot interval between
+ * calm ones never adds up. */
+static void test_interval_share_needs_two_in_a_row(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 4);
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 2, .psi = true};
+    int changes = 0;
+    for (int i = 0; i < 60; i++) {
+        struct loadctl_signals s = signals(&c, &h);
+        s.io_some_now = i % 2 ? 1 : p.some_high + 30; /* every other interval busy */
+        changes += loadctl_step(&c, &s) != LOADCTL_SAME;
+    }
+    assert_int_equal(changes, 0);
+    assert_int_equal(c.limit, 4);
+    /* a hog: avg10 still low, the intervals' own share high */
+    int at = -1;
+    for (int i = 0; i < 4 && at < 0; i++) {
+        struct loadctl_signals s = signals(&c, &h);
+        s.io_some_now = p.some_high + 20;
+        s.io_full_now = p.full_high / 2;
+        loadctl_step(&c, &s);
+        if (c.limit < 4)
+            at = i;
+    }
+    assert_int_equal(at, p.now_ticks - 1);
+    assert_int_equal(c.limit, 2);
+    assert_true(strstr(c.reason, "I/O pressure: some tasks stalled") != NULL);
+    /* it goes on: 1 at the next interval, within 10 s of the hog's start */
+    struct loadctl_signals s = signals(&c, &h);
+    s.io_some_now = p.some_high + 20;
+    loadctl_step(&c, &s);
+    assert_int_equal(c.limit, 1);
+    assert_true((p.now_ticks + 1) * LOADCTL_INTERVAL_MS <= 10000);
+}
+
 static void test_memory_pressure(void **state)
 {
     (void)state;
@@ -274,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_idle_stays),
         cmocka_unit_test(test_quiet_host_rises_to_max),
         cmocka_unit_test(test_io_pressure_drops_to_one),
+        cmocka_unit_test(test_interval_share_needs_two_in_a_row),
         cmocka_unit_test(test_memory_pressure),
         cmocka_unit_test(test_pool_trouble_unpack_only),
         cmocka_unit_test(test_noisy_signals_do_not_flap),
