@@ -201,10 +201,13 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     char act[80];
     activation_name(req, ref.name, act, sizeof(act));
     json_t *locs = json_array();
+    /* A registry image's config declares each layer's diff id: the fetch step checks it. */
+    bool diff_ids = ref.n_diff_ids == ref.n_layers;
     for (size_t i = 0; i < ref.n_layers; i++)
-        json_array_append_new(locs, json_pack("{s:s, s:s?, s:I}", "location",
+        json_array_append_new(locs, json_pack("{s:s, s:s?, s:I, s:s?}", "location",
                                               ref.layers[i].location, "etag", ref.layers[i].etag,
-                                              "size", (json_int_t)ref.layers[i].size));
+                                              "size", (json_int_t)ref.layers[i].size, "diff_id",
+                                              diff_ids ? ref.diff_ids[i] : NULL));
     json_t *o =
         json_pack("{s:I, s:s, s:s, s:s, s:o}", "image_id", (json_int_t)image_id, "name", ref.name,
                   "canonical", ref.canonical, "activation", act, "locations", locs);
@@ -261,6 +264,7 @@ static struct fsm_result t_fetch(struct fsm_run *run, void *ud)
         v[i].location = jstr(l, "location");
         v[i].etag = jstr(l, "etag");
         v[i].size = (uint64_t)json_integer_value(json_object_get(l, "size"));
+        v[i].diff_id = jstr(l, "diff_id");
     }
     struct fetched_layer *layers = NULL;
     size_t nl = 0;
@@ -281,10 +285,14 @@ static struct fsm_result t_fetch(struct fsm_run *run, void *ud)
     c->image_id = image_id;
     c->v = calloc(nl, sizeof(*c->v));
     c->n = nl;
+    /* Chain ids are made of diff ids (the uncompressed streams), as OCI defines them: the same
+     * layers share their devices whether they came compressed or not, from a registry, S3 or
+     * a docker-archive. (A response from before diff ids were kept has none: its digest.) */
     char parent[DIGEST_STR_LEN + 1] = "";
     for (size_t i = 0; c->v && i < nl; i++) {
         char chain[DIGEST_STR_LEN + 1];
-        chain_id_next(parent[0] ? parent : NULL, layers[i].digest, chain);
+        chain_id_next(parent[0] ? parent : NULL,
+                      layers[i].diff_id[0] ? layers[i].diff_id : layers[i].digest, chain);
         c->v[i].idx = (int)i + 1;
         c->v[i].location = strdup(layers[i].location);
         c->v[i].digest = strdup(layers[i].digest);

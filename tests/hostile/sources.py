@@ -639,6 +639,72 @@ def registry_blob_digest_mismatch(ctx):
     return reg_refused(ctx, 'reg-badblob', 'img:v1', 6, 'not the sha256:')
 
 
+def gzip_image(tars, diff_ids):
+    """An OCI image of gzip layers whose config declares diff_ids: (manifest, blobs)."""
+    import gzip
+    gzs = [gzip.compress(t, mtime=0) for t in tars]
+    config = json.dumps({'architecture': 'amd64', 'os': 'linux',
+                         'config': {'Entrypoint': ['/bin/app'], 'Env': ['A=1'],
+                                    'WorkingDir': '/srv', 'User': '1000'},
+                         'rootfs': {'type': 'layers', 'diff_ids': diff_ids}}).encode()
+    manifest = json.dumps({
+        'schemaVersion': 2, 'mediaType': hostile.MT_MANIFEST,
+        'config': {'mediaType': hostile.MT_CONFIG, 'digest': hostile.digest(config),
+                   'size': len(config)},
+        'layers': [{'mediaType': hostile.MT_LAYER + '+gzip', 'digest': hostile.digest(g),
+                    'size': len(g)} for g in gzs]}).encode()
+    return manifest, dict({hostile.digest(g): g for g in gzs},
+                          **{hostile.digest(config): config})
+
+
+@case
+def registry_diff_id_mismatch(ctx):
+    """A gzip layer whose config declares the diff id of other content (the registry lies
+    about what the layer unpacks to): refused (exit 6) with both digests named, and nothing
+    stored, the layer's blob included."""
+    tars = [layer(b'h', 64 * 1024)]
+    manifest, blobs_ = gzip_image(tars, [hostile.digest(b'other')])
+    ctx.srv.put_image('lying', {'v1': manifest}, blobs_)
+    r = reg_refused(ctx, 'reg-plain', 'lying:v1', 6, 'declares the diff id %s' %
+                    hostile.digest(b'other'))
+    ok('hashes to %s' % hostile.digest(tars[0]) in r.err, 'the actual diff id is not named')
+    # The same blob already stored by an honest image: the lie is caught without a download.
+    manifest, blobs_ = gzip_image(tars, [hostile.digest(tars[0])])
+    ctx.srv.put_image('honest', {'v1': manifest}, blobs_)
+    st = ctx.state()
+    expect(ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-plain', 'honest:v1')], 30,
+                       env=reg_env(ctx)), 0)
+    r = ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-plain', 'lying:v1')], 30, env=reg_env(ctx))
+    expect(r, 6, 'declares the diff id %s' % hostile.digest(b'other'))
+    return r
+
+
+@case
+def registry_gzip_diff_ids(ctx):
+    """A gzip layer whose diff id is right is fetched; its diff id is the uncompressed tar's
+    sha256, the same as the digest of that tar fetched from dir: (so both give the same chain
+    ids, and share layer devices)."""
+    tars = [layer(b'i', 64 * 1024)]
+    manifest, blobs_ = gzip_image(tars, [hostile.digest(tars[0])])
+    ctx.srv.put_image('gz', {'v1': manifest}, blobs_)
+    st = ctx.state()
+    r = ctx.thinimg(st, ['fetch', '--json', reg_ref(ctx, 'reg-plain', 'gz:v1')], 30,
+                    env=reg_env(ctx))
+    expect(r, 0)
+    got = json.loads(r.out)['layers'][0]
+    ok(got['format'] == 'tar+gzip' and got['diff_id'] == hostile.digest(tars[0]),
+       'registry layer %s' % got)
+    d = os.path.join(ctx.root, 'gzdir')
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'base.tar'), 'wb') as f:
+        f.write(tars[0])
+    r2 = ctx.thinimg(st, ['fetch', '--json', 'dir:%s/base.tar' % d], 30)
+    expect(r2, 0)
+    plain = json.loads(r2.out)['layers'][0]
+    ok(plain['digest'] == plain['diff_id'] == got['diff_id'], 'dir: layer %s' % plain)
+    return r
+
+
 @case
 def registry_schema1_refused(ctx):
     """A Docker schema 1 manifest: refused with the reason (exit 6)."""
