@@ -587,8 +587,18 @@ def registry_pull(ctx):
     st = ctx.state()
     r = ctx.thinimg(st, ['ls', '--json', reg_ref(ctx, 'reg-plain', 'img')], 30, env=reg_env(ctx))
     expect(r, 0)
-    keys = {o['name'] if 'name' in o else o.get('key') for o in json.loads(r.out)['objects']}
+    objs = json.loads(r.out)['objects']
+    keys = {o['name'] for o in objs}
     ok(len(keys) == hostile.PAGE_KEYS + 6, 'ls listed %d tags' % len(keys))
+    # Tags by name, with the digest each points at (asked for the first 32 only).
+    first = objs[0]
+    ok(first['name'] == 't0000' and first['digest'] == hostile.digest(manifest) and
+       first['location'].endswith('/reg-plain/img:t0000'), 'first tag: %s' % first)
+    ok(sum(1 for o in objs if o['digest']) == 32, 'digests asked for every tag')
+    r = ctx.thinimg(st, ['ls', reg_ref(ctx, 'reg-plain', 'img:v1')], 30, env=reg_env(ctx))
+    expect(r, 0)
+    ok('manifests/' not in r.out and r.out.split('\n')[1].split()[:2] ==
+       ['v1', hostile.digest(manifest)[:19]], 'ls of one tag:\n%s' % r.out)
     r = ctx.thinimg(st, ['fetch', '--json', reg_ref(ctx, 'reg-plain', 'img:v1')], 30,
                     env=reg_env(ctx))
     expect(r, 0)

@@ -64,6 +64,10 @@ def digest(b):
     return 'sha256:' + sha(b)
 
 
+def digest_valid(d):
+    return isinstance(d, str) and d.startswith('sha256:') and len(d) == 71
+
+
 def tar_layer(name, fill, size=32 * 1024):
     b = io.BytesIO()
     with tarfile.open(fileobj=b, mode='w', format=tarfile.USTAR_FORMAT) as t:
@@ -225,8 +229,11 @@ def pull(ctx, reg, layout):
     st = ctx.state()
     p = ctx.thinimg(st, ['ls', '--json', 'docker://%s/team/app' % reg.host], reg)
     expect(p, 0)
-    tags = sorted(o['location'].rsplit(':', 1)[1] for o in json.loads(p.stdout)['objects'])
+    objs = json.loads(p.stdout)['objects']
+    tags = sorted(o['name'] for o in objs)
     ok(tags == ['v1', 'v2'], 'tags %s' % tags)
+    ok(len({o['digest'] for o in objs}) == 1 and digest_valid(objs[0]['digest']),
+       'the two tags point at %s' % [o['digest'] for o in objs])
     p = ctx.thinimg(st, ['fetch', '--json', 'docker://%s/team/app:v1' % reg.host], reg)
     expect(p, 0)
     got = [l['digest'] for l in json.loads(p.stdout)['layers']]
@@ -239,7 +246,8 @@ def pull(ctx, reg, layout):
 def zstd(ctx, reg, layout):
     # Layers of their own: skopeo reuses a blob the registry already has (gzip) for the same
     # content instead of recompressing it.
-    desc, _ = layout.image([tar_layer('z/%d' % i, b'z%d' % i) for i in range(3)])
+    tars = [tar_layer('z/%d' % i, b'z%d' % i) for i in range(3)]
+    desc, _ = layout.image(tars)
     layout.tag('v1', desc)
     ctx.push(layout, 'v1', reg, 'team/app-zstd:v1',
              ['--dest-compress-format', 'zstd', '--dest-compress'])
@@ -248,6 +256,9 @@ def zstd(ctx, reg, layout):
     expect(p, 0)
     fmts = [l['format'] for l in json.loads(p.stdout)['layers']]
     ok(fmts == ['tar+zstd'] * 3, 'formats %s' % fmts)
+    # skopeo wrote the zstd streams and the config's diff ids; thinimg checked them at validate.
+    diff_ids = [l['diff_id'] for l in json.loads(p.stdout)['layers']]
+    ok(diff_ids == [digest(t) for t in tars], 'diff ids %s' % diff_ids)
     return p
 
 
