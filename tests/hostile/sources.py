@@ -820,6 +820,44 @@ def registry_basic_credentials(ctx):
 
 
 @case
+def registry_credential_helper(ctx):
+    """Credentials from a docker credential helper (credHelpers in config.json names
+    docker-credential-NAME, run with the server on stdin): the pull works, a helper that
+    fails is exit 3 with its name, and the secret is in no output and no file of the state
+    directory."""
+    layers, _ = reg_put(ctx, 'img', [b'k'])
+    host = '127.0.0.1:%d' % ctx.srv.port
+    d = os.path.join(ctx.root, 'helper')
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'docker-credential-hostile'), 'w') as f:
+        f.write('#!/bin/sh\nread -r s\n[ "$1:$s" = "get:%s" ] || { echo "credentials not '
+                'found in native keychain"; exit 1; }\necho \'{"ServerURL":"%s","Username":'
+                '"bob","Secret":"basic-pw"}\'\n' % (host, host))
+    with open(os.path.join(d, 'docker-credential-broken'), 'w') as f:
+        f.write('#!/bin/sh\necho basic-pw >&2\nexit 2\n')
+    for n in ('hostile', 'broken'):
+        os.chmod(os.path.join(d, 'docker-credential-' + n), 0o755)
+    env = reg_env(ctx, DOCKER_CONFIG=d, PATH=d + ':' + os.environ['PATH'])
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+        json.dump({'credHelpers': {host: 'broken'}}, f)
+    r = ctx.thinimg(ctx.state(), ['fetch', reg_ref(ctx, 'reg-basic', 'img:v1')], 30, env=env)
+    expect(r, 3, 'docker-credential-broken get (for %s) failed with exit status 2' % host)
+    ok('basic-pw' not in r.err + r.out, 'the helper\'s stderr is in the output')
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+        json.dump({'credHelpers': {host: 'hostile'}}, f)
+    st = ctx.state()
+    r = ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-basic', 'img:v1')], 30, env=env)
+    expect(r, 0, within=20)
+    ok(blobs(st) == {sha(layers[0])}, 'blobs %s' % blobs(st))
+    ok('basic-pw' not in r.err + r.out, 'the password is in the output')
+    for dd, _, files in os.walk(st):
+        for name in files:
+            with open(os.path.join(dd, name), 'rb') as f:
+                ok(b'basic-pw' not in f.read(), 'the password is in %s' % name)
+    return r
+
+
+@case
 def registry_tls_by_default(ctx):
     """Without --insecure-registry the registry is spoken to over TLS: a plain-HTTP registry
     gets no HTTP request, and the failure says what flag is missing."""
