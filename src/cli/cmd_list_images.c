@@ -11,6 +11,7 @@
 #include "cli/table.h"
 #include "daemon/views.h"
 #include "pipeline/imagedb.h"
+#include "store/oci.h"
 #include "util/cleanup.h"
 #include "util/timeutil.h"
 #include <errno.h>
@@ -24,7 +25,8 @@ static void usage(FILE *out)
                  "images), top chain id and source reference.\n"
                  "\n"
                  "  --layers   also list each image's layers: state, device id, size, chain id,\n"
-                 "             digest and location\n"
+                 "             digest and location; and a registry image's run settings\n"
+                 "             (entrypoint, cmd, working dir, user, env)\n"
                  "  --json     machine-readable output (always includes layers)\n"
                  "  --limit N  at most N images (default: all), by name then ref\n"
                  "  --after REF the images after REF (the last one shown; a full page says\n"
@@ -49,6 +51,21 @@ static void short_digest(const char *d, char *out, size_t n)
     snprintf(out, n, "%.12s", hex ? hex + 1 : d);
 }
 
+/* A registry image's run settings as one line: "entrypoint [...] cmd [...] workdir /srv user
+ * 1000 env 3 (linux/amd64)". */
+static void config_line(const struct oci_image_config *c, char *out, size_t n)
+{
+    json_auto_t *run = json_loads(c->config, 0, NULL);
+    _cleanup_free_ char *ep = json_dumps(json_object_get(run, "entrypoint"), JSON_COMPACT);
+    _cleanup_free_ char *cmd = json_dumps(json_object_get(run, "cmd"), JSON_COMPACT);
+    const char *wd = json_string_value(json_object_get(run, "working_dir"));
+    const char *user = json_string_value(json_object_get(run, "user"));
+    snprintf(out, n, "entrypoint %s cmd %s workdir %s user %s env %zu%s%s%s", ep ? ep : "-",
+             cmd ? cmd : "-", wd && *wd ? wd : "-", user && *user ? user : "-",
+             json_array_size(json_object_get(run, "env")), c->platform ? " (" : "",
+             c->platform ? c->platform : "", c->platform ? ")" : "");
+}
+
 static int image_row(const struct image_rec *r, void *ud)
 {
     struct list_ctx *c = ud;
@@ -67,6 +84,14 @@ static int image_row(const struct image_rec *r, void *ud)
     if (view_image_sizes(c->db, r->id, &applied, &blobs) == 0 && applied > 0)
         format_bytes(applied, size, sizeof(size));
     table_row(&c->t, r->name, r->state, nl, na, size, top, age, r->ref, NULL);
+    struct oci_image_config oc;
+    if (c->layers && oci_image_config_get(c->db, r->id, &oc) == 1) {
+        char line[1024], cd[16];
+        config_line(&oc, line, sizeof(line));
+        short_digest(oc.config_digest, cd, sizeof(cd));
+        table_row(&c->t, "  config", "", "", "", "", cd, "", line, NULL);
+        oci_image_config_free(&oc);
+    }
     if (c->layers) {
         struct image_layer_rec *v = NULL;
         size_t n = 0;
@@ -110,9 +135,15 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "hjl", opts, NULL)) != -1) {
         switch (o) {
-        case 'j': c.json = true; break;
-        case 'l': c.layers = true; break;
-        case 'h': usage(stdout); return EXIT_OK;
+        case 'j':
+            c.json = true;
+            break;
+        case 'l':
+            c.layers = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
         default: {
             int pr = cli_page_option("list-images", o, optarg, &c.page);
             if (pr != CLI_OPTION_TAKEN)

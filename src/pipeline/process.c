@@ -32,6 +32,7 @@
 #include "dm/thin.h"
 #include "pipeline/activate.h"
 #include "pipeline/fetch_glue.h"
+#include "pipeline/imageconfig.h"
 #include "pipeline/imagedb.h"
 #include "pipeline/machine.h"
 #include "pipeline/outcome.h"
@@ -143,6 +144,8 @@ struct resolve_commit {
     char *alias;
     struct image_layer_rec *layers;
     size_t n;
+    bool has_config; /* a registry image: its manifest and config blobs, its run settings */
+    struct imageconfig config;
 };
 
 static int resolve_apply(struct db *db, void *ud)
@@ -151,6 +154,8 @@ static int resolve_apply(struct db *db, void *ud)
     int r = imagedb_ref_set(db, c->alias, c->image_id);
     if (r == 0)
         r = imagedb_image_set_state(db, c->image_id, "fetching", NULL);
+    if (r == 0 && c->has_config)
+        r = imageconfig_record(db, c->image_id, &c->config);
     return r;
 }
 
@@ -160,6 +165,7 @@ static void resolve_free(void *ud)
     if (!c)
         return;
     free(c->alias);
+    imageconfig_free(&c->config);
     free(c);
 }
 
@@ -214,10 +220,21 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     resp_store(run, o);
     json_decref(o);
     struct resolve_commit *c = calloc(1, sizeof(*c));
-    if (c) {
-        c->image_id = image_id;
-        c->alias = strdup(jstr(req, "location") ? jstr(req, "location") : ref.canonical);
+    if (!c) {
+        image_ref_free(&ref);
+        return fsm_retry("out of memory");
     }
+    c->image_id = image_id;
+    c->alias = strdup(jstr(req, "location") ? jstr(req, "location") : ref.canonical);
+    /* A registry image's manifest and config go into the blob store now (outside the
+     * checkpoint), their rows with the checkpoint. */
+    r = imageconfig_store_files(p->db, p->cfg.blob_dir, p->cfg.tmp_dir, &ref, &c->config, &e);
+    if (r < 0) {
+        image_ref_free(&ref);
+        resolve_free(c);
+        return fsm_retry("cannot store the manifest and config of the image: %s", err_str(&e));
+    }
+    c->has_config = r == 1;
     fsm_run_on_commit(run, resolve_apply, c, resolve_free);
     log_info("image resolved", "ref=%s name=%s layers=%zu", ref.canonical, ref.name, ref.n_layers);
     image_ref_free(&ref);

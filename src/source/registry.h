@@ -137,6 +137,7 @@ struct registry_descriptor {
 };
 
 struct registry_manifest {
+    char *media_type;                    /* the body's own, else the response's, else OCI's */
     bool is_index;                       /* an image index / manifest list */
     struct registry_descriptor config;   /* image manifests */
     struct registry_descriptor *entries; /* the layers (bottom to top), or the index entries */
@@ -157,6 +158,12 @@ int registry_manifest_parse(const void *body, size_t len, const char *content_ty
  * never match. -ENOENT naming the platforms the index has. */
 int registry_platform_select(const struct registry_manifest *index,
                              const struct registry_platform *want, size_t *idx, struct err *e);
+
+/* The run settings of an image config as a compact JSON object (*json malloc'd): entrypoint,
+ * cmd, env (arrays of strings), working_dir, user, stop_signal, os, architecture, variant,
+ * exposed_ports, each present only when the config has it with the right type. -EBADMSG when
+ * the config is not a JSON object. */
+int registry_config_summary(const void *body, size_t len, char **json, struct err *e);
 
 /* rootfs.diff_ids of an image config (sha256 digests, in layer order). -EBADMSG when missing
  * or malformed. */
