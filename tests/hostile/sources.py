@@ -716,6 +716,29 @@ def registry_gzip_diff_ids(ctx):
 
 
 @case
+def registry_foreign_layer(ctx):
+    """A foreign (non-distributable) layer, one with `urls`: refused (exit 6) with how to allow
+    it; allowed, it is fetched from the registry by its digest, and its urls are never
+    followed."""
+    layers, manifest = reg_put(ctx, 'foreign', [b'f'])
+    m = json.loads(manifest)
+    m['layers'][0]['urls'] = ['http://127.0.0.1:9/never-asked']
+    manifest = json.dumps(m).encode()
+    ctx.srv.put_image('foreign', {'v2': manifest}, {})
+    r = reg_refused(ctx, 'reg-plain', 'foreign:v2', 6, 'foreign (non-distributable) layer; '
+                    'refused. Set THINIMG_REGISTRY_ALLOW_FOREIGN_LAYERS=1')
+    st = ctx.state()
+    ctx.srv.reset()
+    r = ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-plain', 'foreign:v2')], 30,
+                    env=reg_env(ctx, THINIMG_REGISTRY_ALLOW_FOREIGN_LAYERS='1'))
+    expect(r, 0)
+    ok(blobs(st) == {sha(layers[0])}, 'blobs %s' % blobs(st))
+    got = [q for q in ctx.srv.log() if '/blobs/' in q['key'] and q['method'] == 'GET']
+    ok(got, 'the layer was not fetched from the registry')
+    return r
+
+
+@case
 def registry_schema1_refused(ctx):
     """A Docker schema 1 manifest: refused with the reason (exit 6)."""
     return reg_refused(ctx, 'reg-schema1', 'img:v1', 6, 'schema 1')
