@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "util/err.h"
+#include "util/hash.h"
 
 struct archive_policy; /* limits.h */
 
@@ -119,6 +120,15 @@ struct archive_follow {
  * finished file (archive_scan_detect() is that check plus this walk). */
 int archive_scan_follow(int fd, const struct archive_follow *f, const struct archive_policy *p,
                         enum blob_format *out, struct archive_stats *st, struct err *e);
+/* The layer's diff id (OCI rootfs.diff_ids): "sha256:<hex>" of its uncompressed tar stream,
+ * into out. fmt is the layer's format as detected (BLOB_TAR: the blob's own digest; gzip and
+ * zstd are decompressed whole, bounded by the policy's blob size, ratio and time limits:
+ * -EFBIG). -EBADMSG for a stream that does not decompress, -ENOTSUP for a format that is not
+ * a layer. Registry layers are checked against their image config's diff ids with it, and
+ * chain ids are made of diff ids, so one layer shares its devices whatever its compression. */
+int archive_diff_id(const char *path, enum blob_format fmt, const struct archive_policy *p,
+                    char out[DIGEST_STR_LEN + 1], struct err *e);
+
 /* Progress callback for scan/apply: bytes of the blob consumed so far. Optional. */
 typedef void (*archive_progress_fn)(uint64_t done, uint64_t total, void *ud);
 void archive_set_progress(archive_progress_fn fn, void *ud); /* thread-local */

@@ -99,8 +99,7 @@ static int progress_cb(const struct fsm_run_record *r, void *ud)
     return 0;
 }
 
-static void draw_progress(struct fsm_manager *m, struct item *items, size_t n, bool tty,
-                          int64_t t0)
+static void draw_progress(struct fsm_manager *m, struct item *items, size_t n, bool tty, int64_t t0)
 {
     struct prog_ctx p = {items, n};
     fsm_list_active(m, progress_cb, &p);
@@ -134,16 +133,18 @@ static void draw_progress(struct fsm_manager *m, struct item *items, size_t n, b
 
 static json_t *layer_json(const struct item *it, const struct fetch_layer *l)
 {
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:b}", "location", it->layer->location,
-                          "digest", l->digest, "size", (json_int_t)l->size, "format",
-                          blob_format_name(l->format), "path", l->path, "reused",
-                          it->result.reused);
+    json_t *o =
+        json_pack("{s:s, s:s, s:I, s:s, s:s, s:b}", "location", it->layer->location, "digest",
+                  l->digest, "size", (json_int_t)l->size, "format", blob_format_name(l->format),
+                  "path", l->path, "reused", it->result.reused);
     if (l->member)
         json_object_set_new(o, "member", json_string(l->member));
     else /* the blob's own bytes (an archive's members share its download) */
         json_object_set_new(o, "bytes",
                             fetch_bytes_json(it->result.bytes_downloaded, it->result.bytes_resumed,
                                              it->result.bytes_reused));
+    if (l->diff_id[0])
+        json_object_set_new(o, "diff_id", json_string(l->diff_id));
     return o;
 }
 
@@ -223,8 +224,10 @@ static int start_runs(struct fetch_cmd *f)
         }
         _cleanup_free_ char *req = NULL;
         size_t len = 0;
-        r = fetch_request_build(it->layer->location, it->layer->etag, it->layer->size, &req,
-                                &len);
+        /* A registry image's config declares each layer's diff id: checked by validate. */
+        const char *diff_id = f->ref.n_diff_ids == f->ref.n_layers ? f->ref.diff_ids[i] : NULL;
+        r = fetch_request_build(it->layer->location, it->layer->etag, it->layer->size, diff_id,
+                                &req, &len);
         if (r < 0)
             return r;
         struct fsm_start_opts so = {.queue = FETCH_QUEUE};

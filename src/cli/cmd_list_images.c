@@ -12,6 +12,7 @@
 #include "cli/usage_note.h"
 #include "daemon/views.h"
 #include "pipeline/imagedb.h"
+#include "store/oci.h"
 #include "util/cleanup.h"
 #include "util/timeutil.h"
 #include <errno.h>
@@ -31,7 +32,8 @@ static void usage(FILE *out)
                  "\n"
                  "  --layers   also list each image's layers: state, device id, size, the layer\n"
                  "             device's exclusive and shared bytes, chain id, digest and\n"
-                 "             location\n"
+                 "             location; and a registry image's run settings (entrypoint,\n"
+                 "             cmd, working dir, user, env)\n"
                  "  --json     machine-readable output (always includes layers)\n"
                  "  --limit N  at most N images (default: all), by name then ref\n"
                  "  --after REF the images after REF (the last one shown; a full page says\n"
@@ -72,6 +74,21 @@ static void short_digest(const char *d, char *out, size_t n)
     snprintf(out, n, "%.12s", hex ? hex + 1 : d);
 }
 
+/* A registry image's run settings as one line: "entrypoint [...] cmd [...] workdir /srv user
+ * 1000 env 3 (linux/amd64)". */
+static void config_line(const struct oci_image_config *c, char *out, size_t n)
+{
+    json_auto_t *run = json_loads(c->config, 0, NULL);
+    _cleanup_free_ char *ep = json_dumps(json_object_get(run, "entrypoint"), JSON_COMPACT);
+    _cleanup_free_ char *cmd = json_dumps(json_object_get(run, "cmd"), JSON_COMPACT);
+    const char *wd = json_string_value(json_object_get(run, "working_dir"));
+    const char *user = json_string_value(json_object_get(run, "user"));
+    snprintf(out, n, "entrypoint %s cmd %s workdir %s user %s env %zu%s%s%s", ep ? ep : "-",
+             cmd ? cmd : "-", wd && *wd ? wd : "-", user && *user ? user : "-",
+             json_array_size(json_object_get(run, "env")), c->platform ? " (" : "",
+             c->platform ? c->platform : "", c->platform ? ")" : "");
+}
+
 static int image_row(const struct image_rec *r, void *ud)
 {
     struct list_ctx *c = ud;
@@ -94,6 +111,14 @@ static int image_row(const struct image_rec *r, void *ud)
     view_image_bytes(c->db, r->id, &b);
     bytes_cells(&b, r->name, excl, shared, sizeof(excl), c->why, sizeof(c->why));
     table_row(&c->t, r->name, r->state, nl, na, size, excl, shared, top, age, r->ref, NULL);
+        struct oci_image_config oc;
+    if (c->layers && oci_image_config_get(c->db, r->id, &oc) == 1) {
+        char line[1024], cd[16];
+        config_line(&oc, line, sizeof(line));
+        short_digest(oc.config_digest, cd, sizeof(cd));
+        table_row(&c->t, "  config", "", "", "", "", "", "", cd, "", line, NULL);
+        oci_image_config_free(&oc);
+    }
     if (c->layers) {
         struct image_layer_rec *v = NULL;
         size_t n = 0;

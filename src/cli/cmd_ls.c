@@ -27,7 +27,8 @@ static void usage(FILE *out)
             "... in numeric order) and single objects, with sizes and the digests of blobs\n"
             "already fetched. REF is a location (s3://bucket/prefix/, dir:/path,\n"
             "https://host/path/object) or a key under the default source (--source or\n"
-            "THINIMG_SOURCE); without REF, the default source is listed.\n"
+            "THINIMG_SOURCE); without REF, the default source is listed. A registry\n"
+            "repository (docker://HOST/REPO) lists its tags with the digest each points at.\n"
             "\n"
             "Options:\n"
             "  --json              machine-readable output\n" CLI_SOURCE_HELP
@@ -35,7 +36,8 @@ static void usage(FILE *out)
             "\n"
             "Examples:\n"
             "  thinimg ls s3://flyio-platform-hiring-challenge/images/\n"
-            "  thinimg --source dir:/srv/bucket ls images/golang/\n");
+            "  thinimg --source dir:/srv/bucket ls images/golang/\n"
+            "  thinimg ls docker://127.0.0.1:5000/team/app --insecure-registry 127.0.0.1:5000\n");
 }
 
 static json_t *layer_json(const struct ref_layer *l, struct db *db)
@@ -66,6 +68,66 @@ static void short_digest(const char *d, char *out, size_t n)
         snprintf(out, n, "%.19s", d); /* "sha256:" + 12 hex digits */
 }
 
+/* A registry's listing is its tags. The tag list gives names only; what each tag points at
+ * (its manifest's digest) costs one manifest request per tag, so it is asked for the first
+ * LS_TAG_DIGESTS_MAX tags only (a repository of thousands of tags lists in one request per
+ * 1000 tags, not thousands). */
+#define LS_TAG_DIGESTS_MAX 32
+
+static const char *tag_of(const char *key)
+{
+    return !strncmp(key, "manifests/", 10) ? key + 10 : key;
+}
+
+static int print_tags(struct source *s, const struct source_listing *l, bool json)
+{
+    json_t *tags = json_array();
+    struct table t = TABLE_INIT;
+    table_header(&t, "TAG", "DIGEST", "REF", NULL);
+    size_t described = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const struct source_object *o = &l->items[i];
+        _cleanup_free_ char *loc = source_location(s, o->key);
+        _cleanup_free_ char *digest = o->digest ? strdup(o->digest) : NULL;
+        if (!digest && described < LS_TAG_DIGESTS_MAX) {
+            struct source_object m = {0};
+            struct err e = {0};
+            described++;
+            if (source_stat(s, o->key, &m, &e) == 0)
+                digest = TAKE_PTR(m.digest);
+            else
+                fprintf(stderr, "warning: %s\n", err_str(&e));
+            source_object_free(&m);
+        }
+        json_t *j = json_pack("{s:s, s:s, s:s}", "name", tag_of(o->key), "key", o->key, "location",
+                              loc ? loc : "");
+        json_object_set_new(j, "digest", digest ? json_string(digest) : json_null());
+        json_array_append_new(tags, j);
+        char dig[32];
+        short_digest(digest, dig, sizeof(dig));
+        table_row(&t, tag_of(o->key), dig, loc ? loc : "", NULL);
+    }
+    if (json) {
+        cli_print_json(json_pack("{s:s, s:o, s:o}", "source", source_root(s), "objects", tags,
+                                 "warnings", strv_json(l->warnings, l->n_warnings)));
+    } else {
+        json_decref(tags);
+        if (l->n == 0)
+            fprintf(stderr, "thinimg: ls: %s has no tags\n", source_root(s));
+        else
+            table_print(&t, stdout);
+        if (l->n > LS_TAG_DIGESTS_MAX)
+            fprintf(stderr,
+                    "note: digests shown for the first %d tags; `thinimg ls %sTAG` shows "
+                    "another's\n",
+                    LS_TAG_DIGESTS_MAX, source_root(s));
+        for (size_t i = 0; i < l->n_warnings; i++)
+            fprintf(stderr, "warning: %s\n", l->warnings[i]);
+    }
+    table_free(&t);
+    return EXIT_OK;
+}
+
 static int print_catalog(const struct source *s, const struct ref_catalog *c,
                          const struct source_listing *l, struct db *db, bool json)
 {
@@ -84,11 +146,11 @@ static int print_catalog(const struct source *s, const struct ref_catalog *c,
             char image[256];
             snprintf(image, sizeof(image), "%s:%u", f->name, f->layers[f->n_layers - 1].n);
             _cleanup_free_ char *loc = source_location(s, f->prefix);
-            json_array_append_new(
-                fams, json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "name", f->name, "image",
-                                image, "prefix", f->prefix, "location", loc ? loc : "", "size",
-                                (json_int_t)total, "layers", layers, "warnings",
-                                strv_json(f->warnings, f->n_warnings)));
+            json_array_append_new(fams, json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "name",
+                                                  f->name, "image", image, "prefix", f->prefix,
+                                                  "location", loc ? loc : "", "size",
+                                                  (json_int_t)total, "layers", layers, "warnings",
+                                                  strv_json(f->warnings, f->n_warnings)));
         }
         json_object_set_new(root, "families", fams);
         json_t *objs = json_array();
@@ -171,7 +233,7 @@ int cmd_ls(struct cli *cli, int argc, char **argv)
     const char *ref = optind < argc ? argv[optind] : NULL;
     if (!ref && !cli->cfg.source)
         return cli_usage_error("ls", "name a REF (s3://bucket/prefix/, dir:/path, ...) or set a "
-                               "default source with --source or THINIMG_SOURCE");
+                                     "default source with --source or THINIMG_SOURCE");
 
     struct err e = {0};
     _cleanup_source_ struct source *s = NULL;
@@ -195,6 +257,12 @@ int cmd_ls(struct cli *cli, int argc, char **argv)
         /* An object: show it alone; a name without '/' that is a folder: list it. */
         struct source_object o = {0};
         r = source_stat(s, key, &o, &e);
+        if (r == 0 && source_kind(s) == SOURCE_REGISTRY && !strncmp(key, "manifests/", 10)) {
+            struct source_listing one = {.items = &o, .n = 1};
+            int rc = print_tags(s, &one, json);
+            source_object_free(&o);
+            return rc;
+        }
         if (r == 0) {
             cat.objects = calloc(1, sizeof(*cat.objects));
             if (!cat.objects)
@@ -213,6 +281,12 @@ int cmd_ls(struct cli *cli, int argc, char **argv)
             return cli_fail("ls", r, &e);
         err_clear(&e);
     }
+    if (source_kind(s) == SOURCE_REGISTRY) {
+        r = source_list(s, key, &l, &e);
+        int rc = r < 0 ? cli_fail("ls", r, &e) : print_tags(s, &l, json);
+        source_listing_free(&l);
+        return rc;
+    }
     r = ref_catalog_list(s, &key, &l, &cat, &e);
     if (r < 0) {
         source_listing_free(&l);
@@ -224,8 +298,9 @@ int cmd_ls(struct cli *cli, int argc, char **argv)
         _cleanup_free_ char *loc = source_location(s, key);
         ref_catalog_free(&cat);
         source_listing_free(&l);
-        return cli_failf("ls", EXIT_NOTFOUND, "nothing under %s; `thinimg ls %s` shows what is there",
-                         loc ? loc : key, source_root(s));
+        return cli_failf("ls", EXIT_NOTFOUND,
+                         "nothing under %s; `thinimg ls %s` shows what is there", loc ? loc : key,
+                         source_root(s));
     }
     int rc = print_catalog(s, &cat, &l, db, json);
     ref_catalog_free(&cat);

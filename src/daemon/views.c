@@ -10,6 +10,7 @@
 #include "dm/thin.h"
 #include "dm/usage.h"
 #include "store/stmt.h"
+#include "store/oci.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -228,6 +229,16 @@ json_t *view_image(struct db *db, const struct image_rec *r)
         r->n_activations, "top_chain", r->top_chain, "error", r->error, "created_at_ms",
         (json_int_t)r->created_at_ms, "updated_at_ms", (json_int_t)r->updated_at_ms);
     json_object_set_new(o, "layers", image_layers(db, r->id));
+    /* A registry image: its manifest, config and run settings (what a VM launcher needs). */
+    struct oci_image_config c;
+    if (oci_image_config_get(db, r->id, &c) == 1) {
+        json_t *run = json_loads(c.config, 0, NULL);
+        json_object_set_new(o, "config",
+                            json_pack("{s:s, s:s, s:s?, s:o}", "manifest_digest", c.manifest_digest,
+                                      "config_digest", c.config_digest, "platform", c.platform,
+                                      "run", run ? run : json_object()));
+        oci_image_config_free(&c);
+    }
     uint64_t applied = 0, blobs = 0;
     if (view_image_sizes(db, r->id, &applied, &blobs) == 0) {
         json_object_set_new(o, "size_bytes", json_integer((json_int_t)applied));

@@ -27,6 +27,7 @@
 #include "store/blobfile.h"
 #include "store/blobs.h"
 #include "store/db.h"
+#include "store/oci.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/log.h"
@@ -200,6 +201,41 @@ int fetch_stream_object(struct source *src, const char *key, uint64_t offset,
     return r;
 }
 
+/* The diff id of a stored layer (archive.h archive_diff_id): an uncompressed layer's is its
+ * digest; a compressed one's is recorded (layer_diff_ids) once computed, else computed from
+ * its file and recorded (a fact about the bytes, so it is written outside the checkpoint: a
+ * lost write only means computing it again). 0 with out filled, else e says why. */
+static int layer_diff_id(const struct fetch_context *c, struct db *db, const char *digest,
+                         enum blob_format f, const char *path, char out[DIGEST_STR_LEN + 1],
+                         struct err *e)
+{
+    if (f == BLOB_TAR) {
+        snprintf(out, DIGEST_STR_LEN + 1, "%s", digest);
+        return 0;
+    }
+    if (oci_diff_id_get(db, digest, out) == 1)
+        return 0;
+    int r = archive_diff_id(path, f, &c->policy, out, e);
+    if (r == 0 && blobs_exists(db, digest) == 1 && oci_diff_id_set(db, digest, out) < 0)
+        log_warn("cannot record a diff id", "digest=%s", digest);
+    return r;
+}
+
+/* A layer whose diff id is not the one its image config declares: the config lies about the
+ * layer (or the layer is not the one the config was made for). Rejected, like a digest that
+ * does not match. */
+static bool diff_id_mismatch(const char *location, const char *want, const char *got,
+                             struct fsm_result *res)
+{
+    if (!want || !strcmp(want, got))
+        return false;
+    *res = rejected("%s: the layer's uncompressed content hashes to %s, but its image config "
+                    "declares the diff id %s (rootfs.diff_ids); the image is inconsistent: "
+                    "refused",
+                    location, got, want);
+    return true;
+}
+
 /* ---- check-exists ------------------------------------------------------------------------ */
 
 /* The layers of an archive blob fetched before: its members' blob_sources rows. Returns 1 when
@@ -227,9 +263,12 @@ static int archive_layers_known(struct fetch_context *c, struct db *db, const ch
         _cleanup_free_ char *bp = blob_path(c, k.digest);
         struct blob_seal seal;
         r = bp ? blob_file_ok(c, db, bp, k.digest, k.blob_size, &seal) : -ENOMEM;
+        enum blob_format lf = fetch_format_parse(k.media_type);
+        char diff_id[DIGEST_STR_LEN + 1];
+        if (r == 1 && layer_diff_id(c, db, k.digest, lf, bp, diff_id, &e) < 0)
+            r = 0; /* cannot tell: validate it again */
         if (r == 1)
-            json_array_append_new(layers, fetch_layer_json(k.digest, k.blob_size,
-                                                           fetch_format_parse(k.media_type), bp,
+            json_array_append_new(layers, fetch_layer_json(k.digest, diff_id, k.blob_size, lf, bp,
                                                            m.layers[i].member, &seal));
         blob_source_free(&k);
         ok = r;
@@ -289,9 +328,23 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
             json_t *layers = json_object_get(resp, "layers");
             json_object_set_new(resp, "seal", fetch_seal_json(&seal));
             json_object_set_new(resp, "bytes", fetch_bytes_json(0, 0, k.blob_size));
-            if (blob_format_is_layer(f)) {
-                json_array_append_new(layers,
-                                      fetch_layer_json(k.digest, k.blob_size, f, bp, NULL, &seal));
+            char diff_id[DIGEST_STR_LEN + 1];
+            struct err de = {0};
+            if (blob_format_is_layer(f) &&
+                layer_diff_id(c, db, k.digest, f, bp, diff_id, &de) < 0) {
+                ok = 0; /* cannot tell: fetch and validate it again */
+            } else if (blob_format_is_layer(f)) {
+                struct fsm_result lie;
+                if (diff_id_mismatch(rq.location, rq.diff_id, diff_id, &lie)) {
+                    blob_source_free(&k);
+                    return lie;
+                }
+                json_array_append_new(
+                    layers, fetch_layer_json(k.digest, diff_id, k.blob_size, f, bp, NULL, &seal));
+            } else if (rq.diff_id) {
+                blob_source_free(&k);
+                return rejected("%s: a %s, not the image layer its image config declares",
+                                rq.location, blob_format_name(f));
             } else {
                 char *tag = NULL;
                 ok = archive_layers_known(c, db, rq.location, bp, layers, &tag);
@@ -583,11 +636,20 @@ static bool reuse_by_identity(struct fetch_context *c, struct fsm_run *run, stru
         json_object_set_new(resp, "seal", fetch_seal_json(&seal));
         json_object_set_new(resp, "bytes", fetch_bytes_json(0, 0, k.blob_size));
     }
+    /* Its diff id, as a download's validate gives it (recorded, or computed once now): chain
+     * ids are made of diff ids. One that cannot be had: download it as if unknown. */
+    char diff_id[DIGEST_STR_LEN + 1];
+    struct err de = {0};
+    if (resp && blob_format_is_layer(f) &&
+        layer_diff_id(c, db, k.digest, f, bp, diff_id, &de) < 0) {
+        json_decref(resp);
+        resp = NULL;
+    }
     if (resp && blob_format_is_layer(f)) {
         json_object_set_new(resp, "format", json_string(blob_format_name(f)));
-        json_object_set_new(
-            resp, "layers",
-            json_pack("[o]", fetch_layer_json(k.digest, k.blob_size, f, bp, NULL, &seal)));
+        json_object_set_new(resp, "layers",
+                            json_pack("[o]", fetch_layer_json(k.digest, diff_id, k.blob_size, f,
+                                                              bp, NULL, &seal)));
     }
     ok = resp && fetch_response_store(run, resp) == 0;
     struct fetch_result *fr = NULL;
@@ -1197,6 +1259,21 @@ static struct fsm_result split_member(struct fetch_context *c, struct db *db, co
     return fsm_ok();
 }
 
+/* The diff id of a layer just scanned; false with *res (retry for I/O, else rejected: a
+ * stream that does not decompress or goes past a limit) when it cannot be had. */
+static bool validate_diff_id(struct fetch_context *c, struct db *db, const char *location,
+                             const char *digest, enum blob_format f, const char *path,
+                             char out[DIGEST_STR_LEN + 1], struct fsm_result *res)
+{
+    struct err e = {0};
+    int r = layer_diff_id(c, db, digest, f, path, out, &e);
+    if (r == 0)
+        return true;
+    *res = r == -EIO || r == -ENOMEM ? fsm_retry("diff id of %s: %s", location, err_str(&e))
+                                     : rejected("%s: %s", location, err_str(&e));
+    return false;
+}
+
 static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
@@ -1259,12 +1336,27 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             return fsm_retry("scanning %s: %s", location, err_str(&e));
         if (r < 0)
             return rejected("%s: %s", location, err_str(&e));
-        json_array_append_new(layers, fetch_layer_json(digest, size, fmt, path, NULL, &seal));
+        _cleanup_request_ struct fetch_request rq = {0};
+        char diff_id[DIGEST_STR_LEN + 1];
+        struct fsm_result res;
+        if (fetch_request_parse(run, &rq) < 0)
+            return fsm_abort("invalid fetch request");
+        if (!validate_diff_id(c, run_db(run), location, digest, fmt, path, diff_id, &res) ||
+            diff_id_mismatch(location, rq.diff_id, diff_id, &res))
+            return res;
+        json_array_append_new(layers,
+                              fetch_layer_json(digest, diff_id, size, fmt, path, NULL, &seal));
         log_info("layer validated",
                  "location=%s digest=%s format=%s entries=%" PRIu64 " bytes=%" PRIu64 " scanned=%s",
                  location, digest, blob_format_name(fmt), stats.entries, stats.bytes,
                  prescanned ? "while-downloading" : "now");
     } else {
+        _cleanup_request_ struct fetch_request rq = {0};
+        if (fetch_request_parse(run, &rq) == 0 && rq.diff_id) {
+            archive_set_progress(NULL, NULL);
+            return rejected("%s: a %s, not the image layer its image config declares", location,
+                            blob_format_name(fmt));
+        }
         struct archive_manifest m = {0};
         r = archive_manifest_read(path, &m, &e);
         if (r < 0 || m.n_layers == 0) {
@@ -1313,8 +1405,15 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
                 archive_manifest_free(&m);
                 return res;
             }
-            json_array_append_new(layers,
-                                  fetch_layer_json(ld, lsize, lf, lp, m.layers[i].member, &lseal));
+            char ldiff[DIGEST_STR_LEN + 1];
+            struct fsm_result dr;
+            if (!validate_diff_id(c, run_db(run), location, ld, lf, lp, ldiff, &dr)) {
+                archive_set_progress(NULL, NULL);
+                archive_manifest_free(&m);
+                return dr;
+            }
+            json_array_append_new(
+                layers, fetch_layer_json(ld, ldiff, lsize, lf, lp, m.layers[i].member, &lseal));
         }
         log_info("archive validated", "location=%s digest=%s format=%s layers=%zu", location,
                  digest, blob_format_name(fmt), m.n_layers);
@@ -1377,6 +1476,9 @@ static int record_commit(struct db *db, void *ud)
         if (r == 0)
             r = blobs_source_record(db, loc, fr->etag, l->size, l->digest, now);
     }
+    for (size_t i = 0; r == 0 && i < fr->n_layers; i++)
+        if (fr->layers[i].diff_id[0])
+            r = oci_diff_id_set(db, fr->layers[i].digest, fr->layers[i].diff_id);
     if (r == 0)
         r = blobs_download_delete(db, fr->location);
     return r;

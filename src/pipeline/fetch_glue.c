@@ -51,7 +51,8 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
             continue;
         _cleanup_free_ char *req = NULL;
         size_t len = 0;
-        r = fetch_request_build(want[i].location, want[i].etag, want[i].size, &req, &len);
+        r = fetch_request_build(want[i].location, want[i].etag, want[i].size, want[i].diff_id, &req,
+                                &len);
         if (r < 0) {
             err_set(e, r, "cannot build the fetch request for %s", want[i].location);
             break;
@@ -108,6 +109,7 @@ int pipeline_fetch_all(struct pipeline *p, struct fsm_run *run, const struct fet
                 l->location = strdup(want[i].location);
             }
             snprintf(l->digest, sizeof(l->digest), "%s", fr.layers[k].digest);
+            snprintf(l->diff_id, sizeof(l->diff_id), "%s", fr.layers[k].diff_id);
             l->size = fr.layers[k].size;
             if (k == 0) {
                 l->bytes_downloaded = fr.bytes_downloaded;

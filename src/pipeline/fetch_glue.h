@@ -21,16 +21,19 @@ int pipeline_register_fetch(struct pipeline *p, struct err *e);
 struct fetched_layer {
     char *location;
     char digest[DIGEST_STR_LEN + 1];
+    char diff_id[DIGEST_STR_LEN + 1]; /* of the uncompressed stream ("" when not known) */
     uint64_t size;
     /* The bytes of the blob this layer came from (fetch_json.h), on its first layer only (an
      * archive's other members: 0), so that a sum over the layers counts each blob once. */
     uint64_t bytes_downloaded, bytes_resumed, bytes_reused;
 };
-/* What to fetch: a location, with the ETag and size the listing gave (NULL/0 when unknown). */
+/* What to fetch: a location, with the ETag and size the listing gave (NULL/0 when unknown),
+ * and the diff id its image config declares (registry images; NULL otherwise). */
 struct fetch_want {
     const char *location;
     const char *etag;
     uint64_t size;
+    const char *diff_id;
 };
 /* Fetch every location (children of run, queue "fetch"), wait for them, and return the image's
  * layers bottom-up: normally one per location; a docker-archive or OCI layout blob expands into

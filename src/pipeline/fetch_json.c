@@ -10,8 +10,8 @@
 
 /* ---- request / response ----------------------------------------------------------------- */
 
-int fetch_request_build(const char *location, const char *etag, uint64_t size, char **json,
-                        size_t *len)
+int fetch_request_build(const char *location, const char *etag, uint64_t size, const char *diff_id,
+                        char **json, size_t *len)
 {
     _cleanup_json_ json_t *o = json_pack("{s:s}", "location", location);
     if (!o)
@@ -20,6 +20,8 @@ int fetch_request_build(const char *location, const char *etag, uint64_t size, c
         json_object_set_new(o, "etag", json_string(etag));
     if (size)
         json_object_set_new(o, "size", json_integer((json_int_t)size));
+    if (diff_id)
+        json_object_set_new(o, "diff_id", json_string(diff_id));
     char *s = json_dumps(o, JSON_COMPACT);
     if (!s)
         return -ENOMEM;
@@ -38,6 +40,9 @@ int fetch_request_parse(struct fsm_run *run, struct fetch_request *rq)
         return -EINVAL;
     rq->location = json_string_value(json_object_get(rq->root, "location"));
     rq->etag = json_string_value(json_object_get(rq->root, "etag"));
+    rq->diff_id = json_string_value(json_object_get(rq->root, "diff_id"));
+    if (rq->diff_id && !digest_valid(rq->diff_id))
+        return -EINVAL;
     json_t *sz = json_object_get(rq->root, "size");
     rq->size = json_is_integer(sz) ? (uint64_t)json_integer_value(sz) : 0;
     return rq->location ? 0 : -EINVAL;
@@ -104,11 +109,13 @@ json_t *fetch_bytes_json(uint64_t downloaded, uint64_t resumed, uint64_t reused)
                      (json_int_t)resumed, "reused", (json_int_t)reused);
 }
 
-json_t *fetch_layer_json(const char *digest, uint64_t size, enum blob_format f, const char *path,
-                         const char *member, const struct blob_seal *seal)
+json_t *fetch_layer_json(const char *digest, const char *diff_id, uint64_t size, enum blob_format f,
+                         const char *path, const char *member, const struct blob_seal *seal)
 {
     json_t *o = json_pack("{s:s, s:I, s:s, s:s}", "digest", digest, "size", (json_int_t)size,
                           "format", blob_format_name(f), "path", path);
+    if (o && diff_id && *diff_id)
+        json_object_set_new(o, "diff_id", json_string(diff_id));
     if (o && member)
         json_object_set_new(o, "member", json_string(member));
     if (o && seal)
@@ -184,6 +191,8 @@ int fetch_response_parse(const void *data, size_t len, struct fetch_result *out,
                 return err_set(e, -EBADMSG, "fetch response: layer %zu is incomplete", i);
             }
             snprintf(fl->digest, sizeof(fl->digest), "%s", d);
+            const char *di = json_string_value(json_object_get(l, "diff_id"));
+            snprintf(fl->diff_id, sizeof(fl->diff_id), "%s", di && digest_valid(di) ? di : "");
             fl->size = (uint64_t)json_integer_value(json_object_get(l, "size"));
             fl->format = fetch_format_parse(json_string_value(json_object_get(l, "format")));
             fl->path = strdup(p);

@@ -5,8 +5,8 @@
  * and, for the transitions (fetch.c), the pieces they read and write a step at a time.
  *
  * The response is one JSON object that grows along the run: download adds the digest, size,
- * path and seal, validate the format and the layers (each {"digest", "size", "format",
- * "path", "member"?, "seal"?}), check-exists writes it whole for a blob fetched before.
+ * path and seal, validate the format and the layers (each {"digest", "diff_id", "size",
+ * "format", "path", "member"?, "seal"?}), check-exists writes it whole for a blob fetched before.
  */
 #pragma once
 
@@ -27,12 +27,16 @@
 #endif
 
 /* The request for one location. etag and size (from a listing) may be NULL/0; with them the
- * check-exists step needs no request to the source. *json is malloc'd. */
-int fetch_request_build(const char *location, const char *etag, uint64_t size, char **json,
-                        size_t *len);
+ * check-exists step needs no request to the source. diff_id (may be NULL): the diff id the
+ * layer must have (a registry image config's rootfs.diff_ids[i]); a layer whose uncompressed
+ * stream hashes otherwise is rejected. *json is malloc'd. */
+int fetch_request_build(const char *location, const char *etag, uint64_t size, const char *diff_id,
+                        char **json, size_t *len);
 
 struct fetch_layer {
     char digest[DIGEST_STR_LEN + 1];
+    char diff_id[DIGEST_STR_LEN + 1]; /* of the uncompressed stream; "" when unknown (a
+                                         response written before diff ids were kept) */
     uint64_t size;
     enum blob_format format;
     char *path;            /* blobs/sha256/<hex> */
@@ -71,6 +75,7 @@ void fetch_result_free(struct fetch_result *r);
 struct fetch_request {
     const char *location;
     const char *etag;
+    const char *diff_id; /* the diff id the layer must have, or NULL */
     uint64_t size;
     json_t *root;
 };
@@ -96,5 +101,6 @@ bool fetch_seal_parse(json_t *o, uint64_t size, struct blob_seal *s);
 json_t *fetch_bytes_json(uint64_t downloaded, uint64_t resumed, uint64_t reused);
 
 /* One entry of the response's "layers". */
-json_t *fetch_layer_json(const char *digest, uint64_t size, enum blob_format f, const char *path,
-                         const char *member, const struct blob_seal *seal);
+/* One entry of the response's "layers" (diff_id may be NULL). */
+json_t *fetch_layer_json(const char *digest, const char *diff_id, uint64_t size, enum blob_format f,
+                         const char *path, const char *member, const struct blob_seal *seal);

@@ -38,6 +38,7 @@
 #include "pipeline/activate.h"
 #include "pipeline/fetch_glue.h"
 #include "pipeline/fetch_json.h"
+#include "pipeline/imageconfig.h"
 #include "pipeline/imagedb.h"
 #include "pipeline/machine.h"
 #include "pipeline/outcome.h"
@@ -47,6 +48,7 @@
 #include "source/ref.h"
 #include "store/blobfile.h"
 #include "store/blobs.h"
+#include "store/oci.h"
 #include "pipeline/fetch_json.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -153,6 +155,8 @@ struct resolve_commit {
     char *alias;
     struct image_layer_rec *layers;
     size_t n;
+    bool has_config; /* a registry image: its manifest and config blobs, its run settings */
+    struct imageconfig config;
 };
 
 static int resolve_apply(struct db *db, void *ud)
@@ -161,6 +165,8 @@ static int resolve_apply(struct db *db, void *ud)
     int r = imagedb_ref_set(db, c->alias, c->image_id);
     if (r == 0)
         r = imagedb_image_set_state(db, c->image_id, "fetching", NULL);
+    if (r == 0 && c->has_config)
+        r = imageconfig_record(db, c->image_id, &c->config);
     return r;
 }
 
@@ -170,6 +176,7 @@ static void resolve_free(void *ud)
     if (!c)
         return;
     free(c->alias);
+    imageconfig_free(&c->config);
     free(c);
 }
 
@@ -211,20 +218,34 @@ static struct fsm_result t_resolve(struct fsm_run *run, void *ud)
     char act[80];
     activation_name(req, ref.name, act, sizeof(act));
     json_t *locs = json_array();
+    /* A registry image's config declares each layer's diff id: the fetch step checks it. */
+    bool diff_ids = ref.n_diff_ids == ref.n_layers;
     for (size_t i = 0; i < ref.n_layers; i++)
-        json_array_append_new(locs, json_pack("{s:s, s:s?, s:I}", "location",
+        json_array_append_new(locs, json_pack("{s:s, s:s?, s:I, s:s?}", "location",
                                               ref.layers[i].location, "etag", ref.layers[i].etag,
-                                              "size", (json_int_t)ref.layers[i].size));
+                                              "size", (json_int_t)ref.layers[i].size, "diff_id",
+                                              diff_ids ? ref.diff_ids[i] : NULL));
     json_t *o =
         json_pack("{s:I, s:s, s:s, s:s, s:o}", "image_id", (json_int_t)image_id, "name", ref.name,
                   "canonical", ref.canonical, "activation", act, "locations", locs);
     resp_store(run, o);
     json_decref(o);
     struct resolve_commit *c = calloc(1, sizeof(*c));
-    if (c) {
-        c->image_id = image_id;
-        c->alias = strdup(jstr(req, "location") ? jstr(req, "location") : ref.canonical);
+    if (!c) {
+        image_ref_free(&ref);
+        return fsm_retry("out of memory");
     }
+    c->image_id = image_id;
+    c->alias = strdup(jstr(req, "location") ? jstr(req, "location") : ref.canonical);
+    /* A registry image's manifest and config go into the blob store now (outside the
+     * checkpoint), their rows with the checkpoint. */
+    r = imageconfig_store_files(p->db, p->cfg.blob_dir, p->cfg.tmp_dir, &ref, &c->config, &e);
+    if (r < 0) {
+        image_ref_free(&ref);
+        resolve_free(c);
+        return fsm_retry("cannot store the manifest and config of the image: %s", err_str(&e));
+    }
+    c->has_config = r == 1;
     fsm_run_on_commit(run, resolve_apply, c, resolve_free);
     log_info("image resolved", "ref=%s name=%s layers=%zu", ref.canonical, ref.name, ref.n_layers);
     image_ref_free(&ref);
@@ -317,8 +338,16 @@ static int layers_ready(struct pipeline *p, const struct fetch_want *want, size_
             _cleanup_free_ char *path = blobfile_path(p->cfg.blob_dir, k.digest);
             ok = path ? blobs_verify(p->db, p->cfg.blob_dir, k.digest, path, NULL, 0) : -ENOMEM;
         }
-        char chain[DIGEST_STR_LEN + 1];
-        if (ok == 1 && chain_id_next(parent[0] ? parent : NULL, k.digest, chain) < 0)
+        /* Chain ids are made of diff ids, as t_fetch makes them: a plain tar's is its digest,
+         * a compressed layer's the one recorded when it was validated (none: the full path). */
+        char did[DIGEST_STR_LEN + 1], chain[DIGEST_STR_LEN + 1];
+        if (ok == 1) {
+            if (fetch_format_parse(k.media_type) == BLOB_TAR)
+                snprintf(did, sizeof(did), "%s", k.digest);
+            else if (oci_diff_id_get(p->db, k.digest, did) != 1)
+                ok = 0;
+        }
+        if (ok == 1 && chain_id_next(parent[0] ? parent : NULL, did, chain) < 0)
             ok = -EINVAL;
         if (ok == 1 && !(devs[i] = chain_ready_dev(p, chain)))
             ok = 0;
@@ -367,6 +396,7 @@ static struct fsm_result t_fetch(struct fsm_run *run, void *ud)
         v[i].location = jstr(l, "location");
         v[i].etag = jstr(l, "etag");
         v[i].size = (uint64_t)json_integer_value(json_object_get(l, "size"));
+        v[i].diff_id = jstr(l, "diff_id");
     }
     struct image_layer_rec *known = NULL;
     if (v && layers_ready(p, v, n, &known) == 1) {
@@ -415,10 +445,14 @@ static struct fsm_result t_fetch(struct fsm_run *run, void *ud)
     c->image_id = image_id;
     c->v = calloc(nl, sizeof(*c->v));
     c->n = nl;
+    /* Chain ids are made of diff ids (the uncompressed streams), as OCI defines them: the same
+     * layers share their devices whether they came compressed or not, from a registry, S3 or
+     * a docker-archive. (A response from before diff ids were kept has none: its digest.) */
     char parent[DIGEST_STR_LEN + 1] = "";
     for (size_t i = 0; c->v && i < nl; i++) {
         char chain[DIGEST_STR_LEN + 1];
-        chain_id_next(parent[0] ? parent : NULL, layers[i].digest, chain);
+        chain_id_next(parent[0] ? parent : NULL,
+                      layers[i].diff_id[0] ? layers[i].diff_id : layers[i].digest, chain);
         c->v[i].idx = (int)i + 1;
         c->v[i].location = strdup(layers[i].location);
         c->v[i].digest = strdup(layers[i].digest);

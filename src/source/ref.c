@@ -128,6 +128,10 @@ void image_ref_free(struct image_ref *r)
     free(r->platform);
     free(r->config_digest);
     strv_free(r->diff_ids, r->n_diff_ids);
+    free(r->manifest_media_type);
+    free(r->manifest);
+    free(r->config);
+    free(r->run_config);
     *r = (struct image_ref){0};
 }
 

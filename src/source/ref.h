@@ -92,6 +92,15 @@ struct image_ref {
     char *config_digest;
     char **diff_ids;
     size_t n_diff_ids;
+    /* ... and the manifest and config themselves, as fetched and digest-checked (bounded by
+     * the registry's manifest and config limits), so they can be stored as blobs, and the
+     * config's run settings (registry_config_summary(): entrypoint, env, ...) as JSON. */
+    char *manifest_media_type;
+    void *manifest;
+    size_t manifest_len;
+    void *config;
+    size_t config_len;
+    char *run_config;
 };
 
 /* Resolve ref (see above). default_source may be NULL (then ref must be a full location).

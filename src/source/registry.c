@@ -705,10 +705,24 @@ static int ping(struct registry_src *r, struct err *e)
     return k;
 }
 
-/* The image's manifest: ref's, or the one for the platform when ref names an index. */
+/* A copy of a response body (the manifest or config an image_ref keeps). */
+static int keep_body(const struct httpc_resp *resp, void **out, size_t *len)
+{
+    free(*out);
+    *len = resp->body.len;
+    *out = malloc(*len ? *len : 1);
+    if (!*out)
+        return -ENOMEM;
+    if (*len)
+        memcpy(*out, resp->body.data, *len);
+    return 0;
+}
+
+/* The image's manifest: ref's, or the one for the platform when ref names an index. Its body
+ * goes to out->manifest. */
 static int resolve_manifest(struct source *s, const char *ref, struct registry_manifest *m,
                             char digest[DIGEST_STR_LEN + 1], char *platform, size_t pcap,
-                            struct err *e)
+                            struct image_ref *out, struct err *e)
 {
     struct registry_src *r = s->impl;
     _cleanup_free_ char *key = NULL;
@@ -724,6 +738,8 @@ static int resolve_manifest(struct source *s, const char *ref, struct registry_m
     k = body_digest(&resp, digest_valid(ref) ? ref : NULL, what, digest, e);
     if (k == 0)
         k = registry_manifest_parse(resp.body.data, resp.body.len, resp.content_type, m, e);
+    if (k == 0 && !m->is_index)
+        k = keep_body(&resp, &out->manifest, &out->manifest_len);
     httpc_resp_free(&resp);
     if (k < 0)
         return err_prefix(e, "%s", what);
@@ -759,6 +775,8 @@ static int resolve_manifest(struct source *s, const char *ref, struct registry_m
         k = registry_manifest_parse(resp.body.data, resp.body.len, resp.content_type, m, e);
     if (k == 0 && m->is_index)
         k = err_set(e, -ENOTSUP, "an index inside an index; not supported");
+    if (k == 0)
+        k = keep_body(&resp, &out->manifest, &out->manifest_len);
     httpc_resp_free(&resp);
     return k < 0 ? err_prefix(e, "%s", what) : 0;
 }
@@ -785,6 +803,10 @@ static int resolve_config(struct source *s, const struct registry_manifest *m,
     if (k == 0)
         k = registry_config_diff_ids(resp.body.data, resp.body.len, &out->diff_ids,
                                      &out->n_diff_ids, e);
+    if (k == 0)
+        k = registry_config_summary(resp.body.data, resp.body.len, &out->run_config, e);
+    if (k == 0)
+        k = keep_body(&resp, &out->config, &out->config_len);
     httpc_resp_free(&resp);
     if (k == 0 && out->n_diff_ids != m->n_entries)
         k = err_set(e, -EBADMSG, "the image config lists %zu diff ids for %zu layers",
@@ -863,7 +885,9 @@ int registry_resolve(struct source *s, const char *key, struct image_ref *out, s
     struct registry_manifest m = {0};
     char digest[DIGEST_STR_LEN + 1];
     char platform[3 * REGISTRY_PLATFORM_PART_MAX] = "";
-    k = resolve_manifest(s, ref, &m, digest, platform, sizeof(platform), e);
+    k = resolve_manifest(s, ref, &m, digest, platform, sizeof(platform), out, e);
+    if (k == 0 && !(out->manifest_media_type = strdup(m.media_type)))
+        k = -ENOMEM;
     if (k == 0)
         k = resolve_config(s, &m, out, e);
     if (k == 0)

@@ -27,10 +27,11 @@
  * Auth (registry_auth.c): anonymous first; on a 401, the WWW-Authenticate challenge: Basic
  * (the credentials, if any) or Bearer realm/service/scope (a token from the realm, with the
  * credentials as Basic auth when there are any; cached per realm, service and scope until it
- * expires). Credentials: THINIMG_REGISTRY_AUTH=USER:PASSWORD (every registry), else the
- * `auths` entry of the host in $DOCKER_CONFIG/config.json or ~/.docker/config.json (base64
- * `auth`). They are only ever put in request headers: never in a location, a log line, a
- * message or a database row.
+ * expires). Credentials: THINIMG_REGISTRY_AUTH=USER:PASSWORD (every registry), else
+ * $DOCKER_CONFIG/config.json or ~/.docker/config.json: the credential helper it names for the
+ * host (`credHelpers`, else `credsStore`: docker-credential-NAME get), else the host's `auths`
+ * entry (base64 `auth`). They are only ever put in request headers: never in a location, a log
+ * line, a message or a database row.
  *
  * Errors: as source.h, and -EBADMSG a manifest or config that is malformed or does not match
  * its digest, -ENOTSUP a schema 1 manifest or a media type that is not an image, -ENOENT no
@@ -57,8 +58,15 @@
 #define REGISTRY_INDEX_MAX_MANIFESTS 1024
 /* A token response is a JSON object with one or two JWTs: a few KiB. */
 #define REGISTRY_TOKEN_BODY_MAX (64 * 1024)
-/* ~/.docker/config.json: a few entries of ~100 bytes (credential helpers are not read). */
+/* ~/.docker/config.json: a few entries of ~100 bytes. */
 #define REGISTRY_DOCKER_CONFIG_MAX (1024 * 1024)
+/* Credential helpers (docker-credential-NAME get): a helper asks a keychain or a cloud API
+ * (ECR: one call), seconds at most; 30 s means it hangs (or waits for a prompt). Its answer
+ * is {"ServerURL","Username","Secret"}: a few KiB (ECR tokens are ~2 KiB). Names are short
+ * ("ecr-login", "desktop", "pass"). */
+#define REGISTRY_CRED_HELPER_TIMEOUT_MS 30000
+#define REGISTRY_CRED_HELPER_OUTPUT_MAX (64 * 1024)
+#define REGISTRY_CRED_HELPER_NAME_MAX   64
 /* Tags asked per page of /tags/list; the listing caps of source.h bound the whole listing. */
 #define REGISTRY_TAGS_PAGE 1000
 /* A token without expires_in lives 60 s (the token spec's default); it is renewed this much
@@ -129,6 +137,7 @@ struct registry_descriptor {
 };
 
 struct registry_manifest {
+    char *media_type;                    /* the body's own, else the response's, else OCI's */
     bool is_index;                       /* an image index / manifest list */
     struct registry_descriptor config;   /* image manifests */
     struct registry_descriptor *entries; /* the layers (bottom to top), or the index entries */
@@ -149,6 +158,12 @@ int registry_manifest_parse(const void *body, size_t len, const char *content_ty
  * never match. -ENOENT naming the platforms the index has. */
 int registry_platform_select(const struct registry_manifest *index,
                              const struct registry_platform *want, size_t *idx, struct err *e);
+
+/* The run settings of an image config as a compact JSON object (*json malloc'd): entrypoint,
+ * cmd, env (arrays of strings), working_dir, user, stop_signal, os, architecture, variant,
+ * exposed_ports, each present only when the config has it with the right type. -EBADMSG when
+ * the config is not a JSON object. */
+int registry_config_summary(const void *body, size_t len, char **json, struct err *e);
 
 /* rootfs.diff_ids of an image config (sha256 digests, in layer order). -EBADMSG when missing
  * or malformed. */
@@ -175,8 +190,22 @@ int registry_challenge_parse(const char *header, struct registry_challenge *out)
 int registry_docker_config_auth(const char *json, size_t len, const char *host, char **userpass,
                                 struct err *e);
 
-/* The credentials for host: THINIMG_REGISTRY_AUTH, else the docker config (see the top).
- * 1 found (*userpass to be freed with registry_secret_free), 0 none. */
+/* The credential helper a docker config.json names for host: its `credHelpers` entry, else
+ * `credsStore`. 1 with *helper (the NAME of docker-credential-NAME; malloc'd), 0 none,
+ * -EBADMSG malformed JSON, -EINVAL a name that is not [A-Za-z0-9_.-]. */
+int registry_docker_config_helper(const char *json, size_t len, const char *host, char **helper,
+                                  struct err *e);
+/* Run `docker-credential-HELPER get` (looked up in PATH) with host's server URL on its stdin
+ * (Docker Hub's is https://index.docker.io/v1/), its stderr discarded, bounded by
+ * REGISTRY_CRED_HELPER_TIMEOUT_MS and _OUTPUT_MAX. 1 with *userpass ("Username:Secret", free
+ * with registry_secret_free), 0 when the helper has no credentials for host ("credentials not
+ * found"), -EACCES with the reason (not installed, failed, timed out, an identity token) and
+ * never the secret. */
+int registry_cred_helper_get(const char *helper, const char *host, char **userpass, struct err *e);
+
+/* The credentials for host: THINIMG_REGISTRY_AUTH, else the docker config: a credential
+ * helper (credHelpers, credsStore), else its `auths` entry (see the top). 1 found (*userpass
+ * to be freed with registry_secret_free), 0 none. */
 int registry_credentials(const char *host, char **userpass, struct err *e);
 /* Wipe and free a secret. */
 void registry_secret_free(char *s);

@@ -10,13 +10,20 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "util/cleanup.h"
 #include "util/fsutil.h"
@@ -165,16 +172,26 @@ static char *decode_auth(const char *b64)
     return out;
 }
 
+/* A docker config.json's top object (*root, json_decref it). */
+static int config_load(const char *json, size_t len, json_t **root, struct err *e)
+{
+    json_error_t je;
+    *root = json_loadb(json, len, 0, &je);
+    if (*root && json_is_object(*root))
+        return 0;
+    json_decref(*root);
+    *root = NULL;
+    return err_set(e, -EBADMSG, "not a JSON object (line %d: %s)", je.line, je.text);
+}
+
 int registry_docker_config_auth(const char *json, size_t len, const char *host, char **userpass,
                                 struct err *e)
 {
     *userpass = NULL;
-    json_error_t je;
-    json_t *root = json_loadb(json, len, 0, &je);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
-        return err_set(e, -EBADMSG, "not a JSON object (line %d: %s)", je.line, je.text);
-    }
+    json_t *root = NULL;
+    int k = config_load(json, len, &root, e);
+    if (k < 0)
+        return k;
     json_t *auths = json_object_get(root, "auths");
     int r = 0;
     const char *key;
@@ -200,6 +217,187 @@ int registry_docker_config_auth(const char *json, size_t len, const char *host, 
             break;
     }
     json_decref(root);
+    return r;
+}
+
+int registry_docker_config_helper(const char *json, size_t len, const char *host, char **helper,
+                                  struct err *e)
+{
+    *helper = NULL;
+    json_t *root = NULL;
+    int k = config_load(json, len, &root, e);
+    if (k < 0)
+        return k;
+    const char *name = NULL, *key;
+    json_t *v;
+    json_object_foreach(json_object_get(root, "credHelpers"), key, v)
+    {
+        if (auth_key_is(key, host) && json_is_string(v)) {
+            name = json_string_value(v);
+            break;
+        }
+    }
+    if (!name)
+        name = json_string_value(json_object_get(root, "credsStore"));
+    int r = 0;
+    /* The name becomes part of a program name looked up in PATH: no '/' and nothing odd. */
+    size_t n = name ? strlen(name) : 0;
+    if (n &&
+        (n > REGISTRY_CRED_HELPER_NAME_MAX || name[0] == '.' || name[0] == '-' ||
+         strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n))
+        r = err_set(e, -EINVAL, "the credential helper name \"%.64s\" is not valid", name);
+    else if (n)
+        r = (*helper = strdup(name)) ? 1 : -ENOMEM;
+    json_decref(root);
+    return r;
+}
+
+/* What a helper is asked for: the registry's server URL as docker names it (Docker Hub's is
+ * its v1 index address). */
+static const char *helper_server(const char *host)
+{
+    return !strcmp(host, REGISTRY_DOCKER_HUB) ? "https://index.docker.io/v1/" : host;
+}
+
+/* Read the helper's stdout until EOF, the size limit or the deadline. */
+static int helper_read(int fd, char *buf, size_t cap, size_t *len, int64_t deadline)
+{
+    *len = 0;
+    for (;;) {
+        int64_t left = deadline - mono_ms();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        struct pollfd p = {fd, POLLIN, 0};
+        int k = poll(&p, 1, (int)(left > 1000 ? 1000 : left));
+        if (k < 0 && errno != EINTR)
+            return neg_errno();
+        if (k <= 0)
+            continue;
+        if (*len == cap)
+            return -EFBIG;
+        ssize_t n = read(fd, buf + *len, cap - *len);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0)
+            return neg_errno();
+        if (n == 0)
+            return 0;
+        *len += (size_t)n;
+    }
+}
+
+/* Run `docker-credential-NAME get` with the server on its stdin; its stdout into buf. The
+ * exit status (0..255), or a negative errno (-ENOENT: not installed, -ETIMEDOUT: killed). */
+static int helper_run(const char *prog, const char *server, char *buf, size_t cap, size_t *len)
+{
+    /* stdin is a socket, not a pipe: a helper that exits without reading it must not kill us
+     * with SIGPIPE (send's MSG_NOSIGNAL). */
+    int in[2], out[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) < 0)
+        return neg_errno();
+    if (pipe2(out, O_CLOEXEC) < 0) {
+        int r = neg_errno();
+        close(in[0]);
+        close(in[1]);
+        return r;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    /* stdin the server name, stdout to us, stderr nowhere (a helper may print what it was
+     * given); its own process group, so a timeout kills whatever it started. */
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&at, 0);
+    char *argv[] = {(char *)prog, (char *)"get", NULL};
+    extern char **environ;
+    pid_t pid;
+    int r = posix_spawnp(&pid, prog, &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(in[0]);
+    close(out[1]);
+    if (r != 0) {
+        close(in[1]);
+        close(out[0]);
+        return -r;
+    }
+    /* The server name is far smaller than a socket's buffer: one send, then EOF. A helper that
+     * exits early fails the send: its exit status says what happened. */
+    (void)!send(in[1], server, strlen(server), MSG_NOSIGNAL);
+    shutdown(in[1], SHUT_WR);
+    close(in[1]);
+    r = helper_read(out[0], buf, cap, len, mono_ms() + REGISTRY_CRED_HELPER_TIMEOUT_MS);
+    close(out[0]);
+    if (r < 0)
+        kill(-pid, SIGKILL);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (r < 0)
+        return r;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127 && *len == 0)
+        return -ENOENT; /* posix_spawnp found nothing to run */
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+int registry_cred_helper_get(const char *helper, const char *host, char **userpass, struct err *e)
+{
+    *userpass = NULL;
+    _cleanup_free_ char *prog = NULL;
+    if (asprintf(&prog, "docker-credential-%s", helper) < 0)
+        return -ENOMEM;
+    _cleanup_free_ char *buf = malloc(REGISTRY_CRED_HELPER_OUTPUT_MAX + 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t len = 0;
+    int st = helper_run(prog, helper_server(host), buf, REGISTRY_CRED_HELPER_OUTPUT_MAX, &len);
+    buf[len] = '\0';
+    int r;
+    if (st == -ENOENT)
+        r = err_set(e, -EACCES,
+                    "the docker config names the credential helper \"%s\" for %s, but %s is not "
+                    "in PATH; install it, or set THINIMG_REGISTRY_AUTH=USER:PASSWORD",
+                    helper, host, prog);
+    else if (st == -ETIMEDOUT)
+        r = err_set(e, -EACCES, "%s get (for %s) did not answer within %d ms (killed)", prog, host,
+                    REGISTRY_CRED_HELPER_TIMEOUT_MS);
+    else if (st == -EFBIG)
+        r = err_set(e, -EACCES, "%s get (for %s) wrote more than %d bytes; refused", prog, host,
+                    REGISTRY_CRED_HELPER_OUTPUT_MAX);
+    else if (st < 0)
+        r = err_set(e, -EACCES, "cannot run %s: %s", prog, strerror(-st));
+    else if (st != 0 && strstr(buf, "credentials not found"))
+        r = 0; /* the helper's own words for "none for this server" */
+    else if (st != 0)
+        r = err_set(e, -EACCES, "%s get (for %s) failed with exit status %d", prog, host, st);
+    else
+        r = 1;
+    if (r == 1) {
+        json_t *j = json_loadb(buf, len, 0, NULL);
+        const char *u = json_string_value(json_object_get(j, "Username"));
+        const char *pw = json_string_value(json_object_get(j, "Secret"));
+        if (!u || !pw || !*pw)
+            r = err_set(e, -EACCES, "%s get (for %s) did not answer with Username and Secret", prog,
+                        host);
+        else if (!strcmp(u, "<token>"))
+            r = err_set(e, -EACCES,
+                        "%s gives an identity token for %s (an OAuth refresh token), which "
+                        "thinimg does not exchange; set THINIMG_REGISTRY_AUTH=USER:PASSWORD",
+                        prog, host);
+        else if (asprintf(userpass, "%s:%s", u, pw) < 0)
+            r = -ENOMEM, *userpass = NULL;
+        if (j) { /* wipe the secret from jansson's copy too */
+            json_t *sv = json_object_get(j, "Secret");
+            if (json_is_string(sv))
+                explicit_bzero((char *)json_string_value(sv), json_string_length(sv));
+        }
+        json_decref(j);
+    }
+    explicit_bzero(buf, len);
     return r;
 }
 
@@ -232,9 +430,16 @@ int registry_credentials(const char *host, char **userpass, struct err *e)
     if (n > REGISTRY_DOCKER_CONFIG_MAX)
         return err_set(e, -EFBIG, "%s is larger than %d bytes; not read", path,
                        REGISTRY_DOCKER_CONFIG_MAX);
-    int r = registry_docker_config_auth(buf, n, host, userpass, e);
+    /* A credential helper for the host (credHelpers), else the store for all (credsStore),
+     * as docker does; a helper with nothing for this server leaves the `auths` entry. */
+    _cleanup_free_ char *helper = NULL;
+    int r = registry_docker_config_helper(buf, n, host, &helper, e);
+    if (r == 1)
+        r = registry_cred_helper_get(helper, host, userpass, e);
+    if (r == 0)
+        r = registry_docker_config_auth(buf, n, host, userpass, e);
     explicit_bzero(buf, n);
-    if (r < 0)
+    if (r < 0 && !helper)
         err_prefix(e, "%s", path);
     return r;
 }

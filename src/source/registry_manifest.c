@@ -345,6 +345,7 @@ void registry_manifest_free(struct registry_manifest *m)
 {
     if (!m)
         return;
+    free(m->media_type);
     descriptor_free(&m->config);
     for (size_t i = 0; i < m->n_entries; i++)
         descriptor_free(&m->entries[i]);
@@ -441,6 +442,10 @@ int registry_manifest_parse(const void *body, size_t len, const char *content_ty
         goto out;
     }
     out->is_index = is_index_type(mt);
+    if (!(out->media_type = strdup(mt))) {
+        r = -ENOMEM;
+        goto out;
+    }
     json_t *arr = out->is_index ? manifests : layers;
     if (!json_is_array(arr)) {
         r = err_set(e, -EBADMSG, "the %s has no %s array", out->is_index ? "index" : "manifest",
@@ -536,6 +541,59 @@ int registry_platform_select(const struct registry_manifest *index,
                    "the image index has no manifest for platform %s (it has: %s); choose one "
                    "with --platform OS/ARCH[/VARIANT]",
                    w, have.data ? have.data : "none");
+}
+
+/* The run settings of an image config: its "config" object's fields under our names. */
+int registry_config_summary(const void *body, size_t len, char **json, struct err *e)
+{
+    *json = NULL;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return err_set(e, -EBADMSG, "the image config is not a JSON object");
+    }
+    json_t *c = json_object_get(root, "config");
+    static const struct {
+        const char *from, *to;
+        bool array;
+    } fields[] = {
+        {"Entrypoint", "entrypoint", true},
+        {"Cmd", "cmd", true},
+        {"Env", "env", true},
+        {"WorkingDir", "working_dir", false},
+        {"User", "user", false},
+        {"StopSignal", "stop_signal", false},
+    };
+    json_t *out = json_object();
+    int r = out ? 0 : -ENOMEM;
+    for (size_t i = 0; r == 0 && i < sizeof(fields) / sizeof(fields[0]); i++) {
+        json_t *v = json_object_get(c, fields[i].from);
+        bool ok = fields[i].array ? json_is_array(v) : json_is_string(v);
+        /* Arrays of strings only: anything else in a hostile config is dropped. */
+        for (size_t k = 0; ok && fields[i].array && k < json_array_size(v); k++)
+            ok = json_is_string(json_array_get(v, k));
+        if (ok)
+            r = json_object_set(out, fields[i].to, v) < 0 ? -ENOMEM : 0;
+    }
+    for (size_t i = 0; r == 0 && i < 3; i++) {
+        static const char *const top[] = {"os", "architecture", "variant"};
+        json_t *v = json_object_get(root, top[i]);
+        if (json_is_string(v))
+            r = json_object_set(out, top[i], v) < 0 ? -ENOMEM : 0;
+    }
+    json_t *ports = json_object_get(c, "ExposedPorts");
+    if (r == 0 && json_is_object(ports)) {
+        json_t *a = json_array();
+        const char *k;
+        json_t *v;
+        json_object_foreach(ports, k, v) json_array_append_new(a, json_string(k));
+        r = json_object_set_new(out, "exposed_ports", a) < 0 ? -ENOMEM : 0;
+    }
+    if (r == 0 && !(*json = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS)))
+        r = -ENOMEM;
+    json_decref(out);
+    json_decref(root);
+    return r;
 }
 
 int registry_config_diff_ids(const void *body, size_t len, char ***ids, size_t *n, struct err *e)

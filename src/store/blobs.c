@@ -257,7 +257,9 @@ int blobs_list_unreferenced(struct db *db,
     int r = db_query(&q, db,
                      "SELECT digest, path, size FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM "
                      "image_layers l WHERE l.digest = b.digest) AND NOT EXISTS (SELECT 1 FROM "
-                     "layers y WHERE y.digest = b.digest AND y.state != 'ready')");
+                     "layers y WHERE y.digest = b.digest AND y.state != 'ready') AND NOT EXISTS "
+                     "(SELECT 1 FROM image_configs c WHERE c.manifest_digest = b.digest OR "
+                     "c.config_digest = b.digest)");
     while (r >= 0 && (r = db_query_next(&q)) == 1)
         if (fn((const char *)sqlite3_column_text(q.st, 0),
                (const char *)sqlite3_column_text(q.st, 1), (uint64_t)sqlite3_column_int64(q.st, 2),

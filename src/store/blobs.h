@@ -120,8 +120,9 @@ int blobs_download_delete(struct db *db, const char *location);
 int blobs_download_list(struct db *db,
                         int (*fn)(const char *location, const char *tmp_path, void *ud), void *ud);
 
-/* Every blob no image uses (no image layer names its digest, and no layer that is not ready
- * yet needs it): fn(digest, path column, size, ud) per blob; fn returns non-zero to stop. */
+/* Every blob no image uses (no image layer names its digest, no layer that is not ready yet
+ * needs it, and it is no registry image's manifest or config: store/oci.h): fn(digest, path column,
+ * size, ud) per blob; fn returns non-zero to stop. */
 int blobs_list_unreferenced(struct db *db,
                             int (*fn)(const char *digest, const char *path, uint64_t size,
                                       void *ud),

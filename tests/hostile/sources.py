@@ -587,8 +587,18 @@ def registry_pull(ctx):
     st = ctx.state()
     r = ctx.thinimg(st, ['ls', '--json', reg_ref(ctx, 'reg-plain', 'img')], 30, env=reg_env(ctx))
     expect(r, 0)
-    keys = {o['name'] if 'name' in o else o.get('key') for o in json.loads(r.out)['objects']}
+    objs = json.loads(r.out)['objects']
+    keys = {o['name'] for o in objs}
     ok(len(keys) == hostile.PAGE_KEYS + 6, 'ls listed %d tags' % len(keys))
+    # Tags by name, with the digest each points at (asked for the first 32 only).
+    first = objs[0]
+    ok(first['name'] == 't0000' and first['digest'] == hostile.digest(manifest) and
+       first['location'].endswith('/reg-plain/img:t0000'), 'first tag: %s' % first)
+    ok(sum(1 for o in objs if o['digest']) == 32, 'digests asked for every tag')
+    r = ctx.thinimg(st, ['ls', reg_ref(ctx, 'reg-plain', 'img:v1')], 30, env=reg_env(ctx))
+    expect(r, 0)
+    ok('manifests/' not in r.out and r.out.split('\n')[1].split()[:2] ==
+       ['v1', hostile.digest(manifest)[:19]], 'ls of one tag:\n%s' % r.out)
     r = ctx.thinimg(st, ['fetch', '--json', reg_ref(ctx, 'reg-plain', 'img:v1')], 30,
                     env=reg_env(ctx))
     expect(r, 0)
@@ -637,6 +647,95 @@ def registry_blob_digest_mismatch(ctx):
     and nothing is stored, not even the partial file."""
     reg_put(ctx, 'img', [b'5'])
     return reg_refused(ctx, 'reg-badblob', 'img:v1', 6, 'not the sha256:')
+
+
+def gzip_image(tars, diff_ids):
+    """An OCI image of gzip layers whose config declares diff_ids: (manifest, blobs)."""
+    import gzip
+    gzs = [gzip.compress(t, mtime=0) for t in tars]
+    config = json.dumps({'architecture': 'amd64', 'os': 'linux',
+                         'config': {'Entrypoint': ['/bin/app'], 'Env': ['A=1'],
+                                    'WorkingDir': '/srv', 'User': '1000'},
+                         'rootfs': {'type': 'layers', 'diff_ids': diff_ids}}).encode()
+    manifest = json.dumps({
+        'schemaVersion': 2, 'mediaType': hostile.MT_MANIFEST,
+        'config': {'mediaType': hostile.MT_CONFIG, 'digest': hostile.digest(config),
+                   'size': len(config)},
+        'layers': [{'mediaType': hostile.MT_LAYER + '+gzip', 'digest': hostile.digest(g),
+                    'size': len(g)} for g in gzs]}).encode()
+    return manifest, dict({hostile.digest(g): g for g in gzs},
+                          **{hostile.digest(config): config})
+
+
+@case
+def registry_diff_id_mismatch(ctx):
+    """A gzip layer whose config declares the diff id of other content (the registry lies
+    about what the layer unpacks to): refused (exit 6) with both digests named, and nothing
+    stored, the layer's blob included."""
+    tars = [layer(b'h', 64 * 1024)]
+    manifest, blobs_ = gzip_image(tars, [hostile.digest(b'other')])
+    ctx.srv.put_image('lying', {'v1': manifest}, blobs_)
+    r = reg_refused(ctx, 'reg-plain', 'lying:v1', 6, 'declares the diff id %s' %
+                    hostile.digest(b'other'))
+    ok('hashes to %s' % hostile.digest(tars[0]) in r.err, 'the actual diff id is not named')
+    # The same blob already stored by an honest image: the lie is caught without a download.
+    manifest, blobs_ = gzip_image(tars, [hostile.digest(tars[0])])
+    ctx.srv.put_image('honest', {'v1': manifest}, blobs_)
+    st = ctx.state()
+    expect(ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-plain', 'honest:v1')], 30,
+                       env=reg_env(ctx)), 0)
+    r = ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-plain', 'lying:v1')], 30, env=reg_env(ctx))
+    expect(r, 6, 'declares the diff id %s' % hostile.digest(b'other'))
+    return r
+
+
+@case
+def registry_gzip_diff_ids(ctx):
+    """A gzip layer whose diff id is right is fetched; its diff id is the uncompressed tar's
+    sha256, the same as the digest of that tar fetched from dir: (so both give the same chain
+    ids, and share layer devices)."""
+    tars = [layer(b'i', 64 * 1024)]
+    manifest, blobs_ = gzip_image(tars, [hostile.digest(tars[0])])
+    ctx.srv.put_image('gz', {'v1': manifest}, blobs_)
+    st = ctx.state()
+    r = ctx.thinimg(st, ['fetch', '--json', reg_ref(ctx, 'reg-plain', 'gz:v1')], 30,
+                    env=reg_env(ctx))
+    expect(r, 0)
+    got = json.loads(r.out)['layers'][0]
+    ok(got['format'] == 'tar+gzip' and got['diff_id'] == hostile.digest(tars[0]),
+       'registry layer %s' % got)
+    d = os.path.join(ctx.root, 'gzdir')
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'base.tar'), 'wb') as f:
+        f.write(tars[0])
+    r2 = ctx.thinimg(st, ['fetch', '--json', 'dir:%s/base.tar' % d], 30)
+    expect(r2, 0)
+    plain = json.loads(r2.out)['layers'][0]
+    ok(plain['digest'] == plain['diff_id'] == got['diff_id'], 'dir: layer %s' % plain)
+    return r
+
+
+@case
+def registry_foreign_layer(ctx):
+    """A foreign (non-distributable) layer, one with `urls`: refused (exit 6) with how to allow
+    it; allowed, it is fetched from the registry by its digest, and its urls are never
+    followed."""
+    layers, manifest = reg_put(ctx, 'foreign', [b'f'])
+    m = json.loads(manifest)
+    m['layers'][0]['urls'] = ['http://127.0.0.1:9/never-asked']
+    manifest = json.dumps(m).encode()
+    ctx.srv.put_image('foreign', {'v2': manifest}, {})
+    r = reg_refused(ctx, 'reg-plain', 'foreign:v2', 6, 'foreign (non-distributable) layer; '
+                    'refused. Set THINIMG_REGISTRY_ALLOW_FOREIGN_LAYERS=1')
+    st = ctx.state()
+    ctx.srv.reset()
+    r = ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-plain', 'foreign:v2')], 30,
+                    env=reg_env(ctx, THINIMG_REGISTRY_ALLOW_FOREIGN_LAYERS='1'))
+    expect(r, 0)
+    ok(blobs(st) == {sha(layers[0])}, 'blobs %s' % blobs(st))
+    got = [q for q in ctx.srv.log() if '/blobs/' in q['key'] and q['method'] == 'GET']
+    ok(got, 'the layer was not fetched from the registry')
+    return r
 
 
 @case
@@ -740,6 +839,44 @@ def registry_basic_credentials(ctx):
     expect(r, 0, within=20)
     ok(blobs(st) == {sha(layers[0])}, 'blobs %s' % blobs(st))
     ok('basic-pw' not in r.err + r.out, 'the password is in the output')
+    return r
+
+
+@case
+def registry_credential_helper(ctx):
+    """Credentials from a docker credential helper (credHelpers in config.json names
+    docker-credential-NAME, run with the server on stdin): the pull works, a helper that
+    fails is exit 3 with its name, and the secret is in no output and no file of the state
+    directory."""
+    layers, _ = reg_put(ctx, 'img', [b'k'])
+    host = '127.0.0.1:%d' % ctx.srv.port
+    d = os.path.join(ctx.root, 'helper')
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'docker-credential-hostile'), 'w') as f:
+        f.write('#!/bin/sh\nread -r s\n[ "$1:$s" = "get:%s" ] || { echo "credentials not '
+                'found in native keychain"; exit 1; }\necho \'{"ServerURL":"%s","Username":'
+                '"bob","Secret":"basic-pw"}\'\n' % (host, host))
+    with open(os.path.join(d, 'docker-credential-broken'), 'w') as f:
+        f.write('#!/bin/sh\necho basic-pw >&2\nexit 2\n')
+    for n in ('hostile', 'broken'):
+        os.chmod(os.path.join(d, 'docker-credential-' + n), 0o755)
+    env = reg_env(ctx, DOCKER_CONFIG=d, PATH=d + ':' + os.environ['PATH'])
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+        json.dump({'credHelpers': {host: 'broken'}}, f)
+    r = ctx.thinimg(ctx.state(), ['fetch', reg_ref(ctx, 'reg-basic', 'img:v1')], 30, env=env)
+    expect(r, 3, 'docker-credential-broken get (for %s) failed with exit status 2' % host)
+    ok('basic-pw' not in r.err + r.out, 'the helper\'s stderr is in the output')
+    with open(os.path.join(d, 'config.json'), 'w') as f:
+        json.dump({'credHelpers': {host: 'hostile'}}, f)
+    st = ctx.state()
+    r = ctx.thinimg(st, ['fetch', reg_ref(ctx, 'reg-basic', 'img:v1')], 30, env=env)
+    expect(r, 0, within=20)
+    ok(blobs(st) == {sha(layers[0])}, 'blobs %s' % blobs(st))
+    ok('basic-pw' not in r.err + r.out, 'the password is in the output')
+    for dd, _, files in os.walk(st):
+        for name in files:
+            with open(os.path.join(dd, name), 'rb') as f:
+                ok(b'basic-pw' not in f.read(), 'the password is in %s' % name)
     return r
 
 

@@ -7,7 +7,9 @@ own tar layers (no internet), and runs thinimg against it:
 
   pull        a three-layer gzip image: `ls` shows its tags, `fetch` stores every layer under
               its compressed digest, bottom to top
-  zstd        the same image pushed again with zstd layers (skopeo recompresses): fetched
+  zstd        the same image pushed again with zstd layers (skopeo recompresses): fetched,
+              the diff ids skopeo declared checked
+  moved_tag   a tag pushed again with other content: another image (canonical ref by digest)
   platforms   a two-platform index (linux/amd64 + linux/arm64, different content) pushed with
               --all: --platform picks the right one, another platform is exit 4
   htpasswd    a second registry with htpasswd Basic auth: no credentials and wrong ones are
@@ -62,6 +64,10 @@ def sha(b):
 
 def digest(b):
     return 'sha256:' + sha(b)
+
+
+def digest_valid(d):
+    return isinstance(d, str) and d.startswith('sha256:') and len(d) == 71
 
 
 def tar_layer(name, fill, size=32 * 1024):
@@ -225,8 +231,11 @@ def pull(ctx, reg, layout):
     st = ctx.state()
     p = ctx.thinimg(st, ['ls', '--json', 'docker://%s/team/app' % reg.host], reg)
     expect(p, 0)
-    tags = sorted(o['location'].rsplit(':', 1)[1] for o in json.loads(p.stdout)['objects'])
+    objs = json.loads(p.stdout)['objects']
+    tags = sorted(o['name'] for o in objs)
     ok(tags == ['v1', 'v2'], 'tags %s' % tags)
+    ok(len({o['digest'] for o in objs}) == 1 and digest_valid(objs[0]['digest']),
+       'the two tags point at %s' % [o['digest'] for o in objs])
     p = ctx.thinimg(st, ['fetch', '--json', 'docker://%s/team/app:v1' % reg.host], reg)
     expect(p, 0)
     got = [l['digest'] for l in json.loads(p.stdout)['layers']]
@@ -239,7 +248,8 @@ def pull(ctx, reg, layout):
 def zstd(ctx, reg, layout):
     # Layers of their own: skopeo reuses a blob the registry already has (gzip) for the same
     # content instead of recompressing it.
-    desc, _ = layout.image([tar_layer('z/%d' % i, b'z%d' % i) for i in range(3)])
+    tars = [tar_layer('z/%d' % i, b'z%d' % i) for i in range(3)]
+    desc, _ = layout.image(tars)
     layout.tag('v1', desc)
     ctx.push(layout, 'v1', reg, 'team/app-zstd:v1',
              ['--dest-compress-format', 'zstd', '--dest-compress'])
@@ -248,6 +258,39 @@ def zstd(ctx, reg, layout):
     expect(p, 0)
     fmts = [l['format'] for l in json.loads(p.stdout)['layers']]
     ok(fmts == ['tar+zstd'] * 3, 'formats %s' % fmts)
+    # skopeo wrote the zstd streams and the config's diff ids; thinimg checked them at validate.
+    diff_ids = [l['diff_id'] for l in json.loads(p.stdout)['layers']]
+    ok(diff_ids == [digest(t) for t in tars], 'diff ids %s' % diff_ids)
+    return p
+
+
+@case
+def moved_tag(ctx, reg, layout):
+    """A tag pushed again with other content: ls shows the new digest, and a fetch of the tag
+    is another image (its canonical ref names the manifest digest) with the new layers."""
+    one = [tar_layer('m/one', b'o')]
+    two = [tar_layer('m/two', b't')]
+    desc1, layers1 = layout.image(one)
+    layout.tag('a', desc1)
+    desc2, layers2 = layout.image(two)
+    layout.tag('b', desc2)
+    ref = 'docker://%s/team/moving:v1' % reg.host
+    seen = []
+    for tag, desc, layers in (('a', desc1, layers1), ('b', desc2, layers2)):
+        ctx.push(layout, tag, reg, 'team/moving:v1')
+        st = ctx.state()
+        p = ctx.thinimg(st, ['ls', '--json', ref], reg)
+        expect(p, 0)
+        ls_digest = json.loads(p.stdout)['objects'][0]['digest']
+        p = ctx.thinimg(st, ['fetch', '--json', ref], reg)
+        expect(p, 0)
+        out = json.loads(p.stdout)
+        ok(ls_digest == desc['digest'] and out['ref'].endswith('@' + desc['digest']),
+           'tag v1 -> %s (ls %s, fetch %s)' % (desc['digest'], ls_digest, out['ref']))
+        ok([l['digest'] for l in out['layers']] == [digest(x) for x in layers],
+           'layers of %s' % out['ref'])
+        seen.append(out['ref'])
+    ok(seen[0] != seen[1], 'the moved tag gave the same image %s' % seen)
     return p
 
 

@@ -108,7 +108,7 @@ static enum fsm_outcome fetch(struct env *v, const char *rel, struct fetch_resul
     snprintf(loc, sizeof(loc), "dir:%s/%s", BLOBS, rel);
     _cleanup_free_ char *req = NULL;
     size_t len = 0;
-    assert_int_equal(fetch_request_build(loc, NULL, 0, &req, &len), 0);
+    assert_int_equal(fetch_request_build(loc, NULL, 0, NULL, &req, &len), 0);
     struct fsm_id id;
     struct fsm_start_opts so = {.queue = FETCH_QUEUE};
     assert_int_equal(fsm_start(v->m, v->machine, loc, req, len, &so, &id), 0);

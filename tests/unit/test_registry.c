@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "source/registry.h"
 #include "source/source.h"
@@ -277,6 +278,116 @@ static void test_docker_config(void **state)
     setenv("DOCKER_CONFIG", "/nonexistent-thinimg-test", 1);
     assert_int_equal(registry_credentials("r.example:5000", &up, NULL), 0);
     unsetenv("DOCKER_CONFIG");
+}
+
+/* A fake docker-credential-NAME in dir: a shell script. */
+static void write_helper(const char *dir, const char *name, const char *body)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/docker-credential-%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\n%s\n", body);
+    fclose(f);
+    assert_int_equal(chmod(path, 0755), 0);
+}
+
+static void test_cred_helpers(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp("credhelper");
+    /* The server name arrives on stdin (no newline), as docker sends it. */
+    write_helper(dir, "fake",
+                 "read -r s || true\n"
+                 "case \"$1:$s\" in\n"
+                 "get:r.example:5000) echo '{\"ServerURL\":\"r.example:5000\",\"Username\":"
+                 "\"helper-user\",\"Secret\":\"helper-s3cret\"}' ;;\n"
+                 "get:https://index.docker.io/v1/) echo '{\"Username\":\"hub\",\"Secret\":"
+                 "\"hub-s3cret\"}' ;;\n"
+                 "*) echo 'credentials not found in native keychain'; exit 1 ;;\n"
+                 "esac");
+    write_helper(dir, "broken", "echo helper-s3cret >&2; exit 3");
+    write_helper(dir, "idtoken", "echo '{\"Username\":\"<token>\",\"Secret\":\"refresh-s3cret\"}'");
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s:%s", dir, getenv("PATH")) > 0);
+    char *old_path = strdup(getenv("PATH"));
+    setenv("PATH", path, 1);
+
+    char *up = NULL;
+    struct err e = {0};
+    assert_int_equal(registry_cred_helper_get("fake", "r.example:5000", &up, &e), 1);
+    assert_string_equal(up, "helper-user:helper-s3cret");
+    registry_secret_free(up);
+    assert_int_equal(registry_cred_helper_get("fake", "docker.io", &up, &e), 1);
+    assert_string_equal(up, "hub:hub-s3cret");
+    registry_secret_free(up);
+    up = NULL;
+    assert_int_equal(registry_cred_helper_get("fake", "nowhere.io", &up, &e), 0);
+    assert_null(up);
+    struct {
+        const char *helper, *phrase;
+    } bad[] = {
+        {"broken", "failed with exit status 3"},
+        {"idtoken", "identity token"},
+        {"missing", "docker-credential-missing is not in PATH"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        e = (struct err){0};
+        assert_int_equal(registry_cred_helper_get(bad[i].helper, "r.example:5000", &up, &e),
+                         -EACCES);
+        if (!strstr(e.msg, bad[i].phrase))
+            fail_msg("%s: '%s' lacks '%s'", bad[i].helper, e.msg, bad[i].phrase);
+        assert_null(strstr(e.msg, "s3cret"));
+        assert_null(up);
+    }
+
+    /* Which helper a config names: credHelpers for the host, else credsStore. */
+    const char *cfg =
+        "{\"credHelpers\": {\"r.example:5000\": \"fake\"}, \"credsStore\": \"store\"}";
+    char *h = NULL;
+    assert_int_equal(registry_docker_config_helper(cfg, strlen(cfg), "r.example:5000", &h, &e), 1);
+    assert_string_equal(h, "fake");
+    free(h);
+    assert_int_equal(registry_docker_config_helper(cfg, strlen(cfg), "other.io", &h, &e), 1);
+    assert_string_equal(h, "store");
+    free(h);
+    assert_int_equal(registry_docker_config_helper("{}", 2, "other.io", &h, &e), 0);
+    const char *evil[] = {"{\"credsStore\": \"../../bin/sh\"}", "{\"credsStore\": \"-x\"}",
+                          "{\"credsStore\": \"a b\"}"};
+    for (size_t i = 0; i < ARRAY_SIZE(evil); i++) {
+        e = (struct err){0};
+        assert_int_equal(registry_docker_config_helper(evil[i], strlen(evil[i]), "x", &h, &e),
+                         -EINVAL);
+    }
+
+    /* registry_credentials: the helper for its host, the auths entry for the others, and a
+     * store with nothing for a server leaves the auths entry. */
+    char cfgpath[512];
+    snprintf(cfgpath, sizeof(cfgpath), "%s/config.json", dir);
+    const char *cfgs[] = {
+        "{\"credHelpers\": {\"r.example:5000\": \"fake\"},"
+        " \"auths\": {\"nowhere.io\": {\"auth\": \"YWxpY2U6cHc=\"}}}",
+        "{\"credsStore\": \"fake\", \"auths\": {\"nowhere.io\": {\"auth\": \"YWxpY2U6cHc=\"}}}",
+    };
+    setenv("DOCKER_CONFIG", dir, 1);
+    for (size_t i = 0; i < ARRAY_SIZE(cfgs); i++) {
+        FILE *f = fopen(cfgpath, "w");
+        assert_non_null(f);
+        fputs(cfgs[i], f);
+        fclose(f);
+        assert_int_equal(registry_credentials("r.example:5000", &up, &e), 1);
+        assert_string_equal(up, "helper-user:helper-s3cret");
+        registry_secret_free(up);
+        assert_int_equal(registry_credentials("nowhere.io", &up, &e), 1);
+        assert_string_equal(up, "alice:pw");
+        registry_secret_free(up);
+    }
+    unsetenv("DOCKER_CONFIG");
+    setenv("PATH", old_path, 1);
+    free(old_path);
+    free(path);
+    tu_rmrf(dir);
+    free(dir);
 }
 
 static void test_tokens(void **state)
@@ -563,9 +674,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_parse),      cmocka_unit_test(test_open_locations),
         cmocka_unit_test(test_challenge_parse), cmocka_unit_test(test_docker_config),
-        cmocka_unit_test(test_tokens),          cmocka_unit_test(test_platforms),
-        cmocka_unit_test(test_platform_select), cmocka_unit_test(test_manifest_parse),
-        cmocka_unit_test(test_manifest_limits), cmocka_unit_test(test_config_diff_ids),
+        cmocka_unit_test(test_cred_helpers),    cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_platforms),       cmocka_unit_test(test_platform_select),
+        cmocka_unit_test(test_manifest_parse),  cmocka_unit_test(test_manifest_limits),
+        cmocka_unit_test(test_config_diff_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
