@@ -246,8 +246,21 @@ static void *watch_loop(void *arg)
     return NULL;
 }
 
+/* The /metrics families of the pool's life (the daemon serves the registry). */
+static void describe_metrics(void)
+{
+    metrics_describe("thinimg_pool_autoextend_total", METRIC_COUNTER,
+                     "Autoextend outcomes: grown, autoextend-capped, autoextend-no-room (once per "
+                     "episode), error");
+    metrics_describe("thinimg_pool_autoextend_bytes_total", METRIC_COUNTER,
+                     "Bytes autoextend added to the pool, by what (data, metadata)");
+    metrics_describe("thinimg_pool_metadata_backups_total", METRIC_COUNTER,
+                     "Metadata backups (thin_dump of a metadata snapshot), by result");
+}
+
 int pool_watch_start(struct db *db, const char *pool, int interval_ms, struct pool_watch **out)
 {
+    describe_metrics();
     struct pool_watch *w = calloc(1, sizeof(*w));
     if (!w)
         return -ENOMEM;
