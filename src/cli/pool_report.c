@@ -65,7 +65,8 @@ json_t *pool_report_json(const struct pool_info *i, const struct err *health)
 /* ---- the pool's life ------------------------------------------------------------------- */
 
 /* Events of autoextend that could not grow (pool_autoextend()). */
-static const char *const stuck_kinds[] = {"autoextend-capped", "autoextend-no-room"};
+static const char *const stuck_kinds[] = {"autoextend-capped", "autoextend-no-room",
+                                          "autoextend-error"};
 
 static void step_str(const struct pool_settings *s, char *out, size_t n)
 {

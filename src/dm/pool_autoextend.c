@@ -103,7 +103,7 @@ static void record(struct db *db, const char *pool, const char *kind, bool ok,
 }
 
 static int stuck(struct db *db, const char *pool, struct pool_autoextend_result *res,
-                 const char *kind, struct err *e)
+                 const char *kind, int code, struct err *e)
 {
     res->stuck = true;
     if (note_set(pool, res->note)) {
@@ -111,7 +111,7 @@ static int stuck(struct db *db, const char *pool, struct pool_autoextend_result 
         record(db, pool, kind, false, res, res->note);
         metrics_counter_add("thinimg_pool_autoextend_total", 1, "result", kind, NULL);
     }
-    return err_set(e, -ENOSPC, "%s", res->note);
+    return err_set(e, code, "%s", res->note);
 }
 
 static int autoextend_locked(struct db *db, const char *pool, struct pool_autoextend_result *res,
@@ -149,7 +149,7 @@ static int autoextend_locked(struct db *db, const char *pool, struct pool_autoex
                      "--autoextend-max SIZE`, or free space with `thinimg gc --force`)",
                      pool, plan.data_capped ? "data" : "metadata",
                      plan.data_capped ? pool_status_data_pct(st) : pool_status_meta_pct(st), cap);
-            return stuck(db, pool, res, "autoextend-capped", e);
+            return stuck(db, pool, res, "autoextend-capped", -ENOSPC, e);
         }
         note_set(pool, "");
         return 0;
@@ -167,12 +167,12 @@ static int autoextend_locked(struct db *db, const char *pool, struct pool_autoex
                  "autoextend cannot grow pool \"%s\" (data %.1f%%, metadata %.1f%% used): the "
                  "backing file system has no room beyond its reserve: %s",
                  pool, pool_status_data_pct(st), pool_status_meta_pct(st), err_str(&we));
-        return stuck(db, pool, res, "autoextend-no-room", e);
+        return stuck(db, pool, res, "autoextend-no-room", -ENOSPC, e);
     }
-    if (r < 0) {
-        metrics_counter_add("thinimg_pool_autoextend_total", 1, "result", "error", NULL);
-        *e = we;
-        return err_prefix(e, "autoextend of pool \"%s\"", pool);
+    if (r < 0) { /* e.g. a pool on block devices: logged and recorded once, not every second */
+        snprintf(res->note, sizeof(res->note), "autoextend cannot grow pool \"%s\": %s", pool,
+                 err_str(&we));
+        return stuck(db, pool, res, "autoextend-error", r, e);
     }
     res->grown = g.reloaded;
     res->data_after = g.data_after;
@@ -238,7 +238,7 @@ static void *watch_loop(void *arg)
         struct pool_autoextend_result res;
         struct err e = {0};
         int r = pool_autoextend(w->db, w->pool, &res, &e);
-        if (r < 0 && r != -ENOSPC) /* -ENOSPC is logged once per episode */
+        if (r < 0 && !res.stuck) /* a stuck pool is logged once per episode */
             log_warn("pool autoextend check failed", "pool=%s error=\"%s\"", w->pool, err_str(&e));
         pthread_mutex_lock(&w->lock);
     }

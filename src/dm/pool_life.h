@@ -75,7 +75,7 @@ int pool_settings_put(struct db *db, const char *pool, const struct pool_setting
 
 struct pool_event {
     int64_t at_ms;
-    char kind[24]; /* check, grow, autoextend-capped, autoextend-no-room, backup, repair */
+    char kind[24]; /* check, grow, autoextend-capped|-no-room|-error, backup, repair */
     bool ok;
     uint64_t data_before, data_after, meta_before, meta_after; /* bytes, 0 = n/a */
     char detail[512];
@@ -162,7 +162,7 @@ int pool_repair(struct db *db, const char *pool, const char *state_dir, enum poo
 struct pool_autoextend_result {
     bool enabled;
     bool grown;
-    bool stuck; /* over the threshold and cannot grow: cap or no room (note says which) */
+    bool stuck; /* over the threshold and cannot grow: cap, no room, an error (note says) */
     uint64_t data_before, data_after, meta_before, meta_after;
     char note[512];
 };
@@ -180,8 +180,8 @@ void pool_autoextend_plan(const struct pool_settings *s, uint64_t data_bytes, do
 
 /* Check the pool once and grow it when the policy says so. 0 (nothing to do, or grown),
  * -ENOSPC when it is over the threshold and cannot grow (e says why: the cap or the file
- * system), other negative errnos when reading or growing failed. A pool that is not active
- * or not recorded, or autoextend off: 0. */
+ * system), other negative errnos when reading or growing failed (res->stuck: a growth that
+ * failed, logged once per episode). A pool that is not active, or autoextend off: 0. */
 int pool_autoextend(struct db *db, const char *pool, struct pool_autoextend_result *res,
                     struct err *e);
 
