@@ -201,7 +201,7 @@ int pool_check_usable(const char *name, const struct pool_status *s, const struc
     int r = usable_space(name, s, max_data, max_meta, e);
     if (r < 0) {
         char note[512];
-        pool_autoextend_stuck_note(name, note, sizeof(note));
+        pool_autoextend_stuck_note(name, s, note, sizeof(note));
         if (note[0])
             err_prefix(e, "%s", note);
     }

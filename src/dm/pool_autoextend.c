@@ -70,10 +70,55 @@ static char note_text[512];
 /* One autoextend at a time in a process: the watcher and a layer's check may meet. */
 static pthread_mutex_t extend_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void pool_autoextend_stuck_note(const char *pool, char *out, size_t n)
+/* The policy and block size autoextend last read for note_pool: a refusal computes the cap
+ * from the status it is given, so it says so even when the pool filled between two checks. */
+static struct pool_settings note_settings;
+static uint64_t note_block_bytes;
+
+/* The refusal's words when the plan is capped; "" when it is not. */
+static void cap_note(const char *pool, const struct pool_settings *s,
+                     const struct pool_autoextend_plan *plan, const struct pool_status *st,
+                     char *out, size_t n)
+{
+    out[0] = '\0';
+    if (!plan->data_capped && !plan->meta_capped)
+        return;
+    char cap[32];
+    format_bytes(plan->data_capped ? s->autoextend_max_bytes : POOL_META_MAX, cap, sizeof(cap));
+    snprintf(out, n,
+             "autoextend reached its cap: pool \"%s\" %s is %.1f%% used at %s, the most "
+             "autoextend may grow it to (raise it with `thinimg pool set --autoextend-max SIZE`, "
+             "or free space with `thinimg gc --force`)",
+             pool, plan->data_capped ? "data" : "metadata",
+             plan->data_capped ? pool_status_data_pct(st) : pool_status_meta_pct(st), cap);
+}
+
+void pool_autoextend_stuck_note(const char *pool, const struct pool_status *st, char *out, size_t n)
 {
     pthread_mutex_lock(&note_lock);
-    snprintf(out, n, "%s", !strcmp(note_pool, pool) ? note_text : "");
+    out[0] = '\0';
+    if (!strcmp(note_pool, pool)) {
+        struct pool_autoextend_plan plan;
+        pool_autoextend_plan(&note_settings, st->data_total * note_block_bytes,
+                             pool_status_data_pct(st), st->meta_total * POOL_META_BLOCK_BYTES,
+                             pool_status_meta_pct(st), note_block_bytes, &plan);
+        cap_note(pool, &note_settings, &plan, st, out, n);
+        if (!out[0])
+            snprintf(out, n, "%s", note_text);
+    }
+    pthread_mutex_unlock(&note_lock);
+}
+
+/* Remember the policy of a pool autoextend watches (see above). */
+static void note_policy(const char *pool, const struct pool_settings *s, uint64_t block_bytes)
+{
+    pthread_mutex_lock(&note_lock);
+    if (strcmp(note_pool, pool) != 0) {
+        snprintf(note_pool, sizeof(note_pool), "%s", pool);
+        note_text[0] = '\0';
+    }
+    note_settings = *s;
+    note_block_bytes = block_bytes;
     pthread_mutex_unlock(&note_lock);
 }
 
@@ -122,8 +167,10 @@ static int autoextend_locked(struct db *db, const char *pool, struct pool_autoex
     if (r < 0)
         return err_set(e, r, "cannot read the settings of pool \"%s\"", pool);
     res->enabled = s.autoextend_threshold_pct > 0;
-    if (!res->enabled)
+    if (!res->enabled) {
+        note_policy(pool, &s, 0); /* off: no cap to speak of */
         return 0;
+    }
     struct pool_info info;
     struct err ge = {0};
     if (pool_get(NULL, pool, &info, &ge) < 0)
@@ -135,22 +182,14 @@ static int autoextend_locked(struct db *db, const char *pool, struct pool_autoex
     uint64_t meta_bytes = st->meta_total * POOL_META_BLOCK_BYTES;
     res->data_before = res->data_after = info.length_sectors * DM_SECTOR_SIZE;
     res->meta_before = res->meta_after = meta_bytes;
+    note_policy(pool, &s, block_bytes);
     struct pool_autoextend_plan plan;
     pool_autoextend_plan(&s, res->data_before, pool_status_data_pct(st), meta_bytes,
                          pool_status_meta_pct(st), block_bytes, &plan);
     if (!plan.data_target && !plan.meta_target) {
-        if (plan.data_capped || plan.meta_capped) {
-            char cap[32];
-            format_bytes(plan.data_capped ? s.autoextend_max_bytes : POOL_META_MAX, cap,
-                         sizeof(cap));
-            snprintf(res->note, sizeof(res->note),
-                     "autoextend reached its cap: pool \"%s\" %s is %.1f%% used at %s, the "
-                     "most autoextend may grow it to (raise it with `thinimg pool set "
-                     "--autoextend-max SIZE`, or free space with `thinimg gc --force`)",
-                     pool, plan.data_capped ? "data" : "metadata",
-                     plan.data_capped ? pool_status_data_pct(st) : pool_status_meta_pct(st), cap);
+        cap_note(pool, &s, &plan, st, res->note, sizeof(res->note));
+        if (res->note[0])
             return stuck(db, pool, res, "autoextend-capped", -ENOSPC, e);
-        }
         note_set(pool, "");
         return 0;
     }

@@ -134,6 +134,8 @@ struct pool_repair_candidate {
     size_t missing;    /* ready devices of the database it lacks */
     char note[512];    /* why it is not usable */
     char source[4096]; /* metadata file/device or backup file */
+    uint32_t *ids;     /* thin ids it holds (usable only; freed by pool_repair_result_free) */
+    size_t n_ids;
 };
 
 struct pool_repair_result {
@@ -185,9 +187,13 @@ void pool_autoextend_plan(const struct pool_settings *s, uint64_t data_bytes, do
 int pool_autoextend(struct db *db, const char *pool, struct pool_autoextend_result *res,
                     struct err *e);
 
-/* Why autoextend cannot grow the pool, when it cannot (this process's last check): "" when it
- * can. pool_check_usable() adds it to its out-of-space refusals. */
-void pool_autoextend_stuck_note(const char *pool, char *out, size_t n);
+/* Why autoextend cannot grow the pool with status st: its cap (from the policy this process's
+ * last check read: a pool that filled between two checks is still said to be capped), or the
+ * last check's reason (no room, an error); "" when it can grow or autoextend is not watched
+ * here. pool_check_usable() puts it before its out-of-space refusals. */
+struct pool_status;
+void pool_autoextend_stuck_note(const char *pool, const struct pool_status *st, char *out,
+                                size_t n);
 
 struct pool_watch;
 /* A thread that runs pool_autoextend() every interval_ms (0: POOL_WATCH_INTERVAL_MS). The db

@@ -31,6 +31,9 @@
 
 void pool_repair_result_free(struct pool_repair_result *r)
 {
+    free(r->repair.ids);
+    free(r->backup.ids);
+    r->repair.ids = r->backup.ids = NULL;
     free(r->lost);
     free(r->lost_names);
     r->lost = NULL;
@@ -137,15 +140,12 @@ static void candidate_judge(struct pool_repair_candidate *c, const char *file,
                  e.code ? err_str(&e) : chk.verdict);
         return;
     }
-    uint32_t *ids;
-    size_t n;
-    if (file_ids(file, &ids, &n, c->note, sizeof(c->note)) < 0)
+    if (file_ids(file, &c->ids, &c->n_ids, c->note, sizeof(c->note)) < 0)
         return;
     c->missing = 0;
     for (size_t i = 0; i < ndevs; i++)
-        if (!has_id(ids, n, devs[i].id))
+        if (!has_id(c->ids, c->n_ids, devs[i].id))
             c->missing++;
-    free(ids);
     c->usable = true;
 }
 
@@ -200,17 +200,62 @@ static uint64_t backup_transaction(const char *path)
     return t ? strtoull(t + 13, NULL, 10) : 0;
 }
 
+/* Detach a loop device (LOOP_CLR_FD); a failure only leaks the loop. */
+static void loop_detach_dev(const char *dev, const char *what)
+{
+    _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ioctl(fd, LOOP_CLR_FD, 0) < 0)
+        log_warn("cannot detach a loop device", "dev=%s file=%s err=%s", dev, what,
+                 strerror(errno));
+}
+
 /* The damaged metadata's loop device, if one is bound: it keeps the old file open under its
- * old inode. Detach it so nothing uses the damaged copy (a failure only leaks the loop). */
+ * old inode. Detach it so nothing uses the damaged copy. */
 static void detach_loop_of(const char *file)
 {
     char dev[LOOP_PATH_MAX];
-    if (loop_find(file, dev, sizeof(dev)) <= 0)
-        return;
-    _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ioctl(fd, LOOP_CLR_FD, 0) < 0)
-        log_warn("cannot detach the damaged metadata's loop device", "dev=%s file=%s err=%s", dev,
-                 file, strerror(errno));
+    if (loop_find(file, dev, sizeof(dev)) > 0)
+        loop_detach_dev(dev, file);
+}
+
+/* A candidate's scratch file and the loop device the tools use for it: thin-provisioning-tools
+ * open metadata with O_DIRECT, which some file systems refuse for plain files (tmpfs before
+ * Linux 6.6: "syscall 'open' failed: Invalid argument"); a loop device always takes it. */
+struct scratch {
+    char path[4200];
+    char dev[LOOP_PATH_MAX];
+    bool bound;
+};
+
+static int scratch_open(struct scratch *sc, const char *meta, const char *suffix, uint64_t bytes,
+                        struct err *e)
+{
+    memset(sc, 0, sizeof(*sc));
+    snprintf(sc->path, sizeof(sc->path), "%s%s", meta, suffix);
+    int r = scratch_file(sc->path, bytes, e);
+    if (r < 0)
+        return r;
+    if ((r = loop_attach(sc->path, false, sc->dev, sizeof(sc->dev), NULL, e)) < 0) {
+        unlink(sc->path);
+        return r;
+    }
+    sc->bound = true;
+    return 0;
+}
+
+static void scratch_unbind(struct scratch *sc)
+{
+    if (sc->bound)
+        loop_detach_dev(sc->dev, sc->path);
+    sc->bound = false;
+}
+
+/* Unbind and remove (a candidate that was not chosen: our own scratch, not a device). */
+static void scratch_drop(struct scratch *sc)
+{
+    scratch_unbind(sc);
+    if (sc->path[0])
+        unlink(sc->path);
 }
 
 static int mark_lost(struct db *db, const char *pool, struct pool_repair_result *res,
@@ -243,21 +288,26 @@ int pool_repair(struct db *db, const char *pool, const char *state_dir, enum poo
     if ((r = db_ready(db, pool, &devs, &ndevs)) < 0)
         return err_set(e, r, "cannot read the devices of pool \"%s\"", pool);
 
+    /* The damaged metadata through a loop device too (bound read-only when none is). */
     char in_dev[LOOP_PATH_MAX];
-    const char *in =
-        loop_find(row.metadata_file, in_dev, sizeof(in_dev)) > 0 ? in_dev : row.metadata_file;
-    char rep[4200], rst[4200];
-    snprintf(rep, sizeof(rep), "%s.repair.tmp", row.metadata_file);
-    snprintf(rst, sizeof(rst), "%s.restore.tmp", row.metadata_file);
+    bool in_bound = false;
+    if (loop_find(row.metadata_file, in_dev, sizeof(in_dev)) <= 0) {
+        if ((r = loop_attach(row.metadata_file, true, in_dev, sizeof(in_dev), NULL, e)) < 0)
+            return r;
+        in_bound = true;
+    }
     struct pool_backup latest;
     bool have_backup = pool_backup_latest(state_dir, pool, &latest) == 0;
+    struct scratch rep = {0}, rst = {0};
 
     if (src != POOL_REPAIR_FROM_BACKUP) {
-        if ((r = scratch_file(rep, (uint64_t)st.st_size, e)) < 0)
-            return r;
-        try_repair(&res->repair, in, rep, &row, have_backup ? backup_transaction(latest.path) : 0);
+        if ((r = scratch_open(&rep, row.metadata_file, ".repair.tmp", (uint64_t)st.st_size, e)) < 0)
+            goto out;
+        try_repair(&res->repair, in_dev, rep.dev, &row,
+                   have_backup ? backup_transaction(latest.path) : 0);
+        snprintf(res->repair.source, sizeof(res->repair.source), "%s", row.metadata_file);
         if (!res->repair.note[0])
-            candidate_judge(&res->repair, rep, devs, ndevs);
+            candidate_judge(&res->repair, rep.dev, devs, ndevs);
     }
     if (src != POOL_REPAIR_FROM_METADATA) {
         res->backup.tried = true;
@@ -266,65 +316,67 @@ int pool_repair(struct db *db, const char *pool, const char *state_dir, enum poo
                      state_dir, POOL_BACKUP_SUBDIR);
         } else {
             snprintf(res->backup.source, sizeof(res->backup.source), "%s", latest.path);
-            if ((r = scratch_file(rst, (uint64_t)st.st_size, e)) < 0) {
-                unlink(rep);
-                return r;
-            }
-            char *argv[] = {POOL_RESTORE_TOOL, "-q", "-i", latest.path, "-o", rst, NULL};
+            if ((r = scratch_open(&rst, row.metadata_file, ".restore.tmp", (uint64_t)st.st_size,
+                                  e)) < 0)
+                goto out;
+            char *argv[] = {POOL_RESTORE_TOOL, "-q", "-i", latest.path, "-o", rst.dev, NULL};
             if (run_tool(argv, res->backup.note, sizeof(res->backup.note)) == 0)
-                candidate_judge(&res->backup, rst, devs, ndevs);
+                candidate_judge(&res->backup, rst.dev, devs, ndevs);
         }
+    }
+    if (in_bound) {
+        loop_detach_dev(in_dev, row.metadata_file);
+        in_bound = false;
     }
     /* The choice: the usable one that keeps more devices; thin_repair on a tie (newer). */
     const struct pool_repair_candidate *a = &res->repair, *b = &res->backup;
     bool use_backup = b->usable && (!a->usable || b->missing < a->missing);
     if (!a->usable && !b->usable) {
-        unlink(rep);
-        unlink(rst);
-        return err_set(e, -EUCLEAN,
-                       "pool \"%s\": no sound metadata could be made. thin_repair: %s. backup: "
-                       "%s. Nothing was changed; %s is as it was",
-                       pool, a->tried ? a->note : "not tried", b->tried ? b->note : "not tried",
-                       row.metadata_file);
+        r = err_set(e, -EUCLEAN,
+                    "pool \"%s\": no sound metadata could be made. thin_repair: %s. backup: %s. "
+                    "Nothing was changed; %s is as it was",
+                    pool, a->tried ? a->note : "not tried", b->tried ? b->note : "not tried",
+                    row.metadata_file);
+        goto out;
     }
-    const char *chosen = use_backup ? rst : rep;
-    unlink(use_backup ? rep : rst);
+    struct scratch *chosen = use_backup ? &rst : &rep;
+    const struct pool_repair_candidate *cc = use_backup ? b : a;
+    scratch_drop(use_backup ? &rep : &rst);
+    scratch_unbind(chosen);
     res->used = use_backup ? "backup" : POOL_REPAIR_TOOL;
 
     /* Swap: the damaged file aside (kept), the new one in its place. */
     detach_loop_of(row.metadata_file);
     snprintf(res->damaged_kept, sizeof(res->damaged_kept), "%s.damaged-%" PRId64, row.metadata_file,
              now_ms());
-    if (rename(row.metadata_file, res->damaged_kept) < 0)
-        return err_set(e, neg_errno(), "cannot move %s aside to %s: %s", row.metadata_file,
-                       res->damaged_kept, strerror(errno));
-    if (rename(chosen, row.metadata_file) < 0)
-        return err_set(e, neg_errno(),
-                       "cannot put the repaired metadata %s in place of %s: %s (the damaged "
-                       "file is at %s)",
-                       chosen, row.metadata_file, strerror(errno), res->damaged_kept);
+    if (rename(row.metadata_file, res->damaged_kept) < 0) {
+        r = err_set(e, neg_errno(), "cannot move %s aside to %s: %s", row.metadata_file,
+                    res->damaged_kept, strerror(errno));
+        goto out;
+    }
+    if (rename(chosen->path, row.metadata_file) < 0) {
+        r = err_set(e, neg_errno(),
+                    "cannot put the repaired metadata %s in place of %s: %s (the damaged file "
+                    "is at %s)",
+                    chosen->path, row.metadata_file, strerror(errno), res->damaged_kept);
+        goto out;
+    }
+    chosen->path[0] = '\0'; /* in place now: not scratch any more */
     fsync_parent_dir(row.metadata_file);
 
     /* What the database had ready that the new metadata lacks. */
-    uint32_t *ids = NULL;
-    size_t n = 0;
-    char why[512] = "";
-    if ((r = file_ids(row.metadata_file, &ids, &n, why, sizeof(why))) < 0)
-        return err_set(e, r, "pool \"%s\": repaired, but its devices cannot be listed: %s", pool,
-                       why);
     res->lost = calloc(ndevs ? ndevs : 1, sizeof(*res->lost));
     res->lost_names = calloc(ndevs ? ndevs : 1, sizeof(*res->lost_names));
     if (!res->lost || !res->lost_names) {
-        free(ids);
-        return -ENOMEM;
+        r = -ENOMEM;
+        goto out;
     }
     for (size_t i = 0; i < ndevs; i++)
-        if (!has_id(ids, n, devs[i].id)) {
+        if (!has_id(cc->ids, cc->n_ids, devs[i].id)) {
             res->lost[res->n_lost] = devs[i].id;
             snprintf(res->lost_names[res->n_lost], sizeof(res->lost_names[0]), "%s", devs[i].name);
             res->n_lost++;
         }
-    free(ids);
     char lost_why[256];
     snprintf(lost_why, sizeof(lost_why), "lost in the metadata repair of pool %s (%s)", pool,
              res->used);
@@ -337,6 +389,12 @@ int pool_repair(struct db *db, const char *pool, const char *state_dir, enum poo
              res->used, use_backup ? b->source : a->source, res->n_lost, res->damaged_kept);
     pool_event_add(db, pool, &ev);
     log_info("pool metadata repaired", "pool=%s from=%s source=%s lost=%zu damaged_kept=%s", pool,
-             res->used, use_backup ? b->source : a->source, res->n_lost, res->damaged_kept);
-    return 0;
+             res->used, cc->source, res->n_lost, res->damaged_kept);
+    r = 0;
+out:
+    if (in_bound)
+        loop_detach_dev(in_dev, row.metadata_file);
+    scratch_drop(&rep);
+    scratch_drop(&rst);
+    return r;
 }
