@@ -345,7 +345,14 @@ int pool_repair(struct db *db, const char *pool, const char *state_dir, enum poo
     scratch_unbind(chosen);
     res->used = use_backup ? "backup" : POOL_REPAIR_TOOL;
 
-    /* Swap: the damaged file aside (kept), the new one in its place. */
+    /* Swap: the damaged file aside (kept), the new one in its place, durable first. */
+    {
+        _cleanup_close_ int fd = open(chosen->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) < 0) {
+            r = err_set(e, neg_errno(), "cannot sync %s: %s", chosen->path, strerror(errno));
+            goto out;
+        }
+    }
     detach_loop_of(row.metadata_file);
     snprintf(res->damaged_kept, sizeof(res->damaged_kept), "%s.damaged-%" PRId64, row.metadata_file,
              now_ms());
