@@ -209,6 +209,49 @@ static void loop_detach_dev(const char *dev, const char *what)
                  strerror(errno));
 }
 
+/* A copy of a backup for thin_restore, with the superblock's nr_data_blocks raised to what
+ * the pool has: `thin_dump --metadata-snap` writes nr_data_blocks="0" (the snapshot does not
+ * carry the data space map's size; thin-provisioning-tools 0.9), and thin_restore then
+ * refuses every mapping ("mapping beyond end of data device"). The superblock is the first
+ * line of the dump; the rest is copied as is. */
+static int backup_for_restore(const char *backup, const char *out, uint64_t data_blocks, char *note,
+                              size_t nn)
+{
+    _cleanup_fclose_ FILE *in = fopen(backup, "re");
+    _cleanup_fclose_ FILE *o = in ? fopen(out, "we") : NULL;
+    if (!in || !o) {
+        snprintf(note, nn, "cannot copy %s to %s: %s", backup, out, strerror(errno));
+        return -EIO;
+    }
+    char line[4096];
+    if (!fgets(line, sizeof(line), in)) {
+        snprintf(note, nn, "%s is empty", backup);
+        return -EIO;
+    }
+    static const char key[] = "nr_data_blocks=\"";
+    char *k = strstr(line, key);
+    if (k && strtoull(k + sizeof(key) - 1, NULL, 10) < data_blocks) {
+        char *end = strchr(k + sizeof(key) - 1, '"');
+        if (end)
+            fprintf(o, "%.*s%" PRIu64 "%s", (int)(k + sizeof(key) - 1 - line), line, data_blocks,
+                    end);
+        else
+            fputs(line, o);
+    } else {
+        fputs(line, o);
+    }
+    char buf[65536];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof(buf), in)) > 0)
+        if (fwrite(buf, 1, got, o) != got)
+            break;
+    if (ferror(in) || ferror(o) || fflush(o) != 0) {
+        snprintf(note, nn, "cannot copy %s to %s: %s", backup, out, strerror(errno));
+        return -EIO;
+    }
+    return 0;
+}
+
 /* The damaged metadata's loop device, if one is bound: it keeps the old file open under its
  * old inode. Detach it so nothing uses the damaged copy. */
 static void detach_loop_of(const char *file)
@@ -319,9 +362,15 @@ int pool_repair(struct db *db, const char *pool, const char *state_dir, enum poo
             if ((r = scratch_open(&rst, row.metadata_file, ".restore.tmp", (uint64_t)st.st_size,
                                   e)) < 0)
                 goto out;
-            char *argv[] = {POOL_RESTORE_TOOL, "-q", "-i", latest.path, "-o", rst.dev, NULL};
-            if (run_tool(argv, res->backup.note, sizeof(res->backup.note)) == 0)
+            char xml[4300];
+            snprintf(xml, sizeof(xml), "%s.restore.xml.tmp", row.metadata_file);
+            uint64_t blocks = row.data_bytes / ((uint64_t)row.block_sectors * DM_SECTOR_SIZE);
+            char *argv[] = {POOL_RESTORE_TOOL, "-q", "-i", xml, "-o", rst.dev, NULL};
+            if (backup_for_restore(latest.path, xml, blocks, res->backup.note,
+                                   sizeof(res->backup.note)) == 0 &&
+                run_tool(argv, res->backup.note, sizeof(res->backup.note)) == 0)
                 candidate_judge(&res->backup, rst.dev, devs, ndevs);
+            unlink(xml); /* our scratch copy */
         }
     }
     if (in_bound) {

@@ -18,10 +18,11 @@
 #            Without thin_check on PATH, setup-pool says so once and reassembles.
 #   backup   `pool backup` of the live pool keeps the newest --backup-keep dumps, holding the
 #            recorded devices, and releases the metadata snapshot; status shows it.
-#   repair   after the first blocks were overwritten, `pool repair` uses thin_repair (all
-#            devices kept, the damaged file kept aside, the pool back rw); after the whole
-#            metadata was overwritten, the newest backup wins, the device made after it is
-#            reported lost, its row is failed, and gc's dry run lists exactly that device.
+#   repair   after the superblock was overwritten, `pool repair` brings the pool back rw from
+#            thin_repair or (when thin_repair fails on it) the newest backup, keeps the damaged
+#            file aside and reports exactly what its source lacks; after the whole metadata
+#            was overwritten, the newest backup wins; the device made after the backup is
+#            lost, its row is failed, and gc's dry run lists exactly that device.
 #   autoextend  six images of 6 MiB into a 48 MiB pool with autoextend at 40 % by 16 MiB:
 #            no layer fails, the pool grows in several steps (pool_events, dmsetup table),
 #            status shows the policy and the growths. Then capped at its size, an image
@@ -202,19 +203,26 @@ VERDICT_CHECK="$(echo "$ERR" | sed -n 's/.*exit [0-9]*): \(.*\)\. Nothing was lo
     fail "verdicts differ: setup-pool '$VERDICT_SETUP', pool check '$VERDICT_CHECK'"
 
 # ---- repair -----------------------------------------------------------------------------------
-# 1. the first blocks overwritten (above): thin_repair, given the superblock fields the database
-#    knows, finds all three devices and beats the backup (which lacks 3); nothing is lost.
-run "${TI[@]}" pool repair
+# 1. the superblock overwritten (above). thin_repair needs the superblock fields then (given from
+#    the database); thin_repair 0.9 may still fail on kernel-written metadata (it crashed with
+#    SIGSEGV in this VM), and then the newest backup (1, 2) is used. Either way: the pool comes
+#    back rw, the damaged file is kept, and exactly what the chosen metadata lacks is lost.
+run "${TI[@]}" pool repair --json
 expect_rc 0 "pool repair of the overwritten metadata"
-expect_in "$OUT" "repaired from the damaged metadata" "thin_repair's result was used"
-expect_in "$OUT" "devices lost: 0" "nothing was lost"
+USED1="$(echo "$OUT" | jq -r .used)"
+LOST1="$(echo "$OUT" | jq -c '[.lost[].id]')"
+case "$USED1/$LOST1" in
+thin_repair/"[]" | backup/"[3]") ok "repaired from $USED1, lost $LOST1 (what that source lacks)" ;;
+*) fail "repair 1: used $USED1, lost $LOST1: $OUT; $ERR" ;;
+esac
 [ "$(ls "$S/pool/" | grep -c "^$P-meta.img.damaged-")" = 1 ] && ok "the damaged file is kept aside" || fail "no damaged file kept: $(ls "$S/pool")"
 [ "$(field 8)" = rw ] && ok "the pool is back, rw" || fail "pool after repair: $(dmsetup status "$P" 2>&1)"
-for i in 1 2 3; do
+for i in 1 2; do
     dmsetup create "$P-test-$i" --table "0 $((256 * 2048)) thin /dev/mapper/$P $i" && dmsetup remove "$P-test-$i" || fail "device $i unusable after the repair"
 done
-# 2. the whole metadata destroyed: thin_repair finds no device, the newest backup (1, 2) wins,
-#    and device 3, made after it, is lost: failed, and exactly what gc lists as failed.
+# 2. the whole metadata overwritten: thin_repair finds no device (or fails), the newest backup
+#    (1, 2) wins; device 3, made after it, is lost (now, or by the first repair already): its
+#    row is failed, and it is exactly what gc's dry run lists as failed.
 dmsetup remove "$P"
 detach_loops
 dd if=/dev/urandom of="$S/pool/$P-meta.img" bs=1M count=8 conv=notrunc status=none
@@ -222,9 +230,11 @@ run "${TI[@]}" setup-pool
 expect_rc 3 "setup-pool on destroyed metadata"
 run "${TI[@]}" pool repair --json
 expect_rc 0 "pool repair of destroyed metadata"
-[ "$(echo "$OUT" | jq -r .used)" = backup ] && ok "the backup was used: $(echo "$OUT" | jq -r .source)" || fail "repair json: $OUT"
-[ "$(echo "$OUT" | jq -c '[.lost[].id]')" = "[3]" ] && ok "device 3 reported lost" || fail "lost: $OUT"
-[ "$(SQL "SELECT state FROM devices WHERE pool='$P' AND dev_id=3")" = failed ] && ok "its row is failed" || fail "row 3: $(SQL "SELECT state FROM devices WHERE pool='$P'")"
+[ "$(echo "$OUT" | jq -r .used)" = backup ] && ok "the backup was used: $(echo "$OUT" | jq -r .source)" || fail "repair json: $OUT; $ERR"
+WANT2='[3]'
+[ "$USED1" = backup ] && WANT2='[]'
+[ "$(echo "$OUT" | jq -c '[.lost[].id]')" = "$WANT2" ] && ok "lost now: $WANT2" || fail "lost: $OUT"
+[ "$(SQL "SELECT state FROM devices WHERE pool='$P' AND dev_id=3")" = failed ] && ok "device 3's row is failed" || fail "rows: $(SQL "SELECT dev_id, state FROM devices WHERE pool='$P'")"
 run "${TI[@]}" gc --json
 expect_rc 0 "gc dry run after the repair"
 [ "$(echo "$OUT" | jq -c '[.orphans[] | select(.kind == "failed") | .what]')" = "[\"$P-test-3\"]" ] &&
