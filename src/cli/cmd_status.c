@@ -220,6 +220,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
                 json_pack("{s:i, s:s}", "count", (int)orphans.n, "summary", orphan_summary));
         json_object_set_new(
             o, "pool", pr == 0 ? pool_report_json(&info, hr < 0 ? &health : NULL) : json_null());
+        json_object_set_new(o, "pool_life", pool_report_life_json(db, pool, cli->cfg.state_dir));
         if (pr < 0)
             json_object_set_new(o, "error", json_string(err_str(&pe)));
         json_t *arr = json_array();
@@ -233,6 +234,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
             pool_report_text(&info, hr < 0 ? &health : NULL, stdout);
         else
             printf("pool %s: %s\n", pool, err_str(&pe));
+        pool_report_life_text(db, pool, cli->cfg.state_dir, stdout);
         print_devices(devs, ndevs);
         if (have_orphans && orphans.n > 0)
             printf("\norphans: %s (see `thinimg gc`)\n", orphan_summary);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "dm/exec.h"
+#include "dm/pool_life.h"
 #include "store/stmt.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
@@ -168,6 +169,9 @@ int pool_get(struct db *db, const char *name, struct pool_info *info, struct err
     return 0;
 }
 
+static int usable_space(const char *name, const struct pool_status *s, double max_data,
+                        double max_meta, struct err *e);
+
 int pool_check_usable(const char *name, const struct pool_status *s, const struct pool_limits *l,
                       struct err *e)
 {
@@ -194,6 +198,20 @@ int pool_check_usable(const char *name, const struct pool_status *s, const struc
                        "if it is full, grow it online with `thinimg pool grow --metadata +SIZE`, "
                        "else reload the pool writable (see docs/dm.md, \"ro\")",
                        name);
+    int r = usable_space(name, s, max_data, max_meta, e);
+    if (r < 0) {
+        char note[512];
+        pool_autoextend_stuck_note(name, s, note, sizeof(note));
+        if (note[0])
+            err_prefix(e, "%s", note);
+    }
+    return r;
+}
+
+/* The space part of pool_check_usable(). */
+static int usable_space(const char *name, const struct pool_status *s, double max_data,
+                        double max_meta, struct err *e)
+{
     if (s->mode == POOL_MODE_OUT_OF_DATA_SPACE)
         return err_set(e, -ENOSPC,
                        "pool \"%s\" is out of data space: writes to new blocks fail. Free space "
@@ -224,8 +242,8 @@ int pool_ensure_usable(const char *name, const struct pool_limits *l, struct err
     return pool_check_usable(name, &info.status, l, e);
 }
 
-static int check_before_assembly(const char *name, const char *meta_dev, const char *meta_file,
-                                 struct err *e);
+static int check_before_assembly(struct db *db, const char *name, const char *meta_dev,
+                                 const char *meta_file, struct err *e);
 
 /* ---- setup ------------------------------------------------------------------------------ */
 
@@ -483,7 +501,7 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
     /* Nothing holds the metadata now: check it before the kernel trusts it (LVM does the
      * same at every pool activation). */
     if (action == POOL_ACTION_REASSEMBLED &&
-        (r = check_before_assembly(name, meta_dev, meta_file, e)) < 0)
+        (r = check_before_assembly(db, name, meta_dev, meta_file, e)) < 0)
         return r;
     char params[512];
     snprintf(params, sizeof(params), "%s %s %u %" PRIu64 " %s", meta_dev, data_dev, p.block_sectors,
@@ -601,18 +619,14 @@ int pool_metadata_check(const char *dev, bool clear_needs_check, struct pool_che
 }
 
 /* The refusal for metadata thin_check found damaged. */
-static int check_failed(const char *name, const char *meta_file, const struct pool_check *c,
-                        struct err *e)
+static int check_failed(const char *name, const struct pool_check *c, struct err *e)
 {
-    const char *file = meta_file && meta_file[0] ? meta_file : c->device;
     return err_set(e, -EUCLEAN,
                    "pool \"%s\": thin_check found its metadata damaged (%s, exit %d): %s. "
-                   "Nothing was loaded. Repair into a new file: thin_repair -i %s -o %s.repaired "
-                   "(create it first, the same size or larger), move %s aside, put the repaired "
-                   "file in its place, then run `thinimg setup-pool` (see docs/dm.md, "
-                   "\"Damaged metadata\")",
-                   name, c->device, c->status, c->verdict[0] ? c->verdict : "no details", file,
-                   file, file);
+                   "Nothing was loaded. Run `thinimg pool repair`: it repairs the metadata (or "
+                   "restores the newest backup), keeps the damaged file aside and reports what "
+                   "was lost (see docs/dm.md, \"Damaged metadata\")",
+                   name, c->device, c->status, c->verdict[0] ? c->verdict : "no details");
 }
 
 /* A missing thin_check is said once per process, not at every assembly. */
@@ -626,35 +640,63 @@ static void warn_no_thin_check(void)
     said = true;
 }
 
+/* A check that ran goes into the pool's events (`status` shows the last one). */
+static void record_check(struct db *db, const char *name, const struct pool_check *c,
+                         const char *when)
+{
+    if (!db || !c->ran)
+        return;
+    struct pool_event ev = {.ok = c->passed};
+    snprintf(ev.kind, sizeof(ev.kind), "check");
+    snprintf(ev.detail, sizeof(ev.detail), "%s: thin_check %s exit %d%s%s", when, c->device,
+             c->status, c->verdict[0] ? ": " : "", c->verdict);
+    if (pool_event_add(db, name, &ev) < 0)
+        log_warn("cannot record a pool check", "pool=%s", name);
+}
+
 /* Check before assembly: 0 to go on (passed, fresh, or no tool), else the refusal. */
-static int check_before_assembly(const char *name, const char *meta_dev, const char *meta_file,
-                                 struct err *e)
+static int check_before_assembly(struct db *db, const char *name, const char *meta_dev,
+                                 const char *meta_file, struct err *e)
 {
     struct pool_check c;
     int r = pool_metadata_check(meta_dev, false, &c, e);
     if (r < 0)
         return r;
+    record_check(db, name, &c, "at assembly");
+    int64_t live = 0;
+    if (c.fresh && db &&
+        db_query_int(db,
+                     "SELECT COUNT(*) FROM devices WHERE pool=? AND state IN ('ready','creating')",
+                     &live, DB_TEXT(name)) == 1 &&
+        live > 0) /* blank metadata under recorded devices: wiped, not a create cut short */
+        return err_set(e, -EUCLEAN,
+                       "pool \"%s\": its metadata %s is blank (all zeroes) but the database "
+                       "records %lld devices in it; loading it would start an empty pool. "
+                       "Nothing was loaded. Run `thinimg pool repair` (it restores the newest "
+                       "metadata backup) (see docs/dm.md, \"Damaged metadata\")",
+                       name, meta_file, (long long)live);
     if (!c.ran && !c.fresh) {
         warn_no_thin_check();
         return 0;
     }
     if (!c.passed)
-        return check_failed(name, meta_file, &c, e);
+        return check_failed(name, &c, e);
     return 0;
 }
 
-int pool_check_offline(struct db *db, const char *name, struct pool_check *c, struct err *e)
+int pool_offline_get(struct db *db, const char *name, const char *tool, const char *cmd,
+                     struct pool_offline *out, struct err *e)
 {
-    memset(c, 0, sizeof(*c));
+    memset(out, 0, sizeof(*out));
     if (!dm_name_valid(name))
         return err_set(e, -EINVAL, "invalid pool name \"%s\" (allowed: [A-Za-z0-9_.-])", name);
-    /* Without device-mapper nothing can be active: the check works on the files alone. */
+    /* Without device-mapper nothing can be active: the work is on the files alone. */
     if (dm_dev_exists(name) > 0)
         return err_set(e, -EBUSY,
-                       "pool \"%s\" is active: thin_check needs its metadata offline, and "
-                       "thinimg stops nothing by itself. Stop thinimg, remove the pool's devices "
-                       "and the pool (dmsetup remove), then run `thinimg pool check` again",
-                       name);
+                       "pool \"%s\" is active: %s needs its metadata offline, and thinimg stops "
+                       "nothing by itself. Stop thinimg, remove the pool's devices and the pool "
+                       "(dmsetup remove), then run `thinimg %s` again",
+                       name, tool, cmd);
     struct pool_row row;
     int r = row_get(db, name, &row);
     if (r == -ENOENT)
@@ -664,24 +706,38 @@ int pool_check_offline(struct db *db, const char *name, struct pool_check *c, st
     if (!row.metadata_file[0])
         return err_set(e, -ENOENT,
                        "pool \"%s\" has no recorded metadata file (adopted on block devices): "
-                       "run thin_check on its metadata device yourself",
-                       name);
+                       "run %s on its metadata device yourself",
+                       name, tool);
     if (access(row.metadata_file, F_OK) < 0)
         return err_set(e, -ENOENT, "pool \"%s\": its metadata file %s is missing: %s", name,
                        row.metadata_file, strerror(errno));
+    snprintf(out->metadata_file, sizeof(out->metadata_file), "%s", row.metadata_file);
+    out->data_bytes = row.data_bytes;
+    out->block_sectors = row.block_sectors;
+    return 0;
+}
+
+int pool_check_offline(struct db *db, const char *name, struct pool_check *c, struct err *e)
+{
+    memset(c, 0, sizeof(*c));
+    struct pool_offline row;
+    int r = pool_offline_get(db, name, POOL_THIN_CHECK, "pool check", &row, e);
+    if (r < 0)
+        return r;
     char dev[LOOP_PATH_MAX];
     r = loop_find(row.metadata_file, dev, sizeof(dev));
     const char *target = r > 0 ? dev : row.metadata_file;
     r = pool_metadata_check(target, true, c, e);
     if (r < 0)
         return r;
+    record_check(db, name, c, "pool check");
     if (!c->ran && !c->fresh)
         return err_set(e, -ENOPKG,
                        "%s is not installed: cannot check pool \"%s\"; install "
                        "thin-provisioning-tools",
                        POOL_THIN_CHECK, name);
     if (!c->passed)
-        return check_failed(name, row.metadata_file, c, e);
+        return check_failed(name, c, e);
     return 0;
 }
 
@@ -944,5 +1000,14 @@ int pool_grow(struct db *db, const char *name, const struct pool_grow_request *r
                                 res->low_water_after)) < 0)
         return err_set(e, r, "pool \"%s\" was grown but its record was not updated: %s", name,
                        db_errmsg(db));
+    struct pool_event ev = {.ok = true,
+                            .data_before = res->data_before,
+                            .data_after = res->data_after,
+                            .meta_before = res->meta_before,
+                            .meta_after = res->meta_after};
+    snprintf(ev.kind, sizeof(ev.kind), "grow");
+    snprintf(ev.detail, sizeof(ev.detail), "%s", rq->reason ? rq->reason : "pool grow");
+    if (db && pool_event_add(db, name, &ev) < 0)
+        log_warn("cannot record the growth in the pool's events", "pool=%s", name);
     return 0;
 }

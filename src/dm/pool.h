@@ -27,7 +27,8 @@
  * installed, thinimg says so once and goes on. The needs_check flag is left as it is at
  * assembly (the kernel then refuses writes, see pool_check_usable()); `thinimg pool check`
  * (pool_check_offline()) checks on demand and clears the flag when the metadata is sound.
- * thin_repair is never run by thinimg: it needs an operator's decision.
+ * Repair is an explicit command (`thinimg pool repair`, pool_life.h), never a side effect of
+ * setup: it may lose devices.
  *
  * Grow (pool_grow()): online, under active thin devices. A loop-backed file is extended
  * (allocated first, then the size set, so a failed allocation leaves the file as it was),
@@ -174,6 +175,18 @@ void pool_check_verdict(const char *out, const char *errout, char *verdict, size
 int pool_metadata_check(const char *dev, bool clear_needs_check, struct pool_check *c,
                         struct err *e);
 
+/* What offline work on a pool's metadata (check, repair) needs from its record. */
+struct pool_offline {
+    char metadata_file[4096];
+    uint64_t data_bytes;
+    uint32_t block_sectors;
+};
+/* The record of an offline pool with a metadata file that exists. -EBUSY when the pool is
+ * active (nothing is stopped; the message names tool and the command to run again), -ENOENT
+ * for an unknown pool, no recorded metadata file (adopted on block devices) or a missing one. */
+int pool_offline_get(struct db *db, const char *name, const char *tool, const char *cmd,
+                     struct pool_offline *out, struct err *e);
+
 /* `thinimg pool check`: the pool must be offline (-EBUSY when it is active: nothing is
  * stopped). Checks the recorded metadata file (through its loop device when one is bound)
  * and clears needs_check when it passes. -EUCLEAN with the verdict and the repair command
@@ -200,6 +213,7 @@ uint64_t pool_size_arg_target(const struct pool_size_arg *a, uint64_t current);
 
 struct pool_grow_request {
     struct pool_size_arg data, metadata; /* neither set: pick up devices grown by the operator */
+    const char *reason;                  /* recorded with the growth; NULL: "pool grow" */
 };
 
 struct pool_grow_result {
@@ -212,6 +226,7 @@ struct pool_grow_result {
 /* Grow an active pool (see the top of this file). -ENXIO when it is not active, -EINVAL for
  * a smaller size, metadata beyond POOL_META_MAX or --data on a block device, -ENOSPC when the
  * backing file system lacks the room plus the reserve, -EUCLEAN/-EHOSTDOWN for a pool the
- * kernel will not grow (needs_check, Fail). The new sizes are recorded in the pools table. */
+ * kernel will not grow (needs_check, Fail). The new sizes are recorded in the pools table, and
+ * the growth in the pool's events (pool_life.h). */
 int pool_grow(struct db *db, const char *name, const struct pool_grow_request *rq,
               struct pool_grow_result *res, struct err *e);

@@ -46,6 +46,7 @@ struct pipeline {
     struct fetch_context *fetch_ctx; /* owned; freed after the manager is closed */
     pthread_mutex_t lifecycle_lock;  /* one deactivate/remove at a time (lifecycle.c) */
     struct loadloop *load;           /* sizes the queues to the host's load */
+    struct pool_watch *pool_watch;   /* autoextend of the pool (dm/pool_life.h) */
 };
 
 /* The retry policy of a short local step (database, device-mapper calls under the guard): a

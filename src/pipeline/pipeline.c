@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "dm/pool.h"
+#include "dm/pool_life.h"
 #include "pipeline/activate.h"
 #include "pipeline/fetch.h"
 #include "pipeline/fetch_glue.h"
@@ -86,8 +87,7 @@ static bool pool_trouble(void *ud, char *why, size_t n)
         return true;
     }
     if (s->has_low_watermark && s->meta_total - s->meta_used < s->meta_low_watermark) {
-        snprintf(why, n, "metadata %.1f%% used, past its low watermark",
-                 pool_status_meta_pct(s));
+        snprintf(why, n, "metadata %.1f%% used, past its low watermark", pool_status_meta_pct(s));
         return true;
     }
     return false;
@@ -145,16 +145,19 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         pipeline_close(p);
         return r;
     }
-    struct loadloop_opts lo = {.mgr = p->mgr,
-                               .max = {q->fetch_max, q->unpack_max},
-                               .pinned = {q->fetch_limit, q->unpack_limit},
-                               .src = {.host_trouble = host_trouble,
-                                       .pool_trouble = pool_trouble,
-                                       .ud = p}};
+    struct loadloop_opts lo = {
+        .mgr = p->mgr,
+        .max = {q->fetch_max, q->unpack_max},
+        .pinned = {q->fetch_limit, q->unpack_limit},
+        .src = {.host_trouble = host_trouble, .pool_trouble = pool_trouble, .ud = p}};
     r = loadloop_start(&lo, &p->load);
     if (r < 0) {
         pipeline_close(p);
         return err_set(e, r, "cannot start the queue sizing thread");
+    }
+    if ((r = pool_watch_start(db, p->cfg.pool_name, 0, &p->pool_watch)) < 0) {
+        pipeline_close(p);
+        return err_set(e, r, "cannot start the pool autoextend watcher");
     }
     *out = p;
     return 0;
@@ -175,6 +178,7 @@ void pipeline_close(struct pipeline *p)
 {
     if (!p)
         return;
+    pool_watch_stop(p->pool_watch);
     loadloop_stop(p->load);
     if (p->mgr)
         fsm_manager_close(p->mgr);

@@ -40,6 +40,7 @@
 #include "archive/archive.h"
 #include "dm/mount.h"
 #include "dm/pool.h"
+#include "dm/pool_life.h"
 #include "dm/thin.h"
 #include "guard/reslock.h"
 #include "pipeline/imagedb.h"
@@ -300,6 +301,12 @@ static struct fsm_result create_device(struct fsm_run *run, struct pipeline *p,
     *s = (struct unpack_resp){.entries = -1, .bytes = -1};
     struct err e = {0};
     struct fsm_result refused;
+    /* Autoextend before each layer (dm/pool_life.h): a pool over its threshold grows now,
+     * before the guard's health check would refuse it as too full. */
+    struct pool_autoextend_result ax;
+    if (pool_autoextend(p->db, p->cfg.pool_name, &ax, &e) < 0 && !ax.stuck)
+        log_warn("pool autoextend before a layer failed", "error=\"%s\"", err_str(&e));
+    err_clear(&e);
     if (!pipeline_guard_enter(p, run, "create-device", &refused))
         return refused;
     int r = 0;
@@ -524,6 +531,11 @@ static struct fsm_result commit(struct fsm_run *run, struct pipeline *p, const s
         return refused;
     int r = 0;
     r = thin_deactivate(p->db, p->cfg.pool_name, s->dev_id, &e);
+    /* A metadata backup when one is due (dm/pool_life.h), still under the guard: the pool's
+     * one metadata snapshot is shared with gc's thin_ls. A failed backup never fails a layer. */
+    struct err be = {0};
+    if (r == 0 && pool_backup_maybe(p->db, p->cfg.pool_name, p->cfg.state_dir, &be) < 0)
+        log_warn("pool metadata backup failed", "error=\"%s\"", err_str(&be));
     guard_leave(p->guard);
     if (r == -EBUSY)
         return fsm_retry("device %u is still busy: %s", s->dev_id, err_str(&e));

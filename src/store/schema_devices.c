@@ -17,6 +17,14 @@
  *                table, so that reassembly after a reboot loads an identical table. origin:
  *                created (thinimg made the backing files) or adopted (someone else made the
  *                pool; thinimg only uses it).
+ * pool_settings  per pool, the operator's lifecycle policy (`thinimg pool set`): autoextend
+ *                threshold, step (percent or bytes) and cap; how many metadata backups to keep
+ *                and how often to take one. No row: autoextend off, backup defaults.
+ * pool_events    per pool, what happened to it (migration 2, issue 20): checks (thin_check
+ *                at assembly and `pool check`), growths (`pool grow`, autoextend), autoextend
+ *                stopped by its cap or the backing file system, metadata backups, repairs.
+ *                Sizes before/after where they apply. Bounded: only the newest
+ *                POOL_EVENTS_KEEP per pool are kept (src/dm/pool_life.h).
  */
 #include <stddef.h>
 
@@ -54,6 +62,29 @@ const struct db_migration store_devices_migrations[] = {
      "  features TEXT NOT NULL,"
      "  created_at_ms INTEGER NOT NULL,"
      "  updated_at_ms INTEGER NOT NULL);"},
+    {2, "pool lifecycle: pool_settings (autoextend, backups), pool_events",
+     "CREATE TABLE pool_settings("
+     "  pool TEXT PRIMARY KEY,"
+     "  autoextend_threshold_pct REAL NOT NULL DEFAULT 0"
+     "    CHECK(autoextend_threshold_pct >= 0 AND autoextend_threshold_pct < 100),"
+     "  autoextend_step_pct REAL NOT NULL DEFAULT 0 CHECK(autoextend_step_pct >= 0),"
+     "  autoextend_step_bytes INTEGER NOT NULL DEFAULT 0 CHECK(autoextend_step_bytes >= 0),"
+     "  autoextend_max_bytes INTEGER NOT NULL DEFAULT 0 CHECK(autoextend_max_bytes >= 0),"
+     "  backup_keep INTEGER NOT NULL DEFAULT 0 CHECK(backup_keep >= 0),"
+     "  backup_interval_s INTEGER NOT NULL DEFAULT -1,"
+     "  updated_at_ms INTEGER NOT NULL);"
+     "CREATE TABLE pool_events("
+     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  pool TEXT NOT NULL,"
+     "  at_ms INTEGER NOT NULL,"
+     "  kind TEXT NOT NULL,"
+     "  ok INTEGER NOT NULL,"
+     "  data_before INTEGER NOT NULL DEFAULT 0,"
+     "  data_after INTEGER NOT NULL DEFAULT 0,"
+     "  meta_before INTEGER NOT NULL DEFAULT 0,"
+     "  meta_after INTEGER NOT NULL DEFAULT 0,"
+     "  detail TEXT NOT NULL DEFAULT '');"
+     "CREATE INDEX pool_events_pool_kind ON pool_events(pool, kind, id);"},
 };
 const size_t store_devices_migrations_n =
     sizeof(store_devices_migrations) / sizeof(store_devices_migrations[0]);

@@ -1,0 +1,202 @@
+/*
+ * pool_life.h: the pool's life after setup, as LVM thin does it for its pools (lvmthin(7)):
+ * the operator's policy (pool_settings), what happened (pool_events: checks, growths,
+ * backups, repairs), metadata backups, offline repair, and autoextend.
+ *
+ * Policy (`thinimg pool set`, table pool_settings). No row: autoextend off, backups with the
+ * defaults below.
+ *
+ * Events (table pool_events): every check, growth, autoextend that could not grow, backup and
+ * repair, with the sizes before and after where they apply; `thinimg status` shows the last
+ * ones. Only the newest POOL_EVENTS_KEEP per pool are kept.
+ *
+ * Backups (pool_backup_*): `thin_dump --metadata-snap` of the live pool, under the pool's one
+ * metadata snapshot (thin_metadata_snap_exec()), into <state>/pool-backups/<pool>/, newest
+ * backup_keep kept (like LVM's archives). The pipeline takes one after a committed layer when
+ * the last is older than backup_interval_s; `thinimg pool backup` takes one on demand. The
+ * snapshot slot is shared with gc's thin_ls: callers hold the operation guard (the pipeline)
+ * or the process lock (the CLI) while it runs.
+ *
+ * Repair (pool_repair(), `thinimg pool repair`, offline): two candidates, each in a fresh file
+ * beside the metadata file: thin_repair of the damaged metadata (with the superblock fields
+ * from the database when the superblock itself is gone), and thin_restore of the newest
+ * backup. Each must pass thin_check. The one that keeps more of the database's ready devices
+ * wins (thin_repair on a tie: it is newer than any backup); the operator may force either.
+ * The damaged file is kept aside (<metadata>.damaged-<time>), the chosen one takes its place,
+ * and ready devices the new metadata lacks become `failed` (gc removes their rows, the next
+ * process-image recreates the layers). Nothing is changed when no candidate is usable.
+ *
+ * Autoextend (pool_autoextend()): when data or metadata usage is at or over the threshold,
+ * grow by the step (pool_grow(): the backing file system keeps its reserve), never beyond the
+ * cap (data) or POOL_META_MAX (metadata). Called before each layer's device is created and
+ * every POOL_WATCH_INTERVAL_MS by a watcher thread (pool_watch_start()) in any process that
+ * runs the pipeline (daemon and CLI). A pool that cannot grow any more (cap, no room) is
+ * logged and recorded once per episode, and the refusals of pool_check_usable() in that
+ * process say so.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/db.h"
+#include "util/err.h"
+
+/* ---- policy ----------------------------------------------------------------------------- */
+
+/* Backups kept per pool: LVM keeps archives of the last 10 changes at least. */
+#define POOL_BACKUP_DEFAULT_KEEP 10
+#define POOL_BACKUP_KEEP_MAX     1000
+/* A backup after a committed layer at most this often: a dump reads the whole metadata
+ * (seconds for a large pool) under the one snapshot slot gc also needs. 0: every layer. */
+#define POOL_BACKUP_DEFAULT_INTERVAL_S 300
+/* Autoextend step when none is given: LVM's thin_pool_autoextend_percent default. */
+#define POOL_AUTOEXTEND_DEFAULT_STEP_PCT 20.0
+/* The smallest metadata step (the metadata file grows in whole MiB). */
+#define POOL_AUTOEXTEND_META_STEP_MIN (1ull << 20)
+
+struct pool_settings {
+    double autoextend_threshold_pct; /* 0: autoextend off; else 1..99 */
+    double autoextend_step_pct;      /* step as a percent of the current size, or */
+    uint64_t autoextend_step_bytes;  /* as bytes of data (metadata grows the same fraction) */
+    uint64_t autoextend_max_bytes;   /* data cap; 0: only the file system's room limits */
+    uint32_t backup_keep;            /* backups kept; 0 in the table: the default */
+    int64_t backup_interval_s;       /* seconds between backups after layers; -1: default */
+};
+
+/* The pool's policy, defaults filled in (no row: autoextend off). */
+int pool_settings_get(struct db *db, const char *pool, struct pool_settings *s);
+int pool_settings_put(struct db *db, const char *pool, const struct pool_settings *s);
+
+/* ---- events ----------------------------------------------------------------------------- */
+
+#define POOL_EVENTS_KEEP 200
+
+struct pool_event {
+    int64_t at_ms;
+    char kind[24]; /* check, grow, autoextend-capped|-no-room|-error, backup, repair */
+    bool ok;
+    uint64_t data_before, data_after, meta_before, meta_after; /* bytes, 0 = n/a */
+    char detail[512];
+};
+
+/* Record one (at_ms 0: now); older events beyond POOL_EVENTS_KEEP are dropped. */
+int pool_event_add(struct db *db, const char *pool, const struct pool_event *ev);
+/* Newest first, at most max, of kind (NULL: any). *n: how many were filled. */
+int pool_events_recent(struct db *db, const char *pool, const char *kind, struct pool_event *out,
+                       size_t max, size_t *n);
+
+/* ---- backups ---------------------------------------------------------------------------- */
+
+#define POOL_BACKUP_SUBDIR "pool-backups"
+/* thin_dump of a large pool's metadata takes seconds; minutes means it is stuck. */
+#define POOL_BACKUP_TIMEOUT_MS (10 * 60 * 1000)
+
+/* <state_dir>/pool-backups/<pool> */
+int pool_backup_dir(const char *state_dir, const char *pool, char *out, size_t n);
+
+struct pool_backup {
+    char path[4096];
+    int64_t at_ms;
+    uint64_t bytes;
+};
+
+/* Take a backup of the active pool now, then keep the newest `keep` (settings). Records a
+ * `backup` event either way. */
+int pool_backup_take(struct db *db, const char *pool, const char *state_dir,
+                     struct pool_backup *out, struct err *e);
+/* Take one when the last is older than the pool's backup interval. 1 taken, 0 not due. */
+int pool_backup_maybe(struct db *db, const char *pool, const char *state_dir, struct err *e);
+/* The newest backup file. -ENOENT when there is none. */
+int pool_backup_latest(const char *state_dir, const char *pool, struct pool_backup *out);
+/* Remove all but the newest keep backups; returns how many were removed. */
+int pool_backup_prune(const char *state_dir, const char *pool, uint32_t keep);
+
+/* ---- repair ----------------------------------------------------------------------------- */
+
+#define POOL_REPAIR_TOOL  "thin_repair"
+#define POOL_RESTORE_TOOL "thin_restore"
+#define POOL_LS_TOOL      "thin_ls"
+/* thin_repair reads every block and writes a new tree: like thin_check, minutes at most. */
+#define POOL_REPAIR_TIMEOUT_MS (30 * 60 * 1000)
+
+enum pool_repair_source {
+    POOL_REPAIR_AUTO = 0, /* whichever keeps more of the database's devices */
+    POOL_REPAIR_FROM_METADATA,
+    POOL_REPAIR_FROM_BACKUP,
+};
+
+/* One way to get sound metadata back. */
+struct pool_repair_candidate {
+    bool tried;
+    bool usable;       /* produced, passed thin_check, listable */
+    size_t missing;    /* ready devices of the database it lacks */
+    char note[512];    /* why it is not usable */
+    char source[4096]; /* metadata file/device or backup file */
+    uint32_t *ids;     /* thin ids it holds (usable only; freed by pool_repair_result_free) */
+    size_t n_ids;
+};
+
+struct pool_repair_result {
+    struct pool_repair_candidate repair, backup;
+    const char *used;        /* "thin_repair" or "backup" */
+    char damaged_kept[4096]; /* where the damaged metadata was moved */
+    uint32_t *lost;          /* ids the database had ready that the new metadata lacks */
+    char (*lost_names)[128]; /* their dm names */
+    size_t n_lost;
+};
+void pool_repair_result_free(struct pool_repair_result *r);
+
+/* Offline only (-EBUSY when the pool is active: nothing is stopped). -ENOENT: no such pool or
+ * metadata file; -ENOPKG: thin_repair/thin_check missing; -EUCLEAN: no candidate is usable
+ * (nothing changed, res says why). On success the pool is ready to be reassembled
+ * (pool_setup()). */
+int pool_repair(struct db *db, const char *pool, const char *state_dir, enum pool_repair_source src,
+                struct pool_repair_result *res, struct err *e);
+
+/* ---- autoextend ------------------------------------------------------------------------- */
+
+/* How often the watcher reads the pool's usage: a pool written at ~100 MiB/s fills a 1 GiB
+ * step in 10 s; one status ioctl and one small read a second cost nothing. */
+#define POOL_WATCH_INTERVAL_MS 1000
+
+struct pool_autoextend_result {
+    bool enabled;
+    bool grown;
+    bool stuck; /* over the threshold and cannot grow: cap, no room, an error (note says) */
+    uint64_t data_before, data_after, meta_before, meta_after;
+    char note[512];
+};
+
+/* The growth a policy asks for: new totals (0: no growth on that side). Pure. capped_*: over
+ * the threshold but already at the cap. */
+struct pool_autoextend_plan {
+    uint64_t data_target, meta_target;
+    bool data_over, meta_over;
+    bool data_capped, meta_capped;
+};
+void pool_autoextend_plan(const struct pool_settings *s, uint64_t data_bytes, double data_pct,
+                          uint64_t meta_bytes, double meta_pct, uint64_t block_bytes,
+                          struct pool_autoextend_plan *out);
+
+/* Check the pool once and grow it when the policy says so. 0 (nothing to do, or grown),
+ * -ENOSPC when it is over the threshold and cannot grow (e says why: the cap or the file
+ * system), other negative errnos when reading or growing failed (res->stuck: a growth that
+ * failed, logged once per episode). A pool that is not active, or autoextend off: 0. */
+int pool_autoextend(struct db *db, const char *pool, struct pool_autoextend_result *res,
+                    struct err *e);
+
+/* Why autoextend cannot grow the pool with status st: its cap (from the policy this process's
+ * last check read: a pool that filled between two checks is still said to be capped), or the
+ * last check's reason (no room, an error); "" when it can grow or autoextend is not watched
+ * here. pool_check_usable() puts it before its out-of-space refusals. */
+struct pool_status;
+void pool_autoextend_stuck_note(const char *pool, const struct pool_status *st, char *out,
+                                size_t n);
+
+struct pool_watch;
+/* A thread that runs pool_autoextend() every interval_ms (0: POOL_WATCH_INTERVAL_MS). The db
+ * must outlive it. */
+int pool_watch_start(struct db *db, const char *pool, int interval_ms, struct pool_watch **out);
+void pool_watch_stop(struct pool_watch *w);
