@@ -28,9 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dm/dm.h"
-#include "dm/thin.h"
 #include "pipeline/activate.h"
+#include "pipeline/backend.h"
 #include "pipeline/fetch_glue.h"
 #include "pipeline/imagedb.h"
 #include "pipeline/machine.h"
@@ -95,11 +94,8 @@ static bool image_active(struct pipeline *p, int64_t image_id, const char *name,
     struct activation_rec a = {0};
     if (imagedb_activation_get(p->db, name, &a) < 0)
         return false;
-    bool ok = a.image_id == image_id && !strcmp(a.state, "active") && a.dev_id > 0;
+    bool ok = a.image_id == image_id && !strcmp(a.state, "active") && p->backend->act_up(p, &a);
     if (ok) {
-        struct thin_dev d;
-        ok = thin_get(p->db, p->cfg.pool_name, (uint32_t)a.dev_id, &d) == 0 &&
-             dm_dev_exists(d.name) == 1;
         snprintf(path, n, "%s", a.device_path ? a.device_path : "");
         *dev_id = (uint32_t)a.dev_id;
     }
