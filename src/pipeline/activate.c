@@ -45,10 +45,14 @@ static int req_parse(struct fsm_run *run, struct backend_act_req *q)
         return -EBADMSG;
     const char *name = json_string_value(json_object_get(o, "name"));
     const char *chain = json_string_value(json_object_get(o, "chain_id"));
+    const char *mount_at = json_string_value(json_object_get(o, "mount_at"));
+    memset(q, 0, sizeof(*q));
     int r = 0;
-    if (!name || !chain || !imagedb_name_valid(name) || !digest_valid(chain))
+    if (!name || !chain || !imagedb_name_valid(name) || !digest_valid(chain) ||
+        (mount_at && (mount_at[0] != '/' || strlen(mount_at) >= sizeof(q->mount_at))))
         r = -EBADMSG;
     else {
+        snprintf(q->mount_at, sizeof(q->mount_at), "%s", mount_at ? mount_at : "");
         snprintf(q->name, sizeof(q->name), "%s", name);
         snprintf(q->chain_id, sizeof(q->chain_id), "%s", chain);
         q->image_id = json_integer_value(json_object_get(o, "image_id"));
@@ -220,11 +224,13 @@ int pipeline_register_activate(struct pipeline *p, struct err *e)
 
 /* ---- starting ------------------------------------------------------------------------------ */
 
-int activate_start(struct pipeline *p, const char *name, int64_t image_id, const char *chain_id,
-                   const struct fsm_id *parent, struct fsm_id *run)
+static int start_run(struct pipeline *p, const char *name, int64_t image_id, const char *chain_id,
+                     const char *mount_at, const struct fsm_id *parent, struct fsm_id *run)
 {
     json_t *req = json_pack("{s:s, s:I, s:s}", "name", name, "image_id", (json_int_t)image_id,
                             "chain_id", chain_id);
+    if (req && mount_at)
+        json_object_set_new(req, "mount_at", json_string(mount_at));
     _cleanup_free_ char *txt = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     if (!txt)
@@ -233,9 +239,28 @@ int activate_start(struct pipeline *p, const char *name, int64_t image_id, const
     return fsm_start(p->mgr, p->m_activate, name, txt, strlen(txt), parent ? &so : NULL, run);
 }
 
+int activate_start(struct pipeline *p, const char *name, int64_t image_id, const char *chain_id,
+                   const struct fsm_id *parent, struct fsm_id *run)
+{
+    return start_run(p, name, image_id, chain_id, NULL, parent, run);
+}
+
 int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
                             struct fsm_id *run, struct err *e)
 {
+    return pipeline_start_activate_at(p, image, name, NULL, run, e);
+}
+
+int pipeline_start_activate_at(struct pipeline *p, const char *image, const char *name,
+                               const char *mount_at, struct fsm_id *run, struct err *e)
+{
+    if (mount_at && p->backend != &backend_overlay)
+        return err_set(e, -EINVAL,
+                       "--mount-at is for the overlay backend; this state "
+                       "directory uses %s, whose activation is a block device",
+                       p->backend->name);
+    if (mount_at && mount_at[0] != '/')
+        return err_set(e, -EINVAL, "--mount-at needs an absolute directory, not '%s'", mount_at);
     struct image_rec img = {0};
     int r = pipeline_image_lookup(p, image, "see list-images; process-image makes one", &img, e);
     if (r < 0)
@@ -256,7 +281,7 @@ int pipeline_start_activate(struct pipeline *p, const char *image, const char *n
         return err_set(e, -EINVAL, "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])",
                        name);
     }
-    r = activate_start(p, name, img.id, img.top_chain, NULL, run);
+    r = start_run(p, name, img.id, img.top_chain, mount_at, NULL, run);
     image_rec_free(&img);
     if (r == -EEXIST)
         return 0;

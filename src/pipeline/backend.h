@@ -23,6 +23,8 @@
 
 #include "fsm/fsm.h"
 #include "pipeline/imagedb.h"
+#include "store/db.h"
+#include "util/config.h"
 #include "util/err.h"
 
 struct archive_stats;
@@ -51,6 +53,7 @@ struct backend_act_req {
     char name[80];
     int64_t image_id;
     char chain_id[DIGEST_STR_LEN + 1]; /* the image's top layer */
+    char mount_at[1024];               /* overlay: where to mount ("": the state directory's) */
 };
 
 /* What an activate run holds between transitions (the activate machine's response). */
@@ -127,6 +130,19 @@ struct backend_ops {
     int (*layer_remove)(struct pipeline *p, const struct layer_rec *l, struct err *e);
 };
 
+/* The backend named name ("dm-thin", "overlay"); NULL when there is none of that name. */
+const struct backend_ops *backend_by_name(const char *name);
+
+/* The backend the state directory's database records (table storage_backend): 1 with its name
+ * in out, 0 when none is recorded yet, or a negative errno. */
+int backend_recorded(struct db *db, char *out, size_t n);
+
+/* The state directory's backend for the pipeline: the recorded one; when none is recorded, the
+ * one asked for (NULL: dm-thin), recorded now (by the first process: a concurrent first use
+ * reads the winner's choice). -EINVAL with e saying what to do for an unknown name or one that
+ * differs from the recorded choice: a state directory never mixes backends. */
+int backend_choose(struct db *db, const char *asked, const struct backend_ops **out, struct err *e);
+
 /* Runs in the mount child after a successful apply, on the mounted tree at mountpoint (no
  * database, no logger: dm/mount.h). */
 typedef int (*backend_after_apply_fn)(const char *mountpoint, const struct archive_stats *st,
@@ -143,3 +159,17 @@ int backend_apply_mounted(struct fsm_run *run, struct pipeline *p,
 
 /* The device-mapper thin-provisioning backend (backend_dm.c). */
 extern const struct backend_ops backend_dm_thin;
+/* The OverlayFS backend (backend_overlay.c): layers as directories, activations as mounts. */
+extern const struct backend_ops backend_overlay;
+
+/* What the overlay backend holds on disk, du-like (allocated bytes, each inode once): every
+ * layer directory's diff and every activation's upper, found on disk (so what no record names
+ * is listed too). *out is malloc'd (free() it); a state directory with none: 0 and *n 0. */
+struct backend_usage {
+    const char *kind; /* "layer" (name: the chain id's hash) or "activation" (its name) */
+    char name[256];
+    char path[4096]; /* the diff or upper directory */
+    uint64_t bytes, entries;
+    bool missing; /* the directory could not be read */
+};
+int backend_overlay_usage(const struct config *cfg, struct backend_usage **out, size_t *n);

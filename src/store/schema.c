@@ -12,5 +12,8 @@ int store_migrate(struct db *db, struct err *e)
     r = db_migrate(db, "devices", store_devices_migrations, store_devices_migrations_n, e);
     if (r < 0)
         return r;
-    return db_migrate(db, "images", store_images_migrations, store_images_migrations_n, e);
+    r = db_migrate(db, "images", store_images_migrations, store_images_migrations_n, e);
+    if (r < 0)
+        return r;
+    return db_migrate(db, "backend", store_backend_migrations, store_backend_migrations_n, e);
 }
