@@ -173,3 +173,14 @@ struct backend_usage {
     bool missing; /* the directory could not be read */
 };
 int backend_overlay_usage(const struct config *cfg, struct backend_usage **out, size_t *n);
+
+/* The overlay backend's orphans, for gc: every STATE/overlay/layers/<hex> no layer record
+ * names and every STATE/overlay/act/<name> no activation record names (fn gets its path, why,
+ * du of its diff or upper, its mtime in Unix ms, and whether its merged dir is mounted). What
+ * the database cannot answer for is kept. */
+typedef void (*backend_orphan_fn)(const char *path, const char *why, uint64_t bytes,
+                                  int64_t mtime_ms, bool mounted, void *ud);
+int backend_overlay_orphans(struct db *db, const struct config *cfg, backend_orphan_fn fn,
+                            void *ud);
+/* Remove such a directory: its merged dir unmounted first when mounted, then the tree. */
+int backend_overlay_remove_dir(const char *path, struct err *e);

@@ -7,9 +7,10 @@
  *
  *   overlay/layers/<hex>/diff   the layer's own change set, by chain id (<hex>: the chain id's
  *                               hash), shared by every image with that chain: files the layer
- *                               adds or changes, whiteouts as character devices 0:0, opaque
- *                               directories with trusted.overlay.opaque=y (overlay's own form,
- *                               so the directory is a lower layer as it is)
+ *                               adds or changes, in overlay's own form (whiteouts as character
+ *                               devices 0:0, a directory made again over a removed one marked
+ *                               trusted.overlay.opaque=y), so the directory is a lower layer
+ *                               as it is
  *   overlay/layers/<hex>/work   overlay's work directory while the layer is applied (removed
  *                               at commit)
  *   overlay/act/<name>/upper    the activation's writes (kept by deactivate, deleted by remove)
@@ -20,12 +21,13 @@
  * apply-layer mounts an overlay of the layer's diff (upper) over its parent chain (lower, top
  * first) privately in a child process (dm/mount.h) and applies the blob with the same secure
  * extractor as dm-thin onto the merged view. The kernel writes the layer's change set in
- * overlay's form: an OCI whiteout applied as a removal becomes a whiteout device in diff; a
- * directory removed and made again, an opaque one; a file changed or hardlinked below a lower
- * directory is copied up with its metadata. So the diff is exactly what the layer changes, and
- * the merged view is what dm-thin's snapshot holds (tests/pipeline/overlay.sh compares them).
- * The mount is made with index, metacopy and redirect_dir off, so that a diff holds whole
- * files and plain directories and serves as a lower layer of any later mount.
+ * overlay's form: an OCI whiteout applied as a removal becomes a whiteout device in diff (an
+ * opaque marker, one per hidden lower entry); a directory removed and made again, an opaque
+ * one; a file changed or hardlinked below a lower directory is copied up with its metadata.
+ * So the diff is what the layer changes, and the merged view is what dm-thin's snapshot holds
+ * (tests/pipeline/overlay.sh compares them). Every mount has metacopy and redirect_dir off, so
+ * that a diff holds whole files and plain directories and serves as a lower layer of any later
+ * mount; the apply mount has the index on (copy_up_aliases()).
  *
  * Activation mounts lowerdir = the chain (top first), upperdir and workdir of its own, with the
  * new mount API (fsopen/fsconfig "lowerdir+", one layer per call: a chain of any depth) where
@@ -666,6 +668,65 @@ int backend_overlay_usage(const struct config *cfg, struct backend_usage **out, 
     *out = v;
     *n = cnt;
     return 0;
+}
+
+/* ---- orphans (gc) ------------------------------------------------------------------------ */
+
+int backend_overlay_orphans(struct db *db, const struct config *cfg, backend_orphan_fn fn, void *ud)
+{
+    static const struct {
+        const char *sub, *leaf, *why;
+    } kinds[] = {{"layers", "diff", "layer directory no layer record names"},
+                 {"act", "upper", "activation directory no activation record names"}};
+    for (size_t k = 0; k < ARRAY_SIZE(kinds); k++) {
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s/%s/%s", cfg->state_dir, OVERLAY_SUBDIR, kinds[k].sub);
+        _cleanup_closedir_ DIR *d = opendir(dir);
+        if (!d)
+            continue;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.')
+                continue;
+            int r;
+            if (k == 0) {
+                char chain[DIGEST_STR_LEN + 16];
+                snprintf(chain, sizeof(chain), "sha256:%s", de->d_name);
+                struct layer_rec l = {0};
+                r = imagedb_layer_get(db, chain, &l);
+                if (r == 0)
+                    layer_rec_free(&l);
+            } else {
+                struct activation_rec a = {0};
+                r = imagedb_activation_get(db, de->d_name, &a);
+                if (r == 0)
+                    activation_rec_free(&a);
+            }
+            if (r != -ENOENT)
+                continue; /* recorded, or the database could not say: kept */
+            char path[4096], leaf[4096];
+            struct stat sb = {0};
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+            snprintf(leaf, sizeof(leaf), "%s/%s", path, kinds[k].leaf);
+            uint64_t bytes = 0, entries = 0;
+            du_tree(leaf, &bytes, &entries);
+            lstat(path, &sb);
+            char merged[4096];
+            snprintf(merged, sizeof(merged), "%s/merged", path);
+            fn(path, kinds[k].why, bytes, (int64_t)sb.st_mtim.tv_sec * 1000,
+               k == 1 && overlay_mounted(merged), ud);
+        }
+    }
+    return 0;
+}
+
+int backend_overlay_remove_dir(const char *path, struct err *e)
+{
+    char merged[4096];
+    snprintf(merged, sizeof(merged), "%s/merged", path);
+    if (overlay_mounted(merged) && umount2(merged, UMOUNT_NOFOLLOW) < 0)
+        return err_set(e, -errno, "cannot unmount %s: %s", merged, strerror(errno));
+    return remove_tree(path, e);
 }
 
 const struct backend_ops backend_overlay = {

@@ -13,6 +13,9 @@
 #  5. deactivate unmounts and keeps the writes; activate mounts them again; a mount gone behind
 #     thinimg's back (a reboot) is mounted again by process-image; --mount-at; remove deletes
 #     the activation's directories, remove --image the layer directories no image uses
+#  7. gc: an orphan layer dir and an orphan activation dir (its overlay mounted) are listed by
+#     `gc --dry-run` as overlay-dir (beside the blobs of the removed image), and removed by `gc --force` (mount first);
+#     recorded layers and activations are untouched
 #  6. kill -9 at the overlay backend's transitions (THINIMG_FAULT; the second layer's, so a
 #     lower layer is committed), each on a fresh state directory: a new process-image
 #     converges to the same merged view
@@ -122,3 +125,20 @@ for pt in unpack.create-device.end unpack.apply-layer.end unpack.verify.start \
         fail "work dir of a committed layer left after a kill at $pt"
 done
 pass "kill -9 at 7 points of the overlay backend's transitions: the next process-image converges"
+
+# 7. gc
+G=$OV/act/ghost
+mkdir -p "$OV/layers/0bad/diff/x" "$G/upper" "$G/work" "$G/merged"
+echo orphan >"$OV/layers/0bad/diff/x/f"
+mount -t overlay overlay -o "lowerdir=$OV/layers/0bad/diff,upperdir=$G/upper,workdir=$G/work" "$G/merged"
+$T gc --dry-run --json >"$W/gc.json" 2>/dev/null
+assert_eq "$(jget "$W/gc.json" '[.orphans[] | select(.kind == "overlay-dir") | "\(.kind):\(.what)"] | sort | join(" ")')" \
+    "overlay-dir:$OV/act/ghost overlay-dir:$OV/layers/0bad" "gc --dry-run orphans"
+[ -d "$OV/layers/0bad" ] || fail "gc --dry-run removed something"
+N=$(ls "$OV/layers" | wc -l)
+$T gc --force >/dev/null 2>&1 || fail "gc --force failed"
+[ ! -e "$OV/layers/0bad" ] && [ ! -e "$G" ] || fail "gc --force left an orphan dir"
+! grep -q " $G/merged " /proc/self/mounts || fail "gc --force left the orphan's mount"
+assert_eq "$(ls "$OV/layers" | wc -l)" $((N - 1)) "layer dirs after gc --force"
+grep -q " $M1 overlay " /proc/self/mounts || fail "gc took down a recorded activation"
+pass "gc: orphan layer and activation dirs (mounted) listed, then removed; recorded ones kept"
