@@ -20,6 +20,7 @@
 #include "daemon/api.h"
 #include "daemon/daemon_internal.h"
 #include "dm/pool.h"
+#include "pipeline/activate.h"
 #include "pipeline/backend.h"
 #include "pipeline/gc.h"
 #include "util/log.h"
@@ -378,6 +379,10 @@ static int start(struct daemon *d, struct err *e)
     r = host_open(&ho, &d->host, e);
     if (r >= 0) {
         log_info("unfinished runs resumed", "runs=%d", d->host.resumed);
+        int remounts = 0;
+        if (pipeline_remount(d->p, &remounts) < 0)
+            log_warn("cannot mount every activation again; process-image or activate does it",
+                     "started=%d", remounts);
         r = start_servers(d, &l, e);
     }
     if (l.api_fd >= 0)

@@ -287,3 +287,49 @@ int pipeline_start_activate_at(struct pipeline *p, const char *image, const char
         return 0;
     return r < 0 ? err_set(e, r, "cannot start the activation") : 0;
 }
+
+/* ---- mounting again after a reboot --------------------------------------------------------- */
+
+struct remount_ctx {
+    struct pipeline *p;
+    struct activation_rec *v; /* the activations recorded active that are not up */
+    size_t n;
+};
+
+static int remount_collect(const struct activation_rec *a, void *ud)
+{
+    struct remount_ctx *c = ud;
+    if (!c->p->backend->act_recorded(a) || c->p->backend->act_up(c->p, a))
+        return 0;
+    struct activation_rec *v = realloc(c->v, (c->n + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    c->v = v;
+    c->v[c->n++] = (struct activation_rec){
+        .name = strdup(a->name), .image_id = a->image_id, .chain_id = strdup(a->chain_id)};
+    return 0;
+}
+
+int pipeline_remount(struct pipeline *p, int *started)
+{
+    *started = 0;
+    if (p->backend != &backend_overlay)
+        return 0; /* dm-thin: the next process-image or activate reactivates (docs/pipeline.md) */
+    struct remount_ctx c = {.p = p};
+    int r = imagedb_activation_list(p->db, 0, true, NULL, remount_collect, &c);
+    for (size_t i = 0; i < c.n; i++) {
+        struct fsm_id run;
+        int sr = c.v[i].name && c.v[i].chain_id
+                     ? activate_start(p, c.v[i].name, c.v[i].image_id, c.v[i].chain_id, NULL, &run)
+                     : -ENOMEM;
+        if (sr == 0 || sr == -EEXIST) {
+            (*started)++;
+            log_info("activation not mounted; mounting it again", "activation=%s", c.v[i].name);
+        } else if (r == 0) {
+            r = sr;
+        }
+        activation_rec_free(&c.v[i]);
+    }
+    free(c.v);
+    return r;
+}

@@ -28,3 +28,8 @@ int pipeline_start_activate(struct pipeline *p, const char *image, const char *n
  * its own under the state directory). -EINVAL for dm-thin, whose activation is a device. */
 int pipeline_start_activate_at(struct pipeline *p, const char *image, const char *name,
                                const char *mount_at, struct fsm_id *run, struct err *e);
+
+/* Overlay backend: start an activate run for every activation recorded active whose mount is
+ * not up (after a reboot), without waiting; *started counts them. The daemon calls it when it
+ * starts. dm-thin: nothing (0). */
+int pipeline_remount(struct pipeline *p, int *started);

@@ -13,12 +13,13 @@
 #  5. deactivate unmounts and keeps the writes; activate mounts them again; a mount gone behind
 #     thinimg's back (a reboot) is mounted again by process-image; --mount-at; remove deletes
 #     the activation's directories, remove --image the layer directories no image uses
-#  7. gc: an orphan layer dir and an orphan activation dir (its overlay mounted) are listed by
-#     `gc --dry-run` as overlay-dir (beside the blobs of the removed image), and removed by `gc --force` (mount first);
-#     recorded layers and activations are untouched
 #  6. kill -9 at the overlay backend's transitions (THINIMG_FAULT; the second layer's, so a
 #     lower layer is committed), each on a fresh state directory: a new process-image
 #     converges to the same merged view
+#  7. gc: an orphan layer dir and an orphan activation dir (its overlay mounted) are listed by
+#     `gc --dry-run` as overlay-dir (beside the blobs of the removed image), and removed by
+#     `gc --force` (the mount first); recorded layers and activations are untouched
+#  8. a mount gone (a reboot) is mounted again when the daemon starts, with the writes
 source "$(dirname "$0")/lib.sh"
 need python3
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root (overlay mounts)"; exit 77; }
@@ -142,3 +143,14 @@ $T gc --force >/dev/null 2>&1 || fail "gc --force failed"
 assert_eq "$(ls "$OV/layers" | wc -l)" $((N - 1)) "layer dirs after gc --force"
 grep -q " $M1 overlay " /proc/self/mounts || fail "gc took down a recorded activation"
 pass "gc: orphan layer and activation dirs (mounted) listed, then removed; recorded ones kept"
+
+# 8. the daemon's start mounts an activation again
+umount "$M1"
+$BIN --log-level warn daemon >"$W/daemon.log" 2>&1 &
+DPID=$!
+for _ in $(seq 1 150); do grep -q " $M1 overlay " /proc/self/mounts && break; sleep 0.2; done
+grep -q " $M1 overlay " /proc/self/mounts || { kill $DPID; fail "the daemon did not mount $M1 again: $(cat "$W/daemon.log")"; }
+assert_eq "$(cat "$M1/root/written")" kept "write after the daemon's remount"
+kill $DPID
+wait $DPID || true
+pass "the daemon's start mounts an activation that was gone again, with its writes"
