@@ -44,7 +44,7 @@ run_one() {
     local T="$BUILD/thinimg --log-level warn -q"
     more_image "$W/src"
     if [ "$backend" = dm-thin ]; then
-        $T setup-pool --data-size 1G >/dev/null
+        $T setup-pool --data-size 256M >/dev/null
         $T health >/dev/null || true
     fi
     local t0 t1 t2 t3
