@@ -84,28 +84,33 @@ static int activate_remote(struct cli *cli, struct api_client *api, const char *
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: thinimg activate [--name NAME] [--json] [--wait-lock] IMAGE\n"
+    fprintf(out, "Usage: thinimg activate [--name NAME] [--mount-at DIR] [--json] [--wait-lock] "
+                 "IMAGE\n"
                  "\n"
                  "Create a named writable snapshot of a processed image (name or ref, see\n"
                  "list-images): the block device a VM boots from. Without --name the image's\n"
                  "default activation is (re)activated. An inactive activation (deactivate)\n"
-                 "comes back with its data.\n");
+                 "comes back with its data.\n"
+                 "With the overlay backend the activation is an overlay mount, at\n"
+                 "STATE/overlay/act/NAME/merged or at --mount-at DIR (made when missing).\n");
 }
 
 int cmd_activate(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                         {"mount-at", required_argument, NULL, 'm'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"wait-lock", no_argument, NULL, 'w'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
-    const char *name = NULL;
+    const char *name = NULL, *mount_at = NULL;
     bool json = false;
     struct run_env_opts ro = {0};
     int c;
     while ((c = getopt_long(argc, argv, "hn:", opts, NULL)) != -1) {
         switch (c) {
         case 'n': name = optarg; break;
+        case 'm': mount_at = optarg; break;
         case 'j': json = true; break;
         case 'w': ro.wait_lock = true; break;
         case 'h':
@@ -125,6 +130,11 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
     int r = api_client_detect(&cli->cfg, &api, &e);
     if (r < 0)
         return cli_fail("activate", r, &e);
+    if (r > 0 && mount_at) {
+        api_client_free(api);
+        return cli_usage_error("activate", "--mount-at is not passed to a running daemon; stop "
+                                           "it or activate without --mount-at");
+    }
     if (r > 0) {
         r = activate_remote(cli, api, argv[optind], name, json, t0);
         api_client_free(api);
@@ -135,7 +145,7 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
     if (r < 0)
         return cli_fail("activate", r, &e);
     struct fsm_id run;
-    r = pipeline_start_activate(env.p, argv[optind], name, &run, &e);
+    r = pipeline_start_activate_at(env.p, argv[optind], name, mount_at, &run, &e);
     if (r < 0) {
         run_env_close(&env);
         return cli_fail("activate", r, &e);

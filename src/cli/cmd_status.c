@@ -18,6 +18,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/overlay_report.h"
+#include "pipeline/backend.h"
 #include "guard/lock.h"
 #include "pipeline/gc.h"
 #include "cli/pool_report.h"
@@ -194,6 +196,9 @@ int cmd_status(struct cli *cli, int argc, char **argv)
         return cli_fail("status", r, &de);
     if (r < 0)
         db = NULL;
+    char backend[32] = "";
+    if (db && backend_recorded(db, backend, sizeof(backend)) == 1 && !strcmp(backend, "overlay"))
+        return overlay_status(cli, db, json);
     struct pool_info info;
     struct err pe = {0};
     int pr = pool_get(db, pool, &info, &pe);

@@ -77,6 +77,8 @@ void cli_usage(FILE *out)
                  "/var/lib/thinimg)\n"
                  "  --db PATH           database (env THINIMG_DB, default STATE/thinimg.db)\n"
                  "  --pool NAME         thin pool name (env THINIMG_POOL, default thinimg)\n"
+                 "  --backend NAME      dm-thin or overlay (env THINIMG_BACKEND); a state dir\n"
+                 "                      keeps the one it was first used with (default dm-thin)\n"
                  "  --source LOC        default source for relative refs (env THINIMG_SOURCE)\n"
                  "  --socket PATH       daemon socket (env THINIMG_SOCKET, default "
                  "STATE/thinimg.sock)\n"

@@ -17,8 +17,9 @@
 #include "util/log.h"
 
 /* Global options that take a value. */
-static const char *const value_opts[] = {"--state-dir", "--db",         "--pool",      "--source",
-                                         "--socket",    "--log-format", "--log-level", NULL};
+static const char *const value_opts[] = {"--state-dir",  "--db",        "--pool",
+                                         "--source",     "--socket",    "--backend",
+                                         "--log-format", "--log-level", NULL};
 
 /* The source options (cli_source.h) that take a value: written before the command, they are
  * handed to it (`thinimg --endpoint URL ls REF`), so the command's parser needs their value
@@ -74,6 +75,8 @@ static void set_global(struct globals *g, const char *name, const char *value)
         g->ov.source = value;
     else if (!strcmp(name, "--socket"))
         g->ov.socket_path = value;
+    else if (!strcmp(name, "--backend"))
+        g->ov.backend = value;
     else if (!strcmp(name, "--log-format"))
         g->log_format = value;
     else if (!strcmp(name, "--log-level")) {

@@ -20,6 +20,8 @@
 #include "daemon/api.h"
 #include "daemon/daemon_internal.h"
 #include "dm/pool.h"
+#include "pipeline/activate.h"
+#include "pipeline/backend.h"
 #include "pipeline/gc.h"
 #include "util/log.h"
 #include "util/metrics.h"
@@ -152,6 +154,13 @@ static void pool_try(struct daemon *d, bool first)
     const struct config *cfg = d->cfg;
     struct pool_info pi;
     struct err e = {0};
+    char backend[32] = "";
+    if (backend_recorded(d->db, backend, sizeof(backend)) == 1 && strcmp(backend, "dm-thin")) {
+        pthread_mutex_lock(&d->pool_lock);
+        d->pool_ready = true; /* a backend without a pool (docs/overlay.md) */
+        pthread_mutex_unlock(&d->pool_lock);
+        return;
+    }
     int r = host_pool(d->db, cfg, !d->o->no_pool_setup, &pi, &e);
     pthread_mutex_lock(&d->pool_lock);
     bool was_ready = d->pool_ready, changed = strcmp(d->pool_err.msg, e.msg) != 0;
@@ -370,6 +379,10 @@ static int start(struct daemon *d, struct err *e)
     r = host_open(&ho, &d->host, e);
     if (r >= 0) {
         log_info("unfinished runs resumed", "runs=%d", d->host.resumed);
+        int remounts = 0;
+        if (pipeline_remount(d->p, &remounts) < 0)
+            log_warn("cannot mount every activation again; process-image or activate does it",
+                     "started=%d", remounts);
         r = start_servers(d, &l, e);
     }
     if (l.api_fd >= 0)

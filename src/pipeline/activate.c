@@ -1,25 +1,26 @@
 /*
  * activate.c: the activate machine: one run per activation name (unqueued, so one active run
- * per name), giving an image a named, writable thin snapshot of its top layer: the block
- * device a microVM boots from.
+ * per name), giving an image a named, writable copy of its top layer on the storage backend
+ * (backend.h; dm-thin: a thin snapshot, the block device a microVM boots from).
  *
- *   check-snapshot   the activation is recorded active and its dm device exists: hand off.
- *                    Recorded but its dm device is gone (reboot, `dmsetup remove` behind
- *                    thinimg's back) while the thin device is still in the pool: reactivate it
- *                    (the VM's writes are kept). Gone from the pool as well: the record is
- *                    repaired and a new snapshot is taken. An inactive activation (after
- *                    `thinimg deactivate`) is reactivated the same way.
- *   create-snapshot  under the operation guard, with the pool usable: create_snap of the top
- *                    layer's committed, inactive device, then activate it as
- *                    /dev/mapper/<pool>-act-<name>.
+ *   check-snapshot   the activation is recorded active and the backend says it is up: hand
+ *                    off. Recorded but not up (reboot, `dmsetup remove` behind thinimg's back,
+ *                    `thinimg deactivate`) while its storage is still there: bring it up again
+ *                    (the VM's writes are kept). Its storage gone as well: the record is
+ *                    repaired and new storage is made.
+ *   create-snapshot  the backend makes the activation's storage from the top layer's (dm-thin:
+ *                    create_snap under the operation guard, with the pool usable, activated as
+ *                    /dev/mapper/<pool>-act-<name>), or brings the existing one up.
  *   register         the activation becomes active.
  *
- * Failure: the finalizer records the activation (and its device) failed; nothing is removed.
+ * Failure: the finalizer records the activation (and the backend its storage) failed; nothing
+ * is removed.
  *
  * Started by activate_start() (activate.h), which builds the request; process-image starts it
  * as its child, `thinimg activate` and the API on their own (pipeline_start_activate()).
  * Request (JSON): {"name", "image_id", "chain_id"}
  * Response (JSON): {"dev_id", "device_path", "reactivate"}
+ * (struct backend_act_req and struct backend_act, backend.h)
  */
 #include <errno.h>
 #include <jansson.h>
@@ -27,32 +28,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dm/pool.h"
-#include "dm/thin.h"
 #include "pipeline/activate.h"
+#include "pipeline/backend.h"
 #include "pipeline/imagedb.h"
 #include "pipeline/machine.h"
 #include "pipeline/updates.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
-/* How many "<name>.<n>" names to try when "<name>" is still held by a failed device that gc
- * has not removed yet. */
-#define ACTIVATE_NAME_GENERATIONS 16
-
-struct act_req {
-    char name[80];
-    int64_t image_id;
-    char chain_id[DIGEST_STR_LEN + 1];
-};
-
-struct act_resp {
-    uint32_t dev_id;
-    char device_path[256];
-    bool reactivate;
-};
-
-static int req_parse(struct fsm_run *run, struct act_req *q)
+static int req_parse(struct fsm_run *run, struct backend_act_req *q)
 {
     size_t len;
     const void *data = fsm_run_request(run, &len);
@@ -61,10 +45,14 @@ static int req_parse(struct fsm_run *run, struct act_req *q)
         return -EBADMSG;
     const char *name = json_string_value(json_object_get(o, "name"));
     const char *chain = json_string_value(json_object_get(o, "chain_id"));
+    const char *mount_at = json_string_value(json_object_get(o, "mount_at"));
+    memset(q, 0, sizeof(*q));
     int r = 0;
-    if (!name || !chain || !imagedb_name_valid(name) || !digest_valid(chain))
+    if (!name || !chain || !imagedb_name_valid(name) || !digest_valid(chain) ||
+        (mount_at && (mount_at[0] != '/' || strlen(mount_at) >= sizeof(q->mount_at))))
         r = -EBADMSG;
     else {
+        snprintf(q->mount_at, sizeof(q->mount_at), "%s", mount_at ? mount_at : "");
         snprintf(q->name, sizeof(q->name), "%s", name);
         snprintf(q->chain_id, sizeof(q->chain_id), "%s", chain);
         q->image_id = json_integer_value(json_object_get(o, "image_id"));
@@ -73,7 +61,7 @@ static int req_parse(struct fsm_run *run, struct act_req *q)
     return r;
 }
 
-static void resp_get(struct fsm_run *run, struct act_resp *s)
+static void resp_get(struct fsm_run *run, struct backend_act *s)
 {
     memset(s, 0, sizeof(*s));
     size_t len;
@@ -88,7 +76,7 @@ static void resp_get(struct fsm_run *run, struct act_resp *s)
     json_decref(o);
 }
 
-static void resp_set(struct fsm_run *run, const struct act_resp *s)
+static void resp_set(struct fsm_run *run, const struct backend_act *s)
 {
     json_t *o = json_pack("{s:I, s:s, s:b}", "dev_id", (json_int_t)s->dev_id, "device_path",
                           s->device_path, "reactivate", s->reactivate);
@@ -102,7 +90,7 @@ static void resp_set(struct fsm_run *run, const struct act_resp *s)
 static struct fsm_result t_check_snapshot(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
-    struct act_req q;
+    struct backend_act_req q;
     if (req_parse(run, &q) < 0)
         return fsm_abort("malformed activate request");
     struct layer_rec l = {0};
@@ -111,7 +99,7 @@ static struct fsm_result t_check_snapshot(struct fsm_run *run, void *ud)
                                        "process-image",
                                        q.chain_id),
                              ERR_KIND_NOT_FOUND);
-    bool layer_ready = !strcmp(l.state, "ready") && l.dev_id > 0;
+    bool layer_ready = !strcmp(l.state, "ready") && p->backend->layer_recorded(&l);
     layer_rec_free(&l);
     if (!layer_ready)
         return fsm_with_kind(fsm_abort("the image's top layer %.19s is not unpacked; run "
@@ -134,159 +122,61 @@ static struct fsm_result t_check_snapshot(struct fsm_run *run, void *ud)
                                        q.name, other),
                              ERR_KIND_BUSY);
     }
-    uint32_t dev_id = (uint32_t)a.dev_id;
-    bool usable = dev_id && (!strcmp(a.state, "active") || !strcmp(a.state, "inactive"));
-    bool active = !strcmp(a.state, "active");
-    activation_rec_free(&a);
-    if (!usable)
+    bool usable = p->backend->act_recorded(&a) &&
+                  (!strcmp(a.state, "active") || !strcmp(a.state, "inactive"));
+    if (!usable) {
+        activation_rec_free(&a);
         return fsm_ok(); /* creating or failed: a new snapshot */
-
-    struct thin_dev d;
-    if (thin_get(p->db, p->cfg.pool_name, dev_id, &d) == 0 && active && dm_dev_exists(d.name) == 1)
-        return fsm_handoff("activation %s is active", q.name);
-
-    /* The dm device is gone (or deactivated): is the thin device still in the pool? */
-    uint32_t *ids = NULL;
-    size_t n = 0;
+    }
+    struct backend_act s = {.dev_id = (uint32_t)a.dev_id, .reactivate = true};
+    snprintf(s.device_path, sizeof(s.device_path), "%s", a.device_path ? a.device_path : "");
     struct err e = {0};
-    r = thin_pool_metadata_ids(p->cfg.pool_name, &ids, NULL, &n, &e);
-    if (r < 0)
-        return fsm_retry("cannot read the pool's device list: %s", err_str(&e));
-    bool in_pool = false;
-    for (size_t i = 0; i < n; i++)
-        in_pool |= ids[i] == dev_id;
-    free(ids);
-    if (in_pool) {
-        struct act_resp s = {.dev_id = dev_id, .reactivate = true};
+    r = p->backend->act_check(p, run, &a, &e);
+    activation_rec_free(&a);
+    if (r > 0)
+        return fsm_handoff("activation %s is active", q.name);
+    if (r == 0) {
         resp_set(run, &s);
-        if (active)
-            log_warn("activation device missing; reactivating it", "activation=%s dev_id=%u",
-                     q.name, dev_id);
         return fsm_ok();
     }
-    log_warn("activation's thin device is gone from the pool; taking a new snapshot",
-             "activation=%s dev_id=%u", q.name, dev_id);
-    struct device_mark *m =
-        device_mark_new(p->cfg.pool_name, dev_id, "deleted", "missing from the pool metadata");
-    fsm_run_on_commit(run, device_mark_apply, m, device_mark_free);
+    if (r != -ENOENT)
+        return fsm_retry("cannot check the storage of activation %s: %s", q.name, err_str(&e));
     struct activation_update *u = activation_update_new(q.name);
     u->set_state = true;
     snprintf(u->state, sizeof(u->state), "creating");
-    u->error = strdup("thin device removed behind thinimg's back; recreated");
+    u->error = strdup(err_str(&e));
     u->set_device = true;
     fsm_run_on_commit(run, activation_update_apply, u, activation_update_free);
     return fsm_ok();
 }
 
-/* Does an activation or a layer record this device? */
-static bool device_in_use(struct db *db, const char *pool, uint32_t id)
-{
-    db_lock(db);
-    sqlite3_stmt *st = db_prepare(db, "SELECT (SELECT count(*) FROM activations WHERE pool = ?1"
-                                      " AND dev_id = ?2) + (SELECT count(*) FROM layers WHERE"
-                                      " pool = ?1 AND dev_id = ?2)");
-    bool used = true; /* on doubt: in use */
-    if (st) {
-        db_bind_text(st, 1, pool);
-        db_bind_i64(st, 2, id);
-        if (db_step(db, st) == 1)
-            used = sqlite3_column_int(st, 0) > 0;
-        db_done(st);
-    }
-    db_unlock(db);
-    return used;
-}
-
 static struct fsm_result t_create_snapshot(struct fsm_run *run, void *ud)
 {
     struct pipeline *p = ud;
-    struct act_req q;
+    struct backend_act_req q;
     if (req_parse(run, &q) < 0)
         return fsm_abort("malformed activate request");
-    struct act_resp s;
+    struct backend_act s;
     resp_get(run, &s);
-    struct err e = {0};
-    struct fsm_result refused;
-    if (!pipeline_guard_enter(p, run, "create-snapshot", &refused))
-        return refused;
-    int r = 0;
-    if (!s.reactivate) {
-        r = pool_ensure_usable(p->cfg.pool_name, NULL, &e);
-        struct layer_rec l = {0};
-        if (r == 0 && imagedb_layer_get(p->db, q.chain_id, &l) < 0)
-            r = err_set(&e, -ENOENT, "top layer %.19s is not recorded", q.chain_id);
-        uint32_t origin = (uint32_t)l.dev_id;
-        layer_rec_free(&l);
-        /* An earlier attempt of this transition may have taken the snapshot and died before
-         * its checkpoint: the device is ours (same name, same origin, no activation uses it).
-         * create_snap is atomic and nothing has written to it, so it is taken over. */
-        char first[DM_NAME_MAX + 1];
-        struct thin_dev held;
-        if (r == 0 &&
-            dm_name_format(first, sizeof(first), p->cfg.pool_name, DM_KIND_ACTIVATION, q.name) ==
-                0 &&
-            thin_find_by_name(p->db, first, &held) == 0 && !strcmp(held.state, "ready") &&
-            held.origin_id == origin && !device_in_use(p->db, p->cfg.pool_name, held.id)) {
-            s.dev_id = held.id;
-            log_info("taking over the snapshot of an interrupted attempt",
-                     "activation=%s "
-                     "dev_id=%u",
-                     q.name, held.id);
-        }
-        /* "<name>" may still be held by an older failed device that gc has not removed. */
-        char suffix[96] = "";
-        for (int gen = 1; r == 0 && !s.dev_id && !suffix[0]; gen++) {
-            if (gen > ACTIVATE_NAME_GENERATIONS) {
-                r = err_set(&e, -EEXIST,
-                            "names %s .. %s.%d are all held by old devices; run "
-                            "`thinimg gc --force`",
-                            q.name, q.name, ACTIVATE_NAME_GENERATIONS);
-                break;
-            }
-            char cand[96], dmname[DM_NAME_MAX + 1];
-            if (gen == 1)
-                snprintf(cand, sizeof(cand), "%s", q.name);
-            else
-                snprintf(cand, sizeof(cand), "%s.%d", q.name, gen);
-            r = dm_name_format(dmname, sizeof(dmname), p->cfg.pool_name, DM_KIND_ACTIVATION, cand);
-            if (r < 0) {
-                err_set(&e, r, "activation name %s does not fit a device name", q.name);
-                break;
-            }
-            struct thin_dev other;
-            if (thin_find_by_name(p->db, dmname, &other) < 0 || !strcmp(other.state, "deleted"))
-                snprintf(suffix, sizeof(suffix), "%s", cand);
-        }
-        if (r == 0 && !s.dev_id) {
-            struct thin_spec spec = {.kind = THIN_KIND_ACTIVATION, .name_suffix = suffix};
-            r = thin_snapshot(p->db, p->cfg.pool_name, origin, &spec, &s.dev_id, &e);
-        }
-    }
-    if (r == 0)
-        r = thin_activate(p->db, p->cfg.pool_name, s.dev_id, s.device_path, sizeof(s.device_path),
-                          &e);
-    guard_leave(p->guard);
-    if (r < 0) /* a refusing pool (full, read-only, needs_check) is "unhealthy" by its errno */
-        return fsm_with_kind(fsm_abort("activation %s: %s", q.name, err_str(&e)), err_kind_of(r));
+    struct fsm_result res = p->backend->act_create(run, p, &q, &s);
+    if (res.outcome != FSM_OK)
+        return res;
     resp_set(run, &s);
     struct activation_update *u = activation_update_new(q.name);
     u->insert = true;
     u->image_id = q.image_id;
     snprintf(u->chain_id, sizeof(u->chain_id), "%s", q.chain_id);
     u->set_device = true;
-    snprintf(u->pool, sizeof(u->pool), "%s", p->cfg.pool_name);
-    u->dev_id = s.dev_id;
+    p->backend->act_device(p, &s, u->pool, sizeof(u->pool), &u->dev_id);
     snprintf(u->device_path, sizeof(u->device_path), "%s", s.device_path);
     fsm_run_on_commit(run, activation_update_apply, u, activation_update_free);
-    log_info("activation device ready", "activation=%s dev_id=%u device=%s", q.name, s.dev_id,
-             s.device_path);
     return fsm_ok();
 }
 
 static struct fsm_result t_register(struct fsm_run *run, void *ud)
 {
     (void)ud;
-    struct act_req q;
+    struct backend_act_req q;
     if (req_parse(run, &q) < 0)
         return fsm_abort("malformed activate request");
     struct activation_update *u = activation_update_new(q.name);
@@ -301,10 +191,10 @@ static void fin_activate(struct fsm_run *run, enum fsm_outcome outcome, const ch
     struct pipeline *p = ud;
     if (fsm_outcome_success(outcome))
         return;
-    struct act_req q;
+    struct backend_act_req q;
     if (req_parse(run, &q) < 0)
         return;
-    struct act_resp s;
+    struct backend_act s;
     resp_get(run, &s);
     struct activation_rec a = {0};
     if (imagedb_activation_get(p->db, q.name, &a) == 0) {
@@ -318,12 +208,7 @@ static void fin_activate(struct fsm_run *run, enum fsm_outcome outcome, const ch
             fsm_run_on_commit(run, activation_update_apply, u, activation_update_free);
         }
     }
-    if (s.dev_id && !s.reactivate) {
-        struct device_mark *m =
-            device_mark_new(p->cfg.pool_name, s.dev_id, "failed", error ? error : "");
-        m->only_if_ready = true;
-        fsm_run_on_commit(run, device_mark_apply, m, device_mark_free);
-    }
+    p->backend->act_failed(run, p, &s, error);
 }
 
 int pipeline_register_activate(struct pipeline *p, struct err *e)
@@ -339,11 +224,13 @@ int pipeline_register_activate(struct pipeline *p, struct err *e)
 
 /* ---- starting ------------------------------------------------------------------------------ */
 
-int activate_start(struct pipeline *p, const char *name, int64_t image_id, const char *chain_id,
-                   const struct fsm_id *parent, struct fsm_id *run)
+static int start_run(struct pipeline *p, const char *name, int64_t image_id, const char *chain_id,
+                     const char *mount_at, const struct fsm_id *parent, struct fsm_id *run)
 {
     json_t *req = json_pack("{s:s, s:I, s:s}", "name", name, "image_id", (json_int_t)image_id,
                             "chain_id", chain_id);
+    if (req && mount_at)
+        json_object_set_new(req, "mount_at", json_string(mount_at));
     _cleanup_free_ char *txt = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     if (!txt)
@@ -352,9 +239,28 @@ int activate_start(struct pipeline *p, const char *name, int64_t image_id, const
     return fsm_start(p->mgr, p->m_activate, name, txt, strlen(txt), parent ? &so : NULL, run);
 }
 
+int activate_start(struct pipeline *p, const char *name, int64_t image_id, const char *chain_id,
+                   const struct fsm_id *parent, struct fsm_id *run)
+{
+    return start_run(p, name, image_id, chain_id, NULL, parent, run);
+}
+
 int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
                             struct fsm_id *run, struct err *e)
 {
+    return pipeline_start_activate_at(p, image, name, NULL, run, e);
+}
+
+int pipeline_start_activate_at(struct pipeline *p, const char *image, const char *name,
+                               const char *mount_at, struct fsm_id *run, struct err *e)
+{
+    if (mount_at && p->backend != &backend_overlay)
+        return err_set(e, -EINVAL,
+                       "--mount-at is for the overlay backend; this state "
+                       "directory uses %s, whose activation is a block device",
+                       p->backend->name);
+    if (mount_at && mount_at[0] != '/')
+        return err_set(e, -EINVAL, "--mount-at needs an absolute directory, not '%s'", mount_at);
     struct image_rec img = {0};
     int r = pipeline_image_lookup(p, image, "see list-images; process-image makes one", &img, e);
     if (r < 0)
@@ -375,9 +281,55 @@ int pipeline_start_activate(struct pipeline *p, const char *image, const char *n
         return err_set(e, -EINVAL, "invalid activation name '%s' (use 1-64 of [A-Za-z0-9_.-])",
                        name);
     }
-    r = activate_start(p, name, img.id, img.top_chain, NULL, run);
+    r = start_run(p, name, img.id, img.top_chain, mount_at, NULL, run);
     image_rec_free(&img);
     if (r == -EEXIST)
         return 0;
     return r < 0 ? err_set(e, r, "cannot start the activation") : 0;
+}
+
+/* ---- mounting again after a reboot --------------------------------------------------------- */
+
+struct remount_ctx {
+    struct pipeline *p;
+    struct activation_rec *v; /* the activations recorded active that are not up */
+    size_t n;
+};
+
+static int remount_collect(const struct activation_rec *a, void *ud)
+{
+    struct remount_ctx *c = ud;
+    if (!c->p->backend->act_recorded(a) || c->p->backend->act_up(c->p, a))
+        return 0;
+    struct activation_rec *v = realloc(c->v, (c->n + 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    c->v = v;
+    c->v[c->n++] = (struct activation_rec){
+        .name = strdup(a->name), .image_id = a->image_id, .chain_id = strdup(a->chain_id)};
+    return 0;
+}
+
+int pipeline_remount(struct pipeline *p, int *started)
+{
+    *started = 0;
+    if (p->backend != &backend_overlay)
+        return 0; /* dm-thin: the next process-image or activate reactivates (docs/pipeline.md) */
+    struct remount_ctx c = {.p = p};
+    int r = imagedb_activation_list(p->db, 0, true, NULL, remount_collect, &c);
+    for (size_t i = 0; i < c.n; i++) {
+        struct fsm_id run;
+        int sr = c.v[i].name && c.v[i].chain_id
+                     ? activate_start(p, c.v[i].name, c.v[i].image_id, c.v[i].chain_id, NULL, &run)
+                     : -ENOMEM;
+        if (sr == 0 || sr == -EEXIST) {
+            (*started)++;
+            log_info("activation not mounted; mounting it again", "activation=%s", c.v[i].name);
+        } else if (r == 0) {
+            r = sr;
+        }
+        activation_rec_free(&c.v[i]);
+    }
+    free(c.v);
+    return r;
 }

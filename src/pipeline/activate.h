@@ -24,3 +24,12 @@ int activate_start(struct pipeline *p, const char *name, int64_t image_id, const
  * image's default activation name. */
 int pipeline_start_activate(struct pipeline *p, const char *image, const char *name,
                             struct fsm_id *run, struct err *e);
+/* The same with where the overlay backend mounts the activation (an absolute directory; NULL:
+ * its own under the state directory). -EINVAL for dm-thin, whose activation is a device. */
+int pipeline_start_activate_at(struct pipeline *p, const char *image, const char *name,
+                               const char *mount_at, struct fsm_id *run, struct err *e);
+
+/* Overlay backend: start an activate run for every activation recorded active whose mount is
+ * not up (after a reboot), without waiting; *started counts them. The daemon calls it when it
+ * starts. dm-thin: nothing (0). */
+int pipeline_remount(struct pipeline *p, int *started);

@@ -29,6 +29,7 @@
 #include "dm/thin.h"
 #include "fsm/fsm.h"
 #include "guard/reslock.h"
+#include "pipeline/backend.h"
 #include "pipeline/updates.h"
 #include "store/blobfile.h"
 #include "store/blobs.h"
@@ -39,10 +40,10 @@
 
 const char *gc_kind_name(enum gc_kind k)
 {
-    static const char *const names[] = {"creating",     "failed",     "deleting", "unreferenced",
-                                        "unknown-id",   "unknown-dm", "mount",    "tmpfile",
-                                        "download",     "lock",       "blob",     "missing",
-                                        "active-layer", "dm-gone"};
+    static const char *const names[] = {"creating",     "failed",     "deleting",   "unreferenced",
+                                        "unknown-id",   "unknown-dm", "mount",      "tmpfile",
+                                        "download",     "lock",       "blob",       "missing",
+                                        "active-layer", "dm-gone",    "overlay-dir"};
     return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "?";
 }
 
@@ -520,6 +521,26 @@ static void scan_mounts(struct gc_report *rep, const struct config *cfg)
     free(sources);
 }
 
+struct overlay_ctx {
+    struct gc_report *rep;
+    const struct gc_opts *o;
+};
+
+static void overlay_orphan(const char *path, const char *why, uint64_t bytes, int64_t mtime_ms,
+                           bool mounted, void *ud)
+{
+    struct overlay_ctx *c = ud;
+    struct gc_item *it = add(c->rep, GC_OVERLAY_DIR, path);
+    if (!it)
+        return;
+    snprintf(it->reason, sizeof(it->reason), "%s", why);
+    snprintf(it->action, sizeof(it->action), "%s", mounted ? "unmount, delete" : "delete");
+    it->bytes = bytes;
+    it->since_ms = mtime_ms;
+    it->removable = true;
+    spare_live(c->o, mtime_ms, it);
+}
+
 /* Committed layers whose device is active, and activations recorded active whose dm device
  * is gone. Both come from a change behind thinimg's back (or a reboot, for the second). */
 static void scan_active_state(struct gc_report *rep, struct db *db, const char *pool,
@@ -665,6 +686,8 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o, st
     free(mapped);
     if (!o->skip_devices)
         scan_mounts(out, cfg);
+    struct overlay_ctx oc = {out, o};
+    backend_overlay_orphans(db, cfg, overlay_orphan, &oc);
 
     struct tmp_ctx keep = {0};
     scan_downloads(out, db, &keep);
@@ -913,6 +936,15 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o,
         struct gc_item *it = &rep->items[i];
         if (!it->removable || it->result != GC_PENDING)
             continue;
+        if (it->kind == GC_OVERLAY_DIR) {
+            struct err de = {0};
+            int r = backend_overlay_remove_dir(it->what, &de);
+            it->result = r == 0 ? GC_DONE : GC_ERROR;
+            snprintf(it->detail, sizeof(it->detail), "%s", r == 0 ? "deleted" : err_str(&de));
+            if (r < 0 && !first_error)
+                first_error = err_set(e, r, "%s: %s", it->what, it->detail);
+            continue;
+        }
         if (it->kind != GC_TMPFILE && it->kind != GC_DOWNLOAD && it->kind != GC_BLOB)
             continue;
         int r = apply_file(db, it);

@@ -25,6 +25,9 @@
  *   active-layer a committed layer's device left active (committed layers stay inactive: an
  *                active origin must be suspended to be snapshotted); gc deactivates it (the
  *                thin device stays in the pool)
+ *   overlay-dir  (overlay backend, docs/overlay.md) a layer directory no layer record names,
+ *                or an activation directory no activation record names; its mount is taken
+ *                down first
  * Any mount under <state>/mnt is stale (thinimg mounts devices only inside private mount
  * namespaces of its own processes): `mount`, unmounted first.
  * Reported but never removed by gc: `missing` (a device the database uses that the pool no
@@ -73,6 +76,7 @@ enum gc_kind {
     GC_MISSING, /* reported only */
     GC_ACTIVE_LAYER,
     GC_DM_GONE, /* reported only */
+    GC_OVERLAY_DIR,
     GC_KIND_COUNT
 };
 const char *gc_kind_name(enum gc_kind k);

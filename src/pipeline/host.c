@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "pipeline/backend.h"
 #include "store/schema.h"
 #include "util/cleanup.h"
 #include "util/defaults.h"
@@ -81,9 +82,14 @@ static int open_steps(const struct host_opts *o, struct host *h, struct err *e)
         return r;
     if (o->check_integrity && (r = db_check_integrity(h->db, e)) < 0)
         return r;
+    /* The state directory's backend is chosen (and recorded) before anything is made for it:
+     * an overlay state directory has no pool. */
+    const struct backend_ops *backend = NULL;
+    if (!o->fetch_only && (r = backend_choose(h->db, o->cfg->backend, &backend, e)) < 0)
+        return r;
     if (o->opened && (r = o->opened(h, o->ud, e)) < 0)
         return r;
-    if (o->pool == HOST_POOL_SETUP) {
+    if (o->pool == HOST_POOL_SETUP && backend == &backend_dm_thin) {
         struct pool_info pi;
         if ((r = host_pool(h->db, o->cfg, true, &pi, e)) < 0)
             return r;

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dm/thin.h"
+#include "pipeline/backend.h"
 #include "pipeline/imagedb.h"
 #include "pipeline/machine.h"
 #include "pipeline/pipeline.h"
@@ -84,17 +84,17 @@ static int busy_err(struct err *e, const char *what, const char *name, const str
 
 /* ---- deactivate ------------------------------------------------------------------------------ */
 
-/* Take dev_id's dm device down (and with delete, delete it from the pool) under the guard. */
-static int device_down(struct pipeline *p, const char *what, const char *name, uint32_t dev_id,
-                       bool delete, int cancel_fd, struct err *e)
+/* Under the guard, take the activation's storage down (and with remove, delete it), or with
+ * layer set, delete that layer's storage: the backend's work (backend.h). */
+static int storage_down(struct pipeline *p, const char *what, const char *name,
+                        const struct activation_rec *a, const struct layer_rec *layer, bool remove,
+                        int cancel_fd, struct err *e)
 {
     int r = guard_enter(p->guard, what, cancel_fd, e);
     if (r < 0)
         return r;
     struct err de = {0};
-    r = thin_deactivate(p->db, p->cfg.pool_name, dev_id, &de);
-    if (r == 0 && delete)
-        r = thin_delete(p->db, p->cfg.pool_name, dev_id, &de);
+    r = layer ? p->backend->layer_remove(p, layer, &de) : p->backend->act_down(p, a, remove, &de);
     guard_leave(p->guard);
     if (r == -EBUSY)
         return err_set(e, r, "%s is in use: %s", name, err_str(&de));
@@ -103,28 +103,26 @@ static int device_down(struct pipeline *p, const char *what, const char *name, u
     return 0;
 }
 
-/* The activation `name`, with no unfinished run working on it: 0 with the lifecycle lock held,
- * its device id and whether it is active; else a negative errno with e (lock not held). */
-static int activation_locked(struct pipeline *p, const char *name, uint32_t *dev_id, bool *active,
+/* The activation `name`, with no unfinished run working on it: 0 with the lifecycle lock held
+ * and its record in *a (activation_rec_free() it); else a negative errno with e (lock not held,
+ * nothing to free). */
+static int activation_locked(struct pipeline *p, const char *name, struct activation_rec *a,
                              struct err *e)
 {
     if (!name || !imagedb_name_valid(name))
         return err_set(e, -EINVAL, "invalid activation name '%s' (1-64 of [A-Za-z0-9_.-])",
                        name ? name : "");
     pthread_mutex_lock(&p->lifecycle_lock);
-    struct activation_rec a = {0};
-    int r = imagedb_activation_get(p->db, name, &a);
+    int r = imagedb_activation_get(p->db, name, a);
     if (r < 0) {
         pthread_mutex_unlock(&p->lifecycle_lock);
         return r == -ENOENT ? err_set(e, r, "no activation '%s' (see list-snapshots)", name)
                             : err_set(e, r, "cannot read activation %s", name);
     }
-    *dev_id = (uint32_t)a.dev_id;
-    *active = !strcmp(a.state, "active");
-    activation_rec_free(&a);
     struct fsm_id run;
     if (pipeline_find_run(p, "activate", name, NULL, true, &run) == 0) {
         pthread_mutex_unlock(&p->lifecycle_lock);
+        activation_rec_free(a);
         return busy_err(e, "activation", name, &run);
     }
     return 0;
@@ -133,36 +131,38 @@ static int activation_locked(struct pipeline *p, const char *name, uint32_t *dev
 int pipeline_deactivate(struct pipeline *p, const char *name, int cancel_fd, bool *was_active,
                         struct err *e)
 {
-    uint32_t dev_id = 0;
+    struct activation_rec a = {0};
     *was_active = false;
-    int r = activation_locked(p, name, &dev_id, was_active, e);
+    int r = activation_locked(p, name, &a, e);
     if (r < 0)
         return r;
-    if (dev_id)
-        r = device_down(p, "deactivate", name, dev_id, false, cancel_fd, e);
+    *was_active = !strcmp(a.state, "active");
+    if (p->backend->act_recorded(&a))
+        r = storage_down(p, "deactivate", name, &a, NULL, false, cancel_fd, e);
     if (r == 0 && (r = imagedb_activation_set_state(p->db, name, "inactive", NULL)) < 0)
         err_set(e, r, "cannot record activation %s inactive: %s", name, strerror(-r));
     pthread_mutex_unlock(&p->lifecycle_lock);
     if (r == 0)
-        log_info("activation deactivated", "activation=%s dev_id=%u was_active=%s", name, dev_id,
-                 *was_active ? "yes" : "no");
+        log_info("activation deactivated", "activation=%s dev_id=%u was_active=%s", name,
+                 (uint32_t)a.dev_id, *was_active ? "yes" : "no");
+    activation_rec_free(&a);
     return r;
 }
 
 int pipeline_remove_activation(struct pipeline *p, const char *name, int cancel_fd, struct err *e)
 {
-    uint32_t dev_id = 0;
-    bool active;
-    int r = activation_locked(p, name, &dev_id, &active, e);
+    struct activation_rec a = {0};
+    int r = activation_locked(p, name, &a, e);
     if (r < 0)
         return r;
-    if (dev_id)
-        r = device_down(p, "remove-activation", name, dev_id, true, cancel_fd, e);
+    if (p->backend->act_recorded(&a))
+        r = storage_down(p, "remove-activation", name, &a, NULL, true, cancel_fd, e);
     if (r == 0 && (r = imagedb_activation_delete(p->db, name)) < 0)
         err_set(e, r, "cannot delete the record of activation %s: %s", name, strerror(-r));
     pthread_mutex_unlock(&p->lifecycle_lock);
     if (r == 0)
-        log_info("activation removed", "activation=%s dev_id=%u", name, dev_id);
+        log_info("activation removed", "activation=%s dev_id=%u", name, (uint32_t)a.dev_id);
+    activation_rec_free(&a);
     return r;
 }
 
@@ -216,16 +216,15 @@ static int remove_image_locked(struct pipeline *p, const char *image, int cancel
         struct layer_rec l = {0};
         if (imagedb_layer_get(p->db, v[i].chain_id, &l) < 0)
             continue;
-        uint32_t dev_id = (uint32_t)l.dev_id;
-        layer_rec_free(&l);
-        if (dev_id) {
+        if (p->backend->layer_recorded(&l)) {
             char what[64];
-            snprintf(what, sizeof(what), "layer device %u", dev_id);
-            r = device_down(p, "remove-layer", what, dev_id, true, cancel_fd, e);
-            if (r < 0) {
-                err_prefix(e, "image %s removed, but not all of its layer devices", out->name);
-                break;
-            }
+            snprintf(what, sizeof(what), "layer device %u", (uint32_t)l.dev_id);
+            r = storage_down(p, "remove-layer", what, NULL, &l, true, cancel_fd, e);
+        }
+        layer_rec_free(&l);
+        if (r < 0) {
+            err_prefix(e, "image %s removed, but not all of its layer devices", out->name);
+            break;
         }
         imagedb_layer_delete(p->db, v[i].chain_id);
         out->layers_deleted++;

@@ -34,6 +34,8 @@
 /* A wait loop wakes this often to notice cancellation and shutdown. */
 #define PIPELINE_WAIT_SLICE_MS 200
 
+struct backend_ops;
+
 struct pipeline {
     struct db *db;
     struct fsm_manager *mgr;
@@ -43,10 +45,11 @@ struct pipeline {
     struct archive_policy policy;
     uint64_t device_bytes;
     struct fsm_machine *m_fetch, *m_unpack, *m_activate, *m_process;
-    struct fetch_context *fetch_ctx; /* owned; freed after the manager is closed */
-    pthread_mutex_t lifecycle_lock;  /* one deactivate/remove at a time (lifecycle.c) */
-    struct loadloop *load;           /* sizes the queues to the host's load */
-    struct pool_watch *pool_watch;   /* autoextend of the pool (dm/pool_life.h) */
+    struct fetch_context *fetch_ctx;   /* owned; freed after the manager is closed */
+    pthread_mutex_t lifecycle_lock;    /* one deactivate/remove at a time (lifecycle.c) */
+    struct loadloop *load;             /* sizes the queues to the host's load */
+    struct pool_watch *pool_watch;     /* autoextend of the pool (dm/pool_life.h) */
+    const struct backend_ops *backend; /* where layers and activations live (backend.h) */
 };
 
 /* The retry policy of a short local step (database, device-mapper calls under the guard): a

@@ -14,6 +14,7 @@
 #include "dm/pool.h"
 #include "dm/pool_life.h"
 #include "pipeline/activate.h"
+#include "pipeline/backend.h"
 #include "pipeline/fetch.h"
 #include "pipeline/fetch_glue.h"
 #include "pipeline/machine.h"
@@ -110,6 +111,11 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         p->source = *o->source;
     p->policy = o->policy ? *o->policy : archive_policy_default();
     p->device_bytes = o->device_bytes ? o->device_bytes : PIPELINE_DEFAULT_DEVICE_BYTES;
+    r = backend_choose(db, p->cfg.backend, &p->backend, e);
+    if (r < 0) {
+        pipeline_close(p);
+        return r;
+    }
 
     /* The guard reports kernel log lines but does not consume them: a line that refused work
      * keeps refusing it until an operator has looked and run `thinimg health`, which moves the

@@ -33,9 +33,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dm/dm.h"
-#include "dm/thin.h"
 #include "pipeline/activate.h"
+#include "dm/thin.h"
+#include "pipeline/backend.h"
 #include "pipeline/fetch_glue.h"
 #include "pipeline/fetch_json.h"
 #include "pipeline/imageconfig.h"
@@ -107,11 +107,8 @@ static bool image_active(struct pipeline *p, int64_t image_id, const char *name,
     struct activation_rec a = {0};
     if (imagedb_activation_get(p->db, name, &a) < 0)
         return false;
-    bool ok = a.image_id == image_id && !strcmp(a.state, "active") && a.dev_id > 0;
+    bool ok = a.image_id == image_id && !strcmp(a.state, "active") && p->backend->act_up(p, &a);
     if (ok) {
-        struct thin_dev d;
-        ok = thin_get(p->db, p->cfg.pool_name, (uint32_t)a.dev_id, &d) == 0 &&
-             dm_dev_exists(d.name) == 1;
         snprintf(path, n, "%s", a.device_path ? a.device_path : "");
         *dev_id = (uint32_t)a.dev_id;
     }
@@ -325,7 +322,9 @@ static int layers_ready(struct pipeline *p, const struct fetch_want *want, size_
         free(v);
         return -ENOMEM;
     }
-    int ok = 1;
+    /* The shortcut knows dm-thin's layers (a device in the pool's metadata); another backend
+     * takes the full path, whose check-unpacked asks it. */
+    int ok = p->backend == &backend_dm_thin ? 1 : 0;
     char parent[DIGEST_STR_LEN + 1] = "";
     for (size_t i = 0; i < n && ok == 1; i++) {
         struct blob_source k = {0};

@@ -18,5 +18,8 @@ int store_migrate(struct db *db, struct err *e)
     r = db_migrate(db, "images", store_images_migrations, store_images_migrations_n, e);
     if (r < 0)
         return r;
-    return db_migrate(db, "oci", store_oci_migrations, store_oci_migrations_n, e);
+    r = db_migrate(db, "oci", store_oci_migrations, store_oci_migrations_n, e);
+    if (r < 0)
+        return r;
+    return db_migrate(db, "backend", store_backend_migrations, store_backend_migrations_n, e);
 }

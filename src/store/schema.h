@@ -11,6 +11,7 @@
  *   images     images, image_layers, layers,            pipeline/
  *              activations, resource_locks
  *   oci        layer_diff_ids, image_configs            the fetch machine, process-image
+ *   backend    storage_backend                          pipeline/backend.c (once per state dir)
  *
  * Rules: a released migration is never edited, only followed by a new one; every timestamp is
  * Unix milliseconds (INTEGER, *_ms); every state column has a CHECK listing its values.
@@ -29,6 +30,8 @@ extern const struct db_migration store_images_migrations[];
 extern const size_t store_images_migrations_n;
 extern const struct db_migration store_oci_migrations[];
 extern const size_t store_oci_migrations_n;
+extern const struct db_migration store_backend_migrations[];
+extern const size_t store_backend_migrations_n;
 
 /* Apply every domain component's migrations (not the FSM's). */
 int store_migrate(struct db *db, struct err *e);

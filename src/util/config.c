@@ -71,7 +71,9 @@ int config_resolve(struct config *c, const struct config_overrides *o)
     c->pool_name = strdup(pool ? pool : DEFAULT_POOL_NAME);
     const char *src = pick(o->source, "THINIMG_SOURCE");
     c->source = src ? strdup(src) : NULL;
-    if (r || !c->pool_name || (src && !c->source)) {
+    const char *backend = pick(o->backend, "THINIMG_BACKEND");
+    c->backend = backend ? strdup(backend) : NULL;
+    if (r || !c->pool_name || (src && !c->source) || (backend && !c->backend)) {
         config_free(c);
         return -ENOMEM;
     }
@@ -83,7 +85,7 @@ int config_resolve(struct config *c, const struct config_overrides *o)
     {                                                                                              \
         &(c)->state_dir, &(c)->db_path, &(c)->blob_dir, &(c)->tmp_dir, &(c)->mount_dir,            \
             &(c)->pool_dir, &(c)->lock_path, &(c)->kmsg_cursor_path, &(c)->socket_path,            \
-            &(c)->pool_name, &(c)->source                                                          \
+            &(c)->pool_name, &(c)->source, &(c)->backend                                           \
     }
 
 void config_free(struct config *c)

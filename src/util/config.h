@@ -11,6 +11,8 @@
  *   pool name   --pool        THINIMG_POOL         thinimg
  *   source      --source      THINIMG_SOURCE       (none)
  *   socket      --socket      THINIMG_SOCKET       <state>/thinimg.sock
+ *   backend     --backend     THINIMG_BACKEND      (none: the one the state dir records,
+ *                                                   dm-thin for a new one)
  */
 #pragma once
 
@@ -28,6 +30,7 @@ struct config {
     char *socket_path;
     char *pool_name;
     char *source;     /* default source for relative refs, may be NULL */
+    char *backend;    /* storage backend asked for ("dm-thin", "overlay"), NULL: not asked */
 };
 
 /* Overrides: any field may be NULL (= not given on the command line). */
@@ -37,6 +40,7 @@ struct config_overrides {
     const char *pool_name;
     const char *source;
     const char *socket_path;
+    const char *backend;
 };
 
 int config_resolve(struct config *c, const struct config_overrides *o);

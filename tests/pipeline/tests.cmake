@@ -5,3 +5,7 @@ set_tests_properties(pipeline_e2e PROPERTIES LABELS dm TIMEOUT 900)
 # Across a reboot: two VM boots sharing a state directory and pool files on the host.
 add_test(NAME pipeline_reboot COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/reboot.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(pipeline_reboot PROPERTIES LABELS vm TIMEOUT 1900 RESOURCE_LOCK qemu)
+
+# The overlay backend, natively (root and overlayfs; no device-mapper, no VM).
+add_test(NAME pipeline_overlay COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/overlay.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(pipeline_overlay PROPERTIES LABELS overlay TIMEOUT 600 SKIP_RETURN_CODE 77)

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# overlay.sh: the pipeline on the overlay backend, natively (no device-mapper, no VM; root and
+# a kernel with overlayfs).
+#
+#  1. the bundled 3-layer example: the merged view equals `thinimg extract` of the same layers
+#     entry by entry (modes, owners, xattrs, hardlinks, symlinks; whiteout and opaque dir
+#     honoured), and the diff dirs hold overlay's whiteouts (character devices 0:0)
+#  2. an image made for it (make-overlay-image.py): xattrs, a FIFO, whiteouts of a file and a
+#     directory, an opaque dir, a hardlink to a lower file, a lower dir re-owned, type changes
+#  3. a second image sharing the two lower layers adds one layer directory only
+#  4. the state directory keeps its backend: --backend dm-thin is refused; status reports the
+#     backend and du-like usage per layer directory and activation (no pool, exit 0)
+#  5. deactivate unmounts and keeps the writes; activate mounts them again; a mount gone behind
+#     thinimg's back (a reboot) is mounted again by process-image; --mount-at; remove deletes
+#     the activation's directories, remove --image the layer directories no image uses
+#  6. kill -9 at the overlay backend's transitions (THINIMG_FAULT; the second layer's, so a
+#     lower layer is committed), each on a fresh state directory: a new process-image
+#     converges to the same merged view
+#  7. gc: an orphan layer dir and an orphan activation dir (its overlay mounted) are listed by
+#     `gc --dry-run` as overlay-dir (beside the blobs of the removed image), and removed by
+#     `gc --force` (the mount first); recorded layers and activations are untouched
+#  8. a mount gone (a reboot) is mounted again when the daemon starts, with the writes
+source "$(dirname "$0")/lib.sh"
+need python3
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root (overlay mounts)"; exit 77; }
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
+    { echo "SKIP: the kernel has no overlayfs"; exit 77; }
+
+W=$(work_area overlay)
+export THINIMG_STATE_DIR=$W/state THINIMG_BACKEND=overlay
+unset THINIMG_POOL
+umount_all() { grep -o " $W/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount 2>/dev/null || true; }
+trap 'umount_all; rm -rf "$W"' EXIT
+EX=$BUILD/example
+[ -f "$EX/images/busybox/3.tar" ] || fail "no example source in $EX (build the 'example' target)"
+T="$BIN --log-level warn"
+OV=$THINIMG_STATE_DIR/overlay
+cmp_tree() { python3 "$SRC/tests/archive/treecmp.py" "$1" "$2" --no-dir-mtime; }
+
+# 1. the example
+$T process-image --json "dir:$EX/images/busybox/" >"$W/p1.json"
+M1=$(jget "$W/p1.json" '.device_path')
+assert_eq "$M1" "$OV/act/busybox-3/merged" "mount point"
+grep -q " $M1 overlay " /proc/self/mounts || fail "$M1 is not an overlay mount"
+mkdir "$W/ref1"
+$T extract --root "$W/ref1" "$EX"/images/busybox/{1,2,3}.tar >/dev/null
+cmp_tree "$M1" "$W/ref1" || fail "merged view differs from thinimg extract of the same layers"
+[ ! -e "$M1/etc/motd" ] || fail "whiteout of etc/motd not honoured"
+[ -e "$M1/usr/share/doc/NEW" ] && [ ! -e "$M1/usr/share/doc/README" ] || fail "opaque dir"
+TOP=$OV/layers/$(jget "$W/p1.json" '.layers[2].chain_id' | cut -d: -f2)/diff
+assert_eq "$(stat -c '%F %t:%T' "$TOP/etc/motd")" "character special file 0:0" "whiteout form"
+[ ! -e "$TOP/usr/bin" ] || fail "the top layer's diff holds what it does not change"
+pass "example: merged view equals thinimg extract; whiteouts are overlay's (0:0) in the diff"
+
+# 2. the made image
+python3 "$SRC/tests/pipeline/make-overlay-image.py" "$W/src"
+$T process-image --json "dir:$W/src/images/ovl/" >"$W/p2.json"
+M2=$(jget "$W/p2.json" '.device_path')
+mkdir "$W/ref2"
+$T extract --root "$W/ref2" "$W"/src/images/ovl/{1,2}.tar >/dev/null
+cmp_tree "$M2" "$W/ref2" || fail "merged view of ovl differs from thinimg extract"
+assert_eq "$(stat -c %h "$M2/srv/link")" 3 "hardlink group across layers (srv/data, link, third)"
+assert_eq "$(stat -c '%a %u:%g' "$M2/lib/keep")" "711 7:7" "lower dir's metadata under a new file"
+pass "ovl: xattrs, FIFO, whiteouts, opaque dir, hardlink to a lower file, type changes"
+
+# 3. shared lower layers
+N_BEFORE=$(ls "$OV/layers" | wc -l)
+$T process-image --json "dir:$EX/images/busybox-extra/" >"$W/p3.json"
+assert_eq "$(ls "$OV/layers" | wc -l)" $((N_BEFORE + 1)) "layer directories after busybox-extra"
+pass "a second image sharing two lower layers adds one layer directory"
+
+# 4. one backend per state directory
+rc=0
+$T --backend dm-thin list-images >/dev/null 2>&1 || true
+$T --backend dm-thin process-image "dir:$EX/images/busybox/" >/dev/null 2>"$W/mix.err" || rc=$?
+[ "$rc" != 0 ] || fail "--backend dm-thin on an overlay state dir was accepted"
+grep -q "uses the overlay backend" "$W/mix.err" || fail "mixing refused without a reason: $(cat "$W/mix.err")"
+pass "--backend dm-thin refused on an overlay state directory (exit $rc)"
+THINIMG_BACKEND= $T status --json >"$W/status.json" || fail "status on an overlay state dir failed"
+assert_eq "$(jget "$W/status.json" '.backend')" overlay "status backend"
+assert_eq "$(jget "$W/status.json" '[.storage[] | select(.kind == "layer")] | length')" \
+    "$(ls "$OV/layers" | wc -l)" "status layer directories"
+assert_eq "$(jget "$W/status.json" '.storage[] | select(.name == "busybox-3") | .mounted')" yes \
+    "status: busybox-3 mounted"
+DU=$(du -s -B1 "$TOP" | cut -f1)
+assert_eq "$(jget "$W/status.json" ".storage[] | select(.path == \"$TOP\") | .bytes")" "$DU" \
+    "status bytes of the top layer vs du"
+pass "status: backend overlay, $(jget "$W/status.json" '.storage | length') directories, top layer $DU bytes (= du)"
+
+# 5. life cycle
+echo kept >"$M1/root/written"
+$T deactivate busybox-3 >/dev/null
+! grep -q " $M1 " /proc/self/mounts || fail "deactivate left $M1 mounted"
+[ -f "$OV/act/busybox-3/upper/root/written" ] || fail "deactivate lost the upper dir"
+$T activate busybox:3 >/dev/null
+assert_eq "$(cat "$M1/root/written")" kept "write after deactivate + activate"
+umount "$M1" # a reboot, or an operator
+$T process-image "dir:$EX/images/busybox/" >/dev/null
+grep -q " $M1 overlay " /proc/self/mounts || fail "process-image did not mount $M1 again"
+assert_eq "$(cat "$M1/root/written")" kept "write after the mount went"
+$T activate --name at busybox:3 --mount-at "$W/at" >/dev/null
+grep -q " $W/at overlay " /proc/self/mounts || fail "--mount-at $W/at not mounted"
+cmp_tree "$W/at" "$W/ref1" || fail "--mount-at view differs"
+$T remove at >/dev/null
+[ ! -e "$OV/act/at" ] || fail "remove left $OV/act/at"
+! grep -q " $W/at " /proc/self/mounts || fail "remove left $W/at mounted"
+$T remove ovl-2 >/dev/null
+N=$(ls "$OV/layers" | wc -l)
+$T remove --image ovl:2 >/dev/null
+assert_eq "$(ls "$OV/layers" | wc -l)" $((N - 2)) "layer directories after remove --image ovl:2"
+pass "deactivate/activate keep the writes; process-image remounts; --mount-at; remove"
+
+# 6. kill -9, then a new process converges
+for pt in unpack.create-device.end unpack.apply-layer.end unpack.verify.start \
+    unpack.commit.start unpack.commit.end activate.create-snapshot.end activate.register.start; do
+    S=$W/kill-${pt//./-}
+    rc=0
+    THINIMG_STATE_DIR=$S THINIMG_FAULT=$pt THINIMG_FAULT_SKIP=$([[ $pt == unpack.* ]] && echo 1 || echo 0) \
+        $T process-image "dir:$EX/images/busybox/" >/dev/null 2>&1 || rc=$?
+    assert_eq "$rc" 137 "exit of the process killed at $pt"
+    THINIMG_STATE_DIR=$S $T process-image --json "dir:$EX/images/busybox/" >"$W/k.json" 2>/dev/null ||
+        fail "process-image after a kill at $pt failed"
+    cmp_tree "$(jget "$W/k.json" '.device_path')" "$W/ref1" >/dev/null ||
+        fail "merged view after a kill at $pt differs"
+    [ ! -e "$S/overlay/layers/$(jget "$W/k.json" '.layers[1].chain_id' | cut -d: -f2)/work" ] ||
+        fail "work dir of a committed layer left after a kill at $pt"
+done
+pass "kill -9 at 7 points of the overlay backend's transitions: the next process-image converges"
+
+# 7. gc
+G=$OV/act/ghost
+mkdir -p "$OV/layers/0bad/diff/x" "$G/upper" "$G/work" "$G/merged"
+echo orphan >"$OV/layers/0bad/diff/x/f"
+mount -t overlay overlay -o "lowerdir=$OV/layers/0bad/diff,upperdir=$G/upper,workdir=$G/work" "$G/merged"
+$T gc --dry-run --json >"$W/gc.json" 2>/dev/null
+assert_eq "$(jget "$W/gc.json" '[.orphans[] | select(.kind == "overlay-dir") | "\(.kind):\(.what)"] | sort | join(" ")')" \
+    "overlay-dir:$OV/act/ghost overlay-dir:$OV/layers/0bad" "gc --dry-run orphans"
+[ -d "$OV/layers/0bad" ] || fail "gc --dry-run removed something"
+N=$(ls "$OV/layers" | wc -l)
+$T gc --force >/dev/null 2>&1 || fail "gc --force failed"
+[ ! -e "$OV/layers/0bad" ] && [ ! -e "$G" ] || fail "gc --force left an orphan dir"
+! grep -q " $G/merged " /proc/self/mounts || fail "gc --force left the orphan's mount"
+assert_eq "$(ls "$OV/layers" | wc -l)" $((N - 1)) "layer dirs after gc --force"
+grep -q " $M1 overlay " /proc/self/mounts || fail "gc took down a recorded activation"
+pass "gc: orphan layer and activation dirs (mounted) listed, then removed; recorded ones kept"
+
+# 8. the daemon's start mounts an activation again
+umount "$M1"
+$BIN --log-level warn daemon >"$W/daemon.log" 2>&1 &
+DPID=$!
+for _ in $(seq 1 150); do grep -q " $M1 overlay " /proc/self/mounts && break; sleep 0.2; done
+grep -q " $M1 overlay " /proc/self/mounts || { kill $DPID; fail "the daemon did not mount $M1 again: $(cat "$W/daemon.log")"; }
+assert_eq "$(cat "$M1/root/written")" kept "write after the daemon's remount"
+kill $DPID
+wait $DPID || true
+pass "the daemon's start mounts an activation that was gone again, with its writes"
