@@ -95,7 +95,8 @@ static int list_backups(const char *state_dir, const char *pool, char *dir, char
         }
         v[k++] = s;
     }
-    qsort(v, k, sizeof(*v), name_cmp);
+    if (k > 1)
+        qsort(v, k, sizeof(*v), name_cmp);
     *names = v;
     *n = k;
     return 0;

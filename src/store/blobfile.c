@@ -157,7 +157,8 @@ static void quarantine_trim(struct db *db, const char *qdir)
             break;
         n++;
     }
-    qsort(v, n, sizeof(*v), qfile_newest_first);
+    if (n > 1)
+        qsort(v, n, sizeof(*v), qfile_newest_first);
     uint64_t kept_bytes = 0;
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {

@@ -21,12 +21,27 @@ START=$SECONDS
 CT="$THINIMG_VM_TMP/ctest"
 mkdir -p "$CT"
 printf 'subdirs("%s")\n' "$(cd "$BUILD" && pwd)" >"$CT/CTestTestfile.cmake"
-ctest --test-dir "$CT" -L '^dm$' -LE '^dm-faults$' --output-on-failure --no-tests=ignore 2>&1 |
-    tee -a "$OUT"
-RC1=${PIPESTATUS[0]}
-ctest --test-dir "$CT" -L '^dm-faults$' --output-on-failure --no-tests=ignore 2>&1 |
-    tee -a "$OUT"
-RC2=${PIPESTATUS[0]}
+# One test at a time, so that after each the guest tmpfs's use is printed: every test must
+# leave it as it found it (a test that leaks loop files or state dirs fills it for the ones
+# after it, which then fail with ENOSPC far from the cause).
+tmp_used() { df -m --output=used "$THINIMG_VM_TMP" | tail -1 | tr -d ' '; }
+run_label() { # LABEL_ARGS...: runs the tests they select one by one; status 0 when all pass
+    local names rc=0 name before after
+    names=$(ctest --test-dir "$CT" "$@" -N | sed -n 's/^ *Test *#[0-9]*: //p')
+    [ -n "$names" ] || { echo "No tests were found" >>"$OUT"; return 0; }
+    for name in $names; do
+        before=$(tmp_used)
+        ctest --test-dir "$CT" -R "^${name}\$" --output-on-failure 2>&1 | tee -a "$OUT"
+        [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+        after=$(tmp_used)
+        echo "dm suite: ${name}: guest tmpfs ${before} -> ${after} MiB used" | tee -a "$OUT"
+    done
+    return $rc
+}
+run_label -L '^dm$' -LE '^dm-faults$'
+RC1=$?
+run_label -L '^dm-faults$'
+RC2=$?
 echo "dm suite: ctest exits ${RC1} (dm) and ${RC2} (dm-faults), $((SECONDS - START)) s inside the VM"
 if [ "$(grep -c 'No tests were found' "$OUT")" = 2 ]; then
     echo "dm suite: no dm tests at all" >&2

@@ -2,8 +2,10 @@
 # dm-labelled test inside it, in one boot (tests/vm/dm_suite.sh: a skip in there fails).
 # Bounded: the VM is killed after VM_SUITE_TIMEOUT.
 set(VM_SUITE_TIMEOUT 1500 CACHE STRING "Seconds the VM running the dm suite may take")
+# 3 GiB of guest memory: the guest tmpfs (3/4 of it) holds every test's loop files, and the
+# registry test's registry storage and pushed images on top of a 512 MiB pool.
 add_test(NAME vm_dm_suite
-  COMMAND ${CMAKE_CURRENT_LIST_DIR}/run --timeout ${VM_SUITE_TIMEOUT} --
+  COMMAND ${CMAKE_CURRENT_LIST_DIR}/run --timeout ${VM_SUITE_TIMEOUT} --mem 3072 --
           bash ${CMAKE_CURRENT_LIST_DIR}/dm_suite.sh ${CMAKE_BINARY_DIR})
 math(EXPR _vm_ctest_timeout "${VM_SUITE_TIMEOUT} + 120")
 # RESOURCE_LOCK qemu: VMs under TCG take whole cores; two at once on a 2-core machine only make
