@@ -19,7 +19,9 @@
 #     in D state (a suspended dm device under a mounted ext4 with dirty data and a sync), nor
 #     after a thin-pool line in the kernel log; the daemon says why (log, GET /v1/gc, status);
 #     once the device is resumed it is collected.
+# Pool ids and rows are compared with the daemon stopped (check_pool; phase 3 starts it again).
 # Methods: tests/faults (guard.sh for D state and /dev/kmsg, kill_matrix.sh for the kills).
+# DMGC_KEEP=DIR keeps the daemon's log and the JSON reports of each run in DIR/<time>-<pid>.
 [ -n "${THINIMG_VM:-}" ] || [ -e /dev/mapper/control ] || { echo "no device-mapper here"; exit 77; }
 source "$(dirname "$0")/../pipeline/lib.sh"
 source "$(dirname "$0")/../faults/lib.sh"
@@ -37,6 +39,11 @@ SYNCPID=""
 DLOOP=""
 cleanup() {
     set +e
+    if [ -n "${DMGC_KEEP:-}" ]; then # keep the daemon's log and the reports of this run
+        local k="$DMGC_KEEP/$(date +%H%M%S)-$$"
+        mkdir -p "$k"
+        cp "$S"/*.json "$S"/*.err "$DLOG" "$k/" 2>/dev/null
+    fi
     if [ -n "$DST" ]; then
         dmsetup resume "$DST" 2>/dev/null
         [ -n "$SYNCPID" ] && wait "$SYNCPID" 2>/dev/null
@@ -75,6 +82,15 @@ stop_daemon() {
     DPID=""
 }
 get() { curl -sf --unix-socket "$SOCK" "http://x$1"; }
+# check_pool: pool ids and database rows agree (check_ids, check_agree), read with the daemon
+# stopped. The pool has one metadata snapshot: the test's reserve_metadata_snap fails (EBUSY)
+# while the daemon holds it for a scan (its idle collection looks every PERIOD_S, thin_ls under
+# emulation takes about a second), and a release by either side pulls it from under the other.
+check_pool() {
+    [ -z "$DPID" ] || fail "check_pool with the daemon running"
+    check_ids
+    check_agree
+}
 # kill_at POINT IMAGE: one process-image killed -9 at the fault point POINT.
 kill_at() {
     local rc=0
@@ -132,9 +148,8 @@ done
 check_content f "$(device_of f)"
 check_content h "$(device_of h)"
 assert_eq "$(image_state small)" ready "image small"
-check_ids
-check_agree
-stop_daemon
+stop_daemon # before reading the pool's metadata (check_pool)
+check_pool
 pass "gc --force through a working daemon removed what the dry run listed ($(echo $LISTED)); f, h byte-exact"
 
 # ---- 2. orphans collected when idle, after kills ------------------------------------------------
@@ -164,11 +179,12 @@ removed=$(grep -c 'auto-gc: orphan removed' "$DLOG" || true)
 [ "$removed" -ge 1 ] || fail "no removal logged"
 get /metrics | grep -Eq '^thinimg_gc_orphans_removed_total\{kind="[a-z_-]+"\} [1-9]' ||
     fail "the removal is not counted in /metrics"
-check_ids
-check_agree
+stop_daemon
+check_pool
 pass "orphans of the kills ($(echo $ORPHANS)) gone $((T_GONE - T0)) ms after the start (runs ended at $((T_IDLE - T0)) ms, grace ${GRACE_S} s) with no command; g's resumed run undisturbed"
 
 # ---- 3. an unhealthy host: no collection, and the daemon says why -----------------------------
+start_daemon --auto-gc-orphans-grace ${GRACE_S}s
 # old_tmp NAME: a temp file no download owns, written an hour ago (past any grace). Planted once
 # the refusal is seen: a healthy daemon would collect it at its next look.
 old_tmp() {
