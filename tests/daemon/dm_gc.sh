@@ -4,7 +4,7 @@
 # the VM, last in the suite). Issue 22's acceptance, one scenario on one pool:
 #
 #  1. gc while the daemon works: process-image of f killed -9 at unpack.create-device.end (an
-#     unreferenced device); a daemon (--no-auto-gc-orphans) resumes f while h and small are
+#     unreferenced device); a daemon (--no-auto-gc-orphans) resumes f, then h, small and fill are
 #     submitted; during those runs `thinimg gc --dry-run` and `thinimg gc --force` (no
 #     --ignore-lock) go through the daemon: --force removes exactly what the dry run listed (kind
 #     and name), exits 0, and the runs complete byte-exact (f and h checked file by file); the
@@ -112,7 +112,10 @@ image_state() { db "SELECT i.state FROM images i WHERE $(is_image "$1")"; }
 
 # ---- 1. gc --force through a working daemon ----------------------------------------------------
 # The orphan device of f's killed attempt is spared while f's run is unfinished (made since it
-# started): the daemon resumes and finishes that run first; gc then runs during h's and small's.
+# started): the daemon resumes and finishes that run first; gc then runs during h's, small's and
+# fill's (48 MiB: its runs outlast the two gc commands on most boots; the pass line says how many
+# runs still worked when gc --force returned).
+FILLSIZE=128M # fill's 48 MiB file and ext4's own blocks
 kill_at unpack.create-device.end "$IMG_F"
 $T gc --dry-run --json >"$S/before.json" || fail "gc --dry-run before the daemon"
 [ -n "$(gc_set "$S/before.json" '.device_id != null')" ] ||
@@ -120,8 +123,10 @@ $T gc --dry-run --json >"$S/before.json" || fail "gc --dry-run before the daemon
 start_daemon --no-auto-gc-orphans
 wait_for 120 no_active_runs || fail "the resumed run of f did not finish"
 PIDS=()
-for img in "$IMG_H" "$IMG_SMALL"; do
-    $T process-image --device-size $DEVSIZE --json "$img" >"$S/p-${#PIDS[@]}.json" 2>&1 &
+for img in "$IMG_FILL" "$IMG_H" "$IMG_SMALL"; do
+    size=$DEVSIZE
+    [ "$img" != "$IMG_FILL" ] || size=$FILLSIZE
+    $T process-image --device-size $size --json "$img" >"$S/p-${#PIDS[@]}.json" 2>&1 &
     PIDS+=($!)
 done
 some_runs() { [ "$(get /v1/runs | jq '.runs | length')" -ge 1 ]; }
@@ -133,6 +138,7 @@ grep -q '"gc requested" force=0' "$DLOG" || fail "the dry run did not go to the 
 run force $T gc --force --json
 expect_rc 0 "gc --force through the daemon while it works (no --ignore-lock)"
 cp "$OUT" "$S/force.json"
+BUSY=$(get /v1/runs | jq '.runs | length')
 grep -q '"gc requested" force=1' "$DLOG" || fail "gc --force did not go to the daemon"
 LISTED=$(gc_set "$S/dry.json" '.removable')
 [ -n "$LISTED" ] || fail "the dry run through the daemon listed nothing: $(cat "$S/dry.json")"
@@ -148,9 +154,10 @@ done
 check_content f "$(device_of f)"
 check_content h "$(device_of h)"
 assert_eq "$(image_state small)" ready "image small"
+assert_eq "$(image_state fill)" ready "image fill"
 stop_daemon # before reading the pool's metadata (check_pool)
 check_pool
-pass "gc --force through a working daemon removed what the dry run listed ($(echo $LISTED)); f, h byte-exact"
+pass "gc --force through a working daemon removed what the dry run listed ($(echo $LISTED)); $BUSY runs still worked when it returned; f, h byte-exact"
 
 # ---- 2. orphans collected when idle, after kills ------------------------------------------------
 kill_at unpack.create-device.end "$IMG_G"
