@@ -4,7 +4,7 @@
 # the VM, last in the suite). Issue 22's acceptance, one scenario on one pool:
 #
 #  1. gc while the daemon works: process-image of f killed -9 at unpack.create-device.end (an
-#     unreferenced device); a daemon (--no-auto-gc-orphans) resumes f while h and small are
+#     unreferenced device); a daemon (--no-auto-gc-orphans) resumes f, then h, small and fill are
 #     submitted; during those runs `thinimg gc --dry-run` and `thinimg gc --force` (no
 #     --ignore-lock) go through the daemon: --force removes exactly what the dry run listed (kind
 #     and name), exits 0, and the runs complete byte-exact (f and h checked file by file); the
@@ -19,7 +19,9 @@
 #     in D state (a suspended dm device under a mounted ext4 with dirty data and a sync), nor
 #     after a thin-pool line in the kernel log; the daemon says why (log, GET /v1/gc, status);
 #     once the device is resumed it is collected.
+# Pool ids and rows are compared with the daemon stopped (check_pool; phase 3 starts it again).
 # Methods: tests/faults (guard.sh for D state and /dev/kmsg, kill_matrix.sh for the kills).
+# DMGC_KEEP=DIR keeps the daemon's log and the JSON reports of each run in DIR/<time>-<pid>.
 [ -n "${THINIMG_VM:-}" ] || [ -e /dev/mapper/control ] || { echo "no device-mapper here"; exit 77; }
 source "$(dirname "$0")/../pipeline/lib.sh"
 source "$(dirname "$0")/../faults/lib.sh"
@@ -37,6 +39,11 @@ SYNCPID=""
 DLOOP=""
 cleanup() {
     set +e
+    if [ -n "${DMGC_KEEP:-}" ]; then # keep the daemon's log and the reports of this run
+        local k="$DMGC_KEEP/$(date +%H%M%S)-$$"
+        mkdir -p "$k"
+        cp "$S"/*.json "$S"/*.err "$DLOG" "$k/" 2>/dev/null
+    fi
     if [ -n "$DST" ]; then
         dmsetup resume "$DST" 2>/dev/null
         [ -n "$SYNCPID" ] && wait "$SYNCPID" 2>/dev/null
@@ -75,6 +82,15 @@ stop_daemon() {
     DPID=""
 }
 get() { curl -sf --unix-socket "$SOCK" "http://x$1"; }
+# check_pool: pool ids and database rows agree (check_ids, check_agree), read with the daemon
+# stopped. The pool has one metadata snapshot: the test's reserve_metadata_snap fails (EBUSY)
+# while the daemon holds it for a scan (its idle collection looks every PERIOD_S, thin_ls under
+# emulation takes about a second), and a release by either side pulls it from under the other.
+check_pool() {
+    [ -z "$DPID" ] || fail "check_pool with the daemon running"
+    check_ids
+    check_agree
+}
 # kill_at POINT IMAGE: one process-image killed -9 at the fault point POINT.
 kill_at() {
     local rc=0
@@ -96,7 +112,10 @@ image_state() { db "SELECT i.state FROM images i WHERE $(is_image "$1")"; }
 
 # ---- 1. gc --force through a working daemon ----------------------------------------------------
 # The orphan device of f's killed attempt is spared while f's run is unfinished (made since it
-# started): the daemon resumes and finishes that run first; gc then runs during h's and small's.
+# started): the daemon resumes and finishes that run first; gc then runs during h's, small's and
+# fill's (48 MiB: its runs outlast the two gc commands on most boots; the pass line says how many
+# runs still worked when gc --force returned).
+FILLSIZE=128M # fill's 48 MiB file and ext4's own blocks
 kill_at unpack.create-device.end "$IMG_F"
 $T gc --dry-run --json >"$S/before.json" || fail "gc --dry-run before the daemon"
 [ -n "$(gc_set "$S/before.json" '.device_id != null')" ] ||
@@ -104,8 +123,10 @@ $T gc --dry-run --json >"$S/before.json" || fail "gc --dry-run before the daemon
 start_daemon --no-auto-gc-orphans
 wait_for 120 no_active_runs || fail "the resumed run of f did not finish"
 PIDS=()
-for img in "$IMG_H" "$IMG_SMALL"; do
-    $T process-image --device-size $DEVSIZE --json "$img" >"$S/p-${#PIDS[@]}.json" 2>&1 &
+for img in "$IMG_FILL" "$IMG_H" "$IMG_SMALL"; do
+    size=$DEVSIZE
+    [ "$img" != "$IMG_FILL" ] || size=$FILLSIZE
+    $T process-image --device-size $size --json "$img" >"$S/p-${#PIDS[@]}.json" 2>&1 &
     PIDS+=($!)
 done
 some_runs() { [ "$(get /v1/runs | jq '.runs | length')" -ge 1 ]; }
@@ -117,6 +138,7 @@ grep -q '"gc requested" force=0' "$DLOG" || fail "the dry run did not go to the 
 run force $T gc --force --json
 expect_rc 0 "gc --force through the daemon while it works (no --ignore-lock)"
 cp "$OUT" "$S/force.json"
+BUSY=$(get /v1/runs | jq '.runs | length')
 grep -q '"gc requested" force=1' "$DLOG" || fail "gc --force did not go to the daemon"
 LISTED=$(gc_set "$S/dry.json" '.removable')
 [ -n "$LISTED" ] || fail "the dry run through the daemon listed nothing: $(cat "$S/dry.json")"
@@ -132,10 +154,10 @@ done
 check_content f "$(device_of f)"
 check_content h "$(device_of h)"
 assert_eq "$(image_state small)" ready "image small"
-check_ids
-check_agree
-stop_daemon
-pass "gc --force through a working daemon removed what the dry run listed ($(echo $LISTED)); f, h byte-exact"
+assert_eq "$(image_state fill)" ready "image fill"
+stop_daemon # before reading the pool's metadata (check_pool)
+check_pool
+pass "gc --force through a working daemon removed what the dry run listed ($(echo $LISTED)); $BUSY runs still worked when it returned; f, h byte-exact"
 
 # ---- 2. orphans collected when idle, after kills ------------------------------------------------
 kill_at unpack.create-device.end "$IMG_G"
@@ -164,11 +186,12 @@ removed=$(grep -c 'auto-gc: orphan removed' "$DLOG" || true)
 [ "$removed" -ge 1 ] || fail "no removal logged"
 get /metrics | grep -Eq '^thinimg_gc_orphans_removed_total\{kind="[a-z_-]+"\} [1-9]' ||
     fail "the removal is not counted in /metrics"
-check_ids
-check_agree
+stop_daemon
+check_pool
 pass "orphans of the kills ($(echo $ORPHANS)) gone $((T_GONE - T0)) ms after the start (runs ended at $((T_IDLE - T0)) ms, grace ${GRACE_S} s) with no command; g's resumed run undisturbed"
 
 # ---- 3. an unhealthy host: no collection, and the daemon says why -----------------------------
+start_daemon --auto-gc-orphans-grace ${GRACE_S}s
 # old_tmp NAME: a temp file no download owns, written an hour ago (past any grace). Planted once
 # the refusal is seen: a healthy daemon would collect it at its next look.
 old_tmp() {
