@@ -74,11 +74,6 @@ static void short_digest(const char *d, char *out, size_t n)
  * 1000 tags, not thousands). */
 #define LS_TAG_DIGESTS_MAX 32
 
-static const char *tag_of(const char *key)
-{
-    return !strncmp(key, "manifests/", 10) ? key + 10 : key;
-}
-
 static int print_tags(struct source *s, const struct source_listing *l, bool json)
 {
     json_t *tags = json_array();
@@ -99,13 +94,13 @@ static int print_tags(struct source *s, const struct source_listing *l, bool jso
                 fprintf(stderr, "warning: %s\n", err_str(&e));
             source_object_free(&m);
         }
-        json_t *j = json_pack("{s:s, s:s, s:s}", "name", tag_of(o->key), "key", o->key, "location",
-                              loc ? loc : "");
+        json_t *j = json_pack("{s:s, s:s, s:s}", "name", source_key_name(s, o->key), "key", o->key,
+                              "location", loc ? loc : "");
         json_object_set_new(j, "digest", digest ? json_string(digest) : json_null());
         json_array_append_new(tags, j);
         char dig[32];
         short_digest(digest, dig, sizeof(dig));
-        table_row(&t, tag_of(o->key), dig, loc ? loc : "", NULL);
+        table_row(&t, source_key_name(s, o->key), dig, loc ? loc : "", NULL);
     }
     if (json) {
         cli_print_json(json_pack("{s:s, s:o, s:o}", "source", source_root(s), "objects", tags,

@@ -275,6 +275,14 @@ char *source_location(const struct source *s, const char *key)
     return p;
 }
 
+const char *source_key_name(const struct source *s, const char *key)
+{
+    static const char manifests[] = "manifests/";
+    if (source_kind(s) == SOURCE_REGISTRY && !strncmp(key, manifests, sizeof(manifests) - 1))
+        return key + sizeof(manifests) - 1;
+    return key;
+}
+
 int source_list(struct source *s, const char *prefix, struct source_listing *out, struct err *e)
 {
     *out = (struct source_listing){0};

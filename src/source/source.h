@@ -241,6 +241,9 @@ enum source_kind source_kind(const struct source *s);
 const char *source_root(const struct source *s);
 /* Full canonical location of key (malloc'd; NULL on ENOMEM). */
 char *source_location(const struct source *s, const char *key);
+/* What a listing shows for key: a registry's tag for its "manifests/TAG" key, the key itself
+ * for every other key and kind (a pointer into key). */
+const char *source_key_name(const struct source *s, const char *key);
 /* The parallel ranges of an object of `size` bytes (above): how many streams to fetch it
  * with, 1 when it is below the threshold or the kind does not take ranges of several GETs
  * (registry, dir). */

@@ -447,7 +447,7 @@ void feed_catalog_load(const struct config *cfg, const struct source_options *so
             struct feed_entry *en = &c->v[c->n++];
             char size[32];
             format_bytes(o->size, size, sizeof(size));
-            snprintf(en->label, sizeof(en->label), "%s", o->key);
+            snprintf(en->label, sizeof(en->label), "%s", source_key_name(s, o->key));
             snprintf(en->info, sizeof(en->info), "object, %s", size);
             snprintf(en->location, sizeof(en->location), "%s", o->location);
         }

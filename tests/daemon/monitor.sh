@@ -10,6 +10,8 @@
 #  4. --inline: after q the last frame stays on the normal screen (the default mode leaves
 #     the alternate screen and the pane is clean again)
 #  5. read-only without a daemon: says so, shows runs from the database, cannot start work
+#  6. a registry's source view (tests/hostile/server.py): its tags by name, as `thinimg ls`
+#     shows them, not by their manifests/TAG keys
 source "$(dirname "$0")/lib.sh"
 need tmux
 need python3
@@ -18,10 +20,12 @@ TM="tmux -L thinimg-mon-$$"
 ART=$BUILD/tests/daemon
 mkdir -p "$ART"
 SLOW_PID=
+REG_PID=
 cleanup() {
     set +e
     $TM kill-server 2>/dev/null || true
     [ -n "$SLOW_PID" ] && kill "$SLOW_PID" 2>/dev/null
+    [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null
     cleanup_daemon
     rm -rf "$W"
 }
@@ -159,4 +163,32 @@ screen_has "read-only: no daemon runs, so nothing can be started"
 assert_contains "$(cap)" "read-only: cannot start work" "keys say read-only"
 keys q
 pass "read-only: banner, runs from the database, no log, cannot start work"
+
+# ---- 6. a registry's tags ----------------------------------------------------------------------
+python3 - "$HERE/../hostile" "$W/regport" <<'PY' &
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import server
+s = server.Server(lifetime=120).start()
+manifest, blobs = server.image([b'layer'])
+s.put_image('img', {'v1': manifest, 'latest': manifest}, blobs)
+with open(sys.argv[2] + '.tmp', 'w') as f:
+    f.write(str(s.port))
+os.rename(sys.argv[2] + '.tmp', sys.argv[2])
+s.thread.join()
+PY
+REG_PID=$!
+wait_for test -s "$W/regport" || fail "the registry did not start"
+REG=127.0.0.1:$(cat "$W/regport")
+monitor THINIMG_INSECURE_REGISTRY=$REG DOCKER_CONFIG=$W/no-docker-config "$BIN" monitor \
+    --inline --refresh 300 "docker://$REG/reg-plain/img"
+keys 2
+screen_has "SOURCE docker://$REG/reg-plain/img"
+screen_has "latest"
+cap >"$ART/monitor-registry.txt"
+grep -qE '^[> ] v1 +object' "$ART/monitor-registry.txt" || fail "no entry for the tag v1"
+grep -qE '^[> ] latest +object' "$ART/monitor-registry.txt" || fail "no entry for the tag latest"
+grep -qF "manifests/" "$ART/monitor-registry.txt" && fail "a tag is shown by its key"
+keys q
+pass "a registry's source view lists its tags by name"
 echo "monitor: all passed (screens in $ART/monitor-*.txt)"

@@ -13,7 +13,12 @@ top layer), gzip'd and again zstd'd, and:
   4. mounts the activation read-only and compares it, entry by entry (type, mode, owner,
      size, content, link target, hardlink groups, mtime), with a reference unpack made by GNU
      tar of the uncompressed layers, whiteouts applied by hand;
-  5. list-images --json shows the image config's run settings (entrypoint, env, working dir,
+  5. processes a two-platform index (amd64 and arm64 top layers over the shared bottom one)
+     with --platform linux/arm64 and with the default platform (linux/amd64 here), and
+     compares each activation with its own platform's layers;
+  6. processes a tag, pushes other content to it, processes it again (another activation
+     name): a new image with the new content, the old activation compared again, unchanged;
+  7. list-images --json shows the image config's run settings (entrypoint, env, working dir,
      user) and gc keeps the manifest and config blobs.
 
 Run (one dm test in the VM):
@@ -102,10 +107,10 @@ def devices(p):
     return [l['device_id'] for l in p['layers']]
 
 
-def reference(root, work):
+def reference(root, work, layers):
     """GNU tar of each uncompressed layer in order, OCI whiteouts applied by hand."""
     os.makedirs(root)
-    for i, data in enumerate(LAYERS):
+    for i, data in enumerate(layers):
         path = os.path.join(work, 'ref%d.tar' % i)
         with open(path, 'wb') as f:
             f.write(data)
@@ -119,6 +124,76 @@ def reference(root, work):
                     elif os.path.lexists(target):
                         os.unlink(target)
                     os.unlink(os.path.join(d, n))
+
+
+def same_as_reference(device, layers, work, what, absent=()):
+    """Mounts the activation device read-only and compares it, entry by entry (type, mode,
+    owner, size, content, link target, hardlink groups, mtime), with GNU tar of the layers (a
+    fresh reference each time), the paths in absent not there; unmounts it."""
+    mnt, ref = tempfile.mkdtemp(dir=work), tempfile.mkdtemp(dir=work)
+    os.rmdir(ref)
+    sh(['mount', '-o', 'ro', device, mnt])
+    try:
+        reference(ref, work, layers)
+        c = subprocess.run([sys.executable, TREECMP, mnt, ref, '--no-dir-mtime', '--ignore',
+                            'lost+found', '--ignore', '.'], capture_output=True, text=True)
+        ok(c.returncode == 0, '%s: the activation differs from GNU tar of its layers:\n%s%s'
+           % (what, c.stdout[-3000:], c.stderr[-2000:]))
+        for path in absent:
+            ok(not os.path.lexists(os.path.join(mnt, path)), '%s: %s is there' % (what, path))
+    finally:
+        subprocess.run(['umount', mnt], capture_output=True)
+
+
+def processed(state, env, ref, name, extra=()):
+    return thinimg(state, ['process-image', '--device-size', '128M', '--json', '--name', name,
+                           *extra, ref], env)
+
+
+def platforms(work, state, env, ctx, layout, reg, base):
+    """A two-platform index (different content over a shared bottom layer), processed once
+    with --platform linux/arm64 and once with the default platform (the VM is x86_64:
+    linux/amd64): each activation is its own platform's layers, byte for byte."""
+    tars = {'amd64': [LAYERS[0], real.tar_layer('arch', b'a')],
+            'arm64': [LAYERS[0], real.tar_layer('arch', b'r')]}
+    layout.tag_index('multi', [layout.image(tars[a], a)[0] for a in ('amd64', 'arm64')])
+    ctx.push(layout, 'multi', reg, 'team/multi:1', ['--all'])
+    ref = 'docker://%s/team/multi:1' % reg.host
+    arm = processed(state, env, ref, 'multi-arm', ['--platform', 'linux/arm64'])
+    amd = processed(state, env, ref, 'multi-default')
+    ok(arm['ref'] != amd['ref'], 'one image for both platforms: %s' % arm['ref'])
+    for p, arch in ((arm, 'arm64'), (amd, 'amd64')):
+        ok(devices(p)[0] == base and len(devices(p)) == 2,
+           '%s devices %s, shared bottom %s' % (arch, devices(p), base))
+        same_as_reference(p['device_path'], tars[arch], work, 'linux/' + arch)
+    ok(devices(arm)[1] != devices(amd)[1], 'one top device for both platforms')
+    print('ok: the two-platform index: --platform linux/arm64 and the default (linux/amd64) '
+          'each activate their own content', flush=True)
+
+
+def moved_tag(work, state, env, ctx, layout, reg, base):
+    """A tag processed, pushed again with other content, processed again (another activation
+    name: the first one is still active): a new image whose activation is the new content, its
+    bottom device still the shared one, the old image's activation unchanged."""
+    tars = [[LAYERS[0], real.tar_layer('moved', fill)] for fill in (b'1', b'2')]
+    ref = 'docker://%s/team/moving:v1' % reg.host
+    got = []
+    for i, t in enumerate(tars):
+        desc, _ = layout.image(t)
+        layout.tag('moving%d' % i, desc)
+        ctx.push(layout, 'moving%d' % i, reg, 'team/moving:v1')
+        got.append(processed(state, env, ref, 'moving%d' % i))
+        ok(got[i]['ref'].endswith('@' + desc['digest']) and got[i]['outcome'] != 'handoff',
+           'tag v1 -> %s, processed %s (%s)' % (desc['digest'], got[i]['ref'],
+                                                got[i]['outcome']))
+    ok(devices(got[0])[0] == devices(got[1])[0] == base and
+       devices(got[0])[1] != devices(got[1])[1],
+       'devices before the move %s, after %s, shared bottom %s' % (devices(got[0]),
+                                                                  devices(got[1]), base))
+    same_as_reference(got[1]['device_path'], tars[1], work, 'the moved tag')
+    same_as_reference(got[0]['device_path'], tars[0], work, 'the image before the move')
+    print('ok: the moved tag is a new image with the new content; the old one is intact',
+          flush=True)
 
 
 def main():
@@ -137,7 +212,6 @@ def main():
     env = dict(os.environ, THINIMG_POOL=pool, THINIMG_HEALTH_TIMEOUT_MS='30000',
                DOCKER_CONFIG=os.path.join(work, 'no-docker-config'))
     reg = None
-    mnt = os.path.join(work, 'mnt')
     try:
         reg = real.Registry(os.path.join(work, 'registry'))
         env['THINIMG_INSECURE_REGISTRY'] = reg.host
@@ -182,18 +256,15 @@ def main():
         ok(devices(p2) == devices(p1), 'zstd devices %s, gzip %s' % (devices(p2), devices(p1)))
         print('ok: the zstd image uses the same devices %s' % devices(p1), flush=True)
 
-        os.makedirs(mnt)
-        sh(['mount', '-o', 'ro', p1['device_path'], mnt])
-        ref = os.path.join(work, 'ref')
-        reference(ref, work)
-        c = subprocess.run([sys.executable, TREECMP, mnt, ref, '--no-dir-mtime', '--ignore',
-                            'lost+found', '--ignore', '.'], capture_output=True, text=True)
-        ok(c.returncode == 0, 'activation differs from GNU tar of the layers:\n' +
-           c.stdout[-3000:] + c.stderr[-2000:])
-        ok(not os.path.lexists(os.path.join(mnt, 'etc', 'old.conf')), 'whiteout not applied')
+        same_as_reference(p1['device_path'], LAYERS, work, 'the gzip image',
+                          absent=['etc/old.conf'])
         print('ok: the activation equals GNU tar of the uncompressed layers, entry by entry',
               flush=True)
-        sh(['umount', mnt])
+        t0 = time.monotonic()
+        platforms(work, state, env, ctx, layout, reg, devices(p0)[0])
+        moved_tag(work, state, env, ctx, layout, reg, devices(p0)[0])
+        print('ok: two-platform index and moved tag in %.1f s' % (time.monotonic() - t0),
+              flush=True)
 
         imgs = thinimg(state, ['list-images', '--json'], env)
         img = [i for i in imgs if i['ref'].startswith('docker://%s/team/app@' % reg.host)]
@@ -209,7 +280,6 @@ def main():
         print('ok: list-images --json shows the run settings; gc keeps the config blob',
               flush=True)
     finally:
-        subprocess.run(['umount', mnt], capture_output=True)
         if reg:
             reg.stop()
         out = subprocess.run(['dmsetup', 'ls'], capture_output=True, text=True).stdout

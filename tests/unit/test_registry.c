@@ -134,14 +134,15 @@ static void test_open_locations(void **state)
 {
     (void)state;
     struct {
-        const char *loc, *key, *root, *back;
+        const char *loc, *key, *root, *back, *name;
     } cases[] = {
-        {"docker://h.io/a/b", "", "docker://h.io/a/b/", "docker://h.io/a/b"},
-        {"docker://h.io/a:v1", "manifests/v1", "docker://h.io/a/", "docker://h.io/a:v1"},
-        {"docker://h.io/a@" D1, "manifests/" D1, "docker://h.io/a/", "docker://h.io/a@" D1},
-        {"docker://h.io/a/blobs/" D2, "blobs/" D2, "docker://h.io/a/", "docker://h.io/a/blobs/" D2},
+        {"docker://h.io/a/b", "", "docker://h.io/a/b/", "docker://h.io/a/b", ""},
+        {"docker://h.io/a:v1", "manifests/v1", "docker://h.io/a/", "docker://h.io/a:v1", "v1"},
+        {"docker://h.io/a@" D1, "manifests/" D1, "docker://h.io/a/", "docker://h.io/a@" D1, D1},
+        {"docker://h.io/a/blobs/" D2, "blobs/" D2, "docker://h.io/a/", "docker://h.io/a/blobs/" D2,
+         "blobs/" D2},
         {"docker://alpine", "", "docker://docker.io/library/alpine/",
-         "docker://docker.io/library/alpine"},
+         "docker://docker.io/library/alpine", ""},
     };
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
         struct source *s = NULL;
@@ -155,6 +156,8 @@ static void test_open_locations(void **state)
         assert_string_equal(source_root(s), cases[i].root);
         char *back = source_location(s, key);
         assert_string_equal(back, cases[i].back);
+        /* A tag is shown by its name (ls, the monitor's source browser), a blob by its key. */
+        assert_string_equal(source_key_name(s, key), cases[i].name);
         free(back);
         free(key);
         source_free(s);
