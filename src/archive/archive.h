@@ -117,9 +117,12 @@ struct archive_follow {
  * tar, not scanned as such) and the whole blob hashed; negative errno otherwise (a rejection,
  * a read error, -ECANCELED when the download stopped, -EAGAIN for compressed_only). Only
  * the walk: the caller still checks the first block with archive_detect() rules on the
- * finished file (archive_scan_detect() is that check plus this walk). */
+ * finished file (archive_scan_detect() is that check plus this walk). A gzip or zstd blob is
+ * decompressed once for both: on 0, diff_id is its diff id (what archive_diff_id() computes
+ * from the finished file, under the same limits), "" for a plain tar. */
 int archive_scan_follow(int fd, const struct archive_follow *f, const struct archive_policy *p,
-                        enum blob_format *out, struct archive_stats *st, struct err *e);
+                        enum blob_format *out, char diff_id[DIGEST_STR_LEN + 1],
+                        struct archive_stats *st, struct err *e);
 /* The layer's diff id (OCI rootfs.diff_ids): "sha256:<hex>" of its uncompressed tar stream,
  * into out. fmt is the layer's format as detected (BLOB_TAR: the blob's own digest; gzip and
  * zstd are decompressed whole, bounded by the policy's blob size, ratio and time limits:

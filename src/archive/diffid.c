@@ -4,9 +4,13 @@
  * is decompressed once more here (libarchive's "raw" format: the whole filtered stream, tar
  * padding after the end-of-archive blocks included, as the OCI spec hashes it).
  *
- * Why a pass of its own: the policy scan (walk.c) reads entries through libarchive's tar
- * reader, which stops at the end-of-archive blocks and never shows the decompressed bytes.
- * The pass is bounded like the scan: the blob size limit, the compression ratio limit (past
+ * Why a pass of its own: the policy scan of a stored file (walk.c) reads entries through
+ * libarchive's tar reader, which stops at the end-of-archive blocks and never shows the
+ * decompressed bytes. The scan of a download as it arrives (archive_scan_follow) puts this
+ * same reader under the tar reader and hashes its output, so a layer fetched that way gets
+ * its diff id without this pass; this is for every other case (a resumed or reused
+ * download, a docker-archive member, a layer stored before diff ids were recorded). The
+ * pass is bounded like the scan: the blob size limit, the compression ratio limit (past
  * ARCHIVE_RATIO_FLOOR_BYTES) and the wall time limit of the policy.
  */
 #include <archive.h>

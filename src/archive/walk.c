@@ -144,6 +144,10 @@ struct layer_walk {
     uint64_t follow_pos; /* bytes read (and hashed) so far */
     char *follow_buf;
     enum blob_format follow_fmt; /* the layer format the first block says */
+    /* A followed gzip/zstd blob: raw decompresses it (libarchive's "raw" format, the whole
+     * stream) and feeds a (the tar reader, no filter); every byte raw gives goes into diff */
+    struct archive *raw;
+    struct sha256 diff;
 };
 
 DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)
@@ -188,6 +192,18 @@ static int libarchive_fail(struct layer_walk *w, const char *what)
     return stream_fail(w, -EBADMSG, trunc ? "truncated" : "malformed", msg);
 }
 
+/* Bytes of the blob read, and of the uncompressed stream decompressed, so far (with w->raw the
+ * decompression is raw's, a tar reader over it only sees uncompressed bytes). */
+static uint64_t stream_in(struct layer_walk *w)
+{
+    return (uint64_t)archive_filter_bytes(w->raw ? w->raw : w->a, -1);
+}
+
+static uint64_t stream_out(struct layer_walk *w)
+{
+    return (uint64_t)archive_filter_bytes(w->raw ? w->raw : w->a, 0);
+}
+
 /* Limits that depend on how much was read: time and compression ratio. */
 static int check_stream_limits(struct layer_walk *w)
 {
@@ -197,9 +213,9 @@ static int check_stream_limits(struct layer_walk *w)
                  w->pol.max_time_ms);
         return stream_fail(w, -EFBIG, "time", msg);
     }
-    uint64_t out = (uint64_t)archive_filter_bytes(w->a, 0);
+    uint64_t out = stream_out(w);
     if (w->compressed && w->pol.max_ratio && out > ARCHIVE_RATIO_FLOOR_BYTES) {
-        uint64_t in = (uint64_t)archive_filter_bytes(w->a, -1);
+        uint64_t in = stream_in(w);
         if (in == 0 || out / in >= w->pol.max_ratio) {
             char msg[160];
             snprintf(msg, sizeof(msg),
@@ -210,7 +226,7 @@ static int check_stream_limits(struct layer_walk *w)
         }
     }
     if (tl_progress) {
-        uint64_t in = (uint64_t)archive_filter_bytes(w->a, -1);
+        uint64_t in = stream_in(w);
         if (in >= w->progress_at) {
             tl_progress(in, w->blob_size, tl_progress_ud);
             w->progress_at = in + PROGRESS_STEP_BYTES;
@@ -488,6 +504,15 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
     return 1;
 }
 
+/* The decompression filter of a blob the first block says is k (none for a plain tar). */
+static void reader_filter(struct archive *a, enum sniff_kind k)
+{
+    if (k == SNIFF_GZIP)
+        archive_read_support_filter_gzip(a);
+    else if (k == SNIFF_ZSTD)
+        archive_read_support_filter_zstd(a);
+}
+
 /* The libarchive reader for a layer the first block says is k (tar, gzip or zstd). */
 static int reader_new(struct layer_walk *w, enum sniff_kind k)
 {
@@ -495,10 +520,7 @@ static int reader_new(struct layer_walk *w, enum sniff_kind k)
     if (!w->a)
         return err_set(w->e, -ENOMEM, "out of memory");
     archive_read_support_format_tar(w->a);
-    if (k == SNIFF_GZIP)
-        archive_read_support_filter_gzip(w->a);
-    else if (k == SNIFF_ZSTD)
-        archive_read_support_filter_zstd(w->a);
+    reader_filter(w->a, k);
     w->compressed = k != SNIFF_TAR;
     return 0;
 }
@@ -581,6 +603,81 @@ static la_ssize_t follow_read(struct archive *a, void *ud, const void **buf)
     return k;
 }
 
+/*
+ * A followed gzip or zstd blob is decompressed once, for the scan and for the diff id both:
+ * w->raw (libarchive's "raw" format over the compression filter, fed by follow_read) yields
+ * the whole uncompressed stream, and raw_read hands it to w->a (the tar reader, no filter)
+ * after hashing it. The tar reader stops at the end-of-archive blocks; drain_raw reads and
+ * hashes the rest (the padding after them), so the hash is of exactly what archive_diff_id
+ * reads: the same reader, the same filter, the same bytes.
+ */
+static la_ssize_t raw_read(struct archive *a, void *ud, const void **buf)
+{
+    struct layer_walk *w = ud;
+    size_t n = 0;
+    la_int64_t off;
+    int r;
+    do
+        r = archive_read_data_block(w->raw, buf, &n, &off);
+    while (r == ARCHIVE_OK && n == 0);
+    if (r == ARCHIVE_EOF)
+        return 0;
+    if (r != ARCHIVE_OK) {
+        const char *m = archive_error_string(w->raw);
+        archive_set_error(a, archive_errno(w->raw), "%s", m ? m : "cannot decompress");
+        return -1;
+    }
+    if (sha256_update(&w->diff, *buf, n) < 0) {
+        archive_set_error(a, EIO, "cannot hash the uncompressed stream");
+        return -1;
+    }
+    return (la_ssize_t)n;
+}
+
+/* The uncompressed stream after the tar reader's end, into the hash, under the same limits. */
+static int drain_raw(struct layer_walk *w)
+{
+    const void *buf;
+    size_t n;
+    la_int64_t off;
+    for (;;) {
+        int r = archive_read_data_block(w->raw, &buf, &n, &off);
+        if (r == ARCHIVE_EOF)
+            return 0;
+        if (r != ARCHIVE_OK) {
+            const char *m = archive_error_string(w->raw);
+            return stream_fail(w, -EBADMSG, "malformed", m ? m : "cannot decompress");
+        }
+        if ((r = check_stream_limits(w)) < 0)
+            return r;
+        if (n > 0 && sha256_update(&w->diff, buf, n) < 0)
+            return err_set(w->e, -EIO, "cannot hash the uncompressed stream");
+    }
+}
+
+/* The readers of a followed gzip/zstd blob (k): raw over the blob, the tar reader over raw. */
+static int open_decompressing(struct layer_walk *w, enum sniff_kind k)
+{
+    w->raw = archive_read_new();
+    if (!w->raw || sha256_init(&w->diff) < 0)
+        return err_set(w->e, -ENOMEM, "out of memory");
+    archive_read_support_format_raw(w->raw);
+    reader_filter(w->raw, k);
+    struct archive_entry *ae;
+    if (archive_read_open(w->raw, w, NULL, follow_read, NULL) != ARCHIVE_OK ||
+        archive_read_next_header(w->raw, &ae) != ARCHIVE_OK) {
+        const char *m = archive_error_string(w->raw);
+        return stream_fail(w, -EBADMSG, "malformed", m ? m : "cannot decompress");
+    }
+    int r = reader_new(w, SNIFF_TAR);
+    if (r < 0)
+        return r;
+    w->compressed = true;
+    if (archive_read_open(w->a, w, NULL, raw_read, NULL) != ARCHIVE_OK)
+        return libarchive_fail(w, "cannot read layer");
+    return 0;
+}
+
 /* open_layer for a blob being written: the first block (waited for) says the format. */
 static int open_follow(struct layer_walk *w)
 {
@@ -606,6 +703,8 @@ static int open_follow(struct layer_walk *w)
     w->follow_buf = malloc(READ_BLOCK_BYTES);
     if (!w->follow_buf)
         return err_set(w->e, -ENOMEM, "out of memory");
+    if (k != SNIFF_TAR)
+        return open_decompressing(w, k);
     int r = reader_new(w, k);
     if (r < 0)
         return r;
@@ -620,6 +719,8 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
     struct archive_stats *st = w->st;
     _cleanup_close_ int fd = -1;
     int r = w->follow ? open_follow(w) : open_layer(w, path, &fd);
+    /* a reads from raw: a is freed first */
+    _cleanup_(archive_read_freep) struct archive *raw = w->raw;
     _cleanup_(archive_read_freep) struct archive *a = w->a;
     if (r < 0)
         return r;
@@ -685,7 +786,9 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
      * to check (the downloaded size against the object's, a member's declared digest); a
      * stream that ends inside a header or inside an entry's data fails above (rule:
      * truncated). */
-    st->compressed_bytes = (uint64_t)archive_filter_bytes(a, -1);
+    if (raw && (r = drain_raw(w)) < 0)
+        return r;
+    st->compressed_bytes = stream_in(w);
     if (tl_progress)
         tl_progress(w->blob_size, w->blob_size, tl_progress_ud);
     return 0;
@@ -712,9 +815,11 @@ int layer_walk_run(const char *path, const struct archive_policy *p, struct arch
 }
 
 int archive_scan_follow(int fd, const struct archive_follow *f, const struct archive_policy *p,
-                        enum blob_format *out, struct archive_stats *st, struct err *e)
+                        enum blob_format *out, char diff_id[DIGEST_STR_LEN + 1],
+                        struct archive_stats *st, struct err *e)
 {
     *out = BLOB_UNKNOWN;
+    diff_id[0] = '\0';
     struct archive_stats dummy;
     if (!st)
         st = &dummy;
@@ -741,6 +846,14 @@ int archive_scan_follow(int fd, const struct archive_follow *f, const struct arc
             w.follow_pos += (uint64_t)k;
     }
     free(w.follow_buf);
+    uint8_t d[SHA256_LEN];
+    if (r == 0 && w.diff.ctx) {
+        if (sha256_final(&w.diff, d) < 0)
+            r = err_set(e, -EIO, "cannot hash the uncompressed stream");
+        else
+            digest_format(d, diff_id);
+    }
+    sha256_free(&w.diff);
     if (r == 0)
         *out = tar_kind_format(&kind, w.follow_fmt);
     return r;

@@ -201,10 +201,19 @@ int fetch_stream_object(struct source *src, const char *key, uint64_t offset,
     return r;
 }
 
+/* Record a computed diff id of a stored blob (a fact about the bytes, so it is written outside
+ * the checkpoint: a lost write only means computing it again). A blob not yet stored gets it
+ * from the record step, with the blob's row. */
+static void diff_id_record(struct db *db, const char *digest, const char *diff_id)
+{
+    if (blobs_exists(db, digest) == 1 && oci_diff_id_set(db, digest, diff_id) < 0)
+        log_warn("cannot record a diff id", "digest=%s", digest);
+}
+
 /* The diff id of a stored layer (archive.h archive_diff_id): an uncompressed layer's is its
  * digest; a compressed one's is recorded (layer_diff_ids) once computed, else computed from
- * its file and recorded (a fact about the bytes, so it is written outside the checkpoint: a
- * lost write only means computing it again). 0 with out filled, else e says why. */
+ * its file and recorded. 0 with out filled (1: computed now, by decompressing the layer),
+ * else negative with e saying why. */
 static int layer_diff_id(const struct fetch_context *c, struct db *db, const char *digest,
                          enum blob_format f, const char *path, char out[DIGEST_STR_LEN + 1],
                          struct err *e)
@@ -216,9 +225,10 @@ static int layer_diff_id(const struct fetch_context *c, struct db *db, const cha
     if (oci_diff_id_get(db, digest, out) == 1)
         return 0;
     int r = archive_diff_id(path, f, &c->policy, out, e);
-    if (r == 0 && blobs_exists(db, digest) == 1 && oci_diff_id_set(db, digest, out) < 0)
-        log_warn("cannot record a diff id", "digest=%s", digest);
-    return r;
+    if (r < 0)
+        return r;
+    diff_id_record(db, digest, out);
+    return 1;
 }
 
 /* A layer whose diff id is not the one its image config declares: the config lies about the
@@ -375,8 +385,10 @@ static struct fsm_result check_exists(struct fsm_run *run, void *ud)
 /*
  * The scan of a compressed layer, while it downloads. Validating a .tar.gz after the download
  * decompresses it in full (most of a fetch's time on a fast network); a thread that follows
- * the temp file as it grows does the same walk (archive_scan_follow) while the bytes arrive.
- * It hashes every byte it read, and its answer is kept only when that digest is the
+ * the temp file as it grows does the same walk (archive_scan_follow) while the bytes arrive,
+ * and from the same decompression the layer's diff id (validate takes it instead of
+ * decompressing the layer again, archive_diff_id). It hashes every byte it read, and its
+ * answer (scan and diff id) is kept only when that digest is the
  * downloaded blob's: whatever the download did (resumed, rewritten, written out of order),
  * the scan is then of exactly the stored bytes. Any other outcome (a rejection, an error, a
  * plain tar, a different digest) keeps nothing: the validate step scans the blob itself,
@@ -397,6 +409,7 @@ struct follower {
     /* the answer, read after the join */
     int r;
     enum blob_format fmt;
+    char diff_id[DIGEST_STR_LEN + 1]; /* of a gzip/zstd layer: decompressed once for both */
     struct archive_stats st;
     struct err e;
 };
@@ -420,7 +433,8 @@ static bool follower_more(void *ud)
 static void *follower_main(void *ud)
 {
     struct follower *fl = ud;
-    fl->r = archive_scan_follow(fl->fd, &fl->f, &fl->policy, &fl->fmt, &fl->st, &fl->e);
+    fl->r =
+        archive_scan_follow(fl->fd, &fl->f, &fl->policy, &fl->fmt, fl->diff_id, &fl->st, &fl->e);
     return NULL;
 }
 
@@ -747,11 +761,14 @@ static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run
         json_object_set_new(resp, "seal", fetch_seal_json(&seal));
         json_object_set_new(resp, "bytes", fetch_bytes_json(dd->received, dd->resumed, 0));
     }
-    if (resp && dd->scan)
-        json_object_set_new(resp, "scanned",
-                            json_pack("{s:s, s:I, s:I}", "format", blob_format_name(dd->scan->fmt),
-                                      "entries", (json_int_t)dd->scan->st.entries, "bytes",
-                                      (json_int_t)dd->scan->st.bytes));
+    if (resp && dd->scan) {
+        json_t *scan =
+            json_pack("{s:s, s:I, s:I}", "format", blob_format_name(dd->scan->fmt), "entries",
+                      (json_int_t)dd->scan->st.entries, "bytes", (json_int_t)dd->scan->st.bytes);
+        if (scan && dd->scan->diff_id[0])
+            json_object_set_new(scan, "diff_id", json_string(dd->scan->diff_id));
+        json_object_set_new(resp, "scanned", scan);
+    }
     if (!resp || fetch_response_store(run, resp) < 0)
         return fsm_retry("out of memory");
     return fsm_ok();
@@ -1259,15 +1276,39 @@ static struct fsm_result split_member(struct fetch_context *c, struct db *db, co
     return fsm_ok();
 }
 
-/* The diff id of a layer just scanned; false with *res (retry for I/O, else rejected: a
- * stream that does not decompress or goes past a limit) when it cannot be had. */
+/* How validate had a layer's diff id (its log line's diff_id field). */
+enum diff_id_how {
+    DIFF_ID_KNOWN,       /* the digest (a plain tar) or recorded before */
+    DIFF_ID_FOLLOWED,    /* decompressed while downloading, with the scan */
+    DIFF_ID_DECOMPRESSED /* decompressed now */
+};
+
+static const char *diff_id_how_name(enum diff_id_how h)
+{
+    return h == DIFF_ID_FOLLOWED       ? "while-downloading"
+           : h == DIFF_ID_DECOMPRESSED ? "decompressed"
+                                       : "known";
+}
+
+/* The diff id of a layer just scanned: followed (NULL: none) is the one the download's scan
+ * computed from the same bytes (archive_scan_follow), else layer_diff_id(). false with *res
+ * (retry for I/O, else rejected: a stream that does not decompress or goes past a limit) when
+ * it cannot be had. */
 static bool validate_diff_id(struct fetch_context *c, struct db *db, const char *location,
                              const char *digest, enum blob_format f, const char *path,
-                             char out[DIGEST_STR_LEN + 1], struct fsm_result *res)
+                             const char *followed, char out[DIGEST_STR_LEN + 1],
+                             enum diff_id_how *how, struct fsm_result *res)
 {
+    if (followed) {
+        snprintf(out, DIGEST_STR_LEN + 1, "%s", followed);
+        diff_id_record(db, digest, out);
+        *how = DIFF_ID_FOLLOWED;
+        return true;
+    }
     struct err e = {0};
     int r = layer_diff_id(c, db, digest, f, path, out, &e);
-    if (r == 0)
+    *how = r == 1 ? DIFF_ID_DECOMPRESSED : DIFF_ID_KNOWN;
+    if (r >= 0)
         return true;
     *res = r == -EIO || r == -ENOMEM ? fsm_retry("diff id of %s: %s", location, err_str(&e))
                                      : rejected("%s: %s", location, err_str(&e));
@@ -1308,12 +1349,15 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
     json_t *pre = json_object_get(resp, "scanned");
     enum blob_format pre_fmt =
         fetch_format_parse(json_string_value(json_object_get(pre, "format")));
+    const char *pre_diff_id = json_string_value(json_object_get(pre, "diff_id"));
     if (blob_format_is_layer(pre_fmt) && archive_detect_head(path, &fmt, why, sizeof(why)) == 0 &&
         fmt == pre_fmt) {
         stats.entries = (uint64_t)json_integer_value(json_object_get(pre, "entries"));
         stats.bytes = (uint64_t)json_integer_value(json_object_get(pre, "bytes"));
         prescanned = true;
         r = 0;
+        if (pre_diff_id && (fmt == BLOB_TAR || !digest_valid(pre_diff_id)))
+            pre_diff_id = NULL;
     } else {
         archive_set_progress(on_scan_progress, run);
         r = archive_scan_detect(path, &c->policy, &fmt, why, sizeof(why), &stats, &e);
@@ -1341,15 +1385,18 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
         struct fsm_result res;
         if (fetch_request_parse(run, &rq) < 0)
             return fsm_abort("invalid fetch request");
-        if (!validate_diff_id(c, run_db(run), location, digest, fmt, path, diff_id, &res) ||
+        enum diff_id_how how;
+        if (!validate_diff_id(c, run_db(run), location, digest, fmt, path,
+                              prescanned ? pre_diff_id : NULL, diff_id, &how, &res) ||
             diff_id_mismatch(location, rq.diff_id, diff_id, &res))
             return res;
         json_array_append_new(layers,
                               fetch_layer_json(digest, diff_id, size, fmt, path, NULL, &seal));
         log_info("layer validated",
-                 "location=%s digest=%s format=%s entries=%" PRIu64 " bytes=%" PRIu64 " scanned=%s",
+                 "location=%s digest=%s format=%s entries=%" PRIu64 " bytes=%" PRIu64
+                 " scanned=%s diff_id_from=%s",
                  location, digest, blob_format_name(fmt), stats.entries, stats.bytes,
-                 prescanned ? "while-downloading" : "now");
+                 prescanned ? "while-downloading" : "now", diff_id_how_name(how));
     } else {
         _cleanup_request_ struct fetch_request rq = {0};
         if (fetch_request_parse(run, &rq) == 0 && rq.diff_id) {
@@ -1407,7 +1454,8 @@ static struct fsm_result validate_blob(struct fsm_run *run, void *ud)
             }
             char ldiff[DIGEST_STR_LEN + 1];
             struct fsm_result dr;
-            if (!validate_diff_id(c, run_db(run), location, ld, lf, lp, ldiff, &dr)) {
+            enum diff_id_how how;
+            if (!validate_diff_id(c, run_db(run), location, ld, lf, lp, NULL, ldiff, &how, &dr)) {
                 archive_set_progress(NULL, NULL);
                 archive_manifest_free(&m);
                 return dr;

@@ -5,7 +5,8 @@
  * tar, a PNG) is rejected and leaves nothing behind, identical bytes under two keys are stored
  * once, a second fetch hands off, a corrupted store file and a changed source are fetched
  * again, an archive's layer changed on disk is quarantined and stored again, a compressed
- * layer is scanned while it downloads. Blobs come from tests/s3/make_blobs.py.
+ * layer is scanned while it downloads, its diff id computed in that same pass (validate does
+ * not decompress it again). Blobs come from tests/s3/make_blobs.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +24,14 @@
 
 #include "fsm/fsm.h"
 #include "pipeline/fetch.h"
+#include "store/oci.h"
 #include "store/schema.h"
 #include "testutil.h"
 #include "util/cleanup.h"
 #include "util/config.h"
 #include "util/fsutil.h"
 #include "util/hash.h"
+#include "util/log.h"
 #include "util/timeutil.h"
 
 static char *DIR_;   /* temp root */
@@ -233,6 +237,61 @@ static void test_layer_formats(void **state)
     /* the resume hints are gone, and no temp file is left */
     assert_int_equal(q_int(v->db, "SELECT count(*) FROM downloads", NULL), 0);
     assert_int_equal(count_files(v->cfg.tmp_dir), 0);
+}
+
+/* The "layer validated" log lines (the fetch machine's workers write them). */
+static pthread_mutex_t validated_lock = PTHREAD_MUTEX_INITIALIZER;
+static char validated[8192];
+
+static void capture_validated(enum log_level level, const char *line, void *ud)
+{
+    (void)level;
+    (void)ud;
+    if (!strstr(line, "layer validated"))
+        return;
+    pthread_mutex_lock(&validated_lock);
+    size_t n = strlen(validated);
+    snprintf(validated + n, sizeof(validated) - n, "%s\n", line);
+    pthread_mutex_unlock(&validated_lock);
+}
+
+/* A gzip and a zstd layer get their diff id from the scan while they download: the one
+ * archive_diff_id() computes from the stored file, recorded, and validate does not
+ * decompress the layer again (its log line says where the diff id came from). A plain tar's
+ * is its digest. */
+static void test_diff_id_while_downloading(void **state)
+{
+    struct env *v = *state;
+    const struct {
+        const char *rel;
+        enum blob_format f;
+        const char *from;
+    } cases[] = {{"formats/gzip.tar", BLOB_TAR_GZIP, "diff_id_from=while-downloading"},
+                 {"formats/zstd.tar", BLOB_TAR_ZSTD, "diff_id_from=while-downloading"},
+                 {"layers/1.tar", BLOB_TAR, "diff_id_from=known"}};
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        validated[0] = '\0';
+        log_set_hook(capture_validated, NULL);
+        struct fetch_result r;
+        assert_int_equal(fetch(v, cases[i].rel, &r, NULL), FSM_OK);
+        log_set_hook(NULL, NULL);
+        assert_int_equal(r.format, cases[i].f);
+        assert_int_equal(r.n_layers, 1);
+        char want[DIGEST_STR_LEN + 1], recorded[DIGEST_STR_LEN + 1];
+        struct err e = {0};
+        assert_int_equal(archive_diff_id(r.layers[0].path, cases[i].f, NULL, want, &e), 0);
+        assert_string_equal(r.layers[0].diff_id, want);
+        if (!tu_contains(validated, cases[i].from))
+            fail_msg("%s: validate says '%s', not %s", cases[i].rel, validated, cases[i].from);
+        if (cases[i].f == BLOB_TAR) {
+            assert_string_equal(want, r.digest);
+        } else {
+            assert_string_not_equal(want, r.digest);
+            assert_int_equal(oci_diff_id_get(v->db, r.digest, recorded), 1);
+            assert_string_equal(recorded, want);
+        }
+        fetch_result_free(&r);
+    }
 }
 
 static void test_archives_split(void **state)
@@ -474,6 +533,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_layer_formats, env_setup, env_teardown),
+        cmocka_unit_test_setup_teardown(test_diff_id_while_downloading, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_archives_split, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_rejected, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_same_bytes_stored_once, env_setup, env_teardown),
