@@ -375,13 +375,20 @@ int fsmdb_record_error(struct db *db, const struct fsmdb_ref *v, const char *sta
     return write_step(db, v, NULL, 0, &w, NULL, 0);
 }
 
+/* A run that ended well has no error kind (NULL), whatever the last failed attempt's was. */
+static const char *outcome_kind_name(enum fsm_outcome o, enum err_kind kind)
+{
+    return fsm_outcome_success(o) ? NULL : err_kind_name(kind);
+}
+
 int fsmdb_halt(struct db *db, const struct fsmdb_ref *v, const struct fsm_commit_cb *cbs,
                size_t n_cbs, const char *state, uint32_t attempt, enum fsm_outcome outcome,
                const char *error, enum err_kind kind, const void *response, size_t response_len,
                bool store_response, char *msg, size_t msg_len)
 {
     const struct col cols[] = {COL_INT(outcome), COL_TEXT(error ? error : ""),
-                               COL_TEXT(err_kind_name(kind)), COL_TEXT(state), COL_TEXT(state)};
+                               COL_TEXT(outcome_kind_name(outcome, kind)), COL_TEXT(state),
+                               COL_TEXT(state)};
     const struct step_write w = {.what = "halt",
                                  .type = FSM_EV_HALT,
                                  .state = state,
@@ -403,7 +410,7 @@ int fsmdb_finish(struct db *db, const struct fsmdb_ref *v, const struct fsm_comm
                  size_t response_len, bool store_response, char *msg, size_t msg_len)
 {
     const struct col cols[] = {COL_INT(outcome),        COL_TEXT(error ? error : ""),
-                               COL_TEXT(err_kind_name(kind)), COL_TEXT(error_state),
+                               COL_TEXT(outcome_kind_name(outcome, kind)), COL_TEXT(error_state),
                                COL_TEXT(end_state),     COL_INT(now_ms())};
     const struct step_write w = {
         .what = "finish",

@@ -451,6 +451,26 @@ static void test_error_kinds(void **state)
         fsm_run_record_free(&rec);
     }
     fsm_manager_close(m);
+    /* A run that failed once (transient) and then ended well has no error kind. */
+    {
+        struct ft t;
+        ft_init(&t);
+        t.step[1].fail_until = 1;
+        t.step[1].fail_code = -ECONNREFUSED;
+        m = ft_open_manager(db, NULL, 0);
+        struct fsm_machine *x = ft_register(m, &t, "kind-ok", 3, &p);
+        struct fsm_id ok;
+        assert_int_equal(fsm_start(m, x, "r", NULL, 0, NULL, &ok), 0);
+        enum fsm_outcome o;
+        assert_int_equal(fsm_wait_kind(m, &ok, 10000, &o, NULL, NULL), 0);
+        assert_int_equal(o, FSM_OK);
+        assert_int_equal(t.calls[1], 2);
+        assert_int_equal(
+            ft_q(db, "SELECT count(*) FROM fsm_runs WHERE version='%s' AND error_kind IS NULL",
+                 ok.s),
+            1);
+        fsm_manager_close(m);
+    }
     /* A RETRY that carries a deterministic kind is not retried either. */
     struct fsm_result r = fsm_with_kind(fsm_retry("no"), ERR_KIND_REJECTED);
     assert_int_equal(r.outcome, FSM_RETRY);
