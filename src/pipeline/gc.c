@@ -356,8 +356,10 @@ static int download_row(const char *loc, const char *tmp, void *ud)
     struct stat sb;
     bool file = tmp && stat(tmp, &sb) == 0;
     bool live = loc && fetch_unfinished(c->db, loc);
-    if (live && file) {
-        char **v = realloc(c->keep->keep, (c->keep->n + 1) * sizeof(char *));
+    /* A live run's record is its own business, file or not: between moving the finished file
+     * into the store and deleting the record in the same commit, the file is gone already. */
+    if (live) {
+        char **v = file ? realloc(c->keep->keep, (c->keep->n + 1) * sizeof(char *)) : NULL;
         if (v) {
             c->keep->keep = v;
             v[c->keep->n++] = strdup(tmp);

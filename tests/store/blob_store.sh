@@ -19,6 +19,9 @@
 #              the blob file is really gone; a file already gone is not reported "deleted"
 #   signal     SIGTERM during a download: exit 130, the run stays unfinished, the next fetch
 #              resumes it and succeeds
+#   inflight   a fetch held, then killed -9, between moving the verified blob into the store
+#              and deleting its download record: `gc --dry-run` lists nothing of it (the record
+#              belongs to the unfinished run, file or not), and the next fetch finishes the run
 #
 # Every thinimg command is bounded (a hang fails the test) and measured: "measure: NAME
 # wall=S rss=KiB" lines give its elapsed time and peak RSS (GNU time), each checked against a
@@ -398,6 +401,34 @@ case_signal() {
     grep -q "resuming the interrupted fetch" "$W/resume.err" || fail "the run was not resumed"
     [ "$(digest_of "$S/blobs/sha256/${want#sha256:}")" = "$want" ] || fail "wrong blob stored"
     pass "the next fetch resumes the run and succeeds"
+}
+
+case_inflight() {
+    make_layer "$SRC/images/a/1.tar" 300000
+    local want loc="dir:$SRC/images/a/1.tar"
+    want=$(digest_of "$SRC/images/a/1.tar")
+    THINIMG_FAULT=fetch.record.start:stop bg held --state-dir "$S" fetch "$loc"
+    wait_stopped "$TIPID"
+    [ "$(q "SELECT count(*) FROM downloads")" = 1 ] || fail "no download record at the record step"
+    [ "$(part_files)" = 0 ] || fail "the temp file is still there at the record step"
+    ti dry --state-dir "$S" gc --dry-run --json
+    [ "$RC" = 0 ] || fail "gc --dry-run: exit $RC: $(tail -3 "$W/dry.err")"
+    [ "$(jq '[.orphans[] | select(.kind == "download" or .kind == "tmpfile")] | length' "$W/dry.out")" = 0 ] ||
+        fail "gc lists the running fetch's record: $(cat "$W/dry.out")"
+    pass "a fetch between the store and its record: gc --dry-run lists nothing of it"
+
+    kill -KILL "$TIPID"
+    wait "$BGPID" 2>/dev/null || true
+    ti dry2 --state-dir "$S" gc --dry-run --json
+    [ "$(jq '[.orphans[] | select(.kind == "download")] | length' "$W/dry2.out")" = 0 ] ||
+        fail "gc lists the killed fetch's record, which its run resumes: $(cat "$W/dry2.out")"
+    ti resume --state-dir "$S" fetch "$loc"
+    [ "$RC" = 0 ] || fail "the next fetch: exit $RC: $(tail -3 "$W/resume.err")"
+    [ "$(digest_of "$S/blobs/sha256/${want#sha256:}")" = "$want" ] || fail "wrong blob stored"
+    [ "$(q "SELECT count(*) FROM downloads")" = 0 ] || fail "the record outlived its run"
+    [ "$(q "SELECT count(*) FROM fsm_runs WHERE type = 'fetch' AND status < 3")" = 0 ] ||
+        fail "a fetch run left unfinished"
+    pass "killed there: gc still lists nothing; the next fetch finishes the run, no record left"
 }
 
 "case_$CASE"
