@@ -477,12 +477,29 @@ static void test_policy_limits(void **state)
 
 static volatile int g_spin = 1;
 
+/* glibc's malloc resets its locks in a forked child; the AddressSanitizer runtime of clang 14
+ * has no fork handler for its allocator, so under it a child can inherit an allocator lock a
+ * spinner held at the fork and hang on its first malloc (seen once in a loaded CI run). That is
+ * the sanitizer's limit, not thinimg's: under ASan the spinners stay busy without allocating. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPIN_ALLOCATES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPIN_ALLOCATES 0
+#endif
+#endif
+#ifndef SPIN_ALLOCATES
+#define SPIN_ALLOCATES 1
+#endif
+
 static void *spinner(void *arg)
 {
     (void)arg;
     while (g_spin) {
-        void *p = malloc(64); /* keeps malloc's locks busy across the fork */
-        free(p);
+        if (SPIN_ALLOCATES) {
+            void *p = malloc(64); /* keeps malloc's locks busy across the fork */
+            free(p);
+        }
     }
     return NULL;
 }
