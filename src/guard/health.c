@@ -76,7 +76,30 @@ static const char *const dstate_patterns[] = {"kdmflush", "kcopyd", "dm-", "dm_"
 struct dtask {
     int pid;
     char comm[64];
+    long long switches; /* voluntary + involuntary context switches, -1 unknown */
 };
+
+/* The task's context switches so far (/proc/PID/status), -1 when unreadable. */
+static long long task_switches(const char *proc, const char *pid)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s/status", proc, pid);
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[256];
+    long long sum = 0;
+    int seen = 0;
+    while (fgets(line, sizeof(line), f)) {
+        long long v;
+        if (sscanf(line, "voluntary_ctxt_switches: %lld", &v) == 1 ||
+            sscanf(line, "nonvoluntary_ctxt_switches: %lld", &v) == 1) {
+            sum += v;
+            seen++;
+        }
+    }
+    return seen ? sum : -1;
+}
 
 static int scan_dstate(const char *proc, struct dtask *out, int max)
 {
@@ -106,6 +129,7 @@ static int scan_dstate(const char *proc, struct dtask *out, int max)
             cl = sizeof(out[n].comm) - 1;
         memcpy(out[n].comm, lp + 1, cl);
         out[n].comm[cl] = '\0';
+        out[n].switches = task_switches(proc, de->d_name);
         n++;
     }
     return n;
@@ -119,39 +143,69 @@ static bool dstate_relevant(const char *comm)
     return false;
 }
 
+/* Is task t of the first sample still in D, the same task, and without a context switch
+ * since (unknown counts count as none: the safe side)? */
+static bool still_stuck(const struct dtask *t, const struct dtask *now, int n)
+{
+    for (int j = 0; j < n; j++)
+        if (now[j].pid == t->pid && !strcmp(now[j].comm, t->comm))
+            return t->switches < 0 || now[j].switches == t->switches;
+    return false;
+}
+
 static void check_dstate(const struct health_opts *o, struct health_check *c)
 {
     enum { MAXT = 256 };
     struct dtask a[MAXT], b[MAXT];
+    bool live[MAXT]; /* a[i] has stayed in D without a switch so far */
     int na = scan_dstate(proc_root(o), a, MAXT);
     if (na < 0) {
         setf(c, HEALTH_SKIP, "cannot read %s: %s", proc_root(o), strerror(-na));
         return;
     }
-    if (na > 0)
+    /* Other tasks (not storage: a warning only) count when in D in the first two samples;
+     * storage tasks are followed until each has moved on, or the window is over. */
+    int left = 0, other = 0;
+    for (int i = 0; i < na; i++) {
+        live[i] = true;
+        left += dstate_relevant(a[i].comm);
+    }
+    for (int t = 0; t == 0 ? na > 0 : left > 0 && t < HEALTH_DSTATE_WINDOW_MS;
+         t += HEALTH_DSTATE_INTERVAL_MS) {
         sleep_ms(HEALTH_DSTATE_INTERVAL_MS);
-    int nb = na > 0 ? scan_dstate(proc_root(o), b, MAXT) : 0;
-    int stuck = 0, other = 0;
-    char list[400] = "";
-    for (int i = 0; i < na; i++)
-        for (int j = 0; j < nb; j++) {
-            if (a[i].pid != b[j].pid || strcmp(a[i].comm, b[j].comm) != 0)
+        int nb = scan_dstate(proc_root(o), b, MAXT);
+        for (int i = 0; i < na; i++) {
+            if (!live[i] || still_stuck(&a[i], b, nb > 0 ? nb : 0))
                 continue;
-            if (dstate_relevant(a[i].comm)) {
-                if (stuck++ < 6)
-                    appendf(list, sizeof(list), "%s%d (%s)", stuck > 1 ? ", " : "", a[i].pid,
-                            a[i].comm);
-            } else {
-                other++;
-            }
+            live[i] = false;
+            left -= dstate_relevant(a[i].comm);
         }
+        for (int i = 0; t == 0 && i < na; i++)
+            other += live[i] && !dstate_relevant(a[i].comm);
+    }
+    int stuck = 0, busy = 0;
+    char list[400] = "";
+    for (int i = 0; i < na; i++) {
+        if (!dstate_relevant(a[i].comm))
+            continue;
+        if (!live[i]) {
+            busy++;
+            continue;
+        }
+        if (stuck++ < 6)
+            appendf(list, sizeof(list), "%s%d (%s)", stuck > 1 ? ", " : "", a[i].pid, a[i].comm);
+    }
     if (stuck)
         setf(c, HEALTH_FAIL,
-             "%d storage task(s) stuck in D state for >%dms: %s; devicemapper work could hang "
-             "behind them: wait, check `dmesg`, and do not remove devices until they clear",
-             stuck, HEALTH_DSTATE_INTERVAL_MS, list);
+             "%d storage task(s) stuck in D state for >%dms without waking: %s; devicemapper "
+             "work could hang behind them: wait, check `dmesg`, and do not remove devices until "
+             "they clear",
+             stuck, HEALTH_DSTATE_WINDOW_MS, list);
     else if (other)
         setf(c, HEALTH_WARN, "%d other task(s) in D state (not storage related)", other);
+    else if (busy)
+        setf(c, HEALTH_OK, "no storage task stuck (%d waiting on I/O and waking: a busy disk)",
+             busy);
     else
         setf(c, HEALTH_OK, "no storage tasks in D state");
 }

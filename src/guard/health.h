@@ -6,9 +6,11 @@
  * These checks look for the symptoms first, each bounded by its own timeout (a check that hangs
  * reports FAIL "timed out" and its thread is abandoned):
  *
- *   dstate   tasks in uninterruptible sleep (D) tied to dm/jbd2/loop/kworker/ext4, present in
- *            two samples taken HEALTH_DSTATE_INTERVAL_MS apart (a single sample catches normal
- *            short I/O waits)
+ *   dstate   tasks in uninterruptible sleep (D) tied to dm/jbd2/loop/kworker/ext4 that stay
+ *            there without a single context switch for HEALTH_DSTATE_WINDOW_MS (sampled every
+ *            HEALTH_DSTATE_INTERVAL_MS): a task behind a hung or suspended device never wakes,
+ *            while a busy disk's writers block, wake and block again many times a second (a
+ *            single sample, or two, would take a busy disk for a hung one)
  *   kmsg     kernel log lines since the last check that mean trouble: thin-pool errors,
  *            needs_check, I/O errors, "blocked for more than", OOM kills, ext4 errors. The last
  *            sequence number seen is kept in <state>/kmsg.cursor; on the first run only lines
@@ -31,7 +33,8 @@ const char *health_level_name(enum health_level l); /* "ok", "warn", "fail", "sk
 
 /* Thresholds and timings, with their reasons. */
 #define HEALTH_CHECK_TIMEOUT_MS 3000    /* a /proc read that takes longer is itself a symptom */
-#define HEALTH_DSTATE_INTERVAL_MS 200   /* two samples this far apart */
+#define HEALTH_DSTATE_INTERVAL_MS 200   /* D-state samples this far apart */
+#define HEALTH_DSTATE_WINDOW_MS 1000    /* stuck: in D with no context switch this long */
 #define HEALTH_KMSG_FIRST_WINDOW_S 600  /* first run: only the last 10 minutes of the log */
 #define HEALTH_MEM_FAIL_PCT 3.0         /* MemAvailable below 3%: mkfs/extraction may OOM */
 #define HEALTH_MEM_WARN_PCT 10.0

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,60 @@ static void test_dstate(void **state)
     assert_int_equal(r.overall, HEALTH_FAIL);
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s/123' '%s/77'", proc, proc);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* A writer that bumps /proc/PID/status's switch counters every 50 ms, as a task that blocks,
+ * wakes and blocks again does. */
+static volatile int g_waking = 1;
+
+static void *waker(void *arg)
+{
+    const char *pid = arg;
+    char rel[64], body[128];
+    for (long long n = 1; g_waking; n++) {
+        snprintf(rel, sizeof(rel), "%s/status", pid);
+        snprintf(body, sizeof(body), "Name:\tjbd2\nvoluntary_ctxt_switches:\t%lld\n"
+                 "nonvoluntary_ctxt_switches:\t3\n", n);
+        char path[1024], tmp[1100];
+        snprintf(path, sizeof(path), "%s/%s", proc, rel);
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        tu_write_file(tmp, body, strlen(body));
+        rename(tmp, path);
+        sleep_ms(50);
+    }
+    return NULL;
+}
+
+/* A busy disk is not a hung one: a storage task in D at every sample that keeps waking (its
+ * context switches grow) is no trouble; the same task with its counters still is stuck, and
+ * is reported only after the whole window. */
+static void test_dstate_busy_vs_stuck(void **state)
+{
+    (void)state;
+    put("321/stat", "321 (jbd2/dm-1-8) D 2 0 0 0 -1\n");
+    put("321/status", "Name:\tjbd2\nvoluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t3\n");
+    g_waking = 1;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, waker, "321"), 0);
+    struct health_opts o = opts();
+    struct health_report r;
+    health_run(&o, &r);
+    g_waking = 0;
+    pthread_join(t, NULL);
+    const struct health_check *c = find(&r, "dstate");
+    assert_int_equal(c->level, HEALTH_OK);
+    assert_true(tu_contains(c->detail, "waking: a busy disk"));
+
+    int64_t t0 = mono_ms();
+    health_run(&o, &r); /* the counters stand still now */
+    c = find(&r, "dstate");
+    assert_int_equal(c->level, HEALTH_FAIL);
+    assert_true(tu_contains(c->detail, "321 (jbd2/dm-1-8)"));
+    assert_true(tu_contains(c->detail, "without waking"));
+    assert_true(mono_ms() - t0 >= HEALTH_DSTATE_WINDOW_MS);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s/321'", proc);
     assert_int_equal(system(cmd), 0);
 }
 
@@ -223,7 +278,7 @@ static void test_real_proc(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_healthy),          cmocka_unit_test(test_dstate),
+        cmocka_unit_test(test_healthy),          cmocka_unit_test(test_dstate), cmocka_unit_test(test_dstate_busy_vs_stuck),
         cmocka_unit_test(test_kmsg_once),        cmocka_unit_test(test_memory_and_io),
         cmocka_unit_test(test_pool_and_timeout), cmocka_unit_test(test_real_proc),
     };
