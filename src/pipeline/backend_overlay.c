@@ -346,6 +346,14 @@ static struct fsm_result ov_layer_apply(struct fsm_run *run, struct pipeline *p,
     buf_free(&opts);
     if (r == -ECANCELED)
         return fsm_retry("apply layer %.19s interrupted: %s", q->chain_id, err_str(&e));
+    /* With the index on, overlay refuses (EBUSY) an upper dir that another mount still holds:
+     * after a kill -9, the mount child of the interrupted attempt is killed with its process
+     * (PR_SET_PDEATHSIG), and its mount goes with its namespace a moment later. Only that
+     * mount can hold the diff (the chain lock keeps other runs off it): wait for it to go. */
+    if (r == -EBUSY)
+        return fsm_retry("layer %.19s: directory %s is still held by another overlay mount (an "
+                         "interrupted attempt's, going away): %s",
+                         q->chain_id, diff, err_str(&e));
     if (r < 0)
         return fsm_with_kind(
             fsm_abort("apply layer %.19s into %s: %s", q->chain_id, diff, err_str(&e)),
