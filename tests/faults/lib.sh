@@ -145,7 +145,7 @@ storage_list() {
     fi
     local d
     for d in "$S"/overlay/layers/* "$S"/overlay/act/*; do
-        [ -e "$d" ] && echo "${d#"$S"/overlay/}"
+        [ ! -e "$d" ] || echo "${d#"$S"/overlay/}"
     done | sort | tr '\n' ' ' | sed 's/ *$//'
 }
 
