@@ -57,6 +57,7 @@
 #include "pipeline/updates.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
+#include "util/fault.h"
 #include "util/fsutil.h"
 #include "util/log.h"
 
@@ -156,6 +157,32 @@ static int init_root(const char *dir, const char *from, struct err *e)
         return err_set(e, -errno, "cannot set the owner, mode and times of %s: %s", dir,
                        strerror(errno));
     return 0;
+}
+
+/* The suffix of a new root directory while init_root() gives it its metadata. */
+#define OVERLAY_NEW_SUFFIX ".new"
+
+/* A root directory (a layer's diff, an activation's upper) that exists keeps what it holds; a
+ * new one is made under a temporary name, given init_root(from)'s metadata, and renamed into
+ * place, so that a kill between the mkdir and the metadata leaves no 0700 root behind for the
+ * next attempt to take as made (what such a kill left under the temporary name goes first). */
+static int make_root(const char *dir, const char *from, struct err *e)
+{
+    if (is_dir(dir))
+        return 0;
+    char tmp[4096];
+    int len = snprintf(tmp, sizeof(tmp), "%s%s", dir, OVERLAY_NEW_SUFFIX);
+    if (len < 0 || (size_t)len >= sizeof(tmp))
+        return err_set(e, -ENAMETOOLONG, "the path %s is too long", dir);
+    int r = remove_tree(tmp, e);
+    if (r == 0)
+        r = make_dir(tmp, e);
+    fault_point("overlay.make-root"); /* the window a kill must not leave a root in */
+    if (r == 0)
+        r = init_root(tmp, from, e);
+    if (r == 0 && rename(tmp, dir) < 0)
+        r = err_set(e, -errno, "cannot rename %s to %s: %s", tmp, dir, strerror(errno));
+    return r;
 }
 
 /* The diff dirs of chain_id and its ancestors, top first, each through add(). */
@@ -295,9 +322,7 @@ static struct fsm_result ov_layer_prepare(struct fsm_run *run, struct pipeline *
     char parent[4096] = "";
     if (q->parent_chain[0] && layer_path(p, q->parent_chain, "diff", parent, sizeof(parent)) < 0)
         return fsm_abort("the state directory's path is too long for layer %.19s", q->chain_id);
-    bool fresh = !is_dir(diff);
-    if ((r = make_dir(diff, &e)) < 0 || (r = make_dir(work, &e)) < 0 ||
-        (fresh && (r = init_root(diff, parent[0] ? parent : NULL, &e)) < 0))
+    if ((r = make_root(diff, parent[0] ? parent : NULL, &e)) < 0 || (r = make_dir(work, &e)) < 0)
         return fsm_with_kind(fsm_abort("layer %.19s: %s", q->chain_id, err_str(&e)),
                              err_kind_of(r));
     snprintf(s->device_path, sizeof(s->device_path), "%s", diff);
@@ -346,6 +371,14 @@ static struct fsm_result ov_layer_apply(struct fsm_run *run, struct pipeline *p,
     buf_free(&opts);
     if (r == -ECANCELED)
         return fsm_retry("apply layer %.19s interrupted: %s", q->chain_id, err_str(&e));
+    /* With the index on, overlay refuses (EBUSY) an upper dir that another mount still holds:
+     * after a kill -9, the mount child of the interrupted attempt is killed with its process
+     * (PR_SET_PDEATHSIG), and its mount goes with its namespace a moment later. Only that
+     * mount can hold the diff (the chain lock keeps other runs off it): wait for it to go. */
+    if (r == -EBUSY)
+        return fsm_retry("layer %.19s: directory %s is still held by another overlay mount (an "
+                         "interrupted attempt's, going away): %s",
+                         q->chain_id, diff, err_str(&e));
     if (r < 0)
         return fsm_with_kind(
             fsm_abort("apply layer %.19s into %s: %s", q->chain_id, diff, err_str(&e)),
@@ -530,10 +563,9 @@ static struct fsm_result ov_act_create(struct fsm_run *run, struct pipeline *p,
     char top[4096];
     if (layer_path(p, q->chain_id, "diff", top, sizeof(top)) < 0)
         return fsm_abort("the state directory's path is too long for activation %s", q->name);
-    bool fresh = !is_dir(upper);
     int r = 0;
-    if ((r = make_dir(upper, &e)) < 0 || (fresh && (r = init_root(upper, top, &e)) < 0) ||
-        (r = make_dir(work, &e)) < 0 || (r = mkdir_p(target, OVERLAY_DIR_MODE)) < 0) {
+    if ((r = make_root(upper, top, &e)) < 0 || (r = make_dir(work, &e)) < 0 ||
+        (r = mkdir_p(target, OVERLAY_DIR_MODE)) < 0) {
         err_set(&e, r, "cannot create mount point %s: %s", target, strerror(-r));
         return fsm_with_kind(fsm_abort("activation %s: %s", q->name, err_str(&e)), err_kind_of(r));
     }

@@ -2,7 +2,8 @@
  * fault.h: named fault-injection points for crash tests (as SQLite does with its test hooks).
  *
  * The pipeline calls fault_point("unpack.apply-layer.start") and friends at each transition's
- * start and end. When the environment variable THINIMG_FAULT names that point, the process
+ * start and end; a backend may name points inside its own steps (overlay.make-root,
+ * backend_overlay.c). When the environment variable THINIMG_FAULT names that point, the process
  * kills itself with SIGKILL there: at once ("unpack.apply-layer.start"), or from a timer after
  * a delay ("unpack.apply-layer.start+300ms", to land in the middle of long work). Several points
  * may be listed, comma-separated. THINIMG_FAULT_SKIP=N lets the first N matches pass (to kill at

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# kill_matrix.sh BUILD: kill -9 at every transition of every machine, then new processes
-# (label dm; runs inside the VM). Issue 7, acceptance 1.
+# kill_matrix.sh BUILD: kill -9 at every transition of every machine, then new processes.
+# Issue 7, acceptance 1; issue 17: the same matrix against either storage backend
+# (THINIMG_BACKEND, tests/faults/lib.sh): dm-thin (the default, label dm: inside the VM) and
+# overlay (natively: ctest faults_kill_matrix_overlay).
 #
 # Every fault point `<type>.<transition>.start|.end` of the four machines (fetch, unpack,
 # activate, process) is killed, plus the middle of the long transitions (download,
 # create-device with its mkfs, apply-layer: THINIMG_FAULT=POINT+Nms). A case runs on a fresh
-# state directory and pool:
+# state directory (and pool):
 #
 #   1. process-image with THINIMG_FAULT=POINT: the process must die by SIGKILL at that point
 #      (a point that never fires fails the case). A chain case does this once per point of its
@@ -13,13 +15,17 @@
 #      at the next point;
 #   2. a new process-image of the same image converges: exit 0, every run finished and
 #      succeeded, every layer ready, the activation holds the right files;
-#   3. ids: every id the sequence handed out has one row, no two layers/activations share an
-#      id, every id in the pool is known to the database;
+#   3. ids (check_ids): dm-thin: every id the sequence handed out has one row, no two
+#      layers/activations share an id, every id in the pool is known to the database; overlay:
+#      no device ids at all, every directory under STATE/overlay is named by a record;
 #   4. `gc --dry-run --json` lists exactly the orphans the kills left (EXPECT below);
-#   5. `gc --force` removes them; then `gc --dry-run` finds nothing, the pool's ids are the ids
-#      of the rows that are not deleted, and the dm devices are the pool + the activation.
+#   5. `gc --force` removes them; then `gc --dry-run` finds nothing, and the storage agrees with
+#      the database (check_agree): dm-thin: the pool's ids are the ids of the rows that are not
+#      deleted, the dm devices are the pool + the activation; overlay: the directories are the
+#      recorded layers and activations (no apply's work dir left), the overlay mounts under the
+#      state are the active activations.
 #
-# What each kill point leaves behind (a chain expects the union of its points):
+# What each kill point leaves behind on dm-thin (a chain expects the union of its points):
 #   unpack.create-device.end       the device of the interrupted attempt was created, activated
 #                                  and formatted, but no layer records it: the next attempt
 #                                  takes a fresh one (an interrupted attempt's device is never
@@ -34,7 +40,10 @@
 #                                  process over and releases it at its end
 #   everything else                nothing
 # Ids are deterministic on a fresh pool: layer 1 gets id 1, layer 2 id 2, the activation the
-# next one, unless a kill made a process allocate more.
+# next one, unless a kill made a process allocate more. On overlay no kill leaves anything
+# (kill_leftovers in lib.sh): a layer's directory is named by its chain id, an activation's by
+# its name, and the next attempt works on the same one; its create-device (two mkdirs) has no
+# middle to kill in (LONG_TRANSITIONS), so that delayed case does not apply there.
 #
 # Delayed points: N is 40% of the transition's duration in the clean run (case "clean"), so the
 # kill lands inside it whatever the speed of the machine; the case checks that it did (the
@@ -49,13 +58,15 @@
 # Some cases only (a regular expression over the case names: clean, chain-fetch, chain-unpack,
 # chain-activate, chain-process, and the single points):
 #   FAULTS_ONLY='chain-unpack|create-device' bash tests/faults/kill_matrix.sh BUILD  (in the VM)
+#   THINIMG_BACKEND=overlay bash tests/faults/kill_matrix.sh BUILD                (natively)
 source "$(dirname "$0")/../pipeline/lib.sh"
 source "$(dirname "$0")/lib.sh"
 trap teardown_all EXIT
 
 DEVSIZE=64M
-# NAME|IMAGE|SKIP|EXPECT|OPTIONS|POINTS   (EXPECT: the gc orphans, "kind:id ..."; "@created": read
-# from the database after the kill; POINTS: one, or a chain in pipeline order)
+# NAME|IMAGE|SKIP|EXPECT|OPTIONS|POINTS   (EXPECT: the gc orphans on dm-thin, "kind:id ...",
+# which kill_leftovers turns into the backend's; "@created": read from the database after the
+# kill; POINTS: one, or a chain in pipeline order; @outlive: see outlive_mount in lib.sh)
 CASES=(
     "chain-fetch|f|0||--fetch-queue 1|fetch.check-exists.start fetch.check-exists.end
         fetch.download.start fetch.download.end fetch.validate.start fetch.validate.end
@@ -76,6 +87,15 @@ CASES=(
     "fetch.download.start+DELAY|h|0||--fetch-queue 1|fetch.download.start+DELAY"
     "unpack.create-device.start+DELAY|f|0|@created||unpack.create-device.start+DELAY"
     "unpack.apply-layer.start+DELAY|h|0|||unpack.apply-layer.start+DELAY"
+    # the apply's mount outlives the killed process for a while (@outlive: outlive_mount, on
+    # the backends where that can stand in the way), as it does by a moment when its mount
+    # child dies after it: the next process waits for it
+    "unpack.apply-layer.start/outlived|f|0|||unpack.apply-layer.start @outlive"
+    # the backend's own points (BACKEND_POINTS; cases of the other backend's do not apply):
+    # a new diff (the base layer's: the first make-root) and upper (the third) killed between
+    # its mkdir and its root's metadata: the activation's root is still 0755 root
+    "overlay.make-root/diff|f|0|||overlay.make-root"
+    "overlay.make-root/upper|f|2|||overlay.make-root"
 )
 
 # transition_ms TYPE TRANSITION: how long the first run of TYPE spent in TRANSITION (from its
@@ -110,6 +130,11 @@ kill_at() {
      exit $?) 2>/dev/null || rc=$?
     grep -q "fault point ${point%%+*}: SIGKILL" "$S/kill.err" ||
         fail "fault point $point never fired (exit $rc): $(tail -n 3 "$S/kill.err")"
+    if [[ "$point" == *+* ]] && [ "$rc" = 0 ]; then
+        # the whole process finished before the delay (faster than the clean run)
+        echo "   the process finished before the delayed kill"
+        return 2
+    fi
     assert_eq "$rc" 137 "exit status of the process-image killed at $point (SIGKILL)"
     if [[ "$point" == *+* ]]; then
         local ty=${point%%.*} tr=${point#*.}
@@ -136,15 +161,20 @@ run_case() {
     local img=dir:$FX/images/$x/ t0 rc
     t0=$(ms)
     lap start
-    $T setup-pool --data-size 128M >/dev/null || fail "setup-pool"
+    storage_setup 128M
 
     # 1. the killed processes
     for point in $points; do
+        if [ "$point" = @outlive ]; then
+            outlive_mount 1 # within the apply-layer retries (machine_policy_quick: >= 2 s)
+            continue
+        fi
         rc=0
         kill_at "$point" "$skip" "$opts" "$img" || rc=$?
         [ "$rc" = 0 ] || return "$rc"
     done
     [ "$expect" = "@created" ] && expect=$(created_orphans)
+    expect=$(kill_leftovers "$expect")
     lap kills
 
     # 2. a new process converges
@@ -197,7 +227,7 @@ one_case() {
 }
 
 clean_case() {
-    $T setup-pool --data-size 128M >/dev/null || fail "setup-pool"
+    storage_setup 128M
     $T process-image --device-size $DEVSIZE --fetch-queue 1 --json "$IMG_H" >"$S/p.json" 2>"$S/p.err" ||
         fail "clean process-image: $(tail -n 5 "$S/p.err")"
     for k in fetch.download unpack.create-device unpack.apply-layer; do
@@ -208,6 +238,7 @@ clean_case() {
     $T gc --dry-run --json >"$S/gc.json" || fail "gc --dry-run"
     assert_eq "$(gc_orphans "$S/gc.json")" "" "orphans of a clean run"
     check_agree
+    check_snap_turns
 }
 
 selected() { [ -z "${FAULTS_ONLY:-}" ] || [[ "$1" =~ $FAULTS_ONLY ]]; }
@@ -238,6 +269,11 @@ for c in "${CASES[@]}"; do
     if [[ "$points" == *+DELAY ]]; then
         base=${points%%+*}
         key=${base%.start}
+        if [[ " $LONG_TRANSITIONS " != *" $key "* ]]; then
+            echo "== $name: not on $BACKEND ($key has no middle to kill in)"
+            n=$((n - 1))
+            continue
+        fi
         d=${DUR[$key]:-}
         [ -n "$d" ] || { echo "FAIL: no clean duration for $key"; FAILED+=("$name"); continue; }
         delay=$((d * 4 / 10))
@@ -254,9 +290,18 @@ for c in "${CASES[@]}"; do
         [ "$ok" = 0 ] || FAILED+=("$name")
         continue
     fi
+    na=""
+    for point in $points; do
+        if [ "$point" = @outlive ]; then outlive_applies || na=$point; else point_applies "$point" || na=$point; fi
+    done
+    if [ -n "$na" ]; then
+        echo "== $name: not on $BACKEND ($na: lib.sh, BACKEND_POINTS and outlive_applies)"
+        n=$((n - 1))
+        continue
+    fi
     echo "== $name: $points"
     one_case "k$n" "$x" "$skip" "$expect" "$opts" "$points" || FAILED+=("$name")
 done
 
-echo "kill matrix: $n cases, ${#FAILED[@]} failed${FAILED:+: ${FAILED[*]}}"
+echo "kill matrix ($BACKEND): $n cases, ${#FAILED[@]} failed${FAILED:+: ${FAILED[*]}}"
 [ "${#FAILED[@]}" = 0 ]

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# locks.sh BUILD: two thinimg processes on one state directory (label dm; runs inside the VM).
-# Issue 7, acceptance 4.
+# locks.sh BUILD: two thinimg processes on one state directory. Issue 7, acceptance 4; issue 17:
+# against either storage backend (THINIMG_BACKEND, tests/faults/lib.sh): dm-thin (the default,
+# label dm: inside the VM) and overlay (natively: ctest faults_locks_overlay).
 #
-#   A  process-image of image f stops itself when its base layer's device is created
+#   A  process-image of image f stops itself when its base layer's storage is created (dm-thin:
+#      its thin device; overlay: its layer directory)
 #      (THINIMG_FAULT=unpack.apply-layer.start:stop: SIGSTOP at a known point, holding the
 #      process lock and the chain lock);
 #   B  a second process-image refuses at once: exit 5, naming A's pid and command;
 #   gc --force refuses too (exit 5, names A, mentions --ignore-lock);
 #   C  process-image --wait-lock of image g waits;
-#   gc --force --ignore-lock acts anyway and warns loudly, naming A; A's device (recorded by its
-#      layer) and A's live chain lock are not orphans and stay;
+#   gc --force --ignore-lock acts anyway and warns loudly, naming A; A's layer storage (recorded
+#      by its layer) and A's live chain lock are not orphans and stay;
 #   A continues (SIGCONT) and finishes with the right content while C still waits; then C takes
 #      the lock and succeeds; nothing is left for gc.
 source "$(dirname "$0")/../pipeline/lib.sh"
@@ -24,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 
 fresh_env locks
-$T setup-pool --data-size 256M >/dev/null || fail "setup-pool"
+storage_setup 256M
 
 # A
 # (not under timeout(1), which does not let its command stay stopped; the trap kills A, and
@@ -60,22 +62,23 @@ pass "gc --force refused with exit 5 while A holds the lock"
 $T process-image --wait-lock --device-size 64M --json "$IMG_G" >"$S/c.out" 2>"$S/c.err" &
 CPID=$!
 
-# A stops itself at the start of apply-layer (its device created and recorded).
+# A stops itself at the start of apply-layer (its layer storage created and recorded).
 a_stopped() { grep -q "fault point unpack.apply-layer.start: SIGSTOP" "$S/a.err" &&
               [ "$(awk '{print $3}' "/proc/$A_THINIMG/stat")" = T ]; }
 wait_for 180 a_stopped || fail "A did not stop at unpack.apply-layer.start: $(tail -n 5 "$S/a.err")"
 kill -0 "$CPID" 2>/dev/null || fail "C ended while A holds the lock: $(cat "$S/c.err")"
-DEV1=$(db "SELECT name FROM devices WHERE dev_id = 1")
-[ -n "$DEV1" ] || fail "A has no device yet"
+DEV1=$(unpacking_storage)
+[ -n "$DEV1" ] || fail "A's layer has no storage yet"
+storage_exists "$DEV1" || fail "A's layer storage $DEV1 is recorded but not there"
 run gc2 $T gc --force --ignore-lock --json
 expect_rc 0 "gc --force --ignore-lock"
 expect_in "$ERR" "WARNING: --ignore-lock" "gc --ignore-lock warns"
 expect_in "$ERR" "pid $A_THINIMG (process-image" "the warning names the holder"
 expect_in "$ERR" "may be listed as orphans" "the warning says what is at stake"
 assert_eq "$(gc_orphans "$OUT")" "" "orphans gc --ignore-lock found next to A's live run"
-dmsetup info "$DEV1" >/dev/null 2>&1 || fail "gc --ignore-lock removed A's device $DEV1"
+storage_exists "$DEV1" || fail "gc --ignore-lock removed A's layer storage $DEV1"
 assert_eq "$(db "SELECT count(*) FROM resource_locks")" 1 "A's chain lock after gc --ignore-lock"
-pass "gc --force --ignore-lock warns loudly, names A, and leaves A's device $DEV1 and chain lock alone"
+pass "gc --force --ignore-lock warns loudly, names A, and leaves A's layer storage $DEV1 and chain lock alone"
 
 kill -CONT "$A_THINIMG"
 rc=0
@@ -96,4 +99,4 @@ $T gc --dry-run --json >"$S/gc3.json" || fail "gc --dry-run"
 assert_eq "$(gc_orphans "$S/gc3.json")" "" "orphans after both runs"
 check_ids
 check_agree
-echo "locks: all passed"
+echo "locks ($BACKEND): all passed"
