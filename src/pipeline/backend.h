@@ -28,6 +28,7 @@
 #include "util/err.h"
 
 struct archive_stats;
+struct buf;
 struct mount_spec;
 struct pipeline;
 
@@ -148,14 +149,22 @@ int backend_choose(struct db *db, const char *asked, const struct backend_ops **
 typedef int (*backend_after_apply_fn)(const char *mountpoint, const struct archive_stats *st,
                                       struct err *e);
 
+/* The most bytes of opaque directory paths the mount child hands back (each path with its NUL;
+ * bounded by the mount runner's result limit, dm/mount.h). A layer with more opaque markers
+ * than fit keeps the kernel's whiteouts for the rest: the same merged view. */
+#define BACKEND_OPAQUE_LIST_MAX ((size_t)4 << 20)
+
 /* Apply q->blob_path with the archive module onto the file system spec mounts (dm/mount.h),
  * privately in a child process, then after (NULL: nothing), with the run's progress ("apply")
  * and cancellation (-ECANCELED: the child was killed, the mount went with its namespace). 0
  * with st filled, or a negative errno with e. The caller fills spec's device, mount point,
- * type, flags and options. */
+ * type, flags and options. opaque (NULL: not asked; else initialized, e.g. BUF_INIT) gets
+ * the path of every opaque directory the layer cleared (archive_apply_opaque()), each ending
+ * in a NUL. */
 int backend_apply_mounted(struct fsm_run *run, struct pipeline *p,
                           const struct backend_layer_req *q, struct mount_spec *spec,
-                          backend_after_apply_fn after, struct archive_stats *st, struct err *e);
+                          backend_after_apply_fn after, struct archive_stats *st,
+                          struct buf *opaque, struct err *e);
 
 /* The device-mapper thin-provisioning backend (backend_dm.c). */
 extern const struct backend_ops backend_dm_thin;

@@ -214,7 +214,7 @@ static struct fsm_result dm_layer_apply(struct fsm_run *run, struct pipeline *p,
                               .fstype = "ext4",
                               .flags = MS_NOATIME};
     struct archive_stats st;
-    r = backend_apply_mounted(run, p, q, &spec, NULL, &st, &e);
+    r = backend_apply_mounted(run, p, q, &spec, NULL, &st, NULL, &e);
     if (r == -ECANCELED)
         /* Shutdown, cancel or attempt timeout: the child was killed and its namespace took the
          * mount with it; the next attempt applies the layer again on the same device. */

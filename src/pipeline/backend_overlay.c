@@ -21,9 +21,11 @@
  * apply-layer mounts an overlay of the layer's diff (upper) over its parent chain (lower, top
  * first) privately in a child process (dm/mount.h) and applies the blob with the same secure
  * extractor as dm-thin onto the merged view. The kernel writes the layer's change set in
- * overlay's form: an OCI whiteout applied as a removal becomes a whiteout device in diff (an
- * opaque marker, one per hidden lower entry); a directory removed and made again, an opaque
- * one; a file changed or hardlinked below a lower directory is copied up with its metadata.
+ * overlay's form: an OCI whiteout applied as a removal becomes a whiteout device in diff; a
+ * directory removed and made again, an opaque one; a file changed or hardlinked below a lower
+ * directory is copied up with its metadata. An opaque marker clears the lower entries (one
+ * whiteout each); after the mount, the directory in diff is marked opaque instead
+ * (mark_opaque_dirs()).
  * So the diff is what the layer changes, and the merged view is what dm-thin's snapshot holds
  * (tests/pipeline/overlay.sh compares them). Every mount has metacopy and redirect_dir off, so
  * that a diff holds whole files and plain directories and serves as a lower layer of any later
@@ -41,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +51,8 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "archive/archive.h"
@@ -259,6 +264,102 @@ static int copy_up_aliases(const char *mountpoint, const struct archive_stats *s
     return 0;
 }
 
+/* overlay's mark of an opaque directory (the kernel sets it on a directory made over a
+ * whiteout); the trusted namespace, as the mounts have no userxattr. */
+#define OVERLAY_OPAQUE_XATTR "trusted.overlay.opaque"
+/* Deeper than any layer's tree (the archive policy caps path depth far below). */
+#define OVERLAY_WALK_MAX_DEPTH 4096
+
+/* A whiteout in overlay's form: a character device 0:0. */
+static bool is_whiteout(const struct stat *sb)
+{
+    return S_ISCHR(sb->st_mode) && sb->st_rdev == makedev(0, 0);
+}
+
+/* Delete every whiteout below the directory open as fd (closed here), which is on the diff's
+ * file system: no symlink is followed, no mount entered. */
+static int drop_whiteouts(int fd, dev_t dev, int depth)
+{
+    if (depth > OVERLAY_WALK_MAX_DEPTH) {
+        close(fd);
+        return -ELOOP;
+    }
+    _cleanup_closedir_ DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (de->d_type != DT_UNKNOWN && de->d_type != DT_CHR && de->d_type != DT_DIR)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+            return -errno;
+        if (is_whiteout(&sb)) {
+            if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+                return -errno;
+        } else if (S_ISDIR(sb.st_mode) && sb.st_dev == dev) {
+            int cfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int r = cfd < 0 ? -errno : drop_whiteouts(cfd, dev, depth + 1);
+            if (r < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+/*
+ * After the apply (the overlay is unmounted: its namespace is gone), each directory the layer
+ * marked opaque, in overlay's own form. On the merged view the extractor removed the
+ * directory's lower entries one by one, which the kernel recorded as a whiteout each in the
+ * diff; the directory in the diff is now marked opaque (what the kernel does to a directory
+ * made again over a removed one) and those whiteouts, below it at any depth, are deleted: an
+ * opaque directory hides every lower entry, so they are redundant. What the layer itself
+ * wrote there (before or after the marker in the tar) stays. Paths are resolved below diff
+ * without following a symlink; a directory that is not in the diff (nothing below was hidden)
+ * or is reached through a symlink keeps the kernel's form, and so does the root: overlay never
+ * reads the opaque mark of a layer's root. Marking first and then deleting converges when
+ * interrupted (the next attempt applies the layer again). Cost: a walk of the diff below each
+ * opaque directory, i.e. of what this layer wrote there.
+ */
+static int mark_opaque_dirs(const char *diff, const struct buf *list, struct err *e)
+{
+    if (!list->len)
+        return 0;
+    _cleanup_close_ int root = open(diff, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat rsb;
+    if (root < 0 || fstat(root, &rsb) < 0)
+        return err_set(e, -errno, "cannot open %s: %s", diff, strerror(errno));
+    for (size_t off = 0; off < list->len;) {
+        const char *dir = list->data + off;
+        off += strnlen(dir, list->len - off) + 1;
+        if (!dir[0])
+            continue;
+        struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                          RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+        long fd = syscall(SYS_openat2, root, dir, &how, sizeof(how));
+        if (fd < 0 && (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || errno == EXDEV))
+            continue; /* not in the diff as a directory: the kernel's form stays */
+        if (fd < 0)
+            return err_set(e, -errno, "cannot open %s/%s: %s", diff, dir, strerror(errno));
+        int dfd = (int)fd;
+        int r = fsetxattr(dfd, OVERLAY_OPAQUE_XATTR, "y", 1, 0) < 0 ? -errno : 0;
+        if (r < 0) {
+            close(dfd);
+            return err_set(e, r, "cannot mark %s/%s opaque: %s", diff, dir, strerror(-r));
+        }
+        r = drop_whiteouts(dfd, rsb.st_dev, 0);
+        if (r < 0)
+            return err_set(e, r, "cannot delete the whiteouts below opaque %s/%s: %s", diff, dir,
+                           strerror(-r));
+    }
+    return 0;
+}
+
 static int ov_layer_check(struct pipeline *p, struct fsm_run *run, const char *chain_id,
                           const struct layer_rec *l, struct err *e)
 {
@@ -342,8 +443,12 @@ static struct fsm_result ov_layer_apply(struct fsm_run *run, struct pipeline *p,
                               .fstype = "overlay",
                               .flags = MS_NOATIME,
                               .options = (const char *)opts.data};
-    r = backend_apply_mounted(run, p, q, &spec, copy_up_aliases, &st, &e);
+    struct buf opaque = BUF_INIT;
+    r = backend_apply_mounted(run, p, q, &spec, copy_up_aliases, &st, &opaque, &e);
     buf_free(&opts);
+    if (r == 0)
+        r = mark_opaque_dirs(diff, &opaque, &e);
+    buf_free(&opaque);
     if (r == -ECANCELED)
         return fsm_retry("apply layer %.19s interrupted: %s", q->chain_id, err_str(&e));
     if (r < 0)

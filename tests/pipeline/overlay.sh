@@ -6,7 +6,9 @@
 #     entry by entry (modes, owners, xattrs, hardlinks, symlinks; whiteout and opaque dir
 #     honoured), and the diff dirs hold overlay's whiteouts (character devices 0:0)
 #  2. an image made for it (make-overlay-image.py): xattrs, a FIFO, whiteouts of a file and a
-#     directory, an opaque dir, a hardlink to a lower file, a lower dir re-owned, type changes
+#     directory, an opaque dir (entries of the layer before and after its marker), a hardlink
+#     to a lower file, a lower dir re-owned, type changes; an opaque dir's diff is marked
+#     trusted.overlay.opaque=y with no whiteout below it (also the example's)
 #  3. a second image sharing the two lower layers adds one layer directory only
 #  4. the state directory keeps its backend: --backend dm-thin is refused; status reports the
 #     backend and du-like usage per layer directory and activation (no pool, exit 0)
@@ -50,7 +52,14 @@ cmp_tree "$M1" "$W/ref1" || fail "merged view differs from thinimg extract of th
 TOP=$OV/layers/$(jget "$W/p1.json" '.layers[2].chain_id' | cut -d: -f2)/diff
 assert_eq "$(stat -c '%F %t:%T' "$TOP/etc/motd")" "character special file 0:0" "whiteout form"
 [ ! -e "$TOP/usr/bin" ] || fail "the top layer's diff holds what it does not change"
-pass "example: merged view equals thinimg extract; whiteouts are overlay's (0:0) in the diff"
+# an opaque dir in overlay's own form: marked, with no whiteout of each hidden lower entry
+opaque_form() { # DIR: trusted.overlay.opaque is y, no whiteout (char device) below it
+    assert_eq "$(getfattr --absolute-names -n trusted.overlay.opaque --only-values "$1" 2>&1)" y \
+        "trusted.overlay.opaque of $1"
+    assert_eq "$(find "$1" -type c | wc -l)" 0 "whiteouts below the opaque $1"
+}
+opaque_form "$TOP/usr/share/doc"
+pass "example: merged view equals thinimg extract; whiteouts are overlay's (0:0), the opaque dir is marked"
 
 # 2. the made image
 python3 "$SRC/tests/pipeline/make-overlay-image.py" "$W/src"
@@ -61,6 +70,10 @@ $T extract --root "$W/ref2" "$W"/src/images/ovl/{1,2}.tar >/dev/null
 cmp_tree "$M2" "$W/ref2" || fail "merged view of ovl differs from thinimg extract"
 assert_eq "$(stat -c %h "$M2/srv/link")" 3 "hardlink group across layers (srv/data, link, third)"
 assert_eq "$(stat -c '%a %u:%g' "$M2/lib/keep")" "711 7:7" "lower dir's metadata under a new file"
+D2=$OV/layers/$(jget "$W/p2.json" '.layers[1].chain_id' | cut -d: -f2)/diff
+opaque_form "$D2/opt"
+assert_eq "$(cd "$M2/opt" && find . | sort | tr '\n' ' ')" ". ./new ./sub ./sub/before " \
+    "opaque opt: the layer's own entries, before and after the marker"
 pass "ovl: xattrs, FIFO, whiteouts, opaque dir, hardlink to a lower file, type changes"
 
 # 3. shared lower layers
