@@ -19,6 +19,7 @@
 
 #include "daemon/api.h"
 #include "daemon/daemon_internal.h"
+#include "daemon/views.h"
 #include "dm/pool.h"
 #include "pipeline/activate.h"
 #include "pipeline/backend.h"
@@ -314,6 +315,7 @@ static int host_opened(struct host *h, void *ud, struct err *e)
     if (r < 0)
         return r;
     daemon_metrics_describe();
+    view_state_dir(d->cfg->state_dir); /* the overlay backend's usage figures (views.h) */
     l->api_fd = daemon_listen_unix(d->socket_path, o->socket_mode ? o->socket_mode : 0600, e);
     if (l->api_fd < 0)
         return l->api_fd;

@@ -64,6 +64,11 @@ struct backend_act {
     bool reactivate;       /* the storage exists (after a reboot or deactivate): bring it up */
 };
 
+/* Disk usage of a directory tree, du-like: allocated bytes, each inode once. */
+struct backend_du {
+    uint64_t bytes, entries;
+};
+
 struct backend_ops {
     const char *name; /* "dm-thin" */
 
@@ -129,6 +134,15 @@ struct backend_ops {
     int (*act_down)(struct pipeline *p, const struct activation_rec *a, bool remove, struct err *e);
     /* Delete a layer's storage (l as recorded), which nothing uses any more. */
     int (*layer_remove)(struct pipeline *p, const struct layer_rec *l, struct err *e);
+
+    /* ---- usage (the listings: list-images, list-snapshots, the API's views) ---- */
+
+    /* The disk bytes of a layer's own storage (l as recorded) and of an activation's (its
+     * writes), du-like, under state_dir: 1 with *u; 0 when the backend accounts for them
+     * elsewhere (dm-thin: the pool's metadata, dm/usage.h); a negative errno when they cannot
+     * be read. A query only (no pipeline needed). */
+    int (*layer_usage)(const char *state_dir, const struct layer_rec *l, struct backend_du *u);
+    int (*act_usage)(const char *state_dir, const struct activation_rec *a, struct backend_du *u);
 };
 
 /* The backend named name ("dm-thin", "overlay"); NULL when there is none of that name. */

@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -691,16 +692,23 @@ static int ov_layer_remove(struct pipeline *p, const struct layer_rec *l, struct
 
 /* ---- usage ------------------------------------------------------------------------------- */
 
-/* du's count: allocated blocks, each inode once (a hardlink group counts once). nftw passes no
- * user data, so the sums live in thread-local state for the walk. */
-struct du_seen {
+/*
+ * du's count: allocated blocks (st_blocks), each inode once. A file with more than one name
+ * is noted (device, inode, blocks) and summed after the walk once per inode (sorted), so a
+ * hardlink group counts once: O(n) lstat calls for n entries plus O(h log h) for h names of
+ * multiply-linked files, memory 24 bytes per such name. nftw passes no user data, so the
+ * sums live in thread-local state for the walk (the daemon's threads each have their own).
+ */
+struct du_link {
     dev_t dev;
     ino_t ino;
+    uint64_t bytes;
 };
 static _Thread_local struct du_state {
     uint64_t bytes, entries;
-    struct du_seen *seen;
+    struct du_link *links;
     size_t n, cap;
+    bool oom;
 } du;
 
 static int du_visit(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -708,34 +716,122 @@ static int du_visit(const char *path, const struct stat *sb, int flag, struct FT
     (void)path;
     (void)flag;
     (void)ftw;
-    if (!S_ISDIR(sb->st_mode) && sb->st_nlink > 1) {
-        for (size_t i = 0; i < du.n; i++)
-            if (du.seen[i].dev == sb->st_dev && du.seen[i].ino == sb->st_ino)
-                return 0;
-        if (du.n == du.cap) {
-            size_t cap = du.cap ? du.cap * 2 : 64;
-            struct du_seen *v = realloc(du.seen, cap * sizeof(*v));
-            if (!v)
-                return -1;
-            du.seen = v;
-            du.cap = cap;
-        }
-        du.seen[du.n++] = (struct du_seen){sb->st_dev, sb->st_ino};
+    uint64_t bytes = (uint64_t)sb->st_blocks * 512;
+    if (S_ISDIR(sb->st_mode) || sb->st_nlink < 2) {
+        du.bytes += bytes;
+        du.entries++;
+        return 0;
     }
-    du.bytes += (uint64_t)sb->st_blocks * 512;
-    du.entries++;
+    if (du.n == du.cap) {
+        size_t cap = du.cap ? du.cap * 2 : 64;
+        struct du_link *v = realloc(du.links, cap * sizeof(*v));
+        if (!v) {
+            du.oom = true;
+            return -1;
+        }
+        du.links = v;
+        du.cap = cap;
+    }
+    du.links[du.n++] = (struct du_link){sb->st_dev, sb->st_ino, bytes};
     return 0;
 }
 
+static int du_link_cmp(const void *a, const void *b)
+{
+    const struct du_link *x = a, *y = b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* du of the tree at path (FTW_MOUNT: a mount below is not entered). */
 static int du_tree(const char *path, uint64_t *bytes, uint64_t *entries)
 {
     du = (struct du_state){0};
-    int r = nftw(path, du_visit, 16, FTW_PHYS | FTW_MOUNT) < 0 ? -(errno ? errno : EIO) : 0;
+    int r = nftw(path, du_visit, 16, FTW_PHYS | FTW_MOUNT) < 0
+                ? (du.oom ? -ENOMEM : -(errno ? errno : EIO))
+                : 0;
+    if (du.n)
+        qsort(du.links, du.n, sizeof(*du.links), du_link_cmp);
+    for (size_t i = 0; i < du.n; i++)
+        if (i == 0 || du_link_cmp(&du.links[i - 1], &du.links[i]) != 0) {
+            du.bytes += du.links[i].bytes;
+            du.entries++;
+        }
     *bytes = du.bytes;
     *entries = du.entries;
-    free(du.seen);
+    free(du.links);
     du = (struct du_state){0};
     return r;
+}
+
+/*
+ * A committed layer's diff never changes (backend.h), so its du is kept for the process's
+ * life, by chain hash and the diff directory's identity (a layer removed and unpacked again is
+ * a new directory): a listing that shows a layer under every image using it walks it once,
+ * and a daemon once at all. An upper directory changes with every write: never kept.
+ */
+#define OVERLAY_DU_CACHE_MAX 1024
+struct du_cached {
+    char hex[DIGEST_STR_LEN + 1];
+    dev_t dev;
+    ino_t ino;
+    struct timespec ctime;
+    struct backend_du u;
+};
+static struct du_cached du_cache[OVERLAY_DU_CACHE_MAX];
+static size_t du_cache_n, du_cache_next;
+static pthread_mutex_t du_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool du_cache_match(const struct du_cached *c, const char *hex, const struct stat *sb)
+{
+    return !strcmp(c->hex, hex) && c->dev == sb->st_dev && c->ino == sb->st_ino &&
+           c->ctime.tv_sec == sb->st_ctim.tv_sec && c->ctime.tv_nsec == sb->st_ctim.tv_nsec;
+}
+
+static int ov_layer_usage(const char *state_dir, const struct layer_rec *l, struct backend_du *u)
+{
+    char dir[4096];
+    const char *hex = chain_hex(l->chain_id);
+    int len = snprintf(dir, sizeof(dir), "%s/%s/layers/%s/diff", state_dir, OVERLAY_SUBDIR, hex);
+    if (len < 0 || (size_t)len >= sizeof(dir) || strlen(hex) > DIGEST_STR_LEN)
+        return -ENAMETOOLONG;
+    struct stat sb;
+    if (stat(dir, &sb) < 0)
+        return -errno;
+    bool committed = l->state && !strcmp(l->state, "ready");
+    pthread_mutex_lock(&du_cache_lock);
+    for (size_t i = 0; committed && i < du_cache_n; i++)
+        if (du_cache_match(&du_cache[i], hex, &sb)) {
+            *u = du_cache[i].u;
+            pthread_mutex_unlock(&du_cache_lock);
+            return 1;
+        }
+    pthread_mutex_unlock(&du_cache_lock);
+    int r = du_tree(dir, &u->bytes, &u->entries);
+    if (r < 0)
+        return r;
+    if (committed) {
+        pthread_mutex_lock(&du_cache_lock);
+        struct du_cached *c = &du_cache[du_cache_next];
+        du_cache_next = (du_cache_next + 1) % OVERLAY_DU_CACHE_MAX;
+        if (du_cache_n < OVERLAY_DU_CACHE_MAX)
+            du_cache_n++;
+        *c = (struct du_cached){.dev = sb.st_dev, .ino = sb.st_ino, .ctime = sb.st_ctim, .u = *u};
+        snprintf(c->hex, sizeof(c->hex), "%s", hex);
+        pthread_mutex_unlock(&du_cache_lock);
+    }
+    return 1;
+}
+
+static int ov_act_usage(const char *state_dir, const struct activation_rec *a, struct backend_du *u)
+{
+    char dir[4096];
+    int len = snprintf(dir, sizeof(dir), "%s/%s/act/%s/upper", state_dir, OVERLAY_SUBDIR, a->name);
+    if (len < 0 || (size_t)len >= sizeof(dir))
+        return -ENAMETOOLONG;
+    int r = du_tree(dir, &u->bytes, &u->entries);
+    return r < 0 ? r : 1;
 }
 
 int backend_overlay_usage(const struct config *cfg, struct backend_usage **out, size_t *n)
@@ -852,4 +948,6 @@ const struct backend_ops backend_overlay = {
     .act_failed = ov_act_failed,
     .act_down = ov_act_down,
     .layer_remove = ov_layer_remove,
+    .layer_usage = ov_layer_usage,
+    .act_usage = ov_act_usage,
 };

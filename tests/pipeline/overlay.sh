@@ -11,7 +11,9 @@
 #     trusted.overlay.opaque=y with no whiteout below it (also the example's)
 #  3. a second image sharing the two lower layers adds one layer directory only
 #  4. the state directory keeps its backend: --backend dm-thin is refused; status reports the
-#     backend and du-like usage per layer directory and activation (no pool, exit 0)
+#     backend and du-like usage per layer directory and activation (no pool, exit 0);
+#     list-images and list-snapshots (--json and text) name the backend and give du of the
+#     diff and upper dirs as the layers', images' and activations' bytes
 #  5. deactivate unmounts and keeps the writes; activate mounts them again; a mount gone behind
 #     thinimg's back (a reboot) is mounted again by process-image; --mount-at; remove deletes
 #     the activation's directories, remove --image the layer directories no image uses
@@ -99,6 +101,41 @@ DU=$(du -s -B1 "$TOP" | cut -f1)
 assert_eq "$(jget "$W/status.json" ".storage[] | select(.path == \"$TOP\") | .bytes")" "$DU" \
     "status bytes of the top layer vs du"
 pass "status: backend overlay, $(jget "$W/status.json" '.storage | length') directories, top layer $DU bytes (= du)"
+# the listings: the backend, and du of the diff / upper dirs in the EXCL / SHARED / USED places
+DU_TOL=16384 # bytes: du and thinimg walk the same unchanged trees (one directory block or so)
+near() { # GOT WANT WHAT
+    [ "$1" != null ] && [ $(($1 > $2 ? $1 - $2 : $2 - $1)) -le $DU_TOL ] ||
+        fail "$3: got '$1', du says $2 (tolerance $DU_TOL)"
+}
+dub() { du --block-size=1 -s "$1" | cut -f1; }
+echo kept >"$M1/root/written" # the activation's upper holds a write
+$T list-images --json >"$W/li.json"
+$T list-snapshots --json >"$W/ls.json"
+assert_eq "$(jget "$W/li.json" '[.[].backend] | unique | join(",")')" overlay "list-images backend"
+assert_eq "$(jget "$W/ls.json" '[.[].backend] | unique | join(",")')" overlay "list-snapshots backend"
+IMG='.[] | select(.name == "busybox:3")'
+L=() # busybox:3's layer diffs, bottom first; busybox-extra shares the lower two
+for i in 0 1 2; do
+    L[i]=$OV/layers/$(jget "$W/li.json" "$IMG | .layers[$i].chain_id" | cut -d: -f2)/diff
+    near "$(jget "$W/li.json" "$IMG | .layers[$i].disk_bytes")" "$(dub "${L[i]}")" "layer $i disk_bytes"
+    near "$(jget "$W/li.json" "$IMG | .layers[$i].exclusive_bytes")" "$(dub "${L[i]}")" "layer $i exclusive_bytes"
+done
+near "$(jget "$W/li.json" "$IMG | .exclusive_bytes")" "$(dub "${L[2]}")" "image exclusive_bytes (its own layer)"
+near "$(jget "$W/li.json" "$IMG | .shared_bytes")" $(($(dub "${L[0]}") + $(dub "${L[1]}"))) \
+    "image shared_bytes (the layers busybox-extra uses too)"
+UP=$OV/act/busybox-3/upper
+near "$(jget "$W/ls.json" '.[] | select(.name == "busybox-3") | .disk_bytes')" "$(dub "$UP")" "activation disk_bytes"
+near "$(jget "$W/ls.json" '.[] | select(.name == "busybox-3") | .exclusive_bytes')" "$(dub "$UP")" "activation exclusive_bytes"
+assert_eq "$(jget "$W/ls.json" '.[] | select(.name == "busybox-3") | .kernel_state')" active "activation kernel_state"
+$T list-snapshots >"$W/ls.txt" 2>"$W/ls.err"
+assert_eq "$(head -1 "$W/ls.txt")" "backend overlay" "list-snapshots first line"
+grep -Eq "^busybox-3 +busybox:3 +active +$M1 .*[0-9.]+ (B|KiB|MiB)" "$W/ls.txt" ||
+    fail "list-snapshots: no USED for busybox-3: $(cat "$W/ls.txt")"
+[ ! -s "$W/ls.err" ] || fail "list-snapshots wrote to stderr: $(cat "$W/ls.err")"
+$T list-images --layers >"$W/li.txt" 2>"$W/li.err"
+assert_eq "$(head -1 "$W/li.txt")" "backend overlay" "list-images first line"
+[ ! -s "$W/li.err" ] || fail "list-images wrote to stderr (a '-' note?): $(cat "$W/li.err")"
+pass "list-images, list-snapshots: backend overlay; layer, image and activation bytes = du of the diff and upper dirs"
 
 # 5. life cycle
 echo kept >"$M1/root/written"
