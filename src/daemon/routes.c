@@ -652,13 +652,14 @@ static enum http_next post_activation(struct daemon *d, const struct http_reques
         http_reply_error(out, 400, "invalid", "wait must be seconds, 0 to %d", API_MAX_WAIT_S);
         return HTTP_DONE;
     }
-    static const char *const fields[] = {"image", "name", NULL};
+    static const char *const fields[] = {"image", "name", "mount_at", NULL};
     json_t *o = body_object(rq, out, fields);
     if (!o)
         return HTTP_DONE;
-    const char *image, *name;
+    const char *image, *name, *mount_at;
     enum http_next next = HTTP_DONE;
-    if (str_field(o, "image", true, &image, out) && str_field(o, "name", false, &name, out)) {
+    if (str_field(o, "image", true, &image, out) && str_field(o, "name", false, &name, out) &&
+        str_field(o, "mount_at", false, &mount_at, out)) {
         if (!image_name_ok(image))
             http_reply_error(out, 400, "invalid", "invalid image name or ref");
         else if (name && !imagedb_name_valid(name))
@@ -666,7 +667,7 @@ static enum http_next post_activation(struct daemon *d, const struct http_reques
         else {
             struct fsm_id run;
             struct err e = {0};
-            int r = pipeline_start_activate(d->p, image, name, &run, &e);
+            int r = pipeline_start_activate_at(d->p, image, name, mount_at, &run, &e);
             if (r < 0)
                 http_reply_err(out, r, &e);
             else

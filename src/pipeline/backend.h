@@ -207,3 +207,10 @@ int backend_overlay_orphans(struct db *db, const struct config *cfg, backend_orp
                             void *ud);
 /* Remove such a directory: its merged dir unmounted first when mounted, then the tree. */
 int backend_overlay_remove_dir(const char *path, struct err *e);
+/* Stale mounts, for gc: every activation recorded other than active whose mount point (its
+ * record's) holds an overlay mount of its own upper dir (fn gets the mount point, the
+ * activation's name and its state). An overlay there that is not of its upper dir is not
+ * thinimg's: not listed. */
+typedef void (*backend_mount_fn)(const char *path, const char *name, const char *state, void *ud);
+int backend_overlay_stale_mounts(struct db *db, const struct config *cfg, backend_mount_fn fn,
+                                 void *ud);

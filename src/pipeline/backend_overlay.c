@@ -921,6 +921,58 @@ int backend_overlay_orphans(struct db *db, const struct config *cfg, backend_orp
     return 0;
 }
 
+/* Whether the mount at path is an overlay whose upper dir is upper (/proc/self/mountinfo: the
+ * mount point, field 5, and the super options after " - overlay SOURCE"). Paths with
+ * characters mountinfo escapes never match: not ours, as far as this check can tell. */
+static bool overlay_upper_is(const char *path, const char *upper)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return false;
+    char want[4096 + 16];
+    snprintf(want, sizeof(want), "upperdir=%s", upper);
+    size_t wl = strlen(want);
+    char *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+    while (!found && getline(&line, &cap, f) > 0) {
+        char point[4096];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 || strcmp(point, path) != 0)
+            continue;
+        const char *sep = strstr(line, " - overlay ");
+        for (const char *o = sep ? strstr(sep, want) : NULL; o && !found; o = strstr(o + 1, want))
+            found = (o[-1] == ',' || o[-1] == ' ') && (o[wl] == ',' || o[wl] == '\n');
+    }
+    free(line);
+    return found;
+}
+
+struct stale_ctx {
+    const struct config *cfg;
+    backend_mount_fn fn;
+    void *ud;
+};
+
+static int stale_one(const struct activation_rec *a, void *ud)
+{
+    struct stale_ctx *c = ud;
+    if (!strcmp(a->state, "active") || !ov_act_recorded(a) || !overlay_mounted(a->device_path))
+        return 0;
+    char upper[4096];
+    int len = snprintf(upper, sizeof(upper), "%s/%s/act/%s/upper", c->cfg->state_dir,
+                       OVERLAY_SUBDIR, a->name);
+    if (len > 0 && (size_t)len < sizeof(upper) && overlay_upper_is(a->device_path, upper))
+        c->fn(a->device_path, a->name, a->state, c->ud);
+    return 0;
+}
+
+int backend_overlay_stale_mounts(struct db *db, const struct config *cfg, backend_mount_fn fn,
+                                 void *ud)
+{
+    struct stale_ctx c = {cfg, fn, ud};
+    return imagedb_activation_list(db, 0, false, NULL, stale_one, &c);
+}
+
 int backend_overlay_remove_dir(const char *path, struct err *e)
 {
     char merged[4096];

@@ -22,8 +22,13 @@
 #     converges to the same merged view
 #  7. gc: an orphan layer dir and an orphan activation dir (its overlay mounted) are listed by
 #     `gc --dry-run` as overlay-dir (beside the blobs of the removed image), and removed by
-#     `gc --force` (the mount first); recorded layers and activations are untouched
-#  8. a mount gone (a reboot) is mounted again when the daemon starts, with the writes
+#     `gc --force` (the mount first); recorded layers and activations are untouched; gc says
+#     no word of a pool (gc --json: backend overlay, no note); an overlay mount up
+#     while its activation is recorded inactive is a 'mount' orphan (dry run first, then
+#     unmounted, the upper dir kept); an overlay there of another upper dir is not listed
+#  8. a mount gone (a reboot) is mounted again when the daemon starts, with the writes; its
+#     reconcile logs nothing about a pool; GET /v1/activations and /v1/images give the backend
+#     and du figures; activate --mount-at goes through its API (a relative one: exit 2)
 source "$(dirname "$0")/lib.sh"
 need python3
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root (overlay mounts)"; exit 77; }
@@ -39,6 +44,7 @@ EX=$BUILD/example
 [ -f "$EX/images/busybox/3.tar" ] || fail "no example source in $EX (build the 'example' target)"
 T="$BIN --log-level warn"
 OV=$THINIMG_STATE_DIR/overlay
+has() { [[ "$1" == *"$2"* ]] || fail "$3: '$1' does not say '$2'"; }
 cmp_tree() { python3 "$SRC/tests/archive/treecmp.py" "$1" "$2" --no-dir-mtime; }
 
 # 1. the example
@@ -185,6 +191,9 @@ mount -t overlay overlay -o "lowerdir=$OV/layers/0bad/diff,upperdir=$G/upper,wor
 $T gc --dry-run --json >"$W/gc.json" 2>/dev/null
 assert_eq "$(jget "$W/gc.json" '[.orphans[] | select(.kind == "overlay-dir") | "\(.kind):\(.what)"] | sort | join(" ")')" \
     "overlay-dir:$OV/act/ghost overlay-dir:$OV/layers/0bad" "gc --dry-run orphans"
+assert_eq "$(jget "$W/gc.json" '"\(.backend) \(has("note"))"')" "overlay false" "gc --json: backend, no pool note"
+$T gc --dry-run >"$W/gc.txt" 2>&1 || fail "gc --dry-run failed: $(cat "$W/gc.txt")"
+! grep -qi pool "$W/gc.txt" || fail "gc on an overlay state dir talks about a pool: $(cat "$W/gc.txt")"
 [ -d "$OV/layers/0bad" ] || fail "gc --dry-run removed something"
 N=$(ls "$OV/layers" | wc -l)
 $T gc --force >/dev/null 2>&1 || fail "gc --force failed"
@@ -193,6 +202,30 @@ $T gc --force >/dev/null 2>&1 || fail "gc --force failed"
 assert_eq "$(ls "$OV/layers" | wc -l)" $((N - 1)) "layer dirs after gc --force"
 grep -q " $M1 overlay " /proc/self/mounts || fail "gc took down a recorded activation"
 pass "gc: orphan layer and activation dirs (mounted) listed, then removed; recorded ones kept"
+# a mount up while its record says inactive (mounted behind thinimg's back after deactivate)
+$T deactivate busybox-3 >/dev/null
+AW=$OV/act/busybox-3/work
+mount -t overlay overlay -o "lowerdir=${L[2]}:${L[1]}:${L[0]},upperdir=$UP,workdir=$AW" "$M1"
+rc=0
+$T gc --dry-run --json >"$W/gc2.json" 2>/dev/null || rc=$?
+assert_eq "$rc" 0 "gc --dry-run exit with a stale mount"
+assert_eq "$(jget "$W/gc2.json" '[.orphans[] | select(.kind == "mount") | "\(.what) \(.removable)"] | join(" ")')" \
+    "$M1 true" "gc --dry-run: the stale overlay mount"
+has "$(jget "$W/gc2.json" '.orphans[] | select(.kind == "mount") | .reason')" \
+    "activation busybox-3, whose record says inactive" "stale mount reason"
+grep -q " $M1 overlay " /proc/self/mounts || fail "gc --dry-run unmounted $M1"
+$T gc --force --json >"$W/gc3.json" 2>/dev/null || fail "gc --force with a stale mount failed"
+assert_eq "$(jget "$W/gc3.json" '.orphans[] | select(.kind == "mount") | .result')" done "gc --force result"
+! grep -q " $M1 " /proc/self/mounts || fail "gc --force left the stale mount $M1"
+assert_eq "$(cat "$UP/root/written")" kept "the upper dir after gc unmounted it"
+# an overlay there that is not of the activation's upper dir is not thinimg's: not listed
+mkdir -p "$W/fu" "$W/fw"
+mount -t overlay overlay -o "lowerdir=${L[0]},upperdir=$W/fu,workdir=$W/fw" "$M1"
+$T gc --dry-run --json >"$W/gc4.json" 2>/dev/null
+assert_eq "$(jget "$W/gc4.json" '[.orphans[] | select(.kind == "mount")] | length')" 0 "foreign overlay listed"
+umount "$M1"
+$T activate busybox:3 >/dev/null
+pass "gc: an overlay mount up while its record says inactive is a 'mount' orphan (dry run, then unmounted; writes kept); a foreign one is not"
 
 # 8. the daemon's start mounts an activation again
 umount "$M1"
@@ -201,6 +234,30 @@ DPID=$!
 for _ in $(seq 1 150); do grep -q " $M1 overlay " /proc/self/mounts && break; sleep 0.2; done
 grep -q " $M1 overlay " /proc/self/mounts || { kill $DPID; fail "the daemon did not mount $M1 again: $(cat "$W/daemon.log")"; }
 assert_eq "$(cat "$M1/root/written")" kept "write after the daemon's remount"
+pass "the daemon's start mounts an activation that was gone again, with its writes"
+# its reconcile compares the overlay directories: no word of a pool
+SOCK=$THINIMG_STATE_DIR/thinimg.sock
+for _ in $(seq 1 150); do [ -S "$SOCK" ] && break; sleep 0.2; done
+curl -sf --unix-socket "$SOCK" http://x/v1/activations/busybox-3 >"$W/api-act.json" ||
+    { kill $DPID; fail "GET /v1/activations/busybox-3"; }
+assert_eq "$(jget "$W/api-act.json" '.backend')" overlay "API activation backend"
+near "$(jget "$W/api-act.json" '.disk_bytes')" "$(dub "$UP")" "API activation disk_bytes"
+curl -sf --unix-socket "$SOCK" http://x/v1/images >"$W/api-img.json" || { kill $DPID; fail "GET /v1/images"; }
+near "$(jget "$W/api-img.json" '.images[] | select(.name == "busybox:3") | .layers[2].disk_bytes')" \
+    "$(dub "${L[2]}")" "API layer disk_bytes"
+! grep -qi pool "$W/daemon.log" || { kill $DPID; fail "the daemon's log talks about a pool: $(cat "$W/daemon.log")"; }
+# --mount-at through the daemon's API
+rc=0
+$T activate --name viad --mount-at "$W/viad" busybox:3 >/dev/null 2>"$W/viad.err" || rc=$?
+assert_eq "$rc" 0 "activate --mount-at next to the daemon ($(cat "$W/viad.err"))"
+grep -q " $W/viad overlay " /proc/self/mounts || { kill $DPID; fail "--mount-at $W/viad not mounted by the daemon"; }
+cmp_tree "$W/viad" "$W/ref1" || { kill $DPID; fail "--mount-at view (daemon) differs"; }
+rc=0
+$T activate --name rel --mount-at rel busybox:3 >/dev/null 2>"$W/rel.err" || rc=$?
+assert_eq "$rc" 2 "activate --mount-at rel (relative) next to the daemon"
+has "$(cat "$W/rel.err")" "needs an absolute directory" "relative --mount-at message"
+$T remove viad >/dev/null || { kill $DPID; fail "remove viad through the daemon"; }
+! grep -q " $W/viad " /proc/self/mounts || { kill $DPID; fail "remove left $W/viad mounted"; }
 kill $DPID
 wait $DPID || true
-pass "the daemon's start mounts an activation that was gone again, with its writes"
+pass "the daemon: no pool warning at reconcile; its API shows the backend and du; --mount-at goes through it"
