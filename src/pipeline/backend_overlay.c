@@ -85,12 +85,18 @@
 /* ---- paths ------------------------------------------------------------------------------- */
 
 /* STATE/overlay/<a>/<b>/<c> (b, c may be NULL). -ENAMETOOLONG when it does not fit. */
+static int ov_dir(const char *state_dir, char *out, size_t n, const char *a, const char *b,
+                  const char *c)
+{
+    int len = snprintf(out, n, "%s/%s/%s%s%s%s%s", state_dir, OVERLAY_SUBDIR, a, b ? "/" : "",
+                       b ? b : "", c ? "/" : "", c ? c : "");
+    return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
+}
+
 static int ov_path(const struct pipeline *p, char *out, size_t n, const char *a, const char *b,
                    const char *c)
 {
-    int len = snprintf(out, n, "%s/%s/%s%s%s%s%s", p->cfg.state_dir, OVERLAY_SUBDIR, a,
-                       b ? "/" : "", b ? b : "", c ? "/" : "", c ? c : "");
-    return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
+    return ov_dir(p->cfg.state_dir, out, n, a, b, c);
 }
 
 /* The hash of a chain id ("sha256:<hex>" -> "<hex>"): a directory name. */
@@ -793,8 +799,8 @@ static int ov_layer_usage(const char *state_dir, const struct layer_rec *l, stru
 {
     char dir[4096];
     const char *hex = chain_hex(l->chain_id);
-    int len = snprintf(dir, sizeof(dir), "%s/%s/layers/%s/diff", state_dir, OVERLAY_SUBDIR, hex);
-    if (len < 0 || (size_t)len >= sizeof(dir) || strlen(hex) > DIGEST_STR_LEN)
+    if (ov_dir(state_dir, dir, sizeof(dir), "layers", hex, "diff") < 0 ||
+        strlen(hex) > DIGEST_STR_LEN)
         return -ENAMETOOLONG;
     struct stat sb;
     if (stat(dir, &sb) < 0)
@@ -827,8 +833,7 @@ static int ov_layer_usage(const char *state_dir, const struct layer_rec *l, stru
 static int ov_act_usage(const char *state_dir, const struct activation_rec *a, struct backend_du *u)
 {
     char dir[4096];
-    int len = snprintf(dir, sizeof(dir), "%s/%s/act/%s/upper", state_dir, OVERLAY_SUBDIR, a->name);
-    if (len < 0 || (size_t)len >= sizeof(dir))
+    if (ov_dir(state_dir, dir, sizeof(dir), "act", a->name, "upper") < 0)
         return -ENAMETOOLONG;
     int r = du_tree(dir, &u->bytes, &u->entries);
     return r < 0 ? r : 1;
@@ -959,9 +964,8 @@ static int stale_one(const struct activation_rec *a, void *ud)
     if (!strcmp(a->state, "active") || !ov_act_recorded(a) || !overlay_mounted(a->device_path))
         return 0;
     char upper[4096];
-    int len = snprintf(upper, sizeof(upper), "%s/%s/act/%s/upper", c->cfg->state_dir,
-                       OVERLAY_SUBDIR, a->name);
-    if (len > 0 && (size_t)len < sizeof(upper) && overlay_upper_is(a->device_path, upper))
+    if (ov_dir(c->cfg->state_dir, upper, sizeof(upper), "act", a->name, "upper") == 0 &&
+        overlay_upper_is(a->device_path, upper))
         c->fn(a->device_path, a->name, a->state, c->ud);
     return 0;
 }
