@@ -22,6 +22,7 @@
 #include "daemon/daemon_internal.h"
 #include "daemon/views.h"
 #include "dm/pool.h"
+#include "pipeline/backend.h"
 #include "pipeline/imagedb.h"
 #include "util/defaults.h"
 #include "util/log.h"
@@ -536,6 +537,14 @@ static enum http_next get_queues(struct daemon *d, struct http_reply *out)
 
 static enum http_next get_pool(struct daemon *d, struct http_reply *out)
 {
+    if (view_backend(d->ro) == &backend_overlay) { /* no pool: its directories (views.h) */
+        json_t *o = view_overlay_status(d->ro, d->cfg);
+        if (o)
+            http_reply_json(out, 200, o);
+        else
+            http_reply_errno(out, -ENOMEM, "cannot list the overlay directories");
+        return HTTP_DONE;
+    }
     struct pool_info info;
     struct err e = {0};
     int r = pool_get(d->ro, d->cfg->pool_name, &info, &e);

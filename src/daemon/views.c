@@ -552,6 +552,39 @@ json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int
     return o;
 }
 
+const char *view_overlay_mounted(struct db *db, const struct backend_usage *u)
+{
+    if (strcmp(u->kind, "activation") != 0)
+        return "-";
+    struct activation_rec a = {0};
+    if (imagedb_activation_get(db, u->name, &a) < 0)
+        return "-";
+    bool up = backend_overlay.act_up(NULL, &a);
+    activation_rec_free(&a);
+    return up ? "yes" : "no";
+}
+
+json_t *view_overlay_status(struct db *db, const struct config *cfg)
+{
+    struct backend_usage *v = NULL;
+    size_t n = 0;
+    if (backend_overlay_usage(cfg, &v, &n) < 0)
+        return NULL;
+    uint64_t total = 0;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        total += v[i].bytes;
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:b, s:s}", "kind",
+                                             v[i].kind, "name", v[i].name, "path", v[i].path,
+                                             "bytes", (json_int_t)v[i].bytes, "entries",
+                                             (json_int_t)v[i].entries, "missing", v[i].missing,
+                                             "mounted", view_overlay_mounted(db, &v[i])));
+    }
+    free(v);
+    return json_pack("{s:s, s:n, s:I, s:o}", "backend", backend_overlay.name, "pool", "disk_bytes",
+                     (json_int_t)total, "storage", arr);
+}
+
 json_t *view_pool(const struct pool_info *i, const struct err *health)
 {
     const struct pool_status *s = &i->status;
@@ -565,6 +598,7 @@ json_t *view_pool(const struct pool_info *i, const struct err *health)
                           "length_bytes", (json_int_t)i->length_sectors * 512, "block_bytes",
                           (json_int_t)i->table.block_sectors * 512, "low_water_blocks",
                           (json_int_t)i->table.low_water_blocks, "features", feats);
+    json_object_set_new(o, "backend", json_string(backend_dm_thin.name));
     json_object_set_new(o, "mode", json_string(pool_mode_name(s->mode)));
     if (s->mode != POOL_MODE_FAIL && s->mode != POOL_MODE_ERROR) {
         json_object_set_new(o, "transaction_id", json_integer((json_int_t)s->transaction_id));

@@ -121,9 +121,20 @@ const char *view_activation_state_label(const struct activation_rec *a, int pres
  * size), from the run's response and the database. What `process-image --json` prints. */
 json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int64_t elapsed_ms);
 
-/* The thin pool (docs/dm.md, "Status fields"); health: NULL when usable, else the refusal. */
+/* The thin pool (docs/dm.md, "Status fields"), with "backend": "dm-thin"; health: NULL when
+ * usable, else the refusal. */
 struct pool_info;
 json_t *view_pool(const struct pool_info *info, const struct err *health);
+/* An overlay state directory has no pool: what `status --json` and GET /v1/pool give instead,
+ * {"backend": "overlay", "pool": null, "disk_bytes", "storage": [{kind, name, path, bytes,
+ * entries, missing, mounted}]} (backend_overlay_usage(): du of every layer diff and activation
+ * upper on disk). NULL when the directories cannot be listed (out of memory). */
+struct backend_usage;
+struct config;
+json_t *view_overlay_status(struct db *db, const struct config *cfg);
+/* For an activation's upper: "yes" its mount is up, "no" recorded but not mounted, "-" no
+ * record names it (an orphan directory: gc's business); "-" for a layer. */
+const char *view_overlay_mounted(struct db *db, const struct backend_usage *u);
 
 /* One thin device of a pool, the database's record joined with the kernel's device list:
  * known (a row; id, origin, kind, state and size from it) or not (a device active under the

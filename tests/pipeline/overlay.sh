@@ -28,7 +28,7 @@
 #     unmounted, the upper dir kept); an overlay there of another upper dir is not listed
 #  8. a mount gone (a reboot) is mounted again when the daemon starts, with the writes; its
 #     reconcile logs nothing about a pool; GET /v1/activations and /v1/images give the backend
-#     and du figures; activate --mount-at goes through its API (a relative one: exit 2)
+#     and du figures, GET /v1/pool the object of status --json (backend overlay, no pool); activate --mount-at goes through its API (a relative one: exit 2)
 source "$(dirname "$0")/lib.sh"
 need python3
 [ "$(id -u)" = 0 ] || { echo "SKIP: needs root (overlay mounts)"; exit 77; }
@@ -245,6 +245,10 @@ near "$(jget "$W/api-act.json" '.disk_bytes')" "$(dub "$UP")" "API activation di
 curl -sf --unix-socket "$SOCK" http://x/v1/images >"$W/api-img.json" || { kill $DPID; fail "GET /v1/images"; }
 near "$(jget "$W/api-img.json" '.images[] | select(.name == "busybox:3") | .layers[2].disk_bytes')" \
     "$(dub "${L[2]}")" "API layer disk_bytes"
+curl -s --unix-socket "$SOCK" -o "$W/api-pool.json" -w '%{http_code}' http://x/v1/pool >"$W/api-pool.code"
+assert_eq "$(cat "$W/api-pool.code") $(jget "$W/api-pool.json" '"\(.backend) \(.pool)"')" "200 overlay null" \
+    "GET /v1/pool on overlay (status --json's object)"
+assert_eq "$(jget "$W/api-pool.json" '.storage[] | select(.name == "busybox-3") | .mounted')" yes "GET /v1/pool: busybox-3 mounted"
 ! grep -qi pool "$W/daemon.log" || { kill $DPID; fail "the daemon's log talks about a pool: $(cat "$W/daemon.log")"; }
 # --mount-at through the daemon's API
 rc=0
