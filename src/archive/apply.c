@@ -96,6 +96,10 @@ struct applier {
 
     char *pathbuf; /* scratch for prune walks */
     size_t pathbuf_cap;
+
+    /* archive_apply_opaque(): told of every opaque directory the layer clears (NULL: none). */
+    archive_opaque_fn opaque;
+    void *opaque_ud;
 };
 
 static int open_in_root(int root_fd, const char *path, uint64_t flags)
@@ -429,7 +433,11 @@ static int apply_whiteout(struct applier *ap, const struct layer_entry *ent)
     memcpy(ap->pathbuf, dir, dlen + 1);
     if (ent->kind == EK_OPAQUE) {
         int r = prune(ap, TAKE_FD(pfd), dlen, 0);
-        return r < 0 ? io_fail(ap, -r, "clear the opaque directory") : 0;
+        if (r < 0)
+            return io_fail(ap, -r, "clear the opaque directory");
+        if (ap->opaque)
+            ap->opaque(dir, ap->opaque_ud);
+        return 0;
     }
 
     const char *victim = ent->whiteout_name;
@@ -949,11 +957,15 @@ static int read_umask(void)
     return -1;
 }
 
-/* archive_apply(); kind (names_only, may be NULL) notes the names that make an outer tar. */
+/* archive_apply(); kind (names_only, may be NULL) notes the names that make an outer tar;
+ * opaque (may be NULL) hears of every opaque directory cleared. */
 static int apply_noting(int root_fd, const char *path, const struct archive_policy *p,
-                        struct archive_stats *st, struct err *e, struct tar_kind *kind)
+                        struct archive_stats *st, struct err *e, struct tar_kind *kind,
+                        archive_opaque_fn opaque, void *opaque_ud)
 {
     struct applier ap = {
+        .opaque = opaque,
+        .opaque_ud = opaque_ud,
         .root_fd = root_fd,
         .root_rfd = -1,
         .cache_fd = -1,
@@ -1004,7 +1016,14 @@ out:
 int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
                   struct archive_stats *st, struct err *e)
 {
-    return apply_noting(root_fd, path, p, st, e, NULL);
+    return apply_noting(root_fd, path, p, st, e, NULL, NULL, NULL);
+}
+
+int archive_apply_opaque(int root_fd, const char *path, const struct archive_policy *p,
+                         archive_opaque_fn opaque, void *ud, struct archive_stats *st,
+                         struct err *e)
+{
+    return apply_noting(root_fd, path, p, st, e, NULL, opaque, ud);
 }
 
 /* Remove every entry of the directory open as fd (remove_entry: fd-based, never following a
@@ -1061,7 +1080,7 @@ int archive_apply_detect(int root_fd, const char *path, const struct archive_pol
         return archive_apply(root_fd, path, p, st, e);
     }
     struct tar_kind kind = {.names_only = true};
-    r = apply_noting(root_fd, path, p, st, e, &kind);
+    r = apply_noting(root_fd, path, p, st, e, &kind, NULL, NULL);
     if (r == 0 && !kind.named) {
         *out = layer_fmt;
         return 0;

@@ -82,6 +82,15 @@ int archive_scan_detect(const char *path, const struct archive_policy *p, enum b
  * applied (the unpack machine recreates the device from its parent on retry). */
 int archive_apply(int root_fd, const char *path, const struct archive_policy *p,
                   struct archive_stats *st, struct err *e);
+/* archive_apply(), and opaque(dir, ud) once the lower contents of an opaque directory (an OCI
+ * `.wh..wh..opq` marker) are cleared: dir is the directory's path below the root as the layer
+ * names it ("" for the root). For a root that is an overlay mount, whose backend records the
+ * directory in overlay's own form (one opaque mark instead of a whiteout per hidden entry). Not
+ * called on a fresh root (nothing below to hide). */
+typedef void (*archive_opaque_fn)(const char *dir, void *ud);
+int archive_apply_opaque(int root_fd, const char *path, const struct archive_policy *p,
+                         archive_opaque_fn opaque, void *ud, struct archive_stats *st,
+                         struct err *e);
 
 /* archive_detect() and, for a layer, archive_apply() with the blob read (and decompressed)
  * once, the way `thinimg extract` takes a LAYER operand. Returns 0 with *out:

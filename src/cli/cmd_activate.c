@@ -55,10 +55,11 @@ static int activate_report(struct db *db, const struct fsm_id *run, enum fsm_out
 }
 
 static int activate_remote(struct cli *cli, struct api_client *api, const char *image,
-                           const char *name, bool json, int64_t t0)
+                           const char *name, const char *mount_at, bool json, int64_t t0)
 {
     struct err e = {0};
-    json_t *body = json_pack("{s:s, s:s?}", "image", image, "name", name);
+    json_t *body =
+        json_pack("{s:s, s:s?, s:s?}", "image", image, "name", name, "mount_at", mount_at);
     struct fsm_id run;
     int r = run_remote_start(api, "/v1/activations", body, &run, &e);
     json_decref(body);
@@ -92,7 +93,8 @@ static void usage(FILE *out)
                  "default activation is (re)activated. An inactive activation (deactivate)\n"
                  "comes back with its data.\n"
                  "With the overlay backend the activation is an overlay mount, at\n"
-                 "STATE/overlay/act/NAME/merged or at --mount-at DIR (made when missing).\n");
+                 "STATE/overlay/act/NAME/merged or at --mount-at DIR (an absolute path, made\n"
+                 "when missing; passed to a running daemon, which mounts it).\n");
 }
 
 int cmd_activate(struct cli *cli, int argc, char **argv)
@@ -130,13 +132,8 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
     int r = api_client_detect(&cli->cfg, &api, &e);
     if (r < 0)
         return cli_fail("activate", r, &e);
-    if (r > 0 && mount_at) {
-        api_client_free(api);
-        return cli_usage_error("activate", "--mount-at is not passed to a running daemon; stop "
-                                           "it or activate without --mount-at");
-    }
     if (r > 0) {
-        r = activate_remote(cli, api, argv[optind], name, json, t0);
+        r = activate_remote(cli, api, argv[optind], name, mount_at, json, t0);
         api_client_free(api);
         return r;
     }

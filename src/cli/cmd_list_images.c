@@ -28,7 +28,9 @@ static void usage(FILE *out)
                  "least this). SHARED: bytes of its top layer device that another device maps\n"
                  "too (its activations, other images on the same layers, its own lower layers).\n"
                  "They come from the pool's metadata (thin_ls, kept until the pool changes);\n"
-                 "'-' when they cannot be read, and a note says why.\n"
+                 "'-' when they cannot be read, and a note says why. With the overlay backend\n"
+                 "they are du of the layer directories: EXCL those only this image uses,\n"
+                 "SHARED those another image uses too. The first line names the backend.\n"
                  "\n"
                  "  --layers   also list each image's layers: state, device id, size, the layer\n"
                  "             device's exclusive and shared bytes, chain id, digest and\n"
@@ -111,7 +113,7 @@ static int image_row(const struct image_rec *r, void *ud)
     view_image_bytes(c->db, r->id, &b);
     bytes_cells(&b, r->name, excl, shared, sizeof(excl), c->why, sizeof(c->why));
     table_row(&c->t, r->name, r->state, nl, na, size, excl, shared, top, age, r->ref, NULL);
-        struct oci_image_config oc;
+    struct oci_image_config oc;
     if (c->layers && oci_image_config_get(c->db, r->id, &oc) == 1) {
         char line[1024], cd[16];
         config_line(&oc, line, sizeof(line));
@@ -132,13 +134,12 @@ static int image_row(const struct image_rec *r, void *ud)
                 const char *lstate = "-";
                 char lexcl[24] = "-", lshared[24] = "-";
                 if (v[i].chain_id && imagedb_layer_get(c->db, v[i].chain_id, &l) == 0) {
-                    if (l.dev_id > 0) {
+                    if (l.dev_id > 0)
                         snprintf(dev, sizeof(dev), "dev %lld", (long long)l.dev_id);
-                        struct view_bytes lb;
-                        view_device_bytes(c->db, l.pool, l.dev_id, &lb);
+                    struct view_bytes lb;
+                    if (view_layer_bytes(c->db, &l, &lb))
                         bytes_cells(&lb, idx + 2, lexcl, lshared, sizeof(lexcl), c->why,
                                     sizeof(c->why));
-                    }
                     if (l.bytes >= 0)
                         format_bytes((uint64_t)l.bytes, lsize, sizeof(lsize));
                     lstate = l.state;
@@ -210,6 +211,7 @@ int cmd_list_images(struct cli *cli, int argc, char **argv)
     struct imagedb_page pg = {.limit = cli_page_ask(&c.page), .after = c.page.after};
     cli_usage_cache(cli);
     r = imagedb_image_list(db, &pg, image_row, &c);
+    cli_backend_line(cli, db, c.json, r);
     int rc = cli_print_page(cli, "list-images", r, c.arr, &c.t, "no images (nothing processed yet)",
                             &c.page, "image with that ref");
     cli_bytes_note(cli, rc, c.why);

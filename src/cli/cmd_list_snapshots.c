@@ -27,7 +27,9 @@ static void usage(FILE *out)
                  "writes: removing the activation frees it), SHARED the part other devices\n"
                  "map too (its image's layers, other activations). EXCL and SHARED come from\n"
                  "the pool's metadata (thin_ls, kept until the pool changes); '-' when they\n"
-                 "cannot be read, and a note says why.\n"
+                 "cannot be read, and a note says why. With the overlay backend USED and EXCL\n"
+                 "are du of the activation's upper directory (its writes), SHARED 0, DEVICE\n"
+                 "its mount point. The first line names the backend.\n"
                  "\n"
                  "  --all           include inactive and failed activations (default: active)\n"
                  "  --image IMAGE   only activations of this image (name or ref)\n"
@@ -61,15 +63,19 @@ static int snap_row(const struct activation_rec *a, void *ud)
     format_duration_ms(now_ms() - a->created_at_ms, age, sizeof(age));
     /* What the kernel has, not only what was recorded: after a reboot the devices are gone
      * until process-image or activate brings them back. */
-    int present = view_activation_device_present(a);
-    const char *state = view_activation_state_label(a, present);
-    char used[24] = "-";
-    uint64_t mapped = 0;
-    if (present == 1 && view_activation_mapped(a, &mapped) == 0)
-        format_bytes(mapped, used, sizeof(used));
-    char excl[24] = "-", shared[24] = "-";
+    int present = view_activation_present(c->db, a);
     struct view_bytes b;
     view_activation_bytes(c->db, a, &b);
+    const char *state = b.disk && present == 0
+                            ? "inactive (not mounted; process-image or activate mounts it again)"
+                            : view_activation_state_label(a, present);
+    char used[24] = "-";
+    uint64_t mapped = 0;
+    if (b.disk && b.known)
+        format_bytes(b.mapped, used, sizeof(used));
+    else if (present == 1 && view_activation_mapped(a, &mapped) == 0)
+        format_bytes(mapped, used, sizeof(used));
+    char excl[24] = "-", shared[24] = "-";
     if (b.known) {
         format_bytes(b.exclusive, excl, sizeof(excl));
         format_bytes(b.shared, shared, sizeof(shared));
@@ -151,6 +157,7 @@ int cmd_list_snapshots(struct cli *cli, int argc, char **argv)
     c.db = db;
     cli_usage_cache(cli);
     r = imagedb_activation_list(db, image_id, !all, &pg, snap_row, &c);
+    cli_backend_line(cli, db, c.json, r);
     int rc = cli_print_page(cli, "list-snapshots", r, c.arr, &c.t,
                             all ? "no activations" : "no active activations", &c.page,
                             "activation with that name");

@@ -219,6 +219,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
 
     if (json) {
         json_t *o = json_object();
+        json_object_set_new(o, "backend", json_string(backend_dm_thin.name));
         if (have_orphans)
             json_object_set_new(
                 o, "orphans",
@@ -235,6 +236,7 @@ int cmd_status(struct cli *cli, int argc, char **argv)
         daemon_load_json(&dl, o);
         cli_print_json(o);
     } else {
+        printf("backend %s\n", backend_dm_thin.name);
         if (pr == 0)
             pool_report_text(&info, hr < 0 ? &health : NULL, stdout);
         else

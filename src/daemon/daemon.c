@@ -19,6 +19,7 @@
 
 #include "daemon/api.h"
 #include "daemon/daemon_internal.h"
+#include "daemon/views.h"
 #include "dm/pool.h"
 #include "pipeline/activate.h"
 #include "pipeline/backend.h"
@@ -265,7 +266,10 @@ static void reconcile(struct daemon *d)
         return;
     struct gc_report rep = {0};
     struct err e = {0};
-    if (gc_scan(d->db, d->cfg, NULL, &rep, &e) < 0 || !rep.pool_active) {
+    int r = gc_scan(d->db, d->cfg, NULL, &rep, &e);
+    /* A backend without a pool (overlay) compares its directories and mounts only. */
+    bool pool = !rep.backend[0] || !strcmp(rep.backend, backend_dm_thin.name);
+    if (r < 0 || (pool && !rep.pool_active)) {
         log_warn("reconcile: the pool and the database could not be compared; thinimg gc "
                  "--dry-run says why",
                  "error=\"%s\"", err_str(&e));
@@ -289,7 +293,9 @@ static void reconcile(struct daemon *d)
                  "--force` removes them (--no-auto-gc-orphans: the daemon leaves them)",
                  "orphans=%zu summary=\"%s\"", removable, summary);
     else
-        log_info("reconcile: the pool and the database agree", "summary=\"%s\"", summary);
+        log_info(pool ? "reconcile: the pool and the database agree"
+                      : "reconcile: the overlay directories and the database agree",
+                 "summary=\"%s\"", summary);
     gc_report_free(&rep);
 }
 
@@ -314,6 +320,7 @@ static int host_opened(struct host *h, void *ud, struct err *e)
     if (r < 0)
         return r;
     daemon_metrics_describe();
+    view_state_dir(d->cfg->state_dir); /* the overlay backend's usage figures (views.h) */
     l->api_fd = daemon_listen_unix(d->socket_path, o->socket_mode ? o->socket_mode : 0600, e);
     if (l->api_fd < 0)
         return l->api_fd;

@@ -22,6 +22,7 @@
 #include "daemon/daemon_internal.h"
 #include "daemon/views.h"
 #include "dm/pool.h"
+#include "pipeline/backend.h"
 #include "pipeline/imagedb.h"
 #include "util/defaults.h"
 #include "util/log.h"
@@ -536,6 +537,14 @@ static enum http_next get_queues(struct daemon *d, struct http_reply *out)
 
 static enum http_next get_pool(struct daemon *d, struct http_reply *out)
 {
+    if (view_backend(d->ro) == &backend_overlay) { /* no pool: its directories (views.h) */
+        json_t *o = view_overlay_status(d->ro, d->cfg);
+        if (o)
+            http_reply_json(out, 200, o);
+        else
+            http_reply_errno(out, -ENOMEM, "cannot list the overlay directories");
+        return HTTP_DONE;
+    }
     struct pool_info info;
     struct err e = {0};
     int r = pool_get(d->ro, d->cfg->pool_name, &info, &e);
@@ -652,13 +661,14 @@ static enum http_next post_activation(struct daemon *d, const struct http_reques
         http_reply_error(out, 400, "invalid", "wait must be seconds, 0 to %d", API_MAX_WAIT_S);
         return HTTP_DONE;
     }
-    static const char *const fields[] = {"image", "name", NULL};
+    static const char *const fields[] = {"image", "name", "mount_at", NULL};
     json_t *o = body_object(rq, out, fields);
     if (!o)
         return HTTP_DONE;
-    const char *image, *name;
+    const char *image, *name, *mount_at;
     enum http_next next = HTTP_DONE;
-    if (str_field(o, "image", true, &image, out) && str_field(o, "name", false, &name, out)) {
+    if (str_field(o, "image", true, &image, out) && str_field(o, "name", false, &name, out) &&
+        str_field(o, "mount_at", false, &mount_at, out)) {
         if (!image_name_ok(image))
             http_reply_error(out, 400, "invalid", "invalid image name or ref");
         else if (name && !imagedb_name_valid(name))
@@ -666,7 +676,7 @@ static enum http_next post_activation(struct daemon *d, const struct http_reques
         else {
             struct fsm_id run;
             struct err e = {0};
-            int r = pipeline_start_activate(d->p, image, name, &run, &e);
+            int r = pipeline_start_activate_at(d->p, image, name, mount_at, &run, &e);
             if (r < 0)
                 http_reply_err(out, r, &e);
             else

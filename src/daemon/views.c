@@ -9,6 +9,7 @@
 #include "dm/pool_status.h"
 #include "dm/thin.h"
 #include "dm/usage.h"
+#include "pipeline/backend.h"
 #include "store/stmt.h"
 #include "store/oci.h"
 
@@ -206,10 +207,9 @@ static json_t *image_layers(struct db *db, int64_t image_id)
                 json_object_set_new(o, "device_id", json_integer(l.dev_id));
             if (l.bytes >= 0)
                 json_object_set_new(o, "applied_bytes", json_integer(l.bytes));
-            if (l.dev_id > 0 && l.pool) {
-                struct view_bytes b;
-                view_device_bytes(db, l.pool, l.dev_id, &b);
-                json_object_set_new(o, "mapped_bytes",
+            struct view_bytes b;
+            if (view_layer_bytes(db, &l, &b)) {
+                json_object_set_new(o, b.disk ? "disk_bytes" : "mapped_bytes",
                                     b.known ? json_integer((json_int_t)b.mapped) : json_null());
                 view_bytes_json(o, &b);
             }
@@ -228,6 +228,7 @@ json_t *view_image(struct db *db, const struct image_rec *r)
         r->name, "ref", r->ref, "state", r->state, "n_layers", r->n_layers, "active_activations",
         r->n_activations, "top_chain", r->top_chain, "error", r->error, "created_at_ms",
         (json_int_t)r->created_at_ms, "updated_at_ms", (json_int_t)r->updated_at_ms);
+    json_object_set_new(o, "backend", json_string(view_backend(db)->name));
     json_object_set_new(o, "layers", image_layers(db, r->id));
     /* A registry image: its manifest, config and run settings (what a VM launcher needs). */
     struct oci_image_config c;
@@ -296,26 +297,74 @@ json_t *view_activation(struct db *db, const struct activation_rec *a)
                           a->error, "created_at_ms", (json_int_t)a->created_at_ms);
     if (a->dev_id > 0)
         json_object_set_new(o, "device_id", json_integer(a->dev_id));
-    int present = view_activation_device_present(a);
+    json_object_set_new(o, "backend", json_string(view_backend(db)->name));
+    int present = view_activation_present(db, a);
     if (present >= 0) {
         json_object_set_new(o, "device_present", json_boolean(present));
         json_object_set_new(o, "kernel_state", json_string(present ? "active" : "gone"));
     }
-    uint64_t mapped = 0;
-    if (present == 1 && view_activation_mapped(a, &mapped) == 0)
-        json_object_set_new(o, "mapped_bytes", json_integer((json_int_t)mapped));
     struct view_bytes b;
     view_activation_bytes(db, a, &b);
+    uint64_t mapped = 0;
+    if (b.disk && b.known)
+        json_object_set_new(o, "disk_bytes", json_integer((json_int_t)b.mapped));
+    else if (present == 1 && view_activation_mapped(a, &mapped) == 0)
+        json_object_set_new(o, "mapped_bytes", json_integer((json_int_t)mapped));
     view_bytes_json(o, &b);
     return o;
 }
 
 static char *usage_cache;
+static char *state_dir;
 
 void view_usage_cache_file(const char *path)
 {
     free(usage_cache);
     usage_cache = path ? strdup(path) : NULL;
+}
+
+void view_state_dir(const char *dir)
+{
+    free(state_dir);
+    state_dir = dir ? strdup(dir) : NULL;
+}
+
+const struct backend_ops *view_backend(struct db *db)
+{
+    char name[32];
+    const struct backend_ops *b = NULL;
+    if (db && backend_recorded(db, name, sizeof(name)) == 1)
+        b = backend_by_name(name);
+    return b ? b : &backend_dm_thin;
+}
+
+/* A backend's own measure of a directory (usage() said r, with u): 1 the figures are in out
+ * (its whole du exclusive: a layer's diff or an activation's upper holds no block another
+ * one holds), 0 the backend has none (dm-thin: the pool's metadata has them). */
+static int measured(int r, const struct backend_du *u, struct view_bytes *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (r == 0)
+        return 0;
+    out->disk = true;
+    if (r < 0) {
+        snprintf(out->why, sizeof(out->why), "cannot measure its directory: %s", strerror(-r));
+        return 1;
+    }
+    out->known = true;
+    out->mapped = out->exclusive = u->bytes;
+    return 1;
+}
+
+bool view_layer_bytes(struct db *db, const struct layer_rec *l, struct view_bytes *out)
+{
+    struct backend_du u = {0};
+    const struct backend_ops *b = view_backend(db);
+    int r = state_dir ? b->layer_usage(state_dir, l, &u) : 0;
+    if (measured(r, &u, out))
+        return true;
+    view_device_bytes(db, l->pool, l->dev_id, out);
+    return l->dev_id > 0 && l->pool;
 }
 
 void view_device_bytes(struct db *db, const char *pool, int64_t dev_id, struct view_bytes *out)
@@ -338,7 +387,21 @@ void view_device_bytes(struct db *db, const char *pool, int64_t dev_id, struct v
 
 void view_activation_bytes(struct db *db, const struct activation_rec *a, struct view_bytes *out)
 {
-    view_device_bytes(db, a->pool, a->dev_id, out);
+    struct backend_du u = {0};
+    const struct backend_ops *b = view_backend(db);
+    int r = state_dir ? b->act_usage(state_dir, a, &u) : 0;
+    if (!measured(r, &u, out))
+        view_device_bytes(db, a->pool, a->dev_id, out);
+}
+
+int view_activation_present(struct db *db, const struct activation_rec *a)
+{
+    const struct backend_ops *b = view_backend(db);
+    if (b == &backend_dm_thin)
+        return view_activation_device_present(a);
+    if (!a->state || strcmp(a->state, "active"))
+        return -1;
+    return b->act_up(NULL, a) ? 1 : 0;
 }
 
 /* How many images list the layer chain_id (a layer two images use is not one image's alone). */
@@ -363,7 +426,7 @@ void view_image_bytes(struct db *db, int64_t image_id, struct view_bytes *out)
     }
     /* The layers come bottom first: the last one is the top, whose device maps the image. */
     bool all = n > 0;
-    uint64_t excl = 0;
+    uint64_t excl = 0, shared_layers = 0;
     struct view_bytes top = {0};
     for (size_t i = 0; i < n && all; i++) {
         struct layer_rec l = {0};
@@ -373,7 +436,7 @@ void view_image_bytes(struct db *db, int64_t image_id, struct view_bytes *out)
             break;
         }
         struct view_bytes b;
-        view_device_bytes(db, l.pool, l.dev_id, &b);
+        view_layer_bytes(db, &l, &b);
         if (!b.known) {
             snprintf(out->why, sizeof(out->why), "layer %d: %s", v[i].idx, b.why);
             all = false;
@@ -385,7 +448,10 @@ void view_image_bytes(struct db *db, int64_t image_id, struct view_bytes *out)
                 all = false;
             } else if (users <= 1) {
                 excl += b.exclusive;
+            } else {
+                shared_layers += b.exclusive;
             }
+            out->disk = b.disk;
             if (i + 1 == n)
                 top = b;
         }
@@ -398,7 +464,8 @@ void view_image_bytes(struct db *db, int64_t image_id, struct view_bytes *out)
         return;
     out->known = true;
     out->exclusive = excl;
-    out->shared = top.shared;
+    /* A directory backend's image is its layer directories: those another image uses too. */
+    out->shared = out->disk ? shared_layers : top.shared;
 }
 
 void view_bytes_json(json_t *o, const struct view_bytes *b)
@@ -485,6 +552,39 @@ json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int
     return o;
 }
 
+const char *view_overlay_mounted(struct db *db, const struct backend_usage *u)
+{
+    if (strcmp(u->kind, "activation") != 0)
+        return "-";
+    struct activation_rec a = {0};
+    if (imagedb_activation_get(db, u->name, &a) < 0)
+        return "-";
+    bool up = backend_overlay.act_up(NULL, &a);
+    activation_rec_free(&a);
+    return up ? "yes" : "no";
+}
+
+json_t *view_overlay_status(struct db *db, const struct config *cfg)
+{
+    struct backend_usage *v = NULL;
+    size_t n = 0;
+    if (backend_overlay_usage(cfg, &v, &n) < 0)
+        return NULL;
+    uint64_t total = 0;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        total += v[i].bytes;
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:b, s:s}", "kind",
+                                             v[i].kind, "name", v[i].name, "path", v[i].path,
+                                             "bytes", (json_int_t)v[i].bytes, "entries",
+                                             (json_int_t)v[i].entries, "missing", v[i].missing,
+                                             "mounted", view_overlay_mounted(db, &v[i])));
+    }
+    free(v);
+    return json_pack("{s:s, s:n, s:I, s:o}", "backend", backend_overlay.name, "pool", "disk_bytes",
+                     (json_int_t)total, "storage", arr);
+}
+
 json_t *view_pool(const struct pool_info *i, const struct err *health)
 {
     const struct pool_status *s = &i->status;
@@ -498,6 +598,7 @@ json_t *view_pool(const struct pool_info *i, const struct err *health)
                           "length_bytes", (json_int_t)i->length_sectors * 512, "block_bytes",
                           (json_int_t)i->table.block_sectors * 512, "low_water_blocks",
                           (json_int_t)i->table.low_water_blocks, "features", feats);
+    json_object_set_new(o, "backend", json_string(backend_dm_thin.name));
     json_object_set_new(o, "mode", json_string(pool_mode_name(s->mode)));
     if (s->mode != POOL_MODE_FAIL && s->mode != POOL_MODE_ERROR) {
         json_object_set_new(o, "transaction_id", json_integer((json_int_t)s->transaction_id));

@@ -72,14 +72,36 @@ int view_activation_mapped(const struct activation_rec *a, uint64_t *bytes);
  * the device is not applied yet ...). */
 struct view_bytes {
     bool known;
+    bool disk; /* the backend measured its directories (overlay): mapped is their du */
     uint64_t mapped, exclusive, shared; /* mapped: devices only (0 for an image) */
     char why[512];
 };
 /* The CLI keeps the figures across processes in this file (<state-dir>/THIN_USAGE_CACHE_FILE);
  * NULL (the default, the daemon) keeps them in memory only. */
 void view_usage_cache_file(const char *path);
+/*
+ * A backend that keeps layers and activations as directories (overlay, docs/overlay.md) has
+ * no pool: the same figures are its directories' disk usage, du-like (allocated bytes, each
+ * inode once; backend.h's layer_usage and act_usage), under the state directory set here (the
+ * CLI's listings and the daemon set it; NULL: not measured, the figures show as unknown):
+ *   a layer        exclusive = mapped = du of its diff directory, shared 0 (no other
+ *                  directory holds its blocks);
+ *   an activation  exclusive = mapped = du of its upper directory (its writes), shared 0;
+ *   an image       exclusive = du of its layers no other image uses, shared = du of those
+ *                  another image uses too (their sum: its layers' footprint).
+ * view_bytes.disk says so ("disk_bytes" instead of "mapped_bytes" in JSON). A committed
+ * layer's diff is walked once per process (it never changes), an upper on every call: O(files
+ * below it) lstat calls.
+ */
+void view_state_dir(const char *dir);
+/* The state directory's backend as its database records it (dm-thin when none is yet). */
+struct backend_ops;
+const struct backend_ops *view_backend(struct db *db);
 void view_device_bytes(struct db *db, const char *pool, int64_t dev_id, struct view_bytes *out);
 void view_activation_bytes(struct db *db, const struct activation_rec *a, struct view_bytes *out);
+/* A layer's figures (l as recorded): its device's, or its directory's (overlay); false when it
+ * has none to show (a dm-thin layer with no device yet). */
+bool view_layer_bytes(struct db *db, const struct layer_rec *l, struct view_bytes *out);
 void view_image_bytes(struct db *db, int64_t image_id, struct view_bytes *out);
 /* Sets "exclusive_bytes" and "shared_bytes" in o (null when not known, with "bytes_note"
  * saying why). */
@@ -88,6 +110,8 @@ void view_bytes_json(json_t *o, const struct view_bytes *b);
 /* The kernel's side of an active activation: 1 its dm device exists, 0 it is gone, -1 not
  * known (not recorded active, no device path, or no device-mapper to ask). */
 int view_activation_device_present(const struct activation_rec *a);
+/* The same for any backend: overlay says whether the activation's mount is up. */
+int view_activation_present(struct db *db, const struct activation_rec *a);
 /* The state to show an operator: the recorded one, or for an active activation whose device is
  * gone "inactive (device gone; process-image or activate restores it)". */
 const char *view_activation_state_label(const struct activation_rec *a, int present);
@@ -97,9 +121,20 @@ const char *view_activation_state_label(const struct activation_rec *a, int pres
  * size), from the run's response and the database. What `process-image --json` prints. */
 json_t *view_process_result(struct db *db, const struct fsm_run_record *rec, int64_t elapsed_ms);
 
-/* The thin pool (docs/dm.md, "Status fields"); health: NULL when usable, else the refusal. */
+/* The thin pool (docs/dm.md, "Status fields"), with "backend": "dm-thin"; health: NULL when
+ * usable, else the refusal. */
 struct pool_info;
 json_t *view_pool(const struct pool_info *info, const struct err *health);
+/* An overlay state directory has no pool: what `status --json` and GET /v1/pool give instead,
+ * {"backend": "overlay", "pool": null, "disk_bytes", "storage": [{kind, name, path, bytes,
+ * entries, missing, mounted}]} (backend_overlay_usage(): du of every layer diff and activation
+ * upper on disk). NULL when the directories cannot be listed (out of memory). */
+struct backend_usage;
+struct config;
+json_t *view_overlay_status(struct db *db, const struct config *cfg);
+/* For an activation's upper: "yes" its mount is up, "no" recorded but not mounted, "-" no
+ * record names it (an orphan directory: gc's business); "-" for a layer. */
+const char *view_overlay_mounted(struct db *db, const struct backend_usage *u);
 
 /* One thin device of a pool, the database's record joined with the kernel's device list:
  * known (a row; id, origin, kind, state and size from it) or not (a device active under the

@@ -99,7 +99,24 @@ struct apply_args {
     const struct archive_policy *policy;
     backend_after_apply_fn after;
     const char *mountpoint;
+    bool want_opaque;
 };
+
+/* In the mount child: the opaque directories, NUL-terminated one after the other, as long as
+ * they fit in the result the parent reads (the rest keep the kernel's per-entry whiteouts:
+ * the same view). */
+struct opaque_list {
+    struct buf b;
+    bool full;
+};
+
+static void note_opaque(const char *dir, void *ud)
+{
+    struct opaque_list *l = ud;
+    size_t n = strlen(dir) + 1;
+    if (l->full || l->b.len + n > BACKEND_OPAQUE_LIST_MAX || buf_append(&l->b, dir, n) < 0)
+        l->full = true;
+}
 
 /* In the mount child: the archive reader's progress (bytes of the blob read) goes to the
  * parent through the mount runner's shared page. */
@@ -121,20 +138,30 @@ static int apply_in_child(int root_fd, void *ud, struct buf *out, struct err *e)
     struct apply_args *a = ud;
     archive_set_progress(child_progress, NULL);
     struct archive_stats st = {0};
-    int r = archive_apply(root_fd, a->blob, a->policy, &st, e);
+    struct opaque_list ol = {BUF_INIT, false};
+    int r = a->want_opaque
+                ? archive_apply_opaque(root_fd, a->blob, a->policy, note_opaque, &ol, &st, e)
+                : archive_apply(root_fd, a->blob, a->policy, &st, e);
     if (r == 0 && a->after)
         r = a->after(a->mountpoint, &st, e);
-    if (r < 0)
-        return r;
-    return buf_append(out, &st, sizeof(st));
+    if (r == 0)
+        r = buf_append(out, &st, sizeof(st));
+    if (r == 0 && ol.b.len)
+        r = buf_append(out, ol.b.data, ol.b.len);
+    buf_free(&ol.b);
+    return r;
 }
 
 int backend_apply_mounted(struct fsm_run *run, struct pipeline *p,
                           const struct backend_layer_req *q, struct mount_spec *spec,
-                          backend_after_apply_fn after, struct archive_stats *st, struct err *e)
+                          backend_after_apply_fn after, struct archive_stats *st,
+                          struct buf *opaque, struct err *e)
 {
-    struct apply_args a = {
-        .blob = q->blob_path, .policy = &p->policy, .after = after, .mountpoint = spec->mountpoint};
+    struct apply_args a = {.blob = q->blob_path,
+                           .policy = &p->policy,
+                           .after = after,
+                           .mountpoint = spec->mountpoint,
+                           .want_opaque = opaque != NULL};
     spec->cancel_fd = fsm_run_cancel_fd(run);
     spec->progress = apply_progress;
     spec->progress_ud = run;
@@ -142,8 +169,11 @@ int backend_apply_mounted(struct fsm_run *run, struct pipeline *p,
     fsm_run_set_progress(run, "apply", 0, 0);
     int r = mount_run(spec, apply_in_child, &a, &out, e);
     memset(st, 0, sizeof(*st));
-    if (r == 0 && out.len == sizeof(*st))
+    if (r == 0 && out.len >= sizeof(*st)) {
         memcpy(st, out.data, sizeof(*st));
+        if (opaque && out.len > sizeof(*st))
+            r = buf_append(opaque, out.data + sizeof(*st), out.len - sizeof(*st));
+    }
     buf_free(&out);
     return r;
 }

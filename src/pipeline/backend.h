@@ -28,6 +28,7 @@
 #include "util/err.h"
 
 struct archive_stats;
+struct buf;
 struct mount_spec;
 struct pipeline;
 
@@ -61,6 +62,11 @@ struct backend_act {
     uint32_t dev_id;       /* dm-thin: the activation's thin device */
     char device_path[256]; /* what the user gets: the block device */
     bool reactivate;       /* the storage exists (after a reboot or deactivate): bring it up */
+};
+
+/* Disk usage of a directory tree, du-like: allocated bytes, each inode once. */
+struct backend_du {
+    uint64_t bytes, entries;
 };
 
 struct backend_ops {
@@ -128,6 +134,15 @@ struct backend_ops {
     int (*act_down)(struct pipeline *p, const struct activation_rec *a, bool remove, struct err *e);
     /* Delete a layer's storage (l as recorded), which nothing uses any more. */
     int (*layer_remove)(struct pipeline *p, const struct layer_rec *l, struct err *e);
+
+    /* ---- usage (the listings: list-images, list-snapshots, the API's views) ---- */
+
+    /* The disk bytes of a layer's own storage (l as recorded) and of an activation's (its
+     * writes), du-like, under state_dir: 1 with *u; 0 when the backend accounts for them
+     * elsewhere (dm-thin: the pool's metadata, dm/usage.h); a negative errno when they cannot
+     * be read. A query only (no pipeline needed). */
+    int (*layer_usage)(const char *state_dir, const struct layer_rec *l, struct backend_du *u);
+    int (*act_usage)(const char *state_dir, const struct activation_rec *a, struct backend_du *u);
 };
 
 /* The backend named name ("dm-thin", "overlay"); NULL when there is none of that name. */
@@ -148,14 +163,22 @@ int backend_choose(struct db *db, const char *asked, const struct backend_ops **
 typedef int (*backend_after_apply_fn)(const char *mountpoint, const struct archive_stats *st,
                                       struct err *e);
 
+/* The most bytes of opaque directory paths the mount child hands back (each path with its NUL;
+ * bounded by the mount runner's result limit, dm/mount.h). A layer with more opaque markers
+ * than fit keeps the kernel's whiteouts for the rest: the same merged view. */
+#define BACKEND_OPAQUE_LIST_MAX ((size_t)4 << 20)
+
 /* Apply q->blob_path with the archive module onto the file system spec mounts (dm/mount.h),
  * privately in a child process, then after (NULL: nothing), with the run's progress ("apply")
  * and cancellation (-ECANCELED: the child was killed, the mount went with its namespace). 0
  * with st filled, or a negative errno with e. The caller fills spec's device, mount point,
- * type, flags and options. */
+ * type, flags and options. opaque (NULL: not asked; else initialized, e.g. BUF_INIT) gets
+ * the path of every opaque directory the layer cleared (archive_apply_opaque()), each ending
+ * in a NUL. */
 int backend_apply_mounted(struct fsm_run *run, struct pipeline *p,
                           const struct backend_layer_req *q, struct mount_spec *spec,
-                          backend_after_apply_fn after, struct archive_stats *st, struct err *e);
+                          backend_after_apply_fn after, struct archive_stats *st,
+                          struct buf *opaque, struct err *e);
 
 /* The device-mapper thin-provisioning backend (backend_dm.c). */
 extern const struct backend_ops backend_dm_thin;
@@ -184,3 +207,10 @@ int backend_overlay_orphans(struct db *db, const struct config *cfg, backend_orp
                             void *ud);
 /* Remove such a directory: its merged dir unmounted first when mounted, then the tree. */
 int backend_overlay_remove_dir(const char *path, struct err *e);
+/* Stale mounts, for gc: every activation recorded other than active whose mount point (its
+ * record's) holds an overlay mount of its own upper dir (fn gets the mount point, the
+ * activation's name and its state). An overlay there that is not of its upper dir is not
+ * thinimg's: not listed. */
+typedef void (*backend_mount_fn)(const char *path, const char *name, const char *state, void *ud);
+int backend_overlay_stale_mounts(struct db *db, const struct config *cfg, backend_mount_fn fn,
+                                 void *ud);

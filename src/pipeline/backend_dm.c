@@ -214,7 +214,7 @@ static struct fsm_result dm_layer_apply(struct fsm_run *run, struct pipeline *p,
                               .fstype = "ext4",
                               .flags = MS_NOATIME};
     struct archive_stats st;
-    r = backend_apply_mounted(run, p, q, &spec, NULL, &st, &e);
+    r = backend_apply_mounted(run, p, q, &spec, NULL, &st, NULL, &e);
     if (r == -ECANCELED)
         /* Shutdown, cancel or attempt timeout: the child was killed and its namespace took the
          * mount with it; the next attempt applies the layer again on the same device. */
@@ -458,6 +458,23 @@ static int dm_layer_remove(struct pipeline *p, const struct layer_rec *l, struct
     return device_down(p, (uint32_t)l->dev_id, true, e);
 }
 
+/* The pool's metadata has the figures (dm/usage.h, views.h): no directory to measure. */
+static int dm_layer_usage(const char *state_dir, const struct layer_rec *l, struct backend_du *u)
+{
+    (void)state_dir;
+    (void)l;
+    (void)u;
+    return 0;
+}
+
+static int dm_act_usage(const char *state_dir, const struct activation_rec *a, struct backend_du *u)
+{
+    (void)state_dir;
+    (void)a;
+    (void)u;
+    return 0;
+}
+
 const struct backend_ops backend_dm_thin = {
     .name = "dm-thin",
     .layer_recorded = dm_layer_recorded,
@@ -476,4 +493,6 @@ const struct backend_ops backend_dm_thin = {
     .act_failed = dm_act_failed,
     .act_down = dm_act_down,
     .layer_remove = dm_layer_remove,
+    .layer_usage = dm_layer_usage,
+    .act_usage = dm_act_usage,
 };

@@ -21,9 +21,11 @@
  * apply-layer mounts an overlay of the layer's diff (upper) over its parent chain (lower, top
  * first) privately in a child process (dm/mount.h) and applies the blob with the same secure
  * extractor as dm-thin onto the merged view. The kernel writes the layer's change set in
- * overlay's form: an OCI whiteout applied as a removal becomes a whiteout device in diff (an
- * opaque marker, one per hidden lower entry); a directory removed and made again, an opaque
- * one; a file changed or hardlinked below a lower directory is copied up with its metadata.
+ * overlay's form: an OCI whiteout applied as a removal becomes a whiteout device in diff; a
+ * directory removed and made again, an opaque one; a file changed or hardlinked below a lower
+ * directory is copied up with its metadata. An opaque marker clears the lower entries (one
+ * whiteout each); after the mount, the directory in diff is marked opaque instead
+ * (mark_opaque_dirs()).
  * So the diff is what the layer changes, and the merged view is what dm-thin's snapshot holds
  * (tests/pipeline/overlay.sh compares them). Every mount has metacopy and redirect_dir off, so
  * that a diff holds whole files and plain directories and serves as a lower layer of any later
@@ -41,6 +43,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +52,8 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "archive/archive.h"
@@ -80,12 +86,18 @@
 /* ---- paths ------------------------------------------------------------------------------- */
 
 /* STATE/overlay/<a>/<b>/<c> (b, c may be NULL). -ENAMETOOLONG when it does not fit. */
+static int ov_dir(const char *state_dir, char *out, size_t n, const char *a, const char *b,
+                  const char *c)
+{
+    int len = snprintf(out, n, "%s/%s/%s%s%s%s%s", state_dir, OVERLAY_SUBDIR, a, b ? "/" : "",
+                       b ? b : "", c ? "/" : "", c ? c : "");
+    return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
+}
+
 static int ov_path(const struct pipeline *p, char *out, size_t n, const char *a, const char *b,
                    const char *c)
 {
-    int len = snprintf(out, n, "%s/%s/%s%s%s%s%s", p->cfg.state_dir, OVERLAY_SUBDIR, a,
-                       b ? "/" : "", b ? b : "", c ? "/" : "", c ? c : "");
-    return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
+    return ov_dir(p->cfg.state_dir, out, n, a, b, c);
 }
 
 /* The hash of a chain id ("sha256:<hex>" -> "<hex>"): a directory name. */
@@ -286,6 +298,102 @@ static int copy_up_aliases(const char *mountpoint, const struct archive_stats *s
     return 0;
 }
 
+/* overlay's mark of an opaque directory (the kernel sets it on a directory made over a
+ * whiteout); the trusted namespace, as the mounts have no userxattr. */
+#define OVERLAY_OPAQUE_XATTR "trusted.overlay.opaque"
+/* Deeper than any layer's tree (the archive policy caps path depth far below). */
+#define OVERLAY_WALK_MAX_DEPTH 4096
+
+/* A whiteout in overlay's form: a character device 0:0. */
+static bool is_whiteout(const struct stat *sb)
+{
+    return S_ISCHR(sb->st_mode) && sb->st_rdev == makedev(0, 0);
+}
+
+/* Delete every whiteout below the directory open as fd (closed here), which is on the diff's
+ * file system: no symlink is followed, no mount entered. */
+static int drop_whiteouts(int fd, dev_t dev, int depth)
+{
+    if (depth > OVERLAY_WALK_MAX_DEPTH) {
+        close(fd);
+        return -ELOOP;
+    }
+    _cleanup_closedir_ DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (de->d_type != DT_UNKNOWN && de->d_type != DT_CHR && de->d_type != DT_DIR)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+            return -errno;
+        if (is_whiteout(&sb)) {
+            if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+                return -errno;
+        } else if (S_ISDIR(sb.st_mode) && sb.st_dev == dev) {
+            int cfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int r = cfd < 0 ? -errno : drop_whiteouts(cfd, dev, depth + 1);
+            if (r < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+/*
+ * After the apply (the overlay is unmounted: its namespace is gone), each directory the layer
+ * marked opaque, in overlay's own form. On the merged view the extractor removed the
+ * directory's lower entries one by one, which the kernel recorded as a whiteout each in the
+ * diff; the directory in the diff is now marked opaque (what the kernel does to a directory
+ * made again over a removed one) and those whiteouts, below it at any depth, are deleted: an
+ * opaque directory hides every lower entry, so they are redundant. What the layer itself
+ * wrote there (before or after the marker in the tar) stays. Paths are resolved below diff
+ * without following a symlink; a directory that is not in the diff (nothing below was hidden)
+ * or is reached through a symlink keeps the kernel's form, and so does the root: overlay never
+ * reads the opaque mark of a layer's root. Marking first and then deleting converges when
+ * interrupted (the next attempt applies the layer again). Cost: a walk of the diff below each
+ * opaque directory, i.e. of what this layer wrote there.
+ */
+static int mark_opaque_dirs(const char *diff, const struct buf *list, struct err *e)
+{
+    if (!list->len)
+        return 0;
+    _cleanup_close_ int root = open(diff, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat rsb;
+    if (root < 0 || fstat(root, &rsb) < 0)
+        return err_set(e, -errno, "cannot open %s: %s", diff, strerror(errno));
+    for (size_t off = 0; off < list->len;) {
+        const char *dir = list->data + off;
+        off += strnlen(dir, list->len - off) + 1;
+        if (!dir[0])
+            continue;
+        struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                          RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+        long fd = syscall(SYS_openat2, root, dir, &how, sizeof(how));
+        if (fd < 0 && (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || errno == EXDEV))
+            continue; /* not in the diff as a directory: the kernel's form stays */
+        if (fd < 0)
+            return err_set(e, -errno, "cannot open %s/%s: %s", diff, dir, strerror(errno));
+        int dfd = (int)fd;
+        int r = fsetxattr(dfd, OVERLAY_OPAQUE_XATTR, "y", 1, 0) < 0 ? -errno : 0;
+        if (r < 0) {
+            close(dfd);
+            return err_set(e, r, "cannot mark %s/%s opaque: %s", diff, dir, strerror(-r));
+        }
+        r = drop_whiteouts(dfd, rsb.st_dev, 0);
+        if (r < 0)
+            return err_set(e, r, "cannot delete the whiteouts below opaque %s/%s: %s", diff, dir,
+                           strerror(-r));
+    }
+    return 0;
+}
+
 static int ov_layer_check(struct pipeline *p, struct fsm_run *run, const char *chain_id,
                           const struct layer_rec *l, struct err *e)
 {
@@ -367,8 +475,12 @@ static struct fsm_result ov_layer_apply(struct fsm_run *run, struct pipeline *p,
                               .fstype = "overlay",
                               .flags = MS_NOATIME,
                               .options = (const char *)opts.data};
-    r = backend_apply_mounted(run, p, q, &spec, copy_up_aliases, &st, &e);
+    struct buf opaque = BUF_INIT;
+    r = backend_apply_mounted(run, p, q, &spec, copy_up_aliases, &st, &opaque, &e);
     buf_free(&opts);
+    if (r == 0)
+        r = mark_opaque_dirs(diff, &opaque, &e);
+    buf_free(&opaque);
     if (r == -ECANCELED)
         return fsm_retry("apply layer %.19s interrupted: %s", q->chain_id, err_str(&e));
     /* With the index on, overlay refuses (EBUSY) an upper dir that another mount still holds:
@@ -618,16 +730,23 @@ static int ov_layer_remove(struct pipeline *p, const struct layer_rec *l, struct
 
 /* ---- usage ------------------------------------------------------------------------------- */
 
-/* du's count: allocated blocks, each inode once (a hardlink group counts once). nftw passes no
- * user data, so the sums live in thread-local state for the walk. */
-struct du_seen {
+/*
+ * du's count: allocated blocks (st_blocks), each inode once. A file with more than one name
+ * is noted (device, inode, blocks) and summed after the walk once per inode (sorted), so a
+ * hardlink group counts once: O(n) lstat calls for n entries plus O(h log h) for h names of
+ * multiply-linked files, memory 24 bytes per such name. nftw passes no user data, so the
+ * sums live in thread-local state for the walk (the daemon's threads each have their own).
+ */
+struct du_link {
     dev_t dev;
     ino_t ino;
+    uint64_t bytes;
 };
 static _Thread_local struct du_state {
     uint64_t bytes, entries;
-    struct du_seen *seen;
+    struct du_link *links;
     size_t n, cap;
+    bool oom;
 } du;
 
 static int du_visit(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -635,34 +754,121 @@ static int du_visit(const char *path, const struct stat *sb, int flag, struct FT
     (void)path;
     (void)flag;
     (void)ftw;
-    if (!S_ISDIR(sb->st_mode) && sb->st_nlink > 1) {
-        for (size_t i = 0; i < du.n; i++)
-            if (du.seen[i].dev == sb->st_dev && du.seen[i].ino == sb->st_ino)
-                return 0;
-        if (du.n == du.cap) {
-            size_t cap = du.cap ? du.cap * 2 : 64;
-            struct du_seen *v = realloc(du.seen, cap * sizeof(*v));
-            if (!v)
-                return -1;
-            du.seen = v;
-            du.cap = cap;
-        }
-        du.seen[du.n++] = (struct du_seen){sb->st_dev, sb->st_ino};
+    uint64_t bytes = (uint64_t)sb->st_blocks * 512;
+    if (S_ISDIR(sb->st_mode) || sb->st_nlink < 2) {
+        du.bytes += bytes;
+        du.entries++;
+        return 0;
     }
-    du.bytes += (uint64_t)sb->st_blocks * 512;
-    du.entries++;
+    if (du.n == du.cap) {
+        size_t cap = du.cap ? du.cap * 2 : 64;
+        struct du_link *v = realloc(du.links, cap * sizeof(*v));
+        if (!v) {
+            du.oom = true;
+            return -1;
+        }
+        du.links = v;
+        du.cap = cap;
+    }
+    du.links[du.n++] = (struct du_link){sb->st_dev, sb->st_ino, bytes};
     return 0;
 }
 
+static int du_link_cmp(const void *a, const void *b)
+{
+    const struct du_link *x = a, *y = b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* du of the tree at path (FTW_MOUNT: a mount below is not entered). */
 static int du_tree(const char *path, uint64_t *bytes, uint64_t *entries)
 {
     du = (struct du_state){0};
-    int r = nftw(path, du_visit, 16, FTW_PHYS | FTW_MOUNT) < 0 ? -(errno ? errno : EIO) : 0;
+    int r = nftw(path, du_visit, 16, FTW_PHYS | FTW_MOUNT) < 0
+                ? (du.oom ? -ENOMEM : -(errno ? errno : EIO))
+                : 0;
+    if (du.n)
+        qsort(du.links, du.n, sizeof(*du.links), du_link_cmp);
+    for (size_t i = 0; i < du.n; i++)
+        if (i == 0 || du_link_cmp(&du.links[i - 1], &du.links[i]) != 0) {
+            du.bytes += du.links[i].bytes;
+            du.entries++;
+        }
     *bytes = du.bytes;
     *entries = du.entries;
-    free(du.seen);
+    free(du.links);
     du = (struct du_state){0};
     return r;
+}
+
+/*
+ * A committed layer's diff never changes (backend.h), so its du is kept for the process's
+ * life, by chain hash and the diff directory's identity (a layer removed and unpacked again is
+ * a new directory): a listing that shows a layer under every image using it walks it once,
+ * and a daemon once at all. An upper directory changes with every write: never kept.
+ */
+#define OVERLAY_DU_CACHE_MAX 1024
+struct du_cached {
+    char hex[DIGEST_STR_LEN + 1];
+    dev_t dev;
+    ino_t ino;
+    struct timespec ctime;
+    struct backend_du u;
+};
+static struct du_cached du_cache[OVERLAY_DU_CACHE_MAX];
+static size_t du_cache_n, du_cache_next;
+static pthread_mutex_t du_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool du_cache_match(const struct du_cached *c, const char *hex, const struct stat *sb)
+{
+    return !strcmp(c->hex, hex) && c->dev == sb->st_dev && c->ino == sb->st_ino &&
+           c->ctime.tv_sec == sb->st_ctim.tv_sec && c->ctime.tv_nsec == sb->st_ctim.tv_nsec;
+}
+
+static int ov_layer_usage(const char *state_dir, const struct layer_rec *l, struct backend_du *u)
+{
+    char dir[4096];
+    const char *hex = chain_hex(l->chain_id);
+    if (ov_dir(state_dir, dir, sizeof(dir), "layers", hex, "diff") < 0 ||
+        strlen(hex) > DIGEST_STR_LEN)
+        return -ENAMETOOLONG;
+    struct stat sb;
+    if (stat(dir, &sb) < 0)
+        return -errno;
+    bool committed = l->state && !strcmp(l->state, "ready");
+    pthread_mutex_lock(&du_cache_lock);
+    for (size_t i = 0; committed && i < du_cache_n; i++)
+        if (du_cache_match(&du_cache[i], hex, &sb)) {
+            *u = du_cache[i].u;
+            pthread_mutex_unlock(&du_cache_lock);
+            return 1;
+        }
+    pthread_mutex_unlock(&du_cache_lock);
+    int r = du_tree(dir, &u->bytes, &u->entries);
+    if (r < 0)
+        return r;
+    if (committed) {
+        pthread_mutex_lock(&du_cache_lock);
+        struct du_cached *c = &du_cache[du_cache_next];
+        du_cache_next = (du_cache_next + 1) % OVERLAY_DU_CACHE_MAX;
+        if (du_cache_n < OVERLAY_DU_CACHE_MAX)
+            du_cache_n++;
+        *c = (struct du_cached){.dev = sb.st_dev, .ino = sb.st_ino, .ctime = sb.st_ctim, .u = *u};
+        snprintf(c->hex, sizeof(c->hex), "%s", hex);
+        pthread_mutex_unlock(&du_cache_lock);
+    }
+    return 1;
+}
+
+static int ov_act_usage(const char *state_dir, const struct activation_rec *a, struct backend_du *u)
+{
+    char dir[4096];
+    if (ov_dir(state_dir, dir, sizeof(dir), "act", a->name, "upper") < 0)
+        return -ENAMETOOLONG;
+    int r = du_tree(dir, &u->bytes, &u->entries);
+    return r < 0 ? r : 1;
 }
 
 int backend_overlay_usage(const struct config *cfg, struct backend_usage **out, size_t *n)
@@ -752,6 +958,57 @@ int backend_overlay_orphans(struct db *db, const struct config *cfg, backend_orp
     return 0;
 }
 
+/* Whether the mount at path is an overlay whose upper dir is upper (/proc/self/mountinfo: the
+ * mount point, field 5, and the super options after " - overlay SOURCE"). Paths with
+ * characters mountinfo escapes never match: not ours, as far as this check can tell. */
+static bool overlay_upper_is(const char *path, const char *upper)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return false;
+    char want[4096 + 16];
+    snprintf(want, sizeof(want), "upperdir=%s", upper);
+    size_t wl = strlen(want);
+    char *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+    while (!found && getline(&line, &cap, f) > 0) {
+        char point[4096];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", point) != 1 || strcmp(point, path) != 0)
+            continue;
+        const char *sep = strstr(line, " - overlay ");
+        for (const char *o = sep ? strstr(sep, want) : NULL; o && !found; o = strstr(o + 1, want))
+            found = (o[-1] == ',' || o[-1] == ' ') && (o[wl] == ',' || o[wl] == '\n');
+    }
+    free(line);
+    return found;
+}
+
+struct stale_ctx {
+    const struct config *cfg;
+    backend_mount_fn fn;
+    void *ud;
+};
+
+static int stale_one(const struct activation_rec *a, void *ud)
+{
+    struct stale_ctx *c = ud;
+    if (!strcmp(a->state, "active") || !ov_act_recorded(a) || !overlay_mounted(a->device_path))
+        return 0;
+    char upper[4096];
+    if (ov_dir(c->cfg->state_dir, upper, sizeof(upper), "act", a->name, "upper") == 0 &&
+        overlay_upper_is(a->device_path, upper))
+        c->fn(a->device_path, a->name, a->state, c->ud);
+    return 0;
+}
+
+int backend_overlay_stale_mounts(struct db *db, const struct config *cfg, backend_mount_fn fn,
+                                 void *ud)
+{
+    struct stale_ctx c = {cfg, fn, ud};
+    return imagedb_activation_list(db, 0, false, NULL, stale_one, &c);
+}
+
 int backend_overlay_remove_dir(const char *path, struct err *e)
 {
     char merged[4096];
@@ -779,4 +1036,6 @@ const struct backend_ops backend_overlay = {
     .act_failed = ov_act_failed,
     .act_down = ov_act_down,
     .layer_remove = ov_layer_remove,
+    .layer_usage = ov_layer_usage,
+    .act_usage = ov_act_usage,
 };

@@ -543,6 +543,22 @@ static void overlay_orphan(const char *path, const char *why, uint64_t bytes, in
     spare_live(c->o, mtime_ms, it);
 }
 
+static void overlay_stale_mount(const char *path, const char *name, const char *state, void *ud)
+{
+    struct overlay_ctx *c = ud;
+    struct gc_item *it = add(c->rep, GC_MOUNT, path);
+    if (!it)
+        return;
+    snprintf(it->reason, sizeof(it->reason),
+             "overlay mount of activation %s, whose record says %s (a deactivate interrupted, "
+             "or mounted behind thinimg's back)",
+             name, state);
+    snprintf(it->action, sizeof(it->action), "unmount (the upper dir and its writes stay)");
+    it->removable = true;
+    /* A run may be mounting it now, before it records the activation active. */
+    spare_live(c->o, now_ms(), it);
+}
+
 /* Committed layers whose device is active, and activations recorded active whose dm device
  * is gone. Both come from a change behind thinimg's back (or a reboot, for the second). */
 static void scan_active_state(struct gc_report *rep, struct db *db, const char *pool,
@@ -632,10 +648,16 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o, st
     if (!o)
         o = &dflt;
     memset(out, 0, sizeof(*out));
+    /* A state directory on a backend without a pool (overlay) has no device to examine, and
+     * nothing to say about a pool. */
+    int r = db ? backend_recorded(db, out->backend, sizeof(out->backend)) : 0;
+    if (r != 1)
+        snprintf(out->backend, sizeof(out->backend), "%s", backend_dm_thin.name);
+    bool pool_backend = !strcmp(out->backend, backend_dm_thin.name);
     const char *pool = cfg->pool_name;
-    struct pool_info pi;
+    struct pool_info pi = {0};
     struct err pe = {0};
-    int r = pool_get(db, pool, &pi, &pe);
+    r = pool_backend ? pool_get(db, pool, &pi, &pe) : -ENODEV;
     out->pool_active = r == 0 && pi.active;
     out->pool_adopted = pi.recorded ? !strcmp(pi.origin, "adopted") : out->pool_active;
     uint32_t *pool_ids = NULL;
@@ -654,7 +676,7 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o, st
                      "cannot read the pool's metadata (%s): devices were not examined",
                      err_str(&pe));
         }
-    } else if (!out->pool_note[0]) {
+    } else if (!out->pool_note[0] && pool_backend) {
         snprintf(out->pool_note, sizeof(out->pool_note),
                  "pool \"%s\" is not active (%s): devices were not examined; run `thinimg "
                  "setup-pool` first",
@@ -690,6 +712,8 @@ int gc_scan(struct db *db, const struct config *cfg, const struct gc_opts *o, st
         scan_mounts(out, cfg);
     struct overlay_ctx oc = {out, o};
     backend_overlay_orphans(db, cfg, overlay_orphan, &oc);
+    if (!pool_backend)
+        backend_overlay_stale_mounts(db, cfg, overlay_stale_mount, &oc);
 
     struct tmp_ctx keep = {0};
     scan_downloads(out, db, &keep);
@@ -1049,7 +1073,8 @@ json_t *gc_report_json(const struct gc_report *r, bool applied)
     }
     char summary[256];
     gc_report_summary(r, summary, sizeof(summary));
-    json_t *o = json_pack("{s:s, s:b, s:s, s:o}", "mode", applied ? "force" : "dry-run",
+    json_t *o = json_pack("{s:s, s:s, s:b, s:s, s:o}", "mode", applied ? "force" : "dry-run",
+                          "backend", r->backend[0] ? r->backend : backend_dm_thin.name,
                           "pool_examined", r->pool_active, "summary", summary, "orphans", items);
     if (r->pool_note[0])
         json_object_set_new(o, "note", json_string(r->pool_note));
@@ -1092,6 +1117,7 @@ int gc_report_from_json(const json_t *o, struct gc_report *out, bool *applied)
     *applied = !strcmp(mode, "force");
     out->pool_active = json_is_true(json_object_get(o, "pool_examined"));
     copy_str(out->pool_note, sizeof(out->pool_note), o, "note");
+    copy_str(out->backend, sizeof(out->backend), o, "backend");
     out->pruned_runs = (int)json_integer_value(json_object_get(o, "pruned_runs"));
     size_t i;
     const json_t *j;

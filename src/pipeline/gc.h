@@ -29,7 +29,9 @@
  *                or an activation directory no activation record names; its mount is taken
  *                down first
  * Any mount under <state>/mnt is stale (thinimg mounts devices only inside private mount
- * namespaces of its own processes): `mount`, unmounted first.
+ * namespaces of its own processes): `mount`, unmounted first. On the overlay backend, so is
+ * an activation's overlay mount (its upper dir thinimg's) while its record says inactive or
+ * failed: `mount` too (the upper dir and its writes stay).
  * Reported but never removed by gc: `missing` (a device the database uses that the pool no
  * longer has: the next process-image recreates it), `dm-gone` (an activation recorded active
  * whose dm device is gone, after a reboot or a `dmsetup remove`: the next process-image
@@ -103,6 +105,7 @@ struct gc_item {
 struct gc_report {
     struct gc_item *items;
     size_t n;
+    char backend[16];  /* the state directory's ("dm-thin", "overlay": no pool, no note) */
     bool pool_active;  /* false: the pool could not be inspected (devices not examined) */
     bool pool_adopted; /* made by someone else: unknown ids are not deleted */
     char pool_note[256];
@@ -136,7 +139,7 @@ int gc_apply(struct db *db, const struct config *cfg, const struct gc_opts *o, s
 
 /* The report as `thinimg gc --json` prints it (also POST /v1/gc's reply): {mode, pool_examined,
  * summary, orphans: [{kind, what, reason, action, removable, active, in_pool, bytes,
- * device_id?, result?, detail?}], note?, pruned_runs?}. A new reference. */
+ * device_id?, result?, detail?}], backend, note?, pruned_runs?}. A new reference. */
 json_t *gc_report_json(const struct gc_report *r, bool applied);
 /* Back from that JSON (what the CLI prints from a daemon's reply). *applied: mode "force". */
 int gc_report_from_json(const json_t *o, struct gc_report *out, bool *applied);

@@ -126,6 +126,14 @@ static size_t runs_from_json(json_t *arr, struct feed_run *v, size_t max, size_t
 
 static void pool_from_json(json_t *o, struct feed_pool *p)
 {
+    if (!strcmp(json_string_value(json_object_get(o, "backend")) ?: "", "overlay")) {
+        char du[32];
+        format_bytes((uint64_t)json_integer_value(json_object_get(o, "disk_bytes")), du,
+                     sizeof(du));
+        snprintf(p->note, sizeof(p->note), "backend overlay: no pool; %s in layer and upper dirs",
+                 du);
+        return; /* not known: the monitor shows the note */
+    }
     p->known = true;
     snprintf(p->mode, sizeof(p->mode), "%s", json_string_value(json_object_get(o, "mode")) ?: "");
     p->data_pct = json_number_value(json_object_get(o, "data_used_pct"));

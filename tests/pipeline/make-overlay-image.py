@@ -4,10 +4,12 @@
   OUT/images/ovl/1.tar  base: dirs with odd modes and owners, files with a user.* and a
                         security.capability xattr, a hardlink pair, symlinks, a FIFO
   OUT/images/ovl/2.tar  upper: whiteouts (a file, a whole directory), an opaque directory that
-                        gets a new file, a hardlink to a lower file (copied up), a file in a
-                        lower directory the layer does not list (its metadata stays the
-                        lower's), a lower directory's mode and owner changed, a file replaced
-                        by a directory and a directory replaced by a symlink
+                        gets a new file after its marker and, before it, a lower
+                        subdirectory re-listed with a new file, a hardlink to a lower
+                        file (copied up), a file in a lower directory the layer does not
+                        list (its metadata stays the lower's), a lower directory's mode
+                        and owner changed, a file replaced by a directory and a directory
+                        replaced by a symlink
 Deterministic (fixed times), so digests are stable. Usage: make-overlay-image.py OUT
 """
 import io
@@ -76,6 +78,8 @@ def upper(tf):
     entry(tf, "etc/.wh.gone")
     entry(tf, ".wh.cache")
     entry(tf, "opt/", "dir", mode=0o755)
+    entry(tf, "opt/sub/", "dir", mode=0o750)
+    entry(tf, "opt/sub/before", data=b"written before the opaque marker\n")
     entry(tf, "opt/.wh..wh..opq")
     entry(tf, "opt/new", data=b"new\n")
     entry(tf, "srv/third", "hardlink", target="srv/data")
