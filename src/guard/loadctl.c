@@ -15,6 +15,10 @@ struct loadctl_params loadctl_defaults(int max, bool watch_pool)
          * limit stays put. */
         .some_low = 10.0,
         .some_high = 40.0,
+        /* An interval's own share is not smoothed, so it needs no margin for avg10's lag:
+         * a quarter of each of now_ticks intervals in a row is a competing writer, not a
+         * burst (one O_DIRECT writer beside the unpacks holds it near 30%, docs/safety.md). */
+        .some_now_high = 25.0,
         /* "full" stalls stop every task: 10% of the time is already felt by the VMs. */
         .full_high = 10.0,
         .mem_full_high = 5.0,
@@ -119,7 +123,7 @@ enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals
                  "no pressure stall information (PSI) in this kernel: the queue limit follows "
                  "the health checks, the pool and throughput only");
     }
-    bool hot = s->psi && (s->io_full_now > c->p.full_high || s->io_some_now > c->p.some_high);
+    bool hot = s->psi && (s->io_full_now > c->p.full_high || s->io_some_now > c->p.some_now_high);
     c->hot = hot ? c->hot + 1 : 0;
     char why[128];
     const char *t = trouble(c, s, why, sizeof(why));

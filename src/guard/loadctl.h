@@ -54,6 +54,7 @@ struct loadctl_params {
     bool watch_pool;      /* the pool's state counts (unpack: yes; fetch: no) */
     double some_low;      /* raise only while io_some is below this */
     double some_high;     /* halve when io_some is above this */
+    double some_now_high; /* halve when now_ticks intervals' own io_some share is above this */
     double full_high;     /* halve when io_full is above this */
     double mem_full_high; /* halve when mem_full is above this */
     int calm_ticks;       /* calm intervals with waiting work before a raise */

@@ -135,11 +135,12 @@ static void test_interval_share_needs_two_in_a_row(void **state)
     }
     assert_int_equal(changes, 0);
     assert_int_equal(c.limit, 4);
-    /* a hog: avg10 still low, the intervals' own share high */
+    /* a hog: avg10 still low, the intervals' own share past its threshold (below avg10's) */
+    assert_true(p.some_now_high + 5 < p.some_high);
     int at = -1;
     for (int i = 0; i < 4 && at < 0; i++) {
         struct loadctl_signals s = signals(&c, &h);
-        s.io_some_now = p.some_high + 20;
+        s.io_some_now = p.some_now_high + 5;
         s.io_full_now = p.full_high / 2;
         loadctl_step(&c, &s);
         if (c.limit < 4)
@@ -150,7 +151,7 @@ static void test_interval_share_needs_two_in_a_row(void **state)
     assert_true(strstr(c.reason, "I/O pressure: some tasks stalled") != NULL);
     /* it goes on: 1 at the next interval, within 10 s of the hog's start */
     struct loadctl_signals s = signals(&c, &h);
-    s.io_some_now = p.some_high + 20;
+    s.io_some_now = p.some_now_high + 5;
     loadctl_step(&c, &s);
     assert_int_equal(c.limit, 1);
     assert_true((p.now_ticks + 1) * LOADCTL_INTERVAL_MS <= 10000);
