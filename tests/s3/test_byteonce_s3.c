@@ -566,6 +566,41 @@ static void test_streams(void **state)
     free(err);
 }
 
+/* A download split into ranges shows its bytes in the progress lines while the ranges run
+ * (it showed 0 until they ended): every GET at PROGRESS_RATE, so that the download lasts past
+ * the first progress line (one every 5 s without a terminal). */
+#define PROGRESS_RATE (2 << 20)
+#define PROGRESS_LINE "progress: 0/1 layers, "
+
+static void test_streams_progress(void **state)
+{
+    (void)state;
+    s3h_reset(&H);
+    char rule[256];
+    slow_rule(rule, sizeof(rule), PROGRESS_RATE, 0);
+    assert_int_equal(s3h_fault(&H, rule), 0);
+    _cleanup_free_ char *sd = new_state();
+    char sdarg[4096], ep[128], min[] = STREAMS_MIN;
+    snprintf(sdarg, sizeof(sdarg), "--state-dir=%s", sd);
+    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", H.proxy_url);
+    char *env[] = {ep, min, NULL};
+    char *argv[] = {(char *)tu_thinimg(), sdarg, "fetch", "s3://" BUCKET "/big/resume.tar", NULL};
+    _cleanup_free_ char *out = NULL, *err = NULL;
+    assert_int_equal(tu_run(argv, env, &out, &err), 0);
+    size_t lines = 0, moving = 0;
+    for (const char *p = err; (p = strstr(p, PROGRESS_LINE)); p++) {
+        lines++;
+        if (strncmp(p + strlen(PROGRESS_LINE), "0 B of", strlen("0 B of")) != 0)
+            moving++;
+    }
+    printf("streams progress: %zu progress lines, %zu with bytes\n", lines, moving);
+    assert_true(moving >= 1);
+    size_t gets, ranged;
+    uint64_t bytes;
+    range_gets(&gets, &ranged, &bytes);
+    assert_int_equal(ranged, 3); /* it was split into ranges */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +608,7 @@ int main(void)
         cmocka_unit_test_setup(test_changed_blob_not_reused, reset),
         cmocka_unit_test_setup(test_resume_at_the_byte, reset),
         cmocka_unit_test_setup(test_streams, reset),
+        cmocka_unit_test_setup(test_streams_progress, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
