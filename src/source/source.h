@@ -119,11 +119,12 @@
  * At or above SOURCE_STREAM_SPLIT_RATE bytes/s (128 MiB/s: above what real S3 gives one
  * connection, ~90 MB/s, and what a 1 GbE link carries) one connection is as fast as the link
  * or the machine, and more streams only add requests, preallocation and a second read of the
- * file for the hash (loopback, fast LANs); below it the rest is split into ranges. 250 ms:
- * short on a download worth splitting (a 20 MB/s connection has fetched 5 MB by then); on a
- * long path TCP may still be opening its window, which reads as slow and splits: the streams
- * help there too. */
-#define SOURCE_STREAM_PROBE_MS   250
+ * file for the hash (loopback, fast LANs); below it the rest is split into ranges. 100 ms:
+ * the probe's time is paid by every split download (bench/fetch-streams.sh shaped, medians of
+ * 4: 5.83 s with 250 ms, 5.57 s with 100 ms), while loopback already shows 300-400 MB/s after
+ * 100 ms even on a loaded machine; on a long path TCP may still be opening its window, which reads
+ * as slow and splits: the streams help there too. */
+#define SOURCE_STREAM_PROBE_MS   100
 #define SOURCE_STREAM_SPLIT_RATE (128U << 20)
 
 /* ---- types ------------------------------------------------------------------------------ */
