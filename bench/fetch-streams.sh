@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# bench/fetch-streams.sh: parallel ranged GETs (docs/sources.md, "Parallel ranges") against one
-# curl stream, on the same SIZE MiB object from s3rver:
+# bench/fetch-streams.sh: the streams policy (docs/sources.md, "Parallel ranges": one GET,
+# split into up to 4 ranged GETs when that connection is slow) against one curl stream, on the
+# same SIZE MiB object from s3rver:
 #
 #   shaped: through the harness's proxy capping every response at 20 MB/s with a 50 ms
 #     first-byte delay (real S3 limits each connection; this kernel has no netem, so the
-#     proxy is the shaper): thinimg fetch (4 streams) vs curl      goal: curl/thinimg >= 3
-#   unshaped: s3rver on loopback directly: thinimg fetch vs curl -o + sync
-#                                                                  goal: curl/thinimg >= 0.95
+#     proxy is the shaper): thinimg fetch (split: 4 streams) vs curl  goal: curl/thinimg >= 3
+#   unshaped: s3rver on loopback directly: thinimg fetch (one stream: fast enough) vs
+#     curl -o + sync                                                goal: curl/thinimg >= 0.95
 #
 # thinimg side: `thinimg fetch` end to end (HEAD, the ranges, sha256 of every byte, fsync,
 # validate, record) into a fresh state directory; curl side: `curl -o FILE` (+ `sync FILE` on
@@ -99,10 +100,10 @@ curl -s -f -o /dev/null -X POST -d "{\"method\":\"GET\",\"action\":\"slow\",\"by
 
 a="" b=""
 for ((i = 0; i < RUNS; i++)); do a+="$(fetch_once "$PROXY") "; b+="$(curl_once "$PROXY" 0) "; done
-bench_row "fetch of $((SIZE >> 20)) MiB, shaped, 4 streams" "curl (one stream)" 0.33 s "$a" "$b"
+bench_row "fetch of $((SIZE >> 20)) MiB, shaped, split into 4 streams" "curl (one stream)" 0.33 s "$a" "$b"
 echo "speedup shaped: curl/thinimg $(speedup "$a" "$b") (goal >= 3)"
 
 a="" b=""
 for ((i = 0; i < RUNS; i++)); do a+="$(fetch_once "$S3") "; b+="$(curl_once "$S3" 1) "; done
-bench_row "fetch of $((SIZE >> 20)) MiB, loopback, 4 streams" "curl -o + sync" 1.05 s "$a" "$b"
+bench_row "fetch of $((SIZE >> 20)) MiB, loopback, one stream" "curl -o + sync" 1.05 s "$a" "$b"
 echo "speedup loopback: curl/thinimg $(speedup "$a" "$b") (goal >= 0.95)"

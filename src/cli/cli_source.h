@@ -42,9 +42,10 @@ enum {
     "                      plain HTTP to that registry (env THINIMG_INSECURE_REGISTRY, a\n"        \
     "                      comma-separated list); every other one is HTTPS, verified\n"            \
     "  --download-streams N\n"                                                                     \
-    "                      parallel ranged GETs per object of 64 MiB or more (s3, http;\n"         \
+    "                      at most N ranged GETs per object of 64 MiB or more (s3, http;\n"        \
     "                      default 4, at most 16, 1 = one GET; env\n"                              \
-    "                      THINIMG_SOURCE_DOWNLOAD_STREAMS)\n"
+    "                      THINIMG_SOURCE_DOWNLOAD_STREAMS); a download starts with one\n"         \
+    "                      and opens the others when it runs below 128 MiB/s\n"
 
 /* Handle one getopt result; returns true when c was a source option. */
 bool cli_source_option(int c, const char *arg, struct source_options *o);

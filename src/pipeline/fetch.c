@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,12 +162,16 @@ struct sink_state {
     struct err *e;
 };
 
-/* Straight from the receive buffer (SOURCE_RECV_BUFFER, 512 KiB) to the file: no copy of our
- * own, one hash update and one write(2) per chunk. */
+/* Straight from the receive buffer to the file: no copy of our own, one hash update and one
+ * write(2) per chunk (libcurl hands the body over in pieces of 16 KiB at most). */
 static int sink(const void *data, size_t n, void *ud)
 {
     struct sink_state *s = ud;
-    uint64_t done = s->offset + s->written + n;
+    uint64_t at = s->offset + s->written;
+    bool stop = s->st->stop_at && at + n >= s->st->stop_at;
+    if (stop)
+        n = s->st->stop_at > at ? (size_t)(s->st->stop_at - at) : 0;
+    uint64_t done = at + n;
     if (s->st->max_bytes && done > s->st->max_bytes)
         return err_set(s->e, -EFBIG, "the object is larger than the limit of %" PRIu64 " bytes",
                        s->st->max_bytes);
@@ -186,6 +191,12 @@ static int sink(const void *data, size_t n, void *ud)
         s->last_progress = done;
         s->st->progress(done, s->total, s->st->progress_ud);
     }
+    if (s->st->written && (r = s->st->written(done, s->st->written_ud)) < 0)
+        return r;
+    if (stop) {
+        s->st->stopped = true;
+        return -ECANCELED; /* ends the GET; fetch_stream_object() sees `stopped` */
+    }
     return 0;
 }
 
@@ -195,7 +206,16 @@ int fetch_stream_object(struct source *src, const char *key, uint64_t offset,
 {
     struct sink_state s = {
         .st = st, .offset = offset, .e = e, .last_progress = offset, .last_checkpoint = offset};
+    st->stopped = false;
     int r = source_get_expect(src, key, offset, want, sink, &s, info, e);
+    if (r < 0 && st->stopped) {
+        /* ended where the caller asked: every byte before stop_at is in the file */
+        r = 0;
+        if (e)
+            *e = (struct err){0};
+        info->bytes = info->bytes_received = s.written;
+        info->size = want && want->has_size ? want->size : 0;
+    }
     if (r == 0 && st->progress)
         st->progress(offset + s.written, info->size, st->progress_ud);
     return r;
@@ -661,9 +681,9 @@ static bool reuse_by_identity(struct fetch_context *c, struct fsm_run *run, stru
     }
     if (resp && blob_format_is_layer(f)) {
         json_object_set_new(resp, "format", json_string(blob_format_name(f)));
-        json_object_set_new(resp, "layers",
-                            json_pack("[o]", fetch_layer_json(k.digest, diff_id, k.blob_size, f,
-                                                              bp, NULL, &seal)));
+        json_object_set_new(
+            resp, "layers",
+            json_pack("[o]", fetch_layer_json(k.digest, diff_id, k.blob_size, f, bp, NULL, &seal)));
     }
     ok = resp && fetch_response_store(run, resp) == 0;
     struct fetch_result *fr = NULL;
@@ -775,17 +795,21 @@ static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run
 }
 
 /* ---- parallel ranges ---------------------------------------------------------------------
- * An object of source_download_streams() > 1 streams (docs/sources.md, "Parallel ranges") is
- * fetched as that many ranged GETs at once, each by its own thread and connection, written
- * with pwrite into the one preallocated temp file. Beside it, TMP.ranges holds the object's
- * version (size, ETag, boot) and how many bytes of each range are in the file, written after
- * the bytes themselves: in the same boot both are in the page cache whatever happened to the
- * process, so every range resumes at its byte. After a reboot (or another version) the
- * download starts over. When every range is in, the file is hashed in order from the start
- * (a local read) and stored like any download. A server that ignores Range (a 200 to a
- * ranged GET) is fetched with one GET instead. */
+ * docs/sources.md, "Parallel ranges". A download starts as one GET. When that connection's
+ * rate over its first source_stream_probe_ms() is below source_stream_split_rate() (real S3
+ * limits each connection; loopback and fast LANs do not), the rest of the object is split:
+ * the first GET goes on up to the end of its share (stop_at) and source_download_streams() - 1
+ * ranged GETs, each with its own thread and connection, fetch the other shares with pwrite
+ * into the same file, preallocated from there to the object's size. Beside it, TMP.ranges
+ * holds the object's version (size, ETag, boot) and each range's start, end and bytes in the
+ * file, written after the bytes themselves: in the same boot both are in the page cache
+ * whatever happened to the process, so every range resumes at its byte (download_parallel).
+ * After a reboot (or for another version) the parallel layout is started over. The first GET
+ * hashes its bytes as they arrive, in order; the ranges after it are hashed in order from the
+ * file (a read of the page cache) as they land, by the run's thread once the first GET ended.
+ * A server that ignores Range (a 200 to a ranged GET) has the first GET go on to the end. */
 
-#define RANGES_MAGIC "thinimg-ranges-1"
+#define RANGES_MAGIC "thinimg-ranges-2"
 
 struct ranges_head {
     char magic[sizeof(RANGES_MAGIC)];
@@ -795,14 +819,22 @@ struct ranges_head {
     char boot[BOOT_ID_MAX];
 };
 
+/* One range in TMP.ranges, after the head: `done` is rewritten after each write. */
+struct range_rec {
+    uint64_t start, end, done;
+};
+
 struct range_job {
     const char *url;
     struct source_options so;
     const struct source_object *obj;
+    struct fsm_run *run;
+    const bool *abandon; /* the download no longer needs this range: stop */
     int fd, idx_fd;
     uint32_t i;
-    uint64_t start, end, done;
+    uint64_t start, end, done; /* done: bytes of [start, end) in the file (atomic) */
     uint64_t received;
+    bool finished; /* the GET ended, r says how (atomic) */
     int r;
     struct err e;
     pthread_t th;
@@ -812,6 +844,17 @@ static char *ranges_path(const char *tmp)
 {
     char *p = NULL;
     return asprintf(&p, "%s.ranges", tmp) < 0 ? NULL : p;
+}
+
+/* Record that range j has `done` bytes in the file (after they were written). */
+static int range_note(struct range_job *j, uint64_t done)
+{
+    __atomic_store_n(&j->done, done, __ATOMIC_RELEASE);
+    off_t slot = (off_t)(sizeof(struct ranges_head) + j->i * sizeof(struct range_rec) +
+                         offsetof(struct range_rec, done));
+    if (pwrite(j->idx_fd, &done, sizeof(done), slot) != (ssize_t)sizeof(done))
+        return err_set(&j->e, -EIO, "cannot record the progress of range %u: %m", j->i);
+    return 0;
 }
 
 static int range_sink(const void *data, size_t n, void *ud)
@@ -828,13 +871,15 @@ static int range_sink(const void *data, size_t n, void *ud)
             return err_set(&j->e, neg_errno(), "cannot write the download to disk: %m");
         w += (size_t)k;
     }
-    /* after the bytes, their count (read by the hasher thread, and in TMP.ranges) */
-    uint64_t done = j->done + n;
-    __atomic_store_n(&j->done, done, __ATOMIC_RELEASE);
-    off_t slot = (off_t)(sizeof(struct ranges_head) + j->i * sizeof(uint64_t));
-    if (pwrite(j->idx_fd, &done, sizeof(done), slot) != (ssize_t)sizeof(done))
-        return err_set(&j->e, -EIO, "cannot record the progress of range %u: %m", j->i);
-    return 0;
+    /* after the bytes, their count (read by the hasher, and in TMP.ranges) */
+    return range_note(j, j->done + n);
+}
+
+static bool range_cancelled(void *ud)
+{
+    const struct range_job *j = ud;
+    return __atomic_load_n(j->abandon, __ATOMIC_ACQUIRE) ||
+           fsm_run_cancelled(j->run) != FSM_CANCEL_NONE;
 }
 
 static void *range_thread(void *ud)
@@ -842,6 +887,8 @@ static void *range_thread(void *ud)
     struct range_job *j = ud;
     _cleanup_source_ struct source *s = NULL;
     _cleanup_free_ char *key = NULL;
+    j->so.cancelled = range_cancelled;
+    j->so.cancel_ud = j;
     j->r = source_open(j->url, &j->so, &s, &key, &j->e);
     if (j->r == 0 && j->start + j->done < j->end) {
         struct source_expect want = {
@@ -850,190 +897,359 @@ static void *range_thread(void *ud)
         j->r = source_get_expect(s, key, j->start + j->done, &want, range_sink, j, &info, &j->e);
         j->received = info.bytes_received;
     }
+    __atomic_store_n(&j->finished, true, __ATOMIC_RELEASE);
     return NULL;
 }
 
-/* Hashes the file in order while the ranges arrive: each byte once it is written (a read of
- * what is in the page cache), so that little is left to hash when the last range ends. */
-struct range_hasher {
-    struct range_job *jobs;
-    uint32_t n;
-    int fd;
-    uint64_t size, pos;
-    struct sha256 *h;
-    bool stop; /* the ranges failed: give up */
-    int r;
-};
-
-static void *hash_thread(void *ud)
+/* Start range j's thread (a failure to start is the range's error). */
+static void range_start(struct range_job *j)
 {
-    struct range_hasher *hs = ud;
+    int r = -pthread_create(&j->th, NULL, range_thread, j);
+    if (r < 0) {
+        j->r = err_set(&j->e, r, "cannot start a download thread: %s", strerror(-r));
+        __atomic_store_n(&j->finished, true, __ATOMIC_RELEASE);
+        j->th = 0;
+    }
+}
+
+/* The bytes of all ranges in the file, as download progress. */
+static void ranges_progress(struct range_job *jobs, uint32_t n, uint64_t size,
+                            struct dl_progress *pr, uint64_t *reported)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += __atomic_load_n(&jobs[i].done, __ATOMIC_ACQUIRE);
+    if (sum - *reported >= FETCH_PROGRESS_BYTES || (sum == size && sum != *reported)) {
+        *reported = sum;
+        on_progress(sum, size, pr);
+    }
+}
+
+/* Hash the ranges in order from byte `pos` to the object's end into h while they arrive (each
+ * byte once it is written: a read of the page cache), reporting the download's progress.
+ * -EAGAIN when the range it waits for ended without its bytes (its job says why). */
+static int hash_ranges(struct range_job *jobs, uint32_t n, int fd, uint64_t size, uint64_t pos,
+                       struct sha256 *h, struct dl_progress *pr)
+{
     _cleanup_free_ char *b = malloc(FETCH_READ_BUFFER);
+    if (!b)
+        return -ENOMEM;
     uint32_t k = 0;
-    hs->r = b ? 0 : -ENOMEM;
-    while (hs->r == 0 && hs->pos < hs->size) {
-        while (k + 1 < hs->n && hs->pos >= hs->jobs[k].end)
+    uint64_t reported = 0;
+    while (pos < size) {
+        while (k + 1 < n && pos >= jobs[k].end)
             k++;
-        const struct range_job *j = &hs->jobs[k];
+        const struct range_job *j = &jobs[k];
+        /* finished first: a range that ended has all its bytes counted in done */
+        bool ended = __atomic_load_n(&j->finished, __ATOMIC_ACQUIRE);
         uint64_t avail = j->start + __atomic_load_n(&j->done, __ATOMIC_ACQUIRE);
-        if (avail <= hs->pos) {
-            if (__atomic_load_n(&hs->stop, __ATOMIC_ACQUIRE))
-                break;
+        ranges_progress(jobs, n, size, pr, &reported);
+        if (avail <= pos) {
+            if (ended)
+                return -EAGAIN;
             sleep_ms(FETCH_RANGE_HASH_WAIT_MS);
             continue;
         }
-        size_t want =
-            avail - hs->pos < FETCH_READ_BUFFER ? (size_t)(avail - hs->pos) : FETCH_READ_BUFFER;
-        ssize_t got = pread(hs->fd, b, want, (off_t)hs->pos);
+        size_t want = avail - pos < FETCH_READ_BUFFER ? (size_t)(avail - pos) : FETCH_READ_BUFFER;
+        ssize_t got = pread(fd, b, want, (off_t)pos);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
-            hs->r = got < 0 ? neg_errno() : -EIO;
-        else if ((hs->r = sha256_update(hs->h, b, (size_t)got)) == 0)
-            hs->pos += (uint64_t)got;
+            return got < 0 ? neg_errno() : -EIO;
+        int r = sha256_update(h, b, (size_t)got);
+        if (r < 0)
+            return r;
+        pos += (uint64_t)got;
     }
-    return NULL;
+    ranges_progress(jobs, n, size, pr, &reported);
+    return 0;
 }
 
-/* Open TMP.ranges for this version and fill each job's done (0 when it starts over, with the
- * temp file emptied and preallocated). */
-static int ranges_open(int fd, const char *idx, const struct source_object *obj, uint32_t n,
-                       struct range_job *jobs, struct err *e)
+/* Write TMP.ranges for jobs[0..n) of obj (a new layout). Returns its fd. */
+static int ranges_create(const char *idx, const struct source_object *obj, struct range_job *jobs,
+                         uint32_t n, struct err *e)
 {
-    int ifd = open(idx, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    struct ranges_head head;
+    memset(&head, 0, sizeof(head)); /* compared bytewise, padding included */
+    memcpy(head.magic, RANGES_MAGIC, sizeof(head.magic));
+    head.size = obj->size;
+    head.n = n;
+    snprintf(head.etag, sizeof(head.etag), "%s", obj->etag);
+    boot_id_read(head.boot, sizeof(head.boot));
+    struct range_rec recs[SOURCE_DOWNLOAD_STREAMS_MAX];
+    for (uint32_t i = 0; i < n; i++)
+        recs[i] = (struct range_rec){jobs[i].start, jobs[i].end, jobs[i].done};
+    int ifd = open(idx, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (ifd < 0)
-        return err_set(e, neg_errno(), "cannot open %s: %m", idx);
-    struct ranges_head want, have;
-    memset(&want, 0, sizeof(want)); /* compared bytewise, padding included */
-    memset(&have, 0, sizeof(have));
-    want.size = obj->size;
-    want.n = n;
-    memcpy(want.magic, RANGES_MAGIC, sizeof(want.magic));
-    snprintf(want.etag, sizeof(want.etag), "%s", obj->etag);
-    boot_id_read(want.boot, sizeof(want.boot));
-    uint64_t done[SOURCE_DOWNLOAD_STREAMS_MAX] = {0};
-    bool same =
-        pread(ifd, &have, sizeof(have), 0) == (ssize_t)sizeof(have) &&
-        !memcmp(&have, &want, sizeof(have)) &&
-        pread(ifd, done, n * sizeof(uint64_t), sizeof(have)) == (ssize_t)(n * sizeof(uint64_t));
-    if (!same) {
-        memset(done, 0, sizeof(done));
-        int r = 0;
-        if (ftruncate(fd, 0) < 0 || ftruncate(ifd, 0) < 0)
-            r = neg_errno();
-        if (r == 0 && (r = -posix_fallocate(fd, 0, (off_t)obj->size)) == -EOPNOTSUPP)
-            r = ftruncate(fd, (off_t)obj->size) < 0 ? neg_errno() : 0;
-        if (r == 0 && (pwrite(ifd, &want, sizeof(want), 0) != (ssize_t)sizeof(want) ||
-                       pwrite(ifd, done, n * sizeof(uint64_t), sizeof(want)) !=
-                           (ssize_t)(n * sizeof(uint64_t))))
-            r = -EIO;
-        if (r < 0) {
-            close(ifd);
-            return err_set(e, r, "cannot prepare %s for %" PRIu64 " bytes: %s", idx, obj->size,
-                           strerror(-r));
-        }
+        return err_set(e, neg_errno(), "cannot create %s: %m", idx);
+    if (pwrite(ifd, &head, sizeof(head), 0) != (ssize_t)sizeof(head) ||
+        pwrite(ifd, recs, n * sizeof(recs[0]), sizeof(head)) != (ssize_t)(n * sizeof(recs[0]))) {
+        close(ifd);
+        unlink(idx);
+        return err_set(e, -EIO, "cannot write %s: %m", idx);
     }
-    uint64_t part = obj->size / n;
     for (uint32_t i = 0; i < n; i++) {
         jobs[i].idx_fd = ifd;
         jobs[i].i = i;
-        jobs[i].start = i * part;
-        jobs[i].end = i + 1 == n ? obj->size : (i + 1) * part;
-        jobs[i].done = done[i] <= jobs[i].end - jobs[i].start ? done[i] : 0;
     }
     return ifd;
 }
 
-/* Fetch the object as n ranges into fd and hash it. 0 with sha, *resumed (bytes found in the
- * file) and *received; -ENOTSUP when the server ignores Range (the caller fetches it with one
- * GET); else the first failing range's error in e (the ranges stay for the next attempt). */
-static int download_ranges(struct fetch_context *c, struct fsm_run *run, const char *url,
-                           const struct source_object *obj, int fd, const char *tmp, uint32_t n,
-                           uint8_t *sha, uint64_t *resumed, uint64_t *received, struct err *e)
+/* TMP.ranges of this version, written in this boot: its ranges into jobs (contiguous, in
+ * order, covering the object). Returns the number of ranges, 0 when there is none to resume
+ * (missing, another version or boot, not a layout), with *ifd open for the progress. */
+static uint32_t ranges_load(const char *idx, const struct source_object *obj,
+                            struct range_job *jobs, int *ifd)
 {
-    _cleanup_free_ char *idx = ranges_path(tmp);
-    if (!idx)
-        return -ENOMEM;
-    struct range_job jobs[SOURCE_DOWNLOAD_STREAMS_MAX] = {0};
-    int ifd = ranges_open(fd, idx, obj, n, jobs, e);
-    if (ifd < 0)
-        return ifd;
-    *resumed = *received = 0;
-    uint32_t started = 0;
-    int r = 0;
+    *ifd = open(idx, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (*ifd < 0)
+        return 0;
+    struct ranges_head want, have;
+    memset(&want, 0, sizeof(want));
+    memset(&have, 0, sizeof(have));
+    memcpy(want.magic, RANGES_MAGIC, sizeof(want.magic));
+    want.size = obj->size;
+    snprintf(want.etag, sizeof(want.etag), "%s", obj->etag);
+    boot_id_read(want.boot, sizeof(want.boot));
+    struct range_rec recs[SOURCE_DOWNLOAD_STREAMS_MAX];
+    bool ok = pread(*ifd, &have, sizeof(have), 0) == (ssize_t)sizeof(have);
+    want.n = have.n;
+    ok = ok && have.n >= 1 && have.n <= SOURCE_DOWNLOAD_STREAMS_MAX &&
+         !memcmp(&have, &want, sizeof(have)) &&
+         pread(*ifd, recs, have.n * sizeof(recs[0]), sizeof(have)) ==
+             (ssize_t)(have.n * sizeof(recs[0]));
+    for (uint32_t i = 0; ok && i < have.n; i++) {
+        uint64_t from = i ? recs[i - 1].end : 0;
+        ok = recs[i].start == from && recs[i].end >= recs[i].start &&
+             recs[i].done <= recs[i].end - recs[i].start;
+        jobs[i].start = recs[i].start;
+        jobs[i].end = recs[i].end;
+        jobs[i].done = recs[i].done;
+        jobs[i].idx_fd = *ifd;
+        jobs[i].i = i;
+    }
+    if (ok && recs[have.n - 1].end == obj->size)
+        return have.n;
+    close(*ifd);
+    *ifd = -1;
+    return 0;
+}
+
+/* The first GET of a download and its split (see above). */
+struct split {
+    struct fetch_context *c;
+    struct fsm_run *run;
+    struct db *db;
+    const char *location, *url, *tmp, *idx;
+    const struct source_object *obj;
+    int fd;
+    uint32_t streams; /* connections at most (1: never split) */
+    uint32_t probe_ms;
+    uint64_t split_rate; /* bytes/s */
+    int64_t t_first;     /* mono ms of the first chunk (0: none yet) */
+    uint64_t at_first;
+    bool decided;
+    struct fetch_stream *fs;
+    struct follower *fl;
+    struct dl_progress *pr;
+    /* after the split: jobs[0] is the first GET (no thread), jobs[1..n) the other ranges */
+    uint32_t n;
+    int idx_fd;
+    bool abandon; /* the other ranges are not needed any more (atomic) */
+    bool unsplit; /* a range was refused (Range ignored): the first GET goes on to the end */
+    uint64_t reported;
+    struct range_job jobs[SOURCE_DOWNLOAD_STREAMS_MAX];
+};
+
+static void range_job_init(struct range_job *j, struct fetch_context *c, struct fsm_run *run,
+                           const char *url, const struct source_object *obj, int fd,
+                           const bool *abandon)
+{
+    j->url = url;
+    j->so = source_opts(c, run);
+    j->obj = obj;
+    j->run = run;
+    j->fd = fd;
+    j->abandon = abandon;
+}
+
+/* Split the rest of the object after byte `at` (in the file, hashed) into sp->streams ranges:
+ * the first GET keeps the first share. Nothing changes when it cannot be prepared: the first
+ * GET goes on alone. */
+static void split_start(struct split *sp, uint64_t at, uint64_t rate)
+{
+    uint32_t n = sp->streams;
+    uint64_t size = sp->obj->size, part = (size - at) / n;
+    struct err e = {0};
     for (uint32_t i = 0; i < n; i++) {
-        jobs[i].url = url;
-        jobs[i].so = source_opts(c, run);
-        jobs[i].obj = obj;
-        jobs[i].fd = fd;
-        *resumed += jobs[i].done;
-        if ((r = -pthread_create(&jobs[i].th, NULL, range_thread, &jobs[i])) < 0) {
-            err_set(e, r, "cannot start a download thread: %s", strerror(-r));
-            break;
-        }
-        started++;
+        struct range_job *j = &sp->jobs[i];
+        range_job_init(j, sp->c, sp->run, sp->url, sp->obj, sp->fd, &sp->abandon);
+        j->start = i ? at + i * part : 0;
+        j->end = i + 1 == n ? size : at + (i + 1) * part;
+        j->done = i ? 0 : at;
     }
-    struct sha256 h = {0};
-    struct range_hasher hs = {.jobs = jobs, .n = n, .fd = fd, .size = obj->size, .h = &h};
-    pthread_t hth;
-    bool hashing = r == 0 && (r = sha256_init(&h)) == 0;
-    if (hashing && (r = -pthread_create(&hth, NULL, hash_thread, &hs)) < 0) {
-        sha256_free(&h);
-        hashing = false;
+    /* The follower reads a prefix file; the file is about to stop being one. */
+    follower_finish(sp->fl, false, NULL);
+    /* Only the length fdatasync'ed before now (bytes_done) stays a prefix after a reboot. */
+    int r = blobs_download_not_prefix(sp->db, sp->location);
+    if (r == 0 && (r = -posix_fallocate(sp->fd, (off_t)at, (off_t)(size - at))) == -EOPNOTSUPP)
+        r = ftruncate(sp->fd, (off_t)size) < 0 ? neg_errno() : 0;
+    if (r == 0)
+        r = sp->idx_fd = ranges_create(sp->idx, sp->obj, sp->jobs, n, &e);
+    if (r < 0) {
+        if (ftruncate(sp->fd, (off_t)at) < 0)
+            log_warn("cannot cut the download back", "location=%s error=%m", sp->location);
+        log_warn("cannot split the download into ranges; one GET goes on", "location=%s error=%s",
+                 sp->location, e.code ? err_str(&e) : strerror(-r));
+        return;
     }
-    for (uint32_t i = 0; i < started; i++) {
-        pthread_join(jobs[i].th, NULL);
-        *received += jobs[i].received;
-        /* the first failure says why; a server ignoring Range wins (it decides what next) */
-        if (jobs[i].r < 0 && (r == 0 || jobs[i].r == -ENOTSUP)) {
-            r = jobs[i].r;
-            *e = jobs[i].e;
-        }
-    }
-    close(ifd);
-    if (hashing) {
+    log_info("downloading in ranges",
+             "location=%s size=%" PRIu64 " streams=%u at=%" PRIu64 " first_rate_bps=%" PRIu64,
+             sp->location, size, n, at, rate);
+    sp->fs->checkpoint = NULL; /* TMP.ranges says what is in the file from now on */
+    sp->fs->progress = NULL;   /* the sum of the ranges, by split_written() */
+    sp->fs->stop_at = sp->jobs[0].end;
+    sp->n = n;
+    for (uint32_t i = 1; i < n; i++)
+        range_start(&sp->jobs[i]);
+}
+
+/* fetch_stream.written of the first GET: probe its rate, split, and then keep its range's
+ * count (and the download's progress) up to date. */
+static int split_written(uint64_t done, void *ud)
+{
+    struct split *sp = ud;
+    if (sp->n) {
+        int r = range_note(&sp->jobs[0], done);
         if (r < 0)
-            __atomic_store_n(&hs.stop, true, __ATOMIC_RELEASE);
-        pthread_join(hth, NULL);
-        if (r == 0 && hs.r < 0)
-            r = err_set(e, hs.r, "cannot read %s back to hash it: %s", tmp, strerror(-hs.r));
-        if (r == 0)
-            r = sha256_final(&h, sha);
-        else
-            sha256_free(&h);
+            return r;
+        for (uint32_t i = 1; i < sp->n && !sp->unsplit; i++)
+            if (__atomic_load_n(&sp->jobs[i].finished, __ATOMIC_ACQUIRE) &&
+                sp->jobs[i].r == -ENOTSUP) {
+                /* the server ignores Range: this GET fetches the rest itself */
+                log_info("the server ignores Range: one GET", "location=%s", sp->location);
+                sp->unsplit = true;
+                sp->fs->stop_at = 0;
+                __atomic_store_n(&sp->abandon, true, __ATOMIC_RELEASE);
+            }
+        ranges_progress(sp->jobs, sp->n, sp->obj->size, sp->pr, &sp->reported);
+        return 0;
     }
-    if (r == 0 && fdatasync(fd) < 0)
-        r = err_set(e, neg_errno(), "cannot sync %s: %m", tmp);
-    if (r == 0 || r == -ENOTSUP || r == -ESTALE)
-        unlink(idx);
+    if (sp->decided || sp->streams < 2)
+        return 0;
+    int64_t now = mono_ms();
+    if (!sp->t_first) {
+        sp->t_first = now;
+        sp->at_first = done;
+        return 0;
+    }
+    if (now - sp->t_first < (int64_t)sp->probe_ms)
+        return 0;
+    sp->decided = true;
+    uint64_t rate = (done - sp->at_first) * 1000 / (uint64_t)(now - sp->t_first);
+    if (rate >= sp->split_rate || sp->obj->size - done < sp->streams * FETCH_RANGE_MIN_BYTES) {
+        log_debug("one connection is enough", "location=%s rate_bps=%" PRIu64, sp->location, rate);
+        return 0;
+    }
+    split_start(sp, done, rate);
+    return 0;
+}
+
+/* The first GET of a split download ended with r: wait for the other ranges, hashing them
+ * in order into h. Returns 0 when every byte is in the file and hashed; 1 when the first GET
+ * stopped at its share and a range was refused (the server ignores Range: the caller goes on
+ * with one GET from jobs[0].end); else the error (the ranges stay for the next attempt). */
+static int split_finish(struct split *sp, int r, struct sha256 *h, uint64_t *received,
+                        struct err *e)
+{
+    __atomic_store_n(&sp->jobs[0].finished, true, __ATOMIC_RELEASE);
+    if (r < 0 || sp->unsplit)
+        __atomic_store_n(&sp->abandon, true, __ATOMIC_RELEASE);
+    int hr = 0;
+    if (r == 0 && !sp->unsplit)
+        hr = hash_ranges(sp->jobs, sp->n, sp->fd, sp->obj->size, sp->jobs[0].end, h, sp->pr);
+    bool refused = false;
+    for (uint32_t i = 1; i < sp->n; i++) {
+        if (sp->jobs[i].th)
+            pthread_join(sp->jobs[i].th, NULL);
+        *received += sp->jobs[i].received;
+        refused = refused || sp->jobs[i].r == -ENOTSUP;
+        if (r == 0 && !sp->unsplit && sp->jobs[i].r < 0 && sp->jobs[i].r != -ENOTSUP) {
+            r = sp->jobs[i].r;
+            *e = sp->jobs[i].e;
+        }
+    }
+    close(sp->idx_fd);
+    sp->idx_fd = -1;
+    if (r == 0 && !sp->unsplit && refused) {
+        unlink(sp->idx);
+        return 1;
+    }
+    if (r == 0 && hr < 0 && !sp->unsplit)
+        r = err_set(e, hr == -EAGAIN ? -EIO : hr, "cannot hash %s: %s", sp->tmp,
+                    hr == -EAGAIN ? "a range ended early" : strerror(-hr));
+    if (r == 0 || r == -ESTALE)
+        unlink(sp->idx);
     return r;
 }
 
-/* The parallel path of download(): true with *res when it decided the attempt (done, or
- * failed); false when the server ignores Range, and one GET should fetch it. */
+/* A parallel download of this version left in this boot (TMP.ranges): every range resumes at
+ * its byte, each on its own connection, hashed in order from the file's start. True with *res
+ * when it decided the attempt; false when there is nothing to resume, or the server now
+ * ignores Range (one GET fetches it from the start). */
 static bool download_parallel(struct fetch_context *c, struct fsm_run *run, struct db *db,
                               const char *location, const char *url,
-                              const struct source_object *obj, int fd, const char *tmp, uint32_t n,
-                              struct fsm_result *res)
+                              const struct source_object *obj, int fd, const char *tmp,
+                              const char *idx, struct fsm_result *res)
 {
-    struct fsm_result no_room;
-    if (!space_for_download(c, db, location, tmp, 0, obj->size, &no_room)) {
-        *res = no_room;
-        return true;
-    }
-    int r = blobs_download_put(db, location, obj->etag, tmp, 0, obj->size);
-    if (r == 0) /* a one-GET attempt later must not take the preallocated length for bytes */
-        r = blobs_download_not_prefix(db, location);
-    if (r < 0) {
-        *res = fsm_retry("cannot record the download of %s: %s", location, strerror(-r));
-        return true;
-    }
-    log_info("downloading in ranges", "location=%s size=%" PRIu64 " streams=%u", location,
-             obj->size, n);
-    fsm_run_set_progress(run, "download", 0, obj->size);
+    struct range_job jobs[SOURCE_DOWNLOAD_STREAMS_MAX] = {0};
+    bool abandon = false;
+    int ifd;
+    uint32_t n = ranges_load(idx, obj, jobs, &ifd);
+    if (!n)
+        return false;
+    /* (no space check: the file was preallocated when it was split) */
+    struct dl_progress pr = {.run = run, .location = location, .size = obj->size};
     struct dl_done dd = {.location = location, .obj = obj, .fd = fd, .tmp = tmp, .t0 = mono_ms()};
+    for (uint32_t i = 0; i < n; i++) {
+        range_job_init(&jobs[i], c, run, url, obj, fd, &abandon);
+        dd.resumed += jobs[i].done;
+    }
+    pr.counted = dd.resumed;
+    log_info("resuming download in ranges", "location=%s size=%" PRIu64 " streams=%u", location,
+             obj->size, n);
+    fsm_run_set_progress(run, "download", dd.resumed, obj->size);
+    for (uint32_t i = 0; i < n; i++)
+        range_start(&jobs[i]);
+    struct sha256 h = {0};
+    int r = sha256_init(&h);
+    int hr = r == 0 ? hash_ranges(jobs, n, fd, obj->size, 0, &h, &pr) : r;
+    if (hr < 0)
+        __atomic_store_n(&abandon, true, __ATOMIC_RELEASE);
     struct err e = {0};
-    r = download_ranges(c, run, url, obj, fd, tmp, n, dd.sha, &dd.resumed, &dd.received, &e);
+    r = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (jobs[i].th)
+            pthread_join(jobs[i].th, NULL);
+        dd.received += jobs[i].received;
+        /* the first failure says why; a server ignoring Range wins (it decides what next) */
+        if (jobs[i].r < 0 && (r == 0 || jobs[i].r == -ENOTSUP)) {
+            r = jobs[i].r;
+            e = jobs[i].e;
+        }
+    }
+    close(ifd);
+    if (r == 0 && hr < 0)
+        r = err_set(&e, hr == -EAGAIN ? -EIO : hr, "cannot hash %s: %s", tmp,
+                    hr == -EAGAIN ? "a range ended early" : strerror(-hr));
+    if (r == 0)
+        r = sha256_final(&h, dd.sha);
+    else
+        sha256_free(&h);
+    if (r == 0 && fdatasync(fd) < 0)
+        r = err_set(&e, neg_errno(), "cannot sync %s: %m", tmp);
+    if (r == 0 || r == -ENOTSUP || r == -ESTALE)
+        unlink(idx);
     if (r == -ENOTSUP) {
         log_info("the server ignores Range: one GET", "location=%s", location);
         if (ftruncate(fd, 0) < 0) {
@@ -1043,7 +1259,8 @@ static bool download_parallel(struct fetch_context *c, struct fsm_run *run, stru
         return false;
     }
     if (r == -ESTALE) {
-        ftruncate(fd, 0);
+        if (ftruncate(fd, 0) == 0)
+            blobs_download_put(db, location, NULL, tmp, 0, 0);
         *res = fsm_retry("%s changed during the download; starting over", location);
         return true;
     }
@@ -1095,16 +1312,19 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return errno == EWOULDBLOCK ? fsm_retry("another fetch of this location is running")
                                     : fsm_retry("cannot lock %s: %m", tmp);
 
-    /* Large objects: parallel ranges (a strong ETag keeps them one version). */
+    /* Large objects: parallel ranges (a strong ETag keeps them one version). A parallel
+     * download of this version left in this boot resumes every range at its byte. */
     bool strong = source_etag_is_strong(obj.etag);
     uint32_t streams = strong ? source_download_streams(s, obj.size) : 1;
-    struct fsm_result pres;
-    if (streams > 1 &&
-        download_parallel(c, run, db, rq.location, url, &obj, fd, tmp, streams, &pres))
-        return pres;
-    /* A temp file laid out in ranges is not a prefix: one GET starts it over. */
     _cleanup_free_ char *idx = ranges_path(tmp);
-    bool was_ranges = idx && unlink(idx) == 0;
+    if (!idx)
+        return fsm_retry("out of memory");
+    struct fsm_result pres;
+    if (streams > 1 && download_parallel(c, run, db, rq.location, url, &obj, fd, tmp, idx, &pres))
+        return pres;
+    /* A temp file laid out in ranges (another version, another boot) is not a prefix: one
+     * GET starts it over. */
+    bool was_ranges = unlink(idx) == 0;
 
     /* Resume only what is on disk for sure, of the same version: that takes a strong ETag
      * (a weak one, or none, cannot prove the bytes are the same; start from byte 0). */
@@ -1160,14 +1380,60 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                               .progress_ud = &pr,
                               .checkpoint = on_checkpoint,
                               .checkpoint_ud = &pr};
+    /* The first GET: split into ranges when its connection proves slow (above). */
+    struct split sp = {.c = c,
+                       .run = run,
+                       .db = db,
+                       .location = rq.location,
+                       .url = url,
+                       .tmp = tmp,
+                       .idx = idx,
+                       .obj = &obj,
+                       .fd = fd,
+                       .streams =
+                           obj.size >= offset + streams * FETCH_RANGE_MIN_BYTES ? streams : 1,
+                       .probe_ms = source_stream_probe_ms(s),
+                       .split_rate = source_stream_split_rate(s),
+                       .fs = &fs,
+                       .fl = &fl,
+                       .pr = &pr,
+                       .idx_fd = -1};
+    fs.written = split_written;
+    fs.written_ud = &sp;
     fsm_run_set_progress(run, "download", offset, obj.size);
     struct source_get_info info = {0};
     int64_t t0 = mono_ms();
     /* The version HEAD described: its strong ETag and its size bound the transfer. */
     struct source_expect want = {
         .etag = strong ? obj.etag : NULL, .has_size = true, .size = obj.size};
-    r = fetch_stream_object(s, key, offset, &want, &fs, &info, &e);
-    uint64_t total = offset + info.bytes;
+    uint64_t received = 0, total;
+    for (uint64_t from = offset;;) {
+        r = fetch_stream_object(s, key, from, &want, &fs, &info, &e);
+        received += info.bytes_received;
+        total = from + info.bytes;
+        if (!sp.n)
+            break;
+        r = split_finish(&sp, r, &h, &received, &e);
+        total = r == 0 ? obj.size : sp.jobs[0].start + sp.jobs[0].done;
+        if (r != 1)
+            break;
+        /* The server ignores Range, and the first GET stopped at its share: the rest with
+         * one GET from there, as a prefix again. */
+        from = sp.jobs[0].end;
+        sp = (struct split){.streams = 1, .idx_fd = -1};
+        fs.stop_at = 0;
+        fs.checkpoint = on_checkpoint;
+        fs.progress = on_progress;
+        r = ftruncate(fd, (off_t)from) < 0 || lseek(fd, (off_t)from, SEEK_SET) < 0 ||
+                    fdatasync(fd) < 0
+                ? neg_errno()
+                : blobs_download_put(db, rq.location, obj.etag, tmp, from, obj.size);
+        if (r < 0) {
+            err_set(&e, r, "cannot go on with one GET in %s: %s", tmp, strerror(-r));
+            break;
+        }
+    }
+    bool split = sp.n > 0;
     if (r == 0 && (total != obj.size || (info.size && info.size != obj.size)))
         r = err_set(&e, -ECONNRESET, "%s: got %" PRIu64 " bytes, expected %" PRIu64, rq.location,
                     total, obj.size);
@@ -1182,6 +1448,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
     bool scanned = follower_finish(&fl, r == 0, d);
     if (r == -ESTALE) {
         /* Another version now: what we have is worthless. Start over next attempt. */
+        unlink(idx);
         if (ftruncate(fd, 0) == 0)
             blobs_download_put(db, rq.location, NULL, tmp, 0, 0);
         return fsm_retry("%s changed during the download; starting over", rq.location);
@@ -1190,8 +1457,9 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
         return out_of_space(db, rq.location, tmp, fd, obj.size, err_str(&e));
     if (r < 0) {
         /* Cut, cancelled (Ctrl-C, SIGTERM, runs cancel), stalled: what arrived stays, made
-         * durable now, so that even a reboot before the next attempt keeps it. */
-        if (info.bytes && fdatasync(fd) == 0)
+         * durable now, so that even a reboot before the next attempt keeps it (a split
+         * download: TMP.ranges says what is in the file, in this boot). */
+        if (!split && info.bytes && fdatasync(fd) == 0)
             on_checkpoint(total, &pr);
         return source_failure(r, &e);
     }
@@ -1199,7 +1467,7 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                            .obj = &obj,
                            .fd = fd,
                            .tmp = tmp,
-                           .received = info.bytes_received,
+                           .received = received,
                            .resumed = offset,
                            .t0 = t0,
                            .scan = scanned ? &fl : NULL};

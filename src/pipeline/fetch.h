@@ -19,11 +19,11 @@
  *                 <state>/tmp/fetch-<hash of location>.part while hashing; resume at the
  *                 byte (same boot: the file's length; after a reboot: the length recorded in
  *                 `downloads` after an fdatasync) with Range + If-Match <etag>, or start over
- *                 when the ETag changed; fsync; rename to blobs/sha256/<hex of the digest> (never a name
- *                 from the key: identical bytes under two keys are stored once, the existing
- *                 file kept only if it passes the integrity rule), read-only and sealed.
- *                 First the free space is checked (blob + FETCH_SPACE_MARGIN_BYTES); a full
- *                 disk (before or during the transfer) fails the run at once, "not enough
+ *                 when the ETag changed; fsync; rename to blobs/sha256/<hex of the digest>
+ *                 (never a name from the key: identical bytes under two keys are stored once,
+ *                 the existing file kept only if it passes the integrity rule), read-only and
+ *                 sealed. First the free space is checked (blob + FETCH_SPACE_MARGIN_BYTES); a
+ *                 full disk (before or during the transfer) fails the run at once, "not enough
  *                 space: ...", with the partial file removed: never retried.
  *   validate      detect the format by content; a layer (tar, tar+gzip, tar+zstd) is scanned
  *                 against the archive policy without writing anything; a docker-archive or
@@ -95,6 +95,9 @@
 /* Parallel ranges: the hasher follows the ranges in order and, when the next byte has not
  * arrived yet, looks again this much later (a 1 MiB read takes about as long). */
 #define FETCH_RANGE_HASH_WAIT_MS 1
+/* A download is split into ranges only when each range gets at least this much: below it
+ * the extra requests cost more than they bring. */
+#define FETCH_RANGE_MIN_BYTES (1ULL << 20)
 /* Read buffer for re-hashing the part of a download already on disk before resuming. */
 #define FETCH_READ_BUFFER (1U << 20)
 /* A compressed layer is scanned while it downloads (the validate step's walk, on a thread
@@ -132,6 +135,16 @@ struct fetch_stream {
      * that is durable */
     void (*checkpoint)(uint64_t durable, void *ud);
     void *checkpoint_ud;
+    /* optional: called after every chunk is written and hashed, with the bytes in the file
+     * from the object's start; a negative errno stops the transfer with that error. It may
+     * set stop_at. */
+    int (*written)(uint64_t done, void *ud);
+    void *written_ud;
+    /* 0, or the byte where the transfer ends: the bytes from there on are neither written
+     * nor hashed, the GET is closed and fetch_stream_object() returns 0 with `stopped` set
+     * (the first GET of a download split into ranges ends where the next range starts). */
+    uint64_t stop_at;
+    bool stopped;
 };
 #define FETCH_PROGRESS_BYTES (4ULL << 20)
 

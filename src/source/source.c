@@ -73,6 +73,16 @@ uint32_t source_download_streams(const struct source *s, uint64_t size)
         n = SOURCE_DOWNLOAD_STREAMS_MAX;
     return size >= min && size >= n ? n : 1;
 }
+uint32_t source_stream_probe_ms(const struct source *s)
+{
+    (void)s;
+    return opt_or_env(0, "THINIMG_SOURCE_STREAM_PROBE_MS", SOURCE_STREAM_PROBE_MS);
+}
+uint32_t source_stream_split_rate(const struct source *s)
+{
+    (void)s;
+    return opt_or_env(0, "THINIMG_SOURCE_STREAM_SPLIT_RATE", SOURCE_STREAM_SPLIT_RATE);
+}
 uint32_t source_opt_retry_attempts(const struct source *s)
 {
     return OPT_OR(retry_attempts, "RETRY_ATTEMPTS", SOURCE_RETRY_ATTEMPTS);

@@ -107,13 +107,25 @@
 #define SOURCE_RECV_BUFFER (512 * 1024)
 
 /* Parallel ranged GETs (the fetch machine, docs/sources.md "Parallel ranges"): an object of
- * at least SOURCE_STREAM_MIN_BYTES is fetched as SOURCE_DOWNLOAD_STREAMS concurrent ranges
- * written into one preallocated file, as s5cmd and the AWS CLI do: real S3 limits each
+ * at least SOURCE_STREAM_MIN_BYTES is fetched as up to SOURCE_DOWNLOAD_STREAMS concurrent
+ * ranges written into one preallocated file, as s5cmd and the AWS CLI do: real S3 limits each
  * connection's throughput, not the client's. Below the threshold one GET costs less than
  * the extra requests. At most SOURCE_DOWNLOAD_STREAMS_MAX streams: more only adds requests. */
 #define SOURCE_DOWNLOAD_STREAMS     4
 #define SOURCE_DOWNLOAD_STREAMS_MAX 16
 #define SOURCE_STREAM_MIN_BYTES     (64U << 20)
+/* The other streams are opened only when they can help: a download starts with one
+ * connection, and its rate over its first SOURCE_STREAM_PROBE_MS (from the first byte) decides.
+ * At or above SOURCE_STREAM_SPLIT_RATE bytes/s (128 MiB/s: above what real S3 gives one
+ * connection, ~90 MB/s, and what a 1 GbE link carries) one connection is as fast as the link
+ * or the machine, and more streams only add requests, preallocation and a second read of the
+ * file for the hash (loopback, fast LANs); below it the rest is split into ranges. 100 ms:
+ * the probe's time is paid by every split download (bench/fetch-streams.sh shaped, medians of
+ * 4: 5.83 s with 250 ms, 5.57 s with 100 ms), while loopback already shows 300-400 MB/s after
+ * 100 ms even on a loaded machine; on a long path TCP may still be opening its window, which reads
+ * as slow and splits: the streams help there too. */
+#define SOURCE_STREAM_PROBE_MS   100
+#define SOURCE_STREAM_SPLIT_RATE (128U << 20)
 
 /* ---- types ------------------------------------------------------------------------------ */
 
@@ -248,6 +260,10 @@ const char *source_key_name(const struct source *s, const char *key);
  * with, 1 when it is below the threshold or the kind does not take ranges of several GETs
  * (registry, dir). */
 uint32_t source_download_streams(const struct source *s, uint64_t size);
+/* The probe window (THINIMG_SOURCE_STREAM_PROBE_MS) and the rate below which the download is
+ * split (THINIMG_SOURCE_STREAM_SPLIT_RATE, bytes/s) of the streams policy above. */
+uint32_t source_stream_probe_ms(const struct source *s);
+uint32_t source_stream_split_rate(const struct source *s);
 
 /* True when the kind can list (s3, dir, registry: its tags). */
 bool source_can_list(const struct source *s);

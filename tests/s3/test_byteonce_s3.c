@@ -300,6 +300,16 @@ static void test_changed_blob_not_reused(void **state)
     assert_string_equal(now, want); /* the store holds the right bytes again */
 }
 
+/* The proxy rule that sends each GET of big/resume.tar at `rate` bytes/s (count: the next
+ * `count` GETs, 0 = all). */
+static void slow_rule(char *r, size_t n, int rate, int count)
+{
+    snprintf(r, n,
+             "{\"match\":\"big/resume.tar\",\"method\":\"GET\",\"action\":\"slow\","
+             "\"bytes_per_s\":%d,\"count\":%d}",
+             rate, count);
+}
+
 static void test_resume_at_the_byte(void **state)
 {
     (void)state;
@@ -309,10 +319,7 @@ static void test_resume_at_the_byte(void **state)
     snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
     uint64_t size = file_size(p);
     char rule[256];
-    snprintf(rule, sizeof(rule),
-             "{\"match\":\"big/resume.tar\",\"method\":\"GET\",\"action\":\"slow\","
-             "\"bytes_per_s\":%d,\"count\":0}",
-             RESUME_RATE);
+    slow_rule(rule, sizeof(rule), RESUME_RATE, 0);
     assert_int_equal(s3h_fault(&H, rule), 0);
     /* one stream: the file grows from its start (parallel ranges: test_streams) */
     setenv("THINIMG_SOURCE_DOWNLOAD_STREAMS", "1", 1);
@@ -374,8 +381,12 @@ static void test_resume_at_the_byte(void **state)
 }
 
 /* Parallel ranges (docs/sources.md): the 64 MiB object with a 1 MiB threshold and the default
- * 4 streams, against a correct server and hostile ones. */
+ * 4 streams, against a correct server and hostile ones. A download starts with one GET and
+ * is split only when that connection is slow: the proxy slows the first GET down to
+ * FIRST_RATE (below the split rate, SOURCE_STREAM_SPLIT_RATE) and the rule of each case acts
+ * on the GETs after it. */
 #define STREAMS_MIN "THINIMG_SOURCE_STREAM_MIN_BYTES=1048576"
+#define FIRST_RATE  (32 << 20)
 
 /* The GETs of the log for big/resume.tar: how many, how many with a closed range
  * ("bytes=A-B"), and the body bytes sent. */
@@ -418,8 +429,10 @@ static void streams_case(const char *rule, const char *env2, size_t *gets, size_
                          uint64_t *bytes)
 {
     s3h_reset(&H);
+    char r[512];
+    slow_rule(r, sizeof(r), FIRST_RATE, 1);
+    assert_int_equal(s3h_fault(&H, r), 0);
     if (rule) {
-        char r[512];
         snprintf(r, sizeof(r), "{\"match\":\"big/resume.tar\",\"method\":\"GET\",%s}", rule);
         assert_int_equal(s3h_fault(&H, r), 0);
     }
@@ -446,15 +459,17 @@ static void test_streams(void **state)
     json_t *j = NULL;
     char *err = NULL;
 
-    /* a correct server: 4 ranged GETs, every byte sent once */
+    /* a correct server: the first GET, slow, is split: 3 ranged GETs more, every byte sent
+     * about once (what was in flight when the first GET stopped at its share) */
     streams_case(NULL, NULL, &gets, &ranged, &bytes);
     assert_int_equal(gets, 4);
-    assert_int_equal(ranged, 4);
-    assert_int_equal(bytes, size);
+    assert_int_equal(ranged, 3);
+    assert_true(bytes >= size && bytes <= size * MAX_RATIO);
 
-    /* a server that ignores Range: one GET fetches it */
-    streams_case("\"action\":\"norange\",\"count\":4", NULL, &gets, &ranged, &bytes);
-    assert_int_equal(gets, 5); /* the 4 refused, then one */
+    /* a server that ignores Range: the 3 ranges are refused at their first byte, the first
+     * GET goes on to the end */
+    streams_case("\"action\":\"norange\",\"count\":3", NULL, &gets, &ranged, &bytes);
+    assert_int_equal(gets, 4);
 
     /* the object changes between ranges (412 to one of them): started over, right bytes */
     streams_case("\"action\":\"status\",\"status\":412,\"code\":\"PreconditionFailed\"", NULL,
@@ -467,23 +482,35 @@ static void test_streams(void **state)
                  &gets, &ranged, &bytes);
     assert_true(mono_ms() - t0 < 60000);
     assert_int_equal(gets, 5); /* 4, and the stalled one again from its byte 100000 */
-    assert_int_equal(ranged, 5);
-    assert_true(bytes < size + 100000 + 1);
+    assert_int_equal(ranged, 4);
+    assert_true(bytes <= size * MAX_RATIO);
 
     /* a Content-Range that is not the range asked for: nothing of it written; the range is
-     * asked for again (the next attempt) and the bytes are right */
+     * asked for again and the bytes are right */
     streams_case("\"action\":\"badrange\"", NULL, &gets, &ranged, &bytes);
     assert_int_equal(gets, 5);
-    assert_int_equal(ranged, 5);
+    assert_int_equal(ranged, 4);
+
+    /* a connection at least as fast as the split rate (1 MiB/s here, so that a loaded
+     * machine cannot make the unshaped proxy look slow): one GET, never split */
+    s3h_reset(&H);
+    _cleanup_free_ char *sd5 = new_state();
+    assert_int_equal(fetch_env(sd5, "s3://" BUCKET "/big/resume.tar", STREAMS_MIN,
+                               "THINIMG_SOURCE_STREAM_SPLIT_RATE=1048576", &j, &err),
+                     0);
+    check_resume_blob(j);
+    json_decref(j);
+    free(err);
+    range_gets(&gets, &ranged, &bytes);
+    assert_int_equal(gets, 1);
+    assert_int_equal(ranged, 0);
+    assert_int_equal(bytes, size);
 
     /* kill -9 in the middle of the ranges (slowed down), then again: every range resumes at
      * its byte; the server sends the object about once */
     s3h_reset(&H);
     char rule[256];
-    snprintf(rule, sizeof(rule),
-             "{\"match\":\"big/resume.tar\",\"method\":\"GET\",\"action\":\"slow\","
-             "\"bytes_per_s\":%d,\"count\":4}",
-             RESUME_RATE);
+    slow_rule(rule, sizeof(rule), RESUME_RATE, 4);
     assert_int_equal(s3h_fault(&H, rule), 0);
     _cleanup_free_ char *sd6 = new_state();
     setenv("THINIMG_SOURCE_STREAM_MIN_BYTES", "1048576", 1);
@@ -539,6 +566,41 @@ static void test_streams(void **state)
     free(err);
 }
 
+/* A download split into ranges shows its bytes in the progress lines while the ranges run
+ * (it showed 0 until they ended): every GET at PROGRESS_RATE, so that the download lasts past
+ * the first progress line (one every 5 s without a terminal). */
+#define PROGRESS_RATE (2 << 20)
+#define PROGRESS_LINE "progress: 0/1 layers, "
+
+static void test_streams_progress(void **state)
+{
+    (void)state;
+    s3h_reset(&H);
+    char rule[256];
+    slow_rule(rule, sizeof(rule), PROGRESS_RATE, 0);
+    assert_int_equal(s3h_fault(&H, rule), 0);
+    _cleanup_free_ char *sd = new_state();
+    char sdarg[4096], ep[128], min[] = STREAMS_MIN;
+    snprintf(sdarg, sizeof(sdarg), "--state-dir=%s", sd);
+    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", H.proxy_url);
+    char *env[] = {ep, min, NULL};
+    char *argv[] = {(char *)tu_thinimg(), sdarg, "fetch", "s3://" BUCKET "/big/resume.tar", NULL};
+    _cleanup_free_ char *out = NULL, *err = NULL;
+    assert_int_equal(tu_run(argv, env, &out, &err), 0);
+    size_t lines = 0, moving = 0;
+    for (const char *p = err; (p = strstr(p, PROGRESS_LINE)); p++) {
+        lines++;
+        if (strncmp(p + strlen(PROGRESS_LINE), "0 B of", strlen("0 B of")) != 0)
+            moving++;
+    }
+    printf("streams progress: %zu progress lines, %zu with bytes\n", lines, moving);
+    assert_true(moving >= 1);
+    size_t gets, ranged;
+    uint64_t bytes;
+    range_gets(&gets, &ranged, &bytes);
+    assert_int_equal(ranged, 3); /* it was split into ranges */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,6 +608,7 @@ int main(void)
         cmocka_unit_test_setup(test_changed_blob_not_reused, reset),
         cmocka_unit_test_setup(test_resume_at_the_byte, reset),
         cmocka_unit_test_setup(test_streams, reset),
+        cmocka_unit_test_setup(test_streams_progress, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
