@@ -127,7 +127,8 @@ int dm_dev_reload(const char *name, uint64_t length_sectors, const char *type, c
 int dm_dev_remove(const char *name, bool retry, struct err *e);
 /* fork(2) while no thread is inside libdevmapper (the dm lock held across the fork), for a
  * child that makes devicemapper calls itself: a child forked while another thread held the
- * lock would wait for it forever. Same returns as fork. */
+ * lock would wait for it forever. Same returns as fork. (A thread in dm_dev_wait_event()'s
+ * ioctl holds no lock: the child does not miss it.) */
 pid_t dm_fork(void);
 
 /* Send a message to sector 0 of a target (e.g. "create_thin 7" to a thin-pool). If response

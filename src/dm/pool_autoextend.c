@@ -61,7 +61,7 @@ static int stuck(struct db *db, const char *pool, enum pool_autoextend_trigger t
 {
     res->stuck = true;
     if (pool_autoextend_note_set(pool, res->note)) {
-        log_warn("pool autoextend cannot grow the pool", "pool=%s trigger=\"%s\" why=\"%s\"", pool,
+        log_warn("pool autoextend cannot grow the pool", "pool=%s trigger=%s why=\"%s\"", pool,
                  res->trigger, res->note);
         record(db, pool, kind, false, res, res->note);
         metrics_counter_add("thinimg_pool_autoextend_total", 1, "result", kind, "trigger",
@@ -131,7 +131,7 @@ static int autoextend_locked(struct db *db, const char *pool, enum pool_autoexte
     pool_autoextend_note_set(pool, "");
     if (g.reloaded) {
         log_info("pool autoextended",
-                 "pool=%s trigger=\"%s\" threshold=%.0f%% data_pct=%.1f meta_pct=%.1f "
+                 "pool=%s trigger=%s threshold=%.0f%% data_pct=%.1f meta_pct=%.1f "
                  "data_bytes=%" PRIu64 "->%" PRIu64 " metadata_bytes=%" PRIu64 "->%" PRIu64
                  " low_water_blocks=%" PRIu64 "->%" PRIu64,
                  pool, res->trigger, s.autoextend_threshold_pct, pool_status_data_pct(st),
@@ -228,7 +228,7 @@ static void *check_loop(void *arg)
         struct err e = {0};
         int r = pool_autoextend(w->db, w->pool, trigger, &res, &e);
         if (r < 0 && !res.stuck) /* a stuck pool is logged once per episode */
-            log_warn("pool autoextend check failed", "pool=%s trigger=\"%s\" error=\"%s\"", w->pool,
+            log_warn("pool autoextend check failed", "pool=%s trigger=%s error=\"%s\"", w->pool,
                      res.trigger, err_str(&e));
         pthread_mutex_lock(&w->lock);
     }
@@ -271,8 +271,13 @@ static void *wait_loop(void *arg)
     pthread_sigmask(SIG_BLOCK, &wake, NULL);
     uint32_t event_nr = 0;
     bool have_nr = false, said = false;
+    /* No device-mapper here (or not root): nothing to wait for, and nothing to say. */
+    struct err de = {0};
+    bool no_dm = dm_available(&de) < 0;
+    if (no_dm)
+        log_debug("no pool events to wait for", "pool=%s why=%s", w->pool, err_str(&de));
     pthread_mutex_lock(&w->lock);
-    while (!w->stopping) {
+    while (!w->stopping && !no_dm) {
         pthread_mutex_unlock(&w->lock);
         int r = 0;
         struct err e = {0};
@@ -297,7 +302,7 @@ static void *wait_loop(void *arg)
             if (r != -ENXIO && !said) /* once: the poll goes on watching */
                 log_warn("cannot wait for the pool's device-mapper events; autoextend polls "
                          "every few seconds instead",
-                         "pool=%s error=\"%s\" poll_ms=%d", w->pool, err_str(&e), w->poll_ms);
+                         "pool=%s error=%s poll_ms=%d", w->pool, err_str(&e), w->poll_ms);
             said = said || r != -ENXIO;
             have_nr = false;
             pause_locked(w, POOL_WATCH_EVENT_RETRY_MS);
