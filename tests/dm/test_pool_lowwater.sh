@@ -97,47 +97,43 @@ else
     tail -20 "$DLOG"
 fi
 
-# ---- first crossing ----------------------------------------------------------------------------
+# cross N MIB SEEK WANT_MIB WANT_LW: write MIB MiB at SEEK MiB (past the threshold); the N-th
+# growth must make the pool WANT_MIB long within the bound, be logged as the low-water event's,
+# and leave the mark WANT_LW in the table and the record (written right after the reload).
+cross() {
+    dd if=/dev/urandom of="/dev/mapper/$P-test-1" bs=1M count="$2" seek="$3" oflag=direct \
+        status=none || fail "writing $2 MiB at $3 MiB"
+    if wait_len $(($4 * 2048)); then
+        ok "growth $1: the pool is $4 MiB ${WAITED_MS} ms after the write (bound ${GROW_BOUND_MS} ms)"
+        echo "figure: growth $1 ${WAITED_MS} ms after the write crossed the threshold"
+    else
+        fail "growth $1: the pool is not $4 MiB within ${GROW_BOUND_MS} ms: $(dmsetup table "$P")"
+    fi
+    local line
+    line="$(grep 'msg="pool autoextended"' "$DLOG" | sed -n "${1}p")"
+    case "$line" in
+    *'trigger="low-water event" '*) ok "growth $1: the log names the trigger: low-water event" ;;
+    *) fail "growth $1: its log line does not name the low-water event: '$line'" ;;
+    esac
+    for _ in $(seq 1 100); do [ "$(row_lw)" = "$5" ] && break; sleep 0.05; done
+    [ "$(table_lw)" = "$5" ] && [ "$(row_lw)" = "$5" ] &&
+        ok "growth $1: the mark is recomputed for the new size: $5 (table and record)" ||
+        fail "growth $1: low water: table $(table_lw), record $(row_lw), want $5"
+}
+
 dmsetup message "$P" 0 "create_thin 1" || fail "create_thin"
 dmsetup create "$P-test-1" --table "0 $((256 * 2048)) thin /dev/mapper/$P 1" || fail "activate thin"
-dd if=/dev/urandom of="/dev/mapper/$P-test-1" bs=1M count=20 oflag=direct status=none ||
-    fail "writing 20 MiB"
-if wait_len $((64 * 2048)); then
-    ok "the pool grew to 64 MiB ${WAITED_MS} ms after 20 MiB were written (bound ${GROW_BOUND_MS} ms)"
-    echo "figure: first growth ${WAITED_MS} ms after the write crossed the threshold"
-else
-    fail "the pool did not grow within ${GROW_BOUND_MS} ms: table $(dmsetup table "$P")"
-fi
-LINE="$(grep 'msg="pool autoextended"' "$DLOG" | head -1)"
-case "$LINE" in
-*'trigger="low-water event" '*) ok "the log names the trigger: low-water event" ;;
-*) fail "first growth's log line does not name the low-water event: '$LINE'" ;;
-esac
-grep 'msg="pool autoextended"' "$DLOG" | grep -q 'trigger="poll"' && fail "a growth was triggered by the poll"
-# the record is written right after the reload
-for _ in $(seq 1 100); do [ "$(row_lw)" = 614 ] && break; sleep 0.05; done
-[ "$(table_lw)" = 614 ] && [ "$(row_lw)" = 614 ] &&
-    ok "after the growth the mark is recomputed for 1024 blocks: 614 (table and record)" ||
-    fail "low water after growth: table $(table_lw), record $(row_lw), want 614"
+# 20 MiB: 320 of 768 blocks, past 40 %: 64 MiB (1024 blocks, mark 1024 - 410)
+cross 1 20 0 64 614
 METRICS="$(curl -s --max-time 10 --unix-socket "$S/thinimg.sock" http://x/metrics)"
 if echo "$METRICS" | grep '^thinimg_pool_autoextend_total{' | grep 'result="grown"' | grep -q 'trigger="event"'; then
     ok "/metrics counts the growth with trigger=\"event\""
 else
     fail "/metrics has no grown growth with trigger=event: $(echo "$METRICS" | grep autoextend)"
 fi
-
-# ---- second crossing: the kernel signals again after the resume ----------------------------------
-dd if=/dev/urandom of="/dev/mapper/$P-test-1" bs=1M count=8 seek=20 oflag=direct status=none ||
-    fail "writing 8 MiB more"
-if wait_len $((80 * 2048)); then
-    ok "the pool grew again to 80 MiB ${WAITED_MS} ms after the second write"
-    echo "figure: second growth ${WAITED_MS} ms after the write crossed the threshold"
-else
-    fail "no second growth within ${GROW_BOUND_MS} ms: table $(dmsetup table "$P")"
-fi
-[ "$(grep 'msg="pool autoextended"' "$DLOG" | grep -c 'trigger="low-water event"')" = 2 ] &&
-    ok "both growths were the low-water event's" || fail "growth lines: $(grep 'pool autoextended' "$DLOG")"
-[ "$(table_lw)" = 768 ] && ok "mark recomputed for 1280 blocks: 768" || fail "low water $(table_lw), want 768"
+# 8 MiB more: 28 of 64 MiB, past 40 % again; the kernel signals again after the resume
+cross 2 8 20 80 768
+grep 'msg="pool autoextended"' "$DLOG" | grep -q 'trigger=poll' && fail "a growth was the poll's"
 
 # ---- stop while the event thread waits ----------------------------------------------------------
 for _ in $(seq 1 100); do waiting && break; sleep 0.05; done
