@@ -277,6 +277,16 @@ static int pool_set_cmd(struct cli *cli, struct db *db, const struct pool_set_ar
     }
     if (a->any && (r = pool_settings_put(db, cli->cfg.pool_name, &s)) < 0)
         return cli_fail("pool set", r, NULL);
+    /* A new threshold is the active pool's low-water mark at once, so the kernel's event
+     * signals it (an inactive pool gets it at its next assembly). */
+    if (a->threshold && dm_dev_exists(cli->cfg.pool_name) == 1) {
+        uint64_t before, after;
+        struct err le = {0};
+        if (pool_apply_low_water(db, cli->cfg.pool_name, &before, &after, &le) < 0)
+            log_warn("the pool's low-water mark was not set from the new threshold: autoextend's "
+                     "poll still watches the pool, and the next growth or assembly sets the mark",
+                     "pool=%s error=\"%s\"", cli->cfg.pool_name, err_str(&le));
+    }
     if (json)
         return cli_print_json(pool_report_life_policy_json(&s));
     if (!cli->quiet)

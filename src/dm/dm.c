@@ -3,7 +3,8 @@
  *
  * Every dm_task is built, run and destroyed while holding g_dm_lock, and libdevmapper's
  * log callback writes into a buffer guarded by the same lock, so the last error message of a
- * failed call can be put into the caller's struct err.
+ * failed call can be put into the caller's struct err. The one exception is the blocking
+ * DM_DEVICE_WAITEVENT of dm_dev_wait_event(): only its task is built and read under the lock.
  */
 #include "dm/dm.h"
 
@@ -23,6 +24,9 @@
 static pthread_mutex_t g_dm_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool g_dm_initialized;
 static char g_dm_lasterr[512]; /* last libdevmapper error message, guarded by g_dm_lock */
+/* This thread holds g_dm_lock: only then may the log callback write g_dm_lasterr (the one call
+ * that runs outside the lock, dm_dev_wait_event(), reads its errno instead). */
+static __thread bool t_dm_locked;
 
 DEFINE_POINTER_CLEANUP(struct dm_task, dm_task_destroy)
 #define _cleanup_dm_task_ _cleanup_(dm_task_destroyp)
@@ -46,7 +50,7 @@ dm_log_cb(int level, const char *file, int line, int dm_errno_or_class, const ch
     va_start(ap, f);
     vsnprintf(msg, sizeof(msg), f, ap);
     va_end(ap);
-    if (lvl <= DMLIB_LOG_ERR)
+    if (lvl <= DMLIB_LOG_ERR && t_dm_locked)
         snprintf(g_dm_lasterr, sizeof(g_dm_lasterr), "%s", msg);
     /* Errors are returned to the caller, who decides whether they are worth a line. */
     log_debug("libdevmapper", "level=%d text=%s", lvl, msg);
@@ -65,10 +69,12 @@ static void dm_lock(void)
         log_debug("devicemapper initialized", "udev_sync=%d", no_udev ? 0 : 1);
     }
     g_dm_lasterr[0] = '\0';
+    t_dm_locked = true;
 }
 
 static void dm_unlock(void)
 {
+    t_dm_locked = false;
     pthread_mutex_unlock(&g_dm_lock);
 }
 
@@ -279,7 +285,34 @@ int dm_dev_info(const char *name, struct dm_dev_info *info, struct err *e)
         info->major = i.major;
         info->minor = i.minor;
         info->target_count = i.target_count;
+        info->event_nr = i.event_nr;
     }
+    dm_unlock();
+    return r;
+}
+
+int dm_dev_wait_event(const char *name, uint32_t *event_nr, struct err *e)
+{
+    dm_lock();
+    _cleanup_dm_task_ struct dm_task *dmt = task_new(DM_DEVICE_WAITEVENT, name, e);
+    int r = dmt ? 0 : (e && e->code ? e->code : -ENOMEM);
+    if (dmt && !dm_task_set_event_nr(dmt, *event_nr))
+        r = err_set(e, -ENOMEM, "dm_task_set_event_nr failed");
+    dm_unlock();
+    if (r < 0)
+        return r;
+    bool ran = dm_task_run(dmt); /* blocks until the event: outside the lock */
+    dm_lock();
+    struct dm_info i;
+    if (!ran)
+        r = err_set(e, task_errno(dmt), "waiting for an event of %s failed: %s", name,
+                    strerror(-task_errno(dmt)));
+    else if (!dm_task_get_info(dmt, &i) || !i.exists)
+        r = err_set(e, -ENXIO, "device %s is gone", name);
+    else
+        *event_nr = i.event_nr;
+    dm_task_destroy(dmt);
+    dmt = NULL;
     dm_unlock();
     return r;
 }

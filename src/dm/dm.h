@@ -9,7 +9,9 @@
  * values (-EEXIST from a create_thin on a used id, -EBUSY from a remove of an open device).
  *
  * Serialization: libdevmapper is not thread-safe, so every call into it in this process holds
- * one process-wide mutex (dm_lock). Callers never take it themselves.
+ * one process-wide mutex (dm_lock). Callers never take it themselves. The blocking wait for a
+ * device's event (dm_dev_wait_event()) runs its ioctl outside it, or one waiting watcher would
+ * stop every other call.
  *
  * udev: when DM_DISABLE_UDEV is set or no udev runs (/run/udev/control missing), udev
  * synchronisation is switched off (dm_udev_set_sync_support(0)) and libdevmapper creates and
@@ -84,12 +86,22 @@ struct dm_dev_info {
     int32_t open_count;
     uint32_t major, minor;
     int32_t target_count;
+    uint32_t event_nr; /* the device's event counter (see dm_dev_wait_event()) */
 };
 
 /* Fills info; a device that does not exist is not an error (info->exists == false). */
 int dm_dev_info(const char *name, struct dm_dev_info *info, struct err *e);
 /* 1 if the device exists, 0 if not, negative errno on failure. */
 int dm_dev_exists(const char *name);
+
+/* Block until the device's event counter differs from *event_nr (DM_DEVICE_WAITEVENT), then
+ * set *event_nr to the new value. The kernel counts an event when a target raises one (a
+ * thin-pool: data or metadata low water, a mode change) and when a table is swapped or the
+ * device removed. The wait runs outside the lock of the other calls (as dmeventd's waiting
+ * threads do: only building and reading the task is serialized), so it blocks nobody else.
+ * -EINTR when a signal whose handler was installed without SA_RESTART interrupted it (how a
+ * waiting thread is stopped), -ENXIO when the device does not exist. */
+int dm_dev_wait_event(const char *name, uint32_t *event_nr, struct err *e);
 
 /* One table line: start and length in sectors, target type and its parameters. */
 struct dm_target_line {
@@ -115,7 +127,8 @@ int dm_dev_reload(const char *name, uint64_t length_sectors, const char *type, c
 int dm_dev_remove(const char *name, bool retry, struct err *e);
 /* fork(2) while no thread is inside libdevmapper (the dm lock held across the fork), for a
  * child that makes devicemapper calls itself: a child forked while another thread held the
- * lock would wait for it forever. Same returns as fork. */
+ * lock would wait for it forever. Same returns as fork. (A thread in dm_dev_wait_event()'s
+ * ioctl holds no lock: the child does not miss it.) */
 pid_t dm_fork(void);
 
 /* Send a message to sector 0 of a target (e.g. "create_thin 7" to a thin-pool). If response

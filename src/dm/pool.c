@@ -111,6 +111,17 @@ static int row_put(struct db *db, const char *name, const struct pool_row *p)
         DB_INT(p->low_water_blocks), DB_TEXT(p->features), DB_INT(now), DB_INT(now));
 }
 
+/* The low-water mark of a pool of `blocks` data blocks: with autoextend on, its threshold in
+ * free blocks (pool_low_water_blocks()), so the kernel's event comes when autoextend should
+ * grow; with autoextend off (or without a database), `otherwise`. */
+static uint64_t low_water_for(struct db *db, const char *name, uint64_t blocks, uint64_t otherwise)
+{
+    struct pool_settings s;
+    if (!db || pool_settings_get(db, name, &s) < 0 || s.autoextend_threshold_pct <= 0)
+        return otherwise;
+    return pool_low_water_blocks(s.autoextend_threshold_pct, blocks);
+}
+
 /* ---- kernel state ----------------------------------------------------------------------- */
 
 static void dev_and_file(const char *majmin, char *dev, size_t dn, char *file, size_t fn)
@@ -461,6 +472,7 @@ int pool_setup(struct db *db, const struct pool_config *cfg, struct pool_info *i
         p.low_water_blocks = (uint64_t)ceil(lw * (double)blocks);
         snprintf(p.features, sizeof(p.features), "%s", POOL_FEATURES);
     }
+    p.low_water_blocks = low_water_for(db, name, blocks, p.low_water_blocks);
 
     /* Record first: a crash after the files exist reassembles with these parameters. */
     r = row_put(db, name, &p);
@@ -878,6 +890,55 @@ static int record_sizes(struct db *db, const char *name, uint64_t data_bytes, ui
                      DB_TEXT(name));
 }
 
+/* Load the pool's table again with a new length and low-water mark, the rest as it is loaded
+ * ("<meta> <data> <block> <low water> <features...>"), and switch to it (suspend/resume). */
+static int reload_table(const char *name, uint64_t length, uint64_t low_water, struct err *e)
+{
+    struct dm_target_line t;
+    int r = dm_dev_table(name, &t, e);
+    if (r < 0)
+        return r;
+    char meta_tok[128], data_tok[128], block_tok[32], lw_tok[32];
+    int off = 0;
+    if (sscanf(t.params, "%127s %127s %31s %31s %n", meta_tok, data_tok, block_tok, lw_tok, &off) !=
+        4)
+        return err_set(e, -EBADMSG, "cannot parse the table of pool \"%s\": %s", name, t.params);
+    char params[DM_PARAMS_MAX];
+    snprintf(params, sizeof(params), "%s %s %s %" PRIu64 " %s", meta_tok, data_tok, block_tok,
+             low_water, t.params + off);
+    if ((r = dm_dev_reload(name, length, "thin-pool", params, e)) < 0)
+        return err_prefix(e, "pool \"%s\": loading %" PRIu64 " sectors", name, length);
+    return 0;
+}
+
+int pool_apply_low_water(struct db *db, const char *name, uint64_t *before, uint64_t *after,
+                         struct err *e)
+{
+    struct pool_info info;
+    int r = pool_get(db, name, &info, e);
+    if (r < 0)
+        return r;
+    uint64_t blocks = info.length_sectors / info.table.block_sectors;
+    *before = info.table.low_water_blocks;
+    *after = low_water_for(db, name, blocks, info.table.low_water_blocks);
+    if (*after == *before)
+        return 0;
+    if (info.status.mode == POOL_MODE_FAIL || info.status.mode == POOL_MODE_ERROR)
+        return err_set(e, -EHOSTDOWN,
+                       "pool \"%s\" has failed (status \"%s\"): its table is left as it is", name,
+                       pool_mode_name(info.status.mode));
+    if ((r = reload_table(name, info.length_sectors, *after, e)) < 0)
+        return r;
+    log_info("pool low-water mark set from the autoextend threshold",
+             "pool=%s low_water_blocks=%" PRIu64 "->%" PRIu64 " data_blocks=%" PRIu64, name,
+             *before, *after, blocks);
+    if ((r = db_run_tx(db, "UPDATE pools SET low_water_blocks=?, updated_at_ms=? WHERE name=?",
+                       DB_INT(*after), DB_INT(now_ms()), DB_TEXT(name))) < 0)
+        return err_set(e, r, "pool \"%s\": the low-water mark was loaded but not recorded: %s",
+                       name, db_errmsg(db));
+    return 1;
+}
+
 int pool_grow(struct db *db, const char *name, const struct pool_grow_request *rq,
               struct pool_grow_result *res, struct err *e)
 {
@@ -957,25 +1018,15 @@ int pool_grow(struct db *db, const char *name, const struct pool_grow_request *r
     if (new_blocks == old_blocks && meta_blocks(m.dev_bytes) <= s->meta_total)
         return 0; /* nothing new to load */
 
-    /* The low-water mark stays the same fraction of the pool. */
-    if (old_blocks)
-        res->low_water_after = (uint64_t)ceil((double)info.table.low_water_blocks *
-                                              (double)new_blocks / (double)old_blocks);
-    struct dm_target_line t;
-    if ((r = dm_dev_table(name, &t, e)) < 0)
-        return r;
-    /* "<meta> <data> <block> <low water> <features...>": only the low water changes */
-    char meta_tok[128], data_tok[128], block_tok[32], lw_tok[32];
-    int off = 0;
-    if (sscanf(t.params, "%127s %127s %31s %31s %n", meta_tok, data_tok, block_tok, lw_tok, &off) !=
-        4)
-        return err_set(e, -EBADMSG, "cannot parse the table of pool \"%s\": %s", name, t.params);
-    char params[DM_PARAMS_MAX];
-    snprintf(params, sizeof(params), "%s %s %s %" PRIu64 " %s", meta_tok, data_tok, block_tok,
-             res->low_water_after, t.params + off);
+    /* With autoextend on, the low-water mark is its threshold of the new size; else it stays
+     * the same fraction of the pool. */
+    uint64_t scaled = old_blocks ? (uint64_t)ceil((double)info.table.low_water_blocks *
+                                                  (double)new_blocks / (double)old_blocks)
+                                 : info.table.low_water_blocks;
+    res->low_water_after = low_water_for(db, name, new_blocks, scaled);
     uint64_t length = new_blocks * info.table.block_sectors;
-    if ((r = dm_dev_reload(name, length, "thin-pool", params, e)) < 0)
-        return err_prefix(e, "pool \"%s\": loading %" PRIu64 " sectors", name, length);
+    if ((r = reload_table(name, length, res->low_water_after, e)) < 0)
+        return r;
     res->reloaded = true;
     log_info("pool grown",
              "pool=%s data_bytes=%" PRIu64 "->%" PRIu64 " metadata_bytes=%" PRIu64 "->%" PRIu64

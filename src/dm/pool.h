@@ -66,14 +66,17 @@
 #define POOL_BLOCK_SECTORS_MAX     2097152u
 /* Kernel rule for metadata: 48 * data_size / block_size bytes, at least 2 MiB. Snapshot
  * chains copy btree nodes on every shared write, so thinimg gives it 4x that, at least
- * POOL_META_DEFAULT_MIN, at most the kernel's limit (~15.8 GiB). */
+ * POOL_META_DEFAULT_MIN, at most the kernel's limit (POOL_META_MAX, pool_status.h). */
 #define POOL_META_KERNEL_MIN  (2ull << 20)
 #define POOL_META_PER_BLOCK   48u
 #define POOL_META_HEADROOM    4u
 #define POOL_META_DEFAULT_MIN (16ull << 20)
-#define POOL_META_MAX         ((16ull << 30) - (256ull << 20))
-/* Low-water mark: the kernel raises an event when free data blocks drop below it. As a
- * fraction of the pool (a fixed block count means nothing across pool sizes). */
+/* Low-water mark: the kernel raises an event when free data blocks drop to it. As a
+ * fraction of the pool (a fixed block count means nothing across pool sizes). With autoextend
+ * on, the mark is the autoextend threshold instead (pool_low_water_blocks(), pool_life.h), so
+ * the event wakes the watcher the moment the pool should grow: at creation, reassembly, every
+ * growth and pool_apply_low_water(). An adopted pool keeps the mark its maker loaded until
+ * thinimg loads its table (a growth, a reassembly). */
 #define POOL_DEFAULT_LOW_WATER 0.10
 /* Refuse new devices above these usages: a pool that fills while a layer is written leaves a
  * half-written device; stop early and let gc make room. */
@@ -150,8 +153,8 @@ int pool_ensure_usable(const char *name, const struct pool_limits *l, struct err
 /* How many of thin_check's problem lines go into a refusal (the first ones name the damaged
  * structure; the full output is in the log). */
 #define POOL_CHECK_VERDICT_LINES 4
-/* The metadata superblock is the first 4 KiB block (all zeroes: fresh, never formatted). */
-#define POOL_META_BLOCK_BYTES 4096u
+/* The metadata superblock is the first block (POOL_META_BLOCK_BYTES, pool_status.h; all
+ * zeroes: fresh, never formatted). */
 
 struct pool_check {
     bool ran;          /* false: thin_check is not installed */
@@ -230,3 +233,11 @@ struct pool_grow_result {
  * the growth in the pool's events (pool_life.h). */
 int pool_grow(struct db *db, const char *name, const struct pool_grow_request *rq,
               struct pool_grow_result *res, struct err *e);
+
+/* Load the low-water mark the pool's autoextend threshold asks for into the active pool (same
+ * length, suspend/resume like a growth) and record it: `thinimg pool set` calls it so a new
+ * policy is signalled at once. 1 loaded, 0 nothing to change (autoextend off: the mark stays as
+ * it is), -ENXIO when the pool is not active (the next assembly loads it). before, after:
+ * the marks in blocks. */
+int pool_apply_low_water(struct db *db, const char *name, uint64_t *before, uint64_t *after,
+                         struct err *e);

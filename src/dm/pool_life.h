@@ -28,14 +28,19 @@
  *
  * Autoextend (pool_autoextend()): when data or metadata usage is at or over the threshold,
  * grow by the step (pool_grow(): the backing file system keeps its reserve), never beyond the
- * cap (data) or POOL_META_MAX (metadata). Called before each layer's device is created and
- * every POOL_WATCH_INTERVAL_MS by a watcher thread (pool_watch_start()) in any process that
- * runs the pipeline (daemon and CLI). A pool that cannot grow any more (cap, no room) is
- * logged and recorded once per episode, and the refusals of pool_check_usable() in that
- * process say so.
+ * cap (data) or POOL_META_MAX (metadata). With autoextend on, the pool's low-water mark is the
+ * threshold in free data blocks (pool_low_water_blocks(); set at creation, reassembly, every
+ * growth and `thinimg pool set`), so the kernel raises the pool's device-mapper event the
+ * moment data usage reaches it. Called before each layer's device is created, and by a
+ * watcher (pool_watch_start()) in any process that runs the pipeline (daemon and CLI): one
+ * thread waits for the pool's events (DM_DEVICE_WAITEVENT) and wakes the checking thread at
+ * once; the checking thread also polls every POOL_WATCH_POLL_MS (see there for why). A pool
+ * that cannot grow any more (cap, no room) is logged and recorded once per episode, and the
+ * refusals of pool_check_usable() in that process say so.
  */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -157,9 +162,36 @@ int pool_repair(struct db *db, const char *pool, const char *state_dir, enum poo
 
 /* ---- autoextend ------------------------------------------------------------------------- */
 
-/* How often the watcher reads the pool's usage: a pool written at ~100 MiB/s fills a 1 GiB
- * step in 10 s; one status ioctl and one small read a second cost nothing. */
-#define POOL_WATCH_INTERVAL_MS 1000
+/* The watcher's fallback poll. Data usage crossing the threshold is signalled by the kernel at
+ * once (the low-water event), so the poll only catches what no event announces: metadata
+ * usage crossing the threshold (the kernel signals only its own fixed metadata low watermark,
+ * far later), an event missed while a growth ran, a pool whose table someone else loaded with
+ * another low-water mark, and kernels or sandboxes where the wait fails. Metadata fills slowly
+ * (about 48 bytes per newly mapped data block: ~80 KB/s for 100 MiB/s of new data), so a
+ * threshold's margin of a few MiB lasts tens of seconds; one status read every 5 s is enough
+ * and costs nothing. THINIMG_POOL_POLL_MS overrides it (tests that prove the event path set it
+ * long; an operator may shorten it), within POOL_WATCH_POLL_MIN_MS..POOL_WATCH_POLL_MAX_MS. */
+#define POOL_WATCH_POLL_MS     5000
+#define POOL_WATCH_POLL_MIN_MS 100
+#define POOL_WATCH_POLL_MAX_MS (24 * 3600 * 1000)
+#define POOL_WATCH_POLL_ENV    "THINIMG_POOL_POLL_MS"
+/* The event thread waits this long before it asks again for a pool that is not active (or
+ * whose wait failed), so a missing pool costs one ioctl a second. */
+#define POOL_WATCH_EVENT_RETRY_MS 1000
+/* Stopping the watcher interrupts the event thread's blocking wait with this signal (the
+ * handler does nothing and is installed without SA_RESTART, so the ioctl returns EINTR), sent
+ * to that thread alone, again every POOL_WATCH_STOP_RESEND_MS until it has left (a signal that
+ * lands just before the thread enters the wait is not lost: the next one interrupts it). */
+#define POOL_WATCH_WAKE_SIGNAL    SIGUSR2
+#define POOL_WATCH_STOP_RESEND_MS 10
+
+/* What made autoextend check the pool: the layer about to be written, the watcher's poll, or
+ * the pool's device-mapper event (low water, metadata low water, a mode or table change). */
+enum pool_autoextend_trigger {
+    POOL_TRIGGER_LAYER = 0,
+    POOL_TRIGGER_POLL,
+    POOL_TRIGGER_EVENT,
+};
 
 struct pool_autoextend_result {
     bool enabled;
@@ -167,6 +199,10 @@ struct pool_autoextend_result {
     bool stuck; /* over the threshold and cannot grow: cap, no room, an error (note says) */
     uint64_t data_before, data_after, meta_before, meta_after;
     char note[512];
+    /* The trigger as logged: "layer", "poll", or for an event what the status shows:
+     * "low-water event" (data at the low-water mark), "metadata low-water event", "pool
+     * event" (anything else: a table or mode change). */
+    char trigger[32];
 };
 
 /* The growth a policy asks for: new totals (0: no growth on that side). Pure. capped_*: over
@@ -180,12 +216,20 @@ void pool_autoextend_plan(const struct pool_settings *s, uint64_t data_bytes, do
                           uint64_t meta_bytes, double meta_pct, uint64_t block_bytes,
                           struct pool_autoextend_plan *out);
 
+/* The low-water mark (data blocks) that makes the kernel signal exactly when data usage
+ * reaches threshold_pct of a pool of `blocks`: the kernel raises its event when free blocks
+ * are at or below the mark, and pool_autoextend_plan() grows when used * 100 / blocks is at
+ * or over the threshold, so the mark is blocks minus the fewest used blocks that pass that
+ * test. 0 for an empty pool or a threshold outside (0, 100): the kernel then still signals
+ * when the pool runs out of space (a mode change). Pure. */
+uint64_t pool_low_water_blocks(double threshold_pct, uint64_t blocks);
+
 /* Check the pool once and grow it when the policy says so. 0 (nothing to do, or grown),
  * -ENOSPC when it is over the threshold and cannot grow (e says why: the cap or the file
  * system), other negative errnos when reading or growing failed (res->stuck: a growth that
  * failed, logged once per episode). A pool that is not active, or autoextend off: 0. */
-int pool_autoextend(struct db *db, const char *pool, struct pool_autoextend_result *res,
-                    struct err *e);
+int pool_autoextend(struct db *db, const char *pool, enum pool_autoextend_trigger trigger,
+                    struct pool_autoextend_result *res, struct err *e);
 
 /* Why autoextend cannot grow the pool with status st: its cap (from the policy this process's
  * last check read: a pool that filled between two checks is still said to be capped), or the
@@ -194,9 +238,20 @@ int pool_autoextend(struct db *db, const char *pool, struct pool_autoextend_resu
 struct pool_status;
 void pool_autoextend_stuck_note(const char *pool, const struct pool_status *st, char *out,
                                 size_t n);
+/* The note's parts, for pool_autoextend(): the refusal's words when the plan is capped ("" when
+ * it is not); remember the policy of the pool autoextend watches; set the last check's reason
+ * (or clear it with ""): true when it changed (a new episode is logged and recorded once). */
+void pool_autoextend_cap_note(const char *pool, const struct pool_settings *s,
+                              const struct pool_autoextend_plan *plan, const struct pool_status *st,
+                              char *out, size_t n);
+void pool_autoextend_note_policy(const char *pool, const struct pool_settings *s,
+                                 uint64_t block_bytes);
+bool pool_autoextend_note_set(const char *pool, const char *text);
 
 struct pool_watch;
-/* A thread that runs pool_autoextend() every interval_ms (0: POOL_WATCH_INTERVAL_MS). The db
- * must outlive it. */
-int pool_watch_start(struct db *db, const char *pool, int interval_ms, struct pool_watch **out);
+/* The watcher: a thread that runs pool_autoextend() on each of the pool's device-mapper
+ * events and every poll_ms (0: POOL_WATCH_POLL_MS or THINIMG_POOL_POLL_MS), and a thread
+ * that waits for those events. The db must outlive it. pool_watch_stop() returns promptly
+ * (the wait is interrupted, see POOL_WATCH_WAKE_SIGNAL). */
+int pool_watch_start(struct db *db, const char *pool, int poll_ms, struct pool_watch **out);
 void pool_watch_stop(struct pool_watch *w);

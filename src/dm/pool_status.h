@@ -28,6 +28,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Metadata geometry, in the units the status counts: 4 KiB metadata blocks, and the most
+ * metadata the kernel uses (it ignores what is past about 16 GiB; this stays below that). The
+ * pool manager sizes and grows metadata with these, autoextend plans with them. */
+#define POOL_META_BLOCK_BYTES 4096u
+#define POOL_META_MAX         ((16ull << 30) - (256ull << 20))
+
 enum pool_mode {
     POOL_MODE_RW = 0,
     POOL_MODE_RO,                /* metadata read-only: no new devices, no provisioning */

@@ -122,7 +122,7 @@ static struct fsm_result dm_layer_prepare(struct fsm_run *run, struct pipeline *
     /* Autoextend before each layer (dm/pool_life.h): a pool over its threshold grows now,
      * before the guard's health check would refuse it as too full. */
     struct pool_autoextend_result ax;
-    if (pool_autoextend(p->db, p->cfg.pool_name, &ax, &e) < 0 && !ax.stuck)
+    if (pool_autoextend(p->db, p->cfg.pool_name, POOL_TRIGGER_LAYER, &ax, &e) < 0 && !ax.stuck)
         log_warn("pool autoextend before a layer failed", "error=\"%s\"", err_str(&e));
     err_clear(&e);
     if (!pipeline_guard_enter(p, run, "create-device", &refused))

@@ -242,8 +242,11 @@ else
     since "msg=\"reconcile: orphans found.* orphans=$NORPH " ||
         fail "reconcile at start: expected $NORPH orphans: $(grep reconcile "$DLOG" | tail -n 1)"
 fi
-curl -sf --unix-socket "$SOCK" http://x/metrics | grep -qx "thinimg_reconcile_orphans $NORPH" ||
-    fail "thinimg_reconcile_orphans is not $NORPH"
+# Into a file first: `curl | grep -q` fails under pipefail when grep leaves before curl's last
+# write (a /metrics page longer than one of curl's writes).
+curl -sf --unix-socket "$SOCK" http://x/metrics >"$W/m-reconcile.txt" || fail "GET /metrics"
+grep -qx "thinimg_reconcile_orphans $NORPH" "$W/m-reconcile.txt" ||
+    fail "thinimg_reconcile_orphans is not $NORPH: $(grep reconcile_orphans "$W/m-reconcile.txt")"
 gone() { since 'msg="auto-gc: done"'; }
 wait_for gone || { sleep 5; gone; } || fail "auto-gc did not run: $(tail -n 5 "$DLOG")"
 stop_daemon

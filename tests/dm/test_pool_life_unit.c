@@ -3,8 +3,9 @@
  * verdict from its output, the check itself on metadata files (real thin_check and
  * thin_restore: a sound file, a corrupted one, a fresh all-zero one, the tool missing), the
  * offline check's refusals, and the `+SIZE` size arguments of `pool grow`; the pool's life
- * (pool_life.h): the autoextend plan, settings and the bounded event history, backup
- * rotation, and `pool repair` on metadata files (real thin_repair, thin_restore, thin_ls):
+ * (pool_life.h): the autoextend plan, the low-water mark it loads (the kernel signals exactly
+ * where the plan grows: rounding, tiny pools, 100 %), settings and the bounded event history,
+ * backup rotation, and `pool repair` on metadata files (real thin_repair, thin_restore, thin_ls):
  * thin_repair wins when it keeps more devices, the newest backup when the metadata is gone,
  * the lost devices become `failed`, the damaged file is kept, and nothing changes when no
  * candidate is usable. The online parts (grow under a mounted activation, the check at
@@ -20,6 +21,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +223,47 @@ static void autoextend_plan(void **state)
     s.autoextend_threshold_pct = 0;
     pool_autoextend_plan(&s, 64 * MiB, 100, 4 * MiB, 100, 64 << 10, &p);
     assert_false(p.data_over || p.meta_over);
+}
+
+/* The low-water mark signals exactly where the plan grows: for every used count, "free blocks
+ * at or below the mark" (the kernel's test) is "usage at or over the threshold" (the plan's). */
+static void low_water_from_threshold(void **state)
+{
+    (void)state;
+    /* a round case, and the 48 MiB pool of 64 KiB blocks the VM test uses */
+    assert_int_equal(pool_low_water_blocks(80, 1000), 200);
+    assert_int_equal(pool_low_water_blocks(40, 768), 768 - 308);
+    /* 14.1 % of 1000 is 141 blocks, though 14.1 * 1000 / 100 rounds up past 141 in doubles */
+    assert_int_equal(pool_low_water_blocks(14.1, 1000), 859);
+    /* tiny pools: one block is at any threshold only when used; two at 50 % after one */
+    assert_int_equal(pool_low_water_blocks(80, 1), 0);
+    assert_int_equal(pool_low_water_blocks(1, 1), 0);
+    assert_int_equal(pool_low_water_blocks(50, 2), 1);
+    assert_int_equal(pool_low_water_blocks(51, 2), 0);
+    /* no pool, autoextend off, 100 % and beyond: 0 (the kernel signals when it is full) */
+    assert_int_equal(pool_low_water_blocks(80, 0), 0);
+    assert_int_equal(pool_low_water_blocks(0, 1000), 0);
+    assert_int_equal(pool_low_water_blocks(100, 1000), 0);
+    assert_int_equal(pool_low_water_blocks(150, 1000), 0);
+    /* the kernel's test and the plan's agree at every usage */
+    static const double thresholds[] = {0.5, 1, 14.1, 33.3, 40, 50, 66.7, 75.5, 80, 99, 99.9};
+    for (size_t t = 0; t < sizeof(thresholds) / sizeof(thresholds[0]); t++) {
+        struct pool_settings s = {.autoextend_threshold_pct = thresholds[t],
+                                  .autoextend_step_pct = 20};
+        for (uint64_t blocks = 1; blocks <= 300; blocks++) {
+            uint64_t lw = pool_low_water_blocks(thresholds[t], blocks);
+            assert_true(lw < blocks);
+            for (uint64_t used = 0; used <= blocks; used++) {
+                struct pool_autoextend_plan p;
+                double pct = 100.0 * (double)used / (double)blocks;
+                pool_autoextend_plan(&s, blocks * 65536, pct, 4 * MiB, 0, 65536, &p);
+                if (p.data_over != (blocks - used <= lw))
+                    fail_msg("threshold %.1f%%, %" PRIu64 " of %" PRIu64
+                             " blocks used: plan over=%d, low water %" PRIu64,
+                             thresholds[t], used, blocks, p.data_over, lw);
+            }
+        }
+    }
 }
 
 static void settings_and_events(void **state)
@@ -466,6 +509,7 @@ int main(void)
         cmocka_unit_test(check_metadata_files),
         cmocka_unit_test(check_offline_unknown_pool),
         cmocka_unit_test(autoextend_plan),
+        cmocka_unit_test(low_water_from_threshold),
         cmocka_unit_test(settings_and_events),
         cmocka_unit_test(backup_rotation),
         cmocka_unit_test(repair_files),

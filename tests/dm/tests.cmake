@@ -33,3 +33,11 @@ set_tests_properties(test_dm_pool_life PROPERTIES LABELS "dm;dm-faults" TIMEOUT 
 thinimg_test(test_dm_usage SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_dm_usage.c
              ${CMAKE_CURRENT_LIST_DIR}/dm_fixture.c ${CMAKE_CURRENT_LIST_DIR}/../testutil.c LABELS dm TIMEOUT 600)
 set_tests_properties(test_dm_usage PROPERTIES SKIP_RETURN_CODE 77)
+
+# Autoextend on the pool's low-water event (issue 20): the daemon, with its fallback poll set to
+# 10 minutes, grows a pool within seconds of a write crossing the threshold, names the event in
+# its log and /metrics, reloads the mark for the new size, and stops promptly while its event
+# thread waits in the kernel. Label dm only: the pool never fills.
+add_test(NAME test_dm_pool_lowwater COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_pool_lowwater.sh)
+set_tests_properties(test_dm_pool_lowwater PROPERTIES LABELS dm TIMEOUT 600 SKIP_RETURN_CODE 77
+  ENVIRONMENT "THINIMG_BIN=$<TARGET_FILE:thinimg>;ASAN_OPTIONS=detect_leaks=1:abort_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
