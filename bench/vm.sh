@@ -14,8 +14,8 @@
 #
 #   bench/vm.sh [BUILD_DIR] [RUNS]         (defaults: build, 5; use a Release build)
 #   ROWS="mkfs activate debian" selects rows (default: all; "activate" prints both activation
-#   rows). BENCH_PROFILE=1 also traces one more activate (strace, ld.so statistics, debug log)
-#   on stderr, untimed.
+#   rows). BENCH_PROFILE=1 also prints, untimed, on stderr: process start, database open and
+#   health check times, and the debug log of one more activate and process-image --name.
 #
 # The Debian layer is the archive tests' cached minbase root (tests/archive/debian.py --tar,
 # ~170 MB, ~9k entries), copied to the guest tmpfs; the activation rows use the example
@@ -137,13 +137,29 @@ if [[ " $ROWS " == *" activate "* ]]; then
     bench_row "a new activation via process-image --name, VM" "activate --name" 1.5 s "$a" "$b"
     bench_row "thinimg activate CLI, VM" "two dmsetup processes (create_snap + create)" 1.2 s \
         "$b" "$c"
-    if [ -n "${BENCH_PROFILE:-}" ]; then # where one activate's time goes (stderr, not timed)
-        strace -f -tt -e trace=execve,openat,flock,ioctl,fsync,fdatasync,read -o "$W/act.strace" \
-            $T -q activate --name vprof busybox:3 >/dev/null
-        LD_DEBUG=statistics $T -q activate --name vprof2 busybox:3 2>&1 >/dev/null |
-            grep -E "total startup time|time needed for relocation|number of relocations" >&2 || true
-        $T --log-level debug activate --name vprof3 busybox:3 2>&1 >/dev/null | head -80 >&2
-        awk '{print}' "$W/act.strace" | head -400 >&2
+    if [ -n "${BENCH_PROFILE:-}" ]; then # where an activation's time goes (stderr, untimed)
+        prof() { # prof WHAT CMD...: five runs' seconds
+            local what=$1 v="" t0 t1 k
+            shift
+            for k in 1 2 3 4 5; do
+                t0=$(now_s)
+                "$@" >/dev/null 2>&1 || true
+                t1=$(now_s)
+                v+="$(elapsed "$t0" "$t1") "
+            done
+            echo "profile: $what: $v" >&2
+        }
+        prof "thinimg version (process start)" "$BUILD/thinimg" version
+        prof "dmsetup version (process start)" dmsetup version
+        prof "thinimg list-images (start + database)" $T list-images
+        prof "thinimg health" $T health
+        LD_DEBUG=statistics "$BUILD/thinimg" version 2>&1 >/dev/null |
+            grep -E "total startup time|time needed for relocation" >&2 || true
+        for cmd in "activate --name vprof busybox:3" "process-image --name vprof2 $REF"; do
+            echo "profile: $cmd: started $(now_s)" >&2
+            $T --log-level debug $cmd 2>&1 >/dev/null | grep -vE "libdevmapper" | cut -c1-220 >&2
+            echo "profile: $cmd: ended $(now_s)" >&2
+        done
     fi
     teardown benchv "$W/state"
     unset THINIMG_STATE_DIR THINIMG_POOL
