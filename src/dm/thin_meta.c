@@ -6,6 +6,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -47,23 +48,31 @@
  * children): deeper means a loop or a damaged tree. */
 #define TREE_DEPTH_MAX 8
 
+/* crc32c (Castagnoli) as the kernel's dm_bm_checksum computes it: reflected polynomial, seed ~0,
+ * no final inversion. */
+#define CRC32C_POLY_REFLECTED 0x82F63B78u
+#define CRC32C_SEED           0xFFFFFFFFu
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_table_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ CRC32C_POLY_REFLECTED : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
 uint32_t thin_meta_checksum(const void *data, size_t len, uint32_t xor_with)
 {
-    static uint32_t table[256];
-    static bool ready;
-    if (!ready) { /* idempotent: threads racing here write the same values */
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++)
-                c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1; /* crc32c, reflected */
-            table[i] = c;
-        }
-        __atomic_store_n(&ready, true, __ATOMIC_RELEASE);
-    }
+    pthread_once(&crc_once, crc_table_init);
     const uint8_t *p = data;
-    uint32_t crc = 0xFFFFFFFFu;
+    uint32_t crc = CRC32C_SEED;
     for (size_t i = 0; i < len; i++)
-        crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+        crc = crc_table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
     return crc ^ xor_with;
 }
 
