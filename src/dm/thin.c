@@ -566,18 +566,21 @@ unsigned long thin_metadata_reads_in_process;
 struct snap_ids {
     uint32_t *ids;
     size_t n;
+    bool refused; /* the reader (not the pool or its snapshot) failed: thin_ls may still read it */
 };
 
 static int snap_ids_fn(const char *meta, void *ud, struct err *e)
 {
     struct snap_ids *x = ud;
     _cleanup_close_ int fd = open(meta, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    x->refused = true;
     if (fd < 0)
         return err_set(e, -errno, "cannot open the metadata device %s: %s", meta, strerror(errno));
     struct err re = {0};
     int r = thin_meta_read_ids(fd, true, &x->ids, &x->n, &re);
     if (r < 0)
         return err_set(e, r, "metadata device %s: %s", meta, err_str(&re));
+    x->refused = false;
     return 0;
 }
 
@@ -601,7 +604,7 @@ int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_b
             return 0;
         }
         free(x.ids);
-        if (r != -EBADMSG && r != -ENOENT && r != -EINVAL) /* the pool itself failed */
+        if (!x.refused) /* the pool or its snapshot failed: thin_ls would fail the same way */
             return err_set(e, r, "%s", err_str(&me));
         log_warn("cannot read the pool's metadata in-process: asking thin_ls", "pool=%s error=%s",
                  pool, err_str(&me));
