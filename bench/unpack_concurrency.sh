@@ -41,6 +41,8 @@ if [ -z "${THINIMG_VM:-}" ]; then
 fi
 
 export THINIMG_HEALTH_TIMEOUT_MS=30000 # emulated: a health check may take seconds
+# BENCH_DAEMON_LOG=debug: the daemon logs each transition's duration; printed after each round.
+DAEMON_LOG=${BENCH_DAEMON_LOG:-warn}
 T="$BUILD/thinimg --log-level warn"
 POOL=benchq
 W=""
@@ -72,7 +74,7 @@ one_round() {
     $T health >/dev/null 2>&1 || true # acknowledge older kernel log lines (earlier rounds)
     $T fetch "dir:$SRCDIR/images/alpha/" >/dev/null
     $T fetch "dir:$SRCDIR/images/beta/" >/dev/null
-    $BUILD/thinimg --log-level warn daemon --unpack-queue "$q" >>"$W/daemon.log" 2>&1 &
+    $BUILD/thinimg --log-level "$DAEMON_LOG" daemon --unpack-queue "$q" >>"$W/daemon.log" 2>&1 &
     DPID=$!
     for _ in $(seq 1 600); do
         [ -S "$W/state/thinimg.sock" ] && $T list-images >/dev/null 2>&1 && break
@@ -87,6 +89,9 @@ one_round() {
     kill -TERM "$DPID"
     wait "$DPID" || true
     DPID=""
+    # where the round's time went: every completed transition of the unpack and activate runs
+    [ "$DAEMON_LOG" = warn ] || grep -E "transition completed|operation refused|guard" \
+        "$W/daemon.log" | grep -vE "machine=(fetch|process)" | sed "s/^/  Q=$q: /" >&2 || true
     SECS=$(awk -v us="$((10#$t1 - 10#$t0))" 'BEGIN { printf "%.2f", us / 1e6 }')
 }
 

@@ -6,12 +6,16 @@
 #                                                   (the options thinimg used before)
 #   pool data used by a fresh base layer's mkfs  vs the same zeroing mkfs        goal <= 0.10
 #   a new activation via process-image --name    vs thinimg activate --name      goal <= 1.5
+#   thinimg activate CLI                         vs two dmsetup processes (create_snap
+#                                                   message + create with the table)  goal <= 1.2
 #   process-image of a real Debian layer (blob already fetched)
 #                                                vs shell: create thin + mkfs + mount + GNU tar
 #                                                   + umount + snapshot          goal <= 1.10
 #
 #   bench/vm.sh [BUILD_DIR] [RUNS]         (defaults: build, 5; use a Release build)
-#   ROWS="mkfs activate debian" selects rows (default: all).
+#   ROWS="mkfs activate debian" selects rows (default: all; "activate" prints both activation
+#   rows). BENCH_PROFILE=1 also prints, untimed, on stderr: process start, database open and
+#   health check times, and the debug log of one more activate and process-image --name.
 #
 # The Debian layer is the archive tests' cached minbase root (tests/archive/debian.py --tar,
 # ~170 MB, ~9k entries), copied to the guest tmpfs; the activation rows use the example
@@ -110,17 +114,53 @@ if [[ " $ROWS " == *" activate "* ]]; then
     $T health >/dev/null 2>&1 || true # acknowledge older kernel log lines
     REF="dir:$BUILD/example/images/busybox/"
     $T -q process-image --device-size 1G "$REF" >/dev/null
-    a="" b=""
+    # The CLI row's baseline: the same two steps by hand on the raw pool, a snapshot of an
+    # inactive 1 GiB origin and its dm device, one dmsetup process each.
+    raw_thin $((1 << 21))
+    dmsetup remove "$RAWNAME"
+    ORIG=$RAWID
+    a="" b="" c=""
     for ((i = 0; i < RUNS; i++)); do
         t0=$(now_s)
         $T -q process-image --name "viap$i" "$REF" >/dev/null
         t1=$(now_s)
         $T -q activate --name "vact$i" busybox:3 >/dev/null
         t2=$(now_s)
+        RAWID=$((RAWID + 1))
+        dmsetup message $RAW 0 "create_snap $RAWID $ORIG"
+        dmsetup create "$RAW-a$RAWID" --table "0 $((1 << 21)) thin /dev/mapper/$RAW $RAWID"
+        t3=$(now_s)
         a+="$(elapsed "$t0" "$t1") "
         b+="$(elapsed "$t1" "$t2") "
+        c+="$(elapsed "$t2" "$t3") "
     done
     bench_row "a new activation via process-image --name, VM" "activate --name" 1.5 s "$a" "$b"
+    bench_row "thinimg activate CLI, VM" "two dmsetup processes (create_snap + create)" 1.2 s \
+        "$b" "$c"
+    if [ -n "${BENCH_PROFILE:-}" ]; then # where an activation's time goes (stderr, untimed)
+        prof() { # prof WHAT CMD...: five runs' seconds
+            local what=$1 v="" t0 t1 k
+            shift
+            for k in 1 2 3 4 5; do
+                t0=$(now_s)
+                "$@" >/dev/null 2>&1 || true
+                t1=$(now_s)
+                v+="$(elapsed "$t0" "$t1") "
+            done
+            echo "profile: $what: $v" >&2
+        }
+        prof "thinimg version (process start)" "$BUILD/thinimg" version
+        prof "dmsetup version (process start)" dmsetup version
+        prof "thinimg list-images (start + database)" $T list-images
+        prof "thinimg health" $T health
+        LD_DEBUG=statistics "$BUILD/thinimg" version 2>&1 >/dev/null |
+            grep -E "total startup time|time needed for relocation" >&2 || true
+        for cmd in "activate --name vprof busybox:3" "process-image --name vprof2 $REF"; do
+            echo "profile: $cmd: started $(now_s)" >&2
+            $T --log-level debug $cmd 2>&1 >/dev/null | grep -vE "libdevmapper" | cut -c1-220 >&2
+            echo "profile: $cmd: ended $(now_s)" >&2
+        done
+    fi
     teardown benchv "$W/state"
     unset THINIMG_STATE_DIR THINIMG_POOL
 fi

@@ -16,6 +16,7 @@
 #include "dm/exec.h"
 #include "dm/loop.h"
 #include "dm/pool_status.h"
+#include "dm/thin_meta.h"
 #include "store/stmt.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
@@ -478,8 +479,11 @@ static int snap_lock(const char *meta, const char *pool, int timeout_ms, int *fd
     return 0;
 }
 
-int thin_metadata_snap_exec(const char *pool, const char *const args[], int timeout_ms,
-                            struct buf *out, struct buf *errout, struct err *e)
+/* Calls fn(meta, ud, e) while the pool holds a metadata snapshot (see
+ * thin_metadata_snap_exec): meta is the metadata device's path. fn's return is returned. */
+static int with_metadata_snap(const char *pool, int timeout_ms,
+                              int (*fn)(const char *meta, void *ud, struct err *e), void *ud,
+                              struct err *e)
 {
     struct dm_target_line t;
     int r = dm_dev_table(pool, &t, e);
@@ -496,17 +500,6 @@ int thin_metadata_snap_exec(const char *pool, const char *const args[], int time
     if (r < 0)
         return err_set(e, r, "cannot find the metadata device %s of pool %s", pt.metadata_dev,
                        pool);
-    size_t nargs = 0;
-    while (args[nargs])
-        nargs++;
-    if (nargs == 0 || nargs > THIN_SNAP_EXEC_MAX_ARGS)
-        return err_set(e, -EINVAL, "metadata snapshot command: %zu arguments (1 to %d)", nargs,
-                       THIN_SNAP_EXEC_MAX_ARGS);
-    char *argv[THIN_SNAP_EXEC_MAX_ARGS + 2];
-    for (size_t i = 0; i < nargs; i++)
-        argv[i] = (char *)args[i];
-    argv[nargs] = meta;
-    argv[nargs + 1] = NULL;
     /* The pool has one snapshot slot: readers in this and other processes take turns, by a
      * lock on the metadata device (the file every reader opens anyway), so none releases the
      * snapshot another is still reading. */
@@ -519,7 +512,7 @@ int thin_metadata_snap_exec(const char *pool, const char *const args[], int time
     bool reserved = r == 0;
     if (r < 0 && r != -EBUSY) /* EBUSY: a snapshot is already held: read that one */
         return err_set(e, r, "pool \"%s\": %s", pool, err_str(&me));
-    int rc = dm_exec(argv, timeout_ms, out, errout, e);
+    int rc = fn(meta, ud, e);
     if (reserved) {
         struct err re = {0};
         int k = dm_dev_message(pool, "release_metadata_snap", NULL, &re);
@@ -527,11 +520,67 @@ int thin_metadata_snap_exec(const char *pool, const char *const args[], int time
             log_warn("cannot release the metadata snapshot", "pool=%s error=%s", pool,
                      err_str(&re));
     }
+    return rc;
+}
+
+struct snap_exec {
+    const char *pool;
+    const char *const *args;
+    int timeout_ms;
+    struct buf *out, *errout;
+};
+
+static int snap_exec_fn(const char *meta, void *ud, struct err *e)
+{
+    struct snap_exec *x = ud;
+    size_t nargs = 0;
+    while (x->args[nargs])
+        nargs++;
+    if (nargs == 0 || nargs > THIN_SNAP_EXEC_MAX_ARGS)
+        return err_set(e, -EINVAL, "metadata snapshot command: %zu arguments (1 to %d)", nargs,
+                       THIN_SNAP_EXEC_MAX_ARGS);
+    char *argv[THIN_SNAP_EXEC_MAX_ARGS + 2];
+    for (size_t i = 0; i < nargs; i++)
+        argv[i] = (char *)x->args[i];
+    argv[nargs] = (char *)meta;
+    argv[nargs + 1] = NULL;
+    int rc = dm_exec(argv, x->timeout_ms, x->out, x->errout, e);
     if (rc < 0)
         return rc;
     if (rc != 0)
-        return err_set(e, -EIO, "%s on %s (pool %s) failed with status %d: %s", args[0], meta, pool,
-                       rc, errout->data ? errout->data : "");
+        return err_set(e, -EIO, "%s on %s (pool %s) failed with status %d: %s", x->args[0], meta,
+                       x->pool, rc, x->errout->data ? x->errout->data : "");
+    return 0;
+}
+
+int thin_metadata_snap_exec(const char *pool, const char *const args[], int timeout_ms,
+                            struct buf *out, struct buf *errout, struct err *e)
+{
+    struct snap_exec x = {
+        .pool = pool, .args = args, .timeout_ms = timeout_ms, .out = out, .errout = errout};
+    return with_metadata_snap(pool, timeout_ms, snap_exec_fn, &x, e);
+}
+
+unsigned long thin_metadata_reads_in_process;
+
+struct snap_ids {
+    uint32_t *ids;
+    size_t n;
+    bool refused; /* the reader (not the pool or its snapshot) failed: thin_ls may still read it */
+};
+
+static int snap_ids_fn(const char *meta, void *ud, struct err *e)
+{
+    struct snap_ids *x = ud;
+    _cleanup_close_ int fd = open(meta, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    x->refused = true;
+    if (fd < 0)
+        return err_set(e, -errno, "cannot open the metadata device %s: %s", meta, strerror(errno));
+    struct err re = {0};
+    int r = thin_meta_read_ids(fd, true, &x->ids, &x->n, &re);
+    if (r < 0)
+        return err_set(e, r, "metadata device %s: %s", meta, err_str(&re));
+    x->refused = false;
     return 0;
 }
 
@@ -542,6 +591,24 @@ int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_b
     if (mapped_bytes)
         *mapped_bytes = NULL;
     *n = 0;
+    if (!mapped_bytes) {
+        /* Ids only: the device details tree, read here (dm/thin_meta.h); a metadata device
+         * this reader refuses is left to thin_ls below. */
+        struct snap_ids x = {0};
+        struct err me = {0};
+        int r = with_metadata_snap(pool, THIN_LS_TIMEOUT_MS, snap_ids_fn, &x, &me);
+        if (r == 0) {
+            thin_metadata_reads_in_process++;
+            *ids = x.ids;
+            *n = x.n;
+            return 0;
+        }
+        free(x.ids);
+        if (!x.refused) /* the pool or its snapshot failed: thin_ls would fail the same way */
+            return err_set(e, r, "%s", err_str(&me));
+        log_warn("cannot read the pool's metadata in-process: asking thin_ls", "pool=%s error=%s",
+                 pool, err_str(&me));
+    }
     static const char *const args[] = {"thin_ls", "--metadata-snap",  "--no-headers",
                                        "-o",      "DEV,MAPPED_BYTES", NULL};
     _cleanup_buf_ struct buf out = BUF_INIT, errout = BUF_INIT;

@@ -110,10 +110,15 @@ int thin_metadata_snap_exec(const char *pool, const char *const args[], int time
                             struct buf *out, struct buf *errout, struct err *e);
 
 /* The thin ids the pool's metadata holds (active or not), read from a metadata snapshot
- * (reserve_metadata_snap, `thin_ls --metadata-snap`, release_metadata_snap). *ids malloc'd,
- * sorted. mapped_bytes (optional, same order) gets each device's mapped bytes. */
+ * (reserve_metadata_snap, the read, release_metadata_snap). *ids malloc'd, sorted. Without
+ * mapped_bytes the ids are read in this process (dm/thin_meta.h: a few blocks, no process;
+ * thin_ls when that reader refuses the metadata); mapped_bytes (optional, same order) gets
+ * each device's mapped bytes from `thin_ls --metadata-snap`. */
 int thin_pool_metadata_ids(const char *pool, uint32_t **ids, uint64_t **mapped_bytes, size_t *n,
                            struct err *e);
+/* How many thin_pool_metadata_ids() calls this process answered without thin_ls (the tests
+ * check the fast path is the one taken). */
+extern unsigned long thin_metadata_reads_in_process;
 
 /* Test hook: when set, called right after a create message succeeded and before the row is
  * confirmed (crash-injection tests call _exit() in it). NULL in production. */

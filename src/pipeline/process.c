@@ -309,7 +309,8 @@ static bool id_listed(const uint32_t *ids, size_t n, uint32_t id)
  * every chain is ready with its device in the pool's metadata. 0 otherwise: the full path
  * then fetches, repairs and unpacks what is missing, exactly as before. A fetch run and an
  * unpack run per layer would find the same and cost a run each, plus one read of the pool's
- * metadata per unpack run; here the metadata is read once. */
+ * metadata per unpack run; here the metadata is read once, in this process (the device details
+ * tree of a metadata snapshot, dm/thin_meta.h: no thin_ls). */
 static int layers_ready(struct pipeline *p, const struct fetch_want *want, size_t n,
                         struct image_layer_rec **out)
 {
@@ -364,7 +365,9 @@ static int layers_ready(struct pipeline *p, const struct fetch_want *want, size_
     }
     if (ok == 1) {
         /* Recorded ready is not enough: a device deleted behind thinimg's back is recreated
-         * by the full path (the unpack machine's check-unpacked). */
+         * by the full path (the unpack machine's check-unpacked). The pool's own figures (its
+         * transaction id, used data blocks: the usage cache's key) cannot tell: a delete
+         * message changes neither when the device's blocks are shared with a snapshot. */
         _cleanup_free_ uint32_t *ids = NULL;
         size_t nids = 0;
         struct err e = {0};

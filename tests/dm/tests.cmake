@@ -41,3 +41,9 @@ set_tests_properties(test_dm_usage PROPERTIES SKIP_RETURN_CODE 77)
 add_test(NAME test_dm_pool_lowwater COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/test_pool_lowwater.sh)
 set_tests_properties(test_dm_pool_lowwater PROPERTIES LABELS dm TIMEOUT 600 SKIP_RETURN_CODE 77
   ENVIRONMENT "THINIMG_BIN=$<TARGET_FILE:thinimg>;ASAN_OPTIONS=detect_leaks=1:abort_on_error=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
+
+# The pool's thin ids read in-process from a live pool (issue 15): the same ids as thin_ls, a
+# device deleted behind thinimg's back noticed even when the pool's figures do not change.
+thinimg_test(test_dm_thin_meta SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_dm_thin_meta.c
+             ${CMAKE_CURRENT_LIST_DIR}/dm_fixture.c ${CMAKE_CURRENT_LIST_DIR}/../testutil.c LABELS dm TIMEOUT 300)
+set_tests_properties(test_dm_thin_meta PROPERTIES SKIP_RETURN_CODE 77)
