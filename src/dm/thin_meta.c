@@ -47,6 +47,10 @@
 /* A tree this deep would hold far more than THIN_ID_MAX ids (an internal node has up to 254
  * children): deeper means a loop or a damaged tree. */
 #define TREE_DEPTH_MAX 8
+/* The kernel's largest metadata device (THIN_METADATA_MAX_SECTORS, 255 * 2^14 * 8 sectors of
+ * 512 bytes, about 15.9 GiB) in 4 KiB blocks: a superblock claiming more is damaged, and the
+ * bound keeps the bitmap of visited blocks under 512 KiB. */
+#define META_BLOCKS_MAX ((uint64_t)255 * (1 << 14) * 8 * SECTOR_BYTES / THIN_META_BLOCK_SIZE)
 
 /* crc32c (Castagnoli) as the kernel's dm_bm_checksum computes it: reflected polynomial, seed ~0,
  * no final inversion. */
@@ -129,7 +133,9 @@ static int read_superblock(int fd, uint64_t blk, uint8_t *buf, struct err *e)
 struct walk {
     int fd;
     uint64_t nr_blocks; /* the metadata device's size in blocks */
-    uint64_t visited;   /* nodes read: more than nr_blocks means a loop */
+    uint8_t *seen;      /* a bit per block: a node reached twice is a loop or a shared node,
+                           which a tree never has (without it, nodes that all point at one
+                           child would be walked 254^depth times) */
     uint8_t *buf;       /* THIN_META_BLOCK_SIZE * TREE_DEPTH_MAX, one block per level */
     uint32_t *ids;
     size_t n, cap;
@@ -157,10 +163,12 @@ static int add_id(struct walk *w, uint64_t key, struct err *e)
 /* Every id below the node at blk, in key order (depth: its level, 0 the root). */
 static int walk_node(struct walk *w, uint64_t blk, int depth, struct err *e)
 {
-    if (depth >= TREE_DEPTH_MAX || ++w->visited > w->nr_blocks || blk >= w->nr_blocks)
+    if (depth >= TREE_DEPTH_MAX || blk >= w->nr_blocks || (w->seen[blk / 8] & (1u << blk % 8)))
         return err_set(e, -EBADMSG,
-                       "the device details tree is deeper than %d or loops (block %llu)",
+                       "the device details tree is deeper than %d, loops or reaches a node twice "
+                       "(block %llu)",
                        TREE_DEPTH_MAX, (unsigned long long)blk);
+    w->seen[blk / 8] |= (uint8_t)(1u << blk % 8);
     uint8_t *b = w->buf + (size_t)depth * THIN_META_BLOCK_SIZE;
     int r = read_block(w->fd, blk, b, NODE_CSUM_XOR, NODE_BLOCKNR, "a details tree node", e);
     if (r < 0)
@@ -204,6 +212,11 @@ int thin_meta_read_ids(int fd, bool held, uint32_t **ids, size_t *n, struct err 
     if (r < 0)
         return r;
     uint64_t nr_blocks = get64(buf, SB_META_NR_BLOCKS);
+    if (nr_blocks > META_BLOCKS_MAX)
+        return err_set(e, -EBADMSG,
+                       "the superblock says the metadata has %llu blocks, more than the "
+                       "kernel's maximum %llu",
+                       (unsigned long long)nr_blocks, (unsigned long long)META_BLOCKS_MAX);
     if (held) {
         uint64_t root = get64(buf, SB_HELD_ROOT);
         if (root == 0)
@@ -217,7 +230,10 @@ int thin_meta_read_ids(int fd, bool held, uint32_t **ids, size_t *n, struct err 
         if (r < 0)
             return r;
     }
-    struct walk w = {.fd = fd, .nr_blocks = nr_blocks, .buf = buf};
+    _cleanup_free_ uint8_t *seen = calloc(nr_blocks / 8 + 1, 1);
+    if (!seen)
+        return -ENOMEM;
+    struct walk w = {.fd = fd, .nr_blocks = nr_blocks, .seen = seen, .buf = buf};
     r = walk_node(&w, get64(buf, SB_DETAILS_ROOT), 0, e);
     if (r < 0) {
         free(w.ids);

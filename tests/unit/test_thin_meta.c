@@ -234,6 +234,38 @@ static void test_damage_refused(void **state)
     assert_true(tu_contains(e.msg, "not a thin pool superblock"));
 }
 
+/* A tree never reaches one node twice: an internal node whose children all name the same leaf
+ * (every block checks out) is refused, not walked once per path; nor is a superblock that
+ * claims more blocks than the kernel's largest metadata device. */
+static void test_shared_node_and_huge_refused(void **state)
+{
+    (void)state;
+    if (!meta[0])
+        skip();
+    uint8_t sb[THIN_META_BLOCK_SIZE], node[THIN_META_BLOCK_SIZE];
+    read_block(0, sb);
+    uint64_t root = get64(sb, 328);
+    read_block(root, node);
+    uint32_t flags, nr, max;
+    memcpy(&flags, node + 4, 4), memcpy(&nr, node + 16, 4), memcpy(&max, node + 20, 4);
+    assert_int_equal(le32toh(flags) & 1, 1); /* N_IDS needs several leaves: an internal root */
+    assert_true(le32toh(nr) >= 2);
+    size_t values = 32 + (size_t)le32toh(max) * 8;
+    put64(node, values + 8, get64(node, values)); /* the second child is the first again */
+    write_block(root, node, 121107);
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    struct err e = {0};
+    assert_int_equal(read_ids(false, &ids, &n, &e), -EBADMSG);
+    assert_null(ids);
+    assert_true(tu_contains(e.msg, "reaches a node twice"));
+    put64(sb, 344, (uint64_t)1 << 40); /* metadata_nr_blocks */
+    write_block(0, sb, 160774);
+    err_clear(&e);
+    assert_int_equal(read_ids(false, &ids, &n, &e), -EBADMSG);
+    assert_true(tu_contains(e.msg, "kernel's maximum"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +273,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_same_ids_as_thin_ls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_snapshot_is_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_node_and_huge_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
