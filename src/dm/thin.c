@@ -509,8 +509,23 @@ static int with_metadata_snap(const char *pool, int timeout_ms,
         return r;
     struct err me = {0};
     r = dm_dev_message(pool, "reserve_metadata_snap", NULL, &me);
+    if (r == -EBUSY) {
+        /* A snapshot is held while no reader holds the lock: one that died left it (kill -9
+         * between reserve and release), or a reader that does not take turns. Reading it
+         * would answer from the pool as it was then (a layer made since would look deleted),
+         * so take a fresh one. */
+        log_warn("a metadata snapshot was left reserved; taking a fresh one",
+                 "pool=%s hint=\"readers outside thinimg take turns by flock(2) on %s\"", pool,
+                 meta);
+        struct err re = {0};
+        r = dm_dev_message(pool, "release_metadata_snap", NULL, &re);
+        if (r == 0)
+            r = dm_dev_message(pool, "reserve_metadata_snap", NULL, &me);
+        else
+            me = re;
+    }
     bool reserved = r == 0;
-    if (r < 0 && r != -EBUSY) /* EBUSY: a snapshot is already held: read that one */
+    if (r < 0)
         return err_set(e, r, "pool \"%s\": %s", pool, err_str(&me));
     int rc = fn(meta, ud, e);
     if (reserved) {
