@@ -177,7 +177,7 @@ def layer2(members):
     t.file(empty_opaque + '/.wh..wh..opq', **m)
     # hardlinks
     t.file(split, 'the changed member of a lower hardlink group\n', mode=0o755, **m)
-    t.dir('usr/local/bin', **m)  # in layer 1 already: listed again, same metadata
+    t.dir('usr/local/bin', **m)  # in layer 1 already: listed again (its time changes)
     t.hardlink('usr/local/bin/changed-again', split, **m)
     t.hardlink('usr/local/bin/lower-again', split_target, **m)
     t.pax(('SCHILY.xattr.user.dir', b'yes'))
