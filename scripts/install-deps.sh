@@ -12,11 +12,13 @@ PKGS_BUILD=(build-essential cmake pkg-config
 # Tests: cmocka, the tools tests drive or compare against, the VM harness (qemu, a busybox
 # initramfs, kmod for depmod, cpio), e2fsprogs and thin-provisioning-tools used inside the VM,
 # clang + compiler-rt for libFuzzer, tmux for the monitor test, node/npm for the S3 server,
-# docker-registry (the CNCF distribution registry) and skopeo for the registry tests.
+# docker-registry (the CNCF distribution registry) and skopeo for the registry tests,
+# mmdebstrap (a Debian root from deb.debian.org) and umoci (the reference unpack of an OCI
+# image) for the Debian image tests.
 PKGS_TEST=(libcmocka-dev sqlite3 e2fsprogs dmsetup thin-provisioning-tools util-linux
   busybox-static qemu-system-x86 kmod cpio clang libclang-rt-14-dev
   libarchive-tools tar gzip zstd attr jq curl tmux python3 mmdebstrap hyperfine time
-  docker-registry skopeo)
+  docker-registry skopeo umoci)
 
 check_only=0
 [ "${1:-}" = "--check" ] && check_only=1

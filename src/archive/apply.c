@@ -767,11 +767,17 @@ static int apply_node(struct applier *ap, const struct layer_entry *ent, int pfd
     mode_t type = ent->kind == EK_CHR ? S_IFCHR : ent->kind == EK_BLK ? S_IFBLK : S_IFIFO;
     dev_t rdev = ent->kind == EK_FIFO ? 0 : ent->rdev;
     if (mknodat(pfd, base, type | (ent->mode & 0777), rdev) < 0) {
+        // A character device 0:0 is overlayfs's whiteout: an overlay mount (the overlay
+        // backend's apply) refuses to create one with EPERM, whatever the capabilities.
+        bool whiteout_form = ent->kind == EK_CHR && rdev == 0;
         if (errno != EEXIST)
             return io_fail(ap, errno,
                            ent->kind == EK_FIFO ? "create the FIFO"
-                                                : "create the device node (needs "
-                                                  "CAP_MKNOD; or use --no-devices)");
+                           : whiteout_form
+                               ? "create the character device 0:0 (needs CAP_MKNOD; and "
+                                 "never possible on the overlay backend, where 0:0 is "
+                                 "overlay's whiteout form: use dm-thin for this image)"
+                               : "create the device node (needs CAP_MKNOD; or use --no-devices)");
         int r = remove_existing(ap, pfd, base);
         if (r < 0)
             return r;

@@ -2,8 +2,8 @@
 """debian.py: a real Debian root filesystem, plus an upper layer with deletions, through
 `thinimg extract`, compared entry by entry with GNU tar.
 
-The base layer is `mmdebstrap --variant=minbase bookworm` written as a tar, built once and
-cached in ~/.cache/thinimg (or $XDG_CACHE_HOME/thinimg; $THINIMG_DEBIAN_TAR names an
+The base layer is `mmdebstrap --variant=minbase bookworm` written as a tar (reproducible:
+SOURCE_DATE_EPOCH fixes every time in it), built once and cached in ~/.cache/thinimg (or $XDG_CACHE_HOME/thinimg; $THINIMG_DEBIAN_TAR names an
 existing tarball instead). The cache is atomic and checked: the tar is built under a
 temporary name in the cache directory (with --format=tar: mmdebstrap would pick the format
 from the name and write a directory for "X.tar.tmp"), checked (a regular file, a tar read to
@@ -44,6 +44,8 @@ CACHE_NAME = 'debian-bookworm-minbase.tar'
 # wrong entry whose headers still parse).
 MIN_ENTRIES = 5000
 HASH_CHUNK = 1 << 20
+# The time mmdebstrap gives every file (and its reproducible mode); any fixed value would do.
+SOURCE_DATE_EPOCH = 1700000000
 
 
 def log(msg):
@@ -155,8 +157,16 @@ def build_cached_tar(path):
     log('building %s with mmdebstrap (once; cached)' % path)
     t0 = time.monotonic()
     try:
-        subprocess.run(['mmdebstrap', '--variant=minbase', '--format=tar', '--quiet', 'bookworm',
-                        tmp], check=True)
+        # SOURCE_DATE_EPOCH: every time in the tar is this one (mmdebstrap's reproducible
+        # mode), so two builds from the same mirror state are the same bytes.
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH))
+        rc = subprocess.run(['mmdebstrap', '--variant=minbase', '--format=tar', '--quiet',
+                             'bookworm', tmp], env=env).returncode
+        if rc != 0:
+            sys.exit('debian.py: mmdebstrap could not build the bookworm minbase tar (exit %d, '
+                     'its messages above). It downloads the packages from deb.debian.org, '
+                     "which must be reachable (as apt reaches it: apt's proxy settings, "
+                     'http_proxy); or set THINIMG_DEBIAN_TAR to such a tar.' % rc)
         problem = tar_problem(tmp)
         if problem:
             raise RuntimeError('mmdebstrap wrote %s: %s; the cache is left empty' % (tmp, problem))

@@ -6,6 +6,8 @@
 #     mmdebstrap on PATH that, like the real one, writes a directory unless the format is tar
 #     (given, or from a name ending in .tar): a directory where the tar belongs, a truncated
 #     tar, a missing marker, and a builder that writes a directory;
+#   - tests/pipeline/debian_image.py's image entry (on the cached Debian tar, when there is
+#     one): a truncated layer and a missing marker are refused and rebuilt, leftovers swept;
 #   - tests/vm/run's kernel and initramfs cache (the checks in tests/vm/cache.sh): complete
 #     entries pass; a missing or wrong marker, a truncated vmlinuz or initramfs, a directory
 #     where a file belongs do not; leftovers of builds cut short are swept. When a complete
@@ -208,6 +210,36 @@ if [ -n "$RK" ] && vm_cache_kernel_ok "$RK" && command -v qemu-system-x86_64 >/d
     fi
 else
     echo "note: no complete cached VM kernel here; tests/vm/run --prepare not exercised"
+fi
+
+# ---- tests/pipeline/debian_image.py's image entry --------------------------------------------
+# On a copy of this machine's cached Debian tar (a hardlink: no copy of 170 MB; the entry needs
+# a real minbase), as root with umoci: one entry built, then broken so that it is rebuilt.
+RT=${XDG_CACHE_HOME:-$HOME/.cache}/thinimg/debian-bookworm-minbase.tar
+X=$W/img/thinimg
+mkdir -p "$X"
+if [ "$(id -u)" = 0 ] && command -v umoci >/dev/null && [ -s "$RT.ok" ] &&
+    ln "$RT" "$X/debian-bookworm-minbase.tar" 2>/dev/null; then
+    cp "$RT.ok" "$X/"
+    img() { env -u THINIMG_DEBIAN_TAR XDG_CACHE_HOME="$W/img" python3 "$SRC/tests/pipeline/debian_image.py" "$@" 2>"$W/img.err"; }
+    E=$(img)
+    check "an image entry is built (layer tars, OCI layout, reference)" \
+        bash -c "[ -s '$E/ref.json' ] && [ -s '$E/oci/index.json' ] && [ -f '$E/images/deb/2.tar' ]"
+    check "--no-build finds it" [ "$(img --no-build)" = "$E" ]
+    mkdir -p "$X/.debian-image-0123.tmp-77"
+    truncate -s 1000 "$E/images/deb/2.tar"
+    refuse "a truncated layer 2 fails the check (--no-build)" img --no-build
+    check "... and the next build builds it again" [ "$(img)" = "$E" ]
+    grep -q "does not check out; building it again" "$W/img.err" && ok "... and says so" ||
+        fail "no message about the damaged entry: $(cat "$W/img.err")"
+    check "... a good one" [ "$(img --no-build)" = "$E" ]
+    check "... and the leftover of a build cut short is swept" [ ! -e "$X/.debian-image-0123.tmp-77" ]
+    rm "$E/.done"
+    refuse "an entry without its marker (half-built) is not used (--no-build)" img --no-build
+    grep -q "it is built on the host" "$W/img.err" && ok "... and the message says where it is built" ||
+        fail "--no-build: $(cat "$W/img.err")"
+else
+    echo "note: no cached Debian tar on this file system, or not root, or no umoci: the image entry of debian_image.py not exercised"
 fi
 
 echo "caches: $FAILS failed"

@@ -10,8 +10,10 @@ add_test(NAME vm_dm_suite
 math(EXPR _vm_ctest_timeout "${VM_SUITE_TIMEOUT} + 120")
 # RESOURCE_LOCK qemu: VMs under TCG take whole cores; two at once on a 2-core machine only make
 # both slow enough to approach their timeouts. Every test that boots a VM should take it.
+# FIXTURES_REQUIRED: pipeline_dm_debian's image and reference are built on the host first
+# (tests/pipeline/tests.cmake; the guest has no network).
 set_tests_properties(vm_dm_suite PROPERTIES LABELS vm TIMEOUT ${_vm_ctest_timeout}
-  RESOURCE_LOCK qemu)
+  RESOURCE_LOCK qemu FIXTURES_REQUIRED debian_image)
 
 # The harness itself: status, output, cwd and environment pass-through, guest mounts,
 # timeout and SIGKILL handling (three short boots).
