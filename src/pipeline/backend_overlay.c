@@ -318,11 +318,20 @@ static int drop_whiteouts(int fd, dev_t dev, int depth)
         close(fd);
         return -ELOOP;
     }
+    /* The directory's times are the layer's (the extractor set them): deleting entries would
+     * move its mtime to now, so they are put back after. */
+    struct stat dsb;
+    if (fstat(fd, &dsb) < 0) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
     _cleanup_closedir_ DIR *d = fdopendir(fd);
     if (!d) {
         close(fd);
         return -errno;
     }
+    bool changed = false;
     struct dirent *de;
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
@@ -335,6 +344,7 @@ static int drop_whiteouts(int fd, dev_t dev, int depth)
         if (is_whiteout(&sb)) {
             if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
                 return -errno;
+            changed = true;
         } else if (S_ISDIR(sb.st_mode) && sb.st_dev == dev) {
             int cfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             int r = cfd < 0 ? -errno : drop_whiteouts(cfd, dev, depth + 1);
@@ -342,6 +352,9 @@ static int drop_whiteouts(int fd, dev_t dev, int depth)
                 return r;
         }
     }
+    const struct timespec times[2] = {dsb.st_atim, dsb.st_mtim};
+    if (changed && futimens(dirfd(d), times) < 0)
+        return -errno;
     return 0;
 }
 
