@@ -23,11 +23,15 @@ need sha256sum
 POOL=dmd$$
 export THINIMG_POOL=$POOL
 T="$BIN --log-level warn"
+# The pool's devices, the pool, and the loop devices of its files (a loop device keeps its
+# deleted file's blocks in the guest tmpfs the VM suite's tests share).
 teardown_pool() {
     for d in $(dmsetup ls 2>/dev/null | awk '{print $1}' | grep "^$POOL-" || true); do
         dmsetup remove "$d" >/dev/null 2>&1 || true
     done
     dmsetup remove "$POOL" >/dev/null 2>&1 || true
+    losetup -nO NAME,BACK-FILE 2>/dev/null | awk -v p="/$POOL-" 'index($0, p) { print $1 }' |
+        xargs -r -n1 losetup -d 2>/dev/null || true
 }
 cleanup() {
     set +e

@@ -286,6 +286,13 @@ def main():
         for name in [l.split()[0] for l in out.splitlines() if l.startswith(pool + '-')]:
             subprocess.run(['dmsetup', 'remove', name], capture_output=True)
         subprocess.run(['dmsetup', 'remove', pool], capture_output=True)
+        # The pool's loop devices keep their files' blocks after the files are deleted, in
+        # the guest tmpfs the VM suite's tests share.
+        loops = subprocess.run(['losetup', '-nO', 'NAME,BACK-FILE'], capture_output=True,
+                               text=True).stdout
+        for line in loops.splitlines():
+            if '/%s-' % pool in line:
+                subprocess.run(['losetup', '-d', line.split()[0]], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
