@@ -108,7 +108,7 @@ pass "reloaded writable, work proceeds"
 # ---- needs_check ----------------------------------------------------------------------------------
 # The pool goes down (as after a crash), its metadata is flagged, then thinimg starts again.
 META_FILE=$S/pool/$P-meta.img
-teardown_pool "$P"
+teardown_pool "$P" --keep-loops
 META=$(losetup -j "$META_FILE" -O NAME -n | head -n1)
 [ -n "$META" ] || fail "no loop device on the metadata file"
 thin_dump "$META" >"$S/meta.xml"

@@ -33,13 +33,14 @@ work_area() {
 # Remove every dm device of pool $1, the pool, and the loop devices of its files
 # (STATE/pool/$1-data.img, -meta.img): a loop device keeps its file's blocks after the test
 # deletes the file, and the VM suite's tests share one guest tmpfs (test teardown only: the
-# devices are ours).
+# devices are ours). With --keep-loops as $2 the loop devices stay, as after a crash.
 teardown_pool() {
     local pool=$1 l
     for d in $(dmsetup ls 2>/dev/null | awk '{print $1}' | grep "^$pool-" || true); do
         dmsetup remove "$d" >/dev/null 2>&1 || true
     done
     dmsetup remove "$pool" >/dev/null 2>&1 || true
+    [ "${2:-}" != --keep-loops ] || return 0
     for l in $(losetup -nO NAME,BACK-FILE 2>/dev/null | awk -v p="/$pool-" 'index($0, p) { print $1 }'); do
         losetup -d "$l" 2>/dev/null || true
     done
