@@ -121,6 +121,15 @@ static void read_block(uint64_t blk, uint8_t *b)
     close(fd);
 }
 
+/* The superblock and the root node of the details tree (its block number returned). */
+static uint64_t read_sb_and_root(uint8_t *sb, uint8_t *node)
+{
+    read_block(0, sb);
+    uint64_t root = get64(sb, 328);
+    read_block(root, node);
+    return root;
+}
+
 static void test_checksum_is_the_kernels(void **state)
 {
     (void)state;
@@ -196,9 +205,7 @@ static void test_damage_refused(void **state)
     if (!meta[0])
         skip();
     uint8_t sb[THIN_META_BLOCK_SIZE], node[THIN_META_BLOCK_SIZE];
-    read_block(0, sb);
-    uint64_t root = get64(sb, 328);
-    read_block(root, node);
+    uint64_t root = read_sb_and_root(sb, node);
     uint32_t *ids = NULL;
     size_t n = 0;
     struct err e = {0};
@@ -243,9 +250,7 @@ static void test_shared_node_and_huge_refused(void **state)
     if (!meta[0])
         skip();
     uint8_t sb[THIN_META_BLOCK_SIZE], node[THIN_META_BLOCK_SIZE];
-    read_block(0, sb);
-    uint64_t root = get64(sb, 328);
-    read_block(root, node);
+    uint64_t root = read_sb_and_root(sb, node);
     uint32_t flags, nr, max;
     memcpy(&flags, node + 4, 4), memcpy(&nr, node + 16, 4), memcpy(&max, node + 20, 4);
     assert_int_equal(le32toh(flags) & 1, 1); /* N_IDS needs several leaves: an internal root */
