@@ -45,12 +45,15 @@ int dm_fixture_setup(struct dm_fixture *f, const char *tag, const char *prefix, 
 
 void dm_fixture_teardown(struct dm_fixture *f)
 {
+    /* Every device named after the pool, also of the pools a test made beside it in the
+     * fixture's directory (thin devices sort after their pool: reversed, they go first), then
+     * every loop device on a file there (a loop device keeps a deleted file's blocks). */
     char cmd[1024];
     snprintf(cmd, sizeof(cmd),
-             "for d in $(dmsetup ls | awk '{print $1}' | grep '^%s-'); do dmsetup remove $d; "
-             "done; dmsetup remove %s; for l in $(losetup -j %s/%s-data.img -O NAME -n) "
-             "$(losetup -j %s/%s-meta.img -O NAME -n); do losetup -d $l; done",
-             f->pool, f->pool, f->dir, f->pool, f->dir, f->pool);
+             "for d in $(dmsetup ls | awk '{print $1}' | grep '^%s' | LC_ALL=C sort -r); do "
+             "dmsetup remove $d; done; for l in $(losetup -nO NAME,BACK-FILE | "
+             "awk -v d='%s/' 'index($2, d) == 1 { print $1 }'); do losetup -d $l; done",
+             f->pool, f->dir);
     int rc = system(cmd);
     (void)rc;
     if (f->db)
