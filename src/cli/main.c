@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "dm/pool_life.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -210,6 +211,7 @@ static int dispatch(struct cli *cli, const struct globals *g, char **rest, int n
 
 int main(int argc, char **argv)
 {
+    pool_watch_claim_signal(); /* before any thread exists: every thread inherits it */
     struct cli cli = {.argv0 = argv[0], .tty = isatty(STDOUT_FILENO) == 1};
     struct globals g = {.log_format = getenv("THINIMG_LOG_FORMAT"),
                         .log_level = getenv("THINIMG_LOG_LEVEL")};

@@ -241,6 +241,14 @@ static void on_wake_signal(int sig)
     (void)sig; /* only there to interrupt the wait (EINTR) */
 }
 
+void pool_watch_claim_signal(void)
+{
+    sigset_t wake;
+    sigemptyset(&wake);
+    sigaddset(&wake, POOL_WATCH_WAKE_SIGNAL);
+    pthread_sigmask(SIG_BLOCK, &wake, NULL);
+}
+
 static void install_wake_handler(void)
 {
     struct sigaction sa = {.sa_handler = on_wake_signal}; /* no SA_RESTART: the ioctl returns */

@@ -181,7 +181,8 @@ int pool_repair(struct db *db, const char *pool, const char *state_dir, enum poo
 /* Stopping the watcher interrupts the event thread's blocking wait with this signal (the
  * handler does nothing and is installed without SA_RESTART, so the ioctl returns EINTR), sent
  * to that thread alone, again every POOL_WATCH_STOP_RESEND_MS until it has left (a signal that
- * lands just before the thread enters the wait is not lost: the next one interrupts it). */
+ * lands just before the thread enters the wait is not lost: the next one interrupts it). Every
+ * other thread blocks it (pool_watch_claim_signal()). */
 #define POOL_WATCH_WAKE_SIGNAL    SIGUSR2
 #define POOL_WATCH_STOP_RESEND_MS 10
 
@@ -255,3 +256,9 @@ struct pool_watch;
  * (the wait is interrupted, see POOL_WATCH_WAKE_SIGNAL). */
 int pool_watch_start(struct db *db, const char *pool, int poll_ms, struct pool_watch **out);
 void pool_watch_stop(struct pool_watch *w);
+/* Block POOL_WATCH_WAKE_SIGNAL in the calling thread, and so in every thread it starts after:
+ * a program calls it first thing in main(). The watcher's waiting thread unblocks it only
+ * around its wait, so the signal (the watcher's own, or one sent to the process from outside)
+ * can only interrupt that wait: never another thread's system call (the handler is installed
+ * without SA_RESTART), and it never takes the signal's default action (termination). */
+void pool_watch_claim_signal(void);
