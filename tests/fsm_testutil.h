@@ -318,6 +318,26 @@ static inline struct db *ft_open_db(const char *dir)
     return db;
 }
 
+/* A test's fixture: a fresh directory named after prefix with ft_open_db()'s database in it;
+ * ft_env_close() removes both. */
+static inline int ft_env_open(const char *prefix, char **dir, struct db **db)
+{
+    *dir = tu_mkdtemp(prefix);
+    if (!*dir)
+        return -1;
+    *db = ft_open_db(*dir);
+    return 0;
+}
+
+static inline void ft_env_close(char **dir, struct db **db)
+{
+    db_close(*db);
+    *db = NULL;
+    tu_rmrf(*dir);
+    free(*dir);
+    *dir = NULL;
+}
+
 static inline struct fsm_manager *ft_open_manager(struct db *db, const struct fsm_queue_cfg *q,
                                                   size_t nq)
 {

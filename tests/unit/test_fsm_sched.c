@@ -24,20 +24,13 @@ static struct db *db;
 static int setup(void **state)
 {
     (void)state;
-    dir = tu_mkdtemp("fsmsched");
-    if (!dir)
-        return -1;
-    db = ft_open_db(dir);
-    return 0;
+    return ft_env_open("fsmsched", &dir, &db);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    db_close(db);
-    db = NULL;
-    tu_rmrf(dir);
-    free(dir);
+    ft_env_close(&dir, &db);
     return 0;
 }
 
