@@ -16,7 +16,7 @@
 
 /* The superblock (struct thin_disk_superblock): byte offsets of the fields read. */
 #define SB_CSUM           0
-#define SB_BLOCKNR        8
+#define SB_BLOCKNR        THIN_META_BLOCKNR_OFFSET
 #define SB_MAGIC          32
 #define SB_VERSION        40
 #define SB_HELD_ROOT      56
@@ -26,20 +26,20 @@
 #define SB_MAGIC_VALUE    27022010ULL /* THIN_SUPERBLOCK_MAGIC */
 #define SB_VERSION_MIN    1           /* THIN_MIN_SUPPORTED_VERSION .. THIN_MAX_... */
 #define SB_VERSION_MAX    2
-#define SB_CSUM_XOR       160774 /* SUPERBLOCK_CSUM_XOR */
+#define SB_CSUM_XOR       THIN_META_SUPERBLOCK_CSUM_XOR
 #define SECTOR_BYTES      512
 
 /* A btree node (struct node_header, then keys[max_entries], then values[max_entries]). */
 #define NODE_CSUM       0
 #define NODE_FLAGS      4
-#define NODE_BLOCKNR    8
+#define NODE_BLOCKNR    THIN_META_BLOCKNR_OFFSET
 #define NODE_NR         16
 #define NODE_MAX        20
 #define NODE_VALUE_SIZE 24
 #define NODE_HEADER     32
 #define NODE_INTERNAL   1u     /* INTERNAL_NODE */
 #define NODE_LEAF       2u     /* LEAF_NODE */
-#define NODE_CSUM_XOR   121107 /* BTREE_CSUM_XOR */
+#define NODE_CSUM_XOR   THIN_META_NODE_CSUM_XOR
 /* An internal node's values are block numbers; a details leaf's are struct
  * disk_device_details (mapped_blocks, transaction_id, creation_time, snapshotted_time). */
 #define INTERNAL_VALUE_SIZE 8

@@ -28,6 +28,11 @@
 
 /* The thin pool's metadata block size (the kernel's THIN_METADATA_BLOCK_SIZE). */
 #define THIN_META_BLOCK_SIZE 4096
+/* The checksum constants of the two kinds of block read (the kernel's SUPERBLOCK_CSUM_XOR and
+ * BTREE_CSUM_XOR); both kinds keep their own block number at THIN_META_BLOCKNR_OFFSET. */
+#define THIN_META_SUPERBLOCK_CSUM_XOR 160774
+#define THIN_META_NODE_CSUM_XOR       121107
+#define THIN_META_BLOCKNR_OFFSET      8
 
 /* The ids of the details tree in the metadata read from fd (a metadata device or a copy of
  * one, e.g. written by thin_restore). held: read the tree of the held metadata snapshot (the

@@ -183,10 +183,10 @@ static void test_held_snapshot_is_read(void **state)
     uint64_t last = get64(sb, 344) - 1; /* metadata_nr_blocks - 1: unused by thin_restore */
     memcpy(copy, sb, sizeof(copy));
     put64(copy, 8, last); /* its own block number */
-    write_block(last, copy, 160774);
+    write_block(last, copy, THIN_META_SUPERBLOCK_CSUM_XOR);
     put64(sb, 56, last); /* held_root */
     put64(sb, 328, 0);   /* the live details root: the superblock itself, not a node */
-    write_block(0, sb, 160774);
+    write_block(0, sb, THIN_META_SUPERBLOCK_CSUM_XOR);
     uint32_t *ids = NULL;
     size_t n = 0;
     struct err e = {0};
@@ -221,7 +221,7 @@ static void test_damage_refused(void **state)
     /* A node that checks out but says it is another block (a block of another tree). */
     node[32] ^= 1;
     put64(node, 8, root + 1);
-    write_block(root, node, 121107);
+    write_block(root, node, THIN_META_NODE_CSUM_XOR);
     err_clear(&e);
     assert_int_equal(read_ids(false, &ids, &n, &e), -EBADMSG);
     assert_true(tu_contains(e.msg, "says it is block"));
@@ -229,13 +229,13 @@ static void test_damage_refused(void **state)
     put64(node, 8, root);
     uint32_t big = htole32(1000);
     memcpy(node + 20, &big, sizeof(big)); /* max_entries */
-    write_block(root, node, 121107);
+    write_block(root, node, THIN_META_NODE_CSUM_XOR);
     err_clear(&e);
     assert_int_equal(read_ids(false, &ids, &n, &e), -EBADMSG);
     assert_true(tu_contains(e.msg, "entries"));
     /* Not a thin pool's metadata at all. */
     sb[32] ^= 1; /* magic */
-    write_block(0, sb, 160774);
+    write_block(0, sb, THIN_META_SUPERBLOCK_CSUM_XOR);
     err_clear(&e);
     assert_int_equal(read_ids(false, &ids, &n, &e), -EBADMSG);
     assert_true(tu_contains(e.msg, "not a thin pool superblock"));
@@ -257,7 +257,7 @@ static void test_shared_node_and_huge_refused(void **state)
     assert_true(le32toh(nr) >= 2);
     size_t values = 32 + (size_t)le32toh(max) * 8;
     put64(node, values + 8, get64(node, values)); /* the second child is the first again */
-    write_block(root, node, 121107);
+    write_block(root, node, THIN_META_NODE_CSUM_XOR);
     uint32_t *ids = NULL;
     size_t n = 0;
     struct err e = {0};
@@ -265,7 +265,7 @@ static void test_shared_node_and_huge_refused(void **state)
     assert_null(ids);
     assert_true(tu_contains(e.msg, "reaches a node twice"));
     put64(sb, 344, (uint64_t)1 << 40); /* metadata_nr_blocks */
-    write_block(0, sb, 160774);
+    write_block(0, sb, THIN_META_SUPERBLOCK_CSUM_XOR);
     err_clear(&e);
     assert_int_equal(read_ids(false, &ids, &n, &e), -EBADMSG);
     assert_true(tu_contains(e.msg, "kernel's maximum"));
