@@ -59,15 +59,15 @@ static enum loadctl_change set_limit(struct loadctl *c, int limit, const char *w
     return ch;
 }
 
-/* Halve (floor 1) and hold; forget the probe and the calm streak. */
-static enum loadctl_change decrease(struct loadctl *c, const char *why)
+/* Lower to limit and hold; forget the probe and the calm streaks. */
+static enum loadctl_change decrease(struct loadctl *c, int limit, const char *why)
 {
-    c->calm = c->base_n = 0;
+    c->calm = c->idle_calm = c->base_n = 0;
     c->base_sum = 0;
     c->probe = 0;
     c->hold = c->p.hold_ticks;
     c->per_worker = 0;
-    return set_limit(c, c->limit / 2, why);
+    return set_limit(c, limit, why);
 }
 
 /* The trouble that halves the limit, or NULL. */
@@ -115,6 +115,31 @@ static bool calm(const struct loadctl *c, const struct loadctl_signals *s)
     return !s->psi || (s->io_some < c->p.some_low && s->mem_full < c->p.mem_full_high / 2);
 }
 
+bool loadctl_calm(const struct loadctl *c, const struct loadctl_signals *s)
+{
+    return s->psi && !s->host_trouble && !(c->p.watch_pool && s->pool_trouble) &&
+           s->io_some < c->p.some_low && s->io_some_now < c->p.some_low &&
+           s->io_full < c->p.full_high / 2 && s->io_full_now < c->p.full_high / 2 &&
+           s->mem_full < c->p.mem_full_high / 2;
+}
+
+/* Jump to the maximum: nothing to probe against, so the throughput rule waits for a probe. */
+static enum loadctl_change to_max(struct loadctl *c, const char *why)
+{
+    c->calm = c->idle_calm = c->base_n = 0;
+    c->base_sum = 0;
+    c->probe = 0;
+    c->per_worker = 0;
+    return set_limit(c, c->p.max, why);
+}
+
+enum loadctl_change loadctl_begin(struct loadctl *c, const struct loadctl_signals *s)
+{
+    if (c->limit >= c->p.max || !loadctl_calm(c, s))
+        return LOADCTL_SAME;
+    return to_max(c, "calm at start: the first work runs at the maximum");
+}
+
 enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals *s)
 {
     if (!s->psi && !c->psi_noted) {
@@ -125,10 +150,19 @@ enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals
     }
     bool hot = s->psi && (s->io_full_now > c->p.full_high || s->io_some_now > c->p.some_now_high);
     c->hot = hot ? c->hot + 1 : 0;
+    bool idle = s->running == 0 && s->waiting == 0;
+    if (!idle)
+        c->idle_calm = 0;
     char why[128];
     const char *t = trouble(c, s, why, sizeof(why));
-    if (t)
-        return c->limit > 1 ? decrease(c, t) : (c->hold = c->p.hold_ticks, LOADCTL_SAME);
+    if (t) {
+        /* An idle queue's limit is only where its next work starts: 1 at once. */
+        if (c->limit > 1)
+            return decrease(c, idle ? 1 : c->limit / 2, t);
+        c->idle_calm = 0;
+        c->hold = c->p.hold_ticks;
+        return LOADCTL_SAME;
+    }
 
     if (c->probe > 0) {
         /* The first interval of a probe is skipped: the new worker is still starting. */
@@ -151,6 +185,15 @@ enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals
     }
     if (c->hold > 0) {
         c->hold--;
+        return LOADCTL_SAME;
+    }
+    if (idle) {
+        c->calm = c->base_n = 0;
+        c->base_sum = 0;
+        if (!loadctl_calm(c, s))
+            c->idle_calm = 0;
+        else if (c->limit < c->p.max && ++c->idle_calm >= c->p.calm_ticks)
+            return to_max(c, "idle on a calm host: the next work starts at the maximum");
         return LOADCTL_SAME;
     }
     if (s->waiting > 0 && s->running >= c->limit && c->limit < c->p.max && calm(c, s)) {
