@@ -26,9 +26,11 @@
  * probing: on a calm host (loadctl_calm: I/O and memory pressure under the low thresholds in
  * the 10 s average and in the last interval, no host or pool trouble) it goes to the maximum at
  * once when the controller starts (loadctl_begin) and after calm_ticks calm intervals while
- * idle (no hold pending); on trouble it goes to 1 at once (nothing running is slowed by that).
- * A burst then runs at the maximum from its first admission, as a fixed limit would, and the
- * trouble rules take it down; additive increase remains the way back up while work runs.
+ * idle (no hold pending); on a host that is not calm for calm_ticks idle intervals (a competing
+ * writer alone is often in the band) it goes to 1, and on trouble to 1 at once (nothing
+ * running is slowed by that). A burst on a calm host then runs at the maximum from its first
+ * admission, as a fixed limit would, and the trouble rules take it down; a burst on a busy
+ * host starts at 1; additive increase remains the way up while work runs.
  * Starting at the maximum leaves the throughput-per-worker rule unarmed until a probe is
  * accepted: pressure, the pool and the health check are what take such a queue down.
  * Without PSI (a kernel built without it, or booted with psi=0) the other signals still count;
@@ -87,6 +89,7 @@ struct loadctl {
     /* state */
     int calm;        /* consecutive calm intervals with waiting work */
     int idle_calm;   /* consecutive calm intervals with the queue idle */
+    int idle_busy;   /* consecutive intervals not calm with the queue idle */
     int hold;        /* intervals left in which no raise happens */
     int hot;         /* consecutive intervals whose own I/O share passed a high threshold */
     int probe;       /* > 0: intervals left in the probe of the last raise */

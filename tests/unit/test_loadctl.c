@@ -139,7 +139,8 @@ static void test_loaded_start_stays_low(void **state)
 }
 
 /* While idle, the limit is where the next work starts: trouble puts it at 1 at once, calm_ticks
- * calm intervals after the hold put it back at the maximum; noise does neither. */
+ * calm intervals after the hold put it back at the maximum, calm_ticks intervals that are not
+ * calm put it at 1; noise does none of these. */
 static void test_idle_follows_the_host(void **state)
 {
     (void)state;
@@ -156,7 +157,18 @@ static void test_idle_follows_the_host(void **state)
     assert_int_equal(run(&c, &h, 1), 1);
     assert_int_equal(c.limit, 4);
     assert_true(strstr(c.reason, "1 -> 4: idle on a calm host") != NULL);
-    /* noisy while idle: calm samples between ones in the band never make calm_ticks in a row */
+    /* a competing writer alone, in the band (no trouble): 1 after calm_ticks intervals, and it
+     * stays there while the writer runs */
+    h.io_some = 15;
+    assert_int_equal(run(&c, &h, p.calm_ticks - 1), 0);
+    assert_int_equal(run(&c, &h, 1), 1);
+    assert_int_equal(c.limit, 1);
+    assert_true(strstr(c.reason, "4 -> 1: idle on a host that is not calm (I/O some 15.0%") !=
+                NULL);
+    assert_int_equal(run(&c, &h, 100), 0);
+    assert_int_equal(c.limit, 1);
+    /* noisy while idle: calm samples between ones in the band never make calm_ticks in a row,
+     * either way */
     loadctl_init(&c, &p, 2);
     int changes = 0;
     for (int i = 0; i < 300; i++) {
