@@ -59,15 +59,15 @@ static enum loadctl_change set_limit(struct loadctl *c, int limit, const char *w
     return ch;
 }
 
-/* Halve (floor 1) and hold; forget the probe and the calm streak. */
-static enum loadctl_change decrease(struct loadctl *c, const char *why)
+/* Lower to limit and hold; forget the probe and the calm streaks. */
+static enum loadctl_change decrease(struct loadctl *c, int limit, const char *why)
 {
-    c->calm = c->base_n = 0;
+    c->calm = c->idle_calm = c->idle_busy = c->base_n = 0;
     c->base_sum = 0;
     c->probe = 0;
     c->hold = c->p.hold_ticks;
     c->per_worker = 0;
-    return set_limit(c, c->limit / 2, why);
+    return set_limit(c, limit, why);
 }
 
 /* The trouble that halves the limit, or NULL. */
@@ -115,6 +115,65 @@ static bool calm(const struct loadctl *c, const struct loadctl_signals *s)
     return !s->psi || (s->io_some < c->p.some_low && s->mem_full < c->p.mem_full_high / 2);
 }
 
+bool loadctl_calm(const struct loadctl *c, const struct loadctl_signals *s)
+{
+    return s->psi && !s->host_trouble && !(c->p.watch_pool && s->pool_trouble) &&
+           s->io_some < c->p.some_low && s->io_some_now < c->p.some_low &&
+           s->io_full < c->p.full_high / 2 && s->io_full_now < c->p.full_high / 2 &&
+           s->mem_full < c->p.mem_full_high / 2;
+}
+
+/* Jump to the maximum: nothing to probe against, so the throughput rule waits for a probe. */
+static enum loadctl_change to_max(struct loadctl *c, const char *why)
+{
+    c->calm = c->idle_calm = c->idle_busy = c->base_n = 0;
+    c->base_sum = 0;
+    c->probe = 0;
+    c->per_worker = 0;
+    return set_limit(c, c->p.max, why);
+}
+
+/* An idle queue (no trouble, no probe running): its limit is where the next work starts. A
+ * host that is not calm for calm_ticks intervals in a row puts it at 1 (a decrease: not held);
+ * a calm one for as long, once any hold is over, at the maximum. Without PSI an idle host
+ * looks the same busy or not: nothing moves. */
+static enum loadctl_change idle_step(struct loadctl *c, const struct loadctl_signals *s)
+{
+    c->calm = c->base_n = 0;
+    c->base_sum = 0;
+    if (!s->psi)
+        return LOADCTL_SAME;
+    if (!loadctl_calm(c, s)) {
+        c->idle_calm = 0;
+        if (c->limit > 1 && ++c->idle_busy >= c->p.calm_ticks) {
+            char why[128];
+            snprintf(why, sizeof(why),
+                     "idle on a host that is not calm (I/O some %.1f%%, %.1f%% of the last "
+                     "interval): the next work starts at 1",
+                     s->io_some, s->io_some_now);
+            return decrease(c, 1, why);
+        }
+        if (c->hold > 0)
+            c->hold--;
+        return LOADCTL_SAME;
+    }
+    c->idle_busy = 0;
+    if (c->hold > 0) {
+        c->hold--;
+        return LOADCTL_SAME;
+    }
+    if (c->limit < c->p.max && ++c->idle_calm >= c->p.calm_ticks)
+        return to_max(c, "idle on a calm host: the next work starts at the maximum");
+    return LOADCTL_SAME;
+}
+
+enum loadctl_change loadctl_begin(struct loadctl *c, const struct loadctl_signals *s)
+{
+    if (c->limit >= c->p.max || !loadctl_calm(c, s))
+        return LOADCTL_SAME;
+    return to_max(c, "calm at start: the first work runs at the maximum");
+}
+
 enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals *s)
 {
     if (!s->psi && !c->psi_noted) {
@@ -125,10 +184,19 @@ enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals
     }
     bool hot = s->psi && (s->io_full_now > c->p.full_high || s->io_some_now > c->p.some_now_high);
     c->hot = hot ? c->hot + 1 : 0;
+    bool idle = s->running == 0 && s->waiting == 0;
+    if (!idle)
+        c->idle_calm = c->idle_busy = 0;
     char why[128];
     const char *t = trouble(c, s, why, sizeof(why));
-    if (t)
-        return c->limit > 1 ? decrease(c, t) : (c->hold = c->p.hold_ticks, LOADCTL_SAME);
+    if (t) {
+        /* An idle queue's limit is only where its next work starts: 1 at once. */
+        if (c->limit > 1)
+            return decrease(c, idle ? 1 : c->limit / 2, t);
+        c->idle_calm = c->idle_busy = 0;
+        c->hold = c->p.hold_ticks;
+        return LOADCTL_SAME;
+    }
 
     if (c->probe > 0) {
         /* The first interval of a probe is skipped: the new worker is still starting. */
@@ -149,6 +217,8 @@ enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals
         c->per_worker = after / c->limit;
         return LOADCTL_SAME;
     }
+    if (idle)
+        return idle_step(c, s);
     if (c->hold > 0) {
         c->hold--;
         return LOADCTL_SAME;

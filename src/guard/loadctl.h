@@ -22,6 +22,17 @@
  *    only add contention);
  *  - between the low and high thresholds nothing changes: the band is the hysteresis that
  *    keeps noisy signals from flapping the limit.
+ * An idle queue's limit is where its next work starts, so it follows the host rather than
+ * probing: on a calm host (loadctl_calm: I/O and memory pressure under the low thresholds in
+ * the 10 s average and in the last interval, no host or pool trouble) it goes to the maximum at
+ * once when the controller starts (loadctl_begin) and after calm_ticks calm intervals while
+ * idle (no hold pending); on a host that is not calm for calm_ticks idle intervals (a competing
+ * writer alone is often in the band) it goes to 1, and on trouble to 1 at once (nothing
+ * running is slowed by that). A burst on a calm host then runs at the maximum from its first
+ * admission, as a fixed limit would, and the trouble rules take it down; a burst on a busy
+ * host starts at 1; additive increase remains the way up while work runs.
+ * Starting at the maximum leaves the throughput-per-worker rule unarmed until a probe is
+ * accepted: pressure, the pool and the health check are what take such a queue down.
  * Without PSI (a kernel built without it, or booted with psi=0) the other signals still count;
  * the controller notes it once (loadctl.note).
  */
@@ -77,6 +88,8 @@ struct loadctl {
     char note[160];   /* a one-time remark (PSI absent), cleared by the caller after logging */
     /* state */
     int calm;        /* consecutive calm intervals with waiting work */
+    int idle_calm;   /* consecutive calm intervals with the queue idle */
+    int idle_busy;   /* consecutive intervals not calm with the queue idle */
     int hold;        /* intervals left in which no raise happens */
     int hot;         /* consecutive intervals whose own I/O share passed a high threshold */
     int probe;       /* > 0: intervals left in the probe of the last raise */
@@ -91,6 +104,17 @@ struct loadctl {
 
 /* A controller starting at limit start (clamped to 1..p.max). */
 void loadctl_init(struct loadctl *c, const struct loadctl_params *p, int start);
+
+/* The host is calm enough for a queue to start at its maximum: PSI present (without it the
+ * controller cannot tell a busy disk from an idle one), I/O "some" under some_low in the 10 s
+ * average and in the last interval, I/O "full" of the last interval under half of full_high,
+ * memory "full" under half of mem_full_high, no host trouble and (when the pool is watched) no
+ * pool trouble. */
+bool loadctl_calm(const struct loadctl *c, const struct loadctl_signals *s);
+
+/* The start: with the signals read before the first admission, a calm host puts the limit at
+ * the maximum (reason "calm at start"); otherwise it stays at loadctl_init's start. */
+enum loadctl_change loadctl_begin(struct loadctl *c, const struct loadctl_signals *s);
 
 /* One interval's step: updates c->limit and, on a change, c->reason. */
 enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals *s);

@@ -81,23 +81,51 @@ static void sample_psi(struct loadloop *l, struct loadctl_signals *s)
     l->last_io_full_us = io.full.total_us;
 }
 
+/* The host's signals (PSI, the health verdict, the pool: whether each queue watches the pool is
+ * the controller's business). */
+struct host_sample {
+    struct loadctl_signals base;
+    bool pool;
+    char host_why[128], pool_why[128];
+};
+
+static void sample_host(struct loadloop *l, struct host_sample *h)
+{
+    *h = (struct host_sample){0};
+    sample_psi(l, &h->base);
+    h->base.host_trouble = l->o.src.host_trouble &&
+                           l->o.src.host_trouble(l->o.src.ud, h->host_why, sizeof(h->host_why));
+    h->pool = l->o.src.pool_trouble &&
+              l->o.src.pool_trouble(l->o.src.ud, h->pool_why, sizeof(h->pool_why));
+}
+
+/* A queue's signals from the host's. */
+static struct loadctl_signals queue_signals(const struct host_sample *h)
+{
+    struct loadctl_signals s = h->base;
+    s.pool_trouble = h->pool;
+    s.trouble = h->base.host_trouble ? h->host_why : h->pool ? h->pool_why : NULL;
+    return s;
+}
+
+static void log_change(struct loadloop *l, enum loadloop_queue q)
+{
+    l->st[q].limit = l->ctl[q].limit;
+    snprintf(l->st[q].reason, sizeof(l->st[q].reason), "%s", l->ctl[q].reason);
+    log_info("queue limit follows the load", "queue=%s limit=%d reason=%s", loadloop_queue_name(q),
+             l->ctl[q].limit, l->ctl[q].reason);
+}
+
 void loadloop_tick(struct loadloop *l)
 {
-    struct loadctl_signals base = {0};
-    sample_psi(l, &base);
-    char host_why[128] = "", pool_why[128] = "";
-    base.host_trouble =
-        l->o.src.host_trouble && l->o.src.host_trouble(l->o.src.ud, host_why, sizeof(host_why));
-    bool pool =
-        l->o.src.pool_trouble && l->o.src.pool_trouble(l->o.src.ud, pool_why, sizeof(pool_why));
+    struct host_sample h;
+    sample_host(l, &h);
     int64_t now = mono_ms();
     pthread_mutex_lock(&l->lock);
     double secs = l->last_mono ? (double)(now - l->last_mono) / 1000.0 : 0;
     l->last_mono = now;
     for (int q = 0; q < LOADLOOP_N; q++) {
-        struct loadctl_signals s = base;
-        s.pool_trouble = pool;
-        s.trouble = base.host_trouble ? host_why : pool ? pool_why : NULL;
+        struct loadctl_signals s = queue_signals(&h);
         struct fsm_queue_stats qs;
         if (fsm_queue_stats(l->o.mgr, loadloop_queue_name(q), &qs) < 0)
             continue;
@@ -116,10 +144,7 @@ void loadloop_tick(struct loadloop *l)
         }
         if (ch == LOADCTL_SAME)
             continue;
-        l->st[q].limit = l->ctl[q].limit;
-        snprintf(l->st[q].reason, sizeof(l->st[q].reason), "%s", l->ctl[q].reason);
-        log_info("queue limit follows the load", "queue=%s limit=%d reason=%s",
-                 loadloop_queue_name(q), l->ctl[q].limit, l->ctl[q].reason);
+        log_change(l, q);
         fsm_queue_set_limit(l->o.mgr, loadloop_queue_name(q), l->ctl[q].limit);
     }
     pthread_mutex_unlock(&l->lock);
@@ -162,10 +187,11 @@ int loadloop_start(const struct loadloop_opts *o, struct loadloop **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&l->wake, &ca);
     pthread_condattr_destroy(&ca);
-    /* The signals as they are at start, so that status shows the pressure before the first
-     * interval has passed; the first step measures throughput from here. */
-    struct loadctl_signals first = {0};
-    sample_psi(l, &first);
+    /* The signals as they are at start: status shows the pressure before the first interval
+     * has passed, the first step measures throughput from here, and a calm host starts each
+     * queue at its maximum (loadctl_begin). */
+    struct host_sample first;
+    sample_host(l, &first);
     l->last_mono = mono_ms();
     for (int q = 0; q < LOADLOOP_N; q++) {
         int max = o->max[q] > 0 ? o->max[q] : loadloop_default_max(q);
@@ -175,15 +201,20 @@ int loadloop_start(const struct loadloop_opts *o, struct loadloop **out)
         struct fsm_queue_stats qs;
         bool have = fsm_queue_stats(o->mgr, loadloop_queue_name(q), &qs) == 0;
         int start = have ? qs.limit : 1;
-        l->st[q].last = first;
+        struct loadctl_signals s = queue_signals(&first);
         if (have) {
-            l->last_work[q] = qs.work_done;
-            l->st[q].last.running = qs.running;
-            l->st[q].last.waiting = qs.waiting;
+            s.running = qs.running;
+            s.waiting = qs.waiting;
         }
+        l->st[q].last = s;
+        l->st[q].last.trouble = NULL;
+        if (have)
+            l->last_work[q] = qs.work_done;
         if (o->pinned[q] > 0)
             start = o->pinned[q];
         loadctl_init(&l->ctl[q], &p, start);
+        if (!l->st[q].pinned && loadctl_begin(&l->ctl[q], &s) != LOADCTL_SAME)
+            log_change(l, q); /* the queue's limit is set below: it differs from start */
         /* A pinned queue runs at the operator's limit even above the maximum the controller
          * would use: report that, not the controller's clamped view. */
         l->st[q].limit = o->pinned[q] > 0 ? o->pinned[q] : l->ctl[q].limit;

@@ -1,7 +1,8 @@
 /*
- * test_loadctl.c: the queue-limit controller driven by scripted signals (a quiet host, rising
- * I/O pressure, memory pressure, a pool near full, noisy signals, a disk that adds no
- * throughput for more workers, a kernel without PSI), and the PSI file parser.
+ * test_loadctl.c: the queue-limit controller driven by scripted signals (a calm or a loaded
+ * start, an idle queue, a quiet host, rising I/O pressure, memory pressure, a pool near full,
+ * noisy signals, a disk that adds no throughput for more workers, a kernel without PSI), and
+ * the PSI file parser.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -54,14 +55,136 @@ static int run(struct loadctl *c, const struct host *h, int ticks)
     return changes;
 }
 
+/* An idle queue on a busy host (pressure inside the band) neither probes nor moves. */
 static void test_idle_stays(void **state)
 {
     (void)state;
     struct loadctl_params p = loadctl_defaults(4, true);
     struct loadctl c;
     loadctl_init(&c, &p, 1);
-    struct host h = {.per_worker = 100, .capacity = 1000, .psi = true, .idle = true};
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 20, .psi = true, .idle = true};
     assert_int_equal(run(&c, &h, 100), 0);
+    assert_int_equal(c.limit, 1);
+    /* without PSI the controller cannot tell an idle disk from a busy one: no move either */
+    h.psi = false;
+    assert_int_equal(run(&c, &h, 100), 0);
+    assert_int_equal(c.limit, 1);
+}
+
+/* Signals read before the first admission: a calm host starts at the maximum at once, so a
+ * short burst runs as with the best fixed limit. */
+static void test_calm_start_at_max(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 2);
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 2, .psi = true};
+    struct loadctl_signals s = signals(&c, &h);
+    assert_true(loadctl_calm(&c, &s));
+    assert_int_equal(loadctl_begin(&c, &s), LOADCTL_UP);
+    assert_int_equal(c.limit, 4);
+    assert_true(strstr(c.reason, "2 -> 4: calm at start") != NULL);
+    /* it stays there while the host stays calm, busy or idle */
+    assert_int_equal(run(&c, &h, 50), 0);
+    h.idle = true;
+    assert_int_equal(run(&c, &h, 50), 0);
+    assert_int_equal(c.limit, 4);
+    /* a hog starting with the burst takes it down to 1 within 10 s (intervals' own share) */
+    h.idle = false;
+    int at_one = -1;
+    for (int i = 0; i < 10 && at_one < 0; i++) {
+        s = signals(&c, &h);
+        s.io_some_now = p.some_now_high + 5;
+        loadctl_step(&c, &s);
+        if (c.limit == 1)
+            at_one = i;
+    }
+    assert_true(at_one >= 0 && (at_one + 1) * LOADCTL_INTERVAL_MS <= 10000);
+}
+
+/* A loaded start stays low: any one signal that is not calm keeps loadctl_init's start. */
+static void test_loaded_start_stays_low(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 2, .psi = true};
+    struct loadctl c;
+    loadctl_init(&c, &p, 2);
+    struct loadctl_signals calm = signals(&c, &h);
+    struct loadctl_signals loaded[] = {calm, calm, calm, calm, calm, calm, calm, calm};
+    loaded[0].io_some = p.some_low;
+    loaded[1].io_some_now = p.some_low + 1;
+    loaded[2].io_full_now = p.full_high / 2;
+    loaded[3].mem_full = p.mem_full_high / 2;
+    loaded[4].host_trouble = true;
+    loaded[5].pool_trouble = true;
+    loaded[6].psi = false;
+    loaded[7].io_full = p.full_high / 2;
+    for (size_t i = 0; i < sizeof(loaded) / sizeof(loaded[0]); i++) {
+        loadctl_init(&c, &p, 2);
+        assert_false(loadctl_calm(&c, &loaded[i]));
+        assert_int_equal(loadctl_begin(&c, &loaded[i]), LOADCTL_SAME);
+        assert_int_equal(c.limit, 2);
+    }
+    /* the fetch queue does not watch the pool: pool trouble alone does not keep it low */
+    struct loadctl_params pf = loadctl_defaults(4, false);
+    loadctl_init(&c, &pf, 2);
+    assert_int_equal(loadctl_begin(&c, &loaded[5]), LOADCTL_UP);
+    /* a host loaded at start (I/O some in the band) with work waiting: no raise at all */
+    loadctl_init(&c, &p, 2);
+    h.io_some = 25;
+    assert_int_equal(run(&c, &h, 100), 0);
+    assert_int_equal(c.limit, 2);
+}
+
+/* While idle, the limit is where the next work starts: trouble puts it at 1 at once, calm_ticks
+ * calm intervals after the hold put it back at the maximum, calm_ticks intervals that are not
+ * calm put it at 1; noise does none of these. */
+static void test_idle_follows_the_host(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 4);
+    struct host h = {.per_worker = 100, .capacity = 1000, .io_some = 55, .psi = true, .idle = true};
+    assert_int_equal(run(&c, &h, 1), 1);
+    assert_int_equal(c.limit, 1);
+    assert_true(strstr(c.reason, "4 -> 1: I/O pressure") != NULL);
+    /* calm again: nothing during the hold, then the maximum after calm_ticks */
+    h.io_some = 2;
+    assert_int_equal(run(&c, &h, p.hold_ticks + p.calm_ticks - 1), 0);
+    assert_int_equal(run(&c, &h, 1), 1);
+    assert_int_equal(c.limit, 4);
+    assert_true(strstr(c.reason, "1 -> 4: idle on a calm host") != NULL);
+    /* a competing writer alone, in the band (no trouble): 1 after calm_ticks intervals, and it
+     * stays there while the writer runs */
+    h.io_some = 15;
+    assert_int_equal(run(&c, &h, p.calm_ticks - 1), 0);
+    assert_int_equal(run(&c, &h, 1), 1);
+    assert_int_equal(c.limit, 1);
+    assert_true(strstr(c.reason, "4 -> 1: idle on a host that is not calm (I/O some 15.0%") !=
+                NULL);
+    assert_int_equal(run(&c, &h, 100), 0);
+    assert_int_equal(c.limit, 1);
+    /* noisy while idle: calm samples between ones in the band never make calm_ticks in a row,
+     * either way */
+    loadctl_init(&c, &p, 2);
+    int changes = 0;
+    for (int i = 0; i < 300; i++) {
+        h.io_some = (i % p.calm_ticks == 0) ? 25 : 3;
+        changes += run(&c, &h, 1);
+    }
+    assert_int_equal(changes, 0);
+    assert_int_equal(c.limit, 2);
+    /* calm and pressured samples alternating while idle: at most one move down per hold, and
+     * never back up (no calm streak) */
+    changes = 0;
+    for (int i = 0; i < 300; i++) {
+        h.io_some = (i % 2) ? 3 : 45;
+        changes += run(&c, &h, 1);
+    }
+    assert_int_equal(changes, 1);
     assert_int_equal(c.limit, 1);
 }
 
@@ -312,6 +435,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idle_stays),
+        cmocka_unit_test(test_calm_start_at_max),
+        cmocka_unit_test(test_loaded_start_stays_low),
+        cmocka_unit_test(test_idle_follows_the_host),
         cmocka_unit_test(test_quiet_host_rises_to_max),
         cmocka_unit_test(test_io_pressure_drops_to_one),
         cmocka_unit_test(test_interval_share_needs_two_in_a_row),

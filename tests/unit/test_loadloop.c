@@ -1,7 +1,8 @@
 /*
  * test_loadloop.c: the queue-sizing loop on a real FSM manager: runs waiting in the fetch and
  * unpack queues, a fake /proc/pressure and a fake pool. The loop reads them, steps the
- * controllers and sets the manager's queue limits: up on a quiet host with work waiting, down
+ * controllers and sets the manager's queue limits: at the maximum from the start on a calm
+ * host, up on a quiet host with work waiting, down
  * on I/O pressure, unpack only down on pool trouble, pinned queues untouched.
  */
 #include <setjmp.h>
@@ -89,18 +90,35 @@ static void ticks(struct loadloop *l, int n)
         loadloop_tick(l);
 }
 
+/* A manager with the two queues q and n runs held at their first step by t's gate. */
+static struct fsm_manager *gated_runs(struct ft *t, const struct fsm_queue_cfg *q, struct fsm_id *v,
+                                      int n)
+{
+    ft_init(t);
+    t->step[0].gate = true;
+    struct fsm_manager *m = ft_open_manager(db, q, 2);
+    struct fsm_machine *x = ft_register(m, t, "work", 1, NULL);
+    start_runs(m, x, v, n);
+    return m;
+}
+
+/* Opens the gate, waits for the n runs and closes the manager. */
+static void finish_runs(struct fsm_manager *m, struct ft *t, struct fsm_id *v, int n)
+{
+    ft_open_gate(t);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(fsm_wait(m, &v[i], 20000, NULL, NULL), 0);
+    fsm_manager_close(m);
+}
+
 static void test_follows_load(void **state)
 {
     (void)state;
     struct ft t;
-    ft_init(&t);
-    t.step[0].gate = true;
     static const struct fsm_queue_cfg q[] = {{"fetch", 1}, {"unpack", 1}};
-    struct fsm_manager *m = ft_open_manager(db, q, 2);
-    struct fsm_machine *x = ft_register(m, &t, "work", 1, NULL);
     struct fsm_id v[12];
-    start_runs(m, x, v, 12);
-    pressure("1.00", "0.00");
+    struct fsm_manager *m = gated_runs(&t, q, v, 12);
+    pressure("20.00", "0.00"); /* loaded at start: the queues stay at 1 (test_calm_start) */
     char proc[512];
     snprintf(proc, sizeof(proc), "%s/proc", dir);
     struct loadloop_opts o = {.mgr = m,
@@ -111,9 +129,13 @@ static void test_follows_load(void **state)
     assert_int_equal(loadloop_start(&o, &l), 0);
     struct loadctl_params p = loadctl_defaults(4, false);
     int per_raise = p.calm_ticks + p.probe_ticks;
+    struct loadloop_state fs, us;
+    loadloop_get(l, LOADLOOP_UNPACK, &us);
+    assert_int_equal(us.limit, 1);
+    assert_string_equal(us.reason, "");
+    pressure("1.00", "0.00");
     /* quiet, work waiting: both climb to their maxima, and the manager admits that many */
     ticks(l, 3 * per_raise + 2);
-    struct loadloop_state fs, us;
     loadloop_get(l, LOADLOOP_FETCH, &fs);
     loadloop_get(l, LOADLOOP_UNPACK, &us);
     assert_int_equal(fs.limit, 4);
@@ -145,24 +167,17 @@ static void test_follows_load(void **state)
     assert_true(strstr(fs.reason, "I/O pressure") != NULL);
 
     loadloop_stop(l);
-    ft_open_gate(&t);
-    for (int i = 0; i < 12; i++)
-        assert_int_equal(fsm_wait(m, &v[i], 20000, NULL, NULL), 0);
-    fsm_manager_close(m);
+    finish_runs(m, &t, v, 12);
 }
 
 static void test_pinned_and_no_psi(void **state)
 {
     (void)state;
     struct ft t;
-    ft_init(&t);
-    t.step[0].gate = true;
     /* pinned above the maximum the controller would use: the pin is what runs and shows */
     static const struct fsm_queue_cfg q[] = {{"fetch", 1}, {"unpack", 6}};
-    struct fsm_manager *m = ft_open_manager(db, q, 2);
-    struct fsm_machine *x = ft_register(m, &t, "work", 1, NULL);
     struct fsm_id v[8];
-    start_runs(m, x, v, 8);
+    struct fsm_manager *m = gated_runs(&t, q, v, 8);
     char proc[512];
     snprintf(proc, sizeof(proc), "%s/no-proc", dir); /* no pressure files: no PSI */
     struct loadloop_opts o = {.mgr = m,
@@ -186,10 +201,42 @@ static void test_pinned_and_no_psi(void **state)
     assert_false(fs.last.psi);
     assert_int_equal(fs.limit, 3); /* without PSI, demand and throughput still raise it */
     loadloop_stop(l);
-    ft_open_gate(&t);
-    for (int i = 0; i < 8; i++)
-        assert_int_equal(fsm_wait(m, &v[i], 20000, NULL, NULL), 0);
-    fsm_manager_close(m);
+    finish_runs(m, &t, v, 8);
+}
+
+/* The signals read when the loop starts, before it admits anything more: a calm host puts each
+ * queue at its maximum at once (the manager admits that many), a loaded one leaves them. */
+static void test_calm_start(void **state)
+{
+    (void)state;
+    struct ft t;
+    static const struct fsm_queue_cfg q[] = {{"fetch", 1}, {"unpack", 1}};
+    struct fsm_id v[12];
+    struct fsm_manager *m = gated_runs(&t, q, v, 12);
+    char proc[512];
+    snprintf(proc, sizeof(proc), "%s/proc", dir);
+    struct loadloop_opts o = {.mgr = m,
+                              .max = {4, 3},
+                              .src = {.pool_trouble = fake_pool, .proc_root = proc},
+                              .interval_ms = 3600 * 1000};
+    for (int loaded = 1; loaded >= 0; loaded--) {
+        pressure(loaded ? "12.00" : "1.00", "0.00");
+        struct loadloop *l = NULL;
+        assert_int_equal(loadloop_start(&o, &l), 0);
+        struct loadloop_state fs, us;
+        loadloop_get(l, LOADLOOP_FETCH, &fs);
+        loadloop_get(l, LOADLOOP_UNPACK, &us);
+        struct fsm_queue_stats qs;
+        assert_int_equal(fsm_queue_stats(m, "unpack", &qs), 0);
+        assert_int_equal(fs.limit, loaded ? 1 : 4);
+        assert_int_equal(us.limit, loaded ? 1 : 3);
+        assert_int_equal(qs.limit, us.limit);
+        assert_int_equal(qs.running, us.limit);
+        if (!loaded)
+            assert_true(strstr(us.reason, "1 -> 3: calm at start") != NULL);
+        loadloop_stop(l);
+    }
+    finish_runs(m, &t, v, 12);
 }
 
 /* A hog seen in the total counters before avg10 moves: the first hot interval alone changes
@@ -200,13 +247,9 @@ static void test_interval_share(void **state)
 {
     (void)state;
     struct ft t;
-    ft_init(&t);
-    t.step[0].gate = true;
     static const struct fsm_queue_cfg q[] = {{"fetch", 1}, {"unpack", 4}};
-    struct fsm_manager *m = ft_open_manager(db, q, 2);
-    struct fsm_machine *x = ft_register(m, &t, "work", 1, NULL);
     struct fsm_id v[4];
-    start_runs(m, x, v, 4);
+    struct fsm_manager *m = gated_runs(&t, q, v, 4);
     unsigned long long total = 1000;
     pressure_at("1.00", "0.00", total);
     char proc[512];
@@ -235,10 +278,7 @@ static void test_interval_share(void **state)
     assert_true(strstr(us.reason, "I/O pressure: all tasks stalled 100.0% of the last 4 s") !=
                 NULL);
     loadloop_stop(l);
-    ft_open_gate(&t);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(fsm_wait(m, &v[i], 20000, NULL, NULL), 0);
-    fsm_manager_close(m);
+    finish_runs(m, &t, v, 4);
 }
 
 int main(void)
@@ -246,6 +286,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_follows_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pinned_and_no_psi, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_calm_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interval_share, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
