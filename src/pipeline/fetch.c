@@ -1560,8 +1560,12 @@ static bool download_lock(struct fetch_context *c, struct fsm_run *run, struct d
                 return false;
             }
         }
-        if (adopt_finished(c, run, db, location, tmp, obj, *fd, res))
+        if (adopt_finished(c, run, db, location, tmp, obj, *fd, res)) {
+            /* a file at the path now is one this open made: nothing of the object */
+            if (fd_is_path(*fd, tmp))
+                tmp_remove_locked(tmp);
             return false;
+        }
         /* The file we locked is the one at tmp: ours to write (else the run that held it
          * moved or removed it: open the path again). Either way the run that held it may have
          * recorded the identity since (its marker is gone then): reuse it. */
@@ -2197,8 +2201,12 @@ static void fetch_end(struct fsm_run *run, enum fsm_outcome outcome, const char 
     size_t len = 0;
     const void *data = fsm_run_response(run, &len);
     _cleanup_json_ json_t *j = data ? json_loadb(data, len, 0, NULL) : NULL;
-    const char *identity = json_string_value(json_object_get(j, "identity"));
-    _cleanup_free_ char *tmp = identity ? tmp_path_for(ud, identity) : NULL;
+    /* the temp file's name: the identity, else the location (tmp_path_for) */
+    const char *name = json_string_value(json_object_get(j, "identity"));
+    _cleanup_request_ struct fetch_request rq = {0};
+    if (!name && fetch_request_parse(run, &rq) == 0)
+        name = rq.location;
+    _cleanup_free_ char *tmp = name ? tmp_path_for(ud, name) : NULL;
     if (tmp)
         done_marker_remove(tmp);
 }
