@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "pipeline/fetch_json.h"
+#include "pipeline/fetch_ranges.h"
 #include "store/blobfile.h"
 #include "store/blobs.h"
 #include "store/db.h"
@@ -75,12 +76,14 @@ static char *blob_path(const struct fetch_context *c, const char *digest)
     return blobfile_path(c->blob_dir, digest);
 }
 
-/* The temp file of a location: named from a hash of the location, never from the key. */
-static char *tmp_path_for(const struct fetch_context *c, const char *location)
+/* The temp file of an object: named from a hash of its identity when it has one, so that
+ * every location of the same bytes meets at one file (one download, one lock: docs/sources.md,
+ * "One download at a time"), else of its location; never from the key. */
+static char *tmp_path_for(const struct fetch_context *c, const char *name)
 {
     uint8_t h[SHA256_LEN];
     char hex[SHA256_HEX_LEN + 1];
-    if (sha256_buf(location, strlen(location), h) < 0)
+    if (sha256_buf(name, strlen(name), h) < 0)
         return NULL;
     hex_encode(h, SHA256_LEN, hex);
     char *p = NULL;
@@ -509,7 +512,8 @@ struct dl_progress {
     struct db *db;
     const char *location, *etag, *tmp;
     uint64_t size;
-    uint64_t counted; /* bytes already added to METRIC_FETCH_BYTES (starts at the offset) */
+    uint64_t counted;       /* bytes already added to METRIC_FETCH_BYTES (starts at the offset) */
+    uint64_t ranges_synced; /* split into ranges: the bytes of all ranges last made durable */
 };
 
 static void on_progress(uint64_t done, uint64_t total, void *ud)
@@ -716,6 +720,107 @@ static bool reuse_by_identity(struct fetch_context *c, struct fsm_run *run, stru
     return ok;
 }
 
+/* ---- resume hints by temp file (a temp file is named by identity: see "one download at a
+ * time" below; the hints are keyed by location) --------------------------------------------- */
+
+struct tmp_rows {
+    const char *tmp;
+    char *locs[SOURCE_DOWNLOAD_STREAMS_MAX]; /* a few at most: one per run that started it */
+    size_t n;
+};
+
+static int tmp_row(const char *loc, const char *tmp_path, void *ud)
+{
+    struct tmp_rows *t = ud;
+    if (loc && tmp_path && !strcmp(tmp_path, t->tmp) && t->n < ARRAY_SIZE(t->locs))
+        t->locs[t->n++] = strdup(loc);
+    return 0;
+}
+
+static void tmp_rows_free(struct tmp_rows *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->locs[i]);
+    t->n = 0;
+}
+
+/* The resume hint of temp file tmp: location's row when it names tmp, else the row of another
+ * location that does (a run of another location of the same identity started these bytes).
+ * 1 found (*out filled, blob_download_free() it), 0 none, negative on error. */
+static int download_row_for_tmp(struct db *db, const char *location, const char *tmp,
+                                struct blob_download *out)
+{
+    *out = (struct blob_download){0};
+    int r = blobs_download_get(db, location, out);
+    if (r != 0 && (r < 0 || (out->tmp_path && !strcmp(out->tmp_path, tmp))))
+        return r;
+    blob_download_free(out);
+    struct tmp_rows t = {.tmp = tmp};
+    r = blobs_download_list(db, tmp_row, &t);
+    for (size_t i = 0; r >= 0 && i < t.n; i++) {
+        r = blobs_download_get(db, t.locs[i], out);
+        if (r == 1 && out->tmp_path && !strcmp(out->tmp_path, tmp))
+            break;
+        if (r == 1)
+            blob_download_free(out);
+        r = 0;
+    }
+    tmp_rows_free(&t);
+    return r;
+}
+
+/* The bytes of tmp are stored (or taken from the store): the resume hints of other locations
+ * that name it point at nothing now. (location's own is deleted by the record step.) */
+static void download_rows_forget(struct db *db, const char *location, const char *tmp)
+{
+    struct tmp_rows t = {.tmp = tmp};
+    blobs_download_list(db, tmp_row, &t);
+    for (size_t i = 0; i < t.n; i++)
+        if (strcmp(t.locs[i], location) != 0 && blobs_download_delete(db, t.locs[i]) < 0)
+            log_warn("cannot delete a download record", "location=%s", t.locs[i]);
+    tmp_rows_free(&t);
+}
+
+/* The marker a finished download leaves beside its temp file (TMP.done, the blob's digest),
+ * written before the file leaves its path (renamed into the store, or dropped as a copy of a
+ * stored blob) and removed when the run ends (fetch_end), once its record step has recorded
+ * the identity: a run of the same identity that locks the temp file in between takes the blob
+ * instead of downloading it again. */
+static char *done_marker_path(const char *tmp)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s.done", tmp) < 0 ? NULL : p;
+}
+
+static void done_marker_write(const char *tmp, const char *digest)
+{
+    _cleanup_free_ char *p = done_marker_path(tmp);
+    _cleanup_close_ int fd =
+        p ? open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600) : -1;
+    size_t n = strlen(digest);
+    if (fd < 0 || write(fd, digest, n) != (ssize_t)n)
+        log_warn("cannot mark a finished download", "tmp=%s error=%m", tmp);
+}
+
+/* The digest the marker of tmp names: true with out filled. */
+static bool done_marker_read(const char *tmp, char out[DIGEST_STR_LEN + 1])
+{
+    _cleanup_free_ char *p = done_marker_path(tmp);
+    _cleanup_close_ int fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+    ssize_t n = fd >= 0 ? read(fd, out, DIGEST_STR_LEN) : -1;
+    if (n != DIGEST_STR_LEN)
+        return false;
+    out[n] = '\0';
+    return digest_valid(out);
+}
+
+static void done_marker_remove(const char *tmp)
+{
+    _cleanup_free_ char *p = done_marker_path(tmp);
+    if (p)
+        unlink(p);
+}
+
 /* A download whose bytes are all in the temp file and hashed: check them against the digest
  * the source states, if any, and move the file into the store by digest. */
 struct dl_done {
@@ -729,6 +834,9 @@ struct dl_done {
     /* The layer scan done while downloading, of these very bytes (NULL: none): validate
      * uses it. */
     const struct follower *scan;
+    /* NULL, or the digest of the blob another run downloaded for this object
+     * (adopt_finished): tmp is NULL and sha unused, nothing was fetched. */
+    const char *adopted;
 };
 
 static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run *run,
@@ -737,11 +845,15 @@ static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run
     const struct source_object *o = dd->obj;
     uint64_t total = o->size;
     char digest[DIGEST_STR_LEN + 1];
-    digest_format(dd->sha, digest);
+    if (dd->adopted)
+        snprintf(digest, sizeof(digest), "%s", dd->adopted);
+    else
+        digest_format(dd->sha, digest);
     /* A source that names the blob by its digest (a registry): the bytes must be that blob,
      * else nothing is stored and the partial file is not kept for a resume. */
     if (o->digest && strcmp(o->digest, digest) != 0) {
-        unlink(dd->tmp);
+        if (dd->tmp)
+            unlink(dd->tmp);
         blobs_download_delete(db, dd->location);
         return rejected("%s: the downloaded blob's digest is %s, not the %s it is named by; "
                         "nothing stored",
@@ -760,26 +872,36 @@ static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run
     int have = blobfile_verify(db, c->blob_dir, digest, total, final, &seal, why, sizeof(why));
     if (have < 0)
         return fsm_retry("cannot verify %s: %s", final, strerror(-have));
-    if (have)
+    if (dd->adopted && !have)
+        return fsm_retry("the blob another run downloaded for %s is not in the store (%s); "
+                         "downloading it",
+                         dd->location, why);
+    /* Before the temp file leaves its path: a run that opens the path next finds the marker. */
+    if (dd->tmp)
+        done_marker_write(dd->tmp, digest);
+    if (have && dd->tmp)
         unlink(dd->tmp);
-    else if (rename(dd->tmp, final) < 0 || fsync_parent_dir(final) < 0)
+    else if (!have && (rename(dd->tmp, final) < 0 || fsync_parent_dir(final) < 0))
         return fsm_retry("cannot store %s: %m", final);
-    else if ((r = blobfile_seal_fd(dd->fd, &seal)) < 0)
+    else if (!have && (r = blobfile_seal_fd(dd->fd, &seal)) < 0)
         return fsm_retry("cannot seal %s: %s", final, strerror(-r));
+    if (dd->tmp)
+        download_rows_forget(db, dd->location, dd->tmp);
     log_info("blob downloaded",
              "location=%s digest=%s bytes=%" PRIu64 " resumed=%" PRIu64 " ms=%" PRId64 " dedup=%s",
              dd->location, digest, total, dd->resumed, mono_ms() - dd->t0, have ? "yes" : "no");
 
     _cleanup_json_ json_t *resp =
         json_pack("{s:s, s:s, s:I, s:s, s:b}", "location", dd->location, "digest", digest, "size",
-                  (json_int_t)total, "path", final, "reused", 0);
+                  (json_int_t)total, "path", final, "reused", dd->adopted != NULL);
     if (resp && o->etag)
         json_object_set_new(resp, "etag", json_string(o->etag));
     if (resp && o->identity)
         json_object_set_new(resp, "identity", json_string(o->identity));
     if (resp) {
         json_object_set_new(resp, "seal", fetch_seal_json(&seal));
-        json_object_set_new(resp, "bytes", fetch_bytes_json(dd->received, dd->resumed, 0));
+        json_object_set_new(resp, "bytes",
+                            fetch_bytes_json(dd->received, dd->resumed, dd->adopted ? total : 0));
     }
     if (resp && dd->scan) {
         json_t *scan =
@@ -801,28 +923,15 @@ static struct fsm_result finish_download(struct fetch_context *c, struct fsm_run
  * the first GET goes on up to the end of its share (stop_at) and source_download_streams() - 1
  * ranged GETs, each with its own thread and connection, fetch the other shares with pwrite
  * into the same file, preallocated from there to the object's size. Beside it, TMP.ranges
- * holds the object's version (size, ETag, boot) and each range's start, end and bytes in the
- * file, written after the bytes themselves: in the same boot both are in the page cache
- * whatever happened to the process, so every range resumes at its byte (download_parallel).
- * After a reboot (or for another version) the parallel layout is started over. The first GET
+ * (fetch_ranges.h) holds the object's version (size, ETag, boot) and each range's start, end
+ * and two counts of its bytes in the file: `done`, written after the bytes themselves (in the
+ * same boot both are in the page cache whatever happened to the process), and `synced`, written
+ * after an fdatasync of the file every FETCH_RANGE_CHECKPOINT_BYTES (ranges_checkpoint) and when
+ * the transfer stops. A download resumed in the same boot resumes every range at `done`, after
+ * a reboot at `synced` (download_parallel); another version starts over. The first GET
  * hashes its bytes as they arrive, in order; the ranges after it are hashed in order from the
  * file (a read of the page cache) as they land, by the run's thread once the first GET ended.
  * A server that ignores Range (a 200 to a ranged GET) has the first GET go on to the end. */
-
-#define RANGES_MAGIC "thinimg-ranges-2"
-
-struct ranges_head {
-    char magic[sizeof(RANGES_MAGIC)];
-    uint64_t size;
-    uint32_t n;
-    char etag[SOURCE_ETAG_MAX + 1];
-    char boot[BOOT_ID_MAX];
-};
-
-/* One range in TMP.ranges, after the head: `done` is rewritten after each write. */
-struct range_rec {
-    uint64_t start, end, done;
-};
 
 struct range_job {
     const char *url;
@@ -833,6 +942,7 @@ struct range_job {
     int fd, idx_fd;
     uint32_t i;
     uint64_t start, end, done; /* done: bytes of [start, end) in the file (atomic) */
+    uint64_t synced;           /* of them, on disk for sure (when TMP.ranges was written) */
     uint64_t received;
     bool finished; /* the GET ended, r says how (atomic) */
     int r;
@@ -846,12 +956,17 @@ static char *ranges_path(const char *tmp)
     return asprintf(&p, "%s.ranges", tmp) < 0 ? NULL : p;
 }
 
+/* Where range i's `field` is in TMP.ranges. */
+static off_t range_slot(uint32_t i, size_t field)
+{
+    return (off_t)(sizeof(struct fetch_ranges_head) + i * sizeof(struct fetch_range_rec) + field);
+}
+
 /* Record that range j has `done` bytes in the file (after they were written). */
 static int range_note(struct range_job *j, uint64_t done)
 {
     __atomic_store_n(&j->done, done, __ATOMIC_RELEASE);
-    off_t slot = (off_t)(sizeof(struct ranges_head) + j->i * sizeof(struct range_rec) +
-                         offsetof(struct range_rec, done));
+    off_t slot = range_slot(j->i, offsetof(struct fetch_range_rec, done));
     if (pwrite(j->idx_fd, &done, sizeof(done), slot) != (ssize_t)sizeof(done))
         return err_set(&j->e, -EIO, "cannot record the progress of range %u: %m", j->i);
     return 0;
@@ -912,13 +1027,40 @@ static void range_start(struct range_job *j)
     }
 }
 
-/* The bytes of all ranges in the file, as download progress. */
+/* Make the ranges' bytes durable: fdatasync the temp file, then record each range's count
+ * as it was before that sync as its `synced` and fdatasync TMP.ranges (the order is the
+ * promise: a `synced` on disk never counts a byte that was not). One sync of the file covers
+ * every range. A failure costs only what a reboot would then lose: logged, not fatal.
+ * *synced_sum: the bytes of all ranges now durable. */
+static void ranges_checkpoint(struct range_job *jobs, uint32_t n, uint64_t *synced_sum)
+{
+    uint64_t done[SOURCE_DOWNLOAD_STREAMS_MAX], sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += done[i] = __atomic_load_n(&jobs[i].done, __ATOMIC_ACQUIRE);
+    int fd = jobs[0].fd, ifd = jobs[0].idx_fd;
+    bool ok = fdatasync(fd) == 0;
+    for (uint32_t i = 0; ok && i < n; i++)
+        ok = pwrite(ifd, &done[i], sizeof(done[i]),
+                    range_slot(i, offsetof(struct fetch_range_rec, synced))) ==
+             (ssize_t)sizeof(done[i]);
+    ok = ok && fdatasync(ifd) == 0;
+    if (!ok) {
+        log_warn("cannot make the ranges' progress durable", "error=%m");
+        return;
+    }
+    *synced_sum = sum;
+}
+
+/* The bytes of all ranges in the file, as download progress; a checkpoint every
+ * FETCH_RANGE_CHECKPOINT_BYTES of them. */
 static void ranges_progress(struct range_job *jobs, uint32_t n, uint64_t size,
                             struct dl_progress *pr, uint64_t *reported)
 {
     uint64_t sum = 0;
     for (uint32_t i = 0; i < n; i++)
         sum += __atomic_load_n(&jobs[i].done, __ATOMIC_ACQUIRE);
+    if (sum - pr->ranges_synced >= FETCH_RANGE_CHECKPOINT_BYTES && sum < size)
+        ranges_checkpoint(jobs, n, &pr->ranges_synced);
     if (sum - *reported >= FETCH_PROGRESS_BYTES || (sum == size && sum != *reported)) {
         *reported = sum;
         on_progress(sum, size, pr);
@@ -965,71 +1107,107 @@ static int hash_ranges(struct range_job *jobs, uint32_t n, int fd, uint64_t size
     return 0;
 }
 
-/* Write TMP.ranges for jobs[0..n) of obj (a new layout). Returns its fd. */
+/* The head TMP.ranges has for obj written in boot (compared bytewise: padding zeroed). */
+static void ranges_head_of(const struct source_object *obj, uint32_t n, const char *boot,
+                           struct fetch_ranges_head *head)
+{
+    memset(head, 0, sizeof(*head));
+    memcpy(head->magic, FETCH_RANGES_MAGIC, sizeof(head->magic));
+    head->size = obj->size;
+    head->n = n;
+    snprintf(head->etag, sizeof(head->etag), "%s", obj->etag);
+    snprintf(head->boot, sizeof(head->boot), "%s", boot);
+}
+
+/* Write TMP.ranges (open as ifd) for jobs[0..n) of obj, stamped with this boot, and make it
+ * durable: the counts it holds are then each range's `done` and `synced`. */
+static int ranges_write(int ifd, const char *idx, const struct source_object *obj,
+                        struct range_job *jobs, uint32_t n, struct err *e)
+{
+    char boot[BOOT_ID_MAX] = "";
+    boot_id_read(boot, sizeof(boot));
+    struct fetch_ranges_head head;
+    ranges_head_of(obj, n, boot, &head);
+    struct fetch_range_rec recs[SOURCE_DOWNLOAD_STREAMS_MAX];
+    for (uint32_t i = 0; i < n; i++) {
+        recs[i] =
+            (struct fetch_range_rec){jobs[i].start, jobs[i].end, jobs[i].done, jobs[i].synced};
+        jobs[i].idx_fd = ifd;
+        jobs[i].i = i;
+    }
+    if (pwrite(ifd, &head, sizeof(head), 0) != (ssize_t)sizeof(head) ||
+        pwrite(ifd, recs, n * sizeof(recs[0]), sizeof(head)) != (ssize_t)(n * sizeof(recs[0])) ||
+        fdatasync(ifd) < 0)
+        return err_set(e, -EIO, "cannot write %s: %m", idx);
+    return 0;
+}
+
+/* Create TMP.ranges for jobs[0..n) of obj (a new layout; the caller made the bytes it counts
+ * as synced durable). Returns its fd. */
 static int ranges_create(const char *idx, const struct source_object *obj, struct range_job *jobs,
                          uint32_t n, struct err *e)
 {
-    struct ranges_head head;
-    memset(&head, 0, sizeof(head)); /* compared bytewise, padding included */
-    memcpy(head.magic, RANGES_MAGIC, sizeof(head.magic));
-    head.size = obj->size;
-    head.n = n;
-    snprintf(head.etag, sizeof(head.etag), "%s", obj->etag);
-    boot_id_read(head.boot, sizeof(head.boot));
-    struct range_rec recs[SOURCE_DOWNLOAD_STREAMS_MAX];
-    for (uint32_t i = 0; i < n; i++)
-        recs[i] = (struct range_rec){jobs[i].start, jobs[i].end, jobs[i].done};
     int ifd = open(idx, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (ifd < 0)
         return err_set(e, neg_errno(), "cannot create %s: %m", idx);
-    if (pwrite(ifd, &head, sizeof(head), 0) != (ssize_t)sizeof(head) ||
-        pwrite(ifd, recs, n * sizeof(recs[0]), sizeof(head)) != (ssize_t)(n * sizeof(recs[0]))) {
+    int r = ranges_write(ifd, idx, obj, jobs, n, e);
+    if (r == 0 && fsync_parent_dir(idx) < 0)
+        r = err_set(e, neg_errno(), "cannot sync the directory of %s: %m", idx);
+    if (r < 0) {
         close(ifd);
         unlink(idx);
-        return err_set(e, -EIO, "cannot write %s: %m", idx);
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        jobs[i].idx_fd = ifd;
-        jobs[i].i = i;
+        return r;
     }
     return ifd;
 }
 
-/* TMP.ranges of this version, written in this boot: its ranges into jobs (contiguous, in
- * order, covering the object). Returns the number of ranges, 0 when there is none to resume
- * (missing, another version or boot, not a layout), with *ifd open for the progress. */
-static uint32_t ranges_load(const char *idx, const struct source_object *obj,
+/* TMP.ranges of this version: its ranges into jobs (contiguous, in order, covering the
+ * object), each at its `done` when the file was written in this boot, else (a reboot since) at
+ * its `synced`, and then rewritten as this boot's. Returns the number of ranges, 0 when there
+ * is none to resume (missing, another version, not a layout, a file not of the object's
+ * length), with *ifd open for the progress. */
+static uint32_t ranges_load(const char *idx, const struct source_object *obj, int fd,
                             struct range_job *jobs, int *ifd)
 {
     *ifd = open(idx, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (*ifd < 0)
         return 0;
-    struct ranges_head want, have;
-    memset(&want, 0, sizeof(want));
+    struct fetch_ranges_head want, have;
     memset(&have, 0, sizeof(have));
-    memcpy(want.magic, RANGES_MAGIC, sizeof(want.magic));
-    want.size = obj->size;
-    snprintf(want.etag, sizeof(want.etag), "%s", obj->etag);
-    boot_id_read(want.boot, sizeof(want.boot));
-    struct range_rec recs[SOURCE_DOWNLOAD_STREAMS_MAX];
     bool ok = pread(*ifd, &have, sizeof(have), 0) == (ssize_t)sizeof(have);
-    want.n = have.n;
+    char boot[BOOT_ID_MAX] = "";
+    boot_id_read(boot, sizeof(boot));
+    bool same_boot = ok && !strncmp(have.boot, boot, sizeof(have.boot));
+    ranges_head_of(obj, have.n, have.boot, &want);
+    struct fetch_range_rec recs[SOURCE_DOWNLOAD_STREAMS_MAX];
+    struct stat st;
     ok = ok && have.n >= 1 && have.n <= SOURCE_DOWNLOAD_STREAMS_MAX &&
          !memcmp(&have, &want, sizeof(have)) &&
          pread(*ifd, recs, have.n * sizeof(recs[0]), sizeof(have)) ==
-             (ssize_t)(have.n * sizeof(recs[0]));
+             (ssize_t)(have.n * sizeof(recs[0])) &&
+         fstat(fd, &st) == 0 && (uint64_t)st.st_size == obj->size;
     for (uint32_t i = 0; ok && i < have.n; i++) {
         uint64_t from = i ? recs[i - 1].end : 0;
         ok = recs[i].start == from && recs[i].end >= recs[i].start &&
+             recs[i].synced <= recs[i].end - recs[i].start &&
              recs[i].done <= recs[i].end - recs[i].start;
         jobs[i].start = recs[i].start;
         jobs[i].end = recs[i].end;
-        jobs[i].done = recs[i].done;
-        jobs[i].idx_fd = *ifd;
-        jobs[i].i = i;
+        jobs[i].synced = recs[i].synced;
+        /* `done` may lag `synced` on disk (it is the later write of the two) */
+        jobs[i].done = same_boot && recs[i].done > recs[i].synced ? recs[i].done : recs[i].synced;
     }
-    if (ok && recs[have.n - 1].end == obj->size)
+    struct err e = {0};
+    if (ok && recs[have.n - 1].end == obj->size &&
+        (same_boot || ranges_write(*ifd, idx, obj, jobs, have.n, &e) == 0)) {
+        for (uint32_t i = 0; i < have.n; i++) {
+            jobs[i].idx_fd = *ifd;
+            jobs[i].i = i;
+        }
         return have.n;
+    }
+    if (e.code)
+        log_warn("cannot resume the ranges", "error=%s", err_str(&e));
     close(*ifd);
     *ifd = -1;
     return 0;
@@ -1086,7 +1264,7 @@ static void split_start(struct split *sp, uint64_t at, uint64_t rate)
         range_job_init(j, sp->c, sp->run, sp->url, sp->obj, sp->fd, &sp->abandon);
         j->start = i ? at + i * part : 0;
         j->end = i + 1 == n ? size : at + (i + 1) * part;
-        j->done = i ? 0 : at;
+        j->done = j->synced = i ? 0 : at;
     }
     /* The follower reads a prefix file; the file is about to stop being one. */
     follower_finish(sp->fl, false, NULL);
@@ -1094,6 +1272,10 @@ static void split_start(struct split *sp, uint64_t at, uint64_t rate)
     int r = blobs_download_not_prefix(sp->db, sp->location);
     if (r == 0 && (r = -posix_fallocate(sp->fd, (off_t)at, (off_t)(size - at))) == -EOPNOTSUPP)
         r = ftruncate(sp->fd, (off_t)size) < 0 ? neg_errno() : 0;
+    /* The first range's bytes so far and the file's new length, durable before TMP.ranges
+     * counts them as synced. */
+    if (r == 0 && fdatasync(sp->fd) < 0)
+        r = neg_errno();
     if (r == 0)
         r = sp->idx_fd = ranges_create(sp->idx, sp->obj, sp->jobs, n, &e);
     if (r < 0) {
@@ -1109,6 +1291,7 @@ static void split_start(struct split *sp, uint64_t at, uint64_t rate)
     sp->fs->checkpoint = NULL; /* TMP.ranges says what is in the file from now on */
     sp->fs->progress = NULL;   /* the sum of the ranges, by split_written() */
     sp->fs->stop_at = sp->jobs[0].end;
+    sp->pr->ranges_synced = at;
     sp->n = n;
     for (uint32_t i = 1; i < n; i++)
         range_start(&sp->jobs[i]);
@@ -1179,6 +1362,9 @@ static int split_finish(struct split *sp, int r, struct sha256 *h, uint64_t *rec
             *e = sp->jobs[i].e;
         }
     }
+    /* Stopped (cut, cancelled, Ctrl-C): what arrived stays, durable now (as one GET's does). */
+    if (r < 0 && r != -ESTALE && !sp->unsplit)
+        ranges_checkpoint(sp->jobs, sp->n, &sp->pr->ranges_synced);
     close(sp->idx_fd);
     sp->idx_fd = -1;
     if (r == 0 && !sp->unsplit && refused) {
@@ -1205,7 +1391,7 @@ static bool download_parallel(struct fetch_context *c, struct fsm_run *run, stru
     struct range_job jobs[SOURCE_DOWNLOAD_STREAMS_MAX] = {0};
     bool abandon = false;
     int ifd;
-    uint32_t n = ranges_load(idx, obj, jobs, &ifd);
+    uint32_t n = ranges_load(idx, obj, fd, jobs, &ifd);
     if (!n)
         return false;
     /* (no space check: the file was preallocated when it was split) */
@@ -1214,6 +1400,7 @@ static bool download_parallel(struct fetch_context *c, struct fsm_run *run, stru
     for (uint32_t i = 0; i < n; i++) {
         range_job_init(&jobs[i], c, run, url, obj, fd, &abandon);
         dd.resumed += jobs[i].done;
+        pr.ranges_synced += jobs[i].synced;
     }
     pr.counted = dd.resumed;
     log_info("resuming download in ranges", "location=%s size=%" PRIu64 " streams=%u", location,
@@ -1238,6 +1425,9 @@ static bool download_parallel(struct fetch_context *c, struct fsm_run *run, stru
             e = jobs[i].e;
         }
     }
+    /* Stopped (cut, cancelled, Ctrl-C): what arrived stays, durable now. */
+    if (r < 0 && r != -ENOTSUP && r != -ESTALE)
+        ranges_checkpoint(jobs, n, &pr.ranges_synced);
     close(ifd);
     if (r == 0 && hr < 0)
         r = err_set(&e, hr == -EAGAIN ? -EIO : hr, "cannot hash %s: %s", tmp,
@@ -1272,6 +1462,126 @@ static bool download_parallel(struct fetch_context *c, struct fsm_run *run, stru
     return true;
 }
 
+/* ---- one download at a time ----------------------------------------------------------------
+ * The temp file is named from the object's identity (tmp_path_for), and the run that
+ * downloads into it holds an flock on it: two runs that want the same bytes (two locations of
+ * one identity, the families' shared layers processed at once) meet at one file. The second
+ * waits for the lock (download_lock); when it gets it, the file is either
+ *  - still at its path: the first run stopped (killed, cancelled, failed): the second resumes
+ *    its bytes as its own (the resume hint is found by the temp file, download_row_for_tmp);
+ *  - moved into the store (renamed to its digest) or dropped there as a duplicate: the first
+ *    run finished; the second hashes the file it holds open (a local read) and, when the store
+ *    has that blob, takes it without a GET (adopt_finished).
+ * The kernel drops the lock of a dead process: nothing stale is left to break. */
+
+/* Remove path and its TMP.ranges (the caller holds its lock). */
+static void tmp_remove_locked(const char *path)
+{
+    _cleanup_free_ char *idx = ranges_path(path);
+    unlink(path);
+    if (idx)
+        unlink(idx);
+}
+
+/* Remove path and its TMP.ranges when no run holds it. */
+static void tmp_remove_unused(const char *path)
+{
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+        tmp_remove_locked(path);
+}
+
+/* location's partial download of an older version (another identity, so another temp file)
+ * is worth nothing now: removed, unless a run still writes it. Its row is replaced when this
+ * download records its own. */
+static void drop_older_version(struct db *db, const char *location, const char *tmp)
+{
+    struct blob_download dr;
+    if (blobs_download_get(db, location, &dr) == 1 && dr.tmp_path && strcmp(dr.tmp_path, tmp))
+        tmp_remove_unused(dr.tmp_path);
+    blob_download_free(&dr);
+}
+
+/* Does fd still have path's inode? */
+static bool fd_is_path(int fd, const char *path)
+{
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+/* The run that held tmp before us finished when its marker names a digest: take that blob
+ * (after the integrity rule: hashed unless sealed) and end the download without a GET. False
+ * when there is no marker, or its blob is not usable (then the marker goes, and this run
+ * downloads). */
+static bool adopt_finished(struct fetch_context *c, struct fsm_run *run, struct db *db,
+                           const char *location, const char *tmp, const struct source_object *obj,
+                           int fd, struct fsm_result *res)
+{
+    char digest[DIGEST_STR_LEN + 1];
+    if (!done_marker_read(tmp, digest))
+        return false;
+    struct dl_done dd = {
+        .location = location, .obj = obj, .fd = fd, .t0 = mono_ms(), .adopted = digest};
+    log_info("another run downloaded the same object: taking its blob", "location=%s digest=%s",
+             location, digest);
+    *res = finish_download(c, run, db, &dd);
+    if (res->outcome == FSM_OK)
+        return true;
+    done_marker_remove(tmp);
+    return false;
+}
+
+/* Open and lock tmp (*fd) for this download, waiting while another run holds it. False with
+ * *res set when the run ends here: the other run's blob was taken, or the wait was cancelled,
+ * or the file cannot be had. */
+static bool download_lock(struct fetch_context *c, struct fsm_run *run, struct db *db,
+                          const char *location, const struct source_object *obj, const char *tmp,
+                          int *fd, struct fsm_result *res)
+{
+    bool waited = false;
+    for (;;) {
+        *fd = open(tmp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (*fd < 0) {
+            *res = fsm_retry("cannot open %s: %m", tmp);
+            return false;
+        }
+        while (flock(*fd, LOCK_EX | LOCK_NB) < 0) {
+            if (errno != EWOULDBLOCK && errno != EINTR) {
+                *res = fsm_retry("cannot lock %s: %m", tmp);
+                return false;
+            }
+            if (!waited)
+                log_info("waiting for another run's download of the same object",
+                         "location=%s tmp=%s", location, tmp);
+            waited = true;
+            if (fsm_run_sleep_ms(run, FETCH_WAIT_POLL_MS) < 0) {
+                *res = fsm_retry("cancelled while waiting for another download of %s", location);
+                return false;
+            }
+        }
+        if (adopt_finished(c, run, db, location, tmp, obj, *fd, res)) {
+            /* a file at the path now is one this open made: nothing of the object */
+            if (fd_is_path(*fd, tmp))
+                tmp_remove_locked(tmp);
+            return false;
+        }
+        /* The file we locked is the one at tmp: ours to write (else the run that held it
+         * moved or removed it: open the path again). Either way the run that held it may have
+         * recorded the identity since (its marker is gone then): reuse it. */
+        bool mine = fd_is_path(*fd, tmp);
+        if (reuse_by_identity(c, run, db, location, tmp, obj, res)) {
+            if (mine)
+                tmp_remove_locked(tmp);
+            return false;
+        }
+        if (mine)
+            return true;
+        close(*fd);
+        *fd = -1;
+    }
+}
+
 static struct fsm_result download(struct fsm_run *run, void *ud)
 {
     struct fetch_context *c = ud;
@@ -1299,18 +1609,19 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
                         "%" PRIu64 " bytes",
                         rq.location, obj.size, c->policy.max_blob_bytes);
 
-    _cleanup_free_ char *tmp = tmp_path_for(c, rq.location);
+    _cleanup_free_ char *tmp = tmp_path_for(c, obj.identity ? obj.identity : rq.location);
     if (!tmp || mkdir_p(c->tmp_dir, 0700) < 0)
         return fsm_retry("cannot prepare %s", c->tmp_dir);
     struct fsm_result reused;
     if (reuse_by_identity(c, run, db, rq.location, tmp, &obj, &reused))
         return reused;
-    _cleanup_close_ int fd = open(tmp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return fsm_retry("cannot open %s: %m", tmp);
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-        return errno == EWOULDBLOCK ? fsm_retry("another fetch of this location is running")
-                                    : fsm_retry("cannot lock %s: %m", tmp);
+    drop_older_version(db, rq.location, tmp);
+    /* One download of these bytes at a time: another run holding the temp file is fetching
+     * them; wait for it, then take its blob or go on from its bytes. */
+    _cleanup_close_ int fd = -1;
+    struct fsm_result locked;
+    if (!download_lock(c, run, db, rq.location, &obj, tmp, &fd, &locked))
+        return locked;
 
     /* Large objects: parallel ranges (a strong ETag keeps them one version). A parallel
      * download of this version left in this boot resumes every range at its byte. */
@@ -1330,8 +1641,8 @@ static struct fsm_result download(struct fsm_run *run, void *ud)
      * (a weak one, or none, cannot prove the bytes are the same; start from byte 0). */
     struct blob_download dr;
     uint64_t offset = 0;
-    if (blobs_download_get(db, rq.location, &dr) == 1 && strong && !was_ranges && dr.etag &&
-        !strcmp(dr.etag, obj.etag) && dr.tmp_path && !strcmp(dr.tmp_path, tmp))
+    if (download_row_for_tmp(db, rq.location, tmp, &dr) == 1 && strong && !was_ranges && dr.etag &&
+        !strcmp(dr.etag, obj.etag))
         offset = resume_offset(fd, &dr, obj.size);
     blob_download_free(&dr);
     struct sha256 h = {0};
@@ -1880,6 +2191,26 @@ static struct fsm_result t_download(struct fsm_run *run, void *ud)
     return res;
 }
 
+/* The end step, whatever the outcome: the marker of the download this run finished
+ * (done_marker_write) goes, its record step having recorded the identity (or the run failed,
+ * and the next run downloads). */
+static void fetch_end(struct fsm_run *run, enum fsm_outcome outcome, const char *error, void *ud)
+{
+    (void)outcome;
+    (void)error;
+    size_t len = 0;
+    const void *data = fsm_run_response(run, &len);
+    _cleanup_json_ json_t *j = data ? json_loadb(data, len, 0, NULL) : NULL;
+    /* the temp file's name: the identity, else the location (tmp_path_for) */
+    const char *name = json_string_value(json_object_get(j, "identity"));
+    _cleanup_request_ struct fetch_request rq = {0};
+    if (!name && fetch_request_parse(run, &rq) == 0)
+        name = rq.location;
+    _cleanup_free_ char *tmp = name ? tmp_path_for(ud, name) : NULL;
+    if (tmp)
+        done_marker_remove(tmp);
+}
+
 int fetch_register(struct fsm_manager *m, const struct fetch_config *cfg,
                    struct fsm_machine **machine, struct fetch_context **ctx)
 {
@@ -1907,12 +2238,15 @@ int fetch_register(struct fsm_manager *m, const struct fetch_config *cfg,
         {"validate", validate, &validate_policy},
         {"record", record, &local_policy},
     };
+    static const fsm_finalizer_fn finalizers[] = {fetch_end};
     struct fsm_machine_def def = {
         .type = FETCH_MACHINE_TYPE,
         .action = FETCH_MACHINE_ACTION,
         .transitions = transitions,
         .n_transitions = ARRAY_SIZE(transitions),
         .end_state = "done",
+        .finalizers = finalizers,
+        .n_finalizers = ARRAY_SIZE(finalizers),
         .ud = c,
     };
     int r = fsm_register(m, &def, machine);

@@ -86,6 +86,16 @@
  * many bytes: what a power loss or reboot can cost. A dead process costs nothing: in the same
  * boot the temp file's length is trusted (docs/sources.md, "Resume at the byte"). */
 #define FETCH_CHECKPOINT_BYTES (64ULL << 20)
+/* A download split into ranges makes its ranges' bytes durable (one fdatasync of the file,
+ * then TMP.ranges) every this many bytes of all ranges together: what a reboot can cost it.
+ * Smaller than one GET's checkpoint because after a reboot the ranges have nothing else (no
+ * prefix to fall back on), and the split is used on slow links (below
+ * SOURCE_STREAM_SPLIT_RATE), where one fdatasync per 16 MiB costs little. */
+#define FETCH_RANGE_CHECKPOINT_BYTES (16ULL << 20)
+/* A download whose temp file another run holds (the same object, by identity or location, is
+ * being downloaded) waits for it: it looks again this often (one flock), and then takes the
+ * finished blob or, when the other run stopped, resumes its bytes. */
+#define FETCH_WAIT_POLL_MS 100
 /* Free space a download needs beyond its own bytes, checked (statvfs of the temp directory)
  * before the first byte is written: the record step's database writes (a few pages of WAL),
  * the run's events, and the file system's own metadata for the new file, with room to spare

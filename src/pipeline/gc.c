@@ -359,10 +359,16 @@ static int download_row(const char *loc, const char *tmp, void *ud)
     /* A live run's record is its own business, file or not: between moving the finished file
      * into the store and deleting the record in the same commit, the file is gone already. */
     if (live) {
-        char **v = file ? realloc(c->keep->keep, (c->keep->n + 1) * sizeof(char *)) : NULL;
-        if (v) {
+        /* with the files beside it: TMP.ranges (a download in ranges) and TMP.done (a
+         * finished download's digest, until its run ends: src/pipeline/fetch.c) */
+        static const char *const beside[] = {"", ".ranges", ".done"};
+        for (size_t i = 0; tmp && i < ARRAY_SIZE(beside); i++) {
+            char **v = realloc(c->keep->keep, (c->keep->n + 1) * sizeof(char *));
+            if (!v)
+                break;
             c->keep->keep = v;
-            v[c->keep->n++] = strdup(tmp);
+            if (asprintf(&v[c->keep->n], "%s%s", tmp, beside[i]) >= 0)
+                c->keep->n++;
         }
         return 0;
     }

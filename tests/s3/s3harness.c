@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,7 +238,9 @@ uint64_t s3h_part_size(const char *state_dir)
         struct stat st;
         char f[8192];
         snprintf(f, sizeof(f), "%s/%s", p, de->d_name);
-        if (strstr(de->d_name, ".part") && stat(f, &st) == 0)
+        size_t len = strlen(de->d_name);
+        bool part = len > 5 && !strcmp(de->d_name + len - 5, ".part"); /* not .part.ranges */
+        if (part && stat(f, &st) == 0)
             n = (uint64_t)st.st_size;
     }
     if (d)

@@ -410,7 +410,9 @@ case_inflight() {
     THINIMG_FAULT=fetch.record.start:stop bg held --state-dir "$S" fetch "$loc"
     wait_stopped "$TIPID"
     [ "$(q "SELECT count(*) FROM downloads")" = 1 ] || fail "no download record at the record step"
-    [ "$(part_files)" = 0 ] || fail "the temp file is still there at the record step"
+    # (TMP.done, the marker of the finished download, stays beside its path until the run ends)
+    [ "$(find "$S/tmp" -type f -name '*.part' | wc -l)" = 0 ] ||
+        fail "the temp file is still there at the record step"
     ti dry --state-dir "$S" gc --dry-run --json
     [ "$RC" = 0 ] || fail "gc --dry-run: exit $RC: $(tail -3 "$W/dry.err")"
     [ "$(jq '[.orphans[] | select(.kind == "download" or .kind == "tmpfile")] | length' "$W/dry.out")" = 0 ] ||
@@ -428,6 +430,7 @@ case_inflight() {
     [ "$(q "SELECT count(*) FROM downloads")" = 0 ] || fail "the record outlived its run"
     [ "$(q "SELECT count(*) FROM fsm_runs WHERE type = 'fetch' AND status < 3")" = 0 ] ||
         fail "a fetch run left unfinished"
+    [ "$(find "$S/tmp" -type f | wc -l)" = 0 ] || fail "files left in tmp: $(find "$S/tmp" -type f)"
     pass "killed there: gc still lists nothing; the next fetch finishes the run, no record left"
 }
 
