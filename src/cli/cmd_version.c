@@ -13,14 +13,15 @@
 
 #include "cli/cli.h"
 #include "source/curl_lib.h"
+#include "util/archive_lib.h"
 #include "util/version.h"
 
 static void usage(FILE *out)
 {
-    fprintf(
-        out,
-        "Usage: thinimg version [--json]\n\nPrint thinimg's version and the versions "
-        "of the libraries it runs with (libcurl's as built with: it is loaded on first use).\n");
+    fprintf(out, "Usage: thinimg version [--json]\n\nPrint thinimg's version and the versions "
+                 "of the libraries it runs with (those loaded on first use, libarchive and "
+                 "libcurl: as built "
+                 "with).\n");
 }
 
 int cmd_version(struct cli *cli, int argc, char **argv)
@@ -40,19 +41,21 @@ int cmd_version(struct cli *cli, int argc, char **argv)
         return operands_rc;
     char dm[64] = "unknown";
     dm_get_library_version(dm, sizeof(dm));
-    /* libcurl is loaded on first use (source/curl_lib.h), and `version` does not use it: its
-     * version is the one thinimg was built with; the soname says which library is loaded. */
+    /* libcurl and libarchive are loaded on first use (source/curl_lib.h, util/archive_lib.h)
+     * and `version` does not use them: their versions are the ones thinimg was built with; the
+     * soname says which library is loaded. */
     if (json) {
-        json_t *o =
-            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "version", THINIMG_VERSION, "sqlite",
-                      sqlite3_libversion(), "libarchive", archive_version_string(), "libdevmapper",
-                      dm, "curl", LIBCURL_VERSION, "openssl", OpenSSL_version(OPENSSL_VERSION));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "version", THINIMG_VERSION,
+                              "sqlite", sqlite3_libversion(), "libarchive",
+                              ARCHIVE_VERSION_ONLY_STRING, "libdevmapper", dm, "curl",
+                              LIBCURL_VERSION, "openssl", OpenSSL_version(OPENSSL_VERSION));
         cli_print_json(o);
         return EXIT_OK;
     }
     printf("thinimg %s\n", THINIMG_VERSION);
-    printf("  sqlite %s, %s, libdevmapper %s, curl %s (built with; %s is loaded on use), %s\n",
-           sqlite3_libversion(), archive_version_string(), dm, LIBCURL_VERSION, curl_lib_soname(),
+    printf("  sqlite %s, libdevmapper %s, %s\n", sqlite3_libversion(), dm,
            OpenSSL_version(OPENSSL_VERSION));
+    printf("  loaded on use, as built with: libarchive %s (%s), curl %s (%s)\n",
+           ARCHIVE_VERSION_ONLY_STRING, archive_lib_soname(), LIBCURL_VERSION, curl_lib_soname());
     return EXIT_OK;
 }

@@ -1,7 +1,8 @@
 /*
- * test_lazylibs.c: libcurl and libmicrohttpd are loaded on first use (util/dynlib.h), never at
- * process start: the local commands do not load them, the network sources do, and a library
- * that cannot be loaded is one clear error of kind "unhealthy" (exit code 3), not a crash.
+ * test_lazylibs.c: libcurl, libmicrohttpd and libarchive are loaded on first use
+ * (util/dynlib.h), never at process start: the local commands do not load them, the network
+ * sources load libcurl, reading a layer loads libarchive, and a library that cannot be loaded is
+ * one clear error of kind "unhealthy" (exit code 3), not a crash.
  *
  * The evidence that a command did not load a library is the dynamic loader's own trace
  * (LD_DEBUG=libs on stderr), checked against a library the command does load (sqlite), so the
@@ -14,6 +15,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +56,15 @@ static void assert_not_loaded(const char *cmd, const char *trace)
         fail_msg("`thinimg %s` loaded libmicrohttpd", cmd);
 }
 
+static void assert_archive_loaded(const char *cmd, const char *trace, bool loaded)
+{
+    if (tu_contains(trace, "libarchive.so") != loaded)
+        fail_msg("`thinimg %s` %s libarchive", cmd, loaded ? "did not load" : "loaded");
+}
+
 /* `version`, `list-images` on an empty state directory and a fetch from a dir: source load
- * neither library (the executable does not list them as NEEDED). */
+ * neither libcurl nor libmicrohttpd (the executable does not list them as NEEDED); the first
+ * two do not load libarchive either, the fetch does (it validates the layer) and succeeds. */
 static void test_local_commands_do_not_load(void **state)
 {
     (void)state;
@@ -64,16 +73,19 @@ static void test_local_commands_do_not_load(void **state)
 
     assert_int_equal(run_traced(dir, (char *[]){"version", NULL}, &trace), 0);
     assert_not_loaded("version", trace);
+    assert_archive_loaded("version", trace, false);
     free(trace);
 
     assert_int_equal(run_traced(dir, (char *[]){"list-images", NULL}, &trace), 0);
     assert_not_loaded("list-images", trace);
+    assert_archive_loaded("list-images", trace, false);
     free(trace);
 
     char ref[4096];
     snprintf(ref, sizeof(ref), "dir:%s/example/images/busybox/1.tar", tu_build_dir());
     assert_int_equal(run_traced(dir, (char *[]){"fetch", ref, NULL}, &trace), 0);
     assert_not_loaded("fetch dir:", trace);
+    assert_archive_loaded("fetch dir:", trace, true);
     free(trace);
 
     tu_rmrf(dir);
