@@ -12,12 +12,16 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "source/curl_lib.h"
+#include "util/archive_lib.h"
 #include "util/version.h"
 
 static void usage(FILE *out)
 {
     fprintf(out, "Usage: thinimg version [--json]\n\nPrint thinimg's version and the versions "
-                 "of the libraries it runs with.\n");
+                 "of the libraries it runs with (those loaded on first use, libarchive and "
+                 "libcurl: as built "
+                 "with).\n");
 }
 
 int cmd_version(struct cli *cli, int argc, char **argv)
@@ -37,17 +41,21 @@ int cmd_version(struct cli *cli, int argc, char **argv)
         return operands_rc;
     char dm[64] = "unknown";
     dm_get_library_version(dm, sizeof(dm));
-    const curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    /* libcurl and libarchive are loaded on first use (source/curl_lib.h, util/archive_lib.h)
+     * and `version` does not use them: their versions are the ones thinimg was built with; the
+     * soname says which library is loaded. */
     if (json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "version", THINIMG_VERSION,
                               "sqlite", sqlite3_libversion(), "libarchive",
-                              archive_version_string(), "libdevmapper", dm, "curl", cv->version,
-                              "openssl", OpenSSL_version(OPENSSL_VERSION));
+                              ARCHIVE_VERSION_ONLY_STRING, "libdevmapper", dm, "curl",
+                              LIBCURL_VERSION, "openssl", OpenSSL_version(OPENSSL_VERSION));
         cli_print_json(o);
         return EXIT_OK;
     }
     printf("thinimg %s\n", THINIMG_VERSION);
-    printf("  sqlite %s, %s, libdevmapper %s, curl %s, %s\n", sqlite3_libversion(),
-           archive_version_string(), dm, cv->version, OpenSSL_version(OPENSSL_VERSION));
+    printf("  sqlite %s, libdevmapper %s, %s\n", sqlite3_libversion(), dm,
+           OpenSSL_version(OPENSSL_VERSION));
+    printf("  loaded on use, as built with: libarchive %s (%s), curl %s (%s)\n",
+           ARCHIVE_VERSION_ONLY_STRING, archive_lib_soname(), LIBCURL_VERSION, curl_lib_soname());
     return EXIT_OK;
 }

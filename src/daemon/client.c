@@ -12,6 +12,7 @@
 
 #include "daemon/api.h"
 #include "guard/lock.h"
+#include "source/curl_lib.h"
 #include "util/buf.h"
 
 struct api_client {
@@ -36,6 +37,9 @@ static void curl_init_once(void)
 
 int api_client_open(const char *socket_path, struct api_client **out)
 {
+    int r = curl_lib_load(NULL); /* api_client_detect() loaded it and reported a failure */
+    if (r < 0)
+        return r;
     pthread_once(&g_curl_once, curl_init_once);
     struct api_client *c = calloc(1, sizeof(*c));
     if (!c)
@@ -126,8 +130,15 @@ int api_client_detect(const struct config *cfg, struct api_client **out, struct 
     struct lock_holder h = {0};
     if (proc_lock_holder(cfg->lock_path, &h) < 0 || strcmp(h.command, "daemon") != 0)
         return 0;
+    /* The client speaks through libcurl, loaded on first use (source/curl_lib.h): only a
+     * command that finds a daemon to talk to loads it. */
+    int r = curl_lib_load(e);
+    if (r < 0) {
+        err_prefix(e, "the thinimg daemon holds the state directory, but its client cannot start");
+        return r;
+    }
     struct api_client *c = NULL;
-    int r = api_client_open(cfg->socket_path, &c);
+    r = api_client_open(cfg->socket_path, &c);
     if (r < 0)
         return err_set(e, r, "out of memory");
     long status = 0;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "daemon/api.h"
+#include "daemon/mhd_lib.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/timeutil.h"
@@ -440,6 +441,11 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 int http_server_start(const struct http_server_opts *o, struct http_server **out, struct err *e)
 {
+    int lr = mhd_lib_load(e); /* libmicrohttpd is loaded on first use (mhd_lib.h) */
+    if (lr < 0) {
+        close(o->listen_fd);
+        return lr;
+    }
     struct http_server *s = calloc(1, sizeof(*s));
     if (!s) {
         close(o->listen_fd);

@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "source/curl_lib.h"
 #include "source/source_impl.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -46,6 +47,9 @@ static void curl_init_once(void)
 
 int httpc_new(const struct source *s, bool follow_redirects, struct httpc **out)
 {
+    int r = curl_lib_load(NULL); /* source_open() loaded it and reported a failure */
+    if (r < 0)
+        return r;
     pthread_once(&curl_once, curl_init_once);
     if (curl_init_rc != CURLE_OK)
         return -EIO;

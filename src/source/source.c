@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "source/curl_lib.h"
 #include "source/source_impl.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
@@ -196,6 +197,16 @@ bool source_etag_is_strong(const char *etag)
     return etag && *etag && strncmp(etag, "W/", 2) != 0;
 }
 
+/* The s3, http(s) and docker sources speak through libcurl, which is loaded on first use
+ * (curl_lib.h): load it here, so a missing library is reported as such, with its package. */
+static int network_source_open(int (*open_kind)(struct source *, const char *, char **,
+                                                struct err *),
+                               struct source *s, const char *rest, char **key_out, struct err *e)
+{
+    int r = curl_lib_load(e);
+    return r < 0 ? r : open_kind(s, rest, key_out, e);
+}
+
 int source_open(const char *location, const struct source_options *o, struct source **out,
                 char **key_out, struct err *e)
 {
@@ -217,16 +228,16 @@ int source_open(const char *location, const struct source_options *o, struct sou
 
     if (!strncmp(location, "s3://", 5)) {
         s->kind = SOURCE_S3;
-        r = source_s3_open(s, location + 5, &key, e);
+        r = network_source_open(source_s3_open, s, location + 5, &key, e);
     } else if (!strncmp(location, "dir:", 4)) {
         s->kind = SOURCE_DIR;
         r = source_dir_open(s, location + 4, &key, e);
     } else if (!strncmp(location, "http://", 7) || !strncmp(location, "https://", 8)) {
         s->kind = SOURCE_HTTP;
-        r = source_http_open(s, location, &key, e);
+        r = network_source_open(source_http_open, s, location, &key, e);
     } else if (!strncmp(location, "docker://", 9)) {
         s->kind = SOURCE_REGISTRY;
-        r = source_registry_open(s, location + 9, &key, e);
+        r = network_source_open(source_registry_open, s, location + 9, &key, e);
     } else {
         r = err_set(e, -EINVAL,
                     "'%.128s' is not a location: use s3://bucket/key, dir:/path, "

@@ -93,6 +93,7 @@ enum err_kind err_kind_of(int code)
     case EXDEV: return ERR_KIND_REJECTED;
     case EHOSTDOWN:
     case ENODEV: /* no device-mapper driver: the host cannot do the work */
+    case ELIBACC: /* a library loaded on use is missing (util/dynlib.h): likewise */
     case ENOSPC:
     case EUCLEAN: return ERR_KIND_UNHEALTHY;
     case ESHUTDOWN: return ERR_KIND_SHUTDOWN;

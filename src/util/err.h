@@ -48,7 +48,7 @@ enum err_kind {
     ERR_KIND_NOT_FOUND,   /* ENOENT, ENXIO */
     ERR_KIND_BUSY,        /* EBUSY, EAGAIN: locked or in use */
     ERR_KIND_REJECTED,    /* EBADMSG, EPERM, ENOTSUP, EILSEQ, ENAMETOOLONG, EFBIG, ELOOP, EXDEV */
-    ERR_KIND_UNHEALTHY,   /* EHOSTDOWN, ENODEV, ENOSPC, EUCLEAN: host or pool refuses */
+    ERR_KIND_UNHEALTHY,   /* EHOSTDOWN, ENODEV, ELIBACC, ENOSPC, EUCLEAN: host or pool refuses */
     ERR_KIND_SHUTDOWN,    /* ESHUTDOWN: the service is stopping */
     ERR_KIND_TOO_LARGE,   /* EMSGSIZE: a request over its size limit */
     ERR_KIND_PERMISSION,  /* EACCES: access denied (by a source, or this user lacks a privilege) */

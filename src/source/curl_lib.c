@@ -1,0 +1,151 @@
+/*
+ * curl_lib.c: the libcurl functions thinimg calls, forwarded to libcurl loaded on first use.
+ * See curl_lib.h and util/dynlib.h.
+ *
+ * Each function has libcurl's own name and prototype (from <curl/curl.h>) and calls the real
+ * one through the address dynlib resolved. When libcurl cannot be loaded it returns what
+ * libcurl returns for a failure (NULL, CURLE_FAILED_INIT) and the reason is logged once.
+ *
+ * The two variadic functions cannot forward a va_list (libcurl exports no va_list variants),
+ * so they read their one argument with its type and pass it on, as libcurl decodes it:
+ * curl_easy_setopt() by the option's number range (CURLOPTTYPE_LONG, OBJECTPOINT and
+ * FUNCTIONPOINT, OFF_T, BLOB: curl/curl.h), curl_easy_getinfo() always a pointer.
+ */
+#define CURL_DISABLE_TYPECHECK /* the definitions below must not be rewritten by its macros */
+#include "source/curl_lib.h"
+
+#include <curl/curl.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include "util/dynlib.h"
+
+#ifndef THINIMG_CURL_SONAME
+#error "THINIMG_CURL_SONAME is defined by CMakeLists.txt (thinimg_loaded_on_use)"
+#endif
+
+/* Every libcurl function the tree calls. */
+#define CURL_LIB_FUNCTIONS(X)                                                                      \
+    X(curl_global_init)                                                                            \
+    X(curl_easy_init)                                                                              \
+    X(curl_easy_setopt)                                                                            \
+    X(curl_easy_perform)                                                                           \
+    X(curl_easy_getinfo)                                                                           \
+    X(curl_easy_reset)                                                                             \
+    X(curl_easy_cleanup)                                                                           \
+    X(curl_easy_strerror)                                                                          \
+    X(curl_slist_append)                                                                           \
+    X(curl_slist_free_all)                                                                         \
+    X(curl_getdate)
+
+DYNLIB_DEFINE(curl_lib, CURL_LIB_FUNCTIONS, .soname = THINIMG_CURL_SONAME,
+              .used_for = "the s3://, http(s):// and docker:// sources and the daemon client",
+              .package = "libcurl (Debian, Ubuntu: libcurl4; Fedora: libcurl)");
+
+int curl_lib_load(struct err *e)
+{
+    return dynlib_load(&curl_lib, e);
+}
+
+bool curl_lib_loaded(void)
+{
+    return dynlib_loaded(&curl_lib);
+}
+
+const char *curl_lib_soname(void)
+{
+    return curl_lib.soname;
+}
+
+#define CURL_REAL(name) DYNLIB_REAL(curl_lib, name)
+
+CURLcode curl_global_init(long flags)
+{
+    typeof(&curl_global_init) f = CURL_REAL(curl_global_init);
+    return f ? f(flags) : CURLE_FAILED_INIT;
+}
+
+CURL *curl_easy_init(void)
+{
+    typeof(&curl_easy_init) f = CURL_REAL(curl_easy_init);
+    return f ? f() : NULL;
+}
+
+CURLcode(curl_easy_setopt)(CURL *curl, CURLoption option, ...)
+{
+    typeof(&curl_easy_setopt) f = CURL_REAL(curl_easy_setopt);
+    if (!f)
+        return CURLE_FAILED_INIT;
+    va_list ap;
+    va_start(ap, option);
+    CURLcode rc;
+    if (option < CURLOPTTYPE_OBJECTPOINT)
+        rc = f(curl, option, va_arg(ap, long));
+    else if (option < CURLOPTTYPE_FUNCTIONPOINT)
+        rc = f(curl, option, va_arg(ap, void *));
+    else if (option < CURLOPTTYPE_OFF_T)
+        rc = f(curl, option, va_arg(ap, void (*)(void)));
+    else if (option < CURLOPTTYPE_BLOB)
+        rc = f(curl, option, va_arg(ap, curl_off_t));
+    else
+        rc = f(curl, option, va_arg(ap, struct curl_blob *));
+    va_end(ap);
+    return rc;
+}
+
+CURLcode curl_easy_perform(CURL *curl)
+{
+    typeof(&curl_easy_perform) f = CURL_REAL(curl_easy_perform);
+    return f ? f(curl) : CURLE_FAILED_INIT;
+}
+
+CURLcode(curl_easy_getinfo)(CURL *curl, CURLINFO info, ...)
+{
+    typeof(&curl_easy_getinfo) f = CURL_REAL(curl_easy_getinfo);
+    if (!f)
+        return CURLE_FAILED_INIT;
+    va_list ap;
+    va_start(ap, info);
+    CURLcode rc = f(curl, info, va_arg(ap, void *));
+    va_end(ap);
+    return rc;
+}
+
+void curl_easy_reset(CURL *curl)
+{
+    typeof(&curl_easy_reset) f = CURL_REAL(curl_easy_reset);
+    if (f)
+        f(curl);
+}
+
+void curl_easy_cleanup(CURL *curl)
+{
+    typeof(&curl_easy_cleanup) f = CURL_REAL(curl_easy_cleanup);
+    if (f)
+        f(curl);
+}
+
+const char *curl_easy_strerror(CURLcode code)
+{
+    typeof(&curl_easy_strerror) f = CURL_REAL(curl_easy_strerror);
+    return f ? f(code) : "libcurl is not available";
+}
+
+struct curl_slist *curl_slist_append(struct curl_slist *list, const char *string)
+{
+    typeof(&curl_slist_append) f = CURL_REAL(curl_slist_append);
+    return f ? f(list, string) : NULL;
+}
+
+void curl_slist_free_all(struct curl_slist *list)
+{
+    typeof(&curl_slist_free_all) f = CURL_REAL(curl_slist_free_all);
+    if (f)
+        f(list);
+}
+
+time_t curl_getdate(const char *p, const time_t *unused)
+{
+    typeof(&curl_getdate) f = CURL_REAL(curl_getdate);
+    return f ? f(p, unused) : -1;
+}
