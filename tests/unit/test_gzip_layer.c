@@ -2,8 +2,14 @@
  * test_gzip_layer.c: what a .tar.gz layer may look like around its gzip framing, through the
  * module's public calls (detect + scan, apply, the diff id, the scan of a followed download):
  *   - bytes after the last gzip member (zeros, garbage, the start of a header cut short) are
- *     ignored, as libarchive's gzip filter ignores them;
- *   - members one after another are one stream (the diff id is the plain tar's digest).
+ *     ignored, as libarchive's gzip filter ignored them before gzip was read by ISA-L
+ *     (gunzip.c); these cases pass on both readers;
+ *   - members one after another are one stream (the diff id is the plain tar's digest);
+ *   - a wrong CRC-32 or ISIZE in a trailer, or a stream cut inside a trailer, is refused
+ *     (libarchive read the trailer without checking it, and the scan never read it);
+ *   - a gzip bomb (an entry declared ~8 GiB, zeros compressed ~1000:1) is refused at the
+ *     compression ratio limit within ~16 MiB of output, also while its data is skipped,
+ *     in bounded time and memory.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "archive/archive.h"
@@ -26,6 +34,13 @@
 #include "testutil.h"
 #include "util/cleanup.h"
 #include "util/hash.h"
+
+/* Bounds for the bomb: what the limit allows (16 MiB) and a block past it inflate in
+ * milliseconds; reading the declared 8 GiB takes seconds. Generous against a loaded host. */
+#define BOMB_MAX_SECONDS  3.0
+#define BOMB_MAX_RSS_KIB  (64 * 1024)
+#define BOMB_MEMBER_BYTES (64u << 20)
+#define BOMB_MEMBERS      128 /* 8 GiB of zeros */
 
 struct buf {
     unsigned char *p;
@@ -46,24 +61,9 @@ static void buf_add(struct buf *b, const void *data, size_t n)
 /* data as one gzip member (libarchive's writer, zlib: not the reader under test). */
 static void gzip_member(struct buf *out, const void *data, size_t n)
 {
-    size_t cap = n + n / 100 + 4096, used = 0;
-    unsigned char *m = malloc(cap);
+    size_t used = 0;
+    unsigned char *m = tu_gzip_member(data, n, &used);
     assert_non_null(m);
-    struct archive *a = archive_write_new();
-    archive_write_set_format_raw(a);
-    archive_write_add_filter_gzip(a);
-    archive_write_set_bytes_in_last_block(a, 1);
-    assert_int_equal(archive_write_open_memory(a, m, cap, &used), ARCHIVE_OK);
-    struct archive_entry *ae = archive_entry_new();
-    archive_entry_set_pathname(ae, "data");
-    archive_entry_set_filetype(ae, AE_IFREG);
-    archive_entry_set_size(ae, (la_int64_t)n);
-    assert_int_equal(archive_write_header(a, ae), ARCHIVE_OK);
-    if (n)
-        assert_int_equal(archive_write_data(a, data, n), (la_ssize_t)n);
-    archive_entry_free(ae);
-    assert_int_equal(archive_write_close(a), ARCHIVE_OK);
-    archive_write_free(a);
     buf_add(out, m, used);
     free(m);
 }
@@ -177,15 +177,54 @@ static void expect_ok(const char *dir, const struct buf *b, const char *want, co
             fail_msg("%s: step %d: %d %s", what, i, r[i], msg);
 }
 
+/* Every step refuses the blob with code, and the message holds rule. */
+static void expect_refused(const char *dir, const struct buf *b, const char *want, int code,
+                           const char *needle, const char *what)
+{
+    int r[5];
+    char msg[1024];
+    run_all(dir, b, want, r, msg, sizeof(msg));
+    for (int i = 0; i < 4; i++)
+        if (r[i] != code)
+            fail_msg("%s: step %d: %d, want %d (%s)", what, i, r[i], code, msg);
+    if (!strstr(msg, needle))
+        fail_msg("%s: '%s' not in '%s'", what, needle, msg);
+}
+
+/* A layer, its gzip (one member) and the digest of the tar (its diff id), in a temp dir. */
+struct fixture {
+    char *dir;
+    struct buf tar, gz;
+    char want[DIGEST_STR_LEN + 1];
+};
+
+static int fixture_setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    f->dir = tu_mkdtemp("gzlayer");
+    make_tar(&f->tar);
+    tar_digest(&f->tar, f->want);
+    gzip_member(&f->gz, f->tar.p, f->tar.n);
+    *state = f;
+    return 0;
+}
+
+static int fixture_teardown(void **state)
+{
+    struct fixture *f = *state;
+    tu_rmrf(f->dir);
+    free(f->dir);
+    free(f->tar.p);
+    free(f->gz.p);
+    free(f);
+    return 0;
+}
+
 static void test_after_the_last_member(void **state)
 {
-    (void)state;
-    char *dir = tu_mkdtemp("gzlayer");
-    struct buf tar = {0}, gz = {0};
-    make_tar(&tar);
-    char want[DIGEST_STR_LEN + 1];
-    tar_digest(&tar, want);
-    gzip_member(&gz, tar.p, tar.n);
+    struct fixture *f = *state;
+    const char *dir = f->dir, *want = f->want;
+    const struct buf gz = f->gz;
     expect_ok(dir, &gz, want, "one member");
 
     static const unsigned char zeros[4096];
@@ -213,20 +252,14 @@ static void test_after_the_last_member(void **state)
         expect_ok(dir, &b, want, tails[i].what);
         free(b.p);
     }
-    free(gz.p);
-    free(tar.p);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 static void test_members_concatenated(void **state)
 {
-    (void)state;
-    char *dir = tu_mkdtemp("gzlayer");
-    struct buf tar = {0}, gz = {0};
-    make_tar(&tar);
-    char want[DIGEST_STR_LEN + 1];
-    tar_digest(&tar, want);
+    struct fixture *f = *state;
+    const char *dir = f->dir, *want = f->want;
+    const struct buf tar = f->tar;
+    struct buf gz = {0};
     /* cut inside the first file's header, inside data, and an empty member between */
     size_t cuts[] = {100, 30000, 30000, 90001, tar.n};
     size_t at = 0;
@@ -236,7 +269,98 @@ static void test_members_concatenated(void **state)
     }
     expect_ok(dir, &gz, want, "five members");
     free(gz.p);
-    free(tar.p);
+}
+
+static void test_trailer_checked(void **state)
+{
+    struct fixture *f = *state;
+    const char *dir = f->dir, *want = f->want;
+    const struct buf gz = f->gz;
+    for (int field = 0; field < 2; field++) { /* CRC-32, ISIZE */
+        struct buf b = {0};
+        buf_add(&b, gz.p, gz.n);
+        b.p[b.n - 8 + 4 * field] ^= 0x01;
+        expect_refused(dir, &b, want, -EBADMSG, "(rule: malformed)",
+                       field ? "bad ISIZE" : "bad CRC");
+        expect_refused(dir, &b, want, -EBADMSG, "does not match its trailer",
+                       field ? "bad ISIZE" : "bad CRC");
+        free(b.p);
+    }
+    for (size_t cut = 1; cut < 8; cut++) {
+        struct buf b = {0};
+        buf_add(&b, gz.p, gz.n - cut);
+        expect_refused(dir, &b, want, -EBADMSG, "truncated gzip input (inside the trailer)",
+                       "cut in the trailer");
+        free(b.p);
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long maxrss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static void test_bomb_bounded(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp("gzlayer");
+    /* A tar header for one file of ~8 GiB, then its zeros, as 128 identical members. */
+    struct archive_policy p = archive_policy_default();
+    unsigned char hdr[512 + 4096];
+    size_t used = 0;
+    struct archive *a = archive_write_new();
+    archive_write_set_format_ustar(a);
+    archive_write_set_bytes_per_block(a, 0);
+    assert_int_equal(archive_write_open_memory(a, hdr, sizeof(hdr), &used), ARCHIVE_OK);
+    struct archive_entry *ae = archive_entry_new();
+    archive_entry_set_pathname(ae, "zeros");
+    archive_entry_set_filetype(ae, AE_IFREG);
+    archive_entry_set_perm(ae, 0644);
+    /* ustar's size field holds up to 8 GiB - 1 */
+    archive_entry_set_size(ae, (la_int64_t)BOMB_MEMBER_BYTES * BOMB_MEMBERS - 512);
+    assert_int_equal(archive_write_header(a, ae), ARCHIVE_OK);
+    archive_entry_free(ae);
+    archive_write_free(a);
+    assert_true(used >= 512); /* the header block, then end blocks: the header alone is kept */
+    struct buf b = {0}, z = {0};
+    gzip_member(&b, hdr, 512);
+    unsigned char *zeros = calloc(1, BOMB_MEMBER_BYTES);
+    gzip_member(&z, zeros, BOMB_MEMBER_BYTES);
+    free(zeros);
+    for (int i = 0; i < BOMB_MEMBERS; i++)
+        buf_add(&b, z.p, z.n);
+    assert_true((uint64_t)BOMB_MEMBER_BYTES * BOMB_MEMBERS / b.n > p.max_ratio);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/bomb.tar.gz", dir);
+    assert_int_equal(tu_write_file(path, b.p, b.n), 0);
+
+    long rss0 = maxrss_kib();
+    double t0 = now_s();
+    struct err e = {0};
+    assert_int_equal(archive_scan(path, &p, NULL, &e), -EFBIG);
+    double t1 = now_s();
+    assert_non_null(strstr(e.msg, "(rule: ratio)"));
+    char did[DIGEST_STR_LEN + 1];
+    e = (struct err){0};
+    assert_int_equal(archive_diff_id(path, BLOB_TAR_GZIP, &p, did, &e), -EFBIG);
+    double t2 = now_s();
+    assert_non_null(strstr(e.msg, "(rule: ratio)"));
+    long grew = maxrss_kib() - rss0;
+    print_message("bomb: scan %.3f s, diff id %.3f s, peak RSS +%ld KiB\n", t1 - t0, t2 - t1, grew);
+    assert_true(t1 - t0 < BOMB_MAX_SECONDS);
+    assert_true(t2 - t1 < BOMB_MAX_SECONDS);
+    assert_true(grew < BOMB_MAX_RSS_KIB);
+    free(z.p);
+    free(b.p);
     tu_rmrf(dir);
     free(dir);
 }
@@ -244,8 +368,11 @@ static void test_members_concatenated(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_after_the_last_member),
-        cmocka_unit_test(test_members_concatenated),
+        cmocka_unit_test(test_bomb_bounded),
+        cmocka_unit_test_setup_teardown(test_after_the_last_member, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_members_concatenated, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_trailer_checked, fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
