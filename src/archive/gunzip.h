@@ -21,7 +21,7 @@
  * (bad deflate data, CRC-32, ISIZE, header CRC, reserved flags, method); the source's
  * negative errno when it fails; -ENOMEM.
  *
- * Memory: one ISA-L inflate state (~60 KiB) and an output buffer (GUNZIP_OUT_BYTES); the
+ * Memory: one ISA-L inflate state (85 KiB) and an output buffer (GUNZIP_OUT_BYTES); the
  * input is the source's own buffer. Not thread-safe (one per reader).
  */
 #pragma once
