@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # Build: compiler, cmake, the libraries the code links.
 PKGS_BUILD=(build-essential cmake pkg-config
   libsqlite3-dev libcurl4-openssl-dev libarchive-dev libdevmapper-dev libssl-dev
-  libjansson-dev libexpat1-dev libncurses-dev libmicrohttpd-dev)
+  libjansson-dev libexpat1-dev libncurses-dev libmicrohttpd-dev
+  libisal-dev)
 # Tests: cmocka, the tools tests drive or compare against, the VM harness (qemu, a busybox
 # initramfs, kmod for depmod, cpio), e2fsprogs and thin-provisioning-tools used inside the VM,
 # clang + compiler-rt for libFuzzer, tmux for the monitor test, node/npm for the S3 server,

@@ -6,6 +6,8 @@
 #include "fsm/fsm.h"
 #include "store/schema.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -181,6 +183,32 @@ int tu_write_file(const char *path, const void *data, size_t len)
 bool tu_contains(const char *haystack, const char *needle)
 {
     return haystack && needle && strstr(haystack, needle) != NULL;
+}
+
+unsigned char *tu_gzip_member(const void *data, size_t n, size_t *out_n)
+{
+    size_t cap = n + n / 100 + 4096, used = 0;
+    unsigned char *m = malloc(cap);
+    struct archive *a = archive_write_new();
+    struct archive_entry *ae = archive_entry_new();
+    archive_entry_set_pathname(ae, "data");
+    archive_entry_set_filetype(ae, AE_IFREG);
+    archive_entry_set_size(ae, (la_int64_t)n);
+    bool ok = m && a && ae && archive_write_set_format_raw(a) == ARCHIVE_OK &&
+              archive_write_add_filter_gzip(a) == ARCHIVE_OK &&
+              archive_write_set_bytes_in_last_block(a, 1) == ARCHIVE_OK &&
+              archive_write_open_memory(a, m, cap, &used) == ARCHIVE_OK &&
+              archive_write_header(a, ae) == ARCHIVE_OK &&
+              (n == 0 || archive_write_data(a, data, n) == (la_ssize_t)n) &&
+              archive_write_close(a) == ARCHIVE_OK;
+    archive_entry_free(ae);
+    archive_write_free(a);
+    if (!ok) {
+        free(m);
+        return NULL;
+    }
+    *out_n = used;
+    return m;
 }
 
 int tu_db_open(const char *tag, struct tu_db *t)

@@ -31,6 +31,10 @@ char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);
 bool tu_contains(const char *haystack, const char *needle);
 
+/* data (n bytes) as one gzip member with a plain 10-byte header, made by libarchive's
+ * writer (zlib), not by the reader under test: a malloc'd buffer, its length in *out_n. */
+unsigned char *tu_gzip_member(const void *data, size_t n, size_t *out_n);
+
 /* A fresh directory (tu_mkdtemp(tag)) holding a database with every component's schema
  * migrated in, as the commands open it. Returns 0, or -1 after printing why. */
 struct db;

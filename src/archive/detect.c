@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "archive/gunzip.h"
 #include "archive/internal.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
@@ -27,6 +28,8 @@
 #define TAR_BLOCK 512
 /* Bytes read for sniffing: one tar header block is all the magic checks need. */
 #define SNIFF_BYTES TAR_BLOCK
+/* Read size of detection: it reads the first block, or headers only */
+#define DETECT_READ_BYTES (1 << 16)
 
 const char *blob_format_name(enum blob_format f)
 {
@@ -256,13 +259,16 @@ enum blob_format tar_kind_format(const struct tar_kind *k, enum blob_format laye
 static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *out, char *why,
                         size_t why_len)
 {
+    _cleanup_(gunzip_freep) struct gunzip *gz = NULL;
+    if (layer_fmt == BLOB_TAR_GZIP && gunzip_new_fd(&gz, fd, DETECT_READ_BYTES) < 0)
+        return -ENOMEM;
     struct archive *a = archive_read_new();
     if (!a)
         return -ENOMEM;
     archive_read_support_format_tar(a);
-    archive_read_support_filter_gzip(a);
     archive_read_support_filter_zstd(a);
-    if (archive_read_open_fd(a, fd, 1 << 16) != ARCHIVE_OK) {
+    int r = gz ? gunzip_archive_open(a, gz) : archive_read_open_fd(a, fd, DETECT_READ_BYTES);
+    if (r != ARCHIVE_OK) {
         set_why(why, why_len, "unreadable archive: %s", archive_error_string(a));
         archive_read_free(a);
         *out = BLOB_UNKNOWN;
@@ -271,7 +277,6 @@ static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *ou
     struct tar_kind kind = {0};
     uint64_t n = 0;
     struct archive_entry *ae;
-    int r;
     while ((r = archive_read_header_shared(a, &ae)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
         bool read_data = false;
         n++;
@@ -287,31 +292,71 @@ static int classify_tar(int fd, enum blob_format layer_fmt, enum blob_format *ou
     return 0;
 }
 
-/* Decompress the first block of a gzip/zstd blob: 1 when it starts a tar archive, 0 (with a
- * reason in why) when not. */
-static int compressed_is_tar(int fd, uint64_t size, char *why, size_t why_len)
+/* 1 when the n decompressed bytes at head start a tar archive, 0 (why set) when not. */
+static int head_is_tar(const unsigned char *head, la_ssize_t n, uint64_t size, char *why,
+                       size_t why_len)
 {
+    char inner[128];
+    /* An empty decompressed stream has size 0 for the sniffer's purposes. */
+    if (archive_sniff(head, (size_t)n, n == 0 ? 0 : size, inner, sizeof(inner)) != SNIFF_TAR) {
+        set_why(why, why_len, "compressed data that is not a tar archive (%s)", inner);
+        return 0;
+    }
+    return 1;
+}
+
+/* The first block of a gzip blob, inflated (gunzip.c): bytes in head (fewer when the stream
+ * is shorter), or -1 with the reason in why. */
+static la_ssize_t gzip_head(int fd, unsigned char *head, size_t size, char *why, size_t why_len)
+{
+    _cleanup_(gunzip_freep) struct gunzip *gz = NULL;
+    if (gunzip_new_fd(&gz, fd, DETECT_READ_BYTES) < 0)
+        return -ENOMEM;
+    size_t n = 0;
+    while (n < size) {
+        const void *b;
+        ssize_t k = gunzip_read(gz, &b);
+        if (k < 0) {
+            set_why(why, why_len, "corrupt compressed data: %s", gunzip_error(gz));
+            return -1;
+        }
+        if (k == 0)
+            break;
+        size_t c = (size_t)k < size - n ? (size_t)k : size - n;
+        memcpy(head + n, b, c);
+        n += c;
+    }
+    return (la_ssize_t)n;
+}
+
+/* Decompress the first block of a gzip/zstd blob (k): 1 when it starts a tar archive, 0
+ * (with a reason in why) when not. */
+static int compressed_is_tar(int fd, enum sniff_kind k, uint64_t size, char *why, size_t why_len)
+{
+    unsigned char head[SNIFF_BYTES];
+    if (k == SNIFF_GZIP) {
+        la_ssize_t n = gzip_head(fd, head, sizeof(head), why, why_len);
+        return n < 0 ? (n == -ENOMEM ? -ENOMEM : 0) : head_is_tar(head, n, size, why, why_len);
+    }
     struct archive *a = archive_read_new();
     if (!a)
         return -ENOMEM;
     archive_read_support_format_raw(a);
-    archive_read_support_filter_gzip(a);
     archive_read_support_filter_zstd(a);
-    unsigned char head[SNIFF_BYTES];
     la_ssize_t n = -1;
     struct archive_entry *ae;
-    if (archive_read_open_fd(a, fd, 1 << 16) == ARCHIVE_OK &&
+    if (archive_read_open_fd(a, fd, DETECT_READ_BYTES) == ARCHIVE_OK &&
         archive_read_header_shared(a, &ae) == ARCHIVE_OK) {
         /* archive_read_data may return less than asked: fill the block. */
         n = 0;
         while (n < (la_ssize_t)sizeof(head)) {
-            la_ssize_t k = archive_read_data(a, head + n, sizeof(head) - (size_t)n);
-            if (k <= 0) {
-                if (k < 0)
+            la_ssize_t got = archive_read_data(a, head + n, sizeof(head) - (size_t)n);
+            if (got <= 0) {
+                if (got < 0)
                     n = -1;
                 break;
             }
-            n += k;
+            n += got;
         }
     }
     if (n < 0) {
@@ -320,13 +365,7 @@ static int compressed_is_tar(int fd, uint64_t size, char *why, size_t why_len)
         return 0;
     }
     archive_read_free(a);
-    char inner[128];
-    /* An empty decompressed stream has size 0 for the sniffer's purposes. */
-    if (archive_sniff(head, (size_t)n, n == 0 ? 0 : size, inner, sizeof(inner)) != SNIFF_TAR) {
-        set_why(why, why_len, "compressed data that is not a tar archive (%s)", inner);
-        return 0;
-    }
-    return 1;
+    return head_is_tar(head, n, size, why, why_len);
 }
 
 /* What the first bytes say: UNKNOWN (why set), or the layer format the blob has if it is a
@@ -352,7 +391,7 @@ static int detect_head(int fd, enum blob_format *layer_fmt, char *why, size_t wh
     if (lseek(fd, 0, SEEK_SET) < 0)
         return neg_errno();
     if (k != SNIFF_TAR) {
-        int r = compressed_is_tar(fd, (uint64_t)stbuf.st_size, why, why_len);
+        int r = compressed_is_tar(fd, k, (uint64_t)stbuf.st_size, why, why_len);
         if (r <= 0)
             return r;
         if (lseek(fd, 0, SEEK_SET) < 0)

@@ -20,15 +20,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "archive/gunzip.h"
 #include "archive/internal.h"
 #include "util/cleanup.h"
 #include "util/fsutil.h"
 #include "util/hash.h"
 
-#define JSON_MEMBER_MAX (4 << 20) /* manifests and indexes are KiBs; a 4 MiB one is hostile */
-#define LINK_HOPS_MAX   8         /* member -> member links followed (docker save uses 1) */
-#define INDEX_DEPTH_MAX 4         /* nested OCI indexes followed */
-#define SNIFF_BYTES     512
+#define JSON_MEMBER_MAX  (4 << 20) /* manifests and indexes are KiBs; a 4 MiB one is hostile */
+#define LINK_HOPS_MAX    8         /* member -> member links followed (docker save uses 1) */
+#define INDEX_DEPTH_MAX  4         /* nested OCI indexes followed */
+#define SNIFF_BYTES      512
+#define OUTER_READ_BYTES (1 << 20) /* read size of the outer tar */
 
 DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)
 
@@ -40,9 +42,24 @@ static struct archive *open_outer(const char *path, struct err *e)
         return NULL;
     }
     archive_read_support_format_tar(a);
-    archive_read_support_filter_gzip(a);
     archive_read_support_filter_zstd(a);
-    if (archive_read_open_filename(a, path, 1 << 20) != ARCHIVE_OK) {
+    /* gzip is read by gunzip.c, like a gzip layer; zstd by libarchive's filter */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        err_set(e, neg_errno(), "%s: cannot open archive: %m", path);
+        archive_read_free(a);
+        return NULL;
+    }
+    unsigned char magic[2] = {0};
+    int r;
+    if (pread(fd, magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) && magic[0] == 0x1f &&
+        magic[1] == 0x8b) {
+        r = gunzip_archive_open_fd(a, fd, OUTER_READ_BYTES);
+    } else {
+        close(fd);
+        r = archive_read_open_filename(a, path, OUTER_READ_BYTES);
+    }
+    if (r != ARCHIVE_OK) {
         err_set(e, -EBADMSG, "%s: cannot read archive: %s", path, archive_error_string(a));
         archive_read_free(a);
         return NULL;

@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "archive/gunzip.h"
 #include "archive/internal.h"
 #include "util/forklock.h"
 #include "util/cleanup.h"
@@ -144,10 +145,14 @@ struct layer_walk {
     uint64_t follow_pos; /* bytes read (and hashed) so far */
     char *follow_buf;
     enum blob_format follow_fmt; /* the layer format the first block says */
-    /* A followed gzip/zstd blob: raw decompresses it (libarchive's "raw" format, the whole
-     * stream) and feeds a (the tar reader, no filter); every byte raw gives goes into diff */
+    /* A gzip blob: gz inflates it (gunzip.c, ISA-L) and feeds a (the tar reader, no
+     * filter). A followed zstd blob: raw decompresses it (libarchive's "raw" format over its
+     * zstd filter, the whole stream) and feeds a. Followed, every byte either gives goes into
+     * diff. */
+    struct gunzip *gz;
     struct archive *raw;
     struct sha256 diff;
+    int source_failed; /* the error the decompressing source set (a limit, corrupt data) */
 };
 
 DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)
@@ -181,6 +186,9 @@ static int stream_fail(struct layer_walk *w, int code, const char *rule, const c
 
 static int libarchive_fail(struct layer_walk *w, const char *what)
 {
+    /* The decompressing source under the tar reader stopped it: its error stands. */
+    if (w->source_failed)
+        return w->source_failed;
     const char *m = archive_error_string(w->a);
     char msg[512];
     /* The tar reader fails without a message only when it cannot read ahead the bytes an
@@ -196,11 +204,15 @@ static int libarchive_fail(struct layer_walk *w, const char *what)
  * decompression is raw's, a tar reader over it only sees uncompressed bytes). */
 static uint64_t stream_in(struct layer_walk *w)
 {
+    if (w->gz)
+        return gunzip_bytes_in(w->gz);
     return (uint64_t)archive_filter_bytes(w->raw ? w->raw : w->a, -1);
 }
 
 static uint64_t stream_out(struct layer_walk *w)
 {
+    if (w->gz)
+        return gunzip_bytes_out(w->gz);
     return (uint64_t)archive_filter_bytes(w->raw ? w->raw : w->a, 0);
 }
 
@@ -504,26 +516,21 @@ static int validate_entry(struct layer_walk *w, struct archive_entry *ae)
     return 1;
 }
 
-/* The decompression filter of a blob the first block says is k (none for a plain tar). */
-static void reader_filter(struct archive *a, enum sniff_kind k)
-{
-    if (k == SNIFF_GZIP)
-        archive_read_support_filter_gzip(a);
-    else if (k == SNIFF_ZSTD)
-        archive_read_support_filter_zstd(a);
-}
-
-/* The libarchive reader for a layer the first block says is k (tar, gzip or zstd). */
+/* The libarchive reader for a layer the first block says is k: tar, or zstd (libarchive's
+ * filter); a gzip layer's tar reader reads from gunzip (open_inflated). */
 static int reader_new(struct layer_walk *w, enum sniff_kind k)
 {
     w->a = archive_read_new();
     if (!w->a)
         return err_set(w->e, -ENOMEM, "out of memory");
     archive_read_support_format_tar(w->a);
-    reader_filter(w->a, k);
+    if (k == SNIFF_ZSTD)
+        archive_read_support_filter_zstd(w->a);
     w->compressed = k != SNIFF_TAR;
     return 0;
 }
+
+static int open_inflated(struct layer_walk *w);
 
 static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
 {
@@ -553,6 +560,12 @@ static int open_layer(struct layer_walk *w, const char *path, int *fd_out)
     if (lseek(fd, 0, SEEK_SET) < 0)
         return err_set(w->e, neg_errno(), "cannot seek layer %s", path);
 
+    if (k == SNIFF_GZIP) {
+        if (gunzip_new_fd(&w->gz, fd, READ_BLOCK_BYTES) < 0)
+            return err_set(w->e, -ENOMEM, "out of memory");
+        *fd_out = TAKE_FD(fd);
+        return open_inflated(w);
+    }
     int r = reader_new(w, k);
     if (r < 0)
         return r;
@@ -584,36 +597,53 @@ static ssize_t follow_pread(struct layer_walk *w, void *buf, size_t n, uint64_t 
     }
 }
 
-/* libarchive's read callback: every byte in order, into the follow's hash. */
-static la_ssize_t follow_read(struct archive *a, void *ud, const void **buf)
+/* The next block of the blob, in order, into the follow's hash: bytes, 0 at the end, a
+ * negative errno. */
+static ssize_t follow_next(void *ud, const void **buf)
 {
     struct layer_walk *w = ud;
     ssize_t k = follow_pread(w, w->follow_buf, READ_BLOCK_BYTES, w->follow_pos);
-    if (k < 0) {
-        archive_set_error(a, (int)-k, "cannot read the blob as it is written: %s",
-                          strerror((int)-k));
-        return -1;
-    }
-    if (k > 0 && sha256_update(w->follow->hash, w->follow_buf, (size_t)k) < 0) {
-        archive_set_error(a, EIO, "cannot hash the blob");
-        return -1;
-    }
+    if (k < 0)
+        return k;
+    if (k > 0 && sha256_update(w->follow->hash, w->follow_buf, (size_t)k) < 0)
+        return -EIO;
     w->follow_pos += (uint64_t)k;
     *buf = w->follow_buf;
     return k;
 }
 
-/*
- * A followed gzip or zstd blob is decompressed once, for the scan and for the diff id both:
- * w->raw (libarchive's "raw" format over the compression filter, fed by follow_read) yields
- * the whole uncompressed stream, and raw_read hands it to w->a (the tar reader, no filter)
- * after hashing it. The tar reader stops at the end-of-archive blocks; drain_raw reads and
- * hashes the rest (the padding after them), so the hash is of exactly what archive_diff_id
- * reads: the same reader, the same filter, the same bytes.
- */
-static la_ssize_t raw_read(struct archive *a, void *ud, const void **buf)
+/* libarchive's read callback over follow_next. */
+static la_ssize_t follow_read(struct archive *a, void *ud, const void **buf)
 {
-    struct layer_walk *w = ud;
+    ssize_t k = follow_next(ud, buf);
+    if (k < 0) {
+        archive_set_error(a, (int)-k, "cannot read the blob as it is written: %s",
+                          strerror((int)-k));
+        return -1;
+    }
+    return k;
+}
+
+/*
+ * A gzip blob, and a followed zstd blob, are decompressed by a source under the tar reader
+ * (w->a, no filter): gunzip (ISA-L) for gzip, w->raw (libarchive's "raw" format over its
+ * zstd filter) for a followed zstd blob. Followed, the one decompression serves the scan and
+ * the diff id both: inflated_read hashes what it hands the tar reader. The tar reader stops at
+ * the end-of-archive blocks; drain_inflated reads (and hashes) the rest, the padding after
+ * them, so the hash is of exactly what archive_diff_id reads, and a gzip member's trailer
+ * (CRC-32, length) is checked also when the tar ends before it.
+ *
+ * The compression ratio and time limits are checked on every block the source gives, so a
+ * bomb stops after at most a block past the limit also where the tar reader skips an entry's
+ * data (it reads through a compressed stream), not only between entries.
+ */
+static ssize_t inflated_next(struct layer_walk *w, const void **buf, const char **why)
+{
+    if (w->gz) {
+        ssize_t n = gunzip_read(w->gz, buf);
+        *why = n < 0 ? gunzip_error(w->gz) : NULL;
+        return n;
+    }
     size_t n = 0;
     la_int64_t off;
     int r;
@@ -623,59 +653,90 @@ static la_ssize_t raw_read(struct archive *a, void *ud, const void **buf)
     if (r == ARCHIVE_EOF)
         return 0;
     if (r != ARCHIVE_OK) {
-        const char *m = archive_error_string(w->raw);
-        archive_set_error(a, archive_errno(w->raw), "%s", m ? m : "cannot decompress");
-        return -1;
+        *why = archive_error_string(w->raw);
+        return -EBADMSG;
     }
-    if (sha256_update(&w->diff, *buf, n) < 0) {
-        archive_set_error(a, EIO, "cannot hash the uncompressed stream");
+    return (ssize_t)n;
+}
+
+/* The next uncompressed block, checked against the stream limits and hashed when followed:
+ * bytes, 0 at the end, or a negative errno with the walk's error set (w->source_failed). */
+static ssize_t inflated_block(struct layer_walk *w, const void **buf)
+{
+    const char *why = NULL;
+    ssize_t n = inflated_next(w, buf, &why);
+    int r;
+    if (n < 0) {
+        bool trunc = why && strstr(why, "runcated");
+        const char *rule = n != -EBADMSG ? "io" : trunc ? "truncated" : "malformed";
+        r = stream_fail(w, (int)n, rule, why && *why ? why : "cannot decompress");
+    } else if ((r = check_stream_limits(w)) >= 0) {
+        if (n > 0 && w->diff.ctx && sha256_update(&w->diff, *buf, (size_t)n) < 0)
+            r = err_set(w->e, -EIO, "cannot hash the uncompressed stream");
+    }
+    if (r < 0) {
+        w->source_failed = r;
+        return r;
+    }
+    return n;
+}
+
+static la_ssize_t inflated_read(struct archive *a, void *ud, const void **buf)
+{
+    struct layer_walk *w = ud;
+    ssize_t n = inflated_block(w, buf);
+    if (n < 0) {
+        archive_set_error(a, (int)-n, "%s", w->e ? w->e->msg : "cannot decompress");
         return -1;
     }
     return (la_ssize_t)n;
 }
 
-/* The uncompressed stream after the tar reader's end, into the hash, under the same limits. */
-static int drain_raw(struct layer_walk *w)
+/* The uncompressed stream after the tar reader's end, under the same limits. */
+static int drain_inflated(struct layer_walk *w)
 {
     const void *buf;
-    size_t n;
-    la_int64_t off;
-    for (;;) {
-        int r = archive_read_data_block(w->raw, &buf, &n, &off);
-        if (r == ARCHIVE_EOF)
-            return 0;
-        if (r != ARCHIVE_OK) {
-            const char *m = archive_error_string(w->raw);
-            return stream_fail(w, -EBADMSG, "malformed", m ? m : "cannot decompress");
-        }
-        if ((r = check_stream_limits(w)) < 0)
-            return r;
-        if (n > 0 && sha256_update(&w->diff, buf, n) < 0)
-            return err_set(w->e, -EIO, "cannot hash the uncompressed stream");
-    }
+    ssize_t n;
+    while ((n = inflated_block(w, &buf)) > 0)
+        ;
+    return n < 0 ? (int)n : 0;
 }
 
-/* The readers of a followed gzip/zstd blob (k): raw over the blob, the tar reader over raw. */
+/* The tar reader over the source (w->gz or w->raw). */
+static int open_inflated(struct layer_walk *w)
+{
+    int r = reader_new(w, SNIFF_TAR);
+    if (r < 0)
+        return r;
+    w->compressed = true;
+    if (archive_read_open(w->a, w, NULL, inflated_read, NULL) != ARCHIVE_OK)
+        return libarchive_fail(w, "cannot read layer");
+    return 0;
+}
+
+/* The readers of a followed gzip/zstd blob (k): the source over the blob, the tar reader
+ * over the source. */
 static int open_decompressing(struct layer_walk *w, enum sniff_kind k)
 {
+    if (sha256_init(&w->diff) < 0)
+        return err_set(w->e, -ENOMEM, "out of memory");
+    if (k == SNIFF_GZIP) {
+        if (gunzip_new(&w->gz, follow_next, w) < 0)
+            return err_set(w->e, -ENOMEM, "out of memory");
+        return open_inflated(w);
+    }
     w->raw = archive_read_new();
-    if (!w->raw || sha256_init(&w->diff) < 0)
+    if (!w->raw)
         return err_set(w->e, -ENOMEM, "out of memory");
     archive_read_support_format_raw(w->raw);
-    reader_filter(w->raw, k);
+    archive_read_support_filter_zstd(w->raw);
     struct archive_entry *ae;
     if (archive_read_open(w->raw, w, NULL, follow_read, NULL) != ARCHIVE_OK ||
         archive_read_next_header(w->raw, &ae) != ARCHIVE_OK) {
         const char *m = archive_error_string(w->raw);
         return stream_fail(w, -EBADMSG, "malformed", m ? m : "cannot decompress");
     }
-    int r = reader_new(w, SNIFF_TAR);
-    if (r < 0)
-        return r;
-    w->compressed = true;
-    if (archive_read_open(w->a, w, NULL, raw_read, NULL) != ARCHIVE_OK)
-        return libarchive_fail(w, "cannot read layer");
-    return 0;
+    return open_inflated(w);
 }
 
 /* open_layer for a blob being written: the first block (waited for) says the format. */
@@ -719,7 +780,8 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
     struct archive_stats *st = w->st;
     _cleanup_close_ int fd = -1;
     int r = w->follow ? open_follow(w) : open_layer(w, path, &fd);
-    /* a reads from raw: a is freed first */
+    /* a reads from gz or raw: a is freed first */
+    _cleanup_(gunzip_freep) struct gunzip *gz = w->gz;
     _cleanup_(archive_read_freep) struct archive *raw = w->raw;
     _cleanup_(archive_read_freep) struct archive *a = w->a;
     if (r < 0)
@@ -737,7 +799,7 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
          * tar reader says "Damaged tar archive" with ARCHIVE_FATAL (a bad checksum, the
          * other "Damaged", is ARCHIVE_RETRY). */
         const char *m = archive_error_string(a);
-        if (r == ARCHIVE_FATAL && m && !strcmp(m, "Damaged tar archive"))
+        if (r == ARCHIVE_FATAL && !w->source_failed && m && !strcmp(m, "Damaged tar archive"))
             return stream_fail(w, -EBADMSG, "truncated",
                                "the archive ends after an extended header (PAX or GNU long "
                                "name), before the entry it belongs to");
@@ -786,7 +848,7 @@ static int walk_stream(struct layer_walk *w, const char *path, layer_entry_fn fn
      * to check (the downloaded size against the object's, a member's declared digest); a
      * stream that ends inside a header or inside an entry's data fails above (rule:
      * truncated). */
-    if (raw && (r = drain_raw(w)) < 0)
+    if ((gz || raw) && (r = drain_inflated(w)) < 0)
         return r;
     st->compressed_bytes = stream_in(w);
     if (tl_progress)
