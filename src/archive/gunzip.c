@@ -274,9 +274,11 @@ static ssize_t fill(struct gunzip *g, size_t *have)
                         ir < 0 ? isal_error_name(ir) : "inconsistent inflate state");
         size_t used = g->in_len - g->st.avail_in;
         size_t made = room - g->st.avail_out;
-        g->in += used;
-        g->in_len -= used;
-        g->in_bytes += used;
+        if (used) { /* g->in is NULL once the source has ended: no offset on it */
+            g->in += used;
+            g->in_len -= used;
+            g->in_bytes += used;
+        }
         *have += made;
         if (ir < 0)
             return fail(g, -EBADMSG, "gzip data is corrupt: %s", isal_error_name(ir));
