@@ -6,7 +6,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <libdevmapper.h>
-#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "source/curl_lib.h"
 #include "util/archive_lib.h"
+#include "util/crypto_lib.h"
 #include "util/version.h"
 
 static void usage(FILE *out)
@@ -41,21 +42,21 @@ int cmd_version(struct cli *cli, int argc, char **argv)
         return operands_rc;
     char dm[64] = "unknown";
     dm_get_library_version(dm, sizeof(dm));
-    /* libcurl and libarchive are loaded on first use (source/curl_lib.h, util/archive_lib.h)
-     * and `version` does not use them: their versions are the ones thinimg was built with; the
-     * soname says which library is loaded. */
+    /* libcurl, libarchive and libcrypto are loaded on first use (source/curl_lib.h,
+     * util/archive_lib.h, util/crypto_lib.h) and `version` does not use them: their versions
+     * are the ones thinimg was built with; the soname says which library is loaded. */
     if (json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "version", THINIMG_VERSION,
                               "sqlite", sqlite3_libversion(), "libarchive",
                               ARCHIVE_VERSION_ONLY_STRING, "libdevmapper", dm, "curl",
-                              LIBCURL_VERSION, "openssl", OpenSSL_version(OPENSSL_VERSION));
+                              LIBCURL_VERSION, "openssl", OPENSSL_VERSION_TEXT);
         cli_print_json(o);
         return EXIT_OK;
     }
     printf("thinimg %s\n", THINIMG_VERSION);
-    printf("  sqlite %s, libdevmapper %s, %s\n", sqlite3_libversion(), dm,
-           OpenSSL_version(OPENSSL_VERSION));
-    printf("  loaded on use, as built with: libarchive %s (%s), curl %s (%s)\n",
-           ARCHIVE_VERSION_ONLY_STRING, archive_lib_soname(), LIBCURL_VERSION, curl_lib_soname());
+    printf("  sqlite %s, libdevmapper %s\n", sqlite3_libversion(), dm);
+    printf("  loaded on use, as built with: libarchive %s (%s), curl %s (%s), %s (%s)\n",
+           ARCHIVE_VERSION_ONLY_STRING, archive_lib_soname(), LIBCURL_VERSION, curl_lib_soname(),
+           OPENSSL_VERSION_TEXT, crypto_lib_soname());
     return EXIT_OK;
 }

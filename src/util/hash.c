@@ -11,12 +11,14 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "util/crypto_lib.h"
 
 int sha256_init(struct sha256 *h)
 {
     EVP_MD_CTX *c = EVP_MD_CTX_new();
+    /* libcrypto is loaded on first use (util/crypto_lib.h): a failed load was logged */
     if (!c)
-        return -ENOMEM;
+        return crypto_lib_loaded() ? -ENOMEM : -ELIBACC;
     if (EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(c);
         return -EIO;

@@ -1,8 +1,9 @@
 /*
- * test_lazylibs.c: libcurl, libmicrohttpd and libarchive are loaded on first use
+ * test_lazylibs.c: libcurl, libmicrohttpd, libarchive and libcrypto are loaded on first use
  * (util/dynlib.h), never at process start: the local commands do not load them, the network
- * sources load libcurl, reading a layer loads libarchive, and a library that cannot be loaded is
- * one clear error of kind "unhealthy" (exit code 3), not a crash.
+ * sources load libcurl, reading a layer loads libarchive and libcrypto (its digest), and a
+ * library that cannot be loaded is one clear error of kind "unhealthy" (exit code 3), not a
+ * crash.
  *
  * The evidence that a command did not load a library is the dynamic loader's own trace
  * (LD_DEBUG=libs on stderr), checked against a library the command does load (sqlite), so the
@@ -60,11 +61,14 @@ static void assert_archive_loaded(const char *cmd, const char *trace, bool loade
 {
     if (tu_contains(trace, "libarchive.so") != loaded)
         fail_msg("`thinimg %s` %s libarchive", cmd, loaded ? "did not load" : "loaded");
+    if (tu_contains(trace, "libcrypto.so") != loaded)
+        fail_msg("`thinimg %s` %s libcrypto", cmd, loaded ? "did not load" : "loaded");
 }
 
 /* `version`, `list-images` on an empty state directory and a fetch from a dir: source load
  * neither libcurl nor libmicrohttpd (the executable does not list them as NEEDED); the first
- * two do not load libarchive either, the fetch does (it validates the layer) and succeeds. */
+ * two do not load libarchive or libcrypto either, the fetch does (it hashes and validates the
+ * layer) and succeeds. */
 static void test_local_commands_do_not_load(void **state)
 {
     (void)state;
