@@ -38,15 +38,7 @@ DYNLIB_DEFINE(mhd_lib, MHD_LIB_FUNCTIONS, .soname = THINIMG_MHD_SONAME,
               .used_for = "the daemon's admin API and /metrics servers",
               .package = "libmicrohttpd (Debian, Ubuntu: libmicrohttpd12; Fedora: libmicrohttpd)");
 
-int mhd_lib_load(struct err *e)
-{
-    return dynlib_load(&mhd_lib, e);
-}
-
-bool mhd_lib_loaded(void)
-{
-    return dynlib_loaded(&mhd_lib);
-}
+DYNLIB_ACCESSORS(mhd_lib, mhd_lib)
 
 #define MHD_REAL(name) DYNLIB_REAL(mhd_lib, name)
 

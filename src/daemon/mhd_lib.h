@@ -19,3 +19,6 @@ int mhd_lib_load(struct err *e);
 
 /* True when libmicrohttpd is loaded in this process. */
 bool mhd_lib_loaded(void);
+
+/* The soname thinimg loads ("libmicrohttpd.so.12"). */
+const char *mhd_lib_soname(void);

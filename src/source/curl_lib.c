@@ -42,20 +42,7 @@ DYNLIB_DEFINE(curl_lib, CURL_LIB_FUNCTIONS, .soname = THINIMG_CURL_SONAME,
               .used_for = "the s3://, http(s):// and docker:// sources and the daemon client",
               .package = "libcurl (Debian, Ubuntu: libcurl4; Fedora: libcurl)");
 
-int curl_lib_load(struct err *e)
-{
-    return dynlib_load(&curl_lib, e);
-}
-
-bool curl_lib_loaded(void)
-{
-    return dynlib_loaded(&curl_lib);
-}
-
-const char *curl_lib_soname(void)
-{
-    return curl_lib.soname;
-}
+DYNLIB_ACCESSORS(curl_lib, curl_lib)
 
 #define CURL_REAL(name) DYNLIB_REAL(curl_lib, name)
 

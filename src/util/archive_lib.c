@@ -65,20 +65,7 @@ DYNLIB_DEFINE(archive_lib, ARCHIVE_LIB_FUNCTIONS, .soname = THINIMG_ARCHIVE_SONA
               .used_for = "reading layers (fetch's validation, unpack, extract)",
               .package = "libarchive (Debian, Ubuntu: libarchive13; Fedora: libarchive)");
 
-int archive_lib_load(struct err *e)
-{
-    return dynlib_load(&archive_lib, e);
-}
-
-bool archive_lib_loaded(void)
-{
-    return dynlib_loaded(&archive_lib);
-}
-
-const char *archive_lib_soname(void)
-{
-    return archive_lib.soname;
-}
+DYNLIB_ACCESSORS(archive_lib, archive_lib)
 
 /* FORWARD(ret, name, fail, (params), (args)): `ret name(params)` calling the real function
  * with args, or returning fail when libarchive cannot be loaded. */

@@ -30,20 +30,7 @@ DYNLIB_DEFINE(crypto_lib, CRYPTO_LIB_FUNCTIONS, .soname = THINIMG_CRYPTO_SONAME,
               .used_for = "SHA-256 digests, S3 request signing and registry credentials",
               .package = "libcrypto (Debian, Ubuntu: libssl3; Fedora: openssl-libs)");
 
-int crypto_lib_load(struct err *e)
-{
-    return dynlib_load(&crypto_lib, e);
-}
-
-bool crypto_lib_loaded(void)
-{
-    return dynlib_loaded(&crypto_lib);
-}
-
-const char *crypto_lib_soname(void)
-{
-    return crypto_lib.soname;
-}
+DYNLIB_ACCESSORS(crypto_lib, crypto_lib)
 
 /* FORWARD(ret, name, fail, (params), (args)): `ret name(params)` calling the real function
  * with args, or returning fail when libcrypto cannot be loaded. */

@@ -74,3 +74,20 @@ bool dynlib_loaded(const struct dynlib *lib);
     static struct dynlib var = {__VA_ARGS__, .names = var##_names, .slots = var##_slots,           \
                                 .count = var##_count}
 #define DYNLIB_REAL(var, name) ((typeof(&name))dynlib_fn(&(var), dynlib_index_##name))
+
+/* For a shim: `DYNLIB_ACCESSORS(prefix, var)` defines prefix_load(e) (dynlib_load()),
+ * prefix_loaded() (dynlib_loaded()) and prefix_soname() over the `var` DYNLIB_DEFINE made; the
+ * shim's header declares them. */
+#define DYNLIB_ACCESSORS(prefix, var)                                                              \
+    int prefix##_load(struct err *e)                                                               \
+    {                                                                                              \
+        return dynlib_load(&(var), e);                                                             \
+    }                                                                                              \
+    bool prefix##_loaded(void)                                                                     \
+    {                                                                                              \
+        return dynlib_loaded(&(var));                                                              \
+    }                                                                                              \
+    const char *prefix##_soname(void)                                                              \
+    {                                                                                              \
+        return (var).soname;                                                                       \
+    }
