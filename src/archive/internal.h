@@ -44,7 +44,11 @@ struct names_scope {
 struct names_scope names_scope_begin(void);
 void names_scope_end(struct names_scope *u);
 
-/* ---- format sniffing (detect.c) --------------------------------------------------------- */
+/* ---- format sniffing (sniff.c) ---------------------------------------------------------- */
+
+/* A tar block (a header, or a piece of data); one is all the magic checks need to read. */
+#define TAR_BLOCK   512
+#define SNIFF_BYTES TAR_BLOCK
 
 enum sniff_kind { SNIFF_UNKNOWN = 0, SNIFF_TAR, SNIFF_GZIP, SNIFF_ZSTD };
 

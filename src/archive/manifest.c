@@ -29,7 +29,6 @@
 #define JSON_MEMBER_MAX  (4 << 20) /* manifests and indexes are KiBs; a 4 MiB one is hostile */
 #define LINK_HOPS_MAX    8         /* member -> member links followed (docker save uses 1) */
 #define INDEX_DEPTH_MAX  4         /* nested OCI indexes followed */
-#define SNIFF_BYTES      512
 #define OUTER_READ_BYTES (1 << 20) /* read size of the outer tar */
 
 DEFINE_POINTER_CLEANUP(struct archive, archive_read_free)

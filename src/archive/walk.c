@@ -44,7 +44,6 @@
 
 #define READ_BLOCK_BYTES    (1 << 20)    /* libarchive read size: few syscalls, big pieces */
 #define PROGRESS_STEP_BYTES (4ULL << 20) /* report progress every 4 MiB of blob */
-#define TAR_BLOCK           512
 
 static __thread archive_progress_fn tl_progress;
 static __thread void *tl_progress_ud;

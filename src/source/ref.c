@@ -51,19 +51,6 @@ int ref_layer_number(const char *b, unsigned *n)
     return 0;
 }
 
-unsigned ref_max_layers(void)
-{
-    const char *v = getenv("THINIMG_SOURCE_MAX_LAYERS");
-    if (v && *v) {
-        char *end = NULL;
-        errno = 0;
-        unsigned long x = strtoul(v, &end, 10);
-        if (errno == 0 && *end == '\0' && x > 0)
-            return x < REF_MAX_LAYERS_CEILING ? (unsigned)x : REF_MAX_LAYERS_CEILING;
-    }
-    return REF_MAX_LAYERS;
-}
-
 /* An image deeper than the limit is refused whole: a family cut to its first layers would be
  * a different image under the same name. */
 static int too_deep(struct err *e, const char *what, unsigned top, unsigned max)
@@ -71,7 +58,7 @@ static int too_deep(struct err *e, const char *what, unsigned top, unsigned max)
     return err_set(e, -EFBIG,
                    "%s has %u layers, more than the limit of %u; raise it with "
                    "THINIMG_SOURCE_MAX_LAYERS=N (at most %u)",
-                   what, top, max, REF_MAX_LAYERS_CEILING);
+                   what, top, max, SOURCE_MAX_LAYERS_CEILING);
 }
 
 static void layer_free(struct ref_layer *l)
@@ -340,7 +327,7 @@ static int family_finish(struct ref_family *f)
         }
         expect = n + 1;
     }
-    unsigned max = ref_max_layers();
+    unsigned max = source_max_layers();
     if (f->n_layers > 0 && f->layers[f->n_layers - 1].n > max)
         return strv_addf(&f->warnings, &f->n_warnings,
                          "%s: %u layers, more than the limit of %u; fetching it is refused "
@@ -489,9 +476,9 @@ static int resolve_family_key(struct source *s, const char *key, unsigned top,
     _cleanup_free_ char *prefix = strndup(key, (size_t)(b - key));
     if (!prefix)
         return -ENOMEM;
-    if (top > ref_max_layers()) {
+    if (top > source_max_layers()) {
         _cleanup_free_ char *where = source_location(s, key);
-        return too_deep(e, where ? where : key, top, ref_max_layers());
+        return too_deep(e, where ? where : key, top, source_max_layers());
     }
     out->layers = calloc(top, sizeof(*out->layers));
     if (!out->layers)
@@ -622,8 +609,8 @@ int ref_resolve(const char *ref, const char *default_source, const struct source
             }
         }
     }
-    if (r == 0 && out->n_layers > 0 && out->layers[out->n_layers - 1].n > ref_max_layers())
-        r = too_deep(e, out->canonical, out->layers[out->n_layers - 1].n, ref_max_layers());
+    if (r == 0 && out->n_layers > 0 && out->layers[out->n_layers - 1].n > source_max_layers())
+        r = too_deep(e, out->canonical, out->layers[out->n_layers - 1].n, source_max_layers());
     if (r < 0)
         image_ref_free(out);
     return r;

@@ -21,8 +21,8 @@
  * human name is "<family>:<N>" ("golang:3"), or the blob's file name without its extension.
  *
  * N.tar: N is decimal without leading zeros, 1 <= N <= REF_LAYER_NUMBER_MAX. An image deeper
- * than the layer limit (REF_MAX_LAYERS, raised by THINIMG_SOURCE_MAX_LAYERS up to
- * REF_MAX_LAYERS_CEILING) is refused whole (-EFBIG), never cut down to its first layers.
+ * than the layer limit (SOURCE_MAX_LAYERS, raised by THINIMG_SOURCE_MAX_LAYERS up to
+ * SOURCE_MAX_LAYERS_CEILING) is refused whole (-EFBIG), never cut down to its first layers.
  *
  * docker:// references (registry.h) name one image of a registry: its layers are the layers of
  * its manifest (chosen from an index for the platform), each a blob named by its digest.
@@ -40,19 +40,9 @@
 #include "source/source.h"
 #include "util/err.h"
 
-/* The deepest image we accept by default. OCI images rarely exceed 127 layers (overlay's old
- * limit); each layer here is one thin device, one ext4 and one unpack run. 256 leaves room.
- * THINIMG_SOURCE_MAX_LAYERS raises it (a larger value is clamped to the ceiling: 4096 layers
- * are 4096 thin devices and runs for one image, far past anything built in practice). */
-#define REF_MAX_LAYERS         256
-#define REF_MAX_LAYERS_CEILING 4096
 /* N.tar parses for N up to nine digits, so that a family deeper than the limit is seen (and
  * refused) instead of its upper keys passing for other objects. */
 #define REF_LAYER_NUMBER_MAX 999999999u
-
-/* The layer limit in force: THINIMG_SOURCE_MAX_LAYERS (a positive decimal, clamped to
- * REF_MAX_LAYERS_CEILING; anything else is ignored), else REF_MAX_LAYERS. */
-unsigned ref_max_layers(void);
 
 enum ref_kind {
     REF_FAMILY = 1, /* a family prefix */

@@ -148,7 +148,7 @@ void registry_manifest_free(struct registry_manifest *m);
 /* Parse a manifest or an index. content_type is the response's (may be NULL or ""); the
  * body's own mediaType wins when both are given and agree, and they must agree when both are.
  * -ENOTSUP for schema 1 and for media types that are not images, -EBADMSG for the rest, -EFBIG
- * past ref_max_layers() layers or REGISTRY_INDEX_MAX_MANIFESTS entries. */
+ * past source_max_layers() layers or REGISTRY_INDEX_MAX_MANIFESTS entries. */
 int registry_manifest_parse(const void *body, size_t len, const char *content_type,
                             struct registry_manifest *out, struct err *e);
 

@@ -453,7 +453,7 @@ int registry_manifest_parse(const void *body, size_t len, const char *content_ty
         goto out;
     }
     size_t n = json_array_size(arr);
-    size_t max = out->is_index ? REGISTRY_INDEX_MAX_MANIFESTS : ref_max_layers();
+    size_t max = out->is_index ? REGISTRY_INDEX_MAX_MANIFESTS : source_max_layers();
     if (n > max) {
         r = err_set(e, -EFBIG,
                     out->is_index ? "the index has %zu entries, more than the limit of %zu"
@@ -609,7 +609,7 @@ int registry_config_diff_ids(const void *body, size_t len, char ***ids, size_t *
         goto out;
     }
     size_t k = json_array_size(d);
-    if (k > ref_max_layers()) {
+    if (k > source_max_layers()) {
         r = err_set(e, -EFBIG, "the image config lists %zu diff ids, over the layer limit", k);
         goto out;
     }

@@ -1,6 +1,7 @@
 /*
- * source.c: the kind-independent part of sources: parsing a location into (source, key),
- * key validation, the dispatch to s3.c / dir.c / http.c, and listing helpers. See source.h.
+ * source.c: the kind-independent part of sources: key validation, the calls that go to a
+ * source's kind through its ops, options, listing helpers and identities. See source.h; the
+ * kinds (s3.c, dir.c, http.c, registry.c) use the helpers, open.c picks the kind.
  */
 #include "source/source.h"
 
@@ -12,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "source/curl_lib.h"
 #include "source/source_impl.h"
 #include "util/buf.h"
 #include "util/cleanup.h"
@@ -183,8 +183,8 @@ static int http_key_check(const char *key, bool allow_prefix, struct err *e)
     return r;
 }
 
-/* source_key_check() and, for http(s), the same on the decoded key. */
-static int key_check_for(const struct source *s, const char *key, bool allow_prefix, struct err *e)
+int source_key_check_for(const struct source *s, const char *key, bool allow_prefix,
+                         struct err *e)
 {
     int r = source_key_check(key, allow_prefix, e);
     if (r == 0 && s->kind == SOURCE_HTTP)
@@ -195,68 +195,6 @@ static int key_check_for(const struct source *s, const char *key, bool allow_pre
 bool source_etag_is_strong(const char *etag)
 {
     return etag && *etag && strncmp(etag, "W/", 2) != 0;
-}
-
-/* The s3, http(s) and docker sources speak through libcurl, which is loaded on first use
- * (curl_lib.h): load it here, so a missing library is reported as such, with its package. */
-static int network_source_open(int (*open_kind)(struct source *, const char *, char **,
-                                                struct err *),
-                               struct source *s, const char *rest, char **key_out, struct err *e)
-{
-    int r = curl_lib_load(e);
-    return r < 0 ? r : open_kind(s, rest, key_out, e);
-}
-
-int source_open(const char *location, const struct source_options *o, struct source **out,
-                char **key_out, struct err *e)
-{
-    _cleanup_free_ char *key = NULL;
-    int r;
-    struct source *s = calloc(1, sizeof(*s));
-    if (!s)
-        return -ENOMEM;
-    if (o)
-        s->opt = *o;
-    s->opt_region = s->opt.region ? strdup(s->opt.region) : NULL;
-    s->opt_endpoint = s->opt.endpoint ? strdup(s->opt.endpoint) : NULL;
-    if ((s->opt.region && !s->opt_region) || (s->opt.endpoint && !s->opt_endpoint)) {
-        source_free(s);
-        return -ENOMEM;
-    }
-    s->opt.region = s->opt_region;
-    s->opt.endpoint = s->opt_endpoint;
-
-    if (!strncmp(location, "s3://", 5)) {
-        s->kind = SOURCE_S3;
-        r = network_source_open(source_s3_open, s, location + 5, &key, e);
-    } else if (!strncmp(location, "dir:", 4)) {
-        s->kind = SOURCE_DIR;
-        r = source_dir_open(s, location + 4, &key, e);
-    } else if (!strncmp(location, "http://", 7) || !strncmp(location, "https://", 8)) {
-        s->kind = SOURCE_HTTP;
-        r = network_source_open(source_http_open, s, location, &key, e);
-    } else if (!strncmp(location, "docker://", 9)) {
-        s->kind = SOURCE_REGISTRY;
-        r = network_source_open(source_registry_open, s, location + 9, &key, e);
-    } else {
-        r = err_set(e, -EINVAL,
-                    "'%.128s' is not a location: use s3://bucket/key, dir:/path, "
-                    "http(s)://host/path or docker://host/repository:tag",
-                    location);
-    }
-    if (r < 0) {
-        source_free(s);
-        return r;
-    }
-    if (key && (r = key_check_for(s, key, true, e)) < 0) {
-        err_prefix(e, "%.256s", location);
-        source_free(s);
-        return r;
-    }
-    if (key_out)
-        *key_out = key ? TAKE_PTR(key) : strdup("");
-    *out = s;
-    return 0;
 }
 
 void source_free(struct source *s)
@@ -309,7 +247,7 @@ int source_list(struct source *s, const char *prefix, struct source_listing *out
     *out = (struct source_listing){0};
     if (!prefix)
         prefix = "";
-    int r = key_check_for(s, prefix, true, e);
+    int r = source_key_check_for(s, prefix, true, e);
     if (r < 0)
         return r;
     if (!s->ops->list)
@@ -330,7 +268,7 @@ int source_list(struct source *s, const char *prefix, struct source_listing *out
 int source_stat(struct source *s, const char *key, struct source_object *out, struct err *e)
 {
     *out = (struct source_object){0};
-    int r = key_check_for(s, key, false, e);
+    int r = source_key_check_for(s, key, false, e);
     if (r < 0)
         return r;
     r = s->ops->stat(s, key, out, e);
@@ -354,7 +292,7 @@ int source_get_expect(struct source *s, const char *key, uint64_t offset,
     if (!info)
         info = &local;
     *info = (struct source_get_info){0};
-    int r = key_check_for(s, key, false, e);
+    int r = source_key_check_for(s, key, false, e);
     if (r < 0)
         return r;
     struct source_expect x = want ? *want : (struct source_expect){0};
@@ -529,4 +467,17 @@ void source_identity_kind(const char *identity, char *out, size_t cap)
         n = 0;
     memcpy(out, identity ? identity : "", n);
     out[n] = 0;
+}
+
+unsigned source_max_layers(void)
+{
+    const char *v = getenv("THINIMG_SOURCE_MAX_LAYERS");
+    if (v && *v) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long x = strtoul(v, &end, 10);
+        if (errno == 0 && *end == '\0' && x > 0)
+            return x < SOURCE_MAX_LAYERS_CEILING ? (unsigned)x : SOURCE_MAX_LAYERS_CEILING;
+    }
+    return SOURCE_MAX_LAYERS;
 }

@@ -316,3 +316,14 @@ int source_key_check(const char *key, bool allow_prefix, struct err *e);
 /* True when the string looks like a full location (has a known scheme), false for a key
  * relative to the default source. */
 bool source_is_location(const char *s);
+
+/* The deepest image we accept by default. OCI images rarely exceed 127 layers (overlay's old
+ * limit); each layer here is one thin device, one ext4 and one unpack run. 256 leaves room.
+ * THINIMG_SOURCE_MAX_LAYERS raises it (a larger value is clamped to the ceiling: 4096 layers
+ * are 4096 thin devices and runs for one image, far past anything built in practice). */
+#define SOURCE_MAX_LAYERS         256
+#define SOURCE_MAX_LAYERS_CEILING 4096
+
+/* The layer limit in force: THINIMG_SOURCE_MAX_LAYERS (a positive decimal, clamped to
+ * SOURCE_MAX_LAYERS_CEILING; anything else is ignored), else SOURCE_MAX_LAYERS. */
+unsigned source_max_layers(void);

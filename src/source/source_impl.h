@@ -37,6 +37,10 @@ int source_dir_open(struct source *s, const char *path, char **key_out, struct e
 int source_http_open(struct source *s, const char *url, char **key_out, struct err *e);
 int source_registry_open(struct source *s, const char *rest, char **key_out, struct err *e);
 
+/* source_key_check() and, for http(s), the same on the decoded key. */
+int source_key_check_for(const struct source *s, const char *key, bool allow_prefix,
+                         struct err *e);
+
 /* Effective option values (option or default). */
 uint32_t source_opt_connect_timeout_ms(const struct source *s);
 uint32_t source_opt_low_speed_time_s(const struct source *s);

@@ -616,7 +616,7 @@ static void test_manifest_limits(void **state)
     struct err e = {0};
     _cleanup_buf_ struct buf b = BUF_INIT;
     buf_puts(&b, MANIFEST_HEAD CONFIG_OK "\"layers\": [");
-    for (unsigned i = 0; i <= ref_max_layers(); i++)
+    for (unsigned i = 0; i <= source_max_layers(); i++)
         buf_printf(&b, "%s" LAYER("application/vnd.oci.image.layer.v1.tar", D2), i ? "," : "");
     buf_puts(&b, "]}");
     assert_int_equal(registry_manifest_parse(b.data, b.len, NULL, &m, &e), -EFBIG);

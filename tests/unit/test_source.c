@@ -653,7 +653,7 @@ static void test_dir_too_deep(void **state)
 
     /* clamped to the ceiling */
     setenv("THINIMG_SOURCE_MAX_LAYERS", "99999999", 1);
-    assert_int_equal(ref_max_layers(), REF_MAX_LAYERS_CEILING);
+    assert_int_equal(source_max_layers(), SOURCE_MAX_LAYERS_CEILING);
     unsetenv("THINIMG_SOURCE_MAX_LAYERS");
 }
 
