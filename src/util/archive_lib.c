@@ -70,11 +70,7 @@ DYNLIB_ACCESSORS(archive_lib, archive_lib)
 /* FORWARD(ret, name, fail, (params), (args)): `ret name(params)` calling the real function
  * with args, or returning fail when libarchive cannot be loaded. */
 #define FORWARD(ret, name, fail, params, args)                                                     \
-    ret name params                                                                                \
-    {                                                                                              \
-        typeof(&name) f = DYNLIB_REAL(archive_lib, name);                                          \
-        return f ? f args : (fail);                                                                \
-    }
+    DYNLIB_FORWARD(archive_lib, ret, name, fail, params, args)
 /* ENTRY(ret, name): a field of an entry, 0 (or NULL) without libarchive. */
 #define ENTRY(ret, name) FORWARD(ret, name, 0, (struct archive_entry * entry), (entry))
 /* OP(name): an int operation on a struct archive, ARCHIVE_FATAL without libarchive. */

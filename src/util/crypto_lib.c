@@ -35,11 +35,7 @@ DYNLIB_ACCESSORS(crypto_lib, crypto_lib)
 /* FORWARD(ret, name, fail, (params), (args)): `ret name(params)` calling the real function
  * with args, or returning fail when libcrypto cannot be loaded. */
 #define FORWARD(ret, name, fail, params, args)                                                     \
-    ret name params                                                                                \
-    {                                                                                              \
-        typeof(&name) f = DYNLIB_REAL(crypto_lib, name);                                           \
-        return f ? f args : (fail);                                                                \
-    }
+    DYNLIB_FORWARD(crypto_lib, ret, name, fail, params, args)
 
 FORWARD(const EVP_MD *, EVP_sha256, NULL, (void), ())
 FORWARD(EVP_MD_CTX *, EVP_MD_CTX_new, NULL, (void), ())

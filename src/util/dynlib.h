@@ -91,3 +91,13 @@ bool dynlib_loaded(const struct dynlib *lib);
     {                                                                                              \
         return (var).soname;                                                                       \
     }
+
+/* For a shim: `DYNLIB_FORWARD(var, ret, name, fail, (params), (args))` defines `ret
+ * name(params)`, which calls the real function with args, or returns fail when the library
+ * cannot be loaded (the reason logged once, see dynlib_fn()). */
+#define DYNLIB_FORWARD(var, ret, name, fail, params, args)                                         \
+    ret name params                                                                                \
+    {                                                                                              \
+        typeof(&name) f = DYNLIB_REAL(var, name);                                                  \
+        return f ? f args : (fail);                                                                \
+    }
