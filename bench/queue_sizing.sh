@@ -10,7 +10,8 @@
 # run's hog and the fetches otherwise load the next run's start). One sampler reads the unpack
 # queue's limit (GET /v1/queues), another /proc/pressure/io (every 0.5 s; the limit sampler is
 # slower under load: curl and jq on the emulated CPU); the limit changes' times come from the
-# daemon's log:
+# daemon's log (run at debug level: one line per sample of the load loop, with the disk's,
+# thinimg's own and the foreign I/O rates, summed up per run):
 #   (a) a quiet host: --unpack-queue 1, 2 and 4 (fixed) and the default (sized to the load,
 #       --unpack-queue-max 4): the sized queue's highest limit and its time against the best
 #       fixed one, as a ratio (goal <= 1.05; medians over ROUNDS);
@@ -192,7 +193,9 @@ one_run() {
     for i in $IMAGES; do $T fetch "dir:$SRCDIR/images/$i/" >/dev/null 2>&1; done
     settle
     if [ "$mode" = sized ]; then q=(--unpack-queue-max 4); else q=(--unpack-queue "$mode"); fi
-    $BUILD/thinimg --log-level info daemon "${q[@]}" >>"$W/daemon.log" 2>&1 &
+    # debug: the load loop's one line per sample (pressure, the disk's, thinimg's and the
+    # foreign I/O rates) for IO_STATS
+    $BUILD/thinimg --log-level debug daemon "${q[@]}" >>"$W/daemon.log" 2>&1 &
     DPID=$!
     for _ in $(seq 1 600); do
         [ -S "$W/state/thinimg.sock" ] && $T list-images >/dev/null 2>&1 && break
@@ -246,6 +249,11 @@ one_run() {
         DROP_S=$(awk -v a="$(epoch_us "$logged")" -v h="$thog" 'BEGIN { printf "%.1f", (a - h) / 1e6 }')
     fi
     PSI=$(awk -v s="$SUB_US" '$1 >= s { t += $2; n++ } END { printf "%.1f", n ? t / n : 0 }' "$W/samples")
+    # the load loop's samples: the disk's and thinimg's mean rates and the highest foreign one
+    IO_STATS=$({ grep 'msg="queue sizing sample"' "$W/daemon.log" || true; } | sed -e 's/.* disk_mibs=//' |
+        awk '{ sub("own_mibs=", "", $2); sub("foreign_mibs=", "", $3); d += $1; o += $2; n++
+               if ($3 > f) f = $3 }
+             END { printf "disk %.1f, thinimg %.1f MiB/s (means), foreign up to %.1f MiB/s", n ? d / n : 0, n ? o / n : 0, f }')
     CHANGES=$(grep 'msg="queue limit follows the load" queue=unpack' "$W/daemon.log" |
         sed -e 's/^time=[^ ]*T\([0-9:.]*\)Z .* reason=/\1 /' | paste -sd ';' || true)
     mkdir -p "$BUILD/bench-queue-logs"
@@ -267,7 +275,7 @@ if [[ " $PARTS " == *" a "* ]]; then
         r=$ROUND
         for mode in 1 2 4 sized; do
             one_run "$mode" 0
-            echo "  round $r: unpack queue $mode: $SECS s (highest limit $PEAK, I/O some avg10 $PSI%)"
+            echo "  round $r: unpack queue $mode: $SECS s (highest limit $PEAK, I/O some avg10 $PSI%; $IO_STATS)"
             [ "$mode" = sized ] && echo "    changes: ${CHANGES:-none}"
             BEST[$mode]="${BEST[$mode]:-} $SECS"
             [ "$mode" = sized ] && [ "$PEAK" -gt "$SIZED_PEAK" ] && SIZED_PEAK=$PEAK
@@ -291,7 +299,7 @@ if [[ " $PARTS " == *" b "* ]]; then
         ratios="" drops=""
         for ROUND in $(seq 1 "$ROUNDS"); do
             one_run 4 1 "$lead"
-            f_secs=$SECS f_samples=$SAMPLES f_sub=$SUB_US f_psi=$PSI
+            f_secs=$SECS f_samples=$SAMPLES f_sub=$SUB_US f_psi=$PSI f_io=$IO_STATS
             one_run sized 1 "$lead"
             # the same window for both: from the submission, as long as the shorter run lasted
             win=$(awk -v a="$f_secs" -v b="$SECS" 'BEGIN { printf "%d", 1e6 * (a < b ? a : b) }')
@@ -305,6 +313,7 @@ if [[ " $PARTS " == *" b "* ]]; then
             echo "  round $ROUND: fixed 4: $f_secs s; sized: $SECS s (highest limit $PEAK), reached 1 after ${DROP_S} s of the hog"
             echo "    I/O some over the first $(awk -v w="$win" 'BEGIN { printf "%.1f", w / 1e6 }') s of both: fixed 4 $f_win%, sized $s_win% (sized / fixed 4 = $ratio)"
             echo "    whole runs: I/O some fixed 4 $f_run%, sized $s_run%; mean avg10 fixed 4 $f_psi%, sized $PSI%"
+            echo "    I/O: fixed 4 $f_io; sized $IO_STATS"
             echo "    changes: ${CHANGES:-none}"
             ratios="$ratios $ratio"
             drops="$drops $DROP_S"

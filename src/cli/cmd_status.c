@@ -152,7 +152,7 @@ static void daemon_load_text(const struct daemon_load *dl)
         table_header(&t, "QUEUE", "LIMIT", "MAX", "SIZING", "LAST CHANGE", "SIGNALS", NULL);
         for (size_t i = 0; i < json_array_size(arr); i++) {
             const json_t *q = json_array_get(arr, i);
-            char limit[16], max[16], sig[160];
+            char limit[16], max[16], sig[256];
             snprintf(limit, sizeof(limit), "%lld",
                      (long long)json_integer_value(json_object_get(q, "limit")));
             snprintf(max, sizeof(max), "%lld",

@@ -72,6 +72,9 @@ void daemon_metrics_describe(void)
                      "% of the last 10 s all tasks stalled on I/O");
     metrics_describe("thinimg_psi_memory_full_avg10", METRIC_GAUGE,
                      "% of the last 10 s all tasks stalled on memory");
+    metrics_describe("thinimg_io_foreign_bytes_per_second", METRIC_GAUGE,
+                     "bytes/s the pool's disk moved beyond thinimg's own I/O (the queue sizing's "
+                     "competing-user signal)");
     metrics_describe(METRIC_FETCH_BYTES, METRIC_COUNTER, "bytes downloaded from sources");
     metrics_counter_add(METRIC_FETCH_BYTES, 0, NULL);
     metrics_describe(METRIC_APPLY_BYTES, METRIC_COUNTER,
@@ -313,6 +316,7 @@ static void collect_queues(struct daemon *d)
     metrics_clear("thinimg_psi_io_some_avg10");
     metrics_clear("thinimg_psi_io_full_avg10");
     metrics_clear("thinimg_psi_memory_full_avg10");
+    metrics_clear("thinimg_io_foreign_bytes_per_second");
     for (int q = 0; q < LOADLOOP_N; q++) {
         struct loadloop_state st;
         pipeline_queue_state(d->p, q, &st);
@@ -325,6 +329,9 @@ static void collect_queues(struct daemon *d)
             metrics_gauge_set("thinimg_psi_io_full_avg10", st.last.io_full, NULL);
             metrics_gauge_set("thinimg_psi_memory_full_avg10", st.last.mem_full, NULL);
         }
+        if (q == LOADLOOP_UNPACK && st.last.disk)
+            metrics_gauge_set("thinimg_io_foreign_bytes_per_second", st.last.foreign_bps, "disk",
+                              st.disk, NULL);
     }
 }
 

@@ -526,6 +526,12 @@ static enum http_next get_queues(struct daemon *d, struct http_reply *out)
             json_object_set_new(sig, "io_full_avg10", json_real(st.last.io_full));
             json_object_set_new(sig, "memory_full_avg10", json_real(st.last.mem_full));
         }
+        if (st.last.disk) {
+            json_object_set_new(sig, "disk", json_string(st.disk));
+            json_object_set_new(sig, "disk_io_bps", json_real(st.last.disk_bps));
+            json_object_set_new(sig, "own_io_bps", json_real(st.last.own_bps));
+            json_object_set_new(sig, "foreign_io_bps", json_real(st.last.foreign_bps));
+        }
         json_array_append_new(arr, json_pack("{s:s, s:i, s:i, s:b, s:s?, s:o}", "queue",
                                              loadloop_queue_name(q), "limit", st.limit, "max",
                                              st.max, "pinned", st.pinned, "last_change",

@@ -35,6 +35,10 @@ struct loadctl_params loadctl_defaults(int max, bool watch_pool)
          * avg10 needs to climb, and one busy interval (a journal commit, an fsync) is not
          * trouble. */
         .now_ticks = 2,
+        /* A competing writer moves tens of MiB/s (the bench's dd); a logging daemon or the
+         * bench's samplers, kilobytes. 4 MiB/s beyond thinimg's credited own bytes is someone
+         * else's bulk I/O. */
+        .foreign_min_bps = 4.0 * 1024 * 1024,
     };
 }
 
@@ -70,10 +74,27 @@ static enum loadctl_change decrease(struct loadctl *c, int limit, const char *wh
     return set_limit(c, limit, why);
 }
 
-/* The trouble that halves the limit, or NULL. */
-static const char *trouble(const struct loadctl *c, const struct loadctl_signals *s, char *buf,
-                           size_t n)
+/* The disk is measured and nobody else moves bulk bytes on it: its `some` stalls are the
+ * queue's own work (they keep no raise back). With the disk measured, `some` stalls lower the
+ * limit only with foreign I/O (foreign_pressure): the halving rules on `some` are for hosts
+ * where whose I/O it is cannot be told. */
+static bool own_pressure(const struct loadctl *c, const struct loadctl_signals *s)
 {
+    return s->disk && s->foreign_bps < c->p.foreign_min_bps;
+}
+
+/* Foreign I/O while some task stalls on I/O: a competing user the queue slows down. */
+static bool foreign_pressure(const struct loadctl *c, const struct loadctl_signals *s)
+{
+    return s->psi && s->disk && s->foreign_bps >= c->p.foreign_min_bps &&
+           (s->io_some >= c->p.some_low || s->io_some_now >= c->p.some_low);
+}
+
+/* The trouble that halves the limit (*to_one: that puts it at 1), or NULL. */
+static const char *trouble(const struct loadctl *c, const struct loadctl_signals *s, char *buf,
+                           size_t n, bool *to_one)
+{
+    *to_one = false;
     if (s->host_trouble) {
         snprintf(buf, n, "host trouble (%s)", s->trouble ? s->trouble : "health check");
         return buf;
@@ -82,11 +103,20 @@ static const char *trouble(const struct loadctl *c, const struct loadctl_signals
         snprintf(buf, n, "pool trouble (%s)", s->trouble ? s->trouble : "pool status");
         return buf;
     }
+    if (c->foreign >= c->p.now_ticks) {
+        *to_one = true;
+        snprintf(buf, n,
+                 "foreign I/O: %.1f MiB/s on the pool's disk beside thinimg's %.1f MiB/s for %d "
+                 "s, tasks stalled %.1f%% of the last interval",
+                 s->foreign_bps / (1024 * 1024), s->own_bps / (1024 * 1024),
+                 c->p.now_ticks * LOADCTL_INTERVAL_MS / 1000, s->io_some_now);
+        return buf;
+    }
     if (s->psi && s->io_full > c->p.full_high) {
         snprintf(buf, n, "I/O pressure: all tasks stalled %.1f%% of the time", s->io_full);
         return buf;
     }
-    if (s->psi && s->io_some > c->p.some_high) {
+    if (s->psi && !s->disk && s->io_some > c->p.some_high) {
         snprintf(buf, n, "I/O pressure: tasks stalled %.1f%% of the time", s->io_some);
         return buf;
     }
@@ -112,13 +142,15 @@ static const char *trouble(const struct loadctl *c, const struct loadctl_signals
 
 static bool calm(const struct loadctl *c, const struct loadctl_signals *s)
 {
-    return !s->psi || (s->io_some < c->p.some_low && s->mem_full < c->p.mem_full_high / 2);
+    return !s->psi || ((own_pressure(c, s) || s->io_some < c->p.some_low) &&
+                       s->mem_full < c->p.mem_full_high / 2);
 }
 
 bool loadctl_calm(const struct loadctl *c, const struct loadctl_signals *s)
 {
-    return s->psi && !s->host_trouble && !(c->p.watch_pool && s->pool_trouble) &&
-           s->io_some < c->p.some_low && s->io_some_now < c->p.some_low &&
+    bool some_ok =
+        own_pressure(c, s) || (s->io_some < c->p.some_low && s->io_some_now < c->p.some_low);
+    return s->psi && !s->host_trouble && !(c->p.watch_pool && s->pool_trouble) && some_ok &&
            s->io_full < c->p.full_high / 2 && s->io_full_now < c->p.full_high / 2 &&
            s->mem_full < c->p.mem_full_high / 2;
 }
@@ -182,17 +214,20 @@ enum loadctl_change loadctl_step(struct loadctl *c, const struct loadctl_signals
                  "no pressure stall information (PSI) in this kernel: the queue limit follows "
                  "the health checks, the pool and throughput only");
     }
-    bool hot = s->psi && (s->io_full_now > c->p.full_high || s->io_some_now > c->p.some_now_high);
+    bool hot = s->psi && (s->io_full_now > c->p.full_high ||
+                          (!s->disk && s->io_some_now > c->p.some_now_high));
     c->hot = hot ? c->hot + 1 : 0;
+    c->foreign = foreign_pressure(c, s) ? c->foreign + 1 : 0;
     bool idle = s->running == 0 && s->waiting == 0;
     if (!idle)
         c->idle_calm = c->idle_busy = 0;
-    char why[128];
-    const char *t = trouble(c, s, why, sizeof(why));
+    char why[160];
+    bool to_one;
+    const char *t = trouble(c, s, why, sizeof(why), &to_one);
     if (t) {
         /* An idle queue's limit is only where its next work starts: 1 at once. */
         if (c->limit > 1)
-            return decrease(c, idle ? 1 : c->limit / 2, t);
+            return decrease(c, idle || to_one ? 1 : c->limit / 2, t);
         c->idle_calm = c->idle_busy = 0;
         c->hold = c->p.hold_ticks;
         return LOADCTL_SAME;

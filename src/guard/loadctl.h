@@ -33,6 +33,16 @@
  * host starts at 1; additive increase remains the way up while work runs.
  * Starting at the maximum leaves the throughput-per-worker rule unarmed until a probe is
  * accepted: pressure, the pool and the health check are what take such a queue down.
+ * Where the pool's disk is measured (s->disk, guard/diskio.h), I/O pressure is told apart by
+ * whose I/O the disk is doing:
+ *  - foreign I/O (foreign_min_bps or more) in now_ticks intervals in a row while some task
+ *    stalled on I/O (some_low or more, avg10 or the interval) is a competing user slowed by
+ *    the queue: the limit goes to 1 at once and holds;
+ *  - the `some` halving rules (avg10 over some_high, the interval share over some_now_high)
+ *    do not apply: without foreign I/O the stalls are the queue's own work on a disk nobody
+ *    else uses, and they neither lower the limit nor keep it from rising or an idle queue
+ *    from its maximum (more workers that add nothing are undone by the probe). `full` stalls
+ *    (every task waiting, the host's other work too) halve as before.
  * Without PSI (a kernel built without it, or booted with psi=0) the other signals still count;
  * the controller notes it once (loadctl.note).
  */
@@ -55,25 +65,30 @@ struct loadctl_signals {
     bool host_trouble;   /* the health check's verdict: D-state tasks, kernel-log warnings */
     bool pool_trouble;   /* pool past low water, nearly full, read-only or needs_check */
     const char *trouble; /* what the trouble is, for the reason (may be NULL) */
+    bool disk;           /* the pool's disk is known and measured: the three rates are valid */
+    double disk_bps;     /* bytes/s the pool's disk read and wrote in the interval */
+    double own_bps;      /* bytes/s thinimg (and its children) read and wrote */
+    double foreign_bps;  /* bytes/s of the disk's beyond what thinimg's explain (diskio.h) */
     double throughput;   /* units (bytes) the queue finished per second in the interval */
     int running;         /* runs holding a slot */
     int waiting;         /* runs waiting for a slot */
 };
 
 struct loadctl_params {
-    int max;              /* the highest limit (>= 1); the floor is 1 */
-    bool watch_pool;      /* the pool's state counts (unpack: yes; fetch: no) */
-    double some_low;      /* raise only while io_some is below this */
-    double some_high;     /* halve when io_some is above this */
-    double some_now_high; /* halve when now_ticks intervals' own io_some share is above this */
-    double full_high;     /* halve when io_full is above this */
-    double mem_full_high; /* halve when mem_full is above this */
-    int calm_ticks;       /* calm intervals with waiting work before a raise */
-    int probe_ticks;      /* intervals a raise runs before its throughput is judged */
-    double gain_min;      /* a raise must add this share of throughput (0.10 = 10%) */
-    double drop_ratio;    /* halve when throughput per worker falls below this share */
-    int hold_ticks;       /* after a decrease or an undone raise: no raise for this long */
-    int now_ticks;        /* intervals in a row whose own share must pass a high threshold */
+    int max;                /* the highest limit (>= 1); the floor is 1 */
+    bool watch_pool;        /* the pool's state counts (unpack: yes; fetch: no) */
+    double some_low;        /* raise only while io_some is below this */
+    double some_high;       /* halve when io_some is above this */
+    double some_now_high;   /* halve when now_ticks intervals' own io_some share is above this */
+    double full_high;       /* halve when io_full is above this */
+    double mem_full_high;   /* halve when mem_full is above this */
+    int calm_ticks;         /* calm intervals with waiting work before a raise */
+    int probe_ticks;        /* intervals a raise runs before its throughput is judged */
+    double gain_min;        /* a raise must add this share of throughput (0.10 = 10%) */
+    double drop_ratio;      /* halve when throughput per worker falls below this share */
+    int hold_ticks;         /* after a decrease or an undone raise: no raise for this long */
+    int now_ticks;          /* intervals in a row whose own share must pass a high threshold */
+    double foreign_min_bps; /* foreign I/O at this rate is a competing user of the disk */
 };
 
 /* Defaults for a queue whose maximum is max (see loadctl.c for the reasons of each). */
@@ -84,7 +99,7 @@ enum loadctl_change { LOADCTL_SAME = 0, LOADCTL_UP, LOADCTL_DOWN };
 struct loadctl {
     struct loadctl_params p;
     int limit;
-    char reason[160]; /* why the last change happened */
+    char reason[200]; /* why the last change happened */
     char note[160];   /* a one-time remark (PSI absent), cleared by the caller after logging */
     /* state */
     int calm;        /* consecutive calm intervals with waiting work */
@@ -92,6 +107,7 @@ struct loadctl {
     int idle_busy;   /* consecutive intervals not calm with the queue idle */
     int hold;        /* intervals left in which no raise happens */
     int hot;         /* consecutive intervals whose own I/O share passed a high threshold */
+    int foreign;     /* consecutive intervals with foreign I/O and I/O pressure */
     int probe;       /* > 0: intervals left in the probe of the last raise */
     double base_sum; /* throughput summed over the calm intervals before a raise */
     int base_n;

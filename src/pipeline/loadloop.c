@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fsm/fsm.h"
+#include "guard/diskio.h"
 #include "guard/psi.h"
 #include "util/log.h"
 #include "util/timeutil.h"
@@ -30,6 +31,12 @@ struct loadloop {
     /* I/O PSI total counters (microseconds) at the last sample, for the interval's own share */
     uint64_t last_io_some_us, last_io_full_us;
     int64_t last_psi_mono;
+    /* the pool's disk: looked up until the pool exists, then measured or given up (noted) */
+    enum { DISK_LOOKING = 0, DISK_MEASURED, DISK_NONE } disk_state;
+    struct diskio_disk disk;
+    struct diskio_meter meter;
+    uint64_t last_disk_bytes, last_own_bytes;
+    int64_t last_disk_mono; /* 0: no sample yet */
 };
 
 const char *loadloop_queue_name(enum loadloop_queue q)
@@ -81,6 +88,69 @@ static void sample_psi(struct loadloop *l, struct loadctl_signals *s)
     l->last_io_full_us = io.full.total_us;
 }
 
+/* Stop measuring the disk, saying why once. */
+static void disk_none(struct loadloop *l, const char *why, const char *what, int r)
+{
+    l->disk_state = DISK_NONE;
+    log_info("queue sizing: foreign I/O is not measured; the I/O pressure rules apply as they are",
+             "why=\"%s\" on=%s error=%s", why, what, strerror(-r));
+}
+
+/* Find the pool's disk once the pool exists. */
+static void find_disk(struct loadloop *l)
+{
+    char path[4096];
+    int r = l->o.src.pool_data ? l->o.src.pool_data(l->o.src.ud, path, sizeof(path)) : -ENOSYS;
+    if (r == 0)
+        return; /* no pool yet: look again next time */
+    if (r < 0) {
+        disk_none(l, "the pool's data cannot be located", "pool", r);
+        return;
+    }
+    r = diskio_find(l->o.src.sys_root, path, &l->disk);
+    if (r < 0) {
+        disk_none(l, "no block device under the pool's data (tmpfs?)", path, r);
+        return;
+    }
+    l->disk_state = DISK_MEASURED;
+    log_info("queue sizing: foreign I/O measured on the pool's disk", "disk=%s data=%s",
+             l->disk.name, path);
+}
+
+/* The disk's and thinimg's bytes per second in the last interval and the foreign share (the
+ * first sample has no interval: disk stays false). */
+static void sample_disk(struct loadloop *l, struct loadctl_signals *s)
+{
+    if (l->disk_state == DISK_LOOKING)
+        find_disk(l);
+    if (l->disk_state != DISK_MEASURED)
+        return;
+    uint64_t disk, own;
+    int r = diskio_disk_bytes(l->o.src.proc_root, &l->disk, &disk);
+    if (r < 0) {
+        disk_none(l, "the disk has no line in diskstats", l->disk.name, r);
+        return;
+    }
+    if ((r = diskio_own_bytes(l->o.src.proc_root, &own)) < 0) {
+        disk_none(l, "thinimg's own I/O counters cannot be read", "self/io", r);
+        return;
+    }
+    int64_t now = mono_ms();
+    if (l->last_disk_mono && now > l->last_disk_mono) {
+        uint64_t dd = disk > l->last_disk_bytes ? disk - l->last_disk_bytes : 0;
+        uint64_t od = own > l->last_own_bytes ? own - l->last_own_bytes : 0;
+        uint64_t fd = diskio_meter_step(&l->meter, dd, od);
+        double secs = (double)(now - l->last_disk_mono) / 1000.0;
+        s->disk = true;
+        s->disk_bps = (double)dd / secs;
+        s->own_bps = (double)od / secs;
+        s->foreign_bps = (double)fd / secs;
+    }
+    l->last_disk_mono = now;
+    l->last_disk_bytes = disk;
+    l->last_own_bytes = own;
+}
+
 /* The host's signals (PSI, the health verdict, the pool: whether each queue watches the pool is
  * the controller's business). */
 struct host_sample {
@@ -93,6 +163,7 @@ static void sample_host(struct loadloop *l, struct host_sample *h)
 {
     *h = (struct host_sample){0};
     sample_psi(l, &h->base);
+    sample_disk(l, &h->base);
     h->base.host_trouble = l->o.src.host_trouble &&
                            l->o.src.host_trouble(l->o.src.ud, h->host_why, sizeof(h->host_why));
     h->pool = l->o.src.pool_trouble &&
@@ -116,6 +187,17 @@ static void log_change(struct loadloop *l, enum loadloop_queue q)
              l->ctl[q].limit, l->ctl[q].reason);
 }
 
+/* One debug line per sample: what the controllers saw (the bench reads it). */
+static void log_sample(const struct loadctl_signals *s)
+{
+    const double mib = 1024.0 * 1024.0;
+    log_debug("queue sizing sample",
+              "io_some=%.1f io_some_now=%.1f io_full_now=%.1f disk_mibs=%.2f own_mibs=%.2f "
+              "foreign_mibs=%.2f",
+              s->io_some, s->io_some_now, s->io_full_now, s->disk_bps / mib, s->own_bps / mib,
+              s->foreign_bps / mib);
+}
+
 void loadloop_tick(struct loadloop *l)
 {
     struct host_sample h;
@@ -124,6 +206,7 @@ void loadloop_tick(struct loadloop *l)
     pthread_mutex_lock(&l->lock);
     double secs = l->last_mono ? (double)(now - l->last_mono) / 1000.0 : 0;
     l->last_mono = now;
+    log_sample(&h.base);
     for (int q = 0; q < LOADLOOP_N; q++) {
         struct loadctl_signals s = queue_signals(&h);
         struct fsm_queue_stats qs;
@@ -135,6 +218,8 @@ void loadloop_tick(struct loadloop *l)
         l->last_work[q] = qs.work_done;
         l->st[q].last = s;
         l->st[q].last.trouble = NULL;
+        snprintf(l->st[q].disk, sizeof(l->st[q].disk), "%s",
+                 l->disk_state == DISK_MEASURED ? l->disk.name : "");
         if (l->st[q].pinned)
             continue;
         enum loadctl_change ch = loadctl_step(&l->ctl[q], &s);

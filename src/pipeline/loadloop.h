@@ -2,8 +2,10 @@
  * loadloop.h: the thread that sizes the fetch and unpack queues to the host's load.
  *
  * Every LOADCTL_INTERVAL_MS it gathers the signals (PSI from /proc/pressure, the guard's last
- * health verdict, the pool's state for unpack, each queue's running/waiting runs and the work
- * they reported), steps one controller per queue (guard/loadctl.h) and sets the queue's limit
+ * health verdict, the pool's state for unpack, the foreign I/O on the pool's disk (guard/diskio.h:
+ * the disk is looked up once the pool exists; where there is none, that is logged once and the
+ * pressure rules apply as they are), each queue's running/waiting runs and the work they
+ * reported), steps one controller per queue (guard/loadctl.h) and sets the queue's limit
  * with fsm_queue_set_limit(). A queue whose limit the operator pinned (`--unpack-queue N`) is
  * left alone. Each change is one log line with its reason; loadloop_get() reports the state for
  * `status`, `/metrics` and the monitor.
@@ -28,8 +30,12 @@ struct loadloop_sources {
     /* true (and why) when the pool is in trouble: past low water, full, read-only,
      * needs_check; a host without the pool says false */
     bool (*pool_trouble)(void *ud, char *why, size_t n);
+    /* > 0 and the path of the pool's data (its backing file, or its device) when the pool is
+     * set up, 0 when not (yet), negative errno; NULL: foreign I/O is not measured */
+    int (*pool_data)(void *ud, char *path, size_t n);
     void *ud;
     const char *proc_root; /* NULL = /proc */
+    const char *sys_root;  /* NULL = /sys */
 };
 
 struct loadloop_opts {
@@ -53,7 +59,8 @@ struct loadloop_state {
     int limit;
     int max;
     bool pinned;
-    char reason[160];            /* the last change, "" before the first */
+    char reason[200];            /* the last change, "" before the first */
+    char disk[32];               /* the pool's disk whose foreign I/O is measured, or "" */
     struct loadctl_signals last; /* the last sample (trouble string not kept) */
 };
 /* Copy of a queue's state (a consistent snapshot). */

@@ -94,6 +94,22 @@ static bool pool_trouble(void *ud, char *why, size_t n)
     return false;
 }
 
+/* The pool's data for the load loop's foreign-I/O meter: the loop device's backing file, or the
+ * device itself; 0 while the pool is not set up. */
+static int pool_data(void *ud, char *path, size_t n)
+{
+    struct pipeline *p = ud;
+    struct pool_info pi;
+    struct err e = {0};
+    if (pool_get(NULL, p->cfg.pool_name, &pi, &e) < 0 || !pi.active)
+        return 0;
+    const char *data = pi.data_file[0] ? pi.data_file : pi.data_dev;
+    if (data[0] != '/')
+        return -ENODEV;
+    snprintf(path, n, "%s", data);
+    return 1;
+}
+
 int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline **out,
                   struct err *e)
 {
@@ -151,11 +167,13 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         pipeline_close(p);
         return r;
     }
-    struct loadloop_opts lo = {
-        .mgr = p->mgr,
-        .max = {q->fetch_max, q->unpack_max},
-        .pinned = {q->fetch_limit, q->unpack_limit},
-        .src = {.host_trouble = host_trouble, .pool_trouble = pool_trouble, .ud = p}};
+    struct loadloop_opts lo = {.mgr = p->mgr,
+                               .max = {q->fetch_max, q->unpack_max},
+                               .pinned = {q->fetch_limit, q->unpack_limit},
+                               .src = {.host_trouble = host_trouble,
+                                       .pool_trouble = pool_trouble,
+                                       .pool_data = pool_data,
+                                       .ud = p}};
     r = loadloop_start(&lo, &p->load);
     if (r < 0) {
         pipeline_close(p);

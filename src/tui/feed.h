@@ -73,7 +73,7 @@ struct feed_snapshot {
     struct feed_act acts[FEED_MAX_ACTS];
     size_t n_acts;
     struct feed_pool pool;
-    char queues[512];  /* tui/loadview.h: each queue's limit, sizing, last change, signals */
+    char queues[768];  /* tui/loadview.h: each queue's limit, sizing, last change, signals */
     char orphans[256]; /* the idle collection: waiting, when the next may go (live only) */
 };
 

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "util/timeutil.h"
 
@@ -25,13 +26,21 @@ void loadview_queue_signals(const json_t *queue, char *out, size_t n)
         snprintf(out, n, "?");
         return;
     }
-    char pressure[96], rate[32];
+    char pressure[160], rate[32];
     if (json_is_true(json_object_get(s, "psi")))
         snprintf(pressure, sizeof(pressure), "I/O some %.1f%% full %.1f%%, memory full %.1f%%",
                  real_field(s, "io_some_avg10"), real_field(s, "io_full_avg10"),
                  real_field(s, "memory_full_avg10"));
     else
         snprintf(pressure, sizeof(pressure), "no PSI");
+    const char *disk = json_string_value(json_object_get(s, "disk"));
+    if (disk) { /* the pool's disk is measured: its foreign I/O */
+        char foreign[32];
+        double f = real_field(s, "foreign_io_bps");
+        format_bytes(f > 0 ? (uint64_t)f : 0, foreign, sizeof(foreign));
+        size_t len = strlen(pressure);
+        snprintf(pressure + len, sizeof(pressure) - len, ", foreign I/O %s/s on %s", foreign, disk);
+    }
     double tput = real_field(s, "throughput");
     format_bytes(tput > 0 ? (uint64_t)tput : 0, rate, sizeof(rate));
     snprintf(out, n, "%s; %lld running, %lld waiting; %s/s", pressure,
@@ -47,7 +56,7 @@ void loadview_queues_line(const json_t *queues_reply, char *out, size_t n)
     for (size_t i = 0; i < json_array_size(arr) && off < n; i++) {
         const json_t *q = json_array_get(arr, i);
         const char *change = json_string_value(json_object_get(q, "last_change"));
-        char sig[160];
+        char sig[256];
         loadview_queue_signals(q, sig, sizeof(sig));
         int w = snprintf(out + off, n - off, "%s%s %lld (%s, max %lld%s%s; %s)", i ? "  " : "",
                          json_string_value(json_object_get(q, "queue")) ?: "?",

@@ -1,8 +1,9 @@
 /*
  * test_loadctl.c: the queue-limit controller driven by scripted signals (a calm or a loaded
  * start, an idle queue, a quiet host, rising I/O pressure, memory pressure, a pool near full,
- * noisy signals, a disk that adds no throughput for more workers, a kernel without PSI), and
- * the PSI file parser.
+ * noisy signals, a disk that adds no throughput for more workers, a kernel without PSI; with
+ * the pool's disk measured: the queue's own I/O pressure, a competing writer's foreign I/O,
+ * noisy foreign I/O), and the PSI file parser.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +27,8 @@ struct host {
     double per_worker, capacity;
     double io_some, io_full, mem_full;
     bool idle, psi, pool_trouble, host_trouble;
+    bool disk; /* the pool's disk is measured */
+    double own_bps, foreign_bps;
 };
 
 static struct loadctl_signals signals(const struct loadctl *c, const struct host *h)
@@ -39,6 +42,10 @@ static struct loadctl_signals signals(const struct loadctl *c, const struct host
                                     .mem_full = h->mem_full,
                                     .pool_trouble = h->pool_trouble,
                                     .host_trouble = h->host_trouble,
+                                    .disk = h->disk,
+                                    .own_bps = h->own_bps,
+                                    .foreign_bps = h->foreign_bps,
+                                    .disk_bps = h->own_bps * 2 + h->foreign_bps,
                                     .throughput = h->idle ? 0 : t,
                                     .running = h->idle ? 0 : c->limit,
                                     .waiting = h->idle ? 0 : 3};
@@ -397,6 +404,156 @@ static void test_without_psi(void **state)
     assert_int_equal(c.limit, 1);
 }
 
+#define MIBS (1024.0 * 1024.0)
+
+/* A step with the host's signals and the interval's own I/O shares. */
+static enum loadctl_change step_now(struct loadctl *c, const struct host *h, double some_now,
+                                    double full_now)
+{
+    struct loadctl_signals s = signals(c, h);
+    s.io_some_now = some_now;
+    s.io_full_now = full_now;
+    return loadctl_step(c, &s);
+}
+
+/* The unpacks' own stalls on a disk nobody else uses (a quiet host's burst, as the bench saw:
+ * 55-84% of 2 s intervals, `full` under 10%): with the disk measured and no foreign I/O they
+ * do not halve the queue; without the disk measured the same sequence does (the rule as it
+ * was). */
+static void test_own_pressure_keeps_the_limit(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    for (int measured = 1; measured >= 0; measured--) {
+        struct loadctl c;
+        loadctl_init(&c, &p, 4);
+        struct host h = {.per_worker = 100,
+                         .capacity = 1000,
+                         .psi = true,
+                         .disk = measured,
+                         .own_bps = 8 * MIBS,
+                         .foreign_bps = 0.5 * MIBS}; /* the samplers, a journal: noise */
+        int changes = 0;
+        for (int i = 0; i < 60; i++) {
+            h.io_some = 30 + (i % 5) * 12; /* 30..78 */
+            h.io_full = (i % 4) * 2.0;     /* 0..6 */
+            changes += step_now(&c, &h, 55 + (i % 4) * 9, (i % 3) * 3.0) != LOADCTL_SAME;
+        }
+        if (measured) {
+            assert_int_equal(changes, 0);
+            assert_int_equal(c.limit, 4);
+        } else {
+            assert_int_equal(c.limit, 1);
+            assert_true(strstr(c.reason, "I/O pressure") != NULL);
+        }
+    }
+    /* `full` stalls (every task waiting) still halve: the host's other work waits too */
+    struct loadctl c;
+    loadctl_init(&c, &p, 4);
+    struct host h = {.per_worker = 100,
+                     .capacity = 1000,
+                     .psi = true,
+                     .disk = true,
+                     .own_bps = 8 * MIBS,
+                     .io_some = 60,
+                     .io_full = p.full_high + 5};
+    assert_int_equal(step_now(&c, &h, 60, p.full_high + 5), LOADCTL_DOWN);
+    assert_int_equal(c.limit, 2);
+}
+
+/* A writer starts beside the running unpacks: its bytes are foreign, the pressure rises; two
+ * intervals in a row put the queue at 1 (not half), within 10 s. It holds while the writer
+ * goes on; once it stops, the queue climbs again although its own pressure stays. */
+static void test_foreign_io_drops_to_one(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 4);
+    struct host h = {.per_worker = 100,
+                     .capacity = 1000,
+                     .psi = true,
+                     .disk = true,
+                     .own_bps = 6 * MIBS,
+                     .io_some = 35};
+    assert_int_equal(step_now(&c, &h, 40, 2), LOADCTL_SAME);
+    /* the writer: 30 MiB/s foreign, stalls 30% of each interval (no more than the unpacks'
+     * own: pressure alone does not tell them apart) */
+    h.foreign_bps = 30 * MIBS;
+    int at = -1;
+    for (int i = 0; i < 5 && at < 0; i++) {
+        step_now(&c, &h, 30, 3);
+        if (c.limit < 4)
+            at = i;
+    }
+    assert_int_equal(at, p.now_ticks - 1);
+    assert_int_equal(c.limit, 1);
+    assert_true((at + 1) * LOADCTL_INTERVAL_MS <= 10000);
+    assert_true(strstr(c.reason, "4 -> 1: foreign I/O: 30.0 MiB/s on the pool's disk") != NULL);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(step_now(&c, &h, 30, 3), LOADCTL_SAME);
+    assert_int_equal(c.limit, 1);
+    /* the writer stops; the unpacks' own stalls remain */
+    h.foreign_bps = 0.2 * MIBS;
+    for (int i = 0; i < p.hold_ticks + 4 * (p.calm_ticks + p.probe_ticks); i++)
+        step_now(&c, &h, 45, 2);
+    assert_int_equal(c.limit, 4);
+}
+
+/* Foreign I/O that comes and goes every other interval, or that stalls nobody (pressure
+ * under the calm line), moves nothing. */
+static void test_foreign_noise(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 4);
+    struct host h = {
+        .per_worker = 100, .capacity = 1000, .psi = true, .disk = true, .own_bps = 6 * MIBS};
+    int changes = 0;
+    for (int i = 0; i < 100; i++) {
+        h.foreign_bps = i % 2 ? 50 * MIBS : 1 * MIBS;
+        h.io_some = 20 + (i % 3) * 5;
+        changes += step_now(&c, &h, 35, 2) != LOADCTL_SAME;
+    }
+    assert_int_equal(changes, 0);
+    h.foreign_bps = 50 * MIBS;
+    h.io_some = 3;
+    changes = 0;
+    for (int i = 0; i < 100; i++)
+        changes += step_now(&c, &h, p.some_low - 2, 0) != LOADCTL_SAME;
+    assert_int_equal(changes, 0);
+    assert_int_equal(c.limit, 4);
+}
+
+/* An idle queue: pressure left over from its own burst (avg10 decays over tens of seconds)
+ * does not keep it at 1 when nobody else uses the disk; foreign I/O with pressure puts it at
+ * 1 at once. */
+static void test_idle_with_the_disk_measured(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    struct loadctl c;
+    loadctl_init(&c, &p, 1);
+    struct host h = {.per_worker = 100,
+                     .capacity = 1000,
+                     .psi = true,
+                     .idle = true,
+                     .disk = true,
+                     .io_some = 30,
+                     .own_bps = 3 * MIBS};
+    for (int i = 0; i < p.calm_ticks; i++)
+        step_now(&c, &h, 20, 0);
+    assert_int_equal(c.limit, 4);
+    assert_true(strstr(c.reason, "idle on a calm host") != NULL);
+    h.foreign_bps = 20 * MIBS;
+    h.io_some = 12;
+    assert_int_equal(step_now(&c, &h, 15, 0), LOADCTL_SAME);
+    assert_int_equal(step_now(&c, &h, 15, 0), LOADCTL_DOWN);
+    assert_int_equal(c.limit, 1);
+    assert_true(strstr(c.reason, "foreign I/O") != NULL);
+}
+
 static void test_psi_parse(void **state)
 {
     (void)state;
@@ -447,6 +604,10 @@ int main(void)
         cmocka_unit_test(test_raise_without_gain_is_undone),
         cmocka_unit_test(test_throughput_collapse),
         cmocka_unit_test(test_without_psi),
+        cmocka_unit_test(test_own_pressure_keeps_the_limit),
+        cmocka_unit_test(test_foreign_io_drops_to_one),
+        cmocka_unit_test(test_foreign_noise),
+        cmocka_unit_test(test_idle_with_the_disk_measured),
         cmocka_unit_test(test_psi_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

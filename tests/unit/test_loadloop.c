@@ -3,7 +3,8 @@
  * unpack queues, a fake /proc/pressure and a fake pool. The loop reads them, steps the
  * controllers and sets the manager's queue limits: at the maximum from the start on a calm
  * host, up on a quiet host with work waiting, down
- * on I/O pressure, unpack only down on pool trouble, pinned queues untouched.
+ * on I/O pressure, unpack only down on pool trouble, pinned queues untouched; with a fake
+ * sysfs and diskstats, the pool's disk measured: the queue's own I/O kept, foreign I/O to 1.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "fsm_testutil.h"
 #include "pipeline/loadloop.h"
@@ -43,7 +46,8 @@ static int teardown(void **state)
 }
 
 /* The fake pressure files: I/O avg10 values and the I/O total counters (microseconds). */
-static void pressure_at(const char *io_some, const char *io_full, unsigned long long total_us)
+static void pressure_totals(const char *io_some, const char *io_full, unsigned long long some_us,
+                            unsigned long long full_us)
 {
     char path[512], text[256];
     snprintf(path, sizeof(path), "%s/proc/pressure", dir);
@@ -52,12 +56,17 @@ static void pressure_at(const char *io_some, const char *io_full, unsigned long 
     snprintf(text, sizeof(text),
              "some avg10=%s avg60=0.00 avg300=0.00 total=%llu\n"
              "full avg10=%s avg60=0.00 avg300=0.00 total=%llu\n",
-             io_some, total_us, io_full, total_us);
+             io_some, some_us, io_full, full_us);
     assert_int_equal(tu_write_file(path, text, strlen(text)), 0);
     snprintf(path, sizeof(path), "%s/proc/pressure/memory", dir);
     const char *mem = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
                       "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     assert_int_equal(tu_write_file(path, mem, strlen(mem)), 0);
+}
+
+static void pressure_at(const char *io_some, const char *io_full, unsigned long long total_us)
+{
+    pressure_totals(io_some, io_full, total_us, total_us);
 }
 
 static void pressure(const char *io_some, const char *io_full)
@@ -281,6 +290,114 @@ static void test_interval_share(void **state)
     finish_runs(m, &t, v, 4);
 }
 
+static char pool_file[1024];
+
+static int fake_pool_data(void *ud, char *path, size_t n)
+{
+    (void)ud;
+    snprintf(path, n, "%s", pool_file);
+    return 1;
+}
+
+/* The disk's and this process's byte counters, in a fake /proc. */
+static void io_at(unsigned disk_major, unsigned long long disk_bytes, unsigned long long own_bytes)
+{
+    char path[512], text[256];
+    snprintf(path, sizeof(path), "%s/proc/diskstats", dir);
+    snprintf(text, sizeof(text), " %u 0 vdq 1 0 0 1 1 0 %llu 1 0 1 1\n", disk_major,
+             disk_bytes / 512);
+    assert_int_equal(tu_write_file(path, text, strlen(text)), 0);
+    snprintf(path, sizeof(path), "%s/proc/self", dir);
+    mkdir_p(path, 0755);
+    snprintf(path, sizeof(path), "%s/proc/self/io", dir);
+    snprintf(text, sizeof(text), "rchar: 0\nwchar: 0\nread_bytes: 0\nwrite_bytes: %llu\n",
+             own_bytes);
+    assert_int_equal(tu_write_file(path, text, strlen(text)), 0);
+}
+
+/* The pool's data file on a disk found through a fake sysfs. The unpacks' own bytes (with
+ * stalls that would halve the queue unmeasured) keep it at its maximum; a writer's bytes
+ * beyond them put it at 1 on the second interval. */
+static void test_foreign_io(void **state)
+{
+    (void)state;
+    struct ft t;
+    static const struct fsm_queue_cfg q[] = {{"fetch", 1}, {"unpack", 4}};
+    struct fsm_id v[4];
+    struct fsm_manager *m = gated_runs(&t, q, v, 4);
+    snprintf(pool_file, sizeof(pool_file), "%s/pool.data", dir);
+    assert_int_equal(tu_write_file(pool_file, "x", 1), 0);
+    struct stat st;
+    assert_int_equal(stat(pool_file, &st), 0);
+    unsigned dma = major(st.st_dev);
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/sys/dev/block/%u:%u", dir, major(st.st_dev), minor(st.st_dev));
+    assert_int_equal(mkdir_p(path, 0755), 0); /* the file's block device is the disk */
+    snprintf(path, sizeof(path), "%s/sys/dev/block/%u:%u/uevent", dir, major(st.st_dev),
+             minor(st.st_dev));
+    assert_int_equal(tu_write_file(path, "DEVNAME=vdq\n", 12), 0);
+    unsigned long long total = 1000, disk = 1ULL << 30, own = 1ULL << 20;
+    pressure_at("1.00", "0.00", total);
+    io_at(dma, disk, own);
+    char proc[512], sys[512];
+    snprintf(proc, sizeof(proc), "%s/proc", dir);
+    snprintf(sys, sizeof(sys), "%s/sys", dir);
+    struct loadloop_opts o = {.mgr = m,
+                              .max = {1, 4},
+                              .src = {.pool_trouble = fake_pool,
+                                      .pool_data = fake_pool_data,
+                                      .proc_root = proc,
+                                      .sys_root = sys},
+                              .interval_ms = 3600 * 1000};
+    struct loadloop *l = NULL;
+    assert_int_equal(loadloop_start(&o, &l), 0);
+    struct loadloop_state us;
+    loadloop_get(l, LOADLOOP_UNPACK, &us);
+    assert_int_equal(us.limit, 4);
+    /* the unpacks' own: 64 MiB an interval dirtied, 128 MiB on the disk, some task stalled
+     * all the time (every task, never) */
+    for (int i = 0; i < 6; i++) {
+        usleep(2000); /* rates need time between the samples */
+        total += 10ULL * 1000 * 1000;
+        own += 64ULL << 20;
+        disk += 128ULL << 20;
+        pressure_totals("60.00", "0.00", total, 1000);
+        io_at(dma, disk, own);
+        loadloop_tick(l);
+    }
+    loadloop_get(l, LOADLOOP_UNPACK, &us);
+    assert_int_equal(us.limit, 4);
+    assert_true(us.last.disk);
+    assert_string_equal(us.disk, "vdq");
+    assert_true(us.last.own_bps > 0 && us.last.foreign_bps == 0);
+    /* a writer: 1 GiB more an interval on the disk */
+    for (int i = 0; i < 2; i++) {
+        usleep(2000);
+        total += 10ULL * 1000 * 1000;
+        own += 64ULL << 20;
+        disk += (128ULL << 20) + (1ULL << 30);
+        pressure_totals("60.00", "0.00", total, 1000);
+        io_at(dma, disk, own);
+        loadloop_tick(l);
+        loadloop_get(l, LOADLOOP_UNPACK, &us);
+        assert_int_equal(us.limit, i == 0 ? 4 : 1);
+    }
+    assert_true(strstr(us.reason, "4 -> 1: foreign I/O") != NULL);
+    loadloop_stop(l);
+
+    /* a pool on tmpfs (no block device under its data): measured never, pressure as before */
+    snprintf(path, sizeof(path), "%s/sys/dev", dir);
+    tu_rmrf(path);
+    assert_int_equal(loadloop_start(&o, &l), 0);
+    usleep(2000);
+    loadloop_tick(l);
+    loadloop_get(l, LOADLOOP_UNPACK, &us);
+    assert_false(us.last.disk);
+    assert_string_equal(us.disk, "");
+    loadloop_stop(l);
+    finish_runs(m, &t, v, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -288,6 +405,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pinned_and_no_psi, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calm_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interval_share, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_io, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
