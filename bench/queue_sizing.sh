@@ -252,7 +252,7 @@ one_run() {
     # the load loop's samples: the disk's and thinimg's mean rates and the highest foreign one
     IO_STATS=$({ grep 'msg="queue sizing sample"' "$W/daemon.log" || true; } | sed -e 's/.* disk_mibs=//' |
         awk '{ sub("own_mibs=", "", $2); sub("foreign_mibs=", "", $3); d += $1; o += $2; n++
-               if ($3 > f) f = $3 }
+               if ($3 + 0 > f) f = $3 + 0 }
              END { printf "disk %.1f, thinimg %.1f MiB/s (means), foreign up to %.1f MiB/s", n ? d / n : 0, n ? o / n : 0, f }')
     CHANGES=$(grep 'msg="queue limit follows the load" queue=unpack' "$W/daemon.log" |
         sed -e 's/^time=[^ ]*T\([0-9:.]*\)Z .* reason=/\1 /' | paste -sd ';' || true)
