@@ -16,7 +16,8 @@
 const char *loadview_queue_mode(const json_t *queue);
 
 /* One queue's signals: "I/O some 3.0% full 0.0%, memory full 0.0%; 2 running, 1 waiting;
- * 12.0 MiB/s" ("no PSI" in place of the pressures when the kernel has none). */
+ * 12.0 MiB/s" ("no PSI" in place of the pressures when the kernel has none; ", foreign I/O
+ * 31.0 MiB/s on vdb" after them where the pool's disk is measured). */
 void loadview_queue_signals(const json_t *queue, char *out, size_t n);
 
 /* Every queue on one line: "fetch 5 (sized to the load, max 8)  unpack 1 (sized to the load,
