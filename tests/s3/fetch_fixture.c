@@ -42,6 +42,17 @@ int fixture_end(struct fetch_fixture *f)
     return 0;
 }
 
+int fixture_teardown(void **state)
+{
+    return fixture_end(*state);
+}
+
+int fixture_reset(void **state)
+{
+    struct fetch_fixture *f = *state;
+    return s3h_reset(&f->h);
+}
+
 char *fixture_new_state(struct fetch_fixture *f)
 {
     char *p = NULL;

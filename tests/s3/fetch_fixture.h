@@ -6,9 +6,10 @@
  * cmocka: include this after <cmocka.h>.
  *
  *     static struct fetch_fixture F;
- *     group setup:    fixture_init(&F, "tag"); ...fill F.seed...; fixture_start(&F, "bucket")
+ *     group setup:    *state = &F; fixture_init(&F, "tag"); ...fill F.seed...;
+ *                     return fixture_start(&F, "bucket");
  *     a case:         char *sd = fixture_new_state(&F); fixture_fetch(&F, sd, ref, ...)
- *     group teardown: fixture_end(&F)
+ *     cmocka_unit_test_setup(a_case, fixture_reset), and the group teardown fixture_teardown
  */
 #pragma once
 
@@ -34,6 +35,10 @@ int fixture_init(struct fetch_fixture *f, const char *tag);
 int fixture_start(struct fetch_fixture *f, const char *bucket);
 /* Stops the harness and removes the temp folder; 0 (a cmocka group teardown's value). */
 int fixture_end(struct fetch_fixture *f);
+/* cmocka callbacks, with the fixture as the group's state: the group teardown
+ * (fixture_end()), and a case's setup that clears the proxy's faults and log (s3h_reset()). */
+int fixture_teardown(void **state);
+int fixture_reset(void **state);
 /* The path of a new state folder below the root (not created; malloc'd). */
 char *fixture_new_state(struct fetch_fixture *f);
 

@@ -100,7 +100,7 @@ static int resume_mib(void)
 
 static int setup(void **state)
 {
-    (void)state;
+    *state = &F; /* the cases' setup (fixture_reset) and the teardown take it */
     if (fixture_init(&F, "byteonce") < 0)
         return -1;
     const char *seed = F.seed;
@@ -124,18 +124,6 @@ static int setup(void **state)
     snprintf(p, sizeof(p), "%s/big/resume.tar", seed);
     fixture_make_layer(p, resume_mib() << 10, 7);
     return fixture_start(&F, BUCKET);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return fixture_end(&F);
-}
-
-static int reset(void **state)
-{
-    (void)state;
-    return s3h_reset(&F.h);
 }
 
 /* `thinimg --state-dir S fetch REF --json` through the proxy, with env1 and env2 (NULL: none)
@@ -926,15 +914,15 @@ static void test_streams_reboot(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_families_share_layers, reset),
-        cmocka_unit_test_setup(test_changed_blob_not_reused, reset),
-        cmocka_unit_test_setup(test_resume_at_the_byte, reset),
-        cmocka_unit_test_setup(test_streams, reset),
-        cmocka_unit_test_setup(test_streams_progress, reset),
-        cmocka_unit_test_setup(test_one_identity_at_once, reset),
-        cmocka_unit_test_setup(test_one_identity_killed, reset),
-        cmocka_unit_test_setup(test_one_identity_killed_after_store, reset),
-        cmocka_unit_test_setup(test_streams_reboot, reset),
+        cmocka_unit_test_setup(test_families_share_layers, fixture_reset),
+        cmocka_unit_test_setup(test_changed_blob_not_reused, fixture_reset),
+        cmocka_unit_test_setup(test_resume_at_the_byte, fixture_reset),
+        cmocka_unit_test_setup(test_streams, fixture_reset),
+        cmocka_unit_test_setup(test_streams_progress, fixture_reset),
+        cmocka_unit_test_setup(test_one_identity_at_once, fixture_reset),
+        cmocka_unit_test_setup(test_one_identity_killed, fixture_reset),
+        cmocka_unit_test_setup(test_one_identity_killed_after_store, fixture_reset),
+        cmocka_unit_test_setup(test_streams_reboot, fixture_reset),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, fixture_teardown);
 }

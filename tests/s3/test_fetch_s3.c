@@ -44,7 +44,7 @@ static struct fetch_fixture F;
 
 static int setup(void **state)
 {
-    (void)state;
+    *state = &F; /* the cases' setup (fixture_reset) and the teardown take it */
     if (fixture_init(&F, "fetchs3") < 0)
         return -1;
     const char *root = F.root, *seed = F.seed;
@@ -66,18 +66,6 @@ static int setup(void **state)
      * test_byteonce_s3.c) */
     setenv("THINIMG_SOURCE_DOWNLOAD_STREAMS", "1", 1);
     return fixture_start(&F, BUCKET);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return fixture_end(&F);
-}
-
-static int reset(void **state)
-{
-    (void)state;
-    return s3h_reset(&F.h);
 }
 
 /* Run `thinimg --state-dir S fetch REF [OPTION]` through the proxy. */
@@ -338,11 +326,11 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_fetch_family, reset),
-        cmocka_unit_test_setup(test_same_bytes_stored_once, reset),
-        cmocka_unit_test_setup(test_kill_and_resume, reset),
-        cmocka_unit_test_setup(test_kill_replace_restart, reset),
-        cmocka_unit_test_setup(test_errors, reset),
+        cmocka_unit_test_setup(test_fetch_family, fixture_reset),
+        cmocka_unit_test_setup(test_same_bytes_stored_once, fixture_reset),
+        cmocka_unit_test_setup(test_kill_and_resume, fixture_reset),
+        cmocka_unit_test_setup(test_kill_replace_restart, fixture_reset),
+        cmocka_unit_test_setup(test_errors, fixture_reset),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, fixture_teardown);
 }
