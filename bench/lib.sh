@@ -52,3 +52,86 @@ bench_value() {
 now_s() { echo "${EPOCHREALTIME}"; }
 # elapsed T0 T1: seconds between two now_s readings.
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
+
+# ---- The S3 benchmarks (bench/fetch.sh, bench/fetch-streams.sh) ----
+# Their objects are served by tests/s3/harness.js (s3rver and its proxy on 127.0.0.1) from a
+# work folder on a tmpfs when there is one (BENCH_DIR overrides), so that both sides measure
+# the network path and their own CPU, not a shared disk's write-back. Leaves no process
+# behind: the harness serves until its stdin (a FIFO the script holds open) closes, and is
+# killed on exit.
+
+# bench_s3_begin NAME: checks that $T (the thinimg measured) and the harness's packages are
+# there, makes WORK, and stops the harness and removes WORK when the script exits.
+bench_s3_begin() {
+  local name=$1
+  [ -x "$T" ] || { echo "bench/$name.sh: no $T; build first (BUILD=build-rel)" >&2; exit 1; }
+  [ -d tests/s3/node_modules/s3rver ] || { echo "bench/$name.sh: run scripts/install-deps.sh" >&2; exit 1; }
+  local base=${BENCH_DIR:-$( [ -d /dev/shm ] && [ -w /dev/shm ] && echo /dev/shm || echo /tmp )}
+  WORK=$(mktemp -d "$base/thinimg-bench-$name.XXXXXX")
+  HPID=""
+  trap bench_s3_end EXIT
+}
+bench_s3_end() {
+  exec 3>&- 2>/dev/null || true # the harness's stdin: EOF stops it
+  [ -n "$HPID" ] && kill "$HPID" 2>/dev/null || true
+  [ -n "$HPID" ] && wait "$HPID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
+# bench_random_tar PATH MIB: a tar of one file of MIB MiB of random bytes (one random MiB,
+# rotated by a few bytes for each MiB: nothing compresses or dedups it, and it is quick to make).
+bench_random_tar() {
+  python3 - "$1" "$2" <<'PY'
+import os, sys, tarfile
+path, mib = sys.argv[1], int(sys.argv[2])
+with open(path + ".data", "wb") as f:
+    chunk = os.urandom(1 << 20)
+    for i in range(mib):
+        f.write(chunk[i % 7:] + chunk[:i % 7])
+with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as t, open(path + ".data", "rb") as f:
+    info = tarfile.TarInfo("blob.bin"); info.size = mib << 20; info.mtime = 1700000000
+    t.addfile(info, f)
+os.unlink(path + ".data")
+PY
+}
+
+# bench_s3_start: serves $WORK/seed as the bucket "bench" (then removes the seed: the server
+# has its own copies), sets S3 and PROXY to the server's and the proxy's URLs, and clears the
+# AWS credentials of the environment (the bucket is anonymous).
+bench_s3_start() {
+  mkfifo "$WORK/hold"
+  exec 3<>"$WORK/hold"
+  node tests/s3/harness.js --dir "$WORK/s3" --seed "bench=$WORK/seed" <"$WORK/hold" >"$WORK/ports" \
+    2>"$WORK/harness.log" &
+  HPID=$!
+  for _ in $(seq 1 600); do [ -s "$WORK/ports" ] && break; sleep 0.1; done
+  [ -s "$WORK/ports" ] || { echo "the S3 harness did not start: $(cat "$WORK/harness.log")" >&2; exit 1; }
+  local s3port proxyport
+  read -r s3port proxyport < <(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["s3"], j["proxy"])' "$WORK/ports")
+  S3="http://127.0.0.1:$s3port" PROXY="http://127.0.0.1:$proxyport"
+  unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_PROFILE
+  rm -rf "$WORK/seed"
+}
+
+# bench_fetch_once ENDPOINT KEY: seconds of `thinimg fetch s3://bench/KEY` from ENDPOINT into
+# a fresh state directory ($WORK/state, kept until the next call).
+bench_fetch_once() {
+  rm -rf "$WORK/state"
+  local t0 t1
+  t0=$(now_s)
+  AWS_ENDPOINT_URL="$1" "$T" -q --state-dir "$WORK/state" fetch "s3://bench/$2" >/dev/null
+  t1=$(now_s)
+  elapsed "$t0" "$t1"
+}
+# bench_curl_once ENDPOINT KEY SYNC: seconds of `curl -o FILE` of the same object (then
+# `sync FILE` when SYNC is 1: thinimg fsyncs).
+bench_curl_once() {
+  rm -f "$WORK/out"
+  local t0 t1
+  t0=$(now_s)
+  curl -s -f -o "$WORK/out" "$1/bench/$2"
+  [ "$3" = 1 ] && sync "$WORK/out"
+  t1=$(now_s)
+  rm -f "$WORK/out"
+  elapsed "$t0" "$t1"
+}

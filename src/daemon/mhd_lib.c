@@ -40,12 +40,36 @@ DYNLIB_DEFINE(mhd_lib, MHD_LIB_FUNCTIONS, .soname = THINIMG_MHD_SONAME,
 
 DYNLIB_ACCESSORS(mhd_lib, mhd_lib)
 
-#define MHD_REAL(name) DYNLIB_REAL(mhd_lib, name)
+/* FORWARD(ret, name, fail, (params), (args)): `ret name(params)` calling the real function
+ * with args, or returning fail when libmicrohttpd cannot be loaded; VOID_FORWARD the same for
+ * a function that returns nothing. */
+#define FORWARD(ret, name, fail, params, args)                                                     \
+    DYNLIB_FORWARD(mhd_lib, ret, name, fail, params, args)
+#define VOID_FORWARD(name, params, args) DYNLIB_FORWARD_VOID(mhd_lib, name, params, args)
 
+VOID_FORWARD(MHD_stop_daemon, (struct MHD_Daemon * daemon), (daemon))
+FORWARD(MHD_socket, MHD_quiesce_daemon, MHD_INVALID_SOCKET, (struct MHD_Daemon * daemon), (daemon))
+FORWARD(const char *, MHD_lookup_connection_value, NULL,
+        (struct MHD_Connection * connection, enum MHD_ValueKind kind, const char *key),
+        (connection, kind, key))
+VOID_FORWARD(MHD_suspend_connection, (struct MHD_Connection * connection), (connection))
+VOID_FORWARD(MHD_resume_connection, (struct MHD_Connection * connection), (connection))
+FORWARD(struct MHD_Response *, MHD_create_response_from_buffer, NULL,
+        (size_t size, void *buffer, enum MHD_ResponseMemoryMode mode), (size, buffer, mode))
+FORWARD(enum MHD_Result, MHD_add_response_header, MHD_NO,
+        (struct MHD_Response * response, const char *header, const char *content),
+        (response, header, content))
+FORWARD(enum MHD_Result, MHD_queue_response, MHD_NO,
+        (struct MHD_Connection * connection, unsigned int status_code,
+         struct MHD_Response *response),
+        (connection, status_code, response))
+VOID_FORWARD(MHD_destroy_response, (struct MHD_Response * response), (response))
+
+/* The variadic two are written out: FORWARD cannot pass a `...` on (see the top of the file). */
 struct MHD_Daemon *MHD_start_daemon(unsigned int flags, uint16_t port, MHD_AcceptPolicyCallback apc,
                                     void *apc_cls, MHD_AccessHandlerCallback dh, void *dh_cls, ...)
 {
-    typeof(&MHD_start_daemon_va) f = MHD_REAL(MHD_start_daemon_va);
+    typeof(&MHD_start_daemon_va) f = DYNLIB_REAL(mhd_lib, MHD_start_daemon_va);
     if (!f)
         return NULL;
     va_list ap;
@@ -55,71 +79,9 @@ struct MHD_Daemon *MHD_start_daemon(unsigned int flags, uint16_t port, MHD_Accep
     return d;
 }
 
-void MHD_stop_daemon(struct MHD_Daemon *daemon)
-{
-    typeof(&MHD_stop_daemon) f = MHD_REAL(MHD_stop_daemon);
-    if (f)
-        f(daemon);
-}
-
-MHD_socket MHD_quiesce_daemon(struct MHD_Daemon *daemon)
-{
-    typeof(&MHD_quiesce_daemon) f = MHD_REAL(MHD_quiesce_daemon);
-    return f ? f(daemon) : MHD_INVALID_SOCKET;
-}
-
-const char *MHD_lookup_connection_value(struct MHD_Connection *connection, enum MHD_ValueKind kind,
-                                        const char *key)
-{
-    typeof(&MHD_lookup_connection_value) f = MHD_REAL(MHD_lookup_connection_value);
-    return f ? f(connection, kind, key) : NULL;
-}
-
 const union MHD_ConnectionInfo *MHD_get_connection_info(struct MHD_Connection *connection,
                                                         enum MHD_ConnectionInfoType info_type, ...)
 {
-    typeof(&MHD_get_connection_info) f = MHD_REAL(MHD_get_connection_info);
+    typeof(&MHD_get_connection_info) f = DYNLIB_REAL(mhd_lib, MHD_get_connection_info);
     return f ? f(connection, info_type) : NULL;
-}
-
-void MHD_suspend_connection(struct MHD_Connection *connection)
-{
-    typeof(&MHD_suspend_connection) f = MHD_REAL(MHD_suspend_connection);
-    if (f)
-        f(connection);
-}
-
-void MHD_resume_connection(struct MHD_Connection *connection)
-{
-    typeof(&MHD_resume_connection) f = MHD_REAL(MHD_resume_connection);
-    if (f)
-        f(connection);
-}
-
-struct MHD_Response *MHD_create_response_from_buffer(size_t size, void *buffer,
-                                                     enum MHD_ResponseMemoryMode mode)
-{
-    typeof(&MHD_create_response_from_buffer) f = MHD_REAL(MHD_create_response_from_buffer);
-    return f ? f(size, buffer, mode) : NULL;
-}
-
-enum MHD_Result MHD_add_response_header(struct MHD_Response *response, const char *header,
-                                        const char *content)
-{
-    typeof(&MHD_add_response_header) f = MHD_REAL(MHD_add_response_header);
-    return f ? f(response, header, content) : MHD_NO;
-}
-
-enum MHD_Result MHD_queue_response(struct MHD_Connection *connection, unsigned int status_code,
-                                   struct MHD_Response *response)
-{
-    typeof(&MHD_queue_response) f = MHD_REAL(MHD_queue_response);
-    return f ? f(connection, status_code, response) : MHD_NO;
-}
-
-void MHD_destroy_response(struct MHD_Response *response)
-{
-    typeof(&MHD_destroy_response) f = MHD_REAL(MHD_destroy_response);
-    if (f)
-        f(response);
 }

@@ -44,23 +44,28 @@ DYNLIB_DEFINE(curl_lib, CURL_LIB_FUNCTIONS, .soname = THINIMG_CURL_SONAME,
 
 DYNLIB_ACCESSORS(curl_lib, curl_lib)
 
-#define CURL_REAL(name) DYNLIB_REAL(curl_lib, name)
+/* FORWARD(ret, name, fail, (params), (args)): `ret name(params)` calling the real function
+ * with args, or returning fail when libcurl cannot be loaded; VOID_FORWARD the same for a
+ * function that returns nothing. */
+#define FORWARD(ret, name, fail, params, args)                                                     \
+    DYNLIB_FORWARD(curl_lib, ret, name, fail, params, args)
+#define VOID_FORWARD(name, params, args) DYNLIB_FORWARD_VOID(curl_lib, name, params, args)
 
-CURLcode curl_global_init(long flags)
-{
-    typeof(&curl_global_init) f = CURL_REAL(curl_global_init);
-    return f ? f(flags) : CURLE_FAILED_INIT;
-}
+FORWARD(CURLcode, curl_global_init, CURLE_FAILED_INIT, (long flags), (flags))
+FORWARD(CURL *, curl_easy_init, NULL, (void), ())
+FORWARD(CURLcode, curl_easy_perform, CURLE_FAILED_INIT, (CURL * curl), (curl))
+VOID_FORWARD(curl_easy_reset, (CURL * curl), (curl))
+VOID_FORWARD(curl_easy_cleanup, (CURL * curl), (curl))
+FORWARD(const char *, curl_easy_strerror, "libcurl is not available", (CURLcode code), (code))
+FORWARD(struct curl_slist *, curl_slist_append, NULL,
+        (struct curl_slist * list, const char *string), (list, string))
+VOID_FORWARD(curl_slist_free_all, (struct curl_slist * list), (list))
+FORWARD(time_t, curl_getdate, -1, (const char *p, const time_t *unused), (p, unused))
 
-CURL *curl_easy_init(void)
-{
-    typeof(&curl_easy_init) f = CURL_REAL(curl_easy_init);
-    return f ? f() : NULL;
-}
-
+/* The variadic two are written out: FORWARD cannot pass a `...` on (see the top of the file). */
 CURLcode(curl_easy_setopt)(CURL *curl, CURLoption option, ...)
 {
-    typeof(&curl_easy_setopt) f = CURL_REAL(curl_easy_setopt);
+    typeof(&curl_easy_setopt) f = DYNLIB_REAL(curl_lib, curl_easy_setopt);
     if (!f)
         return CURLE_FAILED_INIT;
     va_list ap;
@@ -80,15 +85,9 @@ CURLcode(curl_easy_setopt)(CURL *curl, CURLoption option, ...)
     return rc;
 }
 
-CURLcode curl_easy_perform(CURL *curl)
-{
-    typeof(&curl_easy_perform) f = CURL_REAL(curl_easy_perform);
-    return f ? f(curl) : CURLE_FAILED_INIT;
-}
-
 CURLcode(curl_easy_getinfo)(CURL *curl, CURLINFO info, ...)
 {
-    typeof(&curl_easy_getinfo) f = CURL_REAL(curl_easy_getinfo);
+    typeof(&curl_easy_getinfo) f = DYNLIB_REAL(curl_lib, curl_easy_getinfo);
     if (!f)
         return CURLE_FAILED_INIT;
     va_list ap;
@@ -96,43 +95,4 @@ CURLcode(curl_easy_getinfo)(CURL *curl, CURLINFO info, ...)
     CURLcode rc = f(curl, info, va_arg(ap, void *));
     va_end(ap);
     return rc;
-}
-
-void curl_easy_reset(CURL *curl)
-{
-    typeof(&curl_easy_reset) f = CURL_REAL(curl_easy_reset);
-    if (f)
-        f(curl);
-}
-
-void curl_easy_cleanup(CURL *curl)
-{
-    typeof(&curl_easy_cleanup) f = CURL_REAL(curl_easy_cleanup);
-    if (f)
-        f(curl);
-}
-
-const char *curl_easy_strerror(CURLcode code)
-{
-    typeof(&curl_easy_strerror) f = CURL_REAL(curl_easy_strerror);
-    return f ? f(code) : "libcurl is not available";
-}
-
-struct curl_slist *curl_slist_append(struct curl_slist *list, const char *string)
-{
-    typeof(&curl_slist_append) f = CURL_REAL(curl_slist_append);
-    return f ? f(list, string) : NULL;
-}
-
-void curl_slist_free_all(struct curl_slist *list)
-{
-    typeof(&curl_slist_free_all) f = CURL_REAL(curl_slist_free_all);
-    if (f)
-        f(list);
-}
-
-time_t curl_getdate(const char *p, const time_t *unused)
-{
-    typeof(&curl_getdate) f = CURL_REAL(curl_getdate);
-    return f ? f(p, unused) : -1;
 }

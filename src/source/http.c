@@ -75,11 +75,7 @@ static int http_stat(struct source *s, const char *key, struct source_object *ou
     _cleanup_free_ char *url = key_url(s, key);
     if (!url)
         return -ENOMEM;
-    struct httpc_req req = {.method = "HEAD",
-                            .url = url,
-                            .what = url,
-                            .small = true,
-                            .max_body = SOURCE_ERROR_BODY_MAX};
+    struct httpc_req req = httpc_req_object_head(url, url);
     struct httpc_resp resp;
     int r = httpc_perform(h->http, &req, &resp, e);
     if (r == 0 && resp.status != 200)
@@ -107,17 +103,7 @@ static int http_get(struct source *s, const char *key, uint64_t offset,
     _cleanup_free_ char *url = key_url(s, key);
     if (!url)
         return -ENOMEM;
-    struct httpc_req req = {.method = "GET",
-                            .url = url,
-                            .what = url,
-                            .offset = offset,
-                            .if_match = x->etag,
-                            .has_size = x->has_size,
-                            .size = x->size,
-                            .end = x->end,
-                            .sink = sink,
-                            .sink_ud = ud,
-                            .max_body = SOURCE_ERROR_BODY_MAX};
+    struct httpc_req req = httpc_req_object_get(url, url, offset, x, sink, ud);
     struct httpc_resp resp;
     int r = httpc_perform(h->http, &req, &resp, e);
     if (r == 0 && !httpc_resp_get_info(&resp, offset, info))

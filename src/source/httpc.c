@@ -82,6 +82,31 @@ void httpc_resp_free(struct httpc_resp *r)
         buf_free(&r->body);
 }
 
+struct httpc_req httpc_req_object_head(const char *url, const char *what)
+{
+    return (struct httpc_req){.method = "HEAD",
+                              .url = url,
+                              .what = what,
+                              .small = true,
+                              .max_body = SOURCE_ERROR_BODY_MAX};
+}
+
+struct httpc_req httpc_req_object_get(const char *url, const char *what, uint64_t offset,
+                                      const struct source_expect *x, source_sink_fn sink, void *ud)
+{
+    return (struct httpc_req){.method = "GET",
+                              .url = url,
+                              .what = what,
+                              .offset = offset,
+                              .if_match = x->etag,
+                              .has_size = x->has_size,
+                              .size = x->size,
+                              .end = x->end,
+                              .sink = sink,
+                              .sink_ud = ud,
+                              .max_body = SOURCE_ERROR_BODY_MAX};
+}
+
 int httpc_resp_object(const struct httpc_resp *resp, const char *key, const char *what,
                       struct source_object *out, struct err *e)
 {

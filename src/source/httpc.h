@@ -104,6 +104,15 @@ void httpc_resp_free(struct httpc_resp *r);
 int httpc_perform(struct httpc *h, const struct httpc_req *req, struct httpc_resp *resp,
                   struct err *e);
 
+/* The requests of a kind's stat and get ops on one object at url (what: its location, for
+ * messages), whose answers httpc_resp_object() and httpc_resp_get_info() read: a HEAD (small,
+ * an error body kept for the message), and a GET from offset with the checks x asks for
+ * (If-Match on its ETag, the size, the end of a range) and its body to sink. The kind adds
+ * what is its own (a signing hook). */
+struct httpc_req httpc_req_object_head(const char *url, const char *what);
+struct httpc_req httpc_req_object_get(const char *url, const char *what, uint64_t offset,
+                                      const struct source_expect *x, source_sink_fn sink, void *ud);
+
 /* After a HEAD that answered 200: the object (key copied). -EPROTO without Content-Length. */
 int httpc_resp_object(const struct httpc_resp *resp, const char *key, const char *what,
                       struct source_object *out, struct err *e);

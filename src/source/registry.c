@@ -419,12 +419,8 @@ static int registry_stat(struct source *s, const char *key, struct source_object
         _cleanup_free_ char *url = api_url(r, "blobs/", ref);
         if (!url)
             return -ENOMEM;
-        struct httpc_req req = {.method = "HEAD",
-                                .url = url,
-                                .what = what,
-                                .small = true,
-                                .max_body = SOURCE_ERROR_BODY_MAX,
-                                .immutable = true};
+        struct httpc_req req = httpc_req_object_head(url, what);
+        req.immutable = true; /* a blob's digest names its bytes */
         k = reg_perform(r, &req, NULL, &resp, e);
         if (k == 0 && resp.status != 200)
             k = reg_status_error(&resp, what, e);
@@ -490,16 +486,9 @@ static int registry_get(struct source *s, const char *key, uint64_t offset,
     _cleanup_free_ char *url = api_url(r, "blobs/", ref);
     if (!url)
         return -ENOMEM;
-    struct httpc_req req = {.method = "GET",
-                            .url = url,
-                            .what = what,
-                            .offset = offset,
-                            .has_size = x->has_size,
-                            .size = x->size,
-                            .sink = sink,
-                            .sink_ud = ud,
-                            .max_body = SOURCE_ERROR_BODY_MAX,
-                            .immutable = true};
+    /* a blob's digest names its bytes: immutable, so no If-Match is sent (httpc.h) */
+    struct httpc_req req = httpc_req_object_get(url, what, offset, x, sink, ud);
+    req.immutable = true;
     k = reg_perform(r, &req, NULL, &resp, e);
     if (k == 0 && !httpc_resp_get_info(&resp, offset, info))
         k = reg_status_error(&resp, what, e);

@@ -236,13 +236,9 @@ static int s3_stat(struct source *s, const char *key, struct source_object *out,
     _cleanup_free_ char *what = source_location(s, key);
     if (!url || !what)
         return -ENOMEM;
-    struct httpc_req req = {.method = "HEAD",
-                            .url = url,
-                            .what = what,
-                            .small = true,
-                            .max_body = SOURCE_ERROR_BODY_MAX,
-                            .sign = sign_hook,
-                            .sign_ud = s3};
+    struct httpc_req req = httpc_req_object_head(url, what);
+    req.sign = sign_hook;
+    req.sign_ud = s3;
     struct httpc_resp resp;
     int r = httpc_perform(s3->http, &req, &resp, e);
     if (r == 0 && resp.status != 200)
@@ -263,19 +259,9 @@ static int s3_get(struct source *s, const char *key, uint64_t offset, const stru
     _cleanup_free_ char *what = source_location(s, key);
     if (!url || !what)
         return -ENOMEM;
-    struct httpc_req req = {.method = "GET",
-                            .url = url,
-                            .what = what,
-                            .offset = offset,
-                            .if_match = x->etag,
-                            .has_size = x->has_size,
-                            .size = x->size,
-                            .end = x->end,
-                            .sink = sink,
-                            .sink_ud = ud,
-                            .max_body = SOURCE_ERROR_BODY_MAX,
-                            .sign = sign_hook,
-                            .sign_ud = s3};
+    struct httpc_req req = httpc_req_object_get(url, what, offset, x, sink, ud);
+    req.sign = sign_hook;
+    req.sign_ud = s3;
     struct httpc_resp resp;
     int r = httpc_perform(s3->http, &req, &resp, e);
     if (r == 0 && !httpc_resp_get_info(&resp, offset, info))

@@ -51,12 +51,7 @@ FORWARD(unsigned char *, HMAC, NULL,
          unsigned char *md, unsigned int *md_len),
         (evp_md, key, key_len, d, n, md, md_len))
 
-void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
-{
-    typeof(&EVP_MD_CTX_free) f = DYNLIB_REAL(crypto_lib, EVP_MD_CTX_free);
-    if (f)
-        f(ctx);
-}
+DYNLIB_FORWARD_VOID(crypto_lib, EVP_MD_CTX_free, (EVP_MD_CTX * ctx), (ctx))
 
 /* Without libcrypto: an empty string (the caller's buffer always holds one). */
 int EVP_EncodeBlock(unsigned char *t, const unsigned char *from, int n)

@@ -94,10 +94,20 @@ bool dynlib_loaded(const struct dynlib *lib);
 
 /* For a shim: `DYNLIB_FORWARD(var, ret, name, fail, (params), (args))` defines `ret
  * name(params)`, which calls the real function with args, or returns fail when the library
- * cannot be loaded (the reason logged once, see dynlib_fn()). */
+ * cannot be loaded (the reason logged once, see dynlib_fn()). DYNLIB_FORWARD_VOID(var, name,
+ * (params), (args)) is the same for a function that returns nothing: without the library it
+ * does nothing. Variadic functions cannot use either (a `...` cannot be passed on): a shim
+ * writes those by hand. */
 #define DYNLIB_FORWARD(var, ret, name, fail, params, args)                                         \
     ret name params                                                                                \
     {                                                                                              \
         typeof(&name) f = DYNLIB_REAL(var, name);                                                  \
         return f ? f args : (fail);                                                                \
+    }
+#define DYNLIB_FORWARD_VOID(var, name, params, args)                                               \
+    void name params                                                                               \
+    {                                                                                              \
+        typeof(&name) f = DYNLIB_REAL(var, name);                                                  \
+        if (f)                                                                                     \
+            f args;                                                                                \
     }

@@ -16,6 +16,9 @@
 #  7. the reconcile at start reports gc's orphans (log line, gauge); automatic gc (--gc-high-water): while idle and above the mark, the images without
 #     activations are removed least recently used first; images with activations and the layer
 #     devices they use stay; the pool and the database agree afterwards
+# teardown_pool from the pipeline tests' lib.sh; this folder's lib.sh second (its fail() also
+# shows the daemon's log)
+source "$(dirname "$0")/../pipeline/lib.sh"
 source "$(dirname "$0")/lib.sh"
 need dmsetup
 need sha256sum
@@ -23,22 +26,12 @@ need sha256sum
 POOL=dmd$$
 export THINIMG_POOL=$POOL
 T="$BIN --log-level warn"
-# The pool's devices, the pool, and the loop devices of its files (a loop device keeps its
-# deleted file's blocks in the guest tmpfs the VM suite's tests share).
-teardown_pool() {
-    for d in $(dmsetup ls 2>/dev/null | awk '{print $1}' | grep "^$POOL-" || true); do
-        dmsetup remove "$d" >/dev/null 2>&1 || true
-    done
-    dmsetup remove "$POOL" >/dev/null 2>&1 || true
-    losetup -nO NAME,BACK-FILE 2>/dev/null | awk -v p="/$POOL-" 'index($0, p) { print $1 }' |
-        xargs -r -n1 losetup -d 2>/dev/null || true
-}
 cleanup() {
     set +e
     exec 3<&- 2>/dev/null
     cleanup_daemon
     mountpoint -q "$W/mnt" && umount "$W/mnt"
-    teardown_pool
+    teardown_pool "$POOL"
     rm -rf "$W"
     return 0
 }

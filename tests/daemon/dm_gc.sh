@@ -20,7 +20,8 @@
 #     after a thin-pool line in the kernel log; the daemon says why (log, GET /v1/gc, status);
 #     once the device is resumed it is collected.
 # Pool ids and rows are compared with the daemon stopped (check_pool; phase 3 starts it again).
-# Methods: tests/faults (guard.sh for D state and /dev/kmsg, kill_matrix.sh for the kills).
+# Methods: tests/faults (lib.sh's dstate_begin for D state, guard.sh for /dev/kmsg, kill_matrix.sh
+# for the kills).
 # DMGC_KEEP=DIR keeps the daemon's log and the JSON reports of each run in DIR/<time>-<pid>.
 [ -n "${THINIMG_VM:-}" ] || [ -e /dev/mapper/control ] || { echo "no device-mapper here"; exit 77; }
 source "$(dirname "$0")/../pipeline/lib.sh"
@@ -34,9 +35,6 @@ PERIOD_S=3   # the daemon looks every quarter of the grace (2.5 s), at least eve
 SLACK_S=20   # one scan and removal under emulation (thin_ls, the guard's health checks)
 DEVSIZE=64M
 DPID=""
-DST=""
-SYNCPID=""
-DLOOP=""
 cleanup() {
     set +e
     if [ -n "${DMGC_KEEP:-}" ]; then # keep the daemon's log and the reports of this run
@@ -44,13 +42,7 @@ cleanup() {
         mkdir -p "$k"
         cp "$S"/*.json "$S"/*.err "$DLOG" "$k/" 2>/dev/null
     fi
-    if [ -n "$DST" ]; then
-        dmsetup resume "$DST" 2>/dev/null
-        [ -n "$SYNCPID" ] && wait "$SYNCPID" 2>/dev/null
-        umount "$S/dmnt" 2>/dev/null
-        dmsetup remove "$DST" 2>/dev/null
-        [ -n "$DLOOP" ] && losetup -d "$DLOOP" 2>/dev/null
-    fi
+    dstate_end 2>/dev/null
     if [ -n "$DPID" ]; then
         kill -KILL "$DPID" 2>/dev/null
         wait "$DPID" 2>/dev/null
@@ -199,17 +191,7 @@ old_tmp() {
     echo "left behind" >"$S/tmp/$1"
     touch -d '1 hour ago' "$S/tmp/$1"
 }
-truncate -s 64M "$S/dstate.img"
-DLOOP=$(losetup -f --show "$S/dstate.img")
-DST=dstate$$
-dmsetup create "$DST" --table "0 131072 linear $DLOOP 0"
-mkfs.ext4 -q -F "/dev/mapper/$DST"
-mkdir -p "$S/dmnt"
-mount "/dev/mapper/$DST" "$S/dmnt"
-dd if=/dev/zero of="$S/dmnt/dirty" bs=1M count=8 status=none
-dmsetup suspend --nolockfs "$DST"
-sync &
-SYNCPID=$!
+dstate_begin
 refused() { get /v1/gc | jq -e '.auto_gc_orphans.refused // "" | contains("dstate")' >/dev/null; }
 wait_for 60 refused || fail "GET /v1/gc does not say the collection is refused: $(get /v1/gc)"
 grep 'orphans are not collected while the host is not healthy' "$DLOG" | grep -q dstate ||
@@ -219,13 +201,7 @@ run st $T status
 expect_in "$(cat "$OUT")" "not collected while the host is not healthy: " "status says why"
 sleep $((PERIOD_S * 2))
 [ -f "$S/tmp/old.part" ] || fail "an orphan was collected with storage tasks in D state"
-dmsetup resume "$DST"
-wait "$SYNCPID"
-SYNCPID=""
-umount "$S/dmnt"
-dmsetup remove "$DST"
-losetup -d "$DLOOP"
-DST=""
+dstate_end || fail "resuming and removing the suspended device"
 gone() { [ ! -e "$S/tmp/old.part" ]; }
 wait_for $((PERIOD_S + SLACK_S)) gone || fail "the temp file was not collected once healthy"
 pass "D state: no collection, the daemon said why; collected once the device was resumed"

@@ -16,16 +16,8 @@ source "$(dirname "$0")/lib.sh"
 need mkfs.ext4
 need ps
 
-DST=""
-SYNCPID=""
 cleanup() {
-    if [ -n "$DST" ]; then
-        dmsetup resume "$DST" 2>/dev/null || true
-        if [ -n "$SYNCPID" ]; then wait "$SYNCPID" 2>/dev/null || true; fi
-        umount "$S/dmnt" 2>/dev/null || true
-        dmsetup remove "$DST" 2>/dev/null || true
-        if [ -n "${DLOOP:-}" ]; then losetup -d "$DLOOP" 2>/dev/null || true; fi
-    fi
+    dstate_end 2>/dev/null || true
     teardown_all
 }
 trap cleanup EXIT
@@ -36,19 +28,7 @@ run small $T process-image --device-size 64M --json "$IMG_SMALL"
 expect_rc 0 "process-image on a healthy host"
 
 # ---- dstate -------------------------------------------------------------------------------------
-truncate -s 64M "$S/dstate.img"
-DLOOP=$(losetup -f --show "$S/dstate.img")
-DST=dstate$$
-dmsetup create "$DST" --table "0 131072 linear $DLOOP 0"
-mkfs.ext4 -q -F "/dev/mapper/$DST"
-mkdir -p "$S/dmnt"
-mount "/dev/mapper/$DST" "$S/dmnt"
-# Dirty data first, then suspend without freezing the file system (--nolockfs: a plain suspend
-# would write it out first); the `sync` that follows waits for writeback that cannot happen.
-dd if=/dev/zero of="$S/dmnt/dirty" bs=1M count=8 status=none
-dmsetup suspend --nolockfs "$DST"
-sync &
-SYNCPID=$!
+dstate_begin
 # One ps, not a process per task: every process start counts under emulation.
 d_tasks() { ps -eo stat=,comm= | awk '$1 ~ /^D/ {print $2}' | sort -u | tr '\n' ' '; }
 some_d_task() { [ -n "$(d_tasks)" ]; }
@@ -64,13 +44,7 @@ expect_in "$ERR" "D state" "the refusal says what it saw"
 run h1 $T health --peek
 expect_rc 3 "thinimg health with storage tasks in D state"
 pass "tasks in D state ($D_TASKS) make the guard refuse: $(grep -o 'dstate: [^;]*' "$S/f1.err" | head -n1 | cut -c1-160)"
-dmsetup resume "$DST"
-wait "$SYNCPID"
-SYNCPID=""
-umount "$S/dmnt"
-dmsetup remove "$DST"
-losetup -d "$DLOOP"
-DST=""
+dstate_end || fail "resuming and removing the suspended device"
 run f2 $T process-image --device-size 64M --json "$IMG_F"
 expect_rc 0 "process-image after the device was resumed"
 check_content f "$(jget "$OUT" .device_path)"

@@ -122,6 +122,40 @@ gc_orphans() {
         FROM json_each(readfile('$1'), '\$.orphans') ORDER BY k)"
 }
 
+# ---- Storage tasks in D state (guard.sh, tests/daemon/dm_gc.sh) -------------------------------
+# dstate_begin: a dm device outside the pool (STATE/dstate.img behind a loop device) with a
+# mounted ext4 and dirty data is suspended without freezing the file system (--nolockfs: a
+# plain suspend would write the data out first), and a `sync` started in the background waits
+# for writeback that cannot happen: sync and jbd2 block in D state. Sets DST, DLOOP, SYNCPID.
+# dstate_end: the device resumed (the sync finishes), unmounted and removed with its loop
+# device; every step is tried, 1 when one failed (the cleanup of a test ignores that).
+# Nothing to do when no dstate_begin is pending.
+DST="" DLOOP="" SYNCPID=""
+dstate_begin() {
+    truncate -s 64M "$S/dstate.img"
+    DLOOP=$(losetup -f --show "$S/dstate.img")
+    DST=dstate$$
+    dmsetup create "$DST" --table "0 131072 linear $DLOOP 0"
+    mkfs.ext4 -q -F "/dev/mapper/$DST"
+    mkdir -p "$S/dmnt"
+    mount "/dev/mapper/$DST" "$S/dmnt"
+    dd if=/dev/zero of="$S/dmnt/dirty" bs=1M count=8 status=none
+    dmsetup suspend --nolockfs "$DST"
+    sync &
+    SYNCPID=$!
+}
+dstate_end() {
+    [ -n "$DST" ] || return 0
+    local rc=0
+    dmsetup resume "$DST" || rc=1
+    if [ -n "$SYNCPID" ]; then wait "$SYNCPID" || rc=1; fi
+    umount "$S/dmnt" || rc=1
+    dmsetup remove "$DST" || rc=1
+    if [ -n "$DLOOP" ]; then losetup -d "$DLOOP" || rc=1; fi
+    DST="" DLOOP="" SYNCPID=""
+    return $rc
+}
+
 # ---- The backends ------------------------------------------------------------------------
 # Everything the tests know about one backend and not the other. dm-thin: a layer and an
 # activation are thin devices of the pool (ids handed out by the database's sequence), an

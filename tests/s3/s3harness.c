@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "util/cleanup.h"
 #include "util/hash.h"
 
 int s3h_start(struct s3h *h, const char *bucket, const char *seed_dir)
@@ -98,6 +99,16 @@ int s3h_start(struct s3h *h, const char *bucket, const char *seed_dir)
     snprintf(h->s3_url, sizeof(h->s3_url), "http://127.0.0.1:%d", h->s3_port);
     snprintf(h->proxy_url, sizeof(h->proxy_url), "http://127.0.0.1:%d", h->proxy_port);
     return 0;
+}
+
+void s3h_anonymous_env(void)
+{
+    static const char *const vars[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                       "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                                       "AWS_ENDPOINT_URL",  "AWS_ENDPOINT_URL_S3"};
+    for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
+        unsetenv(vars[i]);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
 }
 
 void s3h_stop(struct s3h *h)

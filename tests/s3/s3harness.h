@@ -29,6 +29,10 @@ struct s3h {
 
 /* Returns 0, or -1 with a message on stderr (node or its packages missing, ...). */
 int s3h_start(struct s3h *h, const char *bucket, const char *seed_dir);
+/* Clears the AWS credentials, profile and endpoint variables of this process's environment
+ * and points the shared credentials file nowhere: what the tests run reaches the harness
+ * anonymously (its bucket's policy), whatever the developer's shell has set. */
+void s3h_anonymous_env(void);
 void s3h_stop(struct s3h *h);
 
 int s3h_fault(struct s3h *h, const char *rule_json);

@@ -42,7 +42,7 @@
 #include <unistd.h>
 
 #include "pipeline/fetch_ranges.h"
-#include "s3harness.h"
+#include "fetch_fixture.h"
 #include "testutil.h"
 #include "util/cleanup.h"
 #include "util/hash.h"
@@ -83,47 +83,12 @@ static const char *const FAMILIES[3] = {"golang", "node", "python"};
 #define SAMEBOOT_STEP_SPAN (2 << 20)
 #define ANOTHER_BOOT       "00000000-0000-4000-8000-000000000000"
 
-static struct s3h H;
-static char *ROOT, *SEED;
-static int state_n;
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    char *err = NULL;
-    if (tu_sh(cmd, NULL, &err) != 0)
-        fail_msg("%s: %s", cmd, err ? err : "");
-    free(err);
-}
-
-/* A layer tar with one file of `kib` KiB of pseudo-random bytes (seeded: reproducible). */
-static void make_layer(const char *path, int kib, int seed)
-{
-    sh("python3 -c 'import io,random,tarfile,sys\n"
-       "r=random.Random(%d); n=%d<<10\n"
-       "d=b\"\".join(r.randbytes(min(1<<20,n-o)) for o in range(0,n,1<<20))\n"
-       "with tarfile.open(sys.argv[1],\"w\",format=tarfile.USTAR_FORMAT) as t:\n"
-       "  i=tarfile.TarInfo(\"f%d.bin\"); i.size=n; i.mtime=1700000000\n"
-       "  t.addfile(i, io.BytesIO(d))' '%s'",
-       seed, kib, seed, path);
-}
+static struct fetch_fixture F;
 
 static uint64_t file_size(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-}
-
-static pid_t spawn(const char *state_dir, const char *ref)
-{
-    pid_t pid = s3h_spawn_fetch(&H, state_dir, ref);
-    assert_true(pid > 0);
-    return pid;
 }
 
 static int resume_mib(void)
@@ -135,58 +100,30 @@ static int resume_mib(void)
 
 static int setup(void **state)
 {
-    (void)state;
-    ROOT = tu_mkdtemp("byteonce");
-    if (asprintf(&SEED, "%s/seed", ROOT) < 0)
+    *state = &F; /* the cases' setup (fixture_reset) and the teardown take it */
+    if (fixture_init(&F, "byteonce") < 0)
         return -1;
+    const char *seed = F.seed;
     char p[4096];
     for (int f = 0; f < 3; f++) {
-        sh("mkdir -p '%s/images/%s'", SEED, FAMILIES[f]);
+        fixture_sh("mkdir -p '%s/images/%s'", seed, FAMILIES[f]);
         for (int l = 0; l < 3; l++) {
-            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", SEED, FAMILIES[f], l + 1);
-            make_layer(p, SHARED_KIB[l], l + 1); /* same seed: byte-identical */
+            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", seed, FAMILIES[f], l + 1);
+            fixture_make_layer(p, SHARED_KIB[l], l + 1); /* same seed: byte-identical */
         }
         for (int l = 0; l < 2; l++) {
-            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", SEED, FAMILIES[f], l + 4);
-            make_layer(p, OWN_KIB[l], 100 + 10 * f + l);
+            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", seed, FAMILIES[f], l + 4);
+            fixture_make_layer(p, OWN_KIB[l], 100 + 10 * f + l);
         }
     }
-    sh("mkdir -p '%s/extra' '%s/big' '%s/twins'", SEED, SEED, SEED);
-    snprintf(p, sizeof(p), "%s/twins/1.tar", SEED);
-    make_layer(p, TWIN_MIB << 10, 9);
-    sh("cp '%s/twins/1.tar' '%s/twins/2.tar'", SEED, SEED);
-    sh("cp '%s/images/golang/1.tar' '%s/extra/1.tar'", SEED, SEED);
-    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
-    make_layer(p, resume_mib() << 10, 7);
-    unsetenv("AWS_ACCESS_KEY_ID");
-    unsetenv("AWS_SECRET_ACCESS_KEY");
-    unsetenv("AWS_PROFILE");
-    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
-    return s3h_start(&H, BUCKET, SEED);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    s3h_stop(&H);
-    tu_rmrf(ROOT);
-    free(ROOT);
-    free(SEED);
-    return 0;
-}
-
-static int reset(void **state)
-{
-    (void)state;
-    return s3h_reset(&H);
-}
-
-static char *new_state(void)
-{
-    char *p = NULL;
-    if (asprintf(&p, "%s/state%d", ROOT, state_n++) < 0)
-        return NULL;
-    return p;
+    fixture_sh("mkdir -p '%s/extra' '%s/big' '%s/twins'", seed, seed, seed);
+    snprintf(p, sizeof(p), "%s/twins/1.tar", seed);
+    fixture_make_layer(p, TWIN_MIB << 10, 9);
+    fixture_sh("cp '%s/twins/1.tar' '%s/twins/2.tar'", seed, seed);
+    fixture_sh("cp '%s/images/golang/1.tar' '%s/extra/1.tar'", seed, seed);
+    snprintf(p, sizeof(p), "%s/big/resume.tar", seed);
+    fixture_make_layer(p, resume_mib() << 10, 7);
+    return fixture_start(&F, BUCKET);
 }
 
 /* `thinimg --state-dir S fetch REF --json` through the proxy, with env1 and env2 (NULL: none)
@@ -194,13 +131,9 @@ static char *new_state(void)
 static int fetch_env(const char *state_dir, const char *ref, const char *env1, const char *env2,
                      json_t **out_json, char **err)
 {
-    char sd[4096], ep[128];
-    snprintf(sd, sizeof(sd), "--state-dir=%s", state_dir);
-    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", H.proxy_url);
-    char *env[] = {ep, (char *)env1, (char *)env2, NULL};
-    char *argv[] = {(char *)tu_thinimg(), sd, "fetch", (char *)ref, "--json", NULL};
+    const char *env[] = {env1, env2, NULL};
     char *out = NULL;
-    int rc = tu_run(argv, env, &out, err);
+    int rc = fixture_fetch(&F, state_dir, ref, "--json", env, &out, err);
     *out_json = out ? json_loads(out, 0, NULL) : NULL;
     free(out);
     return rc;
@@ -209,18 +142,12 @@ static int fetch_env(const char *state_dir, const char *ref, const char *env1, c
 /* `thinimg --state-dir S fetch REF --json` through the proxy; the parsed output. */
 static json_t *fetch_json(const char *state_dir, const char *ref)
 {
-    char sd[4096], ep[128];
-    snprintf(sd, sizeof(sd), "--state-dir=%s", state_dir);
-    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", H.proxy_url);
-    char *env[] = {ep, NULL};
-    char *argv[] = {(char *)tu_thinimg(), sd, "fetch", (char *)ref, "--json", NULL};
-    char *out = NULL, *err = NULL;
-    int rc = tu_run(argv, env, &out, &err);
+    json_t *j = NULL;
+    char *err = NULL;
+    int rc = fetch_env(state_dir, ref, NULL, NULL, &j, &err);
     if (rc != 0)
         fail_msg("fetch %s: rc %d: %s", ref, rc, err);
-    json_t *j = json_loads(out, 0, NULL);
     assert_non_null(j);
-    free(out);
     free(err);
     return j;
 }
@@ -233,7 +160,7 @@ static uint64_t bytes_field(json_t *j, const char *what)
 /* Body bytes the proxy sent: every request, or the GETs whose path contains match. */
 static uint64_t sent_bytes(const char *match, size_t *gets)
 {
-    json_t *log = s3h_log(&H);
+    json_t *log = s3h_log(&F.h);
     assert_non_null(log);
     size_t i;
     json_t *v;
@@ -256,12 +183,12 @@ static uint64_t sent_bytes(const char *match, size_t *gets)
 static void test_families_share_layers(void **state)
 {
     (void)state;
-    _cleanup_free_ char *sd = new_state();
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     uint64_t unique = 0, shared = 0;
     char p[4096];
     for (int f = 0; f < 3; f++)
         for (int l = 1; l <= 5; l++) {
-            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", SEED, FAMILIES[f], l);
+            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", F.seed, FAMILIES[f], l);
             if (l <= 3 && f == 0)
                 shared += file_size(p);
             if (l > 3 || f == 0)
@@ -274,7 +201,7 @@ static void test_families_share_layers(void **state)
         json_t *layers = json_object_get(j, "layers");
         assert_int_equal(json_array_size(layers), 5);
         for (int l = 1; l <= 5; l++) {
-            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", SEED, FAMILIES[f], l);
+            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", F.seed, FAMILIES[f], l);
             _cleanup_free_ char *want = s3h_digest_of(p);
             json_t *e = json_array_get(layers, (size_t)l - 1);
             assert_string_equal(json_string_value(json_object_get(e, "digest")), want);
@@ -283,7 +210,7 @@ static void test_families_share_layers(void **state)
         }
         uint64_t own = 0;
         for (int l = 4; l <= 5; l++) {
-            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", SEED, FAMILIES[f], l);
+            snprintf(p, sizeof(p), "%s/images/%s/%d.tar", F.seed, FAMILIES[f], l);
             own += file_size(p);
         }
         assert_int_equal(bytes_field(j, "reused"), f > 0 ? shared : 0);
@@ -304,7 +231,7 @@ static void test_families_share_layers(void **state)
 static void test_changed_blob_not_reused(void **state)
 {
     (void)state;
-    _cleanup_free_ char *sd = new_state();
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     json_t *j = fetch_json(sd, "s3://" BUCKET "/images/golang/1.tar");
     const char *d = json_string_value(
         json_object_get(json_array_get(json_object_get(j, "layers"), 0), "digest"));
@@ -312,12 +239,12 @@ static void test_changed_blob_not_reused(void **state)
     snprintf(blob, sizeof(blob), "%s/blobs/sha256/%s", sd, d + strlen("sha256:"));
     json_decref(j);
     /* one byte of the stored blob changed in place (same size) */
-    sh("chmod u+w '%s' && printf X | dd of='%s' bs=1 seek=600 conv=notrunc status=none", blob,
-       blob);
-    s3h_reset(&H);
+    fixture_sh("chmod u+w '%s' && printf X | dd of='%s' bs=1 seek=600 conv=notrunc status=none",
+               blob, blob);
+    s3h_reset(&F.h);
     j = fetch_json(sd, "s3://" BUCKET "/extra/1.tar");
     char p[4096];
-    snprintf(p, sizeof(p), "%s/extra/1.tar", SEED);
+    snprintf(p, sizeof(p), "%s/extra/1.tar", F.seed);
     _cleanup_free_ char *want = s3h_digest_of(p);
     json_t *l = json_array_get(json_object_get(j, "layers"), 0);
     assert_string_equal(json_string_value(json_object_get(l, "digest")), want);
@@ -359,13 +286,13 @@ static void slow_rule(char *r, size_t n, int rate, int count)
  * failure); the object's size. */
 static uint64_t resume_setup(char **sd, int rate, const char *test)
 {
-    *sd = new_state();
+    *sd = fixture_new_state(&F);
     char p[4096];
-    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    snprintf(p, sizeof(p), "%s/big/resume.tar", F.seed);
     if (rate > 0) {
         char rule[256];
         slow_rule(rule, sizeof(rule), rate, 0);
-        assert_int_equal(s3h_fault(&H, rule), 0);
+        assert_int_equal(s3h_fault(&F.h, rule), 0);
     }
     unsigned seed = (unsigned)time(NULL);
     printf("%s: seed %u\n", test, seed);
@@ -381,7 +308,7 @@ static void test_resume_at_the_byte(void **state)
     uint64_t size = resume_setup(&sd, in_flow ? RESUME_RATE : 0, "resume");
     const char *ref = "s3://" BUCKET "/big/resume.tar";
     char p[4096];
-    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    snprintf(p, sizeof(p), "%s/big/resume.tar", F.seed);
     /* one stream: the file grows from its start (parallel ranges: test_streams) */
     setenv("THINIMG_SOURCE_DOWNLOAD_STREAMS", "1", 1);
     int kills = 0;
@@ -400,10 +327,10 @@ static void test_resume_at_the_byte(void **state)
                      "{\"match\":\"big/resume.tar\",\"method\":\"GET\",\"action\":\"stall\","
                      "\"after\":%llu,\"count\":1}",
                      (unsigned long long)step);
-            assert_int_equal(s3h_fault(&H, rule), 0);
+            assert_int_equal(s3h_fault(&F.h, rule), 0);
         }
         int sig = i % 2 ? SIGINT : SIGKILL;
-        pid_t pid = spawn(sd, ref);
+        pid_t pid = fixture_spawn(&F, sd, ref);
         int64_t deadline = mono_ms() + WAIT_MS;
         int st = 0;
         bool exited = false;
@@ -439,7 +366,7 @@ static void test_resume_at_the_byte(void **state)
     }
     uint64_t before_last = s3h_part_size(sd);
     uint64_t sent = sent_bytes("big/resume.tar", NULL);
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     json_t *j = fetch_json(sd, ref);
     _cleanup_free_ char *want = s3h_digest_of(p);
     json_t *l = json_array_get(json_object_get(j, "layers"), 0);
@@ -469,7 +396,7 @@ static void test_resume_at_the_byte(void **state)
  * ("bytes=A-B"), and the body bytes sent. */
 static void range_gets(size_t *gets, size_t *ranged, uint64_t *bytes)
 {
-    json_t *log = s3h_log(&H);
+    json_t *log = s3h_log(&F.h);
     size_t i;
     json_t *v;
     *gets = *ranged = 0;
@@ -492,7 +419,7 @@ static void range_gets(size_t *gets, size_t *ranged, uint64_t *bytes)
 static void check_resume_blob(json_t *j)
 {
     char p[4096];
-    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    snprintf(p, sizeof(p), "%s/big/resume.tar", F.seed);
     _cleanup_free_ char *want = s3h_digest_of(p);
     assert_non_null(j);
     json_t *l = json_array_get(json_object_get(j, "layers"), 0);
@@ -505,15 +432,15 @@ static void check_resume_blob(json_t *j)
 static void streams_case(const char *rule, const char *env2, size_t *gets, size_t *ranged,
                          uint64_t *bytes)
 {
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     char r[512];
     slow_rule(r, sizeof(r), FIRST_RATE, 1);
-    assert_int_equal(s3h_fault(&H, r), 0);
+    assert_int_equal(s3h_fault(&F.h, r), 0);
     if (rule) {
         snprintf(r, sizeof(r), "{\"match\":\"big/resume.tar\",\"method\":\"GET\",%s}", rule);
-        assert_int_equal(s3h_fault(&H, r), 0);
+        assert_int_equal(s3h_fault(&F.h, r), 0);
     }
-    _cleanup_free_ char *sd = new_state();
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     json_t *j = NULL;
     char *err = NULL;
     int rc = fetch_env(sd, "s3://" BUCKET "/big/resume.tar", STREAMS_MIN, env2, &j, &err);
@@ -529,7 +456,7 @@ static void test_streams(void **state)
 {
     (void)state;
     char p[4096];
-    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    snprintf(p, sizeof(p), "%s/big/resume.tar", F.seed);
     uint64_t size = file_size(p);
     size_t gets, ranged;
     uint64_t bytes;
@@ -570,8 +497,8 @@ static void test_streams(void **state)
 
     /* a connection at least as fast as the split rate (1 MiB/s here, so that a loaded
      * machine cannot make the unshaped proxy look slow): one GET, never split */
-    s3h_reset(&H);
-    _cleanup_free_ char *sd5 = new_state();
+    s3h_reset(&F.h);
+    _cleanup_free_ char *sd5 = fixture_new_state(&F);
     assert_int_equal(fetch_env(sd5, "s3://" BUCKET "/big/resume.tar", STREAMS_MIN,
                                "THINIMG_SOURCE_STREAM_SPLIT_RATE=1048576", &j, &err),
                      0);
@@ -585,13 +512,13 @@ static void test_streams(void **state)
 
     /* kill -9 in the middle of the ranges (slowed down), then again: every range resumes at
      * its byte; the server sends the object about once */
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     char rule[256];
     slow_rule(rule, sizeof(rule), RESUME_RATE, 4);
-    assert_int_equal(s3h_fault(&H, rule), 0);
-    _cleanup_free_ char *sd6 = new_state();
+    assert_int_equal(s3h_fault(&F.h, rule), 0);
+    _cleanup_free_ char *sd6 = fixture_new_state(&F);
     setenv("THINIMG_SOURCE_STREAM_MIN_BYTES", "1048576", 1);
-    pid_t pid = spawn(sd6, "s3://" BUCKET "/big/resume.tar");
+    pid_t pid = fixture_spawn(&F, sd6, "s3://" BUCKET "/big/resume.tar");
     unsetenv("THINIMG_SOURCE_STREAM_MIN_BYTES");
     int64_t deadline = mono_ms() + WAIT_MS;
     uint64_t sent = 0;
@@ -601,7 +528,7 @@ static void test_streams(void **state)
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     sent = sent_bytes("big/resume.tar", NULL);
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     assert_int_equal(fetch_env(sd6, "s3://" BUCKET "/big/resume.tar", STREAMS_MIN, NULL, &j, &err),
                      0);
     check_resume_blob(j);
@@ -618,11 +545,11 @@ static void test_streams(void **state)
 
     /* killed in the middle of the ranges, its TMP.ranges gone (as gc removes it), then one
      * GET: the preallocated file is not taken for bytes; started over, right digest */
-    s3h_reset(&H);
-    assert_int_equal(s3h_fault(&H, rule), 0);
-    _cleanup_free_ char *sd7 = new_state();
+    s3h_reset(&F.h);
+    assert_int_equal(s3h_fault(&F.h, rule), 0);
+    _cleanup_free_ char *sd7 = fixture_new_state(&F);
     setenv("THINIMG_SOURCE_STREAM_MIN_BYTES", "1048576", 1);
-    pid = spawn(sd7, "s3://" BUCKET "/big/resume.tar");
+    pid = fixture_spawn(&F, sd7, "s3://" BUCKET "/big/resume.tar");
     unsetenv("THINIMG_SOURCE_STREAM_MIN_BYTES");
     deadline = mono_ms() + WAIT_MS;
     while (mono_ms() < deadline && sent_bytes("big/resume.tar", NULL) < size / 4)
@@ -632,7 +559,7 @@ static void test_streams(void **state)
     char cmd[8192];
     snprintf(cmd, sizeof(cmd), "rm '%s'/tmp/*.ranges", sd7);
     assert_int_equal(tu_sh(cmd, NULL, NULL), 0);
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     assert_int_equal(fetch_env(sd7, "s3://" BUCKET "/big/resume.tar",
                                "THINIMG_SOURCE_DOWNLOAD_STREAMS=1", NULL, &j, &err),
                      0);
@@ -652,14 +579,14 @@ static void test_streams(void **state)
 static void test_streams_progress(void **state)
 {
     (void)state;
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     char rule[256];
     slow_rule(rule, sizeof(rule), PROGRESS_RATE, 0);
-    assert_int_equal(s3h_fault(&H, rule), 0);
-    _cleanup_free_ char *sd = new_state();
+    assert_int_equal(s3h_fault(&F.h, rule), 0);
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     char sdarg[4096], ep[128], min[] = STREAMS_MIN;
     snprintf(sdarg, sizeof(sdarg), "--state-dir=%s", sd);
-    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", H.proxy_url);
+    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", F.h.proxy_url);
     char *env[] = {ep, min, NULL};
     char *argv[] = {(char *)tu_thinimg(), sdarg, "fetch", "s3://" BUCKET "/big/resume.tar", NULL};
     _cleanup_free_ char *out = NULL, *err = NULL;
@@ -694,15 +621,15 @@ static void twins_slow(void)
              "{\"match\":\"/twins/\",\"method\":\"GET\",\"action\":\"slow\","
              "\"bytes_per_s\":%d,\"piece\":%d,\"count\":0}",
              TWIN_RATE, slow_piece(TWIN_RATE));
-    assert_int_equal(s3h_fault(&H, r), 0);
+    assert_int_equal(s3h_fault(&F.h, r), 0);
 }
 
 /* A new state directory (*sd) and the twins slowed down; the twin's size. */
 static uint64_t twins_setup(char **sd)
 {
-    *sd = new_state();
+    *sd = fixture_new_state(&F);
     char p[4096];
-    snprintf(p, sizeof(p), "%s/twins/1.tar", SEED);
+    snprintf(p, sizeof(p), "%s/twins/1.tar", F.seed);
     twins_slow();
     return file_size(p);
 }
@@ -711,7 +638,7 @@ static uint64_t twins_setup(char **sd)
 static void check_twins(json_t *j)
 {
     char p[4096];
-    snprintf(p, sizeof(p), "%s/twins/1.tar", SEED);
+    snprintf(p, sizeof(p), "%s/twins/1.tar", F.seed);
     _cleanup_free_ char *want = s3h_digest_of(p);
     json_t *layers = json_object_get(j, "layers");
     assert_int_equal(json_array_size(layers), 2);
@@ -738,29 +665,11 @@ static void test_one_identity_at_once(void **state)
     assert_true(sent >= size && (double)sent <= MAX_RATIO * (double)size);
 }
 
-/* Files left in STATE/tmp. */
-static size_t tmp_files(const char *sd)
-{
-    char p[4096];
-    snprintf(p, sizeof(p), "%s/tmp", sd);
-    DIR *d = opendir(p);
-    size_t n = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (de->d_name[0] != '.') {
-            printf("left in tmp: %s\n", de->d_name);
-            n++;
-        }
-    if (d)
-        closedir(d);
-    return n;
-}
-
 /* Nothing of the downloads is left: no file in STATE/tmp, and `gc --dry-run` lists no
  * download record and no temp file (the blobs it lists are kept: no image uses them yet). */
 static void assert_nothing_left(const char *sd)
 {
-    assert_int_equal(tmp_files(sd), 0);
+    assert_int_equal(fixture_files_in(sd, "tmp"), 0);
     char sdo[4096];
     snprintf(sdo, sizeof(sdo), "--state-dir=%s", sd);
     char *argv[] = {(char *)tu_thinimg(), sdo, "gc", "--dry-run", "--json", NULL};
@@ -787,14 +696,14 @@ static void test_one_identity_killed(void **state)
     /* The download stops a third of the way (a stall, not the rate: the other run is under way
      * meanwhile, waiting) and is killed once that third is in the file, so nothing is in
      * flight at the kill and any byte sent twice would be the resume's. */
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     char rule[256];
     snprintf(rule, sizeof(rule),
              "{\"match\":\"twins/\",\"method\":\"GET\",\"action\":\"stall\",\"after\":%llu,"
              "\"count\":1}",
              (unsigned long long)(size / 3));
-    assert_int_equal(s3h_fault(&H, rule), 0);
-    pid_t pid = spawn(sd, TWINS);
+    assert_int_equal(s3h_fault(&F.h, rule), 0);
+    pid_t pid = fixture_spawn(&F, sd, TWINS);
     int64_t deadline = mono_ms() + WAIT_MS;
     while (mono_ms() < deadline && s3h_part_size(sd) < size / 3)
         sleep_ms(10);
@@ -805,7 +714,7 @@ static void test_one_identity_killed(void **state)
     assert_true(WIFSIGNALED(st));
     uint64_t sent = twin_sent(), in_file = s3h_part_size(sd);
     assert_true(sent < size);
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     /* both runs resume: the one that takes the temp file goes on from its bytes (whichever
      * location started them), the other takes the blob */
     json_t *j = fetch_json(sd, TWINS);
@@ -847,7 +756,7 @@ static void test_one_identity_killed_after_store(void **state)
     free(err);
     uint64_t sent = twin_sent();
     assert_int_equal(sent, size);
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     j = fetch_json(sd, TWINS);
     check_twins(j);
     assert_int_equal(bytes_field(j, "downloaded"), 0);
@@ -942,7 +851,7 @@ static void test_streams_reboot(void **state)
         uint64_t target = sent_bytes("big/resume.tar", NULL) +
                           (reboot ? REBOOT_STEP_MIN + (uint64_t)rand() % REBOOT_STEP_SPAN
                                   : SAMEBOOT_STEP_MIN + (uint64_t)rand() % SAMEBOOT_STEP_SPAN);
-        pid_t pid = spawn(sd, ref);
+        pid_t pid = fixture_spawn(&F, sd, ref);
         int64_t deadline = mono_ms() + WAIT_MS;
         char idx[8192];
         struct fetch_ranges_head head;
@@ -974,7 +883,7 @@ static void test_streams_reboot(void **state)
                (unsigned long long)lost);
     }
     uint64_t sent = sent_bytes("big/resume.tar", NULL);
-    s3h_reset(&H);
+    s3h_reset(&F.h);
     json_t *j = NULL;
     char *err = NULL;
     int rc = fetch_env(sd, ref, STREAMS_MIN, NULL, &j, &err);
@@ -1005,15 +914,15 @@ static void test_streams_reboot(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_families_share_layers, reset),
-        cmocka_unit_test_setup(test_changed_blob_not_reused, reset),
-        cmocka_unit_test_setup(test_resume_at_the_byte, reset),
-        cmocka_unit_test_setup(test_streams, reset),
-        cmocka_unit_test_setup(test_streams_progress, reset),
-        cmocka_unit_test_setup(test_one_identity_at_once, reset),
-        cmocka_unit_test_setup(test_one_identity_killed, reset),
-        cmocka_unit_test_setup(test_one_identity_killed_after_store, reset),
-        cmocka_unit_test_setup(test_streams_reboot, reset),
+        cmocka_unit_test_setup(test_families_share_layers, fixture_reset),
+        cmocka_unit_test_setup(test_changed_blob_not_reused, fixture_reset),
+        cmocka_unit_test_setup(test_resume_at_the_byte, fixture_reset),
+        cmocka_unit_test_setup(test_streams, fixture_reset),
+        cmocka_unit_test_setup(test_streams_progress, fixture_reset),
+        cmocka_unit_test_setup(test_one_identity_at_once, fixture_reset),
+        cmocka_unit_test_setup(test_one_identity_killed, fixture_reset),
+        cmocka_unit_test_setup(test_one_identity_killed_after_store, fixture_reset),
+        cmocka_unit_test_setup(test_streams_reboot, fixture_reset),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, fixture_teardown);
 }

@@ -26,7 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "s3harness.h"
+#include "fetch_fixture.h"
 #include "store/db.h"
 #include "testutil.h"
 #include "util/cleanup.h"
@@ -37,110 +37,42 @@
 #define BUCKET "imgs"
 /* Bigger than the 64 MiB durability checkpoint of the fetch machine, so a kill after it leaves
  * something to resume from. */
-#define BIG_MIB 96
+#define BIG_MIB    96
 #define CHECKPOINT (64ULL << 20)
 
-
-static struct s3h H;
-static char *ROOT, *SEED;
-static int state_n;
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    char *err = NULL;
-    if (tu_sh(cmd, NULL, &err) != 0)
-        fail_msg("%s: %s", cmd, err ? err : "");
-    free(err);
-}
-
-/* A layer tar with one file of `mib` MiB of random bytes. */
-static void make_big_layer(const char *path, int mib, int seed)
-{
-    sh("python3 -c 'import io,random,tarfile,sys\n"
-       "r=random.Random(%d); n=%d<<20\n"
-       "d=r.randbytes(n)\n"
-       "with tarfile.open(sys.argv[1],\"w\",format=tarfile.USTAR_FORMAT) as t:\n"
-       "  i=tarfile.TarInfo(\"big.bin\"); i.size=n; i.mtime=1700000000\n"
-       "  t.addfile(i, io.BytesIO(d))' '%s'",
-       seed, mib, path);
-}
-
-static pid_t spawn(const char *state_dir, const char *ref)
-{
-    pid_t pid = s3h_spawn_fetch(&H, state_dir, ref);
-    assert_true(pid > 0);
-    return pid;
-}
+static struct fetch_fixture F;
 
 static int setup(void **state)
 {
-    (void)state;
-    ROOT = tu_mkdtemp("fetchs3");
-    if (asprintf(&SEED, "%s/seed", ROOT) < 0)
+    *state = &F; /* the cases' setup (fixture_reset) and the teardown take it */
+    if (fixture_init(&F, "fetchs3") < 0)
         return -1;
-    sh("python3 '%s/tests/s3/make_blobs.py' '%s/gen'", tu_source_dir(), ROOT);
-    sh("mkdir -p '%s/images/demo' '%s/images/dup' '%s/big' '%s/bad'", SEED, SEED, SEED, SEED);
-    sh("cp '%s/gen/layers/1.tar' '%s/images/demo/1.tar'", ROOT, SEED);
-    sh("cp '%s/gen/layers/2.tar' '%s/images/demo/2.tar'", ROOT, SEED);
-    sh("cp '%s/gen/layers/1.tar' '%s/images/dup/1.tar'", ROOT, SEED);
-    sh("cp '%s/gen/garbage/page.tar' '%s/bad/page.tar'", ROOT, SEED);
+    const char *root = F.root, *seed = F.seed;
+    fixture_sh("python3 '%s/tests/s3/make_blobs.py' '%s/gen'", tu_source_dir(), root);
+    fixture_sh("mkdir -p '%s/images/demo' '%s/images/dup' '%s/big' '%s/bad'", seed, seed, seed,
+               seed);
+    fixture_sh("cp '%s/gen/layers/1.tar' '%s/images/demo/1.tar'", root, seed);
+    fixture_sh("cp '%s/gen/layers/2.tar' '%s/images/demo/2.tar'", root, seed);
+    fixture_sh("cp '%s/gen/layers/1.tar' '%s/images/dup/1.tar'", root, seed);
+    fixture_sh("cp '%s/gen/garbage/page.tar' '%s/bad/page.tar'", root, seed);
     char p[4096];
-    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
-    make_big_layer(p, BIG_MIB, 1);
-    snprintf(p, sizeof(p), "%s/big/replace.tar", SEED);
-    make_big_layer(p, BIG_MIB, 2);
-    snprintf(p, sizeof(p), "%s/replacement.tar", ROOT);
-    make_big_layer(p, 3, 3);
-    unsetenv("AWS_ACCESS_KEY_ID");
-    unsetenv("AWS_SECRET_ACCESS_KEY");
-    unsetenv("AWS_PROFILE");
-    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+    snprintf(p, sizeof(p), "%s/big/resume.tar", seed);
+    fixture_make_layer(p, BIG_MIB << 10, 1);
+    snprintf(p, sizeof(p), "%s/big/replace.tar", seed);
+    fixture_make_layer(p, BIG_MIB << 10, 2);
+    snprintf(p, sizeof(p), "%s/replacement.tar", root);
+    fixture_make_layer(p, 3 << 10, 3);
     /* one GET per object: these are the one-stream resume tests (parallel ranges:
      * test_byteonce_s3.c) */
     setenv("THINIMG_SOURCE_DOWNLOAD_STREAMS", "1", 1);
-    return s3h_start(&H, BUCKET, SEED);
+    return fixture_start(&F, BUCKET);
 }
 
-static int teardown(void **state)
-{
-    (void)state;
-    s3h_stop(&H);
-    tu_rmrf(ROOT);
-    free(ROOT);
-    free(SEED);
-    return 0;
-}
-
-static int reset(void **state)
-{
-    (void)state;
-    return s3h_reset(&H);
-}
-
-static char *new_state(void)
-{
-    char *p = NULL;
-    if (asprintf(&p, "%s/state%d", ROOT, state_n++) < 0)
-        return NULL;
-    return p;
-}
-
-/* Run `thinimg --state-dir S fetch ARGS...` through the proxy. */
-static int run_fetch(const char *state_dir, const char *a1, const char *a2, char **out,
+/* Run `thinimg --state-dir S fetch REF [OPTION]` through the proxy. */
+static int run_fetch(const char *state_dir, const char *ref, const char *option, char **out,
                      char **err)
 {
-    char sd[4096], ep[128];
-    snprintf(sd, sizeof(sd), "--state-dir=%s", state_dir);
-    snprintf(ep, sizeof(ep), "AWS_ENDPOINT_URL=%s", H.proxy_url);
-    char *env[] = {ep, NULL};
-    char *argv[] = {(char *)tu_thinimg(), sd, "fetch", (char *)a1, (char *)a2, NULL};
-    return tu_run(argv, env, out, err);
+    return fixture_fetch(&F, state_dir, ref, option, NULL, out, err);
 }
 
 /* downloads.bytes_done for location (-1 when no row / no database yet). */
@@ -185,33 +117,18 @@ static void kill_when_durable(pid_t pid, const char *state_dir, const char *loca
     assert_true(WIFSIGNALED(st));
 }
 
-static size_t count_blobs(const char *state_dir)
-{
-    char p[4096];
-    snprintf(p, sizeof(p), "%s/blobs/sha256", state_dir);
-    DIR *d = opendir(p);
-    if (!d)
-        return 0;
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        n += de->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static void test_fetch_family(void **state)
 {
     (void)state;
-    _cleanup_free_ char *sd = new_state();
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     char *out = NULL, *err = NULL;
     int rc = run_fetch(sd, "s3://" BUCKET "/images/demo/", "--json", &out, &err);
     if (rc != 0)
         fail_msg("rc %d: %s", rc, err);
     char p[4096];
-    snprintf(p, sizeof(p), "%s/images/demo/1.tar", SEED);
+    snprintf(p, sizeof(p), "%s/images/demo/1.tar", F.seed);
     _cleanup_free_ char *d1 = s3h_digest_of(p);
-    snprintf(p, sizeof(p), "%s/images/demo/2.tar", SEED);
+    snprintf(p, sizeof(p), "%s/images/demo/2.tar", F.seed);
     _cleanup_free_ char *d2 = s3h_digest_of(p);
     json_t *j = json_loads(out, 0, NULL);
     assert_non_null(j);
@@ -225,7 +142,7 @@ static void test_fetch_family(void **state)
     json_decref(j);
     free(out);
     free(err);
-    assert_int_equal(count_blobs(sd), 2);
+    assert_int_equal(fixture_files_in(sd, "blobs/sha256"), 2);
     /* a relative REF without a default source is a usage error */
     assert_int_equal(run_fetch(sd, BUCKET "/images/demo/2.tar", NULL, &out, &err), 2);
     assert_true(tu_contains(err, "no default source"));
@@ -241,9 +158,8 @@ static void test_fetch_family(void **state)
     /* `thinimg ls` now knows the digests (same location, ETag and size) */
     char sdo[4096], ep[128];
     snprintf(sdo, sizeof(sdo), "--state-dir=%s", sd);
-    snprintf(ep, sizeof(ep), "--endpoint=%s", H.proxy_url);
-    char *argv[] = {(char *)tu_thinimg(), sdo, "ls", ep, "--json", "s3://" BUCKET "/images/",
-                    NULL};
+    snprintf(ep, sizeof(ep), "--endpoint=%s", F.h.proxy_url);
+    char *argv[] = {(char *)tu_thinimg(), sdo, "ls", ep, "--json", "s3://" BUCKET "/images/", NULL};
     assert_int_equal(tu_run(argv, NULL, &out, &err), 0);
     j = json_loads(out, 0, NULL);
     assert_non_null(j);
@@ -258,8 +174,8 @@ static void test_fetch_family(void **state)
                         d2);
     /* never fetched from this location: unknown, even though the bytes are known */
     json_t *dup = json_array_get(fams, 1);
-    assert_true(json_is_null(
-        json_object_get(json_array_get(json_object_get(dup, "layers"), 0), "digest")));
+    assert_true(
+        json_is_null(json_object_get(json_array_get(json_object_get(dup, "layers"), 0), "digest")));
     json_decref(j);
     free(out);
     free(err);
@@ -268,7 +184,7 @@ static void test_fetch_family(void **state)
 static void test_same_bytes_stored_once(void **state)
 {
     (void)state;
-    _cleanup_free_ char *sd = new_state();
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     char *out = NULL, *err = NULL;
     assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/demo/1.tar", NULL, &out, &err), 0);
     free(out);
@@ -276,39 +192,39 @@ static void test_same_bytes_stored_once(void **state)
     assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/dup/1.tar", NULL, &out, &err), 0);
     free(out);
     free(err);
-    assert_int_equal(count_blobs(sd), 1);
+    assert_int_equal(fixture_files_in(sd, "blobs/sha256"), 1);
 }
 
 static void test_kill_and_resume(void **state)
 {
     (void)state;
-    _cleanup_free_ char *sd = new_state();
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     const char *loc = "s3://" BUCKET "/big/resume.tar";
     /* the first transfer stalls after 80 MiB: past the 64 MiB checkpoint, not finished */
-    assert_int_equal(s3h_fault(&H, "{\"match\":\"big/resume.tar\",\"method\":\"GET\","
-                                   "\"action\":\"stall\",\"after\":83886080}"),
+    assert_int_equal(s3h_fault(&F.h, "{\"match\":\"big/resume.tar\",\"method\":\"GET\","
+                                     "\"action\":\"stall\",\"after\":83886080}"),
                      0);
-    pid_t pid = spawn(sd, loc);
+    pid_t pid = fixture_spawn(&F, sd, loc);
     kill_when_durable(pid, sd, loc);
     /* Same boot: every byte written before the kill is in the file (the page cache is the
      * kernel's), so the resume starts at the file's length, past the last checkpoint. */
     int64_t durable = (int64_t)s3h_part_size(sd);
     assert_true(durable > bytes_done(sd, loc));
-    s3h_reset(&H);
+    s3h_reset(&F.h);
 
     char *out = NULL, *err = NULL;
     int rc = run_fetch(sd, loc, "--json", &out, &err);
     if (rc != 0)
         fail_msg("rc %d: %s", rc, err);
     char p[4096];
-    snprintf(p, sizeof(p), "%s/big/resume.tar", SEED);
+    snprintf(p, sizeof(p), "%s/big/resume.tar", F.seed);
     _cleanup_free_ char *want = s3h_digest_of(p);
     assert_true(tu_contains(out, want));
     free(out);
     free(err);
 
     /* one GET after the restart: from the durable offset, If-Match, carrying the remainder */
-    json_t *log = s3h_log(&H);
+    json_t *log = s3h_log(&F.h);
     size_t i, gets = 0;
     json_t *v;
     uint64_t size = 0;
@@ -332,35 +248,26 @@ static void test_kill_and_resume(void **state)
     assert_int_equal(gets, 1);
     json_decref(log);
     assert_int_equal(bytes_done(sd, loc), -1); /* the resume hint is gone */
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s/tmp", sd);
-    DIR *d = opendir(tmp);
-    struct dirent *de;
-    size_t left = 0;
-    while (d && (de = readdir(d)))
-        left += de->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    assert_int_equal(left, 0);
+    assert_int_equal(fixture_files_in(sd, "tmp"), 0);
 }
 
 static void test_kill_replace_restart(void **state)
 {
     (void)state;
-    _cleanup_free_ char *sd = new_state();
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     const char *loc = "s3://" BUCKET "/big/replace.tar";
-    assert_int_equal(s3h_fault(&H, "{\"match\":\"big/replace.tar\",\"method\":\"GET\","
-                                   "\"action\":\"stall\",\"after\":83886080}"),
+    assert_int_equal(s3h_fault(&F.h, "{\"match\":\"big/replace.tar\",\"method\":\"GET\","
+                                     "\"action\":\"stall\",\"after\":83886080}"),
                      0);
-    pid_t pid = spawn(sd, loc);
+    pid_t pid = fixture_spawn(&F, sd, loc);
     kill_when_durable(pid, sd, loc);
     /* the object is replaced while nobody fetches it */
     char p[4096];
-    snprintf(p, sizeof(p), "%s/replacement.tar", ROOT);
+    snprintf(p, sizeof(p), "%s/replacement.tar", F.root);
     size_t n = 0;
     _cleanup_free_ char *data = tu_read_file(p, &n);
-    assert_int_equal(s3h_put(&H, BUCKET, "big/replace.tar", data, n), 0);
-    s3h_reset(&H);
+    assert_int_equal(s3h_put(&F.h, BUCKET, "big/replace.tar", data, n), 0);
+    s3h_reset(&F.h);
     char *out = NULL, *err = NULL;
     int rc = run_fetch(sd, loc, "--json", &out, &err);
     if (rc != 0)
@@ -370,7 +277,7 @@ static void test_kill_replace_restart(void **state)
     free(out);
     free(err);
     /* started over: one GET, whole object, no Range */
-    json_t *log = s3h_log(&H);
+    json_t *log = s3h_log(&F.h);
     size_t i, gets = 0;
     json_t *v;
     json_array_foreach(log, i, v)
@@ -388,7 +295,7 @@ static void test_kill_replace_restart(void **state)
 static void test_errors(void **state)
 {
     (void)state;
-    _cleanup_free_ char *sd = new_state();
+    _cleanup_free_ char *sd = fixture_new_state(&F);
     char *out = NULL, *err = NULL;
     assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/nope/3.tar", NULL, &out, &err), 4);
     assert_true(tu_contains(err, "missing"));
@@ -404,9 +311,9 @@ static void test_errors(void **state)
     free(out);
     free(err);
     /* access denied on the object itself (the listing and HEAD work) */
-    assert_int_equal(s3h_fault(&H, "{\"match\":\"images/demo/2.tar\",\"method\":\"GET\","
-                                   "\"action\":\"status\",\"status\":403,"
-                                   "\"code\":\"AccessDenied\",\"count\":0}"),
+    assert_int_equal(s3h_fault(&F.h, "{\"match\":\"images/demo/2.tar\",\"method\":\"GET\","
+                                     "\"action\":\"status\",\"status\":403,"
+                                     "\"code\":\"AccessDenied\",\"count\":0}"),
                      0);
     assert_int_equal(run_fetch(sd, "s3://" BUCKET "/images/demo/2.tar", NULL, &out, &err), 3);
     /* kind "permission": refused, exit 3 (docs/cli.md), ended without retries */
@@ -419,11 +326,11 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_fetch_family, reset),
-        cmocka_unit_test_setup(test_same_bytes_stored_once, reset),
-        cmocka_unit_test_setup(test_kill_and_resume, reset),
-        cmocka_unit_test_setup(test_kill_replace_restart, reset),
-        cmocka_unit_test_setup(test_errors, reset),
+        cmocka_unit_test_setup(test_fetch_family, fixture_reset),
+        cmocka_unit_test_setup(test_same_bytes_stored_once, fixture_reset),
+        cmocka_unit_test_setup(test_kill_and_resume, fixture_reset),
+        cmocka_unit_test_setup(test_kill_replace_restart, fixture_reset),
+        cmocka_unit_test_setup(test_errors, fixture_reset),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, fixture_teardown);
 }

@@ -27,9 +27,9 @@
 #include "util/hash.h"
 #include "util/timeutil.h"
 
-#define BUCKET "imgs"
+#define BUCKET   "imgs"
 #define BIG_SIZE (3 * 1024 * 1024 + 17)
-#define MANY 1100
+#define MANY     1100
 
 static struct s3h H;
 static char *SEED;
@@ -49,13 +49,7 @@ static void write_seed(const char *rel, const void *data, size_t n)
 static int setup(void **state)
 {
     (void)state;
-    unsetenv("AWS_ACCESS_KEY_ID");
-    unsetenv("AWS_SECRET_ACCESS_KEY");
-    unsetenv("AWS_SESSION_TOKEN");
-    unsetenv("AWS_PROFILE");
-    unsetenv("AWS_ENDPOINT_URL");
-    unsetenv("AWS_ENDPOINT_URL_S3");
-    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
+    s3h_anonymous_env();
     SEED = tu_mkdtemp("s3seed");
     /* many/k0000 .. k1099: pagination */
     for (int i = 0; i < MANY; i++) {
@@ -308,8 +302,7 @@ static void test_cut_mid_body_resumes(void **state)
         if (range && !strcmp(range, "bytes=1200000-")) {
             seen++;
             assert_string_equal(json_string_value(json_object_get(v, "ifMatch")), info.etag);
-            assert_int_equal(json_integer_value(json_object_get(v, "bytes")),
-                             BIG_SIZE - 1200000);
+            assert_int_equal(json_integer_value(json_object_get(v, "bytes")), BIG_SIZE - 1200000);
         }
     }
     assert_int_equal(seen, 1);
@@ -372,8 +365,7 @@ static void test_replaced_between_attempts(void **state)
     struct mem m = {BUF_INIT, 0};
     struct source_get_info info;
     /* through the proxy (enforces If-Match like S3): 412 */
-    assert_int_equal(source_get(s, "replace/obj", 10, old_etag, mem_sink, &m, &info, &e),
-                     -ESTALE);
+    assert_int_equal(source_get(s, "replace/obj", 10, old_etag, mem_sink, &m, &info, &e), -ESTALE);
     assert_true(tu_contains(e.msg, "the object changed"));
     assert_int_equal(m.b.len, 0);
     err_clear(&e);
@@ -404,8 +396,7 @@ static void test_not_found(void **state)
     assert_true(tu_contains(e.msg, "s3://" BUCKET "/images/nope/1.tar: not found (404"));
     err_clear(&e);
     struct mem m = {BUF_INIT, 0};
-    assert_int_equal(source_get(s, "images/nope/1.tar", 0, NULL, mem_sink, &m, NULL, &e),
-                     -ENOENT);
+    assert_int_equal(source_get(s, "images/nope/1.tar", 0, NULL, mem_sink, &m, NULL, &e), -ENOENT);
     assert_true(tu_contains(e.msg, "404 NoSuchKey"));
     err_clear(&e);
     /* a 404 is not retried */
