@@ -340,6 +340,15 @@ void db_release_reserve(struct db *db)
 /* The busy timeout when the caller does not choose one: THINIMG_DB_BUSY_TIMEOUT_MS when set
  * (an operator whose backup holds the database longer, or a test that needs no 10 s wait),
  * else DB_BUSY_TIMEOUT_MS. */
+/* Process-wide SQLite settings, before its first use. Memory statistics off: nothing reads
+ * them (no sqlite3_memory_used, no soft heap limit), and with them on every allocation and free
+ * inside SQLite takes a global mutex (thousands per command: parsing the schema and the
+ * statements allocates that often). */
+static void sqlite_configure(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static int default_busy_timeout_ms(void)
 {
     const char *v = getenv("THINIMG_DB_BUSY_TIMEOUT_MS");
@@ -446,6 +455,8 @@ int db_check_integrity(struct db *db, struct err *e)
 
 int db_open(const char *path, const struct db_options *opt, struct db **out, struct err *e)
 {
+    static pthread_once_t configured = PTHREAD_ONCE_INIT;
+    pthread_once(&configured, sqlite_configure);
     struct db_options o = {.readonly = false, .synchronous = DB_SYNC_FULL, .busy_timeout_ms = 0};
     if (opt)
         o = *opt;
