@@ -20,7 +20,9 @@
 #include <unistd.h>
 
 #include "archive/gunzip.h"
+#include "archive/isal_lib.h"
 #include "util/cleanup.h"
+#include "util/log.h"
 
 #define GZ_FIXED_BYTES    10 /* magic, method, flags, mtime, xfl, os */
 #define GZ_METHOD_DEFLATE 8
@@ -314,6 +316,12 @@ ssize_t gunzip_read(struct gunzip *g, const void **buf)
 int gunzip_new(struct gunzip **out, gunzip_source_fn src, void *ud)
 {
     *out = NULL;
+    struct err le = {0};
+    int r = isal_lib_load(&le);
+    if (r < 0) {
+        log_error("cannot read a gzip stream", "error=%s", le.msg);
+        return r;
+    }
     struct gunzip *g = calloc(1, sizeof(*g));
     if (!g)
         return -ENOMEM;

@@ -107,7 +107,7 @@ int cmd_activate(struct cli *cli, int argc, char **argv)
                                          {0}};
     const char *name = NULL, *mount_at = NULL;
     bool json = false;
-    struct run_env_opts ro = {0};
+    struct run_env_opts ro = {.no_queued_work = true};
     int c;
     while ((c = getopt_long(argc, argv, "hn:", opts, NULL)) != -1) {
         switch (c) {

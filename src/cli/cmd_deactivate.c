@@ -50,7 +50,7 @@ int cmd_deactivate(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"wait-lock", no_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'}, {0}};
-    struct run_env_opts ro = {.no_resume = true};
+    struct run_env_opts ro = {.no_resume = true, .no_queued_work = true};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {

@@ -73,7 +73,7 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
                                          {"wait-lock", no_argument, NULL, 'w'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
-    struct run_env_opts ro = {.no_resume = true};
+    struct run_env_opts ro = {.no_resume = true, .no_queued_work = true};
     bool want_image = false, want_act = false;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

@@ -59,7 +59,8 @@ int run_env_open(struct cli *cli, const char *command, const struct run_env_opts
         .pipeline = {.source = o->source,
                      .device_bytes = o->device_bytes,
                      .queues = o->queues,
-                     .skip_health = getenv("THINIMG_SKIP_HEALTH_CHECKS") != NULL},
+                     .skip_health = getenv("THINIMG_SKIP_HEALTH_CHECKS") != NULL,
+                     .defer_background = o->no_queued_work},
         .before_resume = run_env_catch_signals,
     };
     return host_open(&ho, env, e);

@@ -24,6 +24,7 @@
 struct run_env_opts {
     bool wait_lock;
     bool no_resume; /* short commands (deactivate, remove) leave other runs alone */
+    bool no_queued_work; /* activate, deactivate, remove: pipeline_opts.defer_background */
     const struct source_options *source;
     uint64_t device_bytes;
     struct pipeline_queues queues; /* pinned limits and maxima (pipeline.h) */

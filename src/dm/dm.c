@@ -13,6 +13,7 @@
 #include <linux/capability.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,8 +212,16 @@ static bool has_cap_sys_admin(void)
     return true;
 }
 
+/* Set once the driver has answered this process with CAP_SYS_ADMIN held: neither goes away
+ * while the process runs (a loaded dm module is pinned by its users; thinimg never drops
+ * capabilities), and a command asks several times (pool, usage, health, watcher): each
+ * question was a /proc/self/status read and a version ioctl. Failures are not remembered. */
+static atomic_bool g_dm_answered;
+
 int dm_available(struct err *e)
 {
+    if (atomic_load(&g_dm_answered))
+        return 0;
     if (access("/dev/mapper/control", F_OK) < 0 && access("/proc/devices", F_OK) == 0) {
         /* libdevmapper can create the control node when the driver is there; the driver is
          * there when /proc/misc lists device-mapper. */
@@ -241,6 +250,8 @@ int dm_available(struct err *e)
     if (r < 0)
         err_set(e, r, "device-mapper driver does not answer (%s); " DM_MODULE_ADVICE,
                 g_dm_lasterr[0] ? g_dm_lasterr : "no driver");
+    else
+        atomic_store(&g_dm_answered, true);
     dm_unlock();
     return r;
 }

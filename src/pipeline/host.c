@@ -108,6 +108,9 @@ static int open_steps(const struct host_opts *o, struct host *h, struct err *e)
     if (r < 0)
         return err_set(e, r, "cannot resume unfinished runs");
     h->resumed = r;
+    /* Resumed runs may be fetches and unpacks: their queues are sized, their pool watched. */
+    if (r > 0 && h->p && (r = pipeline_start_background(h->p, e)) < 0)
+        return r;
     return 0;
 }
 

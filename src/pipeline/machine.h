@@ -21,6 +21,7 @@
 #include "fsm/fsm.h"
 #include "guard/guard.h"
 #include "pipeline/imagedb.h"
+#include "pipeline/loadloop.h"
 #include "source/source.h"
 #include "store/db.h"
 #include "util/config.h"
@@ -47,8 +48,11 @@ struct pipeline {
     struct fsm_machine *m_fetch, *m_unpack, *m_activate, *m_process;
     struct fetch_context *fetch_ctx;   /* owned; freed after the manager is closed */
     pthread_mutex_t lifecycle_lock;    /* one deactivate/remove at a time (lifecycle.c) */
-    struct loadloop *load;             /* sizes the queues to the host's load */
-    struct pool_watch *pool_watch;     /* autoextend of the pool (dm/pool_life.h) */
+    int queue_max[LOADLOOP_N];         /* per queue, for the queue sizing */
+    int queue_pinned[LOADLOOP_N];
+    struct loadloop *load;             /* sizes the queues to the host's load; NULL until
+                                        * pipeline_start_background() */
+    struct pool_watch *pool_watch;     /* autoextend of the pool (dm/pool_life.h); likewise */
     const struct backend_ops *backend; /* where layers and activations live (backend.h) */
 };
 

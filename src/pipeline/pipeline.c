@@ -73,6 +73,8 @@ static bool host_trouble(void *ud, char *why, size_t n)
 static bool pool_trouble(void *ud, char *why, size_t n)
 {
     struct pipeline *p = ud;
+    if (p->backend != &backend_dm_thin)
+        return false; /* no pool (and no device-mapper calls from this thread) */
     struct pool_info pi;
     struct err e = {0};
     if (pool_get(NULL, p->cfg.pool_name, &pi, &e) < 0)
@@ -167,23 +169,36 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
         pipeline_close(p);
         return r;
     }
-    struct loadloop_opts lo = {.mgr = p->mgr,
-                               .max = {q->fetch_max, q->unpack_max},
-                               .pinned = {q->fetch_limit, q->unpack_limit},
-                               .src = {.host_trouble = host_trouble,
-                                       .pool_trouble = pool_trouble,
-                                       .pool_data = pool_data,
-                                       .ud = p}};
-    r = loadloop_start(&lo, &p->load);
-    if (r < 0) {
+    p->queue_max[LOADLOOP_FETCH] = q->fetch_max;
+    p->queue_max[LOADLOOP_UNPACK] = q->unpack_max;
+    p->queue_pinned[LOADLOOP_FETCH] = q->fetch_limit;
+    p->queue_pinned[LOADLOOP_UNPACK] = q->unpack_limit;
+    if (!o->defer_background && (r = pipeline_start_background(p, e)) < 0) {
         pipeline_close(p);
-        return err_set(e, r, "cannot start the queue sizing thread");
-    }
-    if ((r = pool_watch_start(db, p->cfg.pool_name, 0, &p->pool_watch)) < 0) {
-        pipeline_close(p);
-        return err_set(e, r, "cannot start the pool autoextend watcher");
+        return r;
     }
     *out = p;
+    return 0;
+}
+
+int pipeline_start_background(struct pipeline *p, struct err *e)
+{
+    if (p->load)
+        return 0;
+    struct loadloop_opts lo = {
+        .mgr = p->mgr,
+        .max = {p->queue_max[LOADLOOP_FETCH], p->queue_max[LOADLOOP_UNPACK]},
+        .pinned = {p->queue_pinned[LOADLOOP_FETCH], p->queue_pinned[LOADLOOP_UNPACK]},
+        .src = {.host_trouble = host_trouble,
+                .pool_trouble = pool_trouble,
+                .pool_data = pool_data,
+                .ud = p}};
+    int r = loadloop_start(&lo, &p->load);
+    if (r < 0)
+        return err_set(e, r, "cannot start the queue sizing thread");
+    if (p->backend == &backend_dm_thin &&
+        (r = pool_watch_start(p->db, p->cfg.pool_name, 0, &p->pool_watch)) < 0)
+        return err_set(e, r, "cannot start the pool autoextend watcher");
     return 0;
 }
 
@@ -225,5 +240,8 @@ struct guard *pipeline_guard(struct pipeline *p)
 
 void pipeline_queue_state(struct pipeline *p, enum loadloop_queue q, struct loadloop_state *out)
 {
-    loadloop_get(p->load, q, out);
+    if (p->load)
+        loadloop_get(p->load, q, out);
+    else
+        memset(out, 0, sizeof(*out)); /* not started: a command that queues no work */
 }

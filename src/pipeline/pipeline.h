@@ -57,6 +57,11 @@ struct pipeline_opts {
     uint64_t device_bytes;               /* 0: PIPELINE_DEFAULT_DEVICE_BYTES */
     struct pipeline_queues queues;
     bool skip_health;                    /* tests only: no health checks in the guard */
+    /* Commands that queue no work (activate): the queue sizing and pool watcher threads are
+     * not started by pipeline_open(); pipeline_start_background() starts them (host_open()
+     * does when it resumed unfinished runs). Spares such a command three threads, their
+     * first samples and their stop (about 5% of an activate's instructions). */
+    bool defer_background;
 };
 
 struct pipeline;
@@ -69,6 +74,9 @@ void pipeline_pool_health(struct health_check *c, void *ud);
 
 int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline **out,
                   struct err *e);
+/* Start the queue sizing (loadloop.h) and the pool watcher (dm/pool_life.h) threads, once;
+ * pipeline_open() does unless defer_background. 0, or an error in e. */
+int pipeline_start_background(struct pipeline *p, struct err *e);
 /* Resume every unfinished run of every machine (call once, after open). */
 int pipeline_resume(struct pipeline *p);
 void pipeline_shutdown(struct pipeline *p, uint32_t timeout_ms);

@@ -23,6 +23,10 @@
 /* Last: its capability macros (lines, columns, ...) would clash with ordinary names. */
 #include <term.h>
 
+/* After both: ncursesw is loaded on first use, and stdscr, LINES, COLS, cur_term (in the
+ * macros above too) are read through their addresses. */
+#include "tui/curses_lib.h"
+
 /* Below this the screens do not fit; the monitor says so instead of drawing garbage. */
 #define MONITOR_MIN_COLS  40
 #define MONITOR_MIN_LINES 12
@@ -410,7 +414,10 @@ static bool on_key(struct monitor *m, int ch, int64_t *next_refresh)
 int monitor_run(const struct monitor_opts *o, struct err *e)
 {
     struct monitor m = {.o = o};
-    int r = feed_open(o->cfg, &m.feed);
+    int r = curses_lib_load(e);
+    if (r < 0)
+        return r;
+    r = feed_open(o->cfg, &m.feed);
     if (r < 0)
         return err_set(e, r, "out of memory");
     setlocale(LC_ALL, "");

@@ -148,8 +148,13 @@ echo kept >"$M1/root/written"
 $T deactivate busybox-3 >/dev/null
 ! grep -q " $M1 " /proc/self/mounts || fail "deactivate left $M1 mounted"
 [ -f "$OV/act/busybox-3/upper/root/written" ] || fail "deactivate lost the upper dir"
-$T activate busybox:3 >/dev/null
+$T --log-level debug activate busybox:3 >/dev/null 2>"$W/act.log" || fail "activate: $(cat "$W/act.log")"
 assert_eq "$(cat "$M1/root/written")" kept "write after deactivate + activate"
+# A command that queues no work starts no queue sizing or pool watcher thread (pipeline.h,
+# defer_background); process-image does.
+! grep -qE 'queue limit changed|pool watcher' "$W/act.log" ||
+    fail "activate started the queue sizing or the pool watcher: $(grep -E 'queue limit|pool watcher' "$W/act.log")"
+grep -q 'run finished' "$W/act.log" || fail "no debug log from activate: $(head -c 2000 "$W/act.log")"
 umount "$M1" # a reboot, or an operator
 $T process-image "dir:$EX/images/busybox/" >/dev/null
 grep -q " $M1 overlay " /proc/self/mounts || fail "process-image did not mount $M1 again"
@@ -174,6 +179,15 @@ for pt in unpack.create-device.end unpack.apply-layer.end unpack.verify.start \
     THINIMG_STATE_DIR=$S THINIMG_FAULT=$pt THINIMG_FAULT_SKIP=$([[ $pt == unpack.* ]] && echo 1 || echo 0) \
         $T process-image "dir:$EX/images/busybox/" >/dev/null 2>&1 || rc=$?
     assert_eq "$rc" 137 "exit of the process killed at $pt"
+    if [ "$pt" = unpack.create-device.end ]; then
+        # activate resumes the killed runs (fetches and unpacks): then it sizes their queues.
+        THINIMG_STATE_DIR=$S $T --log-level debug activate --name resumer busybox:3 \
+            >/dev/null 2>"$W/resume.log" || true
+        grep -qE 'resuming unfinished runs" count=[1-9]' "$W/resume.log" ||
+            fail "activate after a kill resumed nothing: $(grep resuming "$W/resume.log")"
+        grep -q 'queue limit changed' "$W/resume.log" ||
+            fail "activate resumed runs without starting the queue sizing"
+    fi
     THINIMG_STATE_DIR=$S $T process-image --json "dir:$EX/images/busybox/" >"$W/k.json" 2>/dev/null ||
         fail "process-image after a kill at $pt failed"
     cmp_tree "$(jget "$W/k.json" '.device_path')" "$W/ref1" >/dev/null ||

@@ -215,7 +215,8 @@ static void test_busy_names_holder_and_waits_once(void **state)
     db_close(b);
 }
 
-/* A file that is not a database, and a database with a page overwritten: db_open says
+/* A file that is not a database, and a database with a table's root page overwritten (the
+ * first table's, and the last's: every table is probed, not only the first): db_open says
  * "database is corrupt: PATH: ...", kind corrupt, for read-write and read-only connections. */
 static void test_corrupt_said_at_open(void **state)
 {
@@ -224,29 +225,34 @@ static void test_corrupt_said_at_open(void **state)
     snprintf(path, sizeof(path), "%s/corrupt.db", dir);
     struct db *db = NULL;
     struct err e = {0};
-    assert_int_equal(db_open(path, NULL, &db, &e), 0);
-    assert_int_equal(db_exec(db, "CREATE TABLE t(x); CREATE TABLE u(y);"
-                                 "INSERT INTO t VALUES(randomblob(3000));"
-                                 "INSERT INTO u VALUES(randomblob(3000));"),
-                     0);
-    db_close(db);
-    db = NULL;
-    FILE *f = fopen(path, "r+b");
-    assert_non_null(f);
     char junk[4096];
     memset(junk, 0xa5, sizeof(junk));
-    assert_int_equal(fseek(f, 4096, SEEK_SET), 0); /* page 2: table t's root */
-    assert_int_equal(fwrite(junk, 1, sizeof(junk), f), sizeof(junk));
-    fclose(f);
     char want[600];
     snprintf(want, sizeof(want), "database is corrupt: %s: ", path);
-    for (int ro = 0; ro < 2; ro++) {
-        struct db_options o = {.readonly = ro};
+    FILE *f = NULL;
+    for (long page = 2; page <= 3; page++) { /* t's root, then u's */
+        unlink(path);
         err_clear(&e);
-        assert_int_equal(db_open(path, &o, &db, &e), -ENOTRECOVERABLE);
-        assert_true(tu_contains(e.msg, want));
-        assert_true(tu_contains(e.msg, "restore it from a backup or move it away"));
-        assert_int_equal(err_kind_of(e.code), ERR_KIND_CORRUPT);
+        assert_int_equal(db_open(path, NULL, &db, &e), 0);
+        assert_int_equal(db_exec(db, "CREATE TABLE t(x); CREATE TABLE u(y);"
+                                     "INSERT INTO t VALUES(randomblob(3000));"
+                                     "INSERT INTO u VALUES(randomblob(3000));"),
+                         0);
+        db_close(db);
+        db = NULL;
+        f = fopen(path, "r+b");
+        assert_non_null(f);
+        assert_int_equal(fseek(f, (page - 1) * 4096, SEEK_SET), 0);
+        assert_int_equal(fwrite(junk, 1, sizeof(junk), f), sizeof(junk));
+        fclose(f);
+        for (int ro = 0; ro < 2; ro++) {
+            struct db_options o = {.readonly = ro};
+            err_clear(&e);
+            assert_int_equal(db_open(path, &o, &db, &e), -ENOTRECOVERABLE);
+            assert_true(tu_contains(e.msg, want));
+            assert_true(tu_contains(e.msg, "restore it from a backup or move it away"));
+            assert_int_equal(err_kind_of(e.code), ERR_KIND_CORRUPT);
+        }
     }
     f = fopen(path, "wb");
     assert_non_null(f);

@@ -1,12 +1,12 @@
 /*
- * test_lazylibs.c: libcurl, libmicrohttpd, libarchive and libcrypto are loaded on first use
- * (util/dynlib.h), never at process start: the local commands do not load them, the network
- * sources load libcurl, reading a layer loads libarchive and libcrypto (its digest), and a
- * library that cannot be loaded is one clear error of kind "unhealthy" (exit code 3), not a
- * crash.
+ * test_lazylibs.c: libcurl, libmicrohttpd, libarchive, libcrypto, ISA-L and ncursesw are loaded
+ * on first use (util/dynlib.h), never at process start: the local commands do not load them, the
+ * network sources load libcurl, reading a layer loads libarchive and libcrypto (its digest),
+ * reading a gzip stream loads ISA-L, and a library that cannot be loaded is one clear error of
+ * kind "unhealthy" (exit code 3), not a crash.
  *
  * The evidence that a command did not load a library is the dynamic loader's own trace
- * (LD_DEBUG=libs on stderr), checked against a library the command does load (sqlite), so the
+ * (LD_DEBUG=libs on stderr), checked against a library the command does load (jansson), so the
  * test fails if the trace is missing rather than passing on silence.
  */
 #include <setjmp.h>
@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "archive/gunzip.h"
+#include "archive/isal_lib.h"
 #include "daemon/mhd_lib.h"
 #include "source/curl_lib.h"
 #include "source/source.h"
@@ -48,13 +50,17 @@ static int run_traced(const char *state_dir, char *const args[], char **trace)
 
 static void assert_not_loaded(const char *cmd, const char *trace)
 {
-    if (!tu_contains(trace, "libsqlite3.so"))
+    if (!tu_contains(trace, "libjansson.so"))
         fail_msg("`thinimg %s`: no loader trace on stderr (LD_DEBUG=libs ignored?): %.2000s", cmd,
                  trace);
     if (tu_contains(trace, "libcurl.so"))
         fail_msg("`thinimg %s` loaded libcurl", cmd);
     if (tu_contains(trace, "libmicrohttpd.so"))
         fail_msg("`thinimg %s` loaded libmicrohttpd", cmd);
+    if (tu_contains(trace, "libisal.so"))
+        fail_msg("`thinimg %s` loaded ISA-L (the example's layers are plain tars)", cmd);
+    if (tu_contains(trace, "libncursesw.so") || tu_contains(trace, "libtinfo.so"))
+        fail_msg("`thinimg %s` loaded ncursesw (only the monitor draws)", cmd);
 }
 
 static void assert_archive_loaded(const char *cmd, const char *trace, bool loaded)
@@ -126,6 +132,32 @@ static void test_network_source_loads_curl(void **state)
     assert_false(mhd_lib_loaded());
 }
 
+static ssize_t empty_source(void *ud, const void **buf)
+{
+    (void)ud;
+    *buf = NULL;
+    return 0;
+}
+
+/* Reading a gzip stream loads ISA-L into this process; nothing before it did. */
+static void test_gunzip_loads_isal(void **state)
+{
+    (void)state;
+    assert_false(isal_lib_loaded());
+    char *maps = tu_read_file("/proc/self/maps", NULL);
+    assert_non_null(maps);
+    assert_false(tu_contains(maps, isal_lib_soname()));
+    free(maps);
+    struct gunzip *g = NULL;
+    assert_int_equal(gunzip_new(&g, empty_source, NULL), 0);
+    gunzip_free(g);
+    assert_true(isal_lib_loaded());
+    maps = tu_read_file("/proc/self/maps", NULL);
+    assert_non_null(maps);
+    assert_true(tu_contains(maps, "libisal"));
+    free(maps);
+}
+
 /* A library that is not installed, or lacks a function: -ELIBACC, kind "unhealthy", a message
  * naming the library, what needs it and the package; the forwarding path gets NULL, not a
  * crash, and keeps the outcome. */
@@ -173,6 +205,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_commands_do_not_load),
         cmocka_unit_test(test_network_source_loads_curl),
+        cmocka_unit_test(test_gunzip_loads_isal),
         cmocka_unit_test(test_missing_library),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
