@@ -32,16 +32,5 @@ DYNLIB_FORWARD(isal_lib, int, isal_inflate, ISAL_INVALID_STATE, (struct inflate_
 DYNLIB_FORWARD(isal_lib, uint32_t, crc32_gzip_refl, 0,
                (uint32_t init_crc, const unsigned char *buf, uint64_t len), (init_crc, buf, len))
 
-void isal_inflate_init(struct inflate_state *state)
-{
-    typeof(&isal_inflate_init) f = DYNLIB_REAL(isal_lib, isal_inflate_init);
-    if (f)
-        f(state);
-}
-
-void isal_inflate_reset(struct inflate_state *state)
-{
-    typeof(&isal_inflate_reset) f = DYNLIB_REAL(isal_lib, isal_inflate_reset);
-    if (f)
-        f(state);
-}
+DYNLIB_FORWARD_VOID(isal_lib, isal_inflate_init, (struct inflate_state * state), (state))
+DYNLIB_FORWARD_VOID(isal_lib, isal_inflate_reset, (struct inflate_state * state), (state))

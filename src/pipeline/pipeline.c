@@ -96,11 +96,17 @@ static bool pool_trouble(void *ud, char *why, size_t n)
     return false;
 }
 
-/* The pool's data for the load loop's foreign-I/O meter: the loop device's backing file, or the
- * device itself; 0 while the pool is not set up. */
+/* Where the load loop's foreign-I/O meter looks: the pool's data (the loop device's backing
+ * file, or the device itself; 0 while the pool is not set up), or on the overlay backend the
+ * state directory, under which the layers are written. */
 static int pool_data(void *ud, char *path, size_t n)
 {
     struct pipeline *p = ud;
+    if (p->backend != &backend_dm_thin) {
+        /* overlay: no pool; the layers are written under the state directory */
+        snprintf(path, n, "%s", p->cfg.state_dir);
+        return 1;
+    }
     struct pool_info pi;
     struct err e = {0};
     if (pool_get(NULL, p->cfg.pool_name, &pi, &e) < 0 || !pi.active)

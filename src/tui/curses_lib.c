@@ -63,12 +63,7 @@ FORWARD(int, tputs, (const char *str, int affcnt, int (*putc)(int)), (str, affcn
 DYNLIB_FORWARD(curses_lib, SCREEN *, newterm, NULL, (const char *type, FILE *out, FILE *in),
                (type, out, in))
 
-void wtimeout(WINDOW *w, int delay)
-{
-    typeof(&wtimeout) f = DYNLIB_REAL(curses_lib, wtimeout);
-    if (f)
-        f(w, delay);
-}
+DYNLIB_FORWARD_VOID(curses_lib, wtimeout, (WINDOW * w, int delay), (w, delay))
 
 /* VAR(type, name, accessor): the variable's address, or a placeholder's without the library. */
 #define VAR(type, name, accessor)                                                                  \

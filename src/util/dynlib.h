@@ -7,10 +7,11 @@
  * of the 52 libraries and of the start-up time of every command, yet only the s3/http(s)/docker
  * sources, the daemon client and the daemon's server use them; `activate`, `list-images` and
  * the other local commands never do. Such a library is not linked; a *shim* (one file per
- * library: src/source/curl_lib.c, src/daemon/mhd_lib.c) defines the functions the tree calls,
- * with the library's own names and prototypes (from its -dev package's header), and each one
- * forwards to the real function, which dynlib resolves on the first call. The call sites stay
- * as they are, and so do the headers' compile-time checks (curl's typecheck macros).
+ * library: src/source/curl_lib.c, src/daemon/mhd_lib.c, src/util/archive_lib.c,
+ * src/util/crypto_lib.c, src/archive/isal_lib.c, src/tui/curses_lib.c) defines the functions
+ * the tree calls, with the library's own names and prototypes (from its -dev package's header),
+ * and each one forwards to the real function, which dynlib resolves on the first call. The call
+ * sites stay as they are, and so do the headers' compile-time checks (curl's typecheck macros).
  *
  * Loading: dlopen() of the exact soname the build found (CMake reads it from the -dev
  * package's library, so the ABI is the one the headers describe), RTLD_NOW | RTLD_LOCAL, then
