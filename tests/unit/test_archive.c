@@ -28,6 +28,7 @@
 #include "archive/limits.h"
 #include "testutil.h"
 #include "util/cleanup.h"
+#include "util/forklock.h"
 #include "util/hash.h"
 
 /* ---- writing test archives -------------------------------------------------------------- */
@@ -477,29 +478,14 @@ static void test_policy_limits(void **state)
 
 static volatile int g_spin = 1;
 
-/* glibc's malloc resets its locks in a forked child; the AddressSanitizer runtime of clang 14
- * has no fork handler for its allocator, so under it a child can inherit an allocator lock a
- * spinner held at the fork and hang on its first malloc (seen once in a loaded CI run). That is
- * the sanitizer's limit, not thinimg's: under ASan the spinners stay busy without allocating. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SPIN_ALLOCATES 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SPIN_ALLOCATES 0
-#endif
-#endif
-#ifndef SPIN_ALLOCATES
-#define SPIN_ALLOCATES 1
-#endif
-
+/* Keeps the allocator's locks busy across the fork: glibc's malloc resets them in the child,
+ * and under AddressSanitizer forklock_fork() does what its runtime does not (util/forklock.c). */
 static void *spinner(void *arg)
 {
     (void)arg;
     while (g_spin) {
-        if (SPIN_ALLOCATES) {
-            void *p = malloc(64); /* keeps malloc's locks busy across the fork */
-            free(p);
-        }
+        void *p = malloc(64);
+        free(p);
     }
     return NULL;
 }
@@ -517,7 +503,7 @@ static void test_apply_in_fork_child(void **state)
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&t[i], NULL, spinner, NULL), 0);
     for (int round = 0; round < 20; round++) {
-        pid_t pid = fork();
+        pid_t pid = forklock_fork(); /* as the mount child is made (dm/mount.c) */
         assert_true(pid >= 0);
         if (pid == 0) {
             alarm(20);
