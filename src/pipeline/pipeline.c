@@ -189,8 +189,10 @@ int pipeline_open(struct db *db, const struct pipeline_opts *o, struct pipeline 
 
 int pipeline_start_background(struct pipeline *p, struct err *e)
 {
+    /* Each thread on its own: a second call after a failed watcher start retries the watcher. */
+    int r = 0;
     if (p->load)
-        return 0;
+        goto watcher;
     struct loadloop_opts lo = {
         .mgr = p->mgr,
         .max = {p->queue_max[LOADLOOP_FETCH], p->queue_max[LOADLOOP_UNPACK]},
@@ -199,10 +201,11 @@ int pipeline_start_background(struct pipeline *p, struct err *e)
                 .pool_trouble = pool_trouble,
                 .pool_data = pool_data,
                 .ud = p}};
-    int r = loadloop_start(&lo, &p->load);
+    r = loadloop_start(&lo, &p->load);
     if (r < 0)
         return err_set(e, r, "cannot start the queue sizing thread");
-    if (p->backend == &backend_dm_thin &&
+watcher:
+    if (p->backend == &backend_dm_thin && !p->pool_watch &&
         (r = pool_watch_start(p->db, p->cfg.pool_name, 0, &p->pool_watch)) < 0)
         return err_set(e, r, "cannot start the pool autoextend watcher");
     return 0;
