@@ -33,6 +33,8 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: thinimg fetch REF [--json] [--jobs N] [--region R] [--endpoint URL]\n"
             "                         [--no-sign-request] [--download-streams N]\n"
+            "                         [--platform OS/ARCH[/VARIANT]]\n"
+            "                         [--insecure-registry HOST[:PORT]]\n"
             "\n"
             "Download and validate an image's blobs without unpacking them. REF names a family\n"
             "of layers (s3://bucket/images/golang/), a layer and the ones below it\n"
