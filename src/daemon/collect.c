@@ -73,8 +73,8 @@ void daemon_metrics_describe(void)
     metrics_describe("thinimg_psi_memory_full_avg10", METRIC_GAUGE,
                      "% of the last 10 s all tasks stalled on memory");
     metrics_describe("thinimg_io_foreign_bytes_per_second", METRIC_GAUGE,
-                     "bytes/s the pool's disk moved beyond thinimg's own I/O (the queue sizing's "
-                     "competing-user signal)");
+                     "bytes/s a queue's disk (the pool's, the blob store's) moved beyond "
+                     "thinimg's own I/O (the queue sizing's competing-user signal)");
     metrics_describe(METRIC_FETCH_BYTES, METRIC_COUNTER, "bytes downloaded from sources");
     metrics_counter_add(METRIC_FETCH_BYTES, 0, NULL);
     metrics_describe(METRIC_APPLY_BYTES, METRIC_COUNTER,
@@ -329,7 +329,7 @@ static void collect_queues(struct daemon *d)
             metrics_gauge_set("thinimg_psi_io_full_avg10", st.last.io_full, NULL);
             metrics_gauge_set("thinimg_psi_memory_full_avg10", st.last.mem_full, NULL);
         }
-        if (q == LOADLOOP_UNPACK && st.last.disk)
+        if (st.last.disk) /* a disk both queues watch is one series */
             metrics_gauge_set("thinimg_io_foreign_bytes_per_second", st.last.foreign_bps, "disk",
                               st.disk, NULL);
     }

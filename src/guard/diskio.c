@@ -1,5 +1,5 @@
 /*
- * diskio.c: the pool's disk, its counters and thinimg's own. See diskio.h.
+ * diskio.c: a queue's disk, its counters and thinimg's own. See diskio.h.
  */
 #include "guard/diskio.h"
 

@@ -1,5 +1,6 @@
 /*
- * diskio.h: foreign I/O on the pool's disk, the bytes the disk moved that thinimg did not.
+ * diskio.h: foreign I/O on a queue's disk (the pool's, the blob store's), the bytes the disk
+ * moved that thinimg did not.
  *
  * I/O pressure says that tasks waited for a disk, not whose work the disk was doing: an
  * unpack's own writes stall tasks as much as a competing writer's, so pressure alone cannot
@@ -17,9 +18,10 @@
  * intervals (diskio_meter), used oldest first; disk bytes beyond the credit are foreign. A
  * writer that competes with the unpacks spends the credit within an interval or two and shows.
  *
- * The disk is found from the pool's data (diskio_find): a loop device's backing file, a file's
- * file system, a dm or md device's first underlying device and a partition's whole disk, down
- * to a block device with a /proc/diskstats line. A pool on tmpfs (no block device) has none.
+ * The disk is found from the pool's data or the store's directory (diskio_find): a loop device's
+ * backing file, a file's file system, a dm or md device's first underlying device and a partition's
+ * whole disk, down to a block device with a /proc/diskstats line. A pool on tmpfs (no block device)
+ * has none.
  */
 #pragma once
 

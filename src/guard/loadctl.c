@@ -106,10 +106,11 @@ static const char *trouble(const struct loadctl *c, const struct loadctl_signals
     if (c->foreign >= c->p.now_ticks) {
         *to_one = true;
         snprintf(buf, n,
-                 "foreign I/O: %.1f MiB/s on the pool's disk beside thinimg's %.1f MiB/s for %d "
+                 "foreign I/O: %.1f MiB/s on %s beside thinimg's %.1f MiB/s for %d "
                  "s, tasks stalled %.1f%% of the last interval",
-                 s->foreign_bps / (1024 * 1024), s->own_bps / (1024 * 1024),
-                 c->p.now_ticks * LOADCTL_INTERVAL_MS / 1000, s->io_some_now);
+                 s->foreign_bps / (1024 * 1024), s->disk_what ? s->disk_what : "its disk",
+                 s->own_bps / (1024 * 1024), c->p.now_ticks * LOADCTL_INTERVAL_MS / 1000,
+                 s->io_some_now);
         return buf;
     }
     if (s->psi && s->io_full > c->p.full_high) {

@@ -33,7 +33,8 @@
  * host starts at 1; additive increase remains the way up while work runs.
  * Starting at the maximum leaves the throughput-per-worker rule unarmed until a probe is
  * accepted: pressure, the pool and the health check are what take such a queue down.
- * Where the pool's disk is measured (s->disk, guard/diskio.h), I/O pressure is told apart by
+ * Where the queue's disk is measured (s->disk, guard/diskio.h: the pool's for unpack, the blob
+ * store's for fetch), I/O pressure is told apart by
  * whose I/O the disk is doing:
  *  - foreign I/O (foreign_min_bps or more) in now_ticks intervals in a row while some task
  *    stalled on I/O (some_low or more, avg10 or the interval) is a competing user slowed by
@@ -65,8 +66,9 @@ struct loadctl_signals {
     bool host_trouble;   /* the health check's verdict: D-state tasks, kernel-log warnings */
     bool pool_trouble;   /* pool past low water, nearly full, read-only or needs_check */
     const char *trouble; /* what the trouble is, for the reason (may be NULL) */
-    bool disk;           /* the pool's disk is known and measured: the three rates are valid */
-    double disk_bps;     /* bytes/s the pool's disk read and wrote in the interval */
+    bool disk;           /* the queue's disk is known and measured: the three rates are valid */
+    const char *disk_what; /* which disk, for the reason ("the pool's disk"); NULL: "its disk" */
+    double disk_bps;       /* bytes/s the disk read and wrote in the interval */
     double own_bps;      /* bytes/s thinimg (and its children) read and wrote */
     double foreign_bps;  /* bytes/s of the disk's beyond what thinimg's explain (diskio.h) */
     double throughput;   /* units (bytes) the queue finished per second in the interval */

@@ -17,6 +17,19 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
+/* Foreign I/O on one queue's disk: the disk is looked up (the pool's until the pool exists),
+ * then measured or given up (said once). */
+struct diskwatch {
+    enum { DISK_LOOKING = 0, DISK_MEASURED, DISK_NONE } state;
+    struct diskio_disk disk;
+    struct diskio_meter meter;
+    uint64_t last_disk_bytes, last_own_bytes;
+    int64_t last_mono; /* 0: no sample yet */
+    /* the last interval's rates: valid false before the second sample */
+    bool valid;
+    double disk_bps, own_bps, foreign_bps;
+};
+
 struct loadloop {
     struct loadloop_opts o;
     pthread_t thread;
@@ -31,12 +44,8 @@ struct loadloop {
     /* I/O PSI total counters (microseconds) at the last sample, for the interval's own share */
     uint64_t last_io_some_us, last_io_full_us;
     int64_t last_psi_mono;
-    /* the pool's disk: looked up until the pool exists, then measured or given up (noted) */
-    enum { DISK_LOOKING = 0, DISK_MEASURED, DISK_NONE } disk_state;
-    struct diskio_disk disk;
-    struct diskio_meter meter;
-    uint64_t last_disk_bytes, last_own_bytes;
-    int64_t last_disk_mono; /* 0: no sample yet */
+    /* each queue's disk (unpack: the pool's, fetch: the blob store's) */
+    struct diskwatch dw[LOADLOOP_N];
 };
 
 const char *loadloop_queue_name(enum loadloop_queue q)
@@ -88,67 +97,101 @@ static void sample_psi(struct loadloop *l, struct loadctl_signals *s)
     l->last_io_full_us = io.full.total_us;
 }
 
-/* Stop measuring the disk, saying why once. */
-static void disk_none(struct loadloop *l, const char *why, const char *what, int r)
+static const char *const disk_of[LOADLOOP_N] = {"the blob store's disk", "the pool's disk"};
+
+/* Stop measuring queue q's disk, saying why once. */
+static void disk_none(struct loadloop *l, int q, const char *why, const char *what, int r)
 {
-    l->disk_state = DISK_NONE;
+    l->dw[q].state = DISK_NONE;
     log_info("queue sizing: foreign I/O is not measured; the I/O pressure rules apply as they are",
-             "why=\"%s\" on=%s error=%s", why, what, strerror(-r));
+             "queue=%s on=%s why=%s path=%s error=%s", loadloop_queue_name(q), disk_of[q], why,
+             what, strerror(-r));
 }
 
-/* Find the pool's disk once the pool exists. */
-static void find_disk(struct loadloop *l)
+/* The path whose disk queue q watches: > 0 found, 0 not yet (no pool), negative errno. */
+static int disk_path(struct loadloop *l, int q, char *path, size_t n)
+{
+    if (q == LOADLOOP_FETCH) {
+        if (!l->o.src.store_dir)
+            return -ENOSYS;
+        snprintf(path, n, "%s", l->o.src.store_dir);
+        return 1;
+    }
+    return l->o.src.pool_data ? l->o.src.pool_data(l->o.src.ud, path, n) : -ENOSYS;
+}
+
+/* Find queue q's disk (the pool's once the pool exists). */
+static void find_disk(struct loadloop *l, int q)
 {
     char path[4096];
-    int r = l->o.src.pool_data ? l->o.src.pool_data(l->o.src.ud, path, sizeof(path)) : -ENOSYS;
+    int r = disk_path(l, q, path, sizeof(path));
     if (r == 0)
         return; /* no pool yet: look again next time */
     if (r < 0) {
-        disk_none(l, "the pool's data cannot be located", "pool", r);
+        disk_none(l, q,
+                  q == LOADLOOP_FETCH ? "the blob store is not known"
+                                      : "the pool's data cannot be located",
+                  q == LOADLOOP_FETCH ? "store" : "pool", r);
         return;
     }
-    r = diskio_find(l->o.src.sys_root, path, &l->disk);
+    r = diskio_find(l->o.src.sys_root, path, &l->dw[q].disk);
     if (r < 0) {
-        disk_none(l, "no block device under the pool's data (tmpfs?)", path, r);
+        disk_none(l, q, "no block device under it (tmpfs?)", path, r);
         return;
     }
-    l->disk_state = DISK_MEASURED;
-    log_info("queue sizing: foreign I/O measured on the pool's disk", "disk=%s data=%s",
-             l->disk.name, path);
+    l->dw[q].state = DISK_MEASURED;
+    log_info("queue sizing: foreign I/O measured", "queue=%s on=%s disk=%s path=%s",
+             loadloop_queue_name(q), disk_of[q], l->dw[q].disk.name, path);
 }
 
-/* The disk's and thinimg's bytes per second in the last interval and the foreign share (the
- * first sample has no interval: disk stays false). */
-static void sample_disk(struct loadloop *l, struct loadctl_signals *s)
+/* Queue q's disk's and thinimg's bytes per second in the last interval and the foreign share
+ * (the first sample has no interval: valid stays false). own is thinimg's bytes on every disk:
+ * the kernel does not split a process's I/O by disk, so where the store and the pool are on
+ * two disks each is credited with all of it. */
+static void sample_disk(struct loadloop *l, int q, bool have_own, uint64_t own)
 {
-    if (l->disk_state == DISK_LOOKING)
-        find_disk(l);
-    if (l->disk_state != DISK_MEASURED)
+    struct diskwatch *w = &l->dw[q];
+    w->valid = false;
+    if (w->state == DISK_LOOKING)
+        find_disk(l, q);
+    if (w->state != DISK_MEASURED)
         return;
-    uint64_t disk, own;
-    int r = diskio_disk_bytes(l->o.src.proc_root, &l->disk, &disk);
-    if (r < 0) {
-        disk_none(l, "the disk has no line in diskstats", l->disk.name, r);
+    if (!have_own) {
+        disk_none(l, q, "thinimg's own I/O counters cannot be read", "self/io", -EIO);
         return;
     }
-    if ((r = diskio_own_bytes(l->o.src.proc_root, &own)) < 0) {
-        disk_none(l, "thinimg's own I/O counters cannot be read", "self/io", r);
+    uint64_t disk;
+    int r = diskio_disk_bytes(l->o.src.proc_root, &w->disk, &disk);
+    if (r < 0) {
+        disk_none(l, q, "the disk has no line in diskstats", w->disk.name, r);
         return;
     }
     int64_t now = mono_ms();
-    if (l->last_disk_mono && now > l->last_disk_mono) {
-        uint64_t dd = disk > l->last_disk_bytes ? disk - l->last_disk_bytes : 0;
-        uint64_t od = own > l->last_own_bytes ? own - l->last_own_bytes : 0;
-        uint64_t fd = diskio_meter_step(&l->meter, dd, od);
-        double secs = (double)(now - l->last_disk_mono) / 1000.0;
-        s->disk = true;
-        s->disk_bps = (double)dd / secs;
-        s->own_bps = (double)od / secs;
-        s->foreign_bps = (double)fd / secs;
+    if (w->last_mono && now > w->last_mono) {
+        uint64_t dd = disk > w->last_disk_bytes ? disk - w->last_disk_bytes : 0;
+        uint64_t od = own > w->last_own_bytes ? own - w->last_own_bytes : 0;
+        uint64_t fd = diskio_meter_step(&w->meter, dd, od);
+        double secs = (double)(now - w->last_mono) / 1000.0;
+        w->valid = true;
+        w->disk_bps = (double)dd / secs;
+        w->own_bps = (double)od / secs;
+        w->foreign_bps = (double)fd / secs;
     }
-    l->last_disk_mono = now;
-    l->last_disk_bytes = disk;
-    l->last_own_bytes = own;
+    w->last_mono = now;
+    w->last_disk_bytes = disk;
+    w->last_own_bytes = own;
+}
+
+static void sample_disks(struct loadloop *l)
+{
+    uint64_t own = 0;
+    bool have_own = false, any = false;
+    for (int q = 0; q < LOADLOOP_N; q++)
+        any |= l->dw[q].state != DISK_NONE;
+    if (any)
+        have_own = diskio_own_bytes(l->o.src.proc_root, &own) == 0;
+    for (int q = 0; q < LOADLOOP_N; q++)
+        sample_disk(l, q, have_own, own);
 }
 
 /* The host's signals (PSI, the health verdict, the pool: whether each queue watches the pool is
@@ -163,17 +206,26 @@ static void sample_host(struct loadloop *l, struct host_sample *h)
 {
     *h = (struct host_sample){0};
     sample_psi(l, &h->base);
-    sample_disk(l, &h->base);
+    sample_disks(l);
     h->base.host_trouble = l->o.src.host_trouble &&
                            l->o.src.host_trouble(l->o.src.ud, h->host_why, sizeof(h->host_why));
     h->pool = l->o.src.pool_trouble &&
               l->o.src.pool_trouble(l->o.src.ud, h->pool_why, sizeof(h->pool_why));
 }
 
-/* A queue's signals from the host's. */
-static struct loadctl_signals queue_signals(const struct host_sample *h)
+/* Queue q's signals from the host's and its disk's. */
+static struct loadctl_signals queue_signals(const struct loadloop *l, int q,
+                                            const struct host_sample *h)
 {
     struct loadctl_signals s = h->base;
+    const struct diskwatch *w = &l->dw[q];
+    if (w->valid) {
+        s.disk = true;
+        s.disk_what = disk_of[q];
+        s.disk_bps = w->disk_bps;
+        s.own_bps = w->own_bps;
+        s.foreign_bps = w->foreign_bps;
+    }
     s.pool_trouble = h->pool;
     s.trouble = h->base.host_trouble ? h->host_why : h->pool ? h->pool_why : NULL;
     return s;
@@ -187,15 +239,18 @@ static void log_change(struct loadloop *l, enum loadloop_queue q)
              l->ctl[q].limit, l->ctl[q].reason);
 }
 
-/* One debug line per sample: what the controllers saw (the bench reads it). */
-static void log_sample(const struct loadctl_signals *s)
+/* One debug line per sample: what the controllers saw (the bench reads it): the pool's disk
+ * (the unpack queue's), then the blob store's (the fetch queue's). */
+static void log_sample(const struct loadloop *l, const struct loadctl_signals *s)
 {
     const double mib = 1024.0 * 1024.0;
+    const struct diskwatch *u = &l->dw[LOADLOOP_UNPACK], *f = &l->dw[LOADLOOP_FETCH];
     log_debug("queue sizing sample",
               "io_some=%.1f io_some_now=%.1f io_full_now=%.1f disk_mibs=%.2f own_mibs=%.2f "
-              "foreign_mibs=%.2f",
-              s->io_some, s->io_some_now, s->io_full_now, s->disk_bps / mib, s->own_bps / mib,
-              s->foreign_bps / mib);
+              "foreign_mibs=%.2f store_disk_mibs=%.2f store_foreign_mibs=%.2f",
+              s->io_some, s->io_some_now, s->io_full_now, u->valid ? u->disk_bps / mib : 0,
+              u->valid ? u->own_bps / mib : 0, u->valid ? u->foreign_bps / mib : 0,
+              f->valid ? f->disk_bps / mib : 0, f->valid ? f->foreign_bps / mib : 0);
 }
 
 void loadloop_tick(struct loadloop *l)
@@ -206,9 +261,9 @@ void loadloop_tick(struct loadloop *l)
     pthread_mutex_lock(&l->lock);
     double secs = l->last_mono ? (double)(now - l->last_mono) / 1000.0 : 0;
     l->last_mono = now;
-    log_sample(&h.base);
+    log_sample(l, &h.base);
     for (int q = 0; q < LOADLOOP_N; q++) {
-        struct loadctl_signals s = queue_signals(&h);
+        struct loadctl_signals s = queue_signals(l, q, &h);
         struct fsm_queue_stats qs;
         if (fsm_queue_stats(l->o.mgr, loadloop_queue_name(q), &qs) < 0)
             continue;
@@ -219,7 +274,7 @@ void loadloop_tick(struct loadloop *l)
         l->st[q].last = s;
         l->st[q].last.trouble = NULL;
         snprintf(l->st[q].disk, sizeof(l->st[q].disk), "%s",
-                 l->disk_state == DISK_MEASURED ? l->disk.name : "");
+                 l->dw[q].state == DISK_MEASURED ? l->dw[q].disk.name : "");
         if (l->st[q].pinned)
             continue;
         enum loadctl_change ch = loadctl_step(&l->ctl[q], &s);
@@ -286,7 +341,7 @@ int loadloop_start(const struct loadloop_opts *o, struct loadloop **out)
         struct fsm_queue_stats qs;
         bool have = fsm_queue_stats(o->mgr, loadloop_queue_name(q), &qs) == 0;
         int start = have ? qs.limit : 1;
-        struct loadctl_signals s = queue_signals(&first);
+        struct loadctl_signals s = queue_signals(l, q, &first);
         if (have) {
             s.running = qs.running;
             s.waiting = qs.waiting;

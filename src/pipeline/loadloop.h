@@ -2,9 +2,11 @@
  * loadloop.h: the thread that sizes the fetch and unpack queues to the host's load.
  *
  * Every LOADCTL_INTERVAL_MS it gathers the signals (PSI from /proc/pressure, the guard's last
- * health verdict, the pool's state for unpack, the foreign I/O on the pool's disk (guard/diskio.h:
- * the disk is looked up once the pool exists; where there is none, that is logged once and the
- * pressure rules apply as they are), each queue's running/waiting runs and the work they
+ * health verdict, the pool's state for unpack, the foreign I/O on each queue's disk
+ * (guard/diskio.h: the unpack queue's is the pool's, looked up once the pool exists; the fetch
+ * queue's is the blob store's, where downloads are written; where a queue has none, that is
+ * logged once and the pressure rules apply as they are), each queue's running/waiting runs and
+ * the work they
  * reported), steps one controller per queue (guard/loadctl.h) and sets the queue's limit
  * with fsm_queue_set_limit(). A queue whose limit the operator pinned (`--unpack-queue N`) is
  * left alone. Each change is one log line with its reason; loadloop_get() reports the state for
@@ -34,6 +36,8 @@ struct loadloop_sources {
      * set up, 0 when not (yet), negative errno; NULL: foreign I/O is not measured */
     int (*pool_data)(void *ud, char *path, size_t n);
     void *ud;
+    /* the blob store's directory, whose disk the fetch queue watches; NULL: not measured */
+    const char *store_dir;
     const char *proc_root; /* NULL = /proc */
     const char *sys_root;  /* NULL = /sys */
 };
@@ -60,7 +64,7 @@ struct loadloop_state {
     int max;
     bool pinned;
     char reason[200];            /* the last change, "" before the first */
-    char disk[32];               /* the pool's disk whose foreign I/O is measured, or "" */
+    char disk[32];               /* the disk whose foreign I/O this queue watches, or "" */
     struct loadctl_signals last; /* the last sample (trouble string not kept) */
 };
 /* Copy of a queue's state (a consistent snapshot). */

@@ -200,7 +200,8 @@ int pipeline_start_background(struct pipeline *p, struct err *e)
         .src = {.host_trouble = host_trouble,
                 .pool_trouble = pool_trouble,
                 .pool_data = pool_data,
-                .ud = p}};
+                .ud = p,
+                .store_dir = p->cfg.blob_dir}};
     r = loadloop_start(&lo, &p->load);
     if (r < 0)
         return err_set(e, r, "cannot start the queue sizing thread");

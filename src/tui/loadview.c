@@ -34,7 +34,7 @@ void loadview_queue_signals(const json_t *queue, char *out, size_t n)
     else
         snprintf(pressure, sizeof(pressure), "no PSI");
     const char *disk = json_string_value(json_object_get(s, "disk"));
-    if (disk) { /* the pool's disk is measured: its foreign I/O */
+    if (disk) { /* the queue's disk is measured: its foreign I/O */
         char foreign[32];
         double f = real_field(s, "foreign_io_bps");
         format_bytes(f > 0 ? (uint64_t)f : 0, foreign, sizeof(foreign));

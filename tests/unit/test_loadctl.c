@@ -489,7 +489,7 @@ static void test_foreign_io_drops_to_one(void **state)
     assert_int_equal(at, p.now_ticks - 1);
     assert_int_equal(c.limit, 1);
     assert_true((at + 1) * LOADCTL_INTERVAL_MS <= 10000);
-    assert_true(strstr(c.reason, "4 -> 1: foreign I/O: 30.0 MiB/s on the pool's disk") != NULL);
+    assert_true(strstr(c.reason, "4 -> 1: foreign I/O: 30.0 MiB/s on its disk") != NULL);
     for (int i = 0; i < 50; i++)
         assert_int_equal(step_now(&c, &h, 30, 3), LOADCTL_SAME);
     assert_int_equal(c.limit, 1);

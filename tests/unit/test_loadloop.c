@@ -4,7 +4,8 @@
  * controllers and sets the manager's queue limits: at the maximum from the start on a calm
  * host, up on a quiet host with work waiting, down
  * on I/O pressure, unpack only down on pool trouble, pinned queues untouched; with a fake
- * sysfs and diskstats, the pool's disk measured: the queue's own I/O kept, foreign I/O to 1.
+ * sysfs and diskstats, the pool's disk measured: the queue's own I/O kept, foreign I/O to 1;
+ * the blob store on another disk: a writer on either disk lowers only the queue that uses it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -292,6 +293,21 @@ static void test_interval_share(void **state)
 
 static char pool_file[1024];
 
+/* A disk named name for the device of path in the fake sysfs; its numbers in *ma, *mi. */
+static void fake_disk(const char *path, const char *name, unsigned *ma, unsigned *mi)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    *ma = major(st.st_dev);
+    *mi = minor(st.st_dev);
+    char p[1024], text[64];
+    snprintf(p, sizeof(p), "%s/sys/dev/block/%u:%u", dir, *ma, *mi);
+    assert_int_equal(mkdir_p(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/sys/dev/block/%u:%u/uevent", dir, *ma, *mi);
+    int n = snprintf(text, sizeof(text), "DEVNAME=%s\n", name);
+    assert_int_equal(tu_write_file(p, text, (size_t)n), 0);
+}
+
 static int fake_pool_data(void *ud, char *path, size_t n)
 {
     (void)ud;
@@ -300,12 +316,12 @@ static int fake_pool_data(void *ud, char *path, size_t n)
 }
 
 /* The disk's and this process's byte counters, in a fake /proc. */
-static void io_at(unsigned disk_major, unsigned long long disk_bytes, unsigned long long own_bytes)
+static void io_at(unsigned ma, unsigned mi, unsigned long long disk_bytes,
+                  unsigned long long own_bytes)
 {
     char path[512], text[256];
     snprintf(path, sizeof(path), "%s/proc/diskstats", dir);
-    snprintf(text, sizeof(text), " %u 0 vdq 1 0 0 1 1 0 %llu 1 0 1 1\n", disk_major,
-             disk_bytes / 512);
+    snprintf(text, sizeof(text), " %u %u vdq 1 0 0 1 1 0 %llu 1 0 1 1\n", ma, mi, disk_bytes / 512);
     assert_int_equal(tu_write_file(path, text, strlen(text)), 0);
     snprintf(path, sizeof(path), "%s/proc/self", dir);
     mkdir_p(path, 0755);
@@ -327,18 +343,12 @@ static void test_foreign_io(void **state)
     struct fsm_manager *m = gated_runs(&t, q, v, 4);
     snprintf(pool_file, sizeof(pool_file), "%s/pool.data", dir);
     assert_int_equal(tu_write_file(pool_file, "x", 1), 0);
-    struct stat st;
-    assert_int_equal(stat(pool_file, &st), 0);
-    unsigned dma = major(st.st_dev);
+    unsigned dma, dmi;
+    fake_disk(pool_file, "vdq", &dma, &dmi); /* the file's block device is the disk */
     char path[1024];
-    snprintf(path, sizeof(path), "%s/sys/dev/block/%u:%u", dir, major(st.st_dev), minor(st.st_dev));
-    assert_int_equal(mkdir_p(path, 0755), 0); /* the file's block device is the disk */
-    snprintf(path, sizeof(path), "%s/sys/dev/block/%u:%u/uevent", dir, major(st.st_dev),
-             minor(st.st_dev));
-    assert_int_equal(tu_write_file(path, "DEVNAME=vdq\n", 12), 0);
     unsigned long long total = 1000, disk = 1ULL << 30, own = 1ULL << 20;
     pressure_at("1.00", "0.00", total);
-    io_at(dma, disk, own);
+    io_at(dma, dmi, disk, own);
     char proc[512], sys[512];
     snprintf(proc, sizeof(proc), "%s/proc", dir);
     snprintf(sys, sizeof(sys), "%s/sys", dir);
@@ -362,7 +372,7 @@ static void test_foreign_io(void **state)
         own += 64ULL << 20;
         disk += 128ULL << 20;
         pressure_totals("60.00", "0.00", total, 1000);
-        io_at(dma, disk, own);
+        io_at(dma, dmi, disk, own);
         loadloop_tick(l);
     }
     loadloop_get(l, LOADLOOP_UNPACK, &us);
@@ -377,7 +387,7 @@ static void test_foreign_io(void **state)
         own += 64ULL << 20;
         disk += (128ULL << 20) + (1ULL << 30);
         pressure_totals("60.00", "0.00", total, 1000);
-        io_at(dma, disk, own);
+        io_at(dma, dmi, disk, own);
         loadloop_tick(l);
         loadloop_get(l, LOADLOOP_UNPACK, &us);
         assert_int_equal(us.limit, i == 0 ? 4 : 1);
@@ -398,6 +408,92 @@ static void test_foreign_io(void **state)
     finish_runs(m, &t, v, 4);
 }
 
+/* Two disks' byte counters (c[0] the pool's, c[1] the store's, written sectors) and this
+ * process's (c[2]). */
+static void io2_at(const unsigned dev[4], const unsigned long long c[3])
+{
+    char path[512], text[512];
+    snprintf(path, sizeof(path), "%s/proc/diskstats", dir);
+    int n = snprintf(text, sizeof(text),
+                     " %u %u vdq 1 0 0 1 1 0 %llu 1 0 1 1\n %u %u vdr 1 0 0 1 1 0 %llu 1 0 1 1\n",
+                     dev[0], dev[1], c[0] / 512, dev[2], dev[3], c[1] / 512);
+    assert_int_equal(tu_write_file(path, text, (size_t)n), 0);
+    snprintf(path, sizeof(path), "%s/proc/self", dir);
+    mkdir_p(path, 0755);
+    snprintf(path, sizeof(path), "%s/proc/self/io", dir);
+    n = snprintf(text, sizeof(text), "rchar: 0\nwchar: 0\nread_bytes: 0\nwrite_bytes: %llu\n",
+                 c[2]);
+    assert_int_equal(tu_write_file(path, text, (size_t)n), 0);
+}
+
+/* Three intervals of a writer moving 1 GiB on disk d (0 the pool's, 1 the store's), some task
+ * stalled 100% of each (avg10 60%). */
+static void writer_ticks(struct loadloop *l, const unsigned dev[4], unsigned long long *total,
+                         unsigned long long c[3], int d)
+{
+    for (int i = 0; i < 3; i++) {
+        usleep(2000); /* rates need time between the samples */
+        *total += 12ULL * 1000 * 1000;
+        c[d] += 1ULL << 30;
+        pressure_totals("60.00", "0.00", *total, 1000);
+        io2_at(dev, c);
+        loadloop_tick(l);
+    }
+}
+
+/* The pool on one disk (vdq), the blob store on another (vdr: /proc stands for a directory of
+ * another file system): each queue watches its own disk. A writer on the pool's disk puts the
+ * unpack queue at 1 and leaves the fetch queue at its maximum; one on the store's disk then
+ * puts the fetch queue at 1. */
+static void test_store_disk(void **state)
+{
+    (void)state;
+    struct ft t;
+    static const struct fsm_queue_cfg q[] = {{"fetch", 4}, {"unpack", 4}};
+    struct fsm_id v[8];
+    struct fsm_manager *m = gated_runs(&t, q, v, 8); /* 4 in each queue */
+    snprintf(pool_file, sizeof(pool_file), "%s/pool.data", dir);
+    assert_int_equal(tu_write_file(pool_file, "x", 1), 0);
+    unsigned dev[4];
+    fake_disk(pool_file, "vdq", &dev[0], &dev[1]);
+    fake_disk("/proc", "vdr", &dev[2], &dev[3]);
+    assert_false(dev[0] == dev[2] && dev[1] == dev[3]);
+    unsigned long long total = 1000, c[3] = {1ULL << 30, 1ULL << 30, 1ULL << 20};
+    pressure_at("1.00", "0.00", total);
+    io2_at(dev, c);
+    char proc[512], sys[512];
+    snprintf(proc, sizeof(proc), "%s/proc", dir);
+    snprintf(sys, sizeof(sys), "%s/sys", dir);
+    struct loadloop_opts o = {.mgr = m,
+                              .max = {4, 4},
+                              .src = {.pool_data = fake_pool_data,
+                                      .store_dir = "/proc",
+                                      .proc_root = proc,
+                                      .sys_root = sys},
+                              .interval_ms = 3600 * 1000};
+    struct loadloop *l = NULL;
+    assert_int_equal(loadloop_start(&o, &l), 0);
+    struct loadloop_state fs, us;
+    /* a writer on the pool's disk, some task stalled 60% of the time */
+    writer_ticks(l, dev, &total, c, 0);
+    loadloop_get(l, LOADLOOP_UNPACK, &us);
+    loadloop_get(l, LOADLOOP_FETCH, &fs);
+    assert_int_equal(us.limit, 1);
+    assert_true(strstr(us.reason, "on the pool's disk") != NULL);
+    assert_string_equal(us.disk, "vdq");
+    assert_int_equal(fs.limit, 4);
+    assert_string_equal(fs.disk, "vdr");
+    assert_true(fs.last.disk && fs.last.foreign_bps == 0);
+    assert_true(us.last.foreign_bps > 100.0 * (1 << 20));
+    /* then a writer on the store's disk */
+    writer_ticks(l, dev, &total, c, 1);
+    loadloop_get(l, LOADLOOP_FETCH, &fs);
+    assert_int_equal(fs.limit, 1);
+    assert_true(strstr(fs.reason, "on the blob store's disk") != NULL);
+    loadloop_stop(l);
+    finish_runs(m, &t, v, 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_calm_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interval_share, setup, teardown),
         cmocka_unit_test_setup_teardown(test_foreign_io, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_disk, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
