@@ -37,8 +37,9 @@
  * store's for fetch), I/O pressure is told apart by
  * whose I/O the disk is doing:
  *  - foreign I/O (foreign_min_bps or more) in now_ticks intervals in a row while some task
- *    stalled on I/O (some_low or more, avg10 or the interval) is a competing user slowed by
- *    the queue: the limit goes to 1 at once and holds;
+ *    stalled on I/O (some_foreign or more, avg10 or the interval: lower than some_low, since
+ *    whose the stalls are is known) is a competing user slowed by the queue: the limit goes
+ *    to 1 at once and holds; with foreign I/O, calm means `some` under some_foreign too;
  *  - the `some` halving rules (avg10 over some_high, the interval share over some_now_high)
  *    do not apply: without foreign I/O the stalls are the queue's own work on a disk nobody
  *    else uses, and they neither lower the limit nor keep it from rising or an idle queue
@@ -91,6 +92,7 @@ struct loadctl_params {
     int hold_ticks;         /* after a decrease or an undone raise: no raise for this long */
     int now_ticks;          /* intervals in a row whose own share must pass a high threshold */
     double foreign_min_bps; /* foreign I/O at this rate is a competing user of the disk */
+    double some_foreign;    /* beside foreign I/O, io_some from this is contention */
 };
 
 /* Defaults for a queue whose maximum is max (see loadctl.c for the reasons of each). */

@@ -518,12 +518,57 @@ static void test_foreign_noise(void **state)
     }
     assert_int_equal(changes, 0);
     h.foreign_bps = 50 * MIBS;
-    h.io_some = 3;
+    h.io_some = 2;
     changes = 0;
     for (int i = 0; i < 100; i++)
-        changes += step_now(&c, &h, p.some_low - 2, 0) != LOADCTL_SAME;
+        changes += step_now(&c, &h, p.some_foreign - 2, 0) != LOADCTL_SAME;
     assert_int_equal(changes, 0);
     assert_int_equal(c.limit, 4);
+}
+
+/* A competing writer on a disk with room (the 21:10 boot's scratch disk: dd moving 33 to 145
+ * MiB/s, some task stalled 3 to 13% of each interval, under some_low as often as not): the
+ * stalls over some_foreign beside it put a busy queue at 1 in two intervals, and an idle queue
+ * too, where it stays while the writer runs (no return to the maximum: calm beside foreign
+ * I/O means stalls under some_foreign). */
+static void test_foreign_fast_disk(void **state)
+{
+    (void)state;
+    struct loadctl_params p = loadctl_defaults(4, true);
+    static const double mibs[] = {33.6, 54.9, 55.1, 44.0, 7.1, 30.1, 39.1};
+    static const double some_now[] = {3.1, 12.2, 8.9, 12.7, 1.9, 19.3, 15.3};
+    struct loadctl c;
+    loadctl_init(&c, &p, 4);
+    struct host h = {.per_worker = 100,
+                     .capacity = 1000,
+                     .psi = true,
+                     .disk = true,
+                     .io_some = 4,
+                     .own_bps = 1 * MIBS};
+    int i = 0;
+    for (; i < 7 && c.limit > 1; i++) {
+        h.foreign_bps = mibs[i] * MIBS;
+        step_now(&c, &h, some_now[i], 0);
+    }
+    assert_int_equal(c.limit, 1);
+    assert_int_equal(i, 3); /* 12.2% then 8.9%: the 4 s after the first quiet interval */
+    assert_true(strstr(c.reason, "4 -> 1: foreign I/O") != NULL);
+
+    /* idle beside the writer (the hog running before the images came) */
+    static const double idle_now[] = {4.3, 8.2, 8.0, 7.6, 6.2, 5.1, 7.7, 8.9};
+    loadctl_init(&c, &p, 4);
+    h.idle = true;
+    h.own_bps = 0;
+    int changes = 0;
+    for (int k = 0; k < 40; k++) {
+        h.foreign_bps = (70 + k % 5 * 15) * MIBS;
+        h.io_some = 5.5;
+        changes += step_now(&c, &h, idle_now[k % 8], 0) != LOADCTL_SAME;
+        if (k == 2)
+            assert_int_equal(c.limit, 1); /* by the second sample */
+    }
+    assert_int_equal(c.limit, 1);
+    assert_int_equal(changes, 1);
 }
 
 /* An idle queue: pressure left over from its own burst (avg10 decays over tens of seconds)
@@ -607,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_own_pressure_keeps_the_limit),
         cmocka_unit_test(test_foreign_io_drops_to_one),
         cmocka_unit_test(test_foreign_noise),
+        cmocka_unit_test(test_foreign_fast_disk),
         cmocka_unit_test(test_idle_with_the_disk_measured),
         cmocka_unit_test(test_psi_parse),
     };
