@@ -11,8 +11,9 @@
 # fetch`), then `thinimg daemon --unpack-queue Q` and two `thinimg process-image` CLIs at once
 # (forwarded to the daemon); timed from submitting both until both are active. With Q = 1 the
 # second image's chain waits for the first; with Q = 2 they unpack side by side (create-device and
-# commit still pass one at a time through the operation guard). Prints every round, the medians
-# and the ratio Q2/Q1 (below 1: concurrency helps).
+# commit still pass one at a time through the operation guard). Prints every round, the medians,
+# the ratio of the medians Q2/Q1 (below 1: concurrency helps) and the table's row (bench/lib.sh:
+# min/median/max of the rounds' own ratios).
 #
 # Then, on the last state directory with the daemon stopped: RERUNS x `process-image` on the active
 # image against RERUNS x `list-images` (a process that opens the database and reads it), as a
@@ -132,3 +133,6 @@ awk -v m1="$M1" -v m2="$M2" -v r="$ROUNDS" -v f="$FILES" -v mib="$MIB" \
     printf "  process-image    %5d ms\n  list-images      %5d ms\n", rr, ll
     printf "  ratio process-image/list-images = %.3f\n", rr / ll
 }'
+# The table's row: the rounds' ratios (each round ran both, back to back).
+source bench/lib.sh
+bench_row "unpack queue 2 vs 1 (two independent images), VM" "queue 1" 0.60 s "$Q2" "$Q1"

@@ -11,29 +11,38 @@
 #   process-image of a real Debian layer (blob already fetched)
 #                                                vs shell: create thin + mkfs + mount + GNU tar
 #                                                   + umount + snapshot          goal <= 1.10
+#   pool data used by debian:1 + tools:2 + slim:3
+#                                                vs the unique layers' bytes on ext4 (du of each
+#                                                   extracted on a fresh ext4)   goal <= 1.10
 #
 #   bench/vm.sh [BUILD_DIR] [RUNS]         (defaults: build, 5; use a Release build)
-#   ROWS="mkfs activate debian" selects rows (default: all; "activate" prints both activation
-#   rows). BENCH_PROFILE=1 also prints, untimed, on stderr: process start, database open and
+#   ROWS="mkfs activate debian dedup" selects rows (default: all; "activate" prints both
+#   activation rows). BENCH_PROFILE=1 also prints, untimed, on stderr: process start, database open and
 #   health check times, and the debug log of one more activate and process-image --name.
 #
 # The Debian layer is the archive tests' cached minbase root (tests/archive/debian.py --tar,
 # ~170 MB, ~9k entries), copied to the guest tmpfs; the activation rows use the example
 # busybox image ($BUILD/example). Each Debian run starts from a fresh state directory and pool
-# with the blob fetched (untimed); the shell baseline uses a raw pool made with dmsetup.
+# with the blob fetched (untimed); the shell baseline uses a raw pool made with dmsetup. The
+# dedup row's images (bench/make-dedup-layers.py: the Debian layer, a tools layer on it, a
+# slimming layer with whiteouts on that) are made on the host once, in $BUILD/bench-images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${1:-build}"
 RUNS="${2:-5}"
-ROWS="${ROWS:-mkfs activate debian}"
+ROWS="${ROWS:-mkfs activate debian dedup}"
 BUILD="$(cd "$BUILD" && pwd)"
 for f in thinimg bench/mkfs_bench example/images/busybox/3.tar; do
     [ -e "$BUILD/$f" ] || { echo "build first: cmake --build $BUILD (missing $f)" >&2; exit 2; }
 done
 if [ -z "${THINIMG_VM:-}" ]; then
     DEB=$(python3 tests/archive/debian.py --tar)
-    exec tests/vm/run --mem 4096 --timeout 3000 -- env BENCH_DEBIAN="$DEB" ROWS="$ROWS" \
-        bash "$0" "$BUILD" "$RUNS"
+    DEDUP="$BUILD/bench-images/dedup"
+    if [[ " $ROWS " == *" dedup "* ]] && [ ! -f "$DEDUP/images/slim/3.tar" ]; then
+        python3 bench/make-dedup-layers.py "$DEB" "$DEDUP"
+    fi
+    exec tests/vm/run --mem 4096 --timeout 3000 -- env BENCH_DEBIAN="$DEB" BENCH_DEDUP="$DEDUP" \
+        ROWS="$ROWS" bash "$0" "$BUILD" "$RUNS"
 fi
 source bench/lib.sh
 export THINIMG_HEALTH_TIMEOUT_MS=30000 # emulated: a health check may take seconds
@@ -207,4 +216,34 @@ if [[ " $ROWS " == *" debian "* ]]; then
     done
     bench_row "process-image of a real Debian layer (blob already fetched), VM" \
         "shell (thin + mkfs + mount + GNU tar + umount + snapshot)" 1.10 s "$a" "$b"
+fi
+
+if [[ " $ROWS " == *" dedup "* ]]; then
+    # Space, not time: thinimg's pool after the three images against what their three unique
+    # layers take as files on ext4 (du: data and directory blocks, no inode tables or journal).
+    S="$BENCH_DEDUP/images"
+    mkdir -p "$W/mnt"
+    a="" b=""
+    for ((i = 0; i < RUNS; i++)); do
+        export THINIMG_STATE_DIR="$W/state" THINIMG_POOL=benchv
+        $T setup-pool --data-size 1G >/dev/null
+        for img in debian tools slim; do $T process-image "dir:$S/$img/" >/dev/null; done
+        pool=$(dmsetup ls --target thin-pool | awk '$1 ~ /^benchv/ {print $1; exit}')
+        bs=$(dmsetup table "$pool" | awk '{print $6}') # data block size, sectors
+        a+="$(dmsetup status "$pool" | awk -v bs="$bs" '{split($6, u, "/"); printf "%.1f", u[1] * bs * 512 / 1048576}') "
+        teardown benchv "$W/state"
+        unset THINIMG_STATE_DIR THINIMG_POOL
+        raw_pool_new
+        raw_thin $SECTORS_8G
+        mkfs.ext4 -q -E nodiscard "/dev/mapper/$RAWNAME"
+        mount -o nosuid,nodev "/dev/mapper/$RAWNAME" "$W/mnt"
+        for l in debian/1.tar tools/2.tar slim/3.tar; do
+            mkdir -p "$W/mnt/${l%%/*}"
+            tar -xpf "$S/$l" --same-owner -C "$W/mnt/${l%%/*}"
+        done
+        b+="$(du -s -B1 "$W/mnt/debian" "$W/mnt/tools" "$W/mnt/slim" | awk '{t += $1} END {printf "%.1f", t / 1048576}') "
+        umount "$W/mnt"
+        raw_drop "$RAWNAME" $RAWID
+    done
+    bench_row "pool data used by debian:1 + tools:2 + slim:3, VM" "unique layers' bytes on ext4" 1.10 MiB "$a" "$b"
 fi
