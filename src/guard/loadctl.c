@@ -42,7 +42,7 @@ struct loadctl_params loadctl_defaults(int max, bool watch_pool)
         /* With foreign I/O on the measured disk the stalls are known to be shared with someone
          * else, so a lower line than some_low counts: on a disk with room a dd moving 70 to 145
          * MiB/s stalled tasks only 4 to 9% of each interval (docs/safety.md, the 21:10 boot),
-         * where some_low let the queue sit at 4 beside it for 20 s. */
+         * where some_low let the queue sit at 4 beside it for up to 22 s. */
         .some_foreign = 5.0,
     };
 }

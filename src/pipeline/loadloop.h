@@ -6,11 +6,10 @@
  * (guard/diskio.h: the unpack queue's is the pool's, looked up once the pool exists; the fetch
  * queue's is the blob store's, where downloads are written; where a queue has none, that is
  * logged once and the pressure rules apply as they are), each queue's running/waiting runs and
- * the work they
- * reported), steps one controller per queue (guard/loadctl.h) and sets the queue's limit
- * with fsm_queue_set_limit(). A queue whose limit the operator pinned (`--unpack-queue N`) is
- * left alone. Each change is one log line with its reason; loadloop_get() reports the state for
- * `status`, `/metrics` and the monitor.
+ * the work they reported), steps one controller per queue (guard/loadctl.h) and sets the
+ * queue's limit with fsm_queue_set_limit(). A queue whose limit the operator pinned
+ * (`--unpack-queue N`) is left alone. Each change is one log line with its reason; loadloop_get()
+ * reports the state for `status`, `/metrics` and the monitor.
  */
 #pragma once
 
