@@ -229,6 +229,7 @@ if [[ " $ROWS " == *" dedup "* ]]; then
         $T setup-pool --data-size 1G >/dev/null
         for img in debian tools slim; do $T process-image "dir:$S/$img/" >/dev/null; done
         pool=$(dmsetup ls --target thin-pool | awk '$1 ~ /^benchv/ {print $1; exit}')
+        [ -n "$pool" ] || { echo "bench/vm.sh: no thin-pool of benchv after the images" >&2; exit 1; }
         bs=$(dmsetup table "$pool" | awk '{print $6}') # data block size, sectors
         a+="$(dmsetup status "$pool" | awk -v bs="$bs" '{split($6, u, "/"); printf "%.1f", u[1] * bs * 512 / 1048576}') "
         teardown benchv "$W/state"

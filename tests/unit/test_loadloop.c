@@ -315,6 +315,18 @@ static int fake_pool_data(void *ud, char *path, size_t n)
     return 1;
 }
 
+/* This process's byte counter (write_bytes), in the fake /proc. */
+static void own_at(unsigned long long own_bytes)
+{
+    char path[512], text[256];
+    snprintf(path, sizeof(path), "%s/proc/self", dir);
+    mkdir_p(path, 0755);
+    snprintf(path, sizeof(path), "%s/proc/self/io", dir);
+    int n = snprintf(text, sizeof(text), "rchar: 0\nwchar: 0\nread_bytes: 0\nwrite_bytes: %llu\n",
+                     own_bytes);
+    assert_int_equal(tu_write_file(path, text, (size_t)n), 0);
+}
+
 /* The disk's and this process's byte counters, in a fake /proc. */
 static void io_at(unsigned ma, unsigned mi, unsigned long long disk_bytes,
                   unsigned long long own_bytes)
@@ -323,12 +335,7 @@ static void io_at(unsigned ma, unsigned mi, unsigned long long disk_bytes,
     snprintf(path, sizeof(path), "%s/proc/diskstats", dir);
     snprintf(text, sizeof(text), " %u %u vdq 1 0 0 1 1 0 %llu 1 0 1 1\n", ma, mi, disk_bytes / 512);
     assert_int_equal(tu_write_file(path, text, strlen(text)), 0);
-    snprintf(path, sizeof(path), "%s/proc/self", dir);
-    mkdir_p(path, 0755);
-    snprintf(path, sizeof(path), "%s/proc/self/io", dir);
-    snprintf(text, sizeof(text), "rchar: 0\nwchar: 0\nread_bytes: 0\nwrite_bytes: %llu\n",
-             own_bytes);
-    assert_int_equal(tu_write_file(path, text, strlen(text)), 0);
+    own_at(own_bytes);
 }
 
 /* The pool's data file on a disk found through a fake sysfs. The unpacks' own bytes (with
@@ -418,12 +425,7 @@ static void io2_at(const unsigned dev[4], const unsigned long long c[3])
                      " %u %u vdq 1 0 0 1 1 0 %llu 1 0 1 1\n %u %u vdr 1 0 0 1 1 0 %llu 1 0 1 1\n",
                      dev[0], dev[1], c[0] / 512, dev[2], dev[3], c[1] / 512);
     assert_int_equal(tu_write_file(path, text, (size_t)n), 0);
-    snprintf(path, sizeof(path), "%s/proc/self", dir);
-    mkdir_p(path, 0755);
-    snprintf(path, sizeof(path), "%s/proc/self/io", dir);
-    n = snprintf(text, sizeof(text), "rchar: 0\nwchar: 0\nread_bytes: 0\nwrite_bytes: %llu\n",
-                 c[2]);
-    assert_int_equal(tu_write_file(path, text, (size_t)n), 0);
+    own_at(c[2]);
 }
 
 /* Three intervals of a writer moving 1 GiB on disk d (0 the pool's, 1 the store's), some task
